@@ -1,0 +1,490 @@
+//! Semantic checks that serde cannot express: references between sections,
+//! one-of fields, ranges, addresses and regexes that must compile.
+
+use crate::schema::*;
+use crate::FieldError;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// Regexes larger than this (compiled size) are refused rather than risking memory.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+struct Checker<'a> {
+    config: &'a Config,
+    errors: Vec<FieldError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn cluster_exists(&mut self, path: String, name: &str) {
+        if self.config.cluster(name).is_none() {
+            self.err(path, format!("cluster {name:?} is not defined in clusters"));
+        }
+    }
+
+    fn percent(&mut self, path: String, p: f64) {
+        if !(0.0..=100.0).contains(&p) {
+            self.err(path, format!("percent {p} is outside 0..=100"));
+        }
+    }
+
+    fn regex(&mut self, path: String, pattern: &str) {
+        if let Err(e) = regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            self.err(path, format!("invalid regex {pattern:?}: {e}"));
+        }
+    }
+
+    fn header_name(&mut self, path: String, name: &str) {
+        if http_token(name).is_err() {
+            self.err(path, format!("{name:?} is not a valid header name"));
+        }
+    }
+
+    fn header_values(&mut self, base: &str, add: &[HeaderValue], remove: &[String]) {
+        for (i, h) in add.iter().enumerate() {
+            self.header_name(format!("{base}_to_add[{i}].name"), &h.name);
+            if h.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                self.err(
+                    format!("{base}_to_add[{i}].value"),
+                    format!("{:?} contains CR, LF or NUL", h.value),
+                );
+            }
+        }
+        for (i, h) in remove.iter().enumerate() {
+            self.header_name(format!("{base}_to_remove[{i}]"), h);
+        }
+    }
+}
+
+fn http_token(s: &str) -> Result<(), ()> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
+    let mut c = Checker {
+        config,
+        errors: Vec::new(),
+    };
+    if config.admin.address.parse::<SocketAddr>().is_err() {
+        c.err(
+            "admin.address",
+            format!("{:?} is not an IP:port address", config.admin.address),
+        );
+    }
+    limits(&mut c, &config.limits);
+    let mut names = HashSet::new();
+    let mut bound = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        if l.name.is_empty() {
+            c.err(format!("{p}.name"), "must not be empty");
+        } else if !names.insert(l.name.as_str()) {
+            c.err(
+                format!("{p}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        listener(&mut c, &p, l, &mut bound);
+    }
+    let mut cnames = HashSet::new();
+    for (i, cl) in config.clusters.iter().enumerate() {
+        let p = format!("clusters[{i}]");
+        if cl.name.is_empty() {
+            c.err(format!("{p}.name"), "must not be empty");
+        } else if !cnames.insert(cl.name.as_str()) {
+            c.err(
+                format!("{p}.name"),
+                format!("duplicate cluster name {:?}", cl.name),
+            );
+        }
+        cluster(&mut c, &p, cl);
+    }
+    c.errors
+}
+
+fn limits(c: &mut Checker, l: &Limits) {
+    if l.max_request_headers_kb == 0 || l.max_request_headers_kb > 8192 {
+        c.err(
+            "limits.max_request_headers_kb",
+            format!("{} is outside 1..=8192", l.max_request_headers_kb),
+        );
+    }
+    if l.max_request_headers_count == 0 {
+        c.err("limits.max_request_headers_count", "must be at least 1");
+    }
+    if l.max_downstream_connections == 0 {
+        c.err("limits.max_downstream_connections", "must be at least 1");
+    }
+    if l.request_headers_timeout.is_zero() {
+        c.err("limits.request_headers_timeout", "must be greater than 0");
+    }
+}
+
+fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAddr>) {
+    let mut any = false;
+    let addr_fields = l
+        .address
+        .iter()
+        .map(|a| (format!("{p}.address"), a))
+        .chain(
+            l.addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("{p}.addresses[{i}]"), a)),
+        )
+        .collect::<Vec<_>>();
+    for (path, a) in addr_fields {
+        any = true;
+        match a.parse::<SocketAddr>() {
+            Ok(sa) => {
+                if sa.port() != 0 && !bound.insert(sa) {
+                    c.err(path, format!("address {a:?} is used by another listener"));
+                }
+            }
+            Err(_) => c.err(
+                path,
+                format!("{a:?} is not an IP:port address (IPv6: \"[::1]:80\")"),
+            ),
+        }
+    }
+    if !any {
+        c.err(
+            format!("{p}.address"),
+            "a listener needs address or addresses",
+        );
+    }
+    match (&l.tcp, &l.http) {
+        (Some(t), None) => c.cluster_exists(format!("{p}.tcp.cluster"), &t.cluster),
+        (None, Some(h)) => http_manager(c, &format!("{p}.http"), h),
+        _ => c.err(p.to_string(), "a listener needs exactly one of tcp or http"),
+    }
+}
+
+fn http_manager(c: &mut Checker, p: &str, h: &HttpManager) {
+    if h.virtual_hosts.is_empty() {
+        c.err(
+            format!("{p}.virtual_hosts"),
+            "at least one virtual host is required",
+        );
+    }
+    if let Some(a) = &h.access_log {
+        if a.path.is_empty() {
+            c.err(format!("{p}.access_log.path"), "must not be empty");
+        }
+    }
+    let mut domains = HashSet::new();
+    for (i, vh) in h.virtual_hosts.iter().enumerate() {
+        let vp = format!("{p}.virtual_hosts[{i}]");
+        if vh.domains.is_empty() {
+            c.err(format!("{vp}.domains"), "at least one domain is required");
+        }
+        for (j, d) in vh.domains.iter().enumerate() {
+            let dp = format!("{vp}.domains[{j}]");
+            let stars = d.matches('*').count();
+            let valid = !d.is_empty()
+                && (stars == 0
+                    || d == "*"
+                    || (stars == 1 && (d.starts_with('*') || d.ends_with('*'))));
+            if !valid {
+                c.err(
+                    dp.clone(),
+                    format!("{d:?}: a domain is a name, `*`, or has one `*` at its start or end"),
+                );
+            }
+            if !domains.insert(d.to_ascii_lowercase()) {
+                c.err(
+                    dp,
+                    format!("domain {d:?} appears in more than one virtual host"),
+                );
+            }
+        }
+        c.header_values(
+            &format!("{vp}.request_headers"),
+            &vh.request_headers_to_add,
+            &vh.request_headers_to_remove,
+        );
+        c.header_values(
+            &format!("{vp}.response_headers"),
+            &vh.response_headers_to_add,
+            &vh.response_headers_to_remove,
+        );
+        if vh.routes.is_empty() {
+            c.err(format!("{vp}.routes"), "at least one route is required");
+        }
+        for (j, r) in vh.routes.iter().enumerate() {
+            route(c, &format!("{vp}.routes[{j}]"), r);
+        }
+    }
+}
+
+fn route(c: &mut Checker, p: &str, r: &Route) {
+    route_match(c, &format!("{p}.match"), &r.matches);
+    let actions = [
+        r.route.is_some(),
+        r.redirect.is_some(),
+        r.direct_response.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if actions != 1 {
+        c.err(
+            p.to_string(),
+            "a route needs exactly one of route, redirect or direct_response",
+        );
+    }
+    if let Some(a) = &r.route {
+        route_action(c, &format!("{p}.route"), a);
+    }
+    if let Some(rd) = &r.redirect {
+        if ![301, 302, 303, 307, 308].contains(&rd.response_code) {
+            c.err(
+                format!("{p}.redirect.response_code"),
+                format!("{} is not one of 301, 302, 303, 307, 308", rd.response_code),
+            );
+        }
+        if let Some(s) = &rd.scheme {
+            if s != "http" && s != "https" {
+                c.err(
+                    format!("{p}.redirect.scheme"),
+                    format!("{s:?} is not http or https"),
+                );
+            }
+        }
+        if rd.path.is_some() && rd.prefix_rewrite.is_some() {
+            c.err(
+                format!("{p}.redirect"),
+                "path and prefix_rewrite are exclusive",
+            );
+        }
+    }
+    if let Some(d) = &r.direct_response {
+        if !(100..=599).contains(&d.status) {
+            c.err(
+                format!("{p}.direct_response.status"),
+                format!("{} is not an HTTP status", d.status),
+            );
+        }
+    }
+    if let Some(f) = &r.fault {
+        if let Some(d) = &f.delay {
+            c.percent(format!("{p}.fault.delay.percent"), d.percent);
+        }
+        if let Some(a) = &f.abort {
+            c.percent(format!("{p}.fault.abort.percent"), a.percent);
+            if !(200..=599).contains(&a.status) {
+                c.err(
+                    format!("{p}.fault.abort.status"),
+                    format!("{} is outside 200..=599", a.status),
+                );
+            }
+        }
+    }
+    c.header_values(
+        &format!("{p}.request_headers"),
+        &r.request_headers_to_add,
+        &r.request_headers_to_remove,
+    );
+    c.header_values(
+        &format!("{p}.response_headers"),
+        &r.response_headers_to_add,
+        &r.response_headers_to_remove,
+    );
+}
+
+fn route_match(c: &mut Checker, p: &str, m: &RouteMatch) {
+    let kinds = [m.prefix.is_some(), m.path.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if kinds != 1 {
+        c.err(
+            p.to_string(),
+            "a match needs exactly one of prefix, path or regex",
+        );
+    }
+    for (field, v) in [("prefix", &m.prefix), ("path", &m.path)] {
+        if let Some(v) = v {
+            if !v.starts_with('/') {
+                c.err(format!("{p}.{field}"), format!("{v:?} must start with '/'"));
+            }
+        }
+    }
+    if let Some(re) = &m.regex {
+        c.regex(format!("{p}.regex"), re);
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        if http_token(method).is_err() {
+            c.err(
+                format!("{p}.methods[{i}]"),
+                format!("{method:?} is not an HTTP method"),
+            );
+        }
+    }
+    for (i, h) in m.headers.iter().enumerate() {
+        let hp = format!("{p}.headers[{i}]");
+        c.header_name(format!("{hp}.name"), &h.name);
+        value_matcher(c, &hp, h);
+    }
+    for (i, q) in m.query_params.iter().enumerate() {
+        let qp = format!("{p}.query_params[{i}]");
+        if q.name.is_empty() {
+            c.err(format!("{qp}.name"), "must not be empty");
+        }
+        value_matcher(c, &qp, q);
+    }
+}
+
+fn value_matcher(c: &mut Checker, p: &str, h: &HeaderMatcher) {
+    let forms = [
+        h.exact.is_some(),
+        h.prefix.is_some(),
+        h.suffix.is_some(),
+        h.regex.is_some(),
+        h.present.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if forms != 1 {
+        c.err(
+            p.to_string(),
+            "needs exactly one of exact, prefix, suffix, regex or present",
+        );
+    }
+    if let Some(re) = &h.regex {
+        c.regex(format!("{p}.regex"), re);
+    }
+}
+
+pub const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "reset",
+    "retriable-status-codes",
+];
+
+fn route_action(c: &mut Checker, p: &str, a: &RouteAction) {
+    match (&a.cluster, a.weighted_clusters.is_empty()) {
+        (Some(name), true) => c.cluster_exists(format!("{p}.cluster"), name),
+        (None, false) => {
+            let mut total: u64 = 0;
+            for (i, w) in a.weighted_clusters.iter().enumerate() {
+                c.cluster_exists(format!("{p}.weighted_clusters[{i}].name"), &w.name);
+                total += u64::from(w.weight);
+            }
+            if total == 0 {
+                c.err(format!("{p}.weighted_clusters"), "weights add up to 0");
+            }
+        }
+        _ => c.err(
+            p.to_string(),
+            "a route action needs exactly one of cluster or weighted_clusters",
+        ),
+    }
+    if let Some(h) = &a.host_rewrite {
+        if h.is_empty() || h.parse::<http::uri::Authority>().is_err() {
+            c.err(
+                format!("{p}.host_rewrite"),
+                format!("{h:?} is not a valid authority"),
+            );
+        }
+    }
+    if let Some(r) = &a.retry_policy {
+        for token in r.retry_on.split(',').map(str::trim) {
+            if !RETRY_ON.contains(&token) {
+                c.err(
+                    format!("{p}.retry_policy.retry_on"),
+                    format!(
+                        "unknown condition {token:?} (known: {})",
+                        RETRY_ON.join(", ")
+                    ),
+                );
+            }
+        }
+        if r.num_retries > 10 {
+            c.err(
+                format!("{p}.retry_policy.num_retries"),
+                format!("{} is more than 10", r.num_retries),
+            );
+        }
+    }
+    if let Some(m) = &a.request_mirror {
+        c.cluster_exists(format!("{p}.request_mirror.cluster"), &m.cluster);
+        c.percent(format!("{p}.request_mirror.percent"), m.percent);
+    }
+    for (i, h) in a.hash_policy.iter().enumerate() {
+        if h.header.is_some() == h.source_ip {
+            c.err(
+                format!("{p}.hash_policy[{i}]"),
+                "needs exactly one of header or source_ip: true",
+            );
+        }
+    }
+}
+
+fn cluster(c: &mut Checker, p: &str, cl: &Cluster) {
+    if cl.endpoints.is_empty() {
+        c.err(
+            format!("{p}.endpoints"),
+            "at least one endpoint is required",
+        );
+    }
+    for (i, e) in cl.endpoints.iter().enumerate() {
+        let ep = format!("{p}.endpoints[{i}]");
+        let a = e.address();
+        let ok = match cl.discovery {
+            DiscoveryType::Static => a.parse::<SocketAddr>().is_ok(),
+            DiscoveryType::Dns => a
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()),
+        };
+        if !ok {
+            let want = match cl.discovery {
+                DiscoveryType::Static => "an IP:port address (IPv6: \"[::1]:80\")",
+                DiscoveryType::Dns => "a host:port name",
+            };
+            c.err(ep.clone(), format!("{a:?} is not {want}"));
+        }
+        if e.weight() == 0 {
+            c.err(format!("{ep}.weight"), "must be at least 1");
+        }
+    }
+    if cl.connect_timeout.is_zero() {
+        c.err(format!("{p}.connect_timeout"), "must be greater than 0");
+    }
+    if cl.discovery == DiscoveryType::Dns && cl.dns_refresh_rate.is_zero() {
+        c.err(format!("{p}.dns_refresh_rate"), "must be greater than 0");
+    }
+    if let Some(o) = &cl.outlier_detection {
+        if o.max_ejection_percent > 100 {
+            c.err(
+                format!("{p}.outlier_detection.max_ejection_percent"),
+                format!("{} is more than 100", o.max_ejection_percent),
+            );
+        }
+        if o.interval.is_zero() {
+            c.err(
+                format!("{p}.outlier_detection.interval"),
+                "must be greater than 0",
+            );
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! Clusters: a named set of endpoints with a load balancer, connection pools,
+//! circuit breakers and passive outlier detection. A cluster survives config
+//! reloads unchanged when its config is unchanged, keeping its connections and state.
+
+mod lb;
+pub mod outlier;
+mod pool;
+
+use crate::body::{Body, BoxError};
+use crate::stats::{ClusterStats, Metrics};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use lb::Balancer;
+use outlier::{Clock, EndpointHealth, Outcome};
+use pool::{EndpointPool, Sender};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use tokio::sync::Notify;
+use trellis_config::{Cluster as ClusterConfig, DiscoveryType};
+
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub health: EndpointHealth,
+    active_requests: AtomicU32,
+    pool: EndpointPool,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
+        Arc::new(Endpoint {
+            addr,
+            weight,
+            health: EndpointHealth::default(),
+            active_requests: AtomicU32::new(0),
+            pool: EndpointPool::new(addr),
+        })
+    }
+    pub fn active_requests(&self) -> u32 {
+        self.active_requests.load(Ordering::Relaxed)
+    }
+}
+
+struct HostSet {
+    endpoints: Vec<Arc<Endpoint>>,
+    balancer: Balancer,
+}
+
+#[derive(Default)]
+struct Limits {
+    connections: AtomicU32,
+    pending: AtomicU32,
+    requests: AtomicU32,
+    retries: AtomicU32,
+    /// Woken when a connection is returned idle or closes.
+    released: Notify,
+}
+
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// A circuit breaker refused the request; names the breaker.
+    Overflow(&'static str),
+    ConnectFailure(String),
+    Reset(String),
+    /// The per-try timeout expired before response headers.
+    Timeout,
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Overflow(b) => write!(f, "circuit breaker {b} overflow"),
+            UpstreamError::ConnectFailure(e) => write!(f, "upstream connect error: {e}"),
+            UpstreamError::Reset(e) => write!(f, "upstream reset: {e}"),
+            UpstreamError::Timeout => write!(f, "upstream per-try timeout"),
+        }
+    }
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub config: ClusterConfig,
+    pub stats: ClusterStats,
+    hosts: ArcSwap<HostSet>,
+    rr: AtomicUsize,
+    limits: Limits,
+    clock: Clock,
+}
+
+impl Cluster {
+    /// Builds a cluster; DNS clusters start empty and resolve in the background.
+    pub fn new(config: &ClusterConfig, metrics: &Metrics) -> Arc<Self> {
+        let endpoints = match config.discovery {
+            DiscoveryType::Static => config
+                .endpoints
+                .iter()
+                .filter_map(|e| Some(Endpoint::new(e.address().parse().ok()?, e.weight())))
+                .collect(),
+            DiscoveryType::Dns => Vec::new(),
+        };
+        Arc::new(Cluster {
+            name: config.name.clone(),
+            config: config.clone(),
+            stats: metrics.cluster(&config.name),
+            hosts: ArcSwap::from_pointee(HostSet {
+                balancer: Balancer::build(config.lb_policy, &endpoints),
+                endpoints,
+            }),
+            rr: AtomicUsize::new(0),
+            limits: Limits::default(),
+            clock: Clock::new(),
+        })
+    }
+
+    /// Starts DNS refresh and the outlier sweep; both stop when the cluster is dropped.
+    pub async fn start(self: &Arc<Self>) {
+        if self.config.discovery == DiscoveryType::Dns {
+            self.resolve().await;
+            let weak = Arc::downgrade(self);
+            let every = self.config.dns_refresh_rate.get();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(c) = weak.upgrade() else { return };
+                    c.resolve().await;
+                }
+            });
+        }
+        if let Some(od) = &self.config.outlier_detection {
+            let weak: Weak<Cluster> = Arc::downgrade(self);
+            let every = od.interval.get();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(c) = weak.upgrade() else { return };
+                    c.sweep_outliers();
+                }
+            });
+        }
+    }
+
+    async fn resolve(&self) {
+        let mut addrs: Vec<(SocketAddr, u32)> = Vec::new();
+        for e in &self.config.endpoints {
+            match tokio::net::lookup_host(e.address()).await {
+                Ok(found) => addrs.extend(found.map(|a| (a, e.weight()))),
+                Err(err) => {
+                    tracing::warn!(cluster = %self.name, name = e.address(), "DNS resolution failed: {err}")
+                }
+            }
+        }
+        addrs.sort();
+        addrs.dedup_by_key(|(a, _)| *a);
+        let current = self.hosts.load();
+        let same = current.endpoints.len() == addrs.len()
+            && current
+                .endpoints
+                .iter()
+                .zip(&addrs)
+                .all(|(e, (a, w))| e.addr == *a && e.weight == *w);
+        if same || (addrs.is_empty() && !current.endpoints.is_empty()) {
+            // Keep the last good answer when resolution fails.
+            return;
+        }
+        let keep: HashMap<SocketAddr, &Arc<Endpoint>> =
+            current.endpoints.iter().map(|e| (e.addr, e)).collect();
+        let endpoints: Vec<Arc<Endpoint>> = addrs
+            .iter()
+            .map(|(a, w)| match keep.get(a) {
+                Some(e) if e.weight == *w => Arc::clone(e),
+                _ => Endpoint::new(*a, *w),
+            })
+            .collect();
+        tracing::info!(cluster = %self.name, endpoints = ?addrs.iter().map(|a| a.0).collect::<Vec<_>>(), "DNS endpoints updated");
+        self.hosts.store(Arc::new(HostSet {
+            balancer: Balancer::build(self.config.lb_policy, &endpoints),
+            endpoints,
+        }));
+    }
+
+    fn sweep_outliers(&self) {
+        let now = self.clock.now_ms();
+        for e in &self.hosts.load().endpoints {
+            if e.health.sweep(now) {
+                self.stats.ejections_active.dec();
+                tracing::info!(cluster = %self.name, endpoint = %e.addr, "endpoint returned from ejection");
+            }
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.hosts.load().endpoints.clone()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Chooses an endpoint, or None when the cluster has none.
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
+        let hosts = self.hosts.load();
+        let i = hosts
+            .balancer
+            .pick(&hosts.endpoints, &self.rr, hash, self.clock.now_ms())?;
+        Some(hosts.endpoints[i].clone())
+    }
+
+    /// Feeds an attempt's outcome to outlier detection.
+    pub fn record_outcome(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let Some(od) = &self.config.outlier_detection else {
+            return;
+        };
+        if !endpoint.health.record(od, outcome) {
+            return;
+        }
+        let hosts = self.hosts.load();
+        let now = self.clock.now_ms();
+        let ejected = hosts
+            .endpoints
+            .iter()
+            .filter(|e| !e.health.is_available(now))
+            .count();
+        if !endpoint.health.is_available(now)
+            || ejected >= outlier::max_ejected(od, hosts.endpoints.len())
+        {
+            return;
+        }
+        let time = endpoint.health.eject(od, now);
+        self.stats.ejections_total.inc();
+        self.stats.ejections_active.inc();
+        tracing::warn!(cluster = %self.name, endpoint = %endpoint.addr, ?outcome, ejection_time = ?time, "endpoint ejected by outlier detection");
+    }
+
+    /// The max_requests breaker: a guard per request in flight to this cluster.
+    pub fn start_request(self: &Arc<Self>) -> Option<RequestGuard> {
+        let max = self.config.circuit_breakers.max_requests;
+        if self.limits.requests.fetch_add(1, Ordering::AcqRel) >= max {
+            self.limits.requests.fetch_sub(1, Ordering::AcqRel);
+            self.stats.overflow_requests.inc();
+            return None;
+        }
+        Some(RequestGuard {
+            cluster: self.clone(),
+        })
+    }
+
+    /// The max_retries breaker: retries in flight at once across the cluster.
+    pub fn start_retry(self: &Arc<Self>) -> Option<RetryGuard> {
+        let max = self.config.circuit_breakers.max_retries;
+        if self.limits.retries.fetch_add(1, Ordering::AcqRel) >= max {
+            self.limits.retries.fetch_sub(1, Ordering::AcqRel);
+            self.stats.overflow_retries.inc();
+            return None;
+        }
+        self.stats.rq_retry.inc();
+        Some(RetryGuard(self.clone()))
+    }
+
+    fn enter_pending(self: &Arc<Self>) -> Result<PendingGuard, UpstreamError> {
+        self.stats.overflow_connections.inc();
+        let max = self.config.circuit_breakers.max_pending_requests;
+        if self.limits.pending.fetch_add(1, Ordering::AcqRel) >= max {
+            self.limits.pending.fetch_sub(1, Ordering::AcqRel);
+            self.stats.overflow_pending.inc();
+            return Err(UpstreamError::Overflow("max_pending_requests"));
+        }
+        Ok(PendingGuard(self.clone()))
+    }
+
+    /// Sends one request attempt to `endpoint`. The response body keeps the request
+    /// guard (and, for HTTP/1.1, the connection) until it has been read to the end.
+    pub async fn send(
+        self: &Arc<Self>,
+        endpoint: &Arc<Endpoint>,
+        mut req: Request<Body>,
+        upgrade: bool,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        endpoint.active_requests.fetch_add(1, Ordering::Relaxed);
+        let active = ActiveGuard(endpoint.clone());
+        let mut fresh = upgrade;
+        loop {
+            match endpoint.pool.checkout(self, fresh).await? {
+                Sender::Http2(mut s) => {
+                    let resp = s
+                        .send_request(req)
+                        .await
+                        .map_err(|e| UpstreamError::Reset(e.to_string()))?;
+                    return Ok(resp.map(|b| UpstreamBody::new(b, None, active)));
+                }
+                Sender::Http1 { mut sender, reused } => {
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => {
+                            let keep = (!upgrade).then(|| PoolReturn {
+                                cluster: self.clone(),
+                                endpoint: endpoint.clone(),
+                                sender: Some(sender),
+                            });
+                            return Ok(resp.map(|b| UpstreamBody::new(b, keep, active)));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            // The server closed an idle connection as we used it:
+                            // nothing was sent, so try once more on a new connection.
+                            Some(r) if reused => {
+                                req = r;
+                                fresh = true;
+                            }
+                            _ => return Err(UpstreamError::Reset(e.into_error().to_string())),
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct RequestGuard {
+    cluster: Arc<Cluster>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.cluster.limits.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct RetryGuard(Arc<Cluster>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.limits.retries.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct PendingGuard(Arc<Cluster>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.limits.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct ActiveGuard(Arc<Endpoint>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct PoolReturn {
+    cluster: Arc<Cluster>,
+    endpoint: Arc<Endpoint>,
+    sender: Option<hyper::client::conn::http1::SendRequest<Body>>,
+}
+
+impl PoolReturn {
+    fn release(&mut self) {
+        if let Some(s) = self.sender.take() {
+            self.endpoint.pool.release(&self.cluster, s);
+        }
+    }
+}
+
+/// An upstream response body. When it has been read to the end the HTTP/1.1
+/// connection goes back to the pool; dropping it early discards the connection.
+pub struct UpstreamBody {
+    inner: Incoming,
+    keep: Option<PoolReturn>,
+    _guard: Option<RequestGuard>,
+    _active: ActiveGuard,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, keep: Option<PoolReturn>, active: ActiveGuard) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            keep,
+            _guard: None,
+            _active: active,
+        };
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        body
+    }
+
+    /// Keeps the cluster's request slot (max_requests) until the body is done.
+    pub fn hold(&mut self, guard: RequestGuard) {
+        self._guard = Some(guard);
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut k) = self.keep.take() {
+            k.release();
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(),
+            Poll::Ready(Some(Err(_))) => this.keep = None,
+            _ => {}
+        }
+        polled.map(|o| o.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Keeps clusters across reloads: an unchanged config reuses the running cluster.
+#[derive(Default)]
+pub struct ClusterManager {
+    clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl ClusterManager {
+    /// Builds the cluster set for a new config. Call [`Cluster::start`] on the
+    /// returned new clusters before they take traffic.
+    pub fn build(
+        &self,
+        configs: &[ClusterConfig],
+        metrics: &Metrics,
+    ) -> (HashMap<String, Arc<Cluster>>, Vec<Arc<Cluster>>) {
+        let mut all = HashMap::new();
+        let mut fresh = Vec::new();
+        for c in configs {
+            let cluster = match self.clusters.get(&c.name) {
+                Some(existing) if existing.config == *c => existing.clone(),
+                _ => {
+                    let n = Cluster::new(c, metrics);
+                    fresh.push(n.clone());
+                    n
+                }
+            };
+            all.insert(c.name.clone(), cluster);
+        }
+        (all, fresh)
+    }
+
+    pub fn commit(&mut self, clusters: HashMap<String, Arc<Cluster>>) {
+        self.clusters = clusters;
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.values()
+    }
+}

@@ -1,0 +1,46 @@
+//! Envoy-style response flags for access logs.
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const NO_ROUTE: Flags = Flags(1);
+    pub const NO_HEALTHY_UPSTREAM: Flags = Flags(1 << 1);
+    pub const UPSTREAM_CONNECT_FAILURE: Flags = Flags(1 << 2);
+    pub const UPSTREAM_RESET: Flags = Flags(1 << 3);
+    pub const UPSTREAM_TIMEOUT: Flags = Flags(1 << 4);
+    pub const UPSTREAM_OVERFLOW: Flags = Flags(1 << 5);
+    pub const RETRY_LIMIT: Flags = Flags(1 << 6);
+    pub const DELAY_INJECTED: Flags = Flags(1 << 7);
+    pub const FAULT_INJECTED: Flags = Flags(1 << 8);
+    pub const DOWNSTREAM_ERROR: Flags = Flags(1 << 9);
+
+    const NAMES: [(Flags, &'static str); 10] = [
+        (Flags::NO_ROUTE, "NR"),
+        (Flags::NO_HEALTHY_UPSTREAM, "UH"),
+        (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
+        (Flags::UPSTREAM_RESET, "UC"),
+        (Flags::UPSTREAM_TIMEOUT, "UT"),
+        (Flags::UPSTREAM_OVERFLOW, "UO"),
+        (Flags::RETRY_LIMIT, "URX"),
+        (Flags::DELAY_INJECTED, "DI"),
+        (Flags::FAULT_INJECTED, "FI"),
+        (Flags::DOWNSTREAM_ERROR, "DPE"),
+    ];
+
+    pub fn set(&mut self, f: Flags) {
+        self.0 |= f.0;
+    }
+
+    pub fn render(self) -> String {
+        if self.0 == 0 {
+            return "-".into();
+        }
+        Self::NAMES
+            .iter()
+            .filter(|(f, _)| self.0 & f.0 != 0)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

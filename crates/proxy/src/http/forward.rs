@@ -1,0 +1,423 @@
+//! Sending a routed request upstream: cluster choice by weight, circuit breakers,
+//! retries with backoff, per-try and whole-request timeouts, mirroring and upgrades.
+
+use super::flags::Flags;
+use super::headers::strip_hop_by_hop;
+use super::local_reply;
+use crate::body::{self, Body};
+use crate::cluster::outlier::Outcome;
+use crate::cluster::{Cluster, UpstreamError};
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trellis_config::{HashPolicy, RetryPolicy};
+use xxhash_rust::xxh64::xxh64;
+
+pub struct RetryRule {
+    num_retries: u32,
+    per_try_timeout: Option<Duration>,
+    on_5xx: bool,
+    on_gateway_error: bool,
+    on_connect_failure: bool,
+    on_reset: bool,
+    status_codes: Vec<u16>,
+}
+
+impl RetryRule {
+    pub fn new(p: &RetryPolicy) -> Self {
+        let has = |t: &str| p.retry_on.split(',').any(|x| x.trim() == t);
+        RetryRule {
+            num_retries: p.num_retries,
+            per_try_timeout: p.per_try_timeout.map(|d| d.get()).filter(|d| !d.is_zero()),
+            on_5xx: has("5xx"),
+            on_gateway_error: has("gateway-error"),
+            on_connect_failure: has("connect-failure"),
+            on_reset: has("reset"),
+            status_codes: if has("retriable-status-codes") {
+                p.retriable_status_codes.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn retries(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Status(s) => {
+                (self.on_5xx && s >= 500)
+                    || (self.on_gateway_error && (502..=504).contains(&s))
+                    || self.status_codes.contains(&s)
+            }
+            Outcome::ConnectFailure => {
+                self.on_5xx || self.on_gateway_error || self.on_connect_failure
+            }
+            Outcome::Reset => self.on_5xx || self.on_reset,
+            Outcome::Timeout => self.on_5xx || self.on_gateway_error,
+        }
+    }
+}
+
+pub struct Forward {
+    pub targets: Vec<(Arc<Cluster>, u32)>,
+    pub total_weight: u32,
+    /// (length of the matched prefix, replacement); the whole path for path/regex routes.
+    pub prefix_rewrite: Option<(Option<usize>, String)>,
+    pub host_rewrite: Option<HeaderValue>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryRule>,
+    pub mirror: Option<(Arc<Cluster>, f64)>,
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+/// The request as routing left it, ready to be turned into one or more attempts.
+pub struct Outgoing {
+    pub method: Method,
+    pub authority: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+}
+
+pub struct Forwarded {
+    pub response: Response<Body>,
+    pub upstream: Option<SocketAddr>,
+    pub flags: Flags,
+}
+
+enum ReqBody {
+    Buffered(Bytes),
+    Streamed(Option<Incoming>),
+}
+
+impl Forward {
+    fn pick_cluster(&self) -> &Arc<Cluster> {
+        if self.targets.len() == 1 {
+            return &self.targets[0].0;
+        }
+        let mut x = rand::thread_rng().gen_range(0..self.total_weight);
+        for (c, w) in &self.targets {
+            if x < *w {
+                return c;
+            }
+            x -= w;
+        }
+        &self.targets[self.targets.len() - 1].0
+    }
+
+    /// Applies the route's path and authority rewrites.
+    pub fn rewrite(&self, out: &mut Outgoing) {
+        if let Some((prefix_len, replacement)) = &self.prefix_rewrite {
+            let (path, query) = match out.path_and_query.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (out.path_and_query.as_str(), None),
+            };
+            let rest = match prefix_len {
+                Some(n) => path.get(*n..).unwrap_or(""),
+                None => "",
+            };
+            let mut new = format!("{replacement}{rest}");
+            if let Some(q) = query {
+                new.push('?');
+                new.push_str(q);
+            }
+            out.path_and_query = new;
+        }
+        if let Some(h) = &self.host_rewrite {
+            out.authority = h.to_str().unwrap_or_default().to_string();
+        }
+    }
+
+    fn hash_key(&self, out: &Outgoing) -> Option<u64> {
+        self.hash_policy.iter().find_map(|p| {
+            if let Some(h) = &p.header {
+                let v = out.headers.get(h.as_str())?;
+                Some(xxh64(v.as_bytes(), 0))
+            } else {
+                let ip = out.peer.ip().to_string();
+                Some(xxh64(ip.as_bytes(), 0))
+            }
+        })
+    }
+
+    pub async fn forward(
+        &self,
+        mut out: Outgoing,
+        body: Incoming,
+        buffer_limit: usize,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Forwarded {
+        let cluster = self.pick_cluster().clone();
+        let Some(guard) = cluster.start_request() else {
+            return fail(UpstreamError::Overflow("max_requests"));
+        };
+        strip_hop_by_hop(&mut out.headers, upgrade.is_some());
+        let replayable = self.retry.is_some() || self.mirror.is_some();
+        let mut body = if replayable && upgrade.is_none() && fits(&body, buffer_limit) {
+            match Limited::new(body, buffer_limit).collect().await {
+                Ok(b) => ReqBody::Buffered(b.to_bytes()),
+                Err(e) => {
+                    return Forwarded {
+                        response: local_reply(
+                            StatusCode::BAD_REQUEST,
+                            &format!("request body: {e}"),
+                        ),
+                        upstream: None,
+                        flags: Flags::DOWNSTREAM_ERROR,
+                    }
+                }
+            }
+        } else {
+            ReqBody::Streamed(Some(body))
+        };
+        if let (Some((mirror, percent)), ReqBody::Buffered(b)) = (&self.mirror, &body) {
+            if rand::thread_rng().gen_range(0.0..100.0) < *percent {
+                spawn_mirror(mirror.clone(), &out, b.clone());
+            }
+        }
+        let hash = self.hash_key(&out);
+        let attempts = async {
+            let mut flags = Flags::default();
+            let mut retried = 0;
+            let mut _retry_guard = None;
+            loop {
+                let Some(endpoint) = cluster.pick(hash) else {
+                    flags.set(Flags::NO_HEALTHY_UPSTREAM);
+                    return Forwarded {
+                        response: local_reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "no healthy upstream",
+                        ),
+                        upstream: None,
+                        flags,
+                    };
+                };
+                let attempt_body = match &mut body {
+                    ReqBody::Buffered(b) => body::full(b.clone()),
+                    ReqBody::Streamed(b) => {
+                        b.take().map(body::incoming).unwrap_or_else(body::empty)
+                    }
+                };
+                let can_replay = matches!(body, ReqBody::Buffered(_));
+                let req = build_request(&out, attempt_body, cluster.config.http2);
+                let started = Instant::now();
+                let send = cluster.send(&endpoint, req, upgrade.is_some());
+                let per_try = self.retry.as_ref().and_then(|r| r.per_try_timeout);
+                let result = match per_try {
+                    Some(t) => tokio::time::timeout(t, send)
+                        .await
+                        .unwrap_or(Err(UpstreamError::Timeout)),
+                    None => send.await,
+                };
+                let outcome = match &result {
+                    Ok(resp) => Outcome::Status(resp.status().as_u16()),
+                    Err(UpstreamError::ConnectFailure(_)) => Outcome::ConnectFailure,
+                    Err(UpstreamError::Timeout) => Outcome::Timeout,
+                    Err(UpstreamError::Reset(_)) => Outcome::Reset,
+                    Err(UpstreamError::Overflow(_)) => {
+                        return fail(result.err().unwrap());
+                    }
+                };
+                match &result {
+                    Ok(resp) => cluster
+                        .stats
+                        .record(resp.status().as_u16(), started.elapsed().as_secs_f64()),
+                    Err(UpstreamError::Timeout) => {
+                        cluster.stats.rq_timeout.inc();
+                    }
+                    Err(UpstreamError::Reset(_)) => {
+                        cluster.stats.rq_reset.inc();
+                    }
+                    Err(_) => {}
+                }
+                cluster.record_outcome(&endpoint, outcome);
+                let wants_retry = self
+                    .retry
+                    .as_ref()
+                    .is_some_and(|r| retried < r.num_retries && r.retries(outcome));
+                if wants_retry && can_replay {
+                    if let Some(g) = cluster.start_retry() {
+                        _retry_guard = Some(g);
+                        retried += 1;
+                        drop(result);
+                        tokio::time::sleep(backoff(retried)).await;
+                        continue;
+                    }
+                    flags.set(Flags::RETRY_LIMIT);
+                } else if wants_retry {
+                    flags.set(Flags::RETRY_LIMIT);
+                }
+                return match result {
+                    Ok(mut resp) => {
+                        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                        let up =
+                            (switching && upgrade.is_some()).then(|| hyper::upgrade::on(&mut resp));
+                        let (mut parts, mut ubody) = resp.into_parts();
+                        ubody.hold(guard);
+                        if let Some(up) = up {
+                            if let Some(down) = upgrade {
+                                tokio::spawn(splice(down, up));
+                                parts.headers.insert(
+                                    http::header::CONNECTION,
+                                    HeaderValue::from_static("upgrade"),
+                                );
+                                return Forwarded {
+                                    response: Response::from_parts(parts, body::empty()),
+                                    upstream: Some(endpoint.addr),
+                                    flags,
+                                };
+                            }
+                        }
+                        strip_hop_by_hop(&mut parts.headers, false);
+                        Forwarded {
+                            response: Response::from_parts(parts, ubody.boxed()),
+                            upstream: Some(endpoint.addr),
+                            flags,
+                        }
+                    }
+                    Err(e) => {
+                        let mut f = fail(e);
+                        f.upstream = Some(endpoint.addr);
+                        f.flags.set(flags);
+                        f
+                    }
+                };
+            }
+        };
+        match self.timeout {
+            Some(t) => match tokio::time::timeout(t, attempts).await {
+                Ok(f) => f,
+                Err(_) => {
+                    cluster.stats.rq_timeout.inc();
+                    Forwarded {
+                        response: local_reply(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "upstream request timeout",
+                        ),
+                        upstream: None,
+                        flags: Flags::UPSTREAM_TIMEOUT,
+                    }
+                }
+            },
+            None => attempts.await,
+        }
+    }
+}
+
+fn fail(e: UpstreamError) -> Forwarded {
+    let (flag, status, text) = match &e {
+        UpstreamError::Overflow(_) => (
+            Flags::UPSTREAM_OVERFLOW,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow".to_string(),
+        ),
+        UpstreamError::ConnectFailure(m) => (
+            Flags::UPSTREAM_CONNECT_FAILURE,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure ({m})"),
+        ),
+        UpstreamError::Timeout => (
+            Flags::UPSTREAM_TIMEOUT,
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timeout".to_string(),
+        ),
+        UpstreamError::Reset(_) => (
+            Flags::UPSTREAM_RESET,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination".to_string(),
+        ),
+    };
+    Forwarded {
+        response: local_reply(status, &text),
+        upstream: None,
+        flags: flag,
+    }
+}
+
+/// Envoy's default retry back-off: jittered, 25 ms base doubling to a 250 ms cap.
+fn backoff(retry: u32) -> Duration {
+    let ceiling = (25u64 << retry.min(4)).min(250);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling))
+}
+
+fn fits(body: &Incoming, limit: usize) -> bool {
+    use http_body::Body as _;
+    body.size_hint().upper().is_some_and(|n| n <= limit as u64)
+}
+
+fn build_request(out: &Outgoing, body: Body, http2: bool) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.method_mut() = out.method.clone();
+    *req.headers_mut() = out.headers.clone();
+    let pq = PathAndQuery::try_from(out.path_and_query.as_str())
+        .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+    if http2 {
+        *req.version_mut() = Version::HTTP_2;
+        let authority = Authority::try_from(out.authority.as_str()).ok();
+        let mut uri = Uri::builder().scheme("http").path_and_query(pq.clone());
+        if let Some(a) = authority {
+            uri = uri.authority(a);
+        }
+        *req.uri_mut() = uri.build().unwrap_or_else(|_| Uri::from(pq));
+        req.headers_mut().remove(HOST);
+    } else {
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from(pq);
+        if let Ok(v) = HeaderValue::from_str(&out.authority) {
+            req.headers_mut().insert(HOST, v);
+        }
+    }
+    req
+}
+
+fn spawn_mirror(cluster: Arc<Cluster>, out: &Outgoing, body: Bytes) {
+    // Envoy marks shadow traffic by suffixing the authority's host with -shadow.
+    let authority = match out.authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => format!("{h}-shadow:{p}"),
+        _ => format!("{}-shadow", out.authority),
+    };
+    let shadow = Outgoing {
+        method: out.method.clone(),
+        authority,
+        path_and_query: out.path_and_query.clone(),
+        headers: out.headers.clone(),
+        peer: out.peer,
+    };
+    tokio::spawn(async move {
+        let Some(guard) = cluster.start_request() else {
+            return;
+        };
+        let Some(endpoint) = cluster.pick(None) else {
+            return;
+        };
+        let req = build_request(&shadow, body::full(body), cluster.config.http2);
+        let started = Instant::now();
+        if let Ok(resp) = cluster.send(&endpoint, req, false).await {
+            cluster
+                .stats
+                .record(resp.status().as_u16(), started.elapsed().as_secs_f64());
+            let _ = resp.into_body().collect().await;
+        }
+        drop(guard);
+    });
+}
+
+/// Joins the two halves of an upgraded connection and copies bytes both ways.
+async fn splice(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}

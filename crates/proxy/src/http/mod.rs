@@ -1,0 +1,493 @@
+//! The HTTP connection manager: one per HTTP listener. It selects a virtual host
+//! and route through a [`RouteMatcher`], applies faults and header mutations, and
+//! answers directly, redirects, or forwards upstream.
+
+mod flags;
+mod forward;
+pub mod headers;
+
+use crate::access_log::{self, AccessLog};
+use crate::body::{self, Body, BoxError};
+use crate::cluster::Cluster;
+use crate::stats::{ListenerStats, Metrics, RouteStats};
+use bytes::Bytes;
+use flags::Flags;
+use forward::{Forward, Outgoing, RetryRule};
+use headers::Mutations;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION};
+use http::{Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use trellis_config::{HttpManager as HttpConfig, Limits, Redirect, Route, RouteMatch};
+use trellis_routing::{RequestView, RouteMatcher, SequentialMatcher};
+
+pub struct HttpManager {
+    listener: String,
+    matcher: Box<dyn RouteMatcher>,
+    virtual_hosts: Vec<VirtualHost>,
+    stats: ListenerStats,
+    access_log: Option<AccessLog>,
+    buffer_limit: usize,
+}
+
+struct VirtualHost {
+    name: String,
+    request: Mutations,
+    response: Mutations,
+    routes: Vec<RouteEntry>,
+}
+
+struct RouteEntry {
+    name: String,
+    action: Action,
+    fault: Option<trellis_config::Fault>,
+    request: Mutations,
+    response: Mutations,
+    stats: RouteStats,
+}
+
+enum Action {
+    Forward(Forward),
+    Redirect(Redirect, Option<usize>),
+    Direct(StatusCode, Bytes),
+}
+
+/// Where a request came from, for hashing, logging and (later) policy.
+#[derive(Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+}
+
+impl HttpManager {
+    pub fn build(
+        listener: &str,
+        config: &HttpConfig,
+        limits: &Limits,
+        clusters: &HashMap<String, Arc<Cluster>>,
+        metrics: &Metrics,
+        access_logs: &mut HashMap<String, AccessLog>,
+    ) -> Result<Self, String> {
+        let matcher = SequentialMatcher::new(&config.virtual_hosts)?;
+        let mut virtual_hosts = Vec::new();
+        for vh in &config.virtual_hosts {
+            let routes = vh
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let name = r.name.clone().unwrap_or_else(|| format!("{i}"));
+                    RouteEntry {
+                        stats: metrics.route(listener, &vh.name, &name),
+                        name,
+                        action: action(r, clusters),
+                        fault: r.fault.clone(),
+                        request: Mutations::new(
+                            &r.request_headers_to_add,
+                            &r.request_headers_to_remove,
+                        ),
+                        response: Mutations::new(
+                            &r.response_headers_to_add,
+                            &r.response_headers_to_remove,
+                        ),
+                    }
+                })
+                .collect();
+            virtual_hosts.push(VirtualHost {
+                name: vh.name.clone(),
+                request: Mutations::new(&vh.request_headers_to_add, &vh.request_headers_to_remove),
+                response: Mutations::new(
+                    &vh.response_headers_to_add,
+                    &vh.response_headers_to_remove,
+                ),
+                routes,
+            });
+        }
+        let access_log = match &config.access_log {
+            None => None,
+            Some(a) => Some(match access_logs.get(&a.path) {
+                Some(log) => log.clone(),
+                None => {
+                    let log = AccessLog::open(&a.path, metrics.access_log_dropped.clone())
+                        .map_err(|e| format!("access_log.path {:?}: {e}", a.path))?;
+                    access_logs.insert(a.path.clone(), log.clone());
+                    log
+                }
+            }),
+        };
+        Ok(HttpManager {
+            listener: listener.to_string(),
+            matcher: Box::new(matcher),
+            virtual_hosts,
+            stats: metrics.listener(listener),
+            access_log,
+            buffer_limit: limits.retry_buffer_bytes as usize,
+        })
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let Some(authority) = authority else {
+            return local_reply(StatusCode::BAD_REQUEST, "missing host header");
+        };
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let version = req.version();
+        let selected = {
+            let view = RequestView {
+                method: req.method(),
+                authority: &authority,
+                path: &path,
+                query: req.uri().query(),
+                headers: req.headers(),
+            };
+            self.matcher
+                .select_virtual_host(&authority)
+                .and_then(|vh| Some((vh, self.matcher.select_route(vh, &view)?)))
+        };
+        let mut log = LogContext {
+            manager: self.clone(),
+            started,
+            method: method.as_str().to_string(),
+            authority: authority.clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or(path.clone()),
+            protocol: version,
+            route: None,
+            upstream: None,
+            flags: Flags::default(),
+            peer: conn.peer,
+            bytes_received: req.body().size_hint().exact().unwrap_or(0),
+        };
+        let Some((vh_index, route_index)) = selected else {
+            self.stats.no_route.inc();
+            log.flags.set(Flags::NO_ROUTE);
+            return log.finish(local_reply(StatusCode::NOT_FOUND, "no route"));
+        };
+        log.route = Some((vh_index, route_index));
+        let vh = &self.virtual_hosts[vh_index];
+        let route = &vh.routes[route_index];
+
+        if let Some(fault) = &route.fault {
+            let delay = fault
+                .delay
+                .as_ref()
+                .filter(|d| chance(d.percent))
+                .map(|d| d.fixed.get());
+            let abort = fault
+                .abort
+                .as_ref()
+                .filter(|a| chance(a.percent))
+                .map(|a| a.status);
+            if let Some(d) = delay {
+                log.flags.set(Flags::DELAY_INJECTED);
+                tokio::time::sleep(d).await;
+            }
+            if let Some(status) = abort {
+                log.flags.set(Flags::FAULT_INJECTED);
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return log.finish(self.respond(
+                    vh,
+                    route,
+                    local_reply(status, "fault filter abort"),
+                ));
+            }
+        }
+
+        let response = match &route.action {
+            Action::Direct(status, body) => {
+                let mut r = Response::new(body::full(body.clone()));
+                *r.status_mut() = *status;
+                if !body.is_empty() {
+                    r.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                r
+            }
+            Action::Redirect(rd, prefix_len) => redirect(rd, *prefix_len, &authority, req.uri()),
+            Action::Forward(fwd) => {
+                let upgrade =
+                    headers::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+                let (parts, body) = req.into_parts();
+                let mut out = Outgoing {
+                    method: parts.method,
+                    authority,
+                    path_and_query: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| "/".into()),
+                    headers: parts.headers,
+                    peer: conn.peer,
+                };
+                route.request.apply(&mut out.headers);
+                vh.request.apply(&mut out.headers);
+                if !out.headers.contains_key("x-request-id") {
+                    let id = format!("{:032x}", rand::thread_rng().gen::<u128>());
+                    if let Ok(v) = HeaderValue::from_str(&id) {
+                        out.headers.insert("x-request-id", v);
+                    }
+                }
+                out.headers
+                    .entry("x-forwarded-proto")
+                    .or_insert(HeaderValue::from_static("http"));
+                fwd.rewrite(&mut out);
+                let f = fwd.forward(out, body, self.buffer_limit, upgrade).await;
+                log.upstream = f.upstream;
+                log.flags.set(f.flags);
+                f.response
+            }
+        };
+        log.finish(self.respond(vh, route, response))
+    }
+
+    fn respond(
+        &self,
+        vh: &VirtualHost,
+        route: &RouteEntry,
+        mut r: Response<Body>,
+    ) -> Response<Body> {
+        route.response.apply(r.headers_mut());
+        vh.response.apply(r.headers_mut());
+        r
+    }
+}
+
+fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
+    let prefix_len = match_prefix_len(&r.matches);
+    if let Some(d) = &r.direct_response {
+        let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+        return Action::Direct(status, Bytes::from(d.body.clone()));
+    }
+    if let Some(rd) = &r.redirect {
+        return Action::Redirect(rd.clone(), prefix_len);
+    }
+    let a = r.route.as_ref().expect("validated: a route has one action");
+    let targets: Vec<(Arc<Cluster>, u32)> = match &a.cluster {
+        Some(c) => vec![(clusters[c].clone(), 1)],
+        None => a
+            .weighted_clusters
+            .iter()
+            .filter(|w| w.weight > 0)
+            .map(|w| (clusters[&w.name].clone(), w.weight))
+            .collect(),
+    };
+    Action::Forward(Forward {
+        total_weight: targets.iter().map(|t| t.1).sum(),
+        targets,
+        prefix_rewrite: a.prefix_rewrite.clone().map(|p| (prefix_len, p)),
+        host_rewrite: a
+            .host_rewrite
+            .as_ref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+        timeout: Some(a.timeout.get()).filter(|t| !t.is_zero()),
+        retry: a.retry_policy.as_ref().map(RetryRule::new),
+        mirror: a
+            .request_mirror
+            .as_ref()
+            .map(|m| (clusters[&m.cluster].clone(), m.percent)),
+        hash_policy: a.hash_policy.clone(),
+    })
+}
+
+fn chance(percent: f64) -> bool {
+    rand::thread_rng().gen_range(0.0..100.0) < percent
+}
+
+fn match_prefix_len(m: &RouteMatch) -> Option<usize> {
+    m.prefix.as_ref().map(|p| p.len())
+}
+
+fn redirect(
+    rd: &Redirect,
+    prefix_len: Option<usize>,
+    authority: &str,
+    uri: &http::Uri,
+) -> Response<Body> {
+    let scheme = rd.scheme.as_deref().unwrap_or("http");
+    let mut host = rd.host.clone().unwrap_or_else(|| {
+        authority
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| authority.to_string())
+    });
+    if let Some(port) = rd.port {
+        host = format!("{host}:{port}");
+    } else if rd.host.is_none() && rd.scheme.is_none() {
+        host = authority.to_string();
+    }
+    let path = match (&rd.path, &rd.prefix_rewrite) {
+        (Some(p), _) => p.clone(),
+        (None, Some(pr)) => format!(
+            "{pr}{}",
+            uri.path().get(prefix_len.unwrap_or(0)..).unwrap_or("")
+        ),
+        (None, None) => uri.path().to_string(),
+    };
+    let query = match uri.query() {
+        Some(q) if !rd.strip_query => format!("?{q}"),
+        _ => String::new(),
+    };
+    let location = format!("{scheme}://{host}{path}{query}");
+    let mut r = Response::new(body::empty());
+    *r.status_mut() =
+        StatusCode::from_u16(rd.response_code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+/// A response the proxy makes itself.
+pub fn local_reply(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(body::full(Bytes::from(text.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Per-request facts for stats and the access log.
+struct LogContext {
+    manager: Arc<HttpManager>,
+    started: Instant,
+    method: String,
+    authority: String,
+    path: String,
+    protocol: http::Version,
+    route: Option<(usize, usize)>,
+    upstream: Option<SocketAddr>,
+    flags: Flags,
+    peer: SocketAddr,
+    bytes_received: u64,
+}
+
+impl LogContext {
+    fn finish(self, response: Response<Body>) -> Response<Body> {
+        let status = response.status().as_u16();
+        if let Some((vh, r)) = self.route {
+            self.manager.virtual_hosts[vh].routes[r]
+                .stats
+                .record(status, self.started.elapsed().as_secs_f64());
+        }
+        if self.manager.access_log.is_none() {
+            return response;
+        }
+        response.map(|b| {
+            LoggedBody {
+                inner: b,
+                sent: 0,
+                status,
+                ctx: Some(self),
+            }
+            .boxed()
+        })
+    }
+}
+
+/// Counts response bytes and writes the access log line when the body ends.
+struct LoggedBody {
+    inner: Body,
+    sent: u64,
+    status: u16,
+    ctx: Option<LogContext>,
+}
+
+impl LoggedBody {
+    fn emit(&mut self) {
+        let Some(ctx) = self.ctx.take() else { return };
+        let Some(log) = &ctx.manager.access_log else {
+            return;
+        };
+        let (virtual_host, route) = ctx
+            .route
+            .map(|(vh, r)| {
+                let vh = &ctx.manager.virtual_hosts[vh];
+                (vh.name.as_str(), vh.routes[r].name.as_str())
+            })
+            .unwrap_or(("-", "-"));
+        log.write(&access_log::Entry {
+            timestamp: access_log::now_rfc3339(),
+            method: &ctx.method,
+            authority: &ctx.authority,
+            path: &ctx.path,
+            protocol: match ctx.protocol {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: self.status,
+            bytes_received: ctx.bytes_received,
+            bytes_sent: self.sent,
+            duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            upstream_host: ctx.upstream.map(|a| a.to_string()),
+            listener: &ctx.manager.listener,
+            virtual_host,
+            route,
+            response_flags: ctx.flags.render(),
+            downstream_remote: ctx.peer.to_string(),
+        });
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.emit(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,16 @@
+//! The Trellis data-plane proxy: listeners, the HTTP connection manager, the TCP
+//! proxy, clusters (load balancing, pools, circuit breakers, outlier detection),
+//! the admin listener and the process lifecycle. See ARCHITECTURE.md.
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod cluster;
+pub mod http;
+mod io;
+pub mod listener;
+pub mod server;
+pub mod stats;
+pub mod tcp;
+
+pub use server::{run, ProxyOptions};

@@ -1,0 +1,285 @@
+//! Listeners: bound sockets, the accept loop, per-connection limits and draining.
+//!
+//! A listener's behaviour (its HTTP manager or TCP proxy, and the limits) sits
+//! behind an `ArcSwap`, so a reload that keeps the listener's addresses swaps the
+//! behaviour without touching the socket or any open connection.
+
+use crate::http::{ConnInfo, HttpManager};
+use crate::io::{Activity, ActivityIo};
+use crate::stats::ListenerStats;
+use crate::tcp::TcpProxy;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{watch, Notify};
+use trellis_config::{Codec, Limits};
+
+pub enum Behaviour {
+    Http(Arc<HttpManager>, Codec),
+    Tcp(Arc<TcpProxy>),
+}
+
+pub struct ListenerRuntime {
+    pub behaviour: Behaviour,
+    pub limits: Limits,
+    pub stats: ListenerStats,
+}
+
+/// Open downstream connections across all listeners, for the global limit and drain.
+#[derive(Default)]
+pub struct Connections {
+    active: AtomicUsize,
+    closed: Notify,
+}
+
+impl Connections {
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open, or the deadline passes.
+    pub async fn wait_idle(&self, deadline: Duration) -> bool {
+        let wait = async {
+            loop {
+                let closed = self.closed.notified();
+                if self.active() == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        };
+        tokio::time::timeout(deadline, wait).await.is_ok()
+    }
+}
+
+struct ConnGuard {
+    conns: Arc<Connections>,
+    stats: ListenerStats,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.conns.active.fetch_sub(1, Ordering::AcqRel);
+        self.stats.cx_active.dec();
+        self.conns.closed.notify_waiters();
+    }
+}
+
+pub struct Listener {
+    pub name: String,
+    /// Addresses as configured: a reload keeps the listener when these are unchanged.
+    pub configured: Vec<String>,
+    pub bound: Vec<SocketAddr>,
+    pub runtime: Arc<ArcSwap<ListenerRuntime>>,
+    shutdown: watch::Sender<bool>,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+impl Listener {
+    /// Binds every address (IPv6 sockets are v6-only, so `0.0.0.0:p` and `[::]:p`
+    /// can both be listed). Nothing is accepted until [`Listener::start`].
+    pub fn bind(
+        name: &str,
+        configured: Vec<String>,
+        runtime: ListenerRuntime,
+    ) -> std::io::Result<Self> {
+        let mut sockets = Vec::new();
+        let mut bound = Vec::new();
+        for a in &configured {
+            let addr: SocketAddr = a
+                .parse()
+                .map_err(|_| std::io::Error::other(format!("bad address {a:?}")))?;
+            let s = bind_socket(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("listener {name:?}: bind {addr}: {e}"))
+            })?;
+            bound.push(s.local_addr()?);
+            sockets.push(s);
+        }
+        let (shutdown, _) = watch::channel(false);
+        Ok(Listener {
+            name: name.to_string(),
+            configured,
+            bound,
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            shutdown,
+            sockets,
+        })
+    }
+
+    /// Starts the accept loops on the worker runtime.
+    pub fn start(&mut self, worker: &Handle, conns: Arc<Connections>) -> std::io::Result<()> {
+        let _enter = worker.enter();
+        for s in self.sockets.drain(..) {
+            let listener = TcpListener::from_std(s)?;
+            let runtime = self.runtime.clone();
+            let shutdown = self.shutdown.subscribe();
+            let conns = conns.clone();
+            worker.spawn(accept_loop(listener, runtime, shutdown, conns));
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and asks every open connection to finish gracefully.
+    pub fn drain(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    mut shutdown: watch::Receiver<bool>,
+    conns: Arc<Connections>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let rt = runtime.load_full();
+        let max = rt.limits.max_downstream_connections as usize;
+        if conns.active.fetch_add(1, Ordering::AcqRel) >= max {
+            conns.active.fetch_sub(1, Ordering::AcqRel);
+            rt.stats.cx_overflow.inc();
+            drop(stream);
+            continue;
+        }
+        rt.stats.cx_total.inc();
+        rt.stats.cx_active.inc();
+        let guard = ConnGuard {
+            conns: conns.clone(),
+            stats: rt.stats.clone(),
+        };
+        let _ = stream.set_nodelay(true);
+        let shutdown = shutdown.clone();
+        match &rt.behaviour {
+            Behaviour::Http(_, codec) => {
+                let codec = *codec;
+                let runtime = runtime.clone();
+                tokio::spawn(async move {
+                    serve_http(stream, peer, runtime, codec, rt.limits.clone(), shutdown).await;
+                    drop(guard);
+                });
+            }
+            Behaviour::Tcp(proxy) => {
+                let proxy = proxy.clone();
+                let idle = rt.limits.idle_timeout.get();
+                tokio::spawn(async move {
+                    proxy.serve(stream, peer, idle).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+}
+
+/// Serves one downstream HTTP connection (HTTP/1.1, h2c prior knowledge, upgrades).
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    codec: Codec,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
+    let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_bytes = limits.max_request_headers_kb as usize * 1024;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_headers_timeout.get())
+        .max_buf_size(header_bytes.max(8192))
+        .max_headers(limits.max_request_headers_count as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_bytes as u32);
+    let builder = match codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    let info = ConnInfo { peer };
+    let service_activity = activity.clone();
+    let service = service_fn(move |req| {
+        // Each request sees the listener's current config, so a reload applies to
+        // requests on connections that were open before it.
+        let manager = match &runtime.load().behaviour {
+            Behaviour::Http(m, _) => Some(m.clone()),
+            Behaviour::Tcp(_) => None,
+        };
+        let activity = service_activity.clone();
+        activity.active_requests.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let response = match manager {
+                Some(m) => m.handle(req, info).await,
+                None => crate::http::local_reply(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "listener changed",
+                ),
+            };
+            activity.active_requests.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let idle = limits.idle_timeout.get();
+    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tokio::time::sleep(tick), if !closing => {
+                if activity.is_idle(idle) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Process lifecycle: two runtimes, applying configs atomically, hot reload on file
+//! change and SIGHUP, and draining on SIGTERM.
+//!
+//! The main thread runs a single-threaded runtime for admin, reloads and signals;
+//! traffic runs on a separate multi-threaded worker runtime (as in ztunnel), so
+//! control work never competes with requests for a worker.
+
+use crate::access_log::AccessLog;
+use crate::admin::{self, AdminState, AdminView};
+use crate::cluster::ClusterManager;
+use crate::http::HttpManager;
+use crate::listener::{Behaviour, Connections, Listener, ListenerRuntime};
+use crate::stats::{Metrics, ResultLabels};
+use crate::tcp::TcpProxy;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::signal::unix::{signal, SignalKind};
+use trellis_config::Config;
+
+pub struct ProxyOptions {
+    pub config: PathBuf,
+    /// Data-path worker threads; 0 means one per core.
+    pub worker_threads: usize,
+    /// When set, a JSON file with the admin and listener addresses is written here
+    /// once everything is bound (useful with port 0).
+    pub ready_file: Option<PathBuf>,
+    /// How often the config file is checked for changes.
+    pub watch_interval: Duration,
+}
+
+/// The running proxy's mutable state; only the main runtime touches it.
+struct Proxy {
+    worker: Handle,
+    metrics: Arc<Metrics>,
+    conns: Arc<Connections>,
+    clusters: ClusterManager,
+    listeners: HashMap<String, Listener>,
+    access_logs: HashMap<String, AccessLog>,
+    admin: Arc<AdminState>,
+}
+
+impl Proxy {
+    /// Applies a validated config completely or not at all. On error nothing changes.
+    async fn apply(&mut self, config: Config) -> Result<(), String> {
+        let (clusters, fresh) = self.clusters.build(&config.clusters, &self.metrics);
+        let mut access_logs = self.access_logs.clone();
+        let mut runtimes = Vec::new();
+        for l in &config.listeners {
+            let stats = self.metrics.listener(&l.name);
+            let behaviour = if let Some(h) = &l.http {
+                let m = HttpManager::build(
+                    &l.name,
+                    h,
+                    &config.limits,
+                    &clusters,
+                    &self.metrics,
+                    &mut access_logs,
+                )
+                .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
+                Behaviour::Http(Arc::new(m), h.codec)
+            } else {
+                let t = l.tcp.as_ref().expect("validated: tcp or http");
+                Behaviour::Tcp(Arc::new(TcpProxy {
+                    cluster: clusters[&t.cluster].clone(),
+                    stats: stats.clone(),
+                }))
+            };
+            let addrs: Vec<String> = l.all_addresses().cloned().collect();
+            runtimes.push((
+                l.name.clone(),
+                addrs,
+                ListenerRuntime {
+                    behaviour,
+                    limits: config.limits.clone(),
+                    stats,
+                },
+            ));
+        }
+        // Bind every new or moved listener before changing anything, so that a port
+        // conflict refuses the whole config.
+        let mut fresh_listeners = Vec::new();
+        let mut updates = Vec::new();
+        for (name, addrs, rt) in runtimes {
+            match self.listeners.get(&name) {
+                Some(existing) if existing.configured == addrs => updates.push((name, rt)),
+                _ => {
+                    let l = Listener::bind(&name, addrs, rt).map_err(|e| e.to_string())?;
+                    fresh_listeners.push(l);
+                }
+            }
+        }
+        // Commit.
+        let starts: Vec<_> = fresh
+            .into_iter()
+            .map(|c| self.worker.spawn(async move { c.start().await }))
+            .collect();
+        for s in starts {
+            let _ = s.await;
+        }
+        for (name, rt) in updates {
+            self.listeners[&name].runtime.store(Arc::new(rt));
+        }
+        let keep: std::collections::HashSet<&str> =
+            config.listeners.iter().map(|l| l.name.as_str()).collect();
+        let moved: Vec<String> = fresh_listeners.iter().map(|l| l.name.clone()).collect();
+        self.listeners.retain(|name, l| {
+            let stays = keep.contains(name.as_str()) && !moved.contains(name);
+            if !stays {
+                tracing::info!(listener = %name, "listener removed; draining its connections");
+                l.drain();
+            }
+            stays
+        });
+        for mut l in fresh_listeners {
+            l.start(&self.worker, self.conns.clone())
+                .map_err(|e| e.to_string())?;
+            tracing::info!(listener = %l.name, addresses = ?l.bound, "listening");
+            self.listeners.insert(l.name.clone(), l);
+        }
+        self.clusters.commit(clusters);
+        self.access_logs = access_logs;
+        let mut listeners: Vec<_> = self
+            .listeners
+            .values()
+            .map(|l| (l.name.clone(), l.bound.clone()))
+            .collect();
+        listeners.sort();
+        let mut cluster_list: Vec<_> = self.clusters.all().cloned().collect();
+        cluster_list.sort_by(|a, b| a.name.cmp(&b.name));
+        self.admin.view.store(Arc::new(AdminView {
+            config: Arc::new(config),
+            clusters: cluster_list,
+            listeners,
+        }));
+        Ok(())
+    }
+
+    async fn reload(&mut self, path: &Path) -> bool {
+        let result = match Config::load(path) {
+            Ok(c) => self.apply(c).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let label = ResultLabels {
+            result: if result.is_ok() { "success" } else { "failure" },
+        };
+        self.metrics.config_reloads.get_or_create(&label).inc();
+        match result {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "config reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!("config refused, the previous config keeps serving:\n{e}");
+                false
+            }
+        }
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains and returns.
+pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
+    let config = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut workers = tokio::runtime::Builder::new_multi_thread();
+    if opts.worker_threads > 0 {
+        workers.worker_threads(opts.worker_threads);
+    }
+    let workers = workers
+        .thread_name("trellis-worker")
+        .enable_all()
+        .build()
+        .context("starting the worker runtime")?;
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the main runtime")?;
+    let result = main.block_on(run_main(opts, config, workers.handle().clone()));
+    workers.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let admin_addr = config.admin.address.clone();
+    let admin = Arc::new(AdminState {
+        view: ArcSwap::from_pointee(AdminView {
+            config: Arc::new(Config::default()),
+            clusters: Vec::new(),
+            listeners: Vec::new(),
+        }),
+        metrics: metrics.clone(),
+        draining: Default::default(),
+    });
+    let mut proxy = Proxy {
+        worker,
+        metrics,
+        conns: Arc::new(Connections::default()),
+        clusters: ClusterManager::default(),
+        listeners: HashMap::new(),
+        access_logs: HashMap::new(),
+        admin: admin.clone(),
+    };
+    let admin_listener = tokio::net::TcpListener::bind(&admin_addr)
+        .await
+        .with_context(|| format!("admin.address {admin_addr}: cannot bind"))?;
+    let admin_bound = admin_listener.local_addr()?;
+    proxy
+        .apply(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    tracing::info!(admin = %admin_bound, "trellis proxy ready");
+    if let Some(path) = &opts.ready_file {
+        write_ready_file(path, admin_bound, &proxy)?;
+    }
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut last_seen = file_stamp(&opts.config);
+    let mut tick = tokio::time::interval(opts.watch_interval);
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                proxy.reload(&opts.config).await;
+                last_seen = file_stamp(&opts.config);
+            }
+            _ = tick.tick() => {
+                let stamp = file_stamp(&opts.config);
+                if stamp != last_seen {
+                    last_seen = stamp;
+                    proxy.reload(&opts.config).await;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let drain_timeout = admin.view.load().config.limits.drain_timeout.get();
+    tracing::info!(timeout = ?drain_timeout, open = proxy.conns.active(), "draining");
+    admin.draining.store(true, Ordering::Relaxed);
+    for l in proxy.listeners.values() {
+        l.drain();
+    }
+    let clean = proxy.conns.wait_idle(drain_timeout).await;
+    if clean {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(
+            open = proxy.conns.active(),
+            "drain timeout; closing remaining connections"
+        );
+    }
+    Ok(())
+}
+
+/// What changes when the file is edited in place or replaced.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+fn write_ready_file(path: &Path, admin: std::net::SocketAddr, proxy: &Proxy) -> anyhow::Result<()> {
+    let listeners: serde_json::Map<String, serde_json::Value> = proxy
+        .listeners
+        .values()
+        .map(|l| {
+            (
+                l.name.clone(),
+                serde_json::json!(l.bound.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "pid": std::process::id(),
+        "admin": admin.to_string(),
+        "listeners": listeners,
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

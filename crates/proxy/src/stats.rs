@@ -1,0 +1,305 @@
+//! Prometheus metrics. Handles are resolved once per listener, route and cluster
+//! when a config is built, so the request path only touches atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: String,
+    pub virtual_host: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteCodeLabels {
+    pub listener: String,
+    pub virtual_host: String,
+    pub route: String,
+    pub code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterCodeLabels {
+    pub cluster: String,
+    pub code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub cluster: String,
+    pub breaker: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    pub registry: Registry,
+    downstream_cx_total: Family<ListenerLabels, Counter>,
+    downstream_cx_active: Family<ListenerLabels, Gauge>,
+    downstream_cx_overflow: Family<ListenerLabels, Counter>,
+    tcp_bytes_received: Family<ListenerLabels, Counter>,
+    tcp_bytes_sent: Family<ListenerLabels, Counter>,
+    http_requests: Family<RouteCodeLabels, Counter>,
+    http_duration: HistFamily<RouteLabels>,
+    http_no_route: Family<ListenerLabels, Counter>,
+    upstream_rq: Family<ClusterCodeLabels, Counter>,
+    upstream_duration: HistFamily<ClusterLabels>,
+    upstream_cx_active: Family<ClusterLabels, Gauge>,
+    upstream_cx_total: Family<ClusterLabels, Counter>,
+    upstream_cx_connect_fail: Family<ClusterLabels, Counter>,
+    upstream_rq_retry: Family<ClusterLabels, Counter>,
+    upstream_rq_timeout: Family<ClusterLabels, Counter>,
+    upstream_rq_reset: Family<ClusterLabels, Counter>,
+    breaker_overflow: Family<BreakerLabels, Counter>,
+    ejections_total: Family<ClusterLabels, Counter>,
+    ejections_active: Family<ClusterLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub access_log_dropped: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("trellis");
+        macro_rules! fam {
+            ($name:literal, $help:literal) => {{
+                let f = Family::default();
+                registry.register($name, $help, f.clone());
+                f
+            }};
+        }
+        macro_rules! hist {
+            ($name:literal, $help:literal) => {{
+                let f: HistFamily<_> = Family::new_with_constructor(latency_histogram);
+                registry.register($name, $help, f.clone());
+                f
+            }};
+        }
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        Arc::new(Metrics {
+            downstream_cx_total: fam!("downstream_cx", "Downstream connections accepted"),
+            downstream_cx_active: fam!("downstream_cx_active", "Downstream connections open"),
+            downstream_cx_overflow: fam!(
+                "downstream_cx_overflow",
+                "Downstream connections closed at accept because of max_downstream_connections"
+            ),
+            tcp_bytes_received: fam!(
+                "tcp_downstream_rx_bytes",
+                "Bytes received from TCP proxy clients"
+            ),
+            tcp_bytes_sent: fam!("tcp_downstream_tx_bytes", "Bytes sent to TCP proxy clients"),
+            http_requests: fam!(
+                "http_requests",
+                "HTTP requests by route and response code class"
+            ),
+            http_duration: hist!(
+                "http_request_duration_seconds",
+                "Time from request headers to response headers, by route"
+            ),
+            http_no_route: fam!(
+                "http_no_route",
+                "Requests that matched no virtual host or route"
+            ),
+            upstream_rq: fam!(
+                "upstream_rq",
+                "Upstream request attempts by response code class"
+            ),
+            upstream_duration: hist!(
+                "upstream_rq_duration_seconds",
+                "Upstream attempt time to response headers"
+            ),
+            upstream_cx_active: fam!("upstream_cx_active", "Upstream connections open"),
+            upstream_cx_total: fam!("upstream_cx", "Upstream connections opened"),
+            upstream_cx_connect_fail: fam!(
+                "upstream_cx_connect_fail",
+                "Upstream connection attempts that failed or timed out"
+            ),
+            upstream_rq_retry: fam!("upstream_rq_retry", "Upstream request retries"),
+            upstream_rq_timeout: fam!(
+                "upstream_rq_timeout",
+                "Requests that hit the route or per-try timeout"
+            ),
+            upstream_rq_reset: fam!(
+                "upstream_rq_reset",
+                "Upstream requests reset before a response"
+            ),
+            breaker_overflow: fam!(
+                "circuit_breaker_overflow",
+                "Requests refused by a circuit breaker, by breaker"
+            ),
+            ejections_total: fam!(
+                "outlier_ejections",
+                "Endpoints ejected by outlier detection"
+            ),
+            ejections_active: fam!("outlier_ejections_active", "Endpoints ejected now"),
+            config_reloads: fam!("config_reloads", "Config reloads by result"),
+            access_log_dropped,
+            registry,
+        })
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn listener(&self, name: &str) -> ListenerStats {
+        let l = ListenerLabels {
+            listener: name.to_string(),
+        };
+        ListenerStats {
+            cx_total: self.downstream_cx_total.get_or_create(&l).clone(),
+            cx_active: self.downstream_cx_active.get_or_create(&l).clone(),
+            cx_overflow: self.downstream_cx_overflow.get_or_create(&l).clone(),
+            tcp_rx: self.tcp_bytes_received.get_or_create(&l).clone(),
+            tcp_tx: self.tcp_bytes_sent.get_or_create(&l).clone(),
+            no_route: self.http_no_route.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn route(&self, listener: &str, virtual_host: &str, route: &str) -> RouteStats {
+        let labels = RouteLabels {
+            listener: listener.to_string(),
+            virtual_host: virtual_host.to_string(),
+            route: route.to_string(),
+        };
+        let by_class = CODE_CLASSES.map(|code_class| {
+            self.http_requests
+                .get_or_create(&RouteCodeLabels {
+                    listener: listener.to_string(),
+                    virtual_host: virtual_host.to_string(),
+                    route: route.to_string(),
+                    code_class,
+                })
+                .clone()
+        });
+        RouteStats {
+            by_class,
+            duration: self.http_duration.get_or_create(&labels).clone(),
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> ClusterStats {
+        let l = ClusterLabels {
+            cluster: name.to_string(),
+        };
+        let by_class = CODE_CLASSES.map(|code_class| {
+            self.upstream_rq
+                .get_or_create(&ClusterCodeLabels {
+                    cluster: name.to_string(),
+                    code_class,
+                })
+                .clone()
+        });
+        let breaker = |b: &'static str| {
+            self.breaker_overflow
+                .get_or_create(&BreakerLabels {
+                    cluster: name.to_string(),
+                    breaker: b,
+                })
+                .clone()
+        };
+        ClusterStats {
+            rq_by_class: by_class,
+            rq_duration: self.upstream_duration.get_or_create(&l).clone(),
+            cx_active: self.upstream_cx_active.get_or_create(&l).clone(),
+            cx_total: self.upstream_cx_total.get_or_create(&l).clone(),
+            cx_connect_fail: self.upstream_cx_connect_fail.get_or_create(&l).clone(),
+            rq_retry: self.upstream_rq_retry.get_or_create(&l).clone(),
+            rq_timeout: self.upstream_rq_timeout.get_or_create(&l).clone(),
+            rq_reset: self.upstream_rq_reset.get_or_create(&l).clone(),
+            overflow_connections: breaker("max_connections"),
+            overflow_pending: breaker("max_pending_requests"),
+            overflow_requests: breaker("max_requests"),
+            overflow_retries: breaker("max_retries"),
+            ejections_total: self.ejections_total.get_or_create(&l).clone(),
+            ejections_active: self.ejections_active.get_or_create(&l).clone(),
+        }
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    (usize::from(status / 100)).clamp(1, 5) - 1
+}
+
+#[derive(Clone)]
+pub struct ListenerStats {
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub cx_overflow: Counter,
+    pub tcp_rx: Counter,
+    pub tcp_tx: Counter,
+    pub no_route: Counter,
+}
+
+#[derive(Clone)]
+pub struct RouteStats {
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+impl RouteStats {
+    pub fn record(&self, status: u16, seconds: f64) {
+        self.by_class[class_index(status)].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+#[derive(Clone)]
+pub struct ClusterStats {
+    rq_by_class: [Counter; 5],
+    rq_duration: Histogram,
+    pub cx_active: Gauge,
+    pub cx_total: Counter,
+    pub cx_connect_fail: Counter,
+    pub rq_retry: Counter,
+    pub rq_timeout: Counter,
+    pub rq_reset: Counter,
+    pub overflow_connections: Counter,
+    pub overflow_pending: Counter,
+    pub overflow_requests: Counter,
+    pub overflow_retries: Counter,
+    pub ejections_total: Counter,
+    pub ejections_active: Gauge,
+}
+
+impl ClusterStats {
+    pub fn record(&self, status: u16, seconds: f64) {
+        self.rq_by_class[class_index(status)].inc();
+        self.rq_duration.observe(seconds);
+    }
+}

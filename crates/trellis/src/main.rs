@@ -1,0 +1,157 @@
+//! `trellis`: one binary for every Trellis role.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "trellis", version, about = "The Trellis service mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the data-plane proxy (a workload's sidecar, or a standalone proxy).
+    Proxy {
+        /// YAML config file; edits are applied on save and on SIGHUP.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Data-path worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Write the bound admin and listener addresses here as JSON once ready.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// How often to check the config file for changes.
+        #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+        watch_interval: Duration,
+    },
+    /// Run the demo upstream service (can be told to fail or delay).
+    DemoApp {
+        /// Address to listen on; repeat for several (IPv4 and IPv6).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// Name reported in `x-served-by` and in responses.
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// Fraction of requests (0..1) that fail with --fail-status.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        #[arg(long, default_value_t = 503)]
+        fail_status: u16,
+        /// Delay before every response, e.g. 50ms.
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<Duration>,
+        /// Write the bound addresses here as JSON once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// Worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// A live demo: trellis proxy in front of demo services, with weighted routing,
+    /// retries over a failing version, and live counters.
+    Demo(demo::DemoArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    trellis_config::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Proxy {
+            config,
+            workers,
+            ready_file,
+            watch_interval,
+        } => trellis_proxy::run(trellis_proxy::ProxyOptions {
+            config,
+            worker_threads: workers,
+            ready_file,
+            watch_interval,
+        }),
+        Command::DemoApp {
+            listen,
+            name,
+            fail_rate,
+            fail_status,
+            delay,
+            ready_file,
+            workers,
+        } => run_demo_app(
+            listen,
+            name,
+            fail_rate,
+            fail_status,
+            delay,
+            ready_file,
+            workers,
+        ),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trellis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_demo_app(
+    listen: Vec<SocketAddr>,
+    name: String,
+    fail_rate: f64,
+    fail_status: u16,
+    delay: Option<Duration>,
+    ready_file: Option<PathBuf>,
+    workers: usize,
+) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&fail_rate) {
+        anyhow::bail!("--fail-rate {fail_rate} is outside 0..1");
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        rt.worker_threads(workers);
+    }
+    let rt = rt.enable_all().build()?;
+    rt.block_on(async move {
+        let app = trellis_demo::DemoApp::new(
+            &name,
+            trellis_demo::Behaviour {
+                fail_rate,
+                fail_status,
+                delay: delay.unwrap_or_default(),
+            },
+        );
+        let bound = trellis_demo::start(app, &listen).await?;
+        tracing::info!(name = %name, addresses = ?bound, "demo app listening");
+        if let Some(path) = ready_file {
+            let doc = serde_json::json!({ "addresses": bound.iter().map(|a| a.to_string()).collect::<Vec<_>>() });
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, doc.to_string())?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
+}
