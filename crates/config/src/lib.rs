@@ -67,12 +67,16 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            // serde_yaml sometimes prefixes the path itself; say it once.
+            let message = e.into_inner().to_string();
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_string)
+                .unwrap_or(message);
             ConfigError {
                 file: file.to_string(),
-                errors: vec![FieldError {
-                    path: if path == "." { String::new() } else { path },
-                    message: e.into_inner().to_string(),
-                }],
+                errors: vec![FieldError { path, message }],
             }
         })?;
         let errors = validate::validate(&config);

@@ -73,7 +73,10 @@ impl DemoApp {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(app.handle(req).await) }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // Answer clients that shut down their sending side after the request.
+                builder.http1().half_close(true);
+                let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
             });
@@ -262,18 +265,8 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
-/// `250ms`, `2s`, `1m`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0 && secs < 1e6).then(|| Duration::from_secs_f64(secs))
+fn parse_duration(s: &str) -> Option<Duration> {
+    trellis_config::parse_duration(s).ok()
 }
 
 fn headers_json(h: &HeaderMap) -> serde_json::Value {

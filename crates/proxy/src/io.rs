@@ -2,7 +2,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Activity {
     opened: Instant,
     last_ms: AtomicU64,
+    /// Whether the peer has sent anything at all.
+    heard: AtomicBool,
     /// HTTP requests in progress: a connection with one is never idle.
     pub active_requests: AtomicUsize,
 }
@@ -21,8 +23,21 @@ impl Activity {
         Arc::new(Activity {
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
             active_requests: AtomicUsize::new(0),
         })
+    }
+
+    fn heard(&self) {
+        if !self.heard.load(Ordering::Relaxed) {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+        self.touch();
+    }
+
+    /// True when the peer has sent nothing since the connection opened `limit` ago.
+    pub fn silent_for(&self, limit: Duration) -> bool {
+        !self.heard.load(Ordering::Relaxed) && self.opened.elapsed() >= limit
     }
 
     fn touch(&self) {
@@ -60,7 +75,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.heard();
         }
         r
     }

@@ -209,6 +209,37 @@ async fn accept_loop(
     }
 }
 
+/// Drives a connection until it ends: graceful shutdown on drain, on idle timeout,
+/// and for a connection that sends nothing within the request header timeout.
+macro_rules! drive {
+    ($conn:expr, $activity:expr, $limits:expr, $shutdown:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        let idle = $limits.idle_timeout.get();
+        let first_bytes = $limits.request_headers_timeout.get();
+        let tick =
+            (idle.min(first_bytes) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                changed = $shutdown.changed(), if !closing => {
+                    if changed.is_err() || *$shutdown.borrow() {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tokio::time::sleep(tick), if !closing => {
+                    if $activity.is_idle(idle) || $activity.silent_for(first_bytes) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// Serves one downstream HTTP connection (HTTP/1.1, h2c prior knowledge, upgrades).
 async fn serve_http(
     stream: TcpStream,
@@ -220,23 +251,7 @@ async fn serve_http(
 ) {
     let activity = Activity::new();
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_bytes = limits.max_request_headers_kb as usize * 1024;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_headers_timeout.get())
-        .max_buf_size(header_bytes.max(8192))
-        .max_headers(limits.max_request_headers_count as usize);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(header_bytes as u32);
-    let builder = match codec {
-        Codec::Auto => builder,
-        Codec::Http1 => builder.http1_only(),
-        Codec::Http2 => builder.http2_only(),
-    };
     let info = ConnInfo { peer };
     let service_activity = activity.clone();
     let service = service_fn(move |req| {
@@ -260,26 +275,45 @@ async fn serve_http(
             Ok::<_, Infallible>(response)
         }
     });
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let idle = limits.idle_timeout.get();
-    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            changed = shutdown.changed(), if !closing => {
-                if changed.is_err() || *shutdown.borrow() {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-            _ = tokio::time::sleep(tick), if !closing => {
-                if activity.is_idle(idle) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
+    if codec == Codec::Http1 {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(limits.request_headers_timeout.get())
+            .max_buf_size(header_bytes.max(8192))
+            .max_headers(limits.max_request_headers_count as usize);
+        drive!(
+            h1.serve_connection(io, service).with_upgrades(),
+            activity,
+            limits,
+            shutdown
+        );
+        return;
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_headers_timeout.get())
+        .max_buf_size(header_bytes.max(8192))
+        .max_headers(limits.max_request_headers_count as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_bytes as u32);
+    if codec == Codec::Http2 {
+        let builder = builder.http2_only();
+        drive!(
+            builder.serve_connection(io, service),
+            activity,
+            limits,
+            shutdown
+        );
+    } else {
+        drive!(
+            builder.serve_connection_with_upgrades(io, service),
+            activity,
+            limits,
+            shutdown
+        );
     }
 }

@@ -67,10 +67,13 @@ const ROUTES: &str = r#"            - match: { path: "/exact" }
               direct_response: { status: 404 }
 "#;
 
+/// (method, path and query, request headers, index of the expected route)
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], usize);
+
 #[test]
 fn routes_first_match_in_order() {
     let m = matcher(ROUTES, &["\"*\""]);
-    let cases: &[(&str, &str, &[(&str, &str)], usize)] = &[
+    let cases: &[Case] = &[
         ("GET", "/exact", &[], 0),
         ("GET", "/exact/more", &[], 9),
         ("GET", "/exact?x=1", &[], 0),

@@ -208,7 +208,7 @@ async fn drive(
         tokio::select! {
             _ = ticker.tick() => {
                 n += 1;
-                let path = if n % 3 == 0 { "/ratings" } else { "/reviews" };
+                let path = if n.is_multiple_of(3) { "/ratings" } else { "/reviews" };
                 let uri: hyper::Uri = format!("http://{proxy}{path}").parse()?;
                 let client = client.clone();
                 let (tally, window) = (tally.clone(), window.clone());

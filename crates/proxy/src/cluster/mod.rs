@@ -115,7 +115,7 @@ impl Cluster {
             }),
             rr: AtomicUsize::new(0),
             limits: Limits::default(),
-            clock: Clock::new(),
+            clock: Clock::default(),
         })
     }
 

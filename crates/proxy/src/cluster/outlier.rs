@@ -108,11 +108,14 @@ pub fn max_ejected(cfg: &OutlierDetection, endpoints: usize) -> usize {
 /// A monotonic millisecond clock shared by a cluster's endpoints.
 pub struct Clock(Instant);
 
-impl Clock {
-    pub fn new() -> Self {
+impl Default for Clock {
+    fn default() -> Self {
         // Start at 1 ms so that 0 can mean "not ejected".
         Clock(Instant::now() - Duration::from_millis(1))
     }
+}
+
+impl Clock {
     pub fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }

@@ -15,7 +15,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use rand::Rng;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use trellis_config::{HashPolicy, RetryPolicy};
 use xxhash_rust::xxh64::xxh64;
@@ -182,6 +185,7 @@ impl Forward {
             }
         }
         let hash = self.hash_key(&out);
+        let downstream_failed = Arc::new(AtomicBool::new(false));
         let attempts = async {
             let mut flags = Flags::default();
             let mut retried = 0;
@@ -200,9 +204,14 @@ impl Forward {
                 };
                 let attempt_body = match &mut body {
                     ReqBody::Buffered(b) => body::full(b.clone()),
-                    ReqBody::Streamed(b) => {
-                        b.take().map(body::incoming).unwrap_or_else(body::empty)
-                    }
+                    ReqBody::Streamed(b) => match b.take() {
+                        Some(inner) => Downstream {
+                            inner,
+                            failed: downstream_failed.clone(),
+                        }
+                        .boxed(),
+                        None => body::empty(),
+                    },
                 };
                 let can_replay = matches!(body, ReqBody::Buffered(_));
                 let req = build_request(&out, attempt_body, cluster.config.http2);
@@ -215,6 +224,15 @@ impl Forward {
                         .unwrap_or(Err(UpstreamError::Timeout)),
                     None => send.await,
                 };
+                if result.is_err() && downstream_failed.load(Ordering::Relaxed) {
+                    // The client sent a broken body (bad chunking, early close): its
+                    // fault, not the upstream's.
+                    return Forwarded {
+                        response: local_reply(StatusCode::BAD_REQUEST, "malformed request body"),
+                        upstream: Some(endpoint.addr),
+                        flags: Flags::DOWNSTREAM_ERROR,
+                    };
+                }
                 let outcome = match &result {
                     Ok(resp) => Outcome::Status(resp.status().as_u16()),
                     Err(UpstreamError::ConnectFailure(_)) => Outcome::ConnectFailure,
@@ -420,4 +438,34 @@ async fn splice(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) 
     let mut down = hyper_util::rt::TokioIo::new(down);
     let mut up = hyper_util::rt::TokioIo::new(up);
     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}
+
+/// A streamed downstream body that remembers whether the client broke it.
+struct Downstream {
+    inner: Incoming,
+    failed: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Downstream {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        polled.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

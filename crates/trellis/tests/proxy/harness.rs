@@ -1,0 +1,354 @@
+//! Starts real `trellis` processes on loopback port 0 and talks to them with real
+//! clients. Every process is killed when its handle drops, even on panic.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+
+pub struct Proc {
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], dir: tempfile::TempDir) -> Proc {
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn trellis");
+        Proc { child, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for exit; returns the exit code, or None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn wait_ready(&mut self, file: &Path) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                return serde_json::from_str(&text).unwrap();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("trellis exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `trellis demo-app` upstream.
+pub struct App {
+    /// Held so that the process lives as long as the handle.
+    _proc: Proc,
+    pub addr: SocketAddr,
+}
+
+pub fn app(name: &str, extra: &[&str]) -> App {
+    app_on(name, "127.0.0.1:0", extra)
+}
+
+pub fn app_on(name: &str, listen: &str, extra: &[&str]) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut args = vec![
+        "demo-app",
+        "--listen",
+        listen,
+        "--name",
+        name,
+        "--workers",
+        "1",
+        "--ready-file",
+    ];
+    let r = ready.to_str().unwrap().to_string();
+    args.push(&r);
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(&args, dir);
+    let doc = proc.wait_ready(&ready);
+    let addr = doc["addresses"][0].as_str().unwrap().parse().unwrap();
+    App { _proc: proc, addr }
+}
+
+/// A running `trellis proxy` with its config file.
+pub struct Proxy {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    pub listeners: HashMap<String, Vec<SocketAddr>>,
+}
+
+pub fn proxy(yaml: &str) -> Proxy {
+    proxy_with(yaml, &[])
+}
+
+pub fn proxy_with(yaml: &str, extra: &[&str]) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(&config, with_admin(yaml)).unwrap();
+    let ready = dir.path().join("ready.json");
+    let c = config.to_str().unwrap().to_string();
+    let r = ready.to_str().unwrap().to_string();
+    let mut args = vec![
+        "proxy",
+        "--config",
+        &c,
+        "--workers",
+        "2",
+        "--ready-file",
+        &r,
+    ];
+    if !extra.contains(&"--watch-interval") {
+        args.extend_from_slice(&["--watch-interval", "100ms"]);
+    }
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(&args, dir);
+    let doc = proc.wait_ready(&ready);
+    let listeners = doc["listeners"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let addrs = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().parse().unwrap())
+                .collect();
+            (k.clone(), addrs)
+        })
+        .collect();
+    Proxy {
+        admin: doc["admin"].as_str().unwrap().parse().unwrap(),
+        listeners,
+        proc,
+    }
+}
+
+/// Tests never use the default admin port, so that they can run in parallel.
+fn with_admin(yaml: &str) -> String {
+    if yaml.contains("admin:") {
+        yaml.to_string()
+    } else {
+        format!("admin:\n  address: 127.0.0.1:0\n{yaml}")
+    }
+}
+
+impl Proxy {
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners[listener][0]
+    }
+
+    pub fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(listener))
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.proc.dir.path().join("proxy.yaml")
+    }
+
+    /// Replaces the config file in one rename, as config management tools do.
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.proc.dir.path().join("proxy.yaml.new");
+        std::fs::write(&tmp, with_admin(yaml)).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        get(&format!("http://{}{path}", self.admin)).await
+    }
+
+    /// Sum of a metric's samples whose line starts with `prefix` (name plus labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self.admin_get("/stats/prometheus").await.body;
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits until the proxy log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.proc.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?}:\n{}",
+                self.proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn served_by(&self) -> String {
+        self.header("x-served-by").unwrap_or("-").to_string()
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    send(Req::get(url))
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+pub struct Req {
+    pub method: http::Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub h2: bool,
+}
+
+impl Req {
+    pub fn get(url: &str) -> Req {
+        Req {
+            method: http::Method::GET,
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            h2: false,
+        }
+    }
+    pub fn method(mut self, m: &str) -> Req {
+        self.method = m.parse().unwrap();
+        self
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Req {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn body(mut self, b: impl Into<Bytes>) -> Req {
+        self.body = b.into();
+        self
+    }
+    pub fn h2(mut self) -> Req {
+        self.h2 = true;
+        self
+    }
+}
+
+pub async fn send(req: Req) -> Result<Resp, String> {
+    let mut builder = Client::builder(TokioExecutor::new());
+    if req.h2 {
+        builder.http2_only(true);
+    }
+    let client: Client<_, Full<Bytes>> = builder.build_http();
+    let mut r = http::Request::builder().method(req.method).uri(&req.url);
+    for (k, v) in &req.headers {
+        r = r.header(k, v);
+    }
+    let r = r.body(Full::new(req.body)).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(r))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.map_err(|e| e.to_string())?;
+    let trailers = collected.trailers().cloned();
+    Ok(Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&collected.to_bytes()).to_string(),
+        trailers,
+    })
+}
+
+/// A cluster block with static endpoints and optional extra YAML lines.
+pub fn cluster(name: &str, endpoints: &[SocketAddr], extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let mut s = format!("  - name: {name}\n    endpoints: [{}]\n", eps.join(", "));
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        s.push_str("    ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+/// One HTTP listener named `web` on 127.0.0.1:0 with one catch-all virtual host.
+pub fn http_listener(routes: &str) -> String {
+    format!(
+        "listeners:\n  - name: web\n    address: 127.0.0.1:0\n    http:\n      virtual_hosts:\n        - name: all\n          domains: [\"*\"]\n          routes:\n{}",
+        indent(routes, 12)
+    )
+}
+
+pub fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push_str(&pad);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of `trellis proxy`: real processes, real sockets, real clients.
+
+mod harness;
+
+mod admin;
+mod demo;
+mod hostile;
+mod lifecycle;
+mod protocols;
+mod resilience;
+mod routing;
