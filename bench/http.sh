@@ -52,7 +52,7 @@ nginx_conf proxy "upstream be { server 127.0.0.1:$BACKEND; keepalive 64; }
 cat > "$WORK/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 10000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s

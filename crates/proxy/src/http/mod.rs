@@ -151,14 +151,14 @@ impl HttpManager {
         let Some(authority) = authority else {
             return local_reply(StatusCode::BAD_REQUEST, "missing host header");
         };
-        let path = req.uri().path().to_string();
+        let path = req.uri().path();
         let method = req.method().clone();
         let version = req.version();
         let selected = {
             let view = RequestView {
                 method: req.method(),
                 authority: &authority,
-                path: &path,
+                path,
                 query: req.uri().query(),
                 headers: req.headers(),
             };
@@ -166,16 +166,26 @@ impl HttpManager {
                 .select_virtual_host(&authority)
                 .and_then(|vh| Some((vh, self.matcher.select_route(vh, &view)?)))
         };
+        // The log's own copies are only made when someone reads them.
+        let logging = self.access_log.is_some();
         let mut log = LogContext {
             manager: self.clone(),
             started,
-            method: method.as_str().to_string(),
-            authority: authority.clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or(path.clone()),
+            method: if logging {
+                method.as_str().to_string()
+            } else {
+                String::new()
+            },
+            authority: if logging {
+                authority.clone()
+            } else {
+                String::new()
+            },
+            path: match req.uri().path_and_query() {
+                Some(p) if logging => p.to_string(),
+                _ if logging => path.to_string(),
+                _ => String::new(),
+            },
             protocol: version,
             route: None,
             upstream: None,
