@@ -14,6 +14,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub matcher: Matcher,
+    #[serde(default)]
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
@@ -37,6 +39,37 @@ impl Default for Admin {
 
 fn default_admin_address() -> String {
     "127.0.0.1:15000".into()
+}
+
+/// How route tables are compiled for lookup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Matcher {
+    pub engine: MatcherEngine,
+    /// Upper bound on one route table's compiled regex program, in MiB; a bigger
+    /// table is refused with the pattern that crossed it.
+    pub max_regex_program_mb: u32,
+}
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Matcher {
+            engine: MatcherEngine::Automata,
+            max_regex_program_mb: 256,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatcherEngine {
+    /// One compiled index per route table; regexes in one lazy DFA (pure Rust).
+    Automata,
+    /// One compiled index per route table; regexes in one Hyperscan database
+    /// (binaries built with the `hyperscan` feature).
+    Hyperscan,
+    /// Envoy's behaviour: each route tried in order.
+    Sequential,
 }
 
 /// Limits that protect the proxy from bad or hostile downstream clients.

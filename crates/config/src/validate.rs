@@ -88,6 +88,7 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
         );
     }
     limits(&mut c, &config.limits);
+    matcher(&mut c, &config.matcher);
     let mut names = HashSet::new();
     let mut bound = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -133,6 +134,15 @@ fn limits(c: &mut Checker, l: &Limits) {
     }
     if l.request_headers_timeout.is_zero() {
         c.err("limits.request_headers_timeout", "must be greater than 0");
+    }
+}
+
+fn matcher(c: &mut Checker, m: &Matcher) {
+    if !(1..=4096).contains(&m.max_regex_program_mb) {
+        c.err(
+            "matcher.max_regex_program_mb",
+            format!("{} is outside 1..=4096", m.max_regex_program_mb),
+        );
     }
 }
 

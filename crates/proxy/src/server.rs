@@ -58,6 +58,7 @@ impl Proxy {
                     &l.name,
                     h,
                     &config.limits,
+                    &config.matcher,
                     &clusters,
                     &self.metrics,
                     &mut access_logs,
@@ -143,7 +144,10 @@ impl Proxy {
 
     async fn reload(&mut self, path: &Path) -> bool {
         let result = match Config::load(path) {
-            Ok(c) => self.apply(c).await,
+            Ok(c) => self
+                .apply(c)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display())),
             Err(e) => Err(e.to_string()),
         };
         let label = ResultLabels {
@@ -212,7 +216,7 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
     proxy
         .apply(config)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", opts.config.display()))?;
     tokio::spawn(admin::serve(admin_listener, admin.clone()));
     tracing::info!(admin = %admin_bound, "trellis proxy ready");
     if let Some(path) = &opts.ready_file {

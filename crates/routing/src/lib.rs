@@ -2,13 +2,17 @@
 //!
 //! The proxy asks a [`RouteMatcher`] two questions per request: which virtual host
 //! serves this authority, and which route (first match in order) serves this request.
-//! [`SequentialMatcher`] answers them the way Envoy does, one route at a time; a
-//! compiled multi-pattern matcher can replace it behind the same trait without the
-//! proxy changing.
+//! [`SequentialMatcher`] answers them the way Envoy does, one route at a time;
+//! [`CompiledMatcher`] compiles each route table into one index (exact map, prefix
+//! trie, one multi-pattern regex automaton) and gives the same answers in one pass.
+//! Virtual hosts are found through [`DomainTable`]'s hash maps in both.
 
+mod compiled;
 mod domains;
 mod rules;
 
+pub use compiled::CompiledMatcher;
+pub use trellis_matcher::Engine;
 pub use domains::DomainTable;
 pub use rules::{CompiledRoute, PathMatch, ValueMatch, ValueMatcher};
 

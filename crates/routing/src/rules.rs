@@ -5,6 +5,8 @@ use regex::Regex;
 use trellis_config::{HeaderMatcher, RouteMatch};
 
 pub enum PathMatch {
+    /// Checked by a compiled index before this route is asked.
+    Indexed,
     Exact(String),
     Prefix(String),
     /// Anchored for a full match, as RE2 full match does in Envoy.
@@ -84,7 +86,17 @@ pub struct CompiledRoute {
 }
 
 impl CompiledRoute {
+    /// The route's conditions, path included.
     pub fn new(m: &RouteMatch) -> Result<Self, String> {
+        Self::build(m, false)
+    }
+
+    /// The route's conditions except the path, which a compiled index checks.
+    pub fn without_path(m: &RouteMatch) -> Result<Self, String> {
+        Self::build(m, true)
+    }
+
+    fn build(m: &RouteMatch, indexed: bool) -> Result<Self, String> {
         let fold = |s: &String| {
             if m.ignore_case {
                 s.to_ascii_lowercase()
@@ -92,7 +104,9 @@ impl CompiledRoute {
                 s.clone()
             }
         };
-        let path = if let Some(p) = &m.path {
+        let path = if indexed {
+            PathMatch::Indexed
+        } else if let Some(p) = &m.path {
             PathMatch::Exact(fold(p))
         } else if let Some(p) = &m.prefix {
             PathMatch::Prefix(fold(p))
@@ -129,8 +143,11 @@ impl CompiledRoute {
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.path_matches(req.path)
-            && (self.methods.is_empty() || self.methods.contains(req.method))
+        self.path_matches(req.path) && self.matches_except_path(req)
+    }
+
+    pub fn matches_except_path(&self, req: &RequestView<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(req.method))
             && self
                 .headers
                 .iter()
@@ -143,6 +160,7 @@ impl CompiledRoute {
 
     fn path_matches(&self, path: &str) -> bool {
         match &self.path {
+            PathMatch::Indexed => true,
             PathMatch::Regex(r) => r.is_match(path),
             PathMatch::Exact(e) if self.ignore_case => path.eq_ignore_ascii_case(e),
             PathMatch::Exact(e) => path == e,

@@ -1,7 +1,30 @@
 use super::*;
 use trellis_config::Config;
 
-fn matcher(yaml_routes: &str, domains: &[&str]) -> SequentialMatcher {
+/// Every matcher implementation at once; each answer must agree across all of them.
+struct AllMatchers(Vec<(String, Box<dyn RouteMatcher>)>);
+
+impl AllMatchers {
+    fn agree<T: PartialEq + std::fmt::Debug>(&self, f: impl Fn(&dyn RouteMatcher) -> T) -> T {
+        let (first_name, first) = &self.0[0];
+        let want = f(first.as_ref());
+        for (name, m) in &self.0[1..] {
+            assert_eq!(f(m.as_ref()), want, "{name} disagrees with {first_name}");
+        }
+        want
+    }
+}
+
+impl RouteMatcher for AllMatchers {
+    fn select_virtual_host(&self, authority: &str) -> Option<usize> {
+        self.agree(|m| m.select_virtual_host(authority))
+    }
+    fn select_route(&self, vh: usize, request: &RequestView<'_>) -> Option<usize> {
+        self.agree(|m| m.select_route(vh, request))
+    }
+}
+
+fn matcher(yaml_routes: &str, domains: &[&str]) -> AllMatchers {
     let mut vhosts = String::new();
     for (i, d) in domains.iter().enumerate() {
         vhosts.push_str(&format!(
@@ -12,11 +35,20 @@ fn matcher(yaml_routes: &str, domains: &[&str]) -> SequentialMatcher {
         "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    http:\n      virtual_hosts:\n{vhosts}clusters:\n  - name: c\n    endpoints: [\"127.0.0.1:1\"]\n"
     );
     let cfg = Config::parse(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    SequentialMatcher::new(&cfg.listeners[0].http.as_ref().unwrap().virtual_hosts).unwrap()
+    let vhosts = &cfg.listeners[0].http.as_ref().unwrap().virtual_hosts;
+    let mut all: Vec<(String, Box<dyn RouteMatcher>)> = vec![(
+        "sequential".into(),
+        Box::new(SequentialMatcher::new(vhosts).unwrap()),
+    )];
+    for &engine in Engine::available() {
+        let compiled = CompiledMatcher::new(vhosts, engine, 64 << 20).unwrap();
+        all.push((format!("{engine:?}"), Box::new(compiled)));
+    }
+    AllMatchers(all)
 }
 
 fn req(
-    m: &SequentialMatcher,
+    m: &AllMatchers,
     method: &str,
     authority: &str,
     uri: &str,

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use trellis_config::{HttpManager as HttpConfig, Limits, Redirect, Route, RouteMatch};
-use trellis_routing::{RequestView, RouteMatcher, SequentialMatcher};
+use trellis_config::MatcherEngine;
+use trellis_routing::{CompiledMatcher, Engine, RequestView, RouteMatcher, SequentialMatcher};
 
 pub struct HttpManager {
     listener: String,
@@ -71,11 +72,23 @@ impl HttpManager {
         listener: &str,
         config: &HttpConfig,
         limits: &Limits,
+        matcher: &trellis_config::Matcher,
         clusters: &HashMap<String, Arc<Cluster>>,
         metrics: &Metrics,
         access_logs: &mut HashMap<String, AccessLog>,
     ) -> Result<Self, String> {
-        let matcher = SequentialMatcher::new(&config.virtual_hosts)?;
+        let program_bytes = matcher.max_regex_program_mb as usize * (1 << 20);
+        let hosts = &config.virtual_hosts;
+        let matcher: Box<dyn RouteMatcher> = match matcher.engine {
+            MatcherEngine::Sequential => Box::new(SequentialMatcher::new(hosts)?),
+            MatcherEngine::Automata => {
+                Box::new(CompiledMatcher::new(hosts, Engine::Automata, program_bytes)?)
+            }
+            MatcherEngine::Hyperscan => Box::new(
+                CompiledMatcher::new(hosts, Engine::Hyperscan, program_bytes)
+                    .map_err(|e| format!("matcher.engine hyperscan: {e}"))?,
+            ),
+        };
         let mut virtual_hosts = Vec::new();
         for vh in &config.virtual_hosts {
             let routes = vh
@@ -124,7 +137,7 @@ impl HttpManager {
         };
         Ok(HttpManager {
             listener: listener.to_string(),
-            matcher: Box::new(matcher),
+            matcher,
             virtual_hosts,
             stats: metrics.listener(listener),
             access_log,

@@ -6,6 +6,7 @@ mod admin;
 mod demo;
 mod hostile;
 mod lifecycle;
+mod matching;
 mod protocols;
 mod resilience;
 mod routing;
