@@ -12,9 +12,9 @@ mod domains;
 mod rules;
 
 pub use compiled::CompiledMatcher;
-pub use trellis_matcher::Engine;
 pub use domains::DomainTable;
 pub use rules::{CompiledRoute, PathMatch, ValueMatch, ValueMatcher};
+pub use trellis_matcher::Engine;
 
 use http::{HeaderMap, Method};
 use trellis_config::VirtualHost;

@@ -26,8 +26,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use trellis_config::{HttpManager as HttpConfig, Limits, Redirect, Route, RouteMatch};
 use trellis_config::MatcherEngine;
+use trellis_config::{HttpManager as HttpConfig, Limits, Redirect, Route, RouteMatch};
 use trellis_routing::{CompiledMatcher, Engine, RequestView, RouteMatcher, SequentialMatcher};
 
 pub struct HttpManager {
@@ -81,9 +81,11 @@ impl HttpManager {
         let hosts = &config.virtual_hosts;
         let matcher: Box<dyn RouteMatcher> = match matcher.engine {
             MatcherEngine::Sequential => Box::new(SequentialMatcher::new(hosts)?),
-            MatcherEngine::Automata => {
-                Box::new(CompiledMatcher::new(hosts, Engine::Automata, program_bytes)?)
-            }
+            MatcherEngine::Automata => Box::new(CompiledMatcher::new(
+                hosts,
+                Engine::Automata,
+                program_bytes,
+            )?),
             MatcherEngine::Hyperscan => Box::new(
                 CompiledMatcher::new(hosts, Engine::Hyperscan, program_bytes)
                     .map_err(|e| format!("matcher.engine hyperscan: {e}"))?,

@@ -55,7 +55,9 @@ async fn every_engine_gives_the_first_matching_route() {
     for engine in engines() {
         let p = proxy(&big_table(engine));
         for (method, path, want) in cases {
-            let r = send(Req::get(&p.url("web", path)).method(method)).await.unwrap();
+            let r = send(Req::get(&p.url("web", path)).method(method))
+                .await
+                .unwrap();
             match want {
                 Some(body) => assert_eq!(
                     (r.status, r.body.as_str()),
@@ -93,8 +95,9 @@ async fn a_route_table_the_engine_refuses_names_the_route_and_pattern() {
     p.wait_log("config refused", Duration::from_secs(10)).await;
     let log = p.proc.log();
     assert!(
-        log.contains(&format!("{path}: listeners \"web\": virtual_hosts[0].routes["))
-            && log.contains("regex set too large"),
+        log.contains(&format!(
+            "{path}: listeners \"web\": virtual_hosts[0].routes["
+        )) && log.contains("regex set too large"),
         "{log}"
     );
     assert_eq!(get(&p.url("web", "/ok/1")).await.body, "ok");

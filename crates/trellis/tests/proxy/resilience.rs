@@ -166,7 +166,9 @@ async fn mirroring_copies_requests_to_the_shadow() {
         let stats = get(&format!("http://{}/control/stats", shadow.addr))
             .await
             .json();
-        if stats["served"] == 20 {
+        // Other tests' proxies may reach this app through a recycled port, so the
+        // app's own count is a lower bound; the proxy's shadow metric is exact.
+        if stats["served"].as_u64().unwrap_or(0) >= 20 {
             break;
         }
         assert!(Instant::now() < deadline, "shadow saw {stats}");
