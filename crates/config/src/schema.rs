@@ -119,6 +119,9 @@ pub struct Listener {
     pub tcp: Option<TcpProxy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpManager>,
+    /// Terminate TLS on this listener (downstream TLS, mutual with `trusted_ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DownstreamTls>,
 }
 
 impl Listener {
@@ -430,6 +433,9 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// Originate TLS to the endpoints (mutual TLS with `certificate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
 }
 
 fn default_connect_timeout() -> Dur {
@@ -512,4 +518,91 @@ impl Default for OutlierDetection {
             max_ejection_percent: 10,
         }
     }
+}
+
+/// TLS protocol versions a config may name; anything older than 1.2 is refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[default]
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+fn tls_max() -> TlsVersion {
+    TlsVersion::V1_3
+}
+
+/// How the proxy signs with a certificate's private key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PrivateKeyProvider {
+    /// The key file is read into process memory; operations run inline on the worker.
+    #[default]
+    Memory,
+}
+
+/// A certificate chain and its private key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// PEM file, leaf first.
+    pub certificate_chain: String,
+    /// PEM file with the leaf's private key (the `memory` provider reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub private_key_provider: PrivateKeyProvider,
+    /// SNI names this certificate answers for (`example.com`, `*.example.com`); the
+    /// first certificate without names is the default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamTls {
+    pub certificates: Vec<TlsCertificate>,
+    /// ALPN protocols in preference order. Default: `h2, http/1.1` on HTTP listeners
+    /// (as the codec allows), none on TCP listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<Vec<String>>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    #[serde(default = "tls_max")]
+    pub max_version: TlsVersion,
+    /// PEM roots that client certificates must chain to; setting it turns on mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<String>,
+    /// With `trusted_ca`: refuse clients that present no certificate.
+    #[serde(default = "yes")]
+    pub require_client_certificate: bool,
+    /// A client that has not finished the handshake by then is disconnected.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Dur,
+}
+
+fn default_handshake_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM roots the endpoints' chains must lead to.
+    pub trusted_ca: String,
+    /// Presented to the endpoints (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<TlsCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// The endpoint's leaf must carry one of these URI or DNS SANs (SPIFFE IDs in the
+    /// mesh); empty accepts any certificate that chains to `trusted_ca`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_identities: Vec<String>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    #[serde(default = "tls_max")]
+    pub max_version: TlsVersion,
 }

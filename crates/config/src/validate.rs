@@ -184,6 +184,85 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
         (None, Some(h)) => http_manager(c, &format!("{p}.http"), h),
         _ => c.err(p.to_string(), "a listener needs exactly one of tcp or http"),
     }
+    if let Some(t) = &l.tls {
+        downstream_tls(c, &format!("{p}.tls"), t);
+    }
+}
+
+fn tls_versions(c: &mut Checker, p: &str, min: TlsVersion, max: TlsVersion) {
+    if min > max {
+        c.err(format!("{p}.min_version"), "is newer than max_version");
+    }
+}
+
+fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
+    if cert.certificate_chain.is_empty() {
+        c.err(format!("{p}.certificate_chain"), "must not be empty");
+    }
+    match (&cert.private_key_provider, &cert.private_key) {
+        (PrivateKeyProvider::Memory, None) => c.err(
+            format!("{p}.private_key"),
+            "the memory private_key_provider needs a private_key file",
+        ),
+        (PrivateKeyProvider::Memory, Some(k)) if k.is_empty() => {
+            c.err(format!("{p}.private_key"), "must not be empty")
+        }
+        _ => {}
+    }
+}
+
+fn downstream_tls(c: &mut Checker, p: &str, t: &DownstreamTls) {
+    if t.certificates.is_empty() {
+        c.err(
+            format!("{p}.certificates"),
+            "at least one certificate is required",
+        );
+    }
+    for (i, cert) in t.certificates.iter().enumerate() {
+        certificate(c, &format!("{p}.certificates[{i}]"), cert);
+        for (j, n) in cert.server_names.iter().enumerate() {
+            let bare = n.strip_prefix("*.").unwrap_or(n);
+            if bare.is_empty() || bare.contains('*') || bare.contains(':') {
+                c.err(
+                    format!("{p}.certificates[{i}].server_names[{j}]"),
+                    format!("{n:?} is not a host name or *.suffix"),
+                );
+            }
+        }
+    }
+    for (i, a) in t.alpn.iter().flatten().enumerate() {
+        if a.is_empty() || a.len() > 255 {
+            c.err(
+                format!("{p}.alpn[{i}]"),
+                format!("{a:?} must be 1..255 bytes"),
+            );
+        }
+    }
+    tls_versions(c, p, t.min_version, t.max_version);
+    if t.handshake_timeout.is_zero() {
+        c.err(format!("{p}.handshake_timeout"), "must be greater than 0");
+    }
+}
+
+fn upstream_tls(c: &mut Checker, p: &str, t: &UpstreamTls) {
+    if t.trusted_ca.is_empty() {
+        c.err(format!("{p}.trusted_ca"), "must not be empty");
+    }
+    if let Some(cert) = &t.certificate {
+        certificate(c, &format!("{p}.certificate"), cert);
+        if !cert.server_names.is_empty() {
+            c.err(
+                format!("{p}.certificate.server_names"),
+                "only downstream certificates are selected by SNI",
+            );
+        }
+    }
+    if let Some(sni) = &t.sni {
+        if sni.is_empty() || sni.parse::<http::uri::Authority>().is_err() || sni.contains(':') {
+            c.err(format!("{p}.sni"), format!("{sni:?} is not a host name"));
+        }
+    }
+    tls_versions(c, p, t.min_version, t.max_version);
 }
 
 fn http_manager(c: &mut Checker, p: &str, h: &HttpManager) {
@@ -451,6 +530,9 @@ fn route_action(c: &mut Checker, p: &str, a: &RouteAction) {
 }
 
 fn cluster(c: &mut Checker, p: &str, cl: &Cluster) {
+    if let Some(t) = &cl.tls {
+        upstream_tls(c, &format!("{p}.tls"), t);
+    }
     if cl.endpoints.is_empty() {
         c.err(
             format!("{p}.endpoints"),

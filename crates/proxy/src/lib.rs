@@ -12,5 +12,6 @@ pub mod listener;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+mod tls;
 
 pub use server::{run, ProxyOptions};

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 use trellis_config::{Codec, Limits};
+use trellis_tls::MaybeTls;
 
 pub enum Behaviour {
     Http(Arc<HttpManager>, Codec),
@@ -31,6 +32,14 @@ pub struct ListenerRuntime {
     pub behaviour: Behaviour,
     pub limits: Limits,
     pub stats: ListenerStats,
+    pub tls: Option<DownstreamTls>,
+}
+
+/// A listener's TLS termination: the context and how long a handshake may take.
+pub struct DownstreamTls {
+    pub server: trellis_tls::ServerTls,
+    pub handshake_timeout: Duration,
+    pub handshakes: crate::stats::HandshakeCounters,
 }
 
 /// Open downstream connections across all listeners, for the global limit and drain.
@@ -188,23 +197,71 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shutdown = shutdown.clone();
-        match &rt.behaviour {
-            Behaviour::Http(_, codec) => {
-                let codec = *codec;
-                let runtime = runtime.clone();
-                tokio::spawn(async move {
-                    serve_http(stream, peer, runtime, codec, rt.limits.clone(), shutdown).await;
-                    drop(guard);
-                });
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, rt, runtime, shutdown).await;
+            drop(guard);
+        });
+    }
+}
+
+/// Runs the TLS handshake when the listener terminates TLS, then serves the
+/// connection with the listener's behaviour.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<ListenerRuntime>,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut info = ConnInfo {
+        peer,
+        tls: false,
+        peer_identity: None,
+    };
+    let mut alpn_codec = None;
+    let io =
+        match &rt.tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => {
+                let accepted =
+                    match tokio::time::timeout(tls.handshake_timeout, tls.server.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(a)) => a,
+                        Ok(Err(e)) => {
+                            tls.handshakes.failure.inc();
+                            tracing::debug!(%peer, "downstream TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tls.handshakes.failure.inc();
+                            tracing::debug!(%peer, "downstream TLS handshake timed out");
+                            return;
+                        }
+                    };
+                tls.handshakes.success.inc();
+                info.tls = true;
+                info.peer_identity = accepted
+                    .peer_identities
+                    .first()
+                    .map(|s| Arc::from(s.as_str()));
+                alpn_codec = match accepted.alpn.as_deref() {
+                    Some(b"h2") => Some(Codec::Http2),
+                    Some(b"http/1.1") => Some(Codec::Http1),
+                    _ => None,
+                };
+                MaybeTls::Tls(Box::new(accepted.stream))
             }
-            Behaviour::Tcp(proxy) => {
-                let proxy = proxy.clone();
-                let idle = rt.limits.idle_timeout.get();
-                tokio::spawn(async move {
-                    proxy.serve(stream, peer, idle).await;
-                    drop(guard);
-                });
-            }
+        };
+    match &rt.behaviour {
+        Behaviour::Http(_, codec) => {
+            let codec = alpn_codec.unwrap_or(*codec);
+            serve_http(io, info, runtime, codec, rt.limits.clone(), shutdown).await;
+        }
+        Behaviour::Tcp(proxy) => {
+            let idle = rt.limits.idle_timeout.get();
+            proxy.serve(io, peer, idle).await;
         }
     }
 }
@@ -241,18 +298,19 @@ macro_rules! drive {
 }
 
 /// Serves one downstream HTTP connection (HTTP/1.1, h2c prior knowledge, upgrades).
-async fn serve_http(
-    stream: TcpStream,
-    peer: SocketAddr,
+async fn serve_http<S>(
+    stream: S,
+    info: ConnInfo,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     codec: Codec,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
     let header_bytes = limits.max_request_headers_kb as usize * 1024;
-    let info = ConnInfo { peer };
     let service_activity = activity.clone();
     let service = service_fn(move |req| {
         // Each request sees the listener's current config, so a reload applies to
@@ -262,6 +320,7 @@ async fn serve_http(
             Behaviour::Tcp(_) => None,
         };
         let activity = service_activity.clone();
+        let info = info.clone();
         activity.active_requests.fetch_add(1, Ordering::Relaxed);
         async move {
             let response = match manager {

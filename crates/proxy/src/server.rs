@@ -48,6 +48,15 @@ struct Proxy {
 impl Proxy {
     /// Applies a validated config completely or not at all. On error nothing changes.
     async fn apply(&mut self, config: Config) -> Result<(), String> {
+        // TLS contexts first: a missing or bad certificate file refuses the config.
+        let mut upstream_tls = HashMap::new();
+        for c in &config.clusters {
+            if let Some(t) = &c.tls {
+                let ctx = crate::tls::client(t, c.http2, &self.metrics)
+                    .map_err(|e| format!("clusters {:?}: {e}", c.name))?;
+                upstream_tls.insert(c.name.clone(), Arc::new(ctx));
+            }
+        }
         let (clusters, fresh) = self.clusters.build(&config.clusters, &self.metrics);
         let mut access_logs = self.access_logs.clone();
         let mut runtimes = Vec::new();
@@ -72,6 +81,19 @@ impl Proxy {
                     stats: stats.clone(),
                 }))
             };
+            let tls = match &l.tls {
+                Some(t) => {
+                    let codec = l.http.as_ref().map(|h| h.codec);
+                    let server = crate::tls::server(t, codec, &self.metrics)
+                        .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
+                    Some(crate::listener::DownstreamTls {
+                        server,
+                        handshake_timeout: t.handshake_timeout.get(),
+                        handshakes: self.metrics.handshakes(&l.name),
+                    })
+                }
+                None => None,
+            };
             let addrs: Vec<String> = l.all_addresses().cloned().collect();
             runtimes.push((
                 l.name.clone(),
@@ -80,6 +102,7 @@ impl Proxy {
                     behaviour,
                     limits: config.limits.clone(),
                     stats,
+                    tls,
                 },
             ));
         }
@@ -97,6 +120,9 @@ impl Proxy {
             }
         }
         // Commit.
+        for (name, c) in &clusters {
+            c.tls.store(upstream_tls.get(name).cloned());
+        }
         let starts: Vec<_> = fresh
             .into_iter()
             .map(|c| self.worker.spawn(async move { c.start().await }))

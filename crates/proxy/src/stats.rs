@@ -47,6 +47,19 @@ pub struct BreakerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub listener: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyOpLabels {
+    pub provider: &'static str,
+    pub op: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -83,6 +96,9 @@ pub struct Metrics {
     ejections_active: Family<ClusterLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub access_log_dropped: Counter,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub private_key_ops: Family<KeyOpLabels, Counter>,
+    upstream_tls_fail: Family<ClusterLabels, Counter>,
 }
 
 impl Metrics {
@@ -165,6 +181,18 @@ impl Metrics {
             ),
             ejections_active: fam!("outlier_ejections_active", "Endpoints ejected now"),
             config_reloads: fam!("config_reloads", "Config reloads by result"),
+            tls_handshakes: fam!(
+                "downstream_tls_handshakes",
+                "Downstream TLS handshakes by listener and result"
+            ),
+            private_key_ops: fam!(
+                "private_key_operations",
+                "TLS private key operations by provider, operation and result"
+            ),
+            upstream_tls_fail: fam!(
+                "upstream_tls_handshake_fail",
+                "Upstream TLS handshakes that failed (including refused identities)"
+            ),
             access_log_dropped,
             registry,
         })
@@ -188,6 +216,21 @@ impl Metrics {
             tcp_rx: self.tcp_bytes_received.get_or_create(&l).clone(),
             tcp_tx: self.tcp_bytes_sent.get_or_create(&l).clone(),
             no_route: self.http_no_route.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn handshakes(&self, listener: &str) -> HandshakeCounters {
+        let c = |result| {
+            self.tls_handshakes
+                .get_or_create(&HandshakeLabels {
+                    listener: listener.to_string(),
+                    result,
+                })
+                .clone()
+        };
+        HandshakeCounters {
+            success: c("success"),
+            failure: c("failure"),
         }
     }
 
@@ -239,6 +282,7 @@ impl Metrics {
             cx_active: self.upstream_cx_active.get_or_create(&l).clone(),
             cx_total: self.upstream_cx_total.get_or_create(&l).clone(),
             cx_connect_fail: self.upstream_cx_connect_fail.get_or_create(&l).clone(),
+            tls_fail: self.upstream_tls_fail.get_or_create(&l).clone(),
             rq_retry: self.upstream_rq_retry.get_or_create(&l).clone(),
             rq_timeout: self.upstream_rq_timeout.get_or_create(&l).clone(),
             rq_reset: self.upstream_rq_reset.get_or_create(&l).clone(),
@@ -267,6 +311,12 @@ pub struct ListenerStats {
 }
 
 #[derive(Clone)]
+pub struct HandshakeCounters {
+    pub success: Counter,
+    pub failure: Counter,
+}
+
+#[derive(Clone)]
 pub struct RouteStats {
     by_class: [Counter; 5],
     duration: Histogram,
@@ -286,6 +336,7 @@ pub struct ClusterStats {
     pub cx_active: Gauge,
     pub cx_total: Counter,
     pub cx_connect_fail: Counter,
+    pub tls_fail: Counter,
     pub rq_retry: Counter,
     pub rq_timeout: Counter,
     pub rq_reset: Counter,

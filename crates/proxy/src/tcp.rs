@@ -7,7 +7,6 @@ use crate::stats::ListenerStats;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use xxhash_rust::xxh64::xxh64;
 
 pub struct TcpProxy {
@@ -20,7 +19,10 @@ pub struct TcpProxy {
 const CONNECT_ATTEMPTS: usize = 2;
 
 impl TcpProxy {
-    pub async fn serve(&self, downstream: TcpStream, peer: SocketAddr, idle_timeout: Duration) {
+    pub async fn serve<S>(&self, downstream: S, peer: SocketAddr, idle_timeout: Duration)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
         let mut upstream = None;
         for _ in 0..CONNECT_ATTEMPTS {

@@ -92,6 +92,9 @@ pub struct Cluster {
     rr: AtomicUsize,
     limits: Limits,
     clock: Clock,
+    /// Upstream TLS, rebuilt on every config apply so that new certificate files
+    /// take effect for new connections while the cluster keeps its state.
+    pub tls: arc_swap::ArcSwapOption<trellis_tls::ClientTls>,
 }
 
 impl Cluster {
@@ -116,6 +119,7 @@ impl Cluster {
             rr: AtomicUsize::new(0),
             limits: Limits::default(),
             clock: Clock::default(),
+            tls: arc_swap::ArcSwapOption::empty(),
         })
     }
 

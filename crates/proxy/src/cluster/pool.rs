@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
+use trellis_tls::MaybeTls;
 
 pub struct EndpointPool {
     addr: SocketAddr,
@@ -148,11 +149,43 @@ impl EndpointPool {
         guard.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn connect(&self, cluster: &Arc<Cluster>) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(
+        &self,
+        cluster: &Arc<Cluster>,
+    ) -> Result<TokioIo<MaybeTls<TcpStream>>, UpstreamError> {
         self.connect_stream(cluster).await.map(TokioIo::new)
     }
 
-    async fn connect_stream(&self, cluster: &Arc<Cluster>) -> Result<TcpStream, UpstreamError> {
+    /// A TCP connection, with TLS on top when the cluster originates it. The connect
+    /// timeout covers the handshake too.
+    async fn connect_stream(
+        &self,
+        cluster: &Arc<Cluster>,
+    ) -> Result<MaybeTls<TcpStream>, UpstreamError> {
+        let tcp = self.connect_tcp(cluster).await?;
+        let Some(tls) = cluster.tls.load_full() else {
+            return Ok(MaybeTls::Plain(tcp));
+        };
+        let timeout = cluster.config.connect_timeout.get();
+        let result = match tokio::time::timeout(timeout, tls.connect(tcp)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("TLS handshake timeout after {timeout:?}")),
+        };
+        match result {
+            Ok((stream, _alpn)) => Ok(MaybeTls::Tls(Box::new(stream))),
+            Err(e) => {
+                cluster.stats.cx_connect_fail.inc();
+                cluster.stats.tls_fail.inc();
+                tracing::debug!(cluster = %cluster.name, endpoint = %self.addr, "upstream TLS: {e}");
+                Err(UpstreamError::ConnectFailure(format!(
+                    "{}: TLS: {e}",
+                    self.addr
+                )))
+            }
+        }
+    }
+
+    async fn connect_tcp(&self, cluster: &Arc<Cluster>) -> Result<TcpStream, UpstreamError> {
         let timeout = cluster.config.connect_timeout.get();
         let result = tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await;
         let stream = match result {
@@ -184,7 +217,7 @@ impl Cluster {
     pub async fn connect_tcp(
         self: &Arc<Self>,
         endpoint: &super::Endpoint,
-    ) -> Result<(TcpStream, TcpSlot), UpstreamError> {
+    ) -> Result<(MaybeTls<TcpStream>, TcpSlot), UpstreamError> {
         let Some(slot) = self.try_connection_slot() else {
             self.stats.overflow_connections.inc();
             return Err(UpstreamError::Overflow("max_connections"));

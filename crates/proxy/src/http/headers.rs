@@ -109,6 +109,18 @@ impl Mutations {
     }
 }
 
+/// Envoy's `SANITIZE_SET` for `x-forwarded-client-cert`: whatever the client sent is
+/// dropped (a client must not assert an identity), and a verified mTLS peer's identity
+/// is set as `URI=<spiffe id>`.
+pub fn set_client_cert_details(headers: &mut HeaderMap, peer_identity: Option<&str>) {
+    headers.remove("x-forwarded-client-cert");
+    if let Some(id) = peer_identity {
+        if let Ok(v) = HeaderValue::from_str(&format!("URI={id}")) {
+            headers.insert("x-forwarded-client-cert", v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,10 +61,14 @@ enum Action {
     Direct(StatusCode, Bytes),
 }
 
-/// Where a request came from, for hashing, logging and (later) policy.
-#[derive(Clone, Copy)]
+/// Where a request came from, for hashing, logging and policy.
+#[derive(Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The connection arrived over TLS.
+    pub tls: bool,
+    /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).
+    pub peer_identity: Option<Arc<str>>,
 }
 
 impl HttpManager {
@@ -278,9 +282,11 @@ impl HttpManager {
                         out.headers.insert("x-request-id", v);
                     }
                 }
+                let proto = if conn.tls { "https" } else { "http" };
                 out.headers
                     .entry("x-forwarded-proto")
-                    .or_insert(HeaderValue::from_static("http"));
+                    .or_insert(HeaderValue::from_static(proto));
+                headers::set_client_cert_details(&mut out.headers, conn.peer_identity.as_deref());
                 fwd.rewrite(&mut out);
                 let f = fwd.forward(out, body, self.buffer_limit, upgrade).await;
                 log.upstream = f.upstream;

@@ -1,6 +1,7 @@
 //! End-to-end tests of `trellis proxy`: real processes, real sockets, real clients.
 
 mod harness;
+mod pki;
 
 mod admin;
 mod demo;
@@ -10,3 +11,4 @@ mod matching;
 mod protocols;
 mod resilience;
 mod routing;
+mod tls;

@@ -1,0 +1,106 @@
+//! Builds the TLS contexts a config asks for, reading certificate and key files, with
+//! errors that name the field and the file.
+
+use crate::stats::{KeyOpLabels, Metrics};
+use std::sync::Arc;
+use trellis_config::{
+    Codec, DownstreamTls, PrivateKeyProvider, TlsCertificate, TlsVersion, UpstreamTls,
+};
+use trellis_tls::{
+    CertifiedKey, ClientTls, ClientTlsConfig, KeyOpHook, ServerCertificate, ServerTls,
+    ServerTlsConfig,
+};
+
+fn version(v: TlsVersion) -> trellis_tls::TlsVersion {
+    match v {
+        TlsVersion::V1_2 => trellis_tls::TlsVersion::Tls12,
+        TlsVersion::V1_3 => trellis_tls::TlsVersion::Tls13,
+    }
+}
+
+fn key_op_hook(metrics: &Arc<Metrics>) -> KeyOpHook {
+    let metrics = metrics.clone();
+    Arc::new(move |provider, op, ok| {
+        metrics
+            .private_key_ops
+            .get_or_create(&KeyOpLabels {
+                provider,
+                op,
+                result: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    })
+}
+
+fn certified_key(field: &str, c: &TlsCertificate) -> Result<CertifiedKey, String> {
+    let chain = trellis_tls::load_certificate_chain(&c.certificate_chain)
+        .map_err(|e| format!("{field}.certificate_chain: {e}"))?;
+    let provider = match c.private_key_provider {
+        PrivateKeyProvider::Memory => {
+            let path = c.private_key.as_deref().unwrap_or_default();
+            trellis_tls::load_in_memory_key(path, &chain[0])
+                .map_err(|e| format!("{field}.private_key: {e}"))?
+        }
+    };
+    Ok(CertifiedKey { chain, provider })
+}
+
+/// The downstream context for a listener. HTTP listeners offer `h2` and `http/1.1` as
+/// their codec allows; TCP listeners offer no ALPN unless configured.
+pub fn server(
+    t: &DownstreamTls,
+    codec: Option<Codec>,
+    metrics: &Arc<Metrics>,
+) -> Result<ServerTls, String> {
+    let mut certificates = Vec::new();
+    for (i, c) in t.certificates.iter().enumerate() {
+        certificates.push(ServerCertificate {
+            key: certified_key(&format!("tls.certificates[{i}]"), c)?,
+            server_names: c.server_names.clone(),
+        });
+    }
+    let alpn = match (&t.alpn, codec) {
+        (Some(a), _) => a.clone(),
+        (None, Some(Codec::Auto)) => vec!["h2".into(), "http/1.1".into()],
+        (None, Some(Codec::Http2)) => vec!["h2".into()],
+        (None, Some(Codec::Http1)) => vec!["http/1.1".into()],
+        (None, None) => Vec::new(),
+    };
+    let client_roots = match &t.trusted_ca {
+        Some(path) => {
+            Some(trellis_tls::load_trust_bundle(path).map_err(|e| format!("tls.trusted_ca: {e}"))?)
+        }
+        None => None,
+    };
+    ServerTls::new(ServerTlsConfig {
+        certificates,
+        alpn,
+        min_version: version(t.min_version),
+        max_version: version(t.max_version),
+        client_roots,
+        require_client_certificate: t.require_client_certificate,
+        key_op_hook: Some(key_op_hook(metrics)),
+    })
+    .map_err(|e| format!("tls: {e}"))
+}
+
+/// The upstream context for a cluster; ALPN follows the cluster's protocol.
+pub fn client(t: &UpstreamTls, http2: bool, metrics: &Arc<Metrics>) -> Result<ClientTls, String> {
+    let roots = trellis_tls::load_trust_bundle(&t.trusted_ca)
+        .map_err(|e| format!("tls.trusted_ca: {e}"))?;
+    let certificate = match &t.certificate {
+        Some(c) => Some(certified_key("tls.certificate", c)?),
+        None => None,
+    };
+    ClientTls::new(ClientTlsConfig {
+        roots,
+        certificate,
+        sni: t.sni.clone(),
+        alpn: vec![if http2 { "h2" } else { "http/1.1" }.into()],
+        min_version: version(t.min_version),
+        max_version: version(t.max_version),
+        expected_identities: t.match_identities.clone(),
+        key_op_hook: Some(key_op_hook(metrics)),
+    })
+    .map_err(|e| format!("tls: {e}"))
+}

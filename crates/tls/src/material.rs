@@ -1,0 +1,68 @@
+//! Certificates and keys as a TLS context needs them, read from PEM files with errors
+//! that name the file.
+
+use crate::provider::PrivateKeyProvider;
+use crate::TlsError;
+use boring::x509::X509;
+use std::sync::Arc;
+
+/// A certificate chain (leaf first) with the provider that signs for the leaf's key.
+#[derive(Clone)]
+pub struct CertifiedKey {
+    pub chain: Vec<X509>,
+    pub provider: Arc<dyn PrivateKeyProvider>,
+}
+
+impl CertifiedKey {
+    pub fn leaf(&self) -> &X509 {
+        &self.chain[0]
+    }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a PEM chain, leaf first. An empty or unparsable file is an error.
+pub fn load_certificate_chain(path: &str) -> Result<Vec<X509>, TlsError> {
+    let pem = read(path)?;
+    let chain = X509::stack_from_pem(&pem).map_err(|_| TlsError::File {
+        path: path.to_string(),
+        reason: "not a PEM certificate chain".into(),
+    })?;
+    if chain.is_empty() {
+        return Err(TlsError::File {
+            path: path.to_string(),
+            reason: "no certificate in the file".into(),
+        });
+    }
+    Ok(chain)
+}
+
+/// Reads the roots a peer's chain must lead to.
+pub fn load_trust_bundle(path: &str) -> Result<Vec<X509>, TlsError> {
+    load_certificate_chain(path)
+}
+
+/// Reads a PEM private key for the in-memory provider and checks that it belongs to
+/// the leaf certificate.
+pub fn load_in_memory_key(
+    path: &str,
+    leaf: &X509,
+) -> Result<Arc<dyn PrivateKeyProvider>, TlsError> {
+    let pem = read(path)?;
+    let key = crate::InMemoryKey::from_pem(&pem).map_err(|e| TlsError::File {
+        path: path.to_string(),
+        reason: e.0,
+    })?;
+    if !key.matches(leaf) {
+        return Err(TlsError::File {
+            path: path.to_string(),
+            reason: "private key does not match the certificate".into(),
+        });
+    }
+    Ok(Arc::new(key))
+}
