@@ -58,14 +58,22 @@ impl fmt::Display for SpiffeId {
 }
 
 /// The identities a certificate claims: its URI SANs (SPIFFE IDs in a mesh), then its
-/// DNS SANs. Callers only trust this after the chain was verified.
+/// DNS and IP SANs. Callers only trust this after the chain was verified.
 pub fn peer_identities(cert: &X509Ref) -> Vec<String> {
     let Some(names) = cert.subject_alt_names() else {
         return Vec::new();
     };
     let uris = names.iter().filter_map(|n| n.uri().map(str::to_string));
     let dns = names.iter().filter_map(|n| n.dnsname().map(str::to_string));
-    uris.chain(dns).collect()
+    let ips = names.iter().filter_map(|n| {
+        let ip: std::net::IpAddr = match n.ipaddress()? {
+            b if b.len() == 4 => <[u8; 4]>::try_from(b).ok()?.into(),
+            b if b.len() == 16 => <[u8; 16]>::try_from(b).ok()?.into(),
+            _ => return None,
+        };
+        Some(ip.to_string())
+    });
+    uris.chain(dns).chain(ips).collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `trellis`: one binary for every Trellis role.
 
+mod ca;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -58,9 +59,11 @@ enum Command {
     /// A live demo: trellis proxy in front of demo services, with weighted routing,
     /// retries over a failing version, and live counters.
     Demo(demo::DemoArgs),
+    /// Run the certificate authority (Istio's certificate API over gRPC and mTLS).
+    Ca(Box<ca::CaArgs>),
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     trellis_config::parse_duration(s)
 }
 
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             workers,
         ),
         Command::Demo(args) => demo::run(args),
+        Command::Ca(args) => ca::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

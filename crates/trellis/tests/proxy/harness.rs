@@ -352,3 +352,54 @@ pub fn indent(text: &str, n: usize) -> String {
     }
     out
 }
+
+/// A running `trellis ca` with its own state directory.
+pub struct Ca {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub root_pem: String,
+    pub state_dir: PathBuf,
+}
+
+pub fn ca(extra: &[&str]) -> Ca {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ready = dir.path().join("ready.json");
+    let (s, r) = (state.display().to_string(), ready.display().to_string());
+    let mut args = vec![
+        "ca",
+        "--state-dir",
+        &s,
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-file",
+        &r,
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(&args, dir);
+    let doc = proc.wait_ready(&ready);
+    Ca {
+        addr: doc["address"].as_str().unwrap().parse().unwrap(),
+        root_pem: doc["root_pem"].as_str().unwrap().to_string(),
+        state_dir: state,
+        proc,
+    }
+}
+
+impl Ca {
+    /// Mints a bootstrap token with `trellis ca token`.
+    pub fn token(&self, identity: &str, ttl: &str) -> String {
+        let out = Command::new(BIN)
+            .args(["ca", "--state-dir"])
+            .arg(&self.state_dir)
+            .args(["token", "--identity", identity, "--ttl", ttl])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}

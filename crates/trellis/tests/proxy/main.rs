@@ -4,6 +4,7 @@ mod harness;
 mod pki;
 
 mod admin;
+mod ca;
 mod demo;
 mod hostile;
 mod lifecycle;

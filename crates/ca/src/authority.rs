@@ -1,0 +1,301 @@
+//! The signing authority: its root (generated on first start or loaded from files) and
+//! how it turns a verified CSR plus an authenticated identity into a certificate.
+//!
+//! The SAN of an issued certificate is always the caller's authenticated identity;
+//! whatever names the CSR asks for are ignored. Only the CSR's public key (after its
+//! self-signature verifies) is taken from it.
+
+use boring::asn1::{Asn1Integer, Asn1Time};
+use boring::bn::{BigNum, MsbOption};
+use boring::hash::MessageDigest;
+use boring::pkey::{PKey, Private};
+use boring::rsa::Rsa;
+use boring::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
+};
+use boring::x509::{X509Name, X509Req, X509};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use trellis_tls::SpiffeId;
+
+/// Istio's caps: 24 h by default, never more than 90 days.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const HARD_MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+const ROOT_TTL_DAYS: u32 = 3650;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("the CSR is not a PEM certificate request")]
+    MalformedCsr,
+    #[error("the CSR's signature does not verify with its own public key")]
+    BadCsrSignature,
+    #[error("the CSR's public key is not RSA (2048..4096 bits) or ECDSA P-256/P-384")]
+    UnsupportedKey,
+    #[error("signing failed: {0}")]
+    Internal(String),
+}
+
+impl From<boring::error::ErrorStack> for SignError {
+    fn from(e: boring::error::ErrorStack) -> Self {
+        SignError::Internal(e.to_string())
+    }
+}
+
+pub struct Authority {
+    signing_cert: X509,
+    signing_key: PKey<Private>,
+    /// The signing certificate up to the root, root last (just the root when it signs).
+    chain: Vec<X509>,
+    pub trust_domain: String,
+    pub max_ttl: Duration,
+}
+
+fn name(org: &str, cn: &str) -> Result<X509Name, boring::error::ErrorStack> {
+    let mut n = X509Name::builder()?;
+    n.append_entry_by_text("O", org)?;
+    n.append_entry_by_text("CN", cn)?;
+    Ok(n.build())
+}
+
+fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
+    let mut bn = BigNum::new()?;
+    // 127 random bits with the top bit clear: positive and below 2^127, as RFC 5280 asks.
+    bn.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    bn.to_asn1_integer()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch of an ASN.1 time.
+pub fn asn1_unix(t: &boring::asn1::Asn1TimeRef) -> i64 {
+    let epoch = Asn1Time::from_unix(0).expect("epoch");
+    match epoch.diff(t) {
+        Ok(d) => d.days as i64 * 86400 + d.secs as i64,
+        Err(_) => 0,
+    }
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{}: {e}", path.display())
+}
+
+impl Authority {
+    /// Loads the root kept in `dir`, or generates a self-signed 10-year root there on
+    /// first start (the key file is created with mode 0600).
+    pub fn load_or_create(dir: &Path, trust_domain: &str) -> anyhow::Result<Self> {
+        let cert_path = dir.join("root-cert.pem");
+        let key_path = dir.join("root-key.pem");
+        if cert_path.exists() {
+            return Self::from_files(&cert_path, &key_path, None, trust_domain);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+        let subject = name(trust_domain, "Trellis root CA")?;
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        let v1 = random_serial()?;
+        b.set_serial_number(&v1)?;
+        b.set_subject_name(&subject)?;
+        b.set_issuer_name(&subject)?;
+        let v2 = Asn1Time::from_unix(unix_now() - 60)?;
+        b.set_not_before(&v2)?;
+        let v3 = Asn1Time::days_from_now(ROOT_TTL_DAYS)?;
+        b.set_not_after(&v3)?;
+        b.set_pubkey(&key)?;
+        let v4 = BasicConstraints::new().critical().ca().build()?;
+        b.append_extension(&v4)?;
+        let v5 = KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?;
+        b.append_extension(&v5)?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+        b.append_extension(&ski)?;
+        b.sign(&key, MessageDigest::sha256())?;
+        let cert = b.build();
+        write_private(&key_path, &key.private_key_to_pem_pkcs8()?)?;
+        std::fs::write(&cert_path, cert.to_pem()?).map_err(|e| io_err(&cert_path, e))?;
+        tracing::info!(root = %cert_path.display(), "generated a self-signed root CA");
+        Self::from_files(&cert_path, &key_path, None, trust_domain)
+    }
+
+    /// Uses an existing root or intermediate: `cert` holds the signing certificate
+    /// followed by its chain; `root` (when the chain does not end in it) is appended.
+    pub fn from_files(
+        cert: &Path,
+        key: &Path,
+        root: Option<&Path>,
+        trust_domain: &str,
+    ) -> anyhow::Result<Self> {
+        let pem = std::fs::read(cert).map_err(|e| io_err(cert, e))?;
+        let mut chain = X509::stack_from_pem(&pem).map_err(|e| io_err(cert, e))?;
+        if chain.is_empty() {
+            return Err(io_err(cert, "no certificate in the file"));
+        }
+        if let Some(root) = root {
+            let pem = std::fs::read(root).map_err(|e| io_err(root, e))?;
+            chain.extend(X509::stack_from_pem(&pem).map_err(|e| io_err(root, e))?);
+        }
+        let key_pem = std::fs::read(key).map_err(|e| io_err(key, e))?;
+        let signing_key = PKey::private_key_from_pem(&key_pem)
+            .map_err(|_| io_err(key, "not a PEM private key"))?;
+        let signing_cert = chain[0].clone();
+        if !signing_cert.public_key()?.public_eq(&signing_key) {
+            return Err(io_err(
+                key,
+                "private key does not match the signing certificate",
+            ));
+        }
+        Ok(Authority {
+            signing_cert,
+            signing_key,
+            chain,
+            trust_domain: trust_domain.to_string(),
+            max_ttl: DEFAULT_MAX_TTL,
+        })
+    }
+
+    pub fn root(&self) -> &X509 {
+        self.chain.last().expect("chain is never empty")
+    }
+
+    pub fn root_pem(&self) -> String {
+        String::from_utf8(self.root().to_pem().expect("encode root")).expect("PEM is ASCII")
+    }
+
+    /// Verifies the CSR and issues a certificate for `identity`, valid for the
+    /// requested time up to the cap (and never past the signing certificate).
+    /// Returns the chain as PEM, leaf first, root last.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &SpiffeId,
+        requested: Option<Duration>,
+    ) -> Result<Vec<String>, SignError> {
+        let csr = X509Req::from_pem(csr_pem.as_bytes()).map_err(|_| SignError::MalformedCsr)?;
+        let key = csr.public_key().map_err(|_| SignError::MalformedCsr)?;
+        if !csr.verify(&key).unwrap_or(false) {
+            return Err(SignError::BadCsrSignature);
+        }
+        let usable = match key.id() {
+            boring::pkey::Id::RSA => (2048..=4096).contains(&key.bits()),
+            boring::pkey::Id::EC => matches!(key.bits(), 256 | 384),
+            _ => false,
+        };
+        if !usable {
+            return Err(SignError::UnsupportedKey);
+        }
+        let ttl = requested
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.max_ttl)
+            .min(self.max_ttl);
+        let leaf = self.issue(&key, &[format!("URI:{identity}")], ttl, false)?;
+        let mut out = vec![pem(&leaf)?];
+        for c in &self.chain {
+            out.push(pem(c)?);
+        }
+        Ok(out)
+    }
+
+    /// A serving certificate for the CA itself (DNS names and IPs).
+    pub fn issue_server_cert<T: boring::pkey::HasPublic>(
+        &self,
+        key: &boring::pkey::PKeyRef<T>,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Vec<X509>, SignError> {
+        let sans: Vec<String> = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(_) => format!("IP:{n}"),
+                Err(_) => format!("DNS:{n}"),
+            })
+            .collect();
+        let leaf = self.issue(key, &sans, ttl, true)?;
+        let mut chain = vec![leaf];
+        chain.extend(self.chain.iter().cloned());
+        Ok(chain)
+    }
+
+    fn issue<T: boring::pkey::HasPublic>(
+        &self,
+        key: &boring::pkey::PKeyRef<T>,
+        sans: &[String],
+        ttl: Duration,
+        server_only: bool,
+    ) -> Result<X509, SignError> {
+        let now = unix_now();
+        let signer_end = asn1_unix(self.signing_cert.not_after());
+        let not_after = (now + ttl.as_secs() as i64).min(signer_end);
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        let v6 = random_serial()?;
+        b.set_serial_number(&v6)?;
+        // Istio's workload certificates carry their identity only in the SAN.
+        b.set_subject_name(&X509Name::builder()?.build())?;
+        b.set_issuer_name(self.signing_cert.subject_name())?;
+        // A minute of slack for peers whose clocks run slightly behind.
+        let v7 = Asn1Time::from_unix(now - 60)?;
+        b.set_not_before(&v7)?;
+        let v8 = Asn1Time::from_unix(not_after)?;
+        b.set_not_after(&v8)?;
+        b.set_pubkey(key)?;
+        let v9 = BasicConstraints::new().critical().build()?;
+        b.append_extension(&v9)?;
+        let v10 = KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_encipherment()
+            .build()?;
+        b.append_extension(&v10)?;
+        let mut eku = ExtendedKeyUsage::new();
+        eku.server_auth();
+        if !server_only {
+            eku.client_auth();
+        }
+        let v11 = eku.build()?;
+        b.append_extension(&v11)?;
+        let mut san = SubjectAlternativeName::new();
+        san.critical();
+        for s in sans {
+            match s.split_once(':') {
+                Some(("URI", v)) => san.uri(v),
+                Some(("DNS", v)) => san.dns(v),
+                Some(("IP", v)) => san.ip(v),
+                _ => return Err(SignError::Internal(format!("bad SAN {s}"))),
+            };
+        }
+        let ctx = b.x509v3_context(Some(&self.signing_cert), None);
+        let san = san.build(&ctx)?;
+        let aki = AuthorityKeyIdentifier::new().keyid(false).build(&ctx)?;
+        b.append_extension(&san)?;
+        b.append_extension(&aki)?;
+        b.sign(&self.signing_key, MessageDigest::sha256())?;
+        Ok(b.build())
+    }
+}
+
+fn pem(c: &X509) -> Result<String, SignError> {
+    Ok(String::from_utf8(c.to_pem()?).expect("PEM is ASCII"))
+}
+
+/// Writes a secret file readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    f.write_all(bytes).map_err(|e| io_err(path, e))?;
+    Ok(())
+}

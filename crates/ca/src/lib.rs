@@ -1,0 +1,21 @@
+//! The Trellis certificate authority.
+//!
+//! It speaks Istio's certificate protocol
+//! (`istio.v1.auth.IstioCertificateService/CreateCertificate`) over gRPC and TLS, so
+//! Trellis sidecars, Istio's agents and ztunnel can all use it. It issues SPIFFE
+//! workload certificates (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`) whose identity comes
+//! from how the caller authenticated: a bootstrap token, a Kubernetes ServiceAccount
+//! token (TokenReview), or the certificate it is renewing.
+
+pub mod authority;
+pub mod client;
+pub mod kube;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod token;
+
+pub use authority::Authority;
+pub use client::{CaClient, Credential};
+pub use service::{CaCounters, CaService};
+pub use token::TokenIssuer;

@@ -1,0 +1,126 @@
+//! `CreateCertificate`: authenticate the caller, then sign its CSR for its identity.
+//!
+//! Callers authenticate with, in order: a bearer token in the `authorization` metadata
+//! (a Trellis bootstrap token, or a Kubernetes ServiceAccount token checked with a
+//! TokenReview), or the client certificate of the mTLS connection (renewal with a
+//! certificate this CA issued). The identity comes from that proof, never from the CSR.
+
+use crate::authority::{Authority, SignError};
+use crate::kube::TokenReviewer;
+use crate::proto::istio_certificate_service_server::IstioCertificateService;
+use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::token::TokenIssuer;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use trellis_tls::SpiffeId;
+
+/// The verified identity of the mTLS client certificate, if the caller sent one.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentity(pub Option<String>);
+
+#[derive(Default)]
+pub struct CaCounters {
+    pub issued: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub struct CaService {
+    pub authority: Arc<Authority>,
+    pub tokens: Arc<TokenIssuer>,
+    pub kube: Option<Arc<TokenReviewer>>,
+    pub counters: Arc<CaCounters>,
+}
+
+impl CaService {
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<(SpiffeId, &'static str), Status> {
+        let bearer = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let (id, how) = match bearer {
+            Some(token) if TokenIssuer::is_ours(token) => {
+                let id = self
+                    .tokens
+                    .verify(token)
+                    .map_err(|e| Status::unauthenticated(format!("bootstrap token: {e}")))?;
+                (id, "bootstrap-token")
+            }
+            Some(token) => {
+                let Some(kube) = &self.kube else {
+                    return Err(Status::unauthenticated(
+                        "bearer token is not a Trellis bootstrap token and Kubernetes authentication is not configured",
+                    ));
+                };
+                let id = kube
+                    .review(token)
+                    .await
+                    .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                (id, "kubernetes-token")
+            }
+            None => {
+                let peer = req
+                    .extensions()
+                    .get::<PeerIdentity>()
+                    .and_then(|p| p.0.clone())
+                    .ok_or_else(|| {
+                        Status::unauthenticated(
+                            "no bearer token and no client certificate from this CA",
+                        )
+                    })?;
+                let id = SpiffeId::parse(&peer)
+                    .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+                (id, "client-certificate")
+            }
+        };
+        if id.trust_domain != self.authority.trust_domain {
+            return Err(Status::permission_denied(format!(
+                "identity {id} is not in trust domain {:?}",
+                self.authority.trust_domain
+            )));
+        }
+        Ok((id, how))
+    }
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let result: Result<Vec<String>, Status> = async {
+            let (identity, how) = self.authenticate(&request).await?;
+            let req = request.get_ref();
+            let requested = (req.validity_duration > 0)
+                .then(|| Duration::from_secs(req.validity_duration as u64));
+            let chain = self
+                .authority
+                .sign_csr(&req.csr, &identity, requested)
+                .map_err(|e| match e {
+                    SignError::Internal(_) => Status::internal(e.to_string()),
+                    _ => Status::invalid_argument(e.to_string()),
+                })?;
+            tracing::info!(%identity, auth = how, "issued workload certificate");
+            Ok(chain)
+        }
+        .await;
+        match result {
+            Ok(cert_chain) => {
+                self.counters.issued.fetch_add(1, Ordering::Relaxed);
+                Ok(Response::new(IstioCertificateResponse { cert_chain }))
+            }
+            Err(status) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(code = ?status.code(), "certificate request refused: {}", status.message());
+                Err(status)
+            }
+        }
+    }
+}
