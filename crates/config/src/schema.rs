@@ -19,6 +19,55 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// The workload identity agent: gets and rotates this proxy's certificate from the
+    /// CA. TLS settings use it with `certificate_chain: "sds://default"` and
+    /// `trusted_ca: "sds://ROOTCA"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// The secret names that refer to the identity agent (Istio's SDS names).
+pub const SDS_WORKLOAD_CERT: &str = "sds://default";
+pub const SDS_ROOT_CA: &str = "sds://ROOTCA";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// RSA-2048 (Istio's default).
+    #[default]
+    Rsa,
+    /// ECDSA P-256.
+    Ecdsa,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// `host:port` of the CA (`trellis ca` or istiod).
+    pub ca_address: String,
+    /// A name in the CA's serving certificate (DNS name or IP).
+    #[serde(default = "default_ca_server_name")]
+    pub ca_server_name: String,
+    /// PEM roots: verifies the CA, and is the mesh trust bundle (`sds://ROOTCA`).
+    pub ca_root: String,
+    /// File with the bearer token for the first certificate (a bootstrap token or a
+    /// Kubernetes ServiceAccount token); renewals authenticate with the current
+    /// certificate and fall back to the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Requested lifetime (the CA may cap it). Rotation at half of it, ±1% jitter.
+    #[serde(default = "default_cert_ttl")]
+    pub cert_ttl: Dur,
+}
+
+fn default_ca_server_name() -> String {
+    "localhost".into()
+}
+
+fn default_cert_ttl() -> Dur {
+    Dur::secs(24 * 3600)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

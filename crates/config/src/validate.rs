@@ -89,6 +89,17 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
     }
     limits(&mut c, &config.limits);
     matcher(&mut c, &config.matcher);
+    if let Some(id) = &config.identity {
+        if id.ca_address.is_empty() {
+            c.err("identity.ca_address", "must not be empty");
+        }
+        if id.ca_root.is_empty() {
+            c.err("identity.ca_root", "must not be empty");
+        }
+        if id.cert_ttl.get() < std::time::Duration::from_secs(10) {
+            c.err("identity.cert_ttl", "must be at least 10s");
+        }
+    }
     let mut names = HashSet::new();
     let mut bound = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -199,6 +210,29 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
     if cert.certificate_chain.is_empty() {
         c.err(format!("{p}.certificate_chain"), "must not be empty");
     }
+    if cert.certificate_chain.starts_with("sds://") {
+        if cert.certificate_chain != SDS_WORKLOAD_CERT {
+            c.err(
+                format!("{p}.certificate_chain"),
+                format!(
+                    "{:?}: the only secret is {SDS_WORKLOAD_CERT:?}",
+                    cert.certificate_chain
+                ),
+            );
+        } else if c.config.identity.is_none() {
+            c.err(
+                format!("{p}.certificate_chain"),
+                format!("{SDS_WORKLOAD_CERT:?} needs the identity section"),
+            );
+        }
+        if cert.private_key.is_some() {
+            c.err(
+                format!("{p}.private_key"),
+                "the workload certificate's key is the identity agent's",
+            );
+        }
+        return;
+    }
     match (&cert.private_key_provider, &cert.private_key) {
         (PrivateKeyProvider::Memory, None) => c.err(
             format!("{p}.private_key"),
@@ -211,7 +245,26 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
     }
 }
 
+fn trusted_ca(c: &mut Checker, p: &str, ca: &str) {
+    if ca.starts_with("sds://") {
+        if ca != SDS_ROOT_CA {
+            c.err(
+                p.to_string(),
+                format!("{ca:?}: the only trust bundle is {SDS_ROOT_CA:?}"),
+            );
+        } else if c.config.identity.is_none() {
+            c.err(
+                p.to_string(),
+                format!("{SDS_ROOT_CA:?} needs the identity section"),
+            );
+        }
+    }
+}
+
 fn downstream_tls(c: &mut Checker, p: &str, t: &DownstreamTls) {
+    if let Some(ca) = &t.trusted_ca {
+        trusted_ca(c, &format!("{p}.trusted_ca"), ca);
+    }
     if t.certificates.is_empty() {
         c.err(
             format!("{p}.certificates"),
@@ -248,6 +301,7 @@ fn upstream_tls(c: &mut Checker, p: &str, t: &UpstreamTls) {
     if t.trusted_ca.is_empty() {
         c.err(format!("{p}.trusted_ca"), "must not be empty");
     }
+    trusted_ca(c, &format!("{p}.trusted_ca"), &t.trusted_ca);
     if let Some(cert) = &t.certificate {
         certificate(c, &format!("{p}.certificate"), cert);
         if !cert.server_names.is_empty() {

@@ -29,6 +29,7 @@ pub struct AdminState {
     pub view: ArcSwap<AdminView>,
     pub metrics: Arc<Metrics>,
     pub draining: AtomicBool,
+    pub identity: Option<Arc<crate::identity::Agent>>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
@@ -65,6 +66,7 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<B
             }
         }
         "/healthz" => text(StatusCode::OK, "OK\n"),
+        "/certs" => json_reply(crate::identity::describe(state.identity.as_deref())),
         "/stats/prometheus" | "/metrics" => {
             let mut r = Response::new(body::full(state.metrics.encode()));
             r.headers_mut().insert(

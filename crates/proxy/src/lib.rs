@@ -7,6 +7,7 @@ pub mod admin;
 pub mod body;
 pub mod cluster;
 pub mod http;
+pub mod identity;
 mod io;
 pub mod listener;
 pub mod server;

@@ -43,16 +43,24 @@ struct Proxy {
     listeners: HashMap<String, Listener>,
     access_logs: HashMap<String, AccessLog>,
     admin: Arc<AdminState>,
+    identity: Option<Arc<crate::identity::Agent>>,
 }
 
 impl Proxy {
     /// Applies a validated config completely or not at all. On error nothing changes.
     async fn apply(&mut self, config: Config) -> Result<(), String> {
+        if config.identity != self.admin.view.load().config.identity
+            && !self.admin.view.load().listeners.is_empty()
+        {
+            return Err("identity: changes need a restart".into());
+        }
+        let workload = self.identity.as_ref().and_then(|a| a.current());
+        let workload = workload.as_deref();
         // TLS contexts first: a missing or bad certificate file refuses the config.
         let mut upstream_tls = HashMap::new();
         for c in &config.clusters {
             if let Some(t) = &c.tls {
-                let ctx = crate::tls::client(t, c.http2, &self.metrics)
+                let ctx = crate::tls::client(t, c.http2, &self.metrics, workload)
                     .map_err(|e| format!("clusters {:?}: {e}", c.name))?;
                 upstream_tls.insert(c.name.clone(), Arc::new(ctx));
             }
@@ -84,7 +92,7 @@ impl Proxy {
             let tls = match &l.tls {
                 Some(t) => {
                     let codec = l.http.as_ref().map(|h| h.codec);
-                    let server = crate::tls::server(t, codec, &self.metrics)
+                    let server = crate::tls::server(t, codec, &self.metrics, workload)
                         .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
                     Some(crate::listener::DownstreamTls {
                         server,
@@ -225,6 +233,7 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
         }),
         metrics: metrics.clone(),
         draining: Default::default(),
+        identity: None,
     });
     let mut proxy = Proxy {
         worker,
@@ -234,7 +243,34 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
         listeners: HashMap::new(),
         access_logs: HashMap::new(),
         admin: admin.clone(),
+        identity: None,
     };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // The identity agent gets the first certificate before any listener starts, as
+    // Istio's agent does before Envoy is ready.
+    let (rotated_tx, mut rotated) = tokio::sync::mpsc::channel(4);
+    if let Some(id) = &config.identity {
+        let agent = crate::identity::Agent::new(id.clone(), proxy.metrics.clone());
+        tokio::select! {
+            _ = agent.first_certificate() => {}
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+        tokio::spawn(agent.clone().rotate(rotated_tx));
+        proxy.identity = Some(agent);
+    }
+    let admin = Arc::new(AdminState {
+        view: ArcSwap::from_pointee(AdminView {
+            config: Arc::new(Config::default()),
+            clusters: Vec::new(),
+            listeners: Vec::new(),
+        }),
+        metrics: proxy.metrics.clone(),
+        draining: Default::default(),
+        identity: proxy.identity.clone(),
+    });
+    proxy.admin = admin.clone();
     let admin_listener = tokio::net::TcpListener::bind(&admin_addr)
         .await
         .with_context(|| format!("admin.address {admin_addr}: cannot bind"))?;
@@ -250,8 +286,6 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
     }
 
     let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut last_seen = file_stamp(&opts.config);
     let mut tick = tokio::time::interval(opts.watch_interval);
     loop {
@@ -266,6 +300,13 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
                 if stamp != last_seen {
                     last_seen = stamp;
                     proxy.reload(&opts.config).await;
+                }
+            }
+            Some(()) = rotated.recv() => {
+                // New certificate: rebuild the TLS contexts; open connections keep theirs.
+                let config = (*proxy.admin.view.load().config).clone();
+                if let Err(e) = proxy.apply(config).await {
+                    tracing::error!("installing the rotated certificate failed: {e}");
                 }
             }
             _ = term.recv() => break,

@@ -99,6 +99,8 @@ pub struct Metrics {
     tls_handshakes: Family<HandshakeLabels, Counter>,
     pub private_key_ops: Family<KeyOpLabels, Counter>,
     upstream_tls_fail: Family<ClusterLabels, Counter>,
+    pub identity_renewals: Family<ResultLabels, Counter>,
+    pub identity_expiry: Gauge,
 }
 
 impl Metrics {
@@ -123,6 +125,12 @@ impl Metrics {
             "access_log_dropped",
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
+        );
+        let identity_expiry = Gauge::default();
+        registry.register(
+            "identity_cert_expiry_timestamp_seconds",
+            "When the installed workload certificate expires (Unix time)",
+            identity_expiry.clone(),
         );
         Arc::new(Metrics {
             downstream_cx_total: fam!("downstream_cx", "Downstream connections accepted"),
@@ -193,6 +201,11 @@ impl Metrics {
                 "upstream_tls_handshake_fail",
                 "Upstream TLS handshakes that failed (including refused identities)"
             ),
+            identity_renewals: fam!(
+                "identity_cert_requests",
+                "Workload certificate requests to the CA by result"
+            ),
+            identity_expiry,
             access_log_dropped,
             registry,
         })

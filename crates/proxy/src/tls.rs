@@ -1,10 +1,12 @@
 //! Builds the TLS contexts a config asks for, reading certificate and key files, with
 //! errors that name the field and the file.
 
+use crate::identity::WorkloadCert;
 use crate::stats::{KeyOpLabels, Metrics};
 use std::sync::Arc;
 use trellis_config::{
-    Codec, DownstreamTls, PrivateKeyProvider, TlsCertificate, TlsVersion, UpstreamTls,
+    Codec, DownstreamTls, PrivateKeyProvider, TlsCertificate, TlsVersion, UpstreamTls, SDS_ROOT_CA,
+    SDS_WORKLOAD_CERT,
 };
 use trellis_tls::{
     CertifiedKey, ClientTls, ClientTlsConfig, KeyOpHook, ServerCertificate, ServerTls,
@@ -32,7 +34,24 @@ fn key_op_hook(metrics: &Arc<Metrics>) -> KeyOpHook {
     })
 }
 
-fn certified_key(field: &str, c: &TlsCertificate) -> Result<CertifiedKey, String> {
+/// The identity agent's current certificate, when the config refers to it.
+pub type Workload<'a> = Option<&'a WorkloadCert>;
+
+fn workload<'a>(field: &str, w: Workload<'a>) -> Result<&'a WorkloadCert, String> {
+    w.ok_or_else(|| format!("{field}: no workload certificate from the CA yet"))
+}
+
+fn roots(field: &str, path: &str, w: Workload) -> Result<Vec<boring::x509::X509>, String> {
+    if path == SDS_ROOT_CA {
+        return Ok(workload(field, w)?.roots.clone());
+    }
+    trellis_tls::load_trust_bundle(path).map_err(|e| format!("{field}: {e}"))
+}
+
+fn certified_key(field: &str, c: &TlsCertificate, w: Workload) -> Result<CertifiedKey, String> {
+    if c.certificate_chain == SDS_WORKLOAD_CERT {
+        return Ok(workload(field, w)?.key.clone());
+    }
     let chain = trellis_tls::load_certificate_chain(&c.certificate_chain)
         .map_err(|e| format!("{field}.certificate_chain: {e}"))?;
     let provider = match c.private_key_provider {
@@ -51,11 +70,12 @@ pub fn server(
     t: &DownstreamTls,
     codec: Option<Codec>,
     metrics: &Arc<Metrics>,
+    w: Workload,
 ) -> Result<ServerTls, String> {
     let mut certificates = Vec::new();
     for (i, c) in t.certificates.iter().enumerate() {
         certificates.push(ServerCertificate {
-            key: certified_key(&format!("tls.certificates[{i}]"), c)?,
+            key: certified_key(&format!("tls.certificates[{i}]"), c, w)?,
             server_names: c.server_names.clone(),
         });
     }
@@ -67,9 +87,7 @@ pub fn server(
         (None, None) => Vec::new(),
     };
     let client_roots = match &t.trusted_ca {
-        Some(path) => {
-            Some(trellis_tls::load_trust_bundle(path).map_err(|e| format!("tls.trusted_ca: {e}"))?)
-        }
+        Some(path) => Some(roots("tls.trusted_ca", path, w)?),
         None => None,
     };
     ServerTls::new(ServerTlsConfig {
@@ -85,11 +103,15 @@ pub fn server(
 }
 
 /// The upstream context for a cluster; ALPN follows the cluster's protocol.
-pub fn client(t: &UpstreamTls, http2: bool, metrics: &Arc<Metrics>) -> Result<ClientTls, String> {
-    let roots = trellis_tls::load_trust_bundle(&t.trusted_ca)
-        .map_err(|e| format!("tls.trusted_ca: {e}"))?;
+pub fn client(
+    t: &UpstreamTls,
+    http2: bool,
+    metrics: &Arc<Metrics>,
+    w: Workload,
+) -> Result<ClientTls, String> {
+    let roots = roots("tls.trusted_ca", &t.trusted_ca, w)?;
     let certificate = match &t.certificate {
-        Some(c) => Some(certified_key("tls.certificate", c)?),
+        Some(c) => Some(certified_key("tls.certificate", c, w)?),
         None => None,
     };
     ClientTls::new(ClientTlsConfig {

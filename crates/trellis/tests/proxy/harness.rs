@@ -364,6 +364,11 @@ pub struct Ca {
 pub fn ca(extra: &[&str]) -> Ca {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    ca_at(dir, state, "127.0.0.1:0", extra)
+}
+
+/// A CA with a given state directory and listen address (to restart one in place).
+pub fn ca_at(dir: tempfile::TempDir, state: PathBuf, listen: &str, extra: &[&str]) -> Ca {
     let ready = dir.path().join("ready.json");
     let (s, r) = (state.display().to_string(), ready.display().to_string());
     let mut args = vec![
@@ -371,7 +376,7 @@ pub fn ca(extra: &[&str]) -> Ca {
         "--state-dir",
         &s,
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--ready-file",
         &r,
     ];
@@ -401,5 +406,21 @@ impl Ca {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Ca {
+    /// Writes the root to a file a proxy config can name.
+    pub fn root_file(&self, dir: &Path) -> String {
+        let p = dir.join("ca-root.pem");
+        std::fs::write(&p, &self.root_pem).unwrap();
+        p.display().to_string()
+    }
+
+    /// Writes a bootstrap token for `identity` to a file.
+    pub fn token_file(&self, dir: &Path, identity: &str) -> String {
+        let p = dir.join(format!("{}.token", identity.rsplit('/').next().unwrap()));
+        std::fs::write(&p, self.token(identity, "1h")).unwrap();
+        p.display().to_string()
     }
 }

@@ -7,6 +7,7 @@ mod admin;
 mod ca;
 mod demo;
 mod hostile;
+mod identity;
 mod lifecycle;
 mod matching;
 mod protocols;

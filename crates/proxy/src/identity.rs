@@ -1,0 +1,300 @@
+//! The identity agent: gets this proxy's workload certificate from the CA and keeps it
+//! fresh.
+//!
+//! The key is generated here (RSA-2048 or ECDSA P-256) and never leaves the process;
+//! the CA sees only a CSR. The first certificate is requested with the configured
+//! token; renewals authenticate with the current certificate over mTLS and fall back to
+//! the token. Rotation happens at half the lifetime (±1% jitter, as Istio does) and
+//! whenever the CA root file changes. When the CA cannot be reached the current
+//! certificate stays installed and the agent retries with backoff.
+
+use crate::stats::Metrics;
+use arc_swap::ArcSwapOption;
+use boring::ec::{EcGroup, EcKey};
+use boring::hash::MessageDigest;
+use boring::nid::Nid;
+use boring::pkey::{PKey, Private};
+use boring::rsa::Rsa;
+use boring::x509::{X509Name, X509Req, X509};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use trellis_ca::{CaClient, Credential};
+use trellis_config::{Identity, KeyType};
+use trellis_tls::{peer_identities, CertifiedKey, InMemoryKey};
+
+/// An installed workload certificate and the mesh trust bundle.
+pub struct WorkloadCert {
+    /// Leaf and intermediates (the root is not sent: peers have it).
+    pub key: CertifiedKey,
+    pub roots: Vec<X509>,
+    pub identity: String,
+    pub serial: String,
+    pub issuer: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+pub struct Agent {
+    config: Identity,
+    current: ArcSwapOption<WorkloadCert>,
+    metrics: Arc<Metrics>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn file_stamp(path: &str) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Agent {
+    pub fn new(config: Identity, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Agent {
+            config,
+            current: ArcSwapOption::empty(),
+            metrics,
+        })
+    }
+
+    pub fn current(&self) -> Option<Arc<WorkloadCert>> {
+        self.current.load_full()
+    }
+
+    /// Blocks until the first certificate is installed, retrying with backoff.
+    pub async fn first_certificate(&self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.renew().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(ca = %self.config.ca_address, retry_in = ?backoff,
+                        "no workload certificate yet: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Rotates forever; sends on `rotated` after each new certificate is installed.
+    pub async fn rotate(self: Arc<Self>, rotated: mpsc::Sender<()>) {
+        let mut root_stamp = file_stamp(&self.config.ca_root);
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let due = self.next_rotation();
+            // Sleep in short steps so that a changed CA root triggers a rotation.
+            loop {
+                let now = unix_now();
+                if now >= due {
+                    break;
+                }
+                let stamp = file_stamp(&self.config.ca_root);
+                if stamp != root_stamp {
+                    root_stamp = stamp;
+                    tracing::info!("CA root changed; rotating the workload certificate");
+                    break;
+                }
+                let step = Duration::from_secs((due - now) as u64).min(Duration::from_secs(1));
+                tokio::time::sleep(step).await;
+            }
+            match self.renew().await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    let _ = rotated.send(()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(ca = %self.config.ca_address, retry_in = ?backoff,
+                        "certificate rotation failed, keeping the current certificate: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Half the lifetime, ±1% jitter.
+    fn next_rotation(&self) -> i64 {
+        let Some(c) = self.current() else {
+            return 0;
+        };
+        let life = (c.not_after - c.not_before).max(1) as f64;
+        let fraction = 0.5 + rand::thread_rng().gen_range(-0.01..=0.01);
+        c.not_before + (life * fraction) as i64
+    }
+
+    fn token(&self) -> Option<String> {
+        let path = self.config.token_file.as_ref()?;
+        match std::fs::read_to_string(path) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                tracing::warn!("identity.token_file {path}: {e}");
+                None
+            }
+        }
+    }
+
+    async fn renew(&self) -> Result<(), String> {
+        let result = self.fetch().await;
+        let label = crate::stats::ResultLabels {
+            result: if result.is_ok() { "success" } else { "failure" },
+        };
+        self.metrics.identity_renewals.get_or_create(&label).inc();
+        let cert = result?;
+        tracing::info!(identity = %cert.identity, serial = %cert.serial, expires = cert.not_after,
+            "workload certificate installed");
+        self.metrics.identity_expiry.set(cert.not_after);
+        self.current.store(Some(Arc::new(cert)));
+        Ok(())
+    }
+
+    async fn fetch(&self) -> Result<WorkloadCert, String> {
+        let root_pem = std::fs::read(&self.config.ca_root)
+            .map_err(|e| format!("identity.ca_root {}: {e}", self.config.ca_root))?;
+        let roots = X509::stack_from_pem(&root_pem)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "identity.ca_root {}: no PEM certificate",
+                    self.config.ca_root
+                )
+            })?;
+        let key = generate_key(self.config.key_type).map_err(|e| e.to_string())?;
+        let csr = csr_pem(&key).map_err(|e| e.to_string())?;
+        let client = CaClient {
+            address: self.config.ca_address.clone(),
+            server_name: self.config.ca_server_name.clone(),
+            roots: roots.clone(),
+        };
+        let ttl = self.config.cert_ttl.get();
+        let renewal = match self.current() {
+            Some(c) => Some(
+                client
+                    .create_certificate(&csr, ttl, Credential::Certificate(c.key.clone()))
+                    .await,
+            ),
+            None => None,
+        };
+        let chain = match renewal {
+            Some(Ok(chain)) => chain,
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::debug!("renewal with the current certificate failed: {e}");
+                }
+                let token = self
+                    .token()
+                    .ok_or("no certificate to renew with and no identity.token_file")?;
+                client
+                    .create_certificate(&csr, ttl, Credential::Token(&token))
+                    .await?
+            }
+        };
+        install(chain, key, roots)
+    }
+}
+
+fn generate_key(kind: KeyType) -> Result<PKey<Private>, boring::error::ErrorStack> {
+    match kind {
+        KeyType::Rsa => PKey::from_rsa(Rsa::generate(2048)?),
+        KeyType::Ecdsa => {
+            let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            PKey::from_ec_key(EcKey::generate(&g)?)
+        }
+    }
+}
+
+/// A CSR with no names: the CA decides the identity from how we authenticate.
+fn csr_pem(key: &PKey<Private>) -> Result<String, boring::error::ErrorStack> {
+    let mut b = X509Req::builder()?;
+    b.set_subject_name(&X509Name::builder()?.build())?;
+    b.set_pubkey(key)?;
+    b.sign(key, MessageDigest::sha256())?;
+    Ok(String::from_utf8(b.build().to_pem()?).expect("PEM is ASCII"))
+}
+
+fn install(
+    chain: Vec<String>,
+    key: PKey<Private>,
+    mut roots: Vec<X509>,
+) -> Result<WorkloadCert, String> {
+    let mut certs = Vec::new();
+    for pem in &chain {
+        certs.push(X509::from_pem(pem.as_bytes()).map_err(|_| "CA returned a bad certificate")?);
+    }
+    if certs.is_empty() {
+        return Err("CA returned an empty chain".into());
+    }
+    let leaf = certs[0].clone();
+    if !leaf
+        .public_key()
+        .map(|p| p.public_eq(&key))
+        .unwrap_or(false)
+    {
+        return Err("CA returned a certificate for another key".into());
+    }
+    let root = certs.pop().expect("non-empty");
+    if certs.is_empty() {
+        certs.push(root.clone());
+    }
+    // Trust the CA's current root alongside the configured bundle (root rotation).
+    let der = root.to_der().unwrap_or_default();
+    if !roots.iter().any(|r| r.to_der().unwrap_or_default() == der) {
+        roots.push(root);
+    }
+    let identity = peer_identities(&leaf)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let serial = leaf
+        .serial_number()
+        .to_bn()
+        .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let issuer = leaf
+        .issuer_name()
+        .entries()
+        .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let provider = Arc::new(InMemoryKey::new(key).map_err(|e| e.to_string())?);
+    Ok(WorkloadCert {
+        not_before: trellis_ca::authority::asn1_unix(leaf.not_before()),
+        not_after: trellis_ca::authority::asn1_unix(leaf.not_after()),
+        key: CertifiedKey {
+            chain: certs,
+            provider,
+        },
+        roots,
+        identity,
+        serial,
+        issuer,
+    })
+}
+
+/// `/certs` on the admin listener.
+pub fn describe(agent: Option<&Agent>) -> serde_json::Value {
+    let Some(cert) = agent.and_then(|a| a.current()) else {
+        return serde_json::json!({ "certificates": [] });
+    };
+    serde_json::json!({
+        "certificates": [{
+            "identity": cert.identity,
+            "serial": cert.serial,
+            "issuer": cert.issuer,
+            "not_before": cert.not_before,
+            "expiry": cert.not_after,
+            "seconds_left": cert.not_after - unix_now(),
+            "chain_length": cert.key.chain.len(),
+            "roots": cert.roots.len(),
+        }]
+    })
+}
