@@ -171,6 +171,10 @@ pub struct Listener {
     /// Terminate TLS on this listener (downstream TLS, mutual with `trusted_ca`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<DownstreamTls>,
+    /// Istio AuthorizationPolicy semantics for traffic on this listener (the L4 subset
+    /// on TCP listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
 }
 
 impl Listener {
@@ -609,9 +613,23 @@ pub struct TlsCertificate {
     pub server_names: Vec<String>,
 }
 
+/// Istio PeerAuthentication, per listener (port): DISABLE is a listener without `tls`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Only TLS; plaintext clients are refused.
+    #[default]
+    Strict,
+    /// TLS and plaintext on the same port, told apart by the first byte (a TLS
+    /// ClientHello record starts with 0x16).
+    Permissive,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamTls {
+    #[serde(default)]
+    pub mode: TlsMode,
     pub certificates: Vec<TlsCertificate>,
     /// ALPN protocols in preference order. Default: `h2, http/1.1` on HTTP listeners
     /// (as the codec allows), none on TCP listeners.
@@ -654,4 +672,113 @@ pub struct UpstreamTls {
     pub min_version: TlsVersion,
     #[serde(default = "tls_max")]
     pub max_version: TlsVersion,
+}
+
+/// Istio AuthorizationPolicy, evaluated per request (per connection on TCP listeners):
+/// any matching DENY policy denies; otherwise, when ALLOW policies exist, one of them
+/// must match; AUDIT policies only log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    pub policies: Vec<AuthorizationPolicy>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthorizationAction {
+    #[default]
+    #[serde(rename = "ALLOW")]
+    Allow,
+    #[serde(rename = "DENY")]
+    Deny,
+    #[serde(rename = "AUDIT")]
+    Audit,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationPolicy {
+    pub name: String,
+    #[serde(default)]
+    pub action: AuthorizationAction,
+    /// A policy matches when any rule matches; a policy with no rules matches nothing
+    /// (an ALLOW policy without rules therefore denies everything, as in Istio).
+    #[serde(default)]
+    pub rules: Vec<AuthorizationRule>,
+}
+
+/// Every present part must match: any `from`, any `to`, and all `when` conditions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<RuleFrom>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<RuleTo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<RuleCondition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFrom {
+    pub source: RuleSource,
+}
+
+/// Values match exactly, by prefix (`abc*`), by suffix (`*abc`), or any value (`*`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSource {
+    /// Peer identities without `spiffe://` (`cluster.local/ns/default/sa/sleep`); need mTLS.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_principals: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_namespaces: Vec<String>,
+    /// IPs or CIDRs of the connection's source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_blocks: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ip_blocks: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTo {
+    pub operation: RuleOperation,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleOperation {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
+}
+
+/// `key` is `request.headers[<name>]`, `source.ip`, `source.namespace`,
+/// `source.principal` or `destination.port`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleCondition {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<String>,
 }

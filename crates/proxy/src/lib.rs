@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod authz;
 pub mod body;
 pub mod cluster;
 pub mod http;

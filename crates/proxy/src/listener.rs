@@ -40,6 +40,18 @@ pub struct DownstreamTls {
     pub server: trellis_tls::ServerTls,
     pub handshake_timeout: Duration,
     pub handshakes: crate::stats::HandshakeCounters,
+    /// PERMISSIVE: plaintext is served too, told apart by the first byte.
+    pub permissive: bool,
+}
+
+/// Whether the client's first byte is a TLS handshake record (0x16). A client that
+/// sends nothing within the timeout is treated as TLS, whose handshake then times out.
+async fn starts_with_tls(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == 0x16,
+        _ => true,
+    }
 }
 
 /// Open downstream connections across all listeners, for the global limit and drain.
@@ -216,44 +228,49 @@ async fn serve_connection(
 ) {
     let mut info = ConnInfo {
         peer,
+        local: stream.local_addr().unwrap_or(peer),
         tls: false,
         peer_identity: None,
     };
     let mut alpn_codec = None;
-    let io =
-        match &rt.tls {
-            None => MaybeTls::Plain(stream),
-            Some(tls) => {
-                let accepted =
-                    match tokio::time::timeout(tls.handshake_timeout, tls.server.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(a)) => a,
-                        Ok(Err(e)) => {
-                            tls.handshakes.failure.inc();
-                            tracing::debug!(%peer, "downstream TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tls.handshakes.failure.inc();
-                            tracing::debug!(%peer, "downstream TLS handshake timed out");
-                            return;
-                        }
-                    };
-                tls.handshakes.success.inc();
-                info.tls = true;
-                info.peer_identity = accepted
-                    .peer_identities
-                    .first()
-                    .map(|s| Arc::from(s.as_str()));
-                alpn_codec = match accepted.alpn.as_deref() {
-                    Some(b"h2") => Some(Codec::Http2),
-                    Some(b"http/1.1") => Some(Codec::Http1),
-                    _ => None,
-                };
-                MaybeTls::Tls(Box::new(accepted.stream))
-            }
-        };
+    let io = match &rt.tls {
+        None => MaybeTls::Plain(stream),
+        Some(tls) if tls.permissive && !starts_with_tls(&stream, tls.handshake_timeout).await => {
+            MaybeTls::Plain(stream)
+        }
+        Some(tls) => {
+            let accepted = match tokio::time::timeout(
+                tls.handshake_timeout,
+                tls.server.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => {
+                    tls.handshakes.failure.inc();
+                    tracing::debug!(%peer, "downstream TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tls.handshakes.failure.inc();
+                    tracing::debug!(%peer, "downstream TLS handshake timed out");
+                    return;
+                }
+            };
+            tls.handshakes.success.inc();
+            info.tls = true;
+            info.peer_identity = accepted
+                .peer_identities
+                .first()
+                .map(|s| Arc::from(s.as_str()));
+            alpn_codec = match accepted.alpn.as_deref() {
+                Some(b"h2") => Some(Codec::Http2),
+                Some(b"http/1.1") => Some(Codec::Http1),
+                _ => None,
+            };
+            MaybeTls::Tls(Box::new(accepted.stream))
+        }
+    };
     match &rt.behaviour {
         Behaviour::Http(_, codec) => {
             let codec = alpn_codec.unwrap_or(*codec);
@@ -261,7 +278,7 @@ async fn serve_connection(
         }
         Behaviour::Tcp(proxy) => {
             let idle = rt.limits.idle_timeout.get();
-            proxy.serve(io, peer, idle).await;
+            proxy.serve(io, &info, idle).await;
         }
     }
 }

@@ -70,8 +70,22 @@ impl Proxy {
         let mut runtimes = Vec::new();
         for l in &config.listeners {
             let stats = self.metrics.listener(&l.name);
+            let authz = match &l.authorization {
+                Some(a) => {
+                    let engine = trellis_authz::Engine::new(a)
+                        .map_err(|e| format!("listeners {:?}: authorization: {e}", l.name))?;
+                    let (allowed, denied) = self.metrics.rbac(&l.name);
+                    Some(Arc::new(crate::authz::ListenerAuthz {
+                        listener: l.name.clone(),
+                        engine,
+                        allowed,
+                        denied,
+                    }))
+                }
+                None => None,
+            };
             let behaviour = if let Some(h) = &l.http {
-                let m = HttpManager::build(
+                let mut m = HttpManager::build(
                     &l.name,
                     h,
                     &config.limits,
@@ -81,12 +95,14 @@ impl Proxy {
                     &mut access_logs,
                 )
                 .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
+                m.authz = authz;
                 Behaviour::Http(Arc::new(m), h.codec)
             } else {
                 let t = l.tcp.as_ref().expect("validated: tcp or http");
                 Behaviour::Tcp(Arc::new(TcpProxy {
                     cluster: clusters[&t.cluster].clone(),
                     stats: stats.clone(),
+                    authz,
                 }))
             };
             let tls = match &l.tls {
@@ -98,6 +114,7 @@ impl Proxy {
                         server,
                         handshake_timeout: t.handshake_timeout.get(),
                         handshakes: self.metrics.handshakes(&l.name),
+                        permissive: t.mode == trellis_config::TlsMode::Permissive,
                     })
                 }
                 None => None,

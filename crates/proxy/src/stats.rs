@@ -100,6 +100,7 @@ pub struct Metrics {
     pub private_key_ops: Family<KeyOpLabels, Counter>,
     upstream_tls_fail: Family<ClusterLabels, Counter>,
     pub identity_renewals: Family<ResultLabels, Counter>,
+    rbac: Family<HandshakeLabels, Counter>,
     pub identity_expiry: Gauge,
 }
 
@@ -206,6 +207,10 @@ impl Metrics {
                 "Workload certificate requests to the CA by result"
             ),
             identity_expiry,
+            rbac: fam!(
+                "rbac_decisions",
+                "AuthorizationPolicy decisions by listener and result (allowed, denied)"
+            ),
             access_log_dropped,
             registry,
         })
@@ -230,6 +235,19 @@ impl Metrics {
             tcp_tx: self.tcp_bytes_sent.get_or_create(&l).clone(),
             no_route: self.http_no_route.get_or_create(&l).clone(),
         }
+    }
+
+    /// (allowed, denied) counters for a listener's authorization.
+    pub fn rbac(&self, listener: &str) -> (Counter, Counter) {
+        let c = |result| {
+            self.rbac
+                .get_or_create(&HandshakeLabels {
+                    listener: listener.to_string(),
+                    result,
+                })
+                .clone()
+        };
+        (c("allowed"), c("denied"))
     }
 
     pub fn handshakes(&self, listener: &str) -> HandshakeCounters {

@@ -2,9 +2,9 @@
 
 use crate::cluster::outlier::Outcome;
 use crate::cluster::Cluster;
+use crate::http::ConnInfo;
 use crate::io::{Activity, ActivityIo};
 use crate::stats::ListenerStats;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use xxhash_rust::xxh64::xxh64;
@@ -12,6 +12,7 @@ use xxhash_rust::xxh64::xxh64;
 pub struct TcpProxy {
     pub cluster: Arc<Cluster>,
     pub stats: ListenerStats,
+    pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
 }
 
 /// Envoy's tcp_proxy tries one endpoint by default; we allow one more so a single
@@ -19,10 +20,17 @@ pub struct TcpProxy {
 const CONNECT_ATTEMPTS: usize = 2;
 
 impl TcpProxy {
-    pub async fn serve<S>(&self, downstream: S, peer: SocketAddr, idle_timeout: Duration)
+    pub async fn serve<S>(&self, downstream: S, conn: &ConnInfo, idle_timeout: Duration)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        // The L4 subset of the listener's AuthorizationPolicy, once per connection.
+        if let Some(authz) = &self.authz {
+            if !authz.check(conn, None) {
+                return;
+            }
+        }
+        let peer = conn.peer;
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
         let mut upstream = None;
         for _ in 0..CONNECT_ATTEMPTS {

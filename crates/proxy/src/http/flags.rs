@@ -14,8 +14,9 @@ impl Flags {
     pub const DELAY_INJECTED: Flags = Flags(1 << 7);
     pub const FAULT_INJECTED: Flags = Flags(1 << 8);
     pub const DOWNSTREAM_ERROR: Flags = Flags(1 << 9);
+    pub const RBAC_DENIED: Flags = Flags(1 << 10);
 
-    const NAMES: [(Flags, &'static str); 10] = [
+    const NAMES: [(Flags, &'static str); 11] = [
         (Flags::NO_ROUTE, "NR"),
         (Flags::NO_HEALTHY_UPSTREAM, "UH"),
         (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -26,6 +27,7 @@ impl Flags {
         (Flags::DELAY_INJECTED, "DI"),
         (Flags::FAULT_INJECTED, "FI"),
         (Flags::DOWNSTREAM_ERROR, "DPE"),
+        (Flags::RBAC_DENIED, "RBAC"),
     ];
 
     pub fn set(&mut self, f: Flags) {

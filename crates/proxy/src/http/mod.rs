@@ -37,6 +37,8 @@ pub struct HttpManager {
     stats: ListenerStats,
     access_log: Option<AccessLog>,
     buffer_limit: usize,
+    /// AuthorizationPolicy for this listener, checked before routing.
+    pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
 }
 
 struct VirtualHost {
@@ -65,6 +67,8 @@ enum Action {
 #[derive(Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The listener address the connection arrived on (destination port for policy).
+    pub local: SocketAddr,
     /// The connection arrived over TLS.
     pub tls: bool,
     /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).
@@ -148,6 +152,7 @@ impl HttpManager {
             stats: metrics.listener(listener),
             access_log,
             buffer_limit: limits.retry_buffer_bytes as usize,
+            authz: None,
         })
     }
 
@@ -212,6 +217,19 @@ impl HttpManager {
             peer: conn.peer,
             bytes_received: req.body().size_hint().exact().unwrap_or(0),
         };
+        if let Some(authz) = &self.authz {
+            let host = authority.as_str();
+            let attrs = trellis_authz::HttpAttributes {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                host,
+                headers: req.headers(),
+            };
+            if !authz.check(&conn, Some(attrs)) {
+                log.flags.set(Flags::RBAC_DENIED);
+                return log.finish(local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"));
+            }
+        }
         let Some((vh_index, route_index)) = selected else {
             self.stats.no_route.inc();
             log.flags.set(Flags::NO_ROUTE);

@@ -392,3 +392,107 @@ async fn bad_certificate_files_are_refused_and_the_old_config_keeps_serving() {
         assert!(ok(), "case {i}: old config stopped serving");
     }
 }
+
+/// PERMISSIVE PeerAuthentication plus AuthorizationPolicy on an inbound sidecar:
+/// mTLS and plaintext on one port; policies see the verified principal.
+#[tokio::test]
+async fn permissive_mode_and_authorization_policies() {
+    let pki = Pki::new("mesh-root");
+    let frontend = pki.leaf("frontend", &[&format!("URI:{}", spiffe("frontend"))], false);
+    let ratings = pki.leaf("ratings", &[&format!("URI:{}", spiffe("ratings"))], true);
+    let reviews = pki.leaf("reviews", &[&format!("URI:{}", spiffe("reviews"))], true);
+    let app = app("reviews", &[]);
+    let policies = r#"authorization:
+  policies:
+    - name: deny-admin
+      action: DENY
+      rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }]
+    - name: frontend-reads
+      rules:
+        - from: [{ source: { principals: ["cluster.local/ns/default/sa/frontend"] } }]
+          to: [{ operation: { methods: ["GET", "HEAD"] } }]
+    - name: health-from-anyone
+      rules: [{ to: [{ operation: { paths: ["/healthz"] } }] }]
+    - name: audit-exports
+      action: AUDIT
+      rules: [{ to: [{ operation: { paths: ["/export*"] } }] }]
+"#;
+    let mut inbound_yaml = "listeners:\n".to_string()
+        + &https_listener(
+            "inbound",
+            &reviews,
+            &format!("mode: permissive\ntrusted_ca: \"{}\"", pki.root_path()),
+            "app",
+        );
+    inbound_yaml = inbound_yaml.replacen("    http:\n", &(indent(policies, 4) + "    http:\n"), 1);
+    inbound_yaml += &format!(
+        "  - name: inbound_tcp\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{ {} }}]\n      trusted_ca: \"{}\"\n    authorization:\n      policies: [{{ name: frontend-only, rules: [{{ from: [{{ source: {{ principals: [\"cluster.local/ns/default/sa/frontend\"] }} }}] }}] }}]\n    tcp: {{ cluster: app }}\n",
+        cert_block(&reviews, "").trim_end().replace('\n', ", "),
+        pki.root_path()
+    );
+    inbound_yaml += &format!("clusters:\n{}", cluster("app", &[app.addr], ""));
+    let inbound = proxy(&inbound_yaml);
+    let sidecar = |leaf: &Leaf| {
+        let tls = format!(
+            "tls:\n  trusted_ca: \"{}\"\n  certificate: {{ {} }}\n  match_identities: [\"{}\"]",
+            pki.root_path(),
+            cert_block(leaf, "").trim_end().replace('\n', ", "),
+            spiffe("reviews")
+        );
+        proxy(
+            &(http_listener("- match: { prefix: \"/\" }\n  route: { cluster: reviews }")
+                + "  - name: tcp_out\n    address: 127.0.0.1:0\n    tcp: { cluster: reviews_tcp }\n"
+                + "clusters:\n"
+                + &cluster("reviews", &[inbound.addr("inbound")], &tls)
+                + &cluster("reviews_tcp", &[inbound.addr("inbound_tcp")], &tls)),
+        )
+    };
+    let from_frontend = sidecar(&frontend);
+    let from_ratings = sidecar(&ratings);
+    let plain = |path: &str| format!("http://{}{path}", inbound.addr("inbound"));
+
+    let cases: [(&Proxy, &str, &str, u16); 6] = [
+        (&from_frontend, "GET", "/reviews/1", 200),
+        (&from_frontend, "POST", "/reviews/1", 403),
+        (&from_frontend, "GET", "/admin/users", 403),
+        (&from_ratings, "GET", "/reviews/1", 403),
+        (&from_ratings, "GET", "/healthz", 200),
+        (&from_frontend, "GET", "/export/all", 200),
+    ];
+    for (p, method, path, want) in cases {
+        let r = send(Req::get(&p.url("web", path)).method(method))
+            .await
+            .unwrap();
+        assert_eq!(r.status, want, "{method} {path}: {}", r.body);
+        if want == 403 {
+            assert_eq!(r.body, "RBAC: access denied");
+        }
+    }
+    // PERMISSIVE: plaintext reaches the same port, without a principal.
+    assert_eq!(get(&plain("/healthz")).await.status, 200);
+    let r = get(&plain("/reviews/1")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        inbound
+            .metric("trellis_rbac_decisions_total{listener=\"inbound\",result=\"denied\"}")
+            .await
+            == 4.0
+    );
+    assert!(inbound
+        .proc
+        .log()
+        .contains("AUDIT: AuthorizationPolicy matched"));
+    assert!(inbound.proc.log().contains("audit-exports"));
+
+    // TCP: the L4 subset; the wrong principal's connection is closed.
+    let (code, out) = curl(&[&format!("http://{}/tcp", from_frontend.addr("tcp_out"))]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = curl(&[&format!("http://{}/tcp", from_ratings.addr("tcp_out"))]);
+    assert_ne!(code, 0, "ratings passed the TCP policy");
+    assert!(
+        inbound
+            .metric("trellis_rbac_decisions_total{listener=\"inbound_tcp\",result=\"denied\"}")
+            .await
+            >= 1.0
+    );
+}

@@ -1,0 +1,300 @@
+//! Cases from Istio's AuthorizationPolicy documentation and reference.
+
+use super::*;
+use http::HeaderValue;
+
+fn engine(yaml: &str) -> Engine {
+    let a: Authorization = serde_yaml::from_str(yaml).unwrap();
+    Engine::new(&a).unwrap()
+}
+
+struct Req {
+    ip: &'static str,
+    principal: Option<&'static str>,
+    port: u16,
+    method: &'static str,
+    path: &'static str,
+    host: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    tcp: bool,
+}
+
+fn req() -> Req {
+    Req {
+        ip: "10.1.2.3",
+        principal: Some("cluster.local/ns/default/sa/sleep"),
+        port: 8080,
+        method: "GET",
+        path: "/info",
+        host: "httpbin.foo:8000",
+        headers: vec![],
+        tcp: false,
+    }
+}
+
+fn decide(e: &Engine, r: &Req) -> Decision {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &r.headers {
+        headers.insert(*k, HeaderValue::from_static(v));
+    }
+    let a = Attributes {
+        source_ip: r.ip.parse().unwrap(),
+        principal: r.principal,
+        destination_port: r.port,
+        http: (!r.tcp).then_some(HttpAttributes {
+            method: r.method,
+            path: r.path,
+            host: r.host,
+            headers: &headers,
+        }),
+    };
+    e.evaluate(&a).decision
+}
+
+fn allowed(e: &Engine, r: &Req) -> bool {
+    decide(e, r) == Decision::Allow
+}
+
+#[test]
+fn no_policies_allow_everything() {
+    assert!(allowed(&engine("policies: []"), &req()));
+}
+
+#[test]
+fn allow_nothing_and_deny_all_and_allow_all() {
+    // `spec: {}` is an ALLOW policy with no rules: it matches nothing.
+    assert!(!allowed(
+        &engine("policies: [{ name: allow-nothing }]"),
+        &req()
+    ));
+    let deny_all = engine("policies: [{ name: deny-all, action: DENY, rules: [{}] }]");
+    assert_eq!(decide(&deny_all, &req()), Decision::Deny("deny-all".into()));
+    assert!(allowed(
+        &engine("policies: [{ name: allow-all, action: ALLOW, rules: [{}] }]"),
+        &req()
+    ));
+}
+
+#[test]
+fn httpbin_allow_by_principal_or_namespace_and_method_and_header() {
+    // Istio reference example: ALLOW from sleep or from namespace dev, to GET on /info*,
+    // when the version header is v1 or v2.
+    let e = engine(
+        r#"
+policies:
+  - name: httpbin
+    action: ALLOW
+    rules:
+      - from:
+          - source: { principals: ["cluster.local/ns/default/sa/sleep"] }
+          - source: { namespaces: ["dev"] }
+        to:
+          - operation: { methods: ["GET"], paths: ["/info*"] }
+        when:
+          - key: request.headers[version]
+            values: ["v1", "v2"]
+"#,
+    );
+    let mut r = req();
+    r.headers = vec![("version", "v1")];
+    assert!(allowed(&e, &r));
+    r.headers = vec![("version", "v3")];
+    assert!(!allowed(&e, &r), "wrong header value");
+    r.headers = vec![];
+    assert!(!allowed(&e, &r), "missing header");
+    r.headers = vec![("version", "v2")];
+    r.method = "POST";
+    assert!(!allowed(&e, &r), "method");
+    r.method = "GET";
+    r.path = "/status";
+    assert!(!allowed(&e, &r), "path");
+    r.path = "/info/x";
+    r.principal = Some("cluster.local/ns/dev/sa/anything");
+    assert!(allowed(&e, &r), "namespace from the principal");
+    r.principal = None;
+    assert!(!allowed(&e, &r), "plaintext has no principal or namespace");
+}
+
+#[test]
+fn deny_before_allow_and_not_fields() {
+    // Deny requests not from namespace foo, on top of an allow-all.
+    let e = engine(
+        r#"
+policies:
+  - name: allow-all
+    rules: [{}]
+  - name: deny-other-namespaces
+    action: DENY
+    rules:
+      - from: [{ source: { not_namespaces: ["foo"] } }]
+"#,
+    );
+    let mut r = req();
+    r.principal = Some("cluster.local/ns/foo/sa/x");
+    assert!(allowed(&e, &r));
+    r.principal = Some("cluster.local/ns/bar/sa/x");
+    assert_eq!(
+        decide(&e, &r),
+        Decision::Deny("deny-other-namespaces".into())
+    );
+    r.principal = None;
+    assert!(!allowed(&e, &r), "no namespace is not foo");
+}
+
+#[test]
+fn deny_paths_with_prefix_suffix_and_presence() {
+    let e = engine(
+        r#"
+policies:
+  - name: deny-admin
+    action: DENY
+    rules:
+      - to: [{ operation: { paths: ["/admin*", "*.secret"] } }]
+      - when: [{ key: "request.headers[x-debug]", values: ["*"] }]
+"#,
+    );
+    for (path, ok) in [
+        ("/admin", false),
+        ("/admin/users", false),
+        ("/a/b.secret", false),
+        ("/public", true),
+    ] {
+        let mut r = req();
+        r.path = path;
+        assert_eq!(allowed(&e, &r), ok, "{path}");
+    }
+    let mut r = req();
+    r.headers = vec![("x-debug", "1")];
+    assert!(!allowed(&e, &r), "presence");
+}
+
+#[test]
+fn ip_blocks_ports_and_hosts() {
+    let e = engine(
+        r#"
+policies:
+  - name: office
+    rules:
+      - from: [{ source: { ip_blocks: ["10.1.0.0/16", "2001:db8::/32"], not_ip_blocks: ["10.1.9.9"] } }]
+        to: [{ operation: { ports: ["8080"], hosts: ["HTTPBIN.foo", "*.example.com"] } }]
+"#,
+    );
+    let mut r = req();
+    assert!(allowed(&e, &r), "host without port, case-insensitive");
+    r.ip = "10.1.9.9";
+    assert!(!allowed(&e, &r), "not_ip_blocks");
+    r.ip = "::ffff:10.1.0.1";
+    assert!(allowed(&e, &r), "v4-mapped");
+    r.ip = "2001:db8::7";
+    assert!(allowed(&e, &r), "v6 block");
+    r.ip = "192.168.0.1";
+    assert!(!allowed(&e, &r));
+    let mut r = req();
+    r.port = 9090;
+    assert!(!allowed(&e, &r), "port");
+    r.port = 8080;
+    r.host = "api.example.com";
+    assert!(allowed(&e, &r), "suffix host");
+    r.host = "example.com";
+    assert!(!allowed(&e, &r));
+}
+
+#[test]
+fn when_conditions_on_source_and_destination() {
+    let e = engine(
+        r#"
+policies:
+  - name: conds
+    rules:
+      - when:
+          - { key: source.ip, values: ["10.0.0.0/8"] }
+          - { key: source.principal, values: ["cluster.local/ns/default/*"] }
+          - { key: destination.port, not_values: ["9090"] }
+"#,
+    );
+    assert!(allowed(&e, &req()));
+    let mut r = req();
+    r.port = 9090;
+    assert!(!allowed(&e, &r));
+    let mut r = req();
+    r.principal = Some("cluster.local/ns/other/sa/x");
+    assert!(!allowed(&e, &r));
+}
+
+#[test]
+fn tcp_applies_the_l4_subset() {
+    let e = engine(
+        r#"
+policies:
+  - name: allow-get
+    rules: [{ to: [{ operation: { methods: ["GET"] } }] }]
+  - name: allow-sleep
+    rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }] }]
+"#,
+    );
+    let mut r = req();
+    r.tcp = true;
+    r.principal = Some("cluster.local/ns/default/sa/other");
+    // The HTTP-only ALLOW rule never matches on TCP, and the principal rule does not.
+    assert!(!allowed(&e, &r));
+    r.principal = Some("cluster.local/ns/default/sa/sleep");
+    assert!(allowed(&e, &r));
+
+    let deny = engine(
+        r#"
+policies:
+  - name: deny-admin-from-ns
+    action: DENY
+    rules:
+      - from: [{ source: { namespaces: ["default"] } }]
+        to: [{ operation: { paths: ["/admin"] } }]
+"#,
+    );
+    let mut r = req();
+    r.tcp = true;
+    // On TCP the path is ignored: the namespace alone denies.
+    assert_eq!(
+        decide(&deny, &r),
+        Decision::Deny("deny-admin-from-ns".into())
+    );
+    r.tcp = false;
+    assert!(allowed(&deny, &r), "over HTTP the path does not match");
+}
+
+#[test]
+fn audit_reports_without_deciding() {
+    let e = engine(
+        r#"
+policies:
+  - name: audit-info
+    action: AUDIT
+    rules: [{ to: [{ operation: { paths: ["/info"] } }] }]
+"#,
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("a", HeaderValue::from_static("b"));
+    let a = Attributes {
+        source_ip: "127.0.0.1".parse().unwrap(),
+        principal: None,
+        destination_port: 80,
+        http: Some(HttpAttributes {
+            method: "GET",
+            path: "/info",
+            host: "x",
+            headers: &headers,
+        }),
+    };
+    let v = e.evaluate(&a);
+    assert_eq!(v.decision, Decision::Allow);
+    assert_eq!(v.audited, vec!["audit-info".to_string()]);
+}
+
+#[test]
+fn refuses_bad_ip_blocks_and_keys() {
+    for bad in ["10.0.0.0/33", "x", "::/129"] {
+        assert!(check_ip_block(bad).is_err(), "{bad}");
+    }
+    assert!(check_condition_key("request.auth.claims[iss]").is_err());
+    assert!(check_condition_key("request.headers[bad header]").is_err());
+    assert!(check_condition_key("request.headers[x-ok]").is_ok());
+}
