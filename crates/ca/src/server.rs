@@ -84,6 +84,7 @@ pub fn serving_tls(authority: &Authority, names: &[String]) -> anyhow::Result<Se
         max_version: trellis_tls::TlsVersion::Tls13,
         client_roots: Some(vec![authority.root().clone()]),
         require_client_certificate: false,
+        client_trust_domains: vec![authority.trust_domain.clone()],
         key_op_hook: None,
     })?)
 }

@@ -645,9 +645,17 @@ pub struct DownstreamTls {
     /// With `trusted_ca`: refuse clients that present no certificate.
     #[serde(default = "yes")]
     pub require_client_certificate: bool,
+    /// With `trusted_ca`: the client's SPIFFE ID must be in one of these trust domains.
+    /// Default: `cluster.local`; `["*"]` accepts any identity that chains to the roots.
+    #[serde(default = "default_trust_domains")]
+    pub trust_domains: Vec<String>,
     /// A client that has not finished the handshake by then is disconnected.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: Dur,
+}
+
+fn default_trust_domains() -> Vec<String> {
+    vec!["cluster.local".into()]
 }
 
 fn default_handshake_timeout() -> Dur {

@@ -97,6 +97,11 @@ pub fn server(
         max_version: version(t.max_version),
         client_roots,
         require_client_certificate: t.require_client_certificate,
+        client_trust_domains: if t.trust_domains.iter().any(|d| d == "*") {
+            Vec::new()
+        } else {
+            t.trust_domains.clone()
+        },
         key_op_hook: Some(key_op_hook(metrics)),
     })
     .map_err(|e| format!("tls: {e}"))

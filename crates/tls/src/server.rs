@@ -30,6 +30,9 @@ pub struct ServerTlsConfig {
     pub client_roots: Option<Vec<X509>>,
     /// With `client_roots`: refuse a client that presents no certificate.
     pub require_client_certificate: bool,
+    /// With `client_roots`: the client's SPIFFE ID must be in one of these trust
+    /// domains; empty accepts any certificate that chains to the roots.
+    pub client_trust_domains: Vec<String>,
     pub key_op_hook: Option<KeyOpHook>,
 }
 
@@ -182,7 +185,20 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
         if config.require_client_certificate {
             mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
         }
-        b.set_verify(mode);
+        let domains = std::sync::Arc::new(config.client_trust_domains.clone());
+        b.set_verify_callback(mode, move |chain_ok, ctx| {
+            if !chain_ok || ctx.error_depth() != 0 || domains.is_empty() {
+                return chain_ok;
+            }
+            let ids = ctx.current_cert().map(peer_identities).unwrap_or_default();
+            let ok = ids.iter().any(|id| {
+                crate::SpiffeId::parse(id).is_ok_and(|s| domains.contains(&s.trust_domain))
+            });
+            if !ok {
+                tracing::debug!(presented = ?ids, trusted = ?*domains, "client identity outside the trusted domains");
+            }
+            ok
+        });
     }
     Ok(b)
 }

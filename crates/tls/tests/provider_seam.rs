@@ -160,6 +160,7 @@ fn server(pki: &Pki, provider: Arc<dyn PrivateKeyProvider>, leaf: X509, mtls: bo
         max_version: TlsVersion::Tls13,
         client_roots: mtls.then(|| vec![pki.root.clone()]),
         require_client_certificate: true,
+        client_trust_domains: vec!["cluster.local".into()],
         key_op_hook: None,
     })
     .unwrap()

@@ -272,6 +272,14 @@ async fn mutual_tls_between_sidecars_with_spiffe_identities() {
     let forged = rogue.leaf("forged", &[&format!("URI:{}", spiffe("frontend"))], false);
     let (code, _) = curl(&["-k", "--cert", &forged.cert, "--key", &forged.key, &url]);
     assert_ne!(code, 0, "client from another root accepted");
+    // Same root, but another trust domain: refused.
+    let other_td = mesh.pki.leaf(
+        "other-td",
+        &["URI:spiffe://other.domain/ns/default/sa/frontend"],
+        false,
+    );
+    let (code, _) = curl(&["-k", "--cert", &other_td.cert, "--key", &other_td.key, &url]);
+    assert_ne!(code, 0, "client from another trust domain accepted");
     // The genuine client certificate works with curl too.
     let (code, out) = curl(&[
         "-k",
@@ -288,7 +296,7 @@ async fn mutual_tls_between_sidecars_with_spiffe_identities() {
                 "trellis_downstream_tls_handshakes_total{listener=\"inbound\",result=\"failure\"}"
             )
             .await
-            >= 3.0
+            >= 4.0
     );
 
     // The client side refuses a server whose identity is not the expected one.
