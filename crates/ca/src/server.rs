@@ -85,6 +85,7 @@ pub fn serving_tls(authority: &Authority, names: &[String]) -> anyhow::Result<Se
         client_roots: Some(vec![authority.root().clone()]),
         require_client_certificate: false,
         client_trust_domains: vec![authority.trust_domain.clone()],
+        session_resumption: true,
         key_op_hook: None,
     })?)
 }

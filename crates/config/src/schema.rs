@@ -649,6 +649,9 @@ pub struct DownstreamTls {
     /// Default: `cluster.local`; `["*"]` accepts any identity that chains to the roots.
     #[serde(default = "default_trust_domains")]
     pub trust_domains: Vec<String>,
+    /// Session tickets and cache, so returning clients skip the full handshake.
+    #[serde(default = "yes")]
+    pub session_resumption: bool,
     /// A client that has not finished the handshake by then is disconnected.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: Dur,

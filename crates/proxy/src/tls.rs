@@ -97,6 +97,7 @@ pub fn server(
         max_version: version(t.max_version),
         client_roots,
         require_client_certificate: t.require_client_certificate,
+        session_resumption: t.session_resumption,
         client_trust_domains: if t.trust_domains.iter().any(|d| d == "*") {
             Vec::new()
         } else {

@@ -33,6 +33,8 @@ pub struct ServerTlsConfig {
     /// With `client_roots`: the client's SPIFFE ID must be in one of these trust
     /// domains; empty accepts any certificate that chains to the roots.
     pub client_trust_domains: Vec<String>,
+    /// Session tickets and the session cache (resumed handshakes skip the signature).
+    pub session_resumption: bool,
     pub key_op_hook: Option<KeyOpHook>,
 }
 
@@ -169,6 +171,10 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
     b.set_max_proto_version(Some(config.max_version.to_boring()))?;
     // Session tickets across contexts with client verification need a shared id.
     b.set_session_id_context(b"trellis")?;
+    if !config.session_resumption {
+        b.set_options(boring::ssl::SslOptions::NO_TICKET);
+        b.set_session_cache_mode(boring::ssl::SslSessionCacheMode::OFF);
+    }
     if !alpn.is_empty() {
         let ours = alpn.to_vec();
         b.set_alpn_select_callback(move |_ssl, client| {

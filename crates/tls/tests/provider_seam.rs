@@ -161,6 +161,7 @@ fn server(pki: &Pki, provider: Arc<dyn PrivateKeyProvider>, leaf: X509, mtls: bo
         client_roots: mtls.then(|| vec![pki.root.clone()]),
         require_client_certificate: true,
         client_trust_domains: vec!["cluster.local".into()],
+        session_resumption: true,
         key_op_hook: None,
     })
     .unwrap()

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# TLS benchmarks, side by side in one run:
+#  1. Full TLS 1.3 handshakes per second with an RSA-2048 certificate: trellis proxy
+#     vs nginx, same certificate, same client (wrk over https with `Connection: close`,
+#     so every request is a new connection and a full handshake; no session reuse).
+#  2. The mesh path app -> sidecar -> mTLS -> sidecar -> app vs direct: requests/s and
+#     p50/p99 with keep-alive (wrk, one thread, 32 connections).
+# Every server has one worker. Usage: bench/tls.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/common.sh
+DURATION="${1:-10}"
+require wrk nginx openssl curl python3 "$TRELLIS"
+
+# An RSA-2048 PKI: a root, a server leaf for localhost, and two SPIFFE sidecar leaves.
+pki() {
+    cd "$WORK"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout root.key -out root.pem \
+        -subj "/O=bench/CN=root" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    for leaf in "server:DNS:localhost" \
+        "frontend:URI:spiffe://cluster.local/ns/default/sa/frontend" \
+        "reviews:URI:spiffe://cluster.local/ns/default/sa/reviews"; do
+        name=${leaf%%:*}; san=${leaf#*:}
+        openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" \
+            -subj "/O=bench/CN=$name" 2>/dev/null
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$name.ext"
+        openssl x509 -req -in "$name.csr" -CA root.pem -CAkey root.key -CAcreateserial \
+            -days 1 -out "$name.pem" -extfile "$name.ext" 2>/dev/null
+    done
+    chmod 644 ./*.pem ./*.key
+    cd - >/dev/null
+}
+pki
+
+NGINX_TLS=$(free_port); TRELLIS_TLS=$(free_port); ADMIN1=$(free_port)
+BACKEND=$(free_port); INBOUND=$(free_port); OUTBOUND=$(free_port); ADMIN2=$(free_port); ADMIN3=$(free_port)
+
+nginx_conf tls "server {
+        listen 127.0.0.1:$NGINX_TLS ssl;
+        ssl_certificate $WORK/server.pem; ssl_certificate_key $WORK/server.key;
+        ssl_protocols TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+        location / { return 200 'ok'; }
+    }"
+cat > "$WORK/handshake.yaml" <<CONF
+admin: { address: "127.0.0.1:$ADMIN1" }
+listeners:
+  - name: tls
+    address: "127.0.0.1:$TRELLIS_TLS"
+    tls:
+      certificates: [{ certificate_chain: "$WORK/server.pem", private_key: "$WORK/server.key" }]
+      session_resumption: false   # as nginx below: every handshake is a full one
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes: [{ match: { prefix: "/" }, direct_response: { status: 200, body: "ok" } }]
+CONF
+cat > "$WORK/inbound.yaml" <<CONF
+admin: { address: "127.0.0.1:$ADMIN2" }
+listeners:
+  - name: inbound
+    address: "127.0.0.1:$INBOUND"
+    tls:
+      certificates: [{ certificate_chain: "$WORK/reviews.pem", private_key: "$WORK/reviews.key" }]
+      trusted_ca: "$WORK/root.pem"
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes: [{ match: { prefix: "/" }, route: { cluster: app } }]
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:$BACKEND"]
+CONF
+cat > "$WORK/outbound.yaml" <<CONF
+admin: { address: "127.0.0.1:$ADMIN3" }
+listeners:
+  - name: outbound
+    address: "127.0.0.1:$OUTBOUND"
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes: [{ match: { prefix: "/" }, route: { cluster: reviews } }]
+clusters:
+  - name: reviews
+    endpoints: ["127.0.0.1:$INBOUND"]
+    tls:
+      trusted_ca: "$WORK/root.pem"
+      certificate: { certificate_chain: "$WORK/frontend.pem", private_key: "$WORK/frontend.key" }
+      match_identities: ["spiffe://cluster.local/ns/default/sa/reviews"]
+CONF
+
+start_backend "$BACKEND"
+nginx -c "$WORK/tls.conf" & PIDS+=($!)
+RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/handshake.yaml" --workers 1 & PIDS+=($!)
+RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/inbound.yaml" --workers 1 & PIDS+=($!)
+RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/outbound.yaml" --workers 1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$BACKEND/1k"
+wait_http "http://127.0.0.1:$OUTBOUND/1k"
+for port in $NGINX_TLS $TRELLIS_TLS; do
+    for _ in $(seq 100); do curl -sfk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.05; done
+done
+
+# 1. Handshakes: every request on a new connection.
+HS_CONNS="${HS_CONNS:-16}"
+handshakes() { # $1 = label, $2 = url
+    wrk -t1 -c"$HS_CONNS" -d2s -H "Connection: close" "$2" >/dev/null
+    local out; out=$(wrk -t1 -c"$HS_CONNS" -d"${DURATION}s" --latency -H "Connection: close" "$2")
+    RPS[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    P50[$1]=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    P99[$1]=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+}
+metric() { curl -s "http://127.0.0.1:$1/stats/prometheus" | awk -v m="$2" 'index($0, m) == 1 {print $NF}'; }
+SIGNS='trellis_private_key_operations_total{provider="memory",op="sign",result="success"}'
+BEFORE=$(metric "$ADMIN1" 'trellis_downstream_tls_handshakes_total{listener="tls",result="success"}')
+SIGNS_BEFORE=$(metric "$ADMIN1" "$SIGNS"); SIGNS_BEFORE=${SIGNS_BEFORE:-0}
+handshakes "trellis handshakes" "https://127.0.0.1:$TRELLIS_TLS/"
+AFTER=$(metric "$ADMIN1" 'trellis_downstream_tls_handshakes_total{listener="tls",result="success"}')
+SIGNS_AFTER=$(metric "$ADMIN1" "$SIGNS")
+handshakes "nginx handshakes" "https://127.0.0.1:$NGINX_TLS/"
+
+# 2. The mesh path with keep-alive.
+measure "direct" "http://127.0.0.1:$BACKEND/1k" "$DURATION"
+measure "sidecar-mTLS-sidecar" "http://127.0.0.1:$OUTBOUND/1k" "$DURATION"
+
+print_table "trellis handshakes" "nginx handshakes" direct "sidecar-mTLS-sidecar"
+echo "handshakes: wrk -t1 -c$HS_CONNS -d${DURATION}s -H 'Connection: close' over TLS 1.3, RSA-2048 leaf, 1 worker each"
+echo "trellis during its run: $(awk -v a="$AFTER" -v b="$BEFORE" 'BEGIN {print a-b}') handshakes, $(awk -v a="$SIGNS_AFTER" -v b="$SIGNS_BEFORE" 'BEGIN {print a-b}') RSA signatures (one per full handshake; resumed ones sign nothing)"
+echo "trellis/nginx handshakes/s $(ratio "${RPS[trellis handshakes]}" "${RPS[nginx handshakes]}")"
+echo "mesh path: wrk -t1 -c$CONNS -d${DURATION}s keep-alive, 1 KiB; mesh/direct rps $(ratio "${RPS[sidecar-mTLS-sidecar]}" "${RPS[direct]}"), p50 +$(awk -v a="${P50[sidecar-mTLS-sidecar]}" -v b="${P50[direct]}" 'BEGIN {printf "%.3f", a-b}') ms"
