@@ -162,6 +162,8 @@ impl HttpManager {
         conn: ConnInfo,
     ) -> Response<Body> {
         let started = Instant::now();
+        // Before routing, so that routes can match on the verified caller identity.
+        headers::set_client_cert_details(req.headers_mut(), conn.peer_identity.as_deref());
         let authority = req
             .uri()
             .authority()
@@ -304,7 +306,6 @@ impl HttpManager {
                 out.headers
                     .entry("x-forwarded-proto")
                     .or_insert(HeaderValue::from_static(proto));
-                headers::set_client_cert_details(&mut out.headers, conn.peer_identity.as_deref());
                 fwd.rewrite(&mut out);
                 let f = fwd.forward(out, body, self.buffer_limit, upgrade).await;
                 log.upstream = f.upstream;

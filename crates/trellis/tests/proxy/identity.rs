@@ -180,3 +180,36 @@ async fn workload_certificate_needs_the_identity_section() {
         .await;
     assert_eq!(get(&p.url("web", "/")).await.body, "ok");
 }
+
+#[tokio::test]
+async fn a_changed_ca_root_triggers_rotation() {
+    let ca = ca(&[]);
+    let files = tempfile::tempdir().unwrap();
+    let app = app("reviews", &[]);
+    let p = proxy(
+        &(identity_block(&ca, files.path(), "reviews", "1h")
+            + &format!(
+                "listeners:\n  - name: inbound\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{ {MTLS} }}]\n      trusted_ca: \"sds://ROOTCA\"\n    tcp: {{ cluster: app }}\nclusters:\n{}",
+                cluster("app", &[app.addr], "")
+            )),
+    );
+    let first = serial(&p).await;
+    assert!(!first.is_empty());
+    // The root file is re-written (as a bundle update would): rotate now, not in 30 min.
+    let root = files.path().join("ca-root.pem");
+    std::fs::write(&root, format!("{}\n", ca.root_pem)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = serial(&p).await;
+        if now != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotation after the root changed\n{}",
+            p.proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(p.proc.log().contains("CA root changed"));
+}

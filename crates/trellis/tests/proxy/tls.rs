@@ -134,6 +134,26 @@ async fn termination_alpn_versions_and_sni_with_real_clients() {
         "{verified}"
     );
 
+    // The leaf's SANs as an independent parser reads them.
+    let pem_start = out.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let pem_end = out.find("-----END CERTIFICATE-----").unwrap() + 25;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(out[pem_start..pem_end].as_bytes())
+        .unwrap();
+    let sans = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        sans.contains("DNS:localhost") && sans.contains(&format!("URI:{}", spiffe("web"))),
+        "{sans}"
+    );
     // SNI selects the ECDSA certificate for its name; others get the default.
     let out = s_client(a13, &["-servername", "ec.localhost"]);
     assert!(
@@ -439,6 +459,12 @@ async fn permissive_mode_and_authorization_policies() {
         pki.root_path()
     );
     inbound_yaml += &format!("clusters:\n{}", cluster("app", &[app.addr], ""));
+    // Routing sees the verified caller identity (set before route selection).
+    inbound_yaml = inbound_yaml.replacen(
+        "          routes:\n",
+        "          routes:\n            - match: { prefix: \"/whoami\", headers: [{ name: x-forwarded-client-cert, exact: \"URI=spiffe://cluster.local/ns/default/sa/frontend\" }] }\n              direct_response: { status: 200, body: \"hello frontend\" }\n",
+        1,
+    );
     let inbound = proxy(&inbound_yaml);
     let sidecar = |leaf: &Leaf| {
         let tls = format!(
@@ -476,6 +502,8 @@ async fn permissive_mode_and_authorization_policies() {
             assert_eq!(r.body, "RBAC: access denied");
         }
     }
+    let r = get(&from_frontend.url("web", "/whoami")).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "hello frontend"));
     // PERMISSIVE: plaintext reaches the same port, without a principal.
     assert_eq!(get(&plain("/healthz")).await.status, 200);
     let r = get(&plain("/reviews/1")).await;
