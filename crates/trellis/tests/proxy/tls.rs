@@ -147,7 +147,7 @@ async fn termination_alpn_versions_and_sni_with_real_clients() {
     x509.stdin
         .take()
         .unwrap()
-        .write_all(out[pem_start..pem_end].as_bytes())
+        .write_all(&out.as_bytes()[pem_start..pem_end])
         .unwrap();
     let sans = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
     assert!(
