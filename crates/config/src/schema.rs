@@ -594,6 +594,28 @@ pub enum PrivateKeyProvider {
     /// The key file is read into process memory; operations run inline on the worker.
     #[default]
     Memory,
+    /// RSA operations are queued and computed eight at a time with AVX-512 IFMA.
+    Cryptomb(CryptoMb),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoMb {
+    /// A queue that has not filled eight lanes is computed once its oldest operation
+    /// has waited this long.
+    pub poll_delay: Dur,
+    /// Use the single-operation path where the batch path cannot serve (a CPU without
+    /// AVX-512 IFMA, an ECDSA key); when false such a config is refused.
+    pub fallback: bool,
+}
+
+impl Default for CryptoMb {
+    fn default() -> Self {
+        CryptoMb {
+            poll_delay: Dur::millis(1),
+            fallback: true,
+        }
+    }
 }
 
 /// A certificate chain and its private key.
@@ -605,7 +627,8 @@ pub struct TlsCertificate {
     /// PEM file with the leaf's private key (the `memory` provider reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
-    #[serde(default)]
+    /// `memory` (default) or `{ cryptomb: { poll_delay: 1ms, fallback: true } }`.
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub private_key_provider: PrivateKeyProvider,
     /// SNI names this certificate answers for (`example.com`, `*.example.com`); the
     /// first certificate without names is the default.

@@ -233,15 +233,21 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
         }
         return;
     }
-    match (&cert.private_key_provider, &cert.private_key) {
-        (PrivateKeyProvider::Memory, None) => c.err(
+    match &cert.private_key {
+        None => c.err(
             format!("{p}.private_key"),
-            "the memory private_key_provider needs a private_key file",
+            "the memory and cryptomb providers need a private_key file",
         ),
-        (PrivateKeyProvider::Memory, Some(k)) if k.is_empty() => {
-            c.err(format!("{p}.private_key"), "must not be empty")
-        }
+        Some(k) if k.is_empty() => c.err(format!("{p}.private_key"), "must not be empty"),
         _ => {}
+    }
+    if let PrivateKeyProvider::Cryptomb(mb) = &cert.private_key_provider {
+        if mb.poll_delay.is_zero() || mb.poll_delay.get() > std::time::Duration::from_secs(1) {
+            c.err(
+                format!("{p}.private_key_provider.cryptomb.poll_delay"),
+                "must be above 0 and at most 1s",
+            );
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod ifma;
 pub mod lanes;
+pub mod padding;
 pub mod rsa;
 pub mod scalar;
 

@@ -70,12 +70,7 @@ mod tests {
 
     #[test]
     fn k0_inverts() {
-        for m0 in [
-            1u64,
-            3,
-            0x000F_FFFF_FFFF_FFFF,
-            0x0001_2345_6789_ABCD,
-        ] {
+        for m0 in [1u64, 3, 0x000F_FFFF_FFFF_FFFF, 0x0001_2345_6789_ABCD] {
             let k = k0(m0);
             assert_eq!(m0.wrapping_mul(k).wrapping_add(1) & LIMB_MASK, 0, "{m0:#x}");
         }

@@ -60,6 +60,11 @@ pub struct KeyOpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FillLabels {
+    pub fill: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -101,6 +106,10 @@ pub struct Metrics {
     upstream_tls_fail: Family<ClusterLabels, Counter>,
     pub identity_renewals: Family<ResultLabels, Counter>,
     rbac: Family<HandshakeLabels, Counter>,
+    cryptomb_batches: Family<FillLabels, Counter>,
+    cryptomb_wait: Histogram,
+    cryptomb_fallbacks: Counter,
+    cryptomb_errors: Counter,
     pub identity_expiry: Gauge,
 }
 
@@ -126,6 +135,24 @@ impl Metrics {
             "access_log_dropped",
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
+        );
+        let cryptomb_wait = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
+        registry.register(
+            "cryptomb_queue_wait_seconds",
+            "Time a private-key operation waited in the cryptomb queue",
+            cryptomb_wait.clone(),
+        );
+        let cryptomb_fallbacks = Counter::default();
+        registry.register(
+            "cryptomb_fallbacks",
+            "cryptomb operations that took the single-operation path",
+            cryptomb_fallbacks.clone(),
+        );
+        let cryptomb_errors = Counter::default();
+        registry.register(
+            "cryptomb_errors",
+            "cryptomb operations that failed (including failed result checks)",
+            cryptomb_errors.clone(),
         );
         let identity_expiry = Gauge::default();
         registry.register(
@@ -207,6 +234,13 @@ impl Metrics {
                 "Workload certificate requests to the CA by result"
             ),
             identity_expiry,
+            cryptomb_batches: fam!(
+                "cryptomb_batches",
+                "Multi-buffer batches computed, by lanes filled (1..8)"
+            ),
+            cryptomb_wait,
+            cryptomb_fallbacks,
+            cryptomb_errors,
             rbac: fam!(
                 "rbac_decisions",
                 "AuthorizationPolicy decisions by listener and result (allowed, denied)"
@@ -234,6 +268,19 @@ impl Metrics {
             tcp_rx: self.tcp_bytes_received.get_or_create(&l).clone(),
             tcp_tx: self.tcp_bytes_sent.get_or_create(&l).clone(),
             no_route: self.http_no_route.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn cryptomb(&self) -> trellis_cryptomb_provider::CryptoMbMetrics {
+        trellis_cryptomb_provider::CryptoMbMetrics {
+            batches_by_fill: std::array::from_fn(|i| {
+                self.cryptomb_batches
+                    .get_or_create(&FillLabels { fill: i as u8 + 1 })
+                    .clone()
+            }),
+            queue_wait: self.cryptomb_wait.clone(),
+            fallbacks: self.cryptomb_fallbacks.clone(),
+            errors: self.cryptomb_errors.clone(),
         }
     }
 

@@ -48,17 +48,53 @@ fn roots(field: &str, path: &str, w: Workload) -> Result<Vec<boring::x509::X509>
     trellis_tls::load_trust_bundle(path).map_err(|e| format!("{field}: {e}"))
 }
 
-fn certified_key(field: &str, c: &TlsCertificate, w: Workload) -> Result<CertifiedKey, String> {
+/// One batch thread per poll delay, shared by every certificate that asks for it, so
+/// that handshakes on all listeners fill the same batches.
+fn batcher(
+    poll_delay: std::time::Duration,
+    metrics: &Arc<Metrics>,
+) -> Arc<trellis_cryptomb_provider::Batcher> {
+    use std::sync::{Mutex, OnceLock};
+    type Batchers = Mutex<Vec<Arc<trellis_cryptomb_provider::Batcher>>>;
+    static BATCHERS: OnceLock<Batchers> = OnceLock::new();
+    let mut all = BATCHERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = all.iter().find(|b| b.poll_delay == poll_delay) {
+        return b.clone();
+    }
+    let b = trellis_cryptomb_provider::Batcher::start(poll_delay, metrics.cryptomb());
+    all.push(b.clone());
+    b
+}
+
+fn certified_key(
+    field: &str,
+    c: &TlsCertificate,
+    w: Workload,
+    metrics: &Arc<Metrics>,
+) -> Result<CertifiedKey, String> {
     if c.certificate_chain == SDS_WORKLOAD_CERT {
         return Ok(workload(field, w)?.key.clone());
     }
     let chain = trellis_tls::load_certificate_chain(&c.certificate_chain)
         .map_err(|e| format!("{field}.certificate_chain: {e}"))?;
-    let provider = match c.private_key_provider {
-        PrivateKeyProvider::Memory => {
-            let path = c.private_key.as_deref().unwrap_or_default();
-            trellis_tls::load_in_memory_key(path, &chain[0])
-                .map_err(|e| format!("{field}.private_key: {e}"))?
+    let path = c.private_key.as_deref().unwrap_or_default();
+    let memory = trellis_tls::load_in_memory_key(path, &chain[0])
+        .map_err(|e| format!("{field}.private_key: {e}"))?;
+    let provider: Arc<dyn trellis_tls::PrivateKeyProvider> = match &c.private_key_provider {
+        PrivateKeyProvider::Memory => memory,
+        PrivateKeyProvider::Cryptomb(mb) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("{field}.private_key: {path}: {e}"))?;
+            let key = boring::pkey::PKey::private_key_from_pem(&pem)
+                .map_err(|_| format!("{field}.private_key: {path}: not a PEM private key"))?;
+            let batcher = batcher(mb.poll_delay.get(), metrics);
+            Arc::new(
+                trellis_cryptomb_provider::CryptoMbKey::new(key, batcher, mb.fallback)
+                    .map_err(|e| format!("{field}.private_key_provider: {e}"))?,
+            )
         }
     };
     Ok(CertifiedKey { chain, provider })
@@ -75,7 +111,7 @@ pub fn server(
     let mut certificates = Vec::new();
     for (i, c) in t.certificates.iter().enumerate() {
         certificates.push(ServerCertificate {
-            key: certified_key(&format!("tls.certificates[{i}]"), c, w)?,
+            key: certified_key(&format!("tls.certificates[{i}]"), c, w, metrics)?,
             server_names: c.server_names.clone(),
         });
     }
@@ -117,7 +153,7 @@ pub fn client(
 ) -> Result<ClientTls, String> {
     let roots = roots("tls.trusted_ca", &t.trusted_ca, w)?;
     let certificate = match &t.certificate {
-        Some(c) => Some(certified_key("tls.certificate", c, w)?),
+        Some(c) => Some(certified_key("tls.certificate", c, w, metrics)?),
         None => None,
     };
     ClientTls::new(ClientTlsConfig {

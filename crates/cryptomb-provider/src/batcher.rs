@@ -1,0 +1,122 @@
+//! The queue and the thread that computes batches.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::HashMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use trellis_cryptomb::{private_batch, RsaError, RsaKey};
+
+/// Counters the proxy exports; cheap handles onto its registry.
+#[derive(Clone)]
+pub struct CryptoMbMetrics {
+    /// Batches computed, by how many of the eight lanes were filled (index 0 = 1 lane).
+    pub batches_by_fill: [Counter; 8],
+    /// Time from joining the queue to the start of the batch, in seconds.
+    pub queue_wait: Histogram,
+    pub fallbacks: Counter,
+    pub errors: Counter,
+}
+
+struct Job {
+    key: Arc<RsaKey>,
+    input: Vec<u8>,
+    queued: Instant,
+    reply: oneshot::Sender<Result<Vec<u8>, RsaError>>,
+}
+
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    pub metrics: CryptoMbMetrics,
+    pub poll_delay: Duration,
+}
+
+impl Batcher {
+    pub fn start(poll_delay: Duration, metrics: CryptoMbMetrics) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel();
+        let m = metrics.clone();
+        std::thread::Builder::new()
+            .name("trellis-cryptomb".into())
+            .spawn(move || run(rx, poll_delay, m))
+            .expect("spawning the cryptomb thread");
+        Arc::new(Batcher {
+            tx,
+            metrics,
+            poll_delay,
+        })
+    }
+
+    pub(crate) fn submit(
+        &self,
+        key: Arc<RsaKey>,
+        input: Vec<u8>,
+    ) -> oneshot::Receiver<Result<Vec<u8>, RsaError>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Job {
+            key,
+            input,
+            queued: Instant::now(),
+            reply,
+        });
+        rx
+    }
+}
+
+/// One queue per key size; a queue is computed when it holds eight operations or its
+/// oldest has waited `poll_delay`.
+fn run(rx: mpsc::Receiver<Job>, poll_delay: Duration, metrics: CryptoMbMetrics) {
+    let mut queues: HashMap<u32, Vec<Job>> = HashMap::new();
+    loop {
+        let now = Instant::now();
+        let next_due = queues
+            .values()
+            .filter_map(|q| q.first())
+            .map(|j| (j.queued + poll_delay).saturating_duration_since(now))
+            .min();
+        let received = match next_due {
+            Some(wait) => rx.recv_timeout(wait),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(job) => {
+                let q = queues.entry(job.key.bits()).or_default();
+                q.push(job);
+                if q.len() == 8 {
+                    compute(std::mem::take(q), &metrics);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                for (_, q) in queues.drain() {
+                    if !q.is_empty() {
+                        compute(q, &metrics);
+                    }
+                }
+                return;
+            }
+        }
+        let now = Instant::now();
+        for q in queues.values_mut() {
+            if q.first().is_some_and(|j| now >= j.queued + poll_delay) {
+                compute(std::mem::take(q), &metrics);
+            }
+        }
+    }
+}
+
+fn compute(jobs: Vec<Job>, metrics: &CryptoMbMetrics) {
+    let start = Instant::now();
+    for j in &jobs {
+        metrics
+            .queue_wait
+            .observe(start.duration_since(j.queued).as_secs_f64());
+    }
+    metrics.batches_by_fill[jobs.len() - 1].inc();
+    let ops: Vec<(&RsaKey, &[u8])> = jobs.iter().map(|j| (&*j.key, j.input.as_slice())).collect();
+    let results = private_batch(&ops);
+    for (job, result) in jobs.into_iter().zip(results) {
+        let _ = job.reply.send(result);
+    }
+}
