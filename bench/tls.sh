@@ -33,7 +33,7 @@ pki() {
 }
 pki
 
-NGINX_TLS=$(free_port); TRELLIS_TLS=$(free_port); ADMIN1=$(free_port)
+NGINX_TLS=$(free_port); TRELLIS_TLS=$(free_port); ADMIN1=$(free_port); MB_TLS=$(free_port); ADMIN4=$(free_port)
 BACKEND=$(free_port); INBOUND=$(free_port); OUTBOUND=$(free_port); ADMIN2=$(free_port); ADMIN3=$(free_port)
 
 nginx_conf tls "server {
@@ -56,6 +56,9 @@ listeners:
           domains: ["*"]
           routes: [{ match: { prefix: "/" }, direct_response: { status: 200, body: "ok" } }]
 CONF
+sed -e "s/$ADMIN1/$ADMIN4/; s/$TRELLIS_TLS/$MB_TLS/" \
+    -e 's|private_key: "\([^"]*\)" }|private_key: "\1", private_key_provider: { cryptomb: { poll_delay: '"${POLL_DELAY:-1ms}"' } } }|' \
+    "$WORK/handshake.yaml" > "$WORK/handshake-mb.yaml"
 cat > "$WORK/inbound.yaml" <<CONF
 admin: { address: "127.0.0.1:$ADMIN2" }
 listeners:
@@ -95,11 +98,12 @@ CONF
 start_backend "$BACKEND"
 nginx -c "$WORK/tls.conf" & PIDS+=($!)
 RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/handshake.yaml" --workers 1 & PIDS+=($!)
+RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/handshake-mb.yaml" --workers 1 & PIDS+=($!)
 RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/inbound.yaml" --workers 1 & PIDS+=($!)
 RUST_LOG=warn "$TRELLIS" proxy --config "$WORK/outbound.yaml" --workers 1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$BACKEND/1k"
 wait_http "http://127.0.0.1:$OUTBOUND/1k"
-for port in $NGINX_TLS $TRELLIS_TLS; do
+for port in $NGINX_TLS $TRELLIS_TLS $MB_TLS; do
     for _ in $(seq 100); do curl -sfk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.05; done
 done
 
@@ -120,13 +124,17 @@ handshakes "trellis handshakes" "https://127.0.0.1:$TRELLIS_TLS/"
 AFTER=$(metric "$ADMIN1" 'trellis_downstream_tls_handshakes_total{listener="tls",result="success"}')
 SIGNS_AFTER=$(metric "$ADMIN1" "$SIGNS")
 handshakes "nginx handshakes" "https://127.0.0.1:$NGINX_TLS/"
+handshakes "trellis cryptomb handshakes" "https://127.0.0.1:$MB_TLS/"
+FILLS=$(curl -s "http://127.0.0.1:$ADMIN4/stats/prometheus" | awk -F'[="}]' '/^trellis_cryptomb_batches_total/ {printf "%s:%s ", $3, $NF}')
 
 # 2. The mesh path with keep-alive.
 measure "direct" "http://127.0.0.1:$BACKEND/1k" "$DURATION"
 measure "sidecar-mTLS-sidecar" "http://127.0.0.1:$OUTBOUND/1k" "$DURATION"
 
-print_table "trellis handshakes" "nginx handshakes" direct "sidecar-mTLS-sidecar"
+print_table "trellis handshakes" "trellis cryptomb handshakes" "nginx handshakes" direct "sidecar-mTLS-sidecar"
 echo "handshakes: wrk -t1 -c$HS_CONNS -d${DURATION}s -H 'Connection: close' over TLS 1.3, RSA-2048 leaf, 1 worker each"
 echo "trellis during its run: $(awk -v a="$AFTER" -v b="$BEFORE" 'BEGIN {print a-b}') handshakes, $(awk -v a="$SIGNS_AFTER" -v b="$SIGNS_BEFORE" 'BEGIN {print a-b}') RSA signatures (one per full handshake; resumed ones sign nothing)"
 echo "trellis/nginx handshakes/s $(ratio "${RPS[trellis handshakes]}" "${RPS[nginx handshakes]}")"
+echo "cryptomb/default provider handshakes/s $(ratio "${RPS[trellis cryptomb handshakes]}" "${RPS[trellis handshakes]}"), cryptomb/nginx $(ratio "${RPS[trellis cryptomb handshakes]}" "${RPS[nginx handshakes]}")"
+echo "cryptomb batches by fill (fill:count): $FILLS (poll_delay ${POLL_DELAY:-1ms})"
 echo "mesh path: wrk -t1 -c$CONNS -d${DURATION}s keep-alive, 1 KiB; mesh/direct rps $(ratio "${RPS[sidecar-mTLS-sidecar]}" "${RPS[direct]}"), p50 +$(awk -v a="${P50[sidecar-mTLS-sidecar]}" -v b="${P50[direct]}" 'BEGIN {printf "%.3f", a-b}') ms"

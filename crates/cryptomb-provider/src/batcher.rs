@@ -81,10 +81,17 @@ fn run(rx: mpsc::Receiver<Job>, poll_delay: Duration, metrics: CryptoMbMetrics) 
         };
         match received {
             Ok(job) => {
-                let q = queues.entry(job.key.bits()).or_default();
-                q.push(job);
-                if q.len() == 8 {
-                    compute(std::mem::take(q), &metrics);
+                // Take everything that queued up meanwhile (for instance during the last
+                // batch) before deciding: a waiting operation must not be flushed alone
+                // while others sit in the channel.
+                let mut next = Some(job);
+                while let Some(job) = next {
+                    let q = queues.entry(job.key.bits()).or_default();
+                    q.push(job);
+                    if q.len() == 8 {
+                        compute(std::mem::take(q), &metrics);
+                    }
+                    next = rx.try_recv().ok();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
