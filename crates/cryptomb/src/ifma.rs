@@ -41,35 +41,66 @@ pub fn available() -> bool {
 pub unsafe fn amm<const N: usize>(a: &Num<N>, b: &Num<N>, m: &Num<N>, k0: &Vec8) -> Num<N> {
     let zero = _mm512_setzero_si512();
     let k0 = ld(k0);
-    let mut acc = [zero; N];
-    for bi in b.iter() {
+    // Step i accumulates at limbs i..i+N and then retires limb i (now a multiple of
+    // 2^52) into limb i+1: the window slides instead of the data moving.
+    let mut halves = [[zero; N]; 2];
+    let acc = halves.as_flattened_mut();
+    for (i, bi) in b.iter().enumerate() {
         let bi = ld(bi);
-        let mut top = zero;
         for j in 0..N {
-            acc[j] = _mm512_madd52lo_epu64(acc[j], ld(&a[j]), bi);
+            acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&a[j]), bi);
+            acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&a[j]), bi);
         }
-        for j in 0..N - 1 {
-            acc[j + 1] = _mm512_madd52hi_epu64(acc[j + 1], ld(&a[j]), bi);
-        }
-        top = _mm512_madd52hi_epu64(top, ld(&a[N - 1]), bi);
-        // y makes the lowest limb divisible by 2^52; only its low 52 bits matter.
-        let y = _mm512_madd52lo_epu64(zero, acc[0], k0);
+        // y makes limb i divisible by 2^52; only its low 52 bits matter.
+        let y = _mm512_madd52lo_epu64(zero, acc[i], k0);
         for j in 0..N {
-            acc[j] = _mm512_madd52lo_epu64(acc[j], ld(&m[j]), y);
+            acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&m[j]), y);
+            acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&m[j]), y);
         }
-        for j in 0..N - 1 {
-            acc[j + 1] = _mm512_madd52hi_epu64(acc[j + 1], ld(&m[j]), y);
-        }
-        top = _mm512_madd52hi_epu64(top, ld(&m[N - 1]), y);
-        // Divide by 2^52: drop the (zero) low limb, carrying its high bits up.
-        let carry = _mm512_srli_epi64(acc[0], 52);
-        for j in 0..N - 1 {
-            acc[j] = acc[j + 1];
-        }
-        acc[0] = _mm512_add_epi64(acc[0], carry);
-        acc[N - 1] = top;
+        acc[i + 1] = _mm512_add_epi64(acc[i + 1], _mm512_srli_epi64(acc[i], 52));
     }
-    normalize(&acc)
+    let mut top = [zero; N];
+    top.copy_from_slice(&acc[N..2 * N]);
+    normalize(&top)
+}
+
+/// `a·a·R⁻¹ mod m`, as [`amm`] with `b = a` but with each cross product computed once
+/// and doubled (about a quarter fewer multiplications): the square is formed in full,
+/// then reduced limb by limb.
+///
+/// # Safety
+/// As [`amm`].
+#[target_feature(enable = "avx512f,avx512ifma")]
+pub unsafe fn amm_sqr<const N: usize>(a: &Num<N>, m: &Num<N>, k0: &Vec8) -> Num<N> {
+    let zero = _mm512_setzero_si512();
+    let k0 = ld(k0);
+    let mut halves = [[zero; N]; 2];
+    let acc = halves.as_flattened_mut();
+    for i in 0..N {
+        let ai = ld(&a[i]);
+        for j in i + 1..N {
+            acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&a[j]), ai);
+            acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&a[j]), ai);
+        }
+    }
+    for i in 0..N {
+        let ai = ld(&a[i]);
+        acc[2 * i] = _mm512_add_epi64(acc[2 * i], acc[2 * i]);
+        acc[2 * i + 1] = _mm512_add_epi64(acc[2 * i + 1], acc[2 * i + 1]);
+        acc[2 * i] = _mm512_madd52lo_epu64(acc[2 * i], ai, ai);
+        acc[2 * i + 1] = _mm512_madd52hi_epu64(acc[2 * i + 1], ai, ai);
+    }
+    for i in 0..N {
+        let y = _mm512_madd52lo_epu64(zero, acc[i], k0);
+        for j in 0..N {
+            acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&m[j]), y);
+            acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&m[j]), y);
+        }
+        acc[i + 1] = _mm512_add_epi64(acc[i + 1], _mm512_srli_epi64(acc[i], 52));
+    }
+    let mut top = [zero; N];
+    top.copy_from_slice(&acc[N..2 * N]);
+    normalize(&top)
 }
 
 /// Resolves carries so that every limb but the top one is below 2^52.

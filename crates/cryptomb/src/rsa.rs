@@ -261,7 +261,7 @@ unsafe fn modexp<const N: usize>(
     let mut acc = ifma::select(&table, &window(exp, (windows - 1) * 5));
     for w in (0..windows - 1).rev() {
         for _ in 0..5 {
-            acc = ifma::amm(&acc, &acc, m, k0);
+            acc = ifma::amm_sqr(&acc, m, k0);
         }
         let t = ifma::select(&table, &window(exp, w * 5));
         acc = ifma::amm(&acc, &t, m, k0);

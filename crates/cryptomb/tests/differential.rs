@@ -91,10 +91,14 @@ fn amm_matches_the_scalar_reference() {
     }
     // SAFETY: IFMA was detected above.
     let got = unsafe { ifma::amm(&a, &b, &m, &Vec8::splat(k0)) };
+    // SAFETY: as above.
+    let squared = unsafe { ifma::amm_sqr(&a, &m, &Vec8::splat(k0)) };
     for (lane, (x, y)) in inputs.iter().enumerate() {
         let mut out = vec![0u64; 20];
         get_lane(&got, lane, &mut out);
         assert_eq!(out, scalar::amm(x, y, &pl, k0), "lane {lane}");
+        get_lane(&squared, lane, &mut out);
+        assert_eq!(out, scalar::amm(x, x, &pl, k0), "square, lane {lane}");
     }
 }
 
