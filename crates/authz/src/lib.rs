@@ -12,11 +12,15 @@
 //!   them, so that a TCP policy can only be stricter than its HTTP reading (Istio's rule).
 
 mod matcher;
+mod values;
 
 use http::HeaderMap;
-use matcher::{IpBlock, StrMatch};
+use matcher::IpBlock;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use trellis_config::{Authorization, AuthorizationAction, AuthorizationRule, RuleCondition};
+pub use values::MatchMode;
+use values::ValueSet;
 
 /// What the proxy knows about a request or connection.
 pub struct Attributes<'a> {
@@ -63,6 +67,30 @@ pub struct Engine {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
+    sets: Sets,
+}
+
+/// Every value each attribute is compared with, across all policies.
+#[derive(Default)]
+struct Sets {
+    principals: ValueSet,
+    namespaces: ValueSet,
+    methods: ValueSet,
+    paths: ValueSet,
+    ports: ValueSet,
+    hosts: ValueSet,
+    headers: HashMap<http::HeaderName, ValueSet>,
+}
+
+/// Which values of each set the request matched, by id.
+struct Hits {
+    principals: Vec<bool>,
+    namespaces: Vec<bool>,
+    methods: Vec<bool>,
+    paths: Vec<bool>,
+    ports: Vec<bool>,
+    hosts: Vec<bool>,
+    headers: HashMap<http::HeaderName, Vec<bool>>,
 }
 
 struct Policy {
@@ -80,17 +108,17 @@ struct Rule {
 
 #[derive(Default)]
 struct Source {
-    principals: Field<StrMatch>,
-    namespaces: Field<StrMatch>,
+    principals: Field<usize>,
+    namespaces: Field<usize>,
     ip_blocks: Field<IpBlock>,
 }
 
 #[derive(Default)]
 struct Operation {
-    methods: Field<StrMatch>,
-    paths: Field<StrMatch>,
-    ports: Field<StrMatch>,
-    hosts: Field<StrMatch>,
+    methods: Field<usize>,
+    paths: Field<usize>,
+    ports: Field<usize>,
+    hosts: Field<usize>,
 }
 
 /// Values that must match (any of) and values that must not (none of).
@@ -112,15 +140,20 @@ impl<M> Field<M> {
     fn is_set(&self) -> bool {
         !self.any.is_empty() || !self.none.is_empty()
     }
+}
 
-    /// Unset fields match; a set field needs a value (absent attributes match only
-    /// a `not_` list).
-    fn check(&self, value: Option<&str>, m: impl Fn(&M, &str) -> bool) -> bool {
-        if !self.is_set() {
-            return true;
-        }
-        let hit = |list: &[M]| value.is_some_and(|v| list.iter().any(|x| m(x, v)));
-        (self.any.is_empty() || hit(&self.any)) && !hit(&self.none)
+impl Field<usize> {
+    /// Unset fields match; an absent attribute (no hits) matches only a `not_` list.
+    fn check(&self, hits: &[bool]) -> bool {
+        (self.any.is_empty() || self.any.iter().any(|&i| hits[i]))
+            && !self.none.iter().any(|&i| hits[i])
+    }
+}
+
+impl Field<IpBlock> {
+    fn check(&self, ip: IpAddr) -> bool {
+        (self.any.is_empty() || self.any.iter().any(|b| b.contains(ip)))
+            && !self.none.iter().any(|b| b.contains(ip))
     }
 }
 
@@ -135,18 +168,21 @@ enum ConditionKey {
 struct Condition {
     key: ConditionKey,
     ips: Field<IpBlock>,
-    values: Field<StrMatch>,
+    values: Field<usize>,
 }
 
-fn strs(any: &[String], none: &[String]) -> Field<StrMatch> {
+fn ids(set: &mut ValueSet, any: &[String], none: &[String], fold: bool) -> Field<usize> {
+    let norm = |v: &String| {
+        if fold {
+            v.to_ascii_lowercase()
+        } else {
+            v.clone()
+        }
+    };
     Field {
-        any: any.iter().map(|v| StrMatch::parse(v)).collect(),
-        none: none.iter().map(|v| StrMatch::parse(v)).collect(),
+        any: any.iter().map(|v| set.id(&norm(v))).collect(),
+        none: none.iter().map(|v| set.id(&norm(v))).collect(),
     }
-}
-
-fn ci(v: &[String]) -> Vec<String> {
-    v.iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
 fn ips(any: &[String], none: &[String]) -> Result<Field<IpBlock>, String> {
@@ -189,64 +225,143 @@ fn condition_key(key: &str) -> Result<ConditionKey, String> {
     }
 }
 
-fn rule(r: &AuthorizationRule) -> Result<Rule, String> {
-    let from = r
-        .from
-        .iter()
-        .map(|f| {
+impl Sets {
+    fn rule(&mut self, r: &AuthorizationRule) -> Result<Rule, String> {
+        let mut from = Vec::new();
+        for f in &r.from {
             let s = &f.source;
-            Ok(Source {
-                principals: strs(&s.principals, &s.not_principals),
-                namespaces: strs(&s.namespaces, &s.not_namespaces),
+            from.push(Source {
+                principals: ids(
+                    &mut self.principals,
+                    &s.principals,
+                    &s.not_principals,
+                    false,
+                ),
+                namespaces: ids(
+                    &mut self.namespaces,
+                    &s.namespaces,
+                    &s.not_namespaces,
+                    false,
+                ),
                 ip_blocks: ips(&s.ip_blocks, &s.not_ip_blocks)?,
-            })
-        })
-        .collect::<Result<_, String>>()?;
-    let to =
-        r.to.iter()
-            .map(|t| {
-                let o = &t.operation;
-                Operation {
-                    methods: strs(&o.methods, &o.not_methods),
-                    paths: strs(&o.paths, &o.not_paths),
-                    ports: strs(&o.ports, &o.not_ports),
-                    hosts: strs(&ci(&o.hosts), &ci(&o.not_hosts)),
-                }
-            })
-            .collect();
-    let when = r
-        .when
-        .iter()
-        .map(condition)
-        .collect::<Result<_, String>>()?;
-    Ok(Rule { from, to, when })
-}
+            });
+        }
+        let to =
+            r.to.iter()
+                .map(|t| {
+                    let o = &t.operation;
+                    Operation {
+                        methods: ids(&mut self.methods, &o.methods, &o.not_methods, false),
+                        paths: ids(&mut self.paths, &o.paths, &o.not_paths, false),
+                        ports: ids(&mut self.ports, &o.ports, &o.not_ports, false),
+                        hosts: ids(&mut self.hosts, &o.hosts, &o.not_hosts, true),
+                    }
+                })
+                .collect();
+        let when = r
+            .when
+            .iter()
+            .map(|c| self.condition(c))
+            .collect::<Result<_, String>>()?;
+        Ok(Rule { from, to, when })
+    }
 
-fn condition(c: &RuleCondition) -> Result<Condition, String> {
-    let key = condition_key(&c.key)?;
-    let ips = match key {
-        ConditionKey::SourceIp => ips(&c.values, &c.not_values)?,
-        _ => Field::default(),
-    };
-    Ok(Condition {
-        key,
-        ips,
-        values: strs(&c.values, &c.not_values),
-    })
+    fn condition(&mut self, c: &RuleCondition) -> Result<Condition, String> {
+        let key = condition_key(&c.key)?;
+        let (v, nv) = (&c.values, &c.not_values);
+        let (ips, values) = match &key {
+            ConditionKey::SourceIp => (ips(v, nv)?, Field::default()),
+            ConditionKey::SourceNamespace => {
+                (Field::default(), ids(&mut self.namespaces, v, nv, false))
+            }
+            ConditionKey::SourcePrincipal => {
+                (Field::default(), ids(&mut self.principals, v, nv, false))
+            }
+            ConditionKey::DestinationPort => (Field::default(), ids(&mut self.ports, v, nv, false)),
+            ConditionKey::Header(name) => {
+                let set = self.headers.entry(name.clone()).or_default();
+                (Field::default(), ids(set, v, nv, false))
+            }
+        };
+        Ok(Condition { key, ips, values })
+    }
+
+    fn compile(&mut self, mode: MatchMode) -> Result<(), String> {
+        for set in [
+            &mut self.principals,
+            &mut self.namespaces,
+            &mut self.methods,
+            &mut self.paths,
+            &mut self.ports,
+            &mut self.hosts,
+        ] {
+            set.compile(mode)?;
+        }
+        for set in self.headers.values_mut() {
+            set.compile(mode)?;
+        }
+        Ok(())
+    }
+
+    fn hits(&self, a: &Attributes) -> Hits {
+        let mark = |set: &ValueSet, values: &[&str]| {
+            let mut hits = vec![false; set.len()];
+            if !hits.is_empty() {
+                for v in values {
+                    set.mark(v, &mut hits);
+                }
+            }
+            hits
+        };
+        let port = a.destination_port.to_string();
+        let mut h = Hits {
+            principals: mark(&self.principals, a.principal.as_slice()),
+            namespaces: mark(&self.namespaces, a.namespace().as_slice()),
+            ports: mark(&self.ports, &[&port]),
+            methods: Vec::new(),
+            paths: Vec::new(),
+            hosts: Vec::new(),
+            headers: HashMap::new(),
+        };
+        if let Some(http) = &a.http {
+            let host = http.host.to_ascii_lowercase();
+            let bare = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(host.as_str(), |(h, _)| h);
+            h.methods = mark(&self.methods, &[http.method]);
+            h.paths = mark(&self.paths, &[http.path]);
+            h.hosts = mark(&self.hosts, &[&host, bare]);
+            for (name, set) in &self.headers {
+                let v = http.headers.get(name).and_then(|v| v.to_str().ok());
+                h.headers.insert(name.clone(), mark(set, v.as_slice()));
+            }
+        }
+        h
+    }
 }
 
 impl Engine {
+    /// Compiles the policies, with every attribute's values in one compiled index.
     pub fn new(config: &Authorization) -> Result<Self, String> {
+        Self::with_mode(
+            config,
+            MatchMode::Compiled(trellis_matcher::Engine::Automata),
+        )
+    }
+
+    pub fn with_mode(config: &Authorization, mode: MatchMode) -> Result<Self, String> {
         let mut e = Engine {
             deny: Vec::new(),
             allow: Vec::new(),
             audit: Vec::new(),
+            sets: Sets::default(),
         };
         for p in &config.policies {
             let rules = p
                 .rules
                 .iter()
-                .map(rule)
+                .map(|r| e.sets.rule(r))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| format!("policy {:?}: {err}", p.name))?;
             let policy = Policy {
@@ -260,19 +375,21 @@ impl Engine {
                 AuthorizationAction::Audit => e.audit.push(policy),
             }
         }
+        e.sets.compile(mode)?;
         Ok(e)
     }
 
     pub fn evaluate(&self, a: &Attributes) -> Verdict {
+        let hits = self.sets.hits(a);
         let audited = self
             .audit
             .iter()
-            .filter(|p| p.matches(a))
+            .filter(|p| p.matches(a, &hits))
             .map(|p| p.name.clone())
             .collect();
-        let decision = if let Some(p) = self.deny.iter().find(|p| p.matches(a)) {
+        let decision = if let Some(p) = self.deny.iter().find(|p| p.matches(a, &hits)) {
             Decision::Deny(p.name.clone())
-        } else if self.allow.is_empty() || self.allow.iter().any(|p| p.matches(a)) {
+        } else if self.allow.is_empty() || self.allow.iter().any(|p| p.matches(a, &hits)) {
             Decision::Allow
         } else {
             Decision::Deny("no ALLOW policy matched".into())
@@ -282,8 +399,8 @@ impl Engine {
 }
 
 impl Policy {
-    fn matches(&self, a: &Attributes) -> bool {
-        self.rules.iter().any(|r| r.matches(a, self.action))
+    fn matches(&self, a: &Attributes, h: &Hits) -> bool {
+        self.rules.iter().any(|r| r.matches(a, h, self.action))
     }
 }
 
@@ -298,62 +415,52 @@ impl Rule {
                 .any(|c| matches!(c.key, ConditionKey::Header(_)))
     }
 
-    fn matches(&self, a: &Attributes, action: AuthorizationAction) -> bool {
+    fn matches(&self, a: &Attributes, h: &Hits, action: AuthorizationAction) -> bool {
         let tcp = a.http.is_none();
         if tcp && action == AuthorizationAction::Allow && self.http_only() {
             return false;
         }
-        let from = self.from.is_empty() || self.from.iter().any(|s| s.matches(a));
-        let to = self.to.is_empty() || self.to.iter().any(|o| o.matches(a));
-        from && to && self.when.iter().all(|c| c.matches(a))
+        let from = self.from.is_empty() || self.from.iter().any(|s| s.matches(a, h));
+        let to = self.to.is_empty() || self.to.iter().any(|o| o.matches(a, h));
+        from && to && self.when.iter().all(|c| c.matches(a, h))
     }
 }
 
 impl Source {
-    fn matches(&self, a: &Attributes) -> bool {
-        let ip = a.source_ip;
-        self.principals.check(a.principal, StrMatch::is)
-            && self.namespaces.check(a.namespace(), StrMatch::is)
-            && self.ip_blocks.check(Some(""), |b, _| b.contains(ip))
+    fn matches(&self, a: &Attributes, h: &Hits) -> bool {
+        self.principals.check(&h.principals)
+            && self.namespaces.check(&h.namespaces)
+            && self.ip_blocks.check(a.source_ip)
     }
 }
 
 impl Operation {
-    fn matches(&self, a: &Attributes) -> bool {
-        let port = a.destination_port.to_string();
-        if !self.ports.check(Some(&port), StrMatch::is) {
+    fn matches(&self, a: &Attributes, h: &Hits) -> bool {
+        if !self.ports.check(&h.ports) {
             return false;
         }
         // On TCP (DENY or AUDIT), HTTP-only fields are ignored.
-        let Some(h) = &a.http else { return true };
-        let host = h.host.to_ascii_lowercase();
-        let bare = host
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host.as_str(), |(h, _)| h);
-        let host_ok = self.hosts.check(Some(&host), |m, v| m.is(v) || m.is(bare));
-        self.methods.check(Some(h.method), StrMatch::is)
-            && self.paths.check(Some(h.path), StrMatch::is)
-            && host_ok
+        if a.http.is_none() {
+            return true;
+        }
+        self.methods.check(&h.methods) && self.paths.check(&h.paths) && self.hosts.check(&h.hosts)
     }
 }
 
 impl Condition {
-    fn matches(&self, a: &Attributes) -> bool {
+    fn matches(&self, a: &Attributes, h: &Hits) -> bool {
         match &self.key {
             ConditionKey::Header(name) => match &a.http {
                 None => true,
-                Some(h) => {
-                    let v = h.headers.get(name).and_then(|v| v.to_str().ok());
-                    self.values.check(v, StrMatch::is)
-                }
+                Some(_) => h
+                    .headers
+                    .get(name)
+                    .is_none_or(|hits| self.values.check(hits)),
             },
-            ConditionKey::SourceIp => self.ips.check(Some(""), |b, _| b.contains(a.source_ip)),
-            ConditionKey::SourceNamespace => self.values.check(a.namespace(), StrMatch::is),
-            ConditionKey::SourcePrincipal => self.values.check(a.principal, StrMatch::is),
-            ConditionKey::DestinationPort => self
-                .values
-                .check(Some(&a.destination_port.to_string()), StrMatch::is),
+            ConditionKey::SourceIp => self.ips.check(a.source_ip),
+            ConditionKey::SourceNamespace => self.values.check(&h.namespaces),
+            ConditionKey::SourcePrincipal => self.values.check(&h.principals),
+            ConditionKey::DestinationPort => self.values.check(&h.ports),
         }
     }
 }

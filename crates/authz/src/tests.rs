@@ -3,9 +3,39 @@
 use super::*;
 use http::HeaderValue;
 
-fn engine(yaml: &str) -> Engine {
+/// The same policies under every matching mode; `decide` checks that they agree.
+struct Engines(Vec<Engine>);
+
+fn modes() -> Vec<MatchMode> {
+    let mut m = vec![MatchMode::Sequential];
+    m.extend(
+        trellis_matcher::Engine::available()
+            .iter()
+            .map(|e| MatchMode::Compiled(*e)),
+    );
+    m
+}
+
+fn engine(yaml: &str) -> Engines {
     let a: Authorization = serde_yaml::from_str(yaml).unwrap();
-    Engine::new(&a).unwrap()
+    Engines(
+        modes()
+            .into_iter()
+            .map(|m| Engine::with_mode(&a, m).unwrap())
+            .collect(),
+    )
+}
+
+impl Engines {
+    fn evaluate(&self, a: &Attributes) -> Verdict {
+        let mut verdicts = self.0.iter().map(|e| e.evaluate(a));
+        let first = verdicts.next().unwrap();
+        for v in verdicts {
+            assert_eq!(v.decision, first.decision);
+            assert_eq!(v.audited, first.audited);
+        }
+        first
+    }
 }
 
 struct Req {
@@ -32,7 +62,7 @@ fn req() -> Req {
     }
 }
 
-fn decide(e: &Engine, r: &Req) -> Decision {
+fn decide(e: &Engines, r: &Req) -> Decision {
     let mut headers = HeaderMap::new();
     for (k, v) in &r.headers {
         headers.insert(*k, HeaderValue::from_static(v));
@@ -51,7 +81,7 @@ fn decide(e: &Engine, r: &Req) -> Decision {
     e.evaluate(&a).decision
 }
 
-fn allowed(e: &Engine, r: &Req) -> bool {
+fn allowed(e: &Engines, r: &Req) -> bool {
     decide(e, r) == Decision::Allow
 }
 
@@ -297,4 +327,139 @@ fn refuses_bad_ip_blocks_and_keys() {
     assert!(check_condition_key("request.auth.claims[iss]").is_err());
     assert!(check_condition_key("request.headers[bad header]").is_err());
     assert!(check_condition_key("request.headers[x-ok]").is_ok());
+}
+
+mod differential {
+    //! Generated policy sets and requests: sequential matching and every compiled engine
+    //! give the same decision and the same audit list.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        let atom = prop::sample::select(vec![
+            "/api",
+            "/api/v1",
+            "/admin",
+            ".json",
+            "x",
+            "",
+            "ns-a",
+            "GET",
+            "8080",
+            "foo.com",
+            "*.example.com",
+            "café",
+        ]);
+        (atom, 0..4u8).prop_map(|(a, form)| match form {
+            0 => a.to_string(),
+            1 => format!("{a}*"),
+            2 => format!("*{a}"),
+            _ => {
+                if a.is_empty() {
+                    "*".into()
+                } else {
+                    a.to_string()
+                }
+            }
+        })
+    }
+
+    fn values() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(value(), 0..3)
+    }
+
+    fn rule() -> impl Strategy<Value = AuthorizationRule> {
+        (
+            values(),
+            values(),
+            values(),
+            values(),
+            values(),
+            values(),
+            values(),
+        )
+            .prop_map(|(pr, ns, m, p, np, h, hv)| {
+                let mut r = AuthorizationRule::default();
+                if !pr.is_empty() || !ns.is_empty() {
+                    r.from.push(trellis_config::RuleFrom {
+                        source: trellis_config::RuleSource {
+                            principals: pr,
+                            not_namespaces: ns,
+                            ..Default::default()
+                        },
+                    });
+                }
+                if !m.is_empty() || !p.is_empty() || !np.is_empty() || !h.is_empty() {
+                    r.to.push(trellis_config::RuleTo {
+                        operation: trellis_config::RuleOperation {
+                            methods: m,
+                            paths: p,
+                            not_paths: np,
+                            hosts: h,
+                            ..Default::default()
+                        },
+                    });
+                }
+                if !hv.is_empty() {
+                    r.when.push(RuleCondition {
+                        key: "request.headers[x-v]".into(),
+                        values: hv,
+                        not_values: vec![],
+                    });
+                }
+                r
+            })
+    }
+
+    fn policies() -> impl Strategy<Value = Authorization> {
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    AuthorizationAction::Allow,
+                    AuthorizationAction::Deny,
+                    AuthorizationAction::Audit,
+                ]),
+                prop::collection::vec(rule(), 0..3),
+            ),
+            0..5,
+        )
+        .prop_map(|ps| Authorization {
+            policies: ps
+                .into_iter()
+                .enumerate()
+                .map(|(i, (action, rules))| trellis_config::AuthorizationPolicy {
+                    name: format!("p{i}"),
+                    action,
+                    rules,
+                })
+                .collect(),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn every_mode_decides_alike(
+            config in policies(),
+            path in prop::sample::select(vec!["/api", "/api/v1/x", "/admin", "/a.json", "/", "/café"]),
+            method in prop::sample::select(vec!["GET", "POST"]),
+            host in prop::sample::select(vec!["foo.com:80", "a.example.com", "FOO.com", "x"]),
+            principal in prop::sample::select(vec![None, Some("td/ns/ns-a/sa/x"), Some("/api"), Some("x")]),
+            header in prop::sample::select(vec![None, Some("x"), Some("/api/v1"), Some("a.json")]),
+            tcp in any::<bool>(),
+        ) {
+            let engines = Engines(modes().into_iter().map(|m| Engine::with_mode(&config, m).unwrap()).collect());
+            let mut headers = HeaderMap::new();
+            if let Some(h) = header {
+                headers.insert("x-v", HeaderValue::from_static(h));
+            }
+            let a = Attributes {
+                source_ip: "10.0.0.1".parse().unwrap(),
+                principal,
+                destination_port: 8080,
+                http: (!tcp).then_some(HttpAttributes { method, path, host, headers: &headers }),
+            };
+            engines.evaluate(&a);
+        }
+    }
 }

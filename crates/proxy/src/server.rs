@@ -72,7 +72,18 @@ impl Proxy {
             let stats = self.metrics.listener(&l.name);
             let authz = match &l.authorization {
                 Some(a) => {
-                    let engine = trellis_authz::Engine::new(a)
+                    let mode = match config.matcher.engine {
+                        trellis_config::MatcherEngine::Sequential => {
+                            trellis_authz::MatchMode::Sequential
+                        }
+                        trellis_config::MatcherEngine::Automata => {
+                            trellis_authz::MatchMode::Compiled(trellis_matcher::Engine::Automata)
+                        }
+                        trellis_config::MatcherEngine::Hyperscan => {
+                            trellis_authz::MatchMode::Compiled(trellis_matcher::Engine::Hyperscan)
+                        }
+                    };
+                    let engine = trellis_authz::Engine::with_mode(a, mode)
                         .map_err(|e| format!("listeners {:?}: authorization: {e}", l.name))?;
                     let (allowed, denied) = self.metrics.rbac(&l.name);
                     Some(Arc::new(crate::authz::ListenerAuthz {
