@@ -51,15 +51,28 @@ pub unsafe fn amm<const N: usize>(a: &Num<N>, b: &Num<N>, m: &Num<N>, k0: &Vec8)
             acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&a[j]), bi);
             acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&a[j]), bi);
         }
-        // y makes limb i divisible by 2^52; only its low 52 bits matter.
-        let y = _mm512_madd52lo_epu64(zero, acc[i], k0);
-        for j in 0..N {
-            acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&m[j]), y);
-            acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&m[j]), y);
-        }
-        acc[i + 1] = _mm512_add_epi64(acc[i + 1], _mm512_srli_epi64(acc[i], 52));
+        reduce_limb(acc, i, m, k0);
     }
-    let mut top = [zero; N];
+    upper_half(acc)
+}
+
+/// One Montgomery reduction step: add `y·m` at limb `i`, with `y` chosen to make limb
+/// `i` divisible by 2^52, and carry that limb into the next (it is then retired).
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn reduce_limb<const N: usize>(acc: &mut [__m512i], i: usize, m: &Num<N>, k0: __m512i) {
+    // Only the low 52 bits of limb i matter for y.
+    let y = _mm512_madd52lo_epu64(_mm512_setzero_si512(), acc[i], k0);
+    for j in 0..N {
+        acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&m[j]), y);
+        acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&m[j]), y);
+    }
+    acc[i + 1] = _mm512_add_epi64(acc[i + 1], _mm512_srli_epi64(acc[i], 52));
+}
+
+/// After N reduction steps the result is the upper N limbs of the 2N-limb window.
+#[target_feature(enable = "avx512f")]
+fn upper_half<const N: usize>(acc: &[__m512i]) -> Num<N> {
+    let mut top = [_mm512_setzero_si512(); N];
     top.copy_from_slice(&acc[N..2 * N]);
     normalize(&top)
 }
@@ -91,16 +104,9 @@ pub unsafe fn amm_sqr<const N: usize>(a: &Num<N>, m: &Num<N>, k0: &Vec8) -> Num<
         acc[2 * i + 1] = _mm512_madd52hi_epu64(acc[2 * i + 1], ai, ai);
     }
     for i in 0..N {
-        let y = _mm512_madd52lo_epu64(zero, acc[i], k0);
-        for j in 0..N {
-            acc[i + j] = _mm512_madd52lo_epu64(acc[i + j], ld(&m[j]), y);
-            acc[i + j + 1] = _mm512_madd52hi_epu64(acc[i + j + 1], ld(&m[j]), y);
-        }
-        acc[i + 1] = _mm512_add_epi64(acc[i + 1], _mm512_srli_epi64(acc[i], 52));
+        reduce_limb(acc, i, m, k0);
     }
-    let mut top = [zero; N];
-    top.copy_from_slice(&acc[N..2 * N]);
-    normalize(&top)
+    upper_half(acc)
 }
 
 /// Resolves carries so that every limb but the top one is below 2^52.

@@ -3,7 +3,7 @@
 
 use crate::identity::peer_identities;
 use crate::material::CertifiedKey;
-use crate::provider::{KeyOpHook, ProviderMethod};
+use crate::provider::{install_certificate, KeyOpHook};
 use crate::server::handshake_error;
 use crate::{alpn_wire, TlsError, TlsVersion};
 use boring::ssl::{Ssl, SslContext, SslContextBuilder, SslMethod, SslVerifyMode};
@@ -72,14 +72,7 @@ impl ClientTls {
             ok
         });
         if let Some(key) = &config.certificate {
-            b.set_certificate(key.leaf())?;
-            for c in &key.chain[1..] {
-                b.add_extra_chain_cert(c.clone())?;
-            }
-            b.set_async_private_key_method(ProviderMethod {
-                provider: key.provider.clone(),
-                hook: config.key_op_hook.clone(),
-            });
+            install_certificate(&mut b, key, config.key_op_hook.clone())?;
         }
         Ok(ClientTls {
             ctx: b.build(),

@@ -301,3 +301,21 @@ fn sigalg_code(alg: SslSignatureAlgorithm) -> u16 {
         .map(|(_, s)| s.0)
         .unwrap_or(0)
 }
+
+/// Puts a certificate chain into a context and routes its signatures through the
+/// certificate's provider.
+pub(crate) fn install_certificate(
+    b: &mut boring::ssl::SslContextBuilder,
+    key: &crate::CertifiedKey,
+    hook: Option<KeyOpHook>,
+) -> Result<(), boring::error::ErrorStack> {
+    b.set_certificate(key.leaf())?;
+    for c in &key.chain[1..] {
+        b.add_extra_chain_cert(c.clone())?;
+    }
+    b.set_async_private_key_method(ProviderMethod {
+        provider: key.provider.clone(),
+        hook,
+    });
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use crate::identity::peer_identities;
 use crate::material::CertifiedKey;
-use crate::provider::{KeyOpHook, ProviderMethod};
+use crate::provider::{install_certificate, KeyOpHook};
 use crate::{alpn_wire, TlsError, TlsVersion};
 use boring::ssl::{
     AlpnError, NameType, Ssl, SslContext, SslContextBuilder, SslMethod, SslVerifyMode,
@@ -250,14 +250,7 @@ fn install(
     config: &ServerTlsConfig,
     key: &CertifiedKey,
 ) -> Result<(), TlsError> {
-    b.set_certificate(key.leaf())?;
-    for c in &key.chain[1..] {
-        b.add_extra_chain_cert(c.clone())?;
-    }
-    b.set_async_private_key_method(ProviderMethod {
-        provider: key.provider.clone(),
-        hook: config.key_op_hook.clone(),
-    });
+    install_certificate(b, key, config.key_op_hook.clone())?;
     Ok(())
 }
 
