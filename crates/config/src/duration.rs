@@ -58,7 +58,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms == 0 {
+        let sub_ms = self.0.as_nanos() % 1_000_000;
+        if sub_ms != 0 {
+            // Sub-millisecond settings (a cryptomb poll delay) must survive a round trip.
+            let text = format!("{:.6}", self.0.as_nanos() as f64 / 1e6);
+            write!(f, "{}ms", text.trim_end_matches('0').trim_end_matches('.'))
+        } else if ms == 0 {
             write!(f, "0")
         } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
@@ -112,6 +117,10 @@ mod tests {
         assert!(parse_duration("15").unwrap_err().contains("no unit"));
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
+        for text in ["0.2ms", "1.5ms", "250ms", "2s"] {
+            let d = Dur(parse_duration(text).unwrap());
+            assert_eq!(d.to_string(), text);
+        }
     }
 
     #[test]
