@@ -232,22 +232,80 @@ impl Proxy {
 /// Runs the proxy until SIGTERM or SIGINT, then drains and returns.
 pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     let config = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut workers = tokio::runtime::Builder::new_multi_thread();
-    if opts.worker_threads > 0 {
-        workers.worker_threads(opts.worker_threads);
-    }
-    let workers = workers
-        .thread_name("trellis-worker")
-        .enable_all()
-        .build()
-        .context("starting the worker runtime")?;
+    let workers = Workers::start(opts.worker_threads)?;
     let main = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the main runtime")?;
-    let result = main.block_on(run_main(opts, config, workers.handle().clone()));
-    workers.shutdown_timeout(Duration::from_secs(1));
+    let result = main.block_on(run_main(opts, config, workers.handle()));
+    workers.stop();
     result
+}
+
+/// The data-path runtime. With one worker it is a current-thread runtime driven by its
+/// own thread: no work-stealing scheduler, no cross-thread wake-ups for a thread that
+/// has no one to share with.
+enum Workers {
+    Single {
+        handle: Handle,
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    },
+    Multi(tokio::runtime::Runtime),
+}
+
+impl Workers {
+    fn start(threads: usize) -> anyhow::Result<Self> {
+        if threads == 1 {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the worker runtime")?;
+            let handle = rt.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name("trellis-worker".into())
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                })
+                .context("starting the worker thread")?;
+            return Ok(Workers::Single {
+                handle,
+                stop,
+                thread,
+            });
+        }
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 0 {
+            b.worker_threads(threads);
+        }
+        let rt = b
+            .thread_name("trellis-worker")
+            .enable_all()
+            .build()
+            .context("starting the worker runtime")?;
+        Ok(Workers::Multi(rt))
+    }
+
+    fn handle(&self) -> Handle {
+        match self {
+            Workers::Single { handle, .. } => handle.clone(),
+            Workers::Multi(rt) => rt.handle().clone(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Workers::Single { stop, thread, .. } => {
+                let _ = stop.send(());
+                let _ = thread.join();
+            }
+            Workers::Multi(rt) => rt.shutdown_timeout(Duration::from_secs(1)),
+        }
+    }
 }
 
 async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow::Result<()> {

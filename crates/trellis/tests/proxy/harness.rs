@@ -143,8 +143,10 @@ pub fn proxy_with(yaml: &str, extra: &[&str]) -> Proxy {
         "proxy",
         "--config",
         &c,
+        // One worker: the current-thread data path that sidecars and the benchmarks use
+        // (the demo test runs the multi-threaded one).
         "--workers",
-        "2",
+        "1",
         "--ready-file",
         &r,
     ];
