@@ -65,7 +65,8 @@ fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
     bn.to_asn1_integer()
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

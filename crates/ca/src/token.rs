@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use trellis_tls::SpiffeId;
 
 pub const AUDIENCE: &str = "trellis-ca";
@@ -46,10 +46,7 @@ pub struct TokenIssuer {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::authority::unix_now().max(0) as u64
 }
 
 impl TokenIssuer {

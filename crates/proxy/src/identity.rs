@@ -18,8 +18,9 @@ use boring::rsa::Rsa;
 use boring::x509::{X509Name, X509Req, X509};
 use rand::Rng;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+use trellis_ca::authority::unix_now;
 use trellis_ca::{CaClient, Credential};
 use trellis_config::{Identity, KeyType};
 use trellis_tls::{peer_identities, CertifiedKey, InMemoryKey};
@@ -44,13 +45,6 @@ pub struct Agent {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn file_stamp(path: &str) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -63,6 +57,11 @@ impl Agent {
             current: ArcSwapOption::empty(),
             metrics,
         })
+    }
+
+    /// The identity section the agent was started with.
+    pub fn config(&self) -> &Identity {
+        &self.config
     }
 
     pub fn current(&self) -> Option<Arc<WorkloadCert>> {

@@ -239,21 +239,13 @@ async fn serve_connection(
             MaybeTls::Plain(stream)
         }
         Some(tls) => {
-            let accepted = match tokio::time::timeout(
-                tls.handshake_timeout,
-                tls.server.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(a)) => a,
-                Ok(Err(e)) => {
+            let handshake =
+                tokio::time::timeout(tls.handshake_timeout, tls.server.accept(stream)).await;
+            let accepted = match handshake.unwrap_or_else(|_| Err("timed out".into())) {
+                Ok(a) => a,
+                Err(e) => {
                     tls.handshakes.failure.inc();
                     tracing::debug!(%peer, "downstream TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tls.handshakes.failure.inc();
-                    tracing::debug!(%peer, "downstream TLS handshake timed out");
                     return;
                 }
             };

@@ -49,9 +49,8 @@ struct Proxy {
 impl Proxy {
     /// Applies a validated config completely or not at all. On error nothing changes.
     async fn apply(&mut self, config: Config) -> Result<(), String> {
-        if config.identity != self.admin.view.load().config.identity
-            && !self.admin.view.load().listeners.is_empty()
-        {
+        // The agent is started once, with the first config's identity section.
+        if config.identity.as_ref() != self.identity.as_ref().map(|a| a.config()) {
             return Err("identity: changes need a restart".into());
         }
         let workload = self.identity.as_ref().and_then(|a| a.current());
@@ -72,16 +71,9 @@ impl Proxy {
             let stats = self.metrics.listener(&l.name);
             let authz = match &l.authorization {
                 Some(a) => {
-                    let mode = match config.matcher.engine {
-                        trellis_config::MatcherEngine::Sequential => {
-                            trellis_authz::MatchMode::Sequential
-                        }
-                        trellis_config::MatcherEngine::Automata => {
-                            trellis_authz::MatchMode::Compiled(trellis_matcher::Engine::Automata)
-                        }
-                        trellis_config::MatcherEngine::Hyperscan => {
-                            trellis_authz::MatchMode::Compiled(trellis_matcher::Engine::Hyperscan)
-                        }
+                    let mode = match crate::http::compiled_engine(config.matcher.engine) {
+                        Some(engine) => trellis_authz::MatchMode::Compiled(engine),
+                        None => trellis_authz::MatchMode::Sequential,
                     };
                     let engine = trellis_authz::Engine::with_mode(a, mode)
                         .map_err(|e| format!("listeners {:?}: authorization: {e}", l.name))?;

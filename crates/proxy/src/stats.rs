@@ -46,8 +46,10 @@ pub struct BreakerLabels {
     pub breaker: &'static str,
 }
 
+/// A per-listener outcome: TLS handshakes (success, failure), policy decisions
+/// (allowed, denied).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandshakeLabels {
+pub struct ListenerResultLabels {
     pub listener: String,
     pub result: &'static str,
 }
@@ -67,6 +69,22 @@ pub struct FillLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
+}
+
+/// One counter per result for a listener.
+fn by_result<const K: usize>(
+    family: &Family<ListenerResultLabels, Counter>,
+    listener: &str,
+    results: [&'static str; K],
+) -> [Counter; K] {
+    results.map(|result| {
+        family
+            .get_or_create(&ListenerResultLabels {
+                listener: listener.to_string(),
+                result,
+            })
+            .clone()
+    })
 }
 
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -101,11 +119,11 @@ pub struct Metrics {
     ejections_active: Family<ClusterLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub access_log_dropped: Counter,
-    tls_handshakes: Family<HandshakeLabels, Counter>,
+    tls_handshakes: Family<ListenerResultLabels, Counter>,
     pub private_key_ops: Family<KeyOpLabels, Counter>,
     upstream_tls_fail: Family<ClusterLabels, Counter>,
     pub identity_renewals: Family<ResultLabels, Counter>,
-    rbac: Family<HandshakeLabels, Counter>,
+    rbac: Family<ListenerResultLabels, Counter>,
     cryptomb_batches: Family<FillLabels, Counter>,
     cryptomb_wait: Histogram,
     cryptomb_fallbacks: Counter,
@@ -286,30 +304,13 @@ impl Metrics {
 
     /// (allowed, denied) counters for a listener's authorization.
     pub fn rbac(&self, listener: &str) -> (Counter, Counter) {
-        let c = |result| {
-            self.rbac
-                .get_or_create(&HandshakeLabels {
-                    listener: listener.to_string(),
-                    result,
-                })
-                .clone()
-        };
-        (c("allowed"), c("denied"))
+        let [allowed, denied] = by_result(&self.rbac, listener, ["allowed", "denied"]);
+        (allowed, denied)
     }
 
     pub fn handshakes(&self, listener: &str) -> HandshakeCounters {
-        let c = |result| {
-            self.tls_handshakes
-                .get_or_create(&HandshakeLabels {
-                    listener: listener.to_string(),
-                    result,
-                })
-                .clone()
-        };
-        HandshakeCounters {
-            success: c("success"),
-            failure: c("failure"),
-        }
+        let [success, failure] = by_result(&self.tls_handshakes, listener, ["success", "failure"]);
+        HandshakeCounters { success, failure }
     }
 
     pub fn route(&self, listener: &str, virtual_host: &str, route: &str) -> RouteStats {

@@ -81,15 +81,14 @@ fn certified_key(
     let chain = trellis_tls::load_certificate_chain(&c.certificate_chain)
         .map_err(|e| format!("{field}.certificate_chain: {e}"))?;
     let path = c.private_key.as_deref().unwrap_or_default();
-    let memory = trellis_tls::load_in_memory_key(path, &chain[0])
+    let key = trellis_tls::load_private_key(path, &chain[0])
         .map_err(|e| format!("{field}.private_key: {e}"))?;
     let provider: Arc<dyn trellis_tls::PrivateKeyProvider> = match &c.private_key_provider {
-        PrivateKeyProvider::Memory => memory,
+        PrivateKeyProvider::Memory => Arc::new(
+            trellis_tls::InMemoryKey::new(key)
+                .map_err(|e| format!("{field}.private_key: {path}: {e}"))?,
+        ),
         PrivateKeyProvider::Cryptomb(mb) => {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("{field}.private_key: {path}: {e}"))?;
-            let key = boring::pkey::PKey::private_key_from_pem(&pem)
-                .map_err(|_| format!("{field}.private_key: {path}: not a PEM private key"))?;
             let batcher = batcher(mb.poll_delay.get(), metrics);
             Arc::new(
                 trellis_cryptomb_provider::CryptoMbKey::new(key, batcher, mb.fallback)

@@ -24,7 +24,7 @@ mod stream;
 
 pub use client::{ClientTls, ClientTlsConfig};
 pub use identity::{peer_identities, SpiffeId};
-pub use material::{load_certificate_chain, load_in_memory_key, load_trust_bundle, CertifiedKey};
+pub use material::{load_certificate_chain, load_private_key, load_trust_bundle, CertifiedKey};
 pub use provider::{
     InMemoryKey, KeyAlgorithm, KeyOpError, KeyOpFuture, KeyOpHook, PrivateKeyProvider,
     SignatureScheme,

@@ -3,6 +3,7 @@
 
 use crate::provider::PrivateKeyProvider;
 use crate::TlsError;
+use boring::pkey::{PKey, Private};
 use boring::x509::X509;
 use std::sync::Arc;
 
@@ -47,22 +48,23 @@ pub fn load_trust_bundle(path: &str) -> Result<Vec<X509>, TlsError> {
     load_certificate_chain(path)
 }
 
-/// Reads a PEM private key for the in-memory provider and checks that it belongs to
-/// the leaf certificate.
-pub fn load_in_memory_key(
-    path: &str,
-    leaf: &X509,
-) -> Result<Arc<dyn PrivateKeyProvider>, TlsError> {
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) and checks that it belongs to the
+/// leaf certificate. Providers are built on it.
+pub fn load_private_key(path: &str, leaf: &X509) -> Result<PKey<Private>, TlsError> {
     let pem = read(path)?;
-    let key = crate::InMemoryKey::from_pem(&pem).map_err(|e| TlsError::File {
+    let key = PKey::private_key_from_pem(&pem).map_err(|_| TlsError::File {
         path: path.to_string(),
-        reason: e.0,
+        reason: "no PEM private key could be parsed".into(),
     })?;
-    if !key.matches(leaf) {
+    let matches = leaf
+        .public_key()
+        .map(|p| p.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
         return Err(TlsError::File {
             path: path.to_string(),
             reason: "private key does not match the certificate".into(),
         });
     }
-    Ok(Arc::new(key))
+    Ok(key)
 }

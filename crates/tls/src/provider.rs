@@ -109,20 +109,6 @@ impl InMemoryKey {
         Ok(InMemoryKey { key, algorithm })
     }
 
-    /// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyOpError> {
-        let key = PKey::private_key_from_pem(pem)
-            .map_err(|_| KeyOpError("no PEM private key could be parsed".into()))?;
-        Self::new(key)
-    }
-
-    /// Whether this key is the one a certificate's public key belongs to.
-    pub fn matches(&self, cert: &boring::x509::X509Ref) -> bool {
-        cert.public_key()
-            .map(|p| p.public_eq(&self.key))
-            .unwrap_or(false)
-    }
-
     fn sign_now(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyOpError> {
         let fail =
             |what: &str| KeyOpError(format!("{what} with signature scheme {:#06x}", scheme.0));

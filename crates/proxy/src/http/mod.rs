@@ -63,6 +63,16 @@ enum Action {
     Direct(StatusCode, Bytes),
 }
 
+/// The engine a compiled matcher uses for `matcher.engine`; None for Envoy's sequential
+/// matching. Routes and authorization policies follow the same setting.
+pub(crate) fn compiled_engine(engine: MatcherEngine) -> Option<Engine> {
+    match engine {
+        MatcherEngine::Sequential => None,
+        MatcherEngine::Automata => Some(Engine::Automata),
+        MatcherEngine::Hyperscan => Some(Engine::Hyperscan),
+    }
+}
+
 /// Where a request came from, for hashing, logging and policy.
 #[derive(Clone)]
 pub struct ConnInfo {
@@ -87,17 +97,17 @@ impl HttpManager {
     ) -> Result<Self, String> {
         let program_bytes = matcher.max_regex_program_mb as usize * (1 << 20);
         let hosts = &config.virtual_hosts;
-        let matcher: Box<dyn RouteMatcher> = match matcher.engine {
-            MatcherEngine::Sequential => Box::new(SequentialMatcher::new(hosts)?),
-            MatcherEngine::Automata => Box::new(CompiledMatcher::new(
-                hosts,
-                Engine::Automata,
-                program_bytes,
+        let matcher: Box<dyn RouteMatcher> = match compiled_engine(matcher.engine) {
+            None => Box::new(SequentialMatcher::new(hosts)?),
+            Some(engine) => Box::new(CompiledMatcher::new(hosts, engine, program_bytes).map_err(
+                |e| {
+                    if engine == Engine::Hyperscan {
+                        format!("matcher.engine hyperscan: {e}")
+                    } else {
+                        e
+                    }
+                },
             )?),
-            MatcherEngine::Hyperscan => Box::new(
-                CompiledMatcher::new(hosts, Engine::Hyperscan, program_bytes)
-                    .map_err(|e| format!("matcher.engine hyperscan: {e}"))?,
-            ),
         };
         let mut virtual_hosts = Vec::new();
         for vh in &config.virtual_hosts {
