@@ -426,3 +426,21 @@ impl Ca {
         p.display().to_string()
     }
 }
+
+/// Runs `openssl s_client` against `addr` (SNI `localhost` unless `args` name another);
+/// returns everything it printed.
+pub fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (Debian package openssl) must be installed");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}

@@ -21,22 +21,20 @@ fn curl(args: &[&str]) -> (i32, String) {
     )
 }
 
-/// Runs `openssl s_client` against addr with extra flags; returns all output.
-fn s_client(addr: SocketAddr, extra: &[&str]) -> String {
-    let target = addr.to_string();
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &target, "-servername", "localhost"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+/// A certificate's files as flow-map entries: `certificate_chain: "…", private_key: "…"`.
+fn cert_inline(leaf: &Leaf) -> String {
+    format!(
+        "certificate_chain: \"{}\", private_key: \"{}\"",
+        leaf.cert, leaf.key
+    )
 }
 
-fn cert_block(leaf: &Leaf, extra: &str) -> String {
+/// A cluster's `tls` block: mutual TLS with `leaf`, expecting the server to be `expect`.
+fn upstream_tls(pki: &Pki, leaf: &Leaf, expect: &str) -> String {
     format!(
-        "certificate_chain: \"{}\"\nprivate_key: \"{}\"\n{extra}",
-        leaf.cert, leaf.key
+        "tls:\n  trusted_ca: \"{}\"\n  certificate: {{ {} }}\n  match_identities: [\"{expect}\"]\n",
+        pki.root_path(),
+        cert_inline(leaf)
     )
 }
 
@@ -206,7 +204,7 @@ fn inbound_sidecar() -> Mesh {
         + &https_listener("inbound", &reviews, &tls_extra, "app")
         + &format!(
             "  - name: inbound_tcp\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{ {} }}]\n      trusted_ca: \"{}\"\n    tcp: {{ cluster: app }}\n",
-            cert_block(&reviews, "").trim_end().replace('\n', ", "),
+            cert_inline(&reviews),
             pki.root_path()
         )
         + &format!("clusters:\n{}", cluster("app", &[app.addr], ""));
@@ -226,18 +224,16 @@ fn outbound_sidecar(
     expect: &str,
     tcp_target: SocketAddr,
 ) -> Proxy {
-    let tls = |extra: &str| {
-        format!(
-            "tls:\n  trusted_ca: \"{}\"\n  certificate: {{ {} }}\n  match_identities: [\"{expect}\"]\n  {extra}",
-            mesh.pki.root_path(),
-            cert_block(&mesh.frontend, "").trim_end().replace('\n', ", "),
-        )
-    };
+    let tls = upstream_tls(&mesh.pki, &mesh.frontend, expect);
     let yaml = http_listener("- match: { prefix: \"/\" }\n  route: { cluster: reviews }")
         + "  - name: tcp_out\n    address: 127.0.0.1:0\n    tcp: { cluster: reviews_tcp }\n"
         + "clusters:\n"
-        + &cluster("reviews", &[target], &tls("sni: reviews.default.svc"))
-        + &cluster("reviews_tcp", &[tcp_target], &tls(""));
+        + &cluster(
+            "reviews",
+            &[target],
+            &(tls.clone() + "  sni: reviews.default.svc"),
+        )
+        + &cluster("reviews_tcp", &[tcp_target], &tls);
     proxy(&yaml)
 }
 
@@ -352,12 +348,7 @@ async fn a_server_identity_from_another_trust_domain_is_refused() {
             )
             + &format!("clusters:\n{}", cluster("app", &[app.addr], ""))),
     );
-    let tls = format!(
-        "tls:\n  trusted_ca: \"{}\"\n  certificate: {{ {} }}\n  match_identities: [\"{}\"]",
-        pki.root_path(),
-        cert_block(&client, "").trim_end().replace('\n', ", "),
-        spiffe("reviews")
-    );
+    let tls = upstream_tls(&pki, &client, &spiffe("reviews"));
     let outbound = proxy(
         &(http_listener("- match: { prefix: \"/\" }\n  route: { cluster: reviews }")
             + "clusters:\n"
@@ -455,7 +446,7 @@ async fn permissive_mode_and_authorization_policies() {
     inbound_yaml = inbound_yaml.replacen("    http:\n", &(indent(policies, 4) + "    http:\n"), 1);
     inbound_yaml += &format!(
         "  - name: inbound_tcp\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{ {} }}]\n      trusted_ca: \"{}\"\n    authorization:\n      policies: [{{ name: frontend-only, rules: [{{ from: [{{ source: {{ principals: [\"cluster.local/ns/default/sa/frontend\"] }} }}] }}] }}]\n    tcp: {{ cluster: app }}\n",
-        cert_block(&reviews, "").trim_end().replace('\n', ", "),
+        cert_inline(&reviews),
         pki.root_path()
     );
     inbound_yaml += &format!("clusters:\n{}", cluster("app", &[app.addr], ""));
@@ -467,12 +458,7 @@ async fn permissive_mode_and_authorization_policies() {
     );
     let inbound = proxy(&inbound_yaml);
     let sidecar = |leaf: &Leaf| {
-        let tls = format!(
-            "tls:\n  trusted_ca: \"{}\"\n  certificate: {{ {} }}\n  match_identities: [\"{}\"]",
-            pki.root_path(),
-            cert_block(leaf, "").trim_end().replace('\n', ", "),
-            spiffe("reviews")
-        );
+        let tls = upstream_tls(&pki, leaf, &spiffe("reviews"));
         proxy(
             &(http_listener("- match: { prefix: \"/\" }\n  route: { cluster: reviews }")
                 + "  - name: tcp_out\n    address: 127.0.0.1:0\n    tcp: { cluster: reviews_tcp }\n"
