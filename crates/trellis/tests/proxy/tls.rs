@@ -75,7 +75,13 @@ async fn termination_alpn_versions_and_sni_with_real_clients() {
     );
     let mut yaml = "listeners:\n".to_string()
         + &https_listener("tls13", &rsa, "", "app")
-        + &https_listener("tls12", &rsa, "min_version: \"1.2\"", "app");
+        + &https_listener("tls12", &rsa, "min_version: \"1.2\"", "app")
+        + &https_listener(
+            "no_resumption",
+            &rsa,
+            "min_version: \"1.2\"\nsession_resumption: false",
+            "app",
+        );
     // The SNI certificate joins the first listener's list.
     yaml = yaml.replacen(
         "\n    http:",
@@ -170,6 +176,21 @@ async fn termination_alpn_versions_and_sni_with_real_clients() {
     assert!(out.contains("New, TLSv1.2"), "{out}");
     let out = s_client(a12, &["-tls1_1"]);
     assert!(refused(&out), "{out}");
+
+    // Session resumption: on by default, off where configured (every handshake full).
+    let session = tempfile::tempdir().unwrap();
+    let file = session.path().join("session.pem").display().to_string();
+    for (listener, resumed) in [("tls12", true), ("no_resumption", false)] {
+        let addr = p.addr(listener);
+        let first = s_client(addr, &["-tls1_2", "-sess_out", &file]);
+        assert!(first.contains("New, TLSv1.2"), "{first}");
+        let second = s_client(addr, &["-tls1_2", "-sess_in", &file]);
+        assert_eq!(
+            second.contains("Reused, TLSv1.2"),
+            resumed,
+            "{listener}: {second}"
+        );
+    }
 
     // Plaintext HTTP to a TLS port fails the handshake and is counted.
     let (code, _) = curl(&[&format!("http://127.0.0.1:{}/", a13.port())]);
