@@ -223,13 +223,15 @@ impl Proxy {
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains and returns.
 pub fn run(opts: ProxyOptions) -> anyhow::Result<()> {
+    // Stamped before reading, so an edit racing the first load is seen by the watcher.
+    let stamp = file_stamp(&opts.config);
     let config = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let workers = Workers::start(opts.worker_threads)?;
     let main = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the main runtime")?;
-    let result = main.block_on(run_main(opts, config, workers.handle()));
+    let result = main.block_on(run_main(opts, config, stamp, workers.handle()));
     workers.stop();
     result
 }
@@ -300,7 +302,12 @@ impl Workers {
     }
 }
 
-async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow::Result<()> {
+async fn run_main(
+    opts: ProxyOptions,
+    config: Config,
+    mut last_seen: Option<FileStamp>,
+    worker: Handle,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let admin_addr = config.admin.address.clone();
     let admin = Arc::new(AdminState {
@@ -364,14 +371,18 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
     }
 
     let mut hup = signal(SignalKind::hangup())?;
-    let mut last_seen = file_stamp(&opts.config);
-    let mut tick = tokio::time::interval(opts.watch_interval);
+    // The first check is one interval away: an immediate tick would race a writer.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + opts.watch_interval,
+        opts.watch_interval,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading config");
-                proxy.reload(&opts.config).await;
                 last_seen = file_stamp(&opts.config);
+                proxy.reload(&opts.config).await;
             }
             _ = tick.tick() => {
                 let stamp = file_stamp(&opts.config);
@@ -409,8 +420,10 @@ async fn run_main(opts: ProxyOptions, config: Config, worker: Handle) -> anyhow:
     Ok(())
 }
 
+type FileStamp = (std::time::SystemTime, u64, u64);
+
 /// What changes when the file is edited in place or replaced.
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+fn file_stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
