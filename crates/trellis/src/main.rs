@@ -1,7 +1,9 @@
 //! `trellis`: one binary for every Trellis role.
 
+mod bypass;
 mod ca;
 mod demo;
+mod net_probe;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -61,6 +63,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the certificate authority (Istio's certificate API over gRPC and mTLS).
     Ca(Box<ca::CaArgs>),
+    /// The eBPF same-host TCP/IP bypass (sockops + sk_msg) for the mesh's cgroup.
+    Bypass(bypass::BypassArgs),
+    /// Plain-TCP echo, transfer and ping-pong tools used by the bypass tests and benches.
+    #[command(hide = true)]
+    NetProbe(net_probe::NetProbeArgs),
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -107,6 +114,8 @@ fn main() -> ExitCode {
         ),
         Command::Demo(args) => demo::run(args),
         Command::Ca(args) => ca::run(*args),
+        Command::Bypass(args) => bypass::run(args),
+        Command::NetProbe(args) => net_probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
