@@ -80,3 +80,63 @@ print_table() { # labels...
         printf '%-22s %12s %10s %10s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}"
     done
 }
+
+# An RSA-2048 PKI: a root, a server leaf for localhost, and two SPIFFE sidecar leaves.
+pki() {
+    cd "$WORK"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout root.key -out root.pem \
+        -subj "/O=bench/CN=root" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    for leaf in "server:DNS:localhost" \
+        "frontend:URI:spiffe://cluster.local/ns/default/sa/frontend" \
+        "reviews:URI:spiffe://cluster.local/ns/default/sa/reviews"; do
+        name=${leaf%%:*}; san=${leaf#*:}
+        openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" \
+            -subj "/O=bench/CN=$name" 2>/dev/null
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$name.ext"
+        openssl x509 -req -in "$name.csr" -CA root.pem -CAkey root.key -CAcreateserial \
+            -days 1 -out "$name.pem" -extfile "$name.ext" 2>/dev/null
+    done
+    chmod 644 ./*.pem ./*.key
+    cd - >/dev/null
+}
+
+# The same-host mesh path: outbound sidecar (plain HTTP from the client) -> mTLS ->
+# inbound sidecar -> backend, with SPIFFE identities from pki().
+mesh_configs() { # $1 = inbound port, $2 = outbound port, $3/$4 = their admin ports, $5 = backend port
+cat > "$WORK/inbound.yaml" <<CONF
+admin: { address: "127.0.0.1:$3" }
+listeners:
+  - name: inbound
+    address: "127.0.0.1:$1"
+    tls:
+      certificates: [{ certificate_chain: "$WORK/reviews.pem", private_key: "$WORK/reviews.key" }]
+      trusted_ca: "$WORK/root.pem"
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes: [{ match: { prefix: "/" }, route: { cluster: app } }]
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:$5"]
+CONF
+cat > "$WORK/outbound.yaml" <<CONF
+admin: { address: "127.0.0.1:$4" }
+listeners:
+  - name: outbound
+    address: "127.0.0.1:$2"
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes: [{ match: { prefix: "/" }, route: { cluster: reviews } }]
+clusters:
+  - name: reviews
+    endpoints: ["127.0.0.1:$1"]
+    tls:
+      trusted_ca: "$WORK/root.pem"
+      certificate: { certificate_chain: "$WORK/frontend.pem", private_key: "$WORK/frontend.key" }
+      match_identities: ["spiffe://cluster.local/ns/default/sa/reviews"]
+CONF
+}

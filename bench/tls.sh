@@ -12,25 +12,6 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 require wrk nginx openssl curl python3 "$TRELLIS"
 
-# An RSA-2048 PKI: a root, a server leaf for localhost, and two SPIFFE sidecar leaves.
-pki() {
-    cd "$WORK"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout root.key -out root.pem \
-        -subj "/O=bench/CN=root" -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-    for leaf in "server:DNS:localhost" \
-        "frontend:URI:spiffe://cluster.local/ns/default/sa/frontend" \
-        "reviews:URI:spiffe://cluster.local/ns/default/sa/reviews"; do
-        name=${leaf%%:*}; san=${leaf#*:}
-        openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" \
-            -subj "/O=bench/CN=$name" 2>/dev/null
-        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$name.ext"
-        openssl x509 -req -in "$name.csr" -CA root.pem -CAkey root.key -CAcreateserial \
-            -days 1 -out "$name.pem" -extfile "$name.ext" 2>/dev/null
-    done
-    chmod 644 ./*.pem ./*.key
-    cd - >/dev/null
-}
 pki
 
 NGINX_TLS=$(free_port); TRELLIS_TLS=$(free_port); ADMIN1=$(free_port); MB_TLS=$(free_port); ADMIN4=$(free_port)
@@ -59,41 +40,7 @@ CONF
 sed -e "s/$ADMIN1/$ADMIN4/; s/$TRELLIS_TLS/$MB_TLS/" \
     -e 's|private_key: "\([^"]*\)" }|private_key: "\1", private_key_provider: { cryptomb: { poll_delay: '"${POLL_DELAY:-1ms}"' } } }|' \
     "$WORK/handshake.yaml" > "$WORK/handshake-mb.yaml"
-cat > "$WORK/inbound.yaml" <<CONF
-admin: { address: "127.0.0.1:$ADMIN2" }
-listeners:
-  - name: inbound
-    address: "127.0.0.1:$INBOUND"
-    tls:
-      certificates: [{ certificate_chain: "$WORK/reviews.pem", private_key: "$WORK/reviews.key" }]
-      trusted_ca: "$WORK/root.pem"
-    http:
-      virtual_hosts:
-        - name: all
-          domains: ["*"]
-          routes: [{ match: { prefix: "/" }, route: { cluster: app } }]
-clusters:
-  - name: app
-    endpoints: ["127.0.0.1:$BACKEND"]
-CONF
-cat > "$WORK/outbound.yaml" <<CONF
-admin: { address: "127.0.0.1:$ADMIN3" }
-listeners:
-  - name: outbound
-    address: "127.0.0.1:$OUTBOUND"
-    http:
-      virtual_hosts:
-        - name: all
-          domains: ["*"]
-          routes: [{ match: { prefix: "/" }, route: { cluster: reviews } }]
-clusters:
-  - name: reviews
-    endpoints: ["127.0.0.1:$INBOUND"]
-    tls:
-      trusted_ca: "$WORK/root.pem"
-      certificate: { certificate_chain: "$WORK/frontend.pem", private_key: "$WORK/frontend.key" }
-      match_identities: ["spiffe://cluster.local/ns/default/sa/reviews"]
-CONF
+mesh_configs "$INBOUND" "$OUTBOUND" "$ADMIN2" "$ADMIN3" "$BACKEND"
 
 start_backend "$BACKEND"
 nginx -c "$WORK/tls.conf" & PIDS+=($!)

@@ -94,36 +94,68 @@ static __always_inline int is_v4_mapped(const __u32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline int sockops_key(struct bpf_sock_ops *ops, struct sock_key *key)
+// The endpoints of a connection as both programs read them from their contexts.
+struct tuple {
+	__u32 family;
+	__u32 local_port;  // host order, as the contexts give it
+	__u32 remote_port; // network order in the upper 16 bits, as the contexts give it
+	__u32 local_ip4, remote_ip4;
+	__u32 local_ip6[4], remote_ip6[4];
+};
+
+static __always_inline int tuple_key(const struct tuple *t, struct sock_key *key)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	key->local_port = bpf_htonl(ops->local_port) >> 16;
-	key->remote_port = ops->remote_port >> 16;
-	if (ops->family == AF_INET) {
+	key->local_port = bpf_htonl(t->local_port) >> 16;
+	key->remote_port = t->remote_port >> 16;
+	if (t->family == AF_INET) {
 		key->family = AF_INET;
-		key->local_addr[0] = ops->local_ip4;
-		key->remote_addr[0] = ops->remote_ip4;
+		key->local_addr[0] = t->local_ip4;
+		key->remote_addr[0] = t->remote_ip4;
 		return 0;
 	}
-	if (ops->family != AF_INET6)
+	if (t->family != AF_INET6)
 		return -1;
-	__u32 local[4] = {ops->local_ip6[0], ops->local_ip6[1], ops->local_ip6[2],
-			  ops->local_ip6[3]};
-	__u32 remote[4] = {ops->remote_ip6[0], ops->remote_ip6[1], ops->remote_ip6[2],
-			   ops->remote_ip6[3]};
-	if (is_v4_mapped(local) && is_v4_mapped(remote)) {
+	if (is_v4_mapped(t->local_ip6) && is_v4_mapped(t->remote_ip6)) {
 		key->family = AF_INET;
-		key->local_addr[0] = local[3];
-		key->remote_addr[0] = remote[3];
+		key->local_addr[0] = t->local_ip6[3];
+		key->remote_addr[0] = t->remote_ip6[3];
 		return 0;
 	}
 	key->family = AF_INET6;
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
-		key->local_addr[i] = local[i];
-		key->remote_addr[i] = remote[i];
+		key->local_addr[i] = t->local_ip6[i];
+		key->remote_addr[i] = t->remote_ip6[i];
 	}
 	return 0;
+}
+
+// The two context types have the same fields under the same names; each field is
+// loaded directly from the context, as the verifier requires.
+#define READ_TUPLE(ctx, t)                                                                 \
+	do {                                                                               \
+		(t)->family = (ctx)->family;                                               \
+		(t)->local_port = (ctx)->local_port;                                       \
+		(t)->remote_port = (ctx)->remote_port;                                     \
+		(t)->local_ip4 = (ctx)->local_ip4;                                         \
+		(t)->remote_ip4 = (ctx)->remote_ip4;                                       \
+		(t)->local_ip6[0] = (ctx)->local_ip6[0];                                   \
+		(t)->local_ip6[1] = (ctx)->local_ip6[1];                                   \
+		(t)->local_ip6[2] = (ctx)->local_ip6[2];                                   \
+		(t)->local_ip6[3] = (ctx)->local_ip6[3];                                   \
+		(t)->remote_ip6[0] = (ctx)->remote_ip6[0];                                 \
+		(t)->remote_ip6[1] = (ctx)->remote_ip6[1];                                 \
+		(t)->remote_ip6[2] = (ctx)->remote_ip6[2];                                 \
+		(t)->remote_ip6[3] = (ctx)->remote_ip6[3];                                 \
+	} while (0)
+
+static __always_inline int sockops_key(struct bpf_sock_ops *ops, struct sock_key *key)
+{
+	struct tuple t;
+
+	READ_TUPLE(ops, &t);
+	return tuple_key(&t, key);
 }
 
 SEC("sockops")
@@ -165,34 +197,10 @@ int trellis_sockops(struct bpf_sock_ops *ops)
 
 static __always_inline int sk_msg_key(struct sk_msg_md *msg, struct sock_key *key)
 {
-	__builtin_memset(key, 0, sizeof(*key));
-	key->local_port = bpf_htonl(msg->local_port) >> 16;
-	key->remote_port = msg->remote_port >> 16;
-	if (msg->family == AF_INET) {
-		key->family = AF_INET;
-		key->local_addr[0] = msg->local_ip4;
-		key->remote_addr[0] = msg->remote_ip4;
-		return 0;
-	}
-	if (msg->family != AF_INET6)
-		return -1;
-	__u32 local[4] = {msg->local_ip6[0], msg->local_ip6[1], msg->local_ip6[2],
-			  msg->local_ip6[3]};
-	__u32 remote[4] = {msg->remote_ip6[0], msg->remote_ip6[1], msg->remote_ip6[2],
-			   msg->remote_ip6[3]};
-	if (is_v4_mapped(local) && is_v4_mapped(remote)) {
-		key->family = AF_INET;
-		key->local_addr[0] = local[3];
-		key->remote_addr[0] = remote[3];
-		return 0;
-	}
-	key->family = AF_INET6;
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		key->local_addr[i] = local[i];
-		key->remote_addr[i] = remote[i];
-	}
-	return 0;
+	struct tuple t;
+
+	READ_TUPLE(msg, &t);
+	return tuple_key(&t, key);
 }
 
 SEC("sk_msg")

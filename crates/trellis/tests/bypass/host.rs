@@ -193,6 +193,17 @@ impl Mesh {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Sends `bytes` on each of `conns` connections to an echo server and checks that
+    /// every echo came back byte-exact.
+    pub fn transfer(&self, inside: bool, to: SocketAddr, bytes: u64, conns: u32) {
+        let (to, bytes_arg, conns_arg) = (to.to_string(), bytes.to_string(), conns.to_string());
+        let args = [
+            "transfer", "--to", &to, "--bytes", &bytes_arg, "--conns", &conns_arg,
+        ];
+        let report = self.probe(inside, &args);
+        assert_eq!(report["ok"], conns, "{to} {bytes} B: {report}");
+    }
+
     /// Starts a probe in the background, killed when the mesh drops.
     pub fn spawn_probe(&mut self, inside: bool, args: &[&str]) {
         let child = self

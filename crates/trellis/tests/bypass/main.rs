@@ -17,21 +17,8 @@ fn same_host_traffic_is_redirected_byte_exact_over_ipv4_and_ipv6() {
     let mut sent = 0;
     for addr in [v4, v6] {
         for (bytes, conns) in [(1, 4), (1000, 4), (65_543, 4), (MIB, 4), (16 * MIB, 1)] {
-            let to = addr.to_string();
-            let report = mesh.probe(
-                true,
-                &[
-                    "transfer",
-                    "--to",
-                    &to,
-                    "--bytes",
-                    &bytes.to_string(),
-                    "--conns",
-                    &conns.to_string(),
-                ],
-            );
-            assert_eq!(report["ok"], conns, "{addr} {bytes} B: {report}");
-            sent += bytes * conns;
+            mesh.transfer(true, addr, bytes, conns);
+            sent += bytes * u64::from(conns);
         }
     }
     let status = mesh.status();
@@ -85,19 +72,7 @@ fn many_connections_half_close_and_reset() {
     require_bpf!();
     let mut mesh = Mesh::enabled();
     let (v4, v6, echo_log) = mesh.echo_server(true);
-    let report = mesh.probe(
-        true,
-        &[
-            "transfer",
-            "--to",
-            &v6.to_string(),
-            "--bytes",
-            "262144",
-            "--conns",
-            "64",
-        ],
-    );
-    assert_eq!(report["ok"], 64, "{report}");
+    mesh.transfer(true, v6, 262_144, 64);
 
     // Each client sends 1 MiB, reads one byte of echo, and aborts with RST.
     let before = mesh.counter("sockets_closed");
@@ -129,19 +104,7 @@ fn many_connections_half_close_and_reset() {
     );
     assert!(mesh.counter("sockets_closed") >= before + 16);
     // The server goes on serving, byte-exact, after the resets.
-    let report = mesh.probe(
-        true,
-        &[
-            "transfer",
-            "--to",
-            &v4.to_string(),
-            "--bytes",
-            "3000000",
-            "--conns",
-            "2",
-        ],
-    );
-    assert_eq!(report["ok"], 2, "{report}");
+    mesh.transfer(true, v4, 3_000_000, 2);
     assert!(
         eventually(Duration::from_secs(5), || mesh.status()["sockets_tracked"]
             == 0),
@@ -158,19 +121,7 @@ fn processes_outside_the_cgroup_are_untouched() {
     let (outside, _, _) = mesh.echo_server(false);
 
     // Both ends outside: nothing is recorded or counted.
-    let report = mesh.probe(
-        false,
-        &[
-            "transfer",
-            "--to",
-            &outside.to_string(),
-            "--bytes",
-            "2000000",
-            "--conns",
-            "2",
-        ],
-    );
-    assert_eq!(report["ok"], 2, "{report}");
+    mesh.transfer(false, outside, 2_000_000, 2);
     let status = mesh.status();
     assert_eq!(status["counters"]["sockets_added"], 0, "{status}");
     assert_eq!(status["counters"]["msgs_passed"], 0, "{status}");
@@ -201,17 +152,7 @@ fn processes_outside_the_cgroup_are_untouched() {
     assert_eq!(sockets.len(), 1, "{sockets:?}");
     assert_eq!(sockets[0]["local"], inside.to_string(), "{sockets:?}");
     assert_eq!(mesh.counter("msgs_redirected"), 0);
-    let report = mesh.probe(
-        false,
-        &[
-            "transfer",
-            "--to",
-            &inside.to_string(),
-            "--bytes",
-            "5000000",
-        ],
-    );
-    assert_eq!(report["ok"], 1, "{report}");
+    mesh.transfer(false, inside, 5_000_000, 1);
     assert_eq!(mesh.counter("msgs_redirected"), 0);
 }
 
@@ -235,8 +176,7 @@ fn disable_detaches_and_unpins_everything() {
     let ids = attached(&cgroup);
     assert_eq!(ids.len(), 1, "sockops is attached to the test cgroup");
     let (v4, _, _) = mesh.echo_server(true);
-    let transfer = ["transfer", "--to", &v4.to_string(), "--bytes", "100000"];
-    mesh.probe(true, &transfer);
+    mesh.transfer(true, v4, 100_000, 1);
     assert!(mesh.counter("msgs_redirected") > 0);
 
     let out = mesh.cli(&["disable"]);
@@ -258,8 +198,7 @@ fn disable_detaches_and_unpins_everything() {
         "the sockops program is unloaded"
     );
     // Traffic in the cgroup is unaffected by the removal.
-    let report = mesh.probe(true, &transfer);
-    assert_eq!(report["ok"], 1, "{report}");
+    mesh.transfer(true, v4, 100_000, 1);
     let out = mesh.cli(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["enabled"], false, "{status}");
