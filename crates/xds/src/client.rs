@@ -1,0 +1,387 @@
+//! The proxy's side of ADS: keep the subscriptions a [`Subscriber`] asks for, hand it
+//! every new state, ACK what it accepts and NACK what it refuses, and come back after
+//! a lost connection with the versions already held.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{short_type, Versioned, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+/// The resources the client holds, by type URL and name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientState {
+    pub types: BTreeMap<String, BTreeMap<String, Versioned>>,
+}
+
+impl ClientState {
+    pub fn of(&self, type_url: &str) -> impl Iterator<Item = (&String, &Versioned)> {
+        self.types.get(type_url).into_iter().flat_map(|m| m.iter())
+    }
+}
+
+/// What the client subscribes to per type: `None` is every resource of the type.
+pub type Interest = Vec<(&'static str, Option<BTreeSet<String>>)>;
+
+#[tonic::async_trait]
+pub trait Subscriber: Send {
+    /// The subscriptions wanted for `state` (asked again after every accepted update:
+    /// new listeners name new route configurations, new clusters new endpoints).
+    fn interest(&self, state: &ClientState) -> Interest;
+    /// Validates and installs `state`. `Err` refuses it (NACK) with a precise reason;
+    /// the previous state keeps serving.
+    async fn apply(&mut self, state: &ClientState) -> Result<(), String>;
+    /// The stream is up (true) or lost (false).
+    fn connected(&mut self, _up: bool) {}
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Incremental xDS (DeltaAggregatedResources).
+    #[default]
+    Delta,
+    /// State of the world (StreamAggregatedResources).
+    StateOfTheWorld,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `host:port` of the control plane (plaintext gRPC).
+    pub address: String,
+    pub node: Node,
+    pub mode: Mode,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Runs forever: connects, follows the stream, reconnects with exponential backoff.
+pub async fn run<S: Subscriber>(opts: ClientOptions, mut subscriber: S) {
+    let mut state = ClientState::default();
+    let mut backoff = opts.backoff_initial;
+    loop {
+        let result = match opts.mode {
+            Mode::Delta => delta_session(&opts, &mut state, &mut subscriber, &mut backoff).await,
+            Mode::StateOfTheWorld => {
+                sotw_session(&opts, &mut state, &mut subscriber, &mut backoff).await
+            }
+        };
+        subscriber.connected(false);
+        match result {
+            Ok(()) => {
+                tracing::warn!(address = %opts.address, "xDS stream closed by the control plane")
+            }
+            Err(e) => tracing::warn!(address = %opts.address, retry_in = ?backoff, "xDS: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(opts.backoff_max);
+    }
+}
+
+async fn connect(
+    opts: &ClientOptions,
+) -> Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", opts.address))
+        .map_err(|e| format!("--xds {}: {e}", opts.address))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the control plane at {}: {e}", opts.address))?;
+    Ok(AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+fn rejected(message: String) -> Option<RpcStatus> {
+    Some(RpcStatus {
+        code: tonic::Code::InvalidArgument as i32,
+        message,
+        details: Vec::new(),
+    })
+}
+
+async fn delta_session<S: Subscriber>(
+    opts: &ClientOptions,
+    state: &mut ClientState,
+    subscriber: &mut S,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let mut client = connect(opts).await?;
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+    let mut subscribed: HashMap<&'static str, Option<BTreeSet<String>>> = HashMap::new();
+    subscribe_delta(opts, state, subscriber, &mut subscribed, &tx).await;
+    let mut responses = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("DeltaAggregatedResources: {e}"))?
+        .into_inner();
+    subscriber.connected(true);
+    while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
+        *backoff = opts.backoff_initial;
+        let DeltaDiscoveryResponse {
+            type_url,
+            resources,
+            removed_resources,
+            nonce,
+            ..
+        } = response;
+        let mut candidate = state.clone();
+        let held = candidate.types.entry(type_url.clone()).or_default();
+        for r in resources {
+            if let Some(body) = r.resource {
+                held.insert(
+                    r.name,
+                    Versioned {
+                        version: r.version,
+                        body,
+                    },
+                );
+            }
+        }
+        for name in &removed_resources {
+            held.remove(name);
+        }
+        prune(&mut candidate, subscriber);
+        let error_detail = match subscriber.apply(&candidate).await {
+            Ok(()) => {
+                *state = candidate;
+                None
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    r#type = short_type(&type_url),
+                    "xDS update refused (NACK): {reason}"
+                );
+                rejected(reason)
+            }
+        };
+        let reply = DeltaDiscoveryRequest {
+            type_url,
+            response_nonce: nonce,
+            error_detail,
+            ..Default::default()
+        };
+        if tx.send(reply).await.is_err() {
+            return Err("request stream closed".into());
+        }
+        subscribe_delta(opts, state, subscriber, &mut subscribed, &tx).await;
+    }
+    Ok(())
+}
+
+/// Drops what the subscriber no longer wants (routes of a removed listener, endpoints
+/// of a removed cluster), so the state it is given holds only what it refers to.
+fn prune<S: Subscriber>(state: &mut ClientState, subscriber: &S) {
+    for (type_url, want) in subscriber.interest(state) {
+        if let (Some(want), Some(held)) = (want, state.types.get_mut(type_url)) {
+            held.retain(|name, _| want.contains(name));
+        }
+    }
+}
+
+/// Sends what changed in the subscriptions since the last call.
+async fn subscribe_delta<S: Subscriber>(
+    opts: &ClientOptions,
+    state: &mut ClientState,
+    subscriber: &S,
+    subscribed: &mut HashMap<&'static str, Option<BTreeSet<String>>>,
+    tx: &mpsc::Sender<DeltaDiscoveryRequest>,
+) {
+    for (type_url, want) in subscriber.interest(state) {
+        let request = match subscribed.get(type_url) {
+            None => DeltaDiscoveryRequest {
+                node: Some(opts.node.clone()),
+                type_url: type_url.to_string(),
+                resource_names_subscribe: want.iter().flatten().cloned().collect(),
+                initial_resource_versions: state
+                    .of(type_url)
+                    .filter(|(name, _)| want.as_ref().is_none_or(|w| w.contains(*name)))
+                    .map(|(name, r)| (name.clone(), r.version.clone()))
+                    .collect(),
+                ..Default::default()
+            },
+            Some(had) if *had == want => continue,
+            Some(had) => {
+                let (had, now) = (
+                    had.clone().unwrap_or_default(),
+                    want.clone().unwrap_or_default(),
+                );
+                let gone: Vec<String> = had.difference(&now).cloned().collect();
+                // The server sends no removal for an unsubscribed name: forget it here.
+                if let Some(held) = state.types.get_mut(type_url) {
+                    for name in &gone {
+                        held.remove(name);
+                    }
+                }
+                DeltaDiscoveryRequest {
+                    type_url: type_url.to_string(),
+                    resource_names_subscribe: now.difference(&had).cloned().collect(),
+                    resource_names_unsubscribe: gone,
+                    ..Default::default()
+                }
+            }
+        };
+        subscribed.insert(type_url, want);
+        let _ = tx.send(request).await;
+    }
+}
+
+async fn sotw_session<S: Subscriber>(
+    opts: &ClientOptions,
+    state: &mut ClientState,
+    subscriber: &mut S,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let mut client = connect(opts).await?;
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+    // Per type: the names asked for and the version last accepted.
+    let mut asked: HashMap<&'static str, Option<BTreeSet<String>>> = HashMap::new();
+    let mut accepted: HashMap<String, String> = HashMap::new();
+    let mut nonces: HashMap<String, String> = HashMap::new();
+    let mut first = true;
+    subscribe_sotw(
+        opts, state, subscriber, &mut asked, &accepted, &nonces, &mut first, &tx,
+    )
+    .await;
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("StreamAggregatedResources: {e}"))?
+        .into_inner();
+    subscriber.connected(true);
+    while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
+        *backoff = opts.backoff_initial;
+        let DiscoveryResponse {
+            version_info,
+            resources,
+            type_url,
+            nonce,
+            ..
+        } = response;
+        let mut set = BTreeMap::new();
+        let mut undecodable = None;
+        for body in resources {
+            match resource_name(&body) {
+                Some(name) => {
+                    set.insert(
+                        name,
+                        Versioned {
+                            version: version_info.clone(),
+                            body,
+                        },
+                    );
+                }
+                None => undecodable = Some(format!("cannot decode a {} resource", body.type_url)),
+            }
+        }
+        let mut candidate = state.clone();
+        candidate.types.insert(type_url.clone(), set);
+        prune(&mut candidate, subscriber);
+        let verdict = match undecodable {
+            Some(e) => Err(e),
+            None => subscriber.apply(&candidate).await,
+        };
+        let error_detail = match verdict {
+            Ok(()) => {
+                *state = candidate;
+                accepted.insert(type_url.clone(), version_info.clone());
+                None
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    r#type = short_type(&type_url),
+                    "xDS update refused (NACK): {reason}"
+                );
+                rejected(reason)
+            }
+        };
+        nonces.insert(type_url.clone(), nonce.clone());
+        let names = asked
+            .iter()
+            .find(|(t, _)| **t == type_url)
+            .and_then(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let reply = DiscoveryRequest {
+            version_info: accepted.get(&type_url).cloned().unwrap_or_default(),
+            resource_names: names.into_iter().collect(),
+            type_url,
+            response_nonce: nonce,
+            error_detail,
+            ..Default::default()
+        };
+        if tx.send(reply).await.is_err() {
+            return Err("request stream closed".into());
+        }
+        subscribe_sotw(
+            opts, state, subscriber, &mut asked, &accepted, &nonces, &mut first, &tx,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subscribe_sotw<S: Subscriber>(
+    opts: &ClientOptions,
+    state: &ClientState,
+    subscriber: &S,
+    asked: &mut HashMap<&'static str, Option<BTreeSet<String>>>,
+    accepted: &HashMap<String, String>,
+    nonces: &HashMap<String, String>,
+    first: &mut bool,
+    tx: &mpsc::Sender<DiscoveryRequest>,
+) {
+    for (type_url, want) in subscriber.interest(state) {
+        if asked.get(type_url) == Some(&want) {
+            continue;
+        }
+        // Resuming: the version held tells the server what need not be sent again.
+        let version = accepted.get(type_url).cloned().or_else(|| {
+            state
+                .types
+                .get(type_url)
+                .and_then(|m| m.values().next())
+                .map(|r| r.version.clone())
+        });
+        let request = DiscoveryRequest {
+            node: first.then(|| opts.node.clone()),
+            version_info: version.unwrap_or_default(),
+            resource_names: want.iter().flatten().cloned().collect(),
+            type_url: type_url.to_string(),
+            response_nonce: nonces.get(type_url).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        *first = false;
+        asked.insert(type_url, want);
+        let _ = tx.send(request).await;
+    }
+}
+
+/// The name of a resource of one of the four core types (state of the world sends
+/// bare resources, so the client reads the names out of them).
+pub fn resource_name(body: &Any) -> Option<String> {
+    use envoy_types::pb::envoy::config::{cluster, endpoint, listener, route};
+    let bytes = body.value.as_slice();
+    match body.type_url.as_str() {
+        LISTENER => listener::v3::Listener::decode(bytes).ok().map(|r| r.name),
+        ROUTE => route::v3::RouteConfiguration::decode(bytes)
+            .ok()
+            .map(|r| r.name),
+        CLUSTER => cluster::v3::Cluster::decode(bytes).ok().map(|r| r.name),
+        ENDPOINT => endpoint::v3::ClusterLoadAssignment::decode(bytes)
+            .ok()
+            .map(|r| r.cluster_name),
+        _ => None,
+    }
+}

@@ -1,0 +1,380 @@
+//! The ADS server: one task per stream, woken by requests and by its node's snapshot.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use futures_util::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{is_wildcard_type, short_type, Cache, Snapshot};
+
+/// Counters the control plane exports.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub streams_open: AtomicU64,
+    pub responses: AtomicU64,
+    pub resources_sent: AtomicU64,
+    pub acks: AtomicU64,
+    pub nacks: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AdsServer {
+    cache: Cache,
+    stats: Arc<ServerStats>,
+}
+
+impl AdsServer {
+    pub fn new(cache: Cache) -> Self {
+        AdsServer {
+            cache,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+}
+
+type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let (cache, stats) = (self.cache.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            stats.streams_open.fetch_add(1, Ordering::Relaxed);
+            if let Err(status) = sotw(cache, request.into_inner(), &tx, &stats).await {
+                let _ = tx.send(Err(status)).await;
+            }
+            stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let (cache, stats) = (self.cache.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            stats.streams_open.fetch_add(1, Ordering::Relaxed);
+            if let Err(status) = delta(cache, request.into_inner(), &tx, &stats).await {
+                let _ = tx.send(Err(status)).await;
+            }
+            stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn node_id(
+    node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+) -> Result<String, Status> {
+    match node {
+        Some(n) if !n.id.is_empty() => Ok(n.id.clone()),
+        _ => Err(Status::invalid_argument(
+            "the first request on a stream must carry node.id",
+        )),
+    }
+}
+
+fn nack_message(status: &envoy_types::pb::google::rpc::Status) -> &str {
+    if status.message.is_empty() {
+        "(no message)"
+    } else {
+        &status.message
+    }
+}
+
+/// One type's subscription on a state-of-the-world stream.
+#[derive(Default)]
+struct SotwWatch {
+    /// None: every resource of the type.
+    names: Option<BTreeSet<String>>,
+    /// What the last response carried, to send again only on change.
+    sent: Option<(String, Option<BTreeSet<String>>)>,
+    nonce: String,
+}
+
+async fn sotw(
+    cache: Cache,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    stats: &ServerStats,
+) -> Result<(), Status> {
+    let Some(first) = requests.message().await? else {
+        return Ok(());
+    };
+    let node = node_id(first.node.as_ref())?;
+    let mut snapshots = cache.subscribe(&node);
+    let mut watches: HashMap<String, SotwWatch> = HashMap::new();
+    let mut nonce = 0u64;
+    let mut pending = Some(first);
+    loop {
+        if let Some(req) = pending.take() {
+            let w = watches.entry(req.type_url.clone()).or_default();
+            if !req.response_nonce.is_empty() && req.response_nonce != w.nonce {
+                // An answer to an older response; the newer one is in flight.
+                continue;
+            }
+            if let Some(err) = &req.error_detail {
+                stats.nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%node, r#type = short_type(&req.type_url), version = %req.version_info,
+                    "NACK: {}", nack_message(err));
+            } else if !req.response_nonce.is_empty() {
+                stats.acks.fetch_add(1, Ordering::Relaxed);
+            }
+            let wildcard = is_wildcard_type(&req.type_url)
+                && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+            w.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
+            if req.response_nonce.is_empty() && !req.version_info.is_empty() && w.sent.is_none() {
+                // A reconnecting client already holds this version of the set.
+                w.sent = Some((req.version_info.clone(), w.names.clone()));
+            }
+            let snapshot = snapshots.borrow().clone();
+            send_sotw(&req.type_url, w, &snapshot, &mut nonce, tx, stats).await?;
+        }
+        tokio::select! {
+            req = requests.message() => match req? {
+                Some(req) => pending = Some(req),
+                None => return Ok(()),
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                for (type_url, w) in watches.iter_mut() {
+                    send_sotw(type_url, w, &snapshot, &mut nonce, tx, stats).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn send_sotw(
+    type_url: &str,
+    w: &mut SotwWatch,
+    snapshot: &Snapshot,
+    nonce: &mut u64,
+    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    stats: &ServerStats,
+) -> Result<(), Status> {
+    let empty = Default::default();
+    let set = snapshot.get(type_url).unwrap_or(&empty);
+    let chosen: Vec<_> = set
+        .items
+        .iter()
+        .filter(|(name, _)| w.names.as_ref().is_none_or(|n| n.contains(*name)))
+        .collect();
+    // The version of what this subscriber gets, so a change elsewhere in the type
+    // sends it nothing.
+    let mut h = xxhash_rust::xxh64::Xxh64::new(2);
+    for (name, r) in &chosen {
+        h.update(name.as_bytes());
+        h.update(r.version.as_bytes());
+    }
+    let version = format!("{:016x}", h.digest());
+    let current = (version.clone(), w.names.clone());
+    if w.sent.as_ref() == Some(&current) {
+        return Ok(());
+    }
+    let resources: Vec<_> = chosen.into_iter().map(|(_, r)| r.body.clone()).collect();
+    *nonce += 1;
+    w.nonce = nonce.to_string();
+    w.sent = Some(current);
+    stats.responses.fetch_add(1, Ordering::Relaxed);
+    stats
+        .resources_sent
+        .fetch_add(resources.len() as u64, Ordering::Relaxed);
+    let response = DiscoveryResponse {
+        version_info: version,
+        resources,
+        type_url: type_url.to_string(),
+        nonce: w.nonce.clone(),
+        ..Default::default()
+    };
+    tx.send(Ok(response))
+        .await
+        .map_err(|_| Status::cancelled("stream closed"))
+}
+
+/// One type's subscription on a delta stream.
+#[derive(Default)]
+struct DeltaWatch {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// The version of each resource the client holds (as far as this server knows).
+    client: HashMap<String, String>,
+    /// Per unanswered response: what `client` said before it, restored on NACK so the
+    /// refused resources count as not held and go out again with the next change.
+    pending: HashMap<String, Vec<(String, Option<String>)>>,
+    responded: bool,
+}
+
+async fn delta(
+    cache: Cache,
+    mut requests: Streaming<DeltaDiscoveryRequest>,
+    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    stats: &ServerStats,
+) -> Result<(), Status> {
+    let Some(first) = requests.message().await? else {
+        return Ok(());
+    };
+    let node = node_id(first.node.as_ref())?;
+    let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
+    let mut watches: HashMap<String, DeltaWatch> = HashMap::new();
+    let mut nonce = 0u64;
+    let mut pending = Some(first);
+    loop {
+        if let Some(req) = pending.take() {
+            let fresh = !watches.contains_key(&req.type_url);
+            let w = watches.entry(req.type_url.clone()).or_default();
+            let before = w.pending.remove(&req.response_nonce);
+            if let Some(err) = &req.error_detail {
+                stats.nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%node, r#type = short_type(&req.type_url), nonce = %req.response_nonce,
+                    "NACK: {}", nack_message(err));
+                for (name, version) in before.into_iter().flatten() {
+                    match version {
+                        Some(v) => w.client.insert(name, v),
+                        None => w.client.remove(&name),
+                    };
+                }
+            } else if !req.response_nonce.is_empty() {
+                stats.acks.fetch_add(1, Ordering::Relaxed);
+            }
+            let subscription_change = fresh
+                || !req.resource_names_subscribe.is_empty()
+                || !req.resource_names_unsubscribe.is_empty();
+            if !subscription_change {
+                // An ACK or a NACK: nothing new to send until the snapshot changes.
+                continue;
+            }
+            if fresh {
+                w.wildcard =
+                    is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
+                w.client = req.initial_resource_versions.clone();
+            }
+            for name in &req.resource_names_subscribe {
+                if name == "*" {
+                    w.wildcard = true;
+                } else {
+                    w.names.insert(name.clone());
+                }
+            }
+            for name in &req.resource_names_unsubscribe {
+                if name == "*" {
+                    w.wildcard = false;
+                } else {
+                    w.names.remove(name);
+                    w.client.remove(name);
+                }
+            }
+            let snapshot = snapshots.borrow().clone();
+            send_delta(&req.type_url, w, &snapshot, &mut nonce, tx, stats).await?;
+        }
+        tokio::select! {
+            req = requests.message() => match req? {
+                Some(req) => pending = Some(req),
+                None => return Ok(()),
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                for (type_url, w) in watches.iter_mut() {
+                    send_delta(type_url, w, &snapshot, &mut nonce, tx, stats).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn send_delta(
+    type_url: &str,
+    w: &mut DeltaWatch,
+    snapshot: &Snapshot,
+    nonce: &mut u64,
+    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    stats: &ServerStats,
+) -> Result<(), Status> {
+    let empty = Default::default();
+    let set = snapshot.get(type_url).unwrap_or(&empty);
+    let wanted = |name: &str| w.wildcard || w.names.contains(name);
+    let mut resources = Vec::new();
+    for (name, r) in &set.items {
+        if wanted(name) && w.client.get(name) != Some(&r.version) {
+            resources.push(Resource {
+                name: name.clone(),
+                version: r.version.clone(),
+                resource: Some(r.body.clone()),
+                ..Default::default()
+            });
+        }
+    }
+    let removed: Vec<String> = w
+        .client
+        .keys()
+        .filter(|name| !set.items.contains_key(*name) || !wanted(name))
+        .cloned()
+        .collect();
+    if resources.is_empty() && removed.is_empty() && w.responded {
+        return Ok(());
+    }
+    *nonce += 1;
+    let mut before = Vec::with_capacity(resources.len() + removed.len());
+    for r in &resources {
+        before.push((
+            r.name.clone(),
+            w.client.insert(r.name.clone(), r.version.clone()),
+        ));
+    }
+    for name in &removed {
+        before.push((name.clone(), w.client.remove(name)));
+    }
+    w.pending.insert(nonce.to_string(), before);
+    w.responded = true;
+    stats.responses.fetch_add(1, Ordering::Relaxed);
+    stats
+        .resources_sent
+        .fetch_add(resources.len() as u64, Ordering::Relaxed);
+    let response = DeltaDiscoveryResponse {
+        system_version_info: set.version.clone(),
+        resources,
+        type_url: type_url.to_string(),
+        removed_resources: removed,
+        nonce: nonce.to_string(),
+        ..Default::default()
+    };
+    tx.send(Ok(response))
+        .await
+        .map_err(|_| Status::cancelled("stream closed"))
+}

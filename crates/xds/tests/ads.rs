@@ -1,0 +1,359 @@
+//! The ADS server and client against each other over real gRPC on loopback.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
+use trellis_xds::pb::envoy::config::core::v3::Node;
+use trellis_xds::pb::envoy::config::listener::v3::Listener;
+use trellis_xds::pb::envoy::config::route::v3::RouteConfiguration;
+use trellis_xds::pb::google::protobuf::Any;
+use trellis_xds::{AdsServer, Cache, ServerStats, Snapshot, LISTENER, ROUTE};
+
+/// Listeners named `l-<route>` each refer to the route configuration `<route>` through
+/// their stat_prefix-free `name`; the subscriber asks for the routes its listeners name.
+fn listener(route: &str, generation: u32) -> Any {
+    let l = Listener {
+        name: format!("l-{route}"),
+        stat_prefix: format!("gen{generation}"),
+        ..Default::default()
+    };
+    Any {
+        type_url: LISTENER.into(),
+        value: l.encode_to_vec(),
+    }
+}
+
+fn route(name: &str, generation: u32) -> Any {
+    let r = RouteConfiguration {
+        name: name.into(),
+        internal_only_headers: vec![format!("gen{generation}")],
+        ..Default::default()
+    };
+    Any {
+        type_url: ROUTE.into(),
+        value: r.encode_to_vec(),
+    }
+}
+
+fn snapshot(listeners: &[(&str, u32)], routes: &[(&str, u32)]) -> Snapshot {
+    let mut s = Snapshot::new();
+    s.declare(LISTENER).declare(ROUTE);
+    for (r, g) in listeners {
+        s.insert(format!("l-{r}"), listener(r, *g));
+    }
+    for (r, g) in routes {
+        s.insert(*r, route(r, *g));
+    }
+    s
+}
+
+#[derive(Clone, Default)]
+struct Recorder {
+    applied: Arc<Mutex<Vec<ClientState>>>,
+    /// A listener whose stat_prefix is this is refused.
+    poison: Arc<Mutex<Option<String>>>,
+}
+
+impl Recorder {
+    fn last(&self) -> Option<ClientState> {
+        self.applied.lock().unwrap().last().cloned()
+    }
+
+    /// (name, generation) of every held resource of `type_url`.
+    fn held(&self, type_url: &str) -> Vec<(String, String)> {
+        let Some(state) = self.last() else {
+            return vec![];
+        };
+        state
+            .of(type_url)
+            .map(|(name, r)| {
+                let generation = if type_url == LISTENER {
+                    Listener::decode(r.body.value.as_slice())
+                        .unwrap()
+                        .stat_prefix
+                } else {
+                    RouteConfiguration::decode(r.body.value.as_slice())
+                        .unwrap()
+                        .internal_only_headers
+                        .join(",")
+                };
+                (name.clone(), generation)
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Subscriber for Recorder {
+    fn interest(&self, state: &ClientState) -> Interest {
+        let routes: BTreeSet<String> = state
+            .of(LISTENER)
+            .map(|(name, _)| name.trim_start_matches("l-").to_string())
+            .collect();
+        vec![(LISTENER, None), (ROUTE, Some(routes))]
+    }
+
+    async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
+        let poison = self.poison.lock().unwrap().clone();
+        for (name, r) in state.of(LISTENER) {
+            let l = Listener::decode(r.body.value.as_slice()).map_err(|e| e.to_string())?;
+            if Some(&l.stat_prefix) == poison.as_ref() {
+                return Err(format!(
+                    "listener {name}: stat_prefix {} is not supported",
+                    l.stat_prefix
+                ));
+            }
+        }
+        self.applied.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+}
+
+/// A control plane on a runtime of its own: stopping it drops every stream, as a
+/// killed process would.
+struct Plane {
+    cache: Cache,
+    stats: Arc<ServerStats>,
+    addr: std::net::SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Plane {
+    fn stop(mut self) {
+        self.runtime.take().unwrap().shutdown_background();
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn serve(cache: Cache, addr: Option<std::net::SocketAddr>) -> Plane {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let std_listener =
+        std::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap())).unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let server = AdsServer::new(cache.clone());
+    let stats = server.stats();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    Plane {
+        cache,
+        stats,
+        addr,
+        runtime: Some(runtime),
+    }
+}
+
+fn start_client(addr: std::net::SocketAddr, mode: Mode) -> (Recorder, tokio::task::JoinHandle<()>) {
+    let recorder = Recorder::default();
+    let opts = ClientOptions {
+        address: addr.to_string(),
+        node: Node {
+            id: "sidecar~10.0.0.1~reviews-v1.default~default.svc.cluster.local".into(),
+            ..Default::default()
+        },
+        mode,
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(client::run(opts, recorder.clone()));
+    (recorder, task)
+}
+
+const NODE: &str = "sidecar~10.0.0.1~reviews-v1.default~default.svc.cluster.local";
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn sent(stats: &ServerStats) -> u64 {
+    stats
+        .resources_sent
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+async fn subscriptions_updates_and_removals(mode: Mode) {
+    let plane = serve(Cache::new(), None).await;
+    plane.cache.set(
+        NODE,
+        snapshot(&[("a", 1), ("b", 1)], &[("a", 1), ("b", 1), ("c", 1)]),
+    );
+    let (rec, _client) = start_client(plane.addr, mode);
+    until("listeners and their routes", || {
+        rec.held(ROUTE) == pairs(&[("a", "gen1"), ("b", "gen1")])
+    })
+    .await;
+    assert_eq!(
+        rec.held(LISTENER),
+        pairs(&[("l-a", "gen1"), ("l-b", "gen1")])
+    );
+
+    // One route changes: delta sends that one resource, SotW the subscribed set.
+    let before = sent(&plane.stats);
+    plane.cache.set(
+        NODE,
+        snapshot(&[("a", 1), ("b", 1)], &[("a", 2), ("b", 1), ("c", 1)]),
+    );
+    until("the changed route", || {
+        rec.held(ROUTE) == pairs(&[("a", "gen2"), ("b", "gen1")])
+    })
+    .await;
+    let expected = if mode == Mode::Delta { 1 } else { 2 };
+    assert_eq!(sent(&plane.stats) - before, expected);
+
+    // A listener goes: its route is no longer wanted and is dropped too.
+    plane
+        .cache
+        .set(NODE, snapshot(&[("a", 1)], &[("a", 2), ("b", 1), ("c", 1)]));
+    until("the removal", || {
+        rec.held(LISTENER) == pairs(&[("l-a", "gen1")])
+    })
+    .await;
+    until("the unsubscribed route", || {
+        rec.held(ROUTE) == pairs(&[("a", "gen2")])
+    })
+    .await;
+
+    // A new listener subscribes to route c.
+    plane.cache.set(
+        NODE,
+        snapshot(&[("a", 1), ("c", 1)], &[("a", 2), ("b", 1), ("c", 1)]),
+    );
+    until("route c", || {
+        rec.held(ROUTE) == pairs(&[("a", "gen2"), ("c", "gen1")])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delta_subscriptions_updates_and_removals() {
+    subscriptions_updates_and_removals(Mode::Delta).await;
+}
+
+#[tokio::test]
+async fn sotw_subscriptions_updates_and_removals() {
+    subscriptions_updates_and_removals(Mode::StateOfTheWorld).await;
+}
+
+async fn nack_keeps_the_previous_version(mode: Mode) {
+    let plane = serve(Cache::new(), None).await;
+    plane.cache.set(NODE, snapshot(&[("a", 1)], &[("a", 1)]));
+    let (rec, _client) = start_client(plane.addr, mode);
+    until("first config", || {
+        rec.held(LISTENER) == pairs(&[("l-a", "gen1")])
+    })
+    .await;
+    *rec.poison.lock().unwrap() = Some("gen2".into());
+    plane
+        .cache
+        .set(NODE, snapshot(&[("a", 2), ("b", 1)], &[("a", 1), ("b", 1)]));
+    until("the NACK", || {
+        plane.stats.nacks.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(
+        rec.held(LISTENER),
+        pairs(&[("l-a", "gen1")]),
+        "the refused listeners are not applied"
+    );
+    // The same bad version is not sent again; the next good one applies.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        plane.stats.nacks.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    plane
+        .cache
+        .set(NODE, snapshot(&[("a", 3), ("b", 1)], &[("a", 1), ("b", 1)]));
+    until("the fixed config", || {
+        rec.held(LISTENER) == pairs(&[("l-a", "gen3"), ("l-b", "gen1")])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delta_nack_keeps_the_previous_version() {
+    nack_keeps_the_previous_version(Mode::Delta).await;
+}
+
+#[tokio::test]
+async fn sotw_nack_keeps_the_previous_version() {
+    nack_keeps_the_previous_version(Mode::StateOfTheWorld).await;
+}
+
+async fn reconnect_resumes_from_held_versions(mode: Mode) {
+    let cache = Cache::new();
+    cache.set(NODE, snapshot(&[("a", 1), ("b", 1)], &[("a", 1), ("b", 1)]));
+    let plane = serve(cache.clone(), None).await;
+    let (rec, _client) = start_client(plane.addr, mode);
+    until("first config", || rec.held(ROUTE).len() == 2).await;
+    let addr = plane.addr;
+    plane.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rec.held(ROUTE).len(),
+        2,
+        "the last config stays while disconnected"
+    );
+
+    // A new server with the same snapshot: the client says what it holds; nothing is resent.
+    let plane = serve(cache, Some(addr)).await;
+    until("the new stream", || {
+        plane
+            .stats
+            .streams_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent(&plane.stats), 0, "unchanged resources are not resent");
+    plane
+        .cache
+        .set(NODE, snapshot(&[("a", 1), ("b", 1)], &[("a", 1), ("b", 2)]));
+    until("the change after reconnecting", || {
+        rec.held(ROUTE) == pairs(&[("a", "gen1"), ("b", "gen2")])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delta_reconnect_resumes_from_held_versions() {
+    reconnect_resumes_from_held_versions(Mode::Delta).await;
+}
+
+#[tokio::test]
+async fn sotw_reconnect_resumes_from_held_versions() {
+    reconnect_resumes_from_held_versions(Mode::StateOfTheWorld).await;
+}
