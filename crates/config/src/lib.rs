@@ -90,6 +90,19 @@ impl Config {
         }
     }
 
+    /// Validates a config built in memory (from xDS, say); `source` names it in errors.
+    pub fn check(&self, source: &str) -> Result<(), ConfigError> {
+        let errors = validate::validate(self);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                file: source.to_string(),
+                errors,
+            })
+        }
+    }
+
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
     }

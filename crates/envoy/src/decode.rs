@@ -1,0 +1,1238 @@
+//! Envoy resources → Trellis config, refusing what Trellis cannot honour with the
+//! resource, the field and the reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message;
+use trellis_config::{self as tc, Dur, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
+use trellis_xds::pb::envoy::config::cluster::v3 as cl;
+use trellis_xds::pb::envoy::config::core::v3 as core;
+use trellis_xds::pb::envoy::config::endpoint::v3 as ep;
+use trellis_xds::pb::envoy::config::listener::v3 as lis;
+use trellis_xds::pb::envoy::config::route::v3 as rt;
+use trellis_xds::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use trellis_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use trellis_xds::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use trellis_xds::pb::envoy::extensions::upstreams::http::v3 as uhttp;
+use trellis_xds::pb::envoy::r#type::matcher::v3 as m;
+use trellis_xds::pb::envoy::r#type::v3 as ty;
+use trellis_xds::pb::google::protobuf::{Any, Duration as PDuration};
+
+use crate::structs::{from_struct, TypedStruct};
+use crate::types;
+
+/// The listeners and clusters of a complete set of resources.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decoded {
+    pub listeners: Vec<tc::Listener>,
+    pub clusters: Vec<tc::Cluster>,
+    /// Route configurations and endpoint assignments referred to but not received yet
+    /// (`RouteConfiguration/<name>`); apply nothing until this is empty.
+    pub waiting_for: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{resource}: {path}: {message}")]
+pub struct DecodeError {
+    /// `Listener outbound`, `Cluster reviews`...
+    pub resource: String,
+    pub path: String,
+    pub message: String,
+}
+
+struct Ctx<'a> {
+    resource: String,
+    routes: &'a BTreeMap<String, Any>,
+    endpoints: &'a BTreeMap<String, Any>,
+    waiting: &'a mut Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, path: &str, message: impl Into<String>) -> DecodeError {
+        DecodeError {
+            resource: self.resource.clone(),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn decode<M: Message + Default>(
+        &self,
+        any: &Any,
+        want: &str,
+        path: &str,
+    ) -> Result<M, DecodeError> {
+        if any.type_url != want {
+            return Err(self.err(path, format!("expected {want}, got {}", any.type_url)));
+        }
+        M::decode(any.value.as_slice()).map_err(|e| self.err(path, format!("cannot decode: {e}")))
+    }
+}
+
+/// Decodes the listeners and clusters in `listeners`/`clusters`, looking up their route
+/// configurations and endpoint assignments by name.
+pub fn decode(
+    listeners: &BTreeMap<String, Any>,
+    routes: &BTreeMap<String, Any>,
+    clusters: &BTreeMap<String, Any>,
+    endpoints: &BTreeMap<String, Any>,
+) -> Result<Decoded, DecodeError> {
+    let mut out = Decoded::default();
+    for (name, body) in listeners {
+        let mut ctx = Ctx {
+            resource: format!("Listener {name}"),
+            routes,
+            endpoints,
+            waiting: &mut out.waiting_for,
+        };
+        let l: lis::Listener = ctx.decode(body, trellis_xds::LISTENER, "")?;
+        if let Some(l) = listener(&mut ctx, l)? {
+            out.listeners.push(l);
+        }
+    }
+    for (name, body) in clusters {
+        let mut ctx = Ctx {
+            resource: format!("Cluster {name}"),
+            routes,
+            endpoints,
+            waiting: &mut out.waiting_for,
+        };
+        let c: cl::Cluster = ctx.decode(body, trellis_xds::CLUSTER, "")?;
+        if let Some(c) = cluster(&mut ctx, c)? {
+            out.clusters.push(c);
+        }
+    }
+    Ok(out)
+}
+
+fn dur(d: Option<PDuration>) -> Option<Dur> {
+    d.map(|d| {
+        Dur(Duration::new(
+            d.seconds.max(0) as u64,
+            d.nanos.max(0) as u32,
+        ))
+    })
+}
+
+fn percent(f: Option<ty::FractionalPercent>) -> f64 {
+    use ty::fractional_percent::DenominatorType;
+    match f {
+        None => 100.0,
+        Some(f) => {
+            let denominator = match DenominatorType::try_from(f.denominator) {
+                Ok(DenominatorType::Hundred) => 100.0,
+                Ok(DenominatorType::TenThousand) => 10_000.0,
+                _ => 1_000_000.0,
+            };
+            f64::from(f.numerator) * 100.0 / denominator
+        }
+    }
+}
+
+fn address(ctx: &Ctx, a: Option<&core::Address>, path: &str) -> Result<String, DecodeError> {
+    match a.and_then(|a| a.address.as_ref()) {
+        Some(core::address::Address::SocketAddress(s)) => {
+            let port = match s.port_specifier {
+                Some(core::socket_address::PortSpecifier::PortValue(p)) => p,
+                _ => return Err(ctx.err(path, "named ports are not supported")),
+            };
+            Ok(if s.address.contains(':') {
+                format!("[{}]:{port}", s.address)
+            } else {
+                format!("{}:{port}", s.address)
+            })
+        }
+        Some(_) => Err(ctx.err(
+            path,
+            "only socket addresses are supported (not pipes or internal addresses)",
+        )),
+        None => Err(ctx.err(path, "missing address")),
+    }
+}
+
+fn typed_struct(
+    ctx: &Ctx,
+    any: &Any,
+    want: &str,
+    path: &str,
+) -> Result<serde_json::Value, DecodeError> {
+    let t: TypedStruct = ctx.decode(any, types::TYPED_STRUCT, path)?;
+    if t.type_url != want {
+        return Err(ctx.err(
+            path,
+            format!("expected a TypedStruct of {want}, got {}", t.type_url),
+        ));
+    }
+    Ok(t.value.as_ref().map(from_struct).unwrap_or_default())
+}
+
+fn authorization(ctx: &Ctx, any: &Any, path: &str) -> Result<tc::Authorization, DecodeError> {
+    let json = typed_struct(ctx, any, types::AUTHZ, path)?;
+    serde_json::from_value(json).map_err(|e| ctx.err(path, format!("authorization: {e}")))
+}
+
+fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, DecodeError> {
+    if l.api_listener.is_some() {
+        return Err(ctx.err(
+            "api_listener",
+            "API listeners are for proxyless clients, not the proxy",
+        ));
+    }
+    if l.use_original_dst.is_some_and(|v| v.value) {
+        return Err(ctx.err(
+            "use_original_dst",
+            "transparent capture is not supported yet",
+        ));
+    }
+    for (i, f) in l.listener_filters.iter().enumerate() {
+        // The proxy tells TLS from plaintext by itself; other listener filters change behaviour.
+        if !matches!(
+            f.name.as_str(),
+            "envoy.filters.listener.tls_inspector" | "envoy.filters.listener.http_inspector"
+        ) {
+            return Err(ctx.err(
+                &format!("listener_filters[{i}]"),
+                format!("{} is not supported", f.name),
+            ));
+        }
+    }
+    let mut addresses = vec![address(ctx, l.address.as_ref(), "address")?];
+    for (i, a) in l.additional_addresses.iter().enumerate() {
+        addresses.push(address(
+            ctx,
+            a.address.as_ref(),
+            &format!("additional_addresses[{i}].address"),
+        )?);
+    }
+    // One chain, or PERMISSIVE's pair told apart by transport protocol.
+    let (chain, permissive) = match l.filter_chains.as_slice() {
+        [one] => {
+            if one
+                .filter_chain_match
+                .as_ref()
+                .is_some_and(|m| *m != lis::FilterChainMatch::default())
+            {
+                return Err(ctx.err(
+                    "filter_chains[0].filter_chain_match",
+                    "filter chain matching is supported only as PERMISSIVE's tls/raw_buffer pair",
+                ));
+            }
+            (one, false)
+        }
+        [a, b] => {
+            let proto = |c: &lis::FilterChain| {
+                c.filter_chain_match
+                    .as_ref()
+                    .map(|m| m.transport_protocol.clone())
+                    .unwrap_or_default()
+            };
+            let (tls_chain, plain) =
+                match (proto(a).as_str(), proto(b).as_str()) {
+                    ("tls", "raw_buffer") => (a, b),
+                    ("raw_buffer", "tls") => (b, a),
+                    _ => return Err(ctx.err(
+                        "filter_chains",
+                        "two filter chains are supported only as PERMISSIVE's tls/raw_buffer pair",
+                    )),
+                };
+            if tls_chain.filters != plain.filters || plain.transport_socket.is_some() {
+                return Err(ctx.err("filter_chains", "PERMISSIVE's two chains must have the same filters, and only the tls one a transport socket"));
+            }
+            (tls_chain, true)
+        }
+        [] => return Err(ctx.err("filter_chains", "no filter chain")),
+        _ => {
+            return Err(ctx.err(
+                "filter_chains",
+                "more than two filter chains are not supported",
+            ))
+        }
+    };
+    let mut out = tc::Listener {
+        name: l.name.clone(),
+        address: None,
+        addresses,
+        tcp: None,
+        http: None,
+        tls: None,
+        authorization: None,
+    };
+    let mut filters = chain.filters.iter().enumerate().peekable();
+    if let Some((i, f)) = filters.peek() {
+        if f.name == crate::AUTHZ {
+            let path = format!("filter_chains[0].filters[{i}]");
+            out.authorization = Some(authorization(ctx, filter_config(ctx, f, &path)?, &path)?);
+            filters.next();
+        }
+    }
+    let Some((i, f)) = filters.next() else {
+        return Err(ctx.err("filter_chains[0].filters", "no network filter"));
+    };
+    let path = format!("filter_chains[0].filters[{i}]");
+    let config = filter_config(ctx, f, &path)?;
+    match config.type_url.as_str() {
+        types::TCP_PROXY => {
+            let t: tcp::TcpProxy = ctx.decode(config, types::TCP_PROXY, &path)?;
+            match t.cluster_specifier {
+                Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => {
+                    out.tcp = Some(tc::TcpProxy { cluster: c })
+                }
+                _ => return Err(ctx.err(&path, "tcp_proxy: only a single cluster is supported")),
+            }
+        }
+        types::HCM => {
+            let h: hcm::HttpConnectionManager = ctx.decode(config, types::HCM, &path)?;
+            match http_manager(ctx, h, &path, &mut out)? {
+                Some(h) => out.http = Some(h),
+                None => return Ok(None),
+            }
+        }
+        other => {
+            return Err(ctx.err(
+                &path,
+                format!(
+                    "{} ({other}) is not supported (tcp_proxy and http_connection_manager are)",
+                    f.name
+                ),
+            ))
+        }
+    }
+    if let Some((i, f)) = filters.next() {
+        return Err(ctx.err(
+            &format!("filter_chains[0].filters[{i}]"),
+            format!("{}: nothing may follow the terminal filter", f.name),
+        ));
+    }
+    if let Some(socket) = &chain.transport_socket {
+        let path = "filter_chains[0].transport_socket";
+        let any = match &socket.config_type {
+            Some(core::transport_socket::ConfigType::TypedConfig(a)) => a,
+            None => return Err(ctx.err(path, "missing typed_config")),
+        };
+        let d: tls::DownstreamTlsContext = ctx.decode(any, types::DOWNSTREAM_TLS, path)?;
+        let mut t = downstream_tls(ctx, d, path)?;
+        t.mode = if permissive {
+            tc::TlsMode::Permissive
+        } else {
+            tc::TlsMode::Strict
+        };
+        if let Some(d) = dur(chain.transport_socket_connect_timeout) {
+            t.handshake_timeout = d;
+        }
+        out.tls = Some(t);
+    } else if permissive {
+        return Err(ctx.err("filter_chains", "the tls chain has no transport socket"));
+    }
+    Ok(Some(out))
+}
+
+fn filter_config<'a>(ctx: &Ctx, f: &'a lis::Filter, path: &str) -> Result<&'a Any, DecodeError> {
+    match &f.config_type {
+        Some(lis::filter::ConfigType::TypedConfig(a)) => Ok(a),
+        _ => Err(ctx.err(path, format!("{}: only typed_config is supported", f.name))),
+    }
+}
+
+fn http_manager(
+    ctx: &mut Ctx,
+    h: hcm::HttpConnectionManager,
+    path: &str,
+    out: &mut tc::Listener,
+) -> Result<Option<tc::HttpManager>, DecodeError> {
+    use hcm::http_connection_manager::{CodecType, RouteSpecifier};
+    let codec = match CodecType::try_from(h.codec_type) {
+        Ok(CodecType::Auto) => tc::Codec::Auto,
+        Ok(CodecType::Http1) => tc::Codec::Http1,
+        Ok(CodecType::Http2) => tc::Codec::Http2,
+        _ => return Err(ctx.err(path, "codec_type: only AUTO, HTTP1 and HTTP2 are supported")),
+    };
+    for (i, f) in h.http_filters.iter().enumerate() {
+        let fpath = format!("{path}.http_filters[{i}]");
+        match f.name.as_str() {
+            crate::ROUTER | crate::FAULT => {}
+            crate::AUTHZ => {
+                let any = match &f.config_type {
+                    Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a,
+                    _ => return Err(ctx.err(&fpath, "missing typed_config")),
+                };
+                out.authorization = Some(authorization(ctx, any, &fpath)?);
+            }
+            other if f.is_optional => {
+                let _ = other; // Optional filters may be skipped, as Envoy does.
+            }
+            other => return Err(ctx.err(&fpath, format!("HTTP filter {other} is not supported"))),
+        }
+    }
+    let config = match h.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => {
+            let Some(any) = ctx.routes.get(&rds.route_config_name) else {
+                ctx.waiting
+                    .push(format!("RouteConfiguration/{}", rds.route_config_name));
+                return Ok(None);
+            };
+            let mut inner = Ctx {
+                resource: format!("RouteConfiguration {}", rds.route_config_name),
+                routes: ctx.routes,
+                endpoints: ctx.endpoints,
+                waiting: ctx.waiting,
+            };
+            let r: rt::RouteConfiguration = inner.decode(any, trellis_xds::ROUTE, "")?;
+            route_configuration(&mut inner, r)?
+        }
+        Some(RouteSpecifier::RouteConfig(r)) => route_configuration(ctx, r)?,
+        _ => return Err(ctx.err(path, "route_specifier: rds or route_config is required")),
+    };
+    Ok(Some(tc::HttpManager {
+        codec,
+        virtual_hosts: config,
+        access_log: None,
+    }))
+}
+
+fn route_configuration(
+    ctx: &mut Ctx,
+    r: rt::RouteConfiguration,
+) -> Result<Vec<tc::VirtualHost>, DecodeError> {
+    r.virtual_hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| virtual_host(ctx, v, &format!("virtual_hosts[{i}]")))
+        .collect()
+}
+
+fn header_values(
+    ctx: &Ctx,
+    values: &[core::HeaderValueOption],
+    path: &str,
+) -> Result<Vec<tc::HeaderValue>, DecodeError> {
+    use core::header_value_option::HeaderAppendAction;
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let header = h
+                .header
+                .as_ref()
+                .ok_or_else(|| ctx.err(&format!("{path}[{i}]"), "missing header"))?;
+            #[allow(deprecated)]
+            let legacy_append = h.append.map(|v| v.value);
+            let append = match legacy_append {
+                Some(a) => a,
+                None => !matches!(
+                    HeaderAppendAction::try_from(h.append_action),
+                    Ok(HeaderAppendAction::OverwriteIfExistsOrAdd)
+                ),
+            };
+            Ok(tc::HeaderValue {
+                name: header.key.clone(),
+                value: header.value.clone(),
+                append,
+            })
+        })
+        .collect()
+}
+
+fn virtual_host(
+    ctx: &mut Ctx,
+    v: rt::VirtualHost,
+    path: &str,
+) -> Result<tc::VirtualHost, DecodeError> {
+    let routes = v
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| route(ctx, r, &format!("{path}.routes[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(tc::VirtualHost {
+        name: v.name,
+        domains: v.domains,
+        routes,
+        request_headers_to_add: header_values(
+            ctx,
+            &v.request_headers_to_add,
+            &format!("{path}.request_headers_to_add"),
+        )?,
+        request_headers_to_remove: v.request_headers_to_remove,
+        response_headers_to_add: header_values(
+            ctx,
+            &v.response_headers_to_add,
+            &format!("{path}.response_headers_to_add"),
+        )?,
+        response_headers_to_remove: v.response_headers_to_remove,
+    })
+}
+
+fn string_match(
+    ctx: &Ctx,
+    s: &m::StringMatcher,
+    name: &str,
+    path: &str,
+) -> Result<tc::HeaderMatcher, DecodeError> {
+    use m::string_matcher::MatchPattern;
+    if s.ignore_case {
+        return Err(ctx.err(path, "ignore_case string matchers are not supported"));
+    }
+    let mut h = tc::HeaderMatcher {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    match &s.match_pattern {
+        Some(MatchPattern::Exact(v)) => h.exact = Some(v.clone()),
+        Some(MatchPattern::Prefix(v)) => h.prefix = Some(v.clone()),
+        Some(MatchPattern::Suffix(v)) => h.suffix = Some(v.clone()),
+        Some(MatchPattern::SafeRegex(r)) => h.regex = Some(r.regex.clone()),
+        _ => {
+            return Err(ctx.err(
+                path,
+                "only exact, prefix, suffix and safe_regex string matchers are supported",
+            ))
+        }
+    }
+    Ok(h)
+}
+
+#[allow(deprecated)] // Older control planes still send the pre-StringMatcher forms.
+fn header_matcher(
+    ctx: &Ctx,
+    h: &rt::HeaderMatcher,
+    path: &str,
+) -> Result<tc::HeaderMatcher, DecodeError> {
+    use rt::header_matcher::HeaderMatchSpecifier;
+    let mut out = match &h.header_match_specifier {
+        Some(HeaderMatchSpecifier::StringMatch(s)) => string_match(ctx, s, &h.name, path)?,
+        Some(HeaderMatchSpecifier::PresentMatch(present)) => tc::HeaderMatcher {
+            name: h.name.clone(),
+            present: Some(*present),
+            ..Default::default()
+        },
+        Some(HeaderMatchSpecifier::ExactMatch(v)) => tc::HeaderMatcher {
+            name: h.name.clone(),
+            exact: Some(v.clone()),
+            ..Default::default()
+        },
+        Some(HeaderMatchSpecifier::PrefixMatch(v)) => tc::HeaderMatcher {
+            name: h.name.clone(),
+            prefix: Some(v.clone()),
+            ..Default::default()
+        },
+        Some(HeaderMatchSpecifier::SuffixMatch(v)) => tc::HeaderMatcher {
+            name: h.name.clone(),
+            suffix: Some(v.clone()),
+            ..Default::default()
+        },
+        Some(HeaderMatchSpecifier::SafeRegexMatch(r)) => tc::HeaderMatcher {
+            name: h.name.clone(),
+            regex: Some(r.regex.clone()),
+            ..Default::default()
+        },
+        None => tc::HeaderMatcher {
+            name: h.name.clone(),
+            present: Some(true),
+            ..Default::default()
+        },
+        _ => return Err(ctx.err(path, "this header match form is not supported")),
+    };
+    out.invert = h.invert_match;
+    // "Present, inverted" is how Envoy says "absent".
+    if out.present == Some(true) && out.invert {
+        out.present = Some(false);
+        out.invert = false;
+    }
+    Ok(out)
+}
+
+fn route(ctx: &mut Ctx, r: rt::Route, path: &str) -> Result<tc::Route, DecodeError> {
+    use rt::route_match::PathSpecifier;
+    let mm = r.r#match.ok_or_else(|| ctx.err(path, "missing match"))?;
+    let mut matches = tc::RouteMatch::default();
+    match mm.path_specifier {
+        Some(PathSpecifier::Prefix(p)) => matches.prefix = Some(p),
+        Some(PathSpecifier::Path(p)) => matches.path = Some(p),
+        Some(PathSpecifier::SafeRegex(re)) => matches.regex = Some(re.regex),
+        _ => {
+            return Err(ctx.err(
+                &format!("{path}.match"),
+                "only prefix, path and safe_regex are supported",
+            ))
+        }
+    }
+    matches.ignore_case = mm.case_sensitive.is_some_and(|c| !c.value);
+    if mm.runtime_fraction.is_some()
+        || mm.grpc.is_some()
+        || mm.tls_context.is_some()
+        || !mm.dynamic_metadata.is_empty()
+    {
+        return Err(ctx.err(
+            &format!("{path}.match"),
+            "runtime_fraction, grpc, tls_context and dynamic_metadata matches are not supported",
+        ));
+    }
+    for (i, h) in mm.headers.iter().enumerate() {
+        let hpath = format!("{path}.match.headers[{i}]");
+        let decoded = header_matcher(ctx, h, &hpath)?;
+        if h.name == ":method" && !decoded.invert {
+            let methods = decoded.exact.clone().or(decoded.regex.clone()).filter(|v| {
+                v.split('|')
+                    .all(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()))
+            });
+            match methods {
+                Some(v) => matches.methods.extend(v.split('|').map(str::to_string)),
+                None => {
+                    return Err(ctx.err(
+                        &hpath,
+                        ":method matches only exact methods or an alternation of them",
+                    ))
+                }
+            }
+        } else {
+            matches.headers.push(decoded);
+        }
+    }
+    for (i, q) in mm.query_parameters.iter().enumerate() {
+        use rt::query_parameter_matcher::QueryParameterMatchSpecifier;
+        let qpath = format!("{path}.match.query_parameters[{i}]");
+        matches
+            .query_params
+            .push(match &q.query_parameter_match_specifier {
+                Some(QueryParameterMatchSpecifier::StringMatch(s)) => {
+                    string_match(ctx, s, &q.name, &qpath)?
+                }
+                Some(QueryParameterMatchSpecifier::PresentMatch(p)) => tc::HeaderMatcher {
+                    name: q.name.clone(),
+                    present: Some(*p),
+                    ..Default::default()
+                },
+                None => tc::HeaderMatcher {
+                    name: q.name.clone(),
+                    present: Some(true),
+                    ..Default::default()
+                },
+            });
+    }
+    let mut out = tc::Route {
+        name: (!r.name.is_empty()).then_some(r.name),
+        matches,
+        route: None,
+        redirect: None,
+        direct_response: None,
+        fault: None,
+        request_headers_to_add: header_values(
+            ctx,
+            &r.request_headers_to_add,
+            &format!("{path}.request_headers_to_add"),
+        )?,
+        request_headers_to_remove: r.request_headers_to_remove,
+        response_headers_to_add: header_values(
+            ctx,
+            &r.response_headers_to_add,
+            &format!("{path}.response_headers_to_add"),
+        )?,
+        response_headers_to_remove: r.response_headers_to_remove,
+    };
+    match r.action {
+        Some(rt::route::Action::Route(a)) => {
+            out.route = Some(route_action(ctx, a, &format!("{path}.route"))?)
+        }
+        Some(rt::route::Action::Redirect(d)) => {
+            use rt::redirect_action::{
+                PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
+            };
+            let code = match RedirectResponseCode::try_from(d.response_code) {
+                Ok(RedirectResponseCode::Found) => 302,
+                Ok(RedirectResponseCode::SeeOther) => 303,
+                Ok(RedirectResponseCode::TemporaryRedirect) => 307,
+                Ok(RedirectResponseCode::PermanentRedirect) => 308,
+                _ => 301,
+            };
+            let (mut path_redirect, mut prefix_rewrite) = (None, None);
+            match d.path_rewrite_specifier {
+                Some(PathRewriteSpecifier::PathRedirect(p)) => path_redirect = Some(p),
+                Some(PathRewriteSpecifier::PrefixRewrite(p)) => prefix_rewrite = Some(p),
+                None => {}
+                Some(_) => {
+                    return Err(ctx.err(
+                        &format!("{path}.redirect"),
+                        "regex_rewrite is not supported",
+                    ))
+                }
+            }
+            out.redirect = Some(tc::Redirect {
+                scheme: match d.scheme_rewrite_specifier {
+                    Some(SchemeRewriteSpecifier::SchemeRedirect(s)) => Some(s),
+                    Some(SchemeRewriteSpecifier::HttpsRedirect(true)) => Some("https".into()),
+                    _ => None,
+                },
+                host: (!d.host_redirect.is_empty()).then_some(d.host_redirect),
+                port: u16::try_from(d.port_redirect).ok().filter(|&p| p != 0),
+                path: path_redirect,
+                prefix_rewrite,
+                response_code: code,
+                strip_query: d.strip_query,
+            });
+        }
+        Some(rt::route::Action::DirectResponse(d)) => {
+            let body = match d.body.and_then(|b| b.specifier) {
+                None => String::new(),
+                Some(core::data_source::Specifier::InlineString(s)) => s,
+                Some(core::data_source::Specifier::InlineBytes(b)) => {
+                    String::from_utf8_lossy(&b).into_owned()
+                }
+                Some(_) => {
+                    return Err(ctx.err(
+                        &format!("{path}.direct_response.body"),
+                        "only inline bodies are supported",
+                    ))
+                }
+            };
+            let status = u16::try_from(d.status).map_err(|_| {
+                ctx.err(
+                    &format!("{path}.direct_response.status"),
+                    format!("{} is not an HTTP status", d.status),
+                )
+            })?;
+            out.direct_response = Some(tc::DirectResponse { status, body });
+        }
+        _ => {
+            return Err(ctx.err(
+                path,
+                "only route, redirect and direct_response actions are supported",
+            ))
+        }
+    }
+    for (name, any) in &r.typed_per_filter_config {
+        let fpath = format!("{path}.typed_per_filter_config[{name}]");
+        if name != crate::FAULT {
+            return Err(ctx.err(&fpath, "only the fault filter takes per-route config"));
+        }
+        let f: fault::HttpFault = ctx.decode(any, types::FAULT, &fpath)?;
+        out.fault = Some(fault_config(ctx, f, &fpath)?);
+    }
+    Ok(out)
+}
+
+fn fault_config(ctx: &Ctx, f: fault::HttpFault, path: &str) -> Result<tc::Fault, DecodeError> {
+    use trellis_xds::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
+    let delay = match f.delay {
+        None => None,
+        Some(d) => match d.fault_delay_secifier {
+            Some(FaultDelaySecifier::FixedDelay(fixed)) => Some(tc::FaultDelay {
+                fixed: dur(Some(fixed)).unwrap_or_default(),
+                percent: percent(d.percentage),
+            }),
+            _ => return Err(ctx.err(&format!("{path}.delay"), "only fixed delays are supported")),
+        },
+    };
+    let abort = match f.abort {
+        None => None,
+        Some(a) => match a.error_type {
+            Some(fault::fault_abort::ErrorType::HttpStatus(s)) => Some(tc::FaultAbort {
+                status: u16::try_from(s)
+                    .map_err(|_| ctx.err(&format!("{path}.abort"), "bad status"))?,
+                percent: percent(a.percentage),
+            }),
+            _ => {
+                return Err(ctx.err(
+                    &format!("{path}.abort"),
+                    "only http_status aborts are supported",
+                ))
+            }
+        },
+    };
+    Ok(tc::Fault { delay, abort })
+}
+
+fn route_action(ctx: &Ctx, a: rt::RouteAction, path: &str) -> Result<tc::RouteAction, DecodeError> {
+    use rt::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+    let (mut cluster, mut weighted_clusters) = (None, Vec::new());
+    match a.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => cluster = Some(c),
+        Some(ClusterSpecifier::WeightedClusters(w)) => {
+            weighted_clusters = w
+                .clusters
+                .into_iter()
+                .map(|c| tc::WeightedCluster {
+                    name: c.name,
+                    weight: c.weight.map(|w| w.value).unwrap_or(0),
+                })
+                .collect()
+        }
+        _ => return Err(ctx.err(path, "only cluster and weighted_clusters are supported")),
+    }
+    let host_rewrite = match a.host_rewrite_specifier {
+        None => None,
+        Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(h),
+        Some(_) => return Err(ctx.err(path, "only host_rewrite_literal is supported")),
+    };
+    if a.regex_rewrite.is_some() {
+        return Err(ctx.err(path, "regex_rewrite is not supported"));
+    }
+    if a.request_mirror_policies.len() > 1 {
+        return Err(ctx.err(
+            &format!("{path}.request_mirror_policies"),
+            "one mirror per route is supported",
+        ));
+    }
+    let hash_policy = a
+        .hash_policy
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            use rt::route_action::hash_policy::PolicySpecifier;
+            match &h.policy_specifier {
+                Some(PolicySpecifier::Header(header)) => Ok(tc::HashPolicy {
+                    header: Some(header.header_name.clone()),
+                    source_ip: false,
+                }),
+                Some(PolicySpecifier::ConnectionProperties(c)) => Ok(tc::HashPolicy {
+                    header: None,
+                    source_ip: c.source_ip,
+                }),
+                _ => Err(ctx.err(
+                    &format!("{path}.hash_policy[{i}]"),
+                    "only header and source_ip hashing are supported",
+                )),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(tc::RouteAction {
+        cluster,
+        weighted_clusters,
+        prefix_rewrite: (!a.prefix_rewrite.is_empty()).then_some(a.prefix_rewrite),
+        host_rewrite,
+        // Envoy's default route timeout is 15 s; an explicit 0 disables it.
+        timeout: dur(a.timeout).unwrap_or(Dur::secs(15)),
+        retry_policy: a.retry_policy.map(|p| tc::RetryPolicy {
+            retry_on: p.retry_on,
+            num_retries: p.num_retries.map(|n| n.value).unwrap_or(1),
+            per_try_timeout: dur(p.per_try_timeout),
+            retriable_status_codes: p
+                .retriable_status_codes
+                .iter()
+                .filter_map(|&c| u16::try_from(c).ok())
+                .collect(),
+        }),
+        request_mirror: a
+            .request_mirror_policies
+            .into_iter()
+            .next()
+            .map(|mp| tc::Mirror {
+                cluster: mp.cluster,
+                percent: percent(mp.runtime_fraction.and_then(|r| r.default_value)),
+            }),
+        hash_policy,
+    })
+}
+
+fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeError> {
+    use cl::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
+    let discovery = match c.cluster_discovery_type {
+        None => DiscoveryType::Static,
+        Some(ClusterDiscoveryType::Type(t)) => {
+            DiscoveryType::try_from(t).unwrap_or(DiscoveryType::Static)
+        }
+        Some(_) => return Err(ctx.err("cluster_type", "custom cluster types are not supported")),
+    };
+    let (discovery, assignment) = match discovery {
+        DiscoveryType::Eds => {
+            let name = c
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| c.name.clone());
+            let Some(any) = ctx.endpoints.get(&name) else {
+                ctx.waiting.push(format!("ClusterLoadAssignment/{name}"));
+                return Ok(None);
+            };
+            let cla: ep::ClusterLoadAssignment =
+                ctx.decode(any, trellis_xds::ENDPOINT, "endpoints")?;
+            (tc::DiscoveryType::Static, cla)
+        }
+        DiscoveryType::Static => (
+            tc::DiscoveryType::Static,
+            c.load_assignment.clone().unwrap_or_default(),
+        ),
+        DiscoveryType::StrictDns | DiscoveryType::LogicalDns => (
+            tc::DiscoveryType::Dns,
+            c.load_assignment.clone().unwrap_or_default(),
+        ),
+        DiscoveryType::OriginalDst => {
+            return Err(ctx.err("type", "ORIGINAL_DST clusters are not supported"))
+        }
+    };
+    let lb_policy = match LbPolicy::try_from(c.lb_policy) {
+        Ok(LbPolicy::RoundRobin) => tc::LbPolicy::RoundRobin,
+        Ok(LbPolicy::LeastRequest) => tc::LbPolicy::LeastRequest,
+        Ok(LbPolicy::Random) => tc::LbPolicy::Random,
+        Ok(LbPolicy::RingHash) => tc::LbPolicy::RingHash,
+        Ok(LbPolicy::Maglev) => tc::LbPolicy::Maglev,
+        _ => {
+            return Err(ctx.err(
+                "lb_policy",
+                "only ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH and MAGLEV are supported",
+            ))
+        }
+    };
+    let mut endpoints = Vec::new();
+    for (l, locality) in assignment.endpoints.iter().enumerate() {
+        for (i, e) in locality.lb_endpoints.iter().enumerate() {
+            let path = format!("endpoints[{l}].lb_endpoints[{i}]");
+            // Endpoints marked unhealthy or draining by the control plane get no traffic.
+            if matches!(
+                core::HealthStatus::try_from(e.health_status),
+                Ok(core::HealthStatus::Unhealthy | core::HealthStatus::Draining)
+            ) {
+                continue;
+            }
+            let address = match &e.host_identifier {
+                Some(ep::lb_endpoint::HostIdentifier::Endpoint(ep)) => address(
+                    ctx,
+                    ep.address.as_ref(),
+                    &format!("{path}.endpoint.address"),
+                )?,
+                _ => return Err(ctx.err(&path, "only inline endpoints are supported")),
+            };
+            let weight = e.load_balancing_weight.map(|w| w.value).unwrap_or(1);
+            endpoints.push(if weight == 1 {
+                tc::Endpoint::Address(address)
+            } else {
+                tc::Endpoint::Weighted { address, weight }
+            });
+        }
+    }
+    let defaults = tc::CircuitBreakers::default();
+    let circuit_breakers = match c.circuit_breakers.as_ref().and_then(|b| {
+        b.thresholds
+            .iter()
+            .find(|t| t.priority == core::RoutingPriority::Default as i32)
+    }) {
+        None => defaults,
+        Some(t) => tc::CircuitBreakers {
+            max_connections: t
+                .max_connections
+                .map(|v| v.value)
+                .unwrap_or(defaults.max_connections),
+            max_pending_requests: t
+                .max_pending_requests
+                .map(|v| v.value)
+                .unwrap_or(defaults.max_pending_requests),
+            max_requests: t
+                .max_requests
+                .map(|v| v.value)
+                .unwrap_or(defaults.max_requests),
+            max_retries: t
+                .max_retries
+                .map(|v| v.value)
+                .unwrap_or(defaults.max_retries),
+        },
+    };
+    let outlier_detection = c.outlier_detection.as_ref().map(|o| {
+        let d = tc::OutlierDetection::default();
+        tc::OutlierDetection {
+            consecutive_5xx: o
+                .consecutive_5xx
+                .map(|v| v.value)
+                .unwrap_or(d.consecutive_5xx),
+            consecutive_gateway_failure: match o
+                .enforcing_consecutive_gateway_failure
+                .map(|v| v.value)
+            {
+                Some(0) | None => 0,
+                Some(_) => o.consecutive_gateway_failure.map(|v| v.value).unwrap_or(5),
+            },
+            interval: dur(o.interval).unwrap_or(d.interval),
+            base_ejection_time: dur(o.base_ejection_time).unwrap_or(d.base_ejection_time),
+            max_ejection_time: dur(o.max_ejection_time).unwrap_or(d.max_ejection_time),
+            max_ejection_percent: o
+                .max_ejection_percent
+                .map(|v| v.value)
+                .unwrap_or(d.max_ejection_percent),
+        }
+    });
+    #[allow(deprecated)]
+    let mut http2 = c.http2_protocol_options.is_some();
+    if let Some(any) = c.typed_extension_protocol_options.get(crate::HTTP_OPTIONS) {
+        use uhttp::http_protocol_options::{
+            explicit_http_config::ProtocolConfig, UpstreamProtocolOptions,
+        };
+        let o: uhttp::HttpProtocolOptions =
+            ctx.decode(any, types::HTTP_OPTIONS, "typed_extension_protocol_options")?;
+        http2 = matches!(
+            o.upstream_protocol_options,
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
+        );
+    }
+    let tls = match &c.transport_socket {
+        None => None,
+        Some(socket) => {
+            let any = match &socket.config_type {
+                Some(core::transport_socket::ConfigType::TypedConfig(a)) => a,
+                None => return Err(ctx.err("transport_socket", "missing typed_config")),
+            };
+            let u: tls::UpstreamTlsContext =
+                ctx.decode(any, types::UPSTREAM_TLS, "transport_socket")?;
+            Some(upstream_tls(ctx, u, "transport_socket")?)
+        }
+    };
+    #[allow(deprecated)]
+    let dns_refresh_rate = dur(c.dns_refresh_rate).unwrap_or(Dur::secs(5));
+    Ok(Some(tc::Cluster {
+        name: c.name,
+        discovery,
+        endpoints,
+        lb_policy,
+        connect_timeout: dur(c.connect_timeout).unwrap_or(Dur::secs(5)),
+        http2,
+        dns_refresh_rate,
+        circuit_breakers,
+        outlier_detection,
+        tls,
+    }))
+}
+
+fn version(
+    ctx: &Ctx,
+    v: i32,
+    default: tc::TlsVersion,
+    path: &str,
+) -> Result<tc::TlsVersion, DecodeError> {
+    use tls::tls_parameters::TlsProtocol;
+    match TlsProtocol::try_from(v) {
+        Ok(TlsProtocol::TlsAuto) => Ok(default),
+        Ok(TlsProtocol::TlSv12) => Ok(tc::TlsVersion::V1_2),
+        Ok(TlsProtocol::TlSv13) => Ok(tc::TlsVersion::V1_3),
+        _ => Err(ctx.err(path, "TLS versions below 1.2 are refused")),
+    }
+}
+
+fn file_name(
+    ctx: &Ctx,
+    d: &Option<core::DataSource>,
+    path: &str,
+) -> Result<Option<String>, DecodeError> {
+    match d.as_ref().and_then(|d| d.specifier.as_ref()) {
+        None => Ok(None),
+        Some(core::data_source::Specifier::Filename(f)) => Ok(Some(f.clone())),
+        Some(_) => Err(ctx.err(
+            path,
+            "inline key material is not accepted over xDS; use a file or SDS",
+        )),
+    }
+}
+
+struct CommonTls {
+    certificates: Vec<tc::TlsCertificate>,
+    trusted_ca: Option<String>,
+    sans: Vec<(i32, m::string_matcher::MatchPattern)>,
+    min: tc::TlsVersion,
+    max: tc::TlsVersion,
+    alpn: Vec<String>,
+}
+
+fn common_tls(
+    ctx: &Ctx,
+    c: Option<tls::CommonTlsContext>,
+    path: &str,
+) -> Result<CommonTls, DecodeError> {
+    use tls::common_tls_context::ValidationContextType;
+    let c = c.unwrap_or_default();
+    let params = c.tls_params.clone().unwrap_or_default();
+    let mut out = CommonTls {
+        certificates: Vec::new(),
+        trusted_ca: None,
+        sans: Vec::new(),
+        min: version(
+            ctx,
+            params.tls_minimum_protocol_version,
+            tc::TlsVersion::V1_2,
+            &format!("{path}.tls_params"),
+        )?,
+        max: version(
+            ctx,
+            params.tls_maximum_protocol_version,
+            tc::TlsVersion::V1_3,
+            &format!("{path}.tls_params"),
+        )?,
+        alpn: c.alpn_protocols.clone(),
+    };
+    for (i, s) in c.tls_certificate_sds_secret_configs.iter().enumerate() {
+        if s.name != "default" {
+            return Err(ctx.err(
+                &format!("{path}.tls_certificate_sds_secret_configs[{i}]"),
+                format!(
+                    "secret {:?}: only the workload certificate \"default\" is served",
+                    s.name
+                ),
+            ));
+        }
+        out.certificates.push(tc::TlsCertificate {
+            certificate_chain: SDS_WORKLOAD_CERT.into(),
+            private_key: None,
+            private_key_provider: tc::PrivateKeyProvider::Memory,
+            server_names: Vec::new(),
+        });
+    }
+    for (i, t) in c.tls_certificates.iter().enumerate() {
+        let cpath = format!("{path}.tls_certificates[{i}]");
+        let chain = file_name(ctx, &t.certificate_chain, &cpath)?
+            .ok_or_else(|| ctx.err(&cpath, "missing certificate_chain"))?;
+        let mut key = file_name(ctx, &t.private_key, &cpath)?;
+        let mut provider = tc::PrivateKeyProvider::Memory;
+        if let Some(p) = &t.private_key_provider {
+            let any = match &p.config_type {
+                Some(tls::private_key_provider::ConfigType::TypedConfig(a)) => a,
+                None => return Err(ctx.err(&cpath, "private_key_provider: missing typed_config")),
+            };
+            if p.provider_name != "cryptomb" {
+                return Err(ctx.err(
+                    &cpath,
+                    format!(
+                        "private key provider {:?} is not supported (cryptomb is)",
+                        p.provider_name
+                    ),
+                ));
+            }
+            let json = typed_struct(ctx, any, "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig", &cpath)?;
+            key = json["private_key"]["filename"].as_str().map(str::to_string);
+            let poll_delay = json["poll_delay"]
+                .as_str()
+                .and_then(|s| s.strip_suffix('s'))
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(|s| Dur(Duration::from_secs_f64(s)))
+                .unwrap_or(Dur::millis(1));
+            provider = tc::PrivateKeyProvider::Cryptomb(tc::CryptoMb {
+                poll_delay,
+                fallback: json["fallback"].as_bool().unwrap_or(p.fallback),
+            });
+        }
+        out.certificates.push(tc::TlsCertificate {
+            certificate_chain: chain,
+            private_key: key,
+            private_key_provider: provider,
+            server_names: Vec::new(),
+        });
+    }
+    let (validation, sds) = match c.validation_context_type {
+        None => (None, None),
+        Some(ValidationContextType::ValidationContext(v)) => (Some(v), None),
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => (None, Some(s)),
+        Some(ValidationContextType::CombinedValidationContext(c)) => (
+            c.default_validation_context,
+            c.validation_context_sds_secret_config,
+        ),
+        Some(_) => return Err(ctx.err(path, "this validation context form is not supported")),
+    };
+    if let Some(s) = sds {
+        if s.name != "ROOTCA" {
+            return Err(ctx.err(
+                path,
+                format!("validation secret {:?}: only \"ROOTCA\" is served", s.name),
+            ));
+        }
+        out.trusted_ca = Some(SDS_ROOT_CA.into());
+    }
+    if let Some(v) = validation {
+        if let Some(ca) = file_name(
+            ctx,
+            &v.trusted_ca,
+            &format!("{path}.validation_context.trusted_ca"),
+        )? {
+            out.trusted_ca = Some(ca);
+        }
+        for s in v.match_typed_subject_alt_names {
+            if let Some(p) = s.matcher.and_then(|m| m.match_pattern) {
+                out.sans.push((s.san_type, p));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn downstream_tls(
+    ctx: &Ctx,
+    d: tls::DownstreamTlsContext,
+    path: &str,
+) -> Result<tc::DownstreamTls, DecodeError> {
+    let c = common_tls(
+        ctx,
+        d.common_tls_context,
+        &format!("{path}.common_tls_context"),
+    )?;
+    let mut trust_domains = Vec::new();
+    for (_, p) in &c.sans {
+        match p {
+            m::string_matcher::MatchPattern::Prefix(p) if p.starts_with("spiffe://") && p.ends_with('/') => {
+                trust_domains.push(p["spiffe://".len()..p.len() - 1].to_string());
+            }
+            _ => return Err(ctx.err(path, "client SAN matching is supported as SPIFFE trust-domain prefixes (spiffe://<domain>/)")),
+        }
+    }
+    let mtls_off = c.trusted_ca.is_none();
+    if mtls_off {
+        // Without client verification these settings are unused; keep the defaults.
+        trust_domains = vec!["cluster.local".into()];
+    } else if trust_domains.is_empty() {
+        trust_domains.push("*".into());
+    }
+    let stateless_off = matches!(
+        d.session_ticket_keys_type,
+        Some(
+            tls::downstream_tls_context::SessionTicketKeysType::DisableStatelessSessionResumption(
+                true
+            )
+        )
+    );
+    Ok(tc::DownstreamTls {
+        mode: tc::TlsMode::Strict,
+        certificates: c.certificates,
+        alpn: (!c.alpn.is_empty()).then_some(c.alpn),
+        min_version: c.min,
+        max_version: c.max,
+        trusted_ca: c.trusted_ca,
+        require_client_certificate: mtls_off
+            || d.require_client_certificate
+                .map(|v| v.value)
+                .unwrap_or(false),
+        trust_domains,
+        session_resumption: !(stateless_off && d.disable_stateful_session_resumption),
+        handshake_timeout: Dur::secs(10),
+    })
+}
+
+fn upstream_tls(
+    ctx: &Ctx,
+    u: tls::UpstreamTlsContext,
+    path: &str,
+) -> Result<tc::UpstreamTls, DecodeError> {
+    let c = common_tls(
+        ctx,
+        u.common_tls_context,
+        &format!("{path}.common_tls_context"),
+    )?;
+    let match_identities = c
+        .sans
+        .iter()
+        .map(|(_, p)| match p {
+            m::string_matcher::MatchPattern::Exact(v) => Ok(v.clone()),
+            _ => Err(ctx.err(path, "server SAN matching is supported as exact identities")),
+        })
+        .collect::<Result<_, _>>()?;
+    if c.certificates.len() > 1 {
+        return Err(ctx.err(path, "one client certificate per cluster"));
+    }
+    Ok(tc::UpstreamTls {
+        trusted_ca: c.trusted_ca.ok_or_else(|| {
+            ctx.err(
+                path,
+                "upstream TLS needs trusted roots (a file or the ROOTCA secret)",
+            )
+        })?,
+        certificate: c.certificates.into_iter().next(),
+        sni: (!u.sni.is_empty()).then_some(u.sni),
+        match_identities,
+        min_version: c.min,
+        max_version: c.max,
+    })
+}

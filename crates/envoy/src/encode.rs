@@ -1,0 +1,898 @@
+//! Trellis config → Envoy resources.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use trellis_config::{self as tc, Config, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
+use trellis_xds::pb::envoy::config::cluster::v3 as cl;
+use trellis_xds::pb::envoy::config::core::v3 as core;
+use trellis_xds::pb::envoy::config::endpoint::v3 as ep;
+use trellis_xds::pb::envoy::config::listener::v3 as lis;
+use trellis_xds::pb::envoy::config::route::v3 as rt;
+use trellis_xds::pb::envoy::extensions::filters::common::fault::v3 as cfault;
+use trellis_xds::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use trellis_xds::pb::envoy::extensions::filters::http::router::v3 as router;
+use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use trellis_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use trellis_xds::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use trellis_xds::pb::envoy::extensions::upstreams::http::v3 as uhttp;
+use trellis_xds::pb::envoy::r#type::matcher::v3 as m;
+use trellis_xds::pb::envoy::r#type::v3 as ty;
+use trellis_xds::pb::google::protobuf::{Any, BoolValue, Duration as PDuration, UInt32Value};
+
+use crate::structs::TypedStruct;
+use crate::{any, structs, types};
+
+/// The Envoy resources of one proxy's config.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    pub listeners: Vec<lis::Listener>,
+    pub routes: Vec<rt::RouteConfiguration>,
+    pub clusters: Vec<cl::Cluster>,
+    pub endpoints: Vec<ep::ClusterLoadAssignment>,
+}
+
+impl Resources {
+    /// As a snapshot for the ADS server.
+    pub fn snapshot(&self) -> trellis_xds::Snapshot {
+        let mut s = trellis_xds::Snapshot::new();
+        for t in [
+            trellis_xds::LISTENER,
+            trellis_xds::ROUTE,
+            trellis_xds::CLUSTER,
+            trellis_xds::ENDPOINT,
+        ] {
+            s.declare(t);
+        }
+        for l in &self.listeners {
+            s.insert(&l.name, any(trellis_xds::LISTENER, l));
+        }
+        for r in &self.routes {
+            s.insert(&r.name, any(trellis_xds::ROUTE, r));
+        }
+        for c in &self.clusters {
+            s.insert(&c.name, any(trellis_xds::CLUSTER, c));
+        }
+        for e in &self.endpoints {
+            s.insert(&e.cluster_name, any(trellis_xds::ENDPOINT, e));
+        }
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct EncodeError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> EncodeError {
+    EncodeError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Encodes the listeners and clusters of `config` (admin, limits and identity stay
+/// with the proxy's bootstrap file).
+pub fn encode(config: &Config) -> Result<Resources, EncodeError> {
+    let mut out = Resources::default();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}] ({})", l.name);
+        let (listener, routes) = listener(l, &path)?;
+        out.listeners.push(listener);
+        out.routes.extend(routes);
+    }
+    for (i, c) in config.clusters.iter().enumerate() {
+        let path = format!("clusters[{i}] ({})", c.name);
+        let (cluster, endpoints) = cluster(c, &path)?;
+        out.clusters.push(cluster);
+        out.endpoints.extend(endpoints);
+    }
+    Ok(out)
+}
+
+pub(crate) fn ads() -> core::ConfigSource {
+    core::ConfigSource {
+        resource_api_version: core::ApiVersion::V3 as i32,
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            core::AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn duration(d: Duration) -> PDuration {
+    PDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn u32v(v: u32) -> Option<UInt32Value> {
+    Some(UInt32Value { value: v })
+}
+
+/// `percent` (0..=100, fractional) as parts per million.
+fn fraction(percent: f64) -> ty::FractionalPercent {
+    ty::FractionalPercent {
+        numerator: (percent * 10_000.0).round() as u32,
+        denominator: ty::fractional_percent::DenominatorType::Million as i32,
+    }
+}
+
+pub(crate) fn socket_address(addr: &str, path: &str) -> Result<core::Address, EncodeError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| err(path, format!("{addr:?} is not host:port")))?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| err(path, format!("{addr:?}: bad port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: host.to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    })
+}
+
+fn typed_struct(type_url: &str, json: serde_json::Value) -> Any {
+    any(
+        types::TYPED_STRUCT,
+        &TypedStruct {
+            type_url: type_url.to_string(),
+            value: Some(structs::to_struct(&json)),
+        },
+    )
+}
+
+fn listener(
+    l: &tc::Listener,
+    path: &str,
+) -> Result<(lis::Listener, Option<rt::RouteConfiguration>), EncodeError> {
+    let mut addresses = l.all_addresses();
+    let first = addresses.next().ok_or_else(|| err(path, "no address"))?;
+    let mut out = lis::Listener {
+        name: l.name.clone(),
+        address: Some(socket_address(first, path)?),
+        additional_addresses: addresses
+            .map(|a| {
+                Ok(lis::AdditionalAddress {
+                    address: Some(socket_address(a, path)?),
+                    ..Default::default()
+                })
+            })
+            .collect::<Result<_, EncodeError>>()?,
+        ..Default::default()
+    };
+    let authz = l
+        .authorization
+        .as_ref()
+        .map(|a| typed_struct(types::AUTHZ, serde_json::to_value(a).unwrap_or_default()));
+    let mut filters = Vec::new();
+    let mut routes = None;
+    if let Some(t) = &l.tcp {
+        if let Some(a) = &authz {
+            filters.push(lis::Filter {
+                name: crate::AUTHZ.into(),
+                config_type: Some(lis::filter::ConfigType::TypedConfig(a.clone())),
+            });
+        }
+        let proxy = tcp::TcpProxy {
+            stat_prefix: l.name.clone(),
+            cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(t.cluster.clone())),
+            ..Default::default()
+        };
+        filters.push(lis::Filter {
+            name: crate::TCP_PROXY.into(),
+            config_type: Some(lis::filter::ConfigType::TypedConfig(any(
+                types::TCP_PROXY,
+                &proxy,
+            ))),
+        });
+    } else if let Some(h) = &l.http {
+        if h.access_log.is_some() {
+            return Err(err(
+                format!("{path}.http.access_log"),
+                "access logs are configured in the proxy's own file, not over xDS",
+            ));
+        }
+        let mut http_filters = Vec::new();
+        if let Some(a) = authz {
+            http_filters.push(hcm::HttpFilter {
+                name: crate::AUTHZ.into(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(a)),
+                ..Default::default()
+            });
+        }
+        http_filters.push(hcm::HttpFilter {
+            name: crate::FAULT.into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                types::FAULT,
+                &fault::HttpFault::default(),
+            ))),
+            ..Default::default()
+        });
+        http_filters.push(hcm::HttpFilter {
+            name: crate::ROUTER.into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                types::ROUTER,
+                &router::Router::default(),
+            ))),
+            ..Default::default()
+        });
+        use hcm::http_connection_manager::CodecType;
+        let manager = hcm::HttpConnectionManager {
+            codec_type: match h.codec {
+                tc::Codec::Auto => CodecType::Auto,
+                tc::Codec::Http1 => CodecType::Http1,
+                tc::Codec::Http2 => CodecType::Http2,
+            } as i32,
+            stat_prefix: l.name.clone(),
+            route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                hcm::Rds {
+                    config_source: Some(ads()),
+                    route_config_name: l.name.clone(),
+                },
+            )),
+            http_filters,
+            ..Default::default()
+        };
+        filters.push(lis::Filter {
+            name: crate::HCM.into(),
+            config_type: Some(lis::filter::ConfigType::TypedConfig(any(
+                types::HCM,
+                &manager,
+            ))),
+        });
+        routes = Some(route_configuration(&l.name, h, path)?);
+    } else {
+        return Err(err(path, "neither tcp nor http"));
+    }
+    let chain = |transport_socket, transport_protocol: &str| lis::FilterChain {
+        filter_chain_match: (!transport_protocol.is_empty()).then(|| lis::FilterChainMatch {
+            transport_protocol: transport_protocol.to_string(),
+            ..Default::default()
+        }),
+        filters: filters.clone(),
+        transport_socket,
+        transport_socket_connect_timeout: l
+            .tls
+            .as_ref()
+            .map(|t| duration(t.handshake_timeout.get())),
+        ..Default::default()
+    };
+    match &l.tls {
+        None => out.filter_chains.push(chain(None, "")),
+        Some(t) => {
+            let socket = Some(core::TransportSocket {
+                name: crate::TLS_SOCKET.into(),
+                config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+                    types::DOWNSTREAM_TLS,
+                    &downstream_tls(t, &format!("{path}.tls"))?,
+                ))),
+            });
+            match t.mode {
+                tc::TlsMode::Strict => out.filter_chains.push(chain(socket, "")),
+                tc::TlsMode::Permissive => {
+                    out.filter_chains.push(chain(socket, "tls"));
+                    out.filter_chains.push(chain(None, "raw_buffer"));
+                }
+            }
+        }
+    }
+    Ok((out, routes))
+}
+
+fn tls_version(v: tc::TlsVersion) -> i32 {
+    use tls::tls_parameters::TlsProtocol;
+    match v {
+        tc::TlsVersion::V1_2 => TlsProtocol::TlSv12 as i32,
+        tc::TlsVersion::V1_3 => TlsProtocol::TlSv13 as i32,
+    }
+}
+
+fn file(path: &str) -> Option<core::DataSource> {
+    Some(core::DataSource {
+        specifier: Some(core::data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    })
+}
+
+fn sds(name: &str) -> tls::SdsSecretConfig {
+    tls::SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(ads()),
+    }
+}
+
+fn certificates(
+    certs: &[tc::TlsCertificate],
+    common: &mut tls::CommonTlsContext,
+    path: &str,
+) -> Result<(), EncodeError> {
+    if certs.len() > 1 || certs.iter().any(|c| !c.server_names.is_empty()) {
+        return Err(err(
+            path,
+            "SNI certificate tables are not carried over xDS yet",
+        ));
+    }
+    for c in certs {
+        if c.certificate_chain == SDS_WORKLOAD_CERT {
+            common
+                .tls_certificate_sds_secret_configs
+                .push(sds("default"));
+            continue;
+        }
+        let private_key_provider = match &c.private_key_provider {
+            tc::PrivateKeyProvider::Memory => None,
+            tc::PrivateKeyProvider::Cryptomb(mb) => Some(tls::PrivateKeyProvider {
+                provider_name: "cryptomb".into(),
+                config_type: Some(tls::private_key_provider::ConfigType::TypedConfig(typed_struct(
+                    "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig",
+                    serde_json::json!({
+                        "private_key": { "filename": c.private_key },
+                        "poll_delay": format!("{}s", mb.poll_delay.get().as_secs_f64()),
+                        "fallback": mb.fallback,
+                    }),
+                ))),
+                fallback: mb.fallback,
+            }),
+        };
+        common.tls_certificates.push(tls::TlsCertificate {
+            certificate_chain: file(&c.certificate_chain),
+            private_key: if private_key_provider.is_some() {
+                None
+            } else {
+                c.private_key.as_deref().and_then(file)
+            },
+            private_key_provider,
+            ..Default::default()
+        });
+    }
+    Ok(())
+}
+
+fn san_matcher(
+    san_type: tls::subject_alt_name_matcher::SanType,
+    pattern: m::string_matcher::MatchPattern,
+) -> tls::SubjectAltNameMatcher {
+    tls::SubjectAltNameMatcher {
+        san_type: san_type as i32,
+        matcher: Some(m::StringMatcher {
+            match_pattern: Some(pattern),
+            ignore_case: false,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Roots from a file or the `ROOTCA` secret, with SAN matchers.
+fn validation(
+    trusted_ca: &str,
+    sans: Vec<tls::SubjectAltNameMatcher>,
+    common: &mut tls::CommonTlsContext,
+) {
+    use tls::common_tls_context::ValidationContextType;
+    common.validation_context_type = Some(if trusted_ca == SDS_ROOT_CA {
+        ValidationContextType::CombinedValidationContext(
+            tls::common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(tls::CertificateValidationContext {
+                    match_typed_subject_alt_names: sans,
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(sds("ROOTCA")),
+                ..Default::default()
+            },
+        )
+    } else {
+        ValidationContextType::ValidationContext(tls::CertificateValidationContext {
+            trusted_ca: file(trusted_ca),
+            match_typed_subject_alt_names: sans,
+            ..Default::default()
+        })
+    });
+}
+
+fn downstream_tls(
+    t: &tc::DownstreamTls,
+    path: &str,
+) -> Result<tls::DownstreamTlsContext, EncodeError> {
+    let mut common = tls::CommonTlsContext {
+        tls_params: Some(tls::TlsParameters {
+            tls_minimum_protocol_version: tls_version(t.min_version),
+            tls_maximum_protocol_version: tls_version(t.max_version),
+            ..Default::default()
+        }),
+        alpn_protocols: t.alpn.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    certificates(
+        &t.certificates,
+        &mut common,
+        &format!("{path}.certificates"),
+    )?;
+    if let Some(ca) = &t.trusted_ca {
+        // Trust domains as Istio writes them: a URI SAN prefix per domain.
+        let sans = t
+            .trust_domains
+            .iter()
+            .filter(|d| d.as_str() != "*")
+            .map(|d| {
+                san_matcher(
+                    tls::subject_alt_name_matcher::SanType::Uri,
+                    m::string_matcher::MatchPattern::Prefix(format!("spiffe://{d}/")),
+                )
+            })
+            .collect();
+        validation(ca, sans, &mut common);
+    }
+    Ok(tls::DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(BoolValue {
+            value: t.trusted_ca.is_some() && t.require_client_certificate,
+        }),
+        session_ticket_keys_type: (!t.session_resumption).then_some(
+            tls::downstream_tls_context::SessionTicketKeysType::DisableStatelessSessionResumption(
+                true,
+            ),
+        ),
+        disable_stateful_session_resumption: !t.session_resumption,
+        ..Default::default()
+    })
+}
+
+fn upstream_tls(t: &tc::UpstreamTls, path: &str) -> Result<tls::UpstreamTlsContext, EncodeError> {
+    let mut common = tls::CommonTlsContext {
+        tls_params: Some(tls::TlsParameters {
+            tls_minimum_protocol_version: tls_version(t.min_version),
+            tls_maximum_protocol_version: tls_version(t.max_version),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    certificates(
+        t.certificate.as_slice(),
+        &mut common,
+        &format!("{path}.certificate"),
+    )?;
+    let sans = t
+        .match_identities
+        .iter()
+        .map(|id| {
+            let kind = if id.contains("://") {
+                tls::subject_alt_name_matcher::SanType::Uri
+            } else {
+                tls::subject_alt_name_matcher::SanType::Dns
+            };
+            san_matcher(kind, m::string_matcher::MatchPattern::Exact(id.clone()))
+        })
+        .collect();
+    validation(&t.trusted_ca, sans, &mut common);
+    Ok(tls::UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: t.sni.clone().unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+fn route_configuration(
+    name: &str,
+    h: &tc::HttpManager,
+    path: &str,
+) -> Result<rt::RouteConfiguration, EncodeError> {
+    let virtual_hosts = h
+        .virtual_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| virtual_host(v, &format!("{path}.http.virtual_hosts[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(rt::RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        ..Default::default()
+    })
+}
+
+fn header_values(values: &[tc::HeaderValue]) -> Vec<core::HeaderValueOption> {
+    use core::header_value_option::HeaderAppendAction;
+    values
+        .iter()
+        .map(|h| core::HeaderValueOption {
+            header: Some(core::HeaderValue {
+                key: h.name.clone(),
+                value: h.value.clone(),
+                ..Default::default()
+            }),
+            append_action: if h.append {
+                HeaderAppendAction::AppendIfExistsOrAdd
+            } else {
+                HeaderAppendAction::OverwriteIfExistsOrAdd
+            } as i32,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn virtual_host(v: &tc::VirtualHost, path: &str) -> Result<rt::VirtualHost, EncodeError> {
+    Ok(rt::VirtualHost {
+        name: v.name.clone(),
+        domains: v.domains.clone(),
+        routes: v
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(r, &format!("{path}.routes[{i}]")))
+            .collect::<Result<_, _>>()?,
+        request_headers_to_add: header_values(&v.request_headers_to_add),
+        request_headers_to_remove: v.request_headers_to_remove.clone(),
+        response_headers_to_add: header_values(&v.response_headers_to_add),
+        response_headers_to_remove: v.response_headers_to_remove.clone(),
+        ..Default::default()
+    })
+}
+
+fn string_matcher(h: &tc::HeaderMatcher) -> Option<m::StringMatcher> {
+    use m::string_matcher::MatchPattern;
+    let pattern = if let Some(v) = &h.exact {
+        MatchPattern::Exact(v.clone())
+    } else if let Some(v) = &h.prefix {
+        MatchPattern::Prefix(v.clone())
+    } else if let Some(v) = &h.suffix {
+        MatchPattern::Suffix(v.clone())
+    } else if let Some(v) = &h.regex {
+        MatchPattern::SafeRegex(m::RegexMatcher {
+            regex: v.clone(),
+            ..Default::default()
+        })
+    } else {
+        return None;
+    };
+    Some(m::StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case: false,
+    })
+}
+
+fn header_matcher(h: &tc::HeaderMatcher) -> rt::HeaderMatcher {
+    use rt::header_matcher::HeaderMatchSpecifier;
+    let (spec, invert) = match (string_matcher(h), h.present) {
+        (Some(s), _) => (HeaderMatchSpecifier::StringMatch(s), h.invert),
+        // Absent is "present" inverted, as Envoy spells it.
+        (None, Some(false)) => (HeaderMatchSpecifier::PresentMatch(true), !h.invert),
+        (None, _) => (HeaderMatchSpecifier::PresentMatch(true), h.invert),
+    };
+    rt::HeaderMatcher {
+        name: h.name.clone(),
+        header_match_specifier: Some(spec),
+        invert_match: invert,
+        ..Default::default()
+    }
+}
+
+fn route(r: &tc::Route, path: &str) -> Result<rt::Route, EncodeError> {
+    let mm = &r.matches;
+    use rt::route_match::PathSpecifier;
+    let path_specifier = if let Some(p) = &mm.path {
+        PathSpecifier::Path(p.clone())
+    } else if let Some(re) = &mm.regex {
+        PathSpecifier::SafeRegex(m::RegexMatcher {
+            regex: re.clone(),
+            ..Default::default()
+        })
+    } else {
+        PathSpecifier::Prefix(mm.prefix.clone().unwrap_or_else(|| "/".into()))
+    };
+    let mut headers: Vec<rt::HeaderMatcher> = mm.headers.iter().map(header_matcher).collect();
+    if !mm.methods.is_empty() {
+        // Methods as Envoy matches them: the :method pseudo-header.
+        headers.push(header_matcher(&tc::HeaderMatcher {
+            name: ":method".into(),
+            regex: Some(mm.methods.join("|")),
+            ..Default::default()
+        }));
+    }
+    let query_parameters = mm
+        .query_params
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            use rt::query_parameter_matcher::QueryParameterMatchSpecifier;
+            if q.invert || q.present == Some(false) {
+                return Err(err(
+                    format!("{path}.match.query_params[{i}]"),
+                    "Envoy query parameter matchers cannot be inverted or require absence",
+                ));
+            }
+            Ok(rt::QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(match string_matcher(q) {
+                    Some(s) => QueryParameterMatchSpecifier::StringMatch(s),
+                    None => QueryParameterMatchSpecifier::PresentMatch(true),
+                }),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let matcher = rt::RouteMatch {
+        path_specifier: Some(path_specifier),
+        case_sensitive: mm.ignore_case.then_some(BoolValue { value: false }),
+        headers,
+        query_parameters,
+        ..Default::default()
+    };
+    let action = if let Some(a) = &r.route {
+        rt::route::Action::Route(route_action(a))
+    } else if let Some(d) = &r.redirect {
+        use rt::redirect_action::{
+            PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
+        };
+        let code = match d.response_code {
+            301 => RedirectResponseCode::MovedPermanently,
+            302 => RedirectResponseCode::Found,
+            303 => RedirectResponseCode::SeeOther,
+            307 => RedirectResponseCode::TemporaryRedirect,
+            308 => RedirectResponseCode::PermanentRedirect,
+            other => {
+                return Err(err(
+                    format!("{path}.redirect.response_code"),
+                    format!("{other} is not a redirect code Envoy has"),
+                ))
+            }
+        };
+        rt::route::Action::Redirect(rt::RedirectAction {
+            host_redirect: d.host.clone().unwrap_or_default(),
+            port_redirect: d.port.map(u32::from).unwrap_or(0),
+            response_code: code as i32,
+            strip_query: d.strip_query,
+            scheme_rewrite_specifier: d.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+            path_rewrite_specifier: d
+                .path
+                .clone()
+                .map(PathRewriteSpecifier::PathRedirect)
+                .or_else(|| {
+                    d.prefix_rewrite
+                        .clone()
+                        .map(PathRewriteSpecifier::PrefixRewrite)
+                }),
+        })
+    } else if let Some(d) = &r.direct_response {
+        rt::route::Action::DirectResponse(rt::DirectResponseAction {
+            status: u32::from(d.status),
+            body: Some(core::DataSource {
+                specifier: Some(core::data_source::Specifier::InlineString(d.body.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    } else {
+        return Err(err(path, "no route, redirect or direct_response"));
+    };
+    let mut typed_per_filter_config = HashMap::new();
+    if let Some(f) = &r.fault {
+        let config = fault::HttpFault {
+            delay: f.delay.as_ref().map(|d| cfault::FaultDelay {
+                fault_delay_secifier: Some(cfault::fault_delay::FaultDelaySecifier::FixedDelay(
+                    duration(d.fixed.get()),
+                )),
+                percentage: Some(fraction(d.percent)),
+            }),
+            abort: f.abort.as_ref().map(|a| fault::FaultAbort {
+                error_type: Some(fault::fault_abort::ErrorType::HttpStatus(u32::from(
+                    a.status,
+                ))),
+                percentage: Some(fraction(a.percent)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        typed_per_filter_config.insert(crate::FAULT.to_string(), any(types::FAULT, &config));
+    }
+    Ok(rt::Route {
+        name: r.name.clone().unwrap_or_default(),
+        r#match: Some(matcher),
+        action: Some(action),
+        typed_per_filter_config,
+        request_headers_to_add: header_values(&r.request_headers_to_add),
+        request_headers_to_remove: r.request_headers_to_remove.clone(),
+        response_headers_to_add: header_values(&r.response_headers_to_add),
+        response_headers_to_remove: r.response_headers_to_remove.clone(),
+        ..Default::default()
+    })
+}
+
+fn route_action(a: &tc::RouteAction) -> rt::RouteAction {
+    use rt::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+    let cluster_specifier = if let Some(c) = &a.cluster {
+        Some(ClusterSpecifier::Cluster(c.clone()))
+    } else {
+        Some(ClusterSpecifier::WeightedClusters(rt::WeightedCluster {
+            clusters: a
+                .weighted_clusters
+                .iter()
+                .map(|w| rt::weighted_cluster::ClusterWeight {
+                    name: w.name.clone(),
+                    weight: u32v(w.weight),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }))
+    };
+    rt::RouteAction {
+        cluster_specifier,
+        prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+        host_rewrite_specifier: a
+            .host_rewrite
+            .clone()
+            .map(HostRewriteSpecifier::HostRewriteLiteral),
+        timeout: Some(duration(a.timeout.get())),
+        retry_policy: a.retry_policy.as_ref().map(|p| rt::RetryPolicy {
+            retry_on: p.retry_on.clone(),
+            num_retries: u32v(p.num_retries),
+            per_try_timeout: p.per_try_timeout.map(|d| duration(d.get())),
+            retriable_status_codes: p
+                .retriable_status_codes
+                .iter()
+                .map(|&c| u32::from(c))
+                .collect(),
+            ..Default::default()
+        }),
+        request_mirror_policies: a
+            .request_mirror
+            .iter()
+            .map(|mirror| rt::route_action::RequestMirrorPolicy {
+                cluster: mirror.cluster.clone(),
+                runtime_fraction: Some(core::RuntimeFractionalPercent {
+                    default_value: Some(fraction(mirror.percent)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        hash_policy: a
+            .hash_policy
+            .iter()
+            .map(|h| {
+                use rt::route_action::hash_policy::{
+                    ConnectionProperties, Header, PolicySpecifier,
+                };
+                rt::route_action::HashPolicy {
+                    policy_specifier: Some(match &h.header {
+                        Some(name) => PolicySpecifier::Header(Header {
+                            header_name: name.clone(),
+                            ..Default::default()
+                        }),
+                        None => PolicySpecifier::ConnectionProperties(ConnectionProperties {
+                            source_ip: h.source_ip,
+                        }),
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn cluster(
+    c: &tc::Cluster,
+    path: &str,
+) -> Result<(cl::Cluster, Option<ep::ClusterLoadAssignment>), EncodeError> {
+    use cl::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
+    let assignment = ep::ClusterLoadAssignment {
+        cluster_name: c.name.clone(),
+        endpoints: vec![ep::LocalityLbEndpoints {
+            lb_endpoints: c
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    Ok(ep::LbEndpoint {
+                        host_identifier: Some(ep::lb_endpoint::HostIdentifier::Endpoint(
+                            ep::Endpoint {
+                                address: Some(socket_address(
+                                    e.address(),
+                                    &format!("{path}.endpoints[{i}]"),
+                                )?),
+                                ..Default::default()
+                            },
+                        )),
+                        load_balancing_weight: u32v(e.weight()),
+                        ..Default::default()
+                    })
+                })
+                .collect::<Result<_, EncodeError>>()?,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut out = cl::Cluster {
+        name: c.name.clone(),
+        lb_policy: match c.lb_policy {
+            tc::LbPolicy::RoundRobin => LbPolicy::RoundRobin,
+            tc::LbPolicy::LeastRequest => LbPolicy::LeastRequest,
+            tc::LbPolicy::Random => LbPolicy::Random,
+            tc::LbPolicy::RingHash => LbPolicy::RingHash,
+            tc::LbPolicy::Maglev => LbPolicy::Maglev,
+        } as i32,
+        connect_timeout: Some(duration(c.connect_timeout.get())),
+        circuit_breakers: Some(cl::CircuitBreakers {
+            thresholds: vec![cl::circuit_breakers::Thresholds {
+                max_connections: u32v(c.circuit_breakers.max_connections),
+                max_pending_requests: u32v(c.circuit_breakers.max_pending_requests),
+                max_requests: u32v(c.circuit_breakers.max_requests),
+                max_retries: u32v(c.circuit_breakers.max_retries),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        outlier_detection: c.outlier_detection.as_ref().map(|o| cl::OutlierDetection {
+            consecutive_5xx: u32v(o.consecutive_5xx),
+            consecutive_gateway_failure: u32v(o.consecutive_gateway_failure),
+            enforcing_consecutive_gateway_failure: u32v(if o.consecutive_gateway_failure > 0 {
+                100
+            } else {
+                0
+            }),
+            interval: Some(duration(o.interval.get())),
+            base_ejection_time: Some(duration(o.base_ejection_time.get())),
+            max_ejection_time: Some(duration(o.max_ejection_time.get())),
+            max_ejection_percent: u32v(o.max_ejection_percent),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if c.http2 {
+        let options = uhttp::HttpProtocolOptions {
+            upstream_protocol_options: Some(
+                uhttp::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    uhttp::http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(
+                            uhttp::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                                Default::default(),
+                            ),
+                        ),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        out.typed_extension_protocol_options.insert(
+            crate::HTTP_OPTIONS.into(),
+            any(types::HTTP_OPTIONS, &options),
+        );
+    }
+    if let Some(t) = &c.tls {
+        out.transport_socket = Some(core::TransportSocket {
+            name: crate::TLS_SOCKET.into(),
+            config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+                types::UPSTREAM_TLS,
+                &upstream_tls(t, &format!("{path}.tls"))?,
+            ))),
+        });
+    }
+    match c.discovery {
+        tc::DiscoveryType::Static => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            out.eds_cluster_config = Some(cl::cluster::EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+            Ok((out, Some(assignment)))
+        }
+        tc::DiscoveryType::Dns => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            #[allow(deprecated)] // Still what Envoy's STRICT_DNS clusters read.
+            {
+                out.dns_refresh_rate = Some(duration(c.dns_refresh_rate.get()));
+            }
+            out.load_assignment = Some(assignment);
+            Ok((out, None))
+        }
+    }
+}

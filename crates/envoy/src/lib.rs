@@ -1,0 +1,55 @@
+//! The proxy's config model ([`trellis_config::Config`]) as Envoy v3 resources and back.
+//!
+//! The control plane builds each proxy's listeners and clusters in Trellis's own model
+//! and [`encode`]s them; the proxy [`decode`]s what arrives over xDS into the same model
+//! and applies it as it would a file. Everything is expressed with Envoy's own fields
+//! where Envoy has one (routes, retries, faults, clusters, TLS with SDS secret names),
+//! so any xDS client reads the routes and clusters. Two Trellis settings have no Envoy
+//! field and travel as `TypedStruct` filters: Istio-semantics authorization
+//! (`trellis.authorization`) and the TLS knobs Envoy lacks.
+//!
+//! The route configuration of an HTTP listener has the listener's name; an EDS
+//! cluster's endpoints are the ClusterLoadAssignment of the cluster's name.
+
+mod decode;
+mod encode;
+mod structs;
+
+pub use decode::{decode, DecodeError, Decoded};
+pub use encode::{encode, EncodeError, Resources};
+
+/// Names of the filters Trellis writes and reads.
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const ROUTER: &str = "envoy.filters.http.router";
+pub const FAULT: &str = "envoy.filters.http.fault";
+pub const AUTHZ: &str = "trellis.authorization";
+pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+pub(crate) mod types {
+    pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    pub const TCP_PROXY: &str =
+        "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+    pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    pub const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+    pub const TYPED_STRUCT: &str = "type.googleapis.com/xds.type.v3.TypedStruct";
+    pub const DOWNSTREAM_TLS: &str =
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+    pub const UPSTREAM_TLS: &str =
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    pub const HTTP_OPTIONS: &str =
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    /// What a TypedStruct carrying Trellis authorization says it is.
+    pub const AUTHZ: &str = "type.googleapis.com/trellis.config.v1.Authorization";
+}
+
+pub(crate) fn any<M: prost::Message>(
+    type_url: &str,
+    m: &M,
+) -> trellis_xds::pb::google::protobuf::Any {
+    trellis_xds::pb::google::protobuf::Any {
+        type_url: type_url.to_string(),
+        value: m.encode_to_vec(),
+    }
+}

@@ -1,0 +1,255 @@
+//! Trellis config → Envoy resources → Trellis config gives back the same config, and
+//! what Trellis cannot honour is refused naming the resource and field.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use trellis_config::{Config, Endpoint};
+use trellis_envoy::{decode, encode, Resources};
+use trellis_xds::pb::google::protobuf::Any;
+
+const CONFIG: &str = r#"
+identity: { ca_address: "127.0.0.1:15012", ca_root: /etc/certs/root.pem, token_file: /etc/token }
+listeners:
+  - name: outbound
+    addresses: ["127.0.0.1:15001", "[::1]:15001"]
+    http:
+      codec: auto
+      virtual_hosts:
+        - name: reviews
+          domains: ["reviews", "reviews.default.svc.cluster.local", "reviews:9080"]
+          request_headers_to_add: [{ name: x-mesh, value: trellis, append: false }]
+          response_headers_to_remove: [x-internal]
+          routes:
+            - name: canary
+              match:
+                prefix: /reviews
+                ignore_case: true
+                methods: [GET, HEAD]
+                headers:
+                  - { name: x-user, exact: jason }
+                  - { name: x-debug, present: false }
+                  - { name: x-tier, regex: "gold|silver", invert: true }
+                query_params: [{ name: v, prefix: "2" }]
+              route:
+                weighted_clusters: [{ name: reviews-v1, weight: 80 }, { name: reviews-v2, weight: 20 }]
+                timeout: 3s
+                retry_policy: { retry_on: "5xx,reset", num_retries: 3, per_try_timeout: 500ms, retriable_status_codes: [409] }
+                request_mirror: { cluster: reviews-v2, percent: 12.5 }
+                hash_policy: [{ header: x-user }, { source_ip: true }]
+              fault:
+                delay: { fixed: 200ms, percent: 10 }
+                abort: { status: 503, percent: 5.5 }
+            - match: { path: /old }
+              redirect: { host: new.example, path: /new, response_code: 308, strip_query: true }
+            - match: { regex: "/health(z)?" }
+              direct_response: { status: 200, body: ok }
+            - match: { prefix: / }
+              route: { cluster: reviews-v1, prefix_rewrite: /v1/, host_rewrite: reviews.internal, timeout: 0 }
+  - name: inbound
+    address: "0.0.0.0:15006"
+    tls:
+      mode: permissive
+      certificates: [{ certificate_chain: "sds://default" }]
+      trusted_ca: "sds://ROOTCA"
+      trust_domains: [cluster.local, other.local]
+      alpn: [h2, http/1.1]
+      min_version: "1.2"
+      session_resumption: false
+      handshake_timeout: 5s
+    authorization:
+      policies:
+        - name: deny-admin
+          action: DENY
+          rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }]
+    http:
+      virtual_hosts:
+        - name: local
+          domains: ["*"]
+          routes: [{ match: { prefix: / }, route: { cluster: inbound-app } }]
+  - name: db
+    address: "127.0.0.1:3306"
+    tls:
+      certificates:
+        - certificate_chain: /etc/certs/db.pem
+          private_key: /etc/certs/db.key
+          private_key_provider: { cryptomb: { poll_delay: 2ms, fallback: false } }
+    tcp: { cluster: mysql }
+clusters:
+  - name: reviews-v1
+    endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }]
+    lb_policy: least_request
+    connect_timeout: 1s
+    http2: true
+    circuit_breakers: { max_connections: 10, max_pending_requests: 20, max_requests: 30, max_retries: 2 }
+    outlier_detection: { consecutive_5xx: 3, consecutive_gateway_failure: 2, interval: 5s, base_ejection_time: 15s, max_ejection_time: 60s, max_ejection_percent: 50 }
+    tls:
+      trusted_ca: "sds://ROOTCA"
+      certificate: { certificate_chain: "sds://default" }
+      match_identities: ["spiffe://cluster.local/ns/default/sa/reviews"]
+      sni: outbound_.9080_._.reviews.default.svc.cluster.local
+  - name: reviews-v2
+    endpoints: ["10.0.0.2:9080"]
+    lb_policy: ring_hash
+  - name: inbound-app
+    endpoints: ["127.0.0.1:9080"]
+  - name: mysql
+    type: dns
+    endpoints: ["mysql.internal:3306"]
+    dns_refresh_rate: 30s
+    lb_policy: maglev
+    tls: { trusted_ca: /etc/certs/root.pem, match_identities: [mysql.internal] }
+"#;
+
+fn by_name<M: Message>(
+    type_url: &str,
+    items: &[M],
+    name: impl Fn(&M) -> String,
+) -> BTreeMap<String, Any> {
+    items
+        .iter()
+        .map(|m| {
+            (
+                name(m),
+                Any {
+                    type_url: type_url.into(),
+                    value: m.encode_to_vec(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn maps(r: &Resources) -> [BTreeMap<String, Any>; 4] {
+    [
+        by_name(trellis_xds::LISTENER, &r.listeners, |l| l.name.clone()),
+        by_name(trellis_xds::ROUTE, &r.routes, |r| r.name.clone()),
+        by_name(trellis_xds::CLUSTER, &r.clusters, |c| c.name.clone()),
+        by_name(trellis_xds::ENDPOINT, &r.endpoints, |e| {
+            e.cluster_name.clone()
+        }),
+    ]
+}
+
+/// The forms that mean the same: `address` is the first of `addresses`; weight 1 is
+/// the plain endpoint form; names sort as the maps do.
+fn normalise(mut c: Config) -> Config {
+    for l in &mut c.listeners {
+        if let Some(a) = l.address.take() {
+            l.addresses.insert(0, a);
+        }
+    }
+    for cl in &mut c.clusters {
+        for e in &mut cl.endpoints {
+            if e.weight() == 1 {
+                *e = Endpoint::Address(e.address().to_string());
+            }
+        }
+    }
+    c.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    c.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    c
+}
+
+#[test]
+fn a_config_survives_the_round_trip_through_envoy_resources() {
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let resources = encode(&config).unwrap();
+    assert_eq!(resources.listeners.len(), 3);
+    assert_eq!(
+        resources.routes.len(),
+        2,
+        "one route configuration per HTTP listener"
+    );
+    assert_eq!(
+        resources.endpoints.len(),
+        3,
+        "EDS for static clusters, inline for DNS"
+    );
+    let [l, r, c, e] = maps(&resources);
+    let decoded = decode(&l, &r, &c, &e).unwrap();
+    assert!(decoded.waiting_for.is_empty(), "{:?}", decoded.waiting_for);
+    let back = Config {
+        listeners: decoded.listeners,
+        clusters: decoded.clusters,
+        identity: config.identity.clone(),
+        ..Default::default()
+    };
+    back.check("decoded").unwrap();
+    let want = normalise(config);
+    let got = normalise(back);
+    for (w, g) in want.listeners.iter().zip(&got.listeners) {
+        assert_eq!(w, g, "listener {}", w.name);
+    }
+    for (w, g) in want.clusters.iter().zip(&got.clusters) {
+        assert_eq!(w, g, "cluster {}", w.name);
+    }
+    assert_eq!(want, got);
+}
+
+#[test]
+fn missing_routes_and_endpoints_are_waited_for_not_refused() {
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let [l, _, c, _] = maps(&encode(&config).unwrap());
+    let none = BTreeMap::new();
+    let decoded = decode(&l, &none, &c, &none).unwrap();
+    let mut waiting = decoded.waiting_for.clone();
+    waiting.sort();
+    assert_eq!(
+        waiting,
+        [
+            "ClusterLoadAssignment/inbound-app",
+            "ClusterLoadAssignment/reviews-v1",
+            "ClusterLoadAssignment/reviews-v2",
+            "RouteConfiguration/inbound",
+            "RouteConfiguration/outbound",
+        ]
+    );
+    // What is complete still decodes: the TCP listener and the DNS cluster.
+    assert_eq!(decoded.listeners.len(), 1);
+    assert_eq!(decoded.clusters.len(), 1);
+}
+
+#[test]
+fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
+    use trellis_xds::pb::envoy::config::cluster::v3 as cl;
+    use trellis_xds::pb::envoy::config::listener::v3 as lis;
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let mut resources = encode(&config).unwrap();
+
+    let mut bad = resources.clone();
+    bad.listeners[0].use_original_dst =
+        Some(trellis_xds::pb::google::protobuf::BoolValue { value: true });
+    let [l, r, c, e] = maps(&bad);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(
+        err.starts_with("Listener outbound: use_original_dst:"),
+        "{err}"
+    );
+
+    let mut bad = resources.clone();
+    bad.listeners[0].filter_chains[0].filter_chain_match = Some(lis::FilterChainMatch {
+        server_names: vec!["example.com".into()],
+        ..Default::default()
+    });
+    let [l, r, c, e] = maps(&bad);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(err.contains("filter_chains[0].filter_chain_match"), "{err}");
+
+    bad = resources.clone();
+    bad.clusters[0].lb_policy = cl::cluster::LbPolicy::ClusterProvided as i32;
+    let [l, r, c, e] = maps(&bad);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(err.starts_with("Cluster reviews-v1: lb_policy:"), "{err}");
+
+    // A route with an unknown per-filter config names the route's path.
+    resources.routes[0].virtual_hosts[0].routes[0]
+        .typed_per_filter_config
+        .insert("envoy.filters.http.lua".into(), Any::default());
+    let [l, r, c, e] = maps(&resources);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(
+        err.starts_with("RouteConfiguration outbound: virtual_hosts[0].routes[0].typed_per_filter_config[envoy.filters.http.lua]"),
+        "{err}"
+    );
+}
