@@ -53,3 +53,60 @@ pub(crate) fn any<M: prost::Message>(
         value: m.encode_to_vec(),
     }
 }
+
+/// The route configurations the HTTP listeners among `listeners` load by RDS.
+pub fn route_names<'a>(
+    listeners: impl IntoIterator<Item = &'a trellis_xds::pb::google::protobuf::Any>,
+) -> std::collections::BTreeSet<String> {
+    use prost::Message;
+    use trellis_xds::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
+    use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for any in listeners {
+        let Ok(l) = Listener::decode(any.value.as_slice()) else {
+            continue;
+        };
+        for chain in &l.filter_chains {
+            for f in &chain.filters {
+                let Some(ConfigType::TypedConfig(c)) = &f.config_type else {
+                    continue;
+                };
+                if c.type_url != types::HCM {
+                    continue;
+                }
+                if let Ok(h) = HttpConnectionManager::decode(c.value.as_slice()) {
+                    if let Some(RouteSpecifier::Rds(rds)) = h.route_specifier {
+                        names.insert(rds.route_config_name);
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The endpoint assignments the EDS clusters among `clusters` load.
+pub fn endpoint_names<'a>(
+    clusters: impl IntoIterator<Item = &'a trellis_xds::pb::google::protobuf::Any>,
+) -> std::collections::BTreeSet<String> {
+    use prost::Message;
+    use trellis_xds::pb::envoy::config::cluster::v3::{
+        cluster::{ClusterDiscoveryType, DiscoveryType},
+        Cluster,
+    };
+    clusters
+        .into_iter()
+        .filter_map(|any| Cluster::decode(any.value.as_slice()).ok())
+        .filter(|c| {
+            c.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        })
+        .map(|c| {
+            c.eds_cluster_config
+                .map(|e| e.service_name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(c.name)
+        })
+        .collect()
+}

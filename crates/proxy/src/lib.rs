@@ -15,5 +15,7 @@ pub mod server;
 pub mod stats;
 pub mod tcp;
 mod tls;
+pub mod xds;
 
 pub use server::{run, ProxyOptions};
+pub use xds::XdsOptions;

@@ -32,6 +32,8 @@ pub struct ProxyOptions {
     pub ready_file: Option<PathBuf>,
     /// How often the config file is checked for changes.
     pub watch_interval: Duration,
+    /// Listeners and clusters from a control plane, beside the file's.
+    pub xds: Option<crate::xds::XdsOptions>,
 }
 
 /// The running proxy's mutable state; only the main runtime touches it.
@@ -44,9 +46,34 @@ struct Proxy {
     access_logs: HashMap<String, AccessLog>,
     admin: Arc<AdminState>,
     identity: Option<Arc<crate::identity::Agent>>,
+    /// The last good config file, and what xDS added to it.
+    base: Config,
+    dynamic: crate::xds::Dynamic,
+}
+
+/// The file's config with the xDS listeners and clusters beside its own.
+fn merged(base: &Config, dynamic: &crate::xds::Dynamic) -> Config {
+    let mut config = base.clone();
+    config.listeners.extend(dynamic.listeners.iter().cloned());
+    config.clusters.extend(dynamic.clusters.iter().cloned());
+    config
 }
 
 impl Proxy {
+    /// Applies an xDS update on top of the current file.
+    async fn apply_dynamic(&mut self, dynamic: crate::xds::Dynamic) -> Result<(), String> {
+        let config = merged(&self.base, &dynamic);
+        config.check("xDS").map_err(|e| e.to_string())?;
+        self.apply(config).await?;
+        tracing::info!(
+            listeners = dynamic.listeners.len(),
+            clusters = dynamic.clusters.len(),
+            "xDS update applied"
+        );
+        self.dynamic = dynamic;
+        Ok(())
+    }
+
     /// Applies a validated config completely or not at all. On error nothing changes.
     async fn apply(&mut self, config: Config) -> Result<(), String> {
         // The agent is started once, with the first config's identity section.
@@ -198,10 +225,24 @@ impl Proxy {
 
     async fn reload(&mut self, path: &Path) -> bool {
         let result = match Config::load(path) {
-            Ok(c) => self
-                .apply(c)
-                .await
-                .map_err(|e| format!("{}: {e}", path.display())),
+            Ok(c) => {
+                let config = merged(&c, &self.dynamic);
+                let checked = if self.dynamic == Default::default() {
+                    Ok(())
+                } else {
+                    config.check(&format!("{} with the xDS config", path.display()))
+                };
+                match checked {
+                    Err(e) => Err(e.to_string()),
+                    Ok(()) => match self.apply(config).await {
+                        Ok(()) => {
+                            self.base = c;
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("{}: {e}", path.display())),
+                    },
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         let label = ResultLabels {
@@ -329,6 +370,8 @@ async fn run_main(
         access_logs: HashMap::new(),
         admin: admin.clone(),
         identity: None,
+        base: config.clone(),
+        dynamic: Default::default(),
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -370,6 +413,12 @@ async fn run_main(
         write_ready_file(path, admin_bound, &proxy)?;
     }
 
+    // xDS updates come to this loop, which owns the proxy's state.
+    let (xds_tx, mut xds_updates) = tokio::sync::mpsc::channel::<crate::xds::Update>(1);
+    if let Some(x) = opts.xds.clone() {
+        tracing::info!(address = %x.address, node = %x.node_id, mode = ?x.mode, "xDS client starting");
+        tokio::spawn(crate::xds::run(x, proxy.metrics.clone(), xds_tx.clone()));
+    }
     let mut hup = signal(SignalKind::hangup())?;
     // The first check is one interval away: an immediate tick would race a writer.
     let mut tick = tokio::time::interval_at(
@@ -390,6 +439,13 @@ async fn run_main(
                     last_seen = stamp;
                     proxy.reload(&opts.config).await;
                 }
+            }
+            Some((dynamic, reply)) = xds_updates.recv() => {
+                let result = proxy.apply_dynamic(dynamic).await;
+                if let Err(e) = &result {
+                    tracing::warn!("xDS update refused, the previous config keeps serving: {e}");
+                }
+                let _ = reply.send(result);
             }
             Some(()) = rotated.recv() => {
                 // New certificate: rebuild the TLS contexts; open connections keep theirs.

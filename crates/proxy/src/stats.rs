@@ -129,6 +129,8 @@ pub struct Metrics {
     cryptomb_fallbacks: Counter,
     cryptomb_errors: Counter,
     pub identity_expiry: Gauge,
+    xds_updates: Family<ResultLabels, Counter>,
+    xds_connected: Gauge,
 }
 
 impl Metrics {
@@ -171,6 +173,12 @@ impl Metrics {
             "cryptomb_errors",
             "cryptomb operations that failed (including failed result checks)",
             cryptomb_errors.clone(),
+        );
+        let xds_connected = Gauge::default();
+        registry.register(
+            "xds_connected",
+            "1 while the xDS stream to the control plane is up",
+            xds_connected.clone(),
         );
         let identity_expiry = Gauge::default();
         registry.register(
@@ -252,6 +260,11 @@ impl Metrics {
                 "Workload certificate requests to the CA by result"
             ),
             identity_expiry,
+            xds_updates: fam!(
+                "xds_updates",
+                "Complete xDS updates by result (accepted, or rejected and NACKed)"
+            ),
+            xds_connected,
             cryptomb_batches: fam!(
                 "cryptomb_batches",
                 "Multi-buffer batches computed, by lanes filled (1..8)"
@@ -300,6 +313,16 @@ impl Metrics {
             fallbacks: self.cryptomb_fallbacks.clone(),
             errors: self.cryptomb_errors.clone(),
         }
+    }
+
+    pub fn xds_update(&self, result: &'static str) {
+        self.xds_updates
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn xds_connected(&self, up: bool) {
+        self.xds_connected.set(i64::from(up));
     }
 
     /// (allowed, denied) counters for a listener's authorization.

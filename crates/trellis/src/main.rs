@@ -34,6 +34,17 @@ enum Command {
         /// How often to check the config file for changes.
         #[arg(long, default_value = "250ms", value_parser = parse_duration)]
         watch_interval: Duration,
+        /// Also take listeners and clusters from this control plane (host:port of
+        /// `trellis control`'s xDS port, or any Envoy v3 ADS server).
+        #[arg(long)]
+        xds: Option<String>,
+        /// The node id this proxy presents over xDS (Istio's form:
+        /// sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local).
+        #[arg(long, requires = "xds")]
+        node_id: Option<String>,
+        /// Use state-of-the-world ADS instead of delta (incremental) xDS.
+        #[arg(long, requires = "xds")]
+        xds_sotw: bool,
     },
     /// Run the demo upstream service (can be told to fail or delay).
     DemoApp {
@@ -89,11 +100,23 @@ fn main() -> ExitCode {
             workers,
             ready_file,
             watch_interval,
+            xds,
+            node_id,
+            xds_sotw,
         } => trellis_proxy::run(trellis_proxy::ProxyOptions {
             config,
             worker_threads: workers,
             ready_file,
             watch_interval,
+            xds: xds.map(|address| trellis_proxy::XdsOptions {
+                node_id: node_id.unwrap_or_else(|| format!("trellis~{}", std::process::id())),
+                address,
+                mode: if xds_sotw {
+                    trellis_xds::client::Mode::StateOfTheWorld
+                } else {
+                    trellis_xds::client::Mode::Delta
+                },
+            }),
         }),
         Command::DemoApp {
             listen,

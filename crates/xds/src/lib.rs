@@ -15,10 +15,12 @@
 pub mod client;
 mod server;
 mod snapshot;
+mod thread;
 
 pub use envoy_types::pb;
 pub use server::{AdsServer, ServerStats};
 pub use snapshot::{Cache, Snapshot, TypeResources, Versioned};
+pub use thread::ServerThread;
 
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";

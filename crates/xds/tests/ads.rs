@@ -10,7 +10,7 @@ use trellis_xds::pb::envoy::config::core::v3::Node;
 use trellis_xds::pb::envoy::config::listener::v3::Listener;
 use trellis_xds::pb::envoy::config::route::v3::RouteConfiguration;
 use trellis_xds::pb::google::protobuf::Any;
-use trellis_xds::{AdsServer, Cache, ServerStats, Snapshot, LISTENER, ROUTE};
+use trellis_xds::{Cache, ServerStats, ServerThread, Snapshot, LISTENER, ROUTE};
 
 /// Listeners named `l-<route>` each refer to the route configuration `<route>` through
 /// their stat_prefix-free `name`; the subscriber asks for the routes its listeners name.
@@ -112,55 +112,8 @@ impl Subscriber for Recorder {
     }
 }
 
-/// A control plane on a runtime of its own: stopping it drops every stream, as a
-/// killed process would.
-struct Plane {
-    cache: Cache,
-    stats: Arc<ServerStats>,
-    addr: std::net::SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Plane {
-    fn stop(mut self) {
-        self.runtime.take().unwrap().shutdown_background();
-    }
-}
-
-impl Drop for Plane {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-async fn serve(cache: Cache, addr: Option<std::net::SocketAddr>) -> Plane {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let std_listener =
-        std::net::TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap())).unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let addr = std_listener.local_addr().unwrap();
-    let server = AdsServer::new(cache.clone());
-    let stats = server.stats();
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-        tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    Plane {
-        cache,
-        stats,
-        addr,
-        runtime: Some(runtime),
-    }
+async fn serve(cache: Cache, addr: Option<std::net::SocketAddr>) -> ServerThread {
+    ServerThread::start(cache, addr.unwrap_or("127.0.0.1:0".parse().unwrap())).unwrap()
 }
 
 fn start_client(addr: std::net::SocketAddr, mode: Mode) -> (Recorder, tokio::task::JoinHandle<()>) {

@@ -15,3 +15,4 @@ mod protocols;
 mod resilience;
 mod routing;
 mod tls;
+mod xds;

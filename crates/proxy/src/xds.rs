@@ -1,0 +1,135 @@
+//! The proxy's xDS client: listeners and clusters from a control plane over ADS, on top
+//! of what the bootstrap file declares. Each complete update is decoded into the
+//! proxy's own model, validated with the file's part and applied like a reload; what
+//! cannot be honoured is NACKed with the reason, and the last good config keeps
+//! serving, also while the control plane is away.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use trellis_config::{Cluster, Listener};
+use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
+use trellis_xds::pb::envoy::config::core::v3::Node;
+use trellis_xds::pb::google::protobuf::Any;
+use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+use crate::stats::Metrics;
+
+#[derive(Clone, Debug)]
+pub struct XdsOptions {
+    /// `host:port` of the control plane's plaintext gRPC port.
+    pub address: String,
+    /// The node id the control plane builds this proxy's view for.
+    pub node_id: String,
+    pub mode: Mode,
+}
+
+/// The part of the config that came over xDS.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dynamic {
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+pub type Update = (Dynamic, oneshot::Sender<Result<(), String>>);
+
+struct ProxySubscriber {
+    updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
+    last: Option<Dynamic>,
+}
+
+fn map(state: &ClientState, type_url: &str) -> BTreeMap<String, Any> {
+    state
+        .of(type_url)
+        .map(|(name, r)| (name.clone(), r.body.clone()))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Subscriber for ProxySubscriber {
+    fn interest(&self, state: &ClientState) -> Interest {
+        let routes = trellis_envoy::route_names(state.of(LISTENER).map(|(_, r)| &r.body));
+        let endpoints = trellis_envoy::endpoint_names(state.of(CLUSTER).map(|(_, r)| &r.body));
+        vec![
+            (CLUSTER, None),
+            (ENDPOINT, Some(endpoints)),
+            (LISTENER, None),
+            (ROUTE, Some(routes)),
+        ]
+    }
+
+    async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
+        let decoded = trellis_envoy::decode(
+            &map(state, LISTENER),
+            &map(state, ROUTE),
+            &map(state, CLUSTER),
+            &map(state, ENDPOINT),
+        )
+        .map_err(|e| e.to_string());
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.xds_update("rejected");
+                return Err(e);
+            }
+        };
+        if !decoded.waiting_for.is_empty() {
+            // Like Envoy's warming: nothing changes until the references resolve.
+            tracing::debug!(waiting_for = ?decoded.waiting_for, "xDS: update incomplete");
+            return Ok(());
+        }
+        let dynamic = Dynamic {
+            listeners: decoded.listeners,
+            clusters: decoded.clusters,
+        };
+        if self.last.as_ref() == Some(&dynamic) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.updates.send((dynamic.clone(), tx)).await.is_err() {
+            return Err("the proxy is shutting down".into());
+        }
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err("the proxy is shutting down".into()));
+        match &result {
+            Ok(()) => {
+                self.metrics.xds_update("accepted");
+                self.last = Some(dynamic);
+            }
+            Err(_) => self.metrics.xds_update("rejected"),
+        }
+        result
+    }
+
+    fn connected(&mut self, up: bool) {
+        self.metrics.xds_connected(up);
+        if up {
+            tracing::info!("xDS stream up");
+        }
+    }
+}
+
+/// Runs the client until the process ends; updates arrive on `updates`.
+pub async fn run(opts: XdsOptions, metrics: Arc<Metrics>, updates: mpsc::Sender<Update>) {
+    let client = ClientOptions {
+        address: opts.address,
+        node: Node {
+            id: opts.node_id,
+            user_agent_name: "trellis".into(),
+            ..Default::default()
+        },
+        mode: opts.mode,
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(5),
+    };
+    let subscriber = ProxySubscriber {
+        updates,
+        metrics,
+        last: None,
+    };
+    client::run(client, subscriber).await;
+}
