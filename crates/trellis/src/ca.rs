@@ -14,12 +14,19 @@ use trellis_tls::SpiffeId;
 pub struct CaArgs {
     #[command(subcommand)]
     action: Option<CaAction>,
+    #[command(flatten)]
+    pub options: CaOptions,
+}
+
+/// The CA's settings, shared by `trellis ca` and the CA embedded in `trellis control`.
+#[derive(Args, Clone)]
+pub struct CaOptions {
     /// Where the CA keeps its root (generated on first start) and token secret.
     #[arg(long, default_value = "/var/lib/trellis/ca")]
     state_dir: PathBuf,
     /// gRPC (TLS) listen address for the certificate API.
-    #[arg(long, default_value = "127.0.0.1:15012")]
-    listen: SocketAddr,
+    #[arg(long, alias = "ca-listen", default_value = "127.0.0.1:15012")]
+    pub listen: SocketAddr,
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
     /// Names (DNS or IP) in the CA's serving certificate; clients verify one of them.
@@ -49,7 +56,7 @@ pub struct CaArgs {
     kube_ca_file: Option<PathBuf>,
     /// Write the bound address and the root certificate here as JSON once serving.
     #[arg(long)]
-    ready_file: Option<PathBuf>,
+    pub ready_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -65,74 +72,105 @@ enum CaAction {
 }
 
 pub fn run(args: CaArgs) -> anyhow::Result<()> {
+    let opts = args.options;
     if let Some(CaAction::Token { identity, ttl }) = &args.action {
         let id = SpiffeId::parse(identity).map_err(|e| anyhow::anyhow!("--identity {e}"))?;
-        let issuer = TokenIssuer::load_or_create(&args.state_dir)?;
+        let issuer = TokenIssuer::load_or_create(&opts.state_dir)?;
         println!("{}", issuer.issue(&id, *ttl));
         return Ok(());
     }
-    if args.max_cert_ttl.is_zero() || args.max_cert_ttl > HARD_MAX_TTL {
-        anyhow::bail!(
-            "--max-cert-ttl {:?} must be above 0 and at most 90 days",
-            args.max_cert_ttl
-        );
-    }
-    let mut authority = match (&args.signing_cert, &args.signing_key) {
-        (Some(cert), Some(key)) => {
-            Authority::from_files(cert, key, args.root_cert.as_deref(), &args.trust_domain)?
-        }
-        _ => Authority::load_or_create(&args.state_dir, &args.trust_domain)?,
-    };
-    authority.max_ttl = args.max_cert_ttl;
-    let tokens = TokenIssuer::load_or_create(&args.state_dir)?;
-    let kube = match &args.kube_api {
-        Some(api) => {
-            let bearer = match &args.kube_token_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
-                    .trim()
-                    .to_string(),
-                None => String::new(),
-            };
-            let ca = args.kube_ca_file.as_ref().map(|p| p.display().to_string());
-            Some(Arc::new(trellis_ca::kube::TokenReviewer::new(
-                api,
-                bearer,
-                ca.as_deref(),
-                &args.trust_domain,
-            )?))
-        }
-        None => None,
-    };
-    let tls = trellis_ca::server::serving_tls(&authority, &args.server_names)?;
-    let root_pem = authority.root_pem();
-    let service = CaService {
-        authority: Arc::new(authority),
-        tokens: Arc::new(tokens),
-        kube,
-        counters: Default::default(),
-    };
+    let ca = Ca::build(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
-        let bound = listener.local_addr()?;
-        tracing::info!(address = %bound, trust_domain = %args.trust_domain, "trellis ca serving");
-        if let Some(path) = &args.ready_file {
+        let root_pem = ca.root_pem.clone();
+        let (bound, serve) = ca.bind(opts.listen).await?;
+        tracing::info!(address = %bound, trust_domain = %opts.trust_domain, "trellis ca serving");
+        if let Some(path) = &opts.ready_file {
             let doc = serde_json::json!({ "address": bound.to_string(), "root_pem": root_pem });
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, doc.to_string())?;
-            std::fs::rename(&tmp, path)?;
+            crate::write_atomically(path, doc.to_string().as_bytes())?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = trellis_ca::server::serve(listener, tls, service) => r,
+            r = serve => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
         }
     })
+}
+
+/// A CA ready to serve.
+pub struct Ca {
+    tls: trellis_tls::ServerTls,
+    service: CaService,
+    pub root_pem: String,
+}
+
+impl Ca {
+    pub fn build(opts: &CaOptions) -> anyhow::Result<Ca> {
+        if opts.max_cert_ttl.is_zero() || opts.max_cert_ttl > HARD_MAX_TTL {
+            anyhow::bail!(
+                "--max-cert-ttl {:?} must be above 0 and at most 90 days",
+                opts.max_cert_ttl
+            );
+        }
+        let mut authority = match (&opts.signing_cert, &opts.signing_key) {
+            (Some(cert), Some(key)) => {
+                Authority::from_files(cert, key, opts.root_cert.as_deref(), &opts.trust_domain)?
+            }
+            _ => Authority::load_or_create(&opts.state_dir, &opts.trust_domain)?,
+        };
+        authority.max_ttl = opts.max_cert_ttl;
+        let tokens = TokenIssuer::load_or_create(&opts.state_dir)?;
+        let kube = match &opts.kube_api {
+            Some(api) => {
+                let bearer = match &opts.kube_token_file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                        .trim()
+                        .to_string(),
+                    None => String::new(),
+                };
+                let ca = opts.kube_ca_file.as_ref().map(|p| p.display().to_string());
+                Some(Arc::new(trellis_ca::kube::TokenReviewer::new(
+                    api,
+                    bearer,
+                    ca.as_deref(),
+                    &opts.trust_domain,
+                )?))
+            }
+            None => None,
+        };
+        let tls = trellis_ca::server::serving_tls(&authority, &opts.server_names)?;
+        let root_pem = authority.root_pem();
+        Ok(Ca {
+            tls,
+            service: CaService {
+                authority: Arc::new(authority),
+                tokens: Arc::new(tokens),
+                kube,
+                counters: Default::default(),
+            },
+            root_pem,
+        })
+    }
+
+    /// Binds `listen` and returns the bound address and the serving future.
+    pub async fn bind(
+        self,
+        listen: SocketAddr,
+    ) -> anyhow::Result<(
+        SocketAddr,
+        impl std::future::Future<Output = anyhow::Result<()>>,
+    )> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+        let bound = listener.local_addr()?;
+        Ok((bound, async move {
+            trellis_ca::server::serve(listener, self.tls, self.service).await
+        }))
+    }
 }

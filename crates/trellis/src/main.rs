@@ -2,6 +2,7 @@
 
 mod bypass;
 mod ca;
+mod control;
 mod demo;
 mod net_probe;
 
@@ -74,11 +75,20 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the certificate authority (Istio's certificate API over gRPC and mTLS).
     Ca(Box<ca::CaArgs>),
+    /// Run the control plane: xDS to the sidecars from Istio resources, plus the CA.
+    Control(Box<control::ControlArgs>),
     /// The eBPF same-host TCP/IP bypass (sockops + sk_msg) for the mesh's cgroup.
     Bypass(bypass::BypassArgs),
     /// Plain-TCP echo, transfer and ping-pong tools used by the bypass tests and benches.
     #[command(hide = true)]
     NetProbe(net_probe::NetProbeArgs),
+}
+
+/// Writes `path` through a temporary file and a rename, so readers never see half.
+pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
         ),
         Command::Demo(args) => demo::run(args),
         Command::Ca(args) => ca::run(*args),
+        Command::Control(args) => control::run(*args),
         Command::Bypass(args) => bypass::run(args),
         Command::NetProbe(args) => net_probe::run(args),
     };

@@ -444,3 +444,55 @@ pub fn s_client(addr: SocketAddr, args: &[&str]) -> String {
         .expect("openssl (Debian package openssl) must be installed");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
+
+/// A running `trellis control` (xDS and the embedded CA) reading `mesh_dir`.
+pub struct Control {
+    pub ca: Ca,
+    pub xds: SocketAddr,
+}
+
+pub fn control(mesh_dir: &Path) -> Control {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ready = dir.path().join("ready.json");
+    let (s, r, m) = (
+        state.display().to_string(),
+        ready.display().to_string(),
+        mesh_dir.display().to_string(),
+    );
+    let args = [
+        "control",
+        "--config-dir",
+        &m,
+        "--xds-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &s,
+        "--ready-file",
+        &r,
+        "--poll-interval",
+        "50ms",
+    ];
+    let mut proc = Proc::spawn(&args, dir);
+    let doc = proc.wait_ready(&ready);
+    Control {
+        xds: doc["xds"].as_str().unwrap().parse().unwrap(),
+        ca: Ca {
+            addr: doc["ca"].as_str().unwrap().parse().unwrap(),
+            root_pem: doc["root_pem"].as_str().unwrap().to_string(),
+            state_dir: state,
+            proc,
+        },
+    }
+}
+
+/// A port that was free a moment ago (for configs that must name ports up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -5,6 +5,7 @@ mod pki;
 
 mod admin;
 mod ca;
+mod control;
 mod cryptomb;
 mod demo;
 mod hostile;

@@ -1,0 +1,158 @@
+//! The control plane's loop: read the mesh's inputs, build each connected sidecar's
+//! view, and keep the ADS cache current as files change. Pushes are debounced, and a
+//! proxy hears only about resources of its own view that changed (the cache compares
+//! snapshots, delta streams compare resource versions).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use trellis_mesh::{Inputs, Loaded, Registry};
+use trellis_xds::{Cache, Snapshot};
+
+/// What the control plane currently serves, for status views.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Increments on every accepted change of the inputs.
+    pub generation: u64,
+    pub warnings: Vec<String>,
+    pub refused: Vec<String>,
+    pub services: usize,
+    pub workloads: usize,
+}
+
+pub struct ControlPlane {
+    dir: PathBuf,
+    cache: Cache,
+    state: Arc<std::sync::Mutex<(Inputs, Registry)>>,
+    status: watch::Sender<Status>,
+}
+
+impl ControlPlane {
+    pub fn new(dir: &Path, cache: Cache) -> ControlPlane {
+        ControlPlane {
+            dir: dir.to_path_buf(),
+            cache,
+            state: Default::default(),
+            status: watch::channel(Status::default()).0,
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Reads the directory and regenerates every known node's view.
+    pub fn reload(&self) -> Result<(), String> {
+        let loaded = trellis_mesh::load_dir(&self.dir)?;
+        let Loaded {
+            mut inputs,
+            warnings,
+            mut refused,
+        } = loaded;
+        inputs.keep_previous(&self.state.lock().unwrap().0, &mut refused);
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        for r in &refused {
+            tracing::error!("refused: {r}");
+        }
+        let registry = Registry::from_inputs(&inputs);
+        let (services, workloads) = (registry.services.len(), registry.workloads.len());
+        *self.state.lock().unwrap() = (inputs, registry);
+        // Every node that has a view, plus every sidecar the registry knows.
+        let mut nodes: Vec<String> = self.cache.nodes();
+        nodes.extend(
+            self.state
+                .lock()
+                .unwrap()
+                .1
+                .workloads
+                .iter()
+                .filter(|w| w.has_sidecar())
+                .map(trellis_mesh::node_id),
+        );
+        nodes.sort();
+        nodes.dedup();
+        for node in nodes {
+            self.refresh(&node);
+        }
+        self.status.send_modify(|s| {
+            s.generation += 1;
+            s.warnings = warnings.iter().map(|d| d.to_string()).collect();
+            s.refused = refused.iter().map(|d| d.to_string()).collect();
+            s.services = services;
+            s.workloads = workloads;
+        });
+        Ok(())
+    }
+
+    /// Builds `node`'s view from the current inputs and hands it to the cache.
+    pub fn refresh(&self, node: &str) {
+        let snapshot = match self.view(node) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%node, "no view: {e}");
+                Snapshot::new()
+            }
+        };
+        self.cache.set(node, snapshot);
+    }
+
+    fn view(&self, node: &str) -> Result<Snapshot, String> {
+        let (namespace, name) = trellis_mesh::workload_of(node).ok_or_else(|| {
+            format!("node id {node:?} is not sidecar~<ip>~<name>.<namespace>~<domain>")
+        })?;
+        let state = self.state.lock().unwrap();
+        let config = trellis_mesh::generate(&state.0, &state.1, &namespace, &name)?;
+        let resources = trellis_envoy::encode(&config).map_err(|e| e.to_string())?;
+        Ok(resources.snapshot())
+    }
+
+    /// Watches the directory and serves views to nodes as they connect, forever.
+    pub async fn run(self: Arc<Self>, poll: Duration) {
+        let mut connections = self.cache.connections();
+        let mut last = stamp(&self.dir);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+        loop {
+            tokio::select! {
+                node = connections.recv() => {
+                    if let Ok(node) = node {
+                        if self.cache.get(&node).is_none_or(|s| s.is_empty()) {
+                            self.refresh(&node);
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = stamp(&self.dir);
+                    if now == last {
+                        continue;
+                    }
+                    // Debounce: editors write in several steps; wait for quiet.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    last = stamp(&self.dir);
+                    if let Err(e) = self.reload() {
+                        tracing::error!("{e}");
+                    } else {
+                        tracing::info!(dir = %self.dir.display(), "inputs changed; views regenerated");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Names, sizes and modification times of the directory's files.
+fn stamp(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), (m.len(), m.modified().ok())))
+        })
+        .collect()
+}

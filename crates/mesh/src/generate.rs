@@ -1,0 +1,879 @@
+//! One sidecar's listeners and clusters from the registry and the Istio resources,
+//! following Istio's rules: VirtualService routes (or a default route) per service
+//! port on the outbound listener, one cluster per service port and DestinationRule
+//! subset (`outbound|<port>|<subset>|<host>`), automatic mutual TLS to workloads that
+//! have sidecars, PeerAuthentication and AuthorizationPolicy on each inbound port.
+
+use std::collections::BTreeMap;
+
+use trellis_config as tc;
+use trellis_config::{Dur, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
+
+use crate::istio::{self, Labels, MtlsMode, TrafficPolicy};
+use crate::load::{selects, Inputs, Resource};
+use crate::{fqdn, Port, Registry, Service, Workload, ROOT_NAMESPACE};
+
+/// The generated part of a sidecar's config (listeners and clusters), or why there is
+/// none (the workload is not in the registry).
+pub fn generate(
+    inputs: &Inputs,
+    registry: &Registry,
+    namespace: &str,
+    workload: &str,
+) -> Result<tc::Config, String> {
+    let w = registry
+        .workload(namespace, workload)
+        .ok_or_else(|| format!("no WorkloadEntry {namespace}/{workload}"))?;
+    let mut g = Gen {
+        inputs,
+        registry,
+        w,
+        clusters: BTreeMap::new(),
+    };
+    let mut listeners = Vec::new();
+    if let Some(l) = g.outbound() {
+        listeners.push(l);
+    }
+    listeners.extend(g.inbound());
+    Ok(tc::Config {
+        listeners,
+        clusters: g.clusters.into_values().collect(),
+        ..Default::default()
+    })
+}
+
+struct Gen<'a> {
+    inputs: &'a Inputs,
+    registry: &'a Registry,
+    w: &'a Workload,
+    clusters: BTreeMap<String, tc::Cluster>,
+}
+
+pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+impl Gen<'_> {
+    /// Services this sidecar may reach: all, or those its Sidecar resource's egress lists.
+    fn visible(&self, s: &Service) -> bool {
+        let scope = self
+            .inputs
+            .sidecars
+            .iter()
+            .filter(|sc| sc.namespace == self.w.namespace)
+            .find(|sc| {
+                sc.spec
+                    .workload_selector
+                    .as_ref()
+                    .is_some_and(|sel| selects(&sel.labels, &self.w.labels))
+            })
+            .or_else(|| {
+                self.inputs.sidecars.iter().find(|sc| {
+                    sc.spec.workload_selector.is_none()
+                        && (sc.namespace == self.w.namespace || sc.namespace == ROOT_NAMESPACE)
+                })
+            });
+        let Some(sc) = scope else { return true };
+        sc.spec.egress.iter().flat_map(|e| &e.hosts).any(|h| {
+            let (ns, host) = h.split_once('/').unwrap_or(("*", h));
+            let ns_ok =
+                ns == "*" || (ns == "." && s.namespace == sc.namespace) || ns == s.namespace;
+            let host_ok = host == "*"
+                || fqdn(host, &s.namespace) == s.host
+                || host
+                    .strip_prefix('*')
+                    .is_some_and(|suffix| s.host.ends_with(suffix));
+            ns_ok && host_ok
+        })
+    }
+
+    fn destination_rule(&self, host: &str) -> Option<&Resource<istio::DestinationRule>> {
+        // The workload's own namespace first, then the service's, then the root.
+        let rules: Vec<_> = self
+            .inputs
+            .destination_rules
+            .iter()
+            .filter(|dr| fqdn(&dr.spec.host, &dr.namespace) == host)
+            .collect();
+        rules
+            .iter()
+            .find(|dr| dr.namespace == self.w.namespace)
+            .or_else(|| rules.first())
+            .copied()
+    }
+
+    fn outbound(&mut self) -> Option<tc::Listener> {
+        let mut virtual_hosts = Vec::new();
+        let services: Vec<&Service> = self
+            .registry
+            .services
+            .iter()
+            .filter(|s| self.visible(s))
+            .collect();
+        for s in services {
+            let http_ports: Vec<&Port> = s.ports.iter().filter(|p| p.protocol.is_http()).collect();
+            for p in &http_ports {
+                let mut domains = vec![s.host.clone(), format!("{}:{}", s.host, p.number)];
+                let short = s.short_name().to_string();
+                let mut names = vec![
+                    format!("{short}.{}", s.namespace),
+                    format!("{short}.{}.svc", s.namespace),
+                ];
+                if s.namespace == self.w.namespace {
+                    names.push(short);
+                }
+                for n in names {
+                    domains.push(format!("{n}:{}", p.number));
+                    if http_ports.len() == 1 {
+                        domains.push(n);
+                    }
+                }
+                if !s.host.ends_with(".svc.cluster.local") && http_ports.len() != 1 {
+                    domains.retain(|d| d != &s.host);
+                }
+                let routes = self.routes(s, p);
+                virtual_hosts.push(tc::VirtualHost {
+                    name: format!("{}:{}", s.host, p.number),
+                    domains,
+                    routes,
+                    request_headers_to_add: Vec::new(),
+                    request_headers_to_remove: Vec::new(),
+                    response_headers_to_add: Vec::new(),
+                    response_headers_to_remove: Vec::new(),
+                });
+            }
+        }
+        if virtual_hosts.is_empty() {
+            return None;
+        }
+        Some(tc::Listener {
+            name: "outbound".into(),
+            address: Some(self.w.outbound.clone()),
+            addresses: Vec::new(),
+            tcp: None,
+            http: Some(tc::HttpManager {
+                codec: tc::Codec::Auto,
+                virtual_hosts,
+                access_log: None,
+            }),
+            tls: None,
+            authorization: None,
+        })
+    }
+
+    /// A cluster for `host`'s `port` (and `subset`), made on first use.
+    fn cluster(&mut self, host: &str, port: u16, subset: Option<&str>) -> Option<String> {
+        let name = cluster_name(port, subset, host);
+        if self.clusters.contains_key(&name) {
+            return Some(name);
+        }
+        let service = self.registry.services.iter().find(|s| s.host == host)?;
+        let p = service.ports.iter().find(|p| p.number == port)?;
+        let dr = self.destination_rule(host);
+        let subset_def = subset
+            .and_then(|name| dr.and_then(|dr| dr.spec.subsets.iter().find(|s| s.name == name)));
+        if subset.is_some() && subset_def.is_none() {
+            return None;
+        }
+        let empty = Labels::new();
+        let labels = subset_def.map(|s| &s.labels).unwrap_or(&empty);
+        let workloads = self.registry.endpoints(service, labels);
+        let policy = merge(
+            dr.and_then(|d| d.spec.traffic_policy.as_ref()),
+            subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        );
+        let mtls_wanted = !matches!(
+            policy.tls.as_ref().map(|t| t.mode),
+            Some(istio::ClientTlsMode::Disable)
+        );
+        let all_sidecars = !workloads.is_empty() && workloads.iter().all(|w| w.has_sidecar());
+        let tls = (mtls_wanted && all_sidecars).then(|| {
+            let mut ids: Vec<String> = workloads.iter().map(|w| w.spiffe_id()).collect();
+            ids.sort();
+            ids.dedup();
+            tc::UpstreamTls {
+                trusted_ca: SDS_ROOT_CA.into(),
+                certificate: Some(workload_cert()),
+                sni: Some(format!(
+                    "outbound_.{port}_.{}_.{host}",
+                    subset.unwrap_or("")
+                )),
+                match_identities: ids,
+                min_version: tc::TlsVersion::V1_3,
+                max_version: tc::TlsVersion::V1_3,
+            }
+        });
+        let endpoints = workloads
+            .iter()
+            .map(|w| {
+                let addr = if w.address.contains(':') {
+                    format!("[{}]:{}", w.address, w.port_for(p))
+                } else {
+                    format!("{}:{}", w.address, w.port_for(p))
+                };
+                tc::Endpoint::Address(addr)
+            })
+            .collect();
+        let mut c = tc::Cluster {
+            name: name.clone(),
+            discovery: tc::DiscoveryType::Static,
+            endpoints,
+            lb_policy: tc::LbPolicy::RoundRobin,
+            connect_timeout: Dur::secs(10),
+            // Between sidecars HTTP/2 needs ALPN over mTLS; plaintext keeps the app's protocol.
+            http2: p.protocol.is_h2(),
+            dns_refresh_rate: Dur::secs(5),
+            circuit_breakers: Default::default(),
+            outlier_detection: None,
+            tls,
+        };
+        apply_policy(&policy, &mut c);
+        self.clusters.insert(name.clone(), c);
+        Some(name)
+    }
+
+    fn routes(&mut self, s: &Service, p: &Port) -> Vec<tc::Route> {
+        let vs = self
+            .inputs
+            .virtual_services
+            .iter()
+            .find(|vs| {
+                vs.spec
+                    .hosts
+                    .iter()
+                    .any(|h| fqdn(h, &vs.namespace) == s.host)
+            })
+            .cloned();
+        let mut routes = Vec::new();
+        if let Some(vs) = vs {
+            for (i, r) in vs.spec.http.iter().enumerate() {
+                let name = r
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
+                routes.extend(self.http_route(&vs.namespace, &name, r, s, p));
+            }
+        }
+        // Istio's default route comes last (also after a VirtualService's routes).
+        if let Some(cluster) = self.cluster(&s.host.clone(), p.number, None) {
+            routes.push(tc::Route {
+                name: Some("default".into()),
+                matches: tc::RouteMatch {
+                    prefix: Some("/".into()),
+                    ..Default::default()
+                },
+                route: Some(action(cluster, None, default_retries())),
+                redirect: None,
+                direct_response: None,
+                fault: None,
+                request_headers_to_add: Vec::new(),
+                request_headers_to_remove: Vec::new(),
+                response_headers_to_add: Vec::new(),
+                response_headers_to_remove: Vec::new(),
+            });
+        }
+        self.hash_policies(&mut routes);
+        routes
+    }
+
+    fn destination_cluster(
+        &mut self,
+        ns: &str,
+        d: &istio::Destination,
+        p: &Port,
+    ) -> Option<String> {
+        let host = fqdn(&d.host, ns);
+        let port = d.port.as_ref().map(|p| p.number).or_else(|| {
+            let s = self.registry.services.iter().find(|s| s.host == host)?;
+            if s.ports.len() == 1 {
+                Some(s.ports[0].number)
+            } else {
+                s.ports
+                    .iter()
+                    .find(|q| q.number == p.number)
+                    .map(|q| q.number)
+            }
+        })?;
+        self.cluster(&host, port, d.subset.as_deref())
+    }
+
+    fn http_route(
+        &mut self,
+        ns: &str,
+        name: &str,
+        r: &istio::HttpRoute,
+        s: &Service,
+        p: &Port,
+    ) -> Vec<tc::Route> {
+        let mut base = tc::Route {
+            name: Some(name.to_string()),
+            matches: Default::default(),
+            route: None,
+            redirect: None,
+            direct_response: None,
+            fault: None,
+            request_headers_to_add: Vec::new(),
+            request_headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            response_headers_to_remove: Vec::new(),
+        };
+        if let Some(h) = &r.headers {
+            header_ops(h, &mut base);
+        }
+        if !r.route.is_empty() {
+            let mut weighted = Vec::new();
+            for d in &r.route {
+                // A destination with no cluster (unknown host or subset) gets no traffic,
+                // as in Istio, where such a route answers 503.
+                let cluster = self
+                    .destination_cluster(ns, &d.destination, p)
+                    .unwrap_or_else(|| format!("unknown|{}", d.destination.host));
+                weighted.push((cluster, d.weight.unwrap_or(100)));
+            }
+            let retries = match &r.retries {
+                None => default_retries(),
+                Some(rt) if rt.attempts == 0 => None,
+                Some(rt) => Some(tc::RetryPolicy {
+                    retry_on: retry_on(rt.retry_on.as_deref()),
+                    num_retries: rt.attempts,
+                    per_try_timeout: rt.per_try_timeout.as_deref().and_then(dur),
+                    retriable_status_codes: vec![503],
+                }),
+            };
+            let mut a = if weighted.len() == 1 {
+                action(weighted.remove(0).0, None, retries)
+            } else {
+                action(String::new(), Some(weighted), retries)
+            };
+            a.timeout = r.timeout.as_deref().and_then(dur).unwrap_or(Dur::secs(0));
+            if let Some(rw) = &r.rewrite {
+                a.prefix_rewrite = rw.uri.clone();
+                a.host_rewrite = rw.authority.clone();
+            }
+            if let Some(m) = &r.mirror {
+                if let Some(c) = self.destination_cluster(ns, m, p) {
+                    a.request_mirror = Some(tc::Mirror {
+                        cluster: c,
+                        percent: r
+                            .mirror_percentage
+                            .as_ref()
+                            .map(|p| p.value)
+                            .unwrap_or(100.0),
+                    });
+                }
+            }
+            base.route = Some(a);
+        } else if let Some(d) = &r.redirect {
+            base.redirect = Some(tc::Redirect {
+                scheme: d.scheme.clone(),
+                host: d.authority.clone(),
+                port: d.port,
+                path: d.uri.clone(),
+                prefix_rewrite: None,
+                response_code: d.redirect_code.unwrap_or(301),
+                strip_query: false,
+            });
+        } else if let Some(d) = &r.direct_response {
+            base.direct_response = Some(tc::DirectResponse {
+                status: d.status,
+                body: d
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.string.clone())
+                    .unwrap_or_default(),
+            });
+        }
+        if let Some(f) = &r.fault {
+            base.fault = Some(tc::Fault {
+                delay: f.delay.as_ref().and_then(|d| {
+                    Some(tc::FaultDelay {
+                        fixed: dur(&d.fixed_delay)?,
+                        percent: d.percentage.as_ref().map(|p| p.value).unwrap_or(100.0),
+                    })
+                }),
+                abort: f.abort.as_ref().map(|a| tc::FaultAbort {
+                    status: a.http_status,
+                    percent: a.percentage.as_ref().map(|p| p.value).unwrap_or(100.0),
+                }),
+            });
+        }
+        let _ = s;
+        if r.matches.is_empty() {
+            base.matches.prefix = Some("/".into());
+            return vec![base];
+        }
+        // Istio's matches are alternatives: one route per match, same action.
+        r.matches
+            .iter()
+            .map(|m| {
+                let mut route = base.clone();
+                route.matches = route_match(m);
+                route
+            })
+            .collect()
+    }
+
+    /// Consistent-hash DestinationRules hash on what the routes to them say.
+    fn hash_policies(&self, routes: &mut [tc::Route]) {
+        for r in routes.iter_mut() {
+            let Some(a) = r.route.as_mut() else { continue };
+            let cluster = a
+                .cluster
+                .clone()
+                .or_else(|| a.weighted_clusters.first().map(|w| w.name.clone()));
+            let Some(c) = cluster.and_then(|c| self.clusters.get(&c)) else {
+                continue;
+            };
+            if !matches!(c.lb_policy, tc::LbPolicy::RingHash | tc::LbPolicy::Maglev) {
+                continue;
+            }
+            let host = c.name.rsplit('|').next().unwrap_or_default();
+            if let Some(ch) = self
+                .destination_rule(host)
+                .and_then(|dr| dr.spec.traffic_policy.as_ref())
+                .and_then(|tp| tp.load_balancer.as_ref())
+                .and_then(|lb| lb.consistent_hash.as_ref())
+            {
+                a.hash_policy = vec![tc::HashPolicy {
+                    header: ch.http_header_name.clone(),
+                    source_ip: ch.use_source_ip,
+                }];
+            }
+        }
+    }
+
+    fn inbound(&mut self) -> Vec<tc::Listener> {
+        if !self.w.has_sidecar() {
+            return Vec::new();
+        }
+        let mut listeners = Vec::new();
+        let services: Vec<Service> = self.registry.served_by(self.w).cloned().collect();
+        let mut done = std::collections::BTreeSet::new();
+        for s in &services {
+            for p in &s.ports {
+                let Some(&app_port) = self.w.app_ports.get(&p.name) else {
+                    continue;
+                };
+                let inbound_port = self.w.port_for(p);
+                if !done.insert(inbound_port) {
+                    continue;
+                }
+                let cluster = format!("inbound|{inbound_port}||");
+                self.clusters.insert(
+                    cluster.clone(),
+                    tc::Cluster {
+                        name: cluster.clone(),
+                        discovery: tc::DiscoveryType::Static,
+                        endpoints: vec![tc::Endpoint::Address(format!("127.0.0.1:{app_port}"))],
+                        lb_policy: tc::LbPolicy::RoundRobin,
+                        connect_timeout: Dur::secs(10),
+                        http2: p.protocol.is_h2(),
+                        dns_refresh_rate: Dur::secs(5),
+                        circuit_breakers: Default::default(),
+                        outlier_detection: None,
+                        tls: None,
+                    },
+                );
+                let address = if self.w.address.contains(':') {
+                    format!("[{}]:{inbound_port}", self.w.address)
+                } else {
+                    format!("{}:{inbound_port}", self.w.address)
+                };
+                let tls = match self.mtls_mode(app_port) {
+                    MtlsMode::Disable => None,
+                    mode => Some(tc::DownstreamTls {
+                        mode: if mode == MtlsMode::Strict {
+                            tc::TlsMode::Strict
+                        } else {
+                            tc::TlsMode::Permissive
+                        },
+                        certificates: vec![workload_cert()],
+                        alpn: None,
+                        min_version: tc::TlsVersion::V1_3,
+                        max_version: tc::TlsVersion::V1_3,
+                        trusted_ca: Some(SDS_ROOT_CA.into()),
+                        require_client_certificate: true,
+                        trust_domains: vec!["cluster.local".into()],
+                        session_resumption: true,
+                        handshake_timeout: Dur::secs(10),
+                    }),
+                };
+                let authorization = self.authorization();
+                let (http, tcp) = if p.protocol.is_http() {
+                    (
+                        Some(tc::HttpManager {
+                            codec: tc::Codec::Auto,
+                            virtual_hosts: vec![tc::VirtualHost {
+                                name: "inbound".into(),
+                                domains: vec!["*".into()],
+                                routes: vec![tc::Route {
+                                    name: Some("inbound".into()),
+                                    matches: tc::RouteMatch {
+                                        prefix: Some("/".into()),
+                                        ..Default::default()
+                                    },
+                                    route: Some(action(cluster, None, None)),
+                                    redirect: None,
+                                    direct_response: None,
+                                    fault: None,
+                                    request_headers_to_add: Vec::new(),
+                                    request_headers_to_remove: Vec::new(),
+                                    response_headers_to_add: Vec::new(),
+                                    response_headers_to_remove: Vec::new(),
+                                }],
+                                request_headers_to_add: Vec::new(),
+                                request_headers_to_remove: Vec::new(),
+                                response_headers_to_add: Vec::new(),
+                                response_headers_to_remove: Vec::new(),
+                            }],
+                            access_log: None,
+                        }),
+                        None,
+                    )
+                } else {
+                    (None, Some(tc::TcpProxy { cluster }))
+                };
+                listeners.push(tc::Listener {
+                    name: format!("inbound|{inbound_port}"),
+                    address: Some(address),
+                    addresses: Vec::new(),
+                    tcp,
+                    http,
+                    tls,
+                    authorization,
+                });
+            }
+        }
+        listeners
+    }
+
+    /// PeerAuthentication for this workload: its own, the namespace's, the mesh's;
+    /// PERMISSIVE when none says otherwise (Istio's default).
+    fn mtls_mode(&self, port: u16) -> MtlsMode {
+        let pas = &self.inputs.peer_authentications;
+        let own = pas.iter().find(|pa| {
+            pa.namespace == self.w.namespace
+                && pa
+                    .spec
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| selects(&s.match_labels, &self.w.labels))
+        });
+        let ns = pas
+            .iter()
+            .find(|pa| pa.namespace == self.w.namespace && pa.spec.selector.is_none());
+        let mesh = pas
+            .iter()
+            .find(|pa| pa.namespace == ROOT_NAMESPACE && pa.spec.selector.is_none());
+        let mut mode = MtlsMode::Unset;
+        for pa in [mesh, ns, own].into_iter().flatten() {
+            if let Some(m) = pa
+                .spec
+                .mtls
+                .as_ref()
+                .map(|m| m.mode)
+                .filter(|m| *m != MtlsMode::Unset)
+            {
+                mode = m;
+            }
+        }
+        if let Some(m) = own
+            .and_then(|pa| pa.spec.port_level_mtls.get(&port))
+            .map(|m| m.mode)
+            .filter(|m| *m != MtlsMode::Unset)
+        {
+            mode = m;
+        }
+        if mode == MtlsMode::Unset {
+            MtlsMode::Permissive
+        } else {
+            mode
+        }
+    }
+
+    fn authorization(&self) -> Option<tc::Authorization> {
+        let policies: Vec<tc::AuthorizationPolicy> = self
+            .inputs
+            .authorization_policies
+            .iter()
+            .filter(|ap| match &ap.spec.selector {
+                None => ap.namespace == self.w.namespace || ap.namespace == ROOT_NAMESPACE,
+                Some(sel) => {
+                    ap.namespace == self.w.namespace && selects(&sel.match_labels, &self.w.labels)
+                }
+            })
+            .map(authz_policy)
+            .collect();
+        (!policies.is_empty()).then_some(tc::Authorization { policies })
+    }
+}
+
+fn workload_cert() -> tc::TlsCertificate {
+    tc::TlsCertificate {
+        certificate_chain: SDS_WORKLOAD_CERT.into(),
+        private_key: None,
+        private_key_provider: tc::PrivateKeyProvider::Memory,
+        server_names: Vec::new(),
+    }
+}
+
+fn dur(s: &str) -> Option<Dur> {
+    trellis_config::parse_duration(s).ok().map(Dur)
+}
+
+/// Istio's default: two retries on connect failure, reset and 503.
+fn default_retries() -> Option<tc::RetryPolicy> {
+    Some(tc::RetryPolicy {
+        retry_on: "connect-failure,reset,retriable-status-codes".into(),
+        num_retries: 2,
+        per_try_timeout: None,
+        retriable_status_codes: vec![503],
+    })
+}
+
+/// Istio's retryOn conditions that the proxy knows; gRPC-status ones are left out.
+fn retry_on(v: Option<&str>) -> String {
+    let known = [
+        "5xx",
+        "gateway-error",
+        "connect-failure",
+        "reset",
+        "retriable-status-codes",
+    ];
+    let picked: Vec<&str> = v
+        .unwrap_or("connect-failure,reset,retriable-status-codes")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| known.contains(c))
+        .collect();
+    if picked.is_empty() {
+        "connect-failure,reset".into()
+    } else {
+        picked.join(",")
+    }
+}
+
+fn action(
+    cluster: String,
+    weighted: Option<Vec<(String, u32)>>,
+    retry_policy: Option<tc::RetryPolicy>,
+) -> tc::RouteAction {
+    let (cluster, weighted_clusters) = match weighted {
+        None => (Some(cluster), Vec::new()),
+        Some(w) => (
+            None,
+            w.into_iter()
+                .map(|(name, weight)| tc::WeightedCluster { name, weight })
+                .collect(),
+        ),
+    };
+    tc::RouteAction {
+        cluster,
+        weighted_clusters,
+        prefix_rewrite: None,
+        host_rewrite: None,
+        // Istio disables the route timeout unless a VirtualService sets one.
+        timeout: Dur::secs(0),
+        retry_policy,
+        request_mirror: None,
+        hash_policy: Vec::new(),
+    }
+}
+
+fn string_matcher(name: &str, m: &istio::StringMatch) -> tc::HeaderMatcher {
+    tc::HeaderMatcher {
+        name: name.to_string(),
+        exact: m.exact.clone(),
+        prefix: m.prefix.clone(),
+        regex: m.regex.clone(),
+        ..Default::default()
+    }
+}
+
+fn route_match(m: &istio::HttpMatch) -> tc::RouteMatch {
+    let mut out = tc::RouteMatch {
+        ignore_case: m.ignore_uri_case,
+        ..Default::default()
+    };
+    match &m.uri {
+        Some(u) if u.exact.is_some() => out.path = u.exact.clone(),
+        Some(u) if u.regex.is_some() => out.regex = u.regex.clone(),
+        Some(u) => out.prefix = u.prefix.clone(),
+        None => out.prefix = Some("/".into()),
+    }
+    if let Some(method) = &m.method {
+        if let Some(e) = &method.exact {
+            out.methods.push(e.clone());
+        } else if let Some(re) = &method.regex {
+            out.methods.extend(re.split('|').map(str::to_string));
+        }
+    }
+    for (name, sm) in &m.headers {
+        out.headers.push(string_matcher(name, sm));
+    }
+    for (name, sm) in &m.without_headers {
+        let mut h = string_matcher(name, sm);
+        if h.exact.is_none() && h.prefix.is_none() && h.regex.is_none() {
+            h.present = Some(false);
+        } else {
+            h.invert = true;
+        }
+        out.headers.push(h);
+    }
+    for (name, sm) in &m.query_params {
+        out.query_params.push(string_matcher(name, sm));
+    }
+    out
+}
+
+fn header_ops(h: &istio::Headers, r: &mut tc::Route) {
+    let ops = |o: &istio::HeaderOperations| -> (Vec<tc::HeaderValue>, Vec<String>) {
+        let mut add: Vec<tc::HeaderValue> = o
+            .set
+            .iter()
+            .map(|(k, v)| tc::HeaderValue {
+                name: k.clone(),
+                value: v.clone(),
+                append: false,
+            })
+            .collect();
+        add.extend(o.add.iter().map(|(k, v)| tc::HeaderValue {
+            name: k.clone(),
+            value: v.clone(),
+            append: true,
+        }));
+        (add, o.remove.clone())
+    };
+    if let Some(o) = &h.request {
+        (r.request_headers_to_add, r.request_headers_to_remove) = ops(o);
+    }
+    if let Some(o) = &h.response {
+        (r.response_headers_to_add, r.response_headers_to_remove) = ops(o);
+    }
+}
+
+/// A subset's traffic policy overrides the rule's, field by field.
+fn merge(base: Option<&TrafficPolicy>, over: Option<&TrafficPolicy>) -> TrafficPolicy {
+    let mut p = base.cloned().unwrap_or_default();
+    if let Some(o) = over {
+        if o.load_balancer.is_some() {
+            p.load_balancer = o.load_balancer.clone();
+        }
+        if o.connection_pool.is_some() {
+            p.connection_pool = o.connection_pool.clone();
+        }
+        if o.outlier_detection.is_some() {
+            p.outlier_detection = o.outlier_detection.clone();
+        }
+        if o.tls.is_some() {
+            p.tls = o.tls.clone();
+        }
+    }
+    p
+}
+
+fn apply_policy(p: &TrafficPolicy, c: &mut tc::Cluster) {
+    if let Some(lb) = &p.load_balancer {
+        use istio::SimpleLb;
+        c.lb_policy = match (lb.simple, &lb.consistent_hash) {
+            (_, Some(ch)) if ch.maglev.is_some() => tc::LbPolicy::Maglev,
+            (_, Some(_)) => tc::LbPolicy::RingHash,
+            (Some(SimpleLb::LeastConn | SimpleLb::LeastRequest), _) => tc::LbPolicy::LeastRequest,
+            (Some(SimpleLb::Random), _) => tc::LbPolicy::Random,
+            _ => tc::LbPolicy::RoundRobin,
+        };
+    }
+    if let Some(pool) = &p.connection_pool {
+        if let Some(tcp) = &pool.tcp {
+            if let Some(m) = tcp.max_connections {
+                c.circuit_breakers.max_connections = m;
+            }
+            if let Some(t) = tcp.connect_timeout.as_deref().and_then(dur) {
+                c.connect_timeout = t;
+            }
+        }
+        if let Some(http) = &pool.http {
+            if let Some(m) = http.http1_max_pending_requests {
+                c.circuit_breakers.max_pending_requests = m;
+            }
+            if let Some(m) = http.http2_max_requests {
+                c.circuit_breakers.max_requests = m;
+            }
+            if let Some(m) = http.max_retries {
+                c.circuit_breakers.max_retries = m;
+            }
+        }
+    }
+    if let Some(o) = &p.outlier_detection {
+        let d = tc::OutlierDetection::default();
+        c.outlier_detection = Some(tc::OutlierDetection {
+            consecutive_5xx: o.consecutive_5xx_errors.unwrap_or(d.consecutive_5xx),
+            consecutive_gateway_failure: o.consecutive_gateway_errors.unwrap_or(0),
+            interval: o.interval.as_deref().and_then(dur).unwrap_or(d.interval),
+            base_ejection_time: o
+                .base_ejection_time
+                .as_deref()
+                .and_then(dur)
+                .unwrap_or(d.base_ejection_time),
+            max_ejection_time: d.max_ejection_time,
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(d.max_ejection_percent),
+        });
+    }
+}
+
+fn authz_policy(ap: &Resource<istio::AuthorizationPolicy>) -> tc::AuthorizationPolicy {
+    tc::AuthorizationPolicy {
+        name: format!("{}.{}", ap.namespace, ap.name),
+        action: match ap.spec.action.as_deref() {
+            Some("DENY") => tc::AuthorizationAction::Deny,
+            Some("AUDIT") => tc::AuthorizationAction::Audit,
+            _ => tc::AuthorizationAction::Allow,
+        },
+        rules: ap
+            .spec
+            .rules
+            .iter()
+            .map(|r| tc::AuthorizationRule {
+                from: r
+                    .from
+                    .iter()
+                    .map(|f| tc::RuleFrom {
+                        source: tc::RuleSource {
+                            principals: f.source.principals.clone(),
+                            not_principals: f.source.not_principals.clone(),
+                            namespaces: f.source.namespaces.clone(),
+                            not_namespaces: f.source.not_namespaces.clone(),
+                            ip_blocks: f.source.ip_blocks.clone(),
+                            not_ip_blocks: f.source.not_ip_blocks.clone(),
+                        },
+                    })
+                    .collect(),
+                to: r
+                    .to
+                    .iter()
+                    .map(|t| tc::RuleTo {
+                        operation: tc::RuleOperation {
+                            methods: t.operation.methods.clone(),
+                            not_methods: t.operation.not_methods.clone(),
+                            paths: t.operation.paths.clone(),
+                            not_paths: t.operation.not_paths.clone(),
+                            ports: t.operation.ports.clone(),
+                            not_ports: t.operation.not_ports.clone(),
+                            hosts: t.operation.hosts.clone(),
+                            not_hosts: t.operation.not_hosts.clone(),
+                        },
+                    })
+                    .collect(),
+                when: r
+                    .when
+                    .iter()
+                    .map(|c| tc::RuleCondition {
+                        key: c.key.clone(),
+                        values: c.values.clone(),
+                        not_values: c.not_values.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

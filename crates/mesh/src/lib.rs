@@ -1,0 +1,76 @@
+//! The control plane's inputs and what they generate.
+//!
+//! [`load`] reads Istio resources (`networking.istio.io/v1` VirtualService,
+//! DestinationRule, ServiceEntry, WorkloadEntry, Sidecar; `security.istio.io/v1`
+//! PeerAuthentication, AuthorizationPolicy) with warnings for what Trellis ignores and
+//! refusals for what is invalid. [`Registry`] is the service registry: services with
+//! ports and protocols, workloads with addresses, labels and service accounts (from
+//! ServiceEntry/WorkloadEntry here, from Kubernetes objects in Kubernetes mode).
+//! [`generate`] turns both into one sidecar's listeners and clusters in the proxy's
+//! own config model, which `trellis-envoy` encodes for xDS.
+//!
+//! Local-mode sidecars run without traffic capture, so a workload says where its
+//! sidecar listens through annotations (see [`annotations`]).
+
+pub mod generate;
+pub mod istio;
+pub mod load;
+mod registry;
+mod validate;
+
+pub use generate::generate;
+pub use load::{load_dir, load_str, Diagnostic, Inputs, Loaded, Resource};
+pub use registry::{Port, Protocol, Registry, Service, Workload};
+
+/// Annotations on a WorkloadEntry that place its sidecar (local mode, no capture).
+pub mod annotations {
+    /// `host:port` of the sidecar's outbound HTTP listener (the app's HTTP proxy).
+    /// Default `127.0.0.1:15001`.
+    pub const OUTBOUND: &str = "sidecar.trellis.dev/outbound";
+    /// `<port name>=<port>,...`: where the application itself listens, on 127.0.0.1.
+    /// The WorkloadEntry's `ports` are the sidecar's inbound (mTLS) ports; a workload
+    /// without this annotation has no sidecar and is reached in plaintext.
+    pub const APP_PORTS: &str = "sidecar.trellis.dev/app-ports";
+}
+
+/// The mesh's root namespace: resources here without a selector apply mesh-wide.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// `reviews` in namespace `default` → `reviews.default.svc.cluster.local`; names with a
+/// dot other than Kubernetes forms (`api.example.com`) stay as they are.
+pub fn fqdn(host: &str, namespace: &str) -> String {
+    let dots = host.matches('.').count();
+    if host.ends_with(".svc.cluster.local") || host.contains('*') {
+        host.to_string()
+    } else if dots == 0 {
+        format!("{host}.{namespace}.svc.cluster.local")
+    } else if dots == 1 {
+        format!("{host}.svc.cluster.local")
+    } else if host.ends_with(".svc") {
+        format!("{host}.cluster.local")
+    } else {
+        host.to_string()
+    }
+}
+
+/// The SPIFFE identity of a service account.
+pub fn spiffe_id(namespace: &str, service_account: &str) -> String {
+    format!("spiffe://cluster.local/ns/{namespace}/sa/{service_account}")
+}
+
+/// The workload a node id names, in Istio's form
+/// `sidecar~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`: (namespace, name).
+pub fn workload_of(node_id: &str) -> Option<(String, String)> {
+    let mut parts = node_id.split('~');
+    let (_kind, _ip, pod) = (parts.next()?, parts.next()?, parts.next()?);
+    let (name, namespace) = pod.rsplit_once('.')?;
+    Some((namespace.to_string(), name.to_string()))
+}
+
+/// The node id a workload's sidecar presents.
+pub fn node_id(w: &Workload) -> String {
+    format!(
+        "sidecar~{}~{}.{}~{}.svc.cluster.local",
+        w.address, w.name, w.namespace, w.namespace
+    )
+}

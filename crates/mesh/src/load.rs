@@ -1,0 +1,279 @@
+//! Reading Istio resources from YAML files: each document is accepted, accepted with
+//! warnings naming the fields Trellis ignores, or refused with the file, the resource
+//! and the field at fault. A refused document never affects the others.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::istio::*;
+use crate::validate;
+
+/// A resource with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource<T> {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub spec: T,
+    /// `file.yaml#2` (document index from 1).
+    pub source: String,
+}
+
+/// Everything the control plane reads, by kind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub virtual_services: Vec<Resource<VirtualService>>,
+    pub destination_rules: Vec<Resource<DestinationRule>>,
+    pub service_entries: Vec<Resource<ServiceEntry>>,
+    pub workload_entries: Vec<Resource<WorkloadEntry>>,
+    pub sidecars: Vec<Resource<Sidecar>>,
+    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// `mesh.yaml#3 VirtualService default/reviews`.
+    pub resource: String,
+    pub message: String,
+    /// (kind, namespace, name) when the document got that far.
+    pub key: Option<(String, String, String)>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.resource, self.message)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub inputs: Inputs,
+    pub warnings: Vec<Diagnostic>,
+    pub refused: Vec<Diagnostic>,
+}
+
+const NETWORKING: &[&str] = &[
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+const SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+
+/// Every `*.yaml` / `*.yml` file under `dir` (not recursive), in name order.
+pub fn load_dir(dir: &Path) -> Result<Loaded, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut loaded = Loaded::default();
+    for file in files {
+        let name = file.display().to_string();
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_str(&text, &name, &mut loaded),
+            Err(e) => loaded.refused.push(Diagnostic {
+                resource: name,
+                message: format!("cannot read: {e}"),
+                key: None,
+            }),
+        }
+    }
+    validate::cross_check(&mut loaded);
+    Ok(loaded)
+}
+
+/// Adds the documents of one file to `loaded`.
+pub fn load_str(text: &str, file: &str, loaded: &mut Loaded) {
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let source = format!("{file}#{}", i + 1);
+        let value = match Value::deserialize(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                loaded.refused.push(Diagnostic {
+                    resource: source,
+                    message: format!("not YAML: {e}"),
+                    key: None,
+                });
+                continue;
+            }
+        };
+        if let Err(d) = load_doc(value, &source, loaded) {
+            loaded.refused.push(d);
+        }
+    }
+}
+
+fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagnostic> {
+    let refuse = |resource: &str, message: String| Diagnostic {
+        resource: resource.to_string(),
+        message,
+        key: None,
+    };
+    let Value::Mapping(map) = value else {
+        return Err(refuse(
+            source,
+            "a resource must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+    };
+    let field = |k: &str| map.get(Value::String(k.into()));
+    let text = |k: &str| {
+        field(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (api, kind) = (text("apiVersion"), text("kind"));
+    if kind.is_empty() || api.is_empty() {
+        return Err(refuse(source, "apiVersion and kind are required".into()));
+    }
+    let meta: Metadata = match field("metadata") {
+        Some(m) => serde_yaml::from_value(m.clone())
+            .map_err(|e| refuse(source, format!("{kind}: metadata: {e}")))?,
+        None => return Err(refuse(source, format!("{kind}: metadata.name is required"))),
+    };
+    if meta.name.is_empty() {
+        return Err(refuse(source, format!("{kind}: metadata.name is required")));
+    }
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let resource = format!("{source} {kind} {namespace}/{}", meta.name);
+    let key = Some((kind.clone(), namespace.clone(), meta.name.clone()));
+    let refuse = |resource: &str, message: String| Diagnostic {
+        resource: resource.to_string(),
+        message,
+        key: key.clone(),
+    };
+    for key in map.keys().filter_map(|k| k.as_str()) {
+        if !matches!(key, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+            loaded.warnings.push(refuse(
+                &resource,
+                format!("{key} is not supported by Trellis; ignored"),
+            ));
+        }
+    }
+    let spec = field("spec")
+        .cloned()
+        .unwrap_or(Value::Mapping(Default::default()));
+    let group = if NETWORKING.contains(&api.as_str()) {
+        "networking"
+    } else if SECURITY.contains(&api.as_str()) {
+        "security"
+    } else {
+        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1)")));
+    };
+    macro_rules! accept {
+        ($field:ident, $check:path) => {{
+            let parsed = parse(&spec, &resource, &mut loaded.warnings)
+                .map_err(|d| refuse(&resource, d.message))?;
+            let errors = $check(&parsed);
+            if let Some(first) = errors.into_iter().next() {
+                return Err(refuse(&resource, first));
+            }
+            loaded.inputs.$field.push(Resource {
+                name: meta.name.clone(),
+                namespace,
+                labels: meta.labels.clone(),
+                annotations: meta.annotations.clone(),
+                spec: parsed,
+                source: resource.clone(),
+            });
+        }};
+    }
+    match (group, kind.as_str()) {
+        ("networking", "VirtualService") => accept!(virtual_services, validate::virtual_service),
+        ("networking", "DestinationRule") => accept!(destination_rules, validate::destination_rule),
+        ("networking", "ServiceEntry") => accept!(service_entries, validate::service_entry),
+        ("networking", "WorkloadEntry") => accept!(workload_entries, validate::workload_entry),
+        ("networking", "Sidecar") => accept!(sidecars, validate::sidecar),
+        ("security", "PeerAuthentication") => {
+            accept!(peer_authentications, validate::peer_authentication)
+        }
+        ("security", "AuthorizationPolicy") => {
+            accept!(authorization_policies, validate::authorization_policy)
+        }
+        _ => {
+            return Err(refuse(
+                &resource,
+                format!("kind {kind} ({api}) is not supported by Trellis"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes `spec`, reporting every field it had to ignore.
+fn parse<T: DeserializeOwned>(
+    spec: &Value,
+    resource: &str,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<T, Diagnostic> {
+    let mut ignored = Vec::new();
+    let result: Result<T, _> = serde_ignored::deserialize(spec.clone(), |path| {
+        ignored.push(path.to_string());
+    });
+    let parsed = result.map_err(|e| Diagnostic {
+        resource: resource.to_string(),
+        message: format!("spec: {e}"),
+        key: None,
+    })?;
+    for path in ignored {
+        warnings.push(Diagnostic {
+            resource: resource.to_string(),
+            message: format!("spec.{path} is not supported by Trellis yet; ignored"),
+            key: None,
+        });
+    }
+    Ok(parsed)
+}
+
+impl Inputs {
+    /// For each resource refused now that was accepted before, keeps the earlier
+    /// version serving (an edit that breaks a resource does not remove it).
+    pub fn keep_previous(&mut self, previous: &Inputs, refused: &mut [Diagnostic]) {
+        macro_rules! carry {
+            ($field:ident, $kind:literal) => {
+                for d in refused.iter_mut() {
+                    let Some((kind, ns, name)) = &d.key else {
+                        continue;
+                    };
+                    if kind != $kind
+                        || self
+                            .$field
+                            .iter()
+                            .any(|r| &r.namespace == ns && &r.name == name)
+                    {
+                        continue;
+                    }
+                    if let Some(old) = previous
+                        .$field
+                        .iter()
+                        .find(|r| &r.namespace == ns && &r.name == name)
+                    {
+                        self.$field.push(old.clone());
+                        d.message.push_str(" (the previous version keeps serving)");
+                    }
+                }
+            };
+        }
+        carry!(virtual_services, "VirtualService");
+        carry!(destination_rules, "DestinationRule");
+        carry!(service_entries, "ServiceEntry");
+        carry!(workload_entries, "WorkloadEntry");
+        carry!(sidecars, "Sidecar");
+        carry!(peer_authentications, "PeerAuthentication");
+        carry!(authorization_policies, "AuthorizationPolicy");
+    }
+}
+
+/// Labels `selector` selects (every key equal).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

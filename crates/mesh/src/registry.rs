@@ -1,0 +1,220 @@
+use std::collections::BTreeMap;
+
+use crate::istio::{Labels, WorkloadEntry};
+use crate::load::{selects, Inputs};
+use crate::{annotations, fqdn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    fn parse(p: Option<&str>, name: &str) -> Protocol {
+        // Istio's rule: the protocol field, else the port name's prefix.
+        let p = p
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| name.to_ascii_lowercase());
+        if p.starts_with("http2") {
+            Protocol::Http2
+        } else if p.starts_with("grpc") {
+            Protocol::Grpc
+        } else if p.starts_with("http") {
+            Protocol::Http
+        } else {
+            Protocol::Tcp
+        }
+    }
+
+    pub fn is_http(self) -> bool {
+        self != Protocol::Tcp
+    }
+
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub number: u16,
+    pub protocol: Protocol,
+    pub target_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// `reviews.default.svc.cluster.local`.
+    pub host: String,
+    pub namespace: String,
+    pub ports: Vec<Port>,
+    /// Workloads in the namespace with these labels back the service.
+    pub selector: Option<Labels>,
+    /// Or these, inline (ServiceEntry endpoints).
+    pub endpoints: Vec<Workload>,
+}
+
+impl Service {
+    /// `reviews` for `reviews.default.svc.cluster.local`.
+    pub fn short_name(&self) -> &str {
+        self.host.split('.').next().unwrap_or(&self.host)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub service_account: String,
+    pub address: String,
+    /// Port name → the port peers connect to (the sidecar's inbound port).
+    pub ports: BTreeMap<String, u16>,
+    /// Port name → where the application listens on 127.0.0.1 (has a sidecar when set).
+    pub app_ports: BTreeMap<String, u16>,
+    pub outbound: String,
+}
+
+impl Workload {
+    fn from_entry(
+        name: &str,
+        namespace: &str,
+        e: &WorkloadEntry,
+        annotations: &Labels,
+    ) -> Workload {
+        let app_ports = annotations
+            .get(annotations::APP_PORTS)
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Workload {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            labels: e.labels.clone(),
+            service_account: e
+                .service_account
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            address: e.address.clone(),
+            ports: e.ports.clone(),
+            app_ports,
+            outbound: annotations
+                .get(annotations::OUTBOUND)
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1:15001".into()),
+        }
+    }
+
+    pub fn has_sidecar(&self) -> bool {
+        !self.app_ports.is_empty()
+    }
+
+    pub fn spiffe_id(&self) -> String {
+        crate::spiffe_id(&self.namespace, &self.service_account)
+    }
+
+    /// The port peers use for `port` of a service.
+    pub fn port_for(&self, port: &Port) -> u16 {
+        self.ports
+            .get(&port.name)
+            .copied()
+            .or(port.target_port)
+            .unwrap_or(port.number)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Registry {
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+}
+
+impl Registry {
+    /// Services from ServiceEntries (one per host), workloads from WorkloadEntries.
+    pub fn from_inputs(inputs: &Inputs) -> Registry {
+        let mut r = Registry::default();
+        for w in &inputs.workload_entries {
+            r.workloads.push(Workload::from_entry(
+                &w.name,
+                &w.namespace,
+                &w.spec,
+                &w.annotations,
+            ));
+        }
+        for se in &inputs.service_entries {
+            let ports: Vec<Port> = se
+                .spec
+                .ports
+                .iter()
+                .map(|p| Port {
+                    name: p.name.clone(),
+                    number: p.number,
+                    protocol: Protocol::parse(p.protocol.as_deref(), &p.name),
+                    target_port: p.target_port,
+                })
+                .collect();
+            for host in &se.spec.hosts {
+                r.services.push(Service {
+                    host: fqdn(host, &se.namespace),
+                    namespace: se.namespace.clone(),
+                    ports: ports.clone(),
+                    selector: se.spec.workload_selector.as_ref().map(|s| s.labels.clone()),
+                    endpoints: se
+                        .spec
+                        .endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            Workload::from_entry(
+                                &format!("{}-{i}", se.name),
+                                &se.namespace,
+                                e,
+                                &Labels::new(),
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+        r
+    }
+
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
+        self.workloads
+            .iter()
+            .find(|w| w.namespace == namespace && w.name == name)
+    }
+
+    /// The workloads behind `service`, optionally narrowed by subset labels.
+    pub fn endpoints<'a>(&'a self, service: &'a Service, subset: &'a Labels) -> Vec<&'a Workload> {
+        let selected: Vec<&Workload> = match &service.selector {
+            Some(sel) => self
+                .workloads
+                .iter()
+                .filter(|w| w.namespace == service.namespace && selects(sel, &w.labels))
+                .collect(),
+            None => service.endpoints.iter().collect(),
+        };
+        selected
+            .into_iter()
+            .filter(|w| selects(subset, &w.labels))
+            .collect()
+    }
+
+    /// The services (and their ports) a workload serves.
+    pub fn served_by<'a>(&'a self, w: &'a Workload) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services.iter().filter(move |s| {
+            s.selector
+                .as_ref()
+                .is_some_and(|sel| s.namespace == w.namespace && selects(sel, &w.labels))
+        })
+    }
+}

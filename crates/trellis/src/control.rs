@@ -1,0 +1,102 @@
+//! `trellis control`: the control plane. Serves each sidecar its view over ADS
+//! (plaintext gRPC, Istio's port 15010) from a directory of Istio resources, and the
+//! embedded CA's certificate API (Istio's port 15012), in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::ca::{Ca, CaOptions};
+
+#[derive(Args)]
+pub struct ControlArgs {
+    /// Directory of Istio resources (ServiceEntry, WorkloadEntry, VirtualService,
+    /// DestinationRule, Sidecar, PeerAuthentication, AuthorizationPolicy); edits apply
+    /// while running.
+    #[arg(long)]
+    config_dir: PathBuf,
+    /// ADS (plaintext gRPC) listen address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    xds_listen: SocketAddr,
+    /// How often the directory is checked for changes.
+    #[arg(long, default_value = "200ms", value_parser = crate::parse_duration)]
+    poll_interval: Duration,
+    /// Serve xDS only, without the embedded CA.
+    #[arg(long)]
+    no_ca: bool,
+    #[command(flatten)]
+    ca: CaOptions,
+}
+
+pub fn run(args: ControlArgs) -> anyhow::Result<()> {
+    let ca = if args.no_ca {
+        None
+    } else {
+        Some(Ca::build(&args.ca)?)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let cache = trellis_xds::Cache::new();
+        let plane = Arc::new(trellis_control::ControlPlane::new(
+            &args.config_dir,
+            cache.clone(),
+        ));
+        plane
+            .reload()
+            .map_err(|e| anyhow::anyhow!("--config-dir {e}"))?;
+        let status = plane.status().borrow().clone();
+        tracing::info!(
+            services = status.services,
+            workloads = status.workloads,
+            refused = status.refused.len(),
+            warnings = status.warnings.len(),
+            "inputs loaded"
+        );
+        let listener = tokio::net::TcpListener::bind(args.xds_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("--xds-listen {}: {e}", args.xds_listen))?;
+        let xds_bound = listener.local_addr()?;
+        let server = trellis_xds::AdsServer::new(cache);
+        let xds = tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tracing::info!(address = %xds_bound, "xDS (ADS) serving");
+        let (ca_bound, root_pem, ca_serve) = match ca {
+            Some(ca) => {
+                let root = ca.root_pem.clone();
+                let (bound, serve) = ca.bind(args.ca.listen).await?;
+                tracing::info!(address = %bound, "CA serving");
+                (Some(bound), Some(root), Some(serve))
+            }
+            None => (None, None, None),
+        };
+        if let Some(path) = &args.ca.ready_file {
+            let doc = serde_json::json!({
+                "xds": xds_bound.to_string(),
+                "ca": ca_bound.map(|a| a.to_string()),
+                "root_pem": root_pem,
+            });
+            crate::write_atomically(path, doc.to_string().as_bytes())?;
+        }
+        tokio::spawn(plane.clone().run(args.poll_interval));
+        let ca_task = async move {
+            match ca_serve {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = xds => r.map_err(anyhow::Error::from),
+            r = ca_task => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        }
+    })
+}

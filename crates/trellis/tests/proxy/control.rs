@@ -1,0 +1,255 @@
+//! `trellis control` with sidecars: Istio resources on disk → xDS → `trellis proxy`
+//! sidecars talking mTLS with certificates from the embedded CA.
+
+use super::harness::*;
+use std::path::Path;
+use std::time::Duration;
+
+struct Workload {
+    name: &'static str,
+    labels: &'static str,
+    sa: &'static str,
+    inbound: u16,
+    app: u16,
+    outbound: u16,
+}
+
+impl Workload {
+    fn new(name: &'static str, labels: &'static str, sa: &'static str) -> Self {
+        Workload {
+            name,
+            labels,
+            sa,
+            inbound: free_port(),
+            app: free_port(),
+            outbound: free_port(),
+        }
+    }
+
+    fn entry(&self) -> String {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: {name}
+  namespace: default
+  annotations:
+    sidecar.trellis.dev/app-ports: "http={app}"
+    sidecar.trellis.dev/outbound: "127.0.0.1:{out}"
+spec:
+  address: 127.0.0.1
+  ports: {{ http: {inbound} }}
+  labels: {{ {labels} }}
+  serviceAccount: {sa}
+---
+"#,
+            name = self.name,
+            app = self.app,
+            out = self.outbound,
+            inbound = self.inbound,
+            labels = self.labels,
+            sa = self.sa
+        )
+    }
+
+    fn node_id(&self) -> String {
+        format!(
+            "sidecar~127.0.0.1~{}.default~default.svc.cluster.local",
+            self.name
+        )
+    }
+}
+
+const SERVICES: &str = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: productpage, namespace: default }
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: productpage } }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: reviews, namespace: default }
+spec:
+  host: reviews
+  subsets:
+    - { name: v1, labels: { version: v1 } }
+    - { name: v2, labels: { version: v2 } }
+"#;
+
+fn routing(v1: u32, v2: u32) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{ name: reviews, namespace: default }}
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{{ uri: {{ prefix: /admin }} }}]
+      directResponse: {{ status: 404, body: {{ string: "no admin here" }} }}
+    - route:
+        - {{ destination: {{ host: reviews, subset: v1 }}, weight: {v1} }}
+        - {{ destination: {{ host: reviews, subset: v2 }}, weight: {v2} }}
+"#
+    )
+}
+
+/// A sidecar: identity from the control plane's CA, everything else over xDS.
+fn sidecar(c: &Control, w: &Workload, dir: &Path) -> Proxy {
+    let boot = format!(
+        "identity:\n  ca_address: \"{}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n",
+        c.ca.addr,
+        c.ca.root_file(dir),
+        c.ca.token_file(
+            dir,
+            &format!("spiffe://cluster.local/ns/default/sa/{}", w.sa)
+        ),
+    );
+    let xds = c.xds.to_string();
+    proxy_with(&boot, &["--xds", &xds, "--node-id", &w.node_id()])
+}
+
+/// Sends `n` requests to `reviews` through the productpage sidecar's outbound
+/// listener (used as an HTTP proxy); returns who served them.
+async fn call_reviews(outbound: u16, n: usize) -> Vec<String> {
+    let mut served = Vec::new();
+    for _ in 0..n {
+        let r = send(
+            Req::get(&format!("http://127.0.0.1:{outbound}/reviews/1"))
+                .header("host", "reviews:9080"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        served.push(r.served_by());
+    }
+    served
+}
+
+async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out after {timeout:?}: {what}");
+}
+
+#[tokio::test]
+async fn sidecars_route_over_mtls_and_follow_config_edits() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    let r2 = Workload::new("reviews-v2", "app: reviews, version: v2", "reviews");
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        [&page, &r1, &r2]
+            .iter()
+            .map(|w| w.entry())
+            .collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(mesh.path().join("reviews-vs.yaml"), routing(100, 0)).unwrap();
+
+    let _a1 = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let _a2 = app_on("reviews-v2", &format!("127.0.0.1:{}", r2.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _s_page = sidecar(&c, &page, dir.path());
+    let _s1 = sidecar(&c, &r1, dir.path());
+    let _s2 = sidecar(&c, &r2, dir.path());
+
+    eventually(
+        "the mesh routes productpage → reviews",
+        Duration::from_secs(10),
+        async || {
+            send(
+                Req::get(&format!("http://127.0.0.1:{}/", page.outbound))
+                    .header("host", "reviews:9080"),
+            )
+            .await
+            .is_ok_and(|r| r.status == 200)
+        },
+    )
+    .await;
+    assert!(call_reviews(page.outbound, 20)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v1"));
+
+    // The hop between sidecars is mutual TLS: reviews' sidecar saw productpage's identity.
+    let r = send(
+        Req::get(&format!("http://127.0.0.1:{}/headers", page.outbound))
+            .header("host", "reviews:9080"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.body
+            .contains("spiffe://cluster.local/ns/default/sa/productpage"),
+        "x-forwarded-client-cert names the caller: {}",
+        r.body
+    );
+    // A VirtualService direct response.
+    let r = send(
+        Req::get(&format!("http://127.0.0.1:{}/admin", page.outbound))
+            .header("host", "reviews:9080"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (404, "no admin here"));
+
+    // An edit on disk moves all traffic to v2 within a second.
+    let t = std::time::Instant::now();
+    std::fs::write(mesh.path().join("reviews-vs.yaml"), routing(0, 100)).unwrap();
+    eventually("traffic on v2", Duration::from_secs(1), async || {
+        call_reviews(page.outbound, 1).await[0] == "reviews-v2"
+    })
+    .await;
+    eprintln!("edit to traffic shift: {:?}", t.elapsed());
+    assert!(call_reviews(page.outbound, 20)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v2"));
+
+    // An invalid edit is refused and the last good routing stays.
+    std::fs::write(mesh.path().join("reviews-vs.yaml"), routing(50, 20)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        c.ca.proc.log().contains("weights must add up to 100"),
+        "{}",
+        c.ca.proc.log()
+    );
+    assert!(call_reviews(page.outbound, 10)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v2"));
+
+    // The control plane goes away; traffic keeps flowing on the last config.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(call_reviews(page.outbound, 20)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v2"));
+}
