@@ -11,6 +11,7 @@ pub type Labels = BTreeMap<String, String>;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub namespace: Option<String>,

@@ -98,12 +98,16 @@ pub fn load_str(text: &str, file: &str, loaded: &mut Loaded) {
             Ok(Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
+                // The parser cannot resync after a syntax error: the rest of the file
+                // is refused with this document.
                 loaded.refused.push(Diagnostic {
                     resource: source,
-                    message: format!("not YAML: {e}"),
+                    message: format!(
+                        "not YAML (this document and the rest of the file are refused): {e}"
+                    ),
                     key: None,
                 });
-                continue;
+                break;
             }
         };
         if let Err(d) = load_doc(value, &source, loaded) {
@@ -216,13 +220,20 @@ fn parse<T: DeserializeOwned>(
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<T, Diagnostic> {
     let mut ignored = Vec::new();
-    let result: Result<T, _> = serde_ignored::deserialize(spec.clone(), |path| {
-        ignored.push(path.to_string());
-    });
-    let parsed = result.map_err(|e| Diagnostic {
-        resource: resource.to_string(),
-        message: format!("spec: {e}"),
-        key: None,
+    let mut note = |path: serde_ignored::Path| ignored.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(spec.clone(), &mut note);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let parsed = result.map_err(|e| {
+        let path = e.path().to_string();
+        Diagnostic {
+            resource: resource.to_string(),
+            message: if path == "." {
+                format!("spec: {}", e.inner())
+            } else {
+                format!("spec.{path}: {}", e.inner())
+            },
+            key: None,
+        }
     })?;
     for path in ignored {
         warnings.push(Diagnostic {

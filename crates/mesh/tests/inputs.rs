@@ -1,0 +1,168 @@
+//! Istio YAML in, accepted / warned / refused out: every refusal names the file, the
+//! resource and the field, and never takes the other resources with it.
+
+use trellis_mesh::{generate, load_dir, Registry};
+
+const GOOD: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-v1
+  namespace: default
+  annotations: { sidecar.trellis.dev/app-ports: "http=19080" }
+spec:
+  address: 127.0.0.1
+  ports: { http: 29080 }
+  labels: { app: reviews, version: v1 }
+  serviceAccount: reviews
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews]
+  http:
+    - corsPolicy: { allowOrigins: [{ exact: "*" }] }
+      route: [{ destination: { host: reviews } }]
+"#;
+
+/// One invalid document per case, with what its refusal must say.
+const BAD: &[(&str, &str, &[&str])] = &[
+    (
+        "wrong-type.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: wrong-type }\nspec:\n  hosts: reviews\n",
+        &["wrong-type.yaml#1", "VirtualService default/wrong-type", "hosts", "invalid type"],
+    ),
+    (
+        "unknown-kind.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: gw }\nspec: {}\n",
+        &["unknown-kind.yaml#1", "Gateway default/gw", "kind Gateway"],
+    ),
+    (
+        "unknown-api.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: { name: w }\nspec: {}\n",
+        &["unknown-api.yaml#1", "apiVersion example.com/v1"],
+    ),
+    (
+        "bad-regex.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: bad-regex }\nspec:\n  hosts: [ratings]\n  http:\n    - match: [{ uri: { regex: \"/(unclosed\" } }]\n      route: [{ destination: { host: ratings } }]\n",
+        &["bad-regex.yaml#1", "spec.http[0].match[0].uri.regex", "not a valid regular expression"],
+    ),
+    (
+        "weights.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: weights }\nspec:\n  hosts: [details]\n  http:\n    - route:\n        - { destination: { host: details, subset: v1 }, weight: 70 }\n        - { destination: { host: details, subset: v2 }, weight: 20 }\n",
+        &["weights.yaml#1", "spec.http[0].route", "add up to 100", "90"],
+    ),
+    (
+        "zz-conflict.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: reviews-again }\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  http: [{ route: [{ destination: { host: reviews } }] }]\n",
+        &["zz-conflict.yaml#1", "reviews.default.svc.cluster.local is already routed by", "good.yaml#3"],
+    ),
+    (
+        "bad-duration.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: slow }\nspec:\n  hosts: [slow]\n  http: [{ timeout: soon, route: [{ destination: { host: slow } }] }]\n",
+        &["bad-duration.yaml#1", "spec.http[0].timeout", "soon"],
+    ),
+    (
+        "bad-action.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: ext }\nspec:\n  action: CUSTOM\n",
+        &["bad-action.yaml#1", "AuthorizationPolicy default/ext", "spec.action", "CUSTOM"],
+    ),
+    (
+        "bad-mode.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: pa }\nspec:\n  mtls: { mode: SOMETIMES }\n",
+        &["bad-mode.yaml#1", "PeerAuthentication default/pa", "SOMETIMES"],
+    ),
+    (
+        "no-name.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {}\nspec: { host: x }\n",
+        &["no-name.yaml#1", "metadata.name is required"],
+    ),
+    (
+        "not-yaml.yaml",
+        "apiVersion: [unclosed\n",
+        &["not-yaml.yaml#1", "not YAML"],
+    ),
+];
+
+#[test]
+fn each_invalid_resource_is_refused_alone_with_file_resource_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+    for (file, text, _) in BAD {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let loaded = load_dir(dir.path()).unwrap();
+    for (file, _, needles) in BAD {
+        let refusal = loaded
+            .refused
+            .iter()
+            .map(|d| d.to_string())
+            .find(|d| d.contains(file))
+            .unwrap_or_else(|| panic!("{file} was not refused: {:#?}", loaded.refused));
+        for needle in *needles {
+            assert!(
+                refusal.contains(needle),
+                "{file}: {refusal:?} should mention {needle:?}"
+            );
+        }
+    }
+    assert_eq!(loaded.refused.len(), BAD.len(), "{:#?}", loaded.refused);
+
+    // The good resources all made it, and the unsupported field is a named warning.
+    assert_eq!(loaded.inputs.service_entries.len(), 1);
+    assert_eq!(loaded.inputs.workload_entries.len(), 1);
+    assert_eq!(loaded.inputs.virtual_services.len(), 1);
+    let warning = loaded
+        .warnings
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        warning.contains(
+            "good.yaml#3 VirtualService default/reviews: spec.http.0.corsPolicy is not supported"
+        ),
+        "{warning}"
+    );
+
+    // And they still generate a working view.
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    assert!(config.listeners.iter().any(|l| l.name == "inbound|29080"));
+    assert!(config
+        .clusters
+        .iter()
+        .any(|c| c.name == "outbound|9080||reviews.default.svc.cluster.local"));
+}
+
+#[test]
+fn node_ids_name_their_workload() {
+    assert_eq!(
+        trellis_mesh::workload_of(
+            "sidecar~10.0.0.1~reviews-v1-5d8c.default~default.svc.cluster.local"
+        ),
+        Some(("default".into(), "reviews-v1-5d8c".into()))
+    );
+    assert_eq!(trellis_mesh::workload_of("router~x"), None);
+    assert_eq!(
+        trellis_mesh::fqdn("reviews", "prod"),
+        "reviews.prod.svc.cluster.local"
+    );
+    assert_eq!(
+        trellis_mesh::fqdn("reviews.prod", "default"),
+        "reviews.prod.svc.cluster.local"
+    );
+    assert_eq!(
+        trellis_mesh::fqdn("api.example.com", "default"),
+        "api.example.com"
+    );
+}
