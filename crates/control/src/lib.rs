@@ -4,7 +4,7 @@
 //! snapshots, delta streams compare resource versions).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,16 +24,17 @@ pub struct Status {
 }
 
 pub struct ControlPlane {
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
     cache: Cache,
     state: Arc<std::sync::Mutex<(Inputs, Registry)>>,
     status: watch::Sender<Status>,
 }
 
 impl ControlPlane {
-    pub fn new(dir: &Path, cache: Cache) -> ControlPlane {
+    /// Reads every YAML file of each of `dirs` (Istio resources and the registry).
+    pub fn new(dirs: &[PathBuf], cache: Cache) -> ControlPlane {
         ControlPlane {
-            dir: dir.to_path_buf(),
+            dirs: dirs.to_vec(),
             cache,
             state: Default::default(),
             status: watch::channel(Status::default()).0,
@@ -46,7 +47,11 @@ impl ControlPlane {
 
     /// Reads the directory and regenerates every known node's view.
     pub fn reload(&self) -> Result<(), String> {
-        let loaded = trellis_mesh::load_dir(&self.dir)?;
+        let mut loaded = Loaded::default();
+        for dir in &self.dirs {
+            trellis_mesh::load_dir_into(dir, &mut loaded)?;
+        }
+        trellis_mesh::cross_check(&mut loaded);
         let Loaded {
             mut inputs,
             warnings,
@@ -114,7 +119,7 @@ impl ControlPlane {
     /// Watches the directory and serves views to nodes as they connect, forever.
     pub async fn run(self: Arc<Self>, poll: Duration) {
         let mut connections = self.cache.connections();
-        let mut last = stamp(&self.dir);
+        let mut last = self.stamp();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
             tokio::select! {
@@ -126,17 +131,17 @@ impl ControlPlane {
                     }
                 }
                 _ = tick.tick() => {
-                    let now = stamp(&self.dir);
+                    let now = self.stamp();
                     if now == last {
                         continue;
                     }
                     // Debounce: editors write in several steps; wait for quiet.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    last = stamp(&self.dir);
+                    last = self.stamp();
                     if let Err(e) = self.reload() {
                         tracing::error!("{e}");
                     } else {
-                        tracing::info!(dir = %self.dir.display(), "inputs changed; views regenerated");
+                        tracing::info!("inputs changed; views regenerated");
                     }
                 }
             }
@@ -144,15 +149,16 @@ impl ControlPlane {
     }
 }
 
-/// Names, sizes and modification times of the directory's files.
-fn stamp(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            Some((e.path(), (m.len(), m.modified().ok())))
-        })
-        .collect()
+impl ControlPlane {
+    /// Names, sizes and modification times of the directories' files.
+    fn stamp(&self) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
+        self.dirs
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((e.path(), (m.len(), m.modified().ok())))
+            })
+            .collect()
+    }
 }

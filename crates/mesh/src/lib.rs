@@ -19,8 +19,9 @@ mod registry;
 mod validate;
 
 pub use generate::generate;
-pub use load::{load_dir, load_str, Diagnostic, Inputs, Loaded, Resource};
+pub use load::{load_dir, load_dir_into, load_str, Diagnostic, Inputs, Loaded, Resource};
 pub use registry::{Port, Protocol, Registry, Service, Workload};
+pub use validate::cross_check;
 
 /// Annotations on a WorkloadEntry that place its sidecar (local mode, no capture).
 pub mod annotations {

@@ -68,17 +68,24 @@ const SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"]
 
 /// Every `*.yaml` / `*.yml` file under `dir` (not recursive), in name order.
 pub fn load_dir(dir: &Path) -> Result<Loaded, String> {
+    let mut loaded = Loaded::default();
+    load_dir_into(dir, &mut loaded)?;
+    validate::cross_check(&mut loaded);
+    Ok(loaded)
+}
+
+/// Adds `dir`'s files to `loaded`; call [`cross_check`](crate::cross_check) after the last.
+pub fn load_dir_into(dir: &Path, loaded: &mut Loaded) -> Result<(), String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     files.sort();
-    let mut loaded = Loaded::default();
     for file in files {
         let name = file.display().to_string();
         match std::fs::read_to_string(&file) {
-            Ok(text) => load_str(&text, &name, &mut loaded),
+            Ok(text) => load_str(&text, &name, loaded),
             Err(e) => loaded.refused.push(Diagnostic {
                 resource: name,
                 message: format!("cannot read: {e}"),
@@ -86,8 +93,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, String> {
             }),
         }
     }
-    validate::cross_check(&mut loaded);
-    Ok(loaded)
+    Ok(())
 }
 
 /// Adds the documents of one file to `loaded`.

@@ -15,9 +15,9 @@ use crate::ca::{Ca, CaOptions};
 pub struct ControlArgs {
     /// Directory of Istio resources (ServiceEntry, WorkloadEntry, VirtualService,
     /// DestinationRule, Sidecar, PeerAuthentication, AuthorizationPolicy); edits apply
-    /// while running.
-    #[arg(long)]
-    config_dir: PathBuf,
+    /// while running. Repeat to read several.
+    #[arg(long, required = true)]
+    config_dir: Vec<PathBuf>,
     /// ADS (plaintext gRPC) listen address.
     #[arg(long, default_value = "127.0.0.1:15010")]
     xds_listen: SocketAddr,

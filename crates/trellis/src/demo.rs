@@ -31,7 +31,7 @@ pub struct DemoArgs {
 }
 
 /// Children are killed when the demo ends, however it ends.
-struct Children(Vec<Child>);
+pub(crate) struct Children(pub(crate) Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -47,14 +47,14 @@ impl Drop for Children {
     }
 }
 
-fn wait_for_file(path: &Path, child: &mut Child) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn wait_for_file(path: &Path, child: &mut Child) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
             return Ok(serde_json::from_str(&text)?);
         }
         if let Some(status) = child.try_wait()? {
-            bail!("a demo process exited early ({status}); see its log above");
+            bail!("a child process exited early ({status}); see its log above");
         }
         if Instant::now() > deadline {
             bail!("timed out waiting for {}", path.display());
@@ -63,7 +63,7 @@ fn wait_for_file(path: &Path, child: &mut Child) -> anyhow::Result<serde_json::V
     }
 }
 
-fn spawn(args: &[&str], quiet: bool) -> anyhow::Result<Child> {
+pub(crate) fn spawn(args: &[&str], quiet: bool) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the trellis binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(args).stdin(Stdio::null());

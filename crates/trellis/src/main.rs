@@ -5,6 +5,7 @@ mod ca;
 mod control;
 mod demo;
 mod net_probe;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -75,6 +76,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the certificate authority (Istio's certificate API over gRPC and mTLS).
     Ca(Box<ca::CaArgs>),
+    /// Start a whole mesh on this machine from a mesh file (control plane, CA, every
+    /// workload with its sidecar, a client) with a live view; Ctrl-C stops it.
+    Up(up::UpArgs),
     /// Run the control plane: xDS to the sidecars from Istio resources, plus the CA.
     Control(Box<control::ControlArgs>),
     /// The eBPF same-host TCP/IP bypass (sockops + sk_msg) for the mesh's cgroup.
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Ca(args) => ca::run(*args),
         Command::Control(args) => control::run(*args),
+        Command::Up(args) => up::run(args),
         Command::Bypass(args) => bypass::run(args),
         Command::NetProbe(args) => net_probe::run(args),
     };

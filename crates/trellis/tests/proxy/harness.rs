@@ -20,7 +20,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(args: &[&str], dir: tempfile::TempDir) -> Proc {
+    pub fn spawn(args: &[&str], dir: tempfile::TempDir) -> Proc {
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(BIN)
             .args(args)
@@ -62,7 +62,7 @@ impl Proc {
         None
     }
 
-    fn wait_ready(&mut self, file: &Path) -> Value {
+    pub fn wait_ready(&mut self, file: &Path) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(text) = std::fs::read_to_string(file) {

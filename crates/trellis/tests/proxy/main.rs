@@ -16,4 +16,5 @@ mod protocols;
 mod resilience;
 mod routing;
 mod tls;
+mod up;
 mod xds;

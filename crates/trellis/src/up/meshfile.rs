@@ -1,0 +1,154 @@
+//! The mesh file `trellis up` reads: services, their workloads (an application per
+//! workload, each with its own sidecar), the Istio config directory, and the traffic
+//! the built-in client sends.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshFile {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub services: Vec<ServiceDef>,
+    /// Directory of Istio resources, relative to the mesh file.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    #[serde(default)]
+    pub traffic: Option<Traffic>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    pub name: String,
+    pub port: u16,
+    /// `http` (default), `http2` or `grpc`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// The service account its workloads run as (default: the service name).
+    #[serde(default)]
+    pub service_account: Option<String>,
+    pub workloads: Vec<WorkloadDef>,
+}
+
+fn default_protocol() -> String {
+    "http".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadDef {
+    pub version: String,
+    /// The application: a command line (`{port}` is replaced with its port, which is
+    /// also in `$PORT`; `$HTTP_PROXY` points at its sidecar), or the built-in demo app
+    /// when absent.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Built-in demo app: fraction of requests that fail with 503.
+    #[serde(default)]
+    pub fail_rate: Option<f64>,
+    /// Built-in demo app: delay before every response, e.g. `20ms`.
+    #[serde(default)]
+    pub delay: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// Requests per second, spread over `requests` by weight.
+    #[serde(default = "default_rps")]
+    pub rps: u32,
+    pub requests: Vec<RequestDef>,
+}
+
+fn default_rps() -> u32 {
+    20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDef {
+    /// `http://<service>:<port><path>`, sent through the client's sidecar.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl MeshFile {
+    /// Reads `path` (a file, or a directory holding `mesh.yaml`); returns the file and
+    /// the directory relative paths start from.
+    pub fn load(path: &Path) -> anyhow::Result<(MeshFile, PathBuf)> {
+        let file = if path.is_dir() {
+            path.join("mesh.yaml")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let de = serde_yaml::Deserializer::from_str(&text);
+        let mesh: MeshFile = serde_path_to_error::deserialize(de)
+            .map_err(|e| anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner()))?;
+        let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        mesh.check(&file)?;
+        Ok((mesh, base))
+    }
+
+    fn check(&self, file: &Path) -> anyhow::Result<()> {
+        let f = file.display();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            if !names.insert(&s.name) {
+                anyhow::bail!("{f}: services[{i}].name: {:?} appears twice", s.name);
+            }
+            if !["http", "http2", "grpc"].contains(&s.protocol.as_str()) {
+                anyhow::bail!(
+                    "{f}: services[{i}].protocol: {:?} is not http, http2 or grpc",
+                    s.protocol
+                );
+            }
+            if s.workloads.is_empty() {
+                anyhow::bail!("{f}: services[{i}].workloads: at least one is needed");
+            }
+            for (j, w) in s.workloads.iter().enumerate() {
+                if w.fail_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                    anyhow::bail!("{f}: services[{i}].workloads[{j}].fail_rate: outside 0..1");
+                }
+                if let Some(d) = &w.delay {
+                    trellis_config::parse_duration(d).map_err(|e| {
+                        anyhow::anyhow!("{f}: services[{i}].workloads[{j}].delay: {e}")
+                    })?;
+                }
+                if w.command.as_ref().is_some_and(|c| c.is_empty()) {
+                    anyhow::bail!("{f}: services[{i}].workloads[{j}].command: empty");
+                }
+            }
+        }
+        if let Some(t) = &self.traffic {
+            for (i, r) in t.requests.iter().enumerate() {
+                let uri: hyper::Uri = r
+                    .url
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{f}: traffic.requests[{i}].url: {e}"))?;
+                if uri.authority().is_none() {
+                    anyhow::bail!(
+                        "{f}: traffic.requests[{i}].url: needs http://<service>:<port>/..."
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! `trellis up`: a whole mesh on this machine from one mesh file. The control plane
+//! (xDS and CA), and for every workload its application and its own sidecar; the
+//! applications reach each other only through their sidecars, and sidecars talk mTLS.
+//! A built-in client sends the file's traffic through a sidecar of its own, and a live
+//! view shows what the mesh does with it. Ctrl-C stops everything.
+
+mod meshfile;
+mod view;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::demo::{spawn, wait_for_file, Children};
+use meshfile::MeshFile;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// The mesh file, or a directory with `mesh.yaml` (see examples/).
+    path: PathBuf,
+    /// The client sidecar's outbound port (use it as an HTTP proxy to reach services);
+    /// other ports are taken from here upwards.
+    #[arg(long, default_value_t = 15100)]
+    base_port: u16,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = crate::parse_duration)]
+    duration: Option<Duration>,
+    /// Write the mesh's addresses here as JSON once everything is up.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Keep processes' logs here (default: a temporary directory, removed on exit).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// One workload as started: its ports and its sidecar's admin address.
+pub(crate) struct Running {
+    pub service: String,
+    pub name: String,
+    pub admin: SocketAddr,
+}
+
+struct Ports(u16);
+
+impl Ports {
+    /// The next port from the base that nothing listens on.
+    fn next(&mut self) -> anyhow::Result<u16> {
+        while self.0 < u16::MAX {
+            let p = self.0;
+            self.0 += 1;
+            if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                return Ok(p);
+            }
+        }
+        anyhow::bail!("no free port left above --base-port")
+    }
+}
+
+struct WorkDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let (mesh, base) = MeshFile::load(&args.path)?;
+    let work = WorkDir {
+        path: args.work_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("trellis-up-{}", std::process::id()))
+        }),
+        remove: args.work_dir.is_none(),
+    };
+    let registry_dir = work.path.join("registry");
+    let logs = work.path.join("logs");
+    for d in [&registry_dir, &logs, &work.path.join("sidecars")] {
+        std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
+    }
+    let config_dir = match &mesh.config {
+        Some(c) => base.join(c),
+        None => {
+            let empty = work.path.join("config");
+            std::fs::create_dir_all(&empty)?;
+            empty
+        }
+    };
+    let mut ports = Ports(args.base_port);
+    let client_outbound = ports.next()?;
+    let ns = mesh.namespace.clone();
+
+    // The registry: a ServiceEntry per service, a WorkloadEntry per workload (and one
+    // for the client), with the ports of each sidecar and app.
+    struct Planned<'a> {
+        service: &'a meshfile::ServiceDef,
+        workload: &'a meshfile::WorkloadDef,
+        name: String,
+        sa: String,
+        app: u16,
+        inbound: u16,
+        outbound: u16,
+    }
+    let mut planned = Vec::new();
+    for s in &mesh.services {
+        for w in &s.workloads {
+            planned.push(Planned {
+                service: s,
+                workload: w,
+                name: format!("{}-{}", s.name, w.version),
+                sa: s.service_account.clone().unwrap_or_else(|| s.name.clone()),
+                app: ports.next()?,
+                inbound: ports.next()?,
+                outbound: ports.next()?,
+            });
+        }
+    }
+    let mut registry = String::new();
+    for s in &mesh.services {
+        let _ = write!(
+            registry,
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: {port}, name: {proto}, protocol: {upper} }}]\n  workloadSelector: {{ labels: {{ app: {name} }} }}\n---\n",
+            name = s.name,
+            port = s.port,
+            proto = s.protocol,
+            upper = s.protocol.to_uppercase(),
+        );
+    }
+    for p in &planned {
+        let _ = write!(
+            registry,
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n    sidecar.trellis.dev/app-ports: \"{proto}={app}\"\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{out}\"\nspec:\n  address: 127.0.0.1\n  ports: {{ {proto}: {inbound} }}\n  labels: {{ app: {svc}, version: {ver} }}\n  serviceAccount: {sa}\n---\n",
+            name = p.name,
+            proto = p.service.protocol,
+            app = p.app,
+            out = p.outbound,
+            inbound = p.inbound,
+            svc = p.service.name,
+            ver = p.workload.version,
+            sa = p.sa,
+        );
+    }
+    let _ = write!(
+        registry,
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: client\n  namespace: {ns}\n  annotations:\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{client_outbound}\"\nspec:\n  address: 127.0.0.1\n  labels: {{ app: client }}\n  serviceAccount: client\n"
+    );
+    std::fs::write(registry_dir.join("registry.yaml"), registry)?;
+
+    let mut children = Children(Vec::new());
+    let log = |name: &str| -> anyhow::Result<std::fs::File> {
+        Ok(std::fs::File::create(logs.join(format!("{name}.log")))?)
+    };
+
+    // The control plane with its CA.
+    let state = work.path.join("ca");
+    let control_ready = work.path.join("control.json");
+    let mut control = Command::new(std::env::current_exe()?);
+    control
+        .args(["control", "--config-dir"])
+        .arg(&config_dir)
+        .arg("--config-dir")
+        .arg(&registry_dir)
+        .args([
+            "--xds-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "100ms",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .arg("--ready-file")
+        .arg(&control_ready)
+        .stdin(Stdio::null())
+        .stdout(log("control")?)
+        .stderr(log("control")?);
+    children.0.push(control.spawn()?);
+    let control_pid = children.0.last().map(|c| c.id()).unwrap_or_default();
+    let doc = wait_for_file(&control_ready, children.0.last_mut().unwrap())?;
+    let xds = doc["xds"].as_str().unwrap_or_default().to_string();
+    let ca = doc["ca"].as_str().unwrap_or_default().to_string();
+    let root = work.path.join("root.pem");
+    std::fs::write(&root, doc["root_pem"].as_str().unwrap_or_default())?;
+
+    // Sidecars first (each gets its certificate before it serves), then the apps.
+    let mut running = Vec::new();
+    let mut sidecars: Vec<(String, String, String)> = planned
+        .iter()
+        .map(|p| (p.name.clone(), p.sa.clone(), p.service.name.clone()))
+        .collect();
+    sidecars.push(("client".into(), "client".into(), "client".into()));
+    for (name, sa, service) in &sidecars {
+        let dir = work.path.join("sidecars").join(name);
+        std::fs::create_dir_all(&dir)?;
+        let token = Command::new(std::env::current_exe()?)
+            .args(["ca", "--state-dir"])
+            .arg(&state)
+            .args([
+                "token",
+                "--identity",
+                &trellis_mesh::spiffe_id(&ns, sa),
+                "--ttl",
+                "1h",
+            ])
+            .output()?;
+        if !token.status.success() {
+            anyhow::bail!(
+                "minting a token for {name}: {}",
+                String::from_utf8_lossy(&token.stderr)
+            );
+        }
+        std::fs::write(dir.join("token"), &token.stdout)?;
+        let boot = format!(
+            "admin: {{ address: \"127.0.0.1:0\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n",
+            root.display(),
+            dir.join("token").display()
+        );
+        std::fs::write(dir.join("bootstrap.yaml"), boot)?;
+        let ready = dir.join("ready.json");
+        let node = format!("sidecar~127.0.0.1~{name}.{ns}~{ns}.svc.cluster.local");
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("proxy")
+            .arg("--config")
+            .arg(dir.join("bootstrap.yaml"))
+            .args([
+                "--workers",
+                "1",
+                "--xds",
+                &xds,
+                "--node-id",
+                &node,
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(log(&format!("sidecar-{name}"))?)
+            .stderr(log(&format!("sidecar-{name}"))?);
+        children.0.push(cmd.spawn()?);
+        let doc = wait_for_file(&ready, children.0.last_mut().unwrap())?;
+        running.push(Running {
+            service: service.clone(),
+            name: name.clone(),
+            admin: doc["admin"].as_str().unwrap_or_default().parse()?,
+        });
+    }
+    for p in &planned {
+        let child = match &p.workload.command {
+            Some(command) => {
+                let port = p.app.to_string();
+                let argv: Vec<String> =
+                    command.iter().map(|a| a.replace("{port}", &port)).collect();
+                let proxy = format!("http://127.0.0.1:{}", p.outbound);
+                Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .env("PORT", &port)
+                    .env("HTTP_PROXY", &proxy)
+                    .env("http_proxy", &proxy)
+                    .current_dir(&base)
+                    .stdin(Stdio::null())
+                    .stdout(log(&format!("app-{}", p.name))?)
+                    .stderr(log(&format!("app-{}", p.name))?)
+                    .spawn()
+                    .with_context(|| format!("{}: starting {:?}", p.name, argv))?
+            }
+            None => {
+                let listen = format!("127.0.0.1:{}", p.app);
+                let mut a = vec![
+                    "demo-app",
+                    "--listen",
+                    &listen,
+                    "--name",
+                    &p.name,
+                    "--workers",
+                    "1",
+                ];
+                let rate = p.workload.fail_rate.map(|r| r.to_string());
+                if let Some(r) = &rate {
+                    a.extend_from_slice(&["--fail-rate", r]);
+                }
+                if let Some(d) = &p.workload.delay {
+                    a.extend_from_slice(&["--delay", d]);
+                }
+                spawn(&a, true)?
+            }
+        };
+        children.0.push(child);
+    }
+    // Traffic starts once every application accepts connections.
+    for p in &planned {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", p.app)).is_err() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "{}: the application never listened on 127.0.0.1:{} (see {})",
+                    p.name,
+                    p.app,
+                    logs.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    let client: SocketAddr = ([127, 0, 0, 1], client_outbound).into();
+    if let Some(path) = &args.ready_file {
+        let sidecars: serde_json::Map<String, serde_json::Value> = running
+            .iter()
+            .map(|r| (r.name.clone(), r.admin.to_string().into()))
+            .collect();
+        let doc = serde_json::json!({
+            "client": client.to_string(),
+            "xds": xds,
+            "ca": ca,
+            "control_pid": control_pid,
+            "sidecars": sidecars,
+            "logs": logs.display().to_string(),
+        });
+        crate::write_atomically(path, doc.to_string().as_bytes())?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(view::drive(view::Setup {
+        client,
+        traffic: mesh.traffic,
+        sidecars: running,
+        config_dir: config_dir.clone(),
+        logs: logs.clone(),
+        xds,
+        duration: args.duration,
+    }))?;
+    drop(children);
+    println!("{summary}");
+    Ok(())
+}

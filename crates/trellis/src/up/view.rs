@@ -1,0 +1,270 @@
+//! The built-in client and the live view of `trellis up`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::meshfile::Traffic;
+use super::Running;
+
+pub(crate) struct Setup {
+    pub client: SocketAddr,
+    pub traffic: Option<Traffic>,
+    pub sidecars: Vec<Running>,
+    pub config_dir: PathBuf,
+    pub logs: PathBuf,
+    pub xds: String,
+    pub duration: Option<Duration>,
+}
+
+/// What the client saw for one request line.
+#[derive(Default, Clone)]
+struct Line {
+    sent: u64,
+    by_class: [u64; 4], // 2xx-3xx, 4xx, 5xx, transport error
+    served_by: BTreeMap<String, u64>,
+    latencies_us: Vec<u64>,
+}
+
+type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+pub(crate) async fn drive(setup: Setup) -> anyhow::Result<String> {
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let requests = setup
+        .traffic
+        .as_ref()
+        .map(|t| t.requests.as_slice())
+        .unwrap_or(&[]);
+    let total = Arc::new(Mutex::new(vec![Line::default(); requests.len()]));
+    let window = Arc::new(Mutex::new(vec![Line::default(); requests.len()]));
+    // A weighted round robin over the request lines.
+    let schedule: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| std::iter::repeat_n(i, r.weight.max(1) as usize))
+        .collect();
+    let rps = setup.traffic.as_ref().map(|t| t.rps).unwrap_or(0);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps.max(1))));
+    let mut report = tokio::time::interval(Duration::from_secs(1));
+    report.tick().await;
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut n = 0usize;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if rps > 0 && !schedule.is_empty() => {
+                let i = schedule[n % schedule.len()];
+                n += 1;
+                let r = &requests[i];
+                let uri: hyper::Uri = r.url.parse()?;
+                let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+                let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
+                // Through the client's sidecar, which routes by the Host header.
+                let mut req = hyper::Request::get(format!("http://{}{path}", setup.client))
+                    .header(hyper::header::HOST, authority);
+                for (k, v) in &r.headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let req = req.body(Empty::<Bytes>::new())?;
+                let (http, total, window) = (http.clone(), total.clone(), window.clone());
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let result = tokio::time::timeout(Duration::from_secs(10), http.request(req)).await;
+                    let us = t.elapsed().as_micros() as u64;
+                    let (class, served) = match &result {
+                        Ok(Ok(resp)) => {
+                            let class = match resp.status().as_u16() {
+                                s if s < 400 => 0,
+                                s if s < 500 => 1,
+                                _ => 2,
+                            };
+                            let by = resp.headers().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("(sidecar)").to_string();
+                            (class, Some(by))
+                        }
+                        _ => (3, None),
+                    };
+                    for t in [&total, &window] {
+                        let mut lines = t.lock().unwrap();
+                        let line = &mut lines[i];
+                        line.sent += 1;
+                        line.by_class[class] += 1;
+                        if let Some(by) = &served {
+                            *line.served_by.entry(by.clone()).or_default() += 1;
+                        }
+                        line.latencies_us.push(us);
+                    }
+                    if let Ok(Ok(resp)) = result {
+                        let _ = resp.into_body().collect().await;
+                    }
+                });
+            }
+            _ = report.tick() => {
+                let last = std::mem::replace(&mut *window.lock().unwrap(), vec![Line::default(); requests.len()]);
+                let health = sidecar_health(&http, &setup.sidecars).await;
+                let text = render(&setup, &last, &total.lock().unwrap(), &health, started.elapsed());
+                let mut out = std::io::stdout().lock();
+                if tty {
+                    let _ = write!(out, "\x1b[2J\x1b[H{text}");
+                } else if started.elapsed().as_secs().is_multiple_of(5) {
+                    let _ = writeln!(out, "{text}");
+                }
+                let _ = out.flush();
+                if setup.duration.is_some_and(|d| started.elapsed() >= d) {
+                    break;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    let lines = total.lock().unwrap();
+    let sent: u64 = lines.iter().map(|l| l.sent).sum();
+    let errors: u64 = lines.iter().map(|l| l.by_class[2] + l.by_class[3]).sum();
+    Ok(format!(
+        "trellis up: stopped after {} requests ({errors} answered 5xx or failed)",
+        sent
+    ))
+}
+
+/// Per sidecar: connected to xDS, certificate installed.
+#[derive(Default)]
+struct Health {
+    connected: usize,
+    certified: usize,
+    accepted_updates: f64,
+    rejected_updates: f64,
+}
+
+async fn sidecar_health(http: &Http, sidecars: &[Running]) -> Health {
+    let mut h = Health::default();
+    for s in sidecars {
+        let Ok(uri) = format!("http://{}/stats/prometheus", s.admin).parse::<hyper::Uri>() else {
+            continue;
+        };
+        let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_millis(500), http.get(uri)).await
+        else {
+            continue;
+        };
+        let Ok(body) = resp.into_body().collect().await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+        let value = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        if value("trellis_xds_connected ") >= 1.0 {
+            h.connected += 1;
+        }
+        if value("trellis_identity_cert_expiry_timestamp_seconds ") > 0.0 {
+            h.certified += 1;
+        }
+        h.accepted_updates += value("trellis_xds_updates_total{result=\"accepted\"}");
+        h.rejected_updates += value("trellis_xds_updates_total{result=\"rejected\"}");
+    }
+    h
+}
+
+fn percentile_ms(mut v: Vec<u64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+}
+
+fn render(
+    setup: &Setup,
+    last: &[Line],
+    total: &[Line],
+    health: &Health,
+    elapsed: Duration,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let workloads = setup
+        .sidecars
+        .iter()
+        .filter(|r| r.service != "client")
+        .count();
+    let _ = writeln!(
+        s,
+        "Trellis local mesh — up {}s — {} workloads; control plane (xDS) {}",
+        elapsed.as_secs(),
+        workloads,
+        setup.xds
+    );
+    let _ = writeln!(
+        s,
+        "sidecars: {}/{} connected to xDS, {}/{} with certificates; config updates accepted {} rejected {}",
+        health.connected,
+        setup.sidecars.len(),
+        health.certified,
+        setup.sidecars.len(),
+        health.accepted_updates,
+        health.rejected_updates
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<40} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  served by (since start)",
+        "request (through the client sidecar)", "req/s", "2xx3xx", "4xx", "5xx", "p50 ms", "p99 ms"
+    );
+    let requests = setup
+        .traffic
+        .as_ref()
+        .map(|t| t.requests.as_slice())
+        .unwrap_or(&[]);
+    for (i, r) in requests.iter().enumerate() {
+        let (w, t) = (&last[i], &total[i]);
+        let served: u64 = t.served_by.values().sum();
+        let by: Vec<String> = t
+            .served_by
+            .iter()
+            .map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / served.max(1) as f64))
+            .collect();
+        let label = if r.headers.is_empty() {
+            r.url.clone()
+        } else {
+            format!(
+                "{} +{}",
+                r.url,
+                r.headers.keys().cloned().collect::<Vec<_>>().join(",")
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{:<40} {:>6} {:>6} {:>6} {:>6} {:>8.1} {:>8.1}  {}",
+            label,
+            w.sent,
+            t.by_class[0],
+            t.by_class[1],
+            t.by_class[2] + t.by_class[3],
+            percentile_ms(w.latencies_us.clone(), 0.5),
+            percentile_ms(w.latencies_us.clone(), 0.99),
+            by.join("  ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\ntry:  curl -x http://{} http://<service>:<port>/   (the client sidecar as HTTP proxy)",
+        setup.client
+    );
+    let _ = writeln!(
+        s,
+        "edit: {} (Istio resources; applied live)   logs: {}   Ctrl-C stops",
+        setup.config_dir.display(),
+        setup.logs.display()
+    );
+    s
+}

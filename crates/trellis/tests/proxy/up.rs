@@ -1,0 +1,191 @@
+//! `trellis up examples/bookinfo`: the example mesh end to end, observed from a client
+//! that goes through the mesh's client sidecar.
+
+use super::harness::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+async fn call(client: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = Req::get(&format!("http://{client}{path}")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    send(req).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits() {
+    let work = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+    let mesh = work.path().join("bookinfo");
+    copy_dir(&example, &mesh);
+    let ready = work.path().join("up.json");
+    let base = free_port().to_string();
+    let (m, r) = (mesh.display().to_string(), ready.display().to_string());
+    let mut up = Proc::spawn(
+        &[
+            "up",
+            &m,
+            "--base-port",
+            &base,
+            "--ready-file",
+            &r,
+            "--duration",
+            "120s",
+        ],
+        tempfile::tempdir().unwrap(),
+    );
+    let doc = up.wait_ready(&ready);
+    let client: SocketAddr = doc["client"].as_str().unwrap().parse().unwrap();
+
+    // Routes: each service answers through the mesh.
+    assert_eq!(
+        call(client, "details:9080", "/details/0", &[])
+            .await
+            .served_by(),
+        "details-v1"
+    );
+    assert_eq!(
+        call(client, "productpage:9080", "/", &[]).await.served_by(),
+        "productpage-v1"
+    );
+
+    // Weights: the 90/10 canary; the header route sends jason to v3.
+    let mut v1 = 0;
+    for _ in 0..200 {
+        match call(client, "reviews:9080", "/reviews/0", &[])
+            .await
+            .served_by()
+            .as_str()
+        {
+            "reviews-v1" => v1 += 1,
+            "reviews-v2" => {}
+            other => panic!("canary traffic reached {other}"),
+        }
+    }
+    assert!(
+        (160..=195).contains(&v1),
+        "v1 got {v1} of 200 (90% expected)"
+    );
+    let r = call(
+        client,
+        "reviews:9080",
+        "/reviews/0",
+        &[("end-user", "jason")],
+    )
+    .await;
+    assert_eq!(r.served_by(), "reviews-v3");
+
+    // Retries hide ratings' 20% failures; the fault delays about 10% by 50 ms.
+    let (mut ok, mut slow) = (0, 0);
+    for _ in 0..100 {
+        let t = Instant::now();
+        let r = call(client, "ratings:9080", "/ratings/0", &[]).await;
+        if r.status == 200 {
+            ok += 1;
+        }
+        if t.elapsed() >= Duration::from_millis(45) {
+            slow += 1;
+        }
+    }
+    assert!(ok >= 97, "{ok} of 100 succeeded (80 without retries)");
+    assert!(
+        (1..=30).contains(&slow),
+        "{slow} of 100 were delayed (10% expected)"
+    );
+
+    // The deny policy on details' admin pages.
+    let r = call(client, "details:9080", "/admin/config", &[]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Edit the canary on disk while traffic runs: all of it on v2 within a second,
+    // and not one request fails meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (failed, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = tokio::spawn({
+        let (stop, failed, sent) = (stop.clone(), failed.clone(), sent.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = call(client, "reviews:9080", "/reviews/0", &[]).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if r.status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let vs = mesh.join("istio/reviews.yaml");
+    let text = std::fs::read_to_string(&vs).unwrap();
+    std::fs::write(
+        &vs,
+        text.replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 100"),
+    )
+    .unwrap();
+    let edited = Instant::now();
+    loop {
+        let all_v2 = {
+            let mut all = true;
+            for _ in 0..10 {
+                all &= call(client, "reviews:9080", "/reviews/0", &[])
+                    .await
+                    .served_by()
+                    == "reviews-v2";
+            }
+            all
+        };
+        if all_v2 {
+            break;
+        }
+        assert!(
+            edited.elapsed() < Duration::from_secs(1),
+            "the edit was not applied within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("edit applied after {:?}", edited.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The control plane dies; traffic keeps flowing on the last config.
+    let pid = doc["control_pid"].as_u64().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        call(client, "reviews:9080", "/reviews/0", &[])
+            .await
+            .served_by(),
+        "reviews-v2"
+    );
+    up.signal("INT");
+    assert!(
+        up.wait_exit(Duration::from_secs(10)).is_some(),
+        "trellis up stops on Ctrl-C"
+    );
+}
