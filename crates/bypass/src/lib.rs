@@ -19,11 +19,13 @@
 //! [`disable`] removes the pins, which detaches everything; [`status`] reads the
 //! counters back.
 
+mod cgroup;
 mod counters;
 mod loader;
 mod preflight;
 mod sockets;
 
+pub use cgroup::{cgroup2_mount, ChildCgroup};
 pub use counters::Counters;
 pub use loader::{disable, enable, status, Status};
 pub use preflight::{BypassError, MIN_KERNEL};

@@ -80,12 +80,12 @@ fn parse_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-struct Mount {
-    point: PathBuf,
-    fstype: String,
+pub(crate) struct Mount {
+    pub point: PathBuf,
+    pub fstype: String,
 }
 
-fn mounts() -> Vec<Mount> {
+pub(crate) fn mounts() -> Vec<Mount> {
     // mountinfo: id parent major:minor root mount-point options... - fstype source super
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()

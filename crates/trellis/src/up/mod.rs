@@ -36,6 +36,37 @@ pub struct UpArgs {
     /// Keep processes' logs here (default: a temporary directory, removed on exit).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Run the mesh in a cgroup of its own with the eBPF same-host bypass on it
+    /// (needs root); both are removed on exit.
+    #[arg(long)]
+    bypass: bool,
+}
+
+/// The mesh's cgroup and its bypass, taken down in reverse order on drop.
+struct Bypass {
+    pin_dir: PathBuf,
+    cgroup: trellis_bypass::ChildCgroup,
+}
+
+impl Bypass {
+    fn start() -> anyhow::Result<Bypass> {
+        let name = format!("trellis-up-{}", std::process::id());
+        let cgroup = trellis_bypass::ChildCgroup::create(&name)?;
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(&name);
+        trellis_bypass::enable(cgroup.path(), &pin_dir)?;
+        let bypass = Bypass { pin_dir, cgroup };
+        bypass.cgroup.join()?;
+        tracing::info!(cgroup = %bypass.cgroup.path().display(), pins = %bypass.pin_dir.display(), "same-host bypass on");
+        Ok(bypass)
+    }
+}
+
+impl Drop for Bypass {
+    fn drop(&mut self) {
+        if let Err(e) = trellis_bypass::disable(&self.pin_dir) {
+            eprintln!("trellis up: removing the bypass: {e}");
+        }
+    }
 }
 
 /// One workload as started: its ports and its sidecar's admin address.
@@ -76,6 +107,13 @@ impl Drop for WorkDir {
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let (mesh, base) = MeshFile::load(&args.path)?;
+    // Before any child starts, so that all of them are in the mesh's cgroup. Dropped
+    // last (declared first): children go, then the bypass, then the cgroup.
+    let bypass = if args.bypass {
+        Some(Bypass::start()?)
+    } else {
+        None
+    };
     let work = WorkDir {
         path: args.work_dir.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("trellis-up-{}", std::process::id()))
@@ -322,6 +360,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             "xds": xds,
             "ca": ca,
             "control_pid": control_pid,
+            "bypass": bypass.as_ref().map(|b| serde_json::json!({
+                "cgroup": b.cgroup.path().display().to_string(),
+                "pin_dir": b.pin_dir.display().to_string(),
+            })),
             "sidecars": sidecars,
             "logs": logs.display().to_string(),
         });
@@ -339,8 +381,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         logs: logs.clone(),
         xds,
         duration: args.duration,
+        bypass_pins: bypass.as_ref().map(|b| b.pin_dir.clone()),
     }))?;
     drop(children);
+    drop(bypass);
     println!("{summary}");
     Ok(())
 }

@@ -23,6 +23,7 @@ pub(crate) struct Setup {
     pub logs: PathBuf,
     pub xds: String,
     pub duration: Option<Duration>,
+    pub bypass_pins: Option<PathBuf>,
 }
 
 /// What the client saw for one request line.
@@ -215,6 +216,24 @@ fn render(
         health.accepted_updates,
         health.rejected_updates
     );
+    if let Some(pins) = &setup.bypass_pins {
+        match trellis_bypass::status(pins) {
+            Ok(b) => {
+                let _ = writeln!(
+                    s,
+                    "eBPF bypass on {}: {} sockets tracked, {} messages ({:.1} MiB) skipped TCP/IP, {} took the normal path",
+                    b.cgroup,
+                    b.sockets_tracked,
+                    b.counters.msgs_redirected,
+                    b.counters.bytes_redirected as f64 / (1024.0 * 1024.0),
+                    b.counters.msgs_passed
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(s, "eBPF bypass: {e}");
+            }
+        }
+    }
     let _ = writeln!(
         s,
         "\n{:<40} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  served by (since start)",

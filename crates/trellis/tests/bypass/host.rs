@@ -261,3 +261,30 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A child that gets Ctrl-C (SIGINT) when dropped, so it can take down what it set up
+/// (cgroups, pins) even when the test fails first.
+pub struct Interrupt(pub Child);
+
+impl Interrupt {
+    /// SIGINT, then waits up to `timeout`; true when it exited by itself.
+    pub fn interrupt(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let exited = eventually(timeout, || self.0.try_wait().ok().flatten().is_some());
+        if !exited {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+        exited
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            self.interrupt(Duration::from_secs(15));
+        }
+    }
+}

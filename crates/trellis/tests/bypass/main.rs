@@ -258,3 +258,74 @@ fn bad_targets_are_refused_with_the_reason() {
     let e = stderr(&out);
     assert!(e.contains("needs root"), "{e}");
 }
+
+#[test]
+fn trellis_up_runs_the_mesh_in_its_own_cgroup_with_the_bypass_and_removes_both() {
+    require_bpf!();
+    let work = tempfile::tempdir().unwrap();
+    let ready = work.path().join("up.json");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
+    let base = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut up = host::Interrupt(
+        std::process::Command::new(host::BIN)
+            .arg("up")
+            .arg(&example)
+            .args([
+                "--bypass",
+                "--duration",
+                "60s",
+                "--base-port",
+                &base.to_string(),
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || ready.exists()),
+        "trellis up did not come up"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+    let cgroup = std::path::PathBuf::from(doc["bypass"]["cgroup"].as_str().unwrap());
+    let pin_dir = std::path::PathBuf::from(doc["bypass"]["pin_dir"].as_str().unwrap());
+    let pids = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    assert!(
+        pids.lines().count() >= 10,
+        "every mesh process is in the cgroup: {pids}"
+    );
+
+    // The built-in client's traffic crosses sidecars; the hops between local sockets
+    // take the redirect.
+    let status = || -> serde_json::Value {
+        let out = std::process::Command::new(host::BIN)
+            .args(["bypass", "status", "--json", "--pin-dir"])
+            .arg(&pin_dir)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || status()["counters"]
+            ["msgs_redirected"]
+            .as_u64()
+            .unwrap_or(0)
+            > 100),
+        "{}",
+        status()
+    );
+
+    // Ctrl-C: processes, bypass and cgroup all go.
+    assert!(
+        up.interrupt(Duration::from_secs(15)),
+        "trellis up stops on Ctrl-C"
+    );
+    assert!(!pin_dir.exists(), "{} still pinned", pin_dir.display());
+    assert!(!cgroup.exists(), "{} still there", cgroup.display());
+}
