@@ -333,15 +333,20 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         children.0.push(child);
     }
-    // Traffic starts once every application accepts connections.
+    // Traffic starts once every application and every sidecar listener (those come
+    // over xDS, after the sidecar's certificate) accepts connections.
+    let mut expected: Vec<(String, u16)> = vec![("the client sidecar".into(), client_outbound)];
     for p in &planned {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", p.app)).is_err() {
+        expected.push((format!("{}'s application", p.name), p.app));
+        expected.push((format!("{}'s sidecar (inbound)", p.name), p.inbound));
+        expected.push((format!("{}'s sidecar (outbound)", p.name), p.outbound));
+    }
+    for (what, port) in expected {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if std::time::Instant::now() > deadline {
                 anyhow::bail!(
-                    "{}: the application never listened on 127.0.0.1:{} (see {})",
-                    p.name,
-                    p.app,
+                    "{what} never listened on 127.0.0.1:{port} (see {})",
                     logs.display()
                 );
             }
