@@ -107,6 +107,12 @@ impl ControlPlane {
     }
 
     fn view(&self, node: &str) -> Result<Snapshot, String> {
+        if let Some(namespace) = trellis_mesh::proxyless_namespace(node) {
+            let state = self.state.lock().unwrap();
+            let config = trellis_mesh::generate_client(&state.0, &state.1, namespace);
+            let resources = trellis_envoy::encode_proxyless(&config).map_err(|e| e.to_string())?;
+            return Ok(resources.snapshot());
+        }
         let (namespace, name) = trellis_mesh::workload_of(node).ok_or_else(|| {
             format!("node id {node:?} is not sidecar~<ip>~<name>.<namespace>~<domain>")
         })?;

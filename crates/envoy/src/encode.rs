@@ -805,6 +805,9 @@ fn cluster(
                     })
                 })
                 .collect::<Result<_, EncodeError>>()?,
+            // gRPC's xDS client needs a locality and skips those without a weight.
+            locality: Some(core::Locality::default()),
+            load_balancing_weight: u32v(1),
             ..Default::default()
         }],
         ..Default::default()
@@ -895,4 +898,60 @@ fn cluster(
             Ok((out, None))
         }
     }
+}
+
+/// The view of a proxyless gRPC client (`xds:///<host>:<port>`): for each virtual host
+/// of the HTTP listeners, one API listener per `host:port` domain with its own route
+/// configuration, and the clusters without the sidecars' mutual TLS (a proxyless client
+/// has no workload certificate unless it asks for xDS credentials).
+pub fn encode_proxyless(config: &Config) -> Result<Resources, EncodeError> {
+    let mut out = Resources::default();
+    for l in &config.listeners {
+        let Some(h) = &l.http else { continue };
+        for (i, v) in h.virtual_hosts.iter().enumerate() {
+            let path = format!("listeners {}: virtual_hosts[{i}]", l.name);
+            for d in v.domains.iter().filter(|d| d.contains(':')) {
+                let mut vh = virtual_host(v, &path)?;
+                vh.domains = vec![d.clone()];
+                out.routes.push(rt::RouteConfiguration {
+                    name: d.clone(),
+                    virtual_hosts: vec![vh],
+                    ..Default::default()
+                });
+                let manager = hcm::HttpConnectionManager {
+                    stat_prefix: d.clone(),
+                    route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                        hcm::Rds {
+                            config_source: Some(ads()),
+                            route_config_name: d.clone(),
+                        },
+                    )),
+                    http_filters: vec![hcm::HttpFilter {
+                        name: crate::ROUTER.into(),
+                        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                            types::ROUTER,
+                            &router::Router::default(),
+                        ))),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                out.listeners.push(lis::Listener {
+                    name: d.clone(),
+                    api_listener: Some(lis::ApiListener {
+                        api_listener: Some(any(types::HCM, &manager)),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for (i, c) in config.clusters.iter().enumerate() {
+        let mut c = c.clone();
+        c.tls = None;
+        let (cluster, endpoints) = cluster(&c, &format!("clusters[{i}] ({})", c.name))?;
+        out.clusters.push(cluster);
+        out.endpoints.extend(endpoints);
+    }
+    Ok(out)
 }

@@ -24,6 +24,26 @@ pub fn generate(
     let w = registry
         .workload(namespace, workload)
         .ok_or_else(|| format!("no WorkloadEntry {namespace}/{workload}"))?;
+    Ok(generate_for(inputs, registry, w))
+}
+
+/// What a client in `namespace` that is not a registered workload (a proxyless gRPC
+/// client) may reach: the outbound side only.
+pub fn generate_client(inputs: &Inputs, registry: &Registry, namespace: &str) -> tc::Config {
+    let w = Workload {
+        name: "proxyless".into(),
+        namespace: namespace.to_string(),
+        labels: Labels::new(),
+        service_account: "default".into(),
+        address: "0.0.0.0".into(),
+        ports: Default::default(),
+        app_ports: Default::default(),
+        outbound: "0.0.0.0:0".into(),
+    };
+    generate_for(inputs, registry, &w)
+}
+
+fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Config {
     let mut g = Gen {
         inputs,
         registry,
@@ -35,11 +55,11 @@ pub fn generate(
         listeners.push(l);
     }
     listeners.extend(g.inbound());
-    Ok(tc::Config {
+    tc::Config {
         listeners,
         clusters: g.clusters.into_values().collect(),
         ..Default::default()
-    })
+    }
 }
 
 struct Gen<'a> {

@@ -18,7 +18,7 @@ pub mod load;
 mod registry;
 mod validate;
 
-pub use generate::generate;
+pub use generate::{generate, generate_client};
 pub use load::{load_dir, load_dir_into, load_str, Diagnostic, Inputs, Loaded, Resource};
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;
@@ -57,6 +57,13 @@ pub fn fqdn(host: &str, namespace: &str) -> String {
 /// The SPIFFE identity of a service account.
 pub fn spiffe_id(namespace: &str, service_account: &str) -> String {
     format!("spiffe://cluster.local/ns/{namespace}/sa/{service_account}")
+}
+
+/// The namespace of a proxyless gRPC client's node id, `grpc~<namespace>[~...]`.
+pub fn proxyless_namespace(node_id: &str) -> Option<&str> {
+    node_id
+        .strip_prefix("grpc~")
+        .map(|rest| rest.split('~').next().unwrap_or("default"))
 }
 
 /// The workload a node id names, in Istio's form

@@ -253,3 +253,88 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
         .iter()
         .all(|s| s == "reviews-v2"));
 }
+
+/// The Python interpreter with grpcio (`./run test` makes one; TRELLIS_PYTHON names it).
+fn python_with_grpcio() -> Option<String> {
+    let python = std::env::var("TRELLIS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    if std::env::var_os("TRELLIS_REQUIRE_GRPCIO").is_some() {
+        panic!("{python} cannot import grpc, and TRELLIS_REQUIRE_GRPCIO is set");
+    }
+    eprintln!("SKIPPED: {python} has no grpcio (pip install grpcio, or run ./run test)");
+    None
+}
+
+#[tokio::test]
+async fn a_proxyless_grpc_client_resolves_a_service_through_the_control_plane() {
+    let Some(python) = python_with_grpcio() else {
+        return;
+    };
+    let mesh = tempfile::tempdir().unwrap();
+    let server_port = free_port();
+    std::fs::write(
+        mesh.path().join("echo.yaml"),
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: echo, namespace: default }}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{ number: 7070, name: grpc, protocol: GRPC }}]
+  workloadSelector: {{ labels: {{ app: echo }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: echo-v1, namespace: default }}
+spec:
+  address: 127.0.0.1
+  ports: {{ grpc: {server_port} }}
+  labels: {{ app: echo }}
+"#
+        ),
+    )
+    .unwrap();
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = dir.path().join("bootstrap.json");
+    std::fs::write(
+        &bootstrap,
+        serde_json::json!({
+            "xds_servers": [{
+                "server_uri": c.xds.to_string(),
+                "channel_creds": [{ "type": "insecure" }],
+                "server_features": ["xds_v3"],
+            }],
+            "node": { "id": "grpc~default~python-client" },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc/xds_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(server_port.to_string())
+            .arg("xds:///echo.default.svc.cluster.local:7070")
+            .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "pong:hello",
+        "stdout: {stdout}\nstderr: {}\ncontrol log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.ca.proc.log()
+    );
+}
