@@ -187,7 +187,7 @@ impl Gen<'_> {
         if self.clusters.contains_key(&name) {
             return Some(name);
         }
-        let service = self.registry.services.iter().find(|s| s.host == host)?;
+        let service = self.registry.service(host)?;
         let p = service.ports.iter().find(|p| p.number == port)?;
         let dr = self.destination_rule(host);
         let subset_def = subset
@@ -304,7 +304,7 @@ impl Gen<'_> {
     ) -> Option<String> {
         let host = fqdn(&d.host, ns);
         let port = d.port.as_ref().map(|p| p.number).or_else(|| {
-            let s = self.registry.services.iter().find(|s| s.host == host)?;
+            let s = self.registry.service(&host)?;
             if s.ports.len() == 1 {
                 Some(s.ports[0].number)
             } else {

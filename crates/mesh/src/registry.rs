@@ -135,6 +135,10 @@ impl Workload {
 pub struct Registry {
     pub services: Vec<Service>,
     pub workloads: Vec<Workload>,
+    /// (namespace, label key, label value) → workloads carrying it, so that selecting
+    /// a service's endpoints does not scan every workload.
+    by_label: BTreeMap<(String, String, String), Vec<usize>>,
+    by_host: BTreeMap<String, usize>,
 }
 
 impl Registry {
@@ -184,7 +188,23 @@ impl Registry {
                 });
             }
         }
+        for (i, s) in r.services.iter().enumerate() {
+            r.by_host.entry(s.host.clone()).or_insert(i);
+        }
+        for (i, w) in r.workloads.iter().enumerate() {
+            for (k, v) in &w.labels {
+                r.by_label
+                    .entry((w.namespace.clone(), k.clone(), v.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
         r
+    }
+
+    /// The service with this host name.
+    pub fn service(&self, host: &str) -> Option<&Service> {
+        self.by_host.get(host).map(|&i| &self.services[i])
     }
 
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
@@ -196,16 +216,39 @@ impl Registry {
     /// The workloads behind `service`, optionally narrowed by subset labels.
     pub fn endpoints<'a>(&'a self, service: &'a Service, subset: &'a Labels) -> Vec<&'a Workload> {
         let selected: Vec<&Workload> = match &service.selector {
-            Some(sel) => self
-                .workloads
-                .iter()
-                .filter(|w| w.namespace == service.namespace && selects(sel, &w.labels))
-                .collect(),
+            Some(sel) => self.selected(&service.namespace, sel),
             None => service.endpoints.iter().collect(),
         };
         selected
             .into_iter()
             .filter(|w| selects(subset, &w.labels))
+            .collect()
+    }
+
+    /// Workloads in `namespace` whose labels `selector` selects: the candidates are the
+    /// shortest index list among the selector's pairs.
+    fn selected<'a>(&'a self, namespace: &str, selector: &Labels) -> Vec<&'a Workload> {
+        if selector.is_empty() {
+            return self
+                .workloads
+                .iter()
+                .filter(|w| w.namespace == namespace)
+                .collect();
+        }
+        let empty = Vec::new();
+        let shortest = selector
+            .iter()
+            .map(|(k, v)| {
+                self.by_label
+                    .get(&(namespace.to_string(), k.clone(), v.clone()))
+                    .unwrap_or(&empty)
+            })
+            .min_by_key(|l| l.len())
+            .unwrap_or(&empty);
+        shortest
+            .iter()
+            .map(|&i| &self.workloads[i])
+            .filter(|w| selects(selector, &w.labels))
             .collect()
     }
 

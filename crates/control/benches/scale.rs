@@ -1,0 +1,215 @@
+//! Control-plane scale: N services × 10 endpoints, 100 sidecars connected over real
+//! gRPC (trellis-xds client engines on loopback), in state-of-the-world and delta:
+//!   - control plane memory (RSS growth after loading and generating every view);
+//!   - time to push the full config to all 100 (from views being set in the cache to
+//!     every client holding every cluster and endpoint assignment);
+//!   - time for one endpoint change on disk to reach all of them (reload included).
+//!
+//! Usage: cargo bench -p trellis-control --bench scale -- [services...]  (default 1000)
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
+use trellis_xds::pb::envoy::config::core::v3::Node;
+use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+const PROXIES: usize = 100;
+const ENDPOINTS: usize = 10;
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Services svc-0..N, each with 10 workloads (ports 20000+); the first 100 workloads
+/// have sidecars.
+fn write_registry(dir: &std::path::Path, services: usize, changed_port: u16) {
+    let mut s = String::with_capacity(services * 3000);
+    let mut sidecars = 0;
+    for i in 0..services {
+        let _ = write!(
+            s,
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: svc-{i}, namespace: default }}\nspec:\n  hosts: [svc-{i}.default.svc.cluster.local]\n  ports: [{{ number: 8080, name: http, protocol: HTTP }}]\n  workloadSelector: {{ labels: {{ app: svc-{i} }} }}\n---\n"
+        );
+        for e in 0..ENDPOINTS {
+            let annotations = if sidecars < PROXIES {
+                sidecars += 1;
+                "\n  annotations: { sidecar.trellis.dev/app-ports: \"http=9000\" }"
+            } else {
+                ""
+            };
+            let port = if i == 0 && e == 0 {
+                changed_port
+            } else {
+                20000 + e as u16
+            };
+            let _ = write!(
+                s,
+                "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: svc-{i}-{e}\n  namespace: default{annotations}\nspec:\n  address: 10.{}.{}.{e}\n  ports: {{ http: {port} }}\n  labels: {{ app: svc-{i} }}\n---\n",
+                i / 256,
+                i % 256
+            );
+        }
+    }
+    std::fs::write(dir.join("registry.yaml.tmp"), s).unwrap();
+    std::fs::rename(dir.join("registry.yaml.tmp"), dir.join("registry.yaml")).unwrap();
+}
+
+/// A sidecar's xDS client that only counts what it holds.
+#[derive(Clone)]
+struct Counter {
+    state: Arc<Mutex<(usize, usize, Option<String>)>>, // clusters, endpoint sets, version of svc-0's CLA
+}
+
+#[tonic::async_trait]
+impl Subscriber for Counter {
+    fn interest(&self, state: &ClientState) -> Interest {
+        let routes = trellis_envoy::route_names(state.of(LISTENER).map(|(_, r)| &r.body));
+        let endpoints = trellis_envoy::endpoint_names(state.of(CLUSTER).map(|(_, r)| &r.body));
+        vec![
+            (CLUSTER, None),
+            (ENDPOINT, Some(endpoints)),
+            (LISTENER, None),
+            (ROUTE, Some(routes)),
+        ]
+    }
+
+    async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
+        let svc0 = state
+            .of(ENDPOINT)
+            .find(|(n, _)| n.as_str() == "outbound|8080||svc-0.default.svc.cluster.local")
+            .map(|(_, r)| r.version.clone());
+        *self.state.lock().unwrap() = (state.of(CLUSTER).count(), state.of(ENDPOINT).count(), svc0);
+        Ok(())
+    }
+}
+
+fn wait_all(
+    clients: &[Counter],
+    what: &str,
+    done: impl Fn(&(usize, usize, Option<String>)) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if clients.iter().all(|c| done(&c.state.lock().unwrap())) {
+            return start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            panic!("{what}: not all clients got there in 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn run(services: usize, mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    write_registry(dir.path(), services, 20000);
+    let rss0 = rss_kb();
+    let cache = Cache::new();
+    let plane = trellis_control::ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
+    let t = Instant::now();
+    plane.reload().unwrap();
+    let generate = t.elapsed();
+    let rss1 = rss_kb();
+    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let nodes: Vec<String> = cache.nodes();
+    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
+    let clients: Vec<Counter> = (0..PROXIES)
+        .map(|_| Counter {
+            state: Default::default(),
+        })
+        .collect();
+    let start = Instant::now();
+    for (node, c) in nodes.iter().zip(&clients) {
+        let opts = ClientOptions {
+            address: server.addr.to_string(),
+            node: Node {
+                id: node.clone(),
+                ..Default::default()
+            },
+            mode,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+        };
+        rt.spawn(client::run(opts, c.clone()));
+    }
+    // Every sidecar sees every service: one cluster per service plus its inbound one.
+    let full = wait_all(&clients, "full push", |s| {
+        s.0 >= services && s.1 >= services
+    });
+    let _ = start;
+
+    // One endpoint of svc-0 changes port on disk.
+    let before: Vec<Option<String>> = clients
+        .iter()
+        .map(|c| c.state.lock().unwrap().2.clone())
+        .collect();
+    write_registry(dir.path(), services, 20099);
+    let t = Instant::now();
+    plane.reload().unwrap();
+    let reload = t.elapsed();
+    let change = wait_all(&clients, "endpoint change", |s| !before.contains(&s.2)) + reload;
+    let sent = server
+        .stats
+        .resources_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s, endpoint change to all {:.0} ms (reload {:.0} ms), resources sent {sent}",
+        generate.as_secs_f64(),
+        rss1.saturating_sub(rss0) / 1024,
+        full.as_secs_f64(),
+        change.as_secs_f64() * 1000.0,
+        reload.as_secs_f64() * 1000.0,
+    );
+    drop(rt);
+    server.stop();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // One measurement per process, so that memory is the control plane's alone.
+    if let [_, one, n, mode] = args.as_slice() {
+        if one == "--one" {
+            let mode = if mode == "delta" {
+                Mode::Delta
+            } else {
+                Mode::StateOfTheWorld
+            };
+            return run(n.parse().unwrap(), mode);
+        }
+    }
+    let sizes: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    println!(
+        "machine: {} cores, kernel {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    for n in sizes {
+        for mode in ["sotw", "delta"] {
+            let status = std::process::Command::new(&args[0])
+                .args(["--one", &n.to_string(), mode])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+}
