@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use trellis_mesh::{Inputs, Loaded, Registry};
-use trellis_xds::{Cache, Snapshot};
+use trellis_xds::{Cache, Snapshot, Versioned};
 
 /// What the control plane currently serves, for status views.
 #[derive(Clone, Debug, Default)]
@@ -28,6 +28,24 @@ pub struct ControlPlane {
     cache: Cache,
     state: Arc<std::sync::Mutex<(Inputs, Registry)>>,
     status: watch::Sender<Status>,
+    /// The outbound half of the views, per scope, for the current inputs: sidecars in
+    /// one namespace and Sidecar scope share it (and its memory).
+    shared: std::sync::Mutex<std::collections::HashMap<String, Arc<SharedOutbound>>>,
+}
+
+/// The encoded outbound half of a view.
+struct SharedOutbound {
+    /// Its address differs per workload; everything else is shared.
+    listener: Option<trellis_config::Listener>,
+    resources: Vec<(String, Arc<Versioned>)>,
+}
+
+fn shared<M: prost::Message>(type_url: &str, name: &str, m: &M) -> (String, Arc<Versioned>) {
+    let body = trellis_xds::pb::google::protobuf::Any {
+        type_url: type_url.to_string(),
+        value: m.encode_to_vec(),
+    };
+    (name.to_string(), Arc::new(Versioned::new(body)))
 }
 
 impl ControlPlane {
@@ -38,6 +56,7 @@ impl ControlPlane {
             cache,
             state: Default::default(),
             status: watch::channel(Status::default()).0,
+            shared: Default::default(),
         }
     }
 
@@ -67,6 +86,7 @@ impl ControlPlane {
         let registry = Registry::from_inputs(&inputs);
         let (services, workloads) = (registry.services.len(), registry.workloads.len());
         *self.state.lock().unwrap() = (inputs, registry);
+        self.shared.lock().unwrap().clear();
         // Every node that has a view, plus every sidecar the registry knows.
         let mut nodes: Vec<String> = self.cache.nodes();
         nodes.extend(
@@ -117,9 +137,62 @@ impl ControlPlane {
             format!("node id {node:?} is not sidecar~<ip>~<name>.<namespace>~<domain>")
         })?;
         let state = self.state.lock().unwrap();
-        let config = trellis_mesh::generate(&state.0, &state.1, &namespace, &name)?;
-        let resources = trellis_envoy::encode(&config).map_err(|e| e.to_string())?;
-        Ok(resources.snapshot())
+        let (inputs, registry) = (&state.0, &state.1);
+        let w = registry
+            .workload(&namespace, &name)
+            .ok_or_else(|| format!("no WorkloadEntry {namespace}/{name}"))?;
+        let key = trellis_mesh::outbound_scope(inputs, w);
+        let cached = self.shared.lock().unwrap().get(&key).cloned();
+        let outbound = match cached {
+            Some(o) => o,
+            None => {
+                let (listener, clusters) = trellis_mesh::generate_outbound(inputs, registry, w);
+                let encoded = trellis_envoy::encode(&trellis_config::Config {
+                    clusters,
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string())?;
+                let mut resources = Vec::new();
+                if let Some(l) = &listener {
+                    if let Some(r) = trellis_envoy::encode_routes(l).map_err(|e| e.to_string())? {
+                        resources.push(shared(trellis_xds::ROUTE, &r.name, &r));
+                    }
+                }
+                for c in &encoded.clusters {
+                    resources.push(shared(trellis_xds::CLUSTER, &c.name, c));
+                }
+                for e in &encoded.endpoints {
+                    resources.push(shared(trellis_xds::ENDPOINT, &e.cluster_name, e));
+                }
+                let o = Arc::new(SharedOutbound {
+                    listener,
+                    resources,
+                });
+                self.shared.lock().unwrap().insert(key, o.clone());
+                o
+            }
+        };
+        // This workload's own parts: the outbound listener's address and the inbound side.
+        let (listeners, clusters) = trellis_mesh::generate_inbound(inputs, registry, w);
+        let own = trellis_config::Config {
+            listeners,
+            clusters,
+            ..Default::default()
+        };
+        let mut snapshot = trellis_envoy::encode(&own)
+            .map_err(|e| e.to_string())?
+            .snapshot();
+        if let Some(template) = &outbound.listener {
+            let mut l = template.clone();
+            l.address = Some(w.outbound.clone());
+            let encoded = trellis_envoy::encode_listener(&l).map_err(|e| e.to_string())?;
+            let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
+            snapshot.insert_shared(name, r);
+        }
+        for (name, r) in &outbound.resources {
+            snapshot.insert_shared(name.clone(), r.clone());
+        }
+        Ok(snapshot)
     }
 
     /// Watches the directory and serves views to nodes as they connect, forever.

@@ -80,9 +80,10 @@ pub fn encode(config: &Config) -> Result<Resources, EncodeError> {
     let mut out = Resources::default();
     for (i, l) in config.listeners.iter().enumerate() {
         let path = format!("listeners[{i}] ({})", l.name);
-        let (listener, routes) = listener(l, &path)?;
-        out.listeners.push(listener);
-        out.routes.extend(routes);
+        out.listeners.push(listener(l, &path)?);
+        if let Some(h) = &l.http {
+            out.routes.push(route_configuration(&l.name, h, &path)?);
+        }
     }
     for (i, c) in config.clusters.iter().enumerate() {
         let path = format!("clusters[{i}] ({})", c.name);
@@ -149,10 +150,21 @@ fn typed_struct(type_url: &str, json: serde_json::Value) -> Any {
     )
 }
 
-fn listener(
-    l: &tc::Listener,
-    path: &str,
-) -> Result<(lis::Listener, Option<rt::RouteConfiguration>), EncodeError> {
+/// One listener alone (an HTTP listener's routes are its RouteConfiguration, encoded
+/// separately by [`encode_routes`]).
+pub fn encode_listener(l: &tc::Listener) -> Result<lis::Listener, EncodeError> {
+    listener(l, &format!("listener {}", l.name))
+}
+
+/// The RouteConfiguration of an HTTP listener.
+pub fn encode_routes(l: &tc::Listener) -> Result<Option<rt::RouteConfiguration>, EncodeError> {
+    l.http
+        .as_ref()
+        .map(|h| route_configuration(&l.name, h, &format!("listener {}", l.name)))
+        .transpose()
+}
+
+fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> {
     let mut addresses = l.all_addresses();
     let first = addresses.next().ok_or_else(|| err(path, "no address"))?;
     let mut out = lis::Listener {
@@ -173,7 +185,6 @@ fn listener(
         .as_ref()
         .map(|a| typed_struct(types::AUTHZ, serde_json::to_value(a).unwrap_or_default()));
     let mut filters = Vec::new();
-    let mut routes = None;
     if let Some(t) = &l.tcp {
         if let Some(a) = &authz {
             filters.push(lis::Filter {
@@ -248,7 +259,6 @@ fn listener(
                 &manager,
             ))),
         });
-        routes = Some(route_configuration(&l.name, h, path)?);
     } else {
         return Err(err(path, "neither tcp nor http"));
     }
@@ -284,7 +294,7 @@ fn listener(
             }
         }
     }
-    Ok((out, routes))
+    Ok(out)
 }
 
 fn tls_version(v: tc::TlsVersion) -> i32 {

@@ -16,7 +16,9 @@ mod encode;
 mod structs;
 
 pub use decode::{decode, DecodeError, Decoded};
-pub use encode::{encode, encode_proxyless, EncodeError, Resources};
+pub use encode::{
+    encode, encode_listener, encode_proxyless, encode_routes, EncodeError, Resources,
+};
 
 /// Names of the filters Trellis writes and reads.
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";

@@ -44,21 +44,62 @@ pub fn generate_client(inputs: &Inputs, registry: &Registry, namespace: &str) ->
 }
 
 fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Config {
+    let (outbound, mut clusters) = generate_outbound(inputs, registry, w);
+    let (mut listeners, inbound_clusters) = generate_inbound(inputs, registry, w);
+    listeners.splice(0..0, outbound);
+    clusters.extend(inbound_clusters);
+    tc::Config {
+        listeners,
+        clusters,
+        ..Default::default()
+    }
+}
+
+/// The outbound half of a view: the same for every workload with the same
+/// [`outbound_scope`] except for the listener's address.
+pub fn generate_outbound(
+    inputs: &Inputs,
+    registry: &Registry,
+    w: &Workload,
+) -> (Option<tc::Listener>, Vec<tc::Cluster>) {
     let mut g = Gen {
         inputs,
         registry,
         w,
         clusters: BTreeMap::new(),
     };
-    let mut listeners = Vec::new();
-    if let Some(l) = g.outbound() {
-        listeners.push(l);
-    }
-    listeners.extend(g.inbound());
-    tc::Config {
-        listeners,
-        clusters: g.clusters.into_values().collect(),
-        ..Default::default()
+    let listener = g.outbound();
+    (listener, g.clusters.into_values().collect())
+}
+
+/// The inbound half of a view: a listener per served port, and the local app clusters.
+pub fn generate_inbound(
+    inputs: &Inputs,
+    registry: &Registry,
+    w: &Workload,
+) -> (Vec<tc::Listener>, Vec<tc::Cluster>) {
+    let mut g = Gen {
+        inputs,
+        registry,
+        w,
+        clusters: BTreeMap::new(),
+    };
+    let listeners = g.inbound();
+    (listeners, g.clusters.into_values().collect())
+}
+
+/// What the outbound half depends on: the namespace and the Sidecar resource that
+/// scopes the workload's egress.
+pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {
+    let g = Gen {
+        inputs,
+        registry: &Registry::default(),
+        w,
+        clusters: BTreeMap::new(),
+    };
+    match g.sidecar_scope() {
+        Some(sc) => format!("{}|{}/{}", w.namespace, sc.namespace, sc.name),
+        None => format!("{}|*", w.namespace),
     }
 }
 
@@ -73,11 +114,10 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
 }
 
-impl Gen<'_> {
-    /// Services this sidecar may reach: all, or those its Sidecar resource's egress lists.
-    fn visible(&self, s: &Service) -> bool {
-        let scope = self
-            .inputs
+impl<'a> Gen<'a> {
+    /// The Sidecar resource that scopes this workload's egress, if any.
+    fn sidecar_scope(&self) -> Option<&'a Resource<istio::Sidecar>> {
+        self.inputs
             .sidecars
             .iter()
             .filter(|sc| sc.namespace == self.w.namespace)
@@ -92,8 +132,14 @@ impl Gen<'_> {
                     sc.spec.workload_selector.is_none()
                         && (sc.namespace == self.w.namespace || sc.namespace == ROOT_NAMESPACE)
                 })
-            });
-        let Some(sc) = scope else { return true };
+            })
+    }
+
+    /// Services this sidecar may reach: all, or those its Sidecar resource's egress lists.
+    fn visible(&self, s: &Service) -> bool {
+        let Some(sc) = self.sidecar_scope() else {
+            return true;
+        };
         sc.spec.egress.iter().flat_map(|e| &e.hosts).any(|h| {
             let (ns, host) = h.split_once('/').unwrap_or(("*", h));
             let ns_ok =

@@ -18,7 +18,9 @@ pub mod load;
 mod registry;
 mod validate;
 
-pub use generate::{generate, generate_client};
+pub use generate::{
+    generate, generate_client, generate_inbound, generate_outbound, outbound_scope,
+};
 pub use load::{load_dir, load_dir_into, load_str, Diagnostic, Inputs, Loaded, Resource};
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;

@@ -25,11 +25,20 @@ impl Versioned {
 }
 
 /// The resources of one type, by name, with a version for the whole set (state of the
-/// world sends a set at a time).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// world sends a set at a time). Resources are shared: the same cluster in a hundred
+/// sidecars' views is one allocation.
+#[derive(Clone, Debug, Default)]
 pub struct TypeResources {
     pub version: String,
-    pub items: BTreeMap<String, Versioned>,
+    pub items: BTreeMap<String, Arc<Versioned>>,
+    sealed: bool,
+}
+
+/// Versions are content hashes, so equal versions mean equal contents.
+impl PartialEq for TypeResources {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+    }
 }
 
 impl TypeResources {
@@ -40,6 +49,7 @@ impl TypeResources {
             h.update(r.version.as_bytes());
         }
         self.version = format!("{:016x}", h.digest());
+        self.sealed = true;
     }
 }
 
@@ -56,19 +66,34 @@ impl Snapshot {
 
     /// Adds `body` under `name`; its type is the `Any`'s type URL.
     pub fn insert(&mut self, name: impl Into<String>, body: Any) -> &mut Self {
-        let entry = self.types.entry(body.type_url.clone()).or_default();
-        entry.items.insert(name.into(), Versioned::new(body));
-        entry.seal();
+        self.insert_shared(name, Arc::new(Versioned::new(body)))
+    }
+
+    /// Adds a resource that other snapshots may hold too.
+    pub fn insert_shared(&mut self, name: impl Into<String>, r: Arc<Versioned>) -> &mut Self {
+        let entry = self.types.entry(r.body.type_url.clone()).or_default();
+        entry.items.insert(name.into(), r);
+        entry.sealed = false;
+        self
+    }
+
+    /// Computes the set versions after inserts; the cache calls it before storing.
+    pub fn seal(&mut self) -> &mut Self {
+        for t in self.types.values_mut() {
+            if !t.sealed {
+                t.seal();
+            }
+        }
         self
     }
 
     /// Declares a type with no resources (so a wildcard subscriber hears "none").
     pub fn declare(&mut self, type_url: &str) -> &mut Self {
-        let entry = self.types.entry(type_url.to_string()).or_default();
-        entry.seal();
+        self.types.entry(type_url.to_string()).or_default();
         self
     }
 
+    /// The resources of a type (call [`seal`](Self::seal) first for its set version).
     pub fn get(&self, type_url: &str) -> Option<&TypeResources> {
         self.types.get(type_url)
     }
@@ -117,7 +142,8 @@ impl Cache {
 
     /// Replaces `node`'s snapshot; its streams send what changed. Setting an equal
     /// snapshot wakes nobody.
-    pub fn set(&self, node: &str, snapshot: Snapshot) {
+    pub fn set(&self, node: &str, mut snapshot: Snapshot) {
+        snapshot.seal();
         let mut nodes = self.inner.nodes.lock().unwrap();
         let tx = nodes
             .entry(node.to_string())
