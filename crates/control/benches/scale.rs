@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
 use trellis_xds::pb::envoy::config::core::v3::Node;
-use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT};
 
 const PROXIES: usize = 100;
 const ENDPOINTS: usize = 10;
@@ -72,14 +72,7 @@ struct Counter {
 #[tonic::async_trait]
 impl Subscriber for Counter {
     fn interest(&self, state: &ClientState) -> Interest {
-        let routes = trellis_envoy::route_names(state.of(LISTENER).map(|(_, r)| &r.body));
-        let endpoints = trellis_envoy::endpoint_names(state.of(CLUSTER).map(|(_, r)| &r.body));
-        vec![
-            (CLUSTER, None),
-            (ENDPOINT, Some(endpoints)),
-            (LISTENER, None),
-            (ROUTE, Some(routes)),
-        ]
+        trellis_envoy::sidecar_interest(state)
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {

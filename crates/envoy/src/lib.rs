@@ -112,3 +112,17 @@ pub fn endpoint_names<'a>(
         })
         .collect()
 }
+
+/// What a sidecar subscribes to given what it holds: every listener and cluster, the
+/// route configurations its listeners name and the endpoints its EDS clusters name.
+pub fn sidecar_interest(state: &trellis_xds::client::ClientState) -> trellis_xds::client::Interest {
+    use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+    let routes = route_names(state.of(LISTENER).map(|(_, r)| &r.body));
+    let endpoints = endpoint_names(state.of(CLUSTER).map(|(_, r)| &r.body));
+    vec![
+        (CLUSTER, None),
+        (ENDPOINT, Some(endpoints)),
+        (LISTENER, None),
+        (ROUTE, Some(routes)),
+    ]
+}

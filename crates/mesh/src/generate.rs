@@ -62,12 +62,7 @@ pub fn generate_outbound(
     registry: &Registry,
     w: &Workload,
 ) -> (Option<tc::Listener>, Vec<tc::Cluster>) {
-    let mut g = Gen {
-        inputs,
-        registry,
-        w,
-        clusters: BTreeMap::new(),
-    };
+    let mut g = Gen::new(inputs, registry, w);
     let listener = g.outbound();
     (listener, g.clusters.into_values().collect())
 }
@@ -78,12 +73,7 @@ pub fn generate_inbound(
     registry: &Registry,
     w: &Workload,
 ) -> (Vec<tc::Listener>, Vec<tc::Cluster>) {
-    let mut g = Gen {
-        inputs,
-        registry,
-        w,
-        clusters: BTreeMap::new(),
-    };
+    let mut g = Gen::new(inputs, registry, w);
     let listeners = g.inbound();
     (listeners, g.clusters.into_values().collect())
 }
@@ -91,13 +81,8 @@ pub fn generate_inbound(
 /// What the outbound half depends on: the namespace and the Sidecar resource that
 /// scopes the workload's egress.
 pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {
-    let g = Gen {
-        inputs,
-        registry: &Registry::default(),
-        w,
-        clusters: BTreeMap::new(),
-    };
-    match g.sidecar_scope() {
+    let registry = Registry::default();
+    match Gen::new(inputs, &registry, w).sidecar_scope() {
         Some(sc) => format!("{}|{}/{}", w.namespace, sc.namespace, sc.name),
         None => format!("{}|*", w.namespace),
     }
@@ -115,6 +100,15 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
 }
 
 impl<'a> Gen<'a> {
+    fn new(inputs: &'a Inputs, registry: &'a Registry, w: &'a Workload) -> Self {
+        Gen {
+            inputs,
+            registry,
+            w,
+            clusters: BTreeMap::new(),
+        }
+    }
+
     /// The Sidecar resource that scopes this workload's egress, if any.
     fn sidecar_scope(&self) -> Option<&'a Resource<istio::Sidecar>> {
         self.inputs

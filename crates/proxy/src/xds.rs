@@ -51,14 +51,7 @@ fn map(state: &ClientState, type_url: &str) -> BTreeMap<String, Any> {
 #[tonic::async_trait]
 impl Subscriber for ProxySubscriber {
     fn interest(&self, state: &ClientState) -> Interest {
-        let routes = trellis_envoy::route_names(state.of(LISTENER).map(|(_, r)| &r.body));
-        let endpoints = trellis_envoy::endpoint_names(state.of(CLUSTER).map(|(_, r)| &r.body));
-        vec![
-            (CLUSTER, None),
-            (ENDPOINT, Some(endpoints)),
-            (LISTENER, None),
-            (ROUTE, Some(routes)),
-        ]
+        trellis_envoy::sidecar_interest(state)
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {

@@ -68,7 +68,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let (cache, stats) = (self.cache.clone(), self.stats.clone());
         tokio::spawn(async move {
             stats.streams_open.fetch_add(1, Ordering::Relaxed);
-            if let Err(status) = sotw(cache, request.into_inner(), &tx, &stats).await {
+            if let Err(status) = stream::<Sotw>(cache, request.into_inner(), &tx, &stats).await {
                 let _ = tx.send(Err(status)).await;
             }
             stats.streams_open.fetch_sub(1, Ordering::Relaxed);
@@ -84,7 +84,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let (cache, stats) = (self.cache.clone(), self.stats.clone());
         tokio::spawn(async move {
             stats.streams_open.fetch_add(1, Ordering::Relaxed);
-            if let Err(status) = delta(cache, request.into_inner(), &tx, &stats).await {
+            if let Err(status) = stream::<Delta>(cache, request.into_inner(), &tx, &stats).await {
                 let _ = tx.send(Err(status)).await;
             }
             stats.streams_open.fetch_sub(1, Ordering::Relaxed);
@@ -112,53 +112,51 @@ fn nack_message(status: &envoy_types::pb::google::rpc::Status) -> &str {
     }
 }
 
-/// One type's subscription on a state-of-the-world stream.
-#[derive(Default)]
-struct SotwWatch {
-    /// None: every resource of the type.
-    names: Option<BTreeSet<String>>,
-    /// What the last response carried, to send again only on change.
-    sent: Option<(String, Option<BTreeSet<String>>)>,
-    nonce: String,
+/// What differs between the two ADS variants; [`stream`] is the loop they share.
+trait Variant: Default {
+    type Req: prost::Message + Default + 'static;
+    type Resp;
+    fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
+    /// Takes a request into the subscriptions; returns the type to answer now, if any.
+    fn on_request(&mut self, req: Self::Req, node: &str, stats: &ServerStats) -> Option<String>;
+    /// The response due for one type, if its subscriber lacks something.
+    fn respond(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        nonce: &mut u64,
+        stats: &ServerStats,
+    ) -> Option<Self::Resp>;
+    fn types(&self) -> Vec<String>;
 }
 
-async fn sotw(
+async fn stream<V: Variant>(
     cache: Cache,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut requests: Streaming<V::Req>,
+    tx: &mpsc::Sender<Result<V::Resp, Status>>,
     stats: &ServerStats,
 ) -> Result<(), Status> {
     let Some(first) = requests.message().await? else {
         return Ok(());
     };
-    let node = node_id(first.node.as_ref())?;
-    let mut snapshots = cache.subscribe(&node);
-    let mut watches: HashMap<String, SotwWatch> = HashMap::new();
+    let node = node_id(V::node(&first))?;
+    let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
+    let mut variant = V::default();
     let mut nonce = 0u64;
     let mut pending = Some(first);
+    let send = |r: V::Resp| async {
+        tx.send(Ok(r))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))
+    };
     loop {
         if let Some(req) = pending.take() {
-            let w = watches.entry(req.type_url.clone()).or_default();
-            if !req.response_nonce.is_empty() && req.response_nonce != w.nonce {
-                // An answer to an older response; the newer one is in flight.
-                continue;
+            if let Some(type_url) = variant.on_request(req, &node, stats) {
+                let snapshot = snapshots.borrow().clone();
+                if let Some(r) = variant.respond(&type_url, &snapshot, &mut nonce, stats) {
+                    send(r).await?;
+                }
             }
-            if let Some(err) = &req.error_detail {
-                stats.nacks.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%node, r#type = short_type(&req.type_url), version = %req.version_info,
-                    "NACK: {}", nack_message(err));
-            } else if !req.response_nonce.is_empty() {
-                stats.acks.fetch_add(1, Ordering::Relaxed);
-            }
-            let wildcard = is_wildcard_type(&req.type_url)
-                && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
-            w.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
-            if req.response_nonce.is_empty() && !req.version_info.is_empty() && w.sent.is_none() {
-                // A reconnecting client already holds this version of the set.
-                w.sent = Some((req.version_info.clone(), w.names.clone()));
-            }
-            let snapshot = snapshots.borrow().clone();
-            send_sotw(&req.type_url, w, &snapshot, &mut nonce, tx, stats).await?;
         }
         tokio::select! {
             req = requests.message() => match req? {
@@ -170,59 +168,129 @@ async fn sotw(
                     return Ok(());
                 }
                 let snapshot = snapshots.borrow_and_update().clone();
-                for (type_url, w) in watches.iter_mut() {
-                    send_sotw(type_url, w, &snapshot, &mut nonce, tx, stats).await?;
+                for type_url in variant.types() {
+                    if let Some(r) = variant.respond(&type_url, &snapshot, &mut nonce, stats) {
+                        send(r).await?;
+                    }
                 }
             }
         }
     }
 }
 
-async fn send_sotw(
+fn count_reply(
+    req_nonce: &str,
+    error: Option<&envoy_types::pb::google::rpc::Status>,
+    node: &str,
     type_url: &str,
-    w: &mut SotwWatch,
-    snapshot: &Snapshot,
-    nonce: &mut u64,
-    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
     stats: &ServerStats,
-) -> Result<(), Status> {
-    let empty = Default::default();
-    let set = snapshot.get(type_url).unwrap_or(&empty);
-    let chosen: Vec<_> = set
-        .items
-        .iter()
-        .filter(|(name, _)| w.names.as_ref().is_none_or(|n| n.contains(*name)))
-        .collect();
-    // The version of what this subscriber gets, so a change elsewhere in the type
-    // sends it nothing.
-    let mut h = xxhash_rust::xxh64::Xxh64::new(2);
-    for (name, r) in &chosen {
-        h.update(name.as_bytes());
-        h.update(r.version.as_bytes());
+) {
+    if let Some(err) = error {
+        stats.nacks.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%node, r#type = short_type(type_url), nonce = %req_nonce, "NACK: {}", nack_message(err));
+    } else if !req_nonce.is_empty() {
+        stats.acks.fetch_add(1, Ordering::Relaxed);
     }
-    let version = format!("{:016x}", h.digest());
-    let current = (version.clone(), w.names.clone());
-    if w.sent.as_ref() == Some(&current) {
-        return Ok(());
+}
+
+/// One type's subscription on a state-of-the-world stream.
+#[derive(Default)]
+struct SotwWatch {
+    /// None: every resource of the type.
+    names: Option<BTreeSet<String>>,
+    /// What the last response carried, to send again only on change.
+    sent: Option<(String, Option<BTreeSet<String>>)>,
+    nonce: String,
+}
+
+#[derive(Default)]
+struct Sotw {
+    watches: HashMap<String, SotwWatch>,
+}
+
+impl Variant for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+
+    fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        req.node.as_ref()
     }
-    let resources: Vec<_> = chosen.into_iter().map(|(_, r)| r.body.clone()).collect();
-    *nonce += 1;
-    w.nonce = nonce.to_string();
-    w.sent = Some(current);
-    stats.responses.fetch_add(1, Ordering::Relaxed);
-    stats
-        .resources_sent
-        .fetch_add(resources.len() as u64, Ordering::Relaxed);
-    let response = DiscoveryResponse {
-        version_info: version,
-        resources,
-        type_url: type_url.to_string(),
-        nonce: w.nonce.clone(),
-        ..Default::default()
-    };
-    tx.send(Ok(response))
-        .await
-        .map_err(|_| Status::cancelled("stream closed"))
+
+    fn types(&self) -> Vec<String> {
+        self.watches.keys().cloned().collect()
+    }
+
+    fn on_request(
+        &mut self,
+        req: DiscoveryRequest,
+        node: &str,
+        stats: &ServerStats,
+    ) -> Option<String> {
+        let w = self.watches.entry(req.type_url.clone()).or_default();
+        if !req.response_nonce.is_empty() && req.response_nonce != w.nonce {
+            // An answer to an older response; the newer one is in flight.
+            return None;
+        }
+        count_reply(
+            &req.response_nonce,
+            req.error_detail.as_ref(),
+            node,
+            &req.type_url,
+            stats,
+        );
+        let wildcard = is_wildcard_type(&req.type_url)
+            && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+        w.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
+        if req.response_nonce.is_empty() && !req.version_info.is_empty() && w.sent.is_none() {
+            // A reconnecting client already holds this version of the set.
+            w.sent = Some((req.version_info.clone(), w.names.clone()));
+        }
+        Some(req.type_url)
+    }
+
+    fn respond(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        nonce: &mut u64,
+        stats: &ServerStats,
+    ) -> Option<DiscoveryResponse> {
+        let w = self.watches.get_mut(type_url)?;
+        let empty = Default::default();
+        let set = snapshot.get(type_url).unwrap_or(&empty);
+        let chosen: Vec<_> = set
+            .items
+            .iter()
+            .filter(|(name, _)| w.names.as_ref().is_none_or(|n| n.contains(*name)))
+            .collect();
+        // The version of what this subscriber gets, so a change elsewhere in the type
+        // sends it nothing.
+        let mut h = xxhash_rust::xxh64::Xxh64::new(2);
+        for (name, r) in &chosen {
+            h.update(name.as_bytes());
+            h.update(r.version.as_bytes());
+        }
+        let version = format!("{:016x}", h.digest());
+        let current = (version.clone(), w.names.clone());
+        if w.sent.as_ref() == Some(&current) {
+            return None;
+        }
+        let resources: Vec<_> = chosen.into_iter().map(|(_, r)| r.body.clone()).collect();
+        *nonce += 1;
+        w.nonce = nonce.to_string();
+        w.sent = Some(current);
+        stats.responses.fetch_add(1, Ordering::Relaxed);
+        stats
+            .resources_sent
+            .fetch_add(resources.len() as u64, Ordering::Relaxed);
+        Some(DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: type_url.to_string(),
+            nonce: w.nonce.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 /// One type's subscription on a delta stream.
@@ -238,143 +306,133 @@ struct DeltaWatch {
     responded: bool,
 }
 
-async fn delta(
-    cache: Cache,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    stats: &ServerStats,
-) -> Result<(), Status> {
-    let Some(first) = requests.message().await? else {
-        return Ok(());
-    };
-    let node = node_id(first.node.as_ref())?;
-    let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
-    let mut watches: HashMap<String, DeltaWatch> = HashMap::new();
-    let mut nonce = 0u64;
-    let mut pending = Some(first);
-    loop {
-        if let Some(req) = pending.take() {
-            let fresh = !watches.contains_key(&req.type_url);
-            let w = watches.entry(req.type_url.clone()).or_default();
-            let before = w.pending.remove(&req.response_nonce);
-            if let Some(err) = &req.error_detail {
-                stats.nacks.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%node, r#type = short_type(&req.type_url), nonce = %req.response_nonce,
-                    "NACK: {}", nack_message(err));
-                for (name, version) in before.into_iter().flatten() {
-                    match version {
-                        Some(v) => w.client.insert(name, v),
-                        None => w.client.remove(&name),
-                    };
-                }
-            } else if !req.response_nonce.is_empty() {
-                stats.acks.fetch_add(1, Ordering::Relaxed);
-            }
-            let subscription_change = fresh
-                || !req.resource_names_subscribe.is_empty()
-                || !req.resource_names_unsubscribe.is_empty();
-            if !subscription_change {
-                // An ACK or a NACK: nothing new to send until the snapshot changes.
-                continue;
-            }
-            if fresh {
-                w.wildcard =
-                    is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
-                w.client = req.initial_resource_versions.clone();
-            }
-            for name in &req.resource_names_subscribe {
-                if name == "*" {
-                    w.wildcard = true;
-                } else {
-                    w.names.insert(name.clone());
-                }
-            }
-            for name in &req.resource_names_unsubscribe {
-                if name == "*" {
-                    w.wildcard = false;
-                } else {
-                    w.names.remove(name);
-                    w.client.remove(name);
-                }
-            }
-            let snapshot = snapshots.borrow().clone();
-            send_delta(&req.type_url, w, &snapshot, &mut nonce, tx, stats).await?;
-        }
-        tokio::select! {
-            req = requests.message() => match req? {
-                Some(req) => pending = Some(req),
-                None => return Ok(()),
-            },
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let snapshot = snapshots.borrow_and_update().clone();
-                for (type_url, w) in watches.iter_mut() {
-                    send_delta(type_url, w, &snapshot, &mut nonce, tx, stats).await?;
-                }
-            }
-        }
-    }
+#[derive(Default)]
+struct Delta {
+    watches: HashMap<String, DeltaWatch>,
 }
 
-async fn send_delta(
-    type_url: &str,
-    w: &mut DeltaWatch,
-    snapshot: &Snapshot,
-    nonce: &mut u64,
-    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    stats: &ServerStats,
-) -> Result<(), Status> {
-    let empty = Default::default();
-    let set = snapshot.get(type_url).unwrap_or(&empty);
-    let wanted = |name: &str| w.wildcard || w.names.contains(name);
-    let mut resources = Vec::new();
-    for (name, r) in &set.items {
-        if wanted(name) && w.client.get(name) != Some(&r.version) {
-            resources.push(Resource {
-                name: name.clone(),
-                version: r.version.clone(),
-                resource: Some(r.body.clone()),
-                ..Default::default()
-            });
+impl Variant for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn node(
+        req: &DeltaDiscoveryRequest,
+    ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        req.node.as_ref()
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.watches.keys().cloned().collect()
+    }
+
+    fn on_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        node: &str,
+        stats: &ServerStats,
+    ) -> Option<String> {
+        let fresh = !self.watches.contains_key(&req.type_url);
+        let w = self.watches.entry(req.type_url.clone()).or_default();
+        let before = w.pending.remove(&req.response_nonce);
+        count_reply(
+            &req.response_nonce,
+            req.error_detail.as_ref(),
+            node,
+            &req.type_url,
+            stats,
+        );
+        if req.error_detail.is_some() {
+            for (name, version) in before.into_iter().flatten() {
+                match version {
+                    Some(v) => w.client.insert(name, v),
+                    None => w.client.remove(&name),
+                };
+            }
         }
+        let subscription_change = fresh
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty();
+        if !subscription_change {
+            // An ACK or a NACK: nothing new to send until the snapshot changes.
+            return None;
+        }
+        if fresh {
+            w.wildcard = is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
+            w.client = req.initial_resource_versions.clone();
+        }
+        for name in &req.resource_names_subscribe {
+            if name == "*" {
+                w.wildcard = true;
+            } else {
+                w.names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                w.wildcard = false;
+            } else {
+                w.names.remove(name);
+                w.client.remove(name);
+            }
+        }
+        Some(req.type_url)
     }
-    let removed: Vec<String> = w
-        .client
-        .keys()
-        .filter(|name| !set.items.contains_key(*name) || !wanted(name))
-        .cloned()
-        .collect();
-    if resources.is_empty() && removed.is_empty() && w.responded {
-        return Ok(());
+
+    fn respond(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        nonce: &mut u64,
+        stats: &ServerStats,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let w = self.watches.get_mut(type_url)?;
+        let empty = Default::default();
+        let set = snapshot.get(type_url).unwrap_or(&empty);
+        let wanted = |name: &str| w.wildcard || w.names.contains(name);
+        let mut resources = Vec::new();
+        for (name, r) in &set.items {
+            if wanted(name) && w.client.get(name) != Some(&r.version) {
+                resources.push(Resource {
+                    name: name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+        let removed: Vec<String> = w
+            .client
+            .keys()
+            .filter(|name| !set.items.contains_key(*name) || !wanted(name))
+            .cloned()
+            .collect();
+        if resources.is_empty() && removed.is_empty() && w.responded {
+            return None;
+        }
+        *nonce += 1;
+        let mut before = Vec::with_capacity(resources.len() + removed.len());
+        for r in &resources {
+            before.push((
+                r.name.clone(),
+                w.client.insert(r.name.clone(), r.version.clone()),
+            ));
+        }
+        for name in &removed {
+            before.push((name.clone(), w.client.remove(name)));
+        }
+        w.pending.insert(nonce.to_string(), before);
+        w.responded = true;
+        stats.responses.fetch_add(1, Ordering::Relaxed);
+        stats
+            .resources_sent
+            .fetch_add(resources.len() as u64, Ordering::Relaxed);
+        Some(DeltaDiscoveryResponse {
+            system_version_info: set.version.clone(),
+            resources,
+            type_url: type_url.to_string(),
+            removed_resources: removed,
+            nonce: nonce.to_string(),
+            ..Default::default()
+        })
     }
-    *nonce += 1;
-    let mut before = Vec::with_capacity(resources.len() + removed.len());
-    for r in &resources {
-        before.push((
-            r.name.clone(),
-            w.client.insert(r.name.clone(), r.version.clone()),
-        ));
-    }
-    for name in &removed {
-        before.push((name.clone(), w.client.remove(name)));
-    }
-    w.pending.insert(nonce.to_string(), before);
-    w.responded = true;
-    stats.responses.fetch_add(1, Ordering::Relaxed);
-    stats
-        .resources_sent
-        .fetch_add(resources.len() as u64, Ordering::Relaxed);
-    let response = DeltaDiscoveryResponse {
-        system_version_info: set.version.clone(),
-        resources,
-        type_url: type_url.to_string(),
-        removed_resources: removed,
-        nonce: nonce.to_string(),
-        ..Default::default()
-    };
-    tx.send(Ok(response))
-        .await
-        .map_err(|_| Status::cancelled("stream closed"))
 }
