@@ -204,6 +204,8 @@ async fn drive(
     report.tick().await;
     let tty = std::io::stdout().is_terminal();
     let mut n: u64 = 0;
+    // Made once, so a Ctrl-C during a scrape is not missed by the next select.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -249,7 +251,7 @@ async fn drive(
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
         }
     }
     let t = tally.lock().unwrap();

@@ -59,7 +59,10 @@ pub(crate) async fn drive(setup: Setup) -> anyhow::Result<String> {
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut n = 0usize;
+    // Listeners made once: a signal that arrives while the loop is busy (say, scraping
+    // sidecars) is kept for the next select, where a fresh ctrl_c() would miss it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = ticker.tick(), if rps > 0 && !schedule.is_empty() => {
@@ -123,7 +126,7 @@ pub(crate) async fn drive(setup: Setup) -> anyhow::Result<String> {
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
         }
     }
