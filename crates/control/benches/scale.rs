@@ -66,13 +66,14 @@ fn write_registry(dir: &std::path::Path, services: usize, changed_port: u16) {
 /// A sidecar's xDS client that only counts what it holds.
 #[derive(Clone)]
 struct Counter {
+    interest: Arc<trellis_envoy::SidecarInterest>,
     state: Arc<Mutex<(usize, usize, Option<String>)>>, // clusters, endpoint sets, version of svc-0's CLA
 }
 
 #[tonic::async_trait]
 impl Subscriber for Counter {
     fn interest(&self, state: &ClientState) -> Interest {
-        trellis_envoy::sidecar_interest(state)
+        self.interest.interest(state)
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
@@ -123,6 +124,7 @@ fn run(services: usize, mode: Mode) {
     assert_eq!(nodes.len(), PROXIES, "sidecars with views");
     let clients: Vec<Counter> = (0..PROXIES)
         .map(|_| Counter {
+            interest: Default::default(),
             state: Default::default(),
         })
         .collect();

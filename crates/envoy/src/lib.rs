@@ -115,14 +115,56 @@ pub fn endpoint_names<'a>(
 
 /// What a sidecar subscribes to given what it holds: every listener and cluster, the
 /// route configurations its listeners name and the endpoints its EDS clusters name.
-pub fn sidecar_interest(state: &trellis_xds::client::ClientState) -> trellis_xds::client::Interest {
-    use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
-    let routes = route_names(state.of(LISTENER).map(|(_, r)| &r.body));
-    let endpoints = endpoint_names(state.of(CLUSTER).map(|(_, r)| &r.body));
-    vec![
-        (CLUSTER, None),
-        (ENDPOINT, Some(endpoints)),
-        (LISTENER, None),
-        (ROUTE, Some(routes)),
-    ]
+///
+/// Asked after every response, so it remembers what each resource version refers to and
+/// decodes only resources it has not seen (a sidecar holds thousands of clusters).
+type Refs = std::collections::HashMap<String, (String, std::collections::BTreeSet<String>)>;
+
+#[derive(Default)]
+pub struct SidecarInterest {
+    /// Per type: resource name → (version, the names that version refers to).
+    seen: std::sync::Mutex<(Refs, Refs)>,
+}
+
+impl SidecarInterest {
+    pub fn interest(
+        &self,
+        state: &trellis_xds::client::ClientState,
+    ) -> trellis_xds::client::Interest {
+        use std::collections::{BTreeSet, HashSet};
+        use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+        fn refs(
+            state: &trellis_xds::client::ClientState,
+            type_url: &str,
+            seen: &mut Refs,
+        ) -> BTreeSet<String> {
+            let mut out = BTreeSet::new();
+            let mut held = HashSet::new();
+            for (name, r) in state.of(type_url) {
+                held.insert(name.as_str());
+                let stale = seen.get(name).is_none_or(|(v, _)| v != &r.version);
+                if stale {
+                    let names = if type_url == LISTENER {
+                        route_names([&r.body])
+                    } else {
+                        endpoint_names([&r.body])
+                    };
+                    seen.insert(name.clone(), (r.version.clone(), names));
+                }
+                out.extend(seen[name].1.iter().cloned());
+            }
+            seen.retain(|name, _| held.contains(name.as_str()));
+            out
+        }
+        let mut seen = self.seen.lock().unwrap();
+        let (listeners, clusters) = &mut *seen;
+        let routes = refs(state, LISTENER, listeners);
+        let endpoints = refs(state, CLUSTER, clusters);
+        vec![
+            (CLUSTER, None),
+            (ENDPOINT, Some(endpoints)),
+            (LISTENER, None),
+            (ROUTE, Some(routes)),
+        ]
+    }
 }

@@ -36,6 +36,7 @@ pub struct Dynamic {
 pub type Update = (Dynamic, oneshot::Sender<Result<(), String>>);
 
 struct ProxySubscriber {
+    interest: trellis_envoy::SidecarInterest,
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
     last: Option<Dynamic>,
@@ -51,7 +52,7 @@ fn map(state: &ClientState, type_url: &str) -> BTreeMap<String, Any> {
 #[tonic::async_trait]
 impl Subscriber for ProxySubscriber {
     fn interest(&self, state: &ClientState) -> Interest {
-        trellis_envoy::sidecar_interest(state)
+        self.interest.interest(state)
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
@@ -120,6 +121,7 @@ pub async fn run(opts: XdsOptions, metrics: Arc<Metrics>, updates: mpsc::Sender<
         backoff_max: Duration::from_secs(5),
     };
     let subscriber = ProxySubscriber {
+        interest: Default::default(),
         updates,
         metrics,
         last: None,

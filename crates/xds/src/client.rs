@@ -136,29 +136,26 @@ async fn delta_session<S: Subscriber>(
             nonce,
             ..
         } = response;
-        let mut candidate = state.clone();
-        let held = candidate.types.entry(type_url.clone()).or_default();
+        // Changed in place with an undo log: a sidecar holds thousands of resources, and
+        // copying them all for every response dominated pushes at scale.
+        let mut undo = Undo::default();
         for r in resources {
             if let Some(body) = r.resource {
-                held.insert(
-                    r.name,
-                    Versioned {
-                        version: r.version,
-                        body,
-                    },
-                );
+                let v = Versioned {
+                    version: r.version,
+                    body,
+                };
+                undo.insert(state, &type_url, r.name, Some(v));
             }
         }
-        for name in &removed_resources {
-            held.remove(name);
+        for name in removed_resources {
+            undo.insert(state, &type_url, name, None);
         }
-        prune(&mut candidate, subscriber);
-        let error_detail = match subscriber.apply(&candidate).await {
-            Ok(()) => {
-                *state = candidate;
-                None
-            }
+        prune(state, subscriber, &mut undo);
+        let error_detail = match subscriber.apply(state).await {
+            Ok(()) => None,
             Err(reason) => {
+                undo.roll_back(state);
                 tracing::warn!(
                     r#type = short_type(&type_url),
                     "xDS update refused (NACK): {reason}"
@@ -182,10 +179,68 @@ async fn delta_session<S: Subscriber>(
 
 /// Drops what the subscriber no longer wants (routes of a removed listener, endpoints
 /// of a removed cluster), so the state it is given holds only what it refers to.
-fn prune<S: Subscriber>(state: &mut ClientState, subscriber: &S) {
+fn prune<S: Subscriber>(state: &mut ClientState, subscriber: &S, undo: &mut Undo) {
     for (type_url, want) in subscriber.interest(state) {
-        if let (Some(want), Some(held)) = (want, state.types.get_mut(type_url)) {
-            held.retain(|name, _| want.contains(name));
+        let Some(want) = want else { continue };
+        let gone: Vec<String> = state
+            .of(type_url)
+            .filter(|(name, _)| !want.contains(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            undo.insert(state, type_url, name, None);
+        }
+    }
+}
+
+/// What an update changed, to put back if the subscriber refuses it.
+#[derive(Default)]
+struct Undo {
+    entries: Vec<(String, String, Option<Versioned>)>,
+    types: Vec<(String, Option<BTreeMap<String, Versioned>>)>,
+}
+
+impl Undo {
+    /// Sets (or with None removes) one resource, remembering what was there.
+    fn insert(
+        &mut self,
+        state: &mut ClientState,
+        type_url: &str,
+        name: String,
+        v: Option<Versioned>,
+    ) {
+        let held = state.types.entry(type_url.to_string()).or_default();
+        let old = match v {
+            Some(v) => held.insert(name.clone(), v),
+            None => held.remove(&name),
+        };
+        self.entries.push((type_url.to_string(), name, old));
+    }
+
+    /// Replaces a whole type (state of the world), remembering the old set.
+    fn replace_type(
+        &mut self,
+        state: &mut ClientState,
+        type_url: &str,
+        set: BTreeMap<String, Versioned>,
+    ) {
+        let old = state.types.insert(type_url.to_string(), set);
+        self.types.push((type_url.to_string(), old));
+    }
+
+    fn roll_back(self, state: &mut ClientState) {
+        for (type_url, name, old) in self.entries.into_iter().rev() {
+            let held = state.types.entry(type_url).or_default();
+            match old {
+                Some(v) => held.insert(name, v),
+                None => held.remove(&name),
+            };
+        }
+        for (type_url, old) in self.types.into_iter().rev() {
+            match old {
+                Some(set) => state.types.insert(type_url, set),
+                None => state.types.remove(&type_url),
+            };
         }
     }
 }
@@ -285,20 +340,20 @@ async fn sotw_session<S: Subscriber>(
                 None => undecodable = Some(format!("cannot decode a {} resource", body.type_url)),
             }
         }
-        let mut candidate = state.clone();
-        candidate.types.insert(type_url.clone(), set);
-        prune(&mut candidate, subscriber);
+        let mut undo = Undo::default();
+        undo.replace_type(state, &type_url, set);
+        prune(state, subscriber, &mut undo);
         let verdict = match undecodable {
             Some(e) => Err(e),
-            None => subscriber.apply(&candidate).await,
+            None => subscriber.apply(state).await,
         };
         let error_detail = match verdict {
             Ok(()) => {
-                *state = candidate;
                 accepted.insert(type_url.clone(), version_info.clone());
                 None
             }
             Err(reason) => {
+                undo.roll_back(state);
                 tracing::warn!(
                     r#type = short_type(&type_url),
                     "xDS update refused (NACK): {reason}"
