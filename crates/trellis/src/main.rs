@@ -22,6 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a whole mesh on this machine from a mesh file (control plane, CA, every
+    /// workload with its sidecar, a client) with a live view; Ctrl-C stops it.
+    Up(up::UpArgs),
+    /// Run the control plane: xDS to the sidecars from Istio resources, plus the CA.
+    Control(Box<control::ControlArgs>),
     /// Run the data-plane proxy (a workload's sidecar, or a standalone proxy).
     Proxy {
         /// YAML config file; edits are applied on save and on SIGHUP.
@@ -76,11 +81,6 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the certificate authority (Istio's certificate API over gRPC and mTLS).
     Ca(Box<ca::CaArgs>),
-    /// Start a whole mesh on this machine from a mesh file (control plane, CA, every
-    /// workload with its sidecar, a client) with a live view; Ctrl-C stops it.
-    Up(up::UpArgs),
-    /// Run the control plane: xDS to the sidecars from Istio resources, plus the CA.
-    Control(Box<control::ControlArgs>),
     /// The eBPF same-host TCP/IP bypass (sockops + sk_msg) for the mesh's cgroup.
     Bypass(bypass::BypassArgs),
     /// Plain-TCP echo, transfer and ping-pong tools used by the bypass tests and benches.
