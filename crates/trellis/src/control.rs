@@ -32,6 +32,11 @@ pub struct ControlArgs {
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
+    for dir in &args.config_dir {
+        if !dir.is_dir() {
+            anyhow::bail!("--config-dir {}: not a directory", dir.display());
+        }
+    }
     let ca = if args.no_ca {
         None
     } else {

@@ -99,8 +99,16 @@ impl MeshFile {
         let text = std::fs::read_to_string(&file)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let de = serde_yaml::Deserializer::from_str(&text);
-        let mesh: MeshFile = serde_path_to_error::deserialize(de)
-            .map_err(|e| anyhow::anyhow!("{}: {}: {}", file.display(), e.path(), e.inner()))?;
+        let mesh: MeshFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // serde_yaml sometimes puts the path in its message too; say it once.
+            let inner = e.inner().to_string();
+            let inner = inner
+                .strip_prefix(&format!("{path}: "))
+                .unwrap_or(&inner)
+                .to_string();
+            anyhow::anyhow!("{}: {path}: {inner}", file.display())
+        })?;
         let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
         mesh.check(&file)?;
         Ok((mesh, base))

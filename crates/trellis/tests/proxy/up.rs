@@ -190,3 +190,27 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
         "trellis up stops on Ctrl-C"
     );
 }
+
+#[test]
+fn bad_mesh_files_are_refused_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("no-workloads.yaml", "services:\n  - name: a\n    port: 80\n    workloads: []\n", "services[0].workloads: at least one is needed"),
+        ("port.yaml", "services:\n  - name: a\n    port: eighty\n    workloads: [{ version: v1 }]\n", "services[0].port: invalid type"),
+        ("rate.yaml", "services:\n  - name: a\n    port: 80\n    workloads: [{ version: v1, fail_rate: 2 }]\n", "services[0].workloads[0].fail_rate: outside 0..1"),
+        ("typo.yaml", "servces: []\n", "unknown field `servces`"),
+        ("twice.yaml", "services:\n  - { name: a, port: 80, workloads: [{ version: v1 }] }\n  - { name: a, port: 81, workloads: [{ version: v1 }] }\n", "services[1].name: \"a\" appears twice"),
+    ];
+    for (file, text, needle) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("up")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} was accepted");
+        assert!(err.contains(file) && err.contains(needle), "{file}: {err}");
+    }
+}
