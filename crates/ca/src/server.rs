@@ -96,6 +96,22 @@ pub async fn serve(
     tls: ServerTls,
     service: CaService,
 ) -> anyhow::Result<()> {
+    serve_routes(
+        listener,
+        tls,
+        tonic::service::Routes::new(IstioCertificateServiceServer::new(service)),
+    )
+    .await
+}
+
+/// Serves `routes` (the certificate API, and whatever else shares its port, as xDS does
+/// in the control plane) over this TLS listener; client certificates, when presented,
+/// reach the services as the connection's [`PeerIdentity`].
+pub async fn serve_routes(
+    listener: TcpListener,
+    tls: ServerTls,
+    routes: tonic::service::Routes,
+) -> anyhow::Result<()> {
     let tls = Arc::new(tls);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<CaConn, io::Error>>(64);
     tokio::spawn(async move {
@@ -126,7 +142,7 @@ pub async fn serve(
         }
     });
     tonic::transport::Server::builder()
-        .add_service(IstioCertificateServiceServer::new(service))
+        .add_routes(routes)
         .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?;
     Ok(())

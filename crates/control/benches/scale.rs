@@ -139,6 +139,7 @@ fn run(services: usize, mode: Mode) {
             mode,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            dial: None,
         };
         rt.spawn(client::run(opts, c.clone()));
     }

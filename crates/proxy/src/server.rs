@@ -416,8 +416,18 @@ async fn run_main(
     // xDS updates come to this loop, which owns the proxy's state.
     let (xds_tx, mut xds_updates) = tokio::sync::mpsc::channel::<crate::xds::Update>(1);
     if let Some(x) = opts.xds.clone() {
-        tracing::info!(address = %x.address, node = %x.node_id, mode = ?x.mode, "xDS client starting");
-        tokio::spawn(crate::xds::run(x, proxy.metrics.clone(), xds_tx.clone()));
+        if x.tls && proxy.identity.is_none() {
+            anyhow::bail!(
+                "--xds-tls needs the identity section: the workload certificate is the xDS client certificate"
+            );
+        }
+        tracing::info!(address = %x.address, node = %x.node_id, mode = ?x.mode, tls = x.tls, "xDS client starting");
+        tokio::spawn(crate::xds::run(
+            x,
+            proxy.metrics.clone(),
+            xds_tx.clone(),
+            proxy.identity.clone(),
+        ));
     }
     let mut hup = signal(SignalKind::hangup())?;
     // The first check is one interval away: an immediate tick would race a writer.

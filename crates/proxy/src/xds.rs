@@ -24,6 +24,9 @@ pub struct XdsOptions {
     /// The node id the control plane builds this proxy's view for.
     pub node_id: String,
     pub mode: Mode,
+    /// Connect with TLS, presenting the workload certificate and verifying the control
+    /// plane against the mesh roots and `identity.ca_server_name`.
+    pub tls: bool,
 }
 
 /// The part of the config that came over xDS.
@@ -107,9 +110,50 @@ impl Subscriber for ProxySubscriber {
     }
 }
 
+/// Dials the control plane over mutual TLS with the certificate current at each
+/// (re)connection, so rotation needs no restart.
+fn tls_dial(agent: Arc<crate::identity::Agent>, address: String) -> client::Dial {
+    Arc::new(move || {
+        let (agent, address) = (agent.clone(), address.clone());
+        Box::pin(async move {
+            let cert = agent
+                .current()
+                .ok_or_else(|| std::io::Error::other("no workload certificate yet"))?;
+            let server_name = agent.config().ca_server_name.clone();
+            let tls = trellis_tls::ClientTls::new(trellis_tls::ClientTlsConfig {
+                roots: cert.roots.clone(),
+                certificate: Some(cert.key.clone()),
+                sni: server_name
+                    .parse::<std::net::IpAddr>()
+                    .is_err()
+                    .then(|| server_name.clone()),
+                alpn: vec!["h2".into()],
+                min_version: trellis_tls::TlsVersion::Tls12,
+                max_version: trellis_tls::TlsVersion::Tls13,
+                expected_identities: vec![server_name],
+                key_op_hook: None,
+            })
+            .map_err(std::io::Error::other)?;
+            let tcp = tokio::net::TcpStream::connect(&address).await?;
+            let (stream, _) = tls.connect(tcp).await.map_err(std::io::Error::other)?;
+            Ok(Box::new(stream) as Box<dyn client::Stream>)
+        })
+    })
+}
+
 /// Runs the client until the process ends; updates arrive on `updates`.
-pub async fn run(opts: XdsOptions, metrics: Arc<Metrics>, updates: mpsc::Sender<Update>) {
+pub async fn run(
+    opts: XdsOptions,
+    metrics: Arc<Metrics>,
+    updates: mpsc::Sender<Update>,
+    agent: Option<Arc<crate::identity::Agent>>,
+) {
+    let dial = match (opts.tls, agent) {
+        (true, Some(agent)) => Some(tls_dial(agent, opts.address.clone())),
+        _ => None,
+    };
     let client = ClientOptions {
+        dial,
         address: opts.address,
         node: Node {
             id: opts.node_id,

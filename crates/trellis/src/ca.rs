@@ -86,7 +86,7 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let root_pem = ca.root_pem.clone();
-        let (bound, serve) = ca.bind(opts.listen).await?;
+        let (bound, serve) = ca.bind(opts.listen, None).await?;
         tracing::info!(address = %bound, trust_domain = %opts.trust_domain, "trellis ca serving");
         if let Some(path) = &opts.ready_file {
             let doc = serde_json::json!({ "address": bound.to_string(), "root_pem": root_pem });
@@ -157,10 +157,12 @@ impl Ca {
         })
     }
 
-    /// Binds `listen` and returns the bound address and the serving future.
+    /// Binds `listen` and returns the bound address and the serving future; with `ads`,
+    /// the same TLS port also serves xDS (as istiod's 15012 does).
     pub async fn bind(
         self,
         listen: SocketAddr,
+        ads: Option<trellis_xds::AdsServer>,
     ) -> anyhow::Result<(
         SocketAddr,
         impl std::future::Future<Output = anyhow::Result<()>>,
@@ -170,7 +172,15 @@ impl Ca {
             .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
         let bound = listener.local_addr()?;
         Ok((bound, async move {
-            trellis_ca::server::serve(listener, self.tls, self.service).await
+            let mut routes = tonic::service::Routes::new(
+                trellis_ca::proto::istio_certificate_service_server::IstioCertificateServiceServer::new(
+                    self.service,
+                ),
+            );
+            if let Some(ads) = ads {
+                routes = routes.add_service(ads.into_service());
+            }
+            trellis_ca::server::serve_routes(listener, self.tls, routes).await
         }))
     }
 }

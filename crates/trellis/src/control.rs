@@ -68,6 +68,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--xds-listen {}: {e}", args.xds_listen))?;
         let xds_bound = listener.local_addr()?;
         let server = trellis_xds::AdsServer::new(cache);
+        let tls_ads = server.clone();
         let xds = tonic::transport::Server::builder()
             .add_service(server.into_service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
@@ -75,8 +76,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         let (ca_bound, root_pem, ca_serve) = match ca {
             Some(ca) => {
                 let root = ca.root_pem.clone();
-                let (bound, serve) = ca.bind(args.ca.listen).await?;
-                tracing::info!(address = %bound, "CA serving");
+                // The CA's TLS port carries xDS too, for sidecars that connect with their
+                // workload certificate (`trellis proxy --xds-tls`).
+                let (bound, serve) = ca.bind(args.ca.listen, Some(tls_ads)).await?;
+                tracing::info!(address = %bound, "CA and xDS over TLS serving");
                 (Some(bound), Some(root), Some(serve))
             }
             None => (None, None, None),

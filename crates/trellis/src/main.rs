@@ -52,6 +52,10 @@ enum Command {
         /// Use state-of-the-world ADS instead of delta (incremental) xDS.
         #[arg(long, requires = "xds")]
         xds_sotw: bool,
+        /// Connect to --xds with mutual TLS (the control plane's CA port), presenting the
+        /// workload certificate from the identity section.
+        #[arg(long, requires = "xds")]
+        xds_tls: bool,
     },
     /// Run the demo upstream service (can be told to fail or delay).
     DemoApp {
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             xds,
             node_id,
             xds_sotw,
+            xds_tls,
         } => trellis_proxy::run(trellis_proxy::ProxyOptions {
             config,
             worker_threads: workers,
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
                 } else {
                     trellis_xds::client::Mode::Delta
                 },
+                tls: xds_tls,
             }),
         }),
         Command::DemoApp {

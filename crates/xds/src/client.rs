@@ -54,14 +54,29 @@ pub enum Mode {
     StateOfTheWorld,
 }
 
-#[derive(Clone, Debug)]
+/// A byte stream to the control plane (TLS, say), made by the caller.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Opens a connection to the control plane; called for every (re)connection, so it can
+/// present the certificate current at that moment.
+pub type Dial = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Stream>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
 pub struct ClientOptions {
-    /// `host:port` of the control plane (plaintext gRPC).
+    /// `host:port` of the control plane.
     pub address: String,
     pub node: Node,
     pub mode: Mode,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// How to connect; plaintext TCP when `None`.
+    pub dial: Option<Dial>,
 }
 
 /// Runs forever: connects, follows the stream, reconnects with exponential backoff.
@@ -94,13 +109,36 @@ async fn connect(
         .map_err(|e| format!("--xds {}: {e}", opts.address))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the control plane at {}: {e}", opts.address))?;
+    let channel = match &opts.dial {
+        None => endpoint.connect().await,
+        Some(dial) => {
+            let dial = dial.clone();
+            endpoint
+                .connect_with_connector(tower_service_fn(move || {
+                    let dial = dial.clone();
+                    async move { dial().await.map(hyper_util::rt::TokioIo::new) }
+                }))
+                .await
+        }
+    }
+    .map_err(|e| format!("cannot reach the control plane at {}: {e:?}", opts.address))?;
     Ok(AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(64 << 20))
+}
+
+/// A connector for tonic that ignores the URI and dials with `f`.
+fn tower_service_fn<F, Fut, T>(
+    f: F,
+) -> impl tower::Service<http::Uri, Response = T, Error = std::io::Error, Future = Fut>
+       + Clone
+       + Send
+       + 'static
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+{
+    tower::service_fn(move |_: http::Uri| f())
 }
 
 fn rejected(message: String) -> Option<RpcStatus> {

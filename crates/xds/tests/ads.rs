@@ -127,6 +127,7 @@ fn start_client(addr: std::net::SocketAddr, mode: Mode) -> (Recorder, tokio::tas
         mode,
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
+        dial: None,
     };
     let task = tokio::spawn(client::run(opts, recorder.clone()));
     (recorder, task)

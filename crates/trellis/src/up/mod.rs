@@ -270,11 +270,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         cmd.arg("proxy")
             .arg("--config")
             .arg(dir.join("bootstrap.yaml"))
+            // xDS over mutual TLS on the CA's port, with the workload certificate.
             .args([
                 "--workers",
                 "1",
                 "--xds",
-                &xds,
+                &ca,
+                "--xds-tls",
                 "--node-id",
                 &node,
                 "--ready-file",

@@ -118,8 +118,12 @@ fn sidecar(c: &Control, w: &Workload, dir: &Path) -> Proxy {
             &format!("spiffe://cluster.local/ns/default/sa/{}", w.sa)
         ),
     );
-    let xds = c.xds.to_string();
-    proxy_with(&boot, &["--xds", &xds, "--node-id", &w.node_id()])
+    // xDS over mutual TLS on the CA port, as `trellis up` connects its sidecars.
+    let xds = c.ca.addr.to_string();
+    proxy_with(
+        &boot,
+        &["--xds", &xds, "--xds-tls", "--node-id", &w.node_id()],
+    )
 }
 
 /// Sends `n` requests to `reviews` through the productpage sidecar's outbound

@@ -189,3 +189,21 @@ async fn xds_listeners_sit_beside_the_files_and_name_clashes_are_refused() {
         "the xDS part keeps serving"
     );
 }
+
+#[test]
+fn xds_tls_without_an_identity_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("boot.yaml");
+    std::fs::write(&config, "admin: { address: \"127.0.0.1:0\" }\n").unwrap();
+    let c = config.display().to_string();
+    let mut p = Proc::spawn(
+        &["proxy", "--config", &c, "--xds", "127.0.0.1:1", "--xds-tls"],
+        dir,
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        p.log().contains("--xds-tls needs the identity section"),
+        "{}",
+        p.log()
+    );
+}
