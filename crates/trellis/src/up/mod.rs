@@ -237,6 +237,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .map(|p| (p.name.clone(), p.sa.clone(), p.service.name.clone()))
         .collect();
     sidecars.push(("client".into(), "client".into(), "client".into()));
+    let mut starting = Vec::new();
     for (name, sa, service) in &sidecars {
         let dir = work.path.join("sidecars").join(name);
         std::fs::create_dir_all(&dir)?;
@@ -286,10 +287,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .stdout(log(&format!("sidecar-{name}"))?)
             .stderr(log(&format!("sidecar-{name}"))?);
         children.0.push(cmd.spawn()?);
-        let doc = wait_for_file(&ready, children.0.last_mut().unwrap())?;
+        starting.push((children.0.len() - 1, ready, name.clone(), service.clone()));
+    }
+    // All sidecars start at once; each is ready once it holds its certificate.
+    for (i, ready, name, service) in starting {
+        let doc = wait_for_file(&ready, &mut children.0[i])?;
         running.push(Running {
-            service: service.clone(),
-            name: name.clone(),
+            service,
+            name,
             admin: doc["admin"].as_str().unwrap_or_default().parse()?,
         });
     }

@@ -63,7 +63,11 @@ impl Proc {
     }
 
     pub fn wait_ready(&mut self, file: &Path) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_ready_for(file, Duration::from_secs(20))
+    }
+
+    pub fn wait_ready_for(&mut self, file: &Path, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Ok(text) = std::fs::read_to_string(file) {
                 return serde_json::from_str(&text).unwrap();

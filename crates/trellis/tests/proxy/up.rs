@@ -50,7 +50,8 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
         ],
         tempfile::tempdir().unwrap(),
     );
-    let doc = up.wait_ready(&ready);
+    // A whole mesh: seven sidecars with certificates, on a machine busy with other tests.
+    let doc = up.wait_ready_for(&ready, Duration::from_secs(90));
     let client: SocketAddr = doc["client"].as_str().unwrap().parse().unwrap();
 
     // Routes: each service answers through the mesh.
