@@ -201,9 +201,7 @@ fn run_demo_app(
         tracing::info!(name = %name, addresses = ?bound, "demo app listening");
         if let Some(path) = ready_file {
             let doc = serde_json::json!({ "addresses": bound.iter().map(|a| a.to_string()).collect::<Vec<_>>() });
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, doc.to_string())?;
-            std::fs::rename(&tmp, &path)?;
+            write_atomically(&path, doc.to_string().as_bytes())?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

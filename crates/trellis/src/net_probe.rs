@@ -78,9 +78,7 @@ fn echo(listen: Vec<SocketAddr>, ready_file: Option<PathBuf>) -> anyhow::Result<
         listeners.push(l);
     }
     if let Some(path) = ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&bound)?)?;
-        std::fs::rename(tmp, path)?;
+        crate::write_atomically(&path, &serde_json::to_vec(&bound)?)?;
     }
     let threads: Vec<_> = listeners
         .into_iter()

@@ -141,12 +141,20 @@ where
     tower::service_fn(move |_: http::Uri| f())
 }
 
-fn rejected(message: String) -> Option<RpcStatus> {
-    Some(RpcStatus {
-        code: tonic::Code::InvalidArgument as i32,
-        message,
-        details: Vec::new(),
-    })
+impl Undo {
+    /// The subscriber refused the update: puts the state back and makes the NACK's status.
+    fn refuse(self, state: &mut ClientState, type_url: &str, reason: String) -> Option<RpcStatus> {
+        self.roll_back(state);
+        tracing::warn!(
+            r#type = short_type(type_url),
+            "xDS update refused (NACK): {reason}"
+        );
+        Some(RpcStatus {
+            code: tonic::Code::InvalidArgument as i32,
+            message: reason,
+            details: Vec::new(),
+        })
+    }
 }
 
 async fn delta_session<S: Subscriber>(
@@ -192,14 +200,7 @@ async fn delta_session<S: Subscriber>(
         prune(state, subscriber, &mut undo);
         let error_detail = match subscriber.apply(state).await {
             Ok(()) => None,
-            Err(reason) => {
-                undo.roll_back(state);
-                tracing::warn!(
-                    r#type = short_type(&type_url),
-                    "xDS update refused (NACK): {reason}"
-                );
-                rejected(reason)
-            }
+            Err(reason) => undo.refuse(state, &type_url, reason),
         };
         let reply = DeltaDiscoveryRequest {
             type_url,
@@ -390,14 +391,7 @@ async fn sotw_session<S: Subscriber>(
                 accepted.insert(type_url.clone(), version_info.clone());
                 None
             }
-            Err(reason) => {
-                undo.roll_back(state);
-                tracing::warn!(
-                    r#type = short_type(&type_url),
-                    "xDS update refused (NACK): {reason}"
-                );
-                rejected(reason)
-            }
+            Err(reason) => undo.refuse(state, &type_url, reason),
         };
         nonces.insert(type_url.clone(), nonce.clone());
         let names = asked

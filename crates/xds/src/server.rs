@@ -55,6 +55,26 @@ impl AdsServer {
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+impl AdsServer {
+    /// Runs one stream of either variant on its own task; its responses are the output.
+    fn spawn_stream<V: Variant + Send + 'static>(&self, requests: Streaming<V::Req>) -> Out<V::Resp>
+    where
+        V::Req: Send,
+        V::Resp: Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        let (cache, stats) = (self.cache.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            stats.streams_open.fetch_add(1, Ordering::Relaxed);
+            if let Err(status) = stream::<V>(cache, requests, &tx, &stats).await {
+                let _ = tx.send(Err(status)).await;
+            }
+            stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
     type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
@@ -64,32 +84,18 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
-        let (cache, stats) = (self.cache.clone(), self.stats.clone());
-        tokio::spawn(async move {
-            stats.streams_open.fetch_add(1, Ordering::Relaxed);
-            if let Err(status) = stream::<Sotw>(cache, request.into_inner(), &tx, &stats).await {
-                let _ = tx.send(Err(status)).await;
-            }
-            stats.streams_open.fetch_sub(1, Ordering::Relaxed);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.spawn_stream::<Sotw>(request.into_inner()),
+        ))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
-        let (cache, stats) = (self.cache.clone(), self.stats.clone());
-        tokio::spawn(async move {
-            stats.streams_open.fetch_add(1, Ordering::Relaxed);
-            if let Err(status) = stream::<Delta>(cache, request.into_inner(), &tx, &stats).await {
-                let _ = tx.send(Err(status)).await;
-            }
-            stats.streams_open.fetch_sub(1, Ordering::Relaxed);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.spawn_stream::<Delta>(request.into_inner()),
+        ))
     }
 }
 

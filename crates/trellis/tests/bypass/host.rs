@@ -45,14 +45,7 @@ macro_rules! require_bpf {
 }
 pub(crate) use require_bpf;
 
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let dash = fields.iter().position(|f| *f == "-")?;
-        (fields.get(dash + 1) == Some(&"cgroup2")).then(|| PathBuf::from(fields[4]))
-    })
-}
+pub use trellis_bypass::cgroup2_mount;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
