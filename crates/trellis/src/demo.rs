@@ -281,32 +281,22 @@ async fn scrape(
         .await?
         .to_bytes();
     let text = String::from_utf8_lossy(&body);
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(v) = value.parse::<f64>() else {
-            continue;
-        };
-        let wanted = [
-            ("trellis_upstream_rq_retry_total{", "retries"),
-            ("trellis_outlier_ejections_total{", "ejections"),
-            (
-                "trellis_upstream_rq_total{cluster=\"reviews-v2\",code_class=\"5xx\"}",
-                "reviews-v2 5xx",
-            ),
-            (
-                "trellis_upstream_rq_total{cluster=\"reviews-v2\",code_class=\"2xx\"}",
-                "reviews-v2 2xx",
-            ),
-        ];
-        for (prefix, name) in wanted {
-            if key.starts_with(prefix) {
-                *out.entry(name.to_string()).or_default() += v;
-            }
-        }
-    }
+    let wanted = [
+        ("trellis_upstream_rq_retry_total{", "retries"),
+        ("trellis_outlier_ejections_total{", "ejections"),
+        (
+            "trellis_upstream_rq_total{cluster=\"reviews-v2\",code_class=\"5xx\"}",
+            "reviews-v2 5xx",
+        ),
+        (
+            "trellis_upstream_rq_total{cluster=\"reviews-v2\",code_class=\"2xx\"}",
+            "reviews-v2 2xx",
+        ),
+    ];
+    let out = wanted
+        .iter()
+        .map(|(prefix, name)| (name.to_string(), crate::metric_sum(&text, prefix)))
+        .collect();
     Ok(out)
 }
 

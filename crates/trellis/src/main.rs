@@ -92,6 +92,15 @@ enum Command {
     NetProbe(net_probe::NetProbeArgs),
 }
 
+/// The sum of the Prometheus samples in `text` whose line starts with `prefix` (a
+/// metric name, with as many labels as should match).
+pub(crate) fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// Writes `path` through a temporary file and a rename, so readers never see half.
 pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");

@@ -162,12 +162,7 @@ async fn sidecar_health(http: &Http, sidecars: &[Running]) -> Health {
             continue;
         };
         let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-        let value = |prefix: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(prefix))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum()
-        };
+        let value = |prefix: &str| crate::metric_sum(&text, prefix);
         if value("trellis_xds_connected ") >= 1.0 {
             h.connected += 1;
         }
