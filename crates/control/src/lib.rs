@@ -140,7 +140,7 @@ impl ControlPlane {
         let (inputs, registry) = (&state.0, &state.1);
         let w = registry
             .workload(&namespace, &name)
-            .ok_or_else(|| format!("no WorkloadEntry {namespace}/{name}"))?;
+            .ok_or_else(|| format!("no workload {namespace}/{name} (WorkloadEntry or Pod)"))?;
         let key = trellis_mesh::outbound_scope(inputs, w);
         let cached = self.shared.lock().unwrap().get(&key).cloned();
         let outbound = match cached {

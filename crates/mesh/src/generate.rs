@@ -23,7 +23,7 @@ pub fn generate(
 ) -> Result<tc::Config, String> {
     let w = registry
         .workload(namespace, workload)
-        .ok_or_else(|| format!("no WorkloadEntry {namespace}/{workload}"))?;
+        .ok_or_else(|| format!("no workload {namespace}/{workload} (WorkloadEntry or Pod)"))?;
     Ok(generate_for(inputs, registry, w))
 }
 

@@ -21,7 +21,9 @@ mod validate;
 pub use generate::{
     generate, generate_client, generate_inbound, generate_outbound, outbound_scope,
 };
-pub use load::{load_dir, load_dir_into, load_str, Diagnostic, Inputs, Loaded, Resource};
+pub use load::{
+    load_dir, load_dir_into, load_str, load_value, selects, Diagnostic, Inputs, Loaded, Resource,
+};
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;
 

@@ -122,6 +122,14 @@ pub fn load_str(text: &str, file: &str, loaded: &mut Loaded) {
     }
 }
 
+/// Adds one resource already parsed (a Kubernetes object) to `loaded`; `source`
+/// names where it came from in diagnostics.
+pub fn load_value(value: Value, source: &str, loaded: &mut Loaded) {
+    if let Err(d) = load_doc(value, source, loaded) {
+        loaded.refused.push(d);
+    }
+}
+
 fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagnostic> {
     let refuse = |resource: &str, message: String| Diagnostic {
         resource: resource.to_string(),

@@ -13,8 +13,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn parse(p: Option<&str>, name: &str) -> Protocol {
-        // Istio's rule: the protocol field, else the port name's prefix.
+    /// Istio's rule: the declared protocol (ServiceEntry `protocol`, Kubernetes
+    /// `appProtocol`), else the port name's prefix (`http-web`, `grpc`), else TCP.
+    pub fn parse(p: Option<&str>, name: &str) -> Protocol {
         let p = p
             .map(str::to_ascii_lowercase)
             .unwrap_or_else(|| name.to_ascii_lowercase());
@@ -56,6 +57,10 @@ pub struct Service {
     pub selector: Option<Labels>,
     /// Or these, inline (ServiceEntry endpoints).
     pub endpoints: Vec<Workload>,
+    /// The endpoints are `endpoints` even though `selector` is set: Kubernetes
+    /// Services, whose EndpointSlices say which selected pods are ready. The selector
+    /// still says which services a workload serves (its inbound side).
+    pub endpoints_listed: bool,
 }
 
 impl Service {
@@ -86,6 +91,31 @@ impl Workload {
         e: &WorkloadEntry,
         annotations: &Labels,
     ) -> Workload {
+        Workload::new(
+            name,
+            namespace,
+            e.labels.clone(),
+            e.service_account.as_deref(),
+            &e.address,
+            e.ports.clone(),
+            annotations,
+            "127.0.0.1",
+        )
+    }
+
+    /// A workload with the sidecar placement its [`annotations`] give; without the
+    /// outbound annotation its sidecar's outbound listener is on `outbound_host:15001`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        namespace: &str,
+        labels: Labels,
+        service_account: Option<&str>,
+        address: &str,
+        ports: BTreeMap<String, u16>,
+        annotations: &Labels,
+        outbound_host: &str,
+    ) -> Workload {
         let app_ports = annotations
             .get(annotations::APP_PORTS)
             .map(|v| {
@@ -98,18 +128,21 @@ impl Workload {
         Workload {
             name: name.to_string(),
             namespace: namespace.to_string(),
-            labels: e.labels.clone(),
-            service_account: e
-                .service_account
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            address: e.address.clone(),
-            ports: e.ports.clone(),
+            labels,
+            service_account: service_account.unwrap_or("default").to_string(),
+            address: address.to_string(),
+            ports,
             app_ports,
             outbound: annotations
                 .get(annotations::OUTBOUND)
                 .cloned()
-                .unwrap_or_else(|| "127.0.0.1:15001".into()),
+                .unwrap_or_else(|| {
+                    if outbound_host.contains(':') {
+                        format!("[{outbound_host}]:15001")
+                    } else {
+                        format!("{outbound_host}:15001")
+                    }
+                }),
         }
     }
 
@@ -144,7 +177,22 @@ pub struct Registry {
 impl Registry {
     /// Services from ServiceEntries (one per host), workloads from WorkloadEntries.
     pub fn from_inputs(inputs: &Inputs) -> Registry {
-        let mut r = Registry::default();
+        Registry::from_parts(inputs, Vec::new(), Vec::new())
+    }
+
+    /// As [`from_inputs`](Self::from_inputs), plus services and workloads discovered
+    /// elsewhere (Kubernetes). A host defined twice keeps its first definition: the
+    /// discovered one, as Istio prefers a Kubernetes Service over a ServiceEntry.
+    pub fn from_parts(
+        inputs: &Inputs,
+        services: Vec<Service>,
+        workloads: Vec<Workload>,
+    ) -> Registry {
+        let mut r = Registry {
+            services,
+            workloads,
+            ..Default::default()
+        };
         for w in &inputs.workload_entries {
             r.workloads.push(Workload::from_entry(
                 &w.name,
@@ -185,6 +233,7 @@ impl Registry {
                             )
                         })
                         .collect(),
+                    endpoints_listed: false,
                 });
             }
         }
@@ -216,8 +265,8 @@ impl Registry {
     /// The workloads behind `service`, optionally narrowed by subset labels.
     pub fn endpoints<'a>(&'a self, service: &'a Service, subset: &'a Labels) -> Vec<&'a Workload> {
         let selected: Vec<&Workload> = match &service.selector {
-            Some(sel) => self.selected(&service.namespace, sel),
-            None => service.endpoints.iter().collect(),
+            Some(sel) if !service.endpoints_listed => self.selected(&service.namespace, sel),
+            _ => service.endpoints.iter().collect(),
         };
         selected
             .into_iter()

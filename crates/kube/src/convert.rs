@@ -1,0 +1,285 @@
+//! Kubernetes objects → the mesh's inputs: Services with their EndpointSlices become
+//! registry services, Pods become workloads (the sidecars' nodes), Istio custom
+//! resources go through the same loader as files, with the same warnings and refusals.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Service as KService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use trellis_mesh::istio::Labels;
+use trellis_mesh::{Diagnostic, Loaded, Port, Protocol, Service, Workload};
+
+use crate::objects::Objects;
+use crate::IstioKind;
+
+/// The label an EndpointSlice carries to name its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Which namespaces are part of the mesh (Istio's `discoverySelectors`): all of them
+/// when `None`, else those whose labels the selector selects.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    pub namespace_selector: Option<Labels>,
+}
+
+impl Discovery {
+    fn includes(&self, objects: &Objects, namespace: &str) -> bool {
+        let Some(selector) = &self.namespace_selector else {
+            return true;
+        };
+        objects
+            .namespaces
+            .get(&(String::new(), namespace.to_string()))
+            .is_some_and(|ns| trellis_mesh::selects(selector, ns.labels()))
+    }
+}
+
+/// Adds everything `objects` holds to `loaded` (Istio resources) and returns the
+/// registry's services and workloads.
+pub fn load(
+    objects: &Objects,
+    discovery: &Discovery,
+    loaded: &mut Loaded,
+) -> (Vec<Service>, Vec<Workload>) {
+    for (kind, items) in &objects.istio {
+        let Some(kind) = crate::ISTIO_KINDS.iter().find(|k| k.kind == *kind) else {
+            continue;
+        };
+        for ((ns, _), o) in items {
+            if discovery.includes(objects, ns) {
+                istio_resource(kind, o, loaded);
+            }
+        }
+    }
+    let mut services = Vec::new();
+    let mut workloads = Vec::new();
+    for ((ns, _), s) in &objects.services {
+        if discovery.includes(objects, ns) {
+            services.extend(service(objects, s, loaded));
+        }
+    }
+    for ((ns, _), p) in &objects.pods {
+        if discovery.includes(objects, ns) {
+            if let Some(w) = pod_workload(objects, p) {
+                workloads.push(w);
+            }
+        }
+    }
+    (services, workloads)
+}
+
+fn istio_resource(kind: &IstioKind, o: &kube::api::DynamicObject, loaded: &mut Loaded) {
+    let mut json = match serde_json::to_value(o) {
+        Ok(v) => v,
+        Err(e) => {
+            loaded.refused.push(Diagnostic {
+                resource: format!("kubernetes {} {}", kind.kind, o.name_any()),
+                message: format!("cannot re-encode: {e}"),
+                key: None,
+            });
+            return;
+        }
+    };
+    // Items of a list may come without their type; the watch knows it.
+    if let Some(map) = json.as_object_mut() {
+        map.entry("apiVersion")
+            .or_insert_with(|| format!("{}/{}", kind.group, kind.version).into());
+        map.entry("kind").or_insert_with(|| kind.kind.into());
+    }
+    let source = format!(
+        "kubernetes (resourceVersion {})",
+        o.resource_version().unwrap_or_default()
+    );
+    match serde_yaml::to_value(&json) {
+        Ok(v) => trellis_mesh::load_value(v, &source, loaded),
+        Err(e) => loaded.refused.push(Diagnostic {
+            resource: source,
+            message: format!("cannot convert: {e}"),
+            key: None,
+        }),
+    }
+}
+
+fn service(objects: &Objects, s: &KService, loaded: &mut Loaded) -> Option<Service> {
+    let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+    let spec = s.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        loaded.warnings.push(Diagnostic {
+            resource: format!("kubernetes Service {ns}/{name}"),
+            message: format!(
+                "spec.type ExternalName ({}) is not supported by Trellis yet; ignored",
+                spec.external_name.as_deref().unwrap_or("")
+            ),
+            key: None,
+        });
+        return None;
+    }
+    let ports: Vec<Port> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .map(|p| {
+            let name = p.name.clone().unwrap_or_default();
+            Port {
+                protocol: Protocol::parse(p.app_protocol.as_deref(), &name),
+                name,
+                number: p.port as u16,
+                target_port: match &p.target_port {
+                    Some(IntOrString::Int(n)) => Some(*n as u16),
+                    Some(IntOrString::String(_)) => None,
+                    None => Some(p.port as u16),
+                },
+            }
+        })
+        .collect();
+    // A dual-stack Service lists a slice per family; its first family is the one
+    // peers use (one endpoint per pod, not two).
+    let family = spec
+        .ip_families
+        .as_ref()
+        .and_then(|f| f.first())
+        .map(String::as_str)
+        .unwrap_or("IPv4");
+    let endpoints = objects
+        .endpoint_slices
+        .iter()
+        .filter(|((sns, _), slice)| {
+            sns == &ns
+                && slice.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+                && slice.address_type == family
+        })
+        .flat_map(|(_, slice)| slice_endpoints(objects, slice))
+        .collect();
+    let selector = spec.selector.clone().filter(|s| !s.is_empty());
+    Some(Service {
+        host: trellis_mesh::fqdn(&name, &ns),
+        namespace: ns,
+        ports,
+        selector: selector.map(|s| s.into_iter().collect()),
+        endpoints,
+        endpoints_listed: true,
+    })
+}
+
+/// The ready endpoints of a slice, as workloads (the pod's, when the slice names it).
+fn slice_endpoints(objects: &Objects, slice: &EndpointSlice) -> Vec<Workload> {
+    let ports: BTreeMap<String, u16> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.port? as u16)))
+        .collect();
+    let ns = slice.namespace().unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, e) in slice.endpoints.iter().enumerate() {
+        // Kubernetes: a missing `ready` means ready.
+        if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+            continue;
+        }
+        let pod = e
+            .target_ref
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .and_then(|r| {
+                let pns = r.namespace.clone().unwrap_or_else(|| ns.clone());
+                objects.pods.get(&(pns, r.name.clone()?))
+            })
+            .and_then(|p| pod_workload(objects, p));
+        for address in &e.addresses {
+            let w = match &pod {
+                Some(w) => Workload {
+                    address: address.clone(),
+                    ports: ports.clone(),
+                    ..w.clone()
+                },
+                None => Workload::new(
+                    &format!("{}-{i}", slice.name_any()),
+                    &ns,
+                    Labels::new(),
+                    None,
+                    address,
+                    ports.clone(),
+                    &Labels::new(),
+                    address,
+                ),
+            };
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// A pod as a workload: its primary address, labels and service account, the ports
+/// its Services reach it on, and its sidecar's placement from its annotations.
+fn pod_workload(objects: &Objects, p: &Pod) -> Option<Workload> {
+    let status = p.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let address = status.pod_ip.clone()?;
+    let spec = p.spec.as_ref()?;
+    let ns = p.namespace().unwrap_or_default();
+    let container_ports: BTreeMap<String, u16> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|cp| cp.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|cp| Some((cp.name.clone()?, cp.container_port as u16)))
+        .collect();
+    // Service port name → the port it reaches on this pod (named targetPorts resolved).
+    let mut ports = container_ports.clone();
+    for s in objects.services.values() {
+        let Some(sspec) = &s.spec else { continue };
+        let selects = sspec.selector.as_ref().is_some_and(|sel| {
+            !sel.is_empty() && s.namespace().as_deref() == Some(&ns) && {
+                let sel: Labels = sel.clone().into_iter().collect();
+                trellis_mesh::selects(&sel, p.labels())
+            }
+        });
+        if !selects {
+            continue;
+        }
+        for sp in sspec.ports.iter().flatten() {
+            let target = match &sp.target_port {
+                Some(IntOrString::Int(n)) => Some(*n as u16),
+                Some(IntOrString::String(n)) => container_ports.get(n).copied(),
+                None => Some(sp.port as u16),
+            };
+            if let Some(t) = target {
+                ports
+                    .entry(sp.name.clone().unwrap_or_default())
+                    .or_insert(t);
+            }
+        }
+    }
+    let annotations: Labels = p.annotations().clone().into_iter().collect();
+    let mut w = Workload::new(
+        &p.name_any(),
+        &ns,
+        p.labels().clone().into_iter().collect(),
+        spec.service_account_name.as_deref(),
+        &address,
+        ports.clone(),
+        &annotations,
+        &address,
+    );
+    // The app-ports annotation may name container ports; the generator looks them up by
+    // service port name.
+    let by_container: Vec<(u16, u16)> = w
+        .app_ports
+        .iter()
+        .filter_map(|(name, app)| Some((*container_ports.get(name)?, *app)))
+        .collect();
+    for (target, app) in by_container {
+        for (sname, port) in &ports {
+            if *port == target {
+                w.app_ports.entry(sname.clone()).or_insert(app);
+            }
+        }
+    }
+    Some(w)
+}
