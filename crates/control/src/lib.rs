@@ -25,6 +25,8 @@ pub struct Status {
 
 pub struct ControlPlane {
     dirs: Vec<PathBuf>,
+    /// Kubernetes mode: Services, EndpointSlices, Pods and Istio CRs from a cluster.
+    kube: Option<trellis_kube::KubeInputs>,
     cache: Cache,
     state: Arc<std::sync::Mutex<(Inputs, Registry)>>,
     status: watch::Sender<Status>,
@@ -53,6 +55,7 @@ impl ControlPlane {
     pub fn new(dirs: &[PathBuf], cache: Cache) -> ControlPlane {
         ControlPlane {
             dirs: dirs.to_vec(),
+            kube: None,
             cache,
             state: Default::default(),
             status: watch::channel(Status::default()).0,
@@ -60,16 +63,27 @@ impl ControlPlane {
         }
     }
 
+    /// Adds a cluster's objects to the inputs (after the directories' files).
+    pub fn with_kube(mut self, kube: trellis_kube::KubeInputs) -> ControlPlane {
+        self.kube = Some(kube);
+        self
+    }
+
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.subscribe()
     }
 
-    /// Reads the directory and regenerates every known node's view.
+    /// Reads the directories (and the cluster's objects) and regenerates every known
+    /// node's view.
     pub fn reload(&self) -> Result<(), String> {
         let mut loaded = Loaded::default();
         for dir in &self.dirs {
             trellis_mesh::load_dir_into(dir, &mut loaded)?;
         }
+        let (k8s_services, k8s_workloads) = match &self.kube {
+            Some(k) => k.load_into(&mut loaded),
+            None => Default::default(),
+        };
         trellis_mesh::cross_check(&mut loaded);
         let Loaded {
             mut inputs,
@@ -83,7 +97,7 @@ impl ControlPlane {
         for r in &refused {
             tracing::error!("refused: {r}");
         }
-        let registry = Registry::from_inputs(&inputs);
+        let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
         let (services, workloads) = (registry.services.len(), registry.workloads.len());
         *self.state.lock().unwrap() = (inputs, registry);
         self.shared.lock().unwrap().clear();
@@ -195,9 +209,11 @@ impl ControlPlane {
         Ok(snapshot)
     }
 
-    /// Watches the directory and serves views to nodes as they connect, forever.
+    /// Watches the directories (and the cluster) and serves views to nodes as they
+    /// connect, forever.
     pub async fn run(self: Arc<Self>, poll: Duration) {
         let mut connections = self.cache.connections();
+        let mut kube_changes = self.kube.as_ref().map(|k| k.changes());
         let mut last = self.stamp();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
@@ -207,6 +223,18 @@ impl ControlPlane {
                         if self.cache.get(&node).is_none_or(|s| s.is_empty()) {
                             self.refresh(&node);
                         }
+                    }
+                }
+                _ = changed(&mut kube_changes) => {
+                    // Debounce: a rollout is a burst of Pod and EndpointSlice events.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if let Some(rx) = kube_changes.as_mut() {
+                        rx.borrow_and_update();
+                    }
+                    if let Err(e) = self.reload() {
+                        tracing::error!("{e}");
+                    } else {
+                        tracing::info!("cluster changed; views regenerated");
                     }
                 }
                 _ = tick.tick() => {
@@ -225,6 +253,18 @@ impl ControlPlane {
                 }
             }
         }
+    }
+}
+
+/// The next change of the cluster's objects; never, without a cluster.
+async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `trellis control`: the control plane. Serves each sidecar its view over ADS
-//! (plaintext gRPC, Istio's port 15010) from a directory of Istio resources, and the
-//! embedded CA's certificate API (Istio's port 15012), in one process.
+//! (plaintext gRPC, Istio's port 15010) from directories of Istio resources and/or a
+//! Kubernetes cluster's objects, and the embedded CA's certificate API (Istio's port
+//! 15012), in one process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,8 +17,23 @@ pub struct ControlArgs {
     /// Directory of Istio resources (ServiceEntry, WorkloadEntry, VirtualService,
     /// DestinationRule, Sidecar, PeerAuthentication, AuthorizationPolicy); edits apply
     /// while running. Repeat to read several.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present_any = ["kubeconfig", "kube"])]
     config_dir: Vec<PathBuf>,
+    /// Kubernetes mode: watch Services, EndpointSlices, Pods, Namespaces and the Istio
+    /// CRDs of the cluster this kubeconfig names.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode with the configuration found as kubectl finds it
+    /// ($KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    kube: bool,
+    /// Only namespaces with these labels are part of the mesh (Istio's
+    /// discoverySelectors), e.g. `istio-injection=enabled,team=shop`.
+    #[arg(long, value_parser = parse_labels)]
+    kube_namespace_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// How long to wait for the cluster's first lists before giving up.
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
+    kube_sync_timeout: Duration,
     /// ADS (plaintext gRPC) listen address.
     #[arg(long, default_value = "127.0.0.1:15010")]
     xds_listen: SocketAddr,
@@ -48,10 +64,25 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let cache = trellis_xds::Cache::new();
-        let plane = Arc::new(trellis_control::ControlPlane::new(
-            &args.config_dir,
-            cache.clone(),
-        ));
+        let mut plane = trellis_control::ControlPlane::new(&args.config_dir, cache.clone());
+        if args.kube || args.kubeconfig.is_some() {
+            let client = trellis_kube::client(args.kubeconfig.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("--kubeconfig {e}"))?;
+            let kube = trellis_kube::KubeInputs::start(
+                client,
+                trellis_kube::Discovery {
+                    namespace_selector: args.kube_namespace_selector.clone(),
+                },
+            );
+            // Like istiod, serve nothing until every kind has been listed once: a view
+            // made from half a cluster would send sidecars to missing endpoints.
+            kube.synced(args.kube_sync_timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            plane = plane.with_kube(kube);
+        }
+        let plane = Arc::new(plane);
         plane
             .reload()
             .map_err(|e| anyhow::anyhow!("--config-dir {e}"))?;
@@ -107,4 +138,17 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             _ = term.recv() => Ok(()),
         }
     })
+}
+
+/// `k=v,k2=v2` → labels.
+fn parse_labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{kv:?}: expected key=value"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
 }

@@ -118,6 +118,33 @@ fn nack_message(status: &envoy_types::pb::google::rpc::Status) -> &str {
     }
 }
 
+/// Which part of a change a response carries. A change is pushed make-before-break,
+/// as the xDS protocol asks: first what is new or changed, clusters → endpoints →
+/// listeners → routes, so that nothing refers to what a proxy does not have yet; then
+/// removals, in the reverse order, once nothing refers to them any more (a removed
+/// subset's cluster goes only after the routes that used it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Answering a request: the whole current state.
+    All,
+    Upserts,
+    Removals,
+}
+
+/// The types of `types` in make-before-break order.
+fn push_order(mut types: Vec<String>) -> Vec<String> {
+    let rank = |t: &str| match t {
+        crate::SECRET => 0,
+        crate::CLUSTER => 1,
+        crate::ENDPOINT => 2,
+        crate::LISTENER => 3,
+        crate::ROUTE => 4,
+        _ => 5,
+    };
+    types.sort_by_key(|t| (rank(t), t.clone()));
+    types
+}
+
 /// What differs between the two ADS variants; [`stream`] is the loop they share.
 trait Variant: Default {
     type Req: prost::Message + Default + 'static;
@@ -125,11 +152,14 @@ trait Variant: Default {
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
     /// Takes a request into the subscriptions; returns the type to answer now, if any.
     fn on_request(&mut self, req: Self::Req, node: &str, stats: &ServerStats) -> Option<String>;
-    /// The response due for one type, if its subscriber lacks something.
+    /// The response due for one type, if its subscriber lacks something (in `phase`;
+    /// `previous` is the snapshot before this change).
     fn respond(
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
+        previous: &Snapshot,
+        phase: Phase,
         nonce: &mut u64,
         stats: &ServerStats,
     ) -> Option<Self::Resp>;
@@ -147,6 +177,7 @@ async fn stream<V: Variant>(
     };
     let node = node_id(V::node(&first))?;
     let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
+    let mut previous = snapshots.borrow().clone();
     let mut variant = V::default();
     let mut nonce = 0u64;
     let mut pending = Some(first);
@@ -159,7 +190,15 @@ async fn stream<V: Variant>(
         if let Some(req) = pending.take() {
             if let Some(type_url) = variant.on_request(req, &node, stats) {
                 let snapshot = snapshots.borrow().clone();
-                if let Some(r) = variant.respond(&type_url, &snapshot, &mut nonce, stats) {
+                let r = variant.respond(
+                    &type_url,
+                    &snapshot,
+                    &previous,
+                    Phase::All,
+                    &mut nonce,
+                    stats,
+                );
+                if let Some(r) = r {
                     send(r).await?;
                 }
             }
@@ -174,11 +213,20 @@ async fn stream<V: Variant>(
                     return Ok(());
                 }
                 let snapshot = snapshots.borrow_and_update().clone();
-                for type_url in variant.types() {
-                    if let Some(r) = variant.respond(&type_url, &snapshot, &mut nonce, stats) {
+                let order = push_order(variant.types());
+                for type_url in &order {
+                    let r = variant.respond(type_url, &snapshot, &previous, Phase::Upserts, &mut nonce, stats);
+                    if let Some(r) = r {
                         send(r).await?;
                     }
                 }
+                for type_url in order.iter().rev() {
+                    let r = variant.respond(type_url, &snapshot, &previous, Phase::Removals, &mut nonce, stats);
+                    if let Some(r) = r {
+                        send(r).await?;
+                    }
+                }
+                previous = snapshot;
             }
         }
     }
@@ -258,17 +306,27 @@ impl Variant for Sotw {
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
+        previous: &Snapshot,
+        phase: Phase,
         nonce: &mut u64,
         stats: &ServerStats,
     ) -> Option<DiscoveryResponse> {
         let w = self.watches.get_mut(type_url)?;
         let empty = Default::default();
         let set = snapshot.get(type_url).unwrap_or(&empty);
-        let chosen: Vec<_> = set
-            .items
-            .iter()
-            .filter(|(name, _)| w.names.as_ref().is_none_or(|n| n.contains(*name)))
-            .collect();
+        let wanted = |name: &String| w.names.as_ref().is_none_or(|n| n.contains(name));
+        let mut chosen: Vec<_> = set.items.iter().filter(|(name, _)| wanted(name)).collect();
+        if phase == Phase::Upserts {
+            // A state-of-the-world response replaces the whole set: keep what is going
+            // away for one more response, until the removal phase.
+            let old = previous.get(type_url).unwrap_or(&empty);
+            chosen.extend(
+                old.items
+                    .iter()
+                    .filter(|(name, _)| wanted(name) && !set.items.contains_key(*name)),
+            );
+            chosen.sort_by(|a, b| a.0.cmp(b.0));
+        }
         // The version of what this subscriber gets, so a change elsewhere in the type
         // sends it nothing.
         let mut h = xxhash_rust::xxh64::Xxh64::new(2);
@@ -388,6 +446,8 @@ impl Variant for Delta {
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
+        _previous: &Snapshot,
+        phase: Phase,
         nonce: &mut u64,
         stats: &ServerStats,
     ) -> Option<DeltaDiscoveryResponse> {
@@ -397,7 +457,7 @@ impl Variant for Delta {
         let wanted = |name: &str| w.wildcard || w.names.contains(name);
         let mut resources = Vec::new();
         for (name, r) in &set.items {
-            if wanted(name) && w.client.get(name) != Some(&r.version) {
+            if phase != Phase::Removals && wanted(name) && w.client.get(name) != Some(&r.version) {
                 resources.push(Resource {
                     name: name.clone(),
                     version: r.version.clone(),
@@ -409,10 +469,12 @@ impl Variant for Delta {
         let removed: Vec<String> = w
             .client
             .keys()
-            .filter(|name| !set.items.contains_key(*name) || !wanted(name))
+            .filter(|name| {
+                phase != Phase::Upserts && (!set.items.contains_key(*name) || !wanted(name))
+            })
             .cloned()
             .collect();
-        if resources.is_empty() && removed.is_empty() && w.responded {
+        if resources.is_empty() && removed.is_empty() && (w.responded || phase != Phase::All) {
             return None;
         }
         *nonce += 1;

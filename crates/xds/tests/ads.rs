@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use prost::Message;
 use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
+use trellis_xds::pb::envoy::config::cluster::v3::Cluster;
 use trellis_xds::pb::envoy::config::core::v3::Node;
 use trellis_xds::pb::envoy::config::listener::v3::Listener;
 use trellis_xds::pb::envoy::config::route::v3::RouteConfiguration;
 use trellis_xds::pb::google::protobuf::Any;
-use trellis_xds::{Cache, ServerStats, ServerThread, Snapshot, LISTENER, ROUTE};
+use trellis_xds::{Cache, ServerStats, ServerThread, Snapshot, CLUSTER, LISTENER, ROUTE};
 
 /// Listeners named `l-<route>` each refer to the route configuration `<route>` through
 /// their stat_prefix-free `name`; the subscriber asks for the routes its listeners name.
@@ -310,4 +311,130 @@ async fn delta_reconnect_resumes_from_held_versions() {
 #[tokio::test]
 async fn sotw_reconnect_resumes_from_held_versions() {
     reconnect_resumes_from_held_versions(Mode::StateOfTheWorld).await;
+}
+
+/// Listeners name the cluster they use in `stat_prefix`; a state in which a listener
+/// names a missing cluster is refused, as the proxy refuses a route to a missing cluster.
+#[derive(Clone, Default)]
+struct Referrer {
+    nacks: Arc<Mutex<Vec<String>>>,
+    applied: Arc<Mutex<Vec<ClientState>>>,
+}
+
+#[tonic::async_trait]
+impl Subscriber for Referrer {
+    fn interest(&self, _: &ClientState) -> Interest {
+        vec![(CLUSTER, None), (LISTENER, None)]
+    }
+
+    async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
+        let clusters: BTreeSet<&String> = state.of(CLUSTER).map(|(n, _)| n).collect();
+        for (name, r) in state.of(LISTENER) {
+            let uses = Listener::decode(r.body.value.as_slice())
+                .unwrap()
+                .stat_prefix;
+            if !clusters.contains(&uses) {
+                let e = format!("listener {name} uses cluster {uses}, which is not defined");
+                self.nacks.lock().unwrap().push(e.clone());
+                return Err(e);
+            }
+        }
+        self.applied.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+}
+
+fn uses(cluster: &str, clusters: &[&str]) -> Snapshot {
+    let mut s = Snapshot::new();
+    s.declare(LISTENER).declare(CLUSTER);
+    let l = Listener {
+        name: "outbound".into(),
+        stat_prefix: cluster.into(),
+        ..Default::default()
+    };
+    s.insert(
+        "outbound",
+        Any {
+            type_url: LISTENER.into(),
+            value: l.encode_to_vec(),
+        },
+    );
+    for c in clusters {
+        let body = Cluster {
+            name: c.to_string(),
+            ..Default::default()
+        };
+        s.insert(
+            *c,
+            Any {
+                type_url: CLUSTER.into(),
+                value: body.encode_to_vec(),
+            },
+        );
+    }
+    s
+}
+
+/// A change that moves a listener from one cluster to another that replaces it reaches
+/// the proxy make-before-break: the new cluster, then the listener, then the removal.
+async fn changes_are_pushed_make_before_break(mode: Mode) {
+    let cache = Cache::new();
+    cache.set(NODE, uses("v1", &["v1"]));
+    let server = serve(cache.clone(), None).await;
+    let referrer = Referrer::default();
+    let opts = ClientOptions {
+        address: server.addr.to_string(),
+        node: Node {
+            id: NODE.into(),
+            ..Default::default()
+        },
+        mode,
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        dial: None,
+    };
+    let task = tokio::spawn(client::run(opts, referrer.clone()));
+    let listener_uses = |r: &Referrer| {
+        r.applied.lock().unwrap().last().and_then(|s| {
+            s.of(LISTENER).next().map(|(_, r)| {
+                Listener::decode(r.body.value.as_slice())
+                    .unwrap()
+                    .stat_prefix
+            })
+        })
+    };
+    until("the first state", || {
+        listener_uses(&referrer).as_deref() == Some("v1")
+    })
+    .await;
+    for (from, to) in [("v1", "v2"), ("v2", "v1"), ("v1", "v2")] {
+        cache.set(NODE, uses(to, &[to]));
+        until("the listener moved", || {
+            let last = referrer.applied.lock().unwrap().last().cloned().unwrap();
+            listener_uses(&referrer).as_deref() == Some(to)
+                && last
+                    .of(CLUSTER)
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    == [to]
+        })
+        .await;
+        assert_ne!(from, to);
+    }
+    assert!(
+        referrer.nacks.lock().unwrap().is_empty(),
+        "{:?}",
+        referrer.nacks.lock().unwrap()
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn delta_changes_are_pushed_make_before_break() {
+    changes_are_pushed_make_before_break(Mode::Delta).await;
+}
+
+#[tokio::test]
+async fn sotw_changes_are_pushed_make_before_break() {
+    changes_are_pushed_make_before_break(Mode::StateOfTheWorld).await;
 }

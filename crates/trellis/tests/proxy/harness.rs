@@ -456,18 +456,19 @@ pub struct Control {
 }
 
 pub fn control(mesh_dir: &Path) -> Control {
+    control_with(&["--config-dir", &mesh_dir.display().to_string()])
+}
+
+/// `trellis control` reading its inputs from where `inputs` say (`--config-dir`,
+/// `--kubeconfig`).
+pub fn control_with(inputs: &[&str]) -> Control {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let ready = dir.path().join("ready.json");
-    let (s, r, m) = (
-        state.display().to_string(),
-        ready.display().to_string(),
-        mesh_dir.display().to_string(),
-    );
-    let args = [
-        "control",
-        "--config-dir",
-        &m,
+    let (s, r) = (state.display().to_string(), ready.display().to_string());
+    let mut args = vec!["control"];
+    args.extend_from_slice(inputs);
+    args.extend_from_slice(&[
         "--xds-listen",
         "127.0.0.1:0",
         "--listen",
@@ -478,7 +479,7 @@ pub fn control(mesh_dir: &Path) -> Control {
         &r,
         "--poll-interval",
         "50ms",
-    ];
+    ]);
     let mut proc = Proc::spawn(&args, dir);
     let doc = proc.wait_ready(&ready);
     Control {

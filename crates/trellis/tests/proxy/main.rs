@@ -10,6 +10,7 @@ mod cryptomb;
 mod demo;
 mod hostile;
 mod identity;
+mod kube;
 mod lifecycle;
 mod matching;
 mod protocols;
