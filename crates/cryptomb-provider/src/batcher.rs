@@ -7,7 +7,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use trellis_cryptomb::{private_batch, RsaError, RsaKey};
+use trellis_cryptomb::{ecdsa, private_batch, EcdsaKey, RsaKey};
 
 /// Counters the proxy exports; cheap handles onto its registry.
 #[derive(Clone)]
@@ -20,11 +20,28 @@ pub struct CryptoMbMetrics {
     pub errors: Counter,
 }
 
+/// One private-key operation for the kernels.
+pub(crate) enum Op {
+    /// Raw RSA (`input^d mod n`) on a modulus-sized input.
+    Rsa(Arc<RsaKey>, Vec<u8>),
+    /// ECDSA P-256 over a digest; the result is a DER signature.
+    EcdsaP256(Arc<EcdsaKey>, Vec<u8>),
+}
+
+impl Op {
+    /// The queue: operations that can share a batch (one RSA size, or P-256).
+    fn queue(&self) -> u32 {
+        match self {
+            Op::Rsa(k, _) => k.bits(),
+            Op::EcdsaP256(..) => 0,
+        }
+    }
+}
+
 struct Job {
-    key: Arc<RsaKey>,
-    input: Vec<u8>,
+    op: Op,
     queued: Instant,
-    reply: oneshot::Sender<Result<Vec<u8>, RsaError>>,
+    reply: oneshot::Sender<Result<Vec<u8>, String>>,
 }
 
 pub struct Batcher {
@@ -48,15 +65,10 @@ impl Batcher {
         })
     }
 
-    pub(crate) fn submit(
-        &self,
-        key: Arc<RsaKey>,
-        input: Vec<u8>,
-    ) -> oneshot::Receiver<Result<Vec<u8>, RsaError>> {
+    pub(crate) fn submit(&self, op: Op) -> oneshot::Receiver<Result<Vec<u8>, String>> {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(Job {
-            key,
-            input,
+            op,
             queued: Instant::now(),
             reply,
         });
@@ -64,7 +76,7 @@ impl Batcher {
     }
 }
 
-/// One queue per key size; a queue is computed when it holds eight operations or its
+/// One queue per RSA key size and one for P-256; a queue is computed when it holds eight operations or its
 /// oldest has waited `poll_delay`.
 fn run(rx: mpsc::Receiver<Job>, poll_delay: Duration, metrics: CryptoMbMetrics) {
     let mut queues: HashMap<u32, Vec<Job>> = HashMap::new();
@@ -86,7 +98,7 @@ fn run(rx: mpsc::Receiver<Job>, poll_delay: Duration, metrics: CryptoMbMetrics) 
                 // while others sit in the channel.
                 let mut next = Some(job);
                 while let Some(job) = next {
-                    let q = queues.entry(job.key.bits()).or_default();
+                    let q = queues.entry(job.op.queue()).or_default();
                     q.push(job);
                     if q.len() == 8 {
                         compute(std::mem::take(q), &metrics);
@@ -121,8 +133,35 @@ fn compute(jobs: Vec<Job>, metrics: &CryptoMbMetrics) {
             .observe(start.duration_since(j.queued).as_secs_f64());
     }
     metrics.batches_by_fill[jobs.len() - 1].inc();
-    let ops: Vec<(&RsaKey, &[u8])> = jobs.iter().map(|j| (&*j.key, j.input.as_slice())).collect();
-    let results = private_batch(&ops);
+    // A queue holds one kind of operation.
+    let results: Vec<Result<Vec<u8>, String>> = match &jobs[0].op {
+        Op::Rsa(..) => {
+            let ops: Vec<(&RsaKey, &[u8])> = jobs
+                .iter()
+                .filter_map(|j| match &j.op {
+                    Op::Rsa(k, input) => Some((&**k, input.as_slice())),
+                    Op::EcdsaP256(..) => None,
+                })
+                .collect();
+            private_batch(&ops)
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
+        }
+        Op::EcdsaP256(..) => {
+            let ops: Vec<(&EcdsaKey, &[u8])> = jobs
+                .iter()
+                .filter_map(|j| match &j.op {
+                    Op::EcdsaP256(k, digest) => Some((&**k, digest.as_slice())),
+                    Op::Rsa(..) => None,
+                })
+                .collect();
+            ecdsa::sign_batch(&ops)
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
+        }
+    };
     for (job, result) in jobs.into_iter().zip(results) {
         let _ = job.reply.send(result);
     }

@@ -1,5 +1,6 @@
 //! The `cryptomb` private-key provider, as Envoy's CryptoMB provider works: a
-//! handshake's RSA operation joins a queue for its key size, the queue is computed as
+//! handshake's RSA or ECDSA P-256 operation joins a queue for its algorithm and key
+//! size, the queue is computed as
 //! one multi-buffer batch when eight are waiting or when the oldest has waited
 //! `poll_delay`, and each suspended handshake resumes with its result.
 //!
@@ -7,25 +8,32 @@
 //! operations takes about a millisecond, which must not stall the proxy's I/O workers,
 //! and one thread sees every worker's requests, so batches fill faster.
 //!
-//! Keys the kernels do not cover (ECDSA until its lanes exist, unusual RSA sizes) and
-//! CPUs without AVX-512 IFMA take the single-operation BoringSSL path, counted as
-//! fallbacks.
+//! Keys the kernels do not cover (P-384, Ed25519, unusual RSA sizes), signature schemes
+//! other than RSA PKCS#1/PSS and `ecdsa_secp256r1_sha256`, and CPUs without AVX-512
+//! IFMA take the single-operation BoringSSL path, counted as fallbacks.
 
 mod batcher;
 
 pub use batcher::{Batcher, CryptoMbMetrics};
 
+use batcher::Op;
 use boring::pkey::{PKey, Private};
 use std::sync::{Arc, Once};
 use trellis_cryptomb::padding::{self, Hash};
-use trellis_cryptomb::RsaKey;
+use trellis_cryptomb::{EcdsaKey, RsaKey};
 use trellis_tls::{
     InMemoryKey, KeyAlgorithm, KeyOpError, KeyOpFuture, PrivateKeyProvider, SignatureScheme,
 };
 
+/// The multi-buffer form of a key.
+enum MbKey {
+    Rsa(Arc<RsaKey>),
+    EcdsaP256(Arc<EcdsaKey>),
+}
+
 pub struct CryptoMbKey {
     /// The multi-buffer form of the key, when the CPU and key allow it.
-    mb: Option<Arc<RsaKey>>,
+    mb: Option<MbKey>,
     single: InMemoryKey,
     batcher: Arc<Batcher>,
     bits: usize,
@@ -37,9 +45,15 @@ impl CryptoMbKey {
     pub fn new(key: PKey<Private>, batcher: Arc<Batcher>, fallback: bool) -> Result<Self, String> {
         let single = InMemoryKey::new(key.clone()).map_err(|e| e.to_string())?;
         let rsa = key.rsa().ok();
-        let mb = match &rsa {
-            Some(rsa) if trellis_cryptomb::ifma_available() => RsaKey::new(rsa).ok().map(Arc::new),
-            _ => None,
+        let mb = if !trellis_cryptomb::ifma_available() {
+            None
+        } else if let Some(rsa) = &rsa {
+            RsaKey::new(rsa).ok().map(|k| MbKey::Rsa(Arc::new(k)))
+        } else {
+            key.ec_key()
+                .ok()
+                .and_then(|ec| EcdsaKey::new(&ec).ok())
+                .map(|k| MbKey::EcdsaP256(Arc::new(k)))
         };
         if mb.is_none() {
             if !trellis_cryptomb::ifma_available() {
@@ -49,7 +63,7 @@ impl CryptoMbKey {
                 });
             }
             if !fallback {
-                return Err("cryptomb cannot serve this key on this CPU (no AVX-512 IFMA, or not RSA-2048/3072/4096) and fallback is off".into());
+                return Err("cryptomb cannot serve this key on this CPU (no AVX-512 IFMA, or not RSA-2048/3072/4096 or ECDSA P-256) and fallback is off".into());
             }
         }
         let (bits, bytes) = match &rsa {
@@ -74,8 +88,8 @@ impl CryptoMbKey {
         self.batcher.metrics.fallbacks.inc();
     }
 
-    fn submit(&self, mb: &Arc<RsaKey>, input: Vec<u8>) -> KeyOpFuture {
-        let rx = self.batcher.submit(mb.clone(), input);
+    fn submit(&self, op: Op) -> KeyOpFuture {
+        let rx = self.batcher.submit(op);
         let errors = self.batcher.metrics.errors.clone();
         Box::pin(async move {
             let result = rx
@@ -115,7 +129,17 @@ impl PrivateKeyProvider for CryptoMbKey {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> KeyOpFuture {
-        let (Some(mb), Some(h)) = (&self.mb, hash_of(scheme)) else {
+        if let Some(MbKey::EcdsaP256(k)) = &self.mb {
+            if scheme == SignatureScheme::ECDSA_SECP256R1_SHA256 {
+                return match boring::hash::hash(boring::hash::MessageDigest::sha256(), message) {
+                    Ok(digest) => self.submit(Op::EcdsaP256(k.clone(), digest.to_vec())),
+                    Err(e) => {
+                        Box::pin(std::future::ready(Err(KeyOpError(format!("SHA-256: {e}")))))
+                    }
+                };
+            }
+        }
+        let (Some(MbKey::Rsa(mb)), Some(h)) = (&self.mb, hash_of(scheme)) else {
             self.fallback();
             return self.single.sign(scheme, message);
         };
@@ -125,7 +149,7 @@ impl PrivateKeyProvider for CryptoMbKey {
             padding::pkcs1_v15(h, message, self.bytes)
         };
         match em {
-            Some(em) => self.submit(mb, em),
+            Some(em) => self.submit(Op::Rsa(mb.clone(), em)),
             None => Box::pin(std::future::ready(Err(KeyOpError(
                 "message encoding does not fit the key".into(),
             )))),
@@ -133,7 +157,7 @@ impl PrivateKeyProvider for CryptoMbKey {
     }
 
     fn decrypt(&self, ciphertext: &[u8]) -> KeyOpFuture {
-        let Some(mb) = &self.mb else {
+        let Some(MbKey::Rsa(mb)) = &self.mb else {
             self.fallback();
             return self.single.decrypt(ciphertext);
         };
@@ -144,6 +168,6 @@ impl PrivateKeyProvider for CryptoMbKey {
         }
         let mut input = vec![0u8; self.bytes - ciphertext.len()];
         input.extend_from_slice(ciphertext);
-        self.submit(mb, input)
+        self.submit(Op::Rsa(mb.clone(), input))
     }
 }

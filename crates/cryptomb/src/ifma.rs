@@ -209,6 +209,25 @@ pub unsafe fn select<const N: usize>(table: &[Num<N>], index: &Vec8) -> Num<N> {
     out.map(st)
 }
 
+/// `table[index]` per lane for a table that every lane shares (multiples of a curve's
+/// generator), reading every entry so that the access pattern does not depend on the
+/// (secret) index.
+///
+/// # Safety
+/// As [`amm`].
+#[target_feature(enable = "avx512f,avx512ifma")]
+pub unsafe fn select_shared<const N: usize>(table: &[[u64; N]], index: &Vec8) -> Num<N> {
+    let index = ld(index);
+    let mut out = [_mm512_setzero_si512(); N];
+    for (k, entry) in table.iter().enumerate() {
+        let hit = _mm512_cmpeq_epi64_mask(index, _mm512_set1_epi64(k as i64));
+        for j in 0..N {
+            out[j] = _mm512_mask_blend_epi64(hit, out[j], _mm512_set1_epi64(entry[j] as i64));
+        }
+    }
+    out.map(st)
+}
+
 /// Lanes where `x == y` in every limb, as a bit mask (bit i = lane i).
 ///
 /// # Safety
