@@ -91,7 +91,12 @@ pki() {
         "frontend:URI:spiffe://cluster.local/ns/default/sa/frontend" \
         "reviews:URI:spiffe://cluster.local/ns/default/sa/reviews"; do
         name=${leaf%%:*}; san=${leaf#*:}
-        openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" \
+        # KEY=ec: the server leaf gets an ECDSA P-256 key instead of RSA-2048.
+        newkey=(-newkey rsa:2048)
+        if [ "$name" = server ] && [ "${KEY:-rsa}" = ec ]; then
+            newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+        fi
+        openssl req -new "${newkey[@]}" -nodes -keyout "$name.key" -out "$name.csr" \
             -subj "/O=bench/CN=$name" 2>/dev/null
         printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$name.ext"
         openssl x509 -req -in "$name.csr" -CA root.pem -CAkey root.key -CAcreateserial \

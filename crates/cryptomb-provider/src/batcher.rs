@@ -4,7 +4,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use trellis_cryptomb::{ecdsa, private_batch, EcdsaKey, RsaKey};
@@ -44,13 +44,43 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<u8>, String>>,
 }
 
+/// Where batches are computed.
+enum Mode {
+    /// On the `trellis-cryptomb` thread, fed through a channel.
+    Thread(mpsc::Sender<Job>),
+    /// On the proxy worker that fills a queue or whose timer expires.
+    Inline(Arc<InlineQueues>),
+}
+
+/// The inline mode's queues; a queue's generation changes each time it is taken, so a
+/// timer armed for an earlier batch does nothing.
+#[derive(Default)]
+struct InlineQueues {
+    queues: Mutex<HashMap<u32, (u64, Vec<Job>)>>,
+}
+
+impl InlineQueues {
+    /// The queue's jobs if it is still generation `generation` (or any, when `None`).
+    fn take(&self, queue: u32, generation: Option<u64>) -> Vec<Job> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        match queues.get_mut(&queue) {
+            Some((g, jobs)) if generation.is_none_or(|want| want == *g) => {
+                *g += 1;
+                std::mem::take(jobs)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub struct Batcher {
-    tx: mpsc::Sender<Job>,
+    mode: Mode,
     pub metrics: CryptoMbMetrics,
     pub poll_delay: Duration,
 }
 
 impl Batcher {
+    /// Batches computed on a dedicated thread (the default).
     pub fn start(poll_delay: Duration, metrics: CryptoMbMetrics) -> Arc<Self> {
         let (tx, rx) = mpsc::channel();
         let m = metrics.clone();
@@ -59,20 +89,68 @@ impl Batcher {
             .spawn(move || run(rx, poll_delay, m))
             .expect("spawning the cryptomb thread");
         Arc::new(Batcher {
-            tx,
+            mode: Mode::Thread(tx),
             metrics,
             poll_delay,
         })
     }
 
+    /// Batches computed inline on the proxy's workers, as Envoy's CryptoMB does: by the
+    /// handshake that fills a queue, or by a timer task `poll_delay` after a queue's
+    /// first operation.
+    pub fn inline(poll_delay: Duration, metrics: CryptoMbMetrics) -> Arc<Self> {
+        Arc::new(Batcher {
+            mode: Mode::Inline(Arc::default()),
+            metrics,
+            poll_delay,
+        })
+    }
+
+    pub fn inline_mode(&self) -> bool {
+        matches!(self.mode, Mode::Inline(_))
+    }
+
     pub(crate) fn submit(&self, op: Op) -> oneshot::Receiver<Result<Vec<u8>, String>> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.tx.send(Job {
+        let job = Job {
             op,
             queued: Instant::now(),
             reply,
-        });
+        };
+        match &self.mode {
+            Mode::Thread(tx) => {
+                let _ = tx.send(job);
+            }
+            Mode::Inline(queues) => self.submit_inline(queues, job),
+        }
         rx
+    }
+
+    fn submit_inline(&self, queues: &Arc<InlineQueues>, job: Job) {
+        let queue = job.op.queue();
+        let (generation, len) = {
+            let mut all = queues.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let (generation, jobs) = all.entry(queue).or_default();
+            jobs.push(job);
+            (*generation, jobs.len())
+        };
+        if len == 8 {
+            compute(queues.take(queue, Some(generation)), &self.metrics);
+        } else if len == 1 {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                // No worker to wake us later: compute now.
+                compute(queues.take(queue, Some(generation)), &self.metrics);
+                return;
+            };
+            let (queues, metrics, delay) = (queues.clone(), self.metrics.clone(), self.poll_delay);
+            runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let jobs = queues.take(queue, Some(generation));
+                if !jobs.is_empty() {
+                    compute(jobs, &metrics);
+                }
+            });
+        }
     }
 }
 
@@ -126,6 +204,9 @@ fn run(rx: mpsc::Receiver<Job>, poll_delay: Duration, metrics: CryptoMbMetrics) 
 }
 
 fn compute(jobs: Vec<Job>, metrics: &CryptoMbMetrics) {
+    if jobs.is_empty() {
+        return;
+    }
     let start = Instant::now();
     for j in &jobs {
         metrics

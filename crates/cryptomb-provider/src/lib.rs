@@ -4,9 +4,13 @@
 //! one multi-buffer batch when eight are waiting or when the oldest has waited
 //! `poll_delay`, and each suspended handshake resumes with its result.
 //!
-//! Batches run on one dedicated thread (`trellis-cryptomb`): a batch of eight RSA-2048
-//! operations takes about a millisecond, which must not stall the proxy's I/O workers,
-//! and one thread sees every worker's requests, so batches fill faster.
+//! By default a batch is computed inline, as Envoy does: by the worker whose handshake
+//! fills the queue, or by a timer task when the oldest operation has waited
+//! `poll_delay`. The alternative (`inline: false`) is one dedicated thread
+//! (`trellis-cryptomb`) that never stalls a worker for the ~1.8 ms of an RSA-2048 batch;
+//! on this two-core machine inline gave 1.15–1.18× the full handshakes/s (the extra
+//! thread competes for the same cores and adds two wake-ups per batch), while the thread
+//! keeps p50 lower. See docs/PERFORMANCE.md.
 //!
 //! Keys the kernels do not cover (P-384, Ed25519, unusual RSA sizes), signature schemes
 //! other than RSA PKCS#1/PSS and `ecdsa_secp256r1_sha256`, and CPUs without AVX-512
@@ -94,7 +98,9 @@ impl CryptoMbKey {
         Box::pin(async move {
             let result = rx
                 .await
-                .map_err(|_| KeyOpError("cryptomb batch thread stopped".into()))?
+                .map_err(|_| {
+                    KeyOpError("cryptomb batch was dropped before it was computed".into())
+                })?
                 .map_err(|e| KeyOpError(format!("cryptomb: {e}")));
             if result.is_err() {
                 errors.inc();

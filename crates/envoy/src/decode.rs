@@ -1105,6 +1105,7 @@ fn common_tls(
             provider = tc::PrivateKeyProvider::Cryptomb(tc::CryptoMb {
                 poll_delay,
                 fallback: json["fallback"].as_bool().unwrap_or(p.fallback),
+                inline: json["inline"].as_bool().unwrap_or(true),
             });
         }
         out.certificates.push(tc::TlsCertificate {

@@ -347,6 +347,7 @@ fn certificates(
                         "private_key": { "filename": c.private_key },
                         "poll_delay": format!("{}s", mb.poll_delay.get().as_secs_f64()),
                         "fallback": mb.fallback,
+                        "inline": mb.inline,
                     }),
                 ))),
                 fallback: mb.fallback,

@@ -48,10 +48,11 @@ fn roots(field: &str, path: &str, w: Workload) -> Result<Vec<boring::x509::X509>
     trellis_tls::load_trust_bundle(path).map_err(|e| format!("{field}: {e}"))
 }
 
-/// One batch thread per poll delay, shared by every certificate that asks for it, so
-/// that handshakes on all listeners fill the same batches.
+/// One batcher per poll delay and mode, shared by every certificate that asks for it,
+/// so that handshakes on all listeners fill the same batches.
 fn batcher(
     poll_delay: std::time::Duration,
+    inline: bool,
     metrics: &Arc<Metrics>,
 ) -> Arc<trellis_cryptomb_provider::Batcher> {
     use std::sync::{Mutex, OnceLock};
@@ -61,10 +62,17 @@ fn batcher(
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(b) = all.iter().find(|b| b.poll_delay == poll_delay) {
+    if let Some(b) = all
+        .iter()
+        .find(|b| b.poll_delay == poll_delay && b.inline_mode() == inline)
+    {
         return b.clone();
     }
-    let b = trellis_cryptomb_provider::Batcher::start(poll_delay, metrics.cryptomb());
+    let b = if inline {
+        trellis_cryptomb_provider::Batcher::inline(poll_delay, metrics.cryptomb())
+    } else {
+        trellis_cryptomb_provider::Batcher::start(poll_delay, metrics.cryptomb())
+    };
     all.push(b.clone());
     b
 }
@@ -89,7 +97,7 @@ fn certified_key(
                 .map_err(|e| format!("{field}.private_key: {path}: {e}"))?,
         ),
         PrivateKeyProvider::Cryptomb(mb) => {
-            let batcher = batcher(mb.poll_delay.get(), metrics);
+            let batcher = batcher(mb.poll_delay.get(), mb.inline, metrics);
             Arc::new(
                 trellis_cryptomb_provider::CryptoMbKey::new(key, batcher, mb.fallback)
                     .map_err(|e| format!("{field}.private_key_provider: {e}"))?,

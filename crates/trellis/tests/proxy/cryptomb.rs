@@ -18,14 +18,44 @@ fn listener(name: &str, cert: &str, key: &str, extra: &str) -> String {
       certificates:
         - certificate_chain: "{cert}"
           private_key: "{key}"
-          private_key_provider: {{ cryptomb: {{ poll_delay: 5ms }} }}
-{extra}    http:
+          private_key_provider: {{ cryptomb: {{ poll_delay: 5ms{extra} }} }}
+    http:
       virtual_hosts:
         - name: all
           domains: ["*"]
           routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200, body: "signed" }} }}]
 "#
     )
+}
+
+fn client(pki: &Pki, max: TlsVersion) -> Arc<ClientTls> {
+    Arc::new(
+        ClientTls::new(ClientTlsConfig {
+            roots: trellis_tls::load_trust_bundle(&pki.root_path()).unwrap(),
+            certificate: None,
+            sni: Some("localhost".into()),
+            alpn: vec!["http/1.1".into()],
+            min_version: TlsVersion::Tls12,
+            max_version: max,
+            expected_identities: vec!["localhost".into()],
+            key_op_hook: None,
+        })
+        .unwrap(),
+    )
+}
+
+/// `n` handshakes with `tls` to `addr`, `at_once` at a time; how many succeeded.
+async fn handshakes(tls: &Arc<ClientTls>, addr: SocketAddr, n: usize, at_once: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n / at_once {
+        let round: Vec<_> = (0..at_once)
+            .map(|_| tokio::spawn(handshake(tls.clone(), addr)))
+            .collect();
+        for r in round {
+            ok += r.await.unwrap() as usize;
+        }
+    }
+    ok
 }
 
 async fn handshake(tls: Arc<ClientTls>, addr: SocketAddr) -> bool {
@@ -44,41 +74,24 @@ async fn concurrent_handshakes_are_signed_in_batches() {
         + &listener("rsa", &rsa.cert, &rsa.key, "")
         + &listener("ec", &ec.cert, &ec.key, "");
     let p = proxy(&yaml);
-    let client = |max: TlsVersion| {
-        Arc::new(
-            ClientTls::new(ClientTlsConfig {
-                roots: trellis_tls::load_trust_bundle(&pki.root_path()).unwrap(),
-                certificate: None,
-                sni: Some("localhost".into()),
-                alpn: vec!["http/1.1".into()],
-                min_version: TlsVersion::Tls12,
-                max_version: max,
-                expected_identities: vec!["localhost".into()],
-                key_op_hook: None,
-            })
-            .unwrap(),
-        )
-    };
 
     // 96 full TLS 1.3 handshakes, 32 at a time.
-    let tls13 = client(TlsVersion::Tls13);
+    let tls13 = client(&pki, TlsVersion::Tls13);
     let addr = p.addr("rsa");
-    let mut ok = 0;
-    for _ in 0..3 {
-        let rounds: Vec<_> = (0..32)
-            .map(|_| tokio::spawn(handshake(tls13.clone(), addr)))
-            .collect();
-        for r in rounds {
-            ok += r.await.unwrap() as usize;
-        }
-    }
-    assert_eq!(ok, 96, "{}", p.proc.log());
+    assert_eq!(
+        handshakes(&tls13, addr, 96, 32).await,
+        96,
+        "{}",
+        p.proc.log()
+    );
     let signs = p
         .metric("trellis_private_key_operations_total{provider=\"cryptomb\",op=\"sign\",result=\"success\"}")
         .await;
     assert!(signs >= 96.0, "{signs}");
 
     // TLS 1.2: ECDHE with a PKCS#1 v1.5 signature, and RSA key exchange (decrypt).
+    let tls12 = client(&pki, TlsVersion::Tls12);
+    assert!(handshake(tls12, addr).await);
     let out = s_client(addr, &["-tls1_2", "-sigalgs", "RSA+SHA256"]);
     assert!(out.contains("New, TLSv1.2"), "{out}");
     assert!(
@@ -116,16 +129,12 @@ async fn concurrent_handshakes_are_signed_in_batches() {
     // ECDSA P-256: 64 TLS 1.3 handshakes, 32 at a time, signed in P-256 batches (the
     // clients verify every signature).
     let addr = p.addr("ec");
-    let mut ok = 0;
-    for _ in 0..2 {
-        let rounds: Vec<_> = (0..32)
-            .map(|_| tokio::spawn(handshake(tls13.clone(), addr)))
-            .collect();
-        for r in rounds {
-            ok += r.await.unwrap() as usize;
-        }
-    }
-    assert_eq!(ok, 64, "{}", p.proc.log());
+    assert_eq!(
+        handshakes(&tls13, addr, 64, 32).await,
+        64,
+        "{}",
+        p.proc.log()
+    );
     let out = s_client(addr, &["-tls1_2", "-sigalgs", "ECDSA+SHA256"]);
     assert!(out.contains("New, TLSv1.2"), "{out}");
     assert!(out.contains("Peer signature type: ECDSA"), "{out}");
@@ -138,6 +147,44 @@ async fn concurrent_handshakes_are_signed_in_batches() {
         ec_ops / ec_batches
     );
     assert_eq!(p.metric("trellis_cryptomb_fallbacks_total").await, 0.0);
+    assert_eq!(p.metric("trellis_cryptomb_errors_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn thread_batches_fill_on_the_batch_thread() {
+    if !trellis_cryptomb::ifma_available() {
+        eprintln!("SKIPPED: this CPU has no AVX-512 IFMA (batches need the kernels)");
+        return;
+    }
+    let pki = Pki::new("root");
+    let rsa = pki.leaf("rsa", &["DNS:localhost"], false);
+    let ec = pki.leaf("ec", &["DNS:localhost"], true);
+    let yaml = "listeners:\n".to_string()
+        + &listener("rsa", &rsa.cert, &rsa.key, ", inline: false")
+        + &listener("ec", &ec.cert, &ec.key, ", inline: false");
+    let p = proxy(&yaml);
+    let tls13 = client(&pki, TlsVersion::Tls13);
+    assert_eq!(
+        handshakes(&tls13, p.addr("rsa"), 64, 32).await,
+        64,
+        "{}",
+        p.proc.log()
+    );
+    assert_eq!(
+        handshakes(&tls13, p.addr("ec"), 64, 32).await,
+        64,
+        "{}",
+        p.proc.log()
+    );
+    // A lone handshake is computed when its poll delay expires.
+    assert!(handshake(tls13.clone(), p.addr("ec")).await);
+    let (batches, ops) = batched_ops(&p).await;
+    assert!(ops >= 129.0, "{ops}");
+    assert!(
+        ops / batches >= 2.0,
+        "mean fill {:.2} over {batches}",
+        ops / batches
+    );
     assert_eq!(p.metric("trellis_cryptomb_errors_total").await, 0.0);
 }
 
