@@ -57,9 +57,21 @@ pub struct Identity {
     pub token_file: Option<String>,
     #[serde(default)]
     pub key_type: KeyType,
+    /// How the workload key signs: in memory (default) or through `cryptomb` batches,
+    /// as for a file certificate (`{ cryptomb: { poll_delay: 1ms } }`).
+    #[serde(
+        default,
+        with = "serde_yaml::with::singleton_map",
+        skip_serializing_if = "is_memory"
+    )]
+    pub private_key_provider: PrivateKeyProvider,
     /// Requested lifetime (the CA may cap it). Rotation at half of it, ±1% jitter.
     #[serde(default = "default_cert_ttl")]
     pub cert_ttl: Dur,
+}
+
+fn is_memory(p: &PrivateKeyProvider) -> bool {
+    *p == PrivateKeyProvider::Memory
 }
 
 fn default_ca_server_name() -> String {

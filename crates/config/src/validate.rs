@@ -99,6 +99,7 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
         if id.cert_ttl.get() < std::time::Duration::from_secs(10) {
             c.err("identity.cert_ttl", "must be at least 10s");
         }
+        poll_delay(&mut c, "identity", &id.private_key_provider);
     }
     let mut names = HashSet::new();
     let mut bound = HashSet::new();
@@ -241,7 +242,11 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
         Some(k) if k.is_empty() => c.err(format!("{p}.private_key"), "must not be empty"),
         _ => {}
     }
-    if let PrivateKeyProvider::Cryptomb(mb) = &cert.private_key_provider {
+    poll_delay(c, p, &cert.private_key_provider);
+}
+
+fn poll_delay(c: &mut Checker, p: &str, provider: &PrivateKeyProvider) {
+    if let PrivateKeyProvider::Cryptomb(mb) = provider {
         if mb.poll_delay.is_zero() || mb.poll_delay.get() > std::time::Duration::from_secs(1) {
             c.err(
                 format!("{p}.private_key_provider.cryptomb.poll_delay"),

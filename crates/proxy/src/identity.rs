@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use trellis_ca::authority::unix_now;
 use trellis_ca::{CaClient, Credential};
-use trellis_config::{Identity, KeyType};
+use trellis_config::{Identity, KeyType, PrivateKeyProvider};
 use trellis_tls::{peer_identities, CertifiedKey, InMemoryKey};
 
 /// An installed workload certificate and the mesh trust bundle.
@@ -197,7 +197,28 @@ impl Agent {
                     .await?
             }
         };
-        install(chain, key, roots)
+        let provider = self.provider(key.clone())?;
+        install(chain, &key, provider, roots)
+    }
+
+    /// The workload key behind the configured provider.
+    fn provider(
+        &self,
+        key: PKey<Private>,
+    ) -> Result<Arc<dyn trellis_tls::PrivateKeyProvider>, String> {
+        Ok(match &self.config.private_key_provider {
+            PrivateKeyProvider::Memory => {
+                Arc::new(InMemoryKey::new(key).map_err(|e| e.to_string())?)
+            }
+            PrivateKeyProvider::Cryptomb(mb) => Arc::new(
+                trellis_cryptomb_provider::CryptoMbKey::new(
+                    key,
+                    crate::tls::batcher(mb.poll_delay.get(), mb.inline, &self.metrics),
+                    mb.fallback,
+                )
+                .map_err(|e| format!("identity.private_key_provider: {e}"))?,
+            ),
+        })
     }
 }
 
@@ -222,7 +243,8 @@ fn csr_pem(key: &PKey<Private>) -> Result<String, boring::error::ErrorStack> {
 
 fn install(
     chain: Vec<String>,
-    key: PKey<Private>,
+    key: &PKey<Private>,
+    provider: Arc<dyn trellis_tls::PrivateKeyProvider>,
     mut roots: Vec<X509>,
 ) -> Result<WorkloadCert, String> {
     let mut certs = Vec::new();
@@ -233,11 +255,7 @@ fn install(
         return Err("CA returned an empty chain".into());
     }
     let leaf = certs[0].clone();
-    if !leaf
-        .public_key()
-        .map(|p| p.public_eq(&key))
-        .unwrap_or(false)
-    {
+    if !leaf.public_key().map(|p| p.public_eq(key)).unwrap_or(false) {
         return Err("CA returned a certificate for another key".into());
     }
     let root = certs.pop().expect("non-empty");
@@ -264,7 +282,6 @@ fn install(
         .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
         .collect::<Vec<_>>()
         .join(", ");
-    let provider = Arc::new(InMemoryKey::new(key).map_err(|e| e.to_string())?);
     Ok(WorkloadCert {
         not_before: trellis_ca::authority::asn1_unix(leaf.not_before()),
         not_after: trellis_ca::authority::asn1_unix(leaf.not_after()),

@@ -50,7 +50,7 @@ fn roots(field: &str, path: &str, w: Workload) -> Result<Vec<boring::x509::X509>
 
 /// One batcher per poll delay and mode, shared by every certificate that asks for it,
 /// so that handshakes on all listeners fill the same batches.
-fn batcher(
+pub(crate) fn batcher(
     poll_delay: std::time::Duration,
     inline: bool,
     metrics: &Arc<Metrics>,

@@ -213,3 +213,60 @@ async fn a_changed_ca_root_triggers_rotation() {
     }
     assert!(p.proc.log().contains("CA root changed"));
 }
+
+/// The agent's workload key signs through cryptomb batches when the identity section
+/// asks for it: mutual TLS between two sidecars, an ECDSA workload key on one side and
+/// RSA on the other, every handshake signed by the provider on both.
+#[tokio::test]
+async fn workload_keys_sign_through_cryptomb() {
+    let files = tempfile::tempdir().unwrap();
+    let ca = ca(&[]);
+    let app = app("reviews", &[]);
+    let block = |sa: &str, key: &str| {
+        identity_block(&ca, files.path(), sa, "1h").replace("key_type: ecdsa", key_type_line(key))
+    };
+    fn key_type_line(key: &str) -> &'static str {
+        if key == "rsa" {
+            "key_type: rsa\n  private_key_provider: { cryptomb: { poll_delay: 2ms } }"
+        } else {
+            "key_type: ecdsa\n  private_key_provider: { cryptomb: { poll_delay: 2ms } }"
+        }
+    }
+    let inbound = proxy(
+        &(block("reviews", "ecdsa")
+            + &format!(
+                "listeners:\n  - name: inbound\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{ {MTLS} }}]\n      trusted_ca: \"sds://ROOTCA\"\n      session_resumption: false\n    tcp: {{ cluster: app }}\nclusters:\n{}",
+                cluster("app", &[app.addr], "")
+            )),
+    );
+    let outbound = proxy(
+        &(block("frontend", "rsa")
+            + "listeners:\n  - name: out\n    address: 127.0.0.1:0\n    tcp: { cluster: reviews }\nclusters:\n"
+            + &cluster(
+                "reviews",
+                &[inbound.addr("inbound")],
+                "tls:\n  trusted_ca: \"sds://ROOTCA\"\n  certificate: { certificate_chain: \"sds://default\" }\n  match_identities: [\"spiffe://cluster.local/ns/default/sa/reviews\"]",
+            )),
+    );
+    let out = outbound.addr("out");
+    let requests: Vec<_> = (0..32).map(|_| tokio::spawn(fresh_request(out))).collect();
+    let mut ok = 0;
+    for r in requests {
+        ok += r.await.unwrap() as usize;
+    }
+    assert_eq!(ok, 32, "{}\n{}", outbound.proc.log(), inbound.proc.log());
+    let signed = "trellis_private_key_operations_total{provider=\"cryptomb\",op=\"sign\",result=\"success\"}";
+    // The server signs every handshake; the client signs its CertificateVerify.
+    assert!(inbound.metric(signed).await >= 32.0);
+    assert!(outbound.metric(signed).await >= 32.0);
+    if trellis_cryptomb::ifma_available() {
+        assert_eq!(
+            inbound.metric("trellis_cryptomb_fallbacks_total").await,
+            0.0
+        );
+        assert_eq!(
+            outbound.metric("trellis_cryptomb_fallbacks_total").await,
+            0.0
+        );
+    }
+}
