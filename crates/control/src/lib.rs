@@ -128,6 +128,43 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Whether a caller authenticated as `peer` (a SPIFFE ID from its client
+    /// certificate) may have `node`'s view: a sidecar only its own workload's (the
+    /// workload's service account), a proxyless client only its own namespace's, as
+    /// istiod checks. Without a certificate (the plaintext port, for loopback) any node.
+    pub fn authorize(&self, node: &str, peer: Option<&str>) -> Result<(), String> {
+        let Some(peer) = peer else {
+            return Ok(());
+        };
+        let (ns, sa) = parse_spiffe(peer).ok_or_else(|| {
+            format!("peer identity {peer} is not spiffe://<domain>/ns/<ns>/sa/<sa>")
+        })?;
+        if let Some(namespace) = trellis_mesh::proxyless_namespace(node) {
+            return if namespace == ns {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{peer} may not ask for namespace {namespace}'s view"
+                ))
+            };
+        }
+        let (namespace, name) = trellis_mesh::workload_of(node)
+            .ok_or_else(|| format!("not sidecar~<ip>~<name>.<namespace>~<domain>"))?;
+        let state = self.state.lock().unwrap();
+        let w = state
+            .1
+            .workload(&namespace, &name)
+            .ok_or_else(|| format!("no workload {namespace}/{name}"))?;
+        if w.namespace == ns && w.service_account == sa {
+            Ok(())
+        } else {
+            Err(format!(
+                "{peer} is not the identity of workload {namespace}/{name} ({})",
+                w.spiffe_id()
+            ))
+        }
+    }
+
     /// Builds `node`'s view from the current inputs and hands it to the cache.
     pub fn refresh(&self, node: &str) {
         let snapshot = match self.view(node) {
@@ -253,6 +290,22 @@ impl ControlPlane {
                 }
             }
         }
+    }
+}
+
+/// (namespace, service account) of `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
+fn parse_spiffe(id: &str) -> Option<(&str, &str)> {
+    let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
+    let mut parts = path.split('/');
+    match (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next(),
+    ) {
+        ("ns", ns, "sa", sa, None) => Some((ns, sa)),
+        _ => None,
     }
 }
 

@@ -98,7 +98,21 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("--xds-listen {}: {e}", args.xds_listen))?;
         let xds_bound = listener.local_addr()?;
-        let server = trellis_xds::AdsServer::new(cache);
+        // On the TLS port the caller's certificate names it: it gets only its own view.
+        let authorizing = plane.clone();
+        let server = trellis_xds::AdsServer::new(cache).with_authorization(Arc::new(
+            move |ext: &tonic::Extensions, node: &str| match ext
+                .get::<trellis_ca::service::PeerIdentity>()
+            {
+                None => authorizing.authorize(node, None),
+                Some(trellis_ca::service::PeerIdentity(None)) => {
+                    Err("xDS over TLS needs a client certificate from the mesh CA".into())
+                }
+                Some(trellis_ca::service::PeerIdentity(Some(peer))) => {
+                    authorizing.authorize(node, Some(peer))
+                }
+            },
+        ));
         let tls_ads = server.clone();
         let xds = tonic::transport::Server::builder()
             .add_service(server.into_service())

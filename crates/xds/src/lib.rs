@@ -18,7 +18,7 @@ mod snapshot;
 mod thread;
 
 pub use envoy_types::pb;
-pub use server::{AdsServer, ServerStats};
+pub use server::{AdsServer, Authorize, ServerStats};
 pub use snapshot::{Cache, Snapshot, TypeResources, Versioned};
 pub use thread::ServerThread;
 

@@ -28,10 +28,18 @@ pub struct ServerStats {
     pub nacks: AtomicU64,
 }
 
+/// Decides whether the caller of a stream (its request extensions: the transport's
+/// peer identity) may ask for the view of a node id; the error is the reason.
+pub type Authorize = Arc<dyn Fn(&tonic::Extensions, &str) -> Result<(), String> + Send + Sync>;
+
+/// [`Authorize`] bound to one stream's caller.
+type NodeCheck = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
 #[derive(Clone)]
 pub struct AdsServer {
     cache: Cache,
     stats: Arc<ServerStats>,
+    authorize: Option<Authorize>,
 }
 
 impl AdsServer {
@@ -39,7 +47,15 @@ impl AdsServer {
         AdsServer {
             cache,
             stats: Arc::default(),
+            authorize: None,
         }
+    }
+
+    /// Checks every stream's node id with `authorize` before serving it; a refused
+    /// stream ends with PERMISSION_DENIED.
+    pub fn with_authorization(mut self, authorize: Authorize) -> Self {
+        self.authorize = Some(authorize);
+        self
     }
 
     pub fn stats(&self) -> Arc<ServerStats> {
@@ -57,16 +73,24 @@ type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl AdsServer {
     /// Runs one stream of either variant on its own task; its responses are the output.
-    fn spawn_stream<V: Variant + Send + 'static>(&self, requests: Streaming<V::Req>) -> Out<V::Resp>
+    fn spawn_stream<V: Variant + Send + 'static>(
+        &self,
+        request: Request<Streaming<V::Req>>,
+    ) -> Out<V::Resp>
     where
         V::Req: Send,
         V::Resp: Send + 'static,
     {
         let (tx, rx) = mpsc::channel(16);
         let (cache, stats) = (self.cache.clone(), self.stats.clone());
+        let check: Option<NodeCheck> = self.authorize.clone().map(|a| {
+            let extensions = request.extensions().clone();
+            Box::new(move |node: &str| a(&extensions, node)) as Box<_>
+        });
+        let requests = request.into_inner();
         tokio::spawn(async move {
             stats.streams_open.fetch_add(1, Ordering::Relaxed);
-            if let Err(status) = stream::<V>(cache, requests, &tx, &stats).await {
+            if let Err(status) = stream::<V>(cache, requests, &tx, &stats, check).await {
                 let _ = tx.send(Err(status)).await;
             }
             stats.streams_open.fetch_sub(1, Ordering::Relaxed);
@@ -84,18 +108,14 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn_stream::<Sotw>(request.into_inner()),
-        ))
+        Ok(Response::new(self.spawn_stream::<Sotw>(request)))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn_stream::<Delta>(request.into_inner()),
-        ))
+        Ok(Response::new(self.spawn_stream::<Delta>(request)))
     }
 }
 
@@ -171,11 +191,18 @@ async fn stream<V: Variant>(
     mut requests: Streaming<V::Req>,
     tx: &mpsc::Sender<Result<V::Resp, Status>>,
     stats: &ServerStats,
+    check: Option<NodeCheck>,
 ) -> Result<(), Status> {
     let Some(first) = requests.message().await? else {
         return Ok(());
     };
     let node = node_id(V::node(&first))?;
+    if let Some(check) = check {
+        if let Err(reason) = check(&node) {
+            tracing::warn!(%node, "xDS stream refused: {reason}");
+            return Err(Status::permission_denied(format!("node {node}: {reason}")));
+        }
+    }
     let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
     let mut previous = snapshots.borrow().clone();
     let mut variant = V::default();

@@ -236,6 +236,43 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
         .iter()
         .all(|s| s == "reviews-v2"));
 
+    // A sidecar may have only its own view: reviews' certificate asking for
+    // productpage's node is refused (PERMISSION_DENIED), and gets no config.
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let boot = format!(
+        "identity:\n  ca_address: \"{}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n",
+        c.ca.addr,
+        c.ca.root_file(impostor_dir.path()),
+        c.ca.token_file(
+            impostor_dir.path(),
+            "spiffe://cluster.local/ns/default/sa/reviews"
+        ),
+    );
+    let impostor = proxy_with(
+        &boot,
+        &[
+            "--xds",
+            &c.ca.addr.to_string(),
+            "--xds-tls",
+            "--node-id",
+            &page.node_id(),
+        ],
+    );
+    eventually("the impostor is refused", Duration::from_secs(5), async || {
+        c.ca.proc.log().contains(
+            "spiffe://cluster.local/ns/default/sa/reviews is not the identity of workload default/productpage-v1",
+        )
+    })
+    .await;
+    assert_eq!(
+        impostor
+            .metric("trellis_xds_updates_total{result=\"accepted\"}")
+            .await,
+        0.0
+    );
+    assert!(impostor.listeners.get("outbound").is_none());
+    drop(impostor);
+
     // An invalid edit is refused and the last good routing stays.
     std::fs::write(mesh.path().join("reviews-vs.yaml"), routing(50, 20)).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
