@@ -149,7 +149,7 @@ impl ControlPlane {
             };
         }
         let (namespace, name) = trellis_mesh::workload_of(node)
-            .ok_or_else(|| format!("not sidecar~<ip>~<name>.<namespace>~<domain>"))?;
+            .ok_or_else(|| "not sidecar~<ip>~<name>.<namespace>~<domain>".to_string())?;
         let state = self.state.lock().unwrap();
         let w = state
             .1
