@@ -159,17 +159,21 @@ fn run(services: usize, mode: Mode) {
     plane.reload().unwrap();
     let reload = t.elapsed();
     let change = wait_all(&clients, "endpoint change", |s| !before.contains(&s.2)) + reload;
+    let [parse, index, views] = plane.status().borrow().reload_timing;
     let sent = server
         .stats
         .resources_sent
         .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s, endpoint change to all {:.0} ms (reload {:.0} ms), resources sent {sent}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s, endpoint change to all {:.0} ms (reload {:.0} ms: parse {:.0}, registry {:.0}, views {:.0}), resources sent {sent}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
         full.as_secs_f64(),
         change.as_secs_f64() * 1000.0,
         reload.as_secs_f64() * 1000.0,
+        parse.as_secs_f64() * 1000.0,
+        index.as_secs_f64() * 1000.0,
+        views.as_secs_f64() * 1000.0,
     );
     drop(rt);
     server.stop();

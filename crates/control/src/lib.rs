@@ -21,6 +21,9 @@ pub struct Status {
     pub refused: Vec<String>,
     pub services: usize,
     pub workloads: usize,
+    /// How long the last reload took: reading and checking the inputs, building the
+    /// registry, and regenerating every view.
+    pub reload_timing: [Duration; 3],
 }
 
 pub struct ControlPlane {
@@ -33,6 +36,8 @@ pub struct ControlPlane {
     /// The outbound half of the views, per scope, for the current inputs: sidecars in
     /// one namespace and Sidecar scope share it (and its memory).
     shared: std::sync::Mutex<std::collections::HashMap<String, Arc<SharedOutbound>>>,
+    /// Parsed documents of the directories, reused while their text is unchanged.
+    documents: std::sync::Mutex<trellis_mesh::DocCache>,
 }
 
 /// The encoded outbound half of a view.
@@ -60,6 +65,7 @@ impl ControlPlane {
             state: Default::default(),
             status: watch::channel(Status::default()).0,
             shared: Default::default(),
+            documents: Default::default(),
         }
     }
 
@@ -76,9 +82,14 @@ impl ControlPlane {
     /// Reads the directories (and the cluster's objects) and regenerates every known
     /// node's view.
     pub fn reload(&self) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let mut loaded = Loaded::default();
-        for dir in &self.dirs {
-            trellis_mesh::load_dir_into(dir, &mut loaded)?;
+        {
+            let mut documents = self.documents.lock().unwrap();
+            for dir in &self.dirs {
+                trellis_mesh::load_dir_cached(dir, &mut loaded, Some(&mut documents))?;
+            }
+            documents.sweep();
         }
         let (k8s_services, k8s_workloads) = match &self.kube {
             Some(k) => k.load_into(&mut loaded),
@@ -97,7 +108,9 @@ impl ControlPlane {
         for r in &refused {
             tracing::error!("refused: {r}");
         }
+        let parsed = started.elapsed();
         let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
+        let indexed = started.elapsed();
         let (services, workloads) = (registry.services.len(), registry.workloads.len());
         *self.state.lock().unwrap() = (inputs, registry);
         self.shared.lock().unwrap().clear();
@@ -115,8 +128,8 @@ impl ControlPlane {
         );
         nodes.sort();
         nodes.dedup();
-        for node in nodes {
-            self.refresh(&node);
+        for node in &nodes {
+            self.refresh(node);
         }
         self.status.send_modify(|s| {
             s.generation += 1;
@@ -124,6 +137,7 @@ impl ControlPlane {
             s.refused = refused.iter().map(|d| d.to_string()).collect();
             s.services = services;
             s.workloads = workloads;
+            s.reload_timing = [parsed, indexed - parsed, started.elapsed() - indexed];
         });
         Ok(())
     }
@@ -215,6 +229,14 @@ impl ControlPlane {
                 for e in &encoded.endpoints {
                     resources.push(shared(trellis_xds::ENDPOINT, &e.cluster_name, e));
                 }
+                // Each sidecar's copy differs only in its address; the virtual hosts
+                // travel in the shared RouteConfiguration, so the copy leaves them out.
+                let listener = listener.map(|mut l| {
+                    if let Some(h) = l.http.as_mut() {
+                        h.virtual_hosts.clear();
+                    }
+                    l
+                });
                 let o = Arc::new(SharedOutbound {
                     listener,
                     resources,

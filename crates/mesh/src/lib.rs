@@ -22,7 +22,8 @@ pub use generate::{
     generate, generate_client, generate_inbound, generate_outbound, outbound_scope,
 };
 pub use load::{
-    load_dir, load_dir_into, load_str, load_value, selects, Diagnostic, Inputs, Loaded, Resource,
+    load_dir, load_dir_cached, load_dir_into, load_str, load_str_cached, load_value, selects,
+    Diagnostic, DocCache, Inputs, Loaded, Resource,
 };
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;

@@ -166,3 +166,44 @@ fn node_ids_name_their_workload() {
         "api.example.com"
     );
 }
+
+/// The document cache gives what a fresh read gives: for the whole corpus, after an
+/// edit of one document, and after a document is removed.
+#[test]
+fn cached_reads_equal_fresh_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.yaml"), format!("---\n{GOOD}")).unwrap();
+    for (file, text, _) in BAD {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let mut cache = trellis_mesh::DocCache::default();
+    let check = |cache: &mut trellis_mesh::DocCache| {
+        let mut cached = trellis_mesh::Loaded::default();
+        trellis_mesh::load_dir_cached(dir.path(), &mut cached, Some(cache)).unwrap();
+        trellis_mesh::cross_check(&mut cached);
+        cache.sweep();
+        let fresh = load_dir(dir.path()).unwrap();
+        assert_eq!(cached.inputs, fresh.inputs);
+        assert_eq!(cached.warnings, fresh.warnings);
+        // Document numbering is the same; only a syntax error's message differs (a
+        // cached read refuses the one document, a fresh read the rest of the file).
+        let names = |l: &trellis_mesh::Loaded| {
+            l.refused
+                .iter()
+                .map(|d| d.resource.split(' ').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&cached), names(&fresh));
+    };
+    check(&mut cache);
+    check(&mut cache);
+    let edited = GOOD.replace("ports: { http: 29080 }", "ports: { http: 29081 }");
+    std::fs::write(dir.path().join("good.yaml"), &edited).unwrap();
+    check(&mut cache);
+    let mut cached = trellis_mesh::Loaded::default();
+    trellis_mesh::load_dir_cached(dir.path(), &mut cached, Some(&mut cache)).unwrap();
+    assert_eq!(cached.inputs.workload_entries[0].spec.ports["http"], 29081);
+    let first_two: Vec<&str> = edited.split("---").take(2).collect();
+    std::fs::write(dir.path().join("good.yaml"), first_two.join("---")).unwrap();
+    check(&mut cache);
+}
