@@ -42,29 +42,18 @@ pub trait Kept: kube::Resource + Clone + Sized {
     fn slot<'a>(objects: &'a mut Objects, kind: &'static str) -> &'a mut BTreeMap<Key, Self>;
 }
 
-impl Kept for Namespace {
-    fn slot<'a>(o: &'a mut Objects, _: &'static str) -> &'a mut BTreeMap<Key, Self> {
-        &mut o.namespaces
-    }
+/// The typed kinds each have one map.
+macro_rules! kept {
+    ($($kind:ty => $field:ident),*) => {$(
+        impl Kept for $kind {
+            fn slot<'a>(o: &'a mut Objects, _: &'static str) -> &'a mut BTreeMap<Key, Self> {
+                &mut o.$field
+            }
+        }
+    )*};
 }
 
-impl Kept for Service {
-    fn slot<'a>(o: &'a mut Objects, _: &'static str) -> &'a mut BTreeMap<Key, Self> {
-        &mut o.services
-    }
-}
-
-impl Kept for EndpointSlice {
-    fn slot<'a>(o: &'a mut Objects, _: &'static str) -> &'a mut BTreeMap<Key, Self> {
-        &mut o.endpoint_slices
-    }
-}
-
-impl Kept for Pod {
-    fn slot<'a>(o: &'a mut Objects, _: &'static str) -> &'a mut BTreeMap<Key, Self> {
-        &mut o.pods
-    }
-}
+kept!(Namespace => namespaces, Service => services, EndpointSlice => endpoint_slices, Pod => pods);
 
 impl Kept for DynamicObject {
     fn slot<'a>(o: &'a mut Objects, kind: &'static str) -> &'a mut BTreeMap<Key, Self> {

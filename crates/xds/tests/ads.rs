@@ -117,20 +117,23 @@ async fn serve(cache: Cache, addr: Option<std::net::SocketAddr>) -> ServerThread
     ServerThread::start(cache, addr.unwrap_or("127.0.0.1:0".parse().unwrap())).unwrap()
 }
 
-fn start_client(addr: std::net::SocketAddr, mode: Mode) -> (Recorder, tokio::task::JoinHandle<()>) {
-    let recorder = Recorder::default();
-    let opts = ClientOptions {
+fn options(addr: std::net::SocketAddr, mode: Mode) -> ClientOptions {
+    ClientOptions {
         address: addr.to_string(),
         node: Node {
-            id: "sidecar~10.0.0.1~reviews-v1.default~default.svc.cluster.local".into(),
+            id: NODE.into(),
             ..Default::default()
         },
         mode,
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
         dial: None,
-    };
-    let task = tokio::spawn(client::run(opts, recorder.clone()));
+    }
+}
+
+fn start_client(addr: std::net::SocketAddr, mode: Mode) -> (Recorder, tokio::task::JoinHandle<()>) {
+    let recorder = Recorder::default();
+    let task = tokio::spawn(client::run(options(addr, mode), recorder.clone()));
     (recorder, task)
 }
 
@@ -382,18 +385,7 @@ async fn changes_are_pushed_make_before_break(mode: Mode) {
     cache.set(NODE, uses("v1", &["v1"]));
     let server = serve(cache.clone(), None).await;
     let referrer = Referrer::default();
-    let opts = ClientOptions {
-        address: server.addr.to_string(),
-        node: Node {
-            id: NODE.into(),
-            ..Default::default()
-        },
-        mode,
-        backoff_initial: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(200),
-        dial: None,
-    };
-    let task = tokio::spawn(client::run(opts, referrer.clone()));
+    let task = tokio::spawn(client::run(options(server.addr, mode), referrer.clone()));
     let listener_uses = |r: &Referrer| {
         r.applied.lock().unwrap().last().and_then(|s| {
             s.of(LISTENER).next().map(|(_, r)| {
