@@ -6,7 +6,7 @@
 //! that touch every entry, complete addition formulas without special cases, Fermat
 //! inversion with the public exponent n − 2, Montgomery products with masked final
 //! reductions. Nonces come from BoringSSL's CSPRNG, drawn until below n (that check is
-//! constant-time too). There is no CRT here, so the RSA-style fault check does not
+//! constant-time too), hedged with the key and the digest. There is no CRT here, so the RSA-style fault check does not
 //! apply; the differential tests verify signatures with BoringSSL.
 
 #![allow(unsafe_code)]
@@ -61,12 +61,25 @@ fn digest_limbs(digest: &[u8]) -> [u64; LIMBS] {
     out
 }
 
-/// A nonce in [1, n−1] from the CSPRNG. The range test runs the same instructions for
-/// every candidate; only the (public, ~2^-32) fact of a rejection is observable.
-fn nonce(n: &[u8; 32]) -> [u8; 32] {
-    loop {
+/// A nonce in [1, n−1], hedged as BoringSSL does: SHA-512 over the private key, the
+/// digest and 32 bytes from the CSPRNG, so that a weak or repeated random source alone
+/// cannot repeat a nonce for different messages (which would reveal the key). The range
+/// test runs the same instructions for every candidate; only the (public, ~2^-32) fact
+/// of a rejection is observable.
+fn nonce(n: &[u8; 32], key: &EcdsaKey, digest: &[u8]) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    limbs_to_be(&key.d, &mut d);
+    for counter in 0u32.. {
+        let mut fresh = [0u8; 32];
+        boring::rand::rand_bytes(&mut fresh).expect("CSPRNG");
+        let mut h = boring::hash::Hasher::new(boring::hash::MessageDigest::sha512())
+            .expect("SHA-512");
+        for part in [&d[..], digest, &fresh, &counter.to_be_bytes()] {
+            h.update(part).expect("SHA-512");
+        }
+        let out = h.finish().expect("SHA-512");
         let mut k = [0u8; 32];
-        boring::rand::rand_bytes(&mut k).expect("CSPRNG");
+        k.copy_from_slice(&out[..32]);
         let mut borrow = 0u16;
         let mut any = 0u8;
         for i in (0..32).rev() {
@@ -79,6 +92,7 @@ fn nonce(n: &[u8; 32]) -> [u8; 32] {
             return k;
         }
     }
+    unreachable!("a nonce below n within 2^32 draws")
 }
 
 /// Signs up to eight digests (SHA-256 for `ecdsa_secp256r1_sha256`; longer digests are
@@ -87,7 +101,12 @@ fn nonce(n: &[u8; 32]) -> [u8; 32] {
 pub fn sign_batch(ops: &[(&EcdsaKey, &[u8])]) -> Vec<Result<Vec<u8>, EcdsaError>> {
     assert!((1..=LANES).contains(&ops.len()), "1..=8 operations");
     let n = order_bytes();
-    let nonces: Vec<[u8; 32]> = (0..LANES).map(|_| nonce(&n)).collect();
+    let nonces: Vec<[u8; 32]> = (0..LANES)
+        .map(|lane| {
+            let (key, digest) = ops[lane.min(ops.len() - 1)];
+            nonce(&n, key, digest)
+        })
+        .collect();
     sign_with_nonces(ops, &nonces)
         .into_iter()
         .map(|r| r.map(|(r, s)| der(&r, &s)))
