@@ -44,7 +44,8 @@ pub struct ControlPlane {
 struct SharedOutbound {
     /// Its address differs per workload; everything else is shared.
     listener: Option<trellis_config::Listener>,
-    resources: Vec<(String, Arc<Versioned>)>,
+    /// The shared resources as a sealed snapshot, cloned into each sidecar's.
+    snapshot: Snapshot,
 }
 
 fn shared<M: prost::Message>(type_url: &str, name: &str, m: &M) -> (String, Arc<Versioned>) {
@@ -217,17 +218,20 @@ impl ControlPlane {
                     ..Default::default()
                 })
                 .map_err(|e| e.to_string())?;
-                let mut resources = Vec::new();
+                let mut resources = Snapshot::new();
                 if let Some(l) = &listener {
                     if let Some(r) = trellis_envoy::encode_routes(l).map_err(|e| e.to_string())? {
-                        resources.push(shared(trellis_xds::ROUTE, &r.name, &r));
+                        let (name, r) = shared(trellis_xds::ROUTE, &r.name, &r);
+                        resources.insert_shared(name, r);
                     }
                 }
                 for c in &encoded.clusters {
-                    resources.push(shared(trellis_xds::CLUSTER, &c.name, c));
+                    let (name, r) = shared(trellis_xds::CLUSTER, &c.name, c);
+                    resources.insert_shared(name, r);
                 }
                 for e in &encoded.endpoints {
-                    resources.push(shared(trellis_xds::ENDPOINT, &e.cluster_name, e));
+                    let (name, r) = shared(trellis_xds::ENDPOINT, &e.cluster_name, e);
+                    resources.insert_shared(name, r);
                 }
                 // Each sidecar's copy differs only in its address; the virtual hosts
                 // travel in the shared RouteConfiguration, so the copy leaves them out.
@@ -237,9 +241,10 @@ impl ControlPlane {
                     }
                     l
                 });
+                resources.seal();
                 let o = Arc::new(SharedOutbound {
                     listener,
-                    resources,
+                    snapshot: resources,
                 });
                 self.shared.lock().unwrap().insert(key, o.clone());
                 o
@@ -252,18 +257,18 @@ impl ControlPlane {
             clusters,
             ..Default::default()
         };
-        let mut snapshot = trellis_envoy::encode(&own)
-            .map_err(|e| e.to_string())?
-            .snapshot();
+        let mut snapshot = outbound.snapshot.clone();
+        snapshot.extend(
+            &trellis_envoy::encode(&own)
+                .map_err(|e| e.to_string())?
+                .snapshot(),
+        );
         if let Some(template) = &outbound.listener {
             let mut l = template.clone();
             l.address = Some(w.outbound.clone());
             let encoded = trellis_envoy::encode_listener(&l).map_err(|e| e.to_string())?;
             let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
             snapshot.insert_shared(name, r);
-        }
-        for (name, r) in &outbound.resources {
-            snapshot.insert_shared(name.clone(), r.clone());
         }
         Ok(snapshot)
     }

@@ -72,8 +72,8 @@ fn nonce(n: &[u8; 32], key: &EcdsaKey, digest: &[u8]) -> [u8; 32] {
     for counter in 0u32.. {
         let mut fresh = [0u8; 32];
         boring::rand::rand_bytes(&mut fresh).expect("CSPRNG");
-        let mut h = boring::hash::Hasher::new(boring::hash::MessageDigest::sha512())
-            .expect("SHA-512");
+        let mut h =
+            boring::hash::Hasher::new(boring::hash::MessageDigest::sha512()).expect("SHA-512");
         for part in [&d[..], digest, &fresh, &counter.to_be_bytes()] {
             h.update(part).expect("SHA-512");
         }

@@ -1,6 +1,6 @@
 //! The ADS server: one task per stream, woken by requests and by its node's snapshot.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -390,7 +390,9 @@ struct DeltaWatch {
     wildcard: bool,
     names: BTreeSet<String>,
     /// The version of each resource the client holds (as far as this server knows).
-    client: HashMap<String, String>,
+    /// Sorted like the snapshot's items, so that a response walks both in step (one
+    /// comparison per resource, no hashing of 30 000 names per sidecar per change).
+    client: BTreeMap<String, String>,
     /// Per unanswered response: what `client` said before it, restored on NACK so the
     /// refused resources count as not held and go out again with the next change.
     pending: HashMap<String, Vec<(String, Option<String>)>>,
@@ -449,7 +451,11 @@ impl Variant for Delta {
         }
         if fresh {
             w.wildcard = is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
-            w.client = req.initial_resource_versions.clone();
+            w.client = req
+                .initial_resource_versions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
         }
         for name in &req.resource_names_subscribe {
             if name == "*" {
@@ -483,8 +489,19 @@ impl Variant for Delta {
         let set = snapshot.get(type_url).unwrap_or(&empty);
         let wanted = |name: &str| w.wildcard || w.names.contains(name);
         let mut resources = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        // Both maps are sorted by name: walk them together.
+        let mut held = w.client.iter().peekable();
         for (name, r) in &set.items {
-            if phase != Phase::Removals && wanted(name) && w.client.get(name) != Some(&r.version) {
+            while let Some((h, _)) = held.next_if(|(h, _)| h.as_str() < name.as_str()) {
+                // Held, no longer in the snapshot.
+                if phase != Phase::Upserts {
+                    removed.push(h.clone());
+                }
+            }
+            let have = held.next_if(|(h, _)| *h == name).map(|(_, v)| v);
+            let want = wanted(name);
+            if phase != Phase::Removals && want && have != Some(&r.version) {
                 resources.push(Resource {
                     name: name.clone(),
                     version: r.version.clone(),
@@ -492,15 +509,13 @@ impl Variant for Delta {
                     ..Default::default()
                 });
             }
+            if phase != Phase::Upserts && have.is_some() && !want {
+                removed.push(name.clone());
+            }
         }
-        let removed: Vec<String> = w
-            .client
-            .keys()
-            .filter(|name| {
-                phase != Phase::Upserts && (!set.items.contains_key(*name) || !wanted(name))
-            })
-            .cloned()
-            .collect();
+        if phase != Phase::Upserts {
+            removed.extend(held.map(|(h, _)| h.clone()));
+        }
         if resources.is_empty() && removed.is_empty() && (w.responded || phase != Phase::All) {
             return None;
         }

@@ -94,6 +94,21 @@ impl Snapshot {
     }
 
     /// The resources of a type (call [`seal`](Self::seal) first for its set version).
+    /// Adds every resource and declared type of `other`. A type that gains nothing
+    /// keeps its seal, so a large shared base cloned into many snapshots is hashed once.
+    pub fn extend(&mut self, other: &Snapshot) -> &mut Self {
+        for (type_url, resources) in &other.types {
+            let entry = self.types.entry(type_url.clone()).or_default();
+            if !resources.items.is_empty() {
+                entry.sealed = false;
+            }
+            for (name, r) in &resources.items {
+                entry.items.insert(name.clone(), r.clone());
+            }
+        }
+        self
+    }
+
     pub fn get(&self, type_url: &str) -> Option<&TypeResources> {
         self.types.get(type_url)
     }
