@@ -151,9 +151,8 @@ impl ControlPlane {
         let Some(peer) = peer else {
             return Ok(());
         };
-        let (ns, sa) = parse_spiffe(peer).ok_or_else(|| {
-            format!("peer identity {peer} is not spiffe://<domain>/ns/<ns>/sa/<sa>")
-        })?;
+        let id = trellis_tls::SpiffeId::parse(peer).map_err(|e| format!("peer identity: {e}"))?;
+        let (ns, sa) = (id.namespace.as_str(), id.service_account.as_str());
         if let Some(namespace) = trellis_mesh::proxyless_namespace(node) {
             return if namespace == ns {
                 Ok(())
@@ -317,22 +316,6 @@ impl ControlPlane {
                 }
             }
         }
-    }
-}
-
-/// (namespace, service account) of `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
-fn parse_spiffe(id: &str) -> Option<(&str, &str)> {
-    let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
-    let mut parts = path.split('/');
-    match (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next(),
-    ) {
-        ("ns", ns, "sa", sa, None) => Some((ns, sa)),
-        _ => None,
     }
 }
 
