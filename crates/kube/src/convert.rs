@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use trellis_mesh::istio::Labels;
 use trellis_mesh::{Diagnostic, Loaded, Port, Protocol, Service, Workload};
 
-use crate::objects::Objects;
+use crate::objects::{Key, Objects};
 use crate::IstioKind;
 
 /// The label an EndpointSlice carries to name its Service.
@@ -53,21 +53,20 @@ pub fn load(
             }
         }
     }
+    // Each pod once: the workloads, and what the endpoints naming it copy.
+    let pods: BTreeMap<Key, Workload> = objects
+        .pods
+        .iter()
+        .filter(|((ns, _), _)| discovery.includes(objects, ns))
+        .filter_map(|(k, p)| Some((k.clone(), pod_workload(objects, p)?)))
+        .collect();
     let mut services = Vec::new();
-    let mut workloads = Vec::new();
     for ((ns, _), s) in &objects.services {
         if discovery.includes(objects, ns) {
-            services.extend(service(objects, s, loaded));
+            services.extend(service(objects, &pods, s, loaded));
         }
     }
-    for ((ns, _), p) in &objects.pods {
-        if discovery.includes(objects, ns) {
-            if let Some(w) = pod_workload(objects, p) {
-                workloads.push(w);
-            }
-        }
-    }
-    (services, workloads)
+    (services, pods.into_values().collect())
 }
 
 fn istio_resource(kind: &IstioKind, o: &kube::api::DynamicObject, loaded: &mut Loaded) {
@@ -102,7 +101,19 @@ fn istio_resource(kind: &IstioKind, o: &kube::api::DynamicObject, loaded: &mut L
     }
 }
 
-fn service(objects: &Objects, s: &KService, loaded: &mut Loaded) -> Option<Service> {
+/// The objects of one namespace in a map keyed by (namespace, name).
+fn in_namespace<'a, V>(map: &'a BTreeMap<Key, V>, ns: &'a str) -> impl Iterator<Item = &'a V> {
+    map.range((ns.to_string(), String::new())..)
+        .take_while(move |((n, _), _)| n == ns)
+        .map(|(_, v)| v)
+}
+
+fn service(
+    objects: &Objects,
+    pods: &BTreeMap<Key, Workload>,
+    s: &KService,
+    loaded: &mut Loaded,
+) -> Option<Service> {
     let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
     let spec = s.spec.as_ref()?;
     if spec.type_.as_deref() == Some("ExternalName") {
@@ -143,29 +154,24 @@ fn service(objects: &Objects, s: &KService, loaded: &mut Loaded) -> Option<Servi
         .and_then(|f| f.first())
         .map(String::as_str)
         .unwrap_or("IPv4");
-    let endpoints = objects
-        .endpoint_slices
-        .iter()
-        .filter(|((sns, _), slice)| {
-            sns == &ns
-                && slice.labels().get(SERVICE_NAME_LABEL) == Some(&name)
-                && slice.address_type == family
+    let endpoints = in_namespace(&objects.endpoint_slices, &ns)
+        .filter(|slice| {
+            slice.labels().get(SERVICE_NAME_LABEL) == Some(&name) && slice.address_type == family
         })
-        .flat_map(|(_, slice)| slice_endpoints(objects, slice))
+        .flat_map(|slice| slice_endpoints(pods, slice))
         .collect();
-    let selector = spec.selector.clone().filter(|s| !s.is_empty());
     Some(Service {
         host: trellis_mesh::fqdn(&name, &ns),
         namespace: ns,
         ports,
-        selector: selector.map(|s| s.into_iter().collect()),
+        selector: spec.selector.clone().filter(|s| !s.is_empty()),
         endpoints,
         endpoints_listed: true,
     })
 }
 
 /// The ready endpoints of a slice, as workloads (the pod's, when the slice names it).
-fn slice_endpoints(objects: &Objects, slice: &EndpointSlice) -> Vec<Workload> {
+fn slice_endpoints(pods: &BTreeMap<Key, Workload>, slice: &EndpointSlice) -> Vec<Workload> {
     let ports: BTreeMap<String, u16> = slice
         .ports
         .iter()
@@ -186,11 +192,10 @@ fn slice_endpoints(objects: &Objects, slice: &EndpointSlice) -> Vec<Workload> {
             .filter(|r| r.kind.as_deref() == Some("Pod"))
             .and_then(|r| {
                 let pns = r.namespace.clone().unwrap_or_else(|| ns.clone());
-                objects.pods.get(&(pns, r.name.clone()?))
-            })
-            .and_then(|p| pod_workload(objects, p));
+                pods.get(&(pns, r.name.clone()?))
+            });
         for address in &e.addresses {
-            let w = match &pod {
+            let w = match pod {
                 Some(w) => Workload {
                     address: address.clone(),
                     ports: ports.clone(),
@@ -232,14 +237,12 @@ fn pod_workload(objects: &Objects, p: &Pod) -> Option<Workload> {
         .collect();
     // Service port name → the port it reaches on this pod (named targetPorts resolved).
     let mut ports = container_ports.clone();
-    for s in objects.services.values() {
+    for s in in_namespace(&objects.services, &ns) {
         let Some(sspec) = &s.spec else { continue };
-        let selects = sspec.selector.as_ref().is_some_and(|sel| {
-            !sel.is_empty() && s.namespace().as_deref() == Some(&ns) && {
-                let sel: Labels = sel.clone().into_iter().collect();
-                trellis_mesh::selects(&sel, p.labels())
-            }
-        });
+        let selects = sspec
+            .selector
+            .as_ref()
+            .is_some_and(|sel| !sel.is_empty() && trellis_mesh::selects(sel, p.labels()));
         if !selects {
             continue;
         }
@@ -256,15 +259,14 @@ fn pod_workload(objects: &Objects, p: &Pod) -> Option<Workload> {
             }
         }
     }
-    let annotations: Labels = p.annotations().clone().into_iter().collect();
     let mut w = Workload::new(
         &p.name_any(),
         &ns,
-        p.labels().clone().into_iter().collect(),
+        p.labels().clone(),
         spec.service_account_name.as_deref(),
         &address,
         ports.clone(),
-        &annotations,
+        p.annotations(),
         &address,
     );
     // The app-ports annotation may name container ports; the generator looks them up by
