@@ -100,7 +100,7 @@ fn nonce(n: &[u8; 32], key: &EcdsaKey, digest: &[u8]) -> [u8; 32] {
 /// `ECDSA-Sig-Value`, as TLS carries it.
 pub fn sign_batch(ops: &[(&EcdsaKey, &[u8])]) -> Vec<Result<Vec<u8>, EcdsaError>> {
     assert!((1..=LANES).contains(&ops.len()), "1..=8 operations");
-    let n = order_bytes();
+    let n = p256::curve().n_be;
     let nonces: Vec<[u8; 32]> = (0..LANES)
         .map(|lane| {
             let (key, digest) = ops[lane.min(ops.len() - 1)];
@@ -111,15 +111,6 @@ pub fn sign_batch(ops: &[(&EcdsaKey, &[u8])]) -> Vec<Result<Vec<u8>, EcdsaError>
         .into_iter()
         .map(|r| r.map(|(r, s)| der(&r, &s)))
         .collect()
-}
-
-fn order_bytes() -> [u8; 32] {
-    let c = p256::curve();
-    let mut limbs = [0u64; LIMBS];
-    get_lane(&c.n, 0, &mut limbs);
-    let mut out = [0u8; 32];
-    limbs_to_be(&limbs, &mut out);
-    out
 }
 
 /// (r, s) big-endian per operation with the given nonces (one per lane, each in

@@ -41,6 +41,10 @@ pub struct Curve {
     pub n: Fe,
     pub k0_n: Vec8,
     pub rr_n: Fe,
+    /// 1 in the Montgomery domain mod n.
+    one_n: Fe,
+    /// n, big-endian (nonces are drawn below it).
+    pub n_be: [u8; 32],
     /// The plain number 1: `amm(x, 1)` leaves the Montgomery domain.
     pub plain_one: Fe,
     /// The public exponents of Fermat inversion, big-endian.
@@ -134,6 +138,8 @@ fn build() -> Result<Curve, boring::error::ErrorStack> {
         n: splat(&n.to_vec()),
         k0_n: k0(&n),
         rr_n: splat(&rr(&n, &mut ctx)?.to_vec()),
+        one_n: splat(&mont(&one, &n, &mut ctx)?.to_vec()),
+        n_be: be32(&n),
         plain_one: splat(&[1]),
         p_minus_2: be32(&pm2),
         n_minus_2: be32(&nm2),
@@ -395,8 +401,5 @@ fn zero_lanes(digit: &Vec8) -> u8 {
 pub unsafe fn invert_scalar(a: &Fe) -> Fe {
     let c = curve();
     // SAFETY: the caller guarantees the CPU features.
-    unsafe {
-        let one_n = c.order().mul(&c.rr_n, &c.plain_one);
-        c.order().pow(a, &c.n_minus_2, &one_n)
-    }
+    unsafe { c.order().pow(a, &c.n_minus_2, &c.one_n) }
 }
