@@ -294,11 +294,7 @@ impl ControlPlane {
                     if let Some(rx) = kube_changes.as_mut() {
                         rx.borrow_and_update();
                     }
-                    if let Err(e) = self.reload() {
-                        tracing::error!("{e}");
-                    } else {
-                        tracing::info!("cluster changed; views regenerated");
-                    }
+                    self.reload_logged("cluster changed");
                 }
                 _ = tick.tick() => {
                     let now = self.stamp();
@@ -308,11 +304,7 @@ impl ControlPlane {
                     // Debounce: editors write in several steps; wait for quiet.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     last = self.stamp();
-                    if let Err(e) = self.reload() {
-                        tracing::error!("{e}");
-                    } else {
-                        tracing::info!("inputs changed; views regenerated");
-                    }
+                    self.reload_logged("inputs changed");
                 }
             }
         }
@@ -332,6 +324,13 @@ async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
 }
 
 impl ControlPlane {
+    fn reload_logged(&self, why: &str) {
+        match self.reload() {
+            Ok(()) => tracing::info!("{why}; views regenerated"),
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
     /// Names, sizes and modification times of the directories' files.
     fn stamp(&self) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
         self.dirs

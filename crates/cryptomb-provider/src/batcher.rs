@@ -60,11 +60,11 @@ struct InlineQueues {
 }
 
 impl InlineQueues {
-    /// The queue's jobs if it is still generation `generation` (or any, when `None`).
-    fn take(&self, queue: u32, generation: Option<u64>) -> Vec<Job> {
+    /// The queue's jobs if it is still generation `generation`.
+    fn take(&self, queue: u32, generation: u64) -> Vec<Job> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         match queues.get_mut(&queue) {
-            Some((g, jobs)) if generation.is_none_or(|want| want == *g) => {
+            Some((g, jobs)) if *g == generation => {
                 *g += 1;
                 std::mem::take(jobs)
             }
@@ -80,7 +80,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Batches computed on a dedicated thread (the default).
+    /// Batches computed on a dedicated thread (`inline: false`).
     pub fn start(poll_delay: Duration, metrics: CryptoMbMetrics) -> Arc<Self> {
         let (tx, rx) = mpsc::channel();
         let m = metrics.clone();
@@ -95,7 +95,7 @@ impl Batcher {
         })
     }
 
-    /// Batches computed inline on the proxy's workers, as Envoy's CryptoMB does: by the
+    /// Batches computed inline on the proxy's workers (the default), as Envoy's CryptoMB does: by the
     /// handshake that fills a queue, or by a timer task `poll_delay` after a queue's
     /// first operation.
     pub fn inline(poll_delay: Duration, metrics: CryptoMbMetrics) -> Arc<Self> {
@@ -135,17 +135,17 @@ impl Batcher {
             (*generation, jobs.len())
         };
         if len == 8 {
-            compute(queues.take(queue, Some(generation)), &self.metrics);
+            compute(queues.take(queue, generation), &self.metrics);
         } else if len == 1 {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 // No worker to wake us later: compute now.
-                compute(queues.take(queue, Some(generation)), &self.metrics);
+                compute(queues.take(queue, generation), &self.metrics);
                 return;
             };
             let (queues, metrics, delay) = (queues.clone(), self.metrics.clone(), self.poll_delay);
             runtime.spawn(async move {
                 tokio::time::sleep(delay).await;
-                let jobs = queues.take(queue, Some(generation));
+                let jobs = queues.take(queue, generation);
                 if !jobs.is_empty() {
                     compute(jobs, &metrics);
                 }
