@@ -37,8 +37,9 @@ struct Collection {
     api_version: String,
     /// (namespace, name) → object, with its apiVersion and kind.
     items: BTreeMap<(String, String), Value>,
-    /// Events by resourceVersion, for watches that resume from an older version.
-    log: Vec<(u64, Option<String>, Bytes)>,
+    /// Events (resourceVersion, object's namespace, line), for watches that resume from
+    /// an older version.
+    log: Vec<(u64, String, Bytes)>,
     /// Watches from a version below this get 410 Expired.
     compacted: u64,
     watches: Vec<Watch>,
@@ -218,10 +219,8 @@ impl FakeApiServer {
             }
             other => return Err(format!("event type {other:?}")),
         }
-        let mut line = serde_json::to_vec(&json!({"type": typ, "object": object})).unwrap();
-        line.push(b'\n');
-        let line = Bytes::from(line);
-        c.log.push((rv, Some(key.0.clone()), line.clone()));
+        let line = event_line(&typ, &object);
+        c.log.push((rv, key.0.clone(), line.clone()));
         c.watches.retain(|w| {
             w.namespace.as_ref().is_some_and(|n| n != &key.0) || w.tx.send(line.clone()).is_ok()
         });
@@ -254,14 +253,16 @@ impl FakeApiServer {
     }
 }
 
-fn expired_event(rv: u64) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({
-        "type": "ERROR",
-        "object": status(410, "Expired", &format!("too old resource version: {rv}")),
-    }))
-    .unwrap();
+/// One watch event as the API server streams it: a JSON object and a newline.
+fn event_line(typ: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": typ, "object": object})).unwrap();
     line.push(b'\n');
     Bytes::from(line)
+}
+
+fn expired_event(rv: u64) -> Bytes {
+    let expired = status(410, "Expired", &format!("too old resource version: {rv}"));
+    event_line("ERROR", &expired)
 }
 
 async fn accept(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>) {
@@ -367,7 +368,7 @@ fn handle(state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Response
         let _ = tx.send(expired_event(from));
     } else {
         for (rv, ns, line) in &c.log {
-            if *rv > from && namespace.as_ref().is_none_or(|n| Some(n) == ns.as_ref()) {
+            if *rv > from && namespace.as_ref().is_none_or(|n| n == ns) {
                 let _ = tx.send(line.clone());
             }
         }
