@@ -29,6 +29,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::Resource as _;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -129,8 +130,13 @@ pub struct KubeInputs {
 impl KubeInputs {
     /// Starts a watcher per kind on the current tokio runtime.
     pub fn start(client: Client, discovery: Discovery) -> KubeInputs {
-        let mut kinds: BTreeSet<&'static str> =
-            ["Namespace", "Service", "EndpointSlice", "Pod"].into();
+        let mut kinds: BTreeSet<&'static str> = [
+            Namespace::KIND,
+            Service::KIND,
+            EndpointSlice::KIND,
+            Pod::KIND,
+        ]
+        .into();
         kinds.extend(ISTIO_KINDS.iter().map(|k| k.kind));
         let shared = Arc::new(Shared {
             objects: Mutex::new(Objects::default()),
@@ -140,21 +146,21 @@ impl KubeInputs {
         });
         let s = &shared;
         tokio::spawn(keep::<Namespace>(
-            "Namespace",
+            Namespace::KIND,
             Api::all(client.clone()),
             s.clone(),
         ));
         tokio::spawn(keep::<Service>(
-            "Service",
+            Service::KIND,
             Api::all(client.clone()),
             s.clone(),
         ));
         tokio::spawn(keep::<EndpointSlice>(
-            "EndpointSlice",
+            EndpointSlice::KIND,
             Api::all(client.clone()),
             s.clone(),
         ));
-        tokio::spawn(keep::<Pod>("Pod", Api::all(client.clone()), s.clone()));
+        tokio::spawn(keep::<Pod>(Pod::KIND, Api::all(client.clone()), s.clone()));
         for k in ISTIO_KINDS {
             let gvk = GroupVersionKind::gvk(k.group, k.version, k.kind);
             let resource = ApiResource::from_gvk_with_plural(&gvk, k.plural);
