@@ -113,15 +113,16 @@ pub fn load_dir_cached(
 /// costs one parse, not 100 000).
 #[derive(Default)]
 pub struct DocCache {
-    docs: HashMap<(String, usize), (u64, Loaded)>,
-    seen: HashSet<(String, usize)>,
+    /// Per file, per document position: the hash of its text and what it gave.
+    files: HashMap<String, Vec<(u64, Loaded)>>,
+    seen: HashSet<String>,
 }
 
 impl DocCache {
-    /// Forgets documents that the last reload did not see (deleted files, shorter files).
+    /// Forgets files that the last reload did not read.
     pub fn sweep(&mut self) {
         let seen = std::mem::take(&mut self.seen);
-        self.docs.retain(|k, _| seen.contains(k));
+        self.files.retain(|f, _| seen.contains(f));
     }
 }
 
@@ -168,11 +169,13 @@ fn documents(text: &str) -> Vec<&str> {
 /// As [`load_str`], reusing `cache` for documents whose text is unchanged. A document
 /// that is not YAML is refused alone (each is parsed on its own).
 pub fn load_str_cached(text: &str, file: &str, loaded: &mut Loaded, cache: &mut DocCache) {
-    for (i, doc) in documents(text).into_iter().enumerate() {
-        let key = (file.to_string(), i);
+    cache.seen.insert(file.to_string());
+    let docs = documents(text);
+    let cached = cache.files.entry(file.to_string()).or_default();
+    cached.truncate(docs.len());
+    for (i, doc) in docs.into_iter().enumerate() {
         let hash = xxhash_rust::xxh64::xxh64(doc.as_bytes(), 0);
-        cache.seen.insert(key.clone());
-        if let Some((h, fragment)) = cache.docs.get(&key) {
+        if let Some((h, fragment)) = cached.get(i) {
             if *h == hash {
                 loaded.extend_from(fragment);
                 continue;
@@ -182,11 +185,7 @@ pub fn load_str_cached(text: &str, file: &str, loaded: &mut Loaded, cache: &mut 
         let mut fragment = Loaded::default();
         match serde_yaml::from_str::<Value>(doc) {
             Ok(Value::Null) => {}
-            Ok(v) => {
-                if let Err(d) = load_doc(v, &source, &mut fragment) {
-                    fragment.refused.push(d);
-                }
-            }
+            Ok(v) => load_value(v, &source, &mut fragment),
             Err(e) => fragment.refused.push(Diagnostic {
                 resource: source,
                 message: format!("not YAML: {e}"),
@@ -194,7 +193,11 @@ pub fn load_str_cached(text: &str, file: &str, loaded: &mut Loaded, cache: &mut 
             }),
         }
         loaded.extend_from(&fragment);
-        cache.docs.insert(key, (hash, fragment));
+        if i < cached.len() {
+            cached[i] = (hash, fragment);
+        } else {
+            cached.push((hash, fragment));
+        }
     }
 }
 
@@ -218,9 +221,7 @@ pub fn load_str(text: &str, file: &str, loaded: &mut Loaded) {
                 break;
             }
         };
-        if let Err(d) = load_doc(value, &source, loaded) {
-            loaded.refused.push(d);
-        }
+        load_value(value, &source, loaded);
     }
 }
 
