@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use trellis_ca::authority::unix_now;
 use trellis_ca::{CaClient, Credential};
-use trellis_config::{Identity, KeyType, PrivateKeyProvider};
-use trellis_tls::{peer_identities, CertifiedKey, InMemoryKey};
+use trellis_config::{Identity, KeyType};
+use trellis_tls::{peer_identities, CertifiedKey};
 
 /// An installed workload certificate and the mesh trust bundle.
 pub struct WorkloadCert {
@@ -206,19 +206,15 @@ impl Agent {
         &self,
         key: PKey<Private>,
     ) -> Result<Arc<dyn trellis_tls::PrivateKeyProvider>, String> {
-        Ok(match &self.config.private_key_provider {
-            PrivateKeyProvider::Memory => {
-                Arc::new(InMemoryKey::new(key).map_err(|e| e.to_string())?)
-            }
-            PrivateKeyProvider::Cryptomb(mb) => Arc::new(
-                trellis_cryptomb_provider::CryptoMbKey::new(
-                    key,
-                    crate::tls::batcher(mb.poll_delay.get(), mb.inline, &self.metrics),
-                    mb.fallback,
-                )
-                .map_err(|e| format!("identity.private_key_provider: {e}"))?,
-            ),
-        })
+        crate::tls::key_provider(&self.config.private_key_provider, key, &self.metrics).map_err(
+            |(field, e)| {
+                if field == "private_key" {
+                    e
+                } else {
+                    format!("identity.{field}: {e}")
+                }
+            },
+        )
     }
 }
 

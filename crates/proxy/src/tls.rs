@@ -91,20 +91,35 @@ fn certified_key(
     let path = c.private_key.as_deref().unwrap_or_default();
     let key = trellis_tls::load_private_key(path, &chain[0])
         .map_err(|e| format!("{field}.private_key: {e}"))?;
-    let provider: Arc<dyn trellis_tls::PrivateKeyProvider> = match &c.private_key_provider {
+    let provider = key_provider(&c.private_key_provider, key, metrics).map_err(|(f, e)| {
+        if f == "private_key" {
+            format!("{field}.private_key: {path}: {e}")
+        } else {
+            format!("{field}.{f}: {e}")
+        }
+    })?;
+    Ok(CertifiedKey { chain, provider })
+}
+
+/// `key` behind the configured provider; an error names the field at fault
+/// (`private_key` or `private_key_provider`).
+pub(crate) fn key_provider(
+    provider: &PrivateKeyProvider,
+    key: boring::pkey::PKey<boring::pkey::Private>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn trellis_tls::PrivateKeyProvider>, (&'static str, String)> {
+    Ok(match provider {
         PrivateKeyProvider::Memory => Arc::new(
-            trellis_tls::InMemoryKey::new(key)
-                .map_err(|e| format!("{field}.private_key: {path}: {e}"))?,
+            trellis_tls::InMemoryKey::new(key).map_err(|e| ("private_key", e.to_string()))?,
         ),
         PrivateKeyProvider::Cryptomb(mb) => {
             let batcher = batcher(mb.poll_delay.get(), mb.inline, metrics);
             Arc::new(
                 trellis_cryptomb_provider::CryptoMbKey::new(key, batcher, mb.fallback)
-                    .map_err(|e| format!("{field}.private_key_provider: {e}"))?,
+                    .map_err(|e| ("private_key_provider", e))?,
             )
         }
-    };
-    Ok(CertifiedKey { chain, provider })
+    })
 }
 
 /// The downstream context for a listener. HTTP listeners offer `h2` and `http/1.1` as
