@@ -89,23 +89,38 @@ pub fn route_names<'a>(
     names
 }
 
+/// The fields of a Cluster that say which endpoint assignment it loads. Decoding only
+/// these skips the rest (transport sockets, policies) without allocating: a sidecar
+/// reads thousands of clusters for their names after every cluster update.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterRefs {
+    #[prost(string, tag = "1")]
+    name: String,
+    /// The `type` arm of the discovery type oneof (`cluster_type`, tag 38, is not EDS).
+    #[prost(int32, optional, tag = "2")]
+    discovery: Option<i32>,
+    #[prost(message, optional, tag = "3")]
+    eds: Option<EdsRefs>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EdsRefs {
+    #[prost(string, tag = "2")]
+    service_name: String,
+}
+
 /// The endpoint assignments the EDS clusters among `clusters` load.
 pub fn endpoint_names<'a>(
     clusters: impl IntoIterator<Item = &'a trellis_xds::pb::google::protobuf::Any>,
 ) -> std::collections::BTreeSet<String> {
     use prost::Message;
-    use trellis_xds::pb::envoy::config::cluster::v3::{
-        cluster::{ClusterDiscoveryType, DiscoveryType},
-        Cluster,
-    };
+    use trellis_xds::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
     clusters
         .into_iter()
-        .filter_map(|any| Cluster::decode(any.value.as_slice()).ok())
-        .filter(|c| {
-            c.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
-        })
+        .filter_map(|any| ClusterRefs::decode(any.value.as_slice()).ok())
+        .filter(|c| c.discovery == Some(DiscoveryType::Eds as i32))
         .map(|c| {
-            c.eds_cluster_config
+            c.eds
                 .map(|e| e.service_name)
                 .filter(|n| !n.is_empty())
                 .unwrap_or(c.name)
@@ -113,17 +128,26 @@ pub fn endpoint_names<'a>(
         .collect()
 }
 
+type Refs = std::collections::HashMap<String, (String, std::collections::BTreeSet<String>)>;
+
+/// The names one type's resources refer to, and the type's stamp they were read at.
+#[derive(Default)]
+struct Referred {
+    refs: Refs,
+    stamp: u64,
+    names: std::sync::Arc<std::collections::BTreeSet<String>>,
+}
+
 /// What a sidecar subscribes to given what it holds: every listener and cluster, the
 /// route configurations its listeners name and the endpoints its EDS clusters name.
 ///
 /// Asked after every response, so it remembers what each resource version refers to and
 /// decodes only resources it has not seen (a sidecar holds thousands of clusters).
-type Refs = std::collections::HashMap<String, (String, std::collections::BTreeSet<String>)>;
-
+/// A type that did not change gives the same set again (the same `Arc`).
 #[derive(Default)]
 pub struct SidecarInterest {
-    /// Per type: resource name → (version, the names that version refers to).
-    seen: std::sync::Mutex<(Refs, Refs)>,
+    /// Listeners → route configurations, clusters → endpoint assignments.
+    seen: std::sync::Mutex<(Referred, Referred)>,
 }
 
 impl SidecarInterest {
@@ -132,29 +156,39 @@ impl SidecarInterest {
         state: &trellis_xds::client::ClientState,
     ) -> trellis_xds::client::Interest {
         use std::collections::{BTreeSet, HashSet};
+        use std::sync::Arc;
         use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
         fn refs(
             state: &trellis_xds::client::ClientState,
             type_url: &str,
-            seen: &mut Refs,
-        ) -> BTreeSet<String> {
+            seen: &mut Referred,
+        ) -> Arc<BTreeSet<String>> {
+            // An unchanged type refers to the same names: the same set, not a copy.
+            let stamp = state.revision(type_url);
+            if stamp != 0 && stamp == seen.stamp {
+                return seen.names.clone();
+            }
             let mut out = BTreeSet::new();
             let mut held = HashSet::new();
             for (name, r) in state.of(type_url) {
                 held.insert(name.as_str());
-                let stale = seen.get(name).is_none_or(|(v, _)| v != &r.version);
+                let stale = seen.refs.get(name).is_none_or(|(v, _)| v != &r.version);
                 if stale {
                     let names = if type_url == LISTENER {
                         route_names([&r.body])
                     } else {
                         endpoint_names([&r.body])
                     };
-                    seen.insert(name.clone(), (r.version.clone(), names));
+                    seen.refs.insert(name.clone(), (r.version.clone(), names));
                 }
-                out.extend(seen[name].1.iter().cloned());
+                out.extend(seen.refs[name].1.iter().cloned());
             }
-            seen.retain(|name, _| held.contains(name.as_str()));
-            out
+            seen.refs.retain(|name, _| held.contains(name.as_str()));
+            if out != *seen.names {
+                seen.names = Arc::new(out);
+            }
+            seen.stamp = stamp;
+            seen.names.clone()
         }
         let mut seen = self.seen.lock().unwrap();
         let (listeners, clusters) = &mut *seen;
@@ -166,5 +200,79 @@ impl SidecarInterest {
             (LISTENER, None),
             (ROUTE, Some(routes)),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use trellis_xds::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, CustomClusterType, DiscoveryType, EdsClusterConfig,
+    };
+    use trellis_xds::pb::envoy::config::cluster::v3::Cluster;
+    use trellis_xds::pb::google::protobuf::Any;
+
+    fn any(c: &Cluster) -> Any {
+        Any {
+            type_url: trellis_xds::CLUSTER.into(),
+            value: c.encode_to_vec(),
+        }
+    }
+
+    /// The partial decode names what a whole decode of each cluster names.
+    #[test]
+    fn endpoint_names_reads_only_eds_clusters() {
+        let eds = |name: &str, service: &str| Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig {
+                eds_config: None,
+                service_name: service.into(),
+            }),
+            ..Default::default()
+        };
+        let clusters = [
+            eds("outbound|80||a", ""),
+            eds("outbound|80||b", "b-endpoints"),
+            Cluster {
+                name: "static".into(),
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::Static as i32,
+                )),
+                ..Default::default()
+            },
+            Cluster {
+                name: "custom".into(),
+                cluster_discovery_type: Some(ClusterDiscoveryType::ClusterType(
+                    CustomClusterType {
+                        name: "envoy.clusters.aggregate".into(),
+                        typed_config: None,
+                    },
+                )),
+                eds_cluster_config: Some(EdsClusterConfig {
+                    eds_config: None,
+                    service_name: "not-loaded".into(),
+                }),
+                ..Default::default()
+            },
+            Cluster {
+                name: "eds-without-config".into(),
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+                connect_timeout: Some(Default::default()),
+                ..Default::default()
+            },
+        ];
+        let anys: Vec<Any> = clusters.iter().map(any).collect();
+        let names: Vec<String> = super::endpoint_names(&anys).into_iter().collect();
+        assert_eq!(
+            names,
+            ["b-endpoints", "eds-without-config", "outbound|80||a"]
+        );
+        // Not a cluster at all: skipped, not a panic.
+        let junk = Any {
+            type_url: trellis_xds::CLUSTER.into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        assert!(super::endpoint_names([&junk]).is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! a lost connection with the versions already held.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -16,22 +17,67 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::{short_type, Versioned, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::{is_wildcard_type, short_type, Versioned, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// The resources the client holds, by type URL and name.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct ClientState {
     pub types: BTreeMap<String, BTreeMap<String, Versioned>>,
+    /// Per type, a stamp that changes with every change of the type (unique across
+    /// states), so a subscriber can keep what it derived from an unchanged type.
+    revisions: BTreeMap<String, u64>,
+}
+
+impl PartialEq for ClientState {
+    fn eq(&self, other: &Self) -> bool {
+        self.types == other.types
+    }
 }
 
 impl ClientState {
     pub fn of(&self, type_url: &str) -> impl Iterator<Item = (&String, &Versioned)> {
         self.types.get(type_url).into_iter().flat_map(|m| m.iter())
     }
+
+    /// One resource.
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&Versioned> {
+        self.types.get(type_url).and_then(|m| m.get(name))
+    }
+
+    /// How many resources of a type the client holds.
+    pub fn count(&self, type_url: &str) -> usize {
+        self.types.get(type_url).map_or(0, |m| m.len())
+    }
+
+    /// The type's current stamp: equal stamps mean the type did not change.
+    pub fn revision(&self, type_url: &str) -> u64 {
+        self.revisions.get(type_url).copied().unwrap_or(0)
+    }
+
+    /// The resources of a type, to change; the type's stamp moves.
+    fn held_mut(&mut self, type_url: &str) -> &mut BTreeMap<String, Versioned> {
+        static STAMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let stamp = STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.revisions.get_mut(type_url) {
+            Some(r) => *r = stamp,
+            None => {
+                self.revisions.insert(type_url.to_string(), stamp);
+            }
+        }
+        if !self.types.contains_key(type_url) {
+            self.types.insert(type_url.to_string(), BTreeMap::new());
+        }
+        self.types.get_mut(type_url).expect("inserted above")
+    }
 }
 
-/// What the client subscribes to per type: `None` is every resource of the type.
-pub type Interest = Vec<(&'static str, Option<BTreeSet<String>>)>;
+/// What the client subscribes to per type: `None` is every resource of the type. A
+/// subscriber that returns the same `Arc` for an unchanged set spares the client
+/// comparing and pruning thousands of names after every response.
+pub type Interest = Vec<(&'static str, Option<Arc<BTreeSet<String>>>)>;
+
+/// The named interest each type was last pruned against.
+type Pruned = HashMap<&'static str, Arc<BTreeSet<String>>>;
 
 #[tonic::async_trait]
 pub trait Subscriber: Send {
@@ -165,7 +211,8 @@ async fn delta_session<S: Subscriber>(
 ) -> Result<(), String> {
     let mut client = connect(opts).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-    let mut subscribed: HashMap<&'static str, Option<BTreeSet<String>>> = HashMap::new();
+    let mut subscribed: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
+    let mut pruned = Pruned::new();
     subscribe_delta(opts, state, subscriber, &mut subscribed, &tx).await;
     let mut responses = client
         .delta_aggregated_resources(ReceiverStream::new(rx))
@@ -197,7 +244,7 @@ async fn delta_session<S: Subscriber>(
         for name in removed_resources {
             undo.insert(state, &type_url, name, None);
         }
-        prune(state, subscriber, &mut undo);
+        prune(state, subscriber, &mut undo, &mut pruned);
         let error_detail = match subscriber.apply(state).await {
             Ok(()) => None,
             Err(reason) => undo.refuse(state, &type_url, reason),
@@ -217,18 +264,36 @@ async fn delta_session<S: Subscriber>(
 }
 
 /// Drops what the subscriber no longer wants (routes of a removed listener, endpoints
-/// of a removed cluster), so the state it is given holds only what it refers to.
-fn prune<S: Subscriber>(state: &mut ClientState, subscriber: &S, undo: &mut Undo) {
+/// of a removed cluster), so the state it is given holds only what it refers to. While
+/// a type's interest is the one it was last pruned against, only the names this
+/// update set can be unwanted.
+fn prune<S: Subscriber>(
+    state: &mut ClientState,
+    subscriber: &S,
+    undo: &mut Undo,
+    pruned: &mut Pruned,
+) {
     for (type_url, want) in subscriber.interest(state) {
         let Some(want) = want else { continue };
-        let gone: Vec<String> = state
-            .of(type_url)
-            .filter(|(name, _)| !want.contains(*name))
-            .map(|(name, _)| name.clone())
-            .collect();
+        let same = pruned.get(type_url).is_some_and(|p| Arc::ptr_eq(p, &want));
+        let gone: Vec<String> = if same && !undo.replaced(type_url) {
+            undo.entries
+                .iter()
+                .filter(|(t, name, _)| t == type_url && !want.contains(name))
+                .filter(|(_, name, _)| state.get(type_url, name).is_some())
+                .map(|(_, name, _)| name.clone())
+                .collect()
+        } else {
+            state
+                .of(type_url)
+                .filter(|(name, _)| !want.contains(*name))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
         for name in gone {
             undo.insert(state, type_url, name, None);
         }
+        pruned.insert(type_url, want);
     }
 }
 
@@ -248,12 +313,17 @@ impl Undo {
         name: String,
         v: Option<Versioned>,
     ) {
-        let held = state.types.entry(type_url.to_string()).or_default();
+        let held = state.held_mut(type_url);
         let old = match v {
             Some(v) => held.insert(name.clone(), v),
             None => held.remove(&name),
         };
         self.entries.push((type_url.to_string(), name, old));
+    }
+
+    /// Whether this update replaced the whole of `type_url` (state of the world).
+    fn replaced(&self, type_url: &str) -> bool {
+        self.types.iter().any(|(t, _)| t == type_url)
     }
 
     /// Replaces a whole type (state of the world), remembering the old set.
@@ -263,13 +333,15 @@ impl Undo {
         type_url: &str,
         set: BTreeMap<String, Versioned>,
     ) {
-        let old = state.types.insert(type_url.to_string(), set);
-        self.types.push((type_url.to_string(), old));
+        let existed = state.types.contains_key(type_url);
+        let old = std::mem::replace(state.held_mut(type_url), set);
+        self.types
+            .push((type_url.to_string(), existed.then_some(old)));
     }
 
     fn roll_back(self, state: &mut ClientState) {
         for (type_url, name, old) in self.entries.into_iter().rev() {
-            let held = state.types.entry(type_url).or_default();
+            let held = state.held_mut(&type_url);
             match old {
                 Some(v) => held.insert(name, v),
                 None => held.remove(&name),
@@ -277,9 +349,12 @@ impl Undo {
         }
         for (type_url, old) in self.types.into_iter().rev() {
             match old {
-                Some(set) => state.types.insert(type_url, set),
-                None => state.types.remove(&type_url),
-            };
+                Some(set) => *state.held_mut(&type_url) = set,
+                None => {
+                    state.held_mut(&type_url);
+                    state.types.remove(&type_url);
+                }
+            }
         }
     }
 }
@@ -289,7 +364,7 @@ async fn subscribe_delta<S: Subscriber>(
     opts: &ClientOptions,
     state: &mut ClientState,
     subscriber: &S,
-    subscribed: &mut HashMap<&'static str, Option<BTreeSet<String>>>,
+    subscribed: &mut HashMap<&'static str, Option<Arc<BTreeSet<String>>>>,
     tx: &mpsc::Sender<DeltaDiscoveryRequest>,
 ) {
     for (type_url, want) in subscriber.interest(state) {
@@ -297,7 +372,7 @@ async fn subscribe_delta<S: Subscriber>(
             None => DeltaDiscoveryRequest {
                 node: Some(opts.node.clone()),
                 type_url: type_url.to_string(),
-                resource_names_subscribe: want.iter().flatten().cloned().collect(),
+                resource_names_subscribe: want.iter().flat_map(|w| w.iter()).cloned().collect(),
                 initial_resource_versions: state
                     .of(type_url)
                     .filter(|(name, _)| want.as_ref().is_none_or(|w| w.contains(*name)))
@@ -307,20 +382,22 @@ async fn subscribe_delta<S: Subscriber>(
             },
             Some(had) if *had == want => continue,
             Some(had) => {
+                let empty = BTreeSet::new();
                 let (had, now) = (
-                    had.clone().unwrap_or_default(),
-                    want.clone().unwrap_or_default(),
+                    had.as_deref().unwrap_or(&empty),
+                    want.as_deref().unwrap_or(&empty),
                 );
-                let gone: Vec<String> = had.difference(&now).cloned().collect();
+                let gone: Vec<String> = had.difference(now).cloned().collect();
                 // The server sends no removal for an unsubscribed name: forget it here.
-                if let Some(held) = state.types.get_mut(type_url) {
+                if !gone.is_empty() && state.types.contains_key(type_url) {
+                    let held = state.held_mut(type_url);
                     for name in &gone {
                         held.remove(name);
                     }
                 }
                 DeltaDiscoveryRequest {
                     type_url: type_url.to_string(),
-                    resource_names_subscribe: now.difference(&had).cloned().collect(),
+                    resource_names_subscribe: now.difference(had).cloned().collect(),
                     resource_names_unsubscribe: gone,
                     ..Default::default()
                 }
@@ -340,7 +417,8 @@ async fn sotw_session<S: Subscriber>(
     let mut client = connect(opts).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
     // Per type: the names asked for and the version last accepted.
-    let mut asked: HashMap<&'static str, Option<BTreeSet<String>>> = HashMap::new();
+    let mut asked: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
+    let mut pruned = Pruned::new();
     let mut accepted: HashMap<String, String> = HashMap::new();
     let mut nonces: HashMap<String, String> = HashMap::new();
     let mut first = true;
@@ -380,8 +458,16 @@ async fn sotw_session<S: Subscriber>(
             }
         }
         let mut undo = Undo::default();
-        undo.replace_type(state, &type_url, set);
-        prune(state, subscriber, &mut undo);
+        if is_wildcard_type(&type_url) {
+            undo.replace_type(state, &type_url, set);
+        } else {
+            // Routes and endpoints: a response carries those that changed; the others
+            // stay until nothing refers to them (pruned below).
+            for (name, v) in set {
+                undo.insert(state, &type_url, name, Some(v));
+            }
+        }
+        prune(state, subscriber, &mut undo, &mut pruned);
         let verdict = match undecodable {
             Some(e) => Err(e),
             None => subscriber.apply(state).await,
@@ -394,14 +480,15 @@ async fn sotw_session<S: Subscriber>(
             Err(reason) => undo.refuse(state, &type_url, reason),
         };
         nonces.insert(type_url.clone(), nonce.clone());
-        let names = asked
+        let names: Vec<String> = asked
             .iter()
             .find(|(t, _)| **t == type_url)
-            .and_then(|(_, n)| n.clone())
+            .and_then(|(_, n)| n.as_deref())
+            .map(|n| n.iter().cloned().collect())
             .unwrap_or_default();
         let reply = DiscoveryRequest {
             version_info: accepted.get(&type_url).cloned().unwrap_or_default(),
-            resource_names: names.into_iter().collect(),
+            resource_names: names,
             type_url,
             response_nonce: nonce,
             error_detail,
@@ -423,7 +510,7 @@ async fn subscribe_sotw<S: Subscriber>(
     opts: &ClientOptions,
     state: &ClientState,
     subscriber: &S,
-    asked: &mut HashMap<&'static str, Option<BTreeSet<String>>>,
+    asked: &mut HashMap<&'static str, Option<Arc<BTreeSet<String>>>>,
     accepted: &HashMap<String, String>,
     nonces: &HashMap<String, String>,
     first: &mut bool,
@@ -444,7 +531,7 @@ async fn subscribe_sotw<S: Subscriber>(
         let request = DiscoveryRequest {
             node: first.then(|| opts.node.clone()),
             version_info: version.unwrap_or_default(),
-            resource_names: want.iter().flatten().cloned().collect(),
+            resource_names: want.iter().flat_map(|w| w.iter()).cloned().collect(),
             type_url: type_url.to_string(),
             response_nonce: nonces.get(type_url).cloned().unwrap_or_default(),
             ..Default::default()
@@ -455,20 +542,22 @@ async fn subscribe_sotw<S: Subscriber>(
     }
 }
 
+/// Field 1 of a message, a string: the name of a Listener, RouteConfiguration and
+/// Cluster, the cluster name of a ClusterLoadAssignment. Decoding only it skips the
+/// rest of the resource without allocating.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NameField {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
 /// The name of a resource of one of the four core types (state of the world sends
 /// bare resources, so the client reads the names out of them).
 pub fn resource_name(body: &Any) -> Option<String> {
-    use envoy_types::pb::envoy::config::{cluster, endpoint, listener, route};
-    let bytes = body.value.as_slice();
     match body.type_url.as_str() {
-        LISTENER => listener::v3::Listener::decode(bytes).ok().map(|r| r.name),
-        ROUTE => route::v3::RouteConfiguration::decode(bytes)
+        LISTENER | ROUTE | CLUSTER | ENDPOINT => NameField::decode(body.value.as_slice())
             .ok()
             .map(|r| r.name),
-        CLUSTER => cluster::v3::Cluster::decode(bytes).ok().map(|r| r.name),
-        ENDPOINT => endpoint::v3::ClusterLoadAssignment::decode(bytes)
-            .ok()
-            .map(|r| r.cluster_name),
         _ => None,
     }
 }

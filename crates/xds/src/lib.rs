@@ -13,13 +13,14 @@
 //!   resume from the versions it holds.
 
 pub mod client;
+mod held;
 mod server;
 mod snapshot;
 mod thread;
 
 pub use envoy_types::pb;
 pub use server::{AdsServer, Authorize, ServerStats};
-pub use snapshot::{Cache, Snapshot, TypeResources, Versioned};
+pub use snapshot::{Base, Cache, Changes, Snapshot, TypeResources, Versioned};
 pub use thread::ServerThread;
 
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";

@@ -1,6 +1,6 @@
 //! The ADS server: one task per stream, woken by requests and by its node's snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::held::{Diff, Held};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot};
 
 /// Counters the control plane exports.
@@ -144,11 +145,30 @@ fn nack_message(status: &envoy_types::pb::google::rpc::Status) -> &str {
 /// removals, in the reverse order, once nothing refers to them any more (a removed
 /// subset's cluster goes only after the routes that used it).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     /// Answering a request: the whole current state.
     All,
     Upserts,
     Removals,
+}
+
+/// The context of a response: the snapshot the stream had before, which names may
+/// differ from it (`None`: any), and the phase.
+#[derive(Clone, Copy)]
+pub(crate) struct Push<'a> {
+    pub previous: &'a Snapshot,
+    pub changes: Option<&'a crate::Changes>,
+    pub phase: Phase,
+}
+
+impl Push<'_> {
+    /// Nothing of this type can differ from what the stream sent before.
+    pub fn unchanged(&self, type_url: &str) -> bool {
+        self.phase != Phase::All
+            && self
+                .changes
+                .is_some_and(|c| c.get(type_url).is_none_or(|n| n.is_empty()))
+    }
 }
 
 /// The types of `types` in make-before-break order.
@@ -172,14 +192,12 @@ trait Variant: Default {
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
     /// Takes a request into the subscriptions; returns the type to answer now, if any.
     fn on_request(&mut self, req: Self::Req, node: &str, stats: &ServerStats) -> Option<String>;
-    /// The response due for one type, if its subscriber lacks something (in `phase`;
-    /// `previous` is the snapshot before this change).
+    /// The response due for one type, if its subscriber lacks something.
     fn respond(
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
-        previous: &Snapshot,
-        phase: Phase,
+        push: Push<'_>,
         nonce: &mut u64,
         stats: &ServerStats,
     ) -> Option<Self::Resp>;
@@ -217,14 +235,12 @@ async fn stream<V: Variant>(
         if let Some(req) = pending.take() {
             if let Some(type_url) = variant.on_request(req, &node, stats) {
                 let snapshot = snapshots.borrow().clone();
-                let r = variant.respond(
-                    &type_url,
-                    &snapshot,
-                    &previous,
-                    Phase::All,
-                    &mut nonce,
-                    stats,
-                );
+                let push = Push {
+                    previous: &previous,
+                    changes: None,
+                    phase: Phase::All,
+                };
+                let r = variant.respond(&type_url, &snapshot, push, &mut nonce, stats);
                 if let Some(r) = r {
                     send(r).await?;
                 }
@@ -240,15 +256,18 @@ async fn stream<V: Variant>(
                     return Ok(());
                 }
                 let snapshot = snapshots.borrow_and_update().clone();
+                let changes = snapshot.changes_since(&previous);
                 let order = push_order(variant.types());
                 for type_url in &order {
-                    let r = variant.respond(type_url, &snapshot, &previous, Phase::Upserts, &mut nonce, stats);
+                    let push = Push { previous: &previous, changes: changes.as_ref(), phase: Phase::Upserts };
+                    let r = variant.respond(type_url, &snapshot, push, &mut nonce, stats);
                     if let Some(r) = r {
                         send(r).await?;
                     }
                 }
                 for type_url in order.iter().rev() {
-                    let r = variant.respond(type_url, &snapshot, &previous, Phase::Removals, &mut nonce, stats);
+                    let push = Push { previous: &previous, changes: changes.as_ref(), phase: Phase::Removals };
+                    let r = variant.respond(type_url, &snapshot, push, &mut nonce, stats);
                     if let Some(r) = r {
                         send(r).await?;
                     }
@@ -274,13 +293,33 @@ fn count_reply(
     }
 }
 
+/// A hash of a request's resource names, so that an ACK naming the same 10 000
+/// endpoint sets is recognised without building a set of them.
+fn names_hash(names: &[String]) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(4);
+    for n in names {
+        h.update(n.as_bytes());
+        h.update(&[0]);
+    }
+    h.digest()
+}
+
 /// One type's subscription on a state-of-the-world stream.
 #[derive(Default)]
 struct SotwWatch {
     /// None: every resource of the type.
     names: Option<BTreeSet<String>>,
-    /// What the last response carried, to send again only on change.
+    names_hash: u64,
+    /// Listeners and clusters: what the last response carried (every response carries
+    /// the whole set), to send again only on change.
     sent: Option<(String, Option<BTreeSet<String>>)>,
+    /// Routes and endpoints: responses carry only what changed (the client keeps what a
+    /// response leaves out, and drops what it no longer asks for), so the stream keeps
+    /// what the client holds.
+    held: Held,
+    /// The version a reconnecting client said it holds, until the first response.
+    resumed: Option<String>,
+    responded: bool,
     nonce: String,
 }
 
@@ -308,6 +347,10 @@ impl Variant for Sotw {
         stats: &ServerStats,
     ) -> Option<String> {
         let w = self.watches.entry(req.type_url.clone()).or_default();
+        // Every answer counts for what the client holds, even one overtaken by a newer
+        // response: a refused route or endpoint set is held no more.
+        w.held
+            .answered(&req.response_nonce, req.error_detail.is_some());
         if !req.response_nonce.is_empty() && req.response_nonce != w.nonce {
             // An answer to an older response; the newer one is in flight.
             return None;
@@ -319,12 +362,26 @@ impl Variant for Sotw {
             &req.type_url,
             stats,
         );
+        let hash = names_hash(&req.resource_names);
+        if !req.response_nonce.is_empty() && hash == w.names_hash {
+            // An ACK or a NACK of the same subscription: nothing to send until the
+            // snapshot changes.
+            return None;
+        }
+        w.names_hash = hash;
         let wildcard = is_wildcard_type(&req.type_url)
             && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
-        w.names = (!wildcard).then(|| req.resource_names.iter().cloned().collect());
-        if req.response_nonce.is_empty() && !req.version_info.is_empty() && w.sent.is_none() {
+        let names: Option<BTreeSet<String>> =
+            (!wildcard).then(|| req.resource_names.into_iter().collect());
+        if let Some(names) = &names {
+            // The client drops what it no longer asks for.
+            w.held.versions.retain(|n, _| names.contains(n));
+        }
+        w.names = names;
+        if req.response_nonce.is_empty() && !req.version_info.is_empty() && !w.responded {
             // A reconnecting client already holds this version of the set.
             w.sent = Some((req.version_info.clone(), w.names.clone()));
+            w.resumed = Some(req.version_info);
         }
         Some(req.type_url)
     }
@@ -333,43 +390,27 @@ impl Variant for Sotw {
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
-        previous: &Snapshot,
-        phase: Phase,
+        push: Push<'_>,
         nonce: &mut u64,
         stats: &ServerStats,
     ) -> Option<DiscoveryResponse> {
         let w = self.watches.get_mut(type_url)?;
-        let empty = Default::default();
-        let set = snapshot.get(type_url).unwrap_or(&empty);
-        let wanted = |name: &String| w.names.as_ref().is_none_or(|n| n.contains(name));
-        let mut chosen: Vec<_> = set.items.iter().filter(|(name, _)| wanted(name)).collect();
-        if phase == Phase::Upserts {
-            // A state-of-the-world response replaces the whole set: keep what is going
-            // away for one more response, until the removal phase.
-            let old = previous.get(type_url).unwrap_or(&empty);
-            chosen.extend(
-                old.items
-                    .iter()
-                    .filter(|(name, _)| wanted(name) && !set.items.contains_key(*name)),
-            );
-            chosen.sort_by(|a, b| a.0.cmp(b.0));
-        }
-        // The version of what this subscriber gets, so a change elsewhere in the type
-        // sends it nothing.
-        let mut h = xxhash_rust::xxh64::Xxh64::new(2);
-        for (name, r) in &chosen {
-            h.update(name.as_bytes());
-            h.update(r.version.as_bytes());
-        }
-        let version = format!("{:016x}", h.digest());
-        let current = (version.clone(), w.names.clone());
-        if w.sent.as_ref() == Some(&current) {
-            return None;
-        }
-        let resources: Vec<_> = chosen.into_iter().map(|(_, r)| r.body.clone()).collect();
+        let (version, resources) = if is_wildcard_type(type_url) {
+            whole_set(w, type_url, snapshot, push)?
+        } else {
+            changed_only(w, type_url, snapshot, push)?
+        };
         *nonce += 1;
         w.nonce = nonce.to_string();
-        w.sent = Some(current);
+        w.responded = true;
+        if !is_wildcard_type(type_url) {
+            w.held.sent(&w.nonce, &resources);
+        }
+        let resources: Vec<_> = resources
+            .upserts
+            .into_iter()
+            .map(|(_, r)| r.body.clone())
+            .collect();
         stats.responses.fetch_add(1, Ordering::Relaxed);
         stats
             .resources_sent
@@ -384,18 +425,92 @@ impl Variant for Sotw {
     }
 }
 
+/// A listener or cluster response: the whole subscribed set, if it differs from the last.
+fn whole_set<'a>(
+    w: &mut SotwWatch,
+    type_url: &str,
+    snapshot: &'a Snapshot,
+    push: Push<'a>,
+) -> Option<(String, Diff<'a>)> {
+    if push.unchanged(type_url) {
+        return None;
+    }
+    let wanted = |name: &String| w.names.as_ref().is_none_or(|n| n.contains(name));
+    let mut chosen: Vec<_> = snapshot
+        .iter(type_url)
+        .filter(|(name, _)| wanted(name))
+        .collect();
+    if push.phase == Phase::Upserts {
+        // A state-of-the-world response replaces the whole set: keep what is going
+        // away for one more response, until the removal phase.
+        chosen.extend(
+            push.previous
+                .iter(type_url)
+                .filter(|(name, _)| wanted(name) && snapshot.resource(type_url, name).is_none()),
+        );
+        chosen.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    // The version of what this subscriber gets, so a change elsewhere in the type
+    // sends it nothing.
+    let mut h = xxhash_rust::xxh64::Xxh64::new(2);
+    for (name, r) in &chosen {
+        h.update(name.as_bytes());
+        h.update(r.version.as_bytes());
+    }
+    let version = format!("{:016x}", h.digest());
+    let current = (version.clone(), w.names.clone());
+    if w.sent.as_ref() == Some(&current) {
+        return None;
+    }
+    w.sent = Some(current);
+    let upserts = chosen
+        .into_iter()
+        .map(|(name, r)| (name.clone(), r))
+        .collect();
+    Some((
+        version,
+        Diff {
+            upserts,
+            removed: Vec::new(),
+        },
+    ))
+}
+
+/// A route or endpoint response: what changed of what the client asks for. A resource
+/// cannot be removed this way; the client drops it once nothing refers to it.
+fn changed_only<'a>(
+    w: &mut SotwWatch,
+    type_url: &str,
+    snapshot: &'a Snapshot,
+    push: Push<'_>,
+) -> Option<(String, Diff<'a>)> {
+    if w.held.unchanged(type_url, push) {
+        return None;
+    }
+    let names = &w.names;
+    let wanted = |name: &str| names.as_ref().is_none_or(|n| n.contains(name));
+    let version = snapshot.version(type_url).unwrap_or_default().to_string();
+    if let Some(resumed) = w.resumed.take() {
+        if resumed == version {
+            // It holds what it asks for: nothing to send until something changes.
+            w.held.resume(type_url, snapshot, wanted);
+            w.responded = true;
+        }
+    }
+    let mut diff = w.held.diff(type_url, snapshot, push, wanted);
+    diff.removed.clear();
+    if diff.upserts.is_empty() && (w.responded || push.phase != Phase::All) {
+        return None;
+    }
+    Some((version, diff))
+}
+
 /// One type's subscription on a delta stream.
 #[derive(Default)]
 struct DeltaWatch {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// The version of each resource the client holds (as far as this server knows).
-    /// Sorted like the snapshot's items, so that a response walks both in step (one
-    /// comparison per resource, no hashing of 30 000 names per sidecar per change).
-    client: BTreeMap<String, String>,
-    /// Per unanswered response: what `client` said before it, restored on NACK so the
-    /// refused resources count as not held and go out again with the next change.
-    pending: HashMap<String, Vec<(String, Option<String>)>>,
+    held: Held,
     responded: bool,
 }
 
@@ -426,7 +541,8 @@ impl Variant for Delta {
     ) -> Option<String> {
         let fresh = !self.watches.contains_key(&req.type_url);
         let w = self.watches.entry(req.type_url.clone()).or_default();
-        let before = w.pending.remove(&req.response_nonce);
+        w.held
+            .answered(&req.response_nonce, req.error_detail.is_some());
         count_reply(
             &req.response_nonce,
             req.error_detail.as_ref(),
@@ -434,14 +550,6 @@ impl Variant for Delta {
             &req.type_url,
             stats,
         );
-        if req.error_detail.is_some() {
-            for (name, version) in before.into_iter().flatten() {
-                match version {
-                    Some(v) => w.client.insert(name, v),
-                    None => w.client.remove(&name),
-                };
-            }
-        }
         let subscription_change = fresh
             || !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty();
@@ -451,17 +559,13 @@ impl Variant for Delta {
         }
         if fresh {
             w.wildcard = is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
-            w.client = req
-                .initial_resource_versions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            w.held.versions = req.initial_resource_versions.into_iter().collect();
         }
-        for name in &req.resource_names_subscribe {
+        for name in req.resource_names_subscribe {
             if name == "*" {
                 w.wildcard = true;
             } else {
-                w.names.insert(name.clone());
+                w.names.insert(name);
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -469,7 +573,7 @@ impl Variant for Delta {
                 w.wildcard = false;
             } else {
                 w.names.remove(name);
-                w.client.remove(name);
+                w.held.versions.remove(name);
             }
         }
         Some(req.type_url)
@@ -479,68 +583,46 @@ impl Variant for Delta {
         &mut self,
         type_url: &str,
         snapshot: &Snapshot,
-        _previous: &Snapshot,
-        phase: Phase,
+        push: Push<'_>,
         nonce: &mut u64,
         stats: &ServerStats,
     ) -> Option<DeltaDiscoveryResponse> {
         let w = self.watches.get_mut(type_url)?;
-        let empty = Default::default();
-        let set = snapshot.get(type_url).unwrap_or(&empty);
-        let wanted = |name: &str| w.wildcard || w.names.contains(name);
-        let mut resources = Vec::new();
-        let mut removed: Vec<String> = Vec::new();
-        // Both maps are sorted by name: walk them together.
-        let mut held = w.client.iter().peekable();
-        for (name, r) in &set.items {
-            while let Some((h, _)) = held.next_if(|(h, _)| h.as_str() < name.as_str()) {
-                // Held, no longer in the snapshot.
-                if phase != Phase::Upserts {
-                    removed.push(h.clone());
-                }
-            }
-            let have = held.next_if(|(h, _)| *h == name).map(|(_, v)| v);
-            let want = wanted(name);
-            if phase != Phase::Removals && want && have != Some(&r.version) {
-                resources.push(Resource {
-                    name: name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.body.clone()),
-                    ..Default::default()
-                });
-            }
-            if phase != Phase::Upserts && have.is_some() && !want {
-                removed.push(name.clone());
-            }
+        if w.held.unchanged(type_url, push) {
+            return None;
         }
-        if phase != Phase::Upserts {
-            removed.extend(held.map(|(h, _)| h.clone()));
-        }
-        if resources.is_empty() && removed.is_empty() && (w.responded || phase != Phase::All) {
+        let (wildcard, names) = (w.wildcard, &w.names);
+        let diff = w.held.diff(type_url, snapshot, push, |name| {
+            wildcard || names.contains(name)
+        });
+        if diff.upserts.is_empty()
+            && diff.removed.is_empty()
+            && (w.responded || push.phase != Phase::All)
+        {
             return None;
         }
         *nonce += 1;
-        let mut before = Vec::with_capacity(resources.len() + removed.len());
-        for r in &resources {
-            before.push((
-                r.name.clone(),
-                w.client.insert(r.name.clone(), r.version.clone()),
-            ));
-        }
-        for name in &removed {
-            before.push((name.clone(), w.client.remove(name)));
-        }
-        w.pending.insert(nonce.to_string(), before);
+        w.held.sent(&nonce.to_string(), &diff);
         w.responded = true;
         stats.responses.fetch_add(1, Ordering::Relaxed);
         stats
             .resources_sent
-            .fetch_add(resources.len() as u64, Ordering::Relaxed);
+            .fetch_add(diff.upserts.len() as u64, Ordering::Relaxed);
+        let resources = diff
+            .upserts
+            .into_iter()
+            .map(|(name, r)| Resource {
+                name,
+                version: r.version.clone(),
+                resource: Some(r.body.clone()),
+                ..Default::default()
+            })
+            .collect();
         Some(DeltaDiscoveryResponse {
-            system_version_info: set.version.clone(),
+            system_version_info: snapshot.version(type_url).unwrap_or_default().to_string(),
             resources,
             type_url: type_url.to_string(),
-            removed_resources: removed,
+            removed_resources: diff.removed,
             nonce: nonce.to_string(),
             ..Default::default()
         })

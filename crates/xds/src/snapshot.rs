@@ -1,5 +1,5 @@
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{broadcast, watch};
@@ -24,9 +24,8 @@ impl Versioned {
     }
 }
 
-/// The resources of one type, by name, with a version for the whole set (state of the
-/// world sends a set at a time). Resources are shared: the same cluster in a hundred
-/// sidecars' views is one allocation.
+/// The resources of one type in one layer, by name, with a version for the set. Resources
+/// are shared: the same cluster in a hundred sidecars' views is one allocation.
 #[derive(Clone, Debug, Default)]
 pub struct TypeResources {
     pub version: String,
@@ -53,15 +52,50 @@ impl TypeResources {
     }
 }
 
-/// Everything one proxy should have, by type URL.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Names by type URL: what changed between two snapshots.
+pub type Changes = BTreeMap<String, BTreeSet<String>>;
+
+/// Everything one proxy should have, by type URL: its own resources over an optional
+/// [`Base`] that many proxies share (a namespace's outbound clusters, say). A resource
+/// of its own hides a base one of the same name.
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
+    base: Option<Arc<Base>>,
     types: BTreeMap<String, TypeResources>,
+    /// Per type, the version of the whole set (base and own); set by `seal`.
+    versions: BTreeMap<String, String>,
+}
+
+/// Versions are content hashes: snapshots are equal when, once sealed, every type's
+/// set version is.
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.versions == other.versions
+    }
 }
 
 impl Snapshot {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A snapshot over `base`, with nothing of its own yet.
+    pub fn with_base(base: Arc<Base>) -> Self {
+        Snapshot {
+            base: Some(base),
+            ..Default::default()
+        }
+    }
+
+    /// The same own resources over another base (a shared part that changed).
+    pub fn rebased(&self, base: Arc<Base>) -> Self {
+        let mut s = Snapshot {
+            base: Some(base),
+            types: self.types.clone(),
+            versions: BTreeMap::new(),
+        };
+        s.seal();
+        s
     }
 
     /// Adds `body` under `name`; its type is the `Any`'s type URL.
@@ -84,6 +118,26 @@ impl Snapshot {
                 t.seal();
             }
         }
+        let mut versions = BTreeMap::new();
+        if let Some(base) = &self.base {
+            for (type_url, t) in &base.resources.types {
+                versions.insert(type_url.clone(), t.version.clone());
+            }
+        }
+        for (type_url, t) in &self.types {
+            let v = match versions.get(type_url) {
+                // Both layers: a version of the pair.
+                Some(base) => {
+                    let mut h = xxhash_rust::xxh64::Xxh64::new(3);
+                    h.update(base.as_bytes());
+                    h.update(t.version.as_bytes());
+                    format!("{:016x}", h.digest())
+                }
+                None => t.version.clone(),
+            };
+            versions.insert(type_url.clone(), v);
+        }
+        self.versions = versions;
         self
     }
 
@@ -93,9 +147,8 @@ impl Snapshot {
         self
     }
 
-    /// The resources of a type (call [`seal`](Self::seal) first for its set version).
-    /// Adds every resource and declared type of `other`. A type that gains nothing
-    /// keeps its seal, so a large shared base cloned into many snapshots is hashed once.
+    /// Adds every resource and declared type of `other`'s own layer. A type that gains
+    /// nothing keeps its seal.
     pub fn extend(&mut self, other: &Snapshot) -> &mut Self {
         for (type_url, resources) in &other.types {
             let entry = self.types.entry(type_url.clone()).or_default();
@@ -109,21 +162,215 @@ impl Snapshot {
         self
     }
 
-    pub fn get(&self, type_url: &str) -> Option<&TypeResources> {
-        self.types.get(type_url)
+    /// The version of a type's whole set, if the type is declared (after `seal`).
+    pub fn version(&self, type_url: &str) -> Option<&str> {
+        self.versions.get(type_url).map(String::as_str)
     }
 
-    pub fn types(&self) -> impl Iterator<Item = (&String, &TypeResources)> {
-        self.types.iter()
+    /// The types this snapshot declares (after `seal`).
+    pub fn type_urls(&self) -> impl Iterator<Item = &String> {
+        self.versions.keys()
+    }
+
+    /// One resource, own first.
+    pub fn resource(&self, type_url: &str, name: &str) -> Option<&Arc<Versioned>> {
+        self.types
+            .get(type_url)
+            .and_then(|t| t.items.get(name))
+            .or_else(|| {
+                self.base
+                    .as_ref()
+                    .and_then(|b| b.resources.types.get(type_url))
+                    .and_then(|t| t.items.get(name))
+            })
+    }
+
+    /// A type's resources in name order, own hiding base.
+    pub fn iter<'a>(
+        &'a self,
+        type_url: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a Arc<Versioned>)> + 'a {
+        let own = self
+            .types
+            .get(type_url)
+            .into_iter()
+            .flat_map(|t| t.items.iter());
+        let base = self
+            .base
+            .as_ref()
+            .and_then(|b| b.resources.types.get(type_url))
+            .into_iter()
+            .flat_map(|t| t.items.iter());
+        Merge {
+            own: own.peekable(),
+            base: base.peekable(),
+        }
     }
 
     /// Number of resources of all types.
     pub fn len(&self) -> usize {
-        self.types.values().map(|t| t.items.len()).sum()
+        let types: BTreeSet<&String> = self
+            .types
+            .keys()
+            .chain(self.base.iter().flat_map(|b| b.resources.types.keys()))
+            .collect();
+        types.into_iter().map(|t| self.iter(t).count()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.types.values().all(|t| t.items.is_empty())
+            && self
+                .base
+                .as_ref()
+                .is_none_or(|b| b.resources.types.values().all(|t| t.items.is_empty()))
+    }
+
+    /// The names that may differ from `previous`, by type, when that is cheaper to know
+    /// than a walk of everything: what differs between the own layers, plus what the
+    /// base recorded as changed since `previous`'s base. `None`: unknown (a base that did not come from
+    /// `previous`'s by [`Base::update`]); compare everything.
+    pub fn changes_since(&self, previous: &Snapshot) -> Option<Changes> {
+        let mut out = Changes::new();
+        // Own layers are small: compare them name by name.
+        for (a, b) in [(self, previous), (previous, self)] {
+            for (type_url, t) in &a.types {
+                let other = b.types.get(type_url);
+                for (name, r) in &t.items {
+                    let same = other
+                        .and_then(|o| o.items.get(name))
+                        .is_some_and(|o| o.version == r.version);
+                    if !same {
+                        out.entry(type_url.clone())
+                            .or_default()
+                            .insert(name.clone());
+                    }
+                }
+            }
+        }
+        match (&self.base, &previous.base) {
+            (None, None) => {}
+            (Some(now), Some(before)) => {
+                let mut at = now.clone();
+                // A stream may have missed a few versions; beyond that, walk everything.
+                for _ in 0..64 {
+                    if Arc::ptr_eq(&at, before) {
+                        return Some(out);
+                    }
+                    let (parent, changed) = at.parent.as_ref()?;
+                    for (type_url, names) in changed {
+                        out.entry(type_url.clone())
+                            .or_default()
+                            .extend(names.iter().cloned());
+                    }
+                    at = parent.upgrade()?;
+                }
+                return None;
+            }
+            _ => return None,
+        }
+        Some(out)
+    }
+}
+
+/// Two sorted layers as one: on equal names the own one wins.
+struct Merge<A: Iterator, B: Iterator> {
+    own: std::iter::Peekable<A>,
+    base: std::iter::Peekable<B>,
+}
+
+impl<'a, A, B> Iterator for Merge<A, B>
+where
+    A: Iterator<Item = (&'a String, &'a Arc<Versioned>)>,
+    B: Iterator<Item = (&'a String, &'a Arc<Versioned>)>,
+{
+    type Item = (&'a String, &'a Arc<Versioned>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match (self.own.peek(), self.base.peek()) {
+            (Some(o), Some(b)) => match o.0.cmp(b.0) {
+                std::cmp::Ordering::Less => self.own.next(),
+                std::cmp::Ordering::Greater => self.base.next(),
+                std::cmp::Ordering::Equal => {
+                    self.base.next();
+                    self.own.next()
+                }
+            },
+            (Some(_), None) => self.own.next(),
+            (None, _) => self.base.next(),
+        }
+    }
+}
+
+/// Resources shared by many snapshots, sealed. A base made from another by
+/// [`update`](Base::update) remembers which names changed, so that a stream that
+/// sent the old one compares only those instead of every resource (one endpoint
+/// change among 20 000 resources, times every connected proxy).
+#[derive(Debug)]
+pub struct Base {
+    resources: Snapshot,
+    parent: Option<(Weak<Base>, Changes)>,
+}
+
+impl Base {
+    pub fn new(mut resources: Snapshot) -> Arc<Base> {
+        assert!(resources.base.is_none(), "a base has no base of its own");
+        resources.seal();
+        Arc::new(Base {
+            resources,
+            parent: None,
+        })
+    }
+
+    /// A copy with `upserts` set and `removals` (type URL, name) gone; only resources
+    /// whose version differs count as changed.
+    pub fn update(
+        self: &Arc<Self>,
+        upserts: impl IntoIterator<Item = (String, Arc<Versioned>)>,
+        removals: impl IntoIterator<Item = (String, String)>,
+    ) -> Arc<Base> {
+        let mut resources = self.resources.clone();
+        let mut changed = Changes::new();
+        for (name, r) in upserts {
+            let t = resources.types.entry(r.body.type_url.clone()).or_default();
+            if t.items
+                .get(&name)
+                .is_some_and(|old| old.version == r.version)
+            {
+                continue;
+            }
+            changed
+                .entry(r.body.type_url.clone())
+                .or_default()
+                .insert(name.clone());
+            t.items.insert(name, r);
+            t.sealed = false;
+        }
+        for (type_url, name) in removals {
+            if let Some(t) = resources.types.get_mut(&type_url) {
+                if t.items.remove(&name).is_some() {
+                    t.sealed = false;
+                    changed.entry(type_url).or_default().insert(name);
+                }
+            }
+        }
+        resources.seal();
+        Arc::new(Base {
+            resources,
+            parent: Some((Arc::downgrade(self), changed)),
+        })
+    }
+
+    /// One resource of the base.
+    pub fn resource(&self, type_url: &str, name: &str) -> Option<&Arc<Versioned>> {
+        self.resources.resource(type_url, name)
+    }
+
+    /// A type's resources in name order.
+    pub fn iter<'a>(
+        &'a self,
+        type_url: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a Arc<Versioned>)> + 'a {
+        self.resources.iter(type_url)
     }
 }
 

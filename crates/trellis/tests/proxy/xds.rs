@@ -80,7 +80,7 @@ async fn follows_the_control_plane(extra: &[&str]) {
     {
         use prost::Message;
         use trellis_xds::pb::envoy::config::listener::v3::Listener;
-        let l = &bad.get(trellis_xds::LISTENER).unwrap().items["web"].body;
+        let l = &bad.resource(trellis_xds::LISTENER, "web").unwrap().body;
         let mut listener = Listener::decode(l.value.as_slice()).unwrap();
         listener.use_original_dst =
             Some(trellis_xds::pb::google::protobuf::BoolValue { value: true });
