@@ -78,10 +78,9 @@ impl Subscriber for Counter {
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
         let svc0 = state
-            .of(ENDPOINT)
-            .find(|(n, _)| n.as_str() == "outbound|8080||svc-0.default.svc.cluster.local")
-            .map(|(_, r)| r.version.clone());
-        *self.state.lock().unwrap() = (state.of(CLUSTER).count(), state.of(ENDPOINT).count(), svc0);
+            .get(ENDPOINT, "outbound|8080||svc-0.default.svc.cluster.local")
+            .map(|r| r.version.clone());
+        *self.state.lock().unwrap() = (state.count(CLUSTER), state.count(ENDPOINT), svc0);
         Ok(())
     }
 }
@@ -149,27 +148,43 @@ fn run(services: usize, mode: Mode) {
     });
     let _ = start;
 
-    // One endpoint of svc-0 changes port on disk.
-    let before: Vec<Option<String>> = clients
-        .iter()
-        .map(|c| c.state.lock().unwrap().2.clone())
-        .collect();
-    write_registry(dir.path(), services, 20099);
-    let t = Instant::now();
-    plane.reload().unwrap();
-    let reload = t.elapsed();
-    let change = wait_all(&clients, "endpoint change", |s| !before.contains(&s.2)) + reload;
-    let [parse, index, views] = plane.status().borrow().reload_timing;
+    // One endpoint of svc-0 changes port on disk, five times: the median and the best.
+    let mut changes = Vec::new();
+    let mut last = None;
+    for round in 0..5u16 {
+        let before: Vec<Option<String>> = clients
+            .iter()
+            .map(|c| c.state.lock().unwrap().2.clone())
+            .collect();
+        write_registry(dir.path(), services, 20099 - round);
+        let t = Instant::now();
+        plane.reload().unwrap();
+        let reload = t.elapsed();
+        let change = wait_all(&clients, "endpoint change", |s| !before.contains(&s.2)) + reload;
+        changes.push(change);
+        last = Some((reload, plane.status().borrow().clone()));
+        // Let the ACKs settle before the next round.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    changes.sort();
+    let (reload, status) = last.unwrap();
+    let [parse, index, views] = status.reload_timing;
+    let path = if status.endpoints_only {
+        "endpoints only"
+    } else {
+        "full rebuild"
+    };
     let sent = server
         .stats
         .resources_sent
         .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s, endpoint change to all {:.0} ms (reload {:.0} ms: parse {:.0}, registry {:.0}, views {:.0}), resources sent {sent}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s, endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent {sent}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
         full.as_secs_f64(),
-        change.as_secs_f64() * 1000.0,
+        changes[2].as_secs_f64() * 1000.0,
+        changes[0].as_secs_f64() * 1000.0,
         reload.as_secs_f64() * 1000.0,
         parse.as_secs_f64() * 1000.0,
         index.as_secs_f64() * 1000.0,

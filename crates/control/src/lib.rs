@@ -2,15 +2,24 @@
 //! view, and keep the ADS cache current as files change. Pushes are debounced, and a
 //! proxy hears only about resources of its own view that changed (the cache compares
 //! snapshots, delta streams compare resource versions).
+//!
+//! A change that only moves endpoints (WorkloadEntry addresses or ports) takes a short
+//! path: the clusters of the services those workloads back are made again in each
+//! shared scope, and every sidecar of the scope gets its own resources over the new
+//! shared base; nothing else is regenerated or compared.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use trellis_mesh::{Inputs, Loaded, Registry};
-use trellis_xds::{Cache, Snapshot, Versioned};
+use trellis_mesh::istio::WorkloadEntry;
+use trellis_mesh::{Inputs, Loaded, Registry, Resource};
+use trellis_xds::{Base, Cache, Snapshot};
+
+mod shared;
+use shared::{shared, SharedOutbound};
 
 /// What the control plane currently serves, for status views.
 #[derive(Clone, Debug, Default)]
@@ -22,8 +31,11 @@ pub struct Status {
     pub services: usize,
     pub workloads: usize,
     /// How long the last reload took: reading and checking the inputs, building the
-    /// registry, and regenerating every view.
+    /// registry, and regenerating every view (for a change that only moved endpoints:
+    /// reading, nothing, and updating the affected clusters).
     pub reload_timing: [Duration; 3],
+    /// Whether the last reload only moved endpoints (the short path).
+    pub endpoints_only: bool,
 }
 
 pub struct ControlPlane {
@@ -35,25 +47,11 @@ pub struct ControlPlane {
     status: watch::Sender<Status>,
     /// The outbound half of the views, per scope, for the current inputs: sidecars in
     /// one namespace and Sidecar scope share it (and its memory).
-    shared: std::sync::Mutex<std::collections::HashMap<String, Arc<SharedOutbound>>>,
+    shared: std::sync::Mutex<HashMap<String, Arc<SharedOutbound>>>,
+    /// The scope of each sidecar's view, so that a scope's change reaches its sidecars.
+    scopes: std::sync::Mutex<HashMap<String, String>>,
     /// Parsed documents of the directories, reused while their text is unchanged.
     documents: std::sync::Mutex<trellis_mesh::DocCache>,
-}
-
-/// The encoded outbound half of a view.
-struct SharedOutbound {
-    /// Its address differs per workload; everything else is shared.
-    listener: Option<trellis_config::Listener>,
-    /// The shared resources as a sealed snapshot, cloned into each sidecar's.
-    snapshot: Snapshot,
-}
-
-fn shared<M: prost::Message>(type_url: &str, name: &str, m: &M) -> (String, Arc<Versioned>) {
-    let body = trellis_xds::pb::google::protobuf::Any {
-        type_url: type_url.to_string(),
-        value: m.encode_to_vec(),
-    };
-    (name.to_string(), Arc::new(Versioned::new(body)))
 }
 
 impl ControlPlane {
@@ -66,6 +64,7 @@ impl ControlPlane {
             state: Default::default(),
             status: watch::channel(Status::default()).0,
             shared: Default::default(),
+            scopes: Default::default(),
             documents: Default::default(),
         }
     }
@@ -84,13 +83,52 @@ impl ControlPlane {
     /// node's view.
     pub fn reload(&self) -> Result<(), String> {
         let started = std::time::Instant::now();
-        let mut loaded = Loaded::default();
-        {
+        let changes = {
             let mut documents = self.documents.lock().unwrap();
             for dir in &self.dirs {
-                trellis_mesh::load_dir_cached(dir, &mut loaded, Some(&mut documents))?;
+                documents.refresh(dir)?;
             }
             documents.sweep();
+            documents.take_changes()
+        };
+        let running = self.status.borrow().generation > 0;
+        if running && self.kube.is_none() {
+            if let Some(moves) = trellis_mesh::endpoint_moves(&changes) {
+                let read = started.elapsed();
+                match self.move_endpoints(&moves) {
+                    Ok(()) => {
+                        let mut names: Vec<String> = moves
+                            .iter()
+                            .take(5)
+                            .map(|m| format!("{}/{}", m.namespace, m.name))
+                            .collect();
+                        if moves.len() > names.len() {
+                            names.push("...".into());
+                        }
+                        tracing::info!(
+                            "endpoints moved: {} WorkloadEntr{} ({}); views updated in {:?}",
+                            moves.len(),
+                            if moves.len() == 1 { "y" } else { "ies" },
+                            names.join(", "),
+                            started.elapsed()
+                        );
+                        self.status.send_modify(|s| {
+                            s.generation += 1;
+                            s.reload_timing = [read, Duration::ZERO, started.elapsed() - read];
+                            s.endpoints_only = true;
+                        });
+                        return Ok(());
+                    }
+                    Err(why) => tracing::info!("endpoint change needs a full rebuild: {why}"),
+                }
+            }
+        }
+        let mut loaded = Loaded::default();
+        {
+            let documents = self.documents.lock().unwrap();
+            for dir in &self.dirs {
+                documents.load_into(dir, &mut loaded);
+            }
         }
         let (k8s_services, k8s_workloads) = match &self.kube {
             Some(k) => k.load_into(&mut loaded),
@@ -139,6 +177,7 @@ impl ControlPlane {
             s.services = services;
             s.workloads = workloads;
             s.reload_timing = [parsed, indexed - parsed, started.elapsed() - indexed];
+            s.endpoints_only = false;
         });
         Ok(())
     }
@@ -211,44 +250,12 @@ impl ControlPlane {
         let outbound = match cached {
             Some(o) => o,
             None => {
-                let (listener, clusters) = trellis_mesh::generate_outbound(inputs, registry, w);
-                let encoded = trellis_envoy::encode(&trellis_config::Config {
-                    clusters,
-                    ..Default::default()
-                })
-                .map_err(|e| e.to_string())?;
-                let mut resources = Snapshot::new();
-                if let Some(l) = &listener {
-                    if let Some(r) = trellis_envoy::encode_routes(l).map_err(|e| e.to_string())? {
-                        let (name, r) = shared(trellis_xds::ROUTE, &r.name, &r);
-                        resources.insert_shared(name, r);
-                    }
-                }
-                for c in &encoded.clusters {
-                    let (name, r) = shared(trellis_xds::CLUSTER, &c.name, c);
-                    resources.insert_shared(name, r);
-                }
-                for e in &encoded.endpoints {
-                    let (name, r) = shared(trellis_xds::ENDPOINT, &e.cluster_name, e);
-                    resources.insert_shared(name, r);
-                }
-                // Each sidecar's copy differs only in its address; the virtual hosts
-                // travel in the shared RouteConfiguration, so the copy leaves them out.
-                let listener = listener.map(|mut l| {
-                    if let Some(h) = l.http.as_mut() {
-                        h.virtual_hosts.clear();
-                    }
-                    l
-                });
-                resources.seal();
-                let o = Arc::new(SharedOutbound {
-                    listener,
-                    snapshot: resources,
-                });
-                self.shared.lock().unwrap().insert(key, o.clone());
+                let o = Arc::new(SharedOutbound::new(inputs, registry, w)?);
+                self.shared.lock().unwrap().insert(key.clone(), o.clone());
                 o
             }
         };
+        self.scopes.lock().unwrap().insert(node.to_string(), key);
         // This workload's own parts: the outbound listener's address and the inbound side.
         let (listeners, clusters) = trellis_mesh::generate_inbound(inputs, registry, w);
         let own = trellis_config::Config {
@@ -256,7 +263,7 @@ impl ControlPlane {
             clusters,
             ..Default::default()
         };
-        let mut snapshot = outbound.snapshot.clone();
+        let mut snapshot = Snapshot::with_base(outbound.base.clone());
         snapshot.extend(
             &trellis_envoy::encode(&own)
                 .map_err(|e| e.to_string())?
@@ -270,6 +277,67 @@ impl ControlPlane {
             snapshot.insert_shared(name, r);
         }
         Ok(snapshot)
+    }
+
+    /// The short path for a change that only moved endpoints: updates the moved
+    /// WorkloadEntries in place, makes the clusters of the services they back again in
+    /// every shared scope, and gives each scope's sidecars the new base. A moved
+    /// workload's own sidecar gets its whole view again (its inbound ports may have
+    /// moved). `Err` says why the change needs the full rebuild instead.
+    ///
+    /// The state stays locked until every sidecar has its new base, so a view built
+    /// for a connecting sidecar meanwhile is of one generation or the other.
+    fn move_endpoints(&self, moves: &[Resource<WorkloadEntry>]) -> Result<(), String> {
+        let mut own = Vec::new();
+        {
+            let mut state = self.state.lock().unwrap();
+            let (inputs, registry) = &mut *state;
+            let mut hosts = BTreeSet::new();
+            for e in moves {
+                let what = format!("WorkloadEntry {}/{} ({})", e.namespace, e.name, e.source);
+                if !inputs.replace_workload_entry(e) {
+                    return Err(format!("{what} is not an accepted one"));
+                }
+                let (old, new, served) = registry
+                    .move_workload(e)
+                    .ok_or_else(|| format!("{what} is not in the registry"))?;
+                if old.has_sidecar() || new.has_sidecar() {
+                    if old.address != new.address {
+                        return Err(format!("{what}: its sidecar's address (node id) changed"));
+                    }
+                    own.push(trellis_mesh::node_id(&new));
+                }
+                hosts.extend(served);
+            }
+            let mut rebased: HashMap<String, Arc<Base>> = HashMap::new();
+            let mut shared = self.shared.lock().unwrap();
+            for (key, outbound) in shared.iter_mut() {
+                if let Some(moved) = outbound.with_moved(inputs, registry, &hosts)? {
+                    rebased.insert(key.clone(), moved.base.clone());
+                    *outbound = Arc::new(moved);
+                }
+            }
+            for (node, key) in self.scopes.lock().unwrap().iter() {
+                let Some(base) = rebased.get(key) else {
+                    continue;
+                };
+                if own.contains(node) {
+                    continue;
+                }
+                if let Some(s) = self.cache.get(node) {
+                    self.cache.set(node, s.rebased(base.clone()));
+                }
+            }
+        }
+        for node in own {
+            self.refresh(&node);
+        }
+        for node in self.cache.nodes() {
+            if trellis_mesh::proxyless_namespace(&node).is_some() {
+                self.refresh(&node);
+            }
+        }
+        Ok(())
     }
 
     /// Watches the directories (and the cluster) and serves views to nodes as they

@@ -78,6 +78,25 @@ pub fn generate_inbound(
     (listeners, g.clusters.into_values().collect())
 }
 
+/// Outbound clusters of `w`'s scope by name (`outbound|<port>|<subset>|<host>`), made
+/// again from the current registry: after endpoints moved, the only part of a view that
+/// can differ. `None` when one of them can no longer be made.
+pub fn generate_clusters(
+    inputs: &Inputs,
+    registry: &Registry,
+    w: &Workload,
+    names: &[String],
+) -> Option<Vec<tc::Cluster>> {
+    let mut g = Gen::new(inputs, registry, w);
+    for name in names {
+        let mut parts = name.splitn(4, '|');
+        let (_, port, subset, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let subset = (!subset.is_empty()).then_some(subset);
+        g.cluster(host, port.parse().ok()?, subset)?;
+    }
+    Some(g.clusters.into_values().collect())
+}
+
 /// What the outbound half depends on: the namespace and the Sidecar resource that
 /// scopes the workload's egress.
 pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {

@@ -13,17 +13,20 @@
 //! sidecar listens through annotations (see [`annotations`]).
 
 pub mod generate;
+mod incremental;
 pub mod istio;
 pub mod load;
 mod registry;
 mod validate;
 
 pub use generate::{
-    generate, generate_client, generate_inbound, generate_outbound, outbound_scope,
+    generate, generate_client, generate_clusters, generate_inbound, generate_outbound,
+    outbound_scope,
 };
+pub use incremental::endpoint_moves;
 pub use load::{
-    load_dir, load_dir_cached, load_dir_into, load_str, load_str_cached, load_value, selects,
-    Diagnostic, DocCache, Inputs, Loaded, Resource,
+    load_dir, load_dir_cached, load_dir_into, load_str, load_value, selects, Diagnostic, DocCache,
+    DocChange, Inputs, Loaded, Resource,
 };
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;

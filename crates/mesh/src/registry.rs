@@ -85,7 +85,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn from_entry(
+    pub(crate) fn from_entry(
         name: &str,
         namespace: &str,
         e: &WorkloadEntry,

@@ -236,6 +236,58 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
         .iter()
         .all(|s| s == "reviews-v2"));
 
+    // reviews-v2's sidecar moves to another inbound port: only an endpoint moved, so the
+    // control plane takes its short path (that cluster and reviews-v2's own view are
+    // made again, nothing else), and traffic follows within a second.
+    let old_port = r2.inbound;
+    let r2 = Workload {
+        inbound: free_port(),
+        ..r2
+    };
+    let t = std::time::Instant::now();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        [&page, &r1, &r2]
+            .iter()
+            .map(|w| w.entry())
+            .collect::<String>(),
+    )
+    .unwrap();
+    eventually(
+        "traffic on v2's new port",
+        Duration::from_secs(1),
+        async || {
+            let r = send(
+                Req::get(&format!("http://127.0.0.1:{}/reviews/1", page.outbound))
+                    .header("host", "reviews:9080"),
+            )
+            .await;
+            // The old port closed, the new one open, and productpage reaches v2: on the new.
+            let open = |port: u16| async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            };
+            !open(old_port).await
+                && open(r2.inbound).await
+                && r.is_ok_and(|r| r.status == 200 && r.served_by() == "reviews-v2")
+        },
+    )
+    .await;
+    eprintln!(
+        "endpoint move to traffic on the new port: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        c.ca.proc.log().contains("endpoints moved: 1 WorkloadEntry"),
+        "{}",
+        c.ca.proc.log()
+    );
+    assert!(call_reviews(page.outbound, 20)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v2"));
+
     // A sidecar may have only its own view: reviews' certificate asking for
     // productpage's node is refused (PERMISSION_DENIED), and gets no config.
     let impostor_dir = tempfile::tempdir().unwrap();
