@@ -203,7 +203,7 @@ impl DocCache {
             });
         }
         for (i, doc) in docs.into_iter().enumerate() {
-            let hash = xxhash_rust::xxh64::xxh64(doc.as_bytes(), 0);
+            let hash = xxhash_rust::xxh3::xxh3_64(doc.as_bytes());
             if cached.get(i).is_some_and(|(h, _)| *h == hash) {
                 continue;
             }
@@ -271,7 +271,8 @@ fn documents(text: &str) -> Vec<&str> {
             from = after(end);
         }
     }
-    while let Some(n) = text[from..].find("\n---") {
+    let finder = memchr::memmem::Finder::new("\n---");
+    while let Some(n) = finder.find(&text.as_bytes()[from..]) {
         let line = from + n + 1;
         from = line;
         if let Some(end) = marker_end(line) {

@@ -24,31 +24,45 @@ impl Versioned {
     }
 }
 
-/// The resources of one type in one layer, by name, with a version for the set. Resources
-/// are shared: the same cluster in a hundred sidecars' views is one allocation.
+/// The resources of one type in one layer, by name. Resources are shared: the same
+/// cluster in a hundred sidecars' views is one allocation, and a copy of the map shares
+/// its nodes with the original until either changes.
 #[derive(Clone, Debug, Default)]
 pub struct TypeResources {
-    pub version: String,
-    pub items: BTreeMap<String, Arc<Versioned>>,
-    sealed: bool,
-}
-
-/// Versions are content hashes, so equal versions mean equal contents.
-impl PartialEq for TypeResources {
-    fn eq(&self, other: &Self) -> bool {
-        self.version == other.version
-    }
+    items: imbl::OrdMap<String, Arc<Versioned>>,
+    /// The sum of the items' hashes: a fingerprint of the set kept up to date as items
+    /// come and go, so that changing one of 10 000 does not hash the other 9 999.
+    sum: u64,
 }
 
 impl TypeResources {
-    fn seal(&mut self) {
-        let mut h = xxhash_rust::xxh64::Xxh64::new(1);
-        for (name, r) in &self.items {
-            h.update(name.as_bytes());
-            h.update(r.version.as_bytes());
-        }
-        self.version = format!("{:016x}", h.digest());
-        self.sealed = true;
+    fn item_hash(name: &str, r: &Versioned) -> u64 {
+        let version = xxhash_rust::xxh3::xxh3_64(r.version.as_bytes());
+        xxhash_rust::xxh3::xxh3_64_with_seed(name.as_bytes(), version)
+    }
+
+    /// Sets `name`; the resource it replaces, if any.
+    fn insert(&mut self, name: String, r: Arc<Versioned>) -> Option<Arc<Versioned>> {
+        let added = Self::item_hash(&name, &r);
+        let old = self.items.get(&name).map(|o| Self::item_hash(&name, o));
+        self.sum = self
+            .sum
+            .wrapping_add(added)
+            .wrapping_sub(old.unwrap_or_default());
+        self.items.insert(name, r)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Arc<Versioned>> {
+        let old = self.items.remove(name)?;
+        self.sum = self.sum.wrapping_sub(Self::item_hash(name, &old));
+        Some(old)
+    }
+
+    /// The version of the whole set: equal sets have equal versions.
+    fn version(&self) -> String {
+        let h =
+            xxhash_rust::xxh3::xxh3_64_with_seed(&self.sum.to_le_bytes(), self.items.len() as u64);
+        format!("{h:016x}")
     }
 }
 
@@ -106,34 +120,27 @@ impl Snapshot {
     /// Adds a resource that other snapshots may hold too.
     pub fn insert_shared(&mut self, name: impl Into<String>, r: Arc<Versioned>) -> &mut Self {
         let entry = self.types.entry(r.body.type_url.clone()).or_default();
-        entry.items.insert(name.into(), r);
-        entry.sealed = false;
+        entry.insert(name.into(), r);
         self
     }
 
     /// Computes the set versions after inserts; the cache calls it before storing.
     pub fn seal(&mut self) -> &mut Self {
-        for t in self.types.values_mut() {
-            if !t.sealed {
-                t.seal();
-            }
-        }
         let mut versions = BTreeMap::new();
         if let Some(base) = &self.base {
-            for (type_url, t) in &base.resources.types {
-                versions.insert(type_url.clone(), t.version.clone());
-            }
+            versions = base.resources.versions.clone();
         }
         for (type_url, t) in &self.types {
+            let own = t.version();
             let v = match versions.get(type_url) {
                 // Both layers: a version of the pair.
                 Some(base) => {
                     let mut h = xxhash_rust::xxh64::Xxh64::new(3);
                     h.update(base.as_bytes());
-                    h.update(t.version.as_bytes());
+                    h.update(own.as_bytes());
                     format!("{:016x}", h.digest())
                 }
-                None => t.version.clone(),
+                None => own,
             };
             versions.insert(type_url.clone(), v);
         }
@@ -147,16 +154,12 @@ impl Snapshot {
         self
     }
 
-    /// Adds every resource and declared type of `other`'s own layer. A type that gains
-    /// nothing keeps its seal.
+    /// Adds every resource and declared type of `other`'s own layer.
     pub fn extend(&mut self, other: &Snapshot) -> &mut Self {
         for (type_url, resources) in &other.types {
             let entry = self.types.entry(type_url.clone()).or_default();
-            if !resources.items.is_empty() {
-                entry.sealed = false;
-            }
             for (name, r) in &resources.items {
-                entry.items.insert(name.clone(), r.clone());
+                entry.insert(name.clone(), r.clone());
             }
         }
         self
@@ -322,7 +325,8 @@ impl Base {
     }
 
     /// A copy with `upserts` set and `removals` (type URL, name) gone; only resources
-    /// whose version differs count as changed.
+    /// whose version differs count as changed. The copy shares every untouched map
+    /// node with this base, so an update costs what it changes, not the base's size.
     pub fn update(
         self: &Arc<Self>,
         upserts: impl IntoIterator<Item = (String, Arc<Versioned>)>,
@@ -342,13 +346,11 @@ impl Base {
                 .entry(r.body.type_url.clone())
                 .or_default()
                 .insert(name.clone());
-            t.items.insert(name, r);
-            t.sealed = false;
+            t.insert(name, r);
         }
         for (type_url, name) in removals {
             if let Some(t) = resources.types.get_mut(&type_url) {
-                if t.items.remove(&name).is_some() {
-                    t.sealed = false;
+                if t.remove(&name).is_some() {
                     changed.entry(type_url).or_default().insert(name);
                 }
             }
