@@ -2,8 +2,10 @@
 //! gRPC (trellis-xds client engines on loopback), in state-of-the-world and delta:
 //!   - control plane memory (RSS growth after loading and generating every view);
 //!   - time to push the full config to all 100 (from views being set in the cache to
-//!     every client holding every cluster and endpoint assignment);
-//!   - time for one endpoint change on disk to reach all of them (reload included).
+//!     every client holding every cluster and endpoint assignment), and when the
+//!     control plane made the last response of it;
+//!   - time for one endpoint change on disk to reach all of them (reload included),
+//!     five times: the median and the best.
 //!
 //! Usage: cargo bench -p trellis-control --bench scale -- [services...]  (default 1000)
 
@@ -143,10 +145,32 @@ fn run(services: usize, mode: Mode) {
         rt.spawn(client::run(opts, c.clone()));
     }
     // Every sidecar sees every service: one cluster per service plus its inbound one.
+    // Meanwhile, when the control plane made its last response of the push: its own
+    // share of the time, the rest being the clients' decoding on the same two cores.
+    let server_done = Arc::new(Mutex::new(Duration::ZERO));
+    let watcher = {
+        let (stats, server_done) = (server.stats.clone(), server_done.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut last = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = stats.responses.load(std::sync::atomic::Ordering::Relaxed);
+                if sent != last {
+                    last = sent;
+                    *server_done.lock().unwrap() = start.elapsed();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        (stop, handle)
+    };
     let full = wait_all(&clients, "full push", |s| {
         s.0 >= services && s.1 >= services
     });
-    let _ = start;
+    watcher.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.1.join().unwrap();
+    let server_done = *server_done.lock().unwrap();
 
     // One endpoint of svc-0 changes port on disk, five times: the median and the best.
     let mut changes = Vec::new();
@@ -179,10 +203,11 @@ fn run(services: usize, mode: Mode) {
         .resources_sent
         .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s, endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent {sent}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent {sent}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
         full.as_secs_f64(),
+        server_done.as_secs_f64(),
         changes[2].as_secs_f64() * 1000.0,
         changes[0].as_secs_f64() * 1000.0,
         reload.as_secs_f64() * 1000.0,
