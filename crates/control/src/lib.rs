@@ -224,6 +224,8 @@ impl ControlPlane {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%node, "no view: {e}");
+                // Nor a scope: an endpoint move must not give it a shared base.
+                self.scopes.lock().unwrap().remove(node);
                 Snapshot::new()
             }
         };

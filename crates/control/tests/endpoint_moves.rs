@@ -225,6 +225,20 @@ fn moved_endpoints_give_the_views_a_full_rebuild_gives() {
     assert!(moving.status().borrow().endpoints_only);
     let (_fresh, fresh_cache) = plane(dir.path());
     assert_same_views(&cache, &fresh_cache);
+
+    // A workload that goes away keeps an empty view through later moves in its scope.
+    let gone = "sidecar~127.0.2.2~cart-2.shop~shop.svc.cluster.local";
+    let mut list = workloads(("127.0.1.5", 20005), 20009);
+    list.remove(4);
+    std::fs::write(dir.path().join("workloads.yaml"), entries(&list)).unwrap();
+    moving.reload().unwrap();
+    assert!(cache.get(gone).unwrap().is_empty());
+    let mut list = workloads(("127.0.1.5", 20005), 20011);
+    list.remove(4);
+    std::fs::write(dir.path().join("workloads.yaml"), entries(&list)).unwrap();
+    moving.reload().unwrap();
+    assert!(moving.status().borrow().endpoints_only);
+    assert!(cache.get(gone).unwrap().is_empty(), "{gone} got a view");
 }
 
 #[test]
