@@ -230,8 +230,8 @@ impl Snapshot {
 
     /// The names that may differ from `previous`, by type, when that is cheaper to know
     /// than a walk of everything: what differs between the own layers, plus what the
-    /// base recorded as changed since `previous`'s base. `None`: unknown (a base that did not come from
-    /// `previous`'s by [`Base::update`]); compare everything.
+    /// base recorded as changed since `previous`'s base. `None`: unknown (a base that
+    /// did not come from `previous`'s by [`Base::update`]); compare everything.
     pub fn changes_since(&self, previous: &Snapshot) -> Option<Changes> {
         let mut out = Changes::new();
         // Own layers are small: compare them name by name.
