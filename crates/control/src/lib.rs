@@ -97,21 +97,6 @@ impl ControlPlane {
                 let read = started.elapsed();
                 match self.move_endpoints(&moves) {
                     Ok(()) => {
-                        let mut names: Vec<String> = moves
-                            .iter()
-                            .take(5)
-                            .map(|m| format!("{}/{}", m.namespace, m.name))
-                            .collect();
-                        if moves.len() > names.len() {
-                            names.push("...".into());
-                        }
-                        tracing::info!(
-                            "endpoints moved: {} WorkloadEntr{} ({}); views updated in {:?}",
-                            moves.len(),
-                            if moves.len() == 1 { "y" } else { "ies" },
-                            names.join(", "),
-                            started.elapsed()
-                        );
                         self.status.send_modify(|s| {
                             s.generation += 1;
                             s.reload_timing = [read, Duration::ZERO, started.elapsed() - read];
@@ -290,6 +275,7 @@ impl ControlPlane {
     /// The state stays locked until every sidecar has its new base, so a view built
     /// for a connecting sidecar meanwhile is of one generation or the other.
     fn move_endpoints(&self, moves: &[Resource<WorkloadEntry>]) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let mut own = Vec::new();
         {
             let mut state = self.state.lock().unwrap();
@@ -339,6 +325,21 @@ impl ControlPlane {
                 self.refresh(&node);
             }
         }
+        let mut names: Vec<String> = moves
+            .iter()
+            .take(5)
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .collect();
+        if moves.len() > names.len() {
+            names.push("...".into());
+        }
+        tracing::info!(
+            "endpoints moved: {} WorkloadEntr{} ({}); views updated in {:?}",
+            moves.len(),
+            if moves.len() == 1 { "y" } else { "ies" },
+            names.join(", "),
+            started.elapsed()
+        );
         Ok(())
     }
 

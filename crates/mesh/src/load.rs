@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -98,7 +99,7 @@ pub fn load_dir_cached(
 #[derive(Default)]
 pub struct DocCache {
     /// Per file, per document position: the hash of its text and what it gave.
-    files: HashMap<String, Vec<(u64, Loaded)>>,
+    files: HashMap<String, Vec<(u64, Arc<Loaded>)>>,
     /// Per directory, its files at the last refresh in name order.
     listing: HashMap<std::path::PathBuf, Vec<String>>,
     seen: HashSet<String>,
@@ -106,11 +107,12 @@ pub struct DocCache {
 }
 
 /// One document that differs from the last read: what it gave before and what it
-/// gives now (`None`: there was or is no document at that place).
+/// gives now (`None`: there was or is no document at that place). Shared with the
+/// cache, so recording a change copies nothing.
 #[derive(Clone, Debug)]
 pub struct DocChange {
-    pub before: Option<Loaded>,
-    pub after: Option<Loaded>,
+    pub before: Option<Arc<Loaded>>,
+    pub after: Option<Arc<Loaded>>,
 }
 
 impl DocCache {
@@ -137,17 +139,8 @@ impl DocCache {
                         key: None,
                     });
                     self.seen.insert(name.clone());
-                    let old = self.files.insert(name.clone(), vec![(0, fragment.clone())]);
-                    for (_, before) in old.into_iter().flatten() {
-                        self.changes.push(DocChange {
-                            before: Some(before),
-                            after: None,
-                        });
-                    }
-                    self.changes.push(DocChange {
-                        before: None,
-                        after: Some(fragment),
-                    });
+                    self.forget(&name, 0);
+                    self.set(&name, 0, 0, fragment);
                 }
             }
             names.push(name);
@@ -176,12 +169,8 @@ impl DocCache {
             .cloned()
             .collect();
         for f in gone {
-            for (_, before) in self.files.remove(&f).into_iter().flatten() {
-                self.changes.push(DocChange {
-                    before: Some(before),
-                    after: None,
-                });
-            }
+            self.forget(&f, 0);
+            self.files.remove(&f);
         }
         self.listing
             .retain(|_, files| files.iter().all(|f| self.files.contains_key(f)));
@@ -192,21 +181,48 @@ impl DocCache {
         std::mem::take(&mut self.changes)
     }
 
-    fn refresh_text(&mut self, text: &str, file: &str) {
-        self.seen.insert(file.to_string());
-        let docs = documents(text);
-        let cached = self.files.entry(file.to_string()).or_default();
-        for (_, before) in cached.drain(docs.len().min(cached.len())..) {
+    /// Drops `file`'s documents from position `from` on, recording them as removed.
+    fn forget(&mut self, file: &str, from: usize) {
+        let Some(cached) = self.files.get_mut(file) else {
+            return;
+        };
+        for (_, before) in cached.drain(from.min(cached.len())..) {
             self.changes.push(DocChange {
                 before: Some(before),
                 after: None,
             });
         }
-        for (i, doc) in docs.into_iter().enumerate() {
-            let hash = xxhash_rust::xxh3::xxh3_64(doc.as_bytes());
-            if cached.get(i).is_some_and(|(h, _)| *h == hash) {
-                continue;
-            }
+    }
+
+    /// Sets the document at position `i` of `file` (at most one past its last),
+    /// recording the change.
+    fn set(&mut self, file: &str, i: usize, hash: u64, fragment: Loaded) {
+        let fragment = Arc::new(fragment);
+        let cached = self.files.entry(file.to_string()).or_default();
+        let before = if i < cached.len() {
+            Some(std::mem::replace(&mut cached[i], (hash, fragment.clone())).1)
+        } else {
+            cached.push((hash, fragment.clone()));
+            None
+        };
+        self.changes.push(DocChange {
+            before,
+            after: Some(fragment),
+        });
+    }
+
+    fn refresh_text(&mut self, text: &str, file: &str) {
+        self.seen.insert(file.to_string());
+        let docs = documents(text);
+        self.forget(file, docs.len());
+        let cached = self.files.entry(file.to_string()).or_default();
+        let changed: Vec<(usize, u64, &str)> = docs
+            .into_iter()
+            .enumerate()
+            .map(|(i, doc)| (i, xxhash_rust::xxh3::xxh3_64(doc.as_bytes()), doc))
+            .filter(|(i, hash, _)| cached.get(*i).is_none_or(|(h, _)| h != hash))
+            .collect();
+        for (i, hash, doc) in changed {
             let source = format!("{file}#{}", i + 1);
             let mut fragment = Loaded::default();
             match serde_yaml::from_str::<Value>(doc) {
@@ -218,16 +234,7 @@ impl DocCache {
                     key: None,
                 }),
             }
-            let before = if i < cached.len() {
-                Some(std::mem::replace(&mut cached[i], (hash, fragment.clone())).1)
-            } else {
-                cached.push((hash, fragment.clone()));
-                None
-            };
-            self.changes.push(DocChange {
-                before,
-                after: Some(fragment),
-            });
+            self.set(file, i, hash, fragment);
         }
     }
 }
