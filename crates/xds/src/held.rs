@@ -111,6 +111,28 @@ impl Held {
     /// Records what response `nonce` carries as held, until the client answers it.
     pub fn sent(&mut self, nonce: &str, diff: &Diff<'_>) {
         let mut before = Vec::with_capacity(diff.upserts.len() + diff.removed.len());
+        let after_held = |first: &String| {
+            self.versions
+                .last_key_value()
+                .is_none_or(|(l, _)| first > l)
+        };
+        let ordered = diff.upserts.windows(2).all(|w| w[0].0 < w[1].0);
+        if diff.removed.is_empty()
+            && ordered
+            && diff.upserts.first().is_some_and(|(n, _)| after_held(n))
+        {
+            // New names past everything held (a full push, part by part): one bulk
+            // append instead of a tree insert per name.
+            let mut added: BTreeMap<String, String> = diff
+                .upserts
+                .iter()
+                .map(|(name, r)| (name.clone(), r.version.clone()))
+                .collect();
+            self.versions.append(&mut added);
+            before.extend(diff.upserts.iter().map(|(name, _)| (name.clone(), None)));
+            self.pending.insert(nonce.to_string(), before);
+            return;
+        }
         for (name, r) in &diff.upserts {
             let old = self.versions.insert(name.clone(), r.version.clone());
             before.push((name.clone(), old));

@@ -17,9 +17,10 @@ mod held;
 mod server;
 mod snapshot;
 mod thread;
+mod wire;
 
 pub use envoy_types::pb;
-pub use server::{AdsServer, Authorize, ServerStats};
+pub use server::{AdsServer, AdsService, Authorize, ServerStats};
 pub use snapshot::{Base, Cache, Changes, Snapshot, TypeResources, Versioned};
 pub use thread::ServerThread;
 

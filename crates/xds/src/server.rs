@@ -5,18 +5,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::held::{Diff, Held};
+use crate::wire::{AdsCodec, DeltaResponse, SotwResponse, Wire};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot};
 
 /// Counters the control plane exports.
@@ -63,11 +59,74 @@ impl AdsServer {
         self.stats.clone()
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(256 << 20)
+    /// The gRPC service, `envoy.service.discovery.v3.AggregatedDiscoveryService`.
+    pub fn into_service(self) -> AdsService {
+        AdsService(self)
     }
+}
+
+/// [`AdsServer`] as a gRPC service for tonic's router. Written by hand rather than
+/// generated so that responses can be [`Wire`] messages over shared resources.
+#[derive(Clone)]
+pub struct AdsService(AdsServer);
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const MAX_REQUEST: usize = 64 << 20;
+const MAX_RESPONSE: usize = 256 << 20;
+
+impl tonic::server::NamedService for AdsService {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+impl<B> tower::Service<http::Request<B>> for AdsService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.0.clone();
+        match req.uri().path() {
+            SOTW_PATH => Box::pin(serve::<Sotw, B>(server, req)),
+            DELTA_PATH => Box::pin(serve::<Delta, B>(server, req)),
+            _ => Box::pin(async { Ok(Status::unimplemented("not an ADS method").into_http()) }),
+        }
+    }
+}
+
+/// One ADS call of variant `V`: tonic decodes the requests and frames the responses.
+async fn serve<V, B>(
+    server: AdsServer,
+    req: http::Request<B>,
+) -> Result<http::Response<tonic::body::Body>, std::convert::Infallible>
+where
+    V: Variant + Send + 'static,
+    V::Req: Send,
+    V::Resp: Wire + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let method = tower::service_fn(move |request: Request<Streaming<V::Req>>| {
+        let out = server.spawn_stream::<V>(request);
+        async move { Ok::<_, Status>(Response::new(out)) }
+    });
+    let mut grpc = tonic::server::Grpc::new(AdsCodec::<V::Resp, V::Req>::default())
+        .apply_max_message_size_config(Some(MAX_REQUEST), Some(MAX_RESPONSE));
+    Ok(grpc.streaming(method, req).await)
 }
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -97,26 +156,6 @@ impl AdsServer {
             stats.streams_open.fetch_sub(1, Ordering::Relaxed);
         });
         Box::pin(ReceiverStream::new(rx))
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn_stream::<Sotw>(request)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn_stream::<Delta>(request)))
     }
 }
 
@@ -330,7 +369,7 @@ struct Sotw {
 
 impl Variant for Sotw {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
+    type Resp = SotwResponse;
 
     fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
@@ -393,7 +432,7 @@ impl Variant for Sotw {
         push: Push<'_>,
         nonce: &mut u64,
         stats: &ServerStats,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<SotwResponse> {
         let w = self.watches.get_mut(type_url)?;
         let (version, resources) = if is_wildcard_type(type_url) {
             whole_set(w, type_url, snapshot, push)?
@@ -406,21 +445,21 @@ impl Variant for Sotw {
         if !is_wildcard_type(type_url) {
             w.held.sent(&w.nonce, &resources);
         }
+        // The snapshot's own resources, shared: the encoder writes their bytes.
         let resources: Vec<_> = resources
             .upserts
             .into_iter()
-            .map(|(_, r)| r.body.clone())
+            .map(|(_, r)| r.clone())
             .collect();
         stats.responses.fetch_add(1, Ordering::Relaxed);
         stats
             .resources_sent
             .fetch_add(resources.len() as u64, Ordering::Relaxed);
-        Some(DiscoveryResponse {
+        Some(SotwResponse {
             version_info: version,
             resources,
             type_url: type_url.to_string(),
             nonce: w.nonce.clone(),
-            ..Default::default()
         })
     }
 }
@@ -521,7 +560,7 @@ struct Delta {
 
 impl Variant for Delta {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
+    type Resp = DeltaResponse;
 
     fn node(
         req: &DeltaDiscoveryRequest,
@@ -586,7 +625,7 @@ impl Variant for Delta {
         push: Push<'_>,
         nonce: &mut u64,
         stats: &ServerStats,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<DeltaResponse> {
         let w = self.watches.get_mut(type_url)?;
         if w.held.unchanged(type_url, push) {
             return None;
@@ -611,20 +650,14 @@ impl Variant for Delta {
         let resources = diff
             .upserts
             .into_iter()
-            .map(|(name, r)| Resource {
-                name,
-                version: r.version.clone(),
-                resource: Some(r.body.clone()),
-                ..Default::default()
-            })
+            .map(|(name, r)| (name, r.clone()))
             .collect();
-        Some(DeltaDiscoveryResponse {
+        Some(DeltaResponse {
             system_version_info: snapshot.version(type_url).unwrap_or_default().to_string(),
             resources,
             type_url: type_url.to_string(),
             removed_resources: diff.removed,
             nonce: nonce.to_string(),
-            ..Default::default()
         })
     }
 }
