@@ -10,6 +10,7 @@
 //! Usage: cargo bench -p trellis-control --bench scale -- [services...]  (default 1000)
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -104,26 +105,21 @@ fn wait_all(
     }
 }
 
-fn run(services: usize, mode: Mode) {
-    let dir = tempfile::tempdir().unwrap();
-    write_registry(dir.path(), services, 20000);
-    let rss0 = rss_kb();
-    let cache = Cache::new();
-    let plane = trellis_control::ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
-    let t = Instant::now();
-    plane.reload().unwrap();
-    let generate = t.elapsed();
-    let rss1 = rss_kb();
-    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-
+/// Starts one client per node on a runtime of their own and waits until every one
+/// holds every cluster and endpoint set: the runtime, the clients, the time that took
+/// and when the control plane made its last response of it.
+fn connect_all(
+    server: &ServerThread,
+    nodes: &[String],
+    mode: Mode,
+    services: usize,
+) -> (tokio::runtime::Runtime, Vec<Counter>, (Duration, Duration)) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let nodes: Vec<String> = cache.nodes();
-    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
-    let clients: Vec<Counter> = (0..PROXIES)
+    let clients: Vec<Counter> = (0..nodes.len())
         .map(|_| Counter {
             interest: Default::default(),
             state: Default::default(),
@@ -148,29 +144,52 @@ fn run(services: usize, mode: Mode) {
     // Meanwhile, when the control plane made its last response of the push: its own
     // share of the time, the rest being the clients' decoding on the same two cores.
     let server_done = Arc::new(Mutex::new(Duration::ZERO));
+    let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (stats, server_done) = (server.stats.clone(), server_done.clone());
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut last = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let sent = stats.responses.load(std::sync::atomic::Ordering::Relaxed);
+        let (stats, server_done, stop) = (server.stats.clone(), server_done.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = stats.responses.load(Ordering::Relaxed);
+            while !stop.load(Ordering::Relaxed) {
+                let sent = stats.responses.load(Ordering::Relaxed);
                 if sent != last {
                     last = sent;
                     *server_done.lock().unwrap() = start.elapsed();
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-        });
-        (stop, handle)
+        })
     };
     let full = wait_all(&clients, "full push", |s| {
         s.0 >= services && s.1 >= services
     });
-    watcher.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    watcher.1.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
     let server_done = *server_done.lock().unwrap();
+    (rt, clients, (full, server_done))
+}
+
+fn run(services: usize, mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    write_registry(dir.path(), services, 20000);
+    let rss0 = rss_kb();
+    let cache = Cache::new();
+    let plane = trellis_control::ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
+    let t = Instant::now();
+    plane.reload().unwrap();
+    let generate = t.elapsed();
+    let rss1 = rss_kb();
+    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+
+    let nodes: Vec<String> = cache.nodes();
+    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
+    // The first push is into a fresh process: every buffer and every client's state is
+    // memory touched for the first time. The 100 clients then go away and 100 new ones,
+    // holding nothing, connect to the same control plane: that push reuses memory, as a
+    // control plane that has been running does when its proxies reconnect.
+    let (rt, _, cold) = connect_all(&server, &nodes, mode, services);
+    drop(rt);
+    let sent = server.stats.resources_sent.load(Ordering::Relaxed);
+    let (rt, clients, warm) = connect_all(&server, &nodes, mode, services);
 
     // One endpoint of svc-0 changes port on disk, five times: the median and the best.
     let mut changes = Vec::new();
@@ -198,16 +217,14 @@ fn run(services: usize, mode: Mode) {
     } else {
         "full rebuild"
     };
-    let sent = server
-        .stats
-        .resources_sent
-        .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent {sent}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s), again to 100 new clients {:.2} s ({:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
-        full.as_secs_f64(),
-        server_done.as_secs_f64(),
+        cold.0.as_secs_f64(),
+        cold.1.as_secs_f64(),
+        warm.0.as_secs_f64(),
+        warm.1.as_secs_f64(),
         changes[2].as_secs_f64() * 1000.0,
         changes[0].as_secs_f64() * 1000.0,
         reload.as_secs_f64() * 1000.0,

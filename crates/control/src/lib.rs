@@ -3,10 +3,11 @@
 //! proxy hears only about resources of its own view that changed (the cache compares
 //! snapshots, delta streams compare resource versions).
 //!
-//! A change that only moves endpoints (WorkloadEntry addresses or ports) takes a short
-//! path: the clusters of the services those workloads back are made again in each
-//! shared scope, and every sidecar of the scope gets its own resources over the new
-//! shared base; nothing else is regenerated or compared.
+//! A change that only moves endpoints (WorkloadEntry addresses or ports; in Kubernetes
+//! mode, EndpointSlices) takes a short path: the clusters of the services whose
+//! endpoints moved are made again in each shared scope, and every sidecar of the scope
+//! gets its own resources over the new shared base; nothing else is regenerated or
+//! compared.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -91,7 +92,25 @@ impl ControlPlane {
             documents.sweep();
             documents.take_changes()
         };
+        // Taken on every reload, so that what it reports is what changed since the last.
+        let kube_changes = self.kube.as_ref().map(|k| k.take_endpoint_changes());
         let running = self.status.borrow().generation > 0;
+        if let (true, true, Some(kube), Some(Some(services))) =
+            (running, changes.is_empty(), &self.kube, &kube_changes)
+        {
+            let read = started.elapsed();
+            match self.change_service_endpoints(kube, services) {
+                Ok(()) => {
+                    self.status.send_modify(|s| {
+                        s.generation += 1;
+                        s.reload_timing = [read, Duration::ZERO, started.elapsed() - read];
+                        s.endpoints_only = true;
+                    });
+                    return Ok(());
+                }
+                Err(why) => tracing::info!("endpoint change needs a full rebuild: {why}"),
+            }
+        }
         if running && self.kube.is_none() {
             if let Some(moves) = trellis_mesh::endpoint_moves(&changes) {
                 let read = started.elapsed();
@@ -297,34 +316,12 @@ impl ControlPlane {
                 }
                 hosts.extend(served);
             }
-            let mut rebased: HashMap<String, Arc<Base>> = HashMap::new();
-            let mut shared = self.shared.lock().unwrap();
-            for (key, outbound) in shared.iter_mut() {
-                if let Some(moved) = outbound.with_moved(inputs, registry, &hosts)? {
-                    rebased.insert(key.clone(), moved.base.clone());
-                    *outbound = Arc::new(moved);
-                }
-            }
-            for (node, key) in self.scopes.lock().unwrap().iter() {
-                let Some(base) = rebased.get(key) else {
-                    continue;
-                };
-                if own.contains(node) {
-                    continue;
-                }
-                if let Some(s) = self.cache.get(node) {
-                    self.cache.set(node, s.rebased(base.clone()));
-                }
-            }
+            self.rebase_scopes(inputs, registry, &hosts, &own)?;
         }
         for node in own {
             self.refresh(&node);
         }
-        for node in self.cache.nodes() {
-            if trellis_mesh::proxyless_namespace(&node).is_some() {
-                self.refresh(&node);
-            }
-        }
+        self.refresh_proxyless();
         let mut names: Vec<String> = moves
             .iter()
             .take(5)
@@ -341,6 +338,100 @@ impl ControlPlane {
             started.elapsed()
         );
         Ok(())
+    }
+
+    /// The short path in Kubernetes mode, for a change of EndpointSlices only: the
+    /// endpoints of `services` (namespace, name) are read again from the cluster's
+    /// objects, and the clusters of those whose endpoints differ are made again as for
+    /// moved WorkloadEntries. Pods, and so the sidecars' own views, did not change.
+    /// `Err` says why the change needs the full rebuild instead.
+    fn change_service_endpoints(
+        &self,
+        kube: &trellis_kube::KubeInputs,
+        services: &BTreeSet<(String, String)>,
+    ) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let mut hosts = BTreeSet::new();
+        {
+            let mut state = self.state.lock().unwrap();
+            let (inputs, registry) = &mut *state;
+            for (namespace, name) in services {
+                let host = trellis_mesh::fqdn(name, namespace);
+                match (registry.service_mut(&host), kube.service(namespace, name)) {
+                    // Not part of the mesh, before or now.
+                    (None, None) => {}
+                    (Some(s), Some(now))
+                        if s.endpoints_listed
+                            && s.namespace == now.namespace
+                            && s.ports == now.ports
+                            && s.selector == now.selector =>
+                    {
+                        if s.endpoints != now.endpoints {
+                            s.endpoints = now.endpoints;
+                            hosts.insert(host);
+                        }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "Service {namespace}/{name} is not the one the registry has"
+                        ))
+                    }
+                }
+            }
+            self.rebase_scopes(inputs, registry, &hosts, &[])?;
+        }
+        self.refresh_proxyless();
+        tracing::info!(
+            "endpoints changed: {} Service{} ({}); views updated in {:?}",
+            hosts.len(),
+            if hosts.len() == 1 { "" } else { "s" },
+            hosts.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// Makes the clusters of `hosts` again in every shared scope that has them and gives
+    /// each sidecar of those scopes its own resources over the new base, but the sidecars
+    /// of `own`, whose whole view the caller makes again. Called with the state locked,
+    /// so that a view built meanwhile for a connecting sidecar is of one generation or
+    /// the other.
+    fn rebase_scopes(
+        &self,
+        inputs: &Inputs,
+        registry: &Registry,
+        hosts: &BTreeSet<String>,
+        own: &[String],
+    ) -> Result<(), String> {
+        let mut rebased: HashMap<String, Arc<Base>> = HashMap::new();
+        let mut shared = self.shared.lock().unwrap();
+        for (key, outbound) in shared.iter_mut() {
+            if let Some(moved) = outbound.with_moved(inputs, registry, hosts)? {
+                rebased.insert(key.clone(), moved.base.clone());
+                *outbound = Arc::new(moved);
+            }
+        }
+        for (node, key) in self.scopes.lock().unwrap().iter() {
+            let Some(base) = rebased.get(key) else {
+                continue;
+            };
+            if own.contains(node) {
+                continue;
+            }
+            if let Some(s) = self.cache.get(node) {
+                self.cache.set(node, s.rebased(base.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Proxyless clients' views are small: made again whole.
+    fn refresh_proxyless(&self) {
+        for node in self.cache.nodes() {
+            if trellis_mesh::proxyless_namespace(&node).is_some() {
+                self.refresh(&node);
+            }
+        }
     }
 
     /// Watches the directories (and the cluster) and serves views to nodes as they

@@ -7,6 +7,9 @@ use std::path::Path;
 use trellis_control::ControlPlane;
 use trellis_xds::Cache;
 
+mod common;
+use common::assert_same_views;
+
 const SERVICES: &str = r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: { name: reviews, namespace: default }
@@ -156,31 +159,6 @@ fn plane(dir: &Path) -> (ControlPlane, Cache) {
     plane.reload().unwrap();
     plane.refresh(PROXYLESS);
     (plane, cache)
-}
-
-/// Every node's view in `a` equals the one in `b`: same types, set versions, and
-/// resources by name and version.
-fn assert_same_views(a: &Cache, b: &Cache) {
-    let mut nodes = a.nodes();
-    nodes.sort();
-    let mut others = b.nodes();
-    others.sort();
-    assert_eq!(nodes, others);
-    for node in nodes {
-        let (x, y) = (a.get(&node).unwrap(), b.get(&node).unwrap());
-        let types: Vec<_> = x.type_urls().cloned().collect();
-        assert_eq!(types, y.type_urls().cloned().collect::<Vec<_>>(), "{node}");
-        for t in &types {
-            let list = |s: &trellis_xds::Snapshot| -> Vec<(String, String)> {
-                s.iter(t)
-                    .map(|(n, r)| (n.clone(), r.version.clone()))
-                    .collect()
-            };
-            assert_eq!(list(&x), list(&y), "{node}: {t}");
-            assert_eq!(x.version(t), y.version(t), "{node}: {t}");
-        }
-        assert!(!x.is_empty(), "{node} has a view");
-    }
 }
 
 fn write(dir: &Path, reviews_v2: (&'static str, u16), cart: u16) {

@@ -1,7 +1,14 @@
 //! JSON ↔ `google.protobuf.Struct`, for the settings carried in `TypedStruct`s.
+//!
+//! The Struct here is our own message with the same wire format as
+//! `google.protobuf.Struct`, its fields in a `BTreeMap`: the generated one keeps them in
+//! a `HashMap`, so the same settings encoded twice could come out in another order,
+//! with another content version, and every full rebuild re-sent every listener that
+//! carries one (the inbound listeners of workloads with an AuthorizationPolicy).
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value as Json};
-use trellis_xds::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
 
 /// `xds.type.v3.TypedStruct`: an extension's config as a Struct, named by its type URL
 /// (envoy-types does not generate the xds.type package).
@@ -11,6 +18,46 @@ pub struct TypedStruct {
     pub type_url: String,
     #[prost(message, optional, tag = "2")]
     pub value: Option<Struct>,
+}
+
+/// `google.protobuf.Struct`, encoded in key order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Struct {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub fields: BTreeMap<String, Value>,
+}
+
+/// `google.protobuf.Value`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Value {
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    pub kind: Option<Kind>,
+}
+
+/// `google.protobuf.Value.kind` (`null_value` is the enum `NullValue`, a varint). The
+/// variants keep the generated type's names.
+#[allow(clippy::enum_variant_names)]
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Kind {
+    #[prost(int32, tag = "1")]
+    NullValue(i32),
+    #[prost(double, tag = "2")]
+    NumberValue(f64),
+    #[prost(string, tag = "3")]
+    StringValue(String),
+    #[prost(bool, tag = "4")]
+    BoolValue(bool),
+    #[prost(message, tag = "5")]
+    StructValue(Struct),
+    #[prost(message, tag = "6")]
+    ListValue(ListValue),
+}
+
+/// `google.protobuf.ListValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListValue {
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<Value>,
 }
 
 pub fn to_struct(json: &Json) -> Struct {
@@ -60,5 +107,51 @@ fn from_value(v: &Value) -> Json {
         Some(Kind::StringValue(s)) => Json::String(s.clone()),
         Some(Kind::ListValue(l)) => Json::Array(l.values.iter().map(from_value).collect()),
         Some(Kind::StructValue(s)) => from_struct(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use trellis_xds::pb::google::protobuf as pb;
+
+    fn settings() -> Json {
+        serde_json::json!({
+            "policies": [{"name": "shop.ratings-admin", "action": "DENY",
+                          "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}],
+            "zeta": null, "alpha": true, "count": 3, "ratio": 0.5,
+        })
+    }
+
+    /// Equal settings encode to equal bytes, however they were built.
+    #[test]
+    fn encoding_is_in_key_order() {
+        let a = to_struct(&settings()).encode_to_vec();
+        for _ in 0..20 {
+            let mut reordered = serde_json::Map::new();
+            let obj = settings();
+            let mut keys: Vec<_> = obj.as_object().unwrap().keys().cloned().collect();
+            keys.reverse();
+            for k in keys {
+                reordered.insert(k.clone(), obj[&k].clone());
+            }
+            assert_eq!(to_struct(&Json::Object(reordered)).encode_to_vec(), a);
+        }
+    }
+
+    /// The wire format is google.protobuf.Struct's: the generated type reads ours and
+    /// ours reads it.
+    #[test]
+    fn wire_format_is_google_protobuf_struct() {
+        let ours = to_struct(&settings());
+        let theirs = pb::Struct::decode(ours.encode_to_vec().as_slice()).unwrap();
+        let back = Struct::decode(theirs.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, ours);
+        assert_eq!(from_struct(&back), settings());
+        assert!(matches!(
+            theirs.fields["alpha"].kind,
+            Some(pb::value::Kind::BoolValue(true))
+        ));
     }
 }

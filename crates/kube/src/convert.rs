@@ -61,13 +61,47 @@ pub fn load(
         .filter_map(|(k, p)| Some((k.clone(), pod_workload(objects, p)?)))
         .collect();
     let mut services = Vec::new();
+    let pod = |k: &Key| pods.get(k).cloned();
     for ((ns, _), s) in &objects.services {
         if discovery.includes(objects, ns) {
-            services.extend(service(objects, &pods, s, loaded));
+            services.extend(service(objects, &pod, s, loaded));
         }
     }
     (services, pods.into_values().collect())
 }
+
+/// The registry service of one Kubernetes Service (`key`: namespace and name) as
+/// [`load`] makes it, reading only the pods its EndpointSlices name; `None` when it is
+/// not part of the mesh (absent, ExternalName, outside the discovery selector).
+pub fn one_service(objects: &Objects, discovery: &Discovery, key: &Key) -> Option<Service> {
+    if !discovery.includes(objects, &key.0) {
+        return None;
+    }
+    let pod = |k: &Key| {
+        if !discovery.includes(objects, &k.0) {
+            return None;
+        }
+        pod_workload(objects, objects.pods.get(k)?)
+    };
+    service(
+        objects,
+        &pod,
+        objects.services.get(key)?,
+        &mut Loaded::default(),
+    )
+}
+
+/// The Service an EndpointSlice belongs to (its namespace and the Service named by its
+/// label), if any: a slice without the label backs no Service.
+pub fn slice_service<K: kube::Resource>(slice: &K) -> Option<Key> {
+    Some((
+        slice.namespace().unwrap_or_default(),
+        slice.labels().get(SERVICE_NAME_LABEL)?.clone(),
+    ))
+}
+
+/// A pod, as a workload, by namespace and name.
+type PodLookup<'a> = dyn Fn(&Key) -> Option<Workload> + 'a;
 
 fn istio_resource(kind: &IstioKind, o: &kube::api::DynamicObject, loaded: &mut Loaded) {
     let mut json = match serde_json::to_value(o) {
@@ -110,7 +144,7 @@ fn in_namespace<'a, V>(map: &'a BTreeMap<Key, V>, ns: &'a str) -> impl Iterator<
 
 fn service(
     objects: &Objects,
-    pods: &BTreeMap<Key, Workload>,
+    pod: &PodLookup<'_>,
     s: &KService,
     loaded: &mut Loaded,
 ) -> Option<Service> {
@@ -158,7 +192,7 @@ fn service(
         .filter(|slice| {
             slice.labels().get(SERVICE_NAME_LABEL) == Some(&name) && slice.address_type == family
         })
-        .flat_map(|slice| slice_endpoints(pods, slice))
+        .flat_map(|slice| slice_endpoints(pod, slice))
         .collect();
     Some(Service {
         host: trellis_mesh::fqdn(&name, &ns),
@@ -171,7 +205,7 @@ fn service(
 }
 
 /// The ready endpoints of a slice, as workloads (the pod's, when the slice names it).
-fn slice_endpoints(pods: &BTreeMap<Key, Workload>, slice: &EndpointSlice) -> Vec<Workload> {
+fn slice_endpoints(pod: &PodLookup<'_>, slice: &EndpointSlice) -> Vec<Workload> {
     let ports: BTreeMap<String, u16> = slice
         .ports
         .iter()
@@ -186,16 +220,16 @@ fn slice_endpoints(pods: &BTreeMap<Key, Workload>, slice: &EndpointSlice) -> Vec
         if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
             continue;
         }
-        let pod = e
+        let target = e
             .target_ref
             .as_ref()
             .filter(|r| r.kind.as_deref() == Some("Pod"))
             .and_then(|r| {
                 let pns = r.namespace.clone().unwrap_or_else(|| ns.clone());
-                pods.get(&(pns, r.name.clone()?))
+                pod(&(pns, r.name.clone()?))
             });
         for address in &e.addresses {
-            let w = match pod {
+            let w = match &target {
                 Some(w) => Workload {
                     address: address.clone(),
                     ports: ports.clone(),

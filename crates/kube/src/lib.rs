@@ -40,7 +40,7 @@ use trellis_mesh::{Loaded, Workload};
 
 pub use convert::Discovery;
 pub use objects::Objects;
-use objects::{key, trim, Kept};
+use objects::{key, trim, Kept, Key};
 
 /// An Istio kind and where the API server serves it.
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +100,8 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, String> {
 
 struct Shared {
     objects: Mutex<Objects>,
+    /// What changed since the control plane last asked.
+    dirty: Mutex<Dirty>,
     /// Bumped on every change after the kind's first list.
     changes: watch::Sender<u64>,
     /// Kinds whose first list has not completed.
@@ -107,9 +109,37 @@ struct Shared {
     synced: watch::Sender<bool>,
 }
 
+/// What changed in the cluster since [`KubeInputs::take_endpoint_changes`] last asked.
+struct Dirty {
+    /// Anything but an EndpointSlice (or a kind listed again).
+    other: bool,
+    /// The Services whose EndpointSlices changed.
+    services: BTreeSet<Key>,
+}
+
 impl Shared {
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Anything the control plane must read in full.
+    fn changed_other(&self) {
+        self.dirty.lock().unwrap().other = true;
+        self.changed();
+    }
+
+    /// One object of `kind` changed; for an EndpointSlice, `services` are the Services
+    /// its old and new versions name.
+    fn changed_object(&self, kind: &str, services: [Option<Key>; 2]) {
+        if kind != EndpointSlice::KIND {
+            return self.changed_other();
+        }
+        self.dirty
+            .lock()
+            .unwrap()
+            .services
+            .extend(services.into_iter().flatten());
+        self.changed();
     }
 
     fn listed(&self, kind: &'static str) {
@@ -140,6 +170,10 @@ impl KubeInputs {
         kinds.extend(ISTIO_KINDS.iter().map(|k| k.kind));
         let shared = Arc::new(Shared {
             objects: Mutex::new(Objects::default()),
+            dirty: Mutex::new(Dirty {
+                other: true,
+                services: BTreeSet::new(),
+            }),
             changes: watch::channel(0).0,
             pending: Mutex::new(kinds),
             synced: watch::channel(false).0,
@@ -193,6 +227,27 @@ impl KubeInputs {
         }
     }
 
+    /// What changed since the last call: `Some(services)` when only EndpointSlices did
+    /// (the Services, by namespace and name, whose slices changed: their endpoints are
+    /// all that can differ), `None` when anything else did, or on the first call.
+    pub fn take_endpoint_changes(&self) -> Option<BTreeSet<(String, String)>> {
+        let mut dirty = self.shared.dirty.lock().unwrap();
+        let services = std::mem::take(&mut dirty.services);
+        (!std::mem::take(&mut dirty.other)).then_some(services)
+    }
+
+    /// The registry service of the Kubernetes Service `namespace/name` as
+    /// [`load_into`](Self::load_into) makes it now; `None` when it is not part of the
+    /// mesh.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<trellis_mesh::Service> {
+        let objects = self.shared.objects.lock().unwrap();
+        convert::one_service(
+            &objects,
+            &self.discovery,
+            &(namespace.to_string(), name.to_string()),
+        )
+    }
+
     /// Adds the Istio resources to `loaded`; returns the services and workloads.
     pub fn load_into(&self, loaded: &mut Loaded) -> (Vec<trellis_mesh::Service>, Vec<Workload>) {
         let objects = self.shared.objects.lock().unwrap();
@@ -227,10 +282,10 @@ where
                         slot.clear();
                         had
                     };
-                    shared.listed(kind);
                     if had {
-                        shared.changed();
+                        shared.changed_other();
                     }
+                    shared.listed(kind);
                 }
                 continue;
             }
@@ -247,16 +302,20 @@ where
                 let listed = listing.take().unwrap_or_default();
                 tracing::debug!(kind, objects = listed.len(), "listed");
                 *K::slot(&mut shared.objects.lock().unwrap(), kind) = listed;
+                // Changed before listed: whoever waits for the lists then reads them all.
+                shared.changed_other();
                 shared.listed(kind);
-                shared.changed();
             }
             Event::Apply(o) => {
-                K::slot(&mut shared.objects.lock().unwrap(), kind).insert(key(&o), trim(o));
-                shared.changed();
+                let now = convert::slice_service(&o);
+                let old =
+                    K::slot(&mut shared.objects.lock().unwrap(), kind).insert(key(&o), trim(o));
+                shared.changed_object(kind, [old.as_ref().and_then(convert::slice_service), now]);
             }
             Event::Delete(o) => {
-                K::slot(&mut shared.objects.lock().unwrap(), kind).remove(&key(&o));
-                shared.changed();
+                let old = K::slot(&mut shared.objects.lock().unwrap(), kind).remove(&key(&o));
+                let was = old.as_ref().and_then(convert::slice_service);
+                shared.changed_object(kind, [was, convert::slice_service(&o)]);
             }
         }
     }

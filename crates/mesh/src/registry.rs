@@ -256,6 +256,13 @@ impl Registry {
         self.by_host.get(host).map(|&i| &self.services[i])
     }
 
+    /// The service of `host`, to change its endpoints in place (Kubernetes endpoint
+    /// changes); its host, namespace and selector must stay as they are, since the
+    /// registry's indexes use them.
+    pub fn service_mut(&mut self, host: &str) -> Option<&mut Service> {
+        self.by_host.get(host).map(|&i| &mut self.services[i])
+    }
+
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Workload> {
         self.workloads
             .iter()

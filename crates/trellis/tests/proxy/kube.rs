@@ -208,6 +208,12 @@ async fn control_follows_a_cluster_through_its_watch_streams() {
     fake.apply(&event("endpointslice-reviews-v2-terminating.json"))
         .unwrap();
     until_all("reviews-v1", Duration::from_secs(5)).await;
+    // Only an EndpointSlice changed: the control plane took the short path.
+    let log = c.ca.proc.log();
+    assert!(
+        log.contains("endpoints changed: 1 Service (reviews.shop.svc.cluster.local)"),
+        "{log}"
+    );
 
     // The API server compacts: the EndpointSlice watch ends with 410, the control
     // plane lists again and goes on; a later change still arrives.
