@@ -7,7 +7,14 @@
 //!   - time for one endpoint change on disk to reach all of them (reload included),
 //!     five times: the median and the best.
 //!
+//! The same in Kubernetes mode (`kube` lines): Services and EndpointSlices from the
+//! replaying API server, delta clients; the endpoint change is an EndpointSlice watch
+//! event (an endpoint's readiness), timed from the event to every client holding it.
+//!
 //! Usage: cargo bench -p trellis-control --bench scale -- [services...]  (default 1000)
+
+#[path = "scale/kube.rs"]
+mod kube;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,10 +243,104 @@ fn run(services: usize, mode: Mode) {
     server.stop();
 }
 
+fn run_kube(services: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    kube::write_cluster(dir.path(), services);
+    let (fake, kubeconfig) = kube::serve(dir.path());
+    let rss0 = rss_kb();
+    let watchers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let inputs = watchers.block_on(async {
+        let client = trellis_kube::client(Some(&kubeconfig)).await.unwrap();
+        let k = trellis_kube::KubeInputs::start(client, Default::default());
+        k.synced(Duration::from_secs(300)).await.unwrap();
+        k
+    });
+    let listed = t.elapsed();
+    let cache = Cache::new();
+    let plane = trellis_control::ControlPlane::new(&[], cache.clone()).with_kube(inputs.clone());
+    let t = Instant::now();
+    plane.reload().unwrap();
+    let generate = t.elapsed();
+    let rss1 = rss_kb();
+    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let nodes: Vec<String> = cache.nodes();
+    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
+    let (_rt, clients, (full, _)) = connect_all(&server, &nodes, Mode::Delta, services);
+
+    // Endpoint 9 of svc-0 turns not ready, ready, ...: five watch events.
+    let mut changes = Vec::new();
+    let mut seen = Vec::new();
+    let mut rx = inputs.changes();
+    let mut last = None;
+    for round in 0..5 {
+        let before: Vec<Option<String>> = clients
+            .iter()
+            .map(|c| c.state.lock().unwrap().2.clone())
+            .collect();
+        rx.borrow_and_update();
+        let t = Instant::now();
+        fake.apply(&kube::slice_event(round % 2 == 1)).unwrap();
+        watchers.block_on(rx.changed()).unwrap();
+        seen.push(t.elapsed());
+        plane.reload().unwrap();
+        last = Some(plane.status().borrow().clone());
+        wait_all(&clients, "endpoint change", |s| !before.contains(&s.2));
+        changes.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The same change with an unrelated Service edited too: the full rebuild, which is
+    // what every EndpointSlice change took before the short path.
+    let before: Vec<Option<String>> = clients
+        .iter()
+        .map(|c| c.state.lock().unwrap().2.clone())
+        .collect();
+    let seen_before = *rx.borrow_and_update();
+    let t = Instant::now();
+    // (Five rounds left endpoint 9 not ready.)
+    fake.apply(&kube::slice_event(true)).unwrap();
+    fake.apply(&kube::service_event(1)).unwrap();
+    while *rx.borrow_and_update() < seen_before + 2 {
+        watchers.block_on(rx.changed()).unwrap();
+    }
+    plane.reload().unwrap();
+    assert!(!plane.status().borrow().endpoints_only);
+    wait_all(&clients, "endpoint change", |s| !before.contains(&s.2));
+    let rebuild = t.elapsed();
+    changes.sort();
+    seen.sort();
+    let status = last.unwrap();
+    let path = if status.endpoints_only {
+        "endpoints only"
+    } else {
+        "full rebuild"
+    };
+    println!(
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, Kubernetes (delta): list {:.2} s, generate all views {:.2} s, control-plane RSS +{} MiB (watch store included), full push {:.2} s, endpoint change (watch event to all): median {:.0} ms, best {:.0} ms of 5 (event seen by the watcher: median {:.0} ms; last reload {path}: {:.0} ms); with a Service edited too (full rebuild) {:.0} ms",
+        listed.as_secs_f64(),
+        generate.as_secs_f64(),
+        rss1.saturating_sub(rss0) / 1024,
+        full.as_secs_f64(),
+        changes[2].as_secs_f64() * 1000.0,
+        changes[0].as_secs_f64() * 1000.0,
+        seen[2].as_secs_f64() * 1000.0,
+        status.reload_timing.iter().sum::<Duration>().as_secs_f64() * 1000.0,
+        rebuild.as_secs_f64() * 1000.0,
+    );
+    server.stop();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // One measurement per process, so that memory is the control plane's alone.
     if let [_, one, n, mode] = args.as_slice() {
+        if one == "--one" && mode == "kube" {
+            return run_kube(n.parse().unwrap());
+        }
         if one == "--one" {
             let mode = if mode == "delta" {
                 Mode::Delta
@@ -261,7 +362,7 @@ fn main() {
             .trim()
     );
     for n in sizes {
-        for mode in ["sotw", "delta"] {
+        for mode in ["sotw", "delta", "kube"] {
             let status = std::process::Command::new(&args[0])
                 .args(["--one", &n.to_string(), mode])
                 .status()
