@@ -95,37 +95,26 @@ impl ControlPlane {
         // Taken on every reload, so that what it reports is what changed since the last.
         let kube_changes = self.kube.as_ref().map(|k| k.take_endpoint_changes());
         let running = self.status.borrow().generation > 0;
-        if let (true, true, Some(kube), Some(Some(services))) =
-            (running, changes.is_empty(), &self.kube, &kube_changes)
-        {
-            let read = started.elapsed();
-            match self.change_service_endpoints(kube, services) {
-                Ok(()) => {
-                    self.status.send_modify(|s| {
-                        s.generation += 1;
-                        s.reload_timing = [read, Duration::ZERO, started.elapsed() - read];
-                        s.endpoints_only = true;
-                    });
-                    return Ok(());
-                }
-                Err(why) => tracing::info!("endpoint change needs a full rebuild: {why}"),
+        let read = started.elapsed();
+        let short = match (&self.kube, kube_changes) {
+            _ if !running => None,
+            (Some(kube), Some(Some(services))) if changes.is_empty() => {
+                Some(self.change_service_endpoints(kube, &services))
             }
-        }
-        if running && self.kube.is_none() {
-            if let Some(moves) = trellis_mesh::endpoint_moves(&changes) {
-                let read = started.elapsed();
-                match self.move_endpoints(&moves) {
-                    Ok(()) => {
-                        self.status.send_modify(|s| {
-                            s.generation += 1;
-                            s.reload_timing = [read, Duration::ZERO, started.elapsed() - read];
-                            s.endpoints_only = true;
-                        });
-                        return Ok(());
-                    }
-                    Err(why) => tracing::info!("endpoint change needs a full rebuild: {why}"),
-                }
+            (None, _) => trellis_mesh::endpoint_moves(&changes).map(|m| self.move_endpoints(&m)),
+            _ => None,
+        };
+        match short {
+            Some(Ok(())) => {
+                self.status.send_modify(|s| {
+                    s.generation += 1;
+                    s.reload_timing = [read, Duration::ZERO, started.elapsed() - read];
+                    s.endpoints_only = true;
+                });
+                return Ok(());
             }
+            Some(Err(why)) => tracing::info!("endpoint change needs a full rebuild: {why}"),
+            None => {}
         }
         let mut loaded = Loaded::default();
         {
