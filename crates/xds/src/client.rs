@@ -7,16 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::wire::{SotwClientCodec, SotwRequestOut};
 use crate::{is_wildcard_type, short_type, Versioned, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// The resources the client holds, by type URL and name.
@@ -475,10 +473,10 @@ async fn sotw_session<S: Subscriber>(
     subscriber: &mut S,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::new(connect(opts).await?)
+    let mut client = tonic::client::Grpc::new(connect(opts).await?)
         .max_decoding_message_size(MAX_RESPONSE)
         .max_encoding_message_size(MAX_REQUEST);
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+    let (tx, rx) = mpsc::channel::<SotwRequestOut>(64);
     // Per type: the names asked for and the version last accepted.
     let mut asked: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
     let mut pruned = Pruned::new();
@@ -489,8 +487,19 @@ async fn sotw_session<S: Subscriber>(
         opts, state, subscriber, &mut asked, &accepted, &nonces, &mut first, &tx,
     )
     .await;
+    client
+        .ready()
+        .await
+        .map_err(|e| format!("cannot reach the control plane at {}: {e}", opts.address))?;
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    );
     let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            path,
+            SotwClientCodec,
+        )
         .await
         .map_err(|e| format!("StreamAggregatedResources: {e}"))?
         .into_inner();
@@ -543,19 +552,17 @@ async fn sotw_session<S: Subscriber>(
             Err(reason) => undo.refuse(state, &type_url, reason),
         };
         nonces.insert(type_url.clone(), nonce.clone());
-        let names: Vec<String> = asked
+        let names = asked
             .iter()
             .find(|(t, _)| **t == type_url)
-            .and_then(|(_, n)| n.as_deref())
-            .map(|n| n.iter().cloned().collect())
-            .unwrap_or_default();
-        let reply = DiscoveryRequest {
+            .and_then(|(_, n)| n.clone());
+        let reply = SotwRequestOut {
             version_info: accepted.get(&type_url).cloned().unwrap_or_default(),
-            resource_names: names,
+            names,
             type_url,
             response_nonce: nonce,
             error_detail,
-            ..Default::default()
+            node: None,
         };
         if tx.send(reply).await.is_err() {
             return Err("request stream closed".into());
@@ -577,7 +584,7 @@ async fn subscribe_sotw<S: Subscriber>(
     accepted: &HashMap<String, String>,
     nonces: &HashMap<String, String>,
     first: &mut bool,
-    tx: &mpsc::Sender<DiscoveryRequest>,
+    tx: &mpsc::Sender<SotwRequestOut>,
 ) {
     for (type_url, want) in subscriber.interest(state) {
         if asked.get(type_url) == Some(&want) {
@@ -591,13 +598,13 @@ async fn subscribe_sotw<S: Subscriber>(
                 .and_then(|m| m.values().next())
                 .map(|r| r.version.clone())
         });
-        let request = DiscoveryRequest {
+        let request = SotwRequestOut {
             node: first.then(|| opts.node.clone()),
             version_info: version.unwrap_or_default(),
-            resource_names: want.iter().flat_map(|w| w.iter()).cloned().collect(),
+            names: want.clone(),
             type_url: type_url.to_string(),
             response_nonce: nonces.get(type_url).cloned().unwrap_or_default(),
-            ..Default::default()
+            error_detail: None,
         };
         *first = false;
         asked.insert(type_url, want);

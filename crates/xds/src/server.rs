@@ -5,14 +5,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::held::{Diff, Held};
-use crate::wire::{AdsCodec, DeltaResponse, SotwResponse, Wire};
+use crate::wire::{AdsCodec, DeltaResponse, SotwRequest, SotwResponse, Wire, WireRequest};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot};
 
 /// Counters the control plane exports.
@@ -226,7 +226,7 @@ fn push_order(mut types: Vec<String>) -> Vec<String> {
 
 /// What differs between the two ADS variants; [`stream`] is the loop they share.
 trait Variant: Default {
-    type Req: prost::Message + Default + 'static;
+    type Req: WireRequest;
     type Resp;
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
     /// Takes a request into the subscriptions; returns the type to answer now, if any.
@@ -332,17 +332,6 @@ fn count_reply(
     }
 }
 
-/// A hash of a request's resource names, so that an ACK naming the same 10 000
-/// endpoint sets is recognised without building a set of them.
-fn names_hash(names: &[String]) -> u64 {
-    let mut h = xxhash_rust::xxh64::Xxh64::new(4);
-    for n in names {
-        h.update(n.as_bytes());
-        h.update(&[0]);
-    }
-    h.digest()
-}
-
 /// One type's subscription on a state-of-the-world stream.
 #[derive(Default)]
 struct SotwWatch {
@@ -368,10 +357,10 @@ struct Sotw {
 }
 
 impl Variant for Sotw {
-    type Req = DiscoveryRequest;
+    type Req = SotwRequest;
     type Resp = SotwResponse;
 
-    fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+    fn node(req: &SotwRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
     }
 
@@ -379,12 +368,7 @@ impl Variant for Sotw {
         self.watches.keys().cloned().collect()
     }
 
-    fn on_request(
-        &mut self,
-        req: DiscoveryRequest,
-        node: &str,
-        stats: &ServerStats,
-    ) -> Option<String> {
+    fn on_request(&mut self, req: SotwRequest, node: &str, stats: &ServerStats) -> Option<String> {
         let w = self.watches.entry(req.type_url.clone()).or_default();
         // Every answer counts for what the client holds, even one overtaken by a newer
         // response: a refused route or endpoint set is held no more.
@@ -401,7 +385,9 @@ impl Variant for Sotw {
             &req.type_url,
             stats,
         );
-        let hash = names_hash(&req.resource_names);
+        // An ACK naming the same 10 000 endpoint sets is recognised by a hash of the
+        // names, without building a set of them.
+        let hash = req.names.hash();
         if !req.response_nonce.is_empty() && hash == w.names_hash {
             // An ACK or a NACK of the same subscription: nothing to send until the
             // snapshot changes.
@@ -409,9 +395,9 @@ impl Variant for Sotw {
         }
         w.names_hash = hash;
         let wildcard = is_wildcard_type(&req.type_url)
-            && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+            && (req.names.is_empty() || req.names.iter().any(|n| n == "*"));
         let names: Option<BTreeSet<String>> =
-            (!wildcard).then(|| req.resource_names.into_iter().collect());
+            (!wildcard).then(|| req.names.iter().map(String::from).collect());
         if let Some(names) = &names {
             // The client drops what it no longer asks for.
             w.held.versions.retain(|n, _| names.contains(n));

@@ -11,11 +11,17 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use prost::bytes::BufMut;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{
+    decode_key, encode_key, encode_varint, encoded_len_varint, key_len, message, skip_field,
+    string, DecodeContext, WireType,
+};
+use prost::DecodeError;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
-use tonic_prost::ProstDecoder;
 
 use crate::Versioned;
 
@@ -165,8 +171,200 @@ impl Wire for DeltaResponse {
     }
 }
 
-/// gRPC codec for one ADS variant: requests `Req` decoded by prost, responses `Resp`
-/// written by [`Wire`].
+/// `DiscoveryRequest` as the client writes it: the names it asks for are the
+/// subscriber's set itself, shared, not copied into 10 000 strings for every ACK.
+#[derive(Debug, Default)]
+pub(crate) struct SotwRequestOut {
+    pub version_info: String,
+    pub node: Option<Node>,
+    pub names: Option<std::sync::Arc<std::collections::BTreeSet<String>>>,
+    pub type_url: String,
+    pub response_nonce: String,
+    pub error_detail: Option<RpcStatus>,
+}
+
+impl SotwRequestOut {
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.names.iter().flat_map(|n| n.iter())
+    }
+}
+
+impl Wire for SotwRequestOut {
+    fn encoded_len(&self) -> usize {
+        bytes_len(REQ_VERSION_INFO, self.version_info.len())
+            + self
+                .node
+                .as_ref()
+                .map_or(0, |n| message::encoded_len(REQ_NODE, n))
+            + self
+                .names()
+                .map(|n| field_len(REQ_RESOURCE_NAMES, n.len()))
+                .sum::<usize>()
+            + bytes_len(REQ_TYPE_URL, self.type_url.len())
+            + bytes_len(REQ_RESPONSE_NONCE, self.response_nonce.len())
+            + self
+                .error_detail
+                .as_ref()
+                .map_or(0, |e| message::encoded_len(REQ_ERROR_DETAIL, e))
+    }
+
+    fn encode(&self, buf: &mut impl BufMut) {
+        put_bytes(REQ_VERSION_INFO, self.version_info.as_bytes(), buf);
+        if let Some(n) = &self.node {
+            message::encode(REQ_NODE, n, buf);
+        }
+        for name in self.names() {
+            // A repeated string is written even when empty: the element counts.
+            put_header(REQ_RESOURCE_NAMES, name.len(), buf);
+            buf.put_slice(name.as_bytes());
+        }
+        put_bytes(REQ_TYPE_URL, self.type_url.as_bytes(), buf);
+        put_bytes(REQ_RESPONSE_NONCE, self.response_nonce.as_bytes(), buf);
+        if let Some(e) = &self.error_detail {
+            message::encode(REQ_ERROR_DETAIL, e, buf);
+        }
+    }
+}
+
+/// gRPC codec for the client's side of state of the world: requests written by
+/// [`Wire`], responses decoded by prost.
+pub(crate) struct SotwClientCodec;
+
+impl Codec for SotwClientCodec {
+    type Encode = SotwRequestOut;
+    type Decode = envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    type Encoder = WireEncoder<SotwRequestOut>;
+    type Decoder = tonic_prost::ProstDecoder<Self::Decode>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WireEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// A request message this module reads.
+pub(crate) trait WireRequest: Sized + Send + 'static {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError>;
+}
+
+impl WireRequest for DeltaDiscoveryRequest {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        <Self as prost::Message>::decode(buf)
+    }
+}
+
+/// `DiscoveryRequest` (state of the world) as the server reads it. Every ACK names every
+/// resource the client subscribes to: 10 000 endpoint sets, say. Decoded by prost, that
+/// is 10 000 strings per ACK per stream, and an endpoint change to 100 clients kept the
+/// server's thread decoding a million of them while later streams waited for their
+/// response. Here the names go into one buffer, which also gives the hash that tells an
+/// ACK of the same subscription; they become strings only when the subscription changed.
+#[derive(Debug, Default)]
+pub(crate) struct SotwRequest {
+    pub version_info: String,
+    pub node: Option<Node>,
+    pub names: Names,
+    pub type_url: String,
+    pub response_nonce: String,
+    pub error_detail: Option<RpcStatus>,
+}
+
+/// The resource names of a request, in one buffer: each name followed by a NUL.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    text: String,
+    /// Where each name ends (its NUL).
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn push(&mut self, name: &str) {
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+        self.text.push('\0');
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|e| e + 1));
+        starts.zip(&self.ends).map(|(s, &e)| &self.text[s..e])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// A hash of the names in order (a name may not contain NUL in practice; a
+    /// collision would only make the server treat a changed subscription as an ACK
+    /// until the next one).
+    pub fn hash(&self) -> u64 {
+        xxhash_rust::xxh64::xxh64(self.text.as_bytes(), 4)
+    }
+}
+
+// Field numbers of envoy.service.discovery.v3.DiscoveryRequest.
+const REQ_VERSION_INFO: u32 = 1;
+const REQ_NODE: u32 = 2;
+const REQ_RESOURCE_NAMES: u32 = 3;
+const REQ_TYPE_URL: u32 = 4;
+const REQ_RESPONSE_NONCE: u32 = 5;
+const REQ_ERROR_DETAIL: u32 = 6;
+
+impl WireRequest for SotwRequest {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        let mut req = SotwRequest::default();
+        let mut name = String::new();
+        let ctx = DecodeContext::default();
+        while buf.has_remaining() {
+            let (tag, wire_type) = decode_key(buf)?;
+            match tag {
+                REQ_VERSION_INFO => {
+                    string::merge(wire_type, &mut req.version_info, buf, ctx.clone())?
+                }
+                REQ_NODE => message::merge(
+                    wire_type,
+                    req.node.get_or_insert_with(Node::default),
+                    buf,
+                    ctx.clone(),
+                )?,
+                REQ_RESOURCE_NAMES => {
+                    string::merge(wire_type, &mut name, buf, ctx.clone())?;
+                    req.names.push(&name);
+                }
+                REQ_TYPE_URL => string::merge(wire_type, &mut req.type_url, buf, ctx.clone())?,
+                REQ_RESPONSE_NONCE => {
+                    string::merge(wire_type, &mut req.response_nonce, buf, ctx.clone())?
+                }
+                REQ_ERROR_DETAIL => message::merge(
+                    wire_type,
+                    req.error_detail.get_or_insert_with(RpcStatus::default),
+                    buf,
+                    ctx.clone(),
+                )?,
+                _ => skip_field(wire_type, tag, buf, ctx.clone())?,
+            }
+        }
+        Ok(req)
+    }
+}
+
+pub(crate) struct WireDecoder<Req>(PhantomData<fn() -> Req>);
+
+impl<Req: WireRequest> Decoder for WireDecoder<Req> {
+    type Item = Req;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
+        Req::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// gRPC codec for one ADS variant: requests `Req` read by [`WireRequest`], responses
+/// `Resp` written by [`Wire`].
 pub(crate) struct AdsCodec<Resp, Req>(PhantomData<fn() -> (Resp, Req)>);
 
 impl<Resp, Req> Default for AdsCodec<Resp, Req> {
@@ -191,19 +389,19 @@ impl<Resp: Wire> Encoder for WireEncoder<Resp> {
 impl<Resp, Req> Codec for AdsCodec<Resp, Req>
 where
     Resp: Wire + Send + 'static,
-    Req: prost::Message + Default + Send + 'static,
+    Req: WireRequest,
 {
     type Encode = Resp;
     type Decode = Req;
     type Encoder = WireEncoder<Resp>;
-    type Decoder = ProstDecoder<Req>;
+    type Decoder = WireDecoder<Req>;
 
     fn encoder(&mut self) -> Self::Encoder {
         WireEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
+        WireDecoder(PhantomData)
     }
 }
 
@@ -271,6 +469,90 @@ mod tests {
             prost
         );
         assert_eq!(bytes.len(), prost.encoded_len());
+    }
+
+    #[test]
+    fn sotw_request_reads_what_prost_writes() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        let names: Vec<String> = vec!["a".into(), String::new(), "outbound|80||b".into()];
+        let prost = DiscoveryRequest {
+            version_info: "v7".into(),
+            node: Some(Node {
+                id: "sidecar~1".into(),
+                ..Default::default()
+            }),
+            resource_names: names.clone(),
+            type_url: crate::ENDPOINT.into(),
+            response_nonce: "3".into(),
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: "no".into(),
+                details: Vec::new(),
+            }),
+            ..Default::default()
+        };
+        let bytes = prost.encode_to_vec();
+        let ours = <SotwRequest as WireRequest>::decode(&mut bytes.as_slice()).unwrap();
+        assert_eq!(ours.version_info, "v7");
+        assert_eq!(ours.node, prost.node);
+        assert_eq!(ours.names.iter().collect::<Vec<_>>(), names);
+        assert_eq!(ours.type_url, crate::ENDPOINT);
+        assert_eq!(ours.response_nonce, "3");
+        assert_eq!(ours.error_detail, prost.error_detail);
+        // The same names give the same hash; other names another.
+        let again = <SotwRequest as WireRequest>::decode(&mut bytes.as_slice()).unwrap();
+        assert_eq!(ours.names.hash(), again.names.hash());
+        let other = DiscoveryRequest {
+            resource_names: vec!["a".into(), "outbound|80||b".into()],
+            ..prost
+        };
+        let other = <SotwRequest as WireRequest>::decode(&mut other.encode_to_vec().as_slice());
+        assert_ne!(other.unwrap().names.hash(), ours.names.hash());
+        let empty = <SotwRequest as WireRequest>::decode(&mut &[][..]).unwrap();
+        assert!(empty.names.is_empty() && empty.names.iter().next().is_none());
+        // Not a request: an error, not a panic.
+        assert!(<SotwRequest as WireRequest>::decode(&mut &[0x1a, 0x05, b'a'][..]).is_err());
+    }
+
+    #[test]
+    fn sotw_request_out_is_the_prost_message() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        let names: std::collections::BTreeSet<String> = ["", "a", "outbound|80||b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let ours = SotwRequestOut {
+            version_info: "v7".into(),
+            node: Some(Node {
+                id: "sidecar~1".into(),
+                ..Default::default()
+            }),
+            names: Some(Arc::new(names.clone())),
+            type_url: crate::ENDPOINT.into(),
+            response_nonce: "3".into(),
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: "no".into(),
+                details: Vec::new(),
+            }),
+        };
+        let prost = DiscoveryRequest {
+            version_info: "v7".into(),
+            node: ours.node.clone(),
+            resource_names: names.into_iter().collect(),
+            type_url: crate::ENDPOINT.into(),
+            response_nonce: "3".into(),
+            error_detail: ours.error_detail.clone(),
+            ..Default::default()
+        };
+        let bytes = written(&ours);
+        assert_eq!(
+            bytes,
+            prost.encode_to_vec(),
+            "the same bytes, in field order"
+        );
+        let bare = SotwRequestOut::default();
+        assert_eq!(written(&bare), DiscoveryRequest::default().encode_to_vec());
     }
 
     #[test]
