@@ -14,7 +14,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::wire::{SotwClientCodec, SotwRequestOut};
+use crate::wire::{SotwClientCodec, SotwRequestOut, DELTA_PATH, SOTW_PATH};
 use crate::{is_wildcard_type, short_type, Versioned, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// The resources the client holds, by type URL and name.
@@ -208,6 +208,38 @@ async fn connect(opts: &ClientOptions) -> Result<tonic::transport::Channel, Stri
     Ok(channel)
 }
 
+/// Connects and opens one ADS call: the requests queued on `rx`, the responses read
+/// by `codec`.
+async fn open<C>(
+    opts: &ClientOptions,
+    path: &'static str,
+    rx: mpsc::Receiver<C::Encode>,
+    codec: C,
+) -> Result<tonic::Streaming<C::Decode>, String>
+where
+    C: tonic::codec::Codec + Send + 'static,
+    C::Encode: Send + Sync + 'static,
+    C::Decode: Send + Sync + 'static,
+{
+    let mut client = tonic::client::Grpc::new(connect(opts).await?)
+        .max_decoding_message_size(MAX_RESPONSE)
+        .max_encoding_message_size(MAX_REQUEST);
+    client
+        .ready()
+        .await
+        .map_err(|e| format!("cannot reach the control plane at {}: {e}", opts.address))?;
+    let method = path.rsplit('/').next().unwrap_or(path);
+    Ok(client
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
+        .await
+        .map_err(|e| format!("{method}: {e}"))?
+        .into_inner())
+}
+
 /// A connector for tonic that ignores the URI and dials with `f`.
 fn tower_service_fn<F, Fut, T>(
     f: F,
@@ -244,26 +276,12 @@ async fn delta_session<S: Subscriber>(
     subscriber: &mut S,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let mut client = tonic::client::Grpc::new(connect(opts).await?)
-        .max_decoding_message_size(MAX_RESPONSE)
-        .max_encoding_message_size(MAX_REQUEST);
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
     let mut subscribed: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
     let mut pruned = Pruned::new();
     subscribe_delta(opts, state, subscriber, &mut subscribed, &tx).await;
-    client
-        .ready()
-        .await
-        .map_err(|e| format!("cannot reach the control plane at {}: {e}", opts.address))?;
-    let path = http::uri::PathAndQuery::from_static(
-        "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-    );
     let codec = tonic_prost::ProstCodec::<DeltaDiscoveryRequest, DeltaResponseIn>::default();
-    let mut responses = client
-        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, codec)
-        .await
-        .map_err(|e| format!("DeltaAggregatedResources: {e}"))?
-        .into_inner();
+    let mut responses = open(opts, DELTA_PATH, rx, codec).await?;
     subscriber.connected(true);
     while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
         *backoff = opts.backoff_initial;
@@ -473,9 +491,6 @@ async fn sotw_session<S: Subscriber>(
     subscriber: &mut S,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let mut client = tonic::client::Grpc::new(connect(opts).await?)
-        .max_decoding_message_size(MAX_RESPONSE)
-        .max_encoding_message_size(MAX_REQUEST);
     let (tx, rx) = mpsc::channel::<SotwRequestOut>(64);
     // Per type: the names asked for and the version last accepted.
     let mut asked: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
@@ -487,22 +502,7 @@ async fn sotw_session<S: Subscriber>(
         opts, state, subscriber, &mut asked, &accepted, &nonces, &mut first, &tx,
     )
     .await;
-    client
-        .ready()
-        .await
-        .map_err(|e| format!("cannot reach the control plane at {}: {e}", opts.address))?;
-    let path = http::uri::PathAndQuery::from_static(
-        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
-    );
-    let mut responses = client
-        .streaming(
-            tonic::Request::new(ReceiverStream::new(rx)),
-            path,
-            SotwClientCodec,
-        )
-        .await
-        .map_err(|e| format!("StreamAggregatedResources: {e}"))?
-        .into_inner();
+    let mut responses = open(opts, SOTW_PATH, rx, SotwClientCodec).await?;
     subscriber.connected(true);
     while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
         *backoff = opts.backoff_initial;

@@ -12,7 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::held::{Diff, Held};
-use crate::wire::{AdsCodec, DeltaResponse, SotwRequest, SotwResponse, Wire, WireRequest};
+use crate::wire::{
+    AdsCodec, DeltaResponse, SotwRequest, SotwResponse, Wire, WireRequest, DELTA_PATH, SOTW_PATH,
+};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot};
 
 /// Counters the control plane exports.
@@ -70,10 +72,6 @@ impl AdsServer {
 #[derive(Clone)]
 pub struct AdsService(AdsServer);
 
-const SOTW_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 const MAX_REQUEST: usize = 64 << 20;
 const MAX_RESPONSE: usize = 256 << 20;
 

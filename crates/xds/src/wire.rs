@@ -25,6 +25,12 @@ use tonic::Status;
 
 use crate::Versioned;
 
+/// The two methods of `envoy.service.discovery.v3.AggregatedDiscoveryService`.
+pub(crate) const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+pub(crate) const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
 /// A message this module writes by hand.
 pub(crate) trait Wire {
     fn encoded_len(&self) -> usize;
