@@ -179,7 +179,7 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
     let _a2 = app_on("reviews-v2", &format!("127.0.0.1:{}", r2.app), &[]);
     let c = control(mesh.path());
     let dir = tempfile::tempdir().unwrap();
-    let _s_page = sidecar(&c, &page, dir.path());
+    let s_page = sidecar(&c, &page, dir.path());
     let _s1 = sidecar(&c, &r1, dir.path());
     let _s2 = sidecar(&c, &r2, dir.path());
 
@@ -262,14 +262,20 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
                     .header("host", "reviews:9080"),
             )
             .await;
-            // The old port closed, the new one open, and productpage reaches v2: on the new.
+            // The old port closed, the new one open, and productpage reaches v2 on the
+            // new one. Its sidecar's endpoint list says so: a request can still succeed
+            // over a pooled connection to the old port (a removed listener drains), and
+            // only the next new connection would show the old endpoint.
             let open = |port: u16| async move {
                 tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
                     .is_ok()
             };
+            let clusters = s_page.admin_get("/clusters").await.body;
             !open(old_port).await
                 && open(r2.inbound).await
+                && !clusters.contains(&format!(":{old_port}\""))
+                && clusters.contains(&format!(":{}\"", r2.inbound))
                 && r.is_ok_and(|r| r.status == 200 && r.served_by() == "reviews-v2")
         },
     )
