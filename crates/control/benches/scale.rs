@@ -175,20 +175,29 @@ fn connect_all(
     (rt, clients, (full, server_done))
 }
 
+/// Generates every view (timed, then the RSS after it) and serves them over ADS; the
+/// sidecars' node ids.
+fn generate_and_serve(
+    plane: &trellis_control::ControlPlane,
+    cache: &Cache,
+) -> (Duration, u64, ServerThread, Vec<String>) {
+    let t = Instant::now();
+    plane.reload().unwrap();
+    let generate = t.elapsed();
+    let rss = rss_kb();
+    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let nodes: Vec<String> = cache.nodes();
+    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
+    (generate, rss, server, nodes)
+}
+
 fn run(services: usize, mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     write_registry(dir.path(), services, 20000);
     let rss0 = rss_kb();
     let cache = Cache::new();
     let plane = trellis_control::ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
-    let t = Instant::now();
-    plane.reload().unwrap();
-    let generate = t.elapsed();
-    let rss1 = rss_kb();
-    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-
-    let nodes: Vec<String> = cache.nodes();
-    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
+    let (generate, rss1, server, nodes) = generate_and_serve(&plane, &cache);
     // The first push is into a fresh process: every buffer and every client's state is
     // memory touched for the first time. The 100 clients then go away and 100 new ones,
     // holding nothing, connect to the same control plane: that push reuses memory, as a
@@ -263,13 +272,7 @@ fn run_kube(services: usize) {
     let listed = t.elapsed();
     let cache = Cache::new();
     let plane = trellis_control::ControlPlane::new(&[], cache.clone()).with_kube(inputs.clone());
-    let t = Instant::now();
-    plane.reload().unwrap();
-    let generate = t.elapsed();
-    let rss1 = rss_kb();
-    let server = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let nodes: Vec<String> = cache.nodes();
-    assert_eq!(nodes.len(), PROXIES, "sidecars with views");
+    let (generate, rss1, server, nodes) = generate_and_serve(&plane, &cache);
     let (_rt, clients, (full, _)) = connect_all(&server, &nodes, Mode::Delta, services);
 
     // Endpoint 9 of svc-0 turns not ready, ready, ...: five watch events.

@@ -121,8 +121,8 @@ impl Held {
             && ordered
             && diff.upserts.first().is_some_and(|(n, _)| after_held(n))
         {
-            // New names past everything held (a full push, part by part): one bulk
-            // append instead of a tree insert per name.
+            // New names past everything held (a subscription's first response, in a
+            // full push): one bulk append instead of a tree insert per name.
             let mut added: BTreeMap<String, String> = diff
                 .upserts
                 .iter()
