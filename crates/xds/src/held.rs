@@ -2,22 +2,37 @@
 //! bookkeeping behind every response that carries only what differs (delta streams,
 //! and the route and endpoint types of state-of-the-world streams).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::server::{Phase, Push};
 use crate::{Snapshot, Versioned};
 
+/// Name → the resource the client holds; only its version is read (a resuming
+/// client's versions come without bodies).
+pub(crate) type HeldMap = crate::snapshot::Items;
+
 #[derive(Default)]
 pub(crate) struct Held {
-    /// Name → version. Sorted like the snapshot's items, so that a full comparison
+    /// A persistent map sorted like the snapshot's items: a whole set sent is the
+    /// base's own map, shared (no entry per resource per stream), and a full comparison
     /// walks both in step (one comparison per resource, no hashing of 30 000 names).
-    pub versions: BTreeMap<String, String>,
+    pub versions: HeldMap,
     /// Per unanswered response: what `versions` said before it, restored on NACK so the
     /// refused resources count as not held and go out again with the next change.
-    pending: HashMap<String, Vec<(String, Option<String>)>>,
+    pending: HashMap<String, Before>,
     /// Names a NACK put back: compared again with the next push whatever changed.
     recheck: BTreeSet<String>,
+    /// A NACK put back a whole set: the next push compares everything.
+    recheck_all: bool,
+}
+
+/// What a response changed in [`Held::versions`], to put back on NACK.
+enum Before {
+    /// Per name, the entry before.
+    Names(Vec<(String, Option<Arc<Versioned>>)>),
+    /// The map before a response that set it whole.
+    Whole(HeldMap),
 }
 
 /// What differs between the resources a client wants and what it holds.
@@ -33,22 +48,37 @@ impl Held {
     /// The client answered response `nonce`; a NACK puts back what that response
     /// changed.
     pub fn answered(&mut self, nonce: &str, nack: bool) {
-        let before = self.pending.remove(nonce);
+        let Some(before) = self.pending.remove(nonce) else {
+            return;
+        };
         if !nack {
             return;
         }
-        for (name, version) in before.into_iter().flatten() {
-            self.recheck.insert(name.clone());
-            match version {
-                Some(v) => self.versions.insert(name, v),
-                None => self.versions.remove(&name),
-            };
+        match before {
+            Before::Names(names) => {
+                for (name, old) in names {
+                    self.recheck.insert(name.clone());
+                    match old {
+                        Some(r) => self.versions.insert(name, r),
+                        None => self.versions.remove(&name),
+                    };
+                }
+            }
+            Before::Whole(map) => {
+                self.versions = map;
+                self.recheck_all = true;
+            }
         }
     }
 
     /// Whether nothing of `type_url` can differ from what was sent.
     pub fn unchanged(&self, type_url: &str, push: Push<'_>) -> bool {
-        push.unchanged(type_url) && self.recheck.is_empty()
+        push.unchanged(type_url) && self.recheck.is_empty() && !self.recheck_all
+    }
+
+    /// Whether the client holds nothing of the type (a whole set can go as it is).
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
     }
 
     /// What differs in the push's phase. When the push knows which names changed, only
@@ -62,17 +92,22 @@ impl Held {
     ) -> Diff<'a> {
         let phase = push.phase;
         let mut diff = Diff::default();
-        let mut decide = |name: &String, r: Option<&'a Arc<Versioned>>, have: Option<&String>| {
-            if let Some(r) = r.filter(|_| wanted(name)) {
-                if phase != Phase::Removals && have != Some(&r.version) {
-                    diff.upserts.push((name.clone(), r));
+        let mut decide =
+            |name: &String, r: Option<&'a Arc<Versioned>>, have: Option<&Arc<Versioned>>| {
+                if let Some(r) = r.filter(|_| wanted(name)) {
+                    let same = have.is_some_and(|h| Arc::ptr_eq(h, r) || h.version == r.version);
+                    if phase != Phase::Removals && !same {
+                        diff.upserts.push((name.clone(), r));
+                    }
+                } else if have.is_some() && phase != Phase::Upserts {
+                    // Held, and gone from the snapshot or no longer wanted.
+                    diff.removed.push(name.clone());
                 }
-            } else if have.is_some() && phase != Phase::Upserts {
-                // Held, and gone from the snapshot or no longer wanted.
-                diff.removed.push(name.clone());
-            }
-        };
-        match push.changes.filter(|_| phase != Phase::All) {
+            };
+        match push
+            .changes
+            .filter(|_| phase != Phase::All && !self.recheck_all)
+        {
             Some(changes) => {
                 let names: BTreeSet<&String> = changes
                     .get(type_url)
@@ -104,43 +139,47 @@ impl Held {
         }
         if phase != Phase::Upserts {
             self.recheck.clear();
+            self.recheck_all = false;
         }
         diff
     }
 
     /// Records what response `nonce` carries as held, until the client answers it.
     pub fn sent(&mut self, nonce: &str, diff: &Diff<'_>) {
-        let mut before = Vec::with_capacity(diff.upserts.len() + diff.removed.len());
-        let after_held = |first: &String| {
-            self.versions
-                .last_key_value()
-                .is_none_or(|(l, _)| first > l)
-        };
-        let ordered = diff.upserts.windows(2).all(|w| w[0].0 < w[1].0);
-        if diff.removed.is_empty()
-            && ordered
-            && diff.upserts.first().is_some_and(|(n, _)| after_held(n))
-        {
-            // New names past everything held (a subscription's first response, in a
-            // full push): one bulk append instead of a tree insert per name.
-            let mut added: BTreeMap<String, String> = diff
+        if self.versions.is_empty() && diff.removed.is_empty() {
+            // A first response: on NACK the client holds nothing again.
+            let before = Before::Whole(HeldMap::new());
+            self.versions = diff
                 .upserts
                 .iter()
-                .map(|(name, r)| (name.clone(), r.version.clone()))
+                .map(|(name, r)| (name.clone(), Arc::clone(r)))
                 .collect();
-            self.versions.append(&mut added);
-            before.extend(diff.upserts.iter().map(|(name, _)| (name.clone(), None)));
             self.pending.insert(nonce.to_string(), before);
             return;
         }
+        let mut before = Vec::with_capacity(diff.upserts.len() + diff.removed.len());
         for (name, r) in &diff.upserts {
-            let old = self.versions.insert(name.clone(), r.version.clone());
+            let old = self.versions.insert(name.clone(), Arc::clone(r));
             before.push((name.clone(), old));
         }
         for name in &diff.removed {
             before.push((name.clone(), self.versions.remove(name)));
         }
-        self.pending.insert(nonce.to_string(), before);
+        self.pending
+            .insert(nonce.to_string(), Before::Names(before));
+    }
+
+    /// Records that response `nonce` carries the snapshot's whole set of `type_url`:
+    /// the base's map itself, with the snapshot's few own resources over it.
+    pub fn sent_whole(&mut self, nonce: &str, snapshot: &Snapshot, type_url: &str) {
+        let (own, base) = snapshot.layers(type_url);
+        let mut map = base.cloned().unwrap_or_default();
+        for (name, r) in own.into_iter().flatten() {
+            map.insert(name.clone(), r.clone());
+        }
+        let before = std::mem::replace(&mut self.versions, map);
+        self.pending
+            .insert(nonce.to_string(), Before::Whole(before));
     }
 
     /// The client holds exactly `snapshot`'s resources of `type_url` that it wants (it
@@ -149,7 +188,7 @@ impl Held {
         self.versions = snapshot
             .iter(type_url)
             .filter(|(name, _)| wanted(name))
-            .map(|(name, r)| (name.clone(), r.version.clone()))
+            .map(|(name, r)| (name.clone(), r.clone()))
             .collect();
     }
 }

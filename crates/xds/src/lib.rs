@@ -12,6 +12,7 @@
 //!   that accepts it (ACK) or refuses it with a reason (NACK), reconnect with backoff and
 //!   resume from the versions it holds.
 
+mod body;
 pub mod client;
 mod held;
 mod server;

@@ -6,16 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
+use crate::body::ResponseBody;
 use crate::held::{Diff, Held};
+use crate::snapshot::Named;
 use crate::wire::{
-    AdsCodec, DeltaResponse, SotwRequest, SotwResponse, Wire, WireRequest, DELTA_PATH, SOTW_PATH,
+    DeltaResponse, Response, SotwRequest, SotwResponse, WireDecoder, WireRequest, DELTA_PATH,
+    SOTW_PATH,
 };
-use crate::{is_wildcard_type, short_type, Cache, Snapshot};
+use crate::wire::{Encoded, Flavor};
+use crate::{is_wildcard_type, short_type, Cache, Snapshot, Versioned};
 
 /// Counters the control plane exports.
 #[derive(Debug, Default)]
@@ -23,6 +25,9 @@ pub struct ServerStats {
     pub streams_open: AtomicU64,
     pub responses: AtomicU64,
     pub resources_sent: AtomicU64,
+    /// Responses that carried a shared base's whole set of a type, encoded once for
+    /// every stream.
+    pub whole_sets_shared: AtomicU64,
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
 }
@@ -106,7 +111,8 @@ where
     }
 }
 
-/// One ADS call of variant `V`: tonic decodes the requests and frames the responses.
+/// One ADS call of variant `V`: tonic decodes the requests; [`ResponseBody`] frames the
+/// responses.
 async fn serve<V, B>(
     server: AdsServer,
     req: http::Request<B>,
@@ -114,27 +120,37 @@ async fn serve<V, B>(
 where
     V: Variant + Send + 'static,
     V::Req: Send,
-    V::Resp: Wire + Send + 'static,
+    V::Resp: Response + Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
-    let method = tower::service_fn(move |request: Request<Streaming<V::Req>>| {
-        let out = server.spawn_stream::<V>(request);
-        async move { Ok::<_, Status>(Response::new(out)) }
-    });
-    let mut grpc = tonic::server::Grpc::new(AdsCodec::<V::Resp, V::Req>::default())
-        .apply_max_message_size_config(Some(MAX_REQUEST), Some(MAX_RESPONSE));
-    Ok(grpc.streaming(method, req).await)
+    if req.headers().contains_key("grpc-encoding") {
+        // Nothing here offers compression (no grpc-accept-encoding), so none is used.
+        return Ok(Status::unimplemented("compressed requests are not supported").into_http());
+    }
+    let request = Request::from_http(req.map(|body| {
+        Streaming::new_request(
+            WireDecoder::<V::Req>::default(),
+            body,
+            None,
+            Some(MAX_REQUEST),
+        )
+    }));
+    let body = ResponseBody::new(server.spawn_stream::<V>(request), MAX_RESPONSE);
+    let mut response = http::Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(response)
 }
-
-type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl AdsServer {
     /// Runs one stream of either variant on its own task; its responses are the output.
     fn spawn_stream<V: Variant + Send + 'static>(
         &self,
         request: Request<Streaming<V::Req>>,
-    ) -> Out<V::Resp>
+    ) -> mpsc::Receiver<Result<V::Resp, Status>>
     where
         V::Req: Send,
         V::Resp: Send + 'static,
@@ -153,7 +169,7 @@ impl AdsServer {
             }
             stats.streams_open.fetch_sub(1, Ordering::Relaxed);
         });
-        Box::pin(ReceiverStream::new(rx))
+        rx
     }
 }
 
@@ -398,7 +414,13 @@ impl Variant for Sotw {
             (!wildcard).then(|| req.names.iter().map(String::from).collect());
         if let Some(names) = &names {
             // The client drops what it no longer asks for.
-            w.held.versions.retain(|n, _| names.contains(n));
+            let gone: Vec<String> = (w.held.versions.keys())
+                .filter(|n| !names.contains(*n))
+                .cloned()
+                .collect();
+            for name in gone {
+                w.held.versions.remove(&name);
+            }
         }
         w.names = names;
         if req.response_nonce.is_empty() && !req.version_info.is_empty() && !w.responded {
@@ -418,7 +440,7 @@ impl Variant for Sotw {
         stats: &ServerStats,
     ) -> Option<SotwResponse> {
         let w = self.watches.get_mut(type_url)?;
-        let (version, resources) = if is_wildcard_type(type_url) {
+        let (version, picked) = if is_wildcard_type(type_url) {
             whole_set(w, type_url, snapshot, push)?
         } else {
             changed_only(w, type_url, snapshot, push)?
@@ -426,26 +448,82 @@ impl Variant for Sotw {
         *nonce += 1;
         w.nonce = nonce.to_string();
         w.responded = true;
-        if !is_wildcard_type(type_url) {
-            w.held.sent(&w.nonce, &resources);
-        }
+        let track = !is_wildcard_type(type_url);
         // The snapshot's own resources, shared: the encoder writes their bytes.
-        let resources: Vec<_> = resources
-            .upserts
-            .into_iter()
-            .map(|(_, r)| r.clone())
-            .collect();
+        let (resources, shared): (Vec<_>, _) = match picked {
+            Picked::Some(diff) => {
+                if track {
+                    w.held.sent(&w.nonce, &diff);
+                }
+                let resources = diff.upserts.into_iter().map(|(_, r)| r.clone());
+                (resources.collect(), None)
+            }
+            Picked::Whole(shared, own) => {
+                if track {
+                    w.held.sent_whole(&w.nonce, snapshot, type_url);
+                }
+                (own.into_iter().map(|(_, r)| r).collect(), Some(shared))
+            }
+        };
+        let count = resources.len() + shared.as_ref().map_or(0, |s| s.count);
+        if shared.is_some() {
+            stats.whole_sets_shared.fetch_add(1, Ordering::Relaxed);
+        }
         stats.responses.fetch_add(1, Ordering::Relaxed);
         stats
             .resources_sent
-            .fetch_add(resources.len() as u64, Ordering::Relaxed);
+            .fetch_add(count as u64, Ordering::Relaxed);
         Some(SotwResponse {
             version_info: version,
             resources,
+            shared,
             type_url: type_url.to_string(),
             nonce: w.nonce.clone(),
         })
     }
+}
+
+/// What a response carries.
+enum Picked<'a> {
+    /// These resources, encoded for this stream.
+    Some(Diff<'a>),
+    /// A snapshot's whole set: its base's encoded once for every stream, and its own.
+    Whole(Encoded, Named),
+}
+
+/// Whether `wanted` holds every name of `names` (both in order): one pass, not a
+/// lookup per name.
+fn covers<'a>(
+    wanted: impl Iterator<Item = &'a String>,
+    names: impl Iterator<Item = &'a String>,
+) -> bool {
+    let mut wanted = wanted.peekable();
+    names.into_iter().all(|name| {
+        while wanted.next_if(|w| *w < name).is_some() {}
+        wanted.next_if(|w| *w == name).is_some()
+    })
+}
+
+/// The snapshot's whole set of a type in two parts, if the client holds nothing of it
+/// and wants all of it.
+fn whole<'a>(
+    held: &Held,
+    names: Option<&BTreeSet<String>>,
+    type_url: &str,
+    snapshot: &Snapshot,
+    phase: Phase,
+    flavor: Flavor,
+) -> Option<Picked<'a>> {
+    if phase == Phase::Removals || !held.is_empty() {
+        return None;
+    }
+    if let Some(names) = names {
+        if !covers(names.iter(), snapshot.iter(type_url).map(|(n, _)| n)) {
+            return None;
+        }
+    }
+    let (shared, own) = snapshot.split(type_url, flavor)?;
+    Some(Picked::Whole(shared, own))
 }
 
 /// A listener or cluster response: the whole subscribed set, if it differs from the last.
@@ -454,23 +532,54 @@ fn whole_set<'a>(
     type_url: &str,
     snapshot: &'a Snapshot,
     push: Push<'a>,
-) -> Option<(String, Diff<'a>)> {
+) -> Option<(String, Picked<'a>)> {
     if push.unchanged(type_url) {
         return None;
     }
     let wanted = |name: &String| w.names.as_ref().is_none_or(|n| n.contains(name));
+    // A state-of-the-world response replaces the whole set: in the upsert phase, what
+    // is going away stays for one more response, until the removal phase.
+    let going: Vec<_> = match push.phase {
+        Phase::Upserts => push
+            .previous
+            .iter(type_url)
+            .filter(|(name, _)| wanted(name) && snapshot.resource(type_url, name).is_none())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let (None, true, Some(version)) = (&w.names, going.is_empty(), snapshot.version(type_url)) {
+        // Everything: the snapshot's own version of the set.
+        let current = (version.to_string(), None);
+        if w.sent.as_ref() == Some(&current) {
+            return None;
+        }
+        w.sent = Some(current);
+        let picked = whole(
+            &Held::default(),
+            None,
+            type_url,
+            snapshot,
+            push.phase,
+            Flavor::Sotw,
+        )
+        .unwrap_or_else(|| {
+            let upserts = snapshot
+                .iter(type_url)
+                .map(|(name, r)| (name.clone(), r))
+                .collect();
+            Picked::Some(Diff {
+                upserts,
+                removed: Vec::new(),
+            })
+        });
+        return Some((version.to_string(), picked));
+    }
     let mut chosen: Vec<_> = snapshot
         .iter(type_url)
         .filter(|(name, _)| wanted(name))
         .collect();
-    if push.phase == Phase::Upserts {
-        // A state-of-the-world response replaces the whole set: keep what is going
-        // away for one more response, until the removal phase.
-        chosen.extend(
-            push.previous
-                .iter(type_url)
-                .filter(|(name, _)| wanted(name) && snapshot.resource(type_url, name).is_none()),
-        );
+    if !going.is_empty() {
+        chosen.extend(going);
         chosen.sort_by(|a, b| a.0.cmp(b.0));
     }
     // The version of what this subscriber gets, so a change elsewhere in the type
@@ -492,10 +601,10 @@ fn whole_set<'a>(
         .collect();
     Some((
         version,
-        Diff {
+        Picked::Some(Diff {
             upserts,
             removed: Vec::new(),
-        },
+        }),
     ))
 }
 
@@ -506,7 +615,7 @@ fn changed_only<'a>(
     type_url: &str,
     snapshot: &'a Snapshot,
     push: Push<'_>,
-) -> Option<(String, Diff<'a>)> {
+) -> Option<(String, Picked<'a>)> {
     if w.held.unchanged(type_url, push) {
         return None;
     }
@@ -520,12 +629,16 @@ fn changed_only<'a>(
             w.responded = true;
         }
     }
+    let names = w.names.as_ref();
+    if let Some(picked) = whole(&w.held, names, type_url, snapshot, push.phase, Flavor::Sotw) {
+        return Some((version, picked));
+    }
     let mut diff = w.held.diff(type_url, snapshot, push, wanted);
     diff.removed.clear();
     if diff.upserts.is_empty() && (w.responded || push.phase != Phase::All) {
         return None;
     }
-    Some((version, diff))
+    Some((version, Picked::Some(diff)))
 }
 
 /// One type's subscription on a delta stream.
@@ -582,7 +695,17 @@ impl Variant for Delta {
         }
         if fresh {
             w.wildcard = is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
-            w.held.versions = req.initial_resource_versions.into_iter().collect();
+            w.held.versions = req
+                .initial_resource_versions
+                .into_iter()
+                .map(|(name, version)| {
+                    let claimed = Versioned {
+                        version,
+                        body: Default::default(),
+                    };
+                    (name, Arc::new(claimed))
+                })
+                .collect();
         }
         for name in req.resource_names_subscribe {
             if name == "*" {
@@ -615,6 +738,33 @@ impl Variant for Delta {
             return None;
         }
         let (wildcard, names) = (w.wildcard, &w.names);
+        let names_if_any = (!wildcard).then_some(names);
+        let phase = push.phase;
+        if let Some(Picked::Whole(shared, own)) = whole(
+            &w.held,
+            names_if_any,
+            type_url,
+            snapshot,
+            phase,
+            Flavor::Delta,
+        ) {
+            *nonce += 1;
+            w.held.sent_whole(&nonce.to_string(), snapshot, type_url);
+            w.responded = true;
+            stats.whole_sets_shared.fetch_add(1, Ordering::Relaxed);
+            stats.responses.fetch_add(1, Ordering::Relaxed);
+            stats
+                .resources_sent
+                .fetch_add((own.len() + shared.count) as u64, Ordering::Relaxed);
+            return Some(DeltaResponse {
+                system_version_info: snapshot.version(type_url).unwrap_or_default().to_string(),
+                resources: own,
+                shared: Some(shared),
+                type_url: type_url.to_string(),
+                removed_resources: Vec::new(),
+                nonce: nonce.to_string(),
+            });
+        }
         let diff = w.held.diff(type_url, snapshot, push, |name| {
             wildcard || names.contains(name)
         });
@@ -639,6 +789,7 @@ impl Variant for Delta {
         Some(DeltaResponse {
             system_version_info: snapshot.version(type_url).unwrap_or_default().to_string(),
             resources,
+            shared: None,
             type_url: type_url.to_string(),
             removed_resources: diff.removed,
             nonce: nonce.to_string(),

@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex, Weak};
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{broadcast, watch};
 
+use crate::wire::{Encoded, Flavor};
+
 /// One resource with the version the server gives it: a hash of its encoded bytes, so
 /// two builds of the same content have the same version across restarts.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,12 +26,18 @@ impl Versioned {
     }
 }
 
+/// Resources by name, in name order; clones share their nodes.
+pub(crate) type Items = imbl::OrdMap<String, Arc<Versioned>>;
+
+/// Resources with their names, in a response.
+pub(crate) type Named = Vec<(String, Arc<Versioned>)>;
+
 /// The resources of one type in one layer, by name. Resources are shared: the same
 /// cluster in a hundred sidecars' views is one allocation, and a copy of the map shares
 /// its nodes with the original until either changes.
 #[derive(Clone, Debug, Default)]
 pub struct TypeResources {
-    items: imbl::OrdMap<String, Arc<Versioned>>,
+    items: Items,
     /// The sum of the items' hashes: a fingerprint of the set kept up to date as items
     /// come and go, so that changing one of 10 000 does not hash the other 9 999.
     sum: u64,
@@ -99,6 +107,11 @@ impl Snapshot {
             base: Some(base),
             ..Default::default()
         }
+    }
+
+    /// The shared part under this snapshot's own resources.
+    pub fn base(&self) -> Option<&Arc<Base>> {
+        self.base.as_ref()
     }
 
     /// The same own resources over another base (a shared part that changed).
@@ -210,6 +223,39 @@ impl Snapshot {
         }
     }
 
+    /// A type's whole set in two parts, when its base has the type and this snapshot's
+    /// own resources hide none of the base's: the base's set encoded once for every
+    /// stream, and the own resources.
+    pub(crate) fn split(&self, type_url: &str, flavor: Flavor) -> Option<(Encoded, Named)> {
+        let base = self.base.as_ref()?;
+        base.resources.types.get(type_url)?;
+        let own: Vec<(String, Arc<Versioned>)> = self
+            .types
+            .get(type_url)
+            .into_iter()
+            .flat_map(|t| t.items.iter())
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .collect();
+        if own
+            .iter()
+            .any(|(name, _)| base.resource(type_url, name).is_some())
+        {
+            return None;
+        }
+        Some((base.encoded(type_url, flavor), own))
+    }
+
+    /// The own layer's resources of a type (few), and the base's whole map (shared).
+    pub(crate) fn layers(&self, type_url: &str) -> (Option<&Items>, Option<&Items>) {
+        let own = self.types.get(type_url).map(|t| &t.items);
+        let base = self
+            .base
+            .as_ref()
+            .and_then(|b| b.resources.types.get(type_url))
+            .map(|t| &t.items);
+        (own, base)
+    }
+
     /// Number of resources of all types.
     pub fn len(&self) -> usize {
         let types: BTreeSet<&String> = self
@@ -312,6 +358,9 @@ where
 pub struct Base {
     resources: Snapshot,
     parent: Option<(Weak<Base>, Changes)>,
+    /// Per type and response variant, the whole set encoded once (made when a stream
+    /// first sends it whole).
+    encoded: Mutex<HashMap<(String, Flavor), Encoded>>,
 }
 
 impl Base {
@@ -321,6 +370,7 @@ impl Base {
         Arc::new(Base {
             resources,
             parent: None,
+            encoded: Mutex::default(),
         })
     }
 
@@ -359,7 +409,18 @@ impl Base {
         Arc::new(Base {
             resources,
             parent: Some((Arc::downgrade(self), changed)),
+            encoded: Mutex::default(),
         })
+    }
+
+    /// A type's whole set as a response variant's `resources` fields, encoded by the
+    /// first stream that asks and shared by the others.
+    pub(crate) fn encoded(&self, type_url: &str, flavor: Flavor) -> Encoded {
+        let mut cache = self.encoded.lock().unwrap();
+        cache
+            .entry((type_url.to_string(), flavor))
+            .or_insert_with(|| Encoded::new(flavor, self.iter(type_url)))
+            .clone()
     }
 
     /// One resource of the base.

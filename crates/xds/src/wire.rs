@@ -14,7 +14,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use prost::bytes::{Buf, BufMut};
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{
     decode_key, encode_key, encode_varint, encoded_len_varint, key_len, message, skip_field,
     string, DecodeContext, WireType,
@@ -37,11 +37,58 @@ pub(crate) trait Wire {
     fn encode(&self, buf: &mut impl BufMut);
 }
 
+/// A response: the fields this stream writes, and resources encoded once for every
+/// stream that sends them (written after the rest: protobuf fields may come in any
+/// order, and the elements of a repeated field keep theirs).
+pub(crate) trait Response: Wire {
+    fn shared(&self) -> Option<&Encoded>;
+    /// Writes what is not shared.
+    fn encode_own(&self, buf: &mut impl BufMut);
+}
+
+/// A run of `resources` fields of one response variant, encoded once: a base's whole
+/// set of one type, sent as it is to every stream of that base that holds nothing of
+/// the type yet (a full push, a reconnect storm).
+#[derive(Clone, Debug)]
+pub(crate) struct Encoded {
+    pub bytes: Bytes,
+    pub count: usize,
+}
+
+/// Which response variant an [`Encoded`] run is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Flavor {
+    Sotw,
+    Delta,
+}
+
+impl Encoded {
+    pub fn new<'a>(
+        flavor: Flavor,
+        items: impl Iterator<Item = (&'a String, &'a Arc<Versioned>)>,
+    ) -> Encoded {
+        let mut buf = Vec::new();
+        let mut count = 0;
+        for (name, r) in items {
+            match flavor {
+                Flavor::Sotw => put_any(SOTW_RESOURCES, r, &mut buf),
+                Flavor::Delta => put_delta_resource(name, r, &mut buf),
+            }
+            count += 1;
+        }
+        Encoded {
+            bytes: Bytes::from(buf),
+            count,
+        }
+    }
+}
+
 /// `DiscoveryResponse` (state of the world): bare resources as `Any`.
 #[derive(Debug, Default)]
 pub(crate) struct SotwResponse {
     pub version_info: String,
     pub resources: Vec<Arc<Versioned>>,
+    pub shared: Option<Encoded>,
     pub type_url: String,
     pub nonce: String,
 }
@@ -52,6 +99,7 @@ pub(crate) struct SotwResponse {
 pub(crate) struct DeltaResponse {
     pub system_version_info: String,
     pub resources: Vec<(String, Arc<Versioned>)>,
+    pub shared: Option<Encoded>,
     pub type_url: String,
     pub removed_resources: Vec<String>,
     pub nonce: String,
@@ -126,9 +174,21 @@ impl Wire for SotwResponse {
                 .sum::<usize>()
             + bytes_len(SOTW_TYPE_URL, self.type_url.len())
             + bytes_len(SOTW_NONCE, self.nonce.len())
+            + shared_len(&self.shared)
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
+        self.encode_own(buf);
+        put_shared(&self.shared, buf);
+    }
+}
+
+impl Response for SotwResponse {
+    fn shared(&self) -> Option<&Encoded> {
+        self.shared.as_ref()
+    }
+
+    fn encode_own(&self, buf: &mut impl BufMut) {
         put_bytes(SOTW_VERSION_INFO, self.version_info.as_bytes(), buf);
         for r in &self.resources {
             put_any(SOTW_RESOURCES, r, buf);
@@ -136,6 +196,23 @@ impl Wire for SotwResponse {
         put_bytes(SOTW_TYPE_URL, self.type_url.as_bytes(), buf);
         put_bytes(SOTW_NONCE, self.nonce.as_bytes(), buf);
     }
+}
+
+fn shared_len(shared: &Option<Encoded>) -> usize {
+    shared.as_ref().map_or(0, |e| e.bytes.len())
+}
+
+fn put_shared(shared: &Option<Encoded>, buf: &mut impl BufMut) {
+    if let Some(e) = shared {
+        buf.put_slice(&e.bytes);
+    }
+}
+
+fn put_delta_resource(name: &str, r: &Versioned, buf: &mut impl BufMut) {
+    put_header(DELTA_RESOURCES, resource_len(name, r), buf);
+    put_bytes(RESOURCE_VERSION, r.version.as_bytes(), buf);
+    put_any(RESOURCE_BODY, r, buf);
+    put_bytes(RESOURCE_NAME, name.as_bytes(), buf);
 }
 
 impl Wire for DeltaResponse {
@@ -153,19 +230,28 @@ impl Wire for DeltaResponse {
                 .iter()
                 .map(|n| field_len(DELTA_REMOVED_RESOURCES, n.len()))
                 .sum::<usize>()
+            + shared_len(&self.shared)
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
+        self.encode_own(buf);
+        put_shared(&self.shared, buf);
+    }
+}
+
+impl Response for DeltaResponse {
+    fn shared(&self) -> Option<&Encoded> {
+        self.shared.as_ref()
+    }
+
+    fn encode_own(&self, buf: &mut impl BufMut) {
         put_bytes(
             DELTA_SYSTEM_VERSION_INFO,
             self.system_version_info.as_bytes(),
             buf,
         );
         for (name, r) in &self.resources {
-            put_header(DELTA_RESOURCES, resource_len(name, r), buf);
-            put_bytes(RESOURCE_VERSION, r.version.as_bytes(), buf);
-            put_any(RESOURCE_BODY, r, buf);
-            put_bytes(RESOURCE_NAME, name.as_bytes(), buf);
+            put_delta_resource(name, r, buf);
         }
         put_bytes(DELTA_TYPE_URL, self.type_url.as_bytes(), buf);
         put_bytes(DELTA_NONCE, self.nonce.as_bytes(), buf);
@@ -356,7 +442,14 @@ impl WireRequest for SotwRequest {
     }
 }
 
+/// Reads a [`WireRequest`] out of tonic's buffer (the server's requests).
 pub(crate) struct WireDecoder<Req>(PhantomData<fn() -> Req>);
+
+impl<Req> Default for WireDecoder<Req> {
+    fn default() -> Self {
+        WireDecoder(PhantomData)
+    }
+}
 
 impl<Req: WireRequest> Decoder for WireDecoder<Req> {
     type Item = Req;
@@ -369,16 +462,7 @@ impl<Req: WireRequest> Decoder for WireDecoder<Req> {
     }
 }
 
-/// gRPC codec for one ADS variant: requests `Req` read by [`WireRequest`], responses
-/// `Resp` written by [`Wire`].
-pub(crate) struct AdsCodec<Resp, Req>(PhantomData<fn() -> (Resp, Req)>);
-
-impl<Resp, Req> Default for AdsCodec<Resp, Req> {
-    fn default() -> Self {
-        AdsCodec(PhantomData)
-    }
-}
-
+/// Writes a [`Wire`] message into tonic's buffer (the state-of-the-world client's requests).
 pub(crate) struct WireEncoder<Resp>(PhantomData<fn() -> Resp>);
 
 impl<Resp: Wire> Encoder for WireEncoder<Resp> {
@@ -389,25 +473,6 @@ impl<Resp: Wire> Encoder for WireEncoder<Resp> {
         dst.reserve(item.encoded_len());
         item.encode(dst);
         Ok(())
-    }
-}
-
-impl<Resp, Req> Codec for AdsCodec<Resp, Req>
-where
-    Resp: Wire + Send + 'static,
-    Req: WireRequest,
-{
-    type Encode = Resp;
-    type Decode = Req;
-    type Encoder = WireEncoder<Resp>;
-    type Decoder = WireDecoder<Req>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        WireEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        WireDecoder(PhantomData)
     }
 }
 
@@ -449,6 +514,7 @@ mod tests {
         let ours = DeltaResponse {
             system_version_info: "v1".into(),
             resources: resources.clone(),
+            shared: None,
             type_url: crate::CLUSTER.into(),
             removed_resources: vec!["gone".into(), String::new()],
             nonce: "7".into(),
@@ -570,6 +636,7 @@ mod tests {
         let ours = SotwResponse {
             version_info: String::new(),
             resources: resources.clone(),
+            shared: None,
             type_url: crate::ENDPOINT.into(),
             nonce: "12".into(),
         };
@@ -582,5 +649,86 @@ mod tests {
         let bytes = written(&ours);
         assert_eq!(DiscoveryResponse::decode(bytes.as_slice()).unwrap(), prost);
         assert_eq!(bytes.len(), prost.encoded_len());
+    }
+
+    /// The bytes a stream hands to HTTP/2: the gRPC prefix and its own fields, then the
+    /// shared run.
+    fn framed(r: &impl Response) -> Vec<u8> {
+        let (head, shared) = crate::body::message_chunks(r, usize::MAX).unwrap();
+        let mut out = head.to_vec();
+        out.extend(shared.iter().flat_map(|s| s.iter()));
+        assert_eq!(out[0], 0, "not compressed");
+        let len = u32::from_be_bytes(out[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, out.len() - 5, "the prefix gives the message's length");
+        assert_eq!(&out[5..], written(r), "the same bytes as one piece");
+        out.split_off(5)
+    }
+
+    #[test]
+    fn a_shared_run_decodes_as_the_resources_after_the_own_ones() {
+        let base: Vec<(String, Arc<Versioned>)> = (0..3)
+            .map(|i| {
+                (
+                    format!("b{i}"),
+                    resource(crate::CLUSTER, &vec![i; 150 * i as usize]),
+                )
+            })
+            .collect();
+        let own = vec![("own".to_string(), resource(crate::CLUSTER, b"inbound"))];
+        let items = || base.iter().map(|(n, r)| (n, r));
+        let delta = DeltaResponse {
+            system_version_info: "v2".into(),
+            resources: own.clone(),
+            shared: Some(Encoded::new(Flavor::Delta, items())),
+            type_url: crate::CLUSTER.into(),
+            removed_resources: Vec::new(),
+            nonce: "9".into(),
+        };
+        assert_eq!(delta.shared.as_ref().unwrap().count, 3);
+        let got = DeltaDiscoveryResponse::decode(framed(&delta).as_slice()).unwrap();
+        let names: Vec<&str> = got.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["own", "b0", "b1", "b2"]);
+        for (got, (_, want)) in got.resources.iter().zip(own.iter().chain(&base)) {
+            assert_eq!(got.version, want.version);
+            assert_eq!(got.resource.as_ref(), Some(&want.body));
+        }
+        assert_eq!(
+            (got.nonce.as_str(), got.system_version_info.as_str()),
+            ("9", "v2")
+        );
+
+        let sotw = SotwResponse {
+            version_info: "v3".into(),
+            resources: vec![own[0].1.clone()],
+            shared: Some(Encoded::new(Flavor::Sotw, items())),
+            type_url: crate::CLUSTER.into(),
+            nonce: "10".into(),
+        };
+        let got = DiscoveryResponse::decode(framed(&sotw).as_slice()).unwrap();
+        let want: Vec<Any> = own
+            .iter()
+            .chain(&base)
+            .map(|(_, r)| r.body.clone())
+            .collect();
+        assert_eq!(got.resources, want);
+        assert_eq!(
+            (got.version_info.as_str(), got.nonce.as_str()),
+            ("v3", "10")
+        );
+    }
+
+    #[test]
+    fn a_response_over_the_limit_is_an_error() {
+        let r = SotwResponse {
+            resources: vec![resource(crate::CLUSTER, &[0u8; 100])],
+            ..Default::default()
+        };
+        let err = crate::body::message_chunks(&r, 50).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        assert!(
+            err.message().contains("over the limit of 50"),
+            "{}",
+            err.message()
+        );
     }
 }

@@ -633,3 +633,120 @@ async fn delta_base_updates_send_what_changed() {
 async fn sotw_base_updates_send_what_changed() {
     base_updates_send_what_changed(Mode::StateOfTheWorld).await;
 }
+
+fn shared_sends(stats: &ServerStats) -> u64 {
+    stats
+        .whole_sets_shared
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A base with listener l-a and routes a and b, shared by the views of `nodes`; each view
+/// adds a listener of its own, l-b.
+fn two_views_over_one_base(plane: &ServerThread, generation: u32, nodes: &[&str]) {
+    let mut shared = Snapshot::new();
+    shared.declare(LISTENER).declare(ROUTE);
+    shared.insert("l-a", listener("a", generation));
+    for r in ["a", "b"] {
+        shared.insert(r, route(r, generation));
+    }
+    let base = trellis_xds::Base::new(shared);
+    for node in nodes {
+        plane.cache.set(node, over(&base, &[("b", generation)]));
+    }
+}
+
+fn start_node(
+    addr: std::net::SocketAddr,
+    mode: Mode,
+    node: &str,
+) -> (Recorder, tokio::task::JoinHandle<()>) {
+    let recorder = Recorder::default();
+    let mut opts = options(addr, mode);
+    opts.node.id = node.into();
+    (recorder.clone(), tokio::spawn(client::run(opts, recorder)))
+}
+
+/// A client that holds nothing of a type and wants all of it gets the base's part as
+/// one run encoded once for every stream, after its own resources: both sidecars hold
+/// the same whole sets, a NACK of such a response leaves nothing held, and a view whose
+/// own resource hides a base one of the same name gets its own (sent the usual way).
+async fn whole_sets_go_out_encoded_once(mode: Mode) {
+    const OTHER: &str = "sidecar~10.0.0.2~reviews-v2.default~default.svc.cluster.local";
+    let plane = serve(Cache::new(), None).await;
+    two_views_over_one_base(&plane, 1, &[NODE, OTHER]);
+    let (one, _a) = start_node(plane.addr, mode, NODE);
+    let (two, _b) = start_node(plane.addr, mode, OTHER);
+    for rec in [&one, &two] {
+        until("both whole sets", || {
+            rec.held(LISTENER) == pairs(&[("l-a", "gen1"), ("l-b", "gen1")])
+                && rec.held(ROUTE) == pairs(&[("a", "gen1"), ("b", "gen1")])
+        })
+        .await;
+    }
+    // Listeners and routes, to each of the two streams.
+    assert_eq!(shared_sends(&plane.stats), 4);
+
+    // One route changes in the base: it goes out alone, as before.
+    let before = sent(&plane.stats);
+    let s = plane.cache.get(NODE).unwrap();
+    let base = s
+        .base()
+        .unwrap()
+        .update([("b".to_string(), versioned(route("b", 2)))], []);
+    plane.cache.set(NODE, s.rebased(base));
+    until("the changed route", || {
+        one.held(ROUTE) == pairs(&[("a", "gen1"), ("b", "gen2")])
+    })
+    .await;
+    assert_eq!(sent(&plane.stats) - before, 1);
+    assert_eq!(shared_sends(&plane.stats), 4);
+
+    // A view whose own listener l-a hides the base's: the client gets its own.
+    let s = plane.cache.get(OTHER).unwrap();
+    let mut hiding = Snapshot::with_base(s.base().unwrap().clone());
+    hiding.declare(LISTENER);
+    hiding.insert("l-a", listener("a", 7));
+    hiding.insert("l-b", listener("b", 1));
+    plane.cache.set(OTHER, hiding);
+    until("the own listener over the base's", || {
+        two.held(LISTENER) == pairs(&[("l-a", "gen7"), ("l-b", "gen1")])
+    })
+    .await;
+
+    // A new client whose first whole set it refuses holds nothing on either side: the
+    // fixed base then goes out whole again.
+    const THIRD: &str = "sidecar~10.0.0.3~ratings-v1.default~default.svc.cluster.local";
+    two_views_over_one_base(&plane, 3, &[THIRD]);
+    let rec = Recorder::default();
+    *rec.poison.lock().unwrap() = Some("gen3".into());
+    let mut opts = options(plane.addr, mode);
+    opts.node.id = THIRD.into();
+    let _c = tokio::spawn(client::run(opts, rec.clone()));
+    until("the NACK", || {
+        plane.stats.nacks.load(std::sync::atomic::Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(rec.held(LISTENER).is_empty());
+    *rec.poison.lock().unwrap() = None;
+    let shared_before = shared_sends(&plane.stats);
+    two_views_over_one_base(&plane, 4, &[THIRD]);
+    until("the fixed whole set", || {
+        rec.held(LISTENER) == pairs(&[("l-a", "gen4"), ("l-b", "gen4")])
+            && rec.held(ROUTE) == pairs(&[("a", "gen4"), ("b", "gen4")])
+    })
+    .await;
+    assert!(
+        shared_sends(&plane.stats) > shared_before,
+        "the refused set counts as not held: it goes out whole again"
+    );
+}
+
+#[tokio::test]
+async fn delta_whole_sets_go_out_encoded_once() {
+    whole_sets_go_out_encoded_once(Mode::Delta).await;
+}
+
+#[tokio::test]
+async fn sotw_whole_sets_go_out_encoded_once() {
+    whole_sets_go_out_encoded_once(Mode::StateOfTheWorld).await;
+}
