@@ -89,7 +89,7 @@ impl Subscriber for Counter {
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
         let svc0 = state
             .get(ENDPOINT, "outbound|8080||svc-0.default.svc.cluster.local")
-            .map(|r| r.version.clone());
+            .map(|r| r.version().to_string());
         *self.state.lock().unwrap() = (state.count(CLUSTER), state.count(ENDPOINT), svc0);
         Ok(())
     }

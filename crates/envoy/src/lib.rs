@@ -58,7 +58,7 @@ pub(crate) fn any<M: prost::Message>(
 
 /// The route configurations the HTTP listeners among `listeners` load by RDS.
 pub fn route_names<'a>(
-    listeners: impl IntoIterator<Item = &'a trellis_xds::pb::google::protobuf::Any>,
+    listeners: impl IntoIterator<Item = &'a [u8]>,
 ) -> std::collections::BTreeSet<String> {
     use prost::Message;
     use trellis_xds::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
@@ -66,8 +66,8 @@ pub fn route_names<'a>(
         http_connection_manager::RouteSpecifier, HttpConnectionManager,
     };
     let mut names = std::collections::BTreeSet::new();
-    for any in listeners {
-        let Ok(l) = Listener::decode(any.value.as_slice()) else {
+    for body in listeners {
+        let Ok(l) = Listener::decode(body) else {
             continue;
         };
         for chain in &l.filter_chains {
@@ -111,13 +111,13 @@ struct EdsRefs {
 
 /// The endpoint assignments the EDS clusters among `clusters` load.
 pub fn endpoint_names<'a>(
-    clusters: impl IntoIterator<Item = &'a trellis_xds::pb::google::protobuf::Any>,
+    clusters: impl IntoIterator<Item = &'a [u8]>,
 ) -> std::collections::BTreeSet<String> {
     use prost::Message;
     use trellis_xds::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
     clusters
         .into_iter()
-        .filter_map(|any| ClusterRefs::decode(any.value.as_slice()).ok())
+        .filter_map(|body| ClusterRefs::decode(body).ok())
         .filter(|c| c.discovery == Some(DiscoveryType::Eds as i32))
         .map(|c| {
             c.eds
@@ -128,7 +128,8 @@ pub fn endpoint_names<'a>(
         .collect()
 }
 
-type Refs = std::collections::HashMap<String, (String, std::collections::BTreeSet<String>)>;
+/// Per resource, in name order: its version and the names it refers to.
+type Refs = Vec<(String, (String, Vec<String>))>;
 
 /// The names one type's resources refer to, and the type's stamp they were read at.
 #[derive(Default)]
@@ -155,7 +156,7 @@ impl SidecarInterest {
         &self,
         state: &trellis_xds::client::ClientState,
     ) -> trellis_xds::client::Interest {
-        use std::collections::{BTreeSet, HashSet};
+        use std::collections::BTreeSet;
         use std::sync::Arc;
         use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
         fn refs(
@@ -168,22 +169,36 @@ impl SidecarInterest {
             if stamp != 0 && stamp == seen.stamp {
                 return seen.names.clone();
             }
-            let mut out = BTreeSet::new();
-            let mut held = HashSet::new();
+            // Held resources and what was read before are both in name order: one walk
+            // keeps what is still current and reads only new versions.
+            let mut before = std::mem::take(&mut seen.refs).into_iter().peekable();
+            let mut refs = Vec::with_capacity(state.count(type_url));
+            let mut all: Vec<&str> = Vec::new();
             for (name, r) in state.of(type_url) {
-                held.insert(name.as_str());
-                let stale = seen.refs.get(name).is_none_or(|(v, _)| v != &r.version);
-                if stale {
-                    let names = if type_url == LISTENER {
-                        route_names([&r.body])
-                    } else {
-                        endpoint_names([&r.body])
-                    };
-                    seen.refs.insert(name.clone(), (r.version.clone(), names));
-                }
-                out.extend(seen.refs[name].1.iter().cloned());
+                while before.next_if(|(b, _)| b < name).is_some() {}
+                let entry = match before.next_if(|(b, _)| b == name) {
+                    Some(e) if e.1 .0 == r.version() => e,
+                    _ => {
+                        let names = if type_url == LISTENER {
+                            route_names([r.body()])
+                        } else {
+                            endpoint_names([r.body()])
+                        };
+                        let names = names.into_iter().collect();
+                        (name.clone(), (r.version().to_string(), names))
+                    }
+                };
+                refs.push(entry);
             }
-            seen.refs.retain(|name, _| held.contains(name.as_str()));
+            seen.refs = refs;
+            all.extend(
+                seen.refs
+                    .iter()
+                    .flat_map(|(_, (_, n))| n.iter().map(String::as_str)),
+            );
+            all.sort_unstable();
+            all.dedup();
+            let out: BTreeSet<String> = all.into_iter().map(String::from).collect();
             if out != *seen.names {
                 seen.names = Arc::new(out);
             }
@@ -263,7 +278,8 @@ mod tests {
             },
         ];
         let anys: Vec<Any> = clusters.iter().map(any).collect();
-        let names: Vec<String> = super::endpoint_names(&anys).into_iter().collect();
+        let bodies = anys.iter().map(|a| a.value.as_slice());
+        let names: Vec<String> = super::endpoint_names(bodies).into_iter().collect();
         assert_eq!(
             names,
             ["b-endpoints", "eds-without-config", "outbound|80||a"]
@@ -273,6 +289,6 @@ mod tests {
             type_url: trellis_xds::CLUSTER.into(),
             value: vec![0xff, 0xff, 0xff],
         };
-        assert!(super::endpoint_names([&junk]).is_empty());
+        assert!(super::endpoint_names([junk.value.as_slice()]).is_empty());
     }
 }

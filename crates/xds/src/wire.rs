@@ -324,7 +324,7 @@ pub(crate) struct SotwClientCodec;
 
 impl Codec for SotwClientCodec {
     type Encode = SotwRequestOut;
-    type Decode = envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    type Decode = crate::client::SotwResponseIn;
     type Encoder = WireEncoder<SotwRequestOut>;
     type Decoder = tonic_prost::ProstDecoder<Self::Decode>;
 

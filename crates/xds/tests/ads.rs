@@ -73,11 +73,9 @@ impl Recorder {
             .of(type_url)
             .map(|(name, r)| {
                 let generation = if type_url == LISTENER {
-                    Listener::decode(r.body.value.as_slice())
-                        .unwrap()
-                        .stat_prefix
+                    Listener::decode(r.body()).unwrap().stat_prefix
                 } else {
-                    RouteConfiguration::decode(r.body.value.as_slice())
+                    RouteConfiguration::decode(r.body())
                         .unwrap()
                         .internal_only_headers
                         .join(",")
@@ -101,7 +99,7 @@ impl Subscriber for Recorder {
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
         let poison = self.poison.lock().unwrap().clone();
         for (name, r) in state.of(LISTENER) {
-            let l = Listener::decode(r.body.value.as_slice()).map_err(|e| e.to_string())?;
+            let l = Listener::decode(r.body()).map_err(|e| e.to_string())?;
             if Some(&l.stat_prefix) == poison.as_ref() {
                 return Err(format!(
                     "listener {name}: stat_prefix {} is not supported",
@@ -442,9 +440,7 @@ impl Subscriber for Referrer {
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
         let clusters: BTreeSet<&String> = state.of(CLUSTER).map(|(n, _)| n).collect();
         for (name, r) in state.of(LISTENER) {
-            let uses = Listener::decode(r.body.value.as_slice())
-                .unwrap()
-                .stat_prefix;
+            let uses = Listener::decode(r.body()).unwrap().stat_prefix;
             if !clusters.contains(&uses) {
                 let e = format!("listener {name} uses cluster {uses}, which is not defined");
                 self.nacks.lock().unwrap().push(e.clone());
@@ -497,11 +493,9 @@ async fn changes_are_pushed_make_before_break(mode: Mode) {
     let task = tokio::spawn(client::run(options(server.addr, mode), referrer.clone()));
     let listener_uses = |r: &Referrer| {
         r.applied.lock().unwrap().last().and_then(|s| {
-            s.of(LISTENER).next().map(|(_, r)| {
-                Listener::decode(r.body.value.as_slice())
-                    .unwrap()
-                    .stat_prefix
-            })
+            s.of(LISTENER)
+                .next()
+                .map(|(_, r)| Listener::decode(r.body()).unwrap().stat_prefix)
         })
     };
     until("the first state", || {
