@@ -128,8 +128,9 @@ pub fn endpoint_names<'a>(
         .collect()
 }
 
-/// Per resource, in name order: its version and the names it refers to.
-type Refs = Vec<(String, (String, Vec<String>))>;
+/// Per resource, in name order: the version read (a shared slice, not a copy) and the
+/// names it refers to.
+type Refs = Vec<(String, (trellis_xds::client::Resource, Vec<String>))>;
 
 /// The names one type's resources refer to, and the type's stamp they were read at.
 #[derive(Default)]
@@ -177,7 +178,11 @@ impl SidecarInterest {
             for (name, r) in state.of(type_url) {
                 while before.next_if(|(b, _)| b < name).is_some() {}
                 let entry = match before.next_if(|(b, _)| b == name) {
-                    Some(e) if e.1 .0 == r.version() => e,
+                    Some(mut e) if e.1 .0.same_version(r) => {
+                        // The held one: an older copy would keep its response's buffer.
+                        e.1 .0 = r.clone();
+                        e
+                    }
                     _ => {
                         let names = if type_url == LISTENER {
                             route_names([r.body()])
@@ -185,7 +190,7 @@ impl SidecarInterest {
                             endpoint_names([r.body()])
                         };
                         let names = names.into_iter().collect();
-                        (name.clone(), (r.version().to_string(), names))
+                        (name.clone(), (r.clone(), names))
                     }
                 };
                 refs.push(entry);

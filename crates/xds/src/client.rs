@@ -40,6 +40,11 @@ impl Resource {
         std::str::from_utf8(&self.version).unwrap_or_default()
     }
 
+    /// Whether both have the same version (without reading either as text).
+    pub fn same_version(&self, other: &Resource) -> bool {
+        self.version == other.version
+    }
+
     /// The encoded message.
     pub fn body(&self) -> &[u8] {
         &self.body

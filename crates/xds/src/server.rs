@@ -707,12 +707,17 @@ impl Variant for Delta {
                 })
                 .collect();
         }
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                w.wildcard = true;
-            } else {
-                w.names.insert(name);
-            }
+        let mut subscribe = req.resource_names_subscribe;
+        if subscribe.iter().any(|n| n == "*") {
+            w.wildcard = true;
+            subscribe.retain(|n| n != "*");
+        }
+        if w.names.is_empty() {
+            // A sidecar's first endpoint subscription names thousands of sets, in order
+            // (clients keep them sorted): one bulk build, not an insert per name.
+            w.names = subscribe.into_iter().collect();
+        } else {
+            w.names.extend(subscribe);
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
