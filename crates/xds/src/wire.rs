@@ -20,6 +20,26 @@ use prost::encoding::{
     string, DecodeContext, WireType,
 };
 use prost::DecodeError;
+
+/// Why a request cannot be read.
+#[derive(Debug)]
+pub(crate) struct BadRequest(String);
+
+impl From<DecodeError> for BadRequest {
+    fn from(e: DecodeError) -> Self {
+        BadRequest(e.to_string())
+    }
+}
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(what: &str) -> BadRequest {
+    BadRequest(format!("DiscoveryRequest.resource_names: {what}"))
+}
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
@@ -339,12 +359,12 @@ impl Codec for SotwClientCodec {
 
 /// A request message this module reads.
 pub(crate) trait WireRequest: Sized + Send + 'static {
-    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError>;
+    fn decode(buf: &mut impl Buf) -> Result<Self, BadRequest>;
 }
 
 impl WireRequest for DeltaDiscoveryRequest {
-    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        <Self as prost::Message>::decode(buf)
+    fn decode(buf: &mut impl Buf) -> Result<Self, BadRequest> {
+        Ok(<Self as prost::Message>::decode(buf)?)
     }
 }
 
@@ -364,35 +384,34 @@ pub(crate) struct SotwRequest {
     pub error_detail: Option<RpcStatus>,
 }
 
-/// The resource names of a request, in one buffer: each name followed by a NUL.
+/// The resource names of a request where they are, in the request's bytes (a slice of
+/// tonic's buffer): no string per name, and one hash of the bytes they take tells an ACK
+/// of the same subscription.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
-    text: String,
-    /// Where each name ends (its NUL).
-    ends: Vec<usize>,
+    raw: Bytes,
+    /// Each name's start and end in `raw` (checked to be UTF-8 when decoded).
+    spans: Vec<(u32, u32)>,
+    hash: u64,
 }
 
 impl Names {
-    fn push(&mut self, name: &str) {
-        self.text.push_str(name);
-        self.ends.push(self.text.len());
-        self.text.push('\0');
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        let starts = std::iter::once(0).chain(self.ends.iter().map(|e| e + 1));
-        starts.zip(&self.ends).map(|(s, &e)| &self.text[s..e])
+        self.spans.iter().map(|&(s, e)| {
+            std::str::from_utf8(&self.raw[s as usize..e as usize]).unwrap_or_default()
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
-    /// A hash of the names in order (a name may not contain NUL in practice; a
-    /// collision would only make the server treat a changed subscription as an ACK
-    /// until the next one).
+    /// A hash of the bytes from the first name's field to the last one's (the names
+    /// in order; encoders write a repeated field's elements together). Equal hashes
+    /// mean the same names, a collision aside, which would only make the server take a
+    /// changed subscription for an ACK until the next request.
     pub fn hash(&self) -> u64 {
-        xxhash_rust::xxh64::xxh64(self.text.as_bytes(), 4)
+        self.hash
     }
 }
 
@@ -405,39 +424,62 @@ const REQ_RESPONSE_NONCE: u32 = 5;
 const REQ_ERROR_DETAIL: u32 = 6;
 
 impl WireRequest for SotwRequest {
-    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+    fn decode(buf: &mut impl Buf) -> Result<Self, BadRequest> {
+        // Zero-copy from tonic's buffer: the names stay where they are.
+        let raw = buf.copy_to_bytes(buf.remaining());
         let mut req = SotwRequest::default();
-        let mut name = String::new();
+        let mut names_from = None;
+        let mut names_to = 0;
         let ctx = DecodeContext::default();
-        while buf.has_remaining() {
-            let (tag, wire_type) = decode_key(buf)?;
+        let mut rest: &[u8] = &raw;
+        while !rest.is_empty() {
+            let field_start = raw.len() - rest.len();
+            let (tag, wire_type) = decode_key(&mut rest)?;
             match tag {
                 REQ_VERSION_INFO => {
-                    string::merge(wire_type, &mut req.version_info, buf, ctx.clone())?
+                    string::merge(wire_type, &mut req.version_info, &mut rest, ctx.clone())?
                 }
                 REQ_NODE => message::merge(
                     wire_type,
                     req.node.get_or_insert_with(Node::default),
-                    buf,
+                    &mut rest,
                     ctx.clone(),
                 )?,
                 REQ_RESOURCE_NAMES => {
-                    string::merge(wire_type, &mut name, buf, ctx.clone())?;
-                    req.names.push(&name);
+                    if wire_type != WireType::LengthDelimited {
+                        return Err(bad("not a string"));
+                    }
+                    let len = prost::encoding::decode_varint(&mut rest)? as usize;
+                    if len > rest.len() {
+                        return Err(bad("shorter than its length"));
+                    }
+                    std::str::from_utf8(&rest[..len]).map_err(|_| bad("not UTF-8"))?;
+                    let start = raw.len() - rest.len();
+                    let end = start + len;
+                    let span = u32::try_from(start).and_then(|s| Ok((s, u32::try_from(end)?)));
+                    req.names.spans.push(span.map_err(|_| bad("past 4 GiB"))?);
+                    names_from.get_or_insert(field_start);
+                    names_to = end;
+                    rest = &rest[len..];
                 }
-                REQ_TYPE_URL => string::merge(wire_type, &mut req.type_url, buf, ctx.clone())?,
+                REQ_TYPE_URL => {
+                    string::merge(wire_type, &mut req.type_url, &mut rest, ctx.clone())?
+                }
                 REQ_RESPONSE_NONCE => {
-                    string::merge(wire_type, &mut req.response_nonce, buf, ctx.clone())?
+                    string::merge(wire_type, &mut req.response_nonce, &mut rest, ctx.clone())?
                 }
                 REQ_ERROR_DETAIL => message::merge(
                     wire_type,
                     req.error_detail.get_or_insert_with(RpcStatus::default),
-                    buf,
+                    &mut rest,
                     ctx.clone(),
                 )?,
-                _ => skip_field(wire_type, tag, buf, ctx.clone())?,
+                _ => skip_field(wire_type, tag, &mut rest, ctx.clone())?,
             }
         }
+        let names = names_from.map_or(&[][..], |from| &raw[from..names_to]);
+        req.names.hash = xxhash_rust::xxh64::xxh64(names, 4);
+        req.names.raw = raw;
         Ok(req)
     }
 }
@@ -458,7 +500,7 @@ impl<Req: WireRequest> Decoder for WireDecoder<Req> {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
         Req::decode(src)
             .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
     }
 }
 
@@ -576,10 +618,24 @@ mod tests {
         assert_eq!(ours.names.hash(), again.names.hash());
         let other = DiscoveryRequest {
             resource_names: vec!["a".into(), "outbound|80||b".into()],
-            ..prost
+            ..prost.clone()
         };
         let other = <SotwRequest as WireRequest>::decode(&mut other.encode_to_vec().as_slice());
         assert_ne!(other.unwrap().names.hash(), ours.names.hash());
+        // An ACK of the same names with another version and nonce: the same hash.
+        let ack = DiscoveryRequest {
+            version_info: "v8".into(),
+            response_nonce: "4".into(),
+            error_detail: None,
+            node: None,
+            ..prost.clone()
+        };
+        let ack = <SotwRequest as WireRequest>::decode(&mut ack.encode_to_vec().as_slice());
+        assert_eq!(ack.unwrap().names.hash(), ours.names.hash());
+        // A name that is not UTF-8 is refused, naming the field.
+        let bad = [0x1a, 0x02, 0xff, 0xfe];
+        let e = <SotwRequest as WireRequest>::decode(&mut &bad[..]).unwrap_err();
+        assert!(e.to_string().contains("resource_names: not UTF-8"), "{e}");
         let empty = <SotwRequest as WireRequest>::decode(&mut &[][..]).unwrap();
         assert!(empty.names.is_empty() && empty.names.iter().next().is_none());
         // Not a request: an error, not a panic.
