@@ -15,7 +15,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::wire::{SotwClientCodec, SotwRequestOut, DELTA_PATH, SOTW_PATH};
+use crate::wire::{NamesOut, SotwClientCodec, SotwRequestOut, DELTA_PATH, SOTW_PATH};
 use crate::{is_wildcard_type, short_type, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// A resource as the client holds it: the version the server gave it and its encoded
@@ -572,6 +572,10 @@ async fn subscribe_delta<S: Subscriber>(
     }
 }
 
+/// Per type, the names a state-of-the-world stream asks for, and them as written in
+/// each of its requests.
+type Asked = HashMap<&'static str, (Option<Arc<BTreeSet<String>>>, NamesOut)>;
+
 async fn sotw_session<S: Subscriber>(
     opts: &ClientOptions,
     state: &mut ClientState,
@@ -580,7 +584,7 @@ async fn sotw_session<S: Subscriber>(
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<SotwRequestOut>(64);
     // Per type: the names asked for and the version last accepted.
-    let mut asked: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
+    let mut asked = Asked::new();
     let mut pruned = Pruned::new();
     let mut accepted: HashMap<String, String> = HashMap::new();
     let mut nonces: HashMap<String, String> = HashMap::new();
@@ -645,9 +649,9 @@ async fn sotw_session<S: Subscriber>(
         };
         nonces.insert(type_url.clone(), nonce.clone());
         let names = asked
-            .iter()
-            .find(|(t, _)| **t == type_url)
-            .and_then(|(_, n)| n.clone());
+            .get(type_url.as_str())
+            .map(|(_, wire)| wire.clone())
+            .unwrap_or_default();
         let reply = SotwRequestOut {
             version_info: accepted.get(&type_url).cloned().unwrap_or_default(),
             names,
@@ -672,16 +676,17 @@ async fn subscribe_sotw<S: Subscriber>(
     opts: &ClientOptions,
     state: &ClientState,
     subscriber: &S,
-    asked: &mut HashMap<&'static str, Option<Arc<BTreeSet<String>>>>,
+    asked: &mut Asked,
     accepted: &HashMap<String, String>,
     nonces: &HashMap<String, String>,
     first: &mut bool,
     tx: &mpsc::Sender<SotwRequestOut>,
 ) {
     for (type_url, want) in subscriber.interest(state) {
-        if asked.get(type_url) == Some(&want) {
+        if asked.get(type_url).map(|(set, _)| set) == Some(&want) {
             continue;
         }
+        let wire = want.as_deref().map(NamesOut::new).unwrap_or_default();
         // Resuming: the version held tells the server what need not be sent again.
         let version = accepted.get(type_url).cloned().or_else(|| {
             state
@@ -693,13 +698,13 @@ async fn subscribe_sotw<S: Subscriber>(
         let request = SotwRequestOut {
             node: first.then(|| opts.node.clone()),
             version_info: version.unwrap_or_default(),
-            names: want.clone(),
+            names: wire.clone(),
             type_url: type_url.to_string(),
             response_nonce: nonces.get(type_url).cloned().unwrap_or_default(),
             error_detail: None,
         };
         *first = false;
-        asked.insert(type_url, want);
+        asked.insert(type_url, (want, wire));
         let _ = tx.send(request).await;
     }
 }
