@@ -156,6 +156,7 @@ async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> b
 
 #[tokio::test]
 async fn sidecars_route_over_mtls_and_follow_config_edits() {
+    let _quiet = quiet().await;
     let mesh = tempfile::tempdir().unwrap();
     let page = Workload::new(
         "productpage-v1",
@@ -371,6 +372,7 @@ fn python_with_grpcio() -> Option<String> {
 
 #[tokio::test]
 async fn a_proxyless_grpc_client_resolves_a_service_through_the_control_plane() {
+    let _quiet = quiet().await;
     let Some(python) = python_with_grpcio() else {
         return;
     };

@@ -67,6 +67,7 @@ async fn handshake(tls: Arc<ClientTls>, addr: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn concurrent_handshakes_are_signed_in_batches() {
+    let _quiet = quiet().await;
     let pki = Pki::new("root");
     let rsa = pki.leaf("rsa", &["DNS:localhost"], false);
     let ec = pki.leaf("ec", &["DNS:localhost"], true);
@@ -152,6 +153,7 @@ async fn concurrent_handshakes_are_signed_in_batches() {
 
 #[tokio::test]
 async fn thread_batches_fill_on_the_batch_thread() {
+    let _quiet = quiet().await;
     if !trellis_cryptomb::ifma_available() {
         eprintln!("SKIPPED: this CPU has no AVX-512 IFMA (batches need the kernels)");
         return;

@@ -501,3 +501,12 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Held for the whole of a test that asserts how long something takes, and of a test
+/// that keeps both cores busy (batch signing, a Python gRPC client), so that the two
+/// kinds never run at the same moment: on this two-core machine a config edit's
+/// 1 s deadline failed now and then while a batch-signing test ran beside it.
+pub async fn quiet() -> tokio::sync::MutexGuard<'static, ()> {
+    static QUIET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    QUIET.lock().await
+}

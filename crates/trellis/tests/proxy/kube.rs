@@ -111,6 +111,7 @@ async fn until_all(who: &str, timeout: Duration) -> Duration {
 
 #[tokio::test]
 async fn control_follows_a_cluster_through_its_watch_streams() {
+    let _quiet = quiet().await;
     let fake = FakeApiServer::start(&fixtures().join("cluster"), Some("k8s-token")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");

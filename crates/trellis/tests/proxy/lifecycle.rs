@@ -47,6 +47,7 @@ fn load(
 
 #[tokio::test]
 async fn hot_reload_under_load_drops_nothing() {
+    let _quiet = quiet().await;
     let a = app("a", &[]);
     let p = proxy(&versioned("v1", a.addr));
     let stop = Arc::new(AtomicBool::new(false));

@@ -65,6 +65,7 @@ async fn retries_recover_from_failing_and_dead_endpoints() {
 
 #[tokio::test]
 async fn route_and_per_try_timeouts() {
+    let _quiet = quiet().await;
     let slow = app("slow", &["--delay", "2s"]);
     let fast = app("fast", &[]);
     let yaml = http_listener(

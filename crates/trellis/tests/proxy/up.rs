@@ -30,6 +30,7 @@ async fn call(client: SocketAddr, host: &str, path: &str, headers: &[(&str, &str
 
 #[tokio::test]
 async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits() {
+    let _quiet = quiet().await;
     let work = tempfile::tempdir().unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
     let mesh = work.path().join("bookinfo");

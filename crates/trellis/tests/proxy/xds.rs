@@ -144,11 +144,13 @@ async fn follows_the_control_plane(extra: &[&str]) {
 
 #[tokio::test]
 async fn delta_xds_routes_nacks_and_survives_the_control_plane() {
+    let _quiet = quiet().await;
     follows_the_control_plane(&[]).await;
 }
 
 #[tokio::test]
 async fn sotw_xds_routes_nacks_and_survives_the_control_plane() {
+    let _quiet = quiet().await;
     follows_the_control_plane(&["--xds-sotw"]).await;
 }
 
