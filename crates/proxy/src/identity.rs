@@ -87,6 +87,7 @@ impl Agent {
     /// Rotates forever; sends on `rotated` after each new certificate is installed.
     pub async fn rotate(self: Arc<Self>, rotated: mpsc::Sender<()>) {
         let mut root_stamp = file_stamp(&self.config.ca_root);
+        let mut root_text = std::fs::read(&self.config.ca_root).ok();
         let mut backoff = Duration::from_secs(1);
         loop {
             let due = self.next_rotation();
@@ -99,8 +100,15 @@ impl Agent {
                 let stamp = file_stamp(&self.config.ca_root);
                 if stamp != root_stamp {
                     root_stamp = stamp;
-                    tracing::info!("CA root changed; rotating the workload certificate");
-                    break;
+                    // The same root written again (a config sync, a ConfigMap refresh) is
+                    // not a change: rotating every sidecar for it would be a storm of
+                    // key generations and TLS rebuilds for nothing.
+                    let text = std::fs::read(&self.config.ca_root).ok();
+                    if text != root_text {
+                        root_text = text;
+                        tracing::info!("CA root changed; rotating the workload certificate");
+                        break;
+                    }
                 }
                 let step = Duration::from_secs((due - now) as u64).min(Duration::from_secs(1));
                 tokio::time::sleep(step).await;

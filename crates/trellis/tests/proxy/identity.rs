@@ -195,8 +195,15 @@ async fn a_changed_ca_root_triggers_rotation() {
     );
     let first = serial(&p).await;
     assert!(!first.is_empty());
-    // The root file is re-written (as a bundle update would): rotate now, not in 30 min.
     let root = files.path().join("ca-root.pem");
+    // The same root written again (a config sync would) is no change: no rotation. The
+    // agent looks at the file every second.
+    let same = std::fs::read(&root).unwrap();
+    std::fs::write(&root, &same).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(serial(&p).await, first, "rotated for an unchanged root");
+    assert!(!p.proc.log().contains("CA root changed"));
+    // The root file changes (as a bundle update would): rotate now, not in 30 min.
     std::fs::write(&root, format!("{}\n", ca.root_pem)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
