@@ -175,7 +175,14 @@ impl Agent {
                     self.config.ca_root
                 )
             })?;
-        let key = generate_key(self.config.key_type).map_err(|e| e.to_string())?;
+        // Off the main runtime's one thread: an RSA key takes 50 ms to seconds to find,
+        // and that thread also applies xDS updates and serves the admin port (a rotation
+        // held a config edit back by a second in the end-to-end tests).
+        let kind = self.config.key_type;
+        let key = tokio::task::spawn_blocking(move || generate_key(kind))
+            .await
+            .map_err(|e| format!("key generation: {e}"))?
+            .map_err(|e| e.to_string())?;
         let csr = csr_pem(&key).map_err(|e| e.to_string())?;
         let client = CaClient {
             address: self.config.ca_address.clone(),
