@@ -32,6 +32,20 @@ pub struct ServerStats {
     pub nacks: AtomicU64,
 }
 
+impl ServerStats {
+    /// Counts a response of `own` resources written for its stream and, if any, a
+    /// shared run.
+    fn responded(&self, own: usize, shared: Option<&Encoded>) {
+        if shared.is_some() {
+            self.whole_sets_shared.fetch_add(1, Ordering::Relaxed);
+        }
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        let count = own + shared.map_or(0, |s| s.count);
+        self.resources_sent
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+}
+
 /// Decides whether the caller of a stream (its request extensions: the transport's
 /// peer identity) may ask for the view of a node id; the error is the reason.
 pub type Authorize = Arc<dyn Fn(&tonic::Extensions, &str) -> Result<(), String> + Send + Sync>;
@@ -465,14 +479,7 @@ impl Variant for Sotw {
                 (own.into_iter().map(|(_, r)| r).collect(), Some(shared))
             }
         };
-        let count = resources.len() + shared.as_ref().map_or(0, |s| s.count);
-        if shared.is_some() {
-            stats.whole_sets_shared.fetch_add(1, Ordering::Relaxed);
-        }
-        stats.responses.fetch_add(1, Ordering::Relaxed);
-        stats
-            .resources_sent
-            .fetch_add(count as u64, Ordering::Relaxed);
+        stats.responded(resources.len(), shared.as_ref());
         Some(SotwResponse {
             version_info: version,
             resources,
@@ -753,60 +760,52 @@ impl Variant for Delta {
         }
         let (wildcard, names) = (w.wildcard, &w.names);
         let names_if_any = (!wildcard).then_some(names);
-        let phase = push.phase;
-        if let Some(Picked::Whole(shared, own)) = whole(
+        let whole = whole(
             &w.held,
             names_if_any,
             type_url,
             snapshot,
-            phase,
+            push.phase,
             Flavor::Delta,
-        ) {
-            *nonce += 1;
-            w.held.sent_whole(&nonce.to_string(), snapshot, type_url);
-            w.responded = true;
-            stats.whole_sets_shared.fetch_add(1, Ordering::Relaxed);
-            stats.responses.fetch_add(1, Ordering::Relaxed);
-            stats
-                .resources_sent
-                .fetch_add((own.len() + shared.count) as u64, Ordering::Relaxed);
-            return Some(DeltaResponse {
-                system_version_info: snapshot.version(type_url).unwrap_or_default().to_string(),
-                resources: own,
-                shared: Some(shared),
-                type_url: type_url.to_string(),
-                removed_resources: Vec::new(),
-                nonce: nonce.to_string(),
-            });
-        }
-        let diff = w.held.diff(type_url, snapshot, push, |name| {
-            wildcard || names.contains(name)
-        });
-        if diff.upserts.is_empty()
-            && diff.removed.is_empty()
-            && (w.responded || push.phase != Phase::All)
-        {
-            return None;
-        }
+        );
+        let picked = match whole {
+            Some(whole) => whole,
+            None => {
+                let diff = w.held.diff(type_url, snapshot, push, |name| {
+                    wildcard || names.contains(name)
+                });
+                if diff.upserts.is_empty()
+                    && diff.removed.is_empty()
+                    && (w.responded || push.phase != Phase::All)
+                {
+                    return None;
+                }
+                Picked::Some(diff)
+            }
+        };
         *nonce += 1;
-        w.held.sent(&nonce.to_string(), &diff);
+        let nonce = nonce.to_string();
+        let (resources, shared, removed_resources) = match picked {
+            Picked::Whole(shared, own) => {
+                w.held.sent_whole(&nonce, snapshot, type_url);
+                (own, Some(shared), Vec::new())
+            }
+            Picked::Some(diff) => {
+                w.held.sent(&nonce, &diff);
+                let upserts = diff.upserts.into_iter();
+                let resources = upserts.map(|(name, r)| (name, r.clone())).collect();
+                (resources, None, diff.removed)
+            }
+        };
         w.responded = true;
-        stats.responses.fetch_add(1, Ordering::Relaxed);
-        stats
-            .resources_sent
-            .fetch_add(diff.upserts.len() as u64, Ordering::Relaxed);
-        let resources = diff
-            .upserts
-            .into_iter()
-            .map(|(name, r)| (name, r.clone()))
-            .collect();
+        stats.responded(resources.len(), shared.as_ref());
         Some(DeltaResponse {
             system_version_info: snapshot.version(type_url).unwrap_or_default().to_string(),
             resources,
-            shared: None,
+            shared,
             type_url: type_url.to_string(),
-            removed_resources: diff.removed,
-            nonce: nonce.to_string(),
+            removed_resources,
+            nonce,
         })
     }
 }
