@@ -18,6 +18,7 @@ mod held;
 mod server;
 mod snapshot;
 mod thread;
+mod wanted;
 mod wire;
 
 pub use envoy_types::pb;

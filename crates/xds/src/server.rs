@@ -1,6 +1,6 @@
 //! The ADS server: one task per stream, woken by requests and by its node's snapshot.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tonic::{Request, Status, Streaming};
 use crate::body::ResponseBody;
 use crate::held::{Diff, Held};
 use crate::snapshot::Named;
+use crate::wanted::Wanted;
 use crate::wire::{
     DeltaResponse, Response, SotwRequest, SotwResponse, WireDecoder, WireRequest, DELTA_PATH,
     SOTW_PATH,
@@ -364,11 +365,11 @@ fn count_reply(
 #[derive(Default)]
 struct SotwWatch {
     /// None: every resource of the type.
-    names: Option<BTreeSet<String>>,
+    names: Option<Wanted>,
     names_hash: u64,
     /// Listeners and clusters: what the last response carried (every response carries
     /// the whole set), to send again only on change.
-    sent: Option<(String, Option<BTreeSet<String>>)>,
+    sent: Option<(String, Option<Wanted>)>,
     /// Routes and endpoints: responses carry only what changed (the client keeps what a
     /// response leaves out, and drops what it no longer asks for), so the stream keeps
     /// what the client holds.
@@ -424,7 +425,7 @@ impl Variant for Sotw {
         w.names_hash = hash;
         let wildcard = is_wildcard_type(&req.type_url)
             && (req.names.is_empty() || req.names.iter().any(|n| n == "*"));
-        let names: Option<BTreeSet<String>> =
+        let names: Option<Wanted> =
             (!wildcard).then(|| req.names.iter().map(String::from).collect());
         if let Some(names) = &names {
             // The client drops what it no longer asks for.
@@ -524,7 +525,7 @@ fn covers<'a>(
 /// and wants all of it.
 fn whole<'a>(
     held: &Held,
-    names: Option<&BTreeSet<String>>,
+    names: Option<&Wanted>,
     type_url: &str,
     snapshot: &Snapshot,
     phase: Phase,
@@ -534,7 +535,10 @@ fn whole<'a>(
         return None;
     }
     if let Some(names) = names {
-        if !covers(names.iter(), snapshot.iter(type_url).map(|(n, _)| n)) {
+        // Usually it wants exactly the snapshot's names, which the fingerprints say at
+        // once; otherwise one walk decides.
+        let exactly = names.fingerprint() == snapshot.fingerprint(type_url);
+        if !exactly && !covers(names.iter(), snapshot.iter(type_url).map(|(n, _)| n)) {
             return None;
         }
     }
@@ -661,7 +665,7 @@ fn changed_only<'a>(
 #[derive(Default)]
 struct DeltaWatch {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Wanted,
     held: Held,
     responded: bool,
 }
@@ -812,7 +816,57 @@ impl Variant for Delta {
 
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use super::{covers, whole, Phase, Picked};
+    use crate::held::Held;
+    use crate::wanted::Wanted;
+    use crate::wire::Flavor;
+    use crate::{Base, Snapshot, CLUSTER};
+    use envoy_types::pb::google::protobuf::Any;
+
+    fn any(value: &str) -> Any {
+        Any {
+            type_url: CLUSTER.into(),
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    /// The whole set goes out to a stream that holds nothing and wants all of it,
+    /// whether its names are exactly the set's (fingerprints agree) or more (the walk
+    /// decides); never to one that wants part of it.
+    #[test]
+    fn whole_set_only_to_streams_that_want_all_of_it() {
+        let mut base = Snapshot::new();
+        for name in ["a", "b", "c"] {
+            base.insert(name, any(name));
+        }
+        let mut snapshot = Snapshot::with_base(Base::new(base));
+        snapshot.insert("own", any("own")).seal();
+        let held = Held::default();
+        let sends_whole = |names: &[&str]| {
+            let wanted: Wanted = names.iter().map(|n| n.to_string()).collect();
+            let picked = whole(
+                &held,
+                Some(&wanted),
+                CLUSTER,
+                &snapshot,
+                Phase::All,
+                Flavor::Delta,
+            );
+            match picked {
+                Some(Picked::Whole(shared, own)) => {
+                    assert_eq!((shared.count, own.len()), (3, 1));
+                    true
+                }
+                Some(Picked::Some(_)) => unreachable!("whole() picks whole sets only"),
+                None => false,
+            }
+        };
+        assert!(sends_whole(&["a", "b", "c", "own"]));
+        assert!(sends_whole(&["a", "b", "c", "d", "own"]));
+        assert!(!sends_whole(&["a", "b", "c"]));
+        assert!(!sends_whole(&["a", "b", "d", "own"]));
+        assert!(!sends_whole(&[]));
+    }
 
     #[test]
     fn covers_checks_every_name_against_the_wanted_ones() {

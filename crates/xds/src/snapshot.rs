@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, Weak};
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{broadcast, watch};
 
+use crate::wanted::Fingerprint;
 use crate::wire::{Encoded, Flavor};
 
 /// One resource with the version the server gives it: a hash of its encoded bytes, so
@@ -245,6 +246,22 @@ impl Snapshot {
         Some((base.encoded(type_url, flavor), own))
     }
 
+    /// The fingerprint of a type's names: the base's, made once, plus the own ones.
+    /// (An own name that hides a base one counts twice: a fingerprint no subscription
+    /// has, so the stream compares name by name.)
+    pub(crate) fn fingerprint(&self, type_url: &str) -> Fingerprint {
+        let own = Fingerprint::of(
+            self.types
+                .get(type_url)
+                .into_iter()
+                .flat_map(|t| t.items.keys()),
+        );
+        match &self.base {
+            Some(base) => base.fingerprint(type_url).plus(own),
+            None => own,
+        }
+    }
+
     /// The own layer's resources of a type (few), and the base's whole map (shared).
     pub(crate) fn layers(&self, type_url: &str) -> (Option<&Items>, Option<&Items>) {
         let own = self.types.get(type_url).map(|t| &t.items);
@@ -361,6 +378,8 @@ pub struct Base {
     /// Per type and response variant, the whole set encoded once (made when a stream
     /// first sends it whole).
     encoded: Mutex<HashMap<(String, Flavor), Encoded>>,
+    /// Per type, the fingerprint of its names (made when a stream first asks).
+    fingerprints: Mutex<HashMap<String, Fingerprint>>,
 }
 
 impl Base {
@@ -371,6 +390,7 @@ impl Base {
             resources,
             parent: None,
             encoded: Mutex::default(),
+            fingerprints: Mutex::default(),
         })
     }
 
@@ -410,6 +430,7 @@ impl Base {
             resources,
             parent: Some((Arc::downgrade(self), changed)),
             encoded: Mutex::default(),
+            fingerprints: Mutex::default(),
         })
     }
 
@@ -421,6 +442,13 @@ impl Base {
             .entry((type_url.to_string(), flavor))
             .or_insert_with(|| Encoded::new(flavor, self.iter(type_url)))
             .clone()
+    }
+
+    fn fingerprint(&self, type_url: &str) -> Fingerprint {
+        let mut cache = self.fingerprints.lock().unwrap();
+        *cache
+            .entry(type_url.to_string())
+            .or_insert_with(|| Fingerprint::of(self.iter(type_url).map(|(name, _)| name)))
     }
 
     /// One resource of the base.
