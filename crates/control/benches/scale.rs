@@ -2,8 +2,8 @@
 //! gRPC (trellis-xds client engines on loopback), in state-of-the-world and delta:
 //!   - control plane memory (RSS growth after loading and generating every view);
 //!   - time to push the full config to all 100 (from views being set in the cache to
-//!     every client holding every cluster and endpoint assignment), and when the
-//!     control plane made the last response of it;
+//!     every client holding every listener, route configuration, cluster and endpoint
+//!     assignment of its view), and when the control plane made the last response of it;
 //!   - time for one endpoint change on disk to reach all of them (reload included),
 //!     five times: the median and the best.
 //!
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
 use trellis_xds::pb::envoy::config::core::v3::Node;
-use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT};
+use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 const PROXIES: usize = 100;
 const ENDPOINTS: usize = 10;
@@ -73,11 +73,29 @@ fn write_registry(dir: &std::path::Path, services: usize, changed_port: u16) {
     std::fs::rename(dir.join("registry.yaml.tmp"), dir.join("registry.yaml")).unwrap();
 }
 
+const TYPES: [&str; 4] = [LISTENER, ROUTE, CLUSTER, ENDPOINT];
+
+/// What a client holds: how many resources of each of `TYPES`, and the version of
+/// svc-0's endpoint assignment.
+type Holding = ([usize; 4], Option<String>);
+
 /// A sidecar's xDS client that only counts what it holds.
 #[derive(Clone)]
 struct Counter {
     interest: Arc<trellis_envoy::SidecarInterest>,
-    state: Arc<Mutex<(usize, usize, Option<String>)>>, // clusters, endpoint sets, version of svc-0's CLA
+    state: Arc<Mutex<Holding>>,
+    /// How many of each type its view has.
+    view: [usize; 4],
+}
+
+impl Counter {
+    fn svc0(&self) -> Option<String> {
+        self.state.lock().unwrap().1.clone()
+    }
+
+    fn holds_its_view(&self) -> bool {
+        self.state.lock().unwrap().0 == self.view
+    }
 }
 
 #[tonic::async_trait]
@@ -90,19 +108,15 @@ impl Subscriber for Counter {
         let svc0 = state
             .get(ENDPOINT, "outbound|8080||svc-0.default.svc.cluster.local")
             .map(|r| r.version().to_string());
-        *self.state.lock().unwrap() = (state.count(CLUSTER), state.count(ENDPOINT), svc0);
+        *self.state.lock().unwrap() = (TYPES.map(|t| state.count(t)), svc0);
         Ok(())
     }
 }
 
-fn wait_all(
-    clients: &[Counter],
-    what: &str,
-    done: impl Fn(&(usize, usize, Option<String>)) -> bool,
-) -> Duration {
+fn wait_all(clients: &[Counter], what: &str, done: impl Fn(&Counter) -> bool) -> Duration {
     let start = Instant::now();
     loop {
-        if clients.iter().all(|c| done(&c.state.lock().unwrap())) {
+        if clients.iter().all(&done) {
             return start.elapsed();
         }
         if start.elapsed() > Duration::from_secs(300) {
@@ -113,23 +127,28 @@ fn wait_all(
 }
 
 /// Starts one client per node on a runtime of their own and waits until every one
-/// holds every cluster and endpoint set: the runtime, the clients, the time that took
-/// and when the control plane made its last response of it.
+/// holds its whole view: the runtime, the clients, the time that took and when the
+/// control plane made its last response of it.
 fn connect_all(
     server: &ServerThread,
+    cache: &Cache,
     nodes: &[String],
     mode: Mode,
-    services: usize,
 ) -> (tokio::runtime::Runtime, Vec<Counter>, (Duration, Duration)) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let clients: Vec<Counter> = (0..nodes.len())
-        .map(|_| Counter {
-            interest: Default::default(),
-            state: Default::default(),
+    let clients: Vec<Counter> = nodes
+        .iter()
+        .map(|node| {
+            let view = cache.get(node).expect("every node has a view");
+            Counter {
+                interest: Default::default(),
+                state: Default::default(),
+                view: TYPES.map(|t| view.iter(t).count()),
+            }
         })
         .collect();
     let start = Instant::now();
@@ -147,7 +166,6 @@ fn connect_all(
         };
         rt.spawn(client::run(opts, c.clone()));
     }
-    // Every sidecar sees every service: one cluster per service plus its inbound one.
     // Meanwhile, when the control plane made its last response of the push: its own
     // share of the time, the rest being the clients' decoding on the same two cores.
     let server_done = Arc::new(Mutex::new(Duration::ZERO));
@@ -166,9 +184,7 @@ fn connect_all(
             }
         })
     };
-    let full = wait_all(&clients, "full push", |s| {
-        s.0 >= services && s.1 >= services
-    });
+    let full = wait_all(&clients, "full push", Counter::holds_its_view);
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     let server_done = *server_done.lock().unwrap();
@@ -202,24 +218,22 @@ fn run(services: usize, mode: Mode) {
     // memory touched for the first time. The 100 clients then go away and 100 new ones,
     // holding nothing, connect to the same control plane: that push reuses memory, as a
     // control plane that has been running does when its proxies reconnect.
-    let (rt, _, cold) = connect_all(&server, &nodes, mode, services);
+    let (rt, _, cold) = connect_all(&server, &cache, &nodes, mode);
     drop(rt);
     let sent = server.stats.resources_sent.load(Ordering::Relaxed);
-    let (rt, clients, warm) = connect_all(&server, &nodes, mode, services);
+    let (rt, clients, warm) = connect_all(&server, &cache, &nodes, mode);
 
     // One endpoint of svc-0 changes port on disk, five times: the median and the best.
     let mut changes = Vec::new();
     let mut last = None;
     for round in 0..5u16 {
-        let before: Vec<Option<String>> = clients
-            .iter()
-            .map(|c| c.state.lock().unwrap().2.clone())
-            .collect();
+        let before: Vec<Option<String>> = clients.iter().map(Counter::svc0).collect();
         write_registry(dir.path(), services, 20099 - round);
         let t = Instant::now();
         plane.reload().unwrap();
         let reload = t.elapsed();
-        let change = wait_all(&clients, "endpoint change", |s| !before.contains(&s.2)) + reload;
+        let change =
+            wait_all(&clients, "endpoint change", |c| !before.contains(&c.svc0())) + reload;
         changes.push(change);
         last = Some((reload, plane.status().borrow().clone()));
         // Let the ACKs settle before the next round.
@@ -273,7 +287,7 @@ fn run_kube(services: usize) {
     let cache = Cache::new();
     let plane = trellis_control::ControlPlane::new(&[], cache.clone()).with_kube(inputs.clone());
     let (generate, rss1, server, nodes) = generate_and_serve(&plane, &cache);
-    let (_rt, clients, (full, _)) = connect_all(&server, &nodes, Mode::Delta, services);
+    let (_rt, clients, (full, _)) = connect_all(&server, &cache, &nodes, Mode::Delta);
 
     // Endpoint 9 of svc-0 turns not ready, ready, ...: five watch events.
     let mut changes = Vec::new();
@@ -281,10 +295,7 @@ fn run_kube(services: usize) {
     let mut rx = inputs.changes();
     let mut last = None;
     for round in 0..5 {
-        let before: Vec<Option<String>> = clients
-            .iter()
-            .map(|c| c.state.lock().unwrap().2.clone())
-            .collect();
+        let before: Vec<Option<String>> = clients.iter().map(Counter::svc0).collect();
         rx.borrow_and_update();
         let t = Instant::now();
         fake.apply(&kube::slice_event(round % 2 == 1)).unwrap();
@@ -292,16 +303,13 @@ fn run_kube(services: usize) {
         seen.push(t.elapsed());
         plane.reload().unwrap();
         last = Some(plane.status().borrow().clone());
-        wait_all(&clients, "endpoint change", |s| !before.contains(&s.2));
+        wait_all(&clients, "endpoint change", |c| !before.contains(&c.svc0()));
         changes.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(200));
     }
     // The same change with an unrelated Service edited too: the full rebuild, which is
     // what every EndpointSlice change took before the short path.
-    let before: Vec<Option<String>> = clients
-        .iter()
-        .map(|c| c.state.lock().unwrap().2.clone())
-        .collect();
+    let before: Vec<Option<String>> = clients.iter().map(Counter::svc0).collect();
     let seen_before = *rx.borrow_and_update();
     let t = Instant::now();
     // (Five rounds left endpoint 9 not ready.)
@@ -312,7 +320,7 @@ fn run_kube(services: usize) {
     }
     plane.reload().unwrap();
     assert!(!plane.status().borrow().endpoints_only);
-    wait_all(&clients, "endpoint change", |s| !before.contains(&s.2));
+    wait_all(&clients, "endpoint change", |c| !before.contains(&c.svc0()));
     let rebuild = t.elapsed();
     changes.sort();
     seen.sort();
