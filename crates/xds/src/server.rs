@@ -559,40 +559,67 @@ fn whole_set<'a>(
     let wanted = |name: &String| w.names.as_ref().is_none_or(|n| n.contains(name));
     // A state-of-the-world response replaces the whole set: in the upsert phase, what
     // is going away stays for one more response, until the removal phase.
-    let going: Vec<_> = match push.phase {
-        Phase::Upserts => push
+    let gone = |name: &String| wanted(name) && snapshot.resource(type_url, name).is_none();
+    let going: Vec<_> = match (push.phase, push.changes) {
+        // Only a changed name can be gone: a lookup of each, not of all 10 000.
+        (Phase::Upserts, Some(changes)) => changes
+            .get(type_url)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| push.previous.resource(type_url, name).map(|r| (name, r)))
+            .filter(|(name, _)| gone(name))
+            .collect(),
+        (Phase::Upserts, None) => push
             .previous
             .iter(type_url)
-            .filter(|(name, _)| wanted(name) && snapshot.resource(type_url, name).is_none())
+            .filter(|(name, _)| gone(name))
             .collect(),
         _ => Vec::new(),
     };
-    if let (None, true, Some(version)) = (&w.names, going.is_empty(), snapshot.version(type_url)) {
-        // Everything: the snapshot's own version of the set.
-        let current = (version.to_string(), None);
+    if let (None, Some(version)) = (&w.names, snapshot.version(type_url)) {
+        // Everything: the snapshot's own version of the set, or with what is going
+        // away, a version of the pair.
+        let version = match going.is_empty() {
+            true => version.to_string(),
+            false => {
+                let mut h = xxhash_rust::xxh64::Xxh64::new(2);
+                h.update(version.as_bytes());
+                for (name, r) in &going {
+                    h.update(name.as_bytes());
+                    h.update(r.version.as_bytes());
+                }
+                format!("{:016x}", h.digest())
+            }
+        };
+        let current = (version.clone(), None);
         if w.sent.as_ref() == Some(&current) {
             return None;
         }
         w.sent = Some(current);
-        let picked = whole(
-            &Held::default(),
-            None,
-            type_url,
-            snapshot,
-            push.phase,
-            Flavor::Sotw,
-        )
-        .unwrap_or_else(|| {
-            let upserts = snapshot
-                .iter(type_url)
-                .map(|(name, r)| (name.clone(), r))
-                .collect();
-            Picked::Some(Diff {
-                upserts,
-                removed: Vec::new(),
-            })
-        });
-        return Some((version.to_string(), picked));
+        // The base's set as encoded once, then the own resources and those going away
+        // (a response's resources need no order).
+        let picked = match snapshot.split(type_url, Flavor::Sotw) {
+            Some((shared, mut own)) => {
+                own.extend(
+                    going
+                        .iter()
+                        .map(|(name, r)| ((*name).clone(), Arc::clone(r))),
+                );
+                Picked::Whole(shared, own)
+            }
+            None => {
+                let upserts = snapshot
+                    .iter(type_url)
+                    .chain(going)
+                    .map(|(name, r)| (name.clone(), r))
+                    .collect();
+                Picked::Some(Diff {
+                    upserts,
+                    removed: Vec::new(),
+                })
+            }
+        };
+        return Some((version, picked));
     }
     let mut chosen: Vec<_> = snapshot
         .iter(type_url)

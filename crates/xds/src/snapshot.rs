@@ -426,11 +426,22 @@ impl Base {
             }
         }
         resources.seal();
+        // A type this update left alone is the same set: its encoding and fingerprint
+        // carry over (an endpoint change does not encode 10 000 clusters again).
+        let kept = |type_url: &String| !changed.contains_key(type_url);
+        let encoded: HashMap<_, _> = (self.encoded.lock().unwrap().iter())
+            .filter(|((type_url, _), _)| kept(type_url))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let fingerprints: HashMap<_, _> = (self.fingerprints.lock().unwrap().iter())
+            .filter(|(type_url, _)| kept(type_url))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         Arc::new(Base {
             resources,
             parent: Some((Arc::downgrade(self), changed)),
-            encoded: Mutex::default(),
-            fingerprints: Mutex::default(),
+            encoded: Mutex::new(encoded),
+            fingerprints: Mutex::new(fingerprints),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The ADS server and client against each other over real gRPC on loopback.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -452,8 +453,8 @@ impl Subscriber for Referrer {
     }
 }
 
-fn uses(cluster: &str, clusters: &[&str]) -> Snapshot {
-    let mut s = Snapshot::new();
+fn uses(cluster: &str, clusters: &[&str], base: Option<&Arc<trellis_xds::Base>>) -> Snapshot {
+    let mut s = base.map_or_else(Snapshot::new, |b| Snapshot::with_base(b.clone()));
     s.declare(LISTENER).declare(CLUSTER);
     let l = Listener {
         name: "outbound".into(),
@@ -468,24 +469,37 @@ fn uses(cluster: &str, clusters: &[&str]) -> Snapshot {
         },
     );
     for c in clusters {
-        let body = Cluster {
-            name: c.to_string(),
-            ..Default::default()
-        };
-        s.insert(
-            *c,
-            Any {
-                type_url: CLUSTER.into(),
-                value: body.encode_to_vec(),
-            },
-        );
+        s.insert(*c, cluster_body(c));
     }
+    s.seal();
     s
+}
+
+fn cluster_body(name: &str) -> Any {
+    let body = Cluster {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    Any {
+        type_url: CLUSTER.into(),
+        value: body.encode_to_vec(),
+    }
 }
 
 /// A change that moves a listener from one cluster to another that replaces it reaches
 /// the proxy make-before-break: the new cluster, then the listener, then the removal.
-async fn changes_are_pushed_make_before_break(mode: Mode) {
+/// With a base of shared clusters, the moving ones are the snapshot's own (a sidecar's
+/// inbound cluster among the mesh's outbound ones): the whole set goes out as the
+/// base's encoded once plus the own ones, the one going away among them.
+async fn changes_are_pushed_make_before_break(mode: Mode, shared: &[&str]) {
+    let base = (!shared.is_empty()).then(|| {
+        let mut b = Snapshot::new();
+        for c in shared {
+            b.insert(*c, cluster_body(c));
+        }
+        trellis_xds::Base::new(b)
+    });
+    let uses = |cluster: &str, clusters: &[&str]| uses(cluster, clusters, base.as_ref());
     let cache = Cache::new();
     cache.set(NODE, uses("v1", &["v1"]));
     let server = serve(cache.clone(), None).await;
@@ -511,10 +525,15 @@ async fn changes_are_pushed_make_before_break(mode: Mode) {
                     .of(CLUSTER)
                     .map(|(n, _)| n.as_str())
                     .collect::<Vec<_>>()
-                    == [to]
+                    == shared.iter().copied().chain([to]).collect::<Vec<_>>()
         })
         .await;
         assert_ne!(from, to);
+    }
+    if base.is_some() && mode == Mode::StateOfTheWorld {
+        // The first response and every change's sent the base's set as encoded once.
+        let shared = server.stats.whole_sets_shared.load(Ordering::Relaxed);
+        assert!(shared >= 4, "{shared} whole sets shared");
     }
     assert!(
         referrer.nacks.lock().unwrap().is_empty(),
@@ -526,12 +545,14 @@ async fn changes_are_pushed_make_before_break(mode: Mode) {
 
 #[tokio::test]
 async fn delta_changes_are_pushed_make_before_break() {
-    changes_are_pushed_make_before_break(Mode::Delta).await;
+    changes_are_pushed_make_before_break(Mode::Delta, &[]).await;
+    changes_are_pushed_make_before_break(Mode::Delta, &["shared-a", "shared-b"]).await;
 }
 
 #[tokio::test]
 async fn sotw_changes_are_pushed_make_before_break() {
-    changes_are_pushed_make_before_break(Mode::StateOfTheWorld).await;
+    changes_are_pushed_make_before_break(Mode::StateOfTheWorld, &[]).await;
+    changes_are_pushed_make_before_break(Mode::StateOfTheWorld, &["shared-a", "shared-b"]).await;
 }
 
 /// A snapshot of listeners of its own over a shared base of routes.
