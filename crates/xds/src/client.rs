@@ -199,11 +199,14 @@ const MAX_REQUEST: usize = 64 << 20;
 /// uses) and copies every name, version, type URL and body into allocations of their
 /// own; a full push at 10 000 services decoded 600 MB of those into fresh pages. Here
 /// fields left out are skipped, and versions and bodies are slices of tonic's buffer
-/// (prost decodes a `Bytes` field by splitting it off, without a copy).
+/// (prost decodes a `Bytes` field by splitting it off, without a copy). Each resource
+/// stays a slice until it is read: a `Vec` of 32-byte slices, not of 120-byte decoded
+/// resources grown by doubling (2.4 MB of fresh pages per 10 000-resource response).
 #[derive(Clone, PartialEq, prost::Message)]
 struct DeltaResponseIn {
-    #[prost(message, repeated, tag = "2")]
-    resources: Vec<ResourceIn>,
+    /// `ResourceIn`s, undecoded.
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    resources: Vec<Bytes>,
     #[prost(string, tag = "4")]
     type_url: String,
     #[prost(string, repeated, tag = "6")]
@@ -239,8 +242,9 @@ pub(crate) struct AnyIn {
 pub(crate) struct SotwResponseIn {
     #[prost(string, tag = "1")]
     version_info: String,
-    #[prost(message, repeated, tag = "2")]
-    resources: Vec<AnyIn>,
+    /// `AnyIn`s, undecoded (as in `DeltaResponseIn`).
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    resources: Vec<Bytes>,
     #[prost(string, tag = "4")]
     type_url: String,
     #[prost(string, tag = "5")]
@@ -377,16 +381,22 @@ async fn delta_session<S: Subscriber>(
         // copying them all for every response dominated pushes at scale.
         let mut undo = Undo::default();
         let mut refused = None;
-        let resources: Vec<(String, Resource)> = resources
-            .into_iter()
-            .filter_map(|r| {
-                let body = r.resource?;
-                if let Err(e) = check(&type_url, &r.name, &r.version, &body) {
-                    refused.get_or_insert(e);
+        let mut held = Vec::with_capacity(resources.len());
+        for raw in resources {
+            let r = match ResourceIn::decode(raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    refused.get_or_insert(format!("a resource cannot be decoded: {e}"));
+                    continue;
                 }
-                Some((r.name, Resource::new(r.version, body.value)))
-            })
-            .collect();
+            };
+            let Some(body) = r.resource else { continue };
+            if let Err(e) = check(&type_url, &r.name, &r.version, &body) {
+                refused.get_or_insert(e);
+            }
+            held.push((r.name, Resource::new(r.version, body.value)));
+        }
+        let resources = held;
         let error_detail = if let Some(reason) = refused {
             undo.refuse(state, &type_url, reason)
         } else {
@@ -609,7 +619,14 @@ async fn sotw_session<S: Subscriber>(
         let mut undecodable = None;
         // Every resource's version is the response's: one buffer shared by all.
         let version = Bytes::from(version_info.clone());
-        for body in resources {
+        for raw in resources {
+            let body = match AnyIn::decode(raw) {
+                Ok(body) => body,
+                Err(e) => {
+                    undecodable.get_or_insert(format!("a resource cannot be decoded: {e}"));
+                    continue;
+                }
+            };
             let named = resource_name(&type_url, &body.value).ok_or_else(|| {
                 format!(
                     "cannot read the name of a {} resource",
@@ -756,7 +773,7 @@ mod tests {
         let mut buf = BytesMut::from(response.encode_to_vec().as_slice());
         let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
         let decoded = DeltaResponseIn::decode(&mut buf).unwrap();
-        let r = &decoded.resources[0];
+        let r = &ResourceIn::decode(decoded.resources[0].clone()).unwrap();
         let value = &r.resource.as_ref().unwrap().value;
         assert_eq!(
             (value.as_ref(), r.version.as_ref()),
