@@ -251,6 +251,17 @@ pub(crate) struct SotwResponseIn {
     nonce: String,
 }
 
+/// One resource of a delta response, read from its slice: its name and the resource
+/// to hold (none if it came without a body), or why it cannot be held.
+fn delta_resource(type_url: &str, raw: Bytes) -> Result<Option<(String, Resource)>, String> {
+    let r = ResourceIn::decode(raw).map_err(|e| format!("a resource cannot be decoded: {e}"))?;
+    let Some(body) = r.resource else {
+        return Ok(None);
+    };
+    check(type_url, &r.name, &r.version, &body)?;
+    Ok(Some((r.name, Resource::new(r.version, body.value))))
+}
+
 /// Why a resource of a `type_url` response cannot be held, if it cannot.
 fn check(type_url: &str, name: &str, version: &[u8], body: &AnyIn) -> Result<(), String> {
     if body.type_url != type_url.as_bytes() {
@@ -383,18 +394,13 @@ async fn delta_session<S: Subscriber>(
         let mut refused = None;
         let mut held = Vec::with_capacity(resources.len());
         for raw in resources {
-            let r = match ResourceIn::decode(raw) {
-                Ok(r) => r,
+            match delta_resource(&type_url, raw) {
+                Ok(Some(r)) => held.push(r),
+                Ok(None) => {}
                 Err(e) => {
-                    refused.get_or_insert(format!("a resource cannot be decoded: {e}"));
-                    continue;
+                    refused.get_or_insert(e);
                 }
-            };
-            let Some(body) = r.resource else { continue };
-            if let Err(e) = check(&type_url, &r.name, &r.version, &body) {
-                refused.get_or_insert(e);
             }
-            held.push((r.name, Resource::new(r.version, body.value)));
         }
         let resources = held;
         let error_detail = if let Some(reason) = refused {
@@ -785,6 +791,39 @@ mod tests {
                 "not copied out of the buffer"
             );
         }
+    }
+
+    /// A resource that is not a valid `Resource` (here: a name that is not UTF-8) is
+    /// refused with a reason, not taken for the end of the stream.
+    #[test]
+    fn an_undecodable_resource_is_refused_with_a_reason() {
+        let good = PbResource {
+            name: "c".into(),
+            version: "v1".into(),
+            resource: Some(Any {
+                type_url: CLUSTER.into(),
+                value: vec![1, 2, 3],
+            }),
+            ..Default::default()
+        };
+        let (name, r) = delta_resource(CLUSTER, good.encode_to_vec().into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (name.as_str(), r.version(), r.body()),
+            ("c", "v1", &[1u8, 2, 3][..])
+        );
+        // Field 3 (name), length 2, bytes that are not UTF-8.
+        let bad = Bytes::from_static(&[0x1a, 2, 0xff, 0xfe]);
+        let e = delta_resource(CLUSTER, bad).unwrap_err();
+        assert!(e.starts_with("a resource cannot be decoded: "), "{e}");
+        let bodiless = PbResource {
+            name: "d".into(),
+            ..Default::default()
+        };
+        assert!(delta_resource(CLUSTER, bodiless.encode_to_vec().into())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
