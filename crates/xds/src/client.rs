@@ -15,6 +15,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::wanted::absent_from;
 use crate::wire::{NamesOut, SotwClientCodec, SotwRequestOut, DELTA_PATH, SOTW_PATH};
 use crate::{is_wildcard_type, short_type, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
@@ -459,13 +460,10 @@ fn prune<S: Subscriber>(
                 .collect()
         } else {
             // Both sides in name order: one pass instead of a lookup per held name.
-            let mut wanted = want.iter().peekable();
+            let mut unwanted = absent_from(want.iter());
             state
                 .of(type_url)
-                .filter(|(name, _)| {
-                    while wanted.next_if(|w| w < name).is_some() {}
-                    wanted.peek() != Some(name)
-                })
+                .filter(|(name, _)| unwanted(name))
                 .map(|(name, _)| name.clone())
                 .collect()
         };

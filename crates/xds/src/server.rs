@@ -12,7 +12,7 @@ use tonic::{Request, Status, Streaming};
 use crate::body::ResponseBody;
 use crate::held::{Diff, Held};
 use crate::snapshot::Named;
-use crate::wanted::Wanted;
+use crate::wanted::{absent_from, Wanted};
 use crate::wire::{
     DeltaResponse, Response, SotwRequest, SotwResponse, WireDecoder, WireRequest, DELTA_PATH,
     SOTW_PATH,
@@ -430,12 +430,9 @@ impl Variant for Sotw {
         if let Some(names) = &names {
             // The client drops what it no longer asks for. Both in name order: one walk,
             // not a lookup of each of 10 000 held names.
-            let mut asked = names.iter().peekable();
+            let mut unasked = absent_from(names.iter());
             let gone: Vec<String> = (w.held.versions.keys())
-                .filter(|held| {
-                    while asked.next_if(|n| n < held).is_some() {}
-                    asked.peek() != Some(held)
-                })
+                .filter(|held| unasked(held))
                 .cloned()
                 .collect();
             for name in gone {
@@ -507,23 +504,11 @@ enum Picked<'a> {
 /// Whether `wanted` holds every name of `names` (both in order): one pass, not a
 /// lookup per name.
 fn covers<'a>(
-    wanted: impl Iterator<Item = &'a String>,
+    wanted: impl Iterator<Item = &'a String> + 'a,
     names: impl Iterator<Item = &'a String>,
 ) -> bool {
-    let mut wanted = wanted.peekable();
-    names.into_iter().all(|name| loop {
-        // One comparison per step: 10 000 names per stream in a full push.
-        match wanted.peek().map(|w| w.as_str().cmp(name)) {
-            Some(std::cmp::Ordering::Less) => {
-                wanted.next();
-            }
-            Some(std::cmp::Ordering::Equal) => {
-                wanted.next();
-                break true;
-            }
-            _ => break false,
-        }
-    })
+    let mut absent = absent_from(wanted);
+    names.into_iter().all(|name| !absent(name))
 }
 
 /// The snapshot's whole set of a type in two parts, if the client holds nothing of it

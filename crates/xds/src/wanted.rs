@@ -57,6 +57,19 @@ impl Fingerprint {
     }
 }
 
+/// For names asked in increasing order (a walk of another sorted set of names): whether
+/// each is absent from `sorted`. The two sets are walked in step, one comparison per
+/// step, instead of a lookup per name (14 comparisons of long names at 10 000).
+pub(crate) fn absent_from<'a>(
+    sorted: impl Iterator<Item = &'a String> + 'a,
+) -> impl FnMut(&str) -> bool + 'a {
+    let mut rest = sorted.peekable();
+    move |name| {
+        while rest.next_if(|n| n.as_str() < name).is_some() {}
+        rest.peek().map(|n| n.as_str()) != Some(name)
+    }
+}
+
 /// Subscribed names and their fingerprint, kept in step. Reads go through `Deref`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Wanted {
@@ -146,5 +159,15 @@ mod tests {
                 "{other:?}"
             );
         }
+    }
+
+    /// A walk in order over one set asks the other, name by name, what it lacks.
+    #[test]
+    fn absent_from_answers_a_walk_in_order() {
+        let have = names(&["b", "d", "f"]);
+        let mut absent = absent_from(have.iter());
+        let asked = ["a", "b", "c", "d", "e", "f", "g"];
+        let lacking: Vec<&str> = asked.into_iter().filter(|n| absent(n)).collect();
+        assert_eq!(lacking, ["a", "c", "e", "g"]);
     }
 }
