@@ -513,14 +513,14 @@ fn covers<'a>(
 
 /// The snapshot's whole set of a type in two parts, if the client holds nothing of it
 /// and wants all of it.
-fn whole<'a>(
+fn whole(
     held: &Held,
     names: Option<&Wanted>,
     type_url: &str,
     snapshot: &Snapshot,
     phase: Phase,
     flavor: Flavor,
-) -> Option<Picked<'a>> {
+) -> Option<(Encoded, Named)> {
     if phase == Phase::Removals || !held.is_empty() {
         return None;
     }
@@ -532,8 +532,7 @@ fn whole<'a>(
             return None;
         }
     }
-    let (shared, own) = snapshot.split(type_url, flavor)?;
-    Some(Picked::Whole(shared, own))
+    snapshot.split(type_url, flavor)
 }
 
 /// A listener or cluster response: the whole subscribed set, if it differs from the last.
@@ -667,8 +666,9 @@ fn changed_only<'a>(
         }
     }
     let names = w.names.as_ref();
-    if let Some(picked) = whole(&w.held, names, type_url, snapshot, push.phase, Flavor::Sotw) {
-        return Some((version, picked));
+    if let Some((shared, own)) = whole(&w.held, names, type_url, snapshot, push.phase, Flavor::Sotw)
+    {
+        return Some((version, Picked::Whole(shared, own)));
     }
     let mut diff = w.held.diff(type_url, snapshot, push, wanted);
     diff.removed.clear();
@@ -790,7 +790,7 @@ impl Variant for Delta {
             Flavor::Delta,
         );
         let picked = match whole {
-            Some(whole) => whole,
+            Some((shared, own)) => Picked::Whole(shared, own),
             None => {
                 let diff = w.held.diff(type_url, snapshot, push, |name| {
                     wildcard || names.contains(name)
@@ -833,7 +833,7 @@ impl Variant for Delta {
 
 #[cfg(test)]
 mod tests {
-    use super::{covers, whole, Phase, Picked};
+    use super::{covers, whole, Phase};
     use crate::held::Held;
     use crate::wanted::Wanted;
     use crate::wire::Flavor;
@@ -870,11 +870,10 @@ mod tests {
                 Flavor::Delta,
             );
             match picked {
-                Some(Picked::Whole(shared, own)) => {
+                Some((shared, own)) => {
                     assert_eq!((shared.count, own.len()), (3, 1));
                     true
                 }
-                Some(Picked::Some(_)) => unreachable!("whole() picks whole sets only"),
                 None => false,
             }
         };
