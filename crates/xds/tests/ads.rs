@@ -471,7 +471,6 @@ fn uses(cluster: &str, clusters: &[&str], base: Option<&Arc<trellis_xds::Base>>)
     for c in clusters {
         s.insert(*c, cluster_body(c));
     }
-    s.seal();
     s
 }
 
