@@ -501,11 +501,30 @@ fn route_configuration(
         .enumerate()
         .map(|(i, v)| virtual_host(v, &format!("{path}.http.virtual_hosts[{i}]")))
         .collect::<Result<_, _>>()?;
+    // Our proxy falls back to the host without its port when no domain matches the
+    // authority as sent. Envoy does so only when told to, and then always; telling it is
+    // the same behaviour as long as no domain names a port.
+    let ignore_port_in_host_matching = !h
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.domains)
+        .any(|d| names_port(d));
     Ok(rt::RouteConfiguration {
         name: name.to_string(),
         virtual_hosts,
+        ignore_port_in_host_matching,
         ..Default::default()
     })
+}
+
+/// `api:8080`, `[::1]:80`, `api:*` name a port; `api`, `[::1]`, `*` do not. An IPv6
+/// address without brackets counts as naming one, which only keeps Envoy strict.
+fn names_port(domain: &str) -> bool {
+    let after_host = match domain.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, tail)| tail),
+        None => domain,
+    };
+    after_host.contains(':')
 }
 
 fn header_values(values: &[tc::HeaderValue]) -> Vec<core::HeaderValueOption> {

@@ -166,6 +166,16 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
         3,
         "EDS for static clusters, inline for DNS"
     );
+    let ignores_port: Vec<(&str, bool)> = resources
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.ignore_port_in_host_matching))
+        .collect();
+    assert_eq!(
+        ignores_port,
+        [("outbound", false), ("inbound", true)],
+        "Envoy ignores the port unless a domain names one (`reviews:9080`)"
+    );
     let [l, r, c, e] = maps(&resources);
     let decoded = decode(&l, &r, &c, &e).unwrap();
     assert!(decoded.waiting_for.is_empty(), "{:?}", decoded.waiting_for);

@@ -207,3 +207,44 @@ fn cached_reads_equal_fresh_reads() {
     std::fs::write(dir.path().join("good.yaml"), first_two.join("---")).unwrap();
     check(&mut cache);
 }
+
+#[test]
+fn a_service_with_one_http_port_is_named_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: ratings, namespace: prod }\nspec:\n  hosts: [ratings.prod.svc.cluster.local]\n  ports:\n    - { number: 9080, name: http, protocol: HTTP }\n    - { number: 9090, name: http-admin, protocol: HTTP }\n";
+    std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+    std::fs::write(dir.path().join("ratings.yaml"), ratings).unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    let outbound = config.listeners.iter().find(|l| l.name == "outbound");
+    let vhosts = &outbound.unwrap().http.as_ref().unwrap().virtual_hosts;
+    let domains = |name: &str| {
+        let v = vhosts.iter().find(|v| v.name == name);
+        v.unwrap_or_else(|| panic!("no virtual host {name}"))
+            .domains
+            .clone()
+    };
+    // The proxy matches `reviews:9080` by `reviews`; the port would only repeat it.
+    assert_eq!(
+        domains("reviews.default.svc.cluster.local:9080"),
+        [
+            "reviews.default.svc.cluster.local",
+            "reviews.default",
+            "reviews.default.svc",
+            "reviews"
+        ]
+    );
+    // Two HTTP ports: the port picks the virtual host. No short name from another
+    // namespace.
+    assert_eq!(
+        domains("ratings.prod.svc.cluster.local:9090"),
+        [
+            "ratings.prod.svc.cluster.local",
+            "ratings.prod.svc.cluster.local:9090",
+            "ratings.prod:9090",
+            "ratings.prod.svc:9090"
+        ]
+    );
+}
