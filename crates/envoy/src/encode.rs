@@ -830,7 +830,10 @@ fn cluster(
                                 ..Default::default()
                             },
                         )),
-                        load_balancing_weight: u32v(e.weight()),
+                        // 1 is the default (Envoy, gRPC); written out it would be 4 of
+                        // an endpoint's ~30 bytes.
+                        load_balancing_weight: (e.weight() != 1)
+                            .then(|| UInt32Value { value: e.weight() }),
                         ..Default::default()
                     })
                 })
@@ -931,16 +934,34 @@ fn cluster(
 }
 
 /// The view of a proxyless gRPC client (`xds:///<host>:<port>`): for each virtual host
-/// of the HTTP listeners, one API listener per `host:port` domain with its own route
+/// of the HTTP listeners, one API listener per `host:port` name with its own route
 /// configuration, and the clusters without the sidecars' mutual TLS (a proxyless client
 /// has no workload certificate unless it asks for xDS credentials).
+///
+/// A gRPC client looks a listener up by the target as written and does not strip its
+/// port, so a domain without a port is given the port of its virtual host, which a
+/// generated view names `host:port`.
 pub fn encode_proxyless(config: &Config) -> Result<Resources, EncodeError> {
     let mut out = Resources::default();
+    let mut named = std::collections::HashSet::new();
     for l in &config.listeners {
         let Some(h) = &l.http else { continue };
         for (i, v) in h.virtual_hosts.iter().enumerate() {
             let path = format!("listeners {}: virtual_hosts[{i}]", l.name);
-            for d in v.domains.iter().filter(|d| d.contains(':')) {
+            let port = v
+                .name
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .filter(|p| p.parse::<u16>().is_ok());
+            let targets = v
+                .domains
+                .iter()
+                .filter_map(|d| match (names_port(d), port) {
+                    (true, _) => Some(d.clone()),
+                    (false, Some(p)) if !d.contains('*') => Some(format!("{d}:{p}")),
+                    (false, _) => None,
+                });
+            for d in targets.filter(|d| named.insert(d.clone())) {
                 let mut vh = virtual_host(v, &path)?;
                 vh.domains = vec![d.clone()];
                 out.routes.push(rt::RouteConfiguration {
