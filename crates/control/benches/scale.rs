@@ -25,6 +25,11 @@ use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subs
 use trellis_xds::pb::envoy::config::core::v3::Node;
 use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
+/// The allocator of the `trellis` binary, whose two roles (control plane and the
+/// sidecars' xDS clients) this bench plays in one process.
+#[global_allocator]
+static ALLOCATOR: trellis_alloc::TcMalloc = trellis_alloc::TcMalloc;
+
 const PROXIES: usize = 100;
 const ENDPOINTS: usize = 10;
 
@@ -191,6 +196,21 @@ fn connect_all(
     (rt, clients, (full, server_done))
 }
 
+/// The encoded size of a sidecar's view: the resources' bodies, by type, without the
+/// envelope each is sent in.
+fn view_size(cache: &Cache, node: &str) -> String {
+    let view = cache.get(node).expect("every node has a view");
+    let mb = |t: &str| {
+        let bytes: usize = view.iter(t).map(|(_, r)| r.body.value.len()).sum();
+        bytes as f64 / 1e6
+    };
+    let [l, r, c, e] = TYPES.map(mb);
+    format!(
+        "{:.2} MB (listeners {l:.2}, route configurations {r:.2}, clusters {c:.2}, endpoint sets {e:.2})",
+        l + r + c + e
+    )
+}
+
 /// Generates every view (timed, then the RSS after it) and serves them over ADS; the
 /// sidecars' node ids.
 fn generate_and_serve(
@@ -218,6 +238,7 @@ fn run(services: usize, mode: Mode) {
     // memory touched for the first time. The 100 clients then go away and 100 new ones,
     // holding nothing, connect to the same control plane: that push reuses memory, as a
     // control plane that has been running does when its proxies reconnect.
+    let view_size = view_size(&cache, &nodes[0]);
     let (rt, _, cold) = connect_all(&server, &cache, &nodes, mode);
     drop(rt);
     let sent = server.stats.resources_sent.load(Ordering::Relaxed);
@@ -248,7 +269,7 @@ fn run(services: usize, mode: Mode) {
         "full rebuild"
     };
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s), again to 100 new clients {:.2} s ({:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s), again to 100 new clients {:.2} s ({:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}; one sidecar's view: {view_size}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
         cold.0.as_secs_f64(),

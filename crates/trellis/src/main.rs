@@ -13,6 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Every role allocates through TCMalloc (see `trellis_alloc` for why).
+#[global_allocator]
+static ALLOCATOR: trellis_alloc::TcMalloc = trellis_alloc::TcMalloc;
+
 #[derive(Parser)]
 #[command(name = "trellis", version, about = "The Trellis service mesh")]
 struct Cli {
