@@ -25,11 +25,6 @@ use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subs
 use trellis_xds::pb::envoy::config::core::v3::Node;
 use trellis_xds::{Cache, ServerThread, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
-/// The allocator of the `trellis` binary, whose two roles (control plane and the
-/// sidecars' xDS clients) this bench plays in one process.
-#[global_allocator]
-static ALLOCATOR: trellis_alloc::TcMalloc = trellis_alloc::TcMalloc;
-
 const PROXIES: usize = 100;
 const ENDPOINTS: usize = 10;
 
@@ -367,6 +362,9 @@ fn run_kube(services: usize) {
 }
 
 fn main() {
+    // As the `trellis` binary does; the bench plays its two roles (the control plane
+    // and the sidecars' xDS clients) in one process.
+    trellis_alloc::tune();
     let args: Vec<String> = std::env::args().collect();
     // One measurement per process, so that memory is the control plane's alone.
     if let [_, one, n, mode] = args.as_slice() {

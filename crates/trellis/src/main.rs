@@ -13,10 +13,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Every role allocates through TCMalloc (see `trellis_alloc` for why).
-#[global_allocator]
-static ALLOCATOR: trellis_alloc::TcMalloc = trellis_alloc::TcMalloc;
-
 #[derive(Parser)]
 #[command(name = "trellis", version, about = "The Trellis service mesh")]
 struct Cli {
@@ -117,6 +113,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    trellis_alloc::tune();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

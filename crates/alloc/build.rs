@@ -1,4 +1,0 @@
-// Debian: libgoogle-perftools-dev (libtcmalloc_minimal.so).
-fn main() {
-    println!("cargo:rustc-link-lib=dylib=tcmalloc_minimal");
-}
