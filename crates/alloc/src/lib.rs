@@ -10,9 +10,10 @@
 //! 64 MiB steps of address space (pages are only backed when touched).
 //!
 //! Measured on the 10 000-service scale bench (docs/PERFORMANCE.md, fifth run of
-//! 2026-12-02): 38 % fewer page faults, a reconnect push ~0.6 s faster, peak memory
-//! +3 %, idle memory unchanged. TCMalloc did as well on that bench but added 4.7 MB to
-//! every process's idle RSS (every sidecar's), so glibc stays.
+//! 2026-12-02): 36–38 % fewer page faults, a reconnect push 0.67–0.88× the time, the
+//! bench's peak memory +2–7 %, the proxy's idle memory unchanged. TCMalloc did as well
+//! on that bench but added 4.7 MB to every process's idle RSS (every sidecar's), so
+//! glibc stays.
 
 /// Buffers below this come from the heaps and are reused (glibc's largest threshold).
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
