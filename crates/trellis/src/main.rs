@@ -113,7 +113,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    trellis_alloc::tune();
+    let malloc_tuned = trellis_alloc::tune();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -122,6 +122,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if !malloc_tuned {
+        tracing::warn!(
+            "malloc refused a setting of trellis_alloc::tune(); glibc's default for it applies"
+        );
+    }
     let result = match cli.command {
         Command::Proxy {
             config,
