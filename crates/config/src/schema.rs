@@ -511,29 +511,55 @@ fn default_dns_refresh() -> Dur {
     Dur::secs(5)
 }
 
-/// `"127.0.0.1:8080"` or `{address: "[::1]:8080", weight: 3}`.
+/// `"127.0.0.1:8080"` or `{address: "[::1]:8080", weight: 3, plaintext: true}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Endpoint {
     Address(String),
-    Weighted {
+    Detailed {
         address: String,
         #[serde(default = "one")]
         weight: u32,
+        /// This endpoint has no sidecar: it is reached without the cluster's TLS, which
+        /// still applies to every other endpoint (Istio's `tlsMode` endpoint label).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        plaintext: bool,
     },
 }
 
 impl Endpoint {
+    /// The short form when weight and TLS are the defaults.
+    pub fn new(address: String, weight: u32, plaintext: bool) -> Self {
+        if weight == 1 && !plaintext {
+            Endpoint::Address(address)
+        } else {
+            Endpoint::Detailed {
+                address,
+                weight,
+                plaintext,
+            }
+        }
+    }
     pub fn address(&self) -> &str {
         match self {
-            Endpoint::Address(a) | Endpoint::Weighted { address: a, .. } => a,
+            Endpoint::Address(a) | Endpoint::Detailed { address: a, .. } => a,
         }
     }
     pub fn weight(&self) -> u32 {
         match self {
             Endpoint::Address(_) => 1,
-            Endpoint::Weighted { weight, .. } => *weight,
+            Endpoint::Detailed { weight, .. } => *weight,
         }
+    }
+    /// Whether the cluster's TLS is left out for this endpoint.
+    pub fn plaintext(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Detailed {
+                plaintext: true,
+                ..
+            }
+        )
     }
 }
 

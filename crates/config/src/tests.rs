@@ -127,3 +127,12 @@ fn yaml_syntax_error_is_reported() {
     assert_eq!(e.len(), 1);
     assert!(!e[0].message.is_empty());
 }
+
+#[test]
+fn a_plaintext_endpoint_needs_a_cluster_that_originates_tls() {
+    let yaml = GOOD.replace("weight: 3 }", "weight: 3, plaintext: true }");
+    let e = errors(&yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "clusters[0].endpoints[1].plaintext");
+    assert!(e[0].message.contains("no tls"), "{e:?}");
+}

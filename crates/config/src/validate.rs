@@ -623,6 +623,12 @@ fn cluster(c: &mut Checker, p: &str, cl: &Cluster) {
         if e.weight() == 0 {
             c.err(format!("{ep}.weight"), "must be at least 1");
         }
+        if e.plaintext() && cl.tls.is_none() {
+            c.err(
+                format!("{ep}.plaintext"),
+                "the cluster originates no TLS to leave out (it has no tls)",
+            );
+        }
     }
     if cl.connect_timeout.is_zero() {
         c.err(format!("{p}.connect_timeout"), "must be greater than 0");

@@ -20,6 +20,7 @@ use trellis_xds::pb::envoy::r#type::matcher::v3 as m;
 use trellis_xds::pb::envoy::r#type::v3 as ty;
 use trellis_xds::pb::google::protobuf::{Any, Duration as PDuration};
 
+use crate::socket_match;
 use crate::structs::{from_struct, TypedStruct};
 use crate::types;
 
@@ -875,7 +876,24 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
             ))
         }
     };
+    // Each endpoint's TLS comes from the cluster's transport socket and its matches.
+    let default_tls = match &c.transport_socket {
+        None => None,
+        Some(socket) => transport_socket(ctx, socket, "transport_socket")?,
+    };
+    let mut matches = Vec::new();
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        let path = format!("transport_socket_matches[{i}]");
+        let Some(socket) = &m.transport_socket else {
+            return Err(ctx.err(&path, "missing transport_socket"));
+        };
+        matches.push(socket_match::Match {
+            criteria: m.r#match.clone().unwrap_or_default(),
+            tls: transport_socket(ctx, socket, &format!("{path}.transport_socket"))?,
+        });
+    }
     let mut endpoints = Vec::new();
+    let mut picked = Vec::new();
     for (l, locality) in assignment.endpoints.iter().enumerate() {
         for (i, e) in locality.lb_endpoints.iter().enumerate() {
             let path = format!("endpoints[{l}].lb_endpoints[{i}]");
@@ -895,13 +913,35 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
                 _ => return Err(ctx.err(&path, "only inline endpoints are supported")),
             };
             let weight = e.load_balancing_weight.map(|w| w.value).unwrap_or(1);
-            endpoints.push(if weight == 1 {
-                tc::Endpoint::Address(address)
-            } else {
-                tc::Endpoint::Weighted { address, weight }
-            });
+            endpoints.push((address, weight));
+            picked.push(socket_match::pick(
+                &matches,
+                &default_tls,
+                e.metadata.as_ref(),
+            ));
         }
     }
+    // One TLS configuration per cluster, which some endpoints may go without.
+    let mut with_tls = picked.iter().filter_map(|t| t.as_ref());
+    let tls = with_tls.next().cloned();
+    if with_tls.any(|t| Some(t) != tls.as_ref()) {
+        return Err(ctx.err(
+            "transport_socket_matches",
+            "endpoints of one cluster with different TLS settings are not supported",
+        ));
+    }
+    let mixed = tls.is_some() && picked.iter().any(|t| t.is_none());
+    if mixed && discovery == tc::DiscoveryType::Dns {
+        return Err(ctx.err(
+            "transport_socket_matches",
+            "DNS clusters with endpoints both with and without TLS are not supported",
+        ));
+    }
+    let endpoints = endpoints
+        .into_iter()
+        .zip(&picked)
+        .map(|((address, weight), t)| tc::Endpoint::new(address, weight, mixed && t.is_none()))
+        .collect();
     let defaults = tc::CircuitBreakers::default();
     let circuit_breakers = match c.circuit_breakers.as_ref().and_then(|b| {
         b.thresholds
@@ -964,18 +1004,6 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
             Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
         );
     }
-    let tls = match &c.transport_socket {
-        None => None,
-        Some(socket) => {
-            let any = match &socket.config_type {
-                Some(core::transport_socket::ConfigType::TypedConfig(a)) => a,
-                None => return Err(ctx.err("transport_socket", "missing typed_config")),
-            };
-            let u: tls::UpstreamTlsContext =
-                ctx.decode(any, types::UPSTREAM_TLS, "transport_socket")?;
-            Some(upstream_tls(ctx, u, "transport_socket")?)
-        }
-    };
     #[allow(deprecated)]
     let dns_refresh_rate = dur(c.dns_refresh_rate).unwrap_or(Dur::secs(5));
     Ok(Some(tc::Cluster {
@@ -990,6 +1018,23 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
         outlier_detection,
         tls,
     }))
+}
+
+/// A cluster's (or a match's) transport socket: TLS, or none for `raw_buffer`.
+fn transport_socket(
+    ctx: &Ctx,
+    socket: &core::TransportSocket,
+    path: &str,
+) -> Result<Option<tc::UpstreamTls>, DecodeError> {
+    let any = match &socket.config_type {
+        Some(core::transport_socket::ConfigType::TypedConfig(a)) => a,
+        None => return Err(ctx.err(path, "missing typed_config")),
+    };
+    if any.type_url == socket_match::RAW_BUFFER_TYPE {
+        return Ok(None);
+    }
+    let u: tls::UpstreamTlsContext = ctx.decode(any, types::UPSTREAM_TLS, path)?;
+    Ok(Some(upstream_tls(ctx, u, path)?))
 }
 
 fn version(

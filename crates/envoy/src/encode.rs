@@ -834,6 +834,7 @@ fn cluster(
                         // an endpoint's ~30 bytes.
                         load_balancing_weight: (e.weight() != 1)
                             .then(|| UInt32Value { value: e.weight() }),
+                        metadata: e.plaintext().then(crate::socket_match::plaintext_metadata),
                         ..Default::default()
                     })
                 })
@@ -909,6 +910,9 @@ fn cluster(
                 &upstream_tls(t, &format!("{path}.tls"))?,
             ))),
         });
+        if c.endpoints.iter().any(tc::Endpoint::plaintext) {
+            out.transport_socket_matches = vec![crate::socket_match::plaintext_match()];
+        }
     }
     match c.discovery {
         tc::DiscoveryType::Static => {

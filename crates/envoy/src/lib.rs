@@ -13,6 +13,7 @@
 
 mod decode;
 mod encode;
+mod socket_match;
 mod structs;
 
 pub use decode::{decode, DecodeError, Decoded};

@@ -77,7 +77,7 @@ listeners:
     tcp: { cluster: mysql }
 clusters:
   - name: reviews-v1
-    endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }]
+    endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }]
     lb_policy: least_request
     connect_timeout: 1s
     http2: true
@@ -131,8 +131,8 @@ fn maps(r: &Resources) -> [BTreeMap<String, Any>; 4] {
     ]
 }
 
-/// The forms that mean the same: `address` is the first of `addresses`; weight 1 is
-/// the plain endpoint form; names sort as the maps do.
+/// The forms that mean the same: `address` is the first of `addresses`; weight 1
+/// without plaintext is the plain endpoint form; names sort as the maps do.
 fn normalise(mut c: Config) -> Config {
     for l in &mut c.listeners {
         if let Some(a) = l.address.take() {
@@ -141,9 +141,7 @@ fn normalise(mut c: Config) -> Config {
     }
     for cl in &mut c.clusters {
         for e in &mut cl.endpoints {
-            if e.weight() == 1 {
-                *e = Endpoint::Address(e.address().to_string());
-            }
+            *e = Endpoint::new(e.address().to_string(), e.weight(), e.plaintext());
         }
     }
     c.listeners.sort_by(|a, b| a.name.cmp(&b.name));
@@ -260,6 +258,82 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
     assert!(
         err.starts_with("RouteConfiguration outbound: virtual_hosts[0].routes[0].typed_per_filter_config[envoy.filters.http.lua]"),
+        "{err}"
+    );
+}
+
+/// Istio's form of auto mTLS decodes to the same cluster as Trellis's: every sidecar
+/// endpoint labelled `tlsMode: istio`, TLS only in a match, and a catch-all match to
+/// `raw_buffer` (Trellis labels only the endpoints without a sidecar).
+#[test]
+fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
+    use trellis_xds::pb::envoy::config::cluster::v3 as cl;
+    use trellis_xds::pb::envoy::config::core::v3 as core;
+    use trellis_xds::pb::google::protobuf::{value::Kind, Struct, Value};
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let resources = encode(&config).unwrap();
+    let [l, r, c, e] = maps(&resources);
+    let want = decode(&l, &r, &c, &e).unwrap().clusters;
+    let reviews = want.iter().find(|c| c.name == "reviews-v1").unwrap();
+    let plain: Vec<bool> = reviews.endpoints.iter().map(|e| e.plaintext()).collect();
+    assert_eq!(plain, [false, false, true]);
+
+    let mode = |m: &str| Struct {
+        fields: [(
+            "tlsMode".to_string(),
+            Value {
+                kind: Some(Kind::StringValue(m.into())),
+            },
+        )]
+        .into(),
+    };
+    let mut istio = resources.clone();
+    let cluster = istio.clusters.iter_mut().find(|c| c.name == "reviews-v1");
+    let cluster = cluster.unwrap();
+    let raw = cluster.transport_socket_matches[0].transport_socket.clone();
+    cluster.transport_socket_matches = vec![
+        cl::cluster::TransportSocketMatch {
+            name: "tlsMode-istio".into(),
+            r#match: Some(mode("istio")),
+            transport_socket: cluster.transport_socket.take(),
+        },
+        cl::cluster::TransportSocketMatch {
+            name: "tlsMode-disabled".into(),
+            r#match: Some(Struct::default()),
+            transport_socket: raw,
+        },
+    ];
+    let cla = istio
+        .endpoints
+        .iter_mut()
+        .find(|e| e.cluster_name == "reviews-v1");
+    for e in &mut cla.unwrap().endpoints[0].lb_endpoints {
+        e.metadata = match e.metadata {
+            Some(_) => None,
+            None => Some(core::Metadata {
+                filter_metadata: [("envoy.transport_socket_match".to_string(), mode("istio"))]
+                    .into(),
+                ..Default::default()
+            }),
+        };
+    }
+    let [l, r, c, e] = maps(&istio);
+    assert_eq!(decode(&l, &r, &c, &e).unwrap().clusters, want);
+
+    // Two TLS settings in one cluster are refused, naming the field.
+    let cluster = istio.clusters.iter_mut().find(|c| c.name == "reviews-v1");
+    let cluster = cluster.unwrap();
+    cluster.transport_socket_matches[1].transport_socket = resources
+        .clusters
+        .iter()
+        .find(|c| c.name == "mysql")
+        .unwrap()
+        .transport_socket
+        .clone();
+    let [l, r, c, e] = maps(&istio);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(
+        err.starts_with("Cluster reviews-v1: transport_socket_matches: endpoints of one cluster with different TLS settings"),
         "{err}"
     );
 }

@@ -270,13 +270,19 @@ impl<'a> Gen<'a> {
             dr.and_then(|d| d.spec.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
         );
-        let mtls_wanted = !matches!(
-            policy.tls.as_ref().map(|t| t.mode),
-            Some(istio::ClientTlsMode::Disable)
-        );
-        let all_sidecars = !workloads.is_empty() && workloads.iter().all(|w| w.has_sidecar());
-        let tls = (mtls_wanted && all_sidecars).then(|| {
-            let mut ids: Vec<String> = workloads.iter().map(|w| w.spiffe_id()).collect();
+        // Istio's auto mTLS: without a DestinationRule TLS mode, endpoints with a sidecar
+        // get mutual TLS and those without one plaintext, endpoint by endpoint. An
+        // explicit ISTIO_MUTUAL asks for mutual TLS to every endpoint.
+        let tls_mode = policy.tls.as_ref().map(|t| t.mode);
+        let explicit = tls_mode == Some(istio::ClientTlsMode::IstioMutual);
+        let mtls_wanted = tls_mode != Some(istio::ClientTlsMode::Disable);
+        let sidecars: Vec<&Workload> = workloads
+            .iter()
+            .copied()
+            .filter(|w| w.has_sidecar())
+            .collect();
+        let tls = (mtls_wanted && (explicit || !sidecars.is_empty())).then(|| {
+            let mut ids: Vec<String> = sidecars.iter().map(|w| w.spiffe_id()).collect();
             ids.sort();
             ids.dedup();
             tc::UpstreamTls {
@@ -291,6 +297,7 @@ impl<'a> Gen<'a> {
                 max_version: tc::TlsVersion::V1_3,
             }
         });
+        let plaintext_exceptions = tls.is_some() && !explicit;
         let endpoints = workloads
             .iter()
             .map(|w| {
@@ -299,7 +306,7 @@ impl<'a> Gen<'a> {
                 } else {
                     format!("{}:{}", w.address, w.port_for(p))
                 };
-                tc::Endpoint::Address(addr)
+                tc::Endpoint::new(addr, 1, plaintext_exceptions && !w.has_sidecar())
             })
             .collect();
         let mut c = tc::Cluster {

@@ -248,3 +248,55 @@ fn a_service_with_one_http_port_is_named_without_it() {
         ]
     );
 }
+
+/// Istio's auto mTLS: a workload without a sidecar is reached in plaintext, the others
+/// in mutual TLS still. Before, one such workload turned its whole cluster plaintext.
+#[test]
+fn an_endpoint_without_a_sidecar_is_the_only_one_reached_in_plaintext() {
+    let legacy = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: { name: reviews-legacy, namespace: default }\nspec:\n  address: 127.0.0.2\n  ports: { http: 9080 }\n  labels: { app: reviews, version: legacy }\n  serviceAccount: legacy\n";
+    let cluster = |extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+        std::fs::write(dir.path().join("legacy.yaml"), legacy).unwrap();
+        std::fs::write(dir.path().join("extra.yaml"), extra).unwrap();
+        let loaded = load_dir(dir.path()).unwrap();
+        assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+        let registry = Registry::from_inputs(&loaded.inputs);
+        let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+        let name = "outbound|9080||reviews.default.svc.cluster.local";
+        let c = config.clusters.iter().find(|c| c.name == name);
+        c.unwrap_or_else(|| panic!("no cluster {name}")).clone()
+    };
+    let endpoints = |c: &trellis_config::Cluster| {
+        c.endpoints
+            .iter()
+            .map(|e| (e.address().to_string(), e.plaintext()))
+            .collect::<Vec<_>>()
+    };
+
+    let auto = cluster("");
+    let tls = auto.tls.as_ref().expect("mutual TLS to the sidecar");
+    assert_eq!(
+        tls.match_identities,
+        ["spiffe://cluster.local/ns/default/sa/reviews"],
+        "only sidecars present identities"
+    );
+    assert_eq!(
+        endpoints(&auto),
+        [
+            ("127.0.0.1:29080".to_string(), false),
+            ("127.0.0.2:9080".to_string(), true)
+        ]
+    );
+
+    let dr = |mode: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: reviews, namespace: default }}\nspec:\n  host: reviews\n  trafficPolicy: {{ tls: {{ mode: {mode} }} }}\n")
+    };
+    // Asked for explicitly, mutual TLS goes to every endpoint (as in Istio).
+    let explicit = cluster(&dr("ISTIO_MUTUAL"));
+    assert!(explicit.tls.is_some());
+    assert!(endpoints(&explicit).iter().all(|(_, plain)| !plain));
+    let disabled = cluster(&dr("DISABLE"));
+    assert!(disabled.tls.is_none());
+    assert!(endpoints(&disabled).iter().all(|(_, plain)| !plain));
+}

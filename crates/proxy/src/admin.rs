@@ -100,6 +100,7 @@ fn clusters_json(clusters: &[Arc<Cluster>]) -> serde_json::Value {
         .iter()
         .map(|c| {
             let now = c.now_ms();
+            let tls = c.tls.load().is_some();
             json!({
                 "name": c.name,
                 "lb_policy": c.config.lb_policy,
@@ -109,6 +110,8 @@ fn clusters_json(clusters: &[Arc<Cluster>]) -> serde_json::Value {
                     json!({
                         "address": e.addr.to_string(),
                         "weight": e.weight,
+                        // Whether connections to it originate the cluster's TLS.
+                        "tls": tls && !e.plaintext,
                         "active_requests": e.active_requests(),
                         "health": if ejected { "ejected" } else { "healthy" },
                         "ejection_count": e.health.ejection_count(),

@@ -28,19 +28,22 @@ use trellis_config::{Cluster as ClusterConfig, DiscoveryType};
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Reached without the cluster's TLS (an endpoint without a sidecar).
+    pub plaintext: bool,
     pub health: EndpointHealth,
     active_requests: AtomicU32,
     pool: EndpointPool,
 }
 
 impl Endpoint {
-    fn new(addr: SocketAddr, weight: u32) -> Arc<Self> {
+    fn new(addr: SocketAddr, weight: u32, plaintext: bool) -> Arc<Self> {
         Arc::new(Endpoint {
             addr,
             weight,
+            plaintext,
             health: EndpointHealth::default(),
             active_requests: AtomicU32::new(0),
-            pool: EndpointPool::new(addr),
+            pool: EndpointPool::new(addr, plaintext),
         })
     }
     pub fn active_requests(&self) -> u32 {
@@ -104,7 +107,10 @@ impl Cluster {
             DiscoveryType::Static => config
                 .endpoints
                 .iter()
-                .filter_map(|e| Some(Endpoint::new(e.address().parse().ok()?, e.weight())))
+                .filter_map(|e| {
+                    let addr = e.address().parse().ok()?;
+                    Some(Endpoint::new(addr, e.weight(), e.plaintext()))
+                })
                 .collect(),
             DiscoveryType::Dns => Vec::new(),
         };
@@ -179,7 +185,7 @@ impl Cluster {
             .iter()
             .map(|(a, w)| match keep.get(a) {
                 Some(e) if e.weight == *w => Arc::clone(e),
-                _ => Endpoint::new(*a, *w),
+                _ => Endpoint::new(*a, *w, false),
             })
             .collect();
         tracing::info!(cluster = %self.name, endpoints = ?addrs.iter().map(|a| a.0).collect::<Vec<_>>(), "DNS endpoints updated");

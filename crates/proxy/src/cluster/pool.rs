@@ -14,6 +14,8 @@ use trellis_tls::MaybeTls;
 
 pub struct EndpointPool {
     addr: SocketAddr,
+    /// The endpoint has no sidecar: the cluster's TLS is not used to reach it.
+    plaintext: bool,
     idle: Mutex<Vec<http1::SendRequest<Body>>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     h2_connecting: tokio::sync::Mutex<()>,
@@ -42,9 +44,10 @@ impl Drop for ConnSlot {
 }
 
 impl EndpointPool {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, plaintext: bool) -> Self {
         EndpointPool {
             addr,
+            plaintext,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
@@ -156,14 +159,15 @@ impl EndpointPool {
         self.connect_stream(cluster).await.map(TokioIo::new)
     }
 
-    /// A TCP connection, with TLS on top when the cluster originates it. The connect
-    /// timeout covers the handshake too.
+    /// A TCP connection, with TLS on top when the cluster originates it and the endpoint
+    /// is not one left in plaintext. The connect timeout covers the handshake too.
     async fn connect_stream(
         &self,
         cluster: &Arc<Cluster>,
     ) -> Result<MaybeTls<TcpStream>, UpstreamError> {
         let tcp = self.connect_tcp(cluster).await?;
-        let Some(tls) = cluster.tls.load_full() else {
+        let tls = cluster.tls.load_full().filter(|_| !self.plaintext);
+        let Some(tls) = tls else {
             return Ok(MaybeTls::Plain(tcp));
         };
         let timeout = cluster.config.connect_timeout.get();

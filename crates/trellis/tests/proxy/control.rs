@@ -353,6 +353,99 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
         .all(|s| s == "reviews-v2"));
 }
 
+/// A service with endpoints with and without sidecars (a workload not yet in the mesh):
+/// the one without is reached in plaintext, the sidecar behind STRICT mutual TLS still
+/// in mutual TLS, from one cluster. (Before, the cluster fell back to plaintext for
+/// every endpoint, which the STRICT sidecar refused.)
+#[tokio::test]
+async fn endpoints_without_a_sidecar_get_plaintext_and_the_others_keep_mtls() {
+    let _quiet = quiet().await;
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    let legacy_port = free_port();
+    let legacy = format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{ name: reviews-legacy, namespace: default }}\nspec:\n  address: 127.0.0.1\n  ports: {{ http: {legacy_port} }}\n  labels: {{ app: reviews, version: legacy }}\n---\n"
+    );
+    let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: istio-system }\nspec:\n  mtls: { mode: STRICT }\n";
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(mesh.path().join("strict.yaml"), strict).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &r1.entry() + &legacy,
+    )
+    .unwrap();
+
+    let _a1 = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let _legacy = app_on("reviews-legacy", &format!("127.0.0.1:{legacy_port}"), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let s_page = sidecar(&c, &page, dir.path());
+    let _s1 = sidecar(&c, &r1, dir.path());
+
+    // Both endpoints serve; the sidecar's only once its inbound listener is up.
+    eventually(
+        "both endpoints of reviews serve",
+        Duration::from_secs(10),
+        async || {
+            let served = call_headers(page.outbound, 4).await;
+            served.iter().any(|(by, _)| by == "reviews-v1")
+                && served.iter().any(|(by, _)| by == "reviews-legacy")
+        },
+    )
+    .await;
+    let served = call_headers(page.outbound, 20).await;
+    assert!(
+        served
+            .iter()
+            .all(|(by, _)| by == "reviews-v1" || by == "reviews-legacy"),
+        "{served:?}"
+    );
+    for (by, headers) in &served {
+        // Only the sidecar's hop is mutual TLS: its sidecar saw productpage's identity.
+        let xfcc = headers.contains("spiffe://cluster.local/ns/default/sa/productpage");
+        assert_eq!(xfcc, by == "reviews-v1", "{by}: {headers}");
+    }
+    let clusters = s_page.admin_get("/clusters").await.body;
+    let json: serde_json::Value = serde_json::from_str(&clusters).unwrap();
+    let tls_of = |port: u16| {
+        let address = format!("127.0.0.1:{port}");
+        let reviews = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "outbound|9080||reviews.default.svc.cluster.local");
+        let endpoints = reviews.unwrap()["endpoints"].as_array().unwrap();
+        let e = endpoints.iter().find(|e| e["address"] == address.as_str());
+        e.unwrap_or_else(|| panic!("no endpoint {address}: {clusters}"))["tls"] == true
+    };
+    assert!(tls_of(r1.inbound), "{clusters}");
+    assert!(!tls_of(legacy_port), "{clusters}");
+}
+
+/// Sends `n` requests for `/headers` to `reviews` through productpage's sidecar: who
+/// served each, and the headers it saw.
+async fn call_headers(outbound: u16, n: usize) -> Vec<(String, String)> {
+    let mut served = Vec::new();
+    for _ in 0..n {
+        let r = send(
+            Req::get(&format!("http://127.0.0.1:{outbound}/headers"))
+                .header("host", "reviews:9080"),
+        )
+        .await;
+        match r {
+            Ok(r) if r.status == 200 => served.push((r.served_by(), r.body)),
+            Ok(r) => served.push((format!("status {}", r.status), r.body)),
+            Err(e) => served.push(("error".into(), e.to_string())),
+        }
+    }
+    served
+}
+
 /// The Python interpreter with grpcio (`./run test` makes one; TRELLIS_PYTHON names it).
 fn python_with_grpcio() -> Option<String> {
     let python = std::env::var("TRELLIS_PYTHON").unwrap_or_else(|_| "python3".into());
