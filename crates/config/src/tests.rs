@@ -136,3 +136,10 @@ fn a_plaintext_endpoint_needs_a_cluster_that_originates_tls() {
     assert_eq!(e[0].path, "clusters[0].endpoints[1].plaintext");
     assert!(e[0].message.contains("no tls"), "{e:?}");
 }
+
+#[test]
+fn a_cluster_without_endpoints_is_valid() {
+    let yaml = GOOD.replace("endpoints: [\"localhost:8081\"]", "endpoints: []");
+    let c = Config::parse(&yaml, "mesh.yaml").unwrap();
+    assert!(c.clusters[1].endpoints.is_empty());
+}

@@ -598,12 +598,8 @@ fn cluster(c: &mut Checker, p: &str, cl: &Cluster) {
     if let Some(t) = &cl.tls {
         upstream_tls(c, &format!("{p}.tls"), t);
     }
-    if cl.endpoints.is_empty() {
-        c.err(
-            format!("{p}.endpoints"),
-            "at least one endpoint is required",
-        );
-    }
+    // No endpoints is a service scaled to zero (or not yet started): its requests get
+    // 503 "no healthy upstream", as with Envoy, and the rest of the config serves.
     for (i, e) in cl.endpoints.iter().enumerate() {
         let ep = format!("{p}.endpoints[{i}]");
         let a = e.address();

@@ -57,7 +57,11 @@ fn encode_clusters(
 impl SharedOutbound {
     /// The outbound half of `w`'s view.
     pub fn new(inputs: &Inputs, registry: &Registry, w: &Workload) -> Result<Self, String> {
-        let (listener, clusters) = trellis_mesh::generate_outbound(inputs, registry, w);
+        let trellis_mesh::Outbound {
+            http: listener,
+            egress,
+            clusters,
+        } = trellis_mesh::generate_outbound(inputs, registry, w);
         let mut by_host: HashMap<String, Vec<String>> = HashMap::new();
         for c in &clusters {
             let host = c.name.rsplit('|').next().unwrap_or_default();
@@ -68,6 +72,13 @@ impl SharedOutbound {
         }
         let mut resources = Snapshot::new();
         for (name, r) in encode_clusters(clusters)? {
+            resources.insert_shared(name, r);
+        }
+        // TCP egress listeners are bound where the Sidecar resource says, the same for
+        // every sidecar of the scope.
+        for l in &egress {
+            let encoded = trellis_envoy::encode_listener(l).map_err(|e| e.to_string())?;
+            let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
             resources.insert_shared(name, r);
         }
         if let Some(l) = &listener {

@@ -44,9 +44,13 @@ pub fn generate_client(inputs: &Inputs, registry: &Registry, namespace: &str) ->
 }
 
 fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Config {
-    let (outbound, mut clusters) = generate_outbound(inputs, registry, w);
-    let (mut listeners, inbound_clusters) = generate_inbound(inputs, registry, w);
-    listeners.splice(0..0, outbound);
+    let Outbound {
+        http,
+        egress,
+        mut clusters,
+    } = generate_outbound(inputs, registry, w);
+    let (inbound, inbound_clusters) = generate_inbound(inputs, registry, w);
+    let listeners = http.into_iter().chain(egress).chain(inbound).collect();
     clusters.extend(inbound_clusters);
     tc::Config {
         listeners,
@@ -56,15 +60,24 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
 }
 
 /// The outbound half of a view: the same for every workload with the same
-/// [`outbound_scope`] except for the listener's address.
-pub fn generate_outbound(
-    inputs: &Inputs,
-    registry: &Registry,
-    w: &Workload,
-) -> (Option<tc::Listener>, Vec<tc::Cluster>) {
+/// [`outbound_scope`] except for the HTTP listener's address.
+pub struct Outbound {
+    /// The HTTP listener the app uses as its proxy, on the workload's own address.
+    pub http: Option<tc::Listener>,
+    /// Listeners of their own for TCP services (Sidecar egress listeners with a port).
+    pub egress: Vec<tc::Listener>,
+    pub clusters: Vec<tc::Cluster>,
+}
+
+pub fn generate_outbound(inputs: &Inputs, registry: &Registry, w: &Workload) -> Outbound {
     let mut g = Gen::new(inputs, registry, w);
-    let listener = g.outbound();
-    (listener, g.clusters.into_values().collect())
+    let http = g.outbound();
+    let egress = g.egress();
+    Outbound {
+        http,
+        egress,
+        clusters: g.clusters.into_values().collect(),
+    }
 }
 
 /// The inbound half of a view: a listener per served port, and the local app clusters.
@@ -247,6 +260,47 @@ impl<'a> Gen<'a> {
             tls: None,
             authorization: None,
         })
+    }
+
+    /// A TCP listener on `bind:port` for each egress listener of the Sidecar resource
+    /// with a port (validated: TCP, one host), forwarding to that service's port. One
+    /// whose service or port is not (yet) in the registry gets no listener.
+    fn egress(&mut self) -> Vec<tc::Listener> {
+        let Some(sc) = self.sidecar_scope() else {
+            return Vec::new();
+        };
+        let mut listeners = Vec::new();
+        for e in &sc.spec.egress {
+            let (Some(port), Some(h)) = (&e.port, e.hosts.first()) else {
+                continue;
+            };
+            let (ns, host) = h.split_once('/').unwrap_or(("*", h));
+            let ns = if ns == "." || ns == "*" {
+                &sc.namespace
+            } else {
+                ns
+            };
+            let Some(cluster) = self.cluster(&fqdn(host, ns), port.number, None) else {
+                continue;
+            };
+            // Without capture, Istio binds such a listener to loopback by default.
+            let bind = e.bind.as_deref().unwrap_or("127.0.0.1");
+            let address = if bind.contains(':') {
+                format!("[{bind}]:{}", port.number)
+            } else {
+                format!("{bind}:{}", port.number)
+            };
+            listeners.push(tc::Listener {
+                name: format!("{bind}_{}", port.number),
+                address: Some(address),
+                addresses: Vec::new(),
+                tcp: Some(tc::TcpProxy { cluster }),
+                http: None,
+                tls: None,
+                authorization: None,
+            });
+        }
+        listeners
     }
 
     /// A cluster for `host`'s `port` (and `subset`), made on first use.

@@ -431,6 +431,24 @@ pub struct Sidecar {
 #[serde(rename_all = "camelCase")]
 pub struct EgressListener {
     pub hosts: Vec<String>,
+    /// A listener of its own on `bind:port` (sidecars run without traffic capture, so
+    /// Istio's `captureMode: NONE`): the way an app reaches a TCP service.
+    #[serde(default)]
+    pub port: Option<EgressPort>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressPort {
+    pub number: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: String,
 }
 
 // ---- security.istio.io/v1 ----

@@ -21,7 +21,7 @@ mod validate;
 
 pub use generate::{
     generate, generate_client, generate_clusters, generate_inbound, generate_outbound,
-    outbound_scope,
+    outbound_scope, Outbound,
 };
 pub use incremental::endpoint_moves;
 pub use load::{

@@ -276,6 +276,57 @@ pub fn sidecar(sc: &Sidecar) -> Vec<String> {
                 ));
             }
         }
+        errors.extend(
+            egress_listener(e)
+                .into_iter()
+                .map(|m| format!("spec.egress[{i}].{m}")),
+        );
+    }
+    errors
+}
+
+/// What an egress listener with a port of its own must be: a TCP port bound to an IP
+/// address, forwarding to one service.
+fn egress_listener(e: &crate::istio::EgressListener) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(port) = &e.port else {
+        if e.bind.is_some() {
+            errors.push("bind: needs a port".to_string());
+        }
+        return errors;
+    };
+    if port.number == 0 {
+        errors.push("port.number: must be 1-65535".into());
+    }
+    if crate::Protocol::parse(port.protocol.as_deref(), &port.name).is_http() {
+        errors.push(format!(
+            "port: {} is an HTTP port; egress listeners of their own are supported for TCP \
+             only (HTTP goes through the sidecar's outbound listener)",
+            port.number
+        ));
+    }
+    if let Some(bind) = &e.bind {
+        if bind.parse::<std::net::IpAddr>().is_err() {
+            errors.push(format!("bind: {bind:?} is not an IP address"));
+        }
+    }
+    match e.capture_mode.as_deref() {
+        None | Some("NONE" | "DEFAULT") => {}
+        Some(other) => errors.push(format!(
+            "captureMode: {other} needs traffic capture, which Trellis sidecars do not do \
+             (NONE or DEFAULT)"
+        )),
+    }
+    let exact = |h: &String| {
+        h.split_once('/')
+            .is_some_and(|(_, host)| !host.contains('*'))
+    };
+    if e.hosts.len() != 1 || !e.hosts.iter().all(exact) {
+        errors.push(format!(
+            "hosts: a TCP listener forwards to one service: name exactly one, without \
+             wildcards (got {:?})",
+            e.hosts
+        ));
     }
     errors
 }

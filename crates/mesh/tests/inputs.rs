@@ -87,6 +87,21 @@ const BAD: &[(&str, &str, &[&str])] = &[
         &["no-name.yaml#1", "metadata.name is required"],
     ),
     (
+        "http-egress.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: web }\nspec:\n  egress:\n    - port: { number: 8080, protocol: HTTP, name: http }\n      hosts: [./web.default.svc.cluster.local]\n",
+        &["http-egress.yaml#1", "Sidecar default/web", "spec.egress[0].port", "HTTP port"],
+    ),
+    (
+        "two-hosts.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: db }\nspec:\n  egress:\n    - port: { number: 5432, protocol: TCP, name: pg }\n      bind: 127.0.0.1\n      hosts: [./db-a.default.svc.cluster.local, ./db-b.default.svc.cluster.local]\n",
+        &["two-hosts.yaml#1", "spec.egress[0].hosts", "exactly one"],
+    ),
+    (
+        "bad-bind.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: cache }\nspec:\n  egress:\n    - port: { number: 6379, name: tcp-redis }\n      bind: localhost\n      captureMode: IPTABLES\n      hosts: [./redis.default.svc.cluster.local]\n",
+        &["bad-bind.yaml#1", "spec.egress[0].bind", "\"localhost\" is not an IP address"],
+    ),
+    (
         "not-yaml.yaml",
         "apiVersion: [unclosed\n",
         &["not-yaml.yaml#1", "not YAML"],

@@ -427,6 +427,88 @@ async fn endpoints_without_a_sidecar_get_plaintext_and_the_others_keep_mtls() {
     assert!(!tls_of(legacy_port), "{clusters}");
 }
 
+/// A TCP service (a database, say) reached through the app's sidecar: Istio's Sidecar
+/// egress listener with a port of its own, bound on loopback (sidecars run without
+/// capture), forwarding over mutual TLS to the service's sidecar, which accepts nothing
+/// else (STRICT).
+#[tokio::test]
+async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
+    let _quiet = quiet().await;
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let db = Workload::new("db-v1", "app: db", "db");
+    let db_port = free_port();
+    let db_service = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: db, namespace: default }}\nspec:\n  hosts: [db.default.svc.cluster.local]\n  ports: [{{ number: {db_port}, name: tcp, protocol: TCP }}]\n  workloadSelector: {{ labels: {{ app: db }} }}\n---\n"
+    );
+    let sidecar_resource = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{ name: productpage, namespace: default }}\nspec:\n  workloadSelector: {{ labels: {{ app: productpage }} }}\n  egress:\n    - hosts: [\"./*\"]\n    - port: {{ number: {db_port}, protocol: TCP, name: tcp-db }}\n      bind: 127.0.0.1\n      captureMode: NONE\n      hosts: [\"./db.default.svc.cluster.local\"]\n"
+    );
+    let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: istio-system }\nspec:\n  mtls: { mode: STRICT }\n";
+    std::fs::write(
+        mesh.path().join("services.yaml"),
+        SERVICES.to_string() + "---\n" + &db_service,
+    )
+    .unwrap();
+    std::fs::write(mesh.path().join("sidecar.yaml"), sidecar_resource).unwrap();
+    std::fs::write(mesh.path().join("strict.yaml"), strict).unwrap();
+    // The database's sidecar serves its TCP port; the app behind it speaks HTTP, which
+    // the TCP hop carries as bytes.
+    let db_entry = db
+        .entry()
+        .replace("http=", "tcp=")
+        .replace("{ http:", "{ tcp:");
+    std::fs::write(mesh.path().join("workloads.yaml"), page.entry() + &db_entry).unwrap();
+    let _db_app = app_on("db-v1", &format!("127.0.0.1:{}", db.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let s_page = sidecar(&c, &page, dir.path());
+    let _s_db = sidecar(&c, &db, dir.path());
+
+    let url = format!("http://127.0.0.1:{db_port}/headers");
+    eventually(
+        "the app reaches db through its sidecar",
+        Duration::from_secs(10),
+        async || send(Req::get(&url)).await.is_ok_and(|r| r.status == 200),
+    )
+    .await;
+    for _ in 0..10 {
+        let r = send(Req::get(&url)).await.unwrap();
+        assert_eq!((r.status, r.served_by()), (200, "db-v1".to_string()));
+    }
+    // reviews has no workload here: its cluster is empty, which costs its own requests
+    // a 503 and nothing else (it used to fail the sidecar's whole update).
+    let r = send(
+        Req::get(&format!("http://127.0.0.1:{}/", page.outbound)).header("host", "reviews:9080"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    let clusters = s_page.admin_get("/clusters").await.body;
+    let json: serde_json::Value = serde_json::from_str(&clusters).unwrap();
+    let name = format!("outbound|{db_port}||db.default.svc.cluster.local");
+    let c = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name.as_str());
+    let endpoint = &c.unwrap_or_else(|| panic!("no {name}: {clusters}"))["endpoints"][0];
+    assert_eq!(endpoint["address"], format!("127.0.0.1:{}", db.inbound));
+    assert_eq!(endpoint["tls"], true, "{clusters}");
+    assert!(
+        s_page
+            .metric(&format!(
+                "trellis_tcp_downstream_rx_bytes_total{{listener=\"127.0.0.1_{db_port}\"}}"
+            ))
+            .await
+            > 0.0
+    );
+}
+
 /// Sends `n` requests for `/headers` to `reviews` through productpage's sidecar: who
 /// served each, and the headers it saw.
 async fn call_headers(outbound: u16, n: usize) -> Vec<(String, String)> {
