@@ -11,7 +11,8 @@
 //! replaying API server, delta clients; the endpoint change is an EndpointSlice watch
 //! event (an endpoint's readiness), timed from the event to every client holding it.
 //!
-//! Usage: cargo bench -p trellis-control --bench scale -- [services...]  (default 1000)
+//! Usage: cargo bench -p trellis-control --bench scale -- [services...]  (default 1000);
+//! one measurement: `--one N sotw|delta|kube`.
 
 #[path = "scale/kube.rs"]
 mod kube;
@@ -126,15 +127,27 @@ fn wait_all(clients: &[Counter], what: &str, done: impl Fn(&Counter) -> bool) ->
     }
 }
 
+/// When a push ended, from the control plane's side: its last response made, and the
+/// last byte of it written into a socket.
+#[derive(Clone, Copy, Default)]
+struct ServerDone {
+    made: Duration,
+    written: Duration,
+}
+
 /// Starts one client per node on a runtime of their own and waits until every one
 /// holds its whole view: the runtime, the clients, the time that took and when the
-/// control plane made its last response of it.
+/// control plane was done with it.
 fn connect_all(
     server: &ServerThread,
     cache: &Cache,
     nodes: &[String],
     mode: Mode,
-) -> (tokio::runtime::Runtime, Vec<Counter>, (Duration, Duration)) {
+) -> (
+    tokio::runtime::Runtime,
+    Vec<Counter>,
+    (Duration, ServerDone),
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -168,18 +181,33 @@ fn connect_all(
     }
     // Meanwhile, when the control plane made its last response of the push: its own
     // share of the time, the rest being the clients' decoding on the same two cores.
-    let server_done = Arc::new(Mutex::new(Duration::ZERO));
+    let server_done = Arc::new(Mutex::new(ServerDone::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (stats, server_done, stop) = (server.stats.clone(), server_done.clone(), stop.clone());
+        let (stats, written, server_done, stop) = (
+            server.stats.clone(),
+            server.written.clone(),
+            server_done.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
-            let mut last = stats.responses.load(Ordering::Relaxed);
+            let mut made = stats.responses.load(Ordering::Relaxed);
+            let mut bytes = written.load(Ordering::Relaxed);
             while !stop.load(Ordering::Relaxed) {
-                let sent = stats.responses.load(Ordering::Relaxed);
-                if sent != last {
-                    last = sent;
-                    *server_done.lock().unwrap() = start.elapsed();
+                let (now_made, now_bytes) = (
+                    stats.responses.load(Ordering::Relaxed),
+                    written.load(Ordering::Relaxed),
+                );
+                let mut done = server_done.lock().unwrap();
+                if now_made != made {
+                    made = now_made;
+                    done.made = start.elapsed();
                 }
+                if now_bytes != bytes {
+                    bytes = now_bytes;
+                    done.written = start.elapsed();
+                }
+                drop(done);
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
@@ -264,13 +292,15 @@ fn run(services: usize, mode: Mode) {
         "full rebuild"
     };
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s), again to 100 new clients {:.2} s ({:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}; one sidecar's view: {view_size}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s, last byte written at {:.2} s), again to 100 new clients {:.2} s ({:.2} s, {:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}; one sidecar's view: {view_size}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
         cold.0.as_secs_f64(),
-        cold.1.as_secs_f64(),
+        cold.1.made.as_secs_f64(),
+        cold.1.written.as_secs_f64(),
         warm.0.as_secs_f64(),
-        warm.1.as_secs_f64(),
+        warm.1.made.as_secs_f64(),
+        warm.1.written.as_secs_f64(),
         changes[2].as_secs_f64() * 1000.0,
         changes[0].as_secs_f64() * 1000.0,
         reload.as_secs_f64() * 1000.0,

@@ -1,5 +1,11 @@
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::StreamExt;
 
 use crate::{AdsServer, Cache, ServerStats};
 
@@ -10,6 +16,9 @@ pub struct ServerThread {
     pub addr: SocketAddr,
     pub cache: Cache,
     pub stats: Arc<ServerStats>,
+    /// Bytes written into the streams' sockets: when it stops growing, the control
+    /// plane's part of a push is done (what is left is in the kernel and the clients).
+    pub written: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -26,12 +35,20 @@ impl ServerThread {
         let addr = listener.local_addr()?;
         let server = AdsServer::new(cache.clone());
         let stats = server.stats();
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
         runtime.spawn(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => return tracing::error!("xDS listener: {e}"),
             };
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming =
+                tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |tcp| {
+                    tcp.map(|inner| Counted {
+                        inner,
+                        written: counter.clone(),
+                    })
+                });
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(server.into_service())
                 .serve_with_incoming(incoming)
@@ -44,6 +61,7 @@ impl ServerThread {
             addr,
             cache,
             stats,
+            written,
             runtime: Some(runtime),
         })
     }
@@ -62,5 +80,70 @@ impl ServerThread {
 impl Drop for ServerThread {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A connection that counts the bytes written to it.
+struct Counted {
+    inner: tokio::net::TcpStream,
+    written: Arc<AtomicU64>,
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Counted {
+    fn count(&self, r: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &r {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
     }
 }
