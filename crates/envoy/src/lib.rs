@@ -16,6 +16,9 @@ mod encode;
 mod socket_match;
 mod structs;
 
+use prost::bytes::Bytes;
+use trellis_xds::Name;
+
 pub use decode::{decode, DecodeError, Decoded};
 pub use encode::{
     encode, encode_listener, encode_proxyless, encode_routes, EncodeError, Resources,
@@ -60,7 +63,7 @@ pub(crate) fn any<M: prost::Message>(
 /// The route configurations the HTTP listeners among `listeners` load by RDS.
 pub fn route_names<'a>(
     listeners: impl IntoIterator<Item = &'a [u8]>,
-) -> std::collections::BTreeSet<String> {
+) -> std::collections::BTreeSet<Name> {
     use prost::Message;
     use trellis_xds::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
     use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -81,7 +84,7 @@ pub fn route_names<'a>(
                 }
                 if let Ok(h) = HttpConnectionManager::decode(c.value.as_slice()) {
                     if let Some(RouteSpecifier::Rds(rds)) = h.route_specifier {
-                        names.insert(rds.route_config_name);
+                        names.insert(Name::from(rds.route_config_name));
                     }
                 }
             }
@@ -92,11 +95,12 @@ pub fn route_names<'a>(
 
 /// The fields of a Cluster that say which endpoint assignment it loads. Decoding only
 /// these skips the rest (transport sockets, policies) without allocating: a sidecar
-/// reads thousands of clusters for their names after every cluster update.
+/// reads thousands of clusters for their names after every cluster update, and the
+/// names stay slices of the cluster's body.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ClusterRefs {
-    #[prost(string, tag = "1")]
-    name: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    name: Bytes,
     /// The `type` arm of the discovery type oneof (`cluster_type`, tag 38, is not EDS).
     #[prost(int32, optional, tag = "2")]
     discovery: Option<i32>,
@@ -106,39 +110,42 @@ struct ClusterRefs {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct EdsRefs {
-    #[prost(string, tag = "2")]
-    service_name: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    service_name: Bytes,
 }
 
-/// The endpoint assignments the EDS clusters among `clusters` load.
+/// The endpoint assignments the EDS clusters among `clusters` load (slices of their
+/// bodies; a name that is not UTF-8 is skipped, as an undecodable cluster is).
 pub fn endpoint_names<'a>(
-    clusters: impl IntoIterator<Item = &'a [u8]>,
-) -> std::collections::BTreeSet<String> {
+    clusters: impl IntoIterator<Item = &'a Bytes>,
+) -> std::collections::BTreeSet<Name> {
     use prost::Message;
     use trellis_xds::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
     clusters
         .into_iter()
-        .filter_map(|body| ClusterRefs::decode(body).ok())
+        .filter_map(|body| ClusterRefs::decode(body.clone()).ok())
         .filter(|c| c.discovery == Some(DiscoveryType::Eds as i32))
-        .map(|c| {
-            c.eds
+        .filter_map(|c| {
+            let name = c
+                .eds
                 .map(|e| e.service_name)
                 .filter(|n| !n.is_empty())
-                .unwrap_or(c.name)
+                .unwrap_or(c.name);
+            Name::from_utf8(name).ok()
         })
         .collect()
 }
 
 /// Per resource, in name order: the version read (a shared slice, not a copy) and the
 /// names it refers to.
-type Refs = Vec<(String, (trellis_xds::client::Resource, Vec<String>))>;
+type Refs = Vec<(Name, (trellis_xds::client::Resource, Vec<Name>))>;
 
 /// The names one type's resources refer to, and the type's stamp they were read at.
 #[derive(Default)]
 struct Referred {
     refs: Refs,
     stamp: u64,
-    names: std::sync::Arc<std::collections::BTreeSet<String>>,
+    names: std::sync::Arc<std::collections::BTreeSet<Name>>,
 }
 
 /// What a sidecar subscribes to given what it holds: every listener and cluster, the
@@ -165,7 +172,7 @@ impl SidecarInterest {
             state: &trellis_xds::client::ClientState,
             type_url: &str,
             seen: &mut Referred,
-        ) -> Arc<BTreeSet<String>> {
+        ) -> Arc<BTreeSet<Name>> {
             // An unchanged type refers to the same names: the same set, not a copy.
             let stamp = state.revision(type_url);
             if stamp != 0 && stamp == seen.stamp {
@@ -175,7 +182,7 @@ impl SidecarInterest {
             // keeps what is still current and reads only new versions.
             let mut before = std::mem::take(&mut seen.refs).into_iter().peekable();
             let mut refs = Vec::with_capacity(state.count(type_url));
-            let mut all: Vec<&str> = Vec::new();
+            let mut all: Vec<&Name> = Vec::new();
             for (name, r) in state.of(type_url) {
                 while before.next_if(|(b, _)| b < name).is_some() {}
                 let entry = match before.next_if(|(b, _)| b == name) {
@@ -188,7 +195,7 @@ impl SidecarInterest {
                         let names = if type_url == LISTENER {
                             route_names([r.body()])
                         } else {
-                            endpoint_names([r.body()])
+                            endpoint_names([r.body_shared()])
                         };
                         let names = names.into_iter().collect();
                         (name.clone(), (r.clone(), names))
@@ -197,14 +204,10 @@ impl SidecarInterest {
                 refs.push(entry);
             }
             seen.refs = refs;
-            all.extend(
-                seen.refs
-                    .iter()
-                    .flat_map(|(_, (_, n))| n.iter().map(String::as_str)),
-            );
+            all.extend(seen.refs.iter().flat_map(|(_, (_, n))| n.iter()));
             all.sort_unstable();
             all.dedup();
-            let out: BTreeSet<String> = all.into_iter().map(String::from).collect();
+            let out: BTreeSet<Name> = all.into_iter().cloned().collect();
             if out != *seen.names {
                 seen.names = Arc::new(out);
             }
@@ -226,12 +229,14 @@ impl SidecarInterest {
 
 #[cfg(test)]
 mod tests {
+    use prost::bytes::Bytes;
     use prost::Message;
     use trellis_xds::pb::envoy::config::cluster::v3::cluster::{
         ClusterDiscoveryType, CustomClusterType, DiscoveryType, EdsClusterConfig,
     };
     use trellis_xds::pb::envoy::config::cluster::v3::Cluster;
     use trellis_xds::pb::google::protobuf::Any;
+    use trellis_xds::Name;
 
     fn any(c: &Cluster) -> Any {
         Any {
@@ -283,9 +288,11 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let anys: Vec<Any> = clusters.iter().map(any).collect();
-        let bodies = anys.iter().map(|a| a.value.as_slice());
-        let names: Vec<String> = super::endpoint_names(bodies).into_iter().collect();
+        let bodies: Vec<Bytes> = clusters.iter().map(|c| any(c).value.into()).collect();
+        let names: Vec<String> = super::endpoint_names(&bodies)
+            .iter()
+            .map(Name::to_string)
+            .collect();
         assert_eq!(
             names,
             ["b-endpoints", "eds-without-config", "outbound|80||a"]
@@ -295,6 +302,6 @@ mod tests {
             type_url: trellis_xds::CLUSTER.into(),
             value: vec![0xff, 0xff, 0xff],
         };
-        assert!(super::endpoint_names([junk.value.as_slice()]).is_empty());
+        assert!(super::endpoint_names([&Bytes::from(junk.value)]).is_empty());
     }
 }

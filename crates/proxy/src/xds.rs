@@ -48,7 +48,7 @@ struct ProxySubscriber {
 fn map(state: &ClientState, type_url: &str) -> BTreeMap<String, Any> {
     state
         .of(type_url)
-        .map(|(name, r)| (name.clone(), r.to_any(type_url)))
+        .map(|(name, r)| (name.to_string(), r.to_any(type_url)))
         .collect()
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::bytes::Bytes;
@@ -17,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::wanted::absent_from;
 use crate::wire::{NamesOut, SotwClientCodec, SotwRequestOut, DELTA_PATH, SOTW_PATH};
+use crate::Name;
 use crate::{is_wildcard_type, short_type, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// A resource as the client holds it: the version the server gave it and its encoded
@@ -51,6 +51,12 @@ impl Resource {
         &self.body
     }
 
+    /// The encoded message as the shared buffer it is a slice of (to slice further
+    /// without copying).
+    pub fn body_shared(&self) -> &Bytes {
+        &self.body
+    }
+
     /// As an `Any` of `type_url` (a copy of the body).
     pub fn to_any(&self, type_url: &str) -> Any {
         Any {
@@ -63,7 +69,7 @@ impl Resource {
 /// The resources the client holds, by type URL and name.
 #[derive(Clone, Debug, Default)]
 pub struct ClientState {
-    pub types: BTreeMap<String, BTreeMap<String, Resource>>,
+    pub types: BTreeMap<String, BTreeMap<Name, Resource>>,
     /// Per type, a stamp that changes with every change of the type (unique across
     /// states), so a subscriber can keep what it derived from an unchanged type.
     revisions: BTreeMap<String, u64>,
@@ -76,13 +82,15 @@ impl PartialEq for ClientState {
 }
 
 impl ClientState {
-    pub fn of(&self, type_url: &str) -> impl Iterator<Item = (&String, &Resource)> {
+    pub fn of(&self, type_url: &str) -> impl Iterator<Item = (&Name, &Resource)> {
         self.types.get(type_url).into_iter().flat_map(|m| m.iter())
     }
 
     /// One resource.
     pub fn get(&self, type_url: &str, name: &str) -> Option<&Resource> {
-        self.types.get(type_url).and_then(|m| m.get(name))
+        self.types
+            .get(type_url)
+            .and_then(|m| m.get(name.as_bytes()))
     }
 
     /// How many resources of a type the client holds.
@@ -96,7 +104,7 @@ impl ClientState {
     }
 
     /// The resources of a type, to change; the type's stamp moves.
-    fn held_mut(&mut self, type_url: &str) -> &mut BTreeMap<String, Resource> {
+    fn held_mut(&mut self, type_url: &str) -> &mut BTreeMap<Name, Resource> {
         static STAMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let stamp = STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.revisions.get_mut(type_url) {
@@ -115,10 +123,10 @@ impl ClientState {
 /// What the client subscribes to per type: `None` is every resource of the type. A
 /// subscriber that returns the same `Arc` for an unchanged set spares the client
 /// comparing and pruning thousands of names after every response.
-pub type Interest = Vec<(&'static str, Option<Arc<BTreeSet<String>>>)>;
+pub type Interest = Vec<(&'static str, Option<Arc<BTreeSet<Name>>>)>;
 
 /// The named interest each type was last pruned against.
-type Pruned = HashMap<&'static str, Arc<BTreeSet<String>>>;
+type Pruned = HashMap<&'static str, Arc<BTreeSet<Name>>>;
 
 #[tonic::async_trait]
 pub trait Subscriber: Send {
@@ -210,8 +218,9 @@ struct DeltaResponseIn {
     resources: Vec<Bytes>,
     #[prost(string, tag = "4")]
     type_url: String,
-    #[prost(string, repeated, tag = "6")]
-    removed_resources: Vec<String>,
+    /// Names, checked to be UTF-8 when read.
+    #[prost(bytes = "bytes", repeated, tag = "6")]
+    removed_resources: Vec<Bytes>,
     #[prost(string, tag = "5")]
     nonce: String,
 }
@@ -219,13 +228,35 @@ struct DeltaResponseIn {
 /// `envoy.service.discovery.v3.Resource`: name, version and body.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ResourceIn {
-    #[prost(string, tag = "3")]
-    name: String,
+    /// A string on the wire; read as bytes to keep it a slice (checked to be UTF-8).
+    #[prost(bytes = "bytes", tag = "3")]
+    name: Bytes,
     /// A string on the wire; read as bytes to keep it a slice (checked to be UTF-8).
     #[prost(bytes = "bytes", tag = "1")]
     version: Bytes,
     #[prost(message, optional, tag = "2")]
     resource: Option<AnyIn>,
+}
+
+/// `DeltaDiscoveryRequest` as the client writes it: the names are the client's own
+/// (slices of what it received; `bytes` and `string` are the same on the wire), not a
+/// `String` made for each of 10 000 names per subscription.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeltaRequestOut {
+    #[prost(message, optional, tag = "1")]
+    node: Option<Node>,
+    #[prost(string, tag = "2")]
+    type_url: String,
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    resource_names_subscribe: Vec<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    resource_names_unsubscribe: Vec<Bytes>,
+    #[prost(btree_map = "string, string", tag = "5")]
+    initial_resource_versions: BTreeMap<String, String>,
+    #[prost(string, tag = "6")]
+    response_nonce: String,
+    #[prost(message, optional, tag = "7")]
+    error_detail: Option<RpcStatus>,
 }
 
 /// `google.protobuf.Any`, its type URL checked against the response's and its body kept
@@ -254,13 +285,15 @@ pub(crate) struct SotwResponseIn {
 
 /// One resource of a delta response, read from its slice: its name and the resource
 /// to hold (none if it came without a body), or why it cannot be held.
-fn delta_resource(type_url: &str, raw: Bytes) -> Result<Option<(String, Resource)>, String> {
+fn delta_resource(type_url: &str, raw: Bytes) -> Result<Option<(Name, Resource)>, String> {
     let r = ResourceIn::decode(raw).map_err(|e| format!("a resource cannot be decoded: {e}"))?;
+    let name = Name::from_utf8(r.name)
+        .map_err(|e| format!("a resource cannot be decoded: its name is not UTF-8: {e}"))?;
     let Some(body) = r.resource else {
         return Ok(None);
     };
-    check(type_url, &r.name, &r.version, &body)?;
-    Ok(Some((r.name, Resource::new(r.version, body.value))))
+    check(type_url, name.as_str(), &r.version, &body)?;
+    Ok(Some((name, Resource::new(r.version, body.value))))
 }
 
 /// Why a resource of a `type_url` response cannot be held, if it cannot.
@@ -374,11 +407,11 @@ async fn delta_session<S: Subscriber>(
     subscriber: &mut S,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
-    let mut subscribed: HashMap<&'static str, Option<Arc<BTreeSet<String>>>> = HashMap::new();
+    let (tx, rx) = mpsc::channel::<DeltaRequestOut>(64);
+    let mut subscribed: HashMap<&'static str, Option<Arc<BTreeSet<Name>>>> = HashMap::new();
     let mut pruned = Pruned::new();
     subscribe_delta(opts, state, subscriber, &mut subscribed, &tx).await;
-    let codec = tonic_prost::ProstCodec::<DeltaDiscoveryRequest, DeltaResponseIn>::default();
+    let codec = tonic_prost::ProstCodec::<DeltaRequestOut, DeltaResponseIn>::default();
     let mut responses = open(opts, DELTA_PATH, rx, codec).await?;
     subscriber.connected(true);
     while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
@@ -416,7 +449,11 @@ async fn delta_session<S: Subscriber>(
                 }
             }
             for name in removed_resources {
-                undo.insert(state, &type_url, name, None);
+                match Name::from_utf8(name) {
+                    Ok(name) => undo.insert(state, &type_url, name, None),
+                    // Not a name the client can hold: nothing to remove.
+                    Err(e) => tracing::debug!("xDS: a removed name is not UTF-8: {e}"),
+                }
             }
             prune(state, subscriber, &mut undo, &mut pruned);
             match subscriber.apply(state).await {
@@ -424,7 +461,7 @@ async fn delta_session<S: Subscriber>(
                 Err(reason) => undo.refuse(state, &type_url, reason),
             }
         };
-        let reply = DeltaDiscoveryRequest {
+        let reply = DeltaRequestOut {
             type_url,
             response_nonce: nonce,
             error_detail,
@@ -451,11 +488,12 @@ fn prune<S: Subscriber>(
     for (type_url, want) in subscriber.interest(state) {
         let Some(want) = want else { continue };
         let same = pruned.get(type_url).is_some_and(|p| Arc::ptr_eq(p, &want));
-        let gone: Vec<String> = if same && !undo.replaced(type_url) {
+        let gone: Vec<Name> = if same && !undo.replaced(type_url) {
+            let held = state.types.get(type_url);
             undo.entries
                 .iter()
                 .filter(|(t, name, _)| t == type_url && !want.contains(name))
-                .filter(|(_, name, _)| state.get(type_url, name).is_some())
+                .filter(|(_, name, _)| held.is_some_and(|m| m.contains_key(name)))
                 .map(|(_, name, _)| name.clone())
                 .collect()
         } else {
@@ -463,7 +501,7 @@ fn prune<S: Subscriber>(
             let mut unwanted = absent_from(want.iter());
             state
                 .of(type_url)
-                .filter(|(name, _)| unwanted(name))
+                .filter(|(name, _)| unwanted(name.as_bytes()))
                 .map(|(name, _)| name.clone())
                 .collect()
         };
@@ -477,19 +515,13 @@ fn prune<S: Subscriber>(
 /// What an update changed, to put back if the subscriber refuses it.
 #[derive(Default)]
 struct Undo {
-    entries: Vec<(String, String, Option<Resource>)>,
-    types: Vec<(String, Option<BTreeMap<String, Resource>>)>,
+    entries: Vec<(String, Name, Option<Resource>)>,
+    types: Vec<(String, Option<BTreeMap<Name, Resource>>)>,
 }
 
 impl Undo {
     /// Sets (or with None removes) one resource, remembering what was there.
-    fn insert(
-        &mut self,
-        state: &mut ClientState,
-        type_url: &str,
-        name: String,
-        v: Option<Resource>,
-    ) {
+    fn insert(&mut self, state: &mut ClientState, type_url: &str, name: Name, v: Option<Resource>) {
         let held = state.held_mut(type_url);
         let old = match v {
             Some(v) => held.insert(name.clone(), v),
@@ -509,7 +541,7 @@ impl Undo {
         &mut self,
         state: &mut ClientState,
         type_url: &str,
-        set: BTreeMap<String, Resource>,
+        set: BTreeMap<Name, Resource>,
     ) {
         let existed = state.types.contains_key(type_url);
         let old = std::mem::replace(state.held_mut(type_url), set);
@@ -542,19 +574,23 @@ async fn subscribe_delta<S: Subscriber>(
     opts: &ClientOptions,
     state: &mut ClientState,
     subscriber: &S,
-    subscribed: &mut HashMap<&'static str, Option<Arc<BTreeSet<String>>>>,
-    tx: &mpsc::Sender<DeltaDiscoveryRequest>,
+    subscribed: &mut HashMap<&'static str, Option<Arc<BTreeSet<Name>>>>,
+    tx: &mpsc::Sender<DeltaRequestOut>,
 ) {
     for (type_url, want) in subscriber.interest(state) {
         let request = match subscribed.get(type_url) {
-            None => DeltaDiscoveryRequest {
+            None => DeltaRequestOut {
                 node: Some(opts.node.clone()),
                 type_url: type_url.to_string(),
-                resource_names_subscribe: want.iter().flat_map(|w| w.iter()).cloned().collect(),
+                resource_names_subscribe: want
+                    .iter()
+                    .flat_map(|w| w.iter())
+                    .map(|n| n.as_shared().clone())
+                    .collect(),
                 initial_resource_versions: state
                     .of(type_url)
                     .filter(|(name, _)| want.as_ref().is_none_or(|w| w.contains(*name)))
-                    .map(|(name, r)| (name.clone(), r.version().to_string()))
+                    .map(|(name, r)| (name.to_string(), r.version().to_string()))
                     .collect(),
                 ..Default::default()
             },
@@ -565,7 +601,7 @@ async fn subscribe_delta<S: Subscriber>(
                     had.as_deref().unwrap_or(&empty),
                     want.as_deref().unwrap_or(&empty),
                 );
-                let gone: Vec<String> = had.difference(now).cloned().collect();
+                let gone: Vec<Name> = had.difference(now).cloned().collect();
                 // The server sends no removal for an unsubscribed name: forget it here.
                 if !gone.is_empty() && state.types.contains_key(type_url) {
                     let held = state.held_mut(type_url);
@@ -573,10 +609,16 @@ async fn subscribe_delta<S: Subscriber>(
                         held.remove(name);
                     }
                 }
-                DeltaDiscoveryRequest {
+                DeltaRequestOut {
                     type_url: type_url.to_string(),
-                    resource_names_subscribe: now.difference(had).cloned().collect(),
-                    resource_names_unsubscribe: gone,
+                    resource_names_subscribe: now
+                        .difference(had)
+                        .map(|n| n.as_shared().clone())
+                        .collect(),
+                    resource_names_unsubscribe: gone
+                        .iter()
+                        .map(|n| n.as_shared().clone())
+                        .collect(),
                     ..Default::default()
                 }
             }
@@ -588,7 +630,7 @@ async fn subscribe_delta<S: Subscriber>(
 
 /// Per type, the names a state-of-the-world stream asks for, and them as written in
 /// each of its requests.
-type Asked = HashMap<&'static str, (Option<Arc<BTreeSet<String>>>, NamesOut)>;
+type Asked = HashMap<&'static str, (Option<Arc<BTreeSet<Name>>>, NamesOut)>;
 
 async fn sotw_session<S: Subscriber>(
     opts: &ClientOptions,
@@ -637,8 +679,8 @@ async fn sotw_session<S: Subscriber>(
                     String::from_utf8_lossy(&body.type_url)
                 )
             });
-            let checked =
-                named.and_then(|name| check(&type_url, &name, &version, &body).map(|()| name));
+            let checked = named
+                .and_then(|name| check(&type_url, name.as_str(), &version, &body).map(|()| name));
             match checked {
                 Ok(name) => set.push((name, Resource::new(version.clone(), body.value))),
                 Err(e) => {
@@ -735,15 +777,17 @@ async fn subscribe_sotw<S: Subscriber>(
 /// rest of the resource without allocating.
 #[derive(Clone, PartialEq, prost::Message)]
 struct NameField {
-    #[prost(string, tag = "1")]
-    name: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    name: Bytes,
 }
 
 /// The name of a resource of one of the four core types (state of the world sends
-/// bare resources, so the client reads the names out of them).
-pub fn resource_name(type_url: &str, body: &[u8]) -> Option<String> {
+/// bare resources, so the client reads the names out of them): a slice of `body`.
+pub fn resource_name(type_url: &str, body: &Bytes) -> Option<Name> {
     match type_url {
-        LISTENER | ROUTE | CLUSTER | ENDPOINT => NameField::decode(body).ok().map(|r| r.name),
+        LISTENER | ROUTE | CLUSTER | ENDPOINT => NameField::decode(body.clone())
+            .ok()
+            .and_then(|r| Name::from_utf8(r.name).ok()),
         _ => None,
     }
 }
@@ -822,6 +866,41 @@ mod tests {
         assert!(delta_resource(CLUSTER, bodiless.encode_to_vec().into())
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn the_delta_request_is_the_prost_message() {
+        use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+        let ours = DeltaRequestOut {
+            node: Some(Node {
+                id: "sidecar~1".into(),
+                ..Default::default()
+            }),
+            type_url: ENDPOINT.into(),
+            resource_names_subscribe: vec![Bytes::from("outbound|80||a"), Bytes::new()],
+            resource_names_unsubscribe: vec![Bytes::from("b")],
+            initial_resource_versions: [("a".to_string(), "v1".to_string())].into(),
+            response_nonce: "7".into(),
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: "no".into(),
+                details: Vec::new(),
+            }),
+        };
+        let theirs = DeltaDiscoveryRequest::decode(ours.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            theirs,
+            DeltaDiscoveryRequest {
+                node: ours.node.clone(),
+                type_url: ENDPOINT.into(),
+                resource_names_subscribe: vec!["outbound|80||a".into(), String::new()],
+                resource_names_unsubscribe: vec!["b".into()],
+                initial_resource_versions: [("a".to_string(), "v1".to_string())].into(),
+                response_nonce: "7".into(),
+                error_detail: ours.error_detail.clone(),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 mod body;
 pub mod client;
 mod held;
+mod name;
 mod server;
 mod snapshot;
 mod thread;
@@ -22,6 +23,7 @@ mod wanted;
 mod wire;
 
 pub use envoy_types::pb;
+pub use name::Name;
 pub use server::{AdsServer, AdsService, Authorize, ServerStats};
 pub use snapshot::{Base, Cache, Changes, Snapshot, TypeResources, Versioned};
 pub use thread::ServerThread;

@@ -432,7 +432,7 @@ impl Variant for Sotw {
             // not a lookup of each of 10 000 held names.
             let mut unasked = absent_from(names.iter());
             let gone: Vec<String> = (w.held.versions.keys())
-                .filter(|held| unasked(held))
+                .filter(|held| unasked(held.as_bytes()))
                 .cloned()
                 .collect();
             for name in gone {
@@ -508,7 +508,7 @@ fn covers<'a>(
     names: impl Iterator<Item = &'a String>,
 ) -> bool {
     let mut absent = absent_from(wanted);
-    names.into_iter().all(|name| !absent(name))
+    names.into_iter().all(|name| !absent(name.as_bytes()))
 }
 
 /// The snapshot's whole set of a type in two parts, if the client holds nothing of it

@@ -302,11 +302,11 @@ pub(crate) struct SotwRequestOut {
 pub(crate) struct NamesOut(Bytes);
 
 impl NamesOut {
-    pub fn new(names: &std::collections::BTreeSet<String>) -> Self {
+    pub fn new(names: &std::collections::BTreeSet<crate::Name>) -> Self {
         let mut buf = Vec::new();
         for name in names {
             // A repeated string is written even when empty: the element counts.
-            put_header(REQ_RESOURCE_NAMES, name.len(), &mut buf);
+            put_header(REQ_RESOURCE_NAMES, name.as_bytes().len(), &mut buf);
             buf.put_slice(name.as_bytes());
         }
         NamesOut(Bytes::from(buf))
@@ -685,9 +685,9 @@ mod tests {
     #[test]
     fn sotw_request_out_is_the_prost_message() {
         use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-        let names: std::collections::BTreeSet<String> = ["", "a", "outbound|80||b"]
+        let names: std::collections::BTreeSet<crate::Name> = ["", "a", "outbound|80||b"]
             .iter()
-            .map(|s| s.to_string())
+            .map(|s| crate::Name::from(*s))
             .collect();
         let ours = SotwRequestOut {
             version_info: "v7".into(),
@@ -707,7 +707,7 @@ mod tests {
         let prost = DiscoveryRequest {
             version_info: "v7".into(),
             node: ours.node.clone(),
-            resource_names: names.into_iter().collect(),
+            resource_names: names.iter().map(crate::Name::to_string).collect(),
             type_url: crate::ENDPOINT.into(),
             response_nonce: "3".into(),
             error_detail: ours.error_detail.clone(),

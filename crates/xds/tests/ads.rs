@@ -13,6 +13,7 @@ use trellis_xds::pb::envoy::config::core::v3::Node;
 use trellis_xds::pb::envoy::config::listener::v3::Listener;
 use trellis_xds::pb::envoy::config::route::v3::RouteConfiguration;
 use trellis_xds::pb::google::protobuf::Any;
+use trellis_xds::Name;
 use trellis_xds::{Cache, ServerStats, ServerThread, Snapshot, CLUSTER, LISTENER, ROUTE};
 
 /// Listeners named `l-<route>` each refer to the route configuration `<route>` through
@@ -81,7 +82,7 @@ impl Recorder {
                         .internal_only_headers
                         .join(",")
                 };
-                (name.clone(), generation)
+                (name.to_string(), generation)
             })
             .collect()
     }
@@ -90,9 +91,9 @@ impl Recorder {
 #[tonic::async_trait]
 impl Subscriber for Recorder {
     fn interest(&self, state: &ClientState) -> Interest {
-        let routes: BTreeSet<String> = state
+        let routes: BTreeSet<Name> = state
             .of(LISTENER)
-            .map(|(name, _)| name.trim_start_matches("l-").to_string())
+            .map(|(name, _)| Name::from(name.as_str().trim_start_matches("l-")))
             .collect();
         vec![(LISTENER, None), (ROUTE, Some(std::sync::Arc::new(routes)))]
     }
@@ -439,10 +440,10 @@ impl Subscriber for Referrer {
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
-        let clusters: BTreeSet<&String> = state.of(CLUSTER).map(|(n, _)| n).collect();
+        let clusters: BTreeSet<&str> = state.of(CLUSTER).map(|(n, _)| n.as_str()).collect();
         for (name, r) in state.of(LISTENER) {
             let uses = Listener::decode(r.body()).unwrap().stat_prefix;
-            if !clusters.contains(&uses) {
+            if !clusters.contains(uses.as_str()) {
                 let e = format!("listener {name} uses cluster {uses}, which is not defined");
                 self.nacks.lock().unwrap().push(e.clone());
                 return Err(e);
