@@ -3,7 +3,9 @@
 //!   - control plane memory (RSS growth after loading and generating every view);
 //!   - time to push the full config to all 100 (from views being set in the cache to
 //!     every client holding every listener, route configuration, cluster and endpoint
-//!     assignment of its view), and when the control plane made the last response of it;
+//!     assignment of its view), when the control plane made the last response of it,
+//!     and the CPU time it took the control plane and the sidecars (they share the
+//!     machine's cores here, as they would not in a cluster);
 //!   - time for one endpoint change on disk to reach all of them (reload included),
 //!     five times: the median and the best.
 //!
@@ -128,11 +130,39 @@ fn wait_all(clients: &[Counter], what: &str, done: impl Fn(&Counter) -> bool) ->
 }
 
 /// When a push ended, from the control plane's side: its last response made, and the
-/// last byte of it written into a socket.
+/// last byte of it written into a socket; and the CPU time the push took on each side.
 #[derive(Clone, Copy, Default)]
 struct ServerDone {
     made: Duration,
     written: Duration,
+    /// The control plane's (its server thread's).
+    server_cpu: Duration,
+    /// The 100 simulated sidecars' together.
+    clients_cpu: Duration,
+}
+
+/// The server's thread ([`ServerThread`] names it).
+const SERVER_THREAD: &str = "trellis-xds";
+/// The simulated sidecars' runtime threads.
+const CLIENT_THREADS: &str = "sidecar-xds";
+
+/// CPU time (user and system) of this process's threads named `name`, as the kernel
+/// accounts it per thread: the clients and the control plane share two cores here, so
+/// the wall time of a push is theirs together; this tells each side's part.
+fn cpu_of_threads(name: &str) -> Duration {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    let ns: u64 = tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if comm.trim_end() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 /// Starts one client per node on a runtime of their own and waits until every one
@@ -150,6 +180,7 @@ fn connect_all(
 ) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()
         .unwrap();
@@ -164,6 +195,8 @@ fn connect_all(
             }
         })
         .collect();
+    let server_cpu = cpu_of_threads(SERVER_THREAD);
+    let clients_cpu = cpu_of_threads(CLIENT_THREADS);
     let start = Instant::now();
     for (node, c) in nodes.iter().zip(&clients) {
         let opts = ClientOptions {
@@ -213,10 +246,29 @@ fn connect_all(
         })
     };
     let full = wait_all(&clients, "full push", Counter::holds_its_view);
+    let server_cpu = cpu_of_threads(SERVER_THREAD).saturating_sub(server_cpu);
+    let clients_cpu = cpu_of_threads(CLIENT_THREADS).saturating_sub(clients_cpu);
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
-    let server_done = *server_done.lock().unwrap();
+    let server_done = ServerDone {
+        server_cpu,
+        clients_cpu,
+        ..*server_done.lock().unwrap()
+    };
     (rt, clients, (full, server_done))
+}
+
+/// A push's wall time, when the control plane was done with it, and each side's CPU.
+fn push_summary((wall, done): (Duration, ServerDone)) -> String {
+    format!(
+        "{:.2} s (last response made at {:.2} s, last byte written at {:.2} s; CPU: control plane {:.2} s, sidecars {:.2} s, {:.0} ms each)",
+        wall.as_secs_f64(),
+        done.made.as_secs_f64(),
+        done.written.as_secs_f64(),
+        done.server_cpu.as_secs_f64(),
+        done.clients_cpu.as_secs_f64(),
+        done.clients_cpu.as_secs_f64() * 1000.0 / PROXIES as f64,
+    )
 }
 
 /// The encoded size of a sidecar's view: the resources' bodies, by type, without the
@@ -292,15 +344,11 @@ fn run(services: usize, mode: Mode) {
         "full rebuild"
     };
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {:.2} s (last response made at {:.2} s, last byte written at {:.2} s), again to 100 new clients {:.2} s ({:.2} s, {:.2} s), endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}; one sidecar's view: {view_size}",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, {mode:?}: generate all views {:.2} s, control-plane RSS +{} MiB, full push {}, again to 100 new clients {}, endpoint change to all: median {:.0} ms, best {:.0} ms of 5 (last reload {:.0} ms, {path}: read {:.0}, registry {:.0}, views {:.0}), resources sent in the first push {sent}; one sidecar's view: {view_size}",
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
-        cold.0.as_secs_f64(),
-        cold.1.made.as_secs_f64(),
-        cold.1.written.as_secs_f64(),
-        warm.0.as_secs_f64(),
-        warm.1.made.as_secs_f64(),
-        warm.1.written.as_secs_f64(),
+        push_summary(cold),
+        push_summary(warm),
         changes[2].as_secs_f64() * 1000.0,
         changes[0].as_secs_f64() * 1000.0,
         reload.as_secs_f64() * 1000.0,
@@ -333,7 +381,7 @@ fn run_kube(services: usize) {
     let cache = Cache::new();
     let plane = trellis_control::ControlPlane::new(&[], cache.clone()).with_kube(inputs.clone());
     let (generate, rss1, server, nodes) = generate_and_serve(&plane, &cache);
-    let (_rt, clients, (full, _)) = connect_all(&server, &cache, &nodes, Mode::Delta);
+    let (_rt, clients, full) = connect_all(&server, &cache, &nodes, Mode::Delta);
 
     // Endpoint 9 of svc-0 turns not ready, ready, ...: five watch events.
     let mut changes = Vec::new();
@@ -377,11 +425,11 @@ fn run_kube(services: usize) {
         "full rebuild"
     };
     println!(
-        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, Kubernetes (delta): list {:.2} s, generate all views {:.2} s, control-plane RSS +{} MiB (watch store included), full push {:.2} s, endpoint change (watch event to all): median {:.0} ms, best {:.0} ms of 5 (event seen by the watcher: median {:.0} ms; last reload {path}: {:.0} ms); with a Service edited too (full rebuild) {:.0} ms",
+        "{services:>6} services x {ENDPOINTS} endpoints, {PROXIES} sidecars, Kubernetes (delta): list {:.2} s, generate all views {:.2} s, control-plane RSS +{} MiB (watch store included), full push {}, endpoint change (watch event to all): median {:.0} ms, best {:.0} ms of 5 (event seen by the watcher: median {:.0} ms; last reload {path}: {:.0} ms); with a Service edited too (full rebuild) {:.0} ms",
         listed.as_secs_f64(),
         generate.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,
-        full.as_secs_f64(),
+        push_summary(full),
         changes[2].as_secs_f64() * 1000.0,
         changes[0].as_secs_f64() * 1000.0,
         seen[2].as_secs_f64() * 1000.0,

@@ -24,6 +24,13 @@ impl Name {
         Ok(Name(bytes))
     }
 
+    /// A name from bytes already checked to be UTF-8 (a request's names, checked
+    /// together). Not UTF-8 after all, it would read as the empty name.
+    pub(crate) fn checked(bytes: Bytes) -> Name {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Name(bytes)
+    }
+
     pub fn as_str(&self) -> &str {
         // Checked when made; a second check costs what reading the name does.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -66,6 +73,12 @@ impl Borrow<[u8]> for Name {
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
         self.0 == other.as_bytes()
     }
 }

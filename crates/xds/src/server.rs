@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status, Streaming};
 
@@ -14,8 +13,8 @@ use crate::held::{Diff, Held};
 use crate::snapshot::Named;
 use crate::wanted::{absent_from, Wanted};
 use crate::wire::{
-    DeltaResponse, Response, SotwRequest, SotwResponse, WireDecoder, WireRequest, DELTA_PATH,
-    SOTW_PATH,
+    DeltaRequest, DeltaResponse, Response, SotwRequest, SotwResponse, WireDecoder, WireRequest,
+    DELTA_PATH, SOTW_PATH,
 };
 use crate::wire::{Encoded, Flavor};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot, Versioned};
@@ -425,8 +424,7 @@ impl Variant for Sotw {
         w.names_hash = hash;
         let wildcard = is_wildcard_type(&req.type_url)
             && (req.names.is_empty() || req.names.iter().any(|n| n == "*"));
-        let names: Option<Wanted> =
-            (!wildcard).then(|| req.names.iter().map(String::from).collect());
+        let names: Option<Wanted> = (!wildcard).then(|| req.names.shared().collect());
         if let Some(names) = &names {
             // The client drops what it no longer asks for. Both in name order: one walk,
             // not a lookup of each of 10 000 held names.
@@ -503,8 +501,8 @@ enum Picked<'a> {
 
 /// Whether `wanted` holds every name of `names` (both in order): one pass, not a
 /// lookup per name.
-fn covers<'a>(
-    wanted: impl Iterator<Item = &'a String> + 'a,
+fn covers<'a, W: AsRef<[u8]> + 'a>(
+    wanted: impl Iterator<Item = &'a W> + 'a,
     names: impl Iterator<Item = &'a String>,
 ) -> bool {
     let mut absent = absent_from(wanted);
@@ -545,7 +543,7 @@ fn whole_set<'a>(
     if push.unchanged(type_url) {
         return None;
     }
-    let wanted = |name: &String| w.names.as_ref().is_none_or(|n| n.contains(name));
+    let wanted = |name: &String| (w.names.as_ref()).is_none_or(|n| n.contains(name.as_bytes()));
     // A state-of-the-world response replaces the whole set: in the upsert phase, what
     // is going away stays for one more response, until the removal phase.
     let gone = |name: &String| wanted(name) && snapshot.resource(type_url, name).is_none();
@@ -656,7 +654,7 @@ fn changed_only<'a>(
         return None;
     }
     let names = &w.names;
-    let wanted = |name: &str| names.as_ref().is_none_or(|n| n.contains(name));
+    let wanted = |name: &str| names.as_ref().is_none_or(|n| n.contains(name.as_bytes()));
     let version = snapshot.version(type_url).unwrap_or_default().to_string();
     if let Some(resumed) = w.resumed.take() {
         if resumed == version {
@@ -693,12 +691,10 @@ struct Delta {
 }
 
 impl Variant for Delta {
-    type Req = DeltaDiscoveryRequest;
+    type Req = DeltaRequest;
     type Resp = DeltaResponse;
 
-    fn node(
-        req: &DeltaDiscoveryRequest,
-    ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+    fn node(req: &DeltaRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
     }
 
@@ -706,12 +702,7 @@ impl Variant for Delta {
         self.watches.keys().cloned().collect()
     }
 
-    fn on_request(
-        &mut self,
-        req: DeltaDiscoveryRequest,
-        node: &str,
-        stats: &ServerStats,
-    ) -> Option<String> {
+    fn on_request(&mut self, req: DeltaRequest, node: &str, stats: &ServerStats) -> Option<String> {
         let fresh = !self.watches.contains_key(&req.type_url);
         let w = self.watches.entry(req.type_url.clone()).or_default();
         w.held
@@ -723,15 +714,13 @@ impl Variant for Delta {
             &req.type_url,
             stats,
         );
-        let subscription_change = fresh
-            || !req.resource_names_subscribe.is_empty()
-            || !req.resource_names_unsubscribe.is_empty();
+        let subscription_change = fresh || !req.subscribe.is_empty() || !req.unsubscribe.is_empty();
         if !subscription_change {
             // An ACK or a NACK: nothing new to send until the snapshot changes.
             return None;
         }
         if fresh {
-            w.wildcard = is_wildcard_type(&req.type_url) && req.resource_names_subscribe.is_empty();
+            w.wildcard = is_wildcard_type(&req.type_url) && req.subscribe.is_empty();
             w.held.versions = req
                 .initial_resource_versions
                 .into_iter()
@@ -744,23 +733,22 @@ impl Variant for Delta {
                 })
                 .collect();
         }
-        let mut subscribe = req.resource_names_subscribe;
-        if subscribe.iter().any(|n| n == "*") {
+        if req.subscribe.iter().any(|n| n == "*") {
             w.wildcard = true;
-            subscribe.retain(|n| n != "*");
         }
+        let subscribe = req.subscribe.shared().filter(|n| n != "*");
         if w.names.is_empty() {
             // A sidecar's first endpoint subscription names thousands of sets, in order
             // (clients keep them sorted): one bulk build, not an insert per name.
-            w.names = subscribe.into_iter().collect();
+            w.names = subscribe.collect();
         } else {
             w.names.extend(subscribe);
         }
-        for name in &req.resource_names_unsubscribe {
+        for name in req.unsubscribe.iter() {
             if name == "*" {
                 w.wildcard = false;
             } else {
-                w.names.remove(name);
+                w.names.remove(name.as_bytes());
                 w.held.versions.remove(name);
             }
         }
@@ -793,7 +781,7 @@ impl Variant for Delta {
             Some((shared, own)) => Picked::Whole(shared, own),
             None => {
                 let diff = w.held.diff(type_url, snapshot, push, |name| {
-                    wildcard || names.contains(name)
+                    wildcard || names.contains(name.as_bytes())
                 });
                 if diff.upserts.is_empty()
                     && diff.removed.is_empty()
@@ -860,7 +848,7 @@ mod tests {
         snapshot.insert("own", any("own")).seal();
         let held = Held::default();
         let sends_whole = |names: &[&str]| {
-            let wanted: Wanted = names.iter().map(|n| n.to_string()).collect();
+            let wanted: Wanted = names.iter().map(|n| crate::Name::from(*n)).collect();
             let picked = whole(
                 &held,
                 Some(&wanted),
