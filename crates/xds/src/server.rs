@@ -422,8 +422,8 @@ impl Variant for Sotw {
             return None;
         }
         w.names_hash = hash;
-        let wildcard = is_wildcard_type(&req.type_url)
-            && (req.names.is_empty() || req.names.iter().any(|n| n == "*"));
+        let wildcard =
+            is_wildcard_type(&req.type_url) && (req.names.is_empty() || req.names.contains("*"));
         let names: Option<Wanted> = (!wildcard).then(|| req.names.shared().collect());
         if let Some(names) = &names {
             // The client drops what it no longer asks for. Both in name order: one walk,
@@ -733,7 +733,7 @@ impl Variant for Delta {
                 })
                 .collect();
         }
-        if req.subscribe.iter().any(|n| n == "*") {
+        if req.subscribe.contains("*") {
             w.wildcard = true;
         }
         let subscribe = req.subscribe.shared().filter(|n| n != "*");

@@ -404,6 +404,12 @@ impl Names {
         })
     }
 
+    /// Whether one of the names is `name` (compared as bytes: no name read as text).
+    pub fn contains(&self, name: &str) -> bool {
+        let raw = &self.raw;
+        (self.spans.iter()).any(|&(s, e)| &raw[s as usize..e as usize] == name.as_bytes())
+    }
+
     /// The names as slices of the request (no copy).
     pub fn shared(&self) -> impl Iterator<Item = Name> + '_ {
         self.spans
@@ -817,6 +823,7 @@ mod tests {
         assert_eq!(ours.node, prost.node);
         assert_eq!(ours.type_url, crate::ENDPOINT);
         let subscribe: Vec<Name> = ours.subscribe.shared().collect();
+        assert!(ours.subscribe.contains("*") && !ours.unsubscribe.contains("*"));
         assert_eq!(subscribe, prost.resource_names_subscribe);
         assert_eq!(
             ours.unsubscribe.iter().collect::<Vec<_>>(),
