@@ -134,14 +134,22 @@ impl ControlPlane {
             mut refused,
         } = loaded;
         inputs.keep_previous(&self.state.lock().unwrap().0, &mut refused);
+        let parsed = started.elapsed();
+        let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
+        // Known only with the workloads: a Sidecar whose egress ports several sidecars
+        // on one address would bind.
+        for d in trellis_mesh::egress_collisions(&inputs, &registry) {
+            if let Some((_, ns, name)) = &d.key {
+                (inputs.sidecars).retain(|sc| !(&sc.namespace == ns && &sc.name == name));
+            }
+            refused.push(d);
+        }
         for w in &warnings {
             tracing::warn!("{w}");
         }
         for r in &refused {
             tracing::error!("refused: {r}");
         }
-        let parsed = started.elapsed();
-        let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
         let indexed = started.elapsed();
         let (services, workloads) = (registry.services.len(), registry.workloads.len());
         *self.state.lock().unwrap() = (inputs, registry);

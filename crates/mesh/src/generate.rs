@@ -120,6 +120,57 @@ pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {
     }
 }
 
+/// Sidecar resources whose egress listeners (those with a port) would be bound by two
+/// or more sidecars on one address, each refused with the reason. Workloads with the
+/// same address share a network namespace (every workload of a local mesh is on
+/// 127.0.0.1): the first sidecar would bind the port and every other one would refuse
+/// each listener update from then on, since a port it cannot bind refuses the update.
+pub fn egress_collisions(inputs: &Inputs, registry: &Registry) -> Vec<crate::Diagnostic> {
+    // Sidecar (namespace, name) → address → the sidecars there it scopes.
+    let mut scoped: BTreeMap<(&str, &str), BTreeMap<&str, Vec<String>>> = BTreeMap::new();
+    let empty = Registry::default();
+    for w in registry.workloads.iter().filter(|w| w.has_sidecar()) {
+        let Some(sc) = Gen::new(inputs, &empty, w).sidecar_scope() else {
+            continue;
+        };
+        if !sc.spec.egress.iter().any(|e| e.port.is_some()) {
+            continue;
+        }
+        (scoped.entry((&sc.namespace, &sc.name)).or_default())
+            .entry(&w.address)
+            .or_default()
+            .push(format!("{}.{}", w.name, w.namespace));
+    }
+    let mut refused = Vec::new();
+    for ((ns, name), by_address) in scoped {
+        let Some((address, sidecars)) = by_address.iter().find(|(_, s)| s.len() > 1) else {
+            continue;
+        };
+        let sc = inputs
+            .sidecars
+            .iter()
+            .find(|sc| sc.namespace == ns && sc.name == name)
+            .expect("found above");
+        let ports: Vec<String> = (sc.spec.egress.iter())
+            .filter_map(|e| e.port.as_ref().map(|p| p.number.to_string()))
+            .collect();
+        refused.push(crate::Diagnostic {
+            resource: sc.source.clone(),
+            message: format!(
+                "spec.egress: the sidecars of {} workloads at the same address \
+                 {address} ({}) would each bind port {}, which only one can; give them \
+                 Sidecar resources with different ports or bind addresses (until then \
+                 they are scoped as if this Sidecar did not exist)",
+                sidecars.len(),
+                sidecars.join(", "),
+                ports.join(", "),
+            ),
+            key: Some(("Sidecar".into(), ns.to_string(), name.to_string())),
+        });
+    }
+    refused
+}
+
 struct Gen<'a> {
     inputs: &'a Inputs,
     registry: &'a Registry,

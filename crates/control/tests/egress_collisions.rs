@@ -1,0 +1,128 @@
+//! A Sidecar's egress listener with a port is bound in the sidecar's own network
+//! namespace. Two sidecars at one address (a local mesh, where every workload is on
+//! 127.0.0.1) cannot both bind it: the control plane refuses such a Sidecar, naming the
+//! workloads and the port, instead of letting every sidecar after the first refuse its
+//! listener updates from then on.
+
+use trellis_control::ControlPlane;
+use trellis_xds::{Cache, LISTENER};
+
+const MESH: &str = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: shop, namespace: default }
+spec:
+  hosts: [shop.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 8080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: shop } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: postgres, namespace: default }
+spec:
+  hosts: [postgres.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 5432, name: tcp-postgres, protocol: TCP }]
+  workloadSelector: { labels: { app: postgres } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: postgres-1, namespace: default }
+spec:
+  address: 10.0.0.9
+  ports: { tcp-postgres: 5432 }
+  labels: { app: postgres }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: shop-1
+  namespace: default
+  annotations: { sidecar.trellis.dev/app-ports: "http=9001", sidecar.trellis.dev/outbound: "127.0.0.1:15101" }
+spec:
+  address: ADDRESS_1
+  ports: { http: 16001 }
+  labels: { app: shop }
+  serviceAccount: shop
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: shop-2
+  namespace: default
+  annotations: { sidecar.trellis.dev/app-ports: "http=9002", sidecar.trellis.dev/outbound: "127.0.0.1:15102" }
+spec:
+  address: ADDRESS_2
+  ports: { http: 16002 }
+  labels: { app: shop }
+  serviceAccount: shop
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: { name: shop, namespace: default }
+spec:
+  workloadSelector: { labels: { app: shop } }
+  egress:
+    - hosts: ["./*"]
+    - port: { number: 5432, protocol: TCP, name: tcp-postgres }
+      bind: 127.0.0.1
+      hosts: ["./postgres.default.svc.cluster.local"]
+"#;
+
+fn node(workload: &str, address: &str) -> String {
+    format!("sidecar~{address}~{workload}.default~default.svc.cluster.local")
+}
+
+/// The listener names in `node`'s view.
+fn listeners(cache: &Cache, node: &str) -> Vec<String> {
+    let view = cache.get(node).expect("a view");
+    view.iter(LISTENER).map(|(n, _)| n.clone()).collect()
+}
+
+#[test]
+fn a_sidecar_whose_egress_port_two_sidecars_on_one_address_would_bind_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = |a1: &str, a2: &str| MESH.replace("ADDRESS_1", a1).replace("ADDRESS_2", a2);
+    let cache = Cache::new();
+    let plane = ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
+
+    // Two hosts: each sidecar binds its own 127.0.0.1:5432.
+    std::fs::write(dir.path().join("mesh.yaml"), mesh("10.0.0.1", "10.0.0.2")).unwrap();
+    plane.reload().unwrap();
+    assert!(plane.status().borrow().refused.is_empty());
+    for (w, a) in [("shop-1", "10.0.0.1"), ("shop-2", "10.0.0.2")] {
+        let l = listeners(&cache, &node(w, a));
+        assert!(l.contains(&"127.0.0.1_5432".to_string()), "{w}: {l:?}");
+    }
+
+    // One host: refused, naming the file, the resource, the workloads and the port; the
+    // sidecars keep the rest of their views, without the listener only one could bind.
+    std::fs::write(dir.path().join("mesh.yaml"), mesh("127.0.0.1", "127.0.0.1")).unwrap();
+    plane.reload().unwrap();
+    let refused = plane.status().borrow().refused.clone();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    for part in [
+        "mesh.yaml",
+        "Sidecar default/shop",
+        "spec.egress",
+        "127.0.0.1",
+        "shop-1.default, shop-2.default",
+        "port 5432",
+    ] {
+        assert!(refused[0].contains(part), "{part:?} in {}", refused[0]);
+    }
+    for w in ["shop-1", "shop-2"] {
+        let l = listeners(&cache, &node(w, "127.0.0.1"));
+        assert!(!l.iter().any(|n| n.ends_with("_5432")), "{w}: {l:?}");
+        assert!(!l.is_empty(), "{w} keeps its other listeners");
+    }
+
+    // Apart again: accepted.
+    std::fs::write(dir.path().join("mesh.yaml"), mesh("10.0.0.1", "10.0.0.2")).unwrap();
+    plane.reload().unwrap();
+    assert!(plane.status().borrow().refused.is_empty());
+    let l = listeners(&cache, &node("shop-2", "10.0.0.2"));
+    assert!(l.contains(&"127.0.0.1_5432".to_string()), "{l:?}");
+}
