@@ -43,6 +43,10 @@ pub struct ControlArgs {
     /// Serve xDS only, without the embedded CA.
     #[arg(long)]
     no_ca: bool,
+    /// Threads serving xDS and the CA (0 = one per core): a full push writes every
+    /// sidecar's view, megabytes each in a large mesh, and streams spread over them.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     #[command(flatten)]
     ca: CaOptions,
 }
@@ -58,10 +62,11 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     } else {
         Some(Ca::build(&args.ca)?)
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if args.workers > 0 {
+        rt.worker_threads(args.workers);
+    }
+    let rt = rt.enable_all().build()?;
     rt.block_on(async move {
         let cache = trellis_xds::Cache::new();
         let mut plane = trellis_control::ControlPlane::new(&args.config_dir, cache.clone());

@@ -613,3 +613,18 @@ spec:
         c.ca.proc.log()
     );
 }
+
+/// The threads that serve xDS and the CA: one per core unless `--workers` says.
+#[test]
+fn workers_sets_the_serving_threads() {
+    let mesh = tempfile::tempdir().unwrap();
+    let dir = mesh.path().display().to_string();
+    let c = control_with(&["--config-dir", &dir, "--workers", "3"]);
+    let tasks = format!("/proc/{}/task", c.ca.proc.pid());
+    let workers = std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+        .count();
+    assert_eq!(workers, 3, "runtime worker threads in {tasks}");
+}
