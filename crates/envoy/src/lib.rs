@@ -119,21 +119,21 @@ struct EdsRefs {
 pub fn endpoint_names<'a>(
     clusters: impl IntoIterator<Item = &'a Bytes>,
 ) -> std::collections::BTreeSet<Name> {
+    clusters.into_iter().filter_map(endpoint_name).collect()
+}
+
+/// The endpoint assignment one cluster loads, if it is an EDS cluster.
+fn endpoint_name(cluster: &Bytes) -> Option<Name> {
     use prost::Message;
     use trellis_xds::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
-    clusters
-        .into_iter()
-        .filter_map(|body| ClusterRefs::decode(body.clone()).ok())
-        .filter(|c| c.discovery == Some(DiscoveryType::Eds as i32))
-        .filter_map(|c| {
-            let name = c
-                .eds
-                .map(|e| e.service_name)
-                .filter(|n| !n.is_empty())
-                .unwrap_or(c.name);
-            Name::from_utf8(name).ok()
-        })
-        .collect()
+    let c = ClusterRefs::decode(cluster.clone()).ok()?;
+    if c.discovery != Some(DiscoveryType::Eds as i32) {
+        return None;
+    }
+    let name = (c.eds.map(|e| e.service_name))
+        .filter(|n| !n.is_empty())
+        .unwrap_or(c.name);
+    Name::from_utf8(name).ok()
 }
 
 /// Per resource, in name order: the version read (a shared slice, not a copy) and the
@@ -192,12 +192,12 @@ impl SidecarInterest {
                         e
                     }
                     _ => {
+                        // A cluster names one assignment at most: no set for it.
                         let names = if type_url == LISTENER {
-                            route_names([r.body()])
+                            route_names([r.body()]).into_iter().collect()
                         } else {
-                            endpoint_names([r.body_shared()])
+                            endpoint_name(r.body_shared()).into_iter().collect()
                         };
-                        let names = names.into_iter().collect();
                         (name.clone(), (r.clone(), names))
                     }
                 };
@@ -207,9 +207,12 @@ impl SidecarInterest {
             all.extend(seen.refs.iter().flat_map(|(_, (_, n))| n.iter()));
             all.sort_unstable();
             all.dedup();
-            let out: BTreeSet<Name> = all.into_iter().cloned().collect();
-            if out != *seen.names {
-                seen.names = Arc::new(out);
+            // Usually the same names as before (a cluster changed, not which assignment
+            // it loads): compared before a set is built.
+            let same = all.len() == seen.names.len()
+                && all.iter().zip(seen.names.iter()).all(|(a, b)| *a == b);
+            if !same {
+                seen.names = Arc::new(all.into_iter().cloned().collect());
             }
             seen.stamp = stamp;
             seen.names.clone()

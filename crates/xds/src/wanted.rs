@@ -67,9 +67,15 @@ pub(crate) fn absent_from<'a, T: AsRef<[u8]> + 'a>(
     sorted: impl Iterator<Item = &'a T> + 'a,
 ) -> impl FnMut(&[u8]) -> bool + 'a {
     let mut rest = sorted.peekable();
-    move |name| {
-        while rest.next_if(|n| n.as_ref() < name).is_some() {}
-        rest.peek().map(|n| n.as_ref()) != Some(name)
+    // One comparison per step (names share long prefixes: `outbound|8080||svc-...`).
+    move |name| loop {
+        match rest.peek().map(|n| n.as_ref().cmp(name)) {
+            Some(std::cmp::Ordering::Less) => {
+                rest.next();
+            }
+            Some(std::cmp::Ordering::Equal) => return false,
+            _ => return true,
+        }
     }
 }
 
