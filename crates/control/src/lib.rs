@@ -130,20 +130,21 @@ impl ControlPlane {
         trellis_mesh::cross_check(&mut loaded);
         let Loaded {
             mut inputs,
-            warnings,
+            mut warnings,
             mut refused,
         } = loaded;
         inputs.keep_previous(&self.state.lock().unwrap().0, &mut refused);
         let parsed = started.elapsed();
         let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
-        // Known only with the workloads: a Sidecar whose egress ports several sidecars
-        // on one address would bind.
+        // Known only with the registry: a Sidecar whose egress ports several sidecars
+        // on one address would bind, or whose egress names a service not there.
         for d in trellis_mesh::egress_collisions(&inputs, &registry) {
             if let Some((_, ns, name)) = &d.key {
                 (inputs.sidecars).retain(|sc| !(&sc.namespace == ns && &sc.name == name));
             }
             refused.push(d);
         }
+        warnings.extend(trellis_mesh::egress_unresolved(&inputs, &registry));
         for w in &warnings {
             tracing::warn!("{w}");
         }

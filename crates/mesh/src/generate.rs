@@ -171,6 +171,51 @@ pub fn egress_collisions(inputs: &Inputs, registry: &Registry) -> Vec<crate::Dia
     refused
 }
 
+/// The service (FQDN) and port a Sidecar egress listener with a port forwards to.
+fn egress_target(
+    sc: &Resource<istio::Sidecar>,
+    e: &istio::EgressListener,
+) -> Option<(String, u16)> {
+    let (port, h) = (e.port.as_ref()?, e.hosts.first()?);
+    let (ns, host) = h.split_once('/').unwrap_or(("*", h));
+    let ns = if ns == "." || ns == "*" {
+        &sc.namespace
+    } else {
+        ns
+    };
+    Some((fqdn(host, ns), port.number))
+}
+
+/// Warnings for Sidecar egress listeners with a port whose service, or port of it, the
+/// registry does not have: no listener is made for them until it does (a service
+/// defined after the Sidecar, or gone).
+pub fn egress_unresolved(inputs: &Inputs, registry: &Registry) -> Vec<crate::Diagnostic> {
+    let mut warnings = Vec::new();
+    for sc in &inputs.sidecars {
+        for (i, e) in sc.spec.egress.iter().enumerate() {
+            let Some((host, port)) = egress_target(sc, e) else {
+                continue;
+            };
+            let service = registry.service(&host);
+            if service.is_some_and(|s| s.ports.iter().any(|p| p.number == port)) {
+                continue;
+            }
+            let what = match service {
+                None => format!("no service {host}"),
+                Some(_) => format!("service {host} has no port {port}"),
+            };
+            warnings.push(crate::Diagnostic {
+                resource: sc.source.clone(),
+                message: format!(
+                    "spec.egress[{i}]: {what}; its listener on port {port} is made once there is"
+                ),
+                key: None,
+            });
+        }
+    }
+    warnings
+}
+
 struct Gen<'a> {
     inputs: &'a Inputs,
     registry: &'a Registry,
@@ -322,27 +367,22 @@ impl<'a> Gen<'a> {
         };
         let mut listeners = Vec::new();
         for e in &sc.spec.egress {
-            let (Some(port), Some(h)) = (&e.port, e.hosts.first()) else {
+            let Some((host, port)) = egress_target(sc, e) else {
                 continue;
             };
-            let (ns, host) = h.split_once('/').unwrap_or(("*", h));
-            let ns = if ns == "." || ns == "*" {
-                &sc.namespace
-            } else {
-                ns
-            };
-            let Some(cluster) = self.cluster(&fqdn(host, ns), port.number, None) else {
+            // A service or port that is not there yet: `egress_unresolved` warns.
+            let Some(cluster) = self.cluster(&host, port, None) else {
                 continue;
             };
             // Without capture, Istio binds such a listener to loopback by default.
             let bind = e.bind.as_deref().unwrap_or("127.0.0.1");
             let address = if bind.contains(':') {
-                format!("[{bind}]:{}", port.number)
+                format!("[{bind}]:{port}")
             } else {
-                format!("{bind}:{}", port.number)
+                format!("{bind}:{port}")
             };
             listeners.push(tc::Listener {
-                name: format!("{bind}_{}", port.number),
+                name: format!("{bind}_{port}"),
                 address: Some(address),
                 addresses: Vec::new(),
                 tcp: Some(tc::TcpProxy { cluster }),

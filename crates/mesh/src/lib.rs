@@ -20,8 +20,8 @@ mod registry;
 mod validate;
 
 pub use generate::{
-    egress_collisions, generate, generate_client, generate_clusters, generate_inbound,
-    generate_outbound, outbound_scope, Outbound,
+    egress_collisions, egress_unresolved, generate, generate_client, generate_clusters,
+    generate_inbound, generate_outbound, outbound_scope, Outbound,
 };
 pub use incremental::endpoint_moves;
 pub use load::{

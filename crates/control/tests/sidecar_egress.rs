@@ -1,8 +1,10 @@
-//! A Sidecar's egress listener with a port is bound in the sidecar's own network
-//! namespace. Two sidecars at one address (a local mesh, where every workload is on
-//! 127.0.0.1) cannot both bind it: the control plane refuses such a Sidecar, naming the
-//! workloads and the port, instead of letting every sidecar after the first refuse its
-//! listener updates from then on.
+//! Sidecar egress listeners with a port, checked against the registry.
+//!
+//! Such a listener is bound in the sidecar's own network namespace. Two sidecars at one
+//! address (a local mesh, where every workload is on 127.0.0.1) cannot both bind it:
+//! the control plane refuses such a Sidecar, naming the workloads and the port, instead
+//! of letting every sidecar after the first refuse its listener updates from then on.
+//! One that names a service or port the registry does not have is warned about.
 
 use trellis_control::ControlPlane;
 use trellis_xds::{Cache, LISTENER};
@@ -125,4 +127,49 @@ fn a_sidecar_whose_egress_port_two_sidecars_on_one_address_would_bind_is_refused
     assert!(plane.status().borrow().refused.is_empty());
     let l = listeners(&cache, &node("shop-2", "10.0.0.2"));
     assert!(l.contains(&"127.0.0.1_5432".to_string()), "{l:?}");
+}
+
+#[test]
+fn an_egress_listener_for_a_service_port_not_there_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new();
+    let plane = ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
+    let apart = MESH
+        .replace("ADDRESS_1", "10.0.0.1")
+        .replace("ADDRESS_2", "10.0.0.2");
+    let shop_1 = node("shop-1", "10.0.0.1");
+
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        apart.replace("number: 5432, protocol: TCP", "number: 5433, protocol: TCP"),
+    )
+    .unwrap();
+    plane.reload().unwrap();
+    let status = plane.status().borrow().clone();
+    assert!(status.refused.is_empty(), "{:?}", status.refused);
+    let warned = status
+        .warnings
+        .iter()
+        .find(|w| w.contains("spec.egress[1]"));
+    let warned = warned.unwrap_or_else(|| panic!("{:?}", status.warnings));
+    for part in [
+        "mesh.yaml",
+        "Sidecar default/shop",
+        "service postgres.default.svc.cluster.local has no port 5433",
+    ] {
+        assert!(warned.contains(part), "{part:?} in {warned}");
+    }
+    let l = listeners(&cache, &shop_1);
+    assert!(!l.iter().any(|n| n.ends_with("_5433")), "{l:?}");
+
+    // The port the service has: no warning, and the listener.
+    std::fs::write(dir.path().join("mesh.yaml"), &apart).unwrap();
+    plane.reload().unwrap();
+    let status = plane.status().borrow().clone();
+    assert!(
+        !status.warnings.iter().any(|w| w.contains("spec.egress")),
+        "{:?}",
+        status.warnings
+    );
+    assert!(listeners(&cache, &shop_1).contains(&"127.0.0.1_5432".to_string()));
 }
