@@ -126,8 +126,10 @@ pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {
 /// 127.0.0.1): the first sidecar would bind the port and every other one would refuse
 /// each listener update from then on, since a port it cannot bind refuses the update.
 pub fn egress_collisions(inputs: &Inputs, registry: &Registry) -> Vec<crate::Diagnostic> {
-    // Sidecar (namespace, name) → address → the sidecars there it scopes.
-    let mut scoped: BTreeMap<(&str, &str), BTreeMap<&str, Vec<String>>> = BTreeMap::new();
+    // Sidecar (namespace, name) → it, and by address the sidecars there it scopes.
+    type ByAddress<'a> = BTreeMap<&'a str, Vec<String>>;
+    let mut scoped: BTreeMap<(&str, &str), (&Resource<istio::Sidecar>, ByAddress)> =
+        BTreeMap::new();
     let empty = Registry::default();
     for w in registry.workloads.iter().filter(|w| w.has_sidecar()) {
         let Some(sc) = Gen::new(inputs, &empty, w).sidecar_scope() else {
@@ -136,21 +138,18 @@ pub fn egress_collisions(inputs: &Inputs, registry: &Registry) -> Vec<crate::Dia
         if !sc.spec.egress.iter().any(|e| e.port.is_some()) {
             continue;
         }
-        (scoped.entry((&sc.namespace, &sc.name)).or_default())
+        let (_, by_address) =
+            (scoped.entry((&sc.namespace, &sc.name))).or_insert_with(|| (sc, ByAddress::new()));
+        by_address
             .entry(&w.address)
             .or_default()
             .push(format!("{}.{}", w.name, w.namespace));
     }
     let mut refused = Vec::new();
-    for ((ns, name), by_address) in scoped {
+    for ((ns, name), (sc, by_address)) in scoped {
         let Some((address, sidecars)) = by_address.iter().find(|(_, s)| s.len() > 1) else {
             continue;
         };
-        let sc = inputs
-            .sidecars
-            .iter()
-            .find(|sc| sc.namespace == ns && sc.name == name)
-            .expect("found above");
         let ports: Vec<String> = (sc.spec.egress.iter())
             .filter_map(|e| e.port.as_ref().map(|p| p.number.to_string()))
             .collect();
