@@ -6,7 +6,10 @@
 //! - A policy matches when any of its rules matches; a rule when any `from`, any `to`
 //!   and every `when` condition match. Inside a field any value matches; `not_` fields
 //!   match when no value does.
-//! - Values: exact, prefix `abc*`, suffix `*abc`, presence `*`.
+//! - Values: exact, prefix `abc*`, suffix `*abc`, presence `*`; paths also as
+//!   templates (`/books/{*}/pages`, `/files/{**}`).
+//! - Dry-run policies (`istio.io/dry-run`) are evaluated beside the enforced ones: the
+//!   verdict reports what the decision would have been with them, and never uses it.
 //! - On TCP there is no HTTP request: an ALLOW rule that names HTTP-only attributes
 //!   (methods, paths, hosts, request headers) never matches, and a DENY rule ignores
 //!   them, so that a TCP policy can only be stricter than its HTTP reading (Istio's rule).
@@ -24,10 +27,18 @@ use values::ValueSet;
 
 /// What the proxy knows about a request or connection.
 pub struct Attributes<'a> {
+    /// The connection's peer address (`source.ip`, `ipBlocks`).
     pub source_ip: IpAddr,
+    /// The original client (`remote.ip`, `remoteIpBlocks`): the peer address unless
+    /// trusted proxies named another in `X-Forwarded-For`.
+    pub remote_ip: IpAddr,
     /// The peer's SPIFFE ID without `spiffe://` (`cluster.local/ns/default/sa/sleep`).
     pub principal: Option<&'a str>,
+    /// The address the connection was accepted on (`destination.ip`).
+    pub destination_ip: IpAddr,
     pub destination_port: u16,
+    /// The TLS server name the client asked for (`connection.sni`).
+    pub sni: Option<&'a str>,
     /// None on TCP listeners.
     pub http: Option<HttpAttributes<'a>>,
 }
@@ -41,16 +52,23 @@ pub struct HttpAttributes<'a> {
     pub headers: &'a HeaderMap,
 }
 
-impl Attributes<'_> {
-    fn namespace(&self) -> Option<&str> {
+impl<'a> Attributes<'a> {
+    /// `<trust domain>`, `<namespace>`, `<service account>` of a principal of the form
+    /// `<trust domain>/ns/<namespace>/sa/<service account>`.
+    fn identity(&self) -> Option<(&'a str, &'a str, &'a str)> {
         let p = self.principal?;
-        let mut parts = p.split('/');
-        parts.find(|s| *s == "ns")?;
-        parts.next()
+        let (td, rest) = p.split_once("/ns/")?;
+        let (ns, sa) = rest.split_once("/sa/")?;
+        (!td.is_empty() && !ns.is_empty() && !sa.is_empty() && !sa.contains('/'))
+            .then_some((td, ns, sa))
+    }
+
+    fn namespace(&self) -> Option<&'a str> {
+        self.identity().map(|(_, ns, _)| ns)
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
     /// Names the DENY policy that matched, or says that no ALLOW policy did.
@@ -61,12 +79,18 @@ pub struct Verdict {
     pub decision: Decision,
     /// AUDIT policies that matched.
     pub audited: Vec<String>,
+    /// With dry-run policies (`istio.io/dry-run`): the decision had they been
+    /// enforced too. Reported, never enforced.
+    pub dry_run: Option<Decision>,
 }
 
 pub struct Engine {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
+    /// Dry-run policies, by action: evaluated, never enforced.
+    dry_deny: Vec<Policy>,
+    dry_allow: Vec<Policy>,
     sets: Sets,
 }
 
@@ -75,6 +99,9 @@ pub struct Engine {
 struct Sets {
     principals: ValueSet,
     namespaces: ValueSet,
+    service_accounts: ValueSet,
+    trust_domains: ValueSet,
+    snis: ValueSet,
     methods: ValueSet,
     paths: ValueSet,
     ports: ValueSet,
@@ -86,6 +113,9 @@ struct Sets {
 struct Hits {
     principals: Vec<bool>,
     namespaces: Vec<bool>,
+    service_accounts: Vec<bool>,
+    trust_domains: Vec<bool>,
+    snis: Vec<bool>,
     methods: Vec<bool>,
     paths: Vec<bool>,
     ports: Vec<bool>,
@@ -110,7 +140,10 @@ struct Rule {
 struct Source {
     principals: Field<usize>,
     namespaces: Field<usize>,
+    service_accounts: Field<usize>,
+    trust_domains: Field<usize>,
     ip_blocks: Field<IpBlock>,
+    remote_ip_blocks: Field<IpBlock>,
 }
 
 #[derive(Default)]
@@ -160,10 +193,30 @@ impl Field<IpBlock> {
 enum ConditionKey {
     Header(http::HeaderName),
     SourceIp,
+    RemoteIp,
     SourceNamespace,
     SourcePrincipal,
+    SourceServiceAccount,
+    SourceTrustDomain,
+    DestinationIp,
     DestinationPort,
+    ConnectionSni,
 }
+
+/// The `when` keys this engine evaluates (Istio's, less `request.auth.*` and
+/// `experimental.*`).
+pub const CONDITION_KEYS: &[&str] = &[
+    "request.headers[<name>]",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "source.serviceAccount",
+    "source.trustDomain",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+];
 
 struct Condition {
     key: ConditionKey,
@@ -217,11 +270,19 @@ fn condition_key(key: &str) -> Result<ConditionKey, String> {
             .map_err(|_| format!("{name:?} is not a header name"));
     }
     match key {
-        "source.ip" | "remote.ip" => Ok(ConditionKey::SourceIp),
+        "source.ip" => Ok(ConditionKey::SourceIp),
+        "remote.ip" => Ok(ConditionKey::RemoteIp),
         "source.namespace" => Ok(ConditionKey::SourceNamespace),
         "source.principal" => Ok(ConditionKey::SourcePrincipal),
+        "source.serviceAccount" => Ok(ConditionKey::SourceServiceAccount),
+        "source.trustDomain" => Ok(ConditionKey::SourceTrustDomain),
+        "destination.ip" => Ok(ConditionKey::DestinationIp),
         "destination.port" => Ok(ConditionKey::DestinationPort),
-        other => Err(format!("condition key {other:?} is not supported (request.headers[...], source.ip, source.namespace, source.principal, destination.port)")),
+        "connection.sni" => Ok(ConditionKey::ConnectionSni),
+        other => Err(format!(
+            "condition key {other:?} is not supported ({})",
+            CONDITION_KEYS.join(", ")
+        )),
     }
 }
 
@@ -243,7 +304,21 @@ impl Sets {
                     &s.not_namespaces,
                     false,
                 ),
+                // `namespace/name`; the control plane refuses wildcards here.
+                service_accounts: ids(
+                    &mut self.service_accounts,
+                    &s.service_accounts,
+                    &s.not_service_accounts,
+                    false,
+                ),
+                trust_domains: ids(
+                    &mut self.trust_domains,
+                    &s.trust_domains,
+                    &s.not_trust_domains,
+                    false,
+                ),
                 ip_blocks: ips(&s.ip_blocks, &s.not_ip_blocks)?,
+                remote_ip_blocks: ips(&s.remote_ip_blocks, &s.not_remote_ip_blocks)?,
             });
         }
         let to =
@@ -252,7 +327,10 @@ impl Sets {
                     let o = &t.operation;
                     Operation {
                         methods: ids(&mut self.methods, &o.methods, &o.not_methods, false),
-                        paths: ids(&mut self.paths, &o.paths, &o.not_paths, false),
+                        paths: Field {
+                            any: o.paths.iter().map(|v| self.paths.path_id(v)).collect(),
+                            none: o.not_paths.iter().map(|v| self.paths.path_id(v)).collect(),
+                        },
                         ports: ids(&mut self.ports, &o.ports, &o.not_ports, false),
                         hosts: ids(&mut self.hosts, &o.hosts, &o.not_hosts, true),
                     }
@@ -270,7 +348,17 @@ impl Sets {
         let key = condition_key(&c.key)?;
         let (v, nv) = (&c.values, &c.not_values);
         let (ips, values) = match &key {
-            ConditionKey::SourceIp => (ips(v, nv)?, Field::default()),
+            ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => {
+                (ips(v, nv)?, Field::default())
+            }
+            ConditionKey::SourceServiceAccount => (
+                Field::default(),
+                ids(&mut self.service_accounts, v, nv, false),
+            ),
+            ConditionKey::SourceTrustDomain => {
+                (Field::default(), ids(&mut self.trust_domains, v, nv, false))
+            }
+            ConditionKey::ConnectionSni => (Field::default(), ids(&mut self.snis, v, nv, false)),
             ConditionKey::SourceNamespace => {
                 (Field::default(), ids(&mut self.namespaces, v, nv, false))
             }
@@ -290,6 +378,9 @@ impl Sets {
         for set in [
             &mut self.principals,
             &mut self.namespaces,
+            &mut self.service_accounts,
+            &mut self.trust_domains,
+            &mut self.snis,
             &mut self.methods,
             &mut self.paths,
             &mut self.ports,
@@ -314,9 +405,20 @@ impl Sets {
             hits
         };
         let port = a.destination_port.to_string();
+        let identity = a.identity();
+        let service_account = identity.map(|(_, ns, sa)| format!("{ns}/{sa}"));
         let mut h = Hits {
             principals: mark(&self.principals, a.principal.as_slice()),
             namespaces: mark(&self.namespaces, a.namespace().as_slice()),
+            service_accounts: mark(
+                &self.service_accounts,
+                service_account.as_deref().as_slice(),
+            ),
+            trust_domains: mark(
+                &self.trust_domains,
+                identity.map(|(td, _, _)| td).as_slice(),
+            ),
+            snis: mark(&self.snis, a.sni.as_slice()),
             ports: mark(&self.ports, &[&port]),
             methods: Vec::new(),
             paths: Vec::new(),
@@ -355,6 +457,8 @@ impl Engine {
             deny: Vec::new(),
             allow: Vec::new(),
             audit: Vec::new(),
+            dry_deny: Vec::new(),
+            dry_allow: Vec::new(),
             sets: Sets::default(),
         };
         for p in &config.policies {
@@ -369,10 +473,12 @@ impl Engine {
                 action: p.action,
                 rules,
             };
-            match p.action {
-                AuthorizationAction::Deny => e.deny.push(policy),
-                AuthorizationAction::Allow => e.allow.push(policy),
-                AuthorizationAction::Audit => e.audit.push(policy),
+            match (p.action, p.dry_run) {
+                (AuthorizationAction::Deny, false) => e.deny.push(policy),
+                (AuthorizationAction::Allow, false) => e.allow.push(policy),
+                (AuthorizationAction::Deny, true) => e.dry_deny.push(policy),
+                (AuthorizationAction::Allow, true) => e.dry_allow.push(policy),
+                (AuthorizationAction::Audit, _) => e.audit.push(policy),
             }
         }
         e.sets.compile(mode)?;
@@ -387,14 +493,40 @@ impl Engine {
             .filter(|p| p.matches(a, &hits))
             .map(|p| p.name.clone())
             .collect();
-        let decision = if let Some(p) = self.deny.iter().find(|p| p.matches(a, &hits)) {
-            Decision::Deny(p.name.clone())
-        } else if self.allow.is_empty() || self.allow.iter().any(|p| p.matches(a, &hits)) {
-            Decision::Allow
-        } else {
-            Decision::Deny("no ALLOW policy matched".into())
-        };
-        Verdict { decision, audited }
+        let decision = decide(a, &hits, [&self.deny[..], &[]], [&self.allow[..], &[]]);
+        let dry_run = (!self.dry_deny.is_empty() || !self.dry_allow.is_empty()).then(|| {
+            decide(
+                a,
+                &hits,
+                [&self.deny[..], &self.dry_deny[..]],
+                [&self.allow[..], &self.dry_allow[..]],
+            )
+        });
+        Verdict {
+            decision,
+            audited,
+            dry_run,
+        }
+    }
+}
+
+/// Any matching DENY policy denies; otherwise, with ALLOW policies, one must match.
+fn decide(a: &Attributes, hits: &Hits, deny: [&[Policy]; 2], allow: [&[Policy]; 2]) -> Decision {
+    if let Some(p) = deny
+        .iter()
+        .flat_map(|d| d.iter())
+        .find(|p| p.matches(a, hits))
+    {
+        return Decision::Deny(p.name.clone());
+    }
+    let mut allow = allow.iter().flat_map(|a| a.iter()).peekable();
+    if allow.peek().is_none() {
+        return Decision::Allow;
+    }
+    if allow.any(|p| p.matches(a, hits)) {
+        Decision::Allow
+    } else {
+        Decision::Deny("no ALLOW policy matched".into())
     }
 }
 
@@ -430,7 +562,10 @@ impl Source {
     fn matches(&self, a: &Attributes, h: &Hits) -> bool {
         self.principals.check(&h.principals)
             && self.namespaces.check(&h.namespaces)
+            && self.service_accounts.check(&h.service_accounts)
+            && self.trust_domains.check(&h.trust_domains)
             && self.ip_blocks.check(a.source_ip)
+            && self.remote_ip_blocks.check(a.remote_ip)
     }
 }
 
@@ -458,8 +593,13 @@ impl Condition {
                     .is_none_or(|hits| self.values.check(hits)),
             },
             ConditionKey::SourceIp => self.ips.check(a.source_ip),
+            ConditionKey::RemoteIp => self.ips.check(a.remote_ip),
+            ConditionKey::DestinationIp => self.ips.check(a.destination_ip),
             ConditionKey::SourceNamespace => self.values.check(&h.namespaces),
             ConditionKey::SourcePrincipal => self.values.check(&h.principals),
+            ConditionKey::SourceServiceAccount => self.values.check(&h.service_accounts),
+            ConditionKey::SourceTrustDomain => self.values.check(&h.trust_domains),
+            ConditionKey::ConnectionSni => self.values.check(&h.snis),
             ConditionKey::DestinationPort => self.values.check(&h.ports),
         }
     }

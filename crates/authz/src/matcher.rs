@@ -8,9 +8,27 @@ pub enum StrMatch {
     Suffix(String),
     /// `*`: any non-empty value.
     Present,
+    /// A path template (`/books/{*}/pages/{**}`), as the regular expression it
+    /// stands for (matched whole).
+    Template(String, regex::Regex),
 }
 
+/// A character a path segment may hold (RFC 3986 pchar, as Envoy's URI templates).
+const PCHAR: &str = "[a-zA-Z0-9\\-._~%!$&'()+,;:@=]";
+
 impl StrMatch {
+    /// A path value: a template when it holds `{*}` or `{**}`, else as [`parse`](Self::parse).
+    pub fn parse_path(v: &str) -> Self {
+        match template_regex(v) {
+            Some(re) => {
+                let compiled = regex::Regex::new(&format!("^(?:{re})$"))
+                    .expect("a template's regular expression is built from escaped literals");
+                StrMatch::Template(re, compiled)
+            }
+            None => Self::parse(v),
+        }
+    }
+
     pub fn parse(v: &str) -> Self {
         if v == "*" {
             StrMatch::Present
@@ -29,8 +47,30 @@ impl StrMatch {
             StrMatch::Prefix(p) => v.starts_with(p.as_str()),
             StrMatch::Suffix(s) => v.ends_with(s.as_str()),
             StrMatch::Present => !v.is_empty(),
+            StrMatch::Template(_, re) => re.is_match(v),
         }
     }
+}
+
+/// Istio's path templates: `{*}` is one path segment, `{**}` any number of
+/// characters of segments and slashes (only last); other segments are literal.
+/// None when `v` holds no template (the control plane checks their placement).
+pub fn template_regex(v: &str) -> Option<String> {
+    if !v.contains("{*}") && !v.contains("{**}") {
+        return None;
+    }
+    let mut re = String::new();
+    for (i, segment) in v.split('/').enumerate() {
+        if i > 0 {
+            re.push('/');
+        }
+        match segment {
+            "{*}" => re.push_str(&format!("{PCHAR}+")),
+            "{**}" => re.push_str(&format!("(?:{PCHAR}|/)*")),
+            literal => re.push_str(&regex::escape(literal)),
+        }
+    }
+    Some(re)
 }
 
 /// An address or CIDR; IPv4-mapped IPv6 sources match IPv4 blocks.
@@ -41,22 +81,7 @@ pub struct IpBlock {
 
 impl IpBlock {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
-            None => max,
-        };
+        let (net, prefix) = trellis_config::parse_ip_block(s)?;
         Ok(IpBlock { net, prefix })
     }
 

@@ -33,6 +33,7 @@ impl Engines {
         for v in verdicts {
             assert_eq!(v.decision, first.decision);
             assert_eq!(v.audited, first.audited);
+            assert_eq!(v.dry_run, first.dry_run);
         }
         first
     }
@@ -47,6 +48,8 @@ struct Req {
     host: &'static str,
     headers: Vec<(&'static str, &'static str)>,
     tcp: bool,
+    remote_ip: Option<&'static str>,
+    sni: Option<&'static str>,
 }
 
 fn req() -> Req {
@@ -59,6 +62,8 @@ fn req() -> Req {
         host: "httpbin.foo:8000",
         headers: vec![],
         tcp: false,
+        remote_ip: None,
+        sni: None,
     }
 }
 
@@ -69,8 +74,11 @@ fn decide(e: &Engines, r: &Req) -> Decision {
     }
     let a = Attributes {
         source_ip: r.ip.parse().unwrap(),
+        remote_ip: r.remote_ip.unwrap_or(r.ip).parse().unwrap(),
         principal: r.principal,
+        destination_ip: "10.9.9.9".parse().unwrap(),
         destination_port: r.port,
+        sni: r.sni,
         http: (!r.tcp).then_some(HttpAttributes {
             method: r.method,
             path: r.path,
@@ -305,8 +313,11 @@ policies:
     headers.insert("a", HeaderValue::from_static("b"));
     let a = Attributes {
         source_ip: "127.0.0.1".parse().unwrap(),
+        remote_ip: "127.0.0.1".parse().unwrap(),
         principal: None,
+        destination_ip: "127.0.0.1".parse().unwrap(),
         destination_port: 80,
+        sni: None,
         http: Some(HttpAttributes {
             method: "GET",
             path: "/info",
@@ -320,8 +331,167 @@ policies:
 }
 
 #[test]
+fn service_accounts_trust_domains_and_remote_ips() {
+    let e = engine(
+        r#"
+policies:
+  - name: by-identity
+    rules:
+      - from: [{ source: { service_accounts: ["default/sleep"], trust_domains: ["cluster.local"] } }]
+  - name: by-remote
+    rules:
+      - from: [{ source: { remote_ip_blocks: ["192.0.2.0/24"], not_remote_ip_blocks: ["192.0.2.9"] } }]
+"#,
+    );
+    assert!(allowed(&e, &req()), "default/sleep in cluster.local");
+    let mut r = req();
+    r.principal = Some("other.domain/ns/default/sa/sleep");
+    assert!(!allowed(&e, &r), "another trust domain");
+    r.principal = Some("cluster.local/ns/prod/sa/sleep");
+    assert!(!allowed(&e, &r), "the same name in another namespace");
+    r.principal = Some("cluster.local/ns/default/sa/sleep/extra");
+    assert!(!allowed(&e, &r), "not a service account identity");
+    r.principal = None;
+    r.remote_ip = Some("192.0.2.7");
+    assert!(allowed(&e, &r), "remote IP in the block");
+    r.remote_ip = Some("192.0.2.9");
+    assert!(!allowed(&e, &r), "remote IP excluded");
+    r.ip = "192.0.2.7";
+    r.remote_ip = Some("198.51.100.1");
+    assert!(
+        !allowed(&e, &r),
+        "the peer address is not the remote address"
+    );
+}
+
+#[test]
+fn every_istio_when_key_but_request_auth() {
+    let e = engine(
+        r#"
+policies:
+  - name: conds
+    rules:
+      - when:
+          - { key: source.serviceAccount, values: ["default/sleep"] }
+          - { key: source.trustDomain, values: ["cluster.*"] }
+          - { key: destination.ip, values: ["10.9.0.0/16"] }
+          - { key: remote.ip, not_values: ["203.0.113.0/24"] }
+          - { key: connection.sni, values: ["*.svc.cluster.local"] }
+"#,
+    );
+    let mut r = req();
+    r.sni = Some("outbound_.8080_._.httpbin.foo.svc.cluster.local");
+    assert!(allowed(&e, &r));
+    r.remote_ip = Some("203.0.113.5");
+    assert!(!allowed(&e, &r), "remote.ip notValues");
+    let mut r = req();
+    assert!(!allowed(&e, &r), "no SNI");
+    r.sni = Some("outbound_.8080_._.httpbin.foo.svc.cluster.local");
+    r.principal = Some("spiffe.example/ns/default/sa/sleep");
+    assert!(!allowed(&e, &r), "trust domain");
+}
+
+#[test]
+fn path_templates() {
+    let e = engine(
+        r#"
+policies:
+  - name: deny-templates
+    action: DENY
+    rules:
+      - to: [{ operation: { paths: ["/books/{*}/pages", "/files/{**}"] } }]
+"#,
+    );
+    for (path, ok) in [
+        ("/books/1/pages", false),
+        ("/books/a.b~c/pages", false),
+        ("/books//pages", true),
+        ("/books/1/2/pages", true),
+        ("/books/1/pages/x", true),
+        ("/files/", false),
+        ("/files/a/b/c.txt", false),
+        ("/files", true),
+        ("/filesx/a", true),
+    ] {
+        let mut r = req();
+        r.path = path;
+        assert_eq!(allowed(&e, &r), ok, "{path}");
+    }
+}
+
+#[test]
+fn dry_run_policies_report_and_never_decide() {
+    let e = engine(
+        r#"
+policies:
+  - name: allow-all
+    rules: [{}]
+  - name: would-deny-post
+    action: DENY
+    dry_run: true
+    rules: [{ to: [{ operation: { methods: ["POST"] } }] }]
+  - name: would-allow-only-sleep
+    dry_run: true
+    rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/sleep"] } }] }]
+"#,
+    );
+    let mut r = req();
+    r.method = "POST";
+    let mut headers = HeaderMap::new();
+    headers.insert("a", HeaderValue::from_static("b"));
+    let verdict = |r: &Req| {
+        let a = Attributes {
+            source_ip: r.ip.parse().unwrap(),
+            remote_ip: r.ip.parse().unwrap(),
+            principal: r.principal,
+            destination_ip: "10.9.9.9".parse().unwrap(),
+            destination_port: r.port,
+            sni: None,
+            http: Some(HttpAttributes {
+                method: r.method,
+                path: r.path,
+                host: r.host,
+                headers: &headers,
+            }),
+        };
+        let v = e.evaluate(&a);
+        (v.decision, v.dry_run)
+    };
+    assert_eq!(
+        verdict(&r),
+        (
+            Decision::Allow,
+            Some(Decision::Deny("would-deny-post".into()))
+        )
+    );
+    r.method = "GET";
+    assert_eq!(verdict(&r), (Decision::Allow, Some(Decision::Allow)));
+    r.principal = Some("cluster.local/ns/default/sa/other");
+    assert_eq!(
+        verdict(&r),
+        (Decision::Allow, Some(Decision::Allow)),
+        "allow-all is one of the ALLOW policies the dry run adds to"
+    );
+    let only_dry = engine("policies: [{ name: p, dry_run: true }]");
+    let v = only_dry.evaluate(&Attributes {
+        source_ip: "10.0.0.1".parse().unwrap(),
+        remote_ip: "10.0.0.1".parse().unwrap(),
+        principal: None,
+        destination_ip: "10.0.0.2".parse().unwrap(),
+        destination_port: 80,
+        sni: None,
+        http: None,
+    });
+    assert_eq!(v.decision, Decision::Allow, "a dry-run ALLOW never denies");
+    assert_eq!(
+        v.dry_run,
+        Some(Decision::Deny("no ALLOW policy matched".into()))
+    );
+}
+
+#[test]
 fn refuses_bad_ip_blocks_and_keys() {
-    for bad in ["10.0.0.0/33", "x", "::/129"] {
+    for bad in ["10.0.0.0/33", "x", "::/129", "10.0.0.0/+8", "10.0.0.0/08"] {
         assert!(check_ip_block(bad).is_err(), "{bad}");
     }
     assert!(check_condition_key("request.auth.claims[iss]").is_err());
@@ -349,6 +519,8 @@ mod differential {
             "foo.com",
             "*.example.com",
             "café",
+            "/api/{*}",
+            "/{*}/v1/{**}",
         ]);
         (atom, 0..4u8).prop_map(|(a, form)| match form {
             0 => a.to_string(),
@@ -420,6 +592,7 @@ mod differential {
                     AuthorizationAction::Audit,
                 ]),
                 prop::collection::vec(rule(), 0..3),
+                any::<bool>(),
             ),
             0..5,
         )
@@ -427,11 +600,14 @@ mod differential {
             policies: ps
                 .into_iter()
                 .enumerate()
-                .map(|(i, (action, rules))| trellis_config::AuthorizationPolicy {
-                    name: format!("p{i}"),
-                    action,
-                    rules,
-                })
+                .map(
+                    |(i, (action, rules, dry_run))| trellis_config::AuthorizationPolicy {
+                        name: format!("p{i}"),
+                        action,
+                        dry_run,
+                        rules,
+                    },
+                )
                 .collect(),
         })
     }
@@ -455,8 +631,11 @@ mod differential {
             }
             let a = Attributes {
                 source_ip: "10.0.0.1".parse().unwrap(),
+                remote_ip: "10.0.0.1".parse().unwrap(),
                 principal,
+                destination_ip: "10.0.0.2".parse().unwrap(),
                 destination_port: 8080,
+                sni: None,
                 http: (!tcp).then_some(HttpAttributes { method, path, host, headers: &headers }),
             };
             engines.evaluate(&a);

@@ -39,6 +39,17 @@ impl ValueSet {
         id
     }
 
+    /// As [`id`](Self::id), for a path (which may be a template).
+    pub fn path_id(&mut self, form: &str) -> usize {
+        if let Some(id) = self.ids.get(form) {
+            return *id;
+        }
+        let id = self.values.len();
+        self.values.push(StrMatch::parse_path(form));
+        self.ids.insert(form.to_string(), id);
+        id
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -55,6 +66,7 @@ impl ValueSet {
                 StrMatch::Exact(e) => PathPattern::Exact(e.clone()),
                 StrMatch::Prefix(p) => PathPattern::Prefix(p.clone()),
                 StrMatch::Suffix(s) => PathPattern::Regex(format!("[\\s\\S]*{}", regex::escape(s))),
+                StrMatch::Template(re, _) => PathPattern::Regex(re.clone()),
                 StrMatch::Present => {
                     self.present.push(id);
                     continue;

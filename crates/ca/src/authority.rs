@@ -288,6 +288,17 @@ fn pem(c: &X509) -> Result<String, SignError> {
 }
 
 /// Writes a secret file readable by the owner only.
+/// Replaces `path` with `bytes` (owner-only): written beside it and renamed over it,
+/// so a reader never sees half a file and a symlink planted at `path` is replaced, not
+/// followed.
+pub fn write_private_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    Ok(())
+}
+
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

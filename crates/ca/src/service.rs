@@ -34,7 +34,13 @@ pub struct CaService {
 }
 
 impl CaService {
-    async fn authenticate<T>(&self, req: &Request<T>) -> Result<(SpiffeId, &'static str), Status> {
+    /// Who is asking, and with what: `bootstrap-token` (the token, which is bound to
+    /// the CSR's key once the certificate is ready), `kubernetes-token` or
+    /// `client-certificate`.
+    async fn authenticate<'r, T>(
+        &self,
+        req: &'r Request<T>,
+    ) -> Result<(SpiffeId, &'static str, Option<&'r str>), Status> {
         let bearer = req
             .metadata()
             .get("authorization")
@@ -44,13 +50,13 @@ impl CaService {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let (id, how) = match bearer {
+        let (id, how, bootstrap) = match bearer {
             Some(token) if TokenIssuer::is_ours(token) => {
                 let id = self
                     .tokens
                     .verify(token)
                     .map_err(|e| Status::unauthenticated(format!("bootstrap token: {e}")))?;
-                (id, "bootstrap-token")
+                (id, "bootstrap-token", Some(token))
             }
             Some(token) => {
                 let Some(kube) = &self.kube else {
@@ -62,7 +68,7 @@ impl CaService {
                     .review(token)
                     .await
                     .map_err(|e| Status::unauthenticated(e.to_string()))?;
-                (id, "kubernetes-token")
+                (id, "kubernetes-token", None)
             }
             None => {
                 let peer = req
@@ -76,7 +82,7 @@ impl CaService {
                     })?;
                 let id = SpiffeId::parse(&peer)
                     .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-                (id, "client-certificate")
+                (id, "client-certificate", None)
             }
         };
         if id.trust_domain != self.authority.trust_domain {
@@ -85,7 +91,7 @@ impl CaService {
                 self.authority.trust_domain
             )));
         }
-        Ok((id, how))
+        Ok((id, how, bootstrap))
     }
 }
 
@@ -96,7 +102,7 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let result: Result<Vec<String>, Status> = async {
-            let (identity, how) = self.authenticate(&request).await?;
+            let (identity, how, bootstrap) = self.authenticate(&request).await?;
             let req = request.get_ref();
             let requested = (req.validity_duration > 0)
                 .then(|| Duration::from_secs(req.validity_duration as u64));
@@ -107,6 +113,11 @@ impl IstioCertificateService for CaService {
                     SignError::Internal(_) => Status::internal(e.to_string()),
                     _ => Status::invalid_argument(e.to_string()),
                 })?;
+            if let Some(token) = bootstrap {
+                self.tokens
+                    .bind(token, csr_key_hash(&req.csr)?)
+                    .map_err(|e| Status::unauthenticated(format!("bootstrap token: {e}")))?;
+            }
             tracing::info!(%identity, auth = how, "issued workload certificate");
             Ok(chain)
         }
@@ -123,4 +134,15 @@ impl IstioCertificateService for CaService {
             }
         }
     }
+}
+
+/// SHA-256 of a PEM CSR's SubjectPublicKeyInfo.
+fn csr_key_hash(csr: &str) -> Result<[u8; 32], Status> {
+    let bad = |e: boring::error::ErrorStack| Status::invalid_argument(format!("csr: {e}"));
+    let req = boring::x509::X509Req::from_pem(csr.as_bytes()).map_err(bad)?;
+    let der = req
+        .public_key()
+        .and_then(|k| k.public_key_to_der())
+        .map_err(bad)?;
+    Ok(boring::sha::sha256(&der))
 }

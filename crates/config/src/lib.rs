@@ -6,10 +6,12 @@
 //! applies half a config.
 
 mod duration;
+mod ip_block;
 mod schema;
 mod validate;
 
 pub use duration::{parse_duration, Dur};
+pub use ip_block::parse_ip_block;
 pub use schema::*;
 
 use std::fmt;

@@ -778,6 +778,10 @@ pub struct AuthorizationPolicy {
     pub name: String,
     #[serde(default)]
     pub action: AuthorizationAction,
+    /// Evaluated and reported (what the decision would have been), never enforced:
+    /// Istio's `istio.io/dry-run` annotation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// A policy matches when any rule matches; a policy with no rules matches nothing
     /// (an ALLOW policy without rules therefore denies everything, as in Istio).
     #[serde(default)]
@@ -815,11 +819,27 @@ pub struct RuleSource {
     pub namespaces: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_namespaces: Vec<String>,
+    /// `namespace/service-account` of the peer identity; need mTLS. No wildcards.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_service_accounts: Vec<String>,
+    /// Trust domains of the peer identity; need mTLS.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trust_domains: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_trust_domains: Vec<String>,
     /// IPs or CIDRs of the connection's source.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_blocks: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ip_blocks: Vec<String>,
+    /// IPs or CIDRs of the original client (the source, unless trusted proxies say
+    /// otherwise in `X-Forwarded-For`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -493,7 +493,10 @@ fn route_match(c: &mut Checker, p: &str, m: &RouteMatch) {
     }
     for (i, h) in m.headers.iter().enumerate() {
         let hp = format!("{p}.headers[{i}]");
-        c.header_name(format!("{hp}.name"), &h.name);
+        // Matchers may read the pseudo-headers the router knows (Envoy's too).
+        if !matches!(h.name.as_str(), ":authority" | ":method" | ":path") {
+            c.header_name(format!("{hp}.name"), &h.name);
+        }
         value_matcher(c, &hp, h);
     }
     for (i, q) in m.query_params.iter().enumerate() {

@@ -19,7 +19,9 @@ use trellis_mesh::istio::WorkloadEntry;
 use trellis_mesh::{Inputs, Loaded, Registry, Resource};
 use trellis_xds::{Base, Cache, Snapshot};
 
+mod check;
 mod shared;
+pub use check::Report;
 use shared::{shared, SharedOutbound};
 
 /// What the control plane currently serves, for status views.

@@ -573,22 +573,20 @@ fn route(ctx: &mut Ctx, r: rt::Route, path: &str) -> Result<tc::Route, DecodeErr
     for (i, h) in mm.headers.iter().enumerate() {
         let hpath = format!("{path}.match.headers[{i}]");
         let decoded = header_matcher(ctx, h, &hpath)?;
-        if h.name == ":method" && !decoded.invert {
-            let methods = decoded.exact.clone().or(decoded.regex.clone()).filter(|v| {
+        // An exact method, or an alternation of plain method names, is a method list;
+        // any other :method matcher stays a header matcher on the pseudo-header.
+        let methods = (h.name == ":method" && !decoded.invert && decoded.prefix.is_none())
+            .then(|| decoded.exact.clone().or(decoded.regex.clone()))
+            .flatten()
+            .filter(|v| {
                 v.split('|')
                     .all(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()))
             });
-            match methods {
-                Some(v) => matches.methods.extend(v.split('|').map(str::to_string)),
-                None => {
-                    return Err(ctx.err(
-                        &hpath,
-                        ":method matches only exact methods or an alternation of them",
-                    ))
-                }
+        match methods {
+            Some(v) if matches.methods.is_empty() => {
+                matches.methods.extend(v.split('|').map(str::to_string))
             }
-        } else {
-            matches.headers.push(decoded);
+            _ => matches.headers.push(decoded),
         }
     }
     for (i, q) in mm.query_parameters.iter().enumerate() {

@@ -414,16 +414,23 @@ impl<'a> Gen<'a> {
             dr.and_then(|d| d.spec.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
         );
-        // Istio's auto mTLS: without a DestinationRule TLS mode, endpoints with a sidecar
-        // get mutual TLS and those without one plaintext, endpoint by endpoint. An
-        // explicit ISTIO_MUTUAL asks for mutual TLS to every endpoint.
+        // Istio's auto mTLS: without a DestinationRule TLS mode, endpoints whose sidecar
+        // takes mutual TLS get it, and the others (no sidecar, or PeerAuthentication
+        // DISABLE on that port) plaintext, endpoint by endpoint. An explicit
+        // ISTIO_MUTUAL asks for mutual TLS to every endpoint.
         let tls_mode = policy.tls.as_ref().map(|t| t.mode);
         let explicit = tls_mode == Some(istio::ClientTlsMode::IstioMutual);
         let mtls_wanted = tls_mode != Some(istio::ClientTlsMode::Disable);
+        let takes_mtls = |w: &Workload| {
+            w.has_sidecar()
+                && w.app_ports.get(&p.name).is_none_or(|app| {
+                    crate::security::mtls_mode(self.inputs, w, *app) != MtlsMode::Disable
+                })
+        };
         let sidecars: Vec<&Workload> = workloads
             .iter()
             .copied()
-            .filter(|w| w.has_sidecar())
+            .filter(|w| takes_mtls(w))
             .collect();
         let tls = (mtls_wanted && (explicit || !sidecars.is_empty())).then(|| {
             let mut ids: Vec<String> = sidecars.iter().map(|w| w.spiffe_id()).collect();
@@ -450,7 +457,7 @@ impl<'a> Gen<'a> {
                 } else {
                     format!("{}:{}", w.address, w.port_for(p))
                 };
-                tc::Endpoint::new(addr, 1, plaintext_exceptions && !w.has_sidecar())
+                tc::Endpoint::new(addr, 1, plaintext_exceptions && !takes_mtls(w))
             })
             .collect();
         let mut c = tc::Cluster {
@@ -786,64 +793,12 @@ impl<'a> Gen<'a> {
         listeners
     }
 
-    /// PeerAuthentication for this workload: its own, the namespace's, the mesh's;
-    /// PERMISSIVE when none says otherwise (Istio's default).
     fn mtls_mode(&self, port: u16) -> MtlsMode {
-        let pas = &self.inputs.peer_authentications;
-        let own = pas.iter().find(|pa| {
-            pa.namespace == self.w.namespace
-                && pa
-                    .spec
-                    .selector
-                    .as_ref()
-                    .is_some_and(|s| selects(&s.match_labels, &self.w.labels))
-        });
-        let ns = pas
-            .iter()
-            .find(|pa| pa.namespace == self.w.namespace && pa.spec.selector.is_none());
-        let mesh = pas
-            .iter()
-            .find(|pa| pa.namespace == ROOT_NAMESPACE && pa.spec.selector.is_none());
-        let mut mode = MtlsMode::Unset;
-        for pa in [mesh, ns, own].into_iter().flatten() {
-            if let Some(m) = pa
-                .spec
-                .mtls
-                .as_ref()
-                .map(|m| m.mode)
-                .filter(|m| *m != MtlsMode::Unset)
-            {
-                mode = m;
-            }
-        }
-        if let Some(m) = own
-            .and_then(|pa| pa.spec.port_level_mtls.get(&port))
-            .map(|m| m.mode)
-            .filter(|m| *m != MtlsMode::Unset)
-        {
-            mode = m;
-        }
-        if mode == MtlsMode::Unset {
-            MtlsMode::Permissive
-        } else {
-            mode
-        }
+        crate::security::mtls_mode(self.inputs, self.w, port)
     }
 
     fn authorization(&self) -> Option<tc::Authorization> {
-        let policies: Vec<tc::AuthorizationPolicy> = self
-            .inputs
-            .authorization_policies
-            .iter()
-            .filter(|ap| match &ap.spec.selector {
-                None => ap.namespace == self.w.namespace || ap.namespace == ROOT_NAMESPACE,
-                Some(sel) => {
-                    ap.namespace == self.w.namespace && selects(&sel.match_labels, &self.w.labels)
-                }
-            })
-            .map(authz_policy)
-            .collect();
-        (!policies.is_empty()).then_some(tc::Authorization { policies })
+        crate::security::authorization(self.inputs, self.w)
     }
 }
 
@@ -940,12 +895,17 @@ fn route_match(m: &istio::HttpMatch) -> tc::RouteMatch {
         Some(u) => out.prefix = u.prefix.clone(),
         None => out.prefix = Some("/".into()),
     }
+    // Istio matches the method and the authority as the :method and :authority
+    // pseudo-headers (exact, prefix or a whole-value regex); an exact method is a
+    // method list entry.
     if let Some(method) = &m.method {
-        if let Some(e) = &method.exact {
-            out.methods.push(e.clone());
-        } else if let Some(re) = &method.regex {
-            out.methods.extend(re.split('|').map(str::to_string));
+        match &method.exact {
+            Some(e) => out.methods.push(e.clone()),
+            None => out.headers.push(string_matcher(":method", method)),
         }
+    }
+    if let Some(authority) = &m.authority {
+        out.headers.push(string_matcher(":authority", authority));
     }
     for (name, sm) in &m.headers {
         out.headers.push(string_matcher(name, sm));
@@ -1057,62 +1017,5 @@ fn apply_policy(p: &TrafficPolicy, c: &mut tc::Cluster) {
             max_ejection_time: d.max_ejection_time,
             max_ejection_percent: o.max_ejection_percent.unwrap_or(d.max_ejection_percent),
         });
-    }
-}
-
-fn authz_policy(ap: &Resource<istio::AuthorizationPolicy>) -> tc::AuthorizationPolicy {
-    tc::AuthorizationPolicy {
-        name: format!("{}.{}", ap.namespace, ap.name),
-        action: match ap.spec.action.as_deref() {
-            Some("DENY") => tc::AuthorizationAction::Deny,
-            Some("AUDIT") => tc::AuthorizationAction::Audit,
-            _ => tc::AuthorizationAction::Allow,
-        },
-        rules: ap
-            .spec
-            .rules
-            .iter()
-            .map(|r| tc::AuthorizationRule {
-                from: r
-                    .from
-                    .iter()
-                    .map(|f| tc::RuleFrom {
-                        source: tc::RuleSource {
-                            principals: f.source.principals.clone(),
-                            not_principals: f.source.not_principals.clone(),
-                            namespaces: f.source.namespaces.clone(),
-                            not_namespaces: f.source.not_namespaces.clone(),
-                            ip_blocks: f.source.ip_blocks.clone(),
-                            not_ip_blocks: f.source.not_ip_blocks.clone(),
-                        },
-                    })
-                    .collect(),
-                to: r
-                    .to
-                    .iter()
-                    .map(|t| tc::RuleTo {
-                        operation: tc::RuleOperation {
-                            methods: t.operation.methods.clone(),
-                            not_methods: t.operation.not_methods.clone(),
-                            paths: t.operation.paths.clone(),
-                            not_paths: t.operation.not_paths.clone(),
-                            ports: t.operation.ports.clone(),
-                            not_ports: t.operation.not_ports.clone(),
-                            hosts: t.operation.hosts.clone(),
-                            not_hosts: t.operation.not_hosts.clone(),
-                        },
-                    })
-                    .collect(),
-                when: r
-                    .when
-                    .iter()
-                    .map(|c| tc::RuleCondition {
-                        key: c.key.clone(),
-                        values: c.values.clone(),
-                        not_values: c.not_values.clone(),
-                    })
-                    .collect(),
-            })
-            .collect(),
     }
 }

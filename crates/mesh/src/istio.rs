@@ -460,8 +460,48 @@ pub struct PeerAuthentication {
     pub selector: Option<Selector>,
     #[serde(default)]
     pub mtls: Option<Mtls>,
-    #[serde(default)]
-    pub port_level_mtls: BTreeMap<u16, Mtls>,
+    /// Keyed by port number; Kubernetes hands the keys over as strings (`"8080":`).
+    #[serde(default, deserialize_with = "port_keys")]
+    pub port_level_mtls: Option<BTreeMap<u32, Mtls>>,
+}
+
+/// A map keyed by port numbers written as numbers or as strings of digits.
+fn port_keys<'de, D, V>(de: D) -> Result<Option<BTreeMap<u32, V>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct PortKey(u32);
+    impl<'de> Deserialize<'de> for PortKey {
+        fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl serde::de::Visitor<'_> for Visit {
+                type Value = PortKey;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a port number")
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PortKey, E> {
+                    u32::try_from(v)
+                        .map(PortKey)
+                        .map_err(|_| E::custom(format!("{v} is not a port number")))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PortKey, E> {
+                    u32::try_from(v)
+                        .map(PortKey)
+                        .map_err(|_| E::custom(format!("{v} is not a port number")))
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PortKey, E> {
+                    v.parse::<u32>()
+                        .map(PortKey)
+                        .map_err(|_| E::custom(format!("{v:?} is not a port number")))
+                }
+            }
+            de.deserialize_any(Visit)
+        }
+    }
+    let map: Option<BTreeMap<PortKey, V>> = Option::deserialize(de)?;
+    Ok(map.map(|m| m.into_iter().map(|(k, v)| (k.0, v)).collect()))
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -494,10 +534,11 @@ pub struct AuthorizationPolicy {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
+    /// None when absent (any source); `Some([])` is invalid, as in Istio.
     #[serde(default)]
-    pub from: Vec<RuleFrom>,
+    pub from: Option<Vec<RuleFrom>>,
     #[serde(default)]
-    pub to: Vec<RuleTo>,
+    pub to: Option<Vec<RuleTo>>,
     #[serde(default)]
     pub when: Vec<Condition>,
 }
@@ -519,9 +560,21 @@ pub struct Source {
     #[serde(default)]
     pub not_namespaces: Vec<String>,
     #[serde(default)]
+    pub service_accounts: Vec<String>,
+    #[serde(default)]
+    pub not_service_accounts: Vec<String>,
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    #[serde(default)]
+    pub not_trust_domains: Vec<String>,
+    #[serde(default)]
     pub ip_blocks: Vec<String>,
     #[serde(default)]
     pub not_ip_blocks: Vec<String>,
+    #[serde(default)]
+    pub remote_ip_blocks: Vec<String>,
+    #[serde(default)]
+    pub not_remote_ip_blocks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -553,6 +606,7 @@ pub struct Operation {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    #[serde(default)]
     pub key: String,
     #[serde(default)]
     pub values: Vec<String>,

@@ -12,11 +12,13 @@
 //! Local-mode sidecars run without traffic capture, so a workload says where its
 //! sidecar listens through annotations (see [`annotations`]).
 
+pub mod fail_closed;
 pub mod generate;
 mod incremental;
 pub mod istio;
 pub mod load;
 mod registry;
+mod security;
 mod validate;
 
 pub use generate::{
@@ -25,8 +27,8 @@ pub use generate::{
 };
 pub use incremental::endpoint_moves;
 pub use load::{
-    load_dir, load_dir_cached, load_dir_into, load_str, load_value, selects, Diagnostic, DocCache,
-    DocChange, Inputs, Loaded, Resource,
+    load_dir, load_dir_cached, load_dir_into, load_str, load_value, parse_go_bool, selects,
+    Diagnostic, DocCache, DocChange, Inputs, Loaded, Resource, DRY_RUN,
 };
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;

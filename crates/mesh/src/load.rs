@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::fail_closed::{self, FailClosed};
 use crate::istio::*;
 use crate::validate;
 
@@ -36,6 +37,20 @@ pub struct Inputs {
     pub sidecars: Vec<Resource<Sidecar>>,
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
+    /// Refused security resources, in their strictest reading (see [`crate::fail_closed`]).
+    pub fail_closed: Vec<Resource<FailClosed>>,
+}
+
+/// The annotation that makes an AuthorizationPolicy dry-run (evaluated, never enforced).
+pub const DRY_RUN: &str = "istio.io/dry-run";
+
+/// A boolean as Go's `strconv.ParseBool` reads it (how Istio reads annotations).
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +266,7 @@ impl Loaded {
             .extend_from_slice(&o.peer_authentications);
         i.authorization_policies
             .extend_from_slice(&o.authorization_policies);
+        i.fail_closed.extend_from_slice(&o.fail_closed);
         self.warnings.extend_from_slice(&other.warnings);
         self.refused.extend_from_slice(&other.refused);
     }
@@ -328,7 +344,24 @@ pub fn load_str(text: &str, file: &str, loaded: &mut Loaded) {
 /// Adds one resource already parsed (a Kubernetes object) to `loaded`; `source`
 /// names where it came from in diagnostics.
 pub fn load_value(value: Value, source: &str, loaded: &mut Loaded) {
+    let stand_in = fail_closed::stand_in(&value);
+    let meta = stand_in.as_ref().and_then(|_| {
+        value
+            .get("metadata")
+            .and_then(|m| serde_yaml::from_value::<Metadata>(m.clone()).ok())
+    });
     if let Err(d) = load_doc(value, source, loaded) {
+        if let (Some(spec), Some((_, namespace, name))) = (stand_in, &d.key) {
+            let meta = meta.unwrap_or_default();
+            loaded.inputs.fail_closed.push(Resource {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                labels: meta.labels,
+                annotations: meta.annotations,
+                spec,
+                source: d.resource.clone(),
+            });
+        }
         loaded.refused.push(d);
     }
 }
@@ -390,9 +423,29 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     } else {
         return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1)")));
     };
+    // An ignored field of a security resource could widen access: refuse instead.
+    let strict = group == "security";
+    if let Some(value) = meta.annotations.get(DRY_RUN) {
+        let action = spec
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("ALLOW");
+        if kind != "AuthorizationPolicy" {
+            return Err(refuse(&resource, format!("metadata.annotations.{DRY_RUN}: only an AuthorizationPolicy can be dry-run; remove the annotation")));
+        }
+        if parse_go_bool(value).is_none() {
+            return Err(refuse(
+                &resource,
+                format!("metadata.annotations.{DRY_RUN}: {value:?} is not a boolean"),
+            ));
+        }
+        if !matches!(action, "ALLOW" | "DENY") {
+            return Err(refuse(&resource, format!("metadata.annotations.{DRY_RUN}: only ALLOW and DENY policies can be dry-run, not {action}")));
+        }
+    }
     macro_rules! accept {
         ($field:ident, $check:path) => {{
-            let parsed = parse(&spec, &resource, &mut loaded.warnings)
+            let parsed = parse(&spec, &resource, strict, &mut loaded.warnings)
                 .map_err(|d| refuse(&resource, d.message))?;
             let errors = $check(&parsed);
             if let Some(first) = errors.into_iter().next() {
@@ -430,14 +483,16 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     Ok(())
 }
 
-/// Deserializes `spec`, reporting every field it had to ignore.
+/// Deserializes `spec`, reporting every field it had to ignore; `strict` refuses
+/// instead (security resources).
 fn parse<T: DeserializeOwned>(
     spec: &Value,
     resource: &str,
+    strict: bool,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<T, Diagnostic> {
     let mut ignored = Vec::new();
-    let mut note = |path: serde_ignored::Path| ignored.push(path.to_string());
+    let mut note = |path: serde_ignored::Path| ignored.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(spec.clone(), &mut note);
     let result: Result<T, _> = serde_path_to_error::deserialize(de);
     let parsed = result.map_err(|e| {
@@ -452,6 +507,22 @@ fn parse<T: DeserializeOwned>(
             key: None,
         }
     })?;
+    if strict && !ignored.is_empty() {
+        return Err(Diagnostic {
+            resource: resource.to_string(),
+            message: format!(
+                "{} not supported by Trellis yet; a security resource is refused rather than \
+                 read without what it says",
+                ignored
+                    .iter()
+                    .map(|p| format!("spec.{p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + if ignored.len() == 1 { " is" } else { " are" }
+            ),
+            key: None,
+        });
+    }
     for path in ignored {
         warnings.push(Diagnostic {
             resource: resource.to_string(),
@@ -462,9 +533,31 @@ fn parse<T: DeserializeOwned>(
     Ok(parsed)
 }
 
+/// A path as the other messages write it: `http[0].corsPolicy`.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = field_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
 impl Inputs {
     /// For each resource refused now that was accepted before, keeps the earlier
-    /// version serving (an edit that breaks a resource does not remove it).
+    /// version serving (an edit that breaks a resource does not remove it). A refused
+    /// security resource without one keeps its fail-closed stand-in, and its
+    /// refusal says so.
     pub fn keep_previous(&mut self, previous: &Inputs, refused: &mut [Diagnostic]) {
         macro_rules! carry {
             ($field:ident, $kind:literal) => {
@@ -498,6 +591,33 @@ impl Inputs {
         carry!(sidecars, "Sidecar");
         carry!(peer_authentications, "PeerAuthentication");
         carry!(authorization_policies, "AuthorizationPolicy");
+        // A stand-in goes where the earlier version serves; elsewhere it says so.
+        let serving = |f: &Resource<FailClosed>| match f.spec.kind {
+            "PeerAuthentication" => self
+                .peer_authentications
+                .iter()
+                .any(|r| r.namespace == f.namespace && r.name == f.name),
+            _ => self
+                .authorization_policies
+                .iter()
+                .any(|r| r.namespace == f.namespace && r.name == f.name),
+        };
+        let standing: Vec<bool> = self.fail_closed.iter().map(|f| !serving(f)).collect();
+        let mut standing = standing.into_iter();
+        self.fail_closed.retain(|_| standing.next().unwrap_or(true));
+        for d in refused.iter_mut() {
+            let Some((kind, ns, name)) = &d.key else {
+                continue;
+            };
+            if let Some(f) = self
+                .fail_closed
+                .iter()
+                .find(|f| f.spec.kind == kind.as_str() && &f.namespace == ns && &f.name == name)
+            {
+                d.message.push(' ');
+                d.message.push_str(f.spec.stance.note());
+            }
+        }
     }
 }
 

@@ -68,9 +68,9 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
                     string_match(&format!("{mp}.{field}.{name}"), sm, &mut errors);
                 }
             }
-            if m.authority.is_some() || m.port.is_some() || !m.source_labels.is_empty() {
+            if m.port.is_some() || !m.source_labels.is_empty() {
                 errors.push(format!(
-                    "{mp}: authority, port and sourceLabels matches are not supported yet"
+                    "{mp}: port and sourceLabels matches are not supported yet"
                 ));
             }
         }
@@ -331,37 +331,342 @@ fn egress_listener(e: &crate::istio::EgressListener) -> Vec<String> {
     errors
 }
 
-pub fn peer_authentication(_: &PeerAuthentication) -> Vec<String> {
-    Vec::new()
-}
-
-pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<String> {
+pub fn peer_authentication(pa: &PeerAuthentication) -> Vec<String> {
     let mut errors = Vec::new();
-    match ap.action.as_deref() {
-        None | Some("ALLOW" | "DENY" | "AUDIT") => {}
-        Some("CUSTOM") => {
-            errors.push("spec.action: CUSTOM (external authorization) is not supported".into())
+    let selector = pa.selector.as_ref().map(|s| &s.match_labels);
+    workload_selector("spec.selector.matchLabels", selector, &mut errors);
+    if let Some(ports) = &pa.port_level_mtls {
+        if selector.is_none_or(|l| l.is_empty()) {
+            errors.push(
+                "spec.portLevelMtls: a mesh or namespace PeerAuthentication (no selector) \
+                 cannot have port level mTLS"
+                    .into(),
+            );
         }
-        Some(other) => errors.push(format!(
-            "spec.action: {other} is not an action (ALLOW, DENY, AUDIT)"
-        )),
-    }
-    for (i, r) in ap.rules.iter().enumerate() {
-        for (j, c) in r.when.iter().enumerate() {
-            let known = c.key.starts_with("request.headers[")
-                || matches!(
-                    c.key.as_str(),
-                    "source.ip" | "source.namespace" | "source.principal" | "destination.port"
-                );
-            if !known {
+        if ports.is_empty() {
+            errors.push("spec.portLevelMtls: if set, must have at least one port".into());
+        }
+        for port in ports.keys() {
+            if !(1..=65535).contains(port) {
                 errors.push(format!(
-                    "spec.rules[{i}].when[{j}].key: {} is not supported",
-                    c.key
+                    "spec.portLevelMtls: port {port} is outside 1..65535"
                 ));
             }
         }
     }
     errors
+}
+
+/// Istio's rules for a workload selector: no empty keys, no wildcards.
+fn workload_selector(path: &str, labels: Option<&Labels>, errors: &mut Vec<String>) {
+    for (k, v) in labels.into_iter().flatten() {
+        if k.is_empty() {
+            errors.push(format!("{path}: an empty key is not allowed ({k}={v})"));
+        }
+        if k.contains('*') || v.contains('*') {
+            errors.push(format!("{path}: wildcards are not allowed ({k}={v})"));
+        }
+    }
+}
+
+pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<String> {
+    let mut errors = Vec::new();
+    workload_selector(
+        "spec.selector.matchLabels",
+        ap.selector.as_ref().map(|s| &s.match_labels),
+        &mut errors,
+    );
+    match ap.action.as_deref() {
+        None | Some("ALLOW" | "AUDIT") => {}
+        Some("DENY") => {
+            if ap.rules.is_empty() {
+                errors.push(
+                    "spec.rules: a DENY policy without rules never matches; add an empty \
+                     rule {} to deny every request"
+                        .into(),
+                );
+            }
+        }
+        Some("CUSTOM") => errors.push(
+            "spec.action: CUSTOM (external authorization) is not supported by Trellis yet".into(),
+        ),
+        Some(other) => errors.push(format!(
+            "spec.action: {other:?} is not an action (ALLOW, DENY, AUDIT, CUSTOM)"
+        )),
+    }
+    for (i, r) in ap.rules.iter().enumerate() {
+        let p = format!("spec.rules[{i}]");
+        if r.from.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(format!("{p}.from: must not be empty"));
+        }
+        for (j, f) in r.from.iter().flatten().enumerate() {
+            source(&format!("{p}.from[{j}].source"), &f.source, &mut errors);
+        }
+        if r.to.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(format!("{p}.to: must not be empty"));
+        }
+        for (j, t) in r.to.iter().flatten().enumerate() {
+            operation(&format!("{p}.to[{j}].operation"), &t.operation, &mut errors);
+        }
+        for (j, c) in r.when.iter().enumerate() {
+            condition(&format!("{p}.when[{j}]"), c, &mut errors);
+        }
+    }
+    errors
+}
+
+fn source(p: &str, s: &Source, errors: &mut Vec<String>) {
+    let lists: [(&str, &Vec<String>); 12] = [
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+        ("namespaces", &s.namespaces),
+        ("notNamespaces", &s.not_namespaces),
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
+        ("ipBlocks", &s.ip_blocks),
+        ("notIpBlocks", &s.not_ip_blocks),
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+    ];
+    if lists.iter().all(|(_, l)| l.is_empty()) {
+        errors.push(format!("{p}: must not be empty"));
+    }
+    for (name, list) in lists {
+        empty_values(&format!("{p}.{name}"), list, errors);
+    }
+    let identities =
+        s.principals.len() + s.not_principals.len() + s.namespaces.len() + s.not_namespaces.len();
+    if identities > 0 && s.service_accounts.len() + s.not_service_accounts.len() > 0 {
+        errors.push(format!(
+            "{p}: serviceAccounts cannot be set with namespaces or principals"
+        ));
+    }
+    for (name, list) in [
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+    ] {
+        service_accounts(&format!("{p}.{name}"), list, errors);
+    }
+    for (name, list) in [
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
+    ] {
+        trust_domains(&format!("{p}.{name}"), list, errors);
+    }
+    for (name, list) in [
+        ("ipBlocks", &s.ip_blocks),
+        ("notIpBlocks", &s.not_ip_blocks),
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+    ] {
+        ip_blocks(&format!("{p}.{name}"), list, errors);
+    }
+}
+
+fn operation(p: &str, o: &Operation, errors: &mut Vec<String>) {
+    let lists: [(&str, &Vec<String>); 8] = [
+        ("hosts", &o.hosts),
+        ("notHosts", &o.not_hosts),
+        ("ports", &o.ports),
+        ("notPorts", &o.not_ports),
+        ("methods", &o.methods),
+        ("notMethods", &o.not_methods),
+        ("paths", &o.paths),
+        ("notPaths", &o.not_paths),
+    ];
+    if lists.iter().all(|(_, l)| l.is_empty()) {
+        errors.push(format!("{p}: must not be empty"));
+    }
+    for (name, list) in lists {
+        empty_values(&format!("{p}.{name}"), list, errors);
+    }
+    for (name, list) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
+        ports(&format!("{p}.{name}"), list, errors);
+    }
+    for (name, list) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+        for path in list {
+            if let Err(e) = path_template(path) {
+                errors.push(format!("{p}.{name}: {path:?}: {e}"));
+            }
+        }
+    }
+}
+
+fn condition(p: &str, c: &Condition, errors: &mut Vec<String>) {
+    let key = c.key.as_str();
+    if key.is_empty() {
+        errors.push(format!("{p}.key: required"));
+        return;
+    }
+    if c.values.is_empty() && c.not_values.is_empty() {
+        errors.push(format!(
+            "{p}: at least one of values or notValues must be set for key {key}"
+        ));
+        return;
+    }
+    for (name, list) in [("values", &c.values), ("notValues", &c.not_values)] {
+        let vp = format!("{p}.{name}");
+        empty_values(&vp, list, errors);
+        match key {
+            "source.ip" | "remote.ip" | "destination.ip" => ip_blocks(&vp, list, errors),
+            "destination.port" => ports(&vp, list, errors),
+            "source.serviceAccount" => service_accounts(&vp, list, errors),
+            "source.trustDomain" => wildcards(&vp, list, errors),
+            _ => {}
+        }
+    }
+    let map_key = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .is_some_and(|rest| rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']'))
+    };
+    let problem = match key {
+        "source.ip"
+        | "remote.ip"
+        | "source.namespace"
+        | "source.principal"
+        | "source.serviceAccount"
+        | "source.trustDomain"
+        | "destination.ip"
+        | "destination.port"
+        | "connection.sni" => None,
+        _ if key.starts_with("request.headers") => {
+            if !map_key("request.headers") {
+                Some(format!(
+                    "{key:?} is not of the form request.headers[<name>]"
+                ))
+            } else {
+                header_key(key).err()
+            }
+        }
+        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => Some(
+            format!("{key} needs RequestAuthentication (JWT), which Trellis does not support yet"),
+        ),
+        _ if key.starts_with("request.auth.claims") => Some(if map_key("request.auth.claims") {
+            format!("{key} needs RequestAuthentication (JWT), which Trellis does not support yet")
+        } else {
+            format!("{key:?} is not of the form request.auth.claims[<name>]")
+        }),
+        _ if key.starts_with("experimental.envoy.filters.") => Some(format!(
+            "{key} (Envoy filter metadata) is not supported by Trellis"
+        )),
+        "destination.namespace" => Some(format!(
+            "{key} is replaced by the policy's metadata.namespace"
+        )),
+        _ if key.starts_with("destination.labels") => {
+            Some(format!("{key} is replaced by the workload selector"))
+        }
+        "destination.name" | "destination.user" => {
+            Some(format!("{key} is deprecated (only in v1alpha1)"))
+        }
+        _ => Some(format!("{key:?} is not an attribute")),
+    };
+    if let Some(problem) = problem {
+        errors.push(format!("{p}.key: {problem}"));
+    }
+}
+
+/// Whether a `request.headers[...]` key names a valid header (the proxy reads it).
+fn header_key(key: &str) -> Result<(), String> {
+    let name = &key["request.headers[".len()..key.len() - 1];
+    http::HeaderName::try_from(name)
+        .map(|_| ())
+        .map_err(|_| format!("{name:?} is not a header name"))
+}
+
+fn empty_values(p: &str, list: &[String], errors: &mut Vec<String>) {
+    if list.iter().any(String::is_empty) {
+        errors.push(format!("{p}: empty values are not allowed"));
+    }
+}
+
+/// At most one `*`, and only at the start or the end.
+fn wildcards(p: &str, list: &[String], errors: &mut Vec<String>) {
+    for v in list {
+        let stars = v.matches('*').count();
+        if stars > 1 {
+            errors.push(format!("{p}: {v:?}: at most one wildcard is allowed"));
+        } else if stars == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*') {
+            errors.push(format!(
+                "{p}: {v:?}: a wildcard is allowed only at the start or the end"
+            ));
+        }
+    }
+}
+
+fn trust_domains(p: &str, list: &[String], errors: &mut Vec<String>) {
+    wildcards(p, list, errors);
+    for v in list.iter().filter(|v| v.contains('/')) {
+        errors.push(format!("{p}: {v:?}: a trust domain has no '/'"));
+    }
+}
+
+fn service_accounts(p: &str, list: &[String], errors: &mut Vec<String>) {
+    if list.len() > 16 {
+        errors.push(format!("{p}: at most 16 values"));
+    }
+    for v in list {
+        if v.contains('*') {
+            errors.push(format!("{p}: {v:?}: wildcards are not allowed"));
+        } else if v.len() > 320 {
+            errors.push(format!("{p}: {v:?}: longer than 320 characters"));
+        } else if v.matches('/').count() > 1
+            || v.split_once('/')
+                .is_some_and(|(ns, sa)| ns.is_empty() || sa.is_empty())
+        {
+            errors.push(format!(
+                "{p}: {v:?}: expected serviceAccount or namespace/serviceAccount"
+            ));
+        }
+    }
+}
+
+fn ip_blocks(p: &str, list: &[String], errors: &mut Vec<String>) {
+    for v in list {
+        if let Err(e) = ip_block(v) {
+            errors.push(format!("{p}: {e}"));
+        }
+    }
+}
+
+/// An address or a CIDR, read by the parser the proxy's authorization uses.
+pub(crate) fn ip_block(v: &str) -> Result<(), String> {
+    trellis_config::parse_ip_block(v).map(|_| ())
+}
+
+fn ports(p: &str, list: &[String], errors: &mut Vec<String>) {
+    for v in list {
+        if !v.bytes().all(|b| b.is_ascii_digit()) || v.parse::<u32>().map_or(true, |n| n > 65535) {
+            errors.push(format!("{p}: {v:?} is not a port"));
+        }
+    }
+}
+
+/// Istio's rules for path templates: `{*}` and `{**}` as whole segments, `{**}` last,
+/// and literal segments of URI path characters.
+fn path_template(path: &str) -> Result<(), String> {
+    let templated = path.contains("{*}") || path.contains("{**}");
+    let mut any_seen = false;
+    for glob in path.trim_matches('/').split('/') {
+        match glob {
+            "{*}" | "{**}" if any_seen => return Err("{**} must be the last operator".into()),
+            "{*}" => continue,
+            "{**}" => {
+                any_seen = true;
+                continue;
+            }
+            _ => {}
+        }
+        if glob.contains(['{', '}']) {
+            return Err("'{' or '}' outside a supported path template ({*}, {**})".into());
+        }
+        let literal = |c: char| c.is_ascii_alphanumeric() || "-._~%!$&'()+,;:@=".contains(c);
+        if templated && (glob.is_empty() || !glob.chars().all(literal)) {
+            return Err(format!("segment {glob:?} is not a valid literal"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks across resources: a name used twice for one kind and namespace, and two

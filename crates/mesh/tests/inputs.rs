@@ -144,7 +144,7 @@ fn each_invalid_resource_is_refused_alone_with_file_resource_and_field() {
         .join("\n");
     assert!(
         warning.contains(
-            "good.yaml#3 VirtualService default/reviews: spec.http.0.corsPolicy is not supported"
+            "good.yaml#3 VirtualService default/reviews: spec.http[0].corsPolicy is not supported"
         ),
         "{warning}"
     );

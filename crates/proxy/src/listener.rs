@@ -33,6 +33,56 @@ pub struct ListenerRuntime {
     pub limits: Limits,
     pub stats: ListenerStats,
     pub tls: Option<DownstreamTls>,
+    /// What connections accepted under this runtime were admitted by: the TLS
+    /// settings, and on a TCP listener its authorization (HTTP requests are authorized
+    /// each against the current runtime). A replacement that differs here retires them.
+    pub admission: Admission,
+    /// Set once this runtime is replaced by one that admits differently: its
+    /// connections drain (graceful close, then closed after the drain timeout).
+    /// Shared by successive runtimes that admit alike.
+    pub retired: Arc<watch::Sender<bool>>,
+}
+
+/// The parts of a listener's config that decided whether a connection got in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
+    pub tls: Option<trellis_config::DownstreamTls>,
+    pub tcp_authorization: Option<trellis_config::Authorization>,
+}
+
+impl ListenerRuntime {
+    /// Takes over from `previous`: its connections stay when both admit alike (and
+    /// later drain with this runtime's), and drain now otherwise.
+    pub fn succeed(&mut self, previous: &ListenerRuntime, listener: &str) {
+        if self.admission == previous.admission {
+            self.retired = previous.retired.clone();
+        } else {
+            tracing::info!(%listener, "listener security changed; draining its open connections");
+            let _ = previous.retired.send(true);
+        }
+    }
+}
+
+/// When a connection must close: the listener drains (removed, or the process
+/// stops), or the runtime that admitted it was retired.
+struct Drain {
+    shutdown: watch::Receiver<bool>,
+    retired: watch::Receiver<bool>,
+}
+
+impl Drain {
+    /// Resolves once either says so (a closed channel counts: its owner is gone).
+    async fn requested(&mut self) {
+        loop {
+            if *self.shutdown.borrow() || *self.retired.borrow() {
+                return;
+            }
+            tokio::select! {
+                r = self.shutdown.changed() => if r.is_err() { return },
+                r = self.retired.changed() => if r.is_err() { return },
+            }
+        }
+    }
 }
 
 /// A listener's TLS termination: the context and how long a handshake may take.
@@ -208,10 +258,13 @@ async fn accept_loop(
             stats: rt.stats.clone(),
         };
         let _ = stream.set_nodelay(true);
-        let shutdown = shutdown.clone();
+        let drain = Drain {
+            shutdown: shutdown.clone(),
+            retired: rt.retired.subscribe(),
+        };
         let runtime = runtime.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, rt, runtime, shutdown).await;
+            serve_connection(stream, peer, rt, runtime, drain).await;
             drop(guard);
         });
     }
@@ -224,13 +277,14 @@ async fn serve_connection(
     peer: SocketAddr,
     rt: Arc<ListenerRuntime>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
-    shutdown: watch::Receiver<bool>,
+    mut drain: Drain,
 ) {
     let mut info = ConnInfo {
         peer,
         local: stream.local_addr().unwrap_or(peer),
         tls: false,
         peer_identity: None,
+        server_name: None,
     };
     let mut alpn_codec = None;
     let io = match &rt.tls {
@@ -255,6 +309,7 @@ async fn serve_connection(
                 .peer_identities
                 .first()
                 .map(|s| Arc::from(s.as_str()));
+            info.server_name = accepted.server_name.as_deref().map(Arc::from);
             alpn_codec = match accepted.alpn.as_deref() {
                 Some(b"h2") => Some(Codec::Http2),
                 Some(b"http/1.1") => Some(Codec::Http1),
@@ -266,35 +321,48 @@ async fn serve_connection(
     match &rt.behaviour {
         Behaviour::Http(_, codec) => {
             let codec = alpn_codec.unwrap_or(*codec);
-            serve_http(io, info, runtime, codec, rt.limits.clone(), shutdown).await;
+            serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
         }
         Behaviour::Tcp(proxy) => {
+            // A TCP stream cannot be closed gracefully: on drain it gets the drain
+            // timeout to finish, then it is closed.
             let idle = rt.limits.idle_timeout.get();
-            proxy.serve(io, &info, idle).await;
+            let grace = rt.limits.drain_timeout.get();
+            tokio::select! {
+                _ = proxy.serve(io, &info, idle) => {}
+                _ = async {
+                    drain.requested().await;
+                    tokio::time::sleep(grace).await;
+                } => tracing::debug!(peer = %info.peer, "tcp connection closed by drain"),
+            }
         }
     }
 }
 
-/// Drives a connection until it ends: graceful shutdown on drain, on idle timeout,
-/// and for a connection that sends nothing within the request header timeout.
+/// Drives a connection until it ends: graceful shutdown on drain (closed outright
+/// when in-flight requests outlast the drain timeout), on idle timeout, and for a
+/// connection that sends nothing within the request header timeout.
 macro_rules! drive {
-    ($conn:expr, $activity:expr, $limits:expr, $shutdown:expr) => {{
+    ($conn:expr, $activity:expr, $limits:expr, $drain:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
         let idle = $limits.idle_timeout.get();
         let first_bytes = $limits.request_headers_timeout.get();
+        let grace = $limits.drain_timeout.get();
         let tick =
             (idle.min(first_bytes) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         let mut closing = false;
+        let deadline = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = conn.as_mut() => break,
-                changed = $shutdown.changed(), if !closing => {
-                    if changed.is_err() || *$shutdown.borrow() {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+                _ = $drain.requested(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    deadline.as_mut().reset(tokio::time::Instant::now() + grace);
                 }
+                _ = &mut deadline, if closing => break,
                 _ = tokio::time::sleep(tick), if !closing => {
                     if $activity.is_idle(idle) || $activity.silent_for(first_bytes) {
                         closing = true;
@@ -313,7 +381,7 @@ async fn serve_http<S>(
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     codec: Codec,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: Drain,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -353,7 +421,7 @@ async fn serve_http<S>(
             h1.serve_connection(io, service).with_upgrades(),
             activity,
             limits,
-            shutdown
+            drain
         );
         return;
     }
@@ -374,14 +442,14 @@ async fn serve_http<S>(
             builder.serve_connection(io, service),
             activity,
             limits,
-            shutdown
+            drain
         );
     } else {
         drive!(
             builder.serve_connection_with_upgrades(io, service),
             activity,
             limits,
-            shutdown
+            drain
         );
     }
 }

@@ -104,12 +104,10 @@ impl Proxy {
                     };
                     let engine = trellis_authz::Engine::with_mode(a, mode)
                         .map_err(|e| format!("listeners {:?}: authorization: {e}", l.name))?;
-                    let (allowed, denied) = self.metrics.rbac(&l.name);
                     Some(Arc::new(crate::authz::ListenerAuthz {
                         listener: l.name.clone(),
                         engine,
-                        allowed,
-                        denied,
+                        counters: self.metrics.rbac(&l.name),
                     }))
                 }
                 None => None,
@@ -158,6 +156,11 @@ impl Proxy {
                     limits: config.limits.clone(),
                     stats,
                     tls,
+                    admission: crate::listener::Admission {
+                        tls: l.tls.clone(),
+                        tcp_authorization: l.tcp.as_ref().and_then(|_| l.authorization.clone()),
+                    },
+                    retired: Arc::new(tokio::sync::watch::channel(false).0),
                 },
             ));
         }
@@ -185,8 +188,10 @@ impl Proxy {
         for s in starts {
             let _ = s.await;
         }
-        for (name, rt) in updates {
-            self.listeners[&name].runtime.store(Arc::new(rt));
+        for (name, mut rt) in updates {
+            let slot = &self.listeners[&name].runtime;
+            rt.succeed(&slot.load(), &name);
+            slot.store(Arc::new(rt));
         }
         let keep: std::collections::HashSet<&str> =
             config.listeners.iter().map(|l| l.name.as_str()).collect();

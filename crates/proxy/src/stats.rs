@@ -72,6 +72,15 @@ pub struct ResultLabels {
 }
 
 /// One counter per result for a listener.
+/// A listener's authorization decisions, enforced and dry-run.
+#[derive(Clone)]
+pub struct RbacCounters {
+    pub allowed: Counter,
+    pub denied: Counter,
+    pub dry_run_allowed: Counter,
+    pub dry_run_denied: Counter,
+}
+
 fn by_result<const K: usize>(
     family: &Family<ListenerResultLabels, Counter>,
     listener: &str,
@@ -124,6 +133,7 @@ pub struct Metrics {
     upstream_tls_fail: Family<ClusterLabels, Counter>,
     pub identity_renewals: Family<ResultLabels, Counter>,
     rbac: Family<ListenerResultLabels, Counter>,
+    rbac_dry_run: Family<ListenerResultLabels, Counter>,
     cryptomb_batches: Family<FillLabels, Counter>,
     cryptomb_wait: Histogram,
     cryptomb_fallbacks: Counter,
@@ -276,6 +286,11 @@ impl Metrics {
                 "rbac_decisions",
                 "AuthorizationPolicy decisions by listener and result (allowed, denied)"
             ),
+            rbac_dry_run: fam!(
+                "rbac_dry_run_decisions",
+                "What AuthorizationPolicy decisions would have been with the dry-run policies \
+                 enforced, by listener and result (allowed, denied); never enforced"
+            ),
             access_log_dropped,
             registry,
         })
@@ -325,10 +340,17 @@ impl Metrics {
         self.xds_connected.set(i64::from(up));
     }
 
-    /// (allowed, denied) counters for a listener's authorization.
-    pub fn rbac(&self, listener: &str) -> (Counter, Counter) {
+    /// The counters of a listener's authorization decisions.
+    pub fn rbac(&self, listener: &str) -> RbacCounters {
         let [allowed, denied] = by_result(&self.rbac, listener, ["allowed", "denied"]);
-        (allowed, denied)
+        let [dry_run_allowed, dry_run_denied] =
+            by_result(&self.rbac_dry_run, listener, ["allowed", "denied"]);
+        RbacCounters {
+            allowed,
+            denied,
+            dry_run_allowed,
+            dry_run_denied,
+        }
     }
 
     pub fn handshakes(&self, listener: &str) -> HandshakeCounters {

@@ -1,7 +1,8 @@
-//! `trellis control`: the control plane. Serves each sidecar its view over ADS
-//! (plaintext gRPC, Istio's port 15010) from directories of Istio resources and/or a
-//! Kubernetes cluster's objects, and the embedded CA's certificate API (Istio's port
-//! 15012), in one process.
+//! `trellis control`: the control plane. Serves each sidecar its view over ADS from
+//! directories of Istio resources and/or a Kubernetes cluster's objects, with the
+//! embedded CA's certificate API, in one process: on Istio's port 15012 (mutual TLS;
+//! a caller gets only its own workload's view), and, when asked for, in plaintext on
+//! Istio's port 15010 (any node's view to anyone who connects).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,9 +35,12 @@ pub struct ControlArgs {
     /// How long to wait for the cluster's first lists before giving up.
     #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     kube_sync_timeout: Duration,
-    /// ADS (plaintext gRPC) listen address.
-    #[arg(long, default_value = "127.0.0.1:15010")]
-    xds_listen: SocketAddr,
+    /// Also serve ADS in plaintext gRPC here (Istio's 15010). Unauthenticated: anyone
+    /// who can connect gets any node's configuration, so bind it only where every
+    /// client is trusted (loopback, proxyless gRPC apps). Off unless given; sidecars use
+    /// xDS over mutual TLS on the CA port (`--listen`).
+    #[arg(long)]
+    xds_listen: Option<SocketAddr>,
     /// How often the directory is checked for changes.
     #[arg(long, default_value = "200ms", value_parser = crate::parse_duration)]
     poll_interval: Duration,
@@ -47,8 +51,22 @@ pub struct ControlArgs {
     /// sidecar's view, megabytes each in a large mesh, and streams spread over them.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Check the inputs and exit: read, validate and cross-check every resource,
+    /// generate and check every sidecar's view, print each refusal and warning, and
+    /// exit 1 when anything is refused (as `istioctl validate` / `analyze` in CI).
+    #[arg(long)]
+    check: bool,
+    /// With --check: `text` (default) or `json` on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text, requires = "check")]
+    output: Output,
     #[command(flatten)]
     ca: CaOptions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -56,6 +74,12 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         if !dir.is_dir() {
             anyhow::bail!("--config-dir {}: not a directory", dir.display());
         }
+    }
+    if args.check {
+        return check(&args);
+    }
+    if args.no_ca && args.xds_listen.is_none() {
+        anyhow::bail!("--no-ca needs --xds-listen: without the CA port nothing would serve xDS");
     }
     let ca = if args.no_ca {
         None
@@ -99,10 +123,16 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             warnings = status.warnings.len(),
             "inputs loaded"
         );
-        let listener = tokio::net::TcpListener::bind(args.xds_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("--xds-listen {}: {e}", args.xds_listen))?;
-        let xds_bound = listener.local_addr()?;
+        let plaintext = match args.xds_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--xds-listen {addr}: {e}"))?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let xds_bound = plaintext.as_ref().map(|l| l.local_addr()).transpose()?;
         // On the TLS port the caller's certificate names it: it gets only its own view.
         let authorizing = plane.clone();
         let server = trellis_xds::AdsServer::new(cache).with_authorization(Arc::new(
@@ -119,10 +149,22 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             },
         ));
         let tls_ads = server.clone();
-        let xds = tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tracing::info!(address = %xds_bound, "xDS (ADS) serving");
+        let xds = async move {
+            match plaintext {
+                Some(listener) => {
+                    tonic::transport::Server::builder()
+                        .add_service(server.into_service())
+                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                            listener,
+                        ))
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        if let Some(bound) = xds_bound {
+            tracing::warn!(address = %bound, "plaintext xDS (ADS) serving: unauthenticated, any node's view to anyone who connects");
+        }
         let (ca_bound, root_pem, ca_serve) = match ca {
             Some(ca) => {
                 let root = ca.root_pem.clone();
@@ -136,7 +178,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         };
         if let Some(path) = &args.ca.ready_file {
             let doc = serde_json::json!({
-                "xds": xds_bound.to_string(),
+                "xds": xds_bound.map(|a| a.to_string()),
                 "ca": ca_bound.map(|a| a.to_string()),
                 "root_pem": root_pem,
             });
@@ -157,6 +199,61 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             _ = term.recv() => Ok(()),
         }
     })
+}
+
+/// `--check`: the report on stdout; exits 1 when something is refused.
+fn check(args: &ControlArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let mut plane =
+            trellis_control::ControlPlane::new(&args.config_dir, trellis_xds::Cache::new());
+        if args.kube || args.kubeconfig.is_some() {
+            let client = trellis_kube::client(args.kubeconfig.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("--kubeconfig {e}"))?;
+            let kube = trellis_kube::KubeInputs::start(
+                client,
+                trellis_kube::Discovery {
+                    namespace_selector: args.kube_namespace_selector.clone(),
+                },
+            );
+            kube.synced(args.kube_sync_timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            plane = plane.with_kube(kube);
+        }
+        plane
+            .check()
+            .map_err(|e| anyhow::anyhow!("--config-dir {e}"))
+    })?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            for r in &report.refused {
+                println!("refused: {r}");
+            }
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            for e in &report.view_errors {
+                println!("view error: {e}");
+            }
+            println!(
+                "{} refused, {} warnings; {} services, {} workloads, {} sidecar views checked",
+                report.refused.len(),
+                report.warnings.len(),
+                report.services,
+                report.workloads,
+                report.views
+            );
+        }
+    }
+    if !report.ok() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// `k=v,k2=v2` → labels.

@@ -83,6 +83,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).
     pub peer_identity: Option<Arc<str>>,
+    /// The server name (SNI) the TLS client asked for.
+    pub server_name: Option<Arc<str>>,
 }
 
 impl HttpManager {

@@ -6,6 +6,7 @@
 
 mod meshfile;
 mod view;
+mod workdir;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -18,6 +19,7 @@ use clap::Args;
 
 use crate::demo::{spawn, wait_for_file, Children};
 use meshfile::MeshFile;
+use workdir::WorkDir;
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -33,7 +35,8 @@ pub struct UpArgs {
     /// Write the mesh's addresses here as JSON once everything is up.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Keep processes' logs here (default: a temporary directory, removed on exit).
+    /// Keep the mesh's state and logs here: a directory trellis up creates, owner-only
+    /// (it must not exist yet). Default: a new temporary directory, removed on exit.
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Run the mesh in a cgroup of its own with the eBPF same-host bypass on it
@@ -92,19 +95,6 @@ impl Ports {
     }
 }
 
-struct WorkDir {
-    path: PathBuf,
-    remove: bool,
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.remove {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let (mesh, base) = MeshFile::load(&args.path)?;
     // Before any child starts, so that all of them are in the mesh's cgroup. Dropped
@@ -114,24 +104,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let work = WorkDir {
-        path: args.work_dir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("trellis-up-{}", std::process::id()))
-        }),
-        remove: args.work_dir.is_none(),
-    };
-    let registry_dir = work.path.join("registry");
-    let logs = work.path.join("logs");
-    for d in [&registry_dir, &logs, &work.path.join("sidecars")] {
-        std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
-    }
+    let work = WorkDir::create(args.work_dir.as_deref())?;
+    let registry_dir = work.dir("registry")?;
+    let logs = work.dir("logs")?;
+    work.dir("sidecars")?;
     let config_dir = match &mesh.config {
         Some(c) => base.join(c),
-        None => {
-            let empty = work.path.join("config");
-            std::fs::create_dir_all(&empty)?;
-            empty
-        }
+        None => work.dir("config")?,
     };
     let mut ports = Ports(args.base_port);
     let client_outbound = ports.next()?;
@@ -191,11 +170,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         registry,
         "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: client\n  namespace: {ns}\n  annotations:\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{client_outbound}\"\nspec:\n  address: 127.0.0.1\n  labels: {{ app: client }}\n  serviceAccount: client\n"
     );
-    std::fs::write(registry_dir.join("registry.yaml"), registry)?;
+    work.write("registry/registry.yaml", registry)?;
 
     let mut children = Children(Vec::new());
-    let log = |name: &str| -> anyhow::Result<std::fs::File> {
-        Ok(std::fs::File::create(logs.join(format!("{name}.log")))?)
+    // One log file per process, shared by its stdout and stderr.
+    let log = |name: &str| -> anyhow::Result<(std::fs::File, std::fs::File)> {
+        let f = work.file(format!("logs/{name}.log"))?;
+        Ok((f.try_clone()?, f))
     };
 
     // The control plane with its CA.
@@ -207,9 +188,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .arg(&config_dir)
         .arg("--config-dir")
         .arg(&registry_dir)
+        // xDS only over mutual TLS on the CA port: no plaintext port.
         .args([
-            "--xds-listen",
-            "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
             "--poll-interval",
@@ -219,16 +199,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .arg(&state)
         .arg("--ready-file")
         .arg(&control_ready)
-        .stdin(Stdio::null())
-        .stdout(log("control")?)
-        .stderr(log("control")?);
+        .stdin(Stdio::null());
+    let (out, err) = log("control")?;
+    control.stdout(out).stderr(err);
     children.0.push(control.spawn()?);
     let control_pid = children.0.last().map(|c| c.id()).unwrap_or_default();
     let doc = wait_for_file(&control_ready, children.0.last_mut().unwrap())?;
-    let xds = doc["xds"].as_str().unwrap_or_default().to_string();
     let ca = doc["ca"].as_str().unwrap_or_default().to_string();
-    let root = work.path.join("root.pem");
-    std::fs::write(&root, doc["root_pem"].as_str().unwrap_or_default())?;
+    let xds = ca.clone();
+    let root = work.write("root.pem", doc["root_pem"].as_str().unwrap_or_default())?;
 
     // Sidecars first (each gets its certificate before it serves), then the apps.
     let mut running = Vec::new();
@@ -239,8 +218,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     sidecars.push(("client".into(), "client".into(), "client".into()));
     let mut starting = Vec::new();
     for (name, sa, service) in &sidecars {
-        let dir = work.path.join("sidecars").join(name);
-        std::fs::create_dir_all(&dir)?;
+        let dir = work.dir(format!("sidecars/{name}"))?;
         let token = Command::new(std::env::current_exe()?)
             .args(["ca", "--state-dir"])
             .arg(&state)
@@ -248,8 +226,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 "token",
                 "--identity",
                 &trellis_mesh::spiffe_id(&ns, sa),
+                // Long enough for the sidecar to start; the token is good for one
+                // key, and the sidecar renews with its certificate after that.
                 "--ttl",
-                "1h",
+                "5m",
             ])
             .output()?;
         if !token.status.success() {
@@ -258,13 +238,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 String::from_utf8_lossy(&token.stderr)
             );
         }
-        std::fs::write(dir.join("token"), &token.stdout)?;
+        work.write(format!("sidecars/{name}/token"), &token.stdout)?;
         let boot = format!(
             "admin: {{ address: \"127.0.0.1:0\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n",
             root.display(),
             dir.join("token").display()
         );
-        std::fs::write(dir.join("bootstrap.yaml"), boot)?;
+        work.write(format!("sidecars/{name}/bootstrap.yaml"), boot)?;
         let ready = dir.join("ready.json");
         let node = format!("sidecar~127.0.0.1~{name}.{ns}~{ns}.svc.cluster.local");
         let mut cmd = Command::new(std::env::current_exe()?);
@@ -283,9 +263,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 "--ready-file",
             ])
             .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(log(&format!("sidecar-{name}"))?)
-            .stderr(log(&format!("sidecar-{name}"))?);
+            .stdin(Stdio::null());
+        let (out, err) = log(&format!("sidecar-{name}"))?;
+        cmd.stdout(out).stderr(err);
         children.0.push(cmd.spawn()?);
         starting.push((children.0.len() - 1, ready, name.clone(), service.clone()));
     }
@@ -305,6 +285,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 let argv: Vec<String> =
                     command.iter().map(|a| a.replace("{port}", &port)).collect();
                 let proxy = format!("http://127.0.0.1:{}", p.outbound);
+                let (out, err) = log(&format!("app-{}", p.name))?;
                 Command::new(&argv[0])
                     .args(&argv[1..])
                     .env("PORT", &port)
@@ -312,8 +293,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                     .env("http_proxy", &proxy)
                     .current_dir(&base)
                     .stdin(Stdio::null())
-                    .stdout(log(&format!("app-{}", p.name))?)
-                    .stderr(log(&format!("app-{}", p.name))?)
+                    .stdout(out)
+                    .stderr(err)
                     .spawn()
                     .with_context(|| format!("{}: starting {:?}", p.name, argv))?
             }

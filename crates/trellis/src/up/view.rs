@@ -199,7 +199,7 @@ fn render(
         .count();
     let _ = writeln!(
         s,
-        "Trellis local mesh — up {}s — {} workloads; control plane (xDS) {}",
+        "Trellis local mesh — up {}s — {} workloads; control plane (xDS over mutual TLS) {}",
         elapsed.as_secs(),
         workloads,
         setup.xds

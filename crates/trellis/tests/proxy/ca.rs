@@ -34,12 +34,12 @@ pub fn csr(key: &PKey<Private>, asks_for: &str) -> String {
     String::from_utf8(b.build().to_pem().unwrap()).unwrap()
 }
 
-fn ec() -> PKey<Private> {
+pub(super) fn ec() -> PKey<Private> {
     let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
     PKey::from_ec_key(EcKey::generate(&g).unwrap()).unwrap()
 }
 
-fn client(ca: &Ca) -> CaClient {
+pub(super) fn client(ca: &Ca) -> CaClient {
     CaClient {
         address: ca.addr.to_string(),
         server_name: "localhost".into(),
@@ -78,12 +78,33 @@ async fn issues_for_the_authenticated_identity_only() {
     assert!(leaf.verify(&root.public_key().unwrap()).unwrap());
     // Requested validity is honoured below the cap (60 s of back-dating for skew) ...
     assert!((3600..=3600 + 61).contains(&lifetime_secs(&leaf)));
+    // A bootstrap token is good for the key it was first used with: again with that
+    // key (a retry), never with another.
+    c.create_certificate(
+        &csr(&key, reviews),
+        Duration::from_secs(3600),
+        Credential::Token(&token),
+    )
+    .await
+    .unwrap();
+    let e = c
+        .create_certificate(
+            &csr(&ec(), reviews),
+            Duration::from_secs(3600),
+            Credential::Token(&token),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("Unauthenticated") && e.contains("already used with another key"),
+        "{e}"
+    );
     // ... and capped at 24 h above it.
     let chain = c
         .create_certificate(
             &csr(&ec(), reviews),
             Duration::from_secs(72 * 3600),
-            Credential::Token(&token),
+            Credential::Token(&ca.token(reviews, "1h")),
         )
         .await
         .unwrap();
@@ -96,7 +117,7 @@ async fn issues_for_the_authenticated_identity_only() {
         .create_certificate(
             &csr(&renewal_key, reviews),
             Duration::from_secs(600),
-            Credential::Token(&token),
+            Credential::Token(&ca.token(reviews, "1h")),
         )
         .await
         .unwrap();

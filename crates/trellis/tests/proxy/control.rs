@@ -5,17 +5,17 @@ use super::harness::*;
 use std::path::Path;
 use std::time::Duration;
 
-struct Workload {
-    name: &'static str,
-    labels: &'static str,
-    sa: &'static str,
-    inbound: u16,
-    app: u16,
-    outbound: u16,
+pub(super) struct Workload {
+    pub name: &'static str,
+    pub labels: &'static str,
+    pub sa: &'static str,
+    pub inbound: u16,
+    pub app: u16,
+    pub outbound: u16,
 }
 
 impl Workload {
-    fn new(name: &'static str, labels: &'static str, sa: &'static str) -> Self {
+    pub fn new(name: &'static str, labels: &'static str, sa: &'static str) -> Self {
         Workload {
             name,
             labels,
@@ -26,7 +26,7 @@ impl Workload {
         }
     }
 
-    fn entry(&self) -> String {
+    pub fn entry(&self) -> String {
         format!(
             r#"apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -52,7 +52,7 @@ spec:
         )
     }
 
-    fn node_id(&self) -> String {
+    pub fn node_id(&self) -> String {
         format!(
             "sidecar~127.0.0.1~{}.default~default.svc.cluster.local",
             self.name
@@ -60,7 +60,7 @@ spec:
     }
 }
 
-const SERVICES: &str = r#"apiVersion: networking.istio.io/v1
+pub(super) const SERVICES: &str = r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: { name: reviews, namespace: default }
 spec:
@@ -108,9 +108,14 @@ spec:
 }
 
 /// A sidecar: identity from the control plane's CA, everything else over xDS.
-fn sidecar(c: &Control, w: &Workload, dir: &Path) -> Proxy {
+pub(super) fn sidecar(c: &Control, w: &Workload, dir: &Path) -> Proxy {
+    sidecar_with(c, w, dir, "")
+}
+
+/// A sidecar whose bootstrap adds `extra` (top-level YAML).
+pub(super) fn sidecar_with(c: &Control, w: &Workload, dir: &Path, extra: &str) -> Proxy {
     let boot = format!(
-        "identity:\n  ca_address: \"{}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n",
+        "identity:\n  ca_address: \"{}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n{extra}",
         c.ca.addr,
         c.ca.root_file(dir),
         c.ca.token_file(
@@ -128,7 +133,7 @@ fn sidecar(c: &Control, w: &Workload, dir: &Path) -> Proxy {
 
 /// Sends `n` requests to `reviews` through the productpage sidecar's outbound
 /// listener (used as an HTTP proxy); returns who served them.
-async fn call_reviews(outbound: u16, n: usize) -> Vec<String> {
+pub(super) async fn call_reviews(outbound: u16, n: usize) -> Vec<String> {
     let mut served = Vec::new();
     for _ in 0..n {
         let r = send(
@@ -143,7 +148,7 @@ async fn call_reviews(outbound: u16, n: usize) -> Vec<String> {
     served
 }
 
-async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+pub(super) async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if f().await {
@@ -627,4 +632,65 @@ fn workers_sets_the_serving_threads() {
         .filter(|comm| comm.trim_end() == "tokio-rt-worker")
         .count();
     assert_eq!(workers, 3, "runtime worker threads in {tasks}");
+}
+
+/// `trellis control --check`: the whole load and every sidecar's view, without
+/// serving; a refusal fails the run, and JSON says the same as text.
+#[test]
+fn check_mode_validates_everything_and_fails_on_a_refusal() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &r1.entry(),
+    )
+    .unwrap();
+    std::fs::write(mesh.path().join("vs.yaml"), routing(90, 10)).unwrap();
+    let check = |extra: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["control", "--check", "--config-dir"])
+            .arg(mesh.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("0 refused, 0 warnings; 2 services, 2 workloads, 2 sidecar views checked"),
+        "{text}"
+    );
+
+    std::fs::write(mesh.path().join("vs.yaml"), routing(50, 20)).unwrap();
+    std::fs::write(
+        mesh.path().join("authz.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: p, namespace: default }\nspec:\n  rules: [{ when: [{ key: \"request.auth.claims[iss]\", values: [x] }] }]\n",
+    )
+    .unwrap();
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("weights must add up to 100"), "{text}");
+    assert!(
+        text.contains("authz.yaml#1 AuthorizationPolicy default/p: spec.rules[0].when[0].key"),
+        "{text}"
+    );
+    let (code, json) = check(&["--output", "json"]);
+    assert_eq!(code, Some(1));
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["refused"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(report["views"], 2);
+    assert!(
+        report["view_errors"].as_array().unwrap().is_empty(),
+        "{json}"
+    );
 }
