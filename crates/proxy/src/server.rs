@@ -113,9 +113,10 @@ impl Proxy {
                 None => None,
             };
             let behaviour = if let Some(h) = &l.http {
-                let mut m = HttpManager::build(
+                let m = HttpManager::build(
                     &l.name,
                     h,
+                    authz,
                     &config.limits,
                     &config.matcher,
                     &clusters,
@@ -123,7 +124,6 @@ impl Proxy {
                     &mut access_logs,
                 )
                 .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
-                m.authz = authz;
                 Behaviour::Http(Arc::new(m), h.codec)
             } else {
                 let t = l.tcp.as_ref().expect("validated: tcp or http");

@@ -1,7 +1,9 @@
 //! The HTTP connection manager: one per HTTP listener. It selects a virtual host
-//! and route through a [`RouteMatcher`], applies faults and header mutations, and
-//! answers directly, redirects, or forwards upstream.
+//! and route through a [`RouteMatcher`], then runs the listener's filter chain
+//! ([`filter`]: authorization, header mutation, fault injection, the router), and
+//! records the request's stats and access log line.
 
+mod filter;
 mod flags;
 mod forward;
 pub mod headers;
@@ -11,15 +13,14 @@ use crate::body::{self, Body, BoxError};
 use crate::cluster::Cluster;
 use crate::stats::{ListenerStats, Metrics, RouteStats};
 use bytes::Bytes;
+use filter::{Chain, Exchange, PerRoute};
 use flags::Flags;
-use forward::{Forward, Outgoing, RetryRule};
 use headers::Mutations;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION};
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use rand::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use trellis_config::MatcherEngine;
-use trellis_config::{HttpManager as HttpConfig, Limits, Redirect, Route, RouteMatch};
+use trellis_config::{HttpManager as HttpConfig, Limits};
 use trellis_routing::{CompiledMatcher, Engine, RequestView, RouteMatcher, SequentialMatcher};
 
 pub struct HttpManager {
@@ -37,8 +38,7 @@ pub struct HttpManager {
     stats: ListenerStats,
     access_log: Option<AccessLog>,
     buffer_limit: usize,
-    /// AuthorizationPolicy for this listener, checked before routing.
-    pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
+    chain: Chain,
 }
 
 struct VirtualHost {
@@ -50,17 +50,12 @@ struct VirtualHost {
 
 struct RouteEntry {
     name: String,
-    action: Action,
-    fault: Option<trellis_config::Fault>,
+    action: filter::router::Action,
+    /// The route's configuration of the filters that have some.
+    per_filter: PerRoute,
     request: Mutations,
     response: Mutations,
     stats: RouteStats,
-}
-
-enum Action {
-    Forward(Forward),
-    Redirect(Redirect, Option<usize>),
-    Direct(StatusCode, Bytes),
 }
 
 /// The engine a compiled matcher uses for `matcher.engine`; None for Envoy's sequential
@@ -88,9 +83,12 @@ pub struct ConnInfo {
 }
 
 impl HttpManager {
+    /// `authz`: the listener's AuthorizationPolicy, checked by the chain's first filter.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         listener: &str,
         config: &HttpConfig,
+        authz: Option<Arc<crate::authz::ListenerAuthz>>,
         limits: &Limits,
         matcher: &trellis_config::Matcher,
         clusters: &HashMap<String, Arc<Cluster>>,
@@ -122,8 +120,8 @@ impl HttpManager {
                     RouteEntry {
                         stats: metrics.route(listener, &vh.name, &name),
                         name,
-                        action: action(r, clusters),
-                        fault: r.fault.clone(),
+                        action: filter::router::action(r, clusters),
+                        per_filter: PerRoute::new(r),
                         request: Mutations::new(
                             &r.request_headers_to_add,
                             &r.request_headers_to_remove,
@@ -160,12 +158,17 @@ impl HttpManager {
         Ok(HttpManager {
             listener: listener.to_string(),
             matcher,
+            chain: Chain::new(authz, &virtual_hosts),
             virtual_hosts,
             stats: metrics.listener(listener),
             access_log,
             buffer_limit: limits.retry_buffer_bytes as usize,
-            authz: None,
         })
+    }
+
+    /// The filters requests go through, in order.
+    pub fn filters(&self) -> Vec<&'static str> {
+        self.chain.names()
     }
 
     pub async fn handle(
@@ -231,199 +234,23 @@ impl HttpManager {
             peer: conn.peer,
             bytes_received: req.body().size_hint().exact().unwrap_or(0),
         };
-        if let Some(authz) = &self.authz {
-            let host = authority.as_str();
-            let attrs = trellis_authz::HttpAttributes {
-                method: req.method().as_str(),
-                path: req.uri().path(),
-                host,
-                headers: req.headers(),
-            };
-            if !authz.check(&conn, Some(attrs)) {
-                log.flags.set(Flags::RBAC_DENIED);
-                return log.finish(local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"));
-            }
-        }
-        let Some((vh_index, route_index)) = selected else {
-            self.stats.no_route.inc();
-            log.flags.set(Flags::NO_ROUTE);
-            return log.finish(local_reply(StatusCode::NOT_FOUND, "no route"));
+        let (parts, body) = req.into_parts();
+        let mut x = Exchange {
+            manager: &self,
+            conn: &conn,
+            parts,
+            body: Some(body),
+            authority,
+            selected,
+            flags: Flags::default(),
+            upstream: None,
         };
-        log.route = Some((vh_index, route_index));
-        let vh = &self.virtual_hosts[vh_index];
-        let route = &vh.routes[route_index];
-
-        if let Some(fault) = &route.fault {
-            let delay = fault
-                .delay
-                .as_ref()
-                .filter(|d| chance(d.percent))
-                .map(|d| d.fixed.get());
-            let abort = fault
-                .abort
-                .as_ref()
-                .filter(|a| chance(a.percent))
-                .map(|a| a.status);
-            if let Some(d) = delay {
-                log.flags.set(Flags::DELAY_INJECTED);
-                tokio::time::sleep(d).await;
-            }
-            if let Some(status) = abort {
-                log.flags.set(Flags::FAULT_INJECTED);
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                return log.finish(self.respond(
-                    vh,
-                    route,
-                    local_reply(status, "fault filter abort"),
-                ));
-            }
-        }
-
-        let response = match &route.action {
-            Action::Direct(status, body) => {
-                let mut r = Response::new(body::full(body.clone()));
-                *r.status_mut() = *status;
-                if !body.is_empty() {
-                    r.headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                }
-                r
-            }
-            Action::Redirect(rd, prefix_len) => redirect(rd, *prefix_len, &authority, req.uri()),
-            Action::Forward(fwd) => {
-                let upgrade =
-                    headers::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-                let (parts, body) = req.into_parts();
-                let mut out = Outgoing {
-                    method: parts.method,
-                    authority,
-                    path_and_query: parts
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "/".into()),
-                    headers: parts.headers,
-                    peer: conn.peer,
-                };
-                route.request.apply(&mut out.headers);
-                vh.request.apply(&mut out.headers);
-                if !out.headers.contains_key("x-request-id") {
-                    let id = format!("{:032x}", rand::thread_rng().gen::<u128>());
-                    if let Ok(v) = HeaderValue::from_str(&id) {
-                        out.headers.insert("x-request-id", v);
-                    }
-                }
-                let proto = if conn.tls { "https" } else { "http" };
-                out.headers
-                    .entry("x-forwarded-proto")
-                    .or_insert(HeaderValue::from_static(proto));
-                fwd.rewrite(&mut out);
-                let f = fwd.forward(out, body, self.buffer_limit, upgrade).await;
-                log.upstream = f.upstream;
-                log.flags.set(f.flags);
-                f.response
-            }
-        };
-        log.finish(self.respond(vh, route, response))
+        let response = self.chain.run(&mut x).await;
+        log.route = x.selected;
+        log.upstream = x.upstream;
+        log.flags = x.flags;
+        log.finish(response)
     }
-
-    fn respond(
-        &self,
-        vh: &VirtualHost,
-        route: &RouteEntry,
-        mut r: Response<Body>,
-    ) -> Response<Body> {
-        route.response.apply(r.headers_mut());
-        vh.response.apply(r.headers_mut());
-        r
-    }
-}
-
-fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
-    let prefix_len = match_prefix_len(&r.matches);
-    if let Some(d) = &r.direct_response {
-        let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-        return Action::Direct(status, Bytes::from(d.body.clone()));
-    }
-    if let Some(rd) = &r.redirect {
-        return Action::Redirect(rd.clone(), prefix_len);
-    }
-    let a = r.route.as_ref().expect("validated: a route has one action");
-    let targets: Vec<(Arc<Cluster>, u32)> = match &a.cluster {
-        Some(c) => vec![(clusters[c].clone(), 1)],
-        None => a
-            .weighted_clusters
-            .iter()
-            .filter(|w| w.weight > 0)
-            .map(|w| (clusters[&w.name].clone(), w.weight))
-            .collect(),
-    };
-    Action::Forward(Forward {
-        total_weight: targets.iter().map(|t| t.1).sum(),
-        targets,
-        prefix_rewrite: a.prefix_rewrite.clone().map(|p| (prefix_len, p)),
-        host_rewrite: a
-            .host_rewrite
-            .as_ref()
-            .and_then(|h| HeaderValue::from_str(h).ok()),
-        timeout: Some(a.timeout.get()).filter(|t| !t.is_zero()),
-        retry: a.retry_policy.as_ref().map(RetryRule::new),
-        mirror: a
-            .request_mirror
-            .as_ref()
-            .map(|m| (clusters[&m.cluster].clone(), m.percent)),
-        hash_policy: a.hash_policy.clone(),
-    })
-}
-
-fn chance(percent: f64) -> bool {
-    rand::thread_rng().gen_range(0.0..100.0) < percent
-}
-
-fn match_prefix_len(m: &RouteMatch) -> Option<usize> {
-    m.prefix.as_ref().map(|p| p.len())
-}
-
-fn redirect(
-    rd: &Redirect,
-    prefix_len: Option<usize>,
-    authority: &str,
-    uri: &http::Uri,
-) -> Response<Body> {
-    let scheme = rd.scheme.as_deref().unwrap_or("http");
-    let mut host = rd.host.clone().unwrap_or_else(|| {
-        authority
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_else(|| authority.to_string())
-    });
-    if let Some(port) = rd.port {
-        host = format!("{host}:{port}");
-    } else if rd.host.is_none() && rd.scheme.is_none() {
-        host = authority.to_string();
-    }
-    let path = match (&rd.path, &rd.prefix_rewrite) {
-        (Some(p), _) => p.clone(),
-        (None, Some(pr)) => format!(
-            "{pr}{}",
-            uri.path().get(prefix_len.unwrap_or(0)..).unwrap_or("")
-        ),
-        (None, None) => uri.path().to_string(),
-    };
-    let query = match uri.query() {
-        Some(q) if !rd.strip_query => format!("?{q}"),
-        _ => String::new(),
-    };
-    let location = format!("{scheme}://{host}{path}{query}");
-    let mut r = Response::new(body::empty());
-    *r.status_mut() =
-        StatusCode::from_u16(rd.response_code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        r.headers_mut().insert(LOCATION, v);
-    }
-    r
 }
 
 /// A response the proxy makes itself.

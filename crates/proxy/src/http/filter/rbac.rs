@@ -1,0 +1,38 @@
+//! `rbac`: Istio AuthorizationPolicy for each request, before anything else acts on
+//! it; a denied request gets `403 RBAC: access denied` (Envoy's RBAC filter).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use super::{Exchange, Step};
+use crate::authz::ListenerAuthz;
+use crate::http::flags::Flags;
+use crate::http::local_reply;
+
+pub const NAME: &str = "rbac";
+
+pub struct Rbac {
+    authz: Arc<ListenerAuthz>,
+}
+
+impl Rbac {
+    pub fn new(authz: Arc<ListenerAuthz>) -> Rbac {
+        Rbac { authz }
+    }
+
+    pub fn on_request(&self, x: &mut Exchange<'_>) -> Step {
+        let attrs = trellis_authz::HttpAttributes {
+            method: x.parts.method.as_str(),
+            path: x.parts.uri.path(),
+            host: &x.authority,
+            headers: &x.parts.headers,
+        };
+        if self.authz.check(x.conn, Some(attrs)) {
+            Step::Continue
+        } else {
+            x.flags.set(Flags::RBAC_DENIED);
+            Step::Respond(local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"))
+        }
+    }
+}
