@@ -8,6 +8,7 @@
 //! token (TokenReview), or the certificate it is renewing.
 
 pub mod authority;
+mod ca;
 pub mod client;
 pub mod kube;
 pub mod proto;
@@ -16,6 +17,7 @@ pub mod service;
 pub mod token;
 
 pub use authority::Authority;
+pub use ca::{Ca, CaConfig, KubeReview, Signing};
 pub use client::{CaClient, Credential};
 pub use service::{CaCounters, CaService};
 pub use token::TokenIssuer;

@@ -20,8 +20,10 @@ use trellis_mesh::{Inputs, Loaded, Registry, Resource};
 use trellis_xds::{Base, Cache, Snapshot};
 
 mod check;
+mod serve;
 mod shared;
 pub use check::Report;
+pub use serve::{plane, serve, KubeOptions, Options, Serving};
 use shared::{shared, SharedOutbound};
 
 /// What the control plane currently serves, for status views.
@@ -76,6 +78,11 @@ impl ControlPlane {
     pub fn with_kube(mut self, kube: trellis_kube::KubeInputs) -> ControlPlane {
         self.kube = Some(kube);
         self
+    }
+
+    /// The views, as the ADS server serves them.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     pub fn status(&self) -> watch::Receiver<Status> {

@@ -4,10 +4,8 @@
 use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-use trellis_ca::authority::HARD_MAX_TTL;
-use trellis_ca::{Authority, CaService, TokenIssuer};
+use trellis_ca::{Ca, CaConfig, KubeReview, Signing, TokenIssuer};
 use trellis_tls::SpiffeId;
 
 #[derive(Args)]
@@ -71,6 +69,31 @@ enum CaAction {
     },
 }
 
+impl CaOptions {
+    /// The CA's settings for `trellis_ca::Ca::build`.
+    pub fn config(&self) -> CaConfig {
+        CaConfig {
+            state_dir: self.state_dir.clone(),
+            trust_domain: self.trust_domain.clone(),
+            server_names: self.server_names.clone(),
+            signing: match (&self.signing_cert, &self.signing_key) {
+                (Some(cert), Some(key)) => Some(Signing {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    root: self.root_cert.clone(),
+                }),
+                _ => None,
+            },
+            max_cert_ttl: self.max_cert_ttl,
+            kube_review: self.kube_api.as_ref().map(|api| KubeReview {
+                api: api.clone(),
+                token_file: self.kube_token_file.clone(),
+                ca_file: self.kube_ca_file.clone(),
+            }),
+        }
+    }
+}
+
 pub fn run(args: CaArgs) -> anyhow::Result<()> {
     let opts = args.options;
     if let Some(CaAction::Token { identity, ttl }) = &args.action {
@@ -79,14 +102,18 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
         println!("{}", issuer.issue(&id, *ttl));
         return Ok(());
     }
-    let ca = Ca::build(&opts)?;
+    let ca = Ca::build(&opts.config()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("--listen {}: {e}", opts.listen))?;
+        let bound = listener.local_addr()?;
         let root_pem = ca.root_pem.clone();
-        let (bound, serve) = ca.bind(opts.listen, None).await?;
+        let (tls, routes) = ca.into_routes();
         tracing::info!(address = %bound, trust_domain = %opts.trust_domain, "trellis ca serving");
         if let Some(path) = &opts.ready_file {
             let doc = serde_json::json!({ "address": bound.to_string(), "root_pem": root_pem });
@@ -94,93 +121,9 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = serve => r,
+            r = trellis_ca::server::serve_routes(listener, tls, routes) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
         }
     })
-}
-
-/// A CA ready to serve.
-pub struct Ca {
-    tls: trellis_tls::ServerTls,
-    service: CaService,
-    pub root_pem: String,
-}
-
-impl Ca {
-    pub fn build(opts: &CaOptions) -> anyhow::Result<Ca> {
-        if opts.max_cert_ttl.is_zero() || opts.max_cert_ttl > HARD_MAX_TTL {
-            anyhow::bail!(
-                "--max-cert-ttl {:?} must be above 0 and at most 90 days",
-                opts.max_cert_ttl
-            );
-        }
-        let mut authority = match (&opts.signing_cert, &opts.signing_key) {
-            (Some(cert), Some(key)) => {
-                Authority::from_files(cert, key, opts.root_cert.as_deref(), &opts.trust_domain)?
-            }
-            _ => Authority::load_or_create(&opts.state_dir, &opts.trust_domain)?,
-        };
-        authority.max_ttl = opts.max_cert_ttl;
-        let tokens = TokenIssuer::load_or_create(&opts.state_dir)?;
-        let kube = match &opts.kube_api {
-            Some(api) => {
-                let bearer = match &opts.kube_token_file {
-                    Some(f) => std::fs::read_to_string(f)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
-                        .trim()
-                        .to_string(),
-                    None => String::new(),
-                };
-                let ca = opts.kube_ca_file.as_ref().map(|p| p.display().to_string());
-                Some(Arc::new(trellis_ca::kube::TokenReviewer::new(
-                    api,
-                    bearer,
-                    ca.as_deref(),
-                    &opts.trust_domain,
-                )?))
-            }
-            None => None,
-        };
-        let tls = trellis_ca::server::serving_tls(&authority, &opts.server_names)?;
-        let root_pem = authority.root_pem();
-        Ok(Ca {
-            tls,
-            service: CaService {
-                authority: Arc::new(authority),
-                tokens: Arc::new(tokens),
-                kube,
-                counters: Default::default(),
-            },
-            root_pem,
-        })
-    }
-
-    /// Binds `listen` and returns the bound address and the serving future; with `ads`,
-    /// the same TLS port also serves xDS (as istiod's 15012 does).
-    pub async fn bind(
-        self,
-        listen: SocketAddr,
-        ads: Option<trellis_xds::AdsServer>,
-    ) -> anyhow::Result<(
-        SocketAddr,
-        impl std::future::Future<Output = anyhow::Result<()>>,
-    )> {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
-        let bound = listener.local_addr()?;
-        Ok((bound, async move {
-            let mut routes = tonic::service::Routes::new(
-                trellis_ca::proto::istio_certificate_service_server::IstioCertificateServiceServer::new(
-                    self.service,
-                ),
-            );
-            if let Some(ads) = ads {
-                routes = routes.add_service(ads.into_service());
-            }
-            trellis_ca::server::serve_routes(listener, self.tls, routes).await
-        }))
-    }
 }

@@ -6,12 +6,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::ca::{Ca, CaOptions};
+use crate::ca::CaOptions;
 
 #[derive(Args)]
 pub struct ControlArgs {
@@ -69,132 +68,49 @@ enum Output {
     Json,
 }
 
-pub fn run(args: ControlArgs) -> anyhow::Result<()> {
-    for dir in &args.config_dir {
-        if !dir.is_dir() {
-            anyhow::bail!("--config-dir {}: not a directory", dir.display());
+impl ControlArgs {
+    fn options(&self) -> trellis_control::Options {
+        trellis_control::Options {
+            config_dirs: self.config_dir.clone(),
+            kube: (self.kube || self.kubeconfig.is_some()).then(|| trellis_control::KubeOptions {
+                kubeconfig: self.kubeconfig.clone(),
+                namespace_selector: self.kube_namespace_selector.clone(),
+                sync_timeout: self.kube_sync_timeout,
+            }),
+            plaintext_xds: self.xds_listen,
+            ca: (!self.no_ca).then(|| (self.ca.config(), self.ca.listen)),
+            poll_interval: self.poll_interval,
         }
     }
+}
+
+pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     if args.check {
         return check(&args);
     }
     if args.no_ca && args.xds_listen.is_none() {
         anyhow::bail!("--no-ca needs --xds-listen: without the CA port nothing would serve xDS");
     }
-    let ca = if args.no_ca {
-        None
-    } else {
-        Some(Ca::build(&args.ca)?)
-    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if args.workers > 0 {
         rt.worker_threads(args.workers);
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
-        let cache = trellis_xds::Cache::new();
-        let mut plane = trellis_control::ControlPlane::new(&args.config_dir, cache.clone());
-        if args.kube || args.kubeconfig.is_some() {
-            let client = trellis_kube::client(args.kubeconfig.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!("--kubeconfig {e}"))?;
-            let kube = trellis_kube::KubeInputs::start(
-                client,
-                trellis_kube::Discovery {
-                    namespace_selector: args.kube_namespace_selector.clone(),
-                },
-            );
-            // Like istiod, serve nothing until every kind has been listed once: a view
-            // made from half a cluster would send sidecars to missing endpoints.
-            kube.synced(args.kube_sync_timeout)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            plane = plane.with_kube(kube);
-        }
-        let plane = Arc::new(plane);
-        plane
-            .reload()
-            .map_err(|e| anyhow::anyhow!("--config-dir {e}"))?;
-        let status = plane.status().borrow().clone();
-        tracing::info!(
-            services = status.services,
-            workloads = status.workloads,
-            refused = status.refused.len(),
-            warnings = status.warnings.len(),
-            "inputs loaded"
-        );
-        let plaintext = match args.xds_listen {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("--xds-listen {addr}: {e}"))?;
-                Some(listener)
-            }
-            None => None,
-        };
-        let xds_bound = plaintext.as_ref().map(|l| l.local_addr()).transpose()?;
-        // On the TLS port the caller's certificate names it: it gets only its own view.
-        let authorizing = plane.clone();
-        let server = trellis_xds::AdsServer::new(cache).with_authorization(Arc::new(
-            move |ext: &tonic::Extensions, node: &str| match ext
-                .get::<trellis_ca::service::PeerIdentity>()
-            {
-                None => authorizing.authorize(node, None),
-                Some(trellis_ca::service::PeerIdentity(None)) => {
-                    Err("xDS over TLS needs a client certificate from the mesh CA".into())
-                }
-                Some(trellis_ca::service::PeerIdentity(Some(peer))) => {
-                    authorizing.authorize(node, Some(peer))
-                }
-            },
-        ));
-        let tls_ads = server.clone();
-        let xds = async move {
-            match plaintext {
-                Some(listener) => {
-                    tonic::transport::Server::builder()
-                        .add_service(server.into_service())
-                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-                            listener,
-                        ))
-                        .await
-                }
-                None => std::future::pending().await,
-            }
-        };
-        if let Some(bound) = xds_bound {
-            tracing::warn!(address = %bound, "plaintext xDS (ADS) serving: unauthenticated, any node's view to anyone who connects");
-        }
-        let (ca_bound, root_pem, ca_serve) = match ca {
-            Some(ca) => {
-                let root = ca.root_pem.clone();
-                // The CA's TLS port carries xDS too, for sidecars that connect with their
-                // workload certificate (`trellis proxy --xds-tls`).
-                let (bound, serve) = ca.bind(args.ca.listen, Some(tls_ads)).await?;
-                tracing::info!(address = %bound, "CA and xDS over TLS serving");
-                (Some(bound), Some(root), Some(serve))
-            }
-            None => (None, None, None),
-        };
+        let serving = trellis_control::serve(args.options())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         if let Some(path) = &args.ca.ready_file {
             let doc = serde_json::json!({
-                "xds": xds_bound.map(|a| a.to_string()),
-                "ca": ca_bound.map(|a| a.to_string()),
-                "root_pem": root_pem,
+                "xds": serving.plaintext_xds.map(|a| a.to_string()),
+                "ca": serving.ca.map(|a| a.to_string()),
+                "root_pem": serving.root_pem,
             });
             crate::write_atomically(path, doc.to_string().as_bytes())?;
         }
-        tokio::spawn(plane.clone().run(args.poll_interval));
-        let ca_task = async move {
-            match ca_serve {
-                Some(f) => f.await,
-                None => std::future::pending().await,
-            }
-        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = xds => r.map_err(anyhow::Error::from),
-            r = ca_task => r,
+            r = serving.wait() => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
         }
@@ -207,23 +123,9 @@ fn check(args: &ControlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(async {
-        let mut plane =
-            trellis_control::ControlPlane::new(&args.config_dir, trellis_xds::Cache::new());
-        if args.kube || args.kubeconfig.is_some() {
-            let client = trellis_kube::client(args.kubeconfig.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!("--kubeconfig {e}"))?;
-            let kube = trellis_kube::KubeInputs::start(
-                client,
-                trellis_kube::Discovery {
-                    namespace_selector: args.kube_namespace_selector.clone(),
-                },
-            );
-            kube.synced(args.kube_sync_timeout)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            plane = plane.with_kube(kube);
-        }
+        let plane = trellis_control::plane(&args.options())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         plane
             .check()
             .map_err(|e| anyhow::anyhow!("--config-dir {e}"))

@@ -494,12 +494,32 @@ pub fn control_with(inputs: &[&str]) -> Control {
 }
 
 /// A port that was free a moment ago (for configs that must name ports up front).
+/// Taken below the kernel's ephemeral range (32768-60999), where port 0 binds and
+/// outgoing connections never land, and each at most once per test process: a port
+/// handed out here cannot be taken meanwhile by another test's listener or client.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)
+}
+
+/// The first of `n` consecutive ports reserved as [`free_port`] does (for a process
+/// that takes its ports upwards from a base, as `trellis up --base-port` does); the
+/// first is free, the others are only never handed out again.
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 40) as u16 * 300,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(n, Ordering::SeqCst);
+        assert!(port < 32_768 - n, "the test process used up its ports");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Held for the whole of a test that asserts how long something takes, and of a test

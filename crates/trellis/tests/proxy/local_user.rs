@@ -72,7 +72,7 @@ async fn another_local_user_cannot_read_the_mesh_or_take_its_identities() {
 
     // The default work directory: new, random, owner-only.
     let ready = dir.path().join("up.json");
-    let base = free_port().to_string();
+    let base = free_ports(100).to_string();
     let mut up = Proc::spawn(
         &[
             "up",

@@ -36,7 +36,7 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
     let mesh = work.path().join("bookinfo");
     copy_dir(&example, &mesh);
     let ready = work.path().join("up.json");
-    let base = free_port().to_string();
+    let base = free_ports(100).to_string();
     let (m, r) = (mesh.display().to_string(), ready.display().to_string());
     let mut up = Proc::spawn(
         &[

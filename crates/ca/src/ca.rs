@@ -1,0 +1,110 @@
+//! A CA ready to serve, built from its settings: the authority (a root generated on
+//! first start and kept in the state directory, or a given root or intermediate), the
+//! bootstrap-token issuer, Kubernetes TokenReview, and its serving TLS context.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::authority::HARD_MAX_TTL;
+use crate::proto::istio_certificate_service_server::IstioCertificateServiceServer;
+use crate::{Authority, CaService, TokenIssuer};
+
+/// The CA's settings (what `trellis ca` and `trellis control` take on the command line).
+#[derive(Clone, Debug)]
+pub struct CaConfig {
+    /// Where the root (generated on first start), the token secret and token bindings live.
+    pub state_dir: PathBuf,
+    pub trust_domain: String,
+    /// Names (DNS or IP) in the serving certificate; clients verify one of them.
+    pub server_names: Vec<String>,
+    /// Sign with an existing root or intermediate instead of a generated root.
+    pub signing: Option<Signing>,
+    /// Longest workload certificate issued (at most 90 days).
+    pub max_cert_ttl: Duration,
+    /// Authenticate Kubernetes ServiceAccount tokens with TokenReview.
+    pub kube_review: Option<KubeReview>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Signing {
+    /// The certificate, followed by its chain.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The root, when the chain in `cert` does not end with it.
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeReview {
+    /// The API server.
+    pub api: String,
+    /// The CA's own token for calling it.
+    pub token_file: Option<PathBuf>,
+    /// Roots for an https API server.
+    pub ca_file: Option<PathBuf>,
+}
+
+pub struct Ca {
+    tls: trellis_tls::ServerTls,
+    service: CaService,
+    pub root_pem: String,
+}
+
+impl Ca {
+    pub fn build(config: &CaConfig) -> anyhow::Result<Ca> {
+        if config.max_cert_ttl.is_zero() || config.max_cert_ttl > HARD_MAX_TTL {
+            anyhow::bail!(
+                "--max-cert-ttl {:?} must be above 0 and at most 90 days",
+                config.max_cert_ttl
+            );
+        }
+        let mut authority = match &config.signing {
+            Some(s) => {
+                Authority::from_files(&s.cert, &s.key, s.root.as_deref(), &config.trust_domain)?
+            }
+            None => Authority::load_or_create(&config.state_dir, &config.trust_domain)?,
+        };
+        authority.max_ttl = config.max_cert_ttl;
+        let tokens = TokenIssuer::load_or_create(&config.state_dir)?;
+        let kube = match &config.kube_review {
+            Some(k) => {
+                let bearer = match &k.token_file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                        .trim()
+                        .to_string(),
+                    None => String::new(),
+                };
+                let ca = k.ca_file.as_ref().map(|p| p.display().to_string());
+                Some(Arc::new(crate::kube::TokenReviewer::new(
+                    &k.api,
+                    bearer,
+                    ca.as_deref(),
+                    &config.trust_domain,
+                )?))
+            }
+            None => None,
+        };
+        let tls = crate::server::serving_tls(&authority, &config.server_names)?;
+        let root_pem = authority.root_pem();
+        Ok(Ca {
+            tls,
+            service: CaService {
+                authority: Arc::new(authority),
+                tokens: Arc::new(tokens),
+                kube,
+                counters: Default::default(),
+            },
+            root_pem,
+        })
+    }
+
+    /// The TLS context and the certificate API's gRPC routes, to which the caller may
+    /// add services that share the port (xDS, as on istiod's 15012); serve them with
+    /// [`crate::server::serve_routes`].
+    pub fn into_routes(self) -> (trellis_tls::ServerTls, tonic::service::Routes) {
+        let routes = tonic::service::Routes::new(IstioCertificateServiceServer::new(self.service));
+        (self.tls, routes)
+    }
+}
