@@ -16,7 +16,7 @@ use boring::x509::extension::{
 };
 use boring::x509::{X509Name, X509Req, X509};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use trellis_tls::SpiffeId;
 
 /// Istio's caps: 24 h by default, never more than 90 days.
@@ -66,21 +66,7 @@ fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Seconds since the epoch of an ASN.1 time.
-pub fn asn1_unix(t: &boring::asn1::Asn1TimeRef) -> i64 {
-    let epoch = Asn1Time::from_unix(0).expect("epoch");
-    match epoch.diff(t) {
-        Ok(d) => d.days as i64 * 86400 + d.secs as i64,
-        Err(_) => 0,
-    }
-}
+pub use trellis_ca_client::time::{asn1_unix, unix_now};
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{}: {e}", path.display())

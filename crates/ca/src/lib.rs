@@ -9,15 +9,13 @@
 
 pub mod authority;
 mod ca;
-pub mod client;
 pub mod kube;
-pub mod proto;
 pub mod server;
 pub mod service;
 pub mod token;
 
 pub use authority::Authority;
 pub use ca::{Ca, CaConfig, KubeReview, Signing};
-pub use client::{CaClient, Credential};
 pub use service::{CaCounters, CaService};
 pub use token::TokenIssuer;
+pub use trellis_ca_client::{proto, CaClient, Credential};

@@ -20,8 +20,8 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
-use trellis_ca::authority::unix_now;
-use trellis_ca::{CaClient, Credential};
+use trellis_ca_client::time::{asn1_unix, unix_now};
+use trellis_ca_client::{CaClient, Credential};
 use trellis_config::{Identity, KeyType};
 use trellis_tls::{peer_identities, CertifiedKey};
 
@@ -294,8 +294,8 @@ fn install(
         .collect::<Vec<_>>()
         .join(", ");
     Ok(WorkloadCert {
-        not_before: trellis_ca::authority::asn1_unix(leaf.not_before()),
-        not_after: trellis_ca::authority::asn1_unix(leaf.not_after()),
+        not_before: asn1_unix(leaf.not_before()),
+        not_after: asn1_unix(leaf.not_after()),
         key: CertifiedKey {
             chain: certs,
             provider,

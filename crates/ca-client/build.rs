@@ -1,5 +1,6 @@
-//! Generates the gRPC server and client for Istio's certificate service from a
-//! Rust description (no protoc needed); the messages are hand-written in src/proto.rs.
+//! Generates the gRPC client (and, with the `server` feature, the server stub) for
+//! Istio's certificate service from a Rust description (no protoc needed); the
+//! messages are hand-written in src/proto.rs.
 
 fn main() {
     let service = tonic_build::manual::Service::builder()
@@ -15,5 +16,7 @@ fn main() {
                 .build(),
         )
         .build();
-    tonic_build::manual::Builder::new().compile(&[service]);
+    tonic_build::manual::Builder::new()
+        .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
+        .compile(&[service]);
 }
