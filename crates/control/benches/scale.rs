@@ -85,7 +85,7 @@ type Holding = ([usize; 4], Option<String>);
 /// A sidecar's xDS client that only counts what it holds.
 #[derive(Clone)]
 struct Counter {
-    interest: Arc<trellis_envoy::SidecarInterest>,
+    interest: Arc<trellis_proxy::SidecarInterest>,
     state: Arc<Mutex<Holding>>,
     /// How many of each type its view has.
     view: [usize; 4],

@@ -26,6 +26,34 @@ pub use check::Report;
 pub use serve::{plane, serve, KubeOptions, Options, Serving};
 use shared::{shared, SharedOutbound};
 
+/// The resources of one view as a snapshot for the ADS server.
+pub fn snapshot(r: &trellis_envoy::Resources) -> Snapshot {
+    use prost::Message;
+    use trellis_xds::pb::google::protobuf::Any;
+    use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+    let any = |type_url: &str, value: Vec<u8>| Any {
+        type_url: type_url.to_string(),
+        value,
+    };
+    let mut s = Snapshot::new();
+    for t in [LISTENER, ROUTE, CLUSTER, ENDPOINT] {
+        s.declare(t);
+    }
+    for l in &r.listeners {
+        s.insert(&l.name, any(LISTENER, l.encode_to_vec()));
+    }
+    for rc in &r.routes {
+        s.insert(&rc.name, any(ROUTE, rc.encode_to_vec()));
+    }
+    for c in &r.clusters {
+        s.insert(&c.name, any(CLUSTER, c.encode_to_vec()));
+    }
+    for e in &r.endpoints {
+        s.insert(&e.cluster_name, any(ENDPOINT, e.encode_to_vec()));
+    }
+    s
+}
+
 /// What the control plane currently serves, for status views.
 #[derive(Clone, Debug, Default)]
 pub struct Status {
@@ -248,7 +276,7 @@ impl ControlPlane {
             let state = self.state.lock().unwrap();
             let config = trellis_mesh::generate_client(&state.0, &state.1, namespace);
             let resources = trellis_envoy::encode_proxyless(&config).map_err(|e| e.to_string())?;
-            return Ok(resources.snapshot());
+            return Ok(snapshot(&resources));
         }
         let (namespace, name) = trellis_mesh::workload_of(node).ok_or_else(|| {
             format!("node id {node:?} is not sidecar~<ip>~<name>.<namespace>~<domain>")
@@ -277,11 +305,9 @@ impl ControlPlane {
             ..Default::default()
         };
         let mut snapshot = Snapshot::with_base(outbound.base.clone());
-        snapshot.extend(
-            &trellis_envoy::encode(&own)
-                .map_err(|e| e.to_string())?
-                .snapshot(),
-        );
+        snapshot.extend(&crate::snapshot(
+            &trellis_envoy::encode(&own).map_err(|e| e.to_string())?,
+        ));
         if let Some(template) = &outbound.listener {
             let mut l = template.clone();
             l.address = Some(w.outbound.clone());

@@ -4,21 +4,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3 as cl;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as ep;
+use envoy_types::pb::envoy::config::listener::v3 as lis;
+use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uhttp;
+use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+use envoy_types::pb::envoy::r#type::v3 as ty;
+use envoy_types::pb::google::protobuf::{Any, Duration as PDuration};
 use prost::Message;
 use trellis_config::{self as tc, Dur, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
-use trellis_xds::pb::envoy::config::cluster::v3 as cl;
-use trellis_xds::pb::envoy::config::core::v3 as core;
-use trellis_xds::pb::envoy::config::endpoint::v3 as ep;
-use trellis_xds::pb::envoy::config::listener::v3 as lis;
-use trellis_xds::pb::envoy::config::route::v3 as rt;
-use trellis_xds::pb::envoy::extensions::filters::http::fault::v3 as fault;
-use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use trellis_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
-use trellis_xds::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use trellis_xds::pb::envoy::extensions::upstreams::http::v3 as uhttp;
-use trellis_xds::pb::envoy::r#type::matcher::v3 as m;
-use trellis_xds::pb::envoy::r#type::v3 as ty;
-use trellis_xds::pb::google::protobuf::{Any, Duration as PDuration};
 
 use crate::socket_match;
 use crate::structs::{from_struct, TypedStruct};
@@ -88,7 +88,7 @@ pub fn decode(
             endpoints,
             waiting: &mut out.waiting_for,
         };
-        let l: lis::Listener = ctx.decode(body, trellis_xds::LISTENER, "")?;
+        let l: lis::Listener = ctx.decode(body, crate::LISTENER, "")?;
         if let Some(l) = listener(&mut ctx, l)? {
             out.listeners.push(l);
         }
@@ -100,7 +100,7 @@ pub fn decode(
             endpoints,
             waiting: &mut out.waiting_for,
         };
-        let c: cl::Cluster = ctx.decode(body, trellis_xds::CLUSTER, "")?;
+        let c: cl::Cluster = ctx.decode(body, crate::CLUSTER, "")?;
         if let Some(c) = cluster(&mut ctx, c)? {
             out.clusters.push(c);
         }
@@ -379,7 +379,7 @@ fn http_manager(
                 endpoints: ctx.endpoints,
                 waiting: ctx.waiting,
             };
-            let r: rt::RouteConfiguration = inner.decode(any, trellis_xds::ROUTE, "")?;
+            let r: rt::RouteConfiguration = inner.decode(any, crate::ROUTE, "")?;
             route_configuration(&mut inner, r)?
         }
         Some(RouteSpecifier::RouteConfig(r)) => route_configuration(ctx, r)?,
@@ -712,7 +712,7 @@ fn route(ctx: &mut Ctx, r: rt::Route, path: &str) -> Result<tc::Route, DecodeErr
 }
 
 fn fault_config(ctx: &Ctx, f: fault::HttpFault, path: &str) -> Result<tc::Fault, DecodeError> {
-    use trellis_xds::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
     let delay = match f.delay {
         None => None,
         Some(d) => match d.fault_delay_secifier {
@@ -845,8 +845,7 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
                 ctx.waiting.push(format!("ClusterLoadAssignment/{name}"));
                 return Ok(None);
             };
-            let cla: ep::ClusterLoadAssignment =
-                ctx.decode(any, trellis_xds::ENDPOINT, "endpoints")?;
+            let cla: ep::ClusterLoadAssignment = ctx.decode(any, crate::ENDPOINT, "endpoints")?;
             (tc::DiscoveryType::Static, cla)
         }
         DiscoveryType::Static => (

@@ -3,22 +3,22 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3 as cl;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as ep;
+use envoy_types::pb::envoy::config::listener::v3 as lis;
+use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as cfault;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3 as router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uhttp;
+use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+use envoy_types::pb::envoy::r#type::v3 as ty;
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PDuration, UInt32Value};
 use trellis_config::{self as tc, Config, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
-use trellis_xds::pb::envoy::config::cluster::v3 as cl;
-use trellis_xds::pb::envoy::config::core::v3 as core;
-use trellis_xds::pb::envoy::config::endpoint::v3 as ep;
-use trellis_xds::pb::envoy::config::listener::v3 as lis;
-use trellis_xds::pb::envoy::config::route::v3 as rt;
-use trellis_xds::pb::envoy::extensions::filters::common::fault::v3 as cfault;
-use trellis_xds::pb::envoy::extensions::filters::http::fault::v3 as fault;
-use trellis_xds::pb::envoy::extensions::filters::http::router::v3 as router;
-use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use trellis_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
-use trellis_xds::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use trellis_xds::pb::envoy::extensions::upstreams::http::v3 as uhttp;
-use trellis_xds::pb::envoy::r#type::matcher::v3 as m;
-use trellis_xds::pb::envoy::r#type::v3 as ty;
-use trellis_xds::pb::google::protobuf::{Any, BoolValue, Duration as PDuration, UInt32Value};
 
 use crate::structs::TypedStruct;
 use crate::{any, structs, types};
@@ -30,34 +30,6 @@ pub struct Resources {
     pub routes: Vec<rt::RouteConfiguration>,
     pub clusters: Vec<cl::Cluster>,
     pub endpoints: Vec<ep::ClusterLoadAssignment>,
-}
-
-impl Resources {
-    /// As a snapshot for the ADS server.
-    pub fn snapshot(&self) -> trellis_xds::Snapshot {
-        let mut s = trellis_xds::Snapshot::new();
-        for t in [
-            trellis_xds::LISTENER,
-            trellis_xds::ROUTE,
-            trellis_xds::CLUSTER,
-            trellis_xds::ENDPOINT,
-        ] {
-            s.declare(t);
-        }
-        for l in &self.listeners {
-            s.insert(&l.name, any(trellis_xds::LISTENER, l));
-        }
-        for r in &self.routes {
-            s.insert(&r.name, any(trellis_xds::ROUTE, r));
-        }
-        for c in &self.clusters {
-            s.insert(&c.name, any(trellis_xds::CLUSTER, c));
-        }
-        for e in &self.endpoints {
-            s.insert(&e.cluster_name, any(trellis_xds::ENDPOINT, e));
-        }
-        s
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,6 @@ mod socket_match;
 mod structs;
 
 use prost::bytes::Bytes;
-use trellis_xds::Name;
 
 pub use decode::{decode, DecodeError, Decoded};
 pub use encode::{
@@ -32,6 +31,12 @@ pub const FAULT: &str = "envoy.filters.http.fault";
 pub const AUTHZ: &str = "trellis.authorization";
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The type URLs of the four resource types (what `prost::Name` says of each message).
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 pub(crate) mod types {
     pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -53,39 +58,36 @@ pub(crate) mod types {
 pub(crate) fn any<M: prost::Message>(
     type_url: &str,
     m: &M,
-) -> trellis_xds::pb::google::protobuf::Any {
-    trellis_xds::pb::google::protobuf::Any {
+) -> envoy_types::pb::google::protobuf::Any {
+    envoy_types::pb::google::protobuf::Any {
         type_url: type_url.to_string(),
         value: m.encode_to_vec(),
     }
 }
 
-/// The route configurations the HTTP listeners among `listeners` load by RDS.
-pub fn route_names<'a>(
-    listeners: impl IntoIterator<Item = &'a [u8]>,
-) -> std::collections::BTreeSet<Name> {
-    use prost::Message;
-    use trellis_xds::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
-    use trellis_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+/// The route configuration an HTTP listener loads by RDS, by name (none for a TCP
+/// listener or an inline route table, or a body that is not a Listener).
+pub fn route_names(listener: &[u8]) -> Vec<String> {
+    use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
         http_connection_manager::RouteSpecifier, HttpConnectionManager,
     };
-    let mut names = std::collections::BTreeSet::new();
-    for body in listeners {
-        let Ok(l) = Listener::decode(body) else {
-            continue;
-        };
-        for chain in &l.filter_chains {
-            for f in &chain.filters {
-                let Some(ConfigType::TypedConfig(c)) = &f.config_type else {
-                    continue;
-                };
-                if c.type_url != types::HCM {
-                    continue;
-                }
-                if let Ok(h) = HttpConnectionManager::decode(c.value.as_slice()) {
-                    if let Some(RouteSpecifier::Rds(rds)) = h.route_specifier {
-                        names.insert(Name::from(rds.route_config_name));
-                    }
+    use prost::Message;
+    let Ok(l) = Listener::decode(listener) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for chain in &l.filter_chains {
+        for f in &chain.filters {
+            let Some(ConfigType::TypedConfig(c)) = &f.config_type else {
+                continue;
+            };
+            if c.type_url != types::HCM {
+                continue;
+            }
+            if let Ok(h) = HttpConnectionManager::decode(c.value.as_slice()) {
+                if let Some(RouteSpecifier::Rds(rds)) = h.route_specifier {
+                    names.push(rds.route_config_name);
                 }
             }
         }
@@ -114,136 +116,50 @@ struct EdsRefs {
     service_name: Bytes,
 }
 
-/// The endpoint assignments the EDS clusters among `clusters` load (slices of their
-/// bodies; a name that is not UTF-8 is skipped, as an undecodable cluster is).
-pub fn endpoint_names<'a>(
-    clusters: impl IntoIterator<Item = &'a Bytes>,
-) -> std::collections::BTreeSet<Name> {
-    clusters.into_iter().filter_map(endpoint_name).collect()
-}
-
-/// The endpoint assignment one cluster loads, if it is an EDS cluster.
-fn endpoint_name(cluster: &Bytes) -> Option<Name> {
+/// The endpoint assignment one cluster loads, if it is an EDS cluster: a slice of the
+/// cluster's body (not checked to be UTF-8).
+pub fn endpoint_name(cluster: &Bytes) -> Option<Bytes> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
     use prost::Message;
-    use trellis_xds::pb::envoy::config::cluster::v3::cluster::DiscoveryType;
     let c = ClusterRefs::decode(cluster.clone()).ok()?;
     if c.discovery != Some(DiscoveryType::Eds as i32) {
         return None;
     }
-    let name = (c.eds.map(|e| e.service_name))
-        .filter(|n| !n.is_empty())
-        .unwrap_or(c.name);
-    Name::from_utf8(name).ok()
-}
-
-/// Per resource, in name order: the version read (a shared slice, not a copy) and the
-/// names it refers to.
-type Refs = Vec<(Name, (trellis_xds::client::Resource, Vec<Name>))>;
-
-/// The names one type's resources refer to, and the type's stamp they were read at.
-#[derive(Default)]
-struct Referred {
-    refs: Refs,
-    stamp: u64,
-    names: std::sync::Arc<std::collections::BTreeSet<Name>>,
-}
-
-/// What a sidecar subscribes to given what it holds: every listener and cluster, the
-/// route configurations its listeners name and the endpoints its EDS clusters name.
-///
-/// Asked after every response, so it remembers what each resource version refers to and
-/// decodes only resources it has not seen (a sidecar holds thousands of clusters).
-/// A type that did not change gives the same set again (the same `Arc`).
-#[derive(Default)]
-pub struct SidecarInterest {
-    /// Listeners → route configurations, clusters → endpoint assignments.
-    seen: std::sync::Mutex<(Referred, Referred)>,
-}
-
-impl SidecarInterest {
-    pub fn interest(
-        &self,
-        state: &trellis_xds::client::ClientState,
-    ) -> trellis_xds::client::Interest {
-        use std::collections::BTreeSet;
-        use std::sync::Arc;
-        use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
-        fn refs(
-            state: &trellis_xds::client::ClientState,
-            type_url: &str,
-            seen: &mut Referred,
-        ) -> Arc<BTreeSet<Name>> {
-            // An unchanged type refers to the same names: the same set, not a copy.
-            let stamp = state.revision(type_url);
-            if stamp != 0 && stamp == seen.stamp {
-                return seen.names.clone();
-            }
-            // Held resources and what was read before are both in name order: one walk
-            // keeps what is still current and reads only new versions.
-            let mut before = std::mem::take(&mut seen.refs).into_iter().peekable();
-            let mut refs = Vec::with_capacity(state.count(type_url));
-            let mut all: Vec<&Name> = Vec::new();
-            for (name, r) in state.of(type_url) {
-                while before.next_if(|(b, _)| b < name).is_some() {}
-                let entry = match before.next_if(|(b, _)| b == name) {
-                    Some(mut e) if e.1 .0.same_version(r) => {
-                        // The held one: an older copy would keep its response's buffer.
-                        e.1 .0 = r.clone();
-                        e
-                    }
-                    _ => {
-                        // A cluster names one assignment at most: no set for it.
-                        let names = if type_url == LISTENER {
-                            route_names([r.body()]).into_iter().collect()
-                        } else {
-                            endpoint_name(r.body_shared()).into_iter().collect()
-                        };
-                        (name.clone(), (r.clone(), names))
-                    }
-                };
-                refs.push(entry);
-            }
-            seen.refs = refs;
-            all.extend(seen.refs.iter().flat_map(|(_, (_, n))| n.iter()));
-            all.sort_unstable();
-            all.dedup();
-            // Usually the same names as before (a cluster changed, not which assignment
-            // it loads): compared before a set is built.
-            let same = all.len() == seen.names.len()
-                && all.iter().zip(seen.names.iter()).all(|(a, b)| *a == b);
-            if !same {
-                seen.names = Arc::new(all.into_iter().cloned().collect());
-            }
-            seen.stamp = stamp;
-            seen.names.clone()
-        }
-        let mut seen = self.seen.lock().unwrap();
-        let (listeners, clusters) = &mut *seen;
-        let routes = refs(state, LISTENER, listeners);
-        let endpoints = refs(state, CLUSTER, clusters);
-        vec![
-            (CLUSTER, None),
-            (ENDPOINT, Some(endpoints)),
-            (LISTENER, None),
-            (ROUTE, Some(routes)),
-        ]
-    }
+    Some(
+        (c.eds.map(|e| e.service_name))
+            .filter(|n| !n.is_empty())
+            .unwrap_or(c.name),
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use prost::bytes::Bytes;
-    use prost::Message;
-    use trellis_xds::pb::envoy::config::cluster::v3::cluster::{
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
         ClusterDiscoveryType, CustomClusterType, DiscoveryType, EdsClusterConfig,
     };
-    use trellis_xds::pb::envoy::config::cluster::v3::Cluster;
-    use trellis_xds::pb::google::protobuf::Any;
-    use trellis_xds::Name;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::bytes::Bytes;
+    use prost::Message;
+
+    use super::CLUSTER;
+
+    #[test]
+    fn type_urls_are_the_messages_own() {
+        use envoy_types::pb::envoy::config as c;
+        use prost::Name;
+        assert_eq!(super::LISTENER, c::listener::v3::Listener::type_url());
+        assert_eq!(super::ROUTE, c::route::v3::RouteConfiguration::type_url());
+        assert_eq!(super::CLUSTER, Cluster::type_url());
+        assert_eq!(
+            super::ENDPOINT,
+            c::endpoint::v3::ClusterLoadAssignment::type_url()
+        );
+    }
 
     fn any(c: &Cluster) -> Any {
         Any {
-            type_url: trellis_xds::CLUSTER.into(),
+            type_url: CLUSTER.into(),
             value: c.encode_to_vec(),
         }
     }
@@ -292,19 +208,17 @@ mod tests {
             },
         ];
         let bodies: Vec<Bytes> = clusters.iter().map(|c| any(c).value.into()).collect();
-        let names: Vec<String> = super::endpoint_names(&bodies)
-            .iter()
-            .map(Name::to_string)
-            .collect();
+        let mut names: Vec<Bytes> = bodies.iter().filter_map(super::endpoint_name).collect();
+        names.sort();
         assert_eq!(
             names,
             ["b-endpoints", "eds-without-config", "outbound|80||a"]
         );
         // Not a cluster at all: skipped, not a panic.
         let junk = Any {
-            type_url: trellis_xds::CLUSTER.into(),
+            type_url: CLUSTER.into(),
             value: vec![0xff, 0xff, 0xff],
         };
-        assert!(super::endpoint_names([&Bytes::from(junk.value)]).is_empty());
+        assert_eq!(super::endpoint_name(&Bytes::from(junk.value)), None);
     }
 }

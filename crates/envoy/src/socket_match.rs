@@ -12,11 +12,11 @@
 
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::cluster::v3 as cl;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use trellis_config as tc;
-use trellis_xds::pb::envoy::config::cluster::v3 as cl;
-use trellis_xds::pb::envoy::config::core::v3 as core;
-use trellis_xds::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
-use trellis_xds::pb::google::protobuf::{value::Kind, Struct, Value};
 
 /// The metadata filter an endpoint's transport socket label lives under.
 pub const FILTER: &str = "envoy.transport_socket_match";

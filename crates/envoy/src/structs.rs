@@ -113,8 +113,8 @@ fn from_value(v: &Value) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::google::protobuf as pb;
     use prost::Message;
-    use trellis_xds::pb::google::protobuf as pb;
 
     fn settings() -> Json {
         serde_json::json!({

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use trellis_config::{Config, Endpoint};
 use trellis_envoy::{decode, encode, Resources};
-use trellis_xds::pb::google::protobuf::Any;
 
 const CONFIG: &str = r#"
 identity: { ca_address: "127.0.0.1:15012", ca_root: /etc/certs/root.pem, token_file: /etc/token }
@@ -122,10 +122,10 @@ fn by_name<M: Message>(
 
 fn maps(r: &Resources) -> [BTreeMap<String, Any>; 4] {
     [
-        by_name(trellis_xds::LISTENER, &r.listeners, |l| l.name.clone()),
-        by_name(trellis_xds::ROUTE, &r.routes, |r| r.name.clone()),
-        by_name(trellis_xds::CLUSTER, &r.clusters, |c| c.name.clone()),
-        by_name(trellis_xds::ENDPOINT, &r.endpoints, |e| {
+        by_name(trellis_envoy::LISTENER, &r.listeners, |l| l.name.clone()),
+        by_name(trellis_envoy::ROUTE, &r.routes, |r| r.name.clone()),
+        by_name(trellis_envoy::CLUSTER, &r.clusters, |c| c.name.clone()),
+        by_name(trellis_envoy::ENDPOINT, &r.endpoints, |e| {
             e.cluster_name.clone()
         }),
     ]
@@ -220,14 +220,14 @@ fn missing_routes_and_endpoints_are_waited_for_not_refused() {
 
 #[test]
 fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
-    use trellis_xds::pb::envoy::config::cluster::v3 as cl;
-    use trellis_xds::pb::envoy::config::listener::v3 as lis;
+    use envoy_types::pb::envoy::config::cluster::v3 as cl;
+    use envoy_types::pb::envoy::config::listener::v3 as lis;
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let mut resources = encode(&config).unwrap();
 
     let mut bad = resources.clone();
     bad.listeners[0].use_original_dst =
-        Some(trellis_xds::pb::google::protobuf::BoolValue { value: true });
+        Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
     let [l, r, c, e] = maps(&bad);
     let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
     assert!(
@@ -267,9 +267,9 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
 /// `raw_buffer` (Trellis labels only the endpoints without a sidecar).
 #[test]
 fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
-    use trellis_xds::pb::envoy::config::cluster::v3 as cl;
-    use trellis_xds::pb::envoy::config::core::v3 as core;
-    use trellis_xds::pb::google::protobuf::{value::Kind, Struct, Value};
+    use envoy_types::pb::envoy::config::cluster::v3 as cl;
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
     let [l, r, c, e] = maps(&resources);

@@ -9,6 +9,7 @@ pub mod body;
 pub mod cluster;
 pub mod http;
 pub mod identity;
+mod interest;
 mod io;
 pub mod listener;
 pub mod server;
@@ -17,5 +18,6 @@ pub mod tcp;
 mod tls;
 pub mod xds;
 
+pub use interest::SidecarInterest;
 pub use server::{run, ProxyOptions};
 pub use xds::XdsOptions;

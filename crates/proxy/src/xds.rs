@@ -39,7 +39,7 @@ pub struct Dynamic {
 pub type Update = (Dynamic, oneshot::Sender<Result<(), String>>);
 
 struct ProxySubscriber {
-    interest: trellis_envoy::SidecarInterest,
+    interest: crate::interest::SidecarInterest,
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
     last: Option<Dynamic>,

@@ -21,7 +21,7 @@ fn view(to: &str, a: SocketAddr, b: SocketAddr) -> trellis_xds::Snapshot {
         + &cluster("a", &[a], "")
         + &cluster("b", &[b], "");
     let config = Config::parse(&yaml, "view").unwrap();
-    trellis_envoy::encode(&config).unwrap().snapshot()
+    trellis_control::snapshot(&trellis_envoy::encode(&config).unwrap())
 }
 
 async fn until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
