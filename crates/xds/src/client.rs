@@ -14,8 +14,12 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::wanted::absent_from;
-use crate::wire::{NamesOut, SotwClientCodec, SotwRequestOut, DELTA_PATH, SOTW_PATH};
+use crate::name::absent_from;
+use crate::wire::client::{
+    AnyIn, DeltaRequestOut, DeltaResponseIn, NameField, NamesOut, ResourceIn, SotwClientCodec,
+    SotwRequestOut, SotwResponseIn,
+};
+use crate::wire::{DELTA_PATH, SOTW_PATH};
 use crate::Name;
 use crate::{is_wildcard_type, short_type, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
@@ -202,86 +206,6 @@ pub async fn run<S: Subscriber>(opts: ClientOptions, mut subscriber: S) {
 const MAX_RESPONSE: usize = 256 << 20;
 /// The largest request (a subscription to every endpoint set of a large mesh).
 const MAX_REQUEST: usize = 64 << 20;
-
-/// `DeltaDiscoveryResponse` as the client reads it. Decoding into the generated type
-/// builds a `Resource` of ~250 bytes per resource (TTL, aliases, metadata maps it never
-/// uses) and copies every name, version, type URL and body into allocations of their
-/// own; a full push at 10 000 services decoded 600 MB of those into fresh pages. Here
-/// fields left out are skipped, and versions and bodies are slices of tonic's buffer
-/// (prost decodes a `Bytes` field by splitting it off, without a copy). Each resource
-/// stays a slice until it is read: a `Vec` of 32-byte slices, not of 120-byte decoded
-/// resources grown by doubling (2.4 MB of fresh pages per 10 000-resource response).
-#[derive(Clone, PartialEq, prost::Message)]
-struct DeltaResponseIn {
-    /// `ResourceIn`s, undecoded.
-    #[prost(bytes = "bytes", repeated, tag = "2")]
-    resources: Vec<Bytes>,
-    #[prost(string, tag = "4")]
-    type_url: String,
-    /// Names, checked to be UTF-8 when read.
-    #[prost(bytes = "bytes", repeated, tag = "6")]
-    removed_resources: Vec<Bytes>,
-    #[prost(string, tag = "5")]
-    nonce: String,
-}
-
-/// `envoy.service.discovery.v3.Resource`: name, version and body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ResourceIn {
-    /// A string on the wire; read as bytes to keep it a slice (checked to be UTF-8).
-    #[prost(bytes = "bytes", tag = "3")]
-    name: Bytes,
-    /// A string on the wire; read as bytes to keep it a slice (checked to be UTF-8).
-    #[prost(bytes = "bytes", tag = "1")]
-    version: Bytes,
-    #[prost(message, optional, tag = "2")]
-    resource: Option<AnyIn>,
-}
-
-/// `DeltaDiscoveryRequest` as the client writes it: the names are the client's own
-/// (slices of what it received; `bytes` and `string` are the same on the wire), not a
-/// `String` made for each of 10 000 names per subscription.
-#[derive(Clone, PartialEq, prost::Message)]
-struct DeltaRequestOut {
-    #[prost(message, optional, tag = "1")]
-    node: Option<Node>,
-    #[prost(string, tag = "2")]
-    type_url: String,
-    #[prost(bytes = "bytes", repeated, tag = "3")]
-    resource_names_subscribe: Vec<Bytes>,
-    #[prost(bytes = "bytes", repeated, tag = "4")]
-    resource_names_unsubscribe: Vec<Bytes>,
-    #[prost(btree_map = "string, string", tag = "5")]
-    initial_resource_versions: BTreeMap<String, String>,
-    #[prost(string, tag = "6")]
-    response_nonce: String,
-    #[prost(message, optional, tag = "7")]
-    error_detail: Option<RpcStatus>,
-}
-
-/// `google.protobuf.Any`, its type URL checked against the response's and its body kept
-/// as a slice.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct AnyIn {
-    #[prost(bytes = "bytes", tag = "1")]
-    type_url: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    value: Bytes,
-}
-
-/// `DiscoveryResponse` (state of the world) as the client reads it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct SotwResponseIn {
-    #[prost(string, tag = "1")]
-    version_info: String,
-    /// `AnyIn`s, undecoded (as in `DeltaResponseIn`).
-    #[prost(bytes = "bytes", repeated, tag = "2")]
-    resources: Vec<Bytes>,
-    #[prost(string, tag = "4")]
-    type_url: String,
-    #[prost(string, tag = "5")]
-    nonce: String,
-}
 
 /// One resource of a delta response, read from its slice: its name and the resource
 /// to hold (none if it came without a body), or why it cannot be held.
@@ -770,15 +694,6 @@ async fn subscribe_sotw<S: Subscriber>(
         asked.insert(type_url, (want, wire));
         let _ = tx.send(request).await;
     }
-}
-
-/// Field 1 of a message, a string: the name of a Listener, RouteConfiguration and
-/// Cluster, the cluster name of a ClusterLoadAssignment. Decoding only it skips the
-/// rest of the resource without allocating.
-#[derive(Clone, PartialEq, prost::Message)]
-struct NameField {
-    #[prost(bytes = "bytes", tag = "1")]
-    name: Bytes,
 }
 
 /// The name of a resource of one of the four core types (state of the world sends

@@ -12,21 +12,28 @@
 //!   that accepts it (ACK) or refuses it with a reason (NACK), reconnect with backoff and
 //!   resume from the versions it holds.
 
-mod body;
+//!
+//! The client (`client` feature) and the server (`server` feature) share only the
+//! message writers and readers of [`wire`](crate) and the subscription sets; a proxy
+//! links no server, a control plane no client.
+
+#[cfg(feature = "client")]
 pub mod client;
-mod held;
 mod name;
+#[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
 mod snapshot;
-mod thread;
+#[cfg(feature = "server")]
 mod wanted;
 mod wire;
 
 pub use envoy_types::pb;
 pub use name::Name;
-pub use server::{AdsServer, AdsService, Authorize, ServerStats};
+#[cfg(feature = "server")]
+pub use server::{AdsServer, AdsService, Authorize, ServerStats, ServerThread};
+#[cfg(feature = "server")]
 pub use snapshot::{Base, Cache, Changes, Snapshot, TypeResources, Versioned};
-pub use thread::ServerThread;
 
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";

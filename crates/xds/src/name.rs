@@ -26,6 +26,7 @@ impl Name {
 
     /// A name from bytes already checked to be UTF-8 (a request's names, checked
     /// together). Not UTF-8 after all, it would read as the empty name.
+    #[cfg(feature = "server")]
     pub(crate) fn checked(bytes: Bytes) -> Name {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
         Name(bytes)
@@ -101,10 +102,39 @@ impl fmt::Debug for Name {
     }
 }
 
+/// For names asked in increasing order (a walk of another sorted set of names): whether
+/// each is absent from `sorted`. The two sets are walked in step, one comparison per
+/// step, instead of a lookup per name (14 comparisons of long names at 10 000).
+pub(crate) fn absent_from<'a, T: AsRef<[u8]> + 'a>(
+    sorted: impl Iterator<Item = &'a T> + 'a,
+) -> impl FnMut(&[u8]) -> bool + 'a {
+    let mut rest = sorted.peekable();
+    // One comparison per step (names share long prefixes: `outbound|8080||svc-...`).
+    move |name| loop {
+        match rest.peek().map(|n| n.as_ref().cmp(name)) {
+            Some(std::cmp::Ordering::Less) => {
+                rest.next();
+            }
+            Some(std::cmp::Ordering::Equal) => return false,
+            _ => return true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    /// A walk in order over one set asks the other, name by name, what it lacks.
+    #[test]
+    fn absent_from_answers_a_walk_in_order() {
+        let have: Vec<Name> = ["b", "d", "f"].into_iter().map(Name::from).collect();
+        let mut absent = absent_from(have.iter());
+        let asked = ["a", "b", "c", "d", "e", "f", "g"];
+        let lacking: Vec<&str> = asked.into_iter().filter(|n| absent(n.as_bytes())).collect();
+        assert_eq!(lacking, ["a", "c", "e", "g"]);
+    }
 
     #[test]
     fn names_order_and_search_as_their_text() {

@@ -5,7 +5,7 @@ use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{broadcast, watch};
 
 use crate::wanted::Fingerprint;
-use crate::wire::{Encoded, Flavor};
+use crate::wire::response::{Encoded, Flavor};
 
 /// One resource with the version the server gives it: a hash of its encoded bytes, so
 /// two builds of the same content have the same version across restarts.

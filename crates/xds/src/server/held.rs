@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::server::{Phase, Push};
+use super::push::{Phase, Push};
 use crate::{Snapshot, Versioned};
 
 /// Name → the resource the client holds; only its version is read (a resuming

@@ -8,16 +8,23 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status, Streaming};
 
-use crate::body::ResponseBody;
-use crate::held::{Diff, Held};
+pub(crate) mod body;
+mod held;
+mod push;
+mod thread;
+
+pub use thread::ServerThread;
+
+use crate::name::absent_from;
 use crate::snapshot::Named;
-use crate::wanted::{absent_from, Wanted};
-use crate::wire::{
-    DeltaRequest, DeltaResponse, Response, SotwRequest, SotwResponse, WireDecoder, WireRequest,
-    DELTA_PATH, SOTW_PATH,
-};
-use crate::wire::{Encoded, Flavor};
+use crate::wanted::Wanted;
+use crate::wire::request::{DeltaRequest, SotwRequest, WireDecoder, WireRequest};
+use crate::wire::response::{DeltaResponse, Encoded, Flavor, Response, SotwResponse};
+use crate::wire::{DELTA_PATH, SOTW_PATH};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot, Versioned};
+use body::ResponseBody;
+use held::{Diff, Held};
+pub(crate) use push::{Phase, Push};
 
 /// Counters the control plane exports.
 #[derive(Debug, Default)]
@@ -203,38 +210,6 @@ fn nack_message(status: &envoy_types::pb::google::rpc::Status) -> &str {
         "(no message)"
     } else {
         &status.message
-    }
-}
-
-/// Which part of a change a response carries. A change is pushed make-before-break,
-/// as the xDS protocol asks: first what is new or changed, clusters → endpoints →
-/// listeners → routes, so that nothing refers to what a proxy does not have yet; then
-/// removals, in the reverse order, once nothing refers to them any more (a removed
-/// subset's cluster goes only after the routes that used it).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Answering a request: the whole current state.
-    All,
-    Upserts,
-    Removals,
-}
-
-/// The context of a response: the snapshot the stream had before, which names may
-/// differ from it (`None`: any), and the phase.
-#[derive(Clone, Copy)]
-pub(crate) struct Push<'a> {
-    pub previous: &'a Snapshot,
-    pub changes: Option<&'a crate::Changes>,
-    pub phase: Phase,
-}
-
-impl Push<'_> {
-    /// Nothing of this type can differ from what the stream sent before.
-    pub fn unchanged(&self, type_url: &str) -> bool {
-        self.phase != Phase::All
-            && self
-                .changes
-                .is_some_and(|c| c.get(type_url).is_none_or(|n| n.is_empty()))
     }
 }
 
@@ -821,10 +796,10 @@ impl Variant for Delta {
 
 #[cfg(test)]
 mod tests {
+    use super::held::Held;
     use super::{covers, whole, Phase};
-    use crate::held::Held;
     use crate::wanted::Wanted;
-    use crate::wire::Flavor;
+    use crate::wire::response::Flavor;
     use crate::{Base, Snapshot, CLUSTER};
     use envoy_types::pb::google::protobuf::Any;
 

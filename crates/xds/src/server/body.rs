@@ -17,7 +17,7 @@ use prost::bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::wire::Response;
+use crate::wire::response::Response;
 
 /// Reads responses from the stream's task and frames them as gRPC messages; the
 /// stream's end (or its error) becomes the trailers.
