@@ -22,6 +22,7 @@
 mod cgroup;
 mod counters;
 mod loader;
+mod pins;
 mod preflight;
 mod sockets;
 

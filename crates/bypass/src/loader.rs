@@ -9,36 +9,13 @@ use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use serde::Serialize;
 
+use crate::pins::pins;
 use crate::preflight::{self, BypassError};
 use crate::sockets::SockKey;
 use crate::{Counters, BPF_OBJECT};
 
 /// `struct info` of `bpf/bypass.c`: the cgroup path, NUL-padded.
 type Info = [u8; 4096];
-
-/// The files pinned under a pin directory. The names are the interface between
-/// `enable`, `status` and `disable`, possibly run by different trellis versions.
-pub(crate) struct Pins {
-    pub sockops: PathBuf,
-    pub sk_msg: PathBuf,
-    pub sockops_link: PathBuf,
-    pub socks: PathBuf,
-    pub passed: PathBuf,
-    pub counters: PathBuf,
-    pub info: PathBuf,
-}
-
-pub(crate) fn pins(dir: &Path) -> Pins {
-    Pins {
-        sockops: dir.join("sockops"),
-        sk_msg: dir.join("sk_msg"),
-        sockops_link: dir.join("sockops_link"),
-        socks: dir.join("socks"),
-        passed: dir.join("passed"),
-        counters: dir.join("counters"),
-        info: dir.join("info"),
-    }
-}
 
 /// What `status` reports.
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,7 @@ use std::path::Path;
 use aya::maps::{Map, MapData, SockHash};
 use serde::Serialize;
 
-use crate::loader::pins;
+use crate::pins::pins;
 use crate::BypassError;
 
 /// `struct sock_key` of `bpf/bypass.c` as eleven 32-bit words: family, local port,

@@ -62,9 +62,9 @@ pub fn stand_in(doc: &Value) -> Option<FailClosed> {
             let dry_run = doc
                 .get("metadata")
                 .and_then(|m| m.get("annotations"))
-                .and_then(|a| a.get(crate::load::DRY_RUN))
+                .and_then(|a| a.get(crate::annotations::DRY_RUN))
                 .and_then(Value::as_str)
-                .and_then(crate::load::parse_go_bool)
+                .and_then(crate::annotations::parse_go_bool)
                 == Some(true);
             let action = match spec.get("action") {
                 None | Some(Value::Null) => Some("ALLOW"),

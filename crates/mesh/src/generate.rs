@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use trellis_config as tc;
 use trellis_config::{Dur, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
 
+use crate::inputs::{selects, Inputs, Resource};
 use crate::istio::{self, Labels, MtlsMode, TrafficPolicy};
-use crate::load::{selects, Inputs, Resource};
 use crate::{fqdn, Port, Registry, Service, Workload, ROOT_NAMESPACE};
 
 /// The generated part of a sidecar's config (listeners and clusters), or why there is

@@ -9,8 +9,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::inputs::{Inputs, Resource};
 use crate::istio::WorkloadEntry;
-use crate::load::{DocChange, Inputs, Resource};
+use crate::load::DocChange;
 use crate::registry::{Registry, Workload};
 
 /// The moved WorkloadEntries, if `changes` are nothing but moves: each document

@@ -12,37 +12,29 @@
 //! Local-mode sidecars run without traffic capture, so a workload says where its
 //! sidecar listens through annotations (see [`annotations`]).
 
+pub mod annotations;
 pub mod fail_closed;
 pub mod generate;
 mod incremental;
+mod inputs;
 pub mod istio;
 pub mod load;
 mod registry;
 mod security;
 mod validate;
 
+pub use annotations::{parse_go_bool, DRY_RUN};
 pub use generate::{
     egress_collisions, egress_unresolved, generate, generate_client, generate_clusters,
     generate_inbound, generate_outbound, outbound_scope, Outbound,
 };
 pub use incremental::endpoint_moves;
+pub use inputs::{selects, Diagnostic, Inputs, Loaded, Resource};
 pub use load::{
-    load_dir, load_dir_cached, load_dir_into, load_str, load_value, parse_go_bool, selects,
-    Diagnostic, DocCache, DocChange, Inputs, Loaded, Resource, DRY_RUN,
+    load_dir, load_dir_cached, load_dir_into, load_str, load_value, DocCache, DocChange,
 };
 pub use registry::{Port, Protocol, Registry, Service, Workload};
 pub use validate::cross_check;
-
-/// Annotations on a WorkloadEntry that place its sidecar (local mode, no capture).
-pub mod annotations {
-    /// `host:port` of the sidecar's outbound HTTP listener (the app's HTTP proxy).
-    /// Default `127.0.0.1:15001`.
-    pub const OUTBOUND: &str = "sidecar.trellis.dev/outbound";
-    /// `<port name>=<port>,...`: where the application itself listens, on 127.0.0.1.
-    /// The WorkloadEntry's `ports` are the sidecar's inbound (mTLS) ports; a workload
-    /// without this annotation has no sidecar and is reached in plaintext.
-    pub const APP_PORTS: &str = "sidecar.trellis.dev/app-ports";
-}
 
 /// The mesh's root namespace: resources here without a selector apply mesh-wide.
 pub const ROOT_NAMESPACE: &str = "istio-system";

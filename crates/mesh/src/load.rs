@@ -2,8 +2,7 @@
 //! warnings naming the fields Trellis ignores, or refused with the file, the resource
 //! and the field at fault. A refused document never affects the others.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,69 +10,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::fail_closed::{self, FailClosed};
+use crate::annotations::{parse_go_bool, DRY_RUN};
+use crate::fail_closed;
+use crate::inputs::{Diagnostic, Loaded, Resource};
 use crate::istio::*;
 use crate::validate;
-
-/// A resource with where it came from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Resource<T> {
-    pub name: String,
-    pub namespace: String,
-    pub labels: Labels,
-    pub annotations: Labels,
-    pub spec: T,
-    /// `file.yaml#2` (document index from 1).
-    pub source: String,
-}
-
-/// Everything the control plane reads, by kind.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Inputs {
-    pub virtual_services: Vec<Resource<VirtualService>>,
-    pub destination_rules: Vec<Resource<DestinationRule>>,
-    pub service_entries: Vec<Resource<ServiceEntry>>,
-    pub workload_entries: Vec<Resource<WorkloadEntry>>,
-    pub sidecars: Vec<Resource<Sidecar>>,
-    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
-    pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
-    /// Refused security resources, in their strictest reading (see [`crate::fail_closed`]).
-    pub fail_closed: Vec<Resource<FailClosed>>,
-}
-
-/// The annotation that makes an AuthorizationPolicy dry-run (evaluated, never enforced).
-pub const DRY_RUN: &str = "istio.io/dry-run";
-
-/// A boolean as Go's `strconv.ParseBool` reads it (how Istio reads annotations).
-pub fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// `mesh.yaml#3 VirtualService default/reviews`.
-    pub resource: String,
-    pub message: String,
-    /// (kind, namespace, name) when the document got that far.
-    pub key: Option<(String, String, String)>,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.resource, self.message)
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Loaded {
-    pub inputs: Inputs,
-    pub warnings: Vec<Diagnostic>,
-    pub refused: Vec<Diagnostic>,
-}
 
 const NETWORKING: &[&str] = &[
     "networking.istio.io/v1",
@@ -251,24 +192,6 @@ impl DocCache {
             }
             self.set(file, i, hash, fragment);
         }
-    }
-}
-
-impl Loaded {
-    fn extend_from(&mut self, other: &Loaded) {
-        let (i, o) = (&mut self.inputs, &other.inputs);
-        i.virtual_services.extend_from_slice(&o.virtual_services);
-        i.destination_rules.extend_from_slice(&o.destination_rules);
-        i.service_entries.extend_from_slice(&o.service_entries);
-        i.workload_entries.extend_from_slice(&o.workload_entries);
-        i.sidecars.extend_from_slice(&o.sidecars);
-        i.peer_authentications
-            .extend_from_slice(&o.peer_authentications);
-        i.authorization_policies
-            .extend_from_slice(&o.authorization_policies);
-        i.fail_closed.extend_from_slice(&o.fail_closed);
-        self.warnings.extend_from_slice(&other.warnings);
-        self.refused.extend_from_slice(&other.refused);
     }
 }
 
@@ -551,79 +474,6 @@ fn field_path(path: &serde_ignored::Path) -> String {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => field_path(parent),
     }
-}
-
-impl Inputs {
-    /// For each resource refused now that was accepted before, keeps the earlier
-    /// version serving (an edit that breaks a resource does not remove it). A refused
-    /// security resource without one keeps its fail-closed stand-in, and its
-    /// refusal says so.
-    pub fn keep_previous(&mut self, previous: &Inputs, refused: &mut [Diagnostic]) {
-        macro_rules! carry {
-            ($field:ident, $kind:literal) => {
-                for d in refused.iter_mut() {
-                    let Some((kind, ns, name)) = &d.key else {
-                        continue;
-                    };
-                    if kind != $kind
-                        || self
-                            .$field
-                            .iter()
-                            .any(|r| &r.namespace == ns && &r.name == name)
-                    {
-                        continue;
-                    }
-                    if let Some(old) = previous
-                        .$field
-                        .iter()
-                        .find(|r| &r.namespace == ns && &r.name == name)
-                    {
-                        self.$field.push(old.clone());
-                        d.message.push_str(" (the previous version keeps serving)");
-                    }
-                }
-            };
-        }
-        carry!(virtual_services, "VirtualService");
-        carry!(destination_rules, "DestinationRule");
-        carry!(service_entries, "ServiceEntry");
-        carry!(workload_entries, "WorkloadEntry");
-        carry!(sidecars, "Sidecar");
-        carry!(peer_authentications, "PeerAuthentication");
-        carry!(authorization_policies, "AuthorizationPolicy");
-        // A stand-in goes where the earlier version serves; elsewhere it says so.
-        let serving = |f: &Resource<FailClosed>| match f.spec.kind {
-            "PeerAuthentication" => self
-                .peer_authentications
-                .iter()
-                .any(|r| r.namespace == f.namespace && r.name == f.name),
-            _ => self
-                .authorization_policies
-                .iter()
-                .any(|r| r.namespace == f.namespace && r.name == f.name),
-        };
-        let standing: Vec<bool> = self.fail_closed.iter().map(|f| !serving(f)).collect();
-        let mut standing = standing.into_iter();
-        self.fail_closed.retain(|_| standing.next().unwrap_or(true));
-        for d in refused.iter_mut() {
-            let Some((kind, ns, name)) = &d.key else {
-                continue;
-            };
-            if let Some(f) = self
-                .fail_closed
-                .iter()
-                .find(|f| f.spec.kind == kind.as_str() && &f.namespace == ns && &f.name == name)
-            {
-                d.message.push(' ');
-                d.message.push_str(f.spec.stance.note());
-            }
-        }
-    }
-}
-
-/// Labels `selector` selects (every key equal).
-pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[cfg(test)]

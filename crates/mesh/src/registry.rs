@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
+use crate::inputs::{selects, Inputs};
 use crate::istio::{Labels, WorkloadEntry};
-use crate::load::{selects, Inputs};
 use crate::{annotations, fqdn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,9 +4,10 @@
 
 use trellis_config as tc;
 
+use crate::annotations::DRY_RUN;
 use crate::fail_closed::{FailClosed, Stance};
+use crate::inputs::{selects, Inputs, Resource};
 use crate::istio::{self, MtlsMode};
-use crate::load::{selects, Inputs, Resource, DRY_RUN};
 use crate::{Workload, ROOT_NAMESPACE};
 
 /// Whether a namespace-wide or selecting resource in `namespace` applies to `w`:

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::inputs::{Diagnostic, Loaded};
 use crate::istio::*;
-use crate::load::{Diagnostic, Loaded};
 
 fn duration(path: &str, d: &Option<String>, errors: &mut Vec<String>) {
     if let Some(d) = d {
@@ -673,7 +673,7 @@ fn path_template(path: &str) -> Result<(), String> {
 /// VirtualServices for the same host. The later one (in file order) is refused.
 pub fn cross_check(loaded: &mut Loaded) {
     fn dedupe<T>(
-        list: &mut Vec<crate::load::Resource<T>>,
+        list: &mut Vec<crate::inputs::Resource<T>>,
         kind: &str,
         refused: &mut Vec<Diagnostic>,
     ) {

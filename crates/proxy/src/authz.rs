@@ -1,6 +1,6 @@
 //! AuthorizationPolicy at a listener: the engine plus its metrics and audit log.
 
-use crate::http::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::stats::RbacCounters;
 use trellis_authz::{Attributes, Decision, Engine, HttpAttributes};
 

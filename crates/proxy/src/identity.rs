@@ -221,7 +221,7 @@ impl Agent {
         &self,
         key: PKey<Private>,
     ) -> Result<Arc<dyn trellis_tls::PrivateKeyProvider>, String> {
-        crate::tls::key_provider(&self.config.private_key_provider, key, &self.metrics).map_err(
+        crate::keys::key_provider(&self.config.private_key_provider, key, &self.metrics).map_err(
             |(field, e)| {
                 if field == "private_key" {
                     e

@@ -4,7 +4,8 @@
 //! behind an `ArcSwap`, so a reload that keeps the listener's addresses swaps the
 //! behaviour without touching the socket or any open connection.
 
-use crate::http::{ConnInfo, HttpManager};
+use crate::conn::ConnInfo;
+use crate::http::HttpManager;
 use crate::io::{Activity, ActivityIo};
 use crate::stats::ListenerStats;
 use crate::tcp::TcpProxy;

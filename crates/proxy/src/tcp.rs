@@ -2,7 +2,7 @@
 
 use crate::cluster::outlier::Outcome;
 use crate::cluster::Cluster;
-use crate::http::ConnInfo;
+use crate::conn::ConnInfo;
 use crate::io::{Activity, ActivityIo};
 use crate::stats::ListenerStats;
 use std::sync::Arc;

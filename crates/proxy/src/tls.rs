@@ -5,8 +5,7 @@ use crate::identity::WorkloadCert;
 use crate::stats::{KeyOpLabels, Metrics};
 use std::sync::Arc;
 use trellis_config::{
-    Codec, DownstreamTls, PrivateKeyProvider, TlsCertificate, TlsVersion, UpstreamTls, SDS_ROOT_CA,
-    SDS_WORKLOAD_CERT,
+    Codec, DownstreamTls, TlsCertificate, TlsVersion, UpstreamTls, SDS_ROOT_CA, SDS_WORKLOAD_CERT,
 };
 use trellis_tls::{
     CertifiedKey, ClientTls, ClientTlsConfig, KeyOpHook, ServerCertificate, ServerTls,
@@ -48,35 +47,6 @@ fn roots(field: &str, path: &str, w: Workload) -> Result<Vec<boring::x509::X509>
     trellis_tls::load_trust_bundle(path).map_err(|e| format!("{field}: {e}"))
 }
 
-/// One batcher per poll delay and mode, shared by every certificate that asks for it,
-/// so that handshakes on all listeners fill the same batches.
-pub(crate) fn batcher(
-    poll_delay: std::time::Duration,
-    inline: bool,
-    metrics: &Arc<Metrics>,
-) -> Arc<trellis_cryptomb_provider::Batcher> {
-    use std::sync::{Mutex, OnceLock};
-    type Batchers = Mutex<Vec<Arc<trellis_cryptomb_provider::Batcher>>>;
-    static BATCHERS: OnceLock<Batchers> = OnceLock::new();
-    let mut all = BATCHERS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(b) = all
-        .iter()
-        .find(|b| b.poll_delay == poll_delay && b.inline_mode() == inline)
-    {
-        return b.clone();
-    }
-    let b = if inline {
-        trellis_cryptomb_provider::Batcher::inline(poll_delay, metrics.cryptomb())
-    } else {
-        trellis_cryptomb_provider::Batcher::start(poll_delay, metrics.cryptomb())
-    };
-    all.push(b.clone());
-    b
-}
-
 fn certified_key(
     field: &str,
     c: &TlsCertificate,
@@ -91,35 +61,15 @@ fn certified_key(
     let path = c.private_key.as_deref().unwrap_or_default();
     let key = trellis_tls::load_private_key(path, &chain[0])
         .map_err(|e| format!("{field}.private_key: {e}"))?;
-    let provider = key_provider(&c.private_key_provider, key, metrics).map_err(|(f, e)| {
-        if f == "private_key" {
-            format!("{field}.private_key: {path}: {e}")
-        } else {
-            format!("{field}.{f}: {e}")
-        }
-    })?;
+    let provider =
+        crate::keys::key_provider(&c.private_key_provider, key, metrics).map_err(|(f, e)| {
+            if f == "private_key" {
+                format!("{field}.private_key: {path}: {e}")
+            } else {
+                format!("{field}.{f}: {e}")
+            }
+        })?;
     Ok(CertifiedKey { chain, provider })
-}
-
-/// `key` behind the configured provider; an error names the field at fault
-/// (`private_key` or `private_key_provider`).
-pub(crate) fn key_provider(
-    provider: &PrivateKeyProvider,
-    key: boring::pkey::PKey<boring::pkey::Private>,
-    metrics: &Arc<Metrics>,
-) -> Result<Arc<dyn trellis_tls::PrivateKeyProvider>, (&'static str, String)> {
-    Ok(match provider {
-        PrivateKeyProvider::Memory => Arc::new(
-            trellis_tls::InMemoryKey::new(key).map_err(|e| ("private_key", e.to_string()))?,
-        ),
-        PrivateKeyProvider::Cryptomb(mb) => {
-            let batcher = batcher(mb.poll_delay.get(), mb.inline, metrics);
-            Arc::new(
-                trellis_cryptomb_provider::CryptoMbKey::new(key, batcher, mb.fallback)
-                    .map_err(|e| ("private_key_provider", e))?,
-            )
-        }
-    })
 }
 
 /// The downstream context for a listener. HTTP listeners offer `h2` and `http/1.1` as

@@ -3,7 +3,7 @@
 
 use super::flags::Flags;
 use super::headers::strip_hop_by_hop;
-use super::local_reply;
+use super::reply::local_reply;
 use crate::body::{self, Body};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, UpstreamError};

@@ -3,20 +3,26 @@
 //! ([`filter`]: authorization, header mutation, fault injection, the router), and
 //! records the request's stats and access log line.
 
+mod action;
 mod filter;
 mod flags;
 mod forward;
 pub mod headers;
+mod reply;
+mod route_table;
+
+pub use crate::conn::ConnInfo;
+pub use reply::local_reply;
+use route_table::VirtualHost;
 
 use crate::access_log::{self, AccessLog};
-use crate::body::{self, Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::cluster::Cluster;
-use crate::stats::{ListenerStats, Metrics, RouteStats};
+use crate::stats::{ListenerStats, Metrics};
 use bytes::Bytes;
-use filter::{Chain, Exchange, PerRoute};
+use filter::{Chain, Exchange};
 use flags::Flags;
-use headers::Mutations;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::header::HOST;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -41,23 +47,6 @@ pub struct HttpManager {
     chain: Chain,
 }
 
-struct VirtualHost {
-    name: String,
-    request: Mutations,
-    response: Mutations,
-    routes: Vec<RouteEntry>,
-}
-
-struct RouteEntry {
-    name: String,
-    action: filter::router::Action,
-    /// The route's configuration of the filters that have some.
-    per_filter: PerRoute,
-    request: Mutations,
-    response: Mutations,
-    stats: RouteStats,
-}
-
 /// The engine a compiled matcher uses for `matcher.engine`; None for Envoy's sequential
 /// matching. Routes and authorization policies follow the same setting.
 pub(crate) fn compiled_engine(engine: MatcherEngine) -> Option<Engine> {
@@ -66,20 +55,6 @@ pub(crate) fn compiled_engine(engine: MatcherEngine) -> Option<Engine> {
         MatcherEngine::Automata => Some(Engine::Automata),
         MatcherEngine::Hyperscan => Some(Engine::Hyperscan),
     }
-}
-
-/// Where a request came from, for hashing, logging and policy.
-#[derive(Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The listener address the connection arrived on (destination port for policy).
-    pub local: SocketAddr,
-    /// The connection arrived over TLS.
-    pub tls: bool,
-    /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).
-    pub peer_identity: Option<Arc<str>>,
-    /// The server name (SNI) the TLS client asked for.
-    pub server_name: Option<Arc<str>>,
 }
 
 impl HttpManager {
@@ -109,40 +84,7 @@ impl HttpManager {
                 },
             )?),
         };
-        let mut virtual_hosts = Vec::new();
-        for vh in &config.virtual_hosts {
-            let routes = vh
-                .routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let name = r.name.clone().unwrap_or_else(|| format!("{i}"));
-                    RouteEntry {
-                        stats: metrics.route(listener, &vh.name, &name),
-                        name,
-                        action: filter::router::action(r, clusters),
-                        per_filter: PerRoute::new(r),
-                        request: Mutations::new(
-                            &r.request_headers_to_add,
-                            &r.request_headers_to_remove,
-                        ),
-                        response: Mutations::new(
-                            &r.response_headers_to_add,
-                            &r.response_headers_to_remove,
-                        ),
-                    }
-                })
-                .collect();
-            virtual_hosts.push(VirtualHost {
-                name: vh.name.clone(),
-                request: Mutations::new(&vh.request_headers_to_add, &vh.request_headers_to_remove),
-                response: Mutations::new(
-                    &vh.response_headers_to_add,
-                    &vh.response_headers_to_remove,
-                ),
-                routes,
-            });
-        }
+        let virtual_hosts = route_table::build(listener, config, clusters, metrics);
         let access_log = match &config.access_log {
             None => None,
             Some(a) => Some(match access_logs.get(&a.path) {
@@ -236,7 +178,9 @@ impl HttpManager {
         };
         let (parts, body) = req.into_parts();
         let mut x = Exchange {
-            manager: &self,
+            routes: &self.virtual_hosts,
+            no_route: &self.stats.no_route,
+            buffer_limit: self.buffer_limit,
             conn: &conn,
             parts,
             body: Some(body),
@@ -251,15 +195,6 @@ impl HttpManager {
         log.flags = x.flags;
         log.finish(response)
     }
-}
-
-/// A response the proxy makes itself.
-pub fn local_reply(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(body::full(Bytes::from(text.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
 }
 
 /// Per-request facts for stats and the access log.

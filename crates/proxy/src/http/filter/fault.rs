@@ -6,7 +6,7 @@ use rand::Rng;
 
 use super::{Exchange, Step};
 use crate::http::flags::Flags;
-use crate::http::local_reply;
+use crate::http::reply::local_reply;
 
 pub const NAME: &str = "fault";
 

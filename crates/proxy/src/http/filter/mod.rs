@@ -31,9 +31,12 @@ pub use header_mutation::HeaderMutation;
 pub use rbac::Rbac;
 pub use router::Router;
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::flags::Flags;
-use super::{ConnInfo, HttpManager, RouteEntry, VirtualHost};
+use super::route_table::{RouteEntry, VirtualHost};
 use crate::body::Body;
+use crate::conn::ConnInfo;
 
 /// What a filter does with the request.
 pub enum Step {
@@ -45,7 +48,12 @@ pub enum Step {
 
 /// One request on its way through the chain, with what filters learn about it.
 pub struct Exchange<'a> {
-    pub manager: &'a HttpManager,
+    /// The listener's routes, which `selected` indexes.
+    pub routes: &'a [VirtualHost],
+    /// Counts requests no route matched.
+    pub no_route: &'a Counter,
+    /// The largest request body held for retries and mirroring.
+    pub buffer_limit: usize,
     pub conn: &'a ConnInfo,
     pub parts: Parts,
     /// Taken by the filter that sends the request on (the router).
@@ -61,22 +69,8 @@ pub struct Exchange<'a> {
 impl<'a> Exchange<'a> {
     pub fn route(&self) -> Option<(&'a VirtualHost, &'a RouteEntry)> {
         let (vh, r) = self.selected?;
-        let vh = &self.manager.virtual_hosts[vh];
+        let vh = &self.routes[vh];
         Some((vh, &vh.routes[r]))
-    }
-}
-
-/// Per-route configuration of the filters that have some.
-#[derive(Default)]
-pub struct PerRoute {
-    pub fault: Option<trellis_config::Fault>,
-}
-
-impl PerRoute {
-    pub fn new(route: &trellis_config::Route) -> PerRoute {
-        PerRoute {
-            fault: route.fault.clone(),
-        }
     }
 }
 
@@ -164,7 +158,7 @@ mod tests {
     //! request's parts, and what comes back.
 
     use super::*;
-    use crate::http::ConnInfo;
+    use crate::http::HttpManager;
     use http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use std::collections::HashMap;
@@ -226,7 +220,9 @@ mod tests {
             .and_then(|vh| Some((vh, m.matcher.select_route(vh, &view)?)));
         let conn = conn();
         let mut x = Exchange {
-            manager: m,
+            routes: &m.virtual_hosts,
+            no_route: &m.stats.no_route,
+            buffer_limit: m.buffer_limit,
             conn: &conn,
             parts,
             body: None,
@@ -356,7 +352,9 @@ listeners:
             .into_parts();
         let conn = conn();
         let mut x = Exchange {
-            manager: &m,
+            routes: &m.virtual_hosts,
+            no_route: &m.stats.no_route,
+            buffer_limit: m.buffer_limit,
             conn: &conn,
             parts,
             body: None,

@@ -8,7 +8,7 @@ use http::StatusCode;
 use super::{Exchange, Step};
 use crate::authz::ListenerAuthz;
 use crate::http::flags::Flags;
-use crate::http::local_reply;
+use crate::http::reply::local_reply;
 
 pub const NAME: &str = "rbac";
 

@@ -3,37 +3,26 @@
 //! forwarding headers, then `forward.rs` for retries, timeouts, mirroring and
 //! upgrades); `404 no route` when no route matched.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use http::{Response, StatusCode};
 use rand::Rng;
-use trellis_config::{Redirect, Route, RouteMatch};
+use trellis_config::Redirect;
 
 use super::{Exchange, Step};
 use crate::body::{self, Body};
-use crate::cluster::Cluster;
+use crate::http::action::Action;
 use crate::http::flags::Flags;
-use crate::http::forward::{Forward, Outgoing, RetryRule};
-use crate::http::local_reply;
+use crate::http::forward::Outgoing;
+use crate::http::reply::local_reply;
 
 pub const NAME: &str = "router";
 
 pub struct Router;
 
-/// What a route does.
-pub enum Action {
-    Forward(Forward),
-    Redirect(Redirect, Option<usize>),
-    Direct(StatusCode, Bytes),
-}
-
 impl Router {
     pub async fn on_request(&self, x: &mut Exchange<'_>) -> Step {
         let Some((_, route)) = x.route() else {
-            x.manager.stats.no_route.inc();
+            x.no_route.inc();
             x.flags.set(Flags::NO_ROUTE);
             return Step::Respond(local_reply(StatusCode::NOT_FOUND, "no route"));
         };
@@ -85,57 +74,13 @@ impl Router {
                     .entry("x-forwarded-proto")
                     .or_insert(HeaderValue::from_static(proto));
                 fwd.rewrite(&mut out);
-                let f = fwd
-                    .forward(out, body, x.manager.buffer_limit, upgrade)
-                    .await;
+                let f = fwd.forward(out, body, x.buffer_limit, upgrade).await;
                 x.upstream = f.upstream;
                 x.flags.set(f.flags);
                 f.response
             }
         })
     }
-}
-
-/// The action of a route, with its clusters resolved.
-pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
-    let prefix_len = match_prefix_len(&r.matches);
-    if let Some(d) = &r.direct_response {
-        let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-        return Action::Direct(status, Bytes::from(d.body.clone()));
-    }
-    if let Some(rd) = &r.redirect {
-        return Action::Redirect(rd.clone(), prefix_len);
-    }
-    let a = r.route.as_ref().expect("validated: a route has one action");
-    let targets: Vec<(Arc<Cluster>, u32)> = match &a.cluster {
-        Some(c) => vec![(clusters[c].clone(), 1)],
-        None => a
-            .weighted_clusters
-            .iter()
-            .filter(|w| w.weight > 0)
-            .map(|w| (clusters[&w.name].clone(), w.weight))
-            .collect(),
-    };
-    Action::Forward(Forward {
-        total_weight: targets.iter().map(|t| t.1).sum(),
-        targets,
-        prefix_rewrite: a.prefix_rewrite.clone().map(|p| (prefix_len, p)),
-        host_rewrite: a
-            .host_rewrite
-            .as_ref()
-            .and_then(|h| HeaderValue::from_str(h).ok()),
-        timeout: Some(a.timeout.get()).filter(|t| !t.is_zero()),
-        retry: a.retry_policy.as_ref().map(RetryRule::new),
-        mirror: a
-            .request_mirror
-            .as_ref()
-            .map(|m| (clusters[&m.cluster].clone(), m.percent)),
-        hash_policy: a.hash_policy.clone(),
-    })
-}
-
-fn match_prefix_len(m: &RouteMatch) -> Option<usize> {
-    m.prefix.as_ref().map(|p| p.len())
 }
 
 fn redirect(

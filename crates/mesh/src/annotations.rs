@@ -1,0 +1,22 @@
+//! Annotations Trellis reads: where a local-mode workload's sidecar and app listen
+//! (sidecars run without traffic capture), and Istio's dry-run switch.
+
+/// `host:port` of the sidecar's outbound HTTP listener (the app's HTTP proxy).
+/// Default `127.0.0.1:15001`.
+pub const OUTBOUND: &str = "sidecar.trellis.dev/outbound";
+/// `<port name>=<port>,...`: where the application itself listens, on 127.0.0.1.
+/// The WorkloadEntry's `ports` are the sidecar's inbound (mTLS) ports; a workload
+/// without this annotation has no sidecar and is reached in plaintext.
+pub const APP_PORTS: &str = "sidecar.trellis.dev/app-ports";
+
+/// The annotation that makes an AuthorizationPolicy dry-run (evaluated, never enforced).
+pub const DRY_RUN: &str = "istio.io/dry-run";
+
+/// A boolean as Go's `strconv.ParseBool` reads it (how Istio reads annotations).
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}

@@ -1,0 +1,147 @@
+//! What the loader gives: the accepted resources by kind (with where each came from),
+//! the fail-closed stand-ins of refused security resources, and the diagnostics.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::fail_closed::FailClosed;
+use crate::istio::*;
+
+/// A resource with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource<T> {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub spec: T,
+    /// `file.yaml#2` (document index from 1).
+    pub source: String,
+}
+
+/// Everything the control plane reads, by kind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub virtual_services: Vec<Resource<VirtualService>>,
+    pub destination_rules: Vec<Resource<DestinationRule>>,
+    pub service_entries: Vec<Resource<ServiceEntry>>,
+    pub workload_entries: Vec<Resource<WorkloadEntry>>,
+    pub sidecars: Vec<Resource<Sidecar>>,
+    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
+    /// Refused security resources, in their strictest reading (see [`crate::fail_closed`]).
+    pub fail_closed: Vec<Resource<FailClosed>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// `mesh.yaml#3 VirtualService default/reviews`.
+    pub resource: String,
+    pub message: String,
+    /// (kind, namespace, name) when the document got that far.
+    pub key: Option<(String, String, String)>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.resource, self.message)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub inputs: Inputs,
+    pub warnings: Vec<Diagnostic>,
+    pub refused: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub(crate) fn extend_from(&mut self, other: &Loaded) {
+        let (i, o) = (&mut self.inputs, &other.inputs);
+        i.virtual_services.extend_from_slice(&o.virtual_services);
+        i.destination_rules.extend_from_slice(&o.destination_rules);
+        i.service_entries.extend_from_slice(&o.service_entries);
+        i.workload_entries.extend_from_slice(&o.workload_entries);
+        i.sidecars.extend_from_slice(&o.sidecars);
+        i.peer_authentications
+            .extend_from_slice(&o.peer_authentications);
+        i.authorization_policies
+            .extend_from_slice(&o.authorization_policies);
+        i.fail_closed.extend_from_slice(&o.fail_closed);
+        self.warnings.extend_from_slice(&other.warnings);
+        self.refused.extend_from_slice(&other.refused);
+    }
+}
+
+impl Inputs {
+    /// For each resource refused now that was accepted before, keeps the earlier
+    /// version serving (an edit that breaks a resource does not remove it). A refused
+    /// security resource without one keeps its fail-closed stand-in, and its
+    /// refusal says so.
+    pub fn keep_previous(&mut self, previous: &Inputs, refused: &mut [Diagnostic]) {
+        macro_rules! carry {
+            ($field:ident, $kind:literal) => {
+                for d in refused.iter_mut() {
+                    let Some((kind, ns, name)) = &d.key else {
+                        continue;
+                    };
+                    if kind != $kind
+                        || self
+                            .$field
+                            .iter()
+                            .any(|r| &r.namespace == ns && &r.name == name)
+                    {
+                        continue;
+                    }
+                    if let Some(old) = previous
+                        .$field
+                        .iter()
+                        .find(|r| &r.namespace == ns && &r.name == name)
+                    {
+                        self.$field.push(old.clone());
+                        d.message.push_str(" (the previous version keeps serving)");
+                    }
+                }
+            };
+        }
+        carry!(virtual_services, "VirtualService");
+        carry!(destination_rules, "DestinationRule");
+        carry!(service_entries, "ServiceEntry");
+        carry!(workload_entries, "WorkloadEntry");
+        carry!(sidecars, "Sidecar");
+        carry!(peer_authentications, "PeerAuthentication");
+        carry!(authorization_policies, "AuthorizationPolicy");
+        // A stand-in goes where the earlier version serves; elsewhere it says so.
+        let serving = |f: &Resource<FailClosed>| match f.spec.kind {
+            "PeerAuthentication" => self
+                .peer_authentications
+                .iter()
+                .any(|r| r.namespace == f.namespace && r.name == f.name),
+            _ => self
+                .authorization_policies
+                .iter()
+                .any(|r| r.namespace == f.namespace && r.name == f.name),
+        };
+        let standing: Vec<bool> = self.fail_closed.iter().map(|f| !serving(f)).collect();
+        let mut standing = standing.into_iter();
+        self.fail_closed.retain(|_| standing.next().unwrap_or(true));
+        for d in refused.iter_mut() {
+            let Some((kind, ns, name)) = &d.key else {
+                continue;
+            };
+            if let Some(f) = self
+                .fail_closed
+                .iter()
+                .find(|f| f.spec.kind == kind.as_str() && &f.namespace == ns && &f.name == name)
+            {
+                d.message.push(' ');
+                d.message.push_str(f.spec.stance.note());
+            }
+        }
+    }
+}
+
+/// Labels `selector` selects (every key equal).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,18 @@
+//! What the proxy knows about a downstream connection: for hashing, logging and policy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Where a request came from, for hashing, logging and policy.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The listener address the connection arrived on (destination port for policy).
+    pub local: SocketAddr,
+    /// The connection arrived over TLS.
+    pub tls: bool,
+    /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).
+    pub peer_identity: Option<Arc<str>>,
+    /// The server name (SNI) the TLS client asked for.
+    pub server_name: Option<Arc<str>>,
+}

@@ -1,0 +1,62 @@
+//! What a route does, with its clusters resolved: forward (weighted clusters,
+//! rewrites, timeout, retries, mirror, hash policy), redirect, or answer directly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::StatusCode;
+use trellis_config::{Redirect, Route, RouteMatch};
+
+use super::forward::{Forward, RetryRule};
+use crate::cluster::Cluster;
+
+/// What a route does.
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect, Option<usize>),
+    Direct(StatusCode, Bytes),
+}
+
+/// The action of a route, with its clusters resolved.
+pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
+    let prefix_len = match_prefix_len(&r.matches);
+    if let Some(d) = &r.direct_response {
+        let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+        return Action::Direct(status, Bytes::from(d.body.clone()));
+    }
+    if let Some(rd) = &r.redirect {
+        return Action::Redirect(rd.clone(), prefix_len);
+    }
+    let a = r.route.as_ref().expect("validated: a route has one action");
+    let targets: Vec<(Arc<Cluster>, u32)> = match &a.cluster {
+        Some(c) => vec![(clusters[c].clone(), 1)],
+        None => a
+            .weighted_clusters
+            .iter()
+            .filter(|w| w.weight > 0)
+            .map(|w| (clusters[&w.name].clone(), w.weight))
+            .collect(),
+    };
+    Action::Forward(Forward {
+        total_weight: targets.iter().map(|t| t.1).sum(),
+        targets,
+        prefix_rewrite: a.prefix_rewrite.clone().map(|p| (prefix_len, p)),
+        host_rewrite: a
+            .host_rewrite
+            .as_ref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+        timeout: Some(a.timeout.get()).filter(|t| !t.is_zero()),
+        retry: a.retry_policy.as_ref().map(RetryRule::new),
+        mirror: a
+            .request_mirror
+            .as_ref()
+            .map(|m| (clusters[&m.cluster].clone(), m.percent)),
+        hash_policy: a.hash_policy.clone(),
+    })
+}
+
+fn match_prefix_len(m: &RouteMatch) -> Option<usize> {
+    m.prefix.as_ref().map(|p| p.len())
+}
