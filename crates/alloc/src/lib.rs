@@ -9,11 +9,8 @@
 //! buffers of up to 32 MiB in the heaps, keeps freed memory for reuse, and grows heaps in
 //! 64 MiB steps of address space (pages are only backed when touched).
 //!
-//! Measured on the 10 000-service scale bench (docs/PERFORMANCE.md, fifth run of
-//! 2026-12-02): 36–38 % fewer page faults, a reconnect push 0.67–0.88× the time, the
-//! bench's peak memory +2–7 %, the proxy's idle memory unchanged. TCMalloc did as well
-//! on that bench but added 4.7 MB to every process's idle RSS (every sidecar's), so
-//! glibc stays.
+//! Why glibc with these settings rather than another allocator, with the measurements:
+//! docs/PERFORMANCE.md, the control plane's fifth run ("glibc malloc tuned").
 
 /// Buffers below this come from the heaps and are reused (glibc's largest threshold).
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
