@@ -7,8 +7,7 @@
 
 use boring::asn1::{Asn1Integer, Asn1Time};
 use boring::bn::{BigNum, MsbOption};
-use boring::hash::MessageDigest;
-use boring::pkey::{PKey, Private};
+use boring::pkey::PKey;
 use boring::rsa::Rsa;
 use boring::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
@@ -17,7 +16,10 @@ use boring::x509::extension::{
 use boring::x509::{X509Name, X509Req, X509};
 use std::path::Path;
 use std::time::Duration;
+use trellis_pkcs11::{KeyKind, Pkcs11Uri, Token, TokenKey};
 use trellis_tls::SpiffeId;
+
+use crate::signer::Signer;
 
 /// Istio's caps: 24 h by default, never more than 90 days.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -44,7 +46,7 @@ impl From<boring::error::ErrorStack> for SignError {
 
 pub struct Authority {
     signing_cert: X509,
-    signing_key: PKey<Private>,
+    signer: Signer,
     /// The signing certificate up to the root, root last (just the root when it signs).
     chain: Vec<X509>,
     pub trust_domain: String,
@@ -79,45 +81,81 @@ impl Authority {
         let cert_path = dir.join("root-cert.pem");
         let key_path = dir.join("root-key.pem");
         if cert_path.exists() {
-            return Self::from_files(&cert_path, &key_path, None, trust_domain);
+            return Self::from_files(
+                &cert_path,
+                &key_path.display().to_string(),
+                None,
+                trust_domain,
+            );
         }
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let key = PKey::from_rsa(Rsa::generate(2048)?)?;
-        let subject = name(trust_domain, "Trellis root CA")?;
-        let mut b = X509::builder()?;
-        b.set_version(2)?;
-        let v1 = random_serial()?;
-        b.set_serial_number(&v1)?;
-        b.set_subject_name(&subject)?;
-        b.set_issuer_name(&subject)?;
-        let v2 = Asn1Time::from_unix(unix_now() - 60)?;
-        b.set_not_before(&v2)?;
-        let v3 = Asn1Time::days_from_now(ROOT_TTL_DAYS)?;
-        b.set_not_after(&v3)?;
-        b.set_pubkey(&key)?;
-        let v4 = BasicConstraints::new().critical().ca().build()?;
-        b.append_extension(&v4)?;
-        let v5 = KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()?;
-        b.append_extension(&v5)?;
-        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
-        b.append_extension(&ski)?;
-        b.sign(&key, MessageDigest::sha256())?;
-        let cert = b.build();
+        let cert = self_signed_root(&Signer::Memory(key.clone()), &key, trust_domain)?;
         write_private(&key_path, &key.private_key_to_pem_pkcs8()?)?;
         std::fs::write(&cert_path, cert.to_pem()?).map_err(|e| io_err(&cert_path, e))?;
         tracing::info!(root = %cert_path.display(), "generated a self-signed root CA");
-        Self::from_files(&cert_path, &key_path, None, trust_domain)
+        Self::from_files(
+            &cert_path,
+            &key_path.display().to_string(),
+            None,
+            trust_domain,
+        )
+    }
+
+    /// A root whose key lives in a PKCS#11 token (`uri` names the token and, with
+    /// `object`, the key): the key is generated in the token on first start (RSA-2048,
+    /// sensitive, not extractable) and found there afterwards; the self-signed root
+    /// certificate is kept in `dir`.
+    pub fn load_or_create_in_token(
+        dir: &Path,
+        trust_domain: &str,
+        uri: &str,
+    ) -> anyhow::Result<Self> {
+        let parsed = Pkcs11Uri::parse(uri).map_err(anyhow::Error::msg)?;
+        let label = parsed
+            .object
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{parsed}: needs object=<label> for the CA key"))?;
+        let token = Token::open(&parsed, None, 2)?;
+        let cert_path = dir.join("root-cert.pem");
+        let key = match TokenKey::find(token.clone(), &parsed) {
+            Ok(k) => k,
+            Err(e) if e.message.starts_with("no such private key") && !cert_path.exists() => {
+                let mut id = [0u8; 16];
+                boring::rand::rand_bytes(&mut id)?;
+                let k = TokenKey::generate(token, KeyKind::Rsa2048, &label, &id)?;
+                tracing::info!(key = %k.name(), "generated the CA key in the token");
+                k
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let public = key.public_key().clone();
+        let signer = Signer::token(key)?;
+        if !cert_path.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            let cert = self_signed_root(&signer, &public, trust_domain)?;
+            std::fs::write(&cert_path, cert.to_pem()?).map_err(|e| io_err(&cert_path, e))?;
+            tracing::info!(root = %cert_path.display(), "generated a self-signed root CA, its key in the token");
+        }
+        Self::with_signer(&cert_path, signer, uri, None, trust_domain)
     }
 
     /// Uses an existing root or intermediate: `cert` holds the signing certificate
     /// followed by its chain; `root` (when the chain does not end in it) is appended.
     pub fn from_files(
         cert: &Path,
-        key: &Path,
+        key: &str,
+        root: Option<&Path>,
+        trust_domain: &str,
+    ) -> anyhow::Result<Self> {
+        let signer = Signer::open(key)?;
+        Self::with_signer(cert, signer, key, root, trust_domain)
+    }
+
+    fn with_signer(
+        cert: &Path,
+        signer: Signer,
+        key_name: &str,
         root: Option<&Path>,
         trust_domain: &str,
     ) -> anyhow::Result<Self> {
@@ -130,19 +168,20 @@ impl Authority {
             let pem = std::fs::read(root).map_err(|e| io_err(root, e))?;
             chain.extend(X509::stack_from_pem(&pem).map_err(|e| io_err(root, e))?);
         }
-        let key_pem = std::fs::read(key).map_err(|e| io_err(key, e))?;
-        let signing_key = PKey::private_key_from_pem(&key_pem)
-            .map_err(|_| io_err(key, "not a PEM private key"))?;
         let signing_cert = chain[0].clone();
-        if !signing_cert.public_key()?.public_eq(&signing_key) {
-            return Err(io_err(
-                key,
-                "private key does not match the signing certificate",
-            ));
+        let public = signing_cert.public_key()?;
+        if !signer.matches(&public) {
+            let shown = Pkcs11Uri::parse(key_name)
+                .map(|u| u.to_string())
+                .unwrap_or_else(|_| key_name.to_string());
+            anyhow::bail!(
+                "{shown}: the key does not match the signing certificate {}",
+                cert.display()
+            );
         }
         Ok(Authority {
             signing_cert,
-            signing_key,
+            signer,
             chain,
             trust_domain: trust_domain.to_string(),
             max_ttl: DEFAULT_MAX_TTL,
@@ -264,16 +303,47 @@ impl Authority {
         let aki = AuthorityKeyIdentifier::new().keyid(false).build(&ctx)?;
         b.append_extension(&san)?;
         b.append_extension(&aki)?;
-        b.sign(&self.signing_key, MessageDigest::sha256())?;
-        Ok(b.build())
+        self.signer.sign(b)
     }
+}
+
+/// A self-signed 10-year root for `public`, signed by `signer` (its key).
+fn self_signed_root<T: boring::pkey::HasPublic>(
+    signer: &Signer,
+    public: &boring::pkey::PKeyRef<T>,
+    trust_domain: &str,
+) -> Result<X509, SignError> {
+    let subject = name(trust_domain, "Trellis root CA")?;
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let serial = random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&subject)?;
+    b.set_issuer_name(&subject)?;
+    let (from, until) = (
+        Asn1Time::from_unix(unix_now() - 60)?,
+        Asn1Time::days_from_now(ROOT_TTL_DAYS)?,
+    );
+    b.set_not_before(&from)?;
+    b.set_not_after(&until)?;
+    b.set_pubkey(public)?;
+    let constraints = BasicConstraints::new().critical().ca().build()?;
+    b.append_extension(&constraints)?;
+    let usage = KeyUsage::new()
+        .critical()
+        .key_cert_sign()
+        .crl_sign()
+        .build()?;
+    b.append_extension(&usage)?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(&ski)?;
+    signer.sign(b)
 }
 
 fn pem(c: &X509) -> Result<String, SignError> {
     Ok(String::from_utf8(c.to_pem()?).expect("PEM is ASCII"))
 }
 
-/// Writes a secret file readable by the owner only.
 /// Replaces `path` with `bytes` (owner-only): written beside it and renamed over it,
 /// so a reader never sees half a file and a symlink planted at `path` is replaced, not
 /// followed.
@@ -285,6 +355,7 @@ pub fn write_private_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Writes a secret file readable by the owner only (never an existing file).
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

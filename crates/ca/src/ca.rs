@@ -28,9 +28,12 @@ pub struct CaConfig {
 
 #[derive(Clone, Debug)]
 pub struct Signing {
-    /// The certificate, followed by its chain.
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// The certificate, followed by its chain. None with a `pkcs11:` key: a root is
+    /// generated for it on first start and kept in the state directory.
+    pub cert: Option<PathBuf>,
+    /// A PEM key file, or a `pkcs11:` URI of a key in a token (generated there on first
+    /// start when the token has no such object and no certificate is given).
+    pub key: String,
     /// The root, when the chain in `cert` does not end with it.
     pub root: Option<PathBuf>,
 }
@@ -60,9 +63,19 @@ impl Ca {
             );
         }
         let mut authority = match &config.signing {
-            Some(s) => {
-                Authority::from_files(&s.cert, &s.key, s.root.as_deref(), &config.trust_domain)?
+            Some(Signing {
+                cert: Some(cert),
+                key,
+                root,
+            }) => Authority::from_files(cert, key, root.as_deref(), &config.trust_domain)?,
+            Some(Signing {
+                cert: None, key, ..
+            }) if trellis_pkcs11::Pkcs11Uri::is_uri(key) => {
+                Authority::load_or_create_in_token(&config.state_dir, &config.trust_domain, key)?
             }
+            Some(Signing { cert: None, .. }) => anyhow::bail!(
+                "--signing-key: a key file needs --signing-cert (a pkcs11: key does not)"
+            ),
             None => Authority::load_or_create(&config.state_dir, &config.trust_domain)?,
         };
         authority.max_ttl = config.max_cert_ttl;

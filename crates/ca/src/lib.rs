@@ -12,6 +12,7 @@ mod ca;
 pub mod kube;
 pub mod server;
 pub mod service;
+mod signer;
 pub mod token;
 
 pub use authority::Authority;

@@ -106,13 +106,16 @@ impl IstioCertificateService for CaService {
             let req = request.get_ref();
             let requested = (req.validity_duration > 0)
                 .then(|| Duration::from_secs(req.validity_duration as u64));
-            let chain = self
-                .authority
-                .sign_csr(&req.csr, &identity, requested)
-                .map_err(|e| match e {
-                    SignError::Internal(_) => Status::internal(e.to_string()),
-                    _ => Status::invalid_argument(e.to_string()),
-                })?;
+            // Off the runtime's threads: with a key in a token, signing is a token call.
+            let (authority, csr, id) = (self.authority.clone(), req.csr.clone(), identity.clone());
+            let chain =
+                tokio::task::spawn_blocking(move || authority.sign_csr(&csr, &id, requested))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| match e {
+                        SignError::Internal(_) => Status::internal(e.to_string()),
+                        _ => Status::invalid_argument(e.to_string()),
+                    })?;
             if let Some(token) = bootstrap {
                 self.tokens
                     .bind(token, csr_key_hash(&req.csr)?)

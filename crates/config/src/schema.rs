@@ -634,6 +634,27 @@ pub enum PrivateKeyProvider {
     Memory,
     /// RSA operations are queued and computed eight at a time with AVX-512 IFMA.
     Cryptomb(CryptoMb),
+    /// The key lives in a PKCS#11 token and signs there (the identity agent generates
+    /// the workload's keys in it).
+    Pkcs11(Pkcs11),
+}
+
+/// A PKCS#11 token for the identity agent's keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11 {
+    /// RFC 7512 URI of the token, with `object=` naming this workload's keys (a label
+    /// of its own: keys left under it by an earlier run are removed) and the PIN's
+    /// `pin-source` (`file:/path` or `env:NAME`):
+    /// `pkcs11:token=mesh;object=reviews?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin`.
+    pub uri: String,
+    /// Sessions (each on a thread of its own) signing in parallel.
+    #[serde(default = "two")]
+    pub sessions: u32,
+}
+
+fn two() -> u32 {
+    2
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -668,7 +689,8 @@ impl Default for CryptoMb {
 pub struct TlsCertificate {
     /// PEM file, leaf first.
     pub certificate_chain: String,
-    /// PEM file with the leaf's private key (the `memory` provider reads it).
+    /// PEM file with the leaf's private key (the `memory` and `cryptomb` providers read
+    /// it), or an RFC 7512 `pkcs11:` URI of a key in a token, which signs there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
     /// `memory` (default) or `{ cryptomb: { poll_delay: 1ms, fallback: true } }`.

@@ -100,6 +100,7 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
             c.err("identity.cert_ttl", "must be at least 10s");
         }
         poll_delay(&mut c, "identity", &id.private_key_provider);
+        pkcs11_identity(&mut c, &id.private_key_provider);
     }
     let mut names = HashSet::new();
     let mut bound = HashSet::new();
@@ -237,12 +238,44 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
     match &cert.private_key {
         None => c.err(
             format!("{p}.private_key"),
-            "the memory and cryptomb providers need a private_key file",
+            "a private_key file or pkcs11: URI is needed",
         ),
         Some(k) if k.is_empty() => c.err(format!("{p}.private_key"), "must not be empty"),
+        Some(k)
+            if k.starts_with("pkcs11:")
+                && cert.private_key_provider != PrivateKeyProvider::Memory =>
+        {
+            c.err(
+                format!("{p}.private_key_provider"),
+                "a key in a token signs in the token: leave private_key_provider out",
+            );
+        }
         _ => {}
     }
+    if let PrivateKeyProvider::Pkcs11(_) = &cert.private_key_provider {
+        c.err(
+            format!("{p}.private_key_provider.pkcs11"),
+            "name the token key in private_key (a pkcs11: URI); the pkcs11 provider is for identity",
+        );
+    }
     poll_delay(c, p, &cert.private_key_provider);
+}
+
+fn pkcs11_identity(c: &mut Checker, provider: &PrivateKeyProvider) {
+    if let PrivateKeyProvider::Pkcs11(t) = provider {
+        let p = "identity.private_key_provider.pkcs11";
+        if !t.uri.starts_with("pkcs11:") {
+            c.err(format!("{p}.uri"), "a pkcs11: URI (RFC 7512)");
+        } else if !t.uri.split('?').next().unwrap_or("").contains("object=") {
+            c.err(
+                format!("{p}.uri"),
+                "needs object=<label>: the label this workload's keys get in the token",
+            );
+        }
+        if !(1..=64).contains(&t.sessions) {
+            c.err(format!("{p}.sessions"), "1 to 64");
+        }
+    }
 }
 
 fn poll_delay(c: &mut Checker, p: &str, provider: &PrivateKeyProvider) {

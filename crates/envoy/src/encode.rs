@@ -324,6 +324,12 @@ fn certificates(
                 ))),
                 fallback: mb.fallback,
             }),
+            tc::PrivateKeyProvider::Pkcs11(_) => {
+                return Err(err(
+                    path,
+                    "the pkcs11 provider is the identity agent's; a certificate names its token key in private_key",
+                ))
+            }
         };
         common.tls_certificates.push(tls::TlsCertificate {
             certificate_chain: file(&c.certificate_chain),

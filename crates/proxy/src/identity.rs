@@ -1,8 +1,9 @@
 //! The identity agent: gets this proxy's workload certificate from the CA and keeps it
 //! fresh.
 //!
-//! The key is generated here (RSA-2048 or ECDSA P-256) and never leaves the process;
-//! the CA sees only a CSR. The first certificate is requested with the configured
+//! The key is generated here (RSA-2048 or ECDSA P-256) and never leaves the process,
+//! or generated in a PKCS#11 token and never leaves the token (`workload_key.rs`); the
+//! CA sees only a CSR. A token's previous key is destroyed once the new one is in use. The first certificate is requested with the configured
 //! token; renewals authenticate with the current certificate over mTLS and fall back to
 //! the token. Rotation happens at half the lifetime (±1% jitter, as Istio does) and
 //! whenever the CA root file changes. When the CA cannot be reached the current
@@ -10,19 +11,18 @@
 
 use crate::stats::Metrics;
 use arc_swap::ArcSwapOption;
-use boring::ec::{EcGroup, EcKey};
-use boring::hash::MessageDigest;
-use boring::nid::Nid;
-use boring::pkey::{PKey, Private};
-use boring::rsa::Rsa;
-use boring::x509::{X509Name, X509Req, X509};
+use boring::pkey::{PKey, Public};
+use boring::x509::X509;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use trellis_ca_client::time::{asn1_unix, unix_now};
 use trellis_ca_client::{CaClient, Credential};
-use trellis_config::{Identity, KeyType};
+use trellis_config::Identity;
+use trellis_pkcs11::TokenKey;
+
+use crate::workload_key::{KeySource, NewKey};
 use trellis_tls::{peer_identities, CertifiedKey};
 
 /// An installed workload certificate and the mesh trust bundle.
@@ -34,6 +34,8 @@ pub struct WorkloadCert {
     pub serial: String,
     pub issuer: String,
     pub not_before: i64,
+    /// When this process installed it.
+    pub installed_at: i64,
     pub not_after: i64,
 }
 
@@ -41,6 +43,16 @@ pub struct Agent {
     config: Identity,
     current: ArcSwapOption<WorkloadCert>,
     metrics: Arc<Metrics>,
+    /// Made on the first certificate request (a token is opened then).
+    keys: tokio::sync::OnceCell<Arc<KeySource>>,
+    /// The installed certificate's key, when it lives in a token.
+    in_token: std::sync::Mutex<Option<Arc<TokenKey>>>,
+}
+
+/// How long a replaced token key stays, for handshakes that started with it: 30 s, or a
+/// quarter of the certificate's life when that is shorter (a rotation comes at half).
+fn retired_key_grace(ttl: Duration) -> Duration {
+    (ttl / 4).min(Duration::from_secs(30))
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -56,6 +68,8 @@ impl Agent {
             config,
             current: ArcSwapOption::empty(),
             metrics,
+            keys: tokio::sync::OnceCell::new(),
+            in_token: std::sync::Mutex::new(None),
         })
     }
 
@@ -133,9 +147,13 @@ impl Agent {
         let Some(c) = self.current() else {
             return 0;
         };
-        let life = (c.not_after - c.not_before).max(1) as f64;
+        // From when it could first be used: the CA back-dates not_before for clock skew
+        // (a minute, with Istio's CA too), which for a short-lived certificate would put
+        // half its life in the past.
+        let from = c.not_before.max(c.installed_at);
+        let life = (c.not_after - from).max(1) as f64;
         let fraction = 0.5 + rand::thread_rng().gen_range(-0.01..=0.01);
-        c.not_before + (life * fraction) as i64
+        from + (life * fraction) as i64
     }
 
     fn token(&self) -> Option<String> {
@@ -175,15 +193,37 @@ impl Agent {
                     self.config.ca_root
                 )
             })?;
-        // Off the main runtime's one thread: an RSA key takes 50 ms to seconds to find,
-        // and that thread also applies xDS updates and serves the admin port (a rotation
-        // held a config edit back by a second in the end-to-end tests).
-        let kind = self.config.key_type;
-        let key = tokio::task::spawn_blocking(move || generate_key(kind))
-            .await
-            .map_err(|e| format!("key generation: {e}"))?
-            .map_err(|e| e.to_string())?;
-        let csr = csr_pem(&key).map_err(|e| e.to_string())?;
+        let source = self
+            .keys
+            .get_or_try_init(|| async {
+                let (config, metrics) = (self.config.clone(), self.metrics.clone());
+                tokio::task::spawn_blocking(move || KeySource::new(&config, &metrics))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new)
+            })
+            .await?
+            .clone();
+        let key = source.generate().await?;
+        match self.certify(&key, roots).await {
+            Ok(cert) => {
+                self.retire_token_key(key.in_token);
+                Ok(cert)
+            }
+            Err(e) => {
+                // A key made for a certificate that never came goes at once.
+                if let Some(unused) = key.in_token {
+                    let _ = tokio::task::spawn_blocking(move || unused.destroy()).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A certificate for `key` from the CA, renewing with the current certificate or
+    /// else with the bootstrap token.
+    async fn certify(&self, key: &NewKey, roots: Vec<X509>) -> Result<WorkloadCert, String> {
+        let csr = &key.csr;
         let client = CaClient {
             address: self.config.ca_address.clone(),
             server_name: self.config.ca_server_name.clone(),
@@ -193,7 +233,7 @@ impl Agent {
         let renewal = match self.current() {
             Some(c) => Some(
                 client
-                    .create_certificate(&csr, ttl, Credential::Certificate(c.key.clone()))
+                    .create_certificate(csr, ttl, Credential::Certificate(c.key.clone()))
                     .await,
             ),
             None => None,
@@ -208,53 +248,36 @@ impl Agent {
                     .token()
                     .ok_or("no certificate to renew with and no identity.token_file")?;
                 client
-                    .create_certificate(&csr, ttl, Credential::Token(&token))
+                    .create_certificate(csr, ttl, Credential::Token(&token))
                     .await?
             }
         };
-        let provider = self.provider(key.clone())?;
-        install(chain, &key, provider, roots)
+        install(chain, &key.public, key.provider.clone(), roots)
     }
 
-    /// The workload key behind the configured provider.
-    fn provider(
-        &self,
-        key: PKey<Private>,
-    ) -> Result<Arc<dyn trellis_tls::PrivateKeyProvider>, String> {
-        crate::keys::key_provider(&self.config.private_key_provider, key, &self.metrics).map_err(
-            |(field, e)| {
-                if field == "private_key" {
-                    e
-                } else {
-                    format!("identity.{field}: {e}")
+    /// Keeps `new` as the installed certificate's token key; the one it replaces is
+    /// destroyed in the token once handshakes that started with it are done.
+    fn retire_token_key(&self, new: Option<Arc<TokenKey>>) {
+        let old = std::mem::replace(&mut *self.in_token.lock().unwrap(), new);
+        let Some(old) = old else { return };
+        let grace = retired_key_grace(self.config.cert_ttl.get());
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let name = old.name().to_string();
+            match tokio::task::spawn_blocking(move || old.destroy()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(key = %name, "replaced workload key destroyed in the token")
                 }
-            },
-        )
+                Ok(Err(e)) => tracing::warn!("destroying the replaced workload key: {e}"),
+                Err(e) => tracing::warn!("destroying the replaced workload key: {e}"),
+            }
+        });
     }
-}
-
-fn generate_key(kind: KeyType) -> Result<PKey<Private>, boring::error::ErrorStack> {
-    match kind {
-        KeyType::Rsa => PKey::from_rsa(Rsa::generate(2048)?),
-        KeyType::Ecdsa => {
-            let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-            PKey::from_ec_key(EcKey::generate(&g)?)
-        }
-    }
-}
-
-/// A CSR with no names: the CA decides the identity from how we authenticate.
-fn csr_pem(key: &PKey<Private>) -> Result<String, boring::error::ErrorStack> {
-    let mut b = X509Req::builder()?;
-    b.set_subject_name(&X509Name::builder()?.build())?;
-    b.set_pubkey(key)?;
-    b.sign(key, MessageDigest::sha256())?;
-    Ok(String::from_utf8(b.build().to_pem()?).expect("PEM is ASCII"))
 }
 
 fn install(
     chain: Vec<String>,
-    key: &PKey<Private>,
+    key: &PKey<Public>,
     provider: Arc<dyn trellis_tls::PrivateKeyProvider>,
     mut roots: Vec<X509>,
 ) -> Result<WorkloadCert, String> {
@@ -295,6 +318,7 @@ fn install(
         .join(", ");
     Ok(WorkloadCert {
         not_before: asn1_unix(leaf.not_before()),
+        installed_at: unix_now(),
         not_after: asn1_unix(leaf.not_after()),
         key: CertifiedKey {
             chain: certs,

@@ -1,7 +1,7 @@
-//! Private keys behind the provider a config names: in memory, or signed eight at a
-//! time by the `cryptomb` batcher (one batcher per poll delay and mode, shared by
-//! every certificate that asks for it, so handshakes on all listeners fill the same
-//! batches).
+//! Private keys behind the provider a config names: in memory, signed eight at a time
+//! by the `cryptomb` batcher (one batcher per poll delay and mode, shared by every
+//! certificate that asks for it, so handshakes on all listeners fill the same batches),
+//! or in a PKCS#11 token (found once per URI and kept while the process runs).
 
 use std::sync::Arc;
 
@@ -27,7 +27,33 @@ pub(crate) fn key_provider(
                     .map_err(|e| ("private_key_provider", e))?,
             )
         }
+        PrivateKeyProvider::Pkcs11(_) => {
+            return Err((
+                "private_key_provider",
+                "a key in memory cannot sign in a token".into(),
+            ))
+        }
     })
+}
+
+/// The token key a `pkcs11:` URI names: the token opened and the key found on first
+/// use, then the same key for every certificate and reload that names it.
+pub(crate) fn token_key(uri: &str) -> Result<Arc<trellis_pkcs11::TokenKey>, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<String, Arc<trellis_pkcs11::TokenKey>>>> = OnceLock::new();
+    let mut keys = KEYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = keys.get(uri) {
+        return Ok(k.clone());
+    }
+    let parsed = trellis_pkcs11::Pkcs11Uri::parse(uri)?;
+    let token = trellis_pkcs11::Token::open(&parsed, None, 2).map_err(|e| e.to_string())?;
+    let key = Arc::new(trellis_pkcs11::TokenKey::find(token, &parsed).map_err(|e| e.to_string())?);
+    keys.insert(uri.to_string(), key.clone());
+    Ok(key)
 }
 
 /// One batcher per poll delay and mode, shared by every certificate that asks for it,

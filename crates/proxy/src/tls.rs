@@ -59,6 +59,23 @@ fn certified_key(
     let chain = trellis_tls::load_certificate_chain(&c.certificate_chain)
         .map_err(|e| format!("{field}.certificate_chain: {e}"))?;
     let path = c.private_key.as_deref().unwrap_or_default();
+    if trellis_pkcs11::Pkcs11Uri::is_uri(path) {
+        let key = crate::keys::token_key(path).map_err(|e| format!("{field}.private_key: {e}"))?;
+        let leaf_key = chain[0]
+            .public_key()
+            .map_err(|e| format!("{field}.certificate_chain: {e}"))?;
+        if !leaf_key.public_eq(key.public_key()) {
+            return Err(format!(
+                "{field}.private_key: {} is not the key of the certificate in {}",
+                key.name(),
+                c.certificate_chain
+            ));
+        }
+        return Ok(CertifiedKey {
+            chain,
+            provider: Arc::new(trellis_pkcs11::Pkcs11Key(key)),
+        });
+    }
     let key = trellis_tls::load_private_key(path, &chain[0])
         .map_err(|e| format!("{field}.private_key: {e}"))?;
     let provider =

@@ -19,6 +19,7 @@ mod client;
 mod identity;
 mod material;
 mod provider;
+pub mod resign;
 mod server;
 mod stream;
 

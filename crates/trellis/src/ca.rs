@@ -34,9 +34,12 @@ pub struct CaOptions {
     /// certificate (followed by its chain) ...
     #[arg(long, requires = "signing_key")]
     signing_cert: Option<PathBuf>,
-    /// ... its private key ...
-    #[arg(long, requires = "signing_cert")]
-    signing_key: Option<PathBuf>,
+    /// ... its private key: a PEM file, or a `pkcs11:` URI of a key in a token (with
+    /// `pin-source=file:...` or `env:...`). A `pkcs11:` key without --signing-cert is the
+    /// generated root's: made in the token on first start, its certificate kept in
+    /// --state-dir ...
+    #[arg(long)]
+    signing_key: Option<String>,
     /// ... and the root, when the chain in --signing-cert does not end with it.
     #[arg(long, requires = "signing_cert")]
     root_cert: Option<PathBuf>,
@@ -76,14 +79,11 @@ impl CaOptions {
             state_dir: self.state_dir.clone(),
             trust_domain: self.trust_domain.clone(),
             server_names: self.server_names.clone(),
-            signing: match (&self.signing_cert, &self.signing_key) {
-                (Some(cert), Some(key)) => Some(Signing {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    root: self.root_cert.clone(),
-                }),
-                _ => None,
-            },
+            signing: self.signing_key.as_ref().map(|key| Signing {
+                cert: self.signing_cert.clone(),
+                key: key.clone(),
+                root: self.root_cert.clone(),
+            }),
             max_cert_ttl: self.max_cert_ttl,
             kube_review: self.kube_api.as_ref().map(|api| KubeReview {
                 api: api.clone(),

@@ -14,6 +14,7 @@ mod kube;
 mod lifecycle;
 mod local_user;
 mod matching;
+mod pkcs11;
 mod policy;
 mod protocols;
 mod resilience;

@@ -1,0 +1,389 @@
+//! Keys in a PKCS#11 token (SoftHSM2, tokens in a directory of this test binary's own):
+//! the CA signing with a token key, sidecars whose workload keys are generated and
+//! used in the token, and what a user of the token sees with `pkcs11-tool` (Debian
+//! `opensc`), an independent client.
+
+use super::harness::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// This test binary's SoftHSM2 directory (the module reads its configuration from
+/// SOFTHSM2_CONF, which every trellis process the tests start inherits), or None where
+/// SoftHSM2 or pkcs11-tool is missing (a failure under CI=true).
+pub fn softhsm() -> Option<&'static PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let present = Path::new(MODULE).exists()
+            && Command::new("softhsm2-util")
+                .arg("--version")
+                .output()
+                .is_ok()
+            && Command::new("pkcs11-tool").arg("--help").output().is_ok();
+        if !present {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: SoftHSM2 and pkcs11-tool (Debian softhsm2, opensc) are needed"
+            );
+            eprintln!("skipped: SoftHSM2 or pkcs11-tool is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::create_dir(dir.join("tokens")).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        std::fs::write(dir.join("pin"), "1234\n").unwrap();
+        std::fs::write(dir.join("wrong-pin"), "9999\n").unwrap();
+        Some(dir)
+    })
+    .as_ref()
+}
+
+/// A fresh token `label` (user PIN 1234): the URI of `object` in it.
+pub fn token(label: &str, object: &str) -> Option<String> {
+    let dir = softhsm()?;
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            "0000",
+            "--pin",
+            "1234",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(format!(
+        "pkcs11:token={label};object={object}?module-path={MODULE}&pin-source=file:{}",
+        dir.join("pin").display()
+    ))
+}
+
+/// What `pkcs11-tool --list-objects` shows of the token's private keys, logged in.
+pub fn private_keys(label: &str) -> String {
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            label,
+            "--login",
+            "--pin",
+            "1234",
+        ])
+        .args(["--list-objects", "--type", "privkey"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_ca_signs_with_a_key_that_stays_in_the_token() {
+    let Some(uri) = token("ca", "mesh-root") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ca = ca_at(
+        tempfile::tempdir().unwrap(),
+        state.clone(),
+        &listen,
+        &["--signing-key", &uri],
+    );
+    // The key was generated in the token: sensitive, never extractable; no key file.
+    let listed = private_keys("ca");
+    assert!(listed.contains("label:      mesh-root"), "{listed}");
+    assert!(listed.contains("Private Key Object; RSA"), "{listed}");
+    assert!(
+        listed.contains("Access:     sensitive, always sensitive, never extractable, local"),
+        "{listed}"
+    );
+    assert!(!state.join("root-key.pem").exists());
+    assert!(
+        std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .all(|e| !std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("PRIVATE KEY")),
+        "no key material on disk"
+    );
+    // Certificates it issues verify under its root.
+    let id = "spiffe://cluster.local/ns/default/sa/reviews";
+    let issue = |ca: &Ca| {
+        let token = ca.token(id, "1h");
+        let client = super::ca::client(ca);
+        async move {
+            let key = super::ca::ec();
+            client
+                .create_certificate(
+                    &super::ca::csr(&key, id),
+                    Duration::from_secs(600),
+                    trellis_ca::Credential::Token(&token),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let chain = issue(&ca).await;
+    let root = boring::x509::X509::from_pem(ca.root_pem.as_bytes()).unwrap();
+    let leaf = boring::x509::X509::from_pem(chain[0].as_bytes()).unwrap();
+    assert!(leaf.verify(&root.public_key().unwrap()).unwrap());
+    assert!(
+        root.verify(&root.public_key().unwrap()).unwrap(),
+        "self-signed in the token"
+    );
+
+    // A restart reuses the key and the root.
+    let first_root = ca.root_pem.clone();
+    drop(ca);
+    let ca = ca_at(
+        tempfile::tempdir().unwrap(),
+        state.clone(),
+        &listen,
+        &["--signing-key", &uri],
+    );
+    assert_eq!(ca.root_pem, first_root);
+    let leaf = boring::x509::X509::from_pem(issue(&ca).await[0].as_bytes()).unwrap();
+    assert!(leaf.verify(&root.public_key().unwrap()).unwrap());
+    assert_eq!(private_keys("ca").matches("Private Key Object").count(), 1);
+    drop(ca);
+
+    // A wrong PIN refuses to start, naming the token, never the PIN.
+    let dir = softhsm().unwrap();
+    let wrong = uri.replace(
+        &dir.join("pin").display().to_string(),
+        &dir.join("wrong-pin").display().to_string(),
+    );
+    let out = Command::new(BIN)
+        .args(["ca", "--state-dir"])
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--signing-key", &wrong])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("token=ca") && err.contains("PIN is incorrect"),
+        "{err}"
+    );
+    assert!(!err.contains("9999"), "{err}");
+}
+
+/// The bootstrap lines that put a workload's keys in the token (`object`: its label).
+fn token_identity(uri: &str) -> String {
+    format!("  private_key_provider: {{ pkcs11: {{ uri: \"{uri}\" }} }}\n  cert_ttl: 20s\n")
+}
+
+/// Every readable mapping of `pid` searched for `needle`.
+fn memory_contains(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (range, perms) = (parts.next().unwrap(), parts.next().unwrap());
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let (from, to) = range.split_once('-').unwrap();
+        let (from, to) = (
+            u64::from_str_radix(from, 16).unwrap(),
+            u64::from_str_radix(to, 16).unwrap(),
+        );
+        if to - from > 1 << 30 || mem.seek(SeekFrom::Start(from)).is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; (to - from) as usize];
+        if mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn sidecars_sign_and_rotate_with_keys_generated_in_the_token() {
+    use super::control::{eventually, sidecar_with, Workload, SERVICES};
+    let _quiet = quiet().await;
+    let Some(page_uri) = token("mesh", "productpage") else {
+        return;
+    };
+    let reviews_uri = page_uri.replace("object=productpage", "object=reviews");
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let reviews = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &reviews.entry(),
+    )
+    .unwrap();
+    let _app = app_on("reviews-v1", &format!("127.0.0.1:{}", reviews.app), &[]);
+    let c = control_with(&[
+        "--config-dir",
+        &mesh.path().display().to_string(),
+        "--max-cert-ttl",
+        "20s",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let s_page = sidecar_with(&c, &page, dir.path(), &token_identity(&page_uri));
+    let s_reviews = sidecar_with(&c, &reviews, dir.path(), &token_identity(&reviews_uri));
+
+    // mTLS between the two, each handshake signed in the token, with a real client.
+    let curl = |path: &str| {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x"])
+            .arg(format!("http://127.0.0.1:{}", page.outbound))
+            .arg(format!("http://reviews:9080{path}"))
+            .output()
+            .unwrap()
+    };
+    eventually(
+        "productpage reaches reviews",
+        Duration::from_secs(15),
+        async || curl("/r").stdout == b"200",
+    )
+    .await;
+    let r = send(
+        Req::get(&format!("http://127.0.0.1:{}/headers", page.outbound))
+            .header("host", "reviews:9080"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.body
+            .contains("spiffe://cluster.local/ns/default/sa/productpage"),
+        "{}",
+        r.body
+    );
+    for s in [&s_page, &s_reviews] {
+        assert!(
+            s.metric("trellis_private_key_operations_total{provider=\"pkcs11\",op=\"sign\",result=\"success\"}")
+                .await
+                > 0.0,
+            "handshakes signed by the token"
+        );
+    }
+    // pkcs11-tool sees one key per workload, sensitive and never extractable.
+    let listed = private_keys("mesh");
+    for label in ["productpage", "reviews"] {
+        assert!(listed.contains(&format!("label:      {label}")), "{listed}");
+    }
+    assert_eq!(
+        listed.matches("never extractable").count(),
+        2,
+        "{listed}\n{}",
+        s_page.proc.log()
+    );
+    // No private key on disk, in open files or in the sidecars' memory.
+    for s in [&s_page, &s_reviews] {
+        let pid = s.proc.pid();
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if target.starts_with(softhsm().unwrap()) || !target.is_file() {
+                continue;
+            }
+            let text = std::fs::read(&target).unwrap_or_default();
+            assert!(
+                !text.windows(11).any(|w| w == b"PRIVATE KEY"),
+                "{} holds a private key",
+                target.display()
+            );
+        }
+        assert!(!memory_contains(pid, b"-----BEGIN PRIVATE KEY"));
+        assert!(!memory_contains(pid, b"-----BEGIN RSA PRIVATE KEY"));
+    }
+    for e in walk(dir.path()) {
+        let text = std::fs::read(&e).unwrap_or_default();
+        assert!(
+            !text.windows(11).any(|w| w == b"PRIVATE KEY"),
+            "{}",
+            e.display()
+        );
+    }
+
+    // Rotation under load (20 s certificates: a new key at about 10 s): no request
+    // fails, and each replaced key is destroyed in the token.
+    let (mut sent, mut failed) = (0, 0);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(16) {
+        let r = send(
+            Req::get(&format!("http://127.0.0.1:{}/r", page.outbound))
+                .header("host", "reviews:9080"),
+        )
+        .await;
+        sent += 1;
+        if !r.is_ok_and(|r| r.status == 200) {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed, 0, "of {sent} requests during rotation");
+    s_reviews
+        .wait_log(
+            "replaced workload key destroyed in the token",
+            Duration::from_secs(15),
+        )
+        .await;
+    s_page
+        .wait_log(
+            "replaced workload key destroyed in the token",
+            Duration::from_secs(15),
+        )
+        .await;
+    let rotations = s_reviews
+        .metric("trellis_identity_cert_requests_total{result=\"success\"}")
+        .await;
+    assert!(rotations >= 2.0, "{rotations}");
+    eventually(
+        "one key per workload in the token",
+        Duration::from_secs(15),
+        async || private_keys("mesh").matches("Private Key Object").count() == 2,
+    )
+    .await;
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
