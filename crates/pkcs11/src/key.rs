@@ -38,7 +38,13 @@ pub struct TokenKey {
     public: PKey<Public>,
     /// How messages name the key.
     name: String,
+    /// When a failed signature was last logged (seconds since the epoch): a token
+    /// that fails mid-flight fails every handshake, and says so once per interval.
+    last_warned: std::sync::atomic::AtomicU64,
 }
+
+/// How often a key that keeps failing says so.
+const WARN_EVERY_SECS: u64 = 10;
 
 impl TokenKey {
     /// The private key the URI names (`object` and/or `id`), in the token it names.
@@ -216,7 +222,26 @@ impl TokenKey {
             algorithm,
             public,
             name,
+            last_warned: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Logs a failed operation, at most once per interval.
+    fn warn_failed(&self, op: &str, e: &str) {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.last_warned.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_SECS
+            && self
+                .last_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(key = %self.name, "the token failed to {op}; handshakes with this key fail until it answers again: {e}");
+        }
     }
 
     pub fn public_key(&self) -> &PKey<Public> {
@@ -285,7 +310,10 @@ impl TokenKey {
             .token
             .run(move |s| s.sign(&mechanism.mechanism(data.len()), handle, &data))
             .await
-            .map_err(|e| KeyOpError(e.to_string()))?;
+            .map_err(|e| {
+                self.warn_failed("sign", &e.message);
+                KeyOpError(e.to_string())
+            })?;
         if ecdsa {
             ecdsa_der(&raw)
         } else {

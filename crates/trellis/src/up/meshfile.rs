@@ -18,6 +18,10 @@ pub struct MeshFile {
     pub config: Option<PathBuf>,
     #[serde(default)]
     pub traffic: Option<Traffic>,
+    /// Istio's `meshConfig.defaultConfig`: how every sidecar signs
+    /// (`privateKeyProvider`), unless a workload says otherwise.
+    #[serde(default)]
+    pub default_config: Option<super::proxy_config::ProxyConfig>,
 }
 
 fn default_namespace() -> String {
@@ -57,6 +61,10 @@ pub struct WorkloadDef {
     /// Built-in demo app: delay before every response, e.g. `20ms`.
     #[serde(default)]
     pub delay: Option<String>,
+    /// Istio's `proxy.istio.io/config` annotation for this workload's sidecar
+    /// (`privateKeyProvider`).
+    #[serde(default)]
+    pub proxy_config: Option<super::proxy_config::ProxyConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +96,22 @@ fn one() -> u32 {
 }
 
 impl MeshFile {
+    /// How workload `j` of service `i` (named `name`) signs: its own proxy config,
+    /// else the mesh's default, else in memory.
+    pub fn key_provider(
+        &self,
+        i: usize,
+        j: usize,
+        name: &str,
+    ) -> Result<trellis_config::PrivateKeyProvider, String> {
+        let w = &self.services[i].workloads[j];
+        match (&w.proxy_config, &self.default_config) {
+            (Some(c), _) => c.provider(&format!("services[{i}].workloads[{j}].proxy_config"), name),
+            (None, Some(c)) => c.provider("default_config", name),
+            (None, None) => Ok(trellis_config::PrivateKeyProvider::Memory),
+        }
+    }
+
     /// Reads `path` (a file, or a directory holding `mesh.yaml`); returns the file and
     /// the directory relative paths start from.
     pub fn load(path: &Path) -> anyhow::Result<(MeshFile, PathBuf)> {
@@ -142,6 +166,8 @@ impl MeshFile {
                 if w.command.as_ref().is_some_and(|c| c.is_empty()) {
                     anyhow::bail!("{f}: services[{i}].workloads[{j}].command: empty");
                 }
+                self.key_provider(i, j, "x")
+                    .map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
             }
         }
         if let Some(t) = &self.traffic {

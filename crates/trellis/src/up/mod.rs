@@ -5,6 +5,7 @@
 //! view shows what the mesh does with it. Ctrl-C stops everything.
 
 mod meshfile;
+mod proxy_config;
 mod view;
 mod workdir;
 
@@ -126,14 +127,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         app: u16,
         inbound: u16,
         outbound: u16,
+        keys: trellis_config::PrivateKeyProvider,
     }
     let mut planned = Vec::new();
-    for s in &mesh.services {
-        for w in &s.workloads {
+    for (i, s) in mesh.services.iter().enumerate() {
+        for (j, w) in s.workloads.iter().enumerate() {
+            let name = format!("{}-{}", s.name, w.version);
             planned.push(Planned {
                 service: s,
                 workload: w,
-                name: format!("{}-{}", s.name, w.version),
+                keys: mesh.key_provider(i, j, &name).map_err(anyhow::Error::msg)?,
+                name,
                 sa: s.service_account.clone().unwrap_or_else(|| s.name.clone()),
                 app: ports.next()?,
                 inbound: ports.next()?,
@@ -211,13 +215,31 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Sidecars first (each gets its certificate before it serves), then the apps.
     let mut running = Vec::new();
-    let mut sidecars: Vec<(String, String, String)> = planned
+    let mut sidecars: Vec<(String, String, String, trellis_config::PrivateKeyProvider)> = planned
         .iter()
-        .map(|p| (p.name.clone(), p.sa.clone(), p.service.name.clone()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.sa.clone(),
+                p.service.name.clone(),
+                p.keys.clone(),
+            )
+        })
         .collect();
-    sidecars.push(("client".into(), "client".into(), "client".into()));
+    let client_keys = match &mesh.default_config {
+        Some(c) => c
+            .provider("default_config", "client")
+            .map_err(anyhow::Error::msg)?,
+        None => trellis_config::PrivateKeyProvider::Memory,
+    };
+    sidecars.push((
+        "client".into(),
+        "client".into(),
+        "client".into(),
+        client_keys,
+    ));
     let mut starting = Vec::new();
-    for (name, sa, service) in &sidecars {
+    for (name, sa, service, keys) in &sidecars {
         let dir = work.dir(format!("sidecars/{name}"))?;
         let token = Command::new(std::env::current_exe()?)
             .args(["ca", "--state-dir"])
@@ -240,9 +262,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         work.write(format!("sidecars/{name}/token"), &token.stdout)?;
         let boot = format!(
-            "admin: {{ address: \"127.0.0.1:0\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n",
+            "admin: {{ address: \"127.0.0.1:0\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n{}",
             root.display(),
-            dir.join("token").display()
+            dir.join("token").display(),
+            proxy_config::bootstrap_lines(keys),
         );
         work.write(format!("sidecars/{name}/bootstrap.yaml"), boot)?;
         let ready = dir.join("ready.json");

@@ -387,3 +387,90 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `trellis up` with Istio's ProxyConfig forms: one workload signs in cryptomb batches,
+/// another with keys generated in a token, the rest in memory, in one mesh.
+#[tokio::test]
+async fn a_mesh_chooses_each_workloads_key_provider_as_istio_does() {
+    let _quiet = quiet().await;
+    let Some(uri) = token("up", "unused") else {
+        return;
+    };
+    let token_uri = uri.replace(";object=unused", "");
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = format!(
+        r#"namespace: default
+default_config:
+  privateKeyProvider: {{}}
+services:
+  - name: web
+    port: 8080
+    workloads:
+      - version: v1
+        proxy_config:
+          privateKeyProvider: {{ cryptomb: {{ pollDelay: 1ms, fallback: true }} }}
+  - name: api
+    port: 8080
+    workloads:
+      - version: v1
+        proxy_config:
+          privateKeyProvider: {{ pkcs11: {{ uri: "{token_uri}" }} }}
+traffic:
+  rps: 20
+  requests: [{{ url: "http://web:8080/" }}, {{ url: "http://api:8080/" }}]
+"#
+    );
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
+    let ready = dir.path().join("up.json");
+    let base = free_ports(100).to_string();
+    let up = Proc::spawn(
+        &[
+            "up",
+            &dir.path().join("mesh.yaml").display().to_string(),
+            "--base-port",
+            &base,
+            "--ready-file",
+            &ready.display().to_string(),
+            "--duration",
+            "60s",
+        ],
+        tempfile::tempdir().unwrap(),
+    );
+    let mut up = up;
+    let doc = up.wait_ready_for(&ready, Duration::from_secs(60));
+    let client: std::net::SocketAddr = doc["client"].as_str().unwrap().parse().unwrap();
+    for host in ["web:8080", "api:8080"] {
+        let r = send(Req::get(&format!("http://{client}/")).header("host", host))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+    }
+    let metric = |sidecar: &str, provider: &str| {
+        let admin = doc["sidecars"][sidecar].as_str().unwrap().to_string();
+        let provider = provider.to_string();
+        async move {
+            let text = get(&format!("http://{admin}/stats/prometheus")).await.body;
+            let prefix = format!(
+                "trellis_private_key_operations_total{{provider=\"{provider}\",op=\"sign\",result=\"success\"}}"
+            );
+            text.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    assert!(
+        metric("web-v1", "cryptomb").await > 0.0,
+        "web signs in cryptomb batches"
+    );
+    assert!(
+        metric("api-v1", "pkcs11").await > 0.0,
+        "api signs in the token"
+    );
+    assert_eq!(metric("api-v1", "memory").await, 0.0);
+    let listed = private_keys("up");
+    assert!(listed.contains("label:      api-v1"), "{listed}");
+    assert_eq!(listed.matches("Private Key Object").count(), 1, "{listed}");
+    up.signal("INT");
+    assert!(up.wait_exit(Duration::from_secs(10)).is_some());
+}
