@@ -1,4 +1,5 @@
-//! Durations written the way operators write them in YAML: `15s`, `250ms`, `1.5s`, `2m`, `0`.
+//! Durations written the way operators write them in YAML: `15s`, `250ms`, `1.5s`, `2m`,
+//! `0`, and as Go writes them (what Istio's resources accept): `1m30s`, `100us`, `1h2m`.
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -24,35 +25,84 @@ impl Dur {
     }
 }
 
-/// Parses `<number><unit>` with unit one of `ms`, `s`, `m`, `h` (a bare `0` is allowed).
+/// Parses one or more `<number><unit>` parts, as Go's `time.ParseDuration` does: units
+/// `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`, fractions allowed (`1.5s`, `1m30s`); a bare `0`
+/// is zero. Negative durations are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m or h)"))?;
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("duration {text:?} does not start with a number"))?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "duration {text:?} has unknown unit {unit:?} (use ms, s, m or h)"
-            ))
+    if t.is_empty() {
+        return Err("an empty duration (use ms, s, m or h)".into());
+    }
+    if t.starts_with('-') {
+        return Err(format!("duration {text:?} is negative"));
+    }
+    let mut rest = t.strip_prefix('+').unwrap_or(t);
+    let mut secs = 0f64;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m or h)"))?;
+        let (num, tail) = rest.split_at(split);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(format!("duration {text:?} does not start with a number"));
         }
-    };
-    let secs = value * scale;
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("duration {text:?} does not start with a number"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => {
+                return Err(format!(
+                    "duration {text:?} has unknown unit {unit:?} (use ns, us, ms, s, m or h)"
+                ))
+            }
+        };
+        secs += value * scale;
+        rest = next;
+    }
     if !secs.is_finite() || !(0.0..=1.0e9).contains(&secs) {
         return Err(format!("duration {text:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod go_tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_durations() {
+        for (text, want) in [
+            ("1m30s", Duration::from_secs(90)),
+            ("100us", Duration::from_micros(100)),
+            ("100µs", Duration::from_micros(100)),
+            ("1h2m3s", Duration::from_secs(3723)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2h45m", Duration::from_secs(9900)),
+            ("300ms", Duration::from_millis(300)),
+            ("10ns", Duration::from_nanos(10)),
+            ("+5s", Duration::from_secs(5)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "5", "-1s", "1d", "1..2s", ".s", "1s2", "s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 impl fmt::Display for Dur {

@@ -281,6 +281,7 @@ impl<'a> Gen<'a> {
             .destination_rules
             .iter()
             .filter(|dr| fqdn(&dr.spec.host, &dr.namespace) == host)
+            .filter(|dr| exported(&dr.spec.export_to, &dr.namespace, &self.w.namespace))
             .collect();
         rules
             .iter()
@@ -484,10 +485,12 @@ impl<'a> Gen<'a> {
             .virtual_services
             .iter()
             .find(|vs| {
-                vs.spec
-                    .hosts
-                    .iter()
-                    .any(|h| fqdn(h, &vs.namespace) == s.host)
+                exported(&vs.spec.export_to, &vs.namespace, &self.w.namespace)
+                    && vs
+                        .spec
+                        .hosts
+                        .iter()
+                        .any(|h| fqdn(h, &vs.namespace) == s.host)
             })
             .cloned();
         let mut routes = Vec::new();
@@ -574,7 +577,9 @@ impl<'a> Gen<'a> {
                 let cluster = self
                     .destination_cluster(ns, &d.destination, p)
                     .unwrap_or_else(|| format!("unknown|{}", d.destination.host));
-                weighted.push((cluster, d.weight.unwrap_or(100)));
+                // Without a weight: all of it alone, none of it beside others (Istio).
+                let alone = if r.route.len() == 1 { 100 } else { 0 };
+                weighted.push((cluster, d.weight.unwrap_or(alone)));
             }
             let retries = match &r.retries {
                 None => default_retries(),
@@ -616,7 +621,7 @@ impl<'a> Gen<'a> {
                 port: d.port,
                 path: d.uri.clone(),
                 prefix_rewrite: None,
-                response_code: d.redirect_code.unwrap_or(301),
+                response_code: d.redirect_code.filter(|c| *c != 0).unwrap_or(301),
                 strip_query: false,
             });
         } else if let Some(d) = &r.direct_response {
@@ -800,6 +805,15 @@ impl<'a> Gen<'a> {
     fn authorization(&self) -> Option<tc::Authorization> {
         crate::security::authorization(self.inputs, self.w)
     }
+}
+
+/// Istio's `exportTo`: which namespaces see a resource of `namespace`. Empty or `*`:
+/// all; `.`: its own; `~`: none; otherwise the namespaces named.
+fn exported(export_to: &[String], namespace: &str, to: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || (e == "." && namespace == to) || e == to)
 }
 
 fn workload_cert() -> tc::TlsCertificate {

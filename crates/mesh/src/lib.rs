@@ -21,6 +21,7 @@ pub mod istio;
 pub mod load;
 mod registry;
 mod security;
+mod unhonoured;
 mod validate;
 
 pub use annotations::{parse_go_bool, DRY_RUN};

@@ -374,6 +374,9 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
             if let Some(first) = errors.into_iter().next() {
                 return Err(refuse(&resource, first));
             }
+            for note in crate::unhonoured::notes(&kind, &spec) {
+                loaded.warnings.push(refuse(&resource, note));
+            }
             loaded.inputs.$field.push(Resource {
                 name: meta.name.clone(),
                 namespace,

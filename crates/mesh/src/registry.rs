@@ -16,7 +16,9 @@ impl Protocol {
     /// Istio's rule: the declared protocol (ServiceEntry `protocol`, Kubernetes
     /// `appProtocol`), else the port name's prefix (`http-web`, `grpc`), else TCP.
     pub fn parse(p: Option<&str>, name: &str) -> Protocol {
+        // An empty protocol is unset, as in Istio: the port name says.
         let p = p
+            .filter(|p| !p.is_empty())
             .map(str::to_ascii_lowercase)
             .unwrap_or_else(|| name.to_ascii_lowercase());
         if p.starts_with("http2") {

@@ -41,8 +41,33 @@ fn string_match(path: &str, m: &StringMatch, errors: &mut Vec<String>) {
     }
 }
 
+/// Istio's `exportTo` values: `*`, `.`, `~` (alone) or namespace names, each once.
+fn export_to(values: &[String], errors: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    for v in values {
+        let name_ok = !v.is_empty()
+            && v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !v.starts_with('-')
+            && !v.ends_with('-');
+        if !matches!(v.as_str(), "*" | "." | "~") && !name_ok {
+            errors.push(format!(
+                "spec.exportTo: {v:?} is not *, ., ~ or a namespace name"
+            ));
+        }
+        if !seen.insert(v) {
+            errors.push(format!("spec.exportTo: {v:?} appears twice"));
+        }
+    }
+    if values.len() > 1 && values.iter().any(|v| v == "~") {
+        errors.push("spec.exportTo: ~ (exported nowhere) stands alone".into());
+    }
+}
+
 pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
     let mut errors = Vec::new();
+    export_to(&vs.export_to, &mut errors);
     if vs.hosts.is_empty() {
         errors.push("spec.hosts: at least one host is required".into());
     }
@@ -87,11 +112,12 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
                 "{p}: exactly one of route, redirect or directResponse is required"
             ));
         }
-        let weights: Vec<u32> = r.route.iter().filter_map(|d| d.weight).collect();
-        if r.route.len() > 1 && weights.iter().sum::<u32>() != 100 {
+        // Weights are relative (Istio normalizes them); a destination without one has
+        // weight 0 beside others, and some destination must get traffic.
+        let total: u64 = r.route.iter().filter_map(|d| d.weight).map(u64::from).sum();
+        if r.route.len() > 1 && total == 0 {
             errors.push(format!(
-                "{p}.route: weights must add up to 100 (they add up to {})",
-                weights.iter().sum::<u32>()
+                "{p}.route: the total destination weight is 0 (no destination gets traffic)"
             ));
         }
         for (j, d) in r.route.iter().enumerate() {
@@ -145,7 +171,8 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             &mut errors,
         );
         if let Some(d) = &r.redirect {
-            if let Some(code) = d.redirect_code {
+            // 0 is unset (301), as in Istio.
+            if let Some(code) = d.redirect_code.filter(|c| *c != 0) {
                 if ![301, 302, 303, 307, 308].contains(&code) {
                     errors.push(format!(
                         "{p}.redirect.redirectCode: {code} is not a redirect status"
@@ -159,6 +186,7 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
 
 pub fn destination_rule(dr: &DestinationRule) -> Vec<String> {
     let mut errors = Vec::new();
+    export_to(&dr.export_to, &mut errors);
     if dr.host.is_empty() {
         errors.push("spec.host: required".into());
     }
@@ -232,7 +260,7 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<String> {
                 p.number
             ));
         }
-        if let Some(proto) = &p.protocol {
+        if let Some(proto) = p.protocol.as_ref().filter(|p| !p.is_empty()) {
             if !matches!(
                 proto.to_ascii_uppercase().as_str(),
                 "HTTP" | "HTTP2" | "GRPC" | "TCP"

@@ -1,0 +1,87 @@
+//! Fields of traffic resources that Trellis reads but does not honour yet, each said in
+//! a warning rather than dropped without a word. Only traffic resources: a security
+//! resource with a field Trellis cannot honour is refused (`fail_closed.rs`).
+
+use serde_yaml::Value;
+
+/// Warnings for `spec` of a `kind` that was accepted.
+pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut note = |path: &str, what: &str| notes.push(format!("spec.{path}: {what}"));
+    let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    match kind {
+        "ServiceEntry" => {
+            let export = spec.get("exportTo").and_then(Value::as_sequence);
+            if export.is_some_and(|e| e.iter().any(|v| v.as_str() != Some("*"))) {
+                note(
+                    "exportTo",
+                    "not honoured yet: every namespace sees this service",
+                );
+            }
+            if let Some(r) = spec.get("resolution").and_then(Value::as_str) {
+                if r.starts_with("DNS") {
+                    note(
+                        "resolution",
+                        &format!("{r} is not honoured yet: the endpoints' addresses are used as they are (STATIC)"),
+                    );
+                }
+            }
+            for (i, e) in spec
+                .get("endpoints")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                workload_entry_notes(&format!("endpoints[{i}]."), e, &mut note);
+            }
+        }
+        "WorkloadEntry" => workload_entry_notes("", spec, &mut note),
+        "DestinationRule" => {
+            let mut policies = vec![("trafficPolicy".to_string(), spec.get("trafficPolicy"))];
+            for (i, s) in spec
+                .get("subsets")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                policies.push((
+                    format!("subsets[{i}].trafficPolicy"),
+                    s.get("trafficPolicy"),
+                ));
+            }
+            for (path, p) in policies {
+                if set(p.and_then(|p| p.get("tls")).and_then(|t| t.get("sni"))) {
+                    note(
+                        &format!("{path}.tls.sni"),
+                        "not honoured yet: ISTIO_MUTUAL sends the mesh's own SNI",
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    notes
+}
+
+fn workload_entry_notes(prefix: &str, e: &Value, note: &mut impl FnMut(&str, &str)) {
+    for (field, what) in [
+        (
+            "weight",
+            "not honoured yet: every endpoint gets an equal share",
+        ),
+        (
+            "locality",
+            "not honoured yet: load balancing is not locality-aware",
+        ),
+        (
+            "network",
+            "not honoured yet: every endpoint is taken as reachable directly",
+        ),
+    ] {
+        if e.get(field).is_some_and(|v| !v.is_null()) {
+            note(&format!("{prefix}{field}"), what);
+        }
+    }
+}
