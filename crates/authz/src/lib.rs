@@ -10,15 +10,20 @@
 //!   templates (`/books/{*}/pages`, `/files/{**}`).
 //! - Dry-run policies (`istio.io/dry-run`) are evaluated beside the enforced ones: the
 //!   verdict reports what the decision would have been with them, and never uses it.
+//! - Request principals and `request.auth.*` conditions read the request's verified
+//!   JWT (RequestAuthentication); a request without one matches only their `not_`
+//!   forms.
 //! - On TCP there is no HTTP request: an ALLOW rule that names HTTP-only attributes
-//!   (methods, paths, hosts, request headers) never matches, and a DENY rule ignores
+//!   (methods, paths, hosts, request headers, request principals, `request.auth.*`)
+//!   never matches, and a DENY rule ignores
 //!   them, so that a TCP policy can only be stricter than its HTTP reading (Istio's rule).
 
 mod matcher;
 mod values;
 
 use http::HeaderMap;
-use matcher::IpBlock;
+use matcher::{IpBlock, StrMatch};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use trellis_config::{Authorization, AuthorizationAction, AuthorizationRule, RuleCondition};
@@ -50,6 +55,19 @@ pub struct HttpAttributes<'a> {
     /// The authority (host, maybe with a port).
     pub host: &'a str,
     pub headers: &'a HeaderMap,
+    /// The request's verified JWT, if it carried one.
+    pub auth: Option<RequestAuth<'a>>,
+}
+
+/// A verified JWT, as authorization reads it (`request.auth.*`).
+#[derive(Clone, Copy)]
+pub struct RequestAuth<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub audiences: &'a [String],
+    /// `azp`.
+    pub presenter: Option<&'a str>,
+    pub claims: &'a Map<String, Value>,
 }
 
 impl<'a> Attributes<'a> {
@@ -144,6 +162,71 @@ struct Source {
     trust_domains: Field<usize>,
     ip_blocks: Field<IpBlock>,
     remote_ip_blocks: Field<IpBlock>,
+    request_principals: Field<RequestPrincipal>,
+}
+
+/// Istio's request principal forms: `iss/sub` split at the last `/`, each side exact,
+/// or `*` (any non-empty), or a prefix or suffix form at the outer ends.
+struct RequestPrincipal {
+    iss: StrMatch,
+    sub: StrMatch,
+}
+
+impl RequestPrincipal {
+    fn parse(value: &str) -> Self {
+        let (iss, sub) = match value.rfind('/') {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        };
+        let exact = |v: &str| StrMatch::Exact(v.to_string());
+        let (iss, sub) = match sub {
+            _ if value == "*" => (StrMatch::Present, StrMatch::Present),
+            Some(sub) if value.starts_with('*') => (
+                if iss == "*" {
+                    StrMatch::Present
+                } else {
+                    StrMatch::Suffix(iss[1..].to_string())
+                },
+                exact(sub),
+            ),
+            None if value.starts_with('*') => {
+                (StrMatch::Present, StrMatch::Suffix(value[1..].to_string()))
+            }
+            Some(sub) if value.ends_with('*') => (
+                exact(iss),
+                if sub == "*" {
+                    StrMatch::Present
+                } else {
+                    StrMatch::Prefix(sub[..sub.len() - 1].to_string())
+                },
+            ),
+            None if value.ends_with('*') => (
+                StrMatch::Prefix(value[..value.len() - 1].to_string()),
+                StrMatch::Present,
+            ),
+            Some(sub) => (exact(iss), exact(sub)),
+            None => (exact(iss), exact("")),
+        };
+        RequestPrincipal { iss, sub }
+    }
+
+    fn is(&self, auth: &RequestAuth) -> bool {
+        self.iss.is(auth.issuer) && self.sub.is(auth.subject)
+    }
+}
+
+impl Field<RequestPrincipal> {
+    fn check(&self, auth: Option<&RequestAuth>) -> bool {
+        let hit = |p: &RequestPrincipal| auth.is_some_and(|a| p.is(a));
+        (self.any.is_empty() || self.any.iter().any(hit)) && !self.none.iter().any(hit)
+    }
+}
+
+impl Field<StrMatch> {
+    fn check_all(&self, values: &[&str]) -> bool {
+        let hit = |m: &StrMatch| values.iter().any(|v| m.is(v));
+        (self.any.is_empty() || self.any.iter().any(hit)) && !self.none.iter().any(hit)
+    }
 }
 
 #[derive(Default)]
@@ -201,12 +284,33 @@ enum ConditionKey {
     DestinationIp,
     DestinationPort,
     ConnectionSni,
+    RequestPrincipal,
+    RequestAudiences,
+    RequestPresenter,
+    /// The claim's path: `request.auth.claims[a][b]` is `["a", "b"]`.
+    RequestClaim(Vec<String>),
 }
 
-/// The `when` keys this engine evaluates (Istio's, less `request.auth.*` and
-/// `experimental.*`).
+impl ConditionKey {
+    fn http_only(&self) -> bool {
+        matches!(
+            self,
+            ConditionKey::Header(_)
+                | ConditionKey::RequestPrincipal
+                | ConditionKey::RequestAudiences
+                | ConditionKey::RequestPresenter
+                | ConditionKey::RequestClaim(_)
+        )
+    }
+}
+
+/// The `when` keys this engine evaluates (Istio's, less `experimental.*`).
 pub const CONDITION_KEYS: &[&str] = &[
     "request.headers[<name>]",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[<name>]...",
     "source.ip",
     "remote.ip",
     "source.namespace",
@@ -222,6 +326,40 @@ struct Condition {
     key: ConditionKey,
     ips: Field<IpBlock>,
     values: Field<usize>,
+    /// `request.auth.audiences`, `presenter` and `claims`.
+    strs: Field<StrMatch>,
+    request_principals: Field<RequestPrincipal>,
+}
+
+fn strs(any: &[String], none: &[String]) -> Field<StrMatch> {
+    Field {
+        any: any.iter().map(|v| StrMatch::parse(v)).collect(),
+        none: none.iter().map(|v| StrMatch::parse(v)).collect(),
+    }
+}
+
+fn request_principals(any: &[String], none: &[String]) -> Field<RequestPrincipal> {
+    Field {
+        any: any.iter().map(|v| RequestPrincipal::parse(v)).collect(),
+        none: none.iter().map(|v| RequestPrincipal::parse(v)).collect(),
+    }
+}
+
+/// `[a][b]` as `["a", "b"]` (Istio's nested claim names).
+fn claim_path(s: &str) -> Option<Vec<String>> {
+    let mut path = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let end = inner.find(']')?;
+        let name = &inner[..end];
+        if name.is_empty() {
+            return None;
+        }
+        path.push(name.to_string());
+        rest = &inner[end + 1..];
+    }
+    (!path.is_empty()).then_some(path)
 }
 
 fn ids(set: &mut ValueSet, any: &[String], none: &[String], fold: bool) -> Field<usize> {
@@ -269,7 +407,15 @@ fn condition_key(key: &str) -> Result<ConditionKey, String> {
             .map(ConditionKey::Header)
             .map_err(|_| format!("{name:?} is not a header name"));
     }
+    if let Some(path) = key.strip_prefix("request.auth.claims") {
+        return claim_path(path)
+            .map(ConditionKey::RequestClaim)
+            .ok_or_else(|| format!("{key:?} is not of the form request.auth.claims[<name>]"));
+    }
     match key {
+        "request.auth.principal" => Ok(ConditionKey::RequestPrincipal),
+        "request.auth.audiences" => Ok(ConditionKey::RequestAudiences),
+        "request.auth.presenter" => Ok(ConditionKey::RequestPresenter),
         "source.ip" => Ok(ConditionKey::SourceIp),
         "remote.ip" => Ok(ConditionKey::RemoteIp),
         "source.namespace" => Ok(ConditionKey::SourceNamespace),
@@ -319,6 +465,10 @@ impl Sets {
                 ),
                 ip_blocks: ips(&s.ip_blocks, &s.not_ip_blocks)?,
                 remote_ip_blocks: ips(&s.remote_ip_blocks, &s.not_remote_ip_blocks)?,
+                request_principals: request_principals(
+                    &s.request_principals,
+                    &s.not_request_principals,
+                ),
             });
         }
         let to =
@@ -347,7 +497,19 @@ impl Sets {
     fn condition(&mut self, c: &RuleCondition) -> Result<Condition, String> {
         let key = condition_key(&c.key)?;
         let (v, nv) = (&c.values, &c.not_values);
+        let mut strs_field = Field::default();
+        let mut principals_field = Field::default();
         let (ips, values) = match &key {
+            ConditionKey::RequestPrincipal => {
+                principals_field = request_principals(v, nv);
+                (Field::default(), Field::default())
+            }
+            ConditionKey::RequestAudiences
+            | ConditionKey::RequestPresenter
+            | ConditionKey::RequestClaim(_) => {
+                strs_field = strs(v, nv);
+                (Field::default(), Field::default())
+            }
             ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => {
                 (ips(v, nv)?, Field::default())
             }
@@ -371,7 +533,13 @@ impl Sets {
                 (Field::default(), ids(set, v, nv, false))
             }
         };
-        Ok(Condition { key, ips, values })
+        Ok(Condition {
+            key,
+            ips,
+            values,
+            strs: strs_field,
+            request_principals: principals_field,
+        })
     }
 
     fn compile(&mut self, mode: MatchMode) -> Result<(), String> {
@@ -541,10 +709,8 @@ impl Rule {
         self.to
             .iter()
             .any(|o| o.methods.is_set() || o.paths.is_set() || o.hosts.is_set())
-            || self
-                .when
-                .iter()
-                .any(|c| matches!(c.key, ConditionKey::Header(_)))
+            || self.from.iter().any(|s| s.request_principals.is_set())
+            || self.when.iter().any(|c| c.key.http_only())
     }
 
     fn matches(&self, a: &Attributes, h: &Hits, action: AuthorizationAction) -> bool {
@@ -566,6 +732,11 @@ impl Source {
             && self.trust_domains.check(&h.trust_domains)
             && self.ip_blocks.check(a.source_ip)
             && self.remote_ip_blocks.check(a.remote_ip)
+            // On TCP (DENY or AUDIT), HTTP-only fields are ignored.
+            && match &a.http {
+                None => true,
+                Some(http) => self.request_principals.check(http.auth.as_ref()),
+            }
     }
 }
 
@@ -584,7 +755,26 @@ impl Operation {
 
 impl Condition {
     fn matches(&self, a: &Attributes, h: &Hits) -> bool {
+        if self.key.http_only() && a.http.is_none() {
+            return true;
+        }
+        let auth = a.http.as_ref().and_then(|h| h.auth.as_ref());
         match &self.key {
+            ConditionKey::RequestPrincipal => self.request_principals.check(auth),
+            ConditionKey::RequestAudiences => {
+                let auds: Vec<&str> = auth
+                    .map(|x| x.audiences.iter().map(String::as_str).collect())
+                    .unwrap_or_default();
+                self.strs.check_all(&auds)
+            }
+            ConditionKey::RequestPresenter => self
+                .strs
+                .check_all(auth.and_then(|x| x.presenter).as_slice()),
+            ConditionKey::RequestClaim(path) => self.strs.check_all(
+                &auth
+                    .map(|x| claim_strings(x.claims, path))
+                    .unwrap_or_default(),
+            ),
             ConditionKey::Header(name) => match &a.http {
                 None => true,
                 Some(_) => h
@@ -602,6 +792,22 @@ impl Condition {
             ConditionKey::ConnectionSni => self.values.check(&h.snis),
             ConditionKey::DestinationPort => self.values.check(&h.ports),
         }
+    }
+}
+
+/// A claim by path, as the strings it holds: a string, or the strings of a list.
+fn claim_strings<'v>(claims: &'v Map<String, Value>, path: &[String]) -> Vec<&'v str> {
+    let Some((first, rest)) = path.split_first() else {
+        return Vec::new();
+    };
+    let mut v = claims.get(first);
+    for p in rest {
+        v = v.and_then(|v| v.get(p));
+    }
+    match v {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
     }
 }
 

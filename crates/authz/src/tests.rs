@@ -50,6 +50,26 @@ struct Req {
     tcp: bool,
     remote_ip: Option<&'static str>,
     sni: Option<&'static str>,
+    /// A verified JWT: issuer, subject, audiences, presenter, claims.
+    jwt: Option<Jwt>,
+}
+
+struct Jwt {
+    iss: &'static str,
+    sub: &'static str,
+    aud: Vec<String>,
+    azp: Option<&'static str>,
+    claims: Map<String, Value>,
+}
+
+fn jwt(iss: &'static str, sub: &'static str, claims: Value) -> Option<Jwt> {
+    Some(Jwt {
+        iss,
+        sub,
+        aud: vec!["app".into()],
+        azp: Some("web"),
+        claims: claims.as_object().cloned().unwrap_or_default(),
+    })
 }
 
 fn req() -> Req {
@@ -64,6 +84,7 @@ fn req() -> Req {
         tcp: false,
         remote_ip: None,
         sni: None,
+        jwt: None,
     }
 }
 
@@ -84,6 +105,13 @@ fn decide(e: &Engines, r: &Req) -> Decision {
             path: r.path,
             host: r.host,
             headers: &headers,
+            auth: r.jwt.as_ref().map(|j| RequestAuth {
+                issuer: j.iss,
+                subject: j.sub,
+                audiences: &j.aud,
+                presenter: j.azp,
+                claims: &j.claims,
+            }),
         }),
     };
     e.evaluate(&a).decision
@@ -323,6 +351,7 @@ policies:
             path: "/info",
             host: "x",
             headers: &headers,
+            auth: None,
         }),
     };
     let v = e.evaluate(&a);
@@ -452,6 +481,7 @@ policies:
                 path: r.path,
                 host: r.host,
                 headers: &headers,
+                auth: None,
             }),
         };
         let v = e.evaluate(&a);
@@ -494,7 +524,7 @@ fn refuses_bad_ip_blocks_and_keys() {
     for bad in ["10.0.0.0/33", "x", "::/129", "10.0.0.0/+8", "10.0.0.0/08"] {
         assert!(check_ip_block(bad).is_err(), "{bad}");
     }
-    assert!(check_condition_key("request.auth.claims[iss]").is_err());
+    assert!(check_condition_key("experimental.envoy.filters.x[y]").is_err());
     assert!(check_condition_key("request.headers[bad header]").is_err());
     assert!(check_condition_key("request.headers[x-ok]").is_ok());
 }
@@ -636,9 +666,144 @@ mod differential {
                 destination_ip: "10.0.0.2".parse().unwrap(),
                 destination_port: 8080,
                 sni: None,
-                http: (!tcp).then_some(HttpAttributes { method, path, host, headers: &headers }),
+                http: (!tcp).then_some(HttpAttributes { method, path, host, headers: &headers, auth: None }),
             };
             engines.evaluate(&a);
         }
     }
+}
+
+/// Istio's "require JWT" task: `request_principals: ["*"]` admits any verified token.
+#[test]
+fn request_principals_need_a_verified_token() {
+    let require = engine(
+        "policies: [{ name: require-jwt, rules: [{ from: [{ source: { request_principals: ['*'] } }] }] }]",
+    );
+    assert!(!allowed(&require, &req()), "no token");
+    let with = Req {
+        jwt: jwt(
+            "testing@secure.istio.io",
+            "testing@secure.istio.io",
+            serde_json::json!({}),
+        ),
+        ..req()
+    };
+    assert!(allowed(&require, &with));
+    let tcp = Req { tcp: true, ..with };
+    assert!(
+        !allowed(&require, &tcp),
+        "HTTP-only on TCP: the ALLOW rule never matches"
+    );
+
+    let forms = |value: &str, iss: &'static str, sub: &'static str| {
+        let e = engine(&format!(
+            "policies: [{{ name: p, rules: [{{ from: [{{ source: {{ request_principals: ['{value}'] }} }}] }}] }}]"
+        ));
+        allowed(
+            &e,
+            &Req {
+                jwt: jwt(iss, sub, serde_json::json!({})),
+                ..req()
+            },
+        )
+    };
+    assert!(forms(
+        "https://accounts.example.com/alice",
+        "https://accounts.example.com",
+        "alice"
+    ));
+    assert!(!forms(
+        "https://accounts.example.com/alice",
+        "https://accounts.example.com",
+        "bob"
+    ));
+    assert!(forms(
+        "https://accounts.example.com/*",
+        "https://accounts.example.com",
+        "bob"
+    ));
+    assert!(!forms(
+        "https://accounts.example.com/*",
+        "https://evil.example",
+        "bob"
+    ));
+    assert!(forms("*/alice", "https://any.example", "alice"));
+    assert!(forms(
+        "*.example.com/alice",
+        "https://accounts.example.com",
+        "alice"
+    ));
+    assert!(forms("*alice", "https://any", "malice"));
+    assert!(forms("issuer-a*", "issuer-abc", "x"));
+    assert!(!forms("*", "", "x"), "* needs an issuer and a subject");
+
+    let deny_not = engine(
+        "policies: [{ name: d, action: DENY, rules: [{ from: [{ source: { not_request_principals: ['*'] } }] }] }]",
+    );
+    assert!(!allowed(&deny_not, &req()), "no token: denied");
+    assert!(allowed(
+        &deny_not,
+        &Req {
+            jwt: jwt("i", "s", serde_json::json!({})),
+            ..req()
+        }
+    ));
+}
+
+#[test]
+fn request_auth_conditions() {
+    let claims = serde_json::json!({"groups": ["dev", "ops"], "org": {"team": "blue"},
+        "scope": ["read", "write"], "admin": true});
+    let with = || Req {
+        jwt: jwt("iss", "sub", claims.clone()),
+        ..req()
+    };
+    let when = |key: &str, values: &str| {
+        engine(&format!(
+            "policies: [{{ name: p, rules: [{{ when: [{{ key: '{key}', values: {values} }}] }}] }}]"
+        ))
+    };
+    assert!(allowed(
+        &when("request.auth.claims[groups]", "[ops]"),
+        &with()
+    ));
+    assert!(!allowed(
+        &when("request.auth.claims[groups]", "[qa]"),
+        &with()
+    ));
+    assert!(allowed(
+        &when("request.auth.claims[org][team]", "[bl*]"),
+        &with()
+    ));
+    assert!(allowed(
+        &when("request.auth.claims[scope]", "[write]"),
+        &with()
+    ));
+    assert!(
+        !allowed(&when("request.auth.claims[admin]", "['true']"), &with()),
+        "strings only"
+    );
+    assert!(allowed(
+        &when("request.auth.principal", "[iss/sub]"),
+        &with()
+    ));
+    assert!(allowed(&when("request.auth.audiences", "[app]"), &with()));
+    assert!(allowed(&when("request.auth.presenter", "['*']"), &with()));
+    assert!(
+        !allowed(&when("request.auth.claims[groups]", "[ops]"), &req()),
+        "no token"
+    );
+
+    let deny = engine(
+        "policies: [{ name: d, action: DENY, rules: [{ when: [{ key: 'request.auth.claims[groups]', not_values: [admins] }] }] }]",
+    );
+    assert!(!allowed(&deny, &with()));
+    assert!(!allowed(&deny, &req()), "no token: notValues matches");
+    assert!(
+        !allowed(&deny, &Req { tcp: true, ..req() }),
+        "on TCP a DENY ignores HTTP-only conditions"
+    );
+    assert!(check_condition_key("request.auth.claims[]").is_err());
+    assert!(check_condition_key("request.auth.claims[a]b").is_err());
+    assert!(check_condition_key("request.auth.claims[a][b]").is_ok());
 }

@@ -19,30 +19,13 @@ use std::time::Duration;
 use trellis_pkcs11::{KeyKind, Pkcs11Uri, Token, TokenKey};
 use trellis_tls::SpiffeId;
 
+pub use crate::error::SignError;
 use crate::signer::Signer;
 
 /// Istio's caps: 24 h by default, never more than 90 days.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const HARD_MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 const ROOT_TTL_DAYS: u32 = 3650;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignError {
-    #[error("the CSR is not a PEM certificate request")]
-    MalformedCsr,
-    #[error("the CSR's signature does not verify with its own public key")]
-    BadCsrSignature,
-    #[error("the CSR's public key is not RSA (2048..4096 bits) or ECDSA P-256/P-384")]
-    UnsupportedKey,
-    #[error("signing failed: {0}")]
-    Internal(String),
-}
-
-impl From<boring::error::ErrorStack> for SignError {
-    fn from(e: boring::error::ErrorStack) -> Self {
-        SignError::Internal(e.to_string())
-    }
-}
 
 pub struct Authority {
     signing_cert: X509,

@@ -9,6 +9,7 @@
 
 pub mod authority;
 mod ca;
+mod error;
 pub mod kube;
 pub mod server;
 pub mod service;

@@ -11,7 +11,7 @@ use boring::pkey::{HasPublic, PKey, PKeyRef, Private};
 use boring::x509::{X509Builder, X509};
 use trellis_pkcs11::{Pkcs11Uri, Token, TokenKey};
 
-use crate::authority::SignError;
+use crate::error::SignError;
 
 pub enum Signer {
     Memory(PKey<Private>),

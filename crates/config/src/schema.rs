@@ -187,6 +187,10 @@ pub struct Listener {
     /// on TCP listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    /// Istio RequestAuthentication for HTTP requests on this listener: JWTs are
+    /// verified before authorization, and a request with an invalid one gets 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtAuthn>,
 }
 
 impl Listener {
@@ -774,6 +778,63 @@ pub struct UpstreamTls {
     pub max_version: TlsVersion,
 }
 
+/// JWT verification, as Istio's RequestAuthentication: a request may carry no token
+/// (authorization then decides); a token it carries must verify under the rule for its
+/// issuer, or the request gets 401.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthn {
+    pub rules: Vec<JwtRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtRule {
+    /// The `iss` a token must carry to be verified by this rule.
+    pub issuer: String,
+    /// Accepted `aud` values; empty accepts any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// The public keys, as a JWK Set (JSON). Empty: no keys (every token of this rule
+    /// is refused).
+    pub jwks: String,
+    /// Where tokens are read; with no location at all, `Authorization: Bearer <token>`
+    /// and the `access_token` query parameter.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_headers: Vec<JwtHeader>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_params: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_cookies: Vec<String>,
+    /// Forwards the verified payload (base64url JSON) in this header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_payload_to_header: Option<String>,
+    /// Keeps the token in the request (by default it is removed once verified).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forward_original_token: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// Claims whose space-separated string values authorization reads as lists, beside
+    /// `scope` and `permission`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtHeader {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
+}
+
 /// Istio AuthorizationPolicy, evaluated per request (per connection on TCP listeners):
 /// any matching DENY policy denies; otherwise, when ALLOW policies exist, one of them
 /// must match; AUDIT policies only log.
@@ -837,6 +898,11 @@ pub struct RuleSource {
     pub principals: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_principals: Vec<String>,
+    /// `iss/sub` of the request's verified JWT (HTTP only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_principals: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_request_principals: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -20,9 +20,11 @@ use trellis_mesh::{Inputs, Loaded, Registry, Resource};
 use trellis_xds::{Base, Cache, Snapshot};
 
 mod check;
+mod jwks;
 mod serve;
 mod shared;
 pub use check::Report;
+pub use jwks::JwksResolver;
 pub use serve::{plane, serve, KubeOptions, Options, Serving};
 use shared::{shared, SharedOutbound};
 
@@ -85,6 +87,8 @@ pub struct ControlPlane {
     scopes: std::sync::Mutex<HashMap<String, String>>,
     /// Parsed documents of the directories, reused while their text is unchanged.
     documents: std::sync::Mutex<trellis_mesh::DocCache>,
+    /// The JWK Sets of RequestAuthentication `jwksUri`s.
+    jwks: Arc<JwksResolver>,
 }
 
 impl ControlPlane {
@@ -99,6 +103,7 @@ impl ControlPlane {
             shared: Default::default(),
             scopes: Default::default(),
             documents: Default::default(),
+            jwks: Arc::new(JwksResolver::new()),
         }
     }
 
@@ -111,6 +116,10 @@ impl ControlPlane {
     /// The views, as the ADS server serves them.
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    pub fn jwks(&self) -> &Arc<JwksResolver> {
+        &self.jwks
     }
 
     pub fn status(&self) -> watch::Receiver<Status> {
@@ -171,6 +180,7 @@ impl ControlPlane {
             mut refused,
         } = loaded;
         inputs.keep_previous(&self.state.lock().unwrap().0, &mut refused);
+        self.jwks.resolve(&mut inputs);
         let parsed = started.elapsed();
         let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
         // Known only with the registry: a Sidecar whose egress ports several sidecars
@@ -472,6 +482,10 @@ impl ControlPlane {
     pub async fn run(self: Arc<Self>, poll: Duration) {
         let mut connections = self.cache.connections();
         let mut kube_changes = self.kube.as_ref().map(|k| k.changes());
+        let mut jwks_changes = self.jwks.changes();
+        let fetcher = self.jwks.clone();
+        let fetching = tokio::spawn(async move { fetcher.run().await });
+        let _stop_fetching = AbortOnDrop(fetching);
         let mut last = self.stamp();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
@@ -491,6 +505,9 @@ impl ControlPlane {
                     }
                     self.reload_logged("cluster changed");
                 }
+                Ok(()) = jwks_changes.changed() => {
+                    self.reload_logged("JWKS changed");
+                }
                 _ = tick.tick() => {
                     let now = self.stamp();
                     if now == last {
@@ -503,6 +520,14 @@ impl ControlPlane {
                 }
             }
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

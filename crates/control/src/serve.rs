@@ -103,6 +103,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
     plane
         .reload()
         .map_err(|e| anyhow::anyhow!("--config-dir {e}"))?;
+    // The first views carry the JWK Sets the rules name, where they can be fetched.
+    if plane.jwks().fetch_due().await {
+        plane
+            .reload()
+            .map_err(|e| anyhow::anyhow!("--config-dir {e}"))?;
+    }
     let status = plane.status().borrow().clone();
     tracing::info!(
         services = status.services,

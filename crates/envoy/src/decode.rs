@@ -259,6 +259,7 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
         http: None,
         tls: None,
         authorization: None,
+        jwt: None,
     };
     let mut filters = chain.filters.iter().enumerate().peekable();
     if let Some((i, f)) = filters.peek() {
@@ -359,6 +360,17 @@ fn http_manager(
                     _ => return Err(ctx.err(&fpath, "missing typed_config")),
                 };
                 out.authorization = Some(authorization(ctx, any, &fpath)?);
+            }
+            crate::JWT_AUTHN => {
+                let any = match &f.config_type {
+                    Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a,
+                    _ => return Err(ctx.err(&fpath, "missing typed_config")),
+                };
+                let json = typed_struct(ctx, any, types::JWT_AUTHN, &fpath)?;
+                out.jwt = Some(
+                    serde_json::from_value(json)
+                        .map_err(|e| ctx.err(&fpath, format!("jwt_authn: {e}")))?,
+                );
             }
             other if f.is_optional => {
                 let _ = other; // Optional filters may be skipped, as Envoy does.

@@ -184,6 +184,16 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
             ));
         }
         let mut http_filters = Vec::new();
+        if let Some(j) = &l.jwt {
+            http_filters.push(hcm::HttpFilter {
+                name: crate::JWT_AUTHN.into(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(typed_struct(
+                    types::JWT_AUTHN,
+                    serde_json::to_value(j).unwrap_or_default(),
+                ))),
+                ..Default::default()
+            });
+        }
         if let Some(a) = authz {
             http_filters.push(hcm::HttpFilter {
                 name: crate::AUTHZ.into(),

@@ -29,6 +29,7 @@ pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const FAULT: &str = "envoy.filters.http.fault";
 pub const AUTHZ: &str = "trellis.authorization";
+pub const JWT_AUTHN: &str = "trellis.jwt_authn";
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -53,6 +54,9 @@ pub(crate) mod types {
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
     /// What a TypedStruct carrying Trellis authorization says it is.
     pub const AUTHZ: &str = "type.googleapis.com/trellis.config.v1.Authorization";
+    /// What a TypedStruct carrying Trellis JWT verification (RequestAuthentication)
+    /// says it is.
+    pub const JWT_AUTHN: &str = "type.googleapis.com/trellis.config.v1.JwtAuthn";
 }
 
 pub(crate) fn any<M: prost::Message>(

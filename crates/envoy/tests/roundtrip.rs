@@ -61,7 +61,20 @@ listeners:
       policies:
         - name: deny-admin
           action: DENY
-          rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }]
+          rules: [{ to: [{ operation: { paths: ["/admin*"] } }], from: [{ source: { request_principals: ["iss/*"] } }] }]
+    jwt:
+      rules:
+        - issuer: iss
+          audiences: [app]
+          jwks: '{"keys": []}'
+          from_headers: [{ name: x-jwt, prefix: "Bearer " }]
+          from_params: [token]
+          from_cookies: [session]
+          output_payload_to_header: x-payload
+          forward_original_token: true
+          output_claim_to_headers: [{ header: x-sub, claim: sub }]
+          space_delimited_claims: [roles]
+        - {}
     http:
       virtual_hosts:
         - name: local

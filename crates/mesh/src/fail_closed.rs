@@ -10,6 +10,10 @@
 //!   request.
 //! - AUDIT, and dry-run policies: nothing (they never decide).
 //! - PeerAuthentication: STRICT mutual TLS.
+//! - RequestAuthentication: every token at the default locations (`Authorization:
+//!   Bearer`, `access_token`) is refused that no other rule verifies. Without it a
+//!   token would reach the application unverified, and a policy on request principals
+//!   already denies (no request is authenticated).
 //!
 //! The scope is the selector's labels when it can be read; otherwise (no selector, a
 //! selector that cannot be read, `targetRef`) every workload of the namespace, or of
@@ -24,6 +28,7 @@ pub enum Stance {
     AllowNothing,
     DenyAll,
     Strict,
+    RefuseTokens,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +48,9 @@ impl Stance {
             }
             Stance::DenyAll => "(fails closed: the workloads it selects deny every request)",
             Stance::Strict => "(fails closed: the workloads it selects require mutual TLS)",
+            Stance::RefuseTokens => {
+                "(fails closed: the workloads it selects refuse requests with a JWT no other rule verifies)"
+            }
         }
     }
 }
@@ -81,6 +89,7 @@ pub fn stand_in(doc: &Value) -> Option<FailClosed> {
             ("AuthorizationPolicy", stance)
         }
         "PeerAuthentication" => ("PeerAuthentication", Stance::Strict),
+        "RequestAuthentication" => ("RequestAuthentication", Stance::RefuseTokens),
         _ => return None,
     };
     let targeted = spec.get("targetRef").is_some() || spec.get("targetRefs").is_some();
@@ -138,6 +147,8 @@ mod tests {
         assert_eq!(dry, None);
         let pa = read("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: p }\nspec: { mtls: { mode: BOGUS } }\n");
         assert_eq!(pa.unwrap().stance, Stance::Strict);
+        let ra = read("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: { name: p }\nspec: { jwtRules: [{ jwks: x }] }\n");
+        assert_eq!(ra.unwrap().stance, Stance::RefuseTokens);
         let vs = read("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: p }\nspec: {}\n");
         assert_eq!(vs, None);
     }

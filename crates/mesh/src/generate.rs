@@ -355,6 +355,7 @@ impl<'a> Gen<'a> {
             }),
             tls: None,
             authorization: None,
+            jwt: None,
         })
     }
 
@@ -389,6 +390,7 @@ impl<'a> Gen<'a> {
                 http: None,
                 tls: None,
                 authorization: None,
+                jwt: None,
             });
         }
         listeners
@@ -750,6 +752,11 @@ impl<'a> Gen<'a> {
                     }),
                 };
                 let authorization = self.authorization();
+                let jwt = p
+                    .protocol
+                    .is_http()
+                    .then(|| crate::security::jwt(self.inputs, self.w))
+                    .flatten();
                 let (http, tcp) = if p.protocol.is_http() {
                     (
                         Some(tc::HttpManager {
@@ -792,6 +799,7 @@ impl<'a> Gen<'a> {
                     http,
                     tls,
                     authorization,
+                    jwt,
                 });
             }
         }

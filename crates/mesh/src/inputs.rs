@@ -29,6 +29,10 @@ pub struct Inputs {
     pub sidecars: Vec<Resource<Sidecar>>,
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
+    pub request_authentications: Vec<Resource<RequestAuthentication>>,
+    /// The JWK Sets of the `jwksUri`s RequestAuthentications name, as the control
+    /// plane fetched them (an error when the last fetch failed).
+    pub jwks: BTreeMap<String, Result<String, String>>,
     /// Refused security resources, in their strictest reading (see [`crate::fail_closed`]).
     pub fail_closed: Vec<Resource<FailClosed>>,
 }
@@ -67,6 +71,8 @@ impl Loaded {
             .extend_from_slice(&o.peer_authentications);
         i.authorization_policies
             .extend_from_slice(&o.authorization_policies);
+        i.request_authentications
+            .extend_from_slice(&o.request_authentications);
         i.fail_closed.extend_from_slice(&o.fail_closed);
         self.warnings.extend_from_slice(&other.warnings);
         self.refused.extend_from_slice(&other.refused);
@@ -111,10 +117,15 @@ impl Inputs {
         carry!(sidecars, "Sidecar");
         carry!(peer_authentications, "PeerAuthentication");
         carry!(authorization_policies, "AuthorizationPolicy");
+        carry!(request_authentications, "RequestAuthentication");
         // A stand-in goes where the earlier version serves; elsewhere it says so.
         let serving = |f: &Resource<FailClosed>| match f.spec.kind {
             "PeerAuthentication" => self
                 .peer_authentications
+                .iter()
+                .any(|r| r.namespace == f.namespace && r.name == f.name),
+            "RequestAuthentication" => self
+                .request_authentications
                 .iter()
                 .any(|r| r.namespace == f.namespace && r.name == f.name),
             _ => self

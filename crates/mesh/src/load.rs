@@ -399,6 +399,9 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         ("security", "AuthorizationPolicy") => {
             accept!(authorization_policies, validate::authorization_policy)
         }
+        ("security", "RequestAuthentication") => {
+            accept!(request_authentications, validate::request_authentication)
+        }
         _ => {
             return Err(refuse(
                 &resource,

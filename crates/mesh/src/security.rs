@@ -104,18 +104,75 @@ pub fn authorization(inputs: &Inputs, w: &Workload) -> Option<tc::Authorization>
             name: format!("{}.{} (refused)", f.namespace, f.name),
             action: match f.spec.stance {
                 Stance::DenyAll => tc::AuthorizationAction::Deny,
-                Stance::AllowNothing | Stance::Strict => tc::AuthorizationAction::Allow,
+                Stance::AllowNothing | Stance::Strict | Stance::RefuseTokens => {
+                    tc::AuthorizationAction::Allow
+                }
             },
             dry_run: false,
             rules: match f.spec.stance {
                 // One rule without conditions matches every request.
                 Stance::DenyAll => vec![tc::AuthorizationRule::default()],
                 // No rules: matches nothing.
-                Stance::AllowNothing | Stance::Strict => Vec::new(),
+                Stance::AllowNothing | Stance::Strict | Stance::RefuseTokens => Vec::new(),
             },
         }),
     );
     (!policies.is_empty()).then_some(tc::Authorization { policies })
+}
+
+/// The JWT rules of the RequestAuthentications that apply to `w` (the workload's,
+/// its namespace's and the mesh's, merged as Istio merges them), with a rule that
+/// refuses every token for each refused one that could apply.
+pub fn jwt(inputs: &Inputs, w: &Workload) -> Option<tc::JwtAuthn> {
+    let mut rules = Vec::new();
+    let selected = inputs.request_authentications.iter().filter(|ra| {
+        let selector = ra.spec.selector.as_ref().map(|s| &s.match_labels);
+        applies(&ra.namespace, selector, w)
+    });
+    for ra in selected {
+        for r in &ra.spec.jwt_rules {
+            // Inline keys first; else the fetched set; a set never fetched has no keys,
+            // so the rule's tokens are refused.
+            let jwks = if !r.jwks.is_empty() {
+                r.jwks.clone()
+            } else {
+                match inputs.jwks.get(&r.jwks_uri) {
+                    Some(Ok(jwks)) => jwks.clone(),
+                    _ => String::new(),
+                }
+            };
+            rules.push(tc::JwtRule {
+                issuer: r.issuer.clone(),
+                audiences: r.audiences.clone(),
+                jwks,
+                from_headers: r
+                    .from_headers
+                    .iter()
+                    .map(|h| tc::JwtHeader {
+                        name: h.name.clone(),
+                        prefix: h.prefix.clone(),
+                    })
+                    .collect(),
+                from_params: r.from_params.clone(),
+                from_cookies: r.from_cookies.clone(),
+                output_payload_to_header: (!r.output_payload_to_header.is_empty())
+                    .then(|| r.output_payload_to_header.clone()),
+                forward_original_token: r.forward_original_token,
+                output_claim_to_headers: r
+                    .output_claim_to_headers
+                    .iter()
+                    .map(|c| tc::ClaimToHeader {
+                        header: c.header.clone(),
+                        claim: c.claim.clone(),
+                    })
+                    .collect(),
+                space_delimited_claims: r.space_delimited_claims.clone(),
+            });
+        }
+    }
+    // Any issuer, no keys, at the default locations: a token there is refused.
+    rules.extend(stand_ins(inputs, "RequestAuthentication", w).map(|_| tc::JwtRule::default()));
+    (!rules.is_empty()).then_some(tc::JwtAuthn { rules })
 }
 
 fn policy(ap: &Resource<istio::AuthorizationPolicy>) -> tc::AuthorizationPolicy {
@@ -165,6 +222,8 @@ fn policy(ap: &Resource<istio::AuthorizationPolicy>) -> tc::AuthorizationPolicy 
                             source: tc::RuleSource {
                                 principals: s.principals.clone(),
                                 not_principals: s.not_principals.clone(),
+                                request_principals: s.request_principals.clone(),
+                                not_request_principals: s.not_request_principals.clone(),
                                 namespaces: s.namespaces.clone(),
                                 not_namespaces: s.not_namespaces.clone(),
                                 service_accounts: accounts(&s.service_accounts),

@@ -444,9 +444,11 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<String> {
 }
 
 fn source(p: &str, s: &Source, errors: &mut Vec<String>) {
-    let lists: [(&str, &Vec<String>); 12] = [
+    let lists: [(&str, &Vec<String>); 14] = [
         ("principals", &s.principals),
         ("notPrincipals", &s.not_principals),
+        ("requestPrincipals", &s.request_principals),
+        ("notRequestPrincipals", &s.not_request_principals),
         ("namespaces", &s.namespaces),
         ("notNamespaces", &s.not_namespaces),
         ("serviceAccounts", &s.service_accounts),
@@ -568,14 +570,11 @@ fn condition(p: &str, c: &Condition, errors: &mut Vec<String>) {
                 header_key(key).err()
             }
         }
-        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => Some(
-            format!("{key} needs RequestAuthentication (JWT), which Trellis does not support yet"),
-        ),
-        _ if key.starts_with("request.auth.claims") => Some(if map_key("request.auth.claims") {
-            format!("{key} needs RequestAuthentication (JWT), which Trellis does not support yet")
-        } else {
-            format!("{key:?} is not of the form request.auth.claims[<name>]")
-        }),
+        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => None,
+        _ if key.starts_with("request.auth.claims") => {
+            (!nested_names(&key["request.auth.claims".len()..]))
+                .then(|| format!("{key:?} is not of the form request.auth.claims[<name>]..."))
+        }
         _ if key.starts_with("experimental.envoy.filters.") => Some(format!(
             "{key} (Envoy filter metadata) is not supported by Trellis"
         )),
@@ -593,6 +592,18 @@ fn condition(p: &str, c: &Condition, errors: &mut Vec<String>) {
     if let Some(problem) = problem {
         errors.push(format!("{p}.key: {problem}"));
     }
+}
+
+/// `[a]` or `[a][b]...`: Istio's nested claim names, each non-empty.
+fn nested_names(s: &str) -> bool {
+    let mut rest = s;
+    while let Some(inner) = rest.strip_prefix('[') {
+        match inner.find(']') {
+            Some(end) if end > 0 && !inner[..end].contains('[') => rest = &inner[end + 1..],
+            _ => return false,
+        }
+    }
+    rest.is_empty() && !s.is_empty()
 }
 
 /// Whether a `request.headers[...]` key names a valid header (the proxy reads it).
@@ -697,6 +708,80 @@ fn path_template(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+pub fn request_authentication(ra: &RequestAuthentication) -> Vec<String> {
+    let mut errors = Vec::new();
+    workload_selector(
+        "spec.selector.matchLabels",
+        ra.selector.as_ref().map(|s| &s.match_labels),
+        &mut errors,
+    );
+    for (i, r) in ra.jwt_rules.iter().enumerate() {
+        let p = format!("spec.jwtRules[{i}]");
+        if r.audiences.iter().any(String::is_empty) {
+            errors.push(format!("{p}.audiences: empty values are not allowed"));
+        }
+        if r.issuer.is_empty() && r.jwks_uri.is_empty() {
+            errors.push(format!("{p}: issuer or jwksUri is required"));
+        }
+        if !r.jwks_uri.is_empty() {
+            let ok = (r.jwks_uri.starts_with("https://") || r.jwks_uri.starts_with("http://"))
+                && r.jwks_uri
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.host().is_some());
+            if !ok {
+                errors.push(format!(
+                    "{p}.jwksUri: {:?} is not an http(s) URL",
+                    r.jwks_uri
+                ));
+            }
+        }
+        if !r.jwks.is_empty() {
+            if let Err(e) = trellis_jwt::check_jwks(&r.jwks) {
+                errors.push(format!("{p}.jwks: {e}"));
+            }
+        }
+        for (j, h) in r.from_headers.iter().enumerate() {
+            if h.name.is_empty() {
+                errors.push(format!("{p}.fromHeaders[{j}].name: required"));
+            } else if http::HeaderName::try_from(h.name.as_str()).is_err() {
+                errors.push(format!(
+                    "{p}.fromHeaders[{j}].name: {:?} is not a header name",
+                    h.name
+                ));
+            }
+        }
+        empty_values(&format!("{p}.fromParams"), &r.from_params, &mut errors);
+        empty_values(&format!("{p}.fromCookies"), &r.from_cookies, &mut errors);
+        empty_values(
+            &format!("{p}.spaceDelimitedClaims"),
+            &r.space_delimited_claims,
+            &mut errors,
+        );
+        if !r.output_payload_to_header.is_empty()
+            && http::HeaderName::try_from(r.output_payload_to_header.as_str()).is_err()
+        {
+            errors.push(format!(
+                "{p}.outputPayloadToHeader: {:?} is not a header name",
+                r.output_payload_to_header
+            ));
+        }
+        for (j, c) in r.output_claim_to_headers.iter().enumerate() {
+            if c.header.is_empty() || c.claim.is_empty() {
+                errors.push(format!(
+                    "{p}.outputClaimToHeaders[{j}]: header and claim must be non-empty"
+                ));
+            } else if http::HeaderName::try_from(c.header.as_str()).is_err() {
+                errors.push(format!(
+                    "{p}.outputClaimToHeaders[{j}].header: {:?} is not a header name",
+                    c.header
+                ));
+            }
+        }
+        duration(&format!("{p}.timeout"), &r.timeout, &mut errors);
+    }
+    errors
+}
+
 /// Checks across resources: a name used twice for one kind and namespace, and two
 /// VirtualServices for the same host. The later one (in file order) is refused.
 pub fn cross_check(loaded: &mut Loaded) {
@@ -732,6 +817,11 @@ pub fn cross_check(loaded: &mut Loaded) {
     dedupe(
         &mut i.authorization_policies,
         "AuthorizationPolicy",
+        refused,
+    );
+    dedupe(
+        &mut i.request_authentications,
+        "RequestAuthentication",
         refused,
     );
     let mut hosts: BTreeMap<String, String> = BTreeMap::new();

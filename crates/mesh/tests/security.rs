@@ -80,47 +80,109 @@ fn refusal(loaded: &Loaded) -> String {
     loaded.refused[0].to_string()
 }
 
+/// The JWT settings of a workload's inbound listener.
+fn jwt_of(loaded: &Loaded, workload: &str) -> Option<trellis_config::JwtAuthn> {
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "foo", workload).unwrap();
+    let inbound = config
+        .listeners
+        .iter()
+        .find(|l| l.name.starts_with("inbound|"))
+        .expect("an inbound listener");
+    inbound.jwt.clone()
+}
+
+/// Istio's JWK Set of its JWT tests (tests/common/jwt/jwks.json).
+const ISTIO_JWKS: &str = r#"{ "keys":[ {"e":"AQAB","kid":"tT_w9LRNrY7wJalGsTYSt7rutZi86Gvyc0EKR4CaQAw","kty":"RSA","n":"raJ7ZEhMfrBUo2werGKOow9an1B6Ukc6dKY2hNi10eaQe9ehJCjLpmJpePxoqaCi2VYt6gncLfhEV71JDGsodbfYMlaxwWTt6lXBcjlVXHWDXLC45rHVfi9FjSSXloHqmSStpjv3mrW3R6fx2VeVVP_mrA6ZHtcynq6ecJqO11STvVoeeM3lEsASVSWsUrKltC1Crfo0sI7YG34QjophVTEi8B9gVepAJZV-Bso5sinRABnxfLUM7DU5c8MO114uvXThgSIuAOM9PbViSC3X6Y9Gsjsy881HGO-EJaUCrwSWnwQW5sp0TktrYL70-M4_ug-X51Yt_PErmncKupx8Hw"}]}"#;
+
 #[test]
-fn require_jwt_allow_policy_is_refused_and_allows_nothing() {
-    // istio.io "Authorization with JWT": ALLOW only requests with a request principal.
-    let loaded = load(
+fn require_jwt_policy_and_request_authentication_reach_the_listener() {
+    // istio.io "Authorization with JWT": a RequestAuthentication and an ALLOW policy on
+    // request principals; plus a namespace-wide rule whose keys are at a jwksUri.
+    let loaded = load(&format!(
         r#"
 apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: require-jwt, namespace: foo }
+kind: RequestAuthentication
+metadata: {{ name: jwt-example, namespace: foo }}
 spec:
-  selector: { matchLabels: { app: httpbin } }
+  selector: {{ matchLabels: {{ app: httpbin }} }}
+  jwtRules:
+    - issuer: "testing@secure.istio.io"
+      jwks: '{ISTIO_JWKS}'
+      fromHeaders: [{{ name: x-jwt, prefix: "Bearer " }}]
+      outputClaimToHeaders: [{{ header: x-sub, claim: sub }}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{ name: namespace-wide, namespace: foo }}
+spec:
+  jwtRules:
+    - issuer: "https://accounts.example"
+      jwksUri: "https://accounts.example/jwks.json"
+      audiences: [app]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{ name: require-jwt, namespace: foo }}
+spec:
+  selector: {{ matchLabels: {{ app: httpbin }} }}
   action: ALLOW
   rules:
-    - from: [{ source: { requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"] } }]
-"#,
-    );
-    let why = refusal(&loaded);
-    assert!(
-        why.contains("spec.rules[0].from[0].source.requestPrincipals")
-            && why.contains("fails closed"),
-        "{why}"
-    );
+    - from: [{{ source: {{ requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"] }} }}]
+      when: [{{ key: "request.auth.claims[groups]", values: [group1] }}]
+"#
+    ));
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
     let p = policies_of(&loaded, "httpbin-v1");
-    assert_eq!(p.len(), 1);
-    assert_eq!(p[0].action, AuthorizationAction::Allow);
-    assert!(
-        p[0].rules.is_empty(),
-        "an ALLOW policy that matches nothing"
+    assert_eq!(
+        p[0].rules[0].from[0].source.request_principals,
+        ["testing@secure.istio.io/testing@secure.istio.io"]
     );
-    assert!(
-        policies_of(&loaded, "sleep").is_empty(),
-        "only its selector's workloads"
+    let jwt = jwt_of(&loaded, "httpbin-v1").expect("httpbin verifies JWTs");
+    assert_eq!(jwt.rules.len(), 2, "its own rule and the namespace's");
+    assert_eq!(jwt.rules[0].jwks, ISTIO_JWKS);
+    assert_eq!(jwt.rules[0].from_headers[0].name, "x-jwt");
+    assert_eq!(jwt.rules[0].output_claim_to_headers[0].header, "x-sub");
+    assert_eq!(jwt.rules[1].issuer, "https://accounts.example");
+    assert_eq!(
+        jwt.rules[1].jwks, "",
+        "not fetched: no keys, its tokens are refused"
     );
+    assert_eq!(jwt.rules[1].audiences, ["app"]);
+    let sleep = jwt_of(&loaded, "sleep").expect("the namespace-wide rule");
+    assert_eq!(sleep.rules.len(), 1);
+}
+
+#[test]
+fn request_authentications_are_validated_as_istio_validates_them() {
+    for (spec, problem) in [
+        ("jwtRules: [{ jwksUri: \"https://a/j\", audiences: [\"\"] }]", "audiences"),
+        ("jwtRules: [{ jwks: \"{}\" }]", "issuer or jwksUri is required"),
+        ("jwtRules: [{ issuer: a, jwksUri: \"ftp://x/j\" }]", "jwksUri"),
+        ("jwtRules: [{ issuer: a, jwks: \"{not json\" }]", "jwks"),
+        ("jwtRules: [{ issuer: a, jwksUri: \"https://a/j\", fromHeaders: [{ prefix: x }] }]", "fromHeaders[0].name"),
+        ("jwtRules: [{ issuer: a, jwksUri: \"https://a/j\", outputClaimToHeaders: [{ header: \"bad header\", claim: sub }] }]", "outputClaimToHeaders[0].header"),
+        ("jwtRules: [{ issuer: a, jwksUri: \"https://a/j\", timeout: 5 }]", "timeout"),
+    ] {
+        let loaded = load(&format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{ name: ra, namespace: foo }}\nspec:\n  {spec}\n"
+        ));
+        let why = refusal(&loaded);
+        assert!(why.contains(problem), "{spec}: {why}");
+        assert!(why.contains("refuse requests with a JWT"), "{why}");
+        // The stand-in: any issuer, no keys.
+        let jwt = jwt_of(&loaded, "httpbin-v1").expect("a stand-in rule");
+        assert_eq!(jwt.rules, vec![trellis_config::JwtRule::default()]);
+    }
 }
 
 #[test]
 fn refused_deny_policies_deny_everything_they_could_select() {
     for (name, spec) in [
-        // Unsupported source field.
-        ("deny-no-jwt", "action: DENY\n  rules: [{ from: [{ source: { notRequestPrincipals: [\"*\"] } }] }]"),
+        // A source value Istio refuses.
+        ("deny-empty", "action: DENY\n  rules: [{ from: [{ source: { notRequestPrincipals: [\"\"] } }] }]"),
         // Unsupported when key.
-        ("deny-claims", "action: DENY\n  rules: [{ when: [{ key: \"request.auth.claims[iss]\", values: [x] }] }]"),
+        ("deny-labels", "action: DENY\n  rules: [{ when: [{ key: \"destination.labels[app]\", values: [x] }] }]"),
         // CUSTOM (external authorization) is not implemented.
         ("ext", "action: CUSTOM\n  provider: { name: opa }\n  rules: [{}]"),
     ] {
@@ -148,7 +210,7 @@ metadata: { name: by-issuer, namespace: foo }
 spec:
   selector: { matchLabels: { app: httpbin } }
   rules:
-    - when: [{ key: "request.auth.claims[iss]", values: ["https://issuer.example"] }]
+    - when: [{ key: "request.auth.issuer", values: ["https://issuer.example"] }]
 "#,
     );
     assert!(refusal(&loaded).contains("spec.rules[0].when[0].key"));
@@ -180,7 +242,7 @@ spec:
     load_str(
         &good.replace(
             "serviceAccounts: [sleep]",
-            "serviceAccounts: [sleep], requestPrincipals: [\"*\"]",
+            "serviceAccounts: [sleep], ipBlocks: [\"10.0.0.0/33\"]",
         ),
         "policy.yaml",
         &mut after,

@@ -112,10 +112,24 @@ impl Proxy {
                 }
                 None => None,
             };
+            let jwt = match &l.jwt {
+                Some(j) if l.http.is_some() => Some(Arc::new(
+                    trellis_jwt::Authenticator::new(j)
+                        .map_err(|e| format!("listeners {:?}: jwt: {e}", l.name))?,
+                )),
+                Some(_) => {
+                    return Err(format!(
+                        "listeners {:?}: jwt needs an http listener",
+                        l.name
+                    ))
+                }
+                None => None,
+            };
             let behaviour = if let Some(h) = &l.http {
                 let m = HttpManager::build(
                     &l.name,
                     h,
+                    jwt,
                     authz,
                     &config.limits,
                     &config.matcher,

@@ -81,6 +81,14 @@ pub struct RbacCounters {
     pub dry_run_denied: Counter,
 }
 
+/// A listener's RequestAuthentication outcomes.
+#[derive(Clone)]
+pub struct JwtCounters {
+    pub verified: Counter,
+    pub no_token: Counter,
+    pub denied: Counter,
+}
+
 fn by_result<const K: usize>(
     family: &Family<ListenerResultLabels, Counter>,
     listener: &str,
@@ -134,6 +142,7 @@ pub struct Metrics {
     pub identity_renewals: Family<ResultLabels, Counter>,
     rbac: Family<ListenerResultLabels, Counter>,
     rbac_dry_run: Family<ListenerResultLabels, Counter>,
+    jwt_authn: Family<ListenerResultLabels, Counter>,
     cryptomb_batches: Family<FillLabels, Counter>,
     cryptomb_wait: Histogram,
     cryptomb_fallbacks: Counter,
@@ -291,6 +300,11 @@ impl Metrics {
                 "What AuthorizationPolicy decisions would have been with the dry-run policies \
                  enforced, by listener and result (allowed, denied); never enforced"
             ),
+            jwt_authn: fam!(
+                "jwt_authn_requests",
+                "Requests through RequestAuthentication by listener and result \
+                 (verified, no_token, denied)"
+            ),
             access_log_dropped,
             registry,
         })
@@ -350,6 +364,20 @@ impl Metrics {
             denied,
             dry_run_allowed,
             dry_run_denied,
+        }
+    }
+
+    /// The counters of a listener's JWT verification.
+    pub fn jwt_authn(&self, listener: &str) -> JwtCounters {
+        let [verified, no_token, denied] = by_result(
+            &self.jwt_authn,
+            listener,
+            ["verified", "no_token", "denied"],
+        );
+        JwtCounters {
+            verified,
+            no_token,
+            denied,
         }
     }
 

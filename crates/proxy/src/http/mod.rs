@@ -20,7 +20,7 @@ use crate::body::{Body, BoxError};
 use crate::cluster::Cluster;
 use crate::stats::{ListenerStats, Metrics};
 use bytes::Bytes;
-use filter::{Chain, Exchange};
+use filter::{Chain, Exchange, JwtAuthn};
 use flags::Flags;
 use http::header::HOST;
 use http::{Request, Response, StatusCode};
@@ -58,11 +58,13 @@ pub(crate) fn compiled_engine(engine: MatcherEngine) -> Option<Engine> {
 }
 
 impl HttpManager {
-    /// `authz`: the listener's AuthorizationPolicy, checked by the chain's first filter.
+    /// `jwt`: the listener's RequestAuthentication, the chain's first filter; `authz`:
+    /// its AuthorizationPolicy, checked next.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         listener: &str,
         config: &HttpConfig,
+        jwt: Option<Arc<trellis_jwt::Authenticator>>,
         authz: Option<Arc<crate::authz::ListenerAuthz>>,
         limits: &Limits,
         matcher: &trellis_config::Matcher,
@@ -100,7 +102,11 @@ impl HttpManager {
         Ok(HttpManager {
             listener: listener.to_string(),
             matcher,
-            chain: Chain::new(authz, &virtual_hosts),
+            chain: Chain::new(
+                jwt.map(|a| JwtAuthn::new(a, metrics.jwt_authn(listener))),
+                authz,
+                &virtual_hosts,
+            ),
             virtual_hosts,
             stats: metrics.listener(listener),
             access_log,
@@ -188,6 +194,7 @@ impl HttpManager {
             selected,
             flags: Flags::default(),
             upstream: None,
+            request_auth: None,
         };
         let response = self.chain.run(&mut x).await;
         log.route = x.selected;

@@ -674,7 +674,7 @@ fn check_mode_validates_everything_and_fails_on_a_refusal() {
     std::fs::write(mesh.path().join("vs.yaml"), routing(0, 0)).unwrap();
     std::fs::write(
         mesh.path().join("authz.yaml"),
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: p, namespace: default }\nspec:\n  rules: [{ when: [{ key: \"request.auth.claims[iss]\", values: [x] }] }]\n",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: p, namespace: default }\nspec:\n  rules: [{ when: [{ key: \"request.auth.issuer\", values: [x] }] }]\n",
     )
     .unwrap();
     let (code, text) = check(&[]);

@@ -119,46 +119,228 @@ fn policy(name: &str, spec: &str) -> String {
     )
 }
 
-/// istio.io's "require JWT" policy: ALLOW only requests that carry a request
-/// principal. Trellis cannot check JWTs yet, so the policy is refused, and refusing it
-/// must not leave reviews open to every caller (before, it did: the unsupported source
-/// field was dropped and the empty source matched everyone).
-const REQUIRE_JWT: &str = r#"  selector: { matchLabels: { app: reviews } }
-  action: ALLOW
+/// Istio's JWT test data: its JWK Set and tokens signed with its test key.
+fn istio_jwt() -> serde_json::Value {
+    let text = include_str!("../fixtures/jwt/istio.json");
+    serde_json::from_str(text).unwrap()
+}
+
+fn token(name: &str) -> String {
+    istio_jwt()["tokens"][name].as_str().unwrap().to_string()
+}
+
+/// Istio's `authn-authz` and `authn-only` integration cases on reviews: a
+/// RequestAuthentication for test-issuer-1 (keys inline or at `jwks`), and an ALLOW
+/// policy for sub-1's GETs.
+fn request_authn(jwks: &str) -> String {
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{ name: reviews, namespace: default }}
+spec:
+  selector: {{ matchLabels: {{ app: reviews }} }}
+  jwtRules:
+    - issuer: "test-issuer-1@istio.io"
+      {jwks}
+      outputPayloadToHeader: x-test-payload
+      outputClaimToHeaders:
+        - {{ header: x-jwt-iss, claim: iss }}
+        - {{ header: x-jwt-iat, claim: iat }}
+        - {{ header: x-jwt-nested-claim, claim: nested.nested-2.key2 }}
+"#
+    )
+}
+
+const REQUIRE_SUB_1: &str = r#"  selector: { matchLabels: { app: reviews } }
   rules:
-    - from:
-        - source:
-            requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"]
+    - to: [{ operation: { methods: ["GET"] } }]
+      from: [{ source: { requestPrincipals: ["test-issuer-1@istio.io/sub-1"] } }]
 "#;
 
+impl Mesh {
+    /// `GET path` on reviews through productpage's sidecar, with `headers`.
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut req = Req::get(&format!("http://127.0.0.1:{}{path}", self.page.outbound))
+            .header("host", "reviews:9080");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        send(req).await.unwrap()
+    }
+
+    async fn with_token(&self, name: &str) -> Resp {
+        let bearer = format!("Bearer {}", token(name));
+        self.get("/r", &[("authorization", &bearer)]).await
+    }
+}
+
 #[tokio::test]
-async fn a_require_jwt_policy_is_refused_and_allows_nothing() {
-    let m = mesh(&[("require-jwt.yaml", &policy("require-jwt", REQUIRE_JWT))]).await;
-    m.eventually_status(
-        "require-jwt refused, reviews allows nothing",
-        "GET",
-        "/r",
-        403,
-    )
+async fn request_authentication_verifies_istio_tokens_and_authorization_reads_them() {
+    let jwks = istio_jwt()["jwks"].as_str().unwrap().to_string();
+    let ra = request_authn(&format!("jwks: {}", serde_json::to_string(&jwks).unwrap()));
+    let m = mesh(&[
+        ("ra.yaml", &ra),
+        ("require.yaml", &policy("require-sub-1", REQUIRE_SUB_1)),
+    ])
     .await;
-    m.wait_control_log(
-        "spec.rules[0].from[0].source.requestPrincipals is not supported by Trellis yet",
-    )
-    .await;
-    m.remove("require-jwt.yaml");
-    m.eventually_status("no policy: open again", "GET", "/r", 200)
+    m.eventually_status("no token: the policy denies", "GET", "/r", 403)
         .await;
+
+    let r = m.with_token("TokenIssuer1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = &r.json()["headers"];
+    assert!(
+        seen.get("authorization").is_none(),
+        "the token is not forwarded: {seen}"
+    );
+    assert_eq!(seen["x-jwt-iss"], "test-issuer-1@istio.io");
+    assert_eq!(seen["x-jwt-iat"], "1562182722");
+    let payload = token("TokenIssuer1").split('.').nth(1).unwrap().to_string();
+    assert_eq!(seen["x-test-payload"], payload.as_str());
+
+    let r = m.with_token("TokenIssuer1WithNestedClaims2").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-jwt-nested-claim"], "valueC");
+
+    // A client cannot set the claim headers itself.
+    let r = m
+        .get("/r", &[("x-jwt-iss", "test-issuer-1@istio.io")])
+        .await;
+    assert_eq!(r.status, 403);
+
+    let r = m.with_token("TokenExpired").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, "Jwt is expired");
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer realm="));
+    let r = m.with_token("TokenIssuer2").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "Jwt issuer is not configured")
+    );
+    let r = m
+        .get("/r", &[("authorization", "Bearer TokenInvalid")])
+        .await;
+    assert_eq!(r.status, 401);
+    // The token in a location no rule reads: no token.
+    let r = m
+        .get(&format!("/r?token_value={}", token("TokenIssuer1")), &[])
+        .await;
+    assert_eq!(r.status, 403);
+    // `access_token` is a default location.
+    let r = m
+        .get(&format!("/r?access_token={}", token("TokenIssuer1")), &[])
+        .await;
+    assert_eq!(r.status, 200);
+    let verified = format!(
+        "trellis_jwt_authn_requests_total{{listener=\"inbound|{}\",result=\"verified\"}}",
+        m.reviews.inbound
+    );
+    assert!(m.reviews_sidecar.metric(&verified).await >= 3.0);
+
+    // Istio's `aud` case: a rule with audiences answers a token for others with 403.
+    m.write(
+        "ra.yaml",
+        &ra.replace(
+            "      outputPayloadToHeader",
+            "      audiences: [foo]\n      outputPayloadToHeader",
+        ),
+    );
+    eventually(
+        "the audiences are in force",
+        Duration::from_secs(10),
+        async || m.with_token("TokenIssuer1").await.status == 403,
+    )
+    .await;
+    let r = m.with_token("TokenIssuer1").await;
+    assert_eq!(r.body, "Audiences in Jwt are not allowed");
+    assert_eq!(m.with_token("TokenIssuer1WithAud").await.status, 200);
+}
+
+/// A minimal HTTP server for a JWK Set on its own thread (the test's runtime blocks
+/// while the control plane starts), counting the requests it answers.
+fn jwks_server(body: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn the_control_plane_fetches_jwks_uri_and_a_set_it_cannot_fetch_refuses_tokens() {
+    let jwks = istio_jwt()["jwks"].as_str().unwrap().to_string();
+    let (port, fetches) = jwks_server(jwks);
+    let ra = request_authn(&format!("jwksUri: http://127.0.0.1:{port}/jwks.json"));
+    let m = mesh(&[
+        ("ra.yaml", &ra),
+        ("require.yaml", &policy("require-sub-1", REQUIRE_SUB_1)),
+    ])
+    .await;
+    eventually(
+        "the fetched keys verify",
+        Duration::from_secs(10),
+        async || m.with_token("TokenIssuer1").await.status == 200,
+    )
+    .await;
+    assert_eq!(m.with_token("TokenExpired").await.status, 401);
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once, by the control plane, not by each sidecar"
+    );
+
+    // Istio's `invalid-jwks` case: nothing answers at the URI; a valid token is refused
+    // and a request without one is left to authorization.
+    let closed = free_port();
+    m.remove("require.yaml");
+    m.write(
+        "ra.yaml",
+        &request_authn(&format!("jwksUri: http://127.0.0.1:{closed}/jwks.json")),
+    );
+    eventually("tokens are refused", Duration::from_secs(10), async || {
+        m.with_token("TokenIssuer1").await.status == 401
+    })
+    .await;
+    assert_eq!(m.get("/r", &[]).await.status, 200);
+    m.wait_control_log("JWKS fetch failed").await;
+}
+
+#[tokio::test]
+async fn a_refused_request_authentication_refuses_tokens_it_might_have_refused() {
+    let bad = request_authn("jwks: \"{not json\"");
+    let m = mesh(&[("ra.yaml", &bad)]).await;
+    m.wait_control_log("refuse requests with a JWT no other rule verifies")
+        .await;
+    m.eventually_status("no token: allowed", "GET", "/r", 200)
+        .await;
+    assert_eq!(m.with_token("TokenIssuer1").await.status, 401);
 }
 
 #[tokio::test]
 async fn an_allow_policy_with_an_unknown_when_key_allows_nothing() {
-    let claims = policy(
-        "by-issuer",
-        "  selector: { matchLabels: { app: reviews } }\n  rules:\n    - when: [{ key: \"request.auth.claims[iss]\", values: [\"https://accounts.example\"] }]\n",
+    let unknown = policy(
+        "by-unknown",
+        "  selector: { matchLabels: { app: reviews } }\n  rules:\n    - when: [{ key: \"request.auth.unknown\", values: [\"x\"] }]\n",
     );
-    let m = mesh(&[("by-issuer.yaml", &claims)]).await;
+    let m = mesh(&[("by-unknown.yaml", &unknown)]).await;
     m.eventually_status(
-        "by-issuer refused, reviews allows nothing",
+        "by-unknown refused, reviews allows nothing",
         "GET",
         "/r",
         403,

@@ -1,6 +1,6 @@
 //! The HTTP filter chain: each concern of the request path is one filter, in its own
 //! file, and the connection manager only selects the route and runs the chain (Envoy's
-//! shape: `envoy.filters.http.rbac`, `fault`, `router`).
+//! shape: `envoy.filters.http.jwt_authn`, `rbac`, `fault`, `router`).
 //!
 //! A filter sees the request on the way in ([`Step::Continue`] passes it on;
 //! [`Step::Respond`] answers locally and ends the way in), and the response on the way
@@ -16,6 +16,7 @@
 
 mod fault;
 mod header_mutation;
+mod jwt_authn;
 mod rbac;
 pub mod router;
 
@@ -28,6 +29,7 @@ use hyper::body::Incoming;
 
 pub use fault::Fault;
 pub use header_mutation::HeaderMutation;
+pub use jwt_authn::JwtAuthn;
 pub use rbac::Rbac;
 pub use router::Router;
 
@@ -64,6 +66,8 @@ pub struct Exchange<'a> {
     pub selected: Option<(usize, usize)>,
     pub flags: Flags,
     pub upstream: Option<SocketAddr>,
+    /// The request's verified JWT (set by `jwt_authn`, read by `rbac`).
+    pub request_auth: Option<Arc<trellis_jwt::Verified>>,
 }
 
 impl<'a> Exchange<'a> {
@@ -75,6 +79,7 @@ impl<'a> Exchange<'a> {
 }
 
 pub enum Filter {
+    JwtAuthn(JwtAuthn),
     Rbac(Rbac),
     HeaderMutation(HeaderMutation),
     Fault(Fault),
@@ -84,6 +89,7 @@ pub enum Filter {
 impl Filter {
     async fn on_request(&self, x: &mut Exchange<'_>) -> Step {
         match self {
+            Filter::JwtAuthn(f) => f.on_request(x),
             Filter::Rbac(f) => f.on_request(x),
             Filter::HeaderMutation(f) => f.on_request(x),
             Filter::Fault(f) => f.on_request(x).await,
@@ -102,13 +108,18 @@ impl Filter {
 pub struct Chain(Vec<Filter>);
 
 impl Chain {
-    /// Envoy's order for what the listener uses: RBAC, header mutation, fault, router.
+    /// Envoy's order for what the listener uses: JWT authentication, RBAC, header
+    /// mutation, fault, router.
     pub fn new(
+        jwt: Option<JwtAuthn>,
         rbac: Option<Arc<crate::authz::ListenerAuthz>>,
         virtual_hosts: &[VirtualHost],
     ) -> Chain {
         let routes = || virtual_hosts.iter().flat_map(|vh| vh.routes.iter());
         let mut filters = Vec::new();
+        if let Some(jwt) = jwt {
+            filters.push(Filter::JwtAuthn(jwt));
+        }
         if let Some(authz) = rbac {
             filters.push(Filter::Rbac(Rbac::new(authz)));
         }
@@ -131,6 +142,7 @@ impl Chain {
         self.0
             .iter()
             .map(|f| match f {
+                Filter::JwtAuthn(_) => jwt_authn::NAME,
                 Filter::Rbac(_) => rbac::NAME,
                 Filter::HeaderMutation(_) => header_mutation::NAME,
                 Filter::Fault(_) => fault::NAME,
@@ -164,6 +176,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn manager(yaml: &str, authz: Option<&str>) -> HttpManager {
+        manager_with_jwt(yaml, authz, None)
+    }
+
+    fn manager_with_jwt(yaml: &str, authz: Option<&str>, jwt: Option<&str>) -> HttpManager {
+        let jwt = jwt.map(|j| {
+            let j: trellis_config::JwtAuthn = serde_json::from_str(j).unwrap();
+            Arc::new(trellis_jwt::Authenticator::new(&j).unwrap())
+        });
         let config = trellis_config::Config::parse(yaml, "test.yaml").unwrap();
         let l = &config.listeners[0];
         let metrics = crate::stats::Metrics::new();
@@ -178,6 +198,7 @@ mod tests {
         HttpManager::build(
             &l.name,
             l.http.as_ref().unwrap(),
+            jwt,
             authz,
             &config.limits,
             &config.matcher,
@@ -200,13 +221,23 @@ mod tests {
 
     /// Runs `method path` (Host `web`) through the chain of `m`.
     async fn run(m: &HttpManager, method: &str, path: &str) -> (Response<Body>, Flags) {
-        let (parts, ()) = Request::builder()
+        run_with(m, method, path, &[]).await
+    }
+
+    async fn run_with(
+        m: &HttpManager,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (Response<Body>, Flags) {
+        let mut b = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "web")
-            .body(())
-            .unwrap()
-            .into_parts();
+            .header("host", "web");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (parts, ()) = b.body(()).unwrap().into_parts();
         let view = trellis_routing::RequestView {
             method: &parts.method,
             authority: "web",
@@ -230,6 +261,7 @@ mod tests {
             selected,
             flags: Flags::default(),
             upstream: None,
+            request_auth: None,
         };
         let response = m.chain.run(&mut x).await;
         (response, x.flags)
@@ -338,6 +370,44 @@ listeners:
     }
 
     #[tokio::test]
+    async fn jwt_authn_runs_first_and_lets_cors_preflights_through() {
+        // A rule whose keys no token can match: any token is refused.
+        let jwt = r#"{"rules": [{"issuer": "iss", "jwks": ""}]}"#;
+        let m = manager_with_jwt(ROUTES, Some(r#"{"policies": []}"#), Some(jwt));
+        assert_eq!(
+            m.filters(),
+            ["jwt_authn", "rbac", "header_mutation", "fault", "router"]
+        );
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJpc3MifQ.c2ln";
+        let bearer = format!("Bearer {token}");
+        let (r, _) = run_with(&m, "GET", "/hello", &[("authorization", &bearer)]).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+        let (r, _) = run(&m, "GET", "/hello").await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "no token: authorization decides"
+        );
+        let preflight = [
+            ("authorization", bearer.as_str()),
+            ("origin", "https://istio.io"),
+            ("access-control-request-method", "POST"),
+        ];
+        let (r, _) = run_with(&m, "OPTIONS", "/hello", &preflight).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "a CORS preflight is not checked"
+        );
+        let (r, _) = run_with(&m, "OPTIONS", "/hello", &preflight[..2]).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "not a preflight");
+    }
+
+    #[tokio::test]
     async fn header_mutation_edits_the_request_on_its_way_in() {
         let yaml = ROUTES.replace(
             "              response_headers_to_add: [{ name: x-route, value: hello }]\n",
@@ -362,6 +432,7 @@ listeners:
             selected: Some((0, 2)),
             flags: Flags::default(),
             upstream: None,
+            request_auth: None,
         };
         assert!(matches!(HeaderMutation.on_request(&mut x), Step::Continue));
         assert_eq!(x.parts.headers["x-added"], "yes");

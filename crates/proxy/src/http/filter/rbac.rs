@@ -27,6 +27,13 @@ impl Rbac {
             path: x.parts.uri.path(),
             host: &x.authority,
             headers: &x.parts.headers,
+            auth: x.request_auth.as_ref().map(|v| trellis_authz::RequestAuth {
+                issuer: &v.issuer,
+                subject: &v.subject,
+                audiences: &v.audiences,
+                presenter: v.presenter.as_deref(),
+                claims: &v.claims,
+            }),
         };
         if self.authz.check(x.conn, Some(attrs)) {
             Step::Continue

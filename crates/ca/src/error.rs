@@ -1,0 +1,19 @@
+//! Why a certificate could not be signed.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("the CSR is not a PEM certificate request")]
+    MalformedCsr,
+    #[error("the CSR's signature does not verify with its own public key")]
+    BadCsrSignature,
+    #[error("the CSR's public key is not RSA (2048..4096 bits) or ECDSA P-256/P-384")]
+    UnsupportedKey,
+    #[error("signing failed: {0}")]
+    Internal(String),
+}
+
+impl From<boring::error::ErrorStack> for SignError {
+    fn from(e: boring::error::ErrorStack) -> Self {
+        SignError::Internal(e.to_string())
+    }
+}
