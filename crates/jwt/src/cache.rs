@@ -20,7 +20,14 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn new(rule: usize, verified: Arc<Verified>, outputs: Outputs) -> Entry {
-        let time = |k: &str| verified.claims.get(k).and_then(serde_json::Value::as_u64);
+        // As verification read them (a number, checked there; fractions rounded).
+        let time = |k: &str| {
+            verified
+                .claims
+                .get(k)
+                .and_then(serde_json::Value::as_f64)
+                .map(|t| t.round() as u64)
+        };
         Entry {
             rule,
             exp: time("exp"),

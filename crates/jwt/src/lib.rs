@@ -258,6 +258,16 @@ impl Rule {
             use jsonwebtoken::errors::ErrorKind as E;
             match jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &validation) {
                 Ok(data) => {
+                    // jsonwebtoken skips a time claim it cannot read as a number;
+                    // Envoy refuses the token.
+                    let bad_time = |k: &str| {
+                        data.claims
+                            .get(k)
+                            .is_some_and(|v| v.as_f64().is_none_or(|t| t < 0.0))
+                    };
+                    if bad_time("exp") || bad_time("nbf") {
+                        return Err(Failure::Malformed);
+                    }
                     // From the payload as it is, before lists are made of strings.
                     let outputs = self
                         .claim_headers

@@ -111,6 +111,12 @@ fn invalid_tokens_fail_with_envoys_reason() {
     let early = s.sign(json!({"iss": "iss-a", "sub": "x", "nbf": now() + 600}));
     assert_eq!(check(&early).unwrap_err(), Failure::NotYetValid);
     assert_eq!(check("abc").unwrap_err(), Failure::Malformed);
+    for exp in [json!("0"), json!(-5), json!(null)] {
+        let odd = s.sign(json!({"iss": "iss-a", "sub": "x", "exp": exp}));
+        assert_eq!(check(&odd).unwrap_err(), Failure::Malformed, "exp {exp}");
+    }
+    let fraction = s.sign(json!({"iss": "iss-a", "sub": "x", "exp": (now() - 120) as f64 + 0.5}));
+    assert_eq!(check(&fraction).unwrap_err(), Failure::Expired);
     assert_eq!(check("a.b.c").unwrap_err(), Failure::Malformed);
 
     // alg "none" and a token signed with the public key as an HMAC secret.
