@@ -143,7 +143,7 @@ impl JwksResolver {
         let client = self.client.as_ref().ok_or("no system CA certificates")?;
         let uri: http::Uri = uri.parse().map_err(|e| format!("{e}"))?;
         let get = async {
-            let response = client.get(uri).await.map_err(|e| format!("{e}"))?;
+            let response = client.get(uri).await.map_err(|e| chain(&e))?;
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
@@ -172,6 +172,18 @@ impl JwksResolver {
             self.fetch_due().await;
         }
     }
+}
+
+/// An error with its causes (the client's own says only "client error (Connect)").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl Default for JwksResolver {
