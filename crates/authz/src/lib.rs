@@ -217,15 +217,14 @@ impl RequestPrincipal {
 
 impl Field<RequestPrincipal> {
     fn check(&self, auth: Option<&RequestAuth>) -> bool {
-        let hit = |p: &RequestPrincipal| auth.is_some_and(|a| p.is(a));
-        (self.any.is_empty() || self.any.iter().any(hit)) && !self.none.iter().any(hit)
+        self.check_by(|p| auth.is_some_and(|a| p.is(a)))
     }
 }
 
 impl Field<StrMatch> {
+    /// Whether the field holds for an attribute with these values (none: absent).
     fn check_all(&self, values: &[&str]) -> bool {
-        let hit = |m: &StrMatch| values.iter().any(|v| m.is(v));
-        (self.any.is_empty() || self.any.iter().any(hit)) && !self.none.iter().any(hit)
+        self.check_by(|m| values.iter().any(|v| m.is(v)))
     }
 }
 
@@ -253,23 +252,34 @@ impl<M> Default for Field<M> {
 }
 
 impl<M> Field<M> {
+    /// Values parsed by `parse`: those that must match and those that must not.
+    fn parse(any: &[String], none: &[String], mut parse: impl FnMut(&str) -> M) -> Field<M> {
+        Field {
+            any: any.iter().map(|v| parse(v)).collect(),
+            none: none.iter().map(|v| parse(v)).collect(),
+        }
+    }
+
     fn is_set(&self) -> bool {
         !self.any.is_empty() || !self.none.is_empty()
+    }
+
+    /// Unset fields match; otherwise some value must `hit` and no `not_` value may.
+    fn check_by(&self, hit: impl Fn(&M) -> bool) -> bool {
+        (self.any.is_empty() || self.any.iter().any(&hit)) && !self.none.iter().any(&hit)
     }
 }
 
 impl Field<usize> {
-    /// Unset fields match; an absent attribute (no hits) matches only a `not_` list.
+    /// An absent attribute (no hits) matches only a `not_` list.
     fn check(&self, hits: &[bool]) -> bool {
-        (self.any.is_empty() || self.any.iter().any(|&i| hits[i]))
-            && !self.none.iter().any(|&i| hits[i])
+        self.check_by(|&i| hits[i])
     }
 }
 
 impl Field<IpBlock> {
     fn check(&self, ip: IpAddr) -> bool {
-        (self.any.is_empty() || self.any.iter().any(|b| b.contains(ip)))
-            && !self.none.iter().any(|b| b.contains(ip))
+        self.check_by(|b| b.contains(ip))
     }
 }
 
@@ -331,21 +341,8 @@ struct Condition {
     request_principals: Field<RequestPrincipal>,
 }
 
-fn strs(any: &[String], none: &[String]) -> Field<StrMatch> {
-    Field {
-        any: any.iter().map(|v| StrMatch::parse(v)).collect(),
-        none: none.iter().map(|v| StrMatch::parse(v)).collect(),
-    }
-}
-
-fn request_principals(any: &[String], none: &[String]) -> Field<RequestPrincipal> {
-    Field {
-        any: any.iter().map(|v| RequestPrincipal::parse(v)).collect(),
-        none: none.iter().map(|v| RequestPrincipal::parse(v)).collect(),
-    }
-}
-
-/// `[a][b]` as `["a", "b"]` (Istio's nested claim names).
+/// `[a][b]` as `["a", "b"]` (Istio's nested claim names; each non-empty and without
+/// brackets of its own).
 fn claim_path(s: &str) -> Option<Vec<String>> {
     let mut path = Vec::new();
     let mut rest = s;
@@ -353,7 +350,7 @@ fn claim_path(s: &str) -> Option<Vec<String>> {
         let inner = rest.strip_prefix('[')?;
         let end = inner.find(']')?;
         let name = &inner[..end];
-        if name.is_empty() {
+        if name.is_empty() || name.contains('[') {
             return None;
         }
         path.push(name.to_string());
@@ -363,17 +360,13 @@ fn claim_path(s: &str) -> Option<Vec<String>> {
 }
 
 fn ids(set: &mut ValueSet, any: &[String], none: &[String], fold: bool) -> Field<usize> {
-    let norm = |v: &String| {
+    Field::parse(any, none, |v| {
         if fold {
-            v.to_ascii_lowercase()
+            set.id(&v.to_ascii_lowercase())
         } else {
-            v.clone()
+            set.id(v)
         }
-    };
-    Field {
-        any: any.iter().map(|v| set.id(&norm(v))).collect(),
-        none: none.iter().map(|v| set.id(&norm(v))).collect(),
-    }
+    })
 }
 
 fn ips(any: &[String], none: &[String]) -> Result<Field<IpBlock>, String> {
@@ -410,7 +403,7 @@ fn condition_key(key: &str) -> Result<ConditionKey, String> {
     if let Some(path) = key.strip_prefix("request.auth.claims") {
         return claim_path(path)
             .map(ConditionKey::RequestClaim)
-            .ok_or_else(|| format!("{key:?} is not of the form request.auth.claims[<name>]"));
+            .ok_or_else(|| format!("{key:?} is not of the form request.auth.claims[<name>]..."));
     }
     match key {
         "request.auth.principal" => Ok(ConditionKey::RequestPrincipal),
@@ -465,9 +458,10 @@ impl Sets {
                 ),
                 ip_blocks: ips(&s.ip_blocks, &s.not_ip_blocks)?,
                 remote_ip_blocks: ips(&s.remote_ip_blocks, &s.not_remote_ip_blocks)?,
-                request_principals: request_principals(
+                request_principals: Field::parse(
                     &s.request_principals,
                     &s.not_request_principals,
+                    RequestPrincipal::parse,
                 ),
             });
         }
@@ -477,10 +471,7 @@ impl Sets {
                     let o = &t.operation;
                     Operation {
                         methods: ids(&mut self.methods, &o.methods, &o.not_methods, false),
-                        paths: Field {
-                            any: o.paths.iter().map(|v| self.paths.path_id(v)).collect(),
-                            none: o.not_paths.iter().map(|v| self.paths.path_id(v)).collect(),
-                        },
+                        paths: Field::parse(&o.paths, &o.not_paths, |v| self.paths.path_id(v)),
                         ports: ids(&mut self.ports, &o.ports, &o.not_ports, false),
                         hosts: ids(&mut self.hosts, &o.hosts, &o.not_hosts, true),
                     }
@@ -501,13 +492,13 @@ impl Sets {
         let mut principals_field = Field::default();
         let (ips, values) = match &key {
             ConditionKey::RequestPrincipal => {
-                principals_field = request_principals(v, nv);
+                principals_field = Field::parse(v, nv, RequestPrincipal::parse);
                 (Field::default(), Field::default())
             }
             ConditionKey::RequestAudiences
             | ConditionKey::RequestPresenter
             | ConditionKey::RequestClaim(_) => {
-                strs_field = strs(v, nv);
+                strs_field = Field::parse(v, nv, StrMatch::parse);
                 (Field::default(), Field::default())
             }
             ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => {

@@ -805,5 +805,6 @@ fn request_auth_conditions() {
     );
     assert!(check_condition_key("request.auth.claims[]").is_err());
     assert!(check_condition_key("request.auth.claims[a]b").is_err());
+    assert!(check_condition_key("request.auth.claims[a[b]").is_err());
     assert!(check_condition_key("request.auth.claims[a][b]").is_ok());
 }

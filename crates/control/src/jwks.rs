@@ -8,7 +8,7 @@
 //! of its rule is refused (as Istio's fake JWKS does).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,7 +29,9 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Byt
 
 pub struct JwksResolver {
     entries: Mutex<HashMap<String, Entry>>,
-    client: Option<HttpsClient>,
+    /// Made at the first fetch: a control plane without `jwksUri`s (and `--check`)
+    /// never reads the system's CA certificates.
+    client: OnceLock<Result<HttpsClient, String>>,
     /// Woken when a URI is wanted that was never fetched.
     wanted: Notify,
     /// Bumped when a fetch changed a set: the views need making again.
@@ -46,19 +48,9 @@ struct Entry {
 
 impl JwksResolver {
     pub fn new() -> JwksResolver {
-        let client = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(b) => Some(
-                Client::builder(TokioExecutor::new())
-                    .build(b.https_or_http().enable_http1().build()),
-            ),
-            Err(e) => {
-                tracing::error!("JWKS fetching is off: no system CA certificates ({e})");
-                None
-            }
-        };
         JwksResolver {
             entries: Mutex::new(HashMap::new()),
-            client,
+            client: OnceLock::new(),
             wanted: Notify::new(),
             changed: watch::channel(0).0,
         }
@@ -84,6 +76,7 @@ impl JwksResolver {
                         timeout,
                     }
                 });
+                e.timeout = timeout;
                 inputs.jwks.insert(r.jwks_uri.clone(), e.jwks.clone());
             }
         }
@@ -140,10 +133,14 @@ impl JwksResolver {
     }
 
     async fn fetch(&self, uri: &str, timeout: Duration) -> Result<String, String> {
-        let client = self.client.as_ref().ok_or("no system CA certificates")?;
+        let client = self.client.get_or_init(client).as_ref()?;
         let uri: http::Uri = uri.parse().map_err(|e| format!("{e}"))?;
         let get = async {
-            let response = client.get(uri).await.map_err(|e| chain(&e))?;
+            // With its causes: the client's own error says only "client error (Connect)".
+            let response = client
+                .get(uri)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
@@ -174,16 +171,13 @@ impl JwksResolver {
     }
 }
 
-/// An error with its causes (the client's own says only "client error (Connect)").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+/// An HTTP/1.1 client for `http` and `https` URIs, verifying servers against the
+/// system's CA certificates.
+fn client() -> Result<HttpsClient, String> {
+    let roots = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("no system CA certificates ({e})"))?;
+    Ok(Client::builder(TokioExecutor::new()).build(roots.https_or_http().enable_http1().build()))
 }
 
 impl Default for JwksResolver {

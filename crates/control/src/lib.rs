@@ -478,14 +478,12 @@ impl ControlPlane {
     }
 
     /// Watches the directories (and the cluster) and serves views to nodes as they
-    /// connect, forever.
+    /// connect, forever; views are made again when the JWK Sets change (the fetching
+    /// itself is [`JwksResolver::run`], which `serve` runs beside this).
     pub async fn run(self: Arc<Self>, poll: Duration) {
         let mut connections = self.cache.connections();
         let mut kube_changes = self.kube.as_ref().map(|k| k.changes());
         let mut jwks_changes = self.jwks.changes();
-        let fetcher = self.jwks.clone();
-        let fetching = tokio::spawn(async move { fetcher.run().await });
-        let _stop_fetching = AbortOnDrop(fetching);
         let mut last = self.stamp();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
@@ -520,14 +518,6 @@ impl ControlPlane {
                 }
             }
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

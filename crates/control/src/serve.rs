@@ -167,6 +167,11 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         run.run(poll).await;
         Ok(())
     });
+    let jwks = plane.jwks().clone();
+    servers.spawn(async move {
+        jwks.run().await;
+        Ok(())
+    });
     Ok(Serving {
         plane,
         plaintext_xds: plaintext_bound,

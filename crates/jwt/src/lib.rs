@@ -170,7 +170,7 @@ impl Authenticator {
         let mut first: Option<Arc<Verified>> = None;
         let mut done: Vec<String> = Vec::new();
         let mut remove: Vec<HeaderName> = Vec::new();
-        let mut outputs: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        let mut outputs: Outputs = Vec::new();
         for (location, readers) in &self.locations {
             for token in location.tokens(&parts.headers, &parts.uri) {
                 if done.iter().any(|t| t == token) {
@@ -188,12 +188,6 @@ impl Authenticator {
                 if let (Location::Header { name, .. }, false) = (location, rule.forward) {
                     remove.push(name.clone());
                 }
-                if let Some(h) = &rule.payload_header {
-                    let payload = token.split('.').nth(1).unwrap_or_default();
-                    if let Ok(v) = HeaderValue::from_str(payload) {
-                        outputs.push((h.clone(), v));
-                    }
-                }
                 outputs.extend(entry.outputs.iter().cloned());
                 done.push(token.to_string());
                 first.get_or_insert_with(|| entry.verified.clone());
@@ -208,8 +202,8 @@ impl Authenticator {
         Ok(first)
     }
 
-    /// The rule (of `readers`) that verifies `token`, what it says, and its claim
-    /// headers.
+    /// The rule (of `readers`) that verifies `token`, what it says, and the headers it
+    /// writes.
     fn verify(
         &self,
         token: &str,
@@ -268,14 +262,7 @@ impl Rule {
                     if bad_time("exp") || bad_time("nbf") {
                         return Err(Failure::Malformed);
                     }
-                    // From the payload as it is, before lists are made of strings.
-                    let outputs = self
-                        .claim_headers
-                        .iter()
-                        .filter_map(|(h, claim)| {
-                            Some((h.clone(), claim_header_value(&data.claims, claim)?))
-                        })
-                        .collect();
+                    let outputs = self.outputs(token, &data.claims);
                     return Ok((verified(data.claims, &self.space_delimited), outputs));
                 }
                 // Another key may fit.
@@ -296,6 +283,21 @@ impl Rule {
             }
         }
         Err(failure)
+    }
+
+    /// The headers a token this rule verified writes: its payload (base64url, as it
+    /// came) and its claims, from the payload as it is (before lists are made of
+    /// strings).
+    fn outputs(&self, token: &str, claims: &Map<String, Value>) -> Outputs {
+        let payload = self.payload_header.iter().filter_map(|h| {
+            let encoded = token.split('.').nth(1)?;
+            Some((h.clone(), HeaderValue::from_str(encoded).ok()?))
+        });
+        let claims = self
+            .claim_headers
+            .iter()
+            .filter_map(|(h, claim)| Some((h.clone(), claim_header_value(claims, claim)?)));
+        payload.chain(claims).collect()
     }
 }
 

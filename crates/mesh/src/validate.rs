@@ -551,6 +551,7 @@ fn condition(p: &str, c: &Condition, errors: &mut Vec<String>) {
         key.strip_prefix(prefix)
             .is_some_and(|rest| rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']'))
     };
+    // Header names and claim paths are read as the proxy's engine reads them.
     let problem = match key {
         "source.ip"
         | "remote.ip"
@@ -567,13 +568,12 @@ fn condition(p: &str, c: &Condition, errors: &mut Vec<String>) {
                     "{key:?} is not of the form request.headers[<name>]"
                 ))
             } else {
-                header_key(key).err()
+                trellis_authz::check_condition_key(key).err()
             }
         }
         "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => None,
         _ if key.starts_with("request.auth.claims") => {
-            (!nested_names(&key["request.auth.claims".len()..]))
-                .then(|| format!("{key:?} is not of the form request.auth.claims[<name>]..."))
+            trellis_authz::check_condition_key(key).err()
         }
         _ if key.starts_with("experimental.envoy.filters.") => Some(format!(
             "{key} (Envoy filter metadata) is not supported by Trellis"
@@ -592,26 +592,6 @@ fn condition(p: &str, c: &Condition, errors: &mut Vec<String>) {
     if let Some(problem) = problem {
         errors.push(format!("{p}.key: {problem}"));
     }
-}
-
-/// `[a]` or `[a][b]...`: Istio's nested claim names, each non-empty.
-fn nested_names(s: &str) -> bool {
-    let mut rest = s;
-    while let Some(inner) = rest.strip_prefix('[') {
-        match inner.find(']') {
-            Some(end) if end > 0 && !inner[..end].contains('[') => rest = &inner[end + 1..],
-            _ => return false,
-        }
-    }
-    rest.is_empty() && !s.is_empty()
-}
-
-/// Whether a `request.headers[...]` key names a valid header (the proxy reads it).
-fn header_key(key: &str) -> Result<(), String> {
-    let name = &key["request.headers[".len()..key.len() - 1];
-    http::HeaderName::try_from(name)
-        .map(|_| ())
-        .map_err(|_| format!("{name:?} is not a header name"))
 }
 
 fn empty_values(p: &str, list: &[String], errors: &mut Vec<String>) {

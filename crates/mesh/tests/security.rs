@@ -59,19 +59,22 @@ fn load(policies: &str) -> Loaded {
     loaded
 }
 
-/// The authorization policies of a workload's inbound listener.
-fn policies_of(loaded: &Loaded, workload: &str) -> Vec<AuthorizationPolicy> {
+/// A workload's inbound listener.
+fn inbound(loaded: &Loaded, workload: &str) -> trellis_config::Listener {
     let registry = Registry::from_inputs(&loaded.inputs);
     let config = generate(&loaded.inputs, &registry, "foo", workload).unwrap();
-    let inbound = config
+    config
         .listeners
-        .iter()
+        .into_iter()
         .find(|l| l.name.starts_with("inbound|"))
-        .expect("an inbound listener");
-    inbound
+        .expect("an inbound listener")
+}
+
+/// The authorization policies of a workload's inbound listener.
+fn policies_of(loaded: &Loaded, workload: &str) -> Vec<AuthorizationPolicy> {
+    inbound(loaded, workload)
         .authorization
-        .as_ref()
-        .map(|a| a.policies.clone())
+        .map(|a| a.policies)
         .unwrap_or_default()
 }
 
@@ -82,14 +85,7 @@ fn refusal(loaded: &Loaded) -> String {
 
 /// The JWT settings of a workload's inbound listener.
 fn jwt_of(loaded: &Loaded, workload: &str) -> Option<trellis_config::JwtAuthn> {
-    let registry = Registry::from_inputs(&loaded.inputs);
-    let config = generate(&loaded.inputs, &registry, "foo", workload).unwrap();
-    let inbound = config
-        .listeners
-        .iter()
-        .find(|l| l.name.starts_with("inbound|"))
-        .expect("an inbound listener");
-    inbound.jwt.clone()
+    inbound(loaded, workload).jwt
 }
 
 /// Istio's JWK Set of its JWT tests (tests/common/jwt/jwks.json).
@@ -300,14 +296,7 @@ spec:
 
 /// What a peer of `workload`'s inbound port must present.
 fn inbound_tls(loaded: &Loaded, workload: &str) -> Option<trellis_config::TlsMode> {
-    let registry = Registry::from_inputs(&loaded.inputs);
-    let config = generate(&loaded.inputs, &registry, "foo", workload).unwrap();
-    let inbound = config
-        .listeners
-        .iter()
-        .find(|l| l.name.starts_with("inbound|"))
-        .unwrap();
-    inbound.tls.as_ref().map(|t| t.mode)
+    inbound(loaded, workload).tls.map(|t| t.mode)
 }
 
 #[test]
