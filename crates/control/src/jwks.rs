@@ -2,10 +2,10 @@
 //! control plane fetches them and inlines them into the sidecars' config, so that
 //! sidecars never reach the issuers themselves.
 //!
-//! A set is fetched when a rule first names its URI, and again every
-//! [`REFRESH`]. A failed refresh keeps the last good set (the issuer being down does
-//! not log everybody out); a URI never fetched successfully has no keys, so every token
-//! of its rule is refused (as Istio's fake JWKS does).
+//! A set is fetched when a rule first names its URI, and again every [`REFRESH`], or
+//! every [`RETRY`] while fetching fails. A failed refresh keeps the last good set (the
+//! issuer being down does not log everybody out); a URI never fetched successfully has
+//! no keys, so every token of its rule is refused (as Istio's fake JWKS does).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -20,6 +20,8 @@ use trellis_mesh::Inputs;
 
 /// Istio's default JWKS refresh interval (`PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`).
 pub const REFRESH: Duration = Duration::from_secs(20 * 60);
+/// How soon a failed fetch is tried again (Istio's `JwtPubKeyRefreshIntervalOnFailure`).
+pub const RETRY: Duration = Duration::from_secs(60);
 /// Istio's default `jwtRules.timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest JWK Set read.
@@ -43,6 +45,8 @@ struct Entry {
     jwks: Result<String, String>,
     /// When it was last fetched (None: never tried).
     fetched: Option<Instant>,
+    /// Whether that fetch failed.
+    failed: bool,
     timeout: Duration,
 }
 
@@ -73,6 +77,7 @@ impl JwksResolver {
                     Entry {
                         jwks: Err("not fetched yet".into()),
                         fetched: None,
+                        failed: false,
                         timeout,
                     }
                 });
@@ -91,13 +96,17 @@ impl JwksResolver {
         self.changed.subscribe()
     }
 
-    /// Fetches what was never fetched, or not for [`REFRESH`]. True when a set changed.
+    /// Fetches what was never fetched, or not for [`REFRESH`] ([`RETRY`] after a
+    /// failure). True when a set changed.
     pub async fn fetch_due(&self) -> bool {
         let due: Vec<(String, Duration)> = {
             let entries = self.entries.lock().unwrap();
             entries
                 .iter()
-                .filter(|(_, e)| e.fetched.is_none_or(|t| t.elapsed() >= REFRESH))
+                .filter(|(_, e)| {
+                    let every = if e.failed { RETRY } else { REFRESH };
+                    e.fetched.is_none_or(|t| t.elapsed() >= every)
+                })
                 .map(|(uri, e)| (uri.clone(), e.timeout))
                 .collect()
         };
@@ -110,6 +119,7 @@ impl JwksResolver {
                 continue;
             };
             e.fetched = Some(Instant::now());
+            e.failed = result.is_err();
             match result {
                 Ok(jwks) => {
                     if e.jwks.as_ref() != Ok(&jwks) {
@@ -160,7 +170,8 @@ impl JwksResolver {
 
     /// Fetches sets as they are wanted and when they are due, forever.
     pub async fn run(&self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        // Often enough that a retry is not late by much more than this.
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = self.wanted.notified() => {}
@@ -183,5 +194,57 @@ fn client() -> Result<HttpsClient, String> {
 impl Default for JwksResolver {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One RequestAuthentication naming `uri`.
+    fn inputs(uri: &str) -> Inputs {
+        let mut loaded = trellis_mesh::Loaded::default();
+        let yaml = format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{ name: ra, namespace: default }}\nspec:\n  jwtRules: [{{ issuer: i, jwksUri: \"{uri}\" }}]\n"
+        );
+        trellis_mesh::load_str(&yaml, "ra.yaml", &mut loaded);
+        loaded.inputs
+    }
+
+    /// Backdates the last fetch of `uri` by `by`.
+    fn age(r: &JwksResolver, uri: &str, by: Duration) {
+        let mut entries = r.entries.lock().unwrap();
+        let e = entries.get_mut(uri).unwrap();
+        e.fetched = Some(Instant::now() - by);
+    }
+
+    fn attempts(r: &JwksResolver, uri: &str) -> Option<Instant> {
+        r.entries.lock().unwrap()[uri].fetched
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_is_tried_again_sooner_than_a_good_set_is_refreshed() {
+        // Nothing listens there: the fetch fails at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+        drop(closed);
+        let r = JwksResolver::new();
+        r.resolve(&mut inputs(&uri));
+        assert!(!r.fetch_due().await);
+        let first = attempts(&r, &uri).unwrap();
+        assert!(r.entries.lock().unwrap()[&uri].failed);
+
+        r.fetch_due().await;
+        assert_eq!(attempts(&r, &uri), Some(first), "not due yet");
+        age(&r, &uri, RETRY);
+        r.fetch_due().await;
+        assert_ne!(attempts(&r, &uri), Some(first), "tried again after RETRY");
+
+        // A fetch that did not fail waits for REFRESH.
+        r.entries.lock().unwrap().get_mut(&uri).unwrap().failed = false;
+        age(&r, &uri, RETRY);
+        let before = attempts(&r, &uri);
+        r.fetch_due().await;
+        assert_eq!(attempts(&r, &uri), before);
     }
 }
