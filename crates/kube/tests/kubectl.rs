@@ -226,30 +226,66 @@ fn certificate_signing_requests_keep_the_api_servers_rules() {
     ]);
     assert_eq!(conditions, "Approved");
 
-    // The status subresource cannot remove the approval, and takes a certificate once.
-    let csr = fake
-        .object(
-            "certificates.k8s.io/v1",
-            "CertificateSigningRequest",
-            "",
-            "alice",
-        )
+    // The status subresource (as a signer writes it) cannot remove the approval, and
+    // takes a certificate once, as PEM.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    let mut status_only = csr.clone();
-    status_only["status"] = serde_json::json!({"certificate": "bm90IFBFTQ=="});
-    let (ok, _, err) = k.run(
-        &["replace", "--subresource", "status", "-f", "-"],
-        Some(&status_only.to_string()),
-    );
-    assert!(!ok);
-    assert!(err.contains("CERTIFICATE PEM block"), "{err}");
-    let approved = fake
-        .object(
-            "certificates.k8s.io/v1",
-            "CertificateSigningRequest",
-            "",
-            "alice",
-        )
-        .unwrap();
-    assert_eq!(approved["status"]["conditions"][0]["type"], "Approved");
+    rt.block_on(async {
+        use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+        let client = trellis_kube::client(Some(&k.config)).await.unwrap();
+        let api: kube::Api<CertificateSigningRequest> = kube::Api::all(client);
+        let pp = kube::api::PostParams::default();
+        let mut csr = fake
+            .object(
+                "certificates.k8s.io/v1",
+                "CertificateSigningRequest",
+                "",
+                "alice",
+            )
+            .unwrap();
+        csr["status"] = serde_json::json!({"certificate": "bm90IFBFTQ=="});
+        let err = api
+            .replace_status("alice", &pp, &serde_json::from_value(csr.clone()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("CERTIFICATE PEM block"), "{err}");
+
+        let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        use base64::Engine as _;
+        let cert = base64::engine::general_purpose::STANDARD.encode(pem);
+        csr["status"] = serde_json::json!({"certificate": cert});
+        let stored = api
+            .replace_status("alice", &pp, &serde_json::from_value(csr.clone()).unwrap())
+            .await
+            .unwrap();
+        let status = stored.status.unwrap();
+        assert_eq!(status.conditions.unwrap()[0].type_, "Approved", "kept");
+        assert_eq!(status.certificate.unwrap().0, pem.as_bytes());
+
+        // Written with the old resourceVersion: a conflict.
+        let err = api
+            .replace_status("alice", &pp, &serde_json::from_value(csr.clone()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the object has been modified"),
+            "{err}"
+        );
+        // With the current one, a different certificate is refused.
+        csr["metadata"]["resourceVersion"] = stored.metadata.resource_version.unwrap().into();
+        csr["status"]["certificate"] = base64::engine::general_purpose::STANDARD
+            .encode(pem.replace("MAA=", "MAE="))
+            .into();
+        let err = api
+            .replace_status("alice", &pp, &serde_json::from_value(csr.clone()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("may not modify existing certificate"),
+            "{err}"
+        );
+    });
 }

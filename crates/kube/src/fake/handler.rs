@@ -62,10 +62,6 @@ fn failure(status: Value) -> Response<Body> {
     full(code, &status)
 }
 
-fn refuse((code, reason, message): semantics::Refusal) -> Response<Body> {
-    full(code, &status(code, reason, &message))
-}
-
 fn not_found() -> Response<Body> {
     full(
         404,
@@ -179,6 +175,9 @@ async fn handle(state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Re
         .collect();
     let path = parts.uri.path();
     if parts.method == Method::GET {
+        if path == "/openapi/v2" {
+            return openapi_v2(&parts.headers);
+        }
         if let Some(doc) = kinds::discovery(&state.collections, path) {
             return full(200, &doc);
         }
@@ -266,6 +265,34 @@ async fn handle(state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Re
             &status(405, "MethodNotAllowed", "the method is not allowed here"),
         ),
     }
+}
+
+/// An OpenAPI v2 document without definitions: kubectl before 1.27 downloads it to
+/// validate on the client side (it asks for gnostic's protobuf encoding), and
+/// validates nothing against kinds it does not describe.
+fn openapi_v2(headers: &hyper::HeaderMap) -> Response<Body> {
+    let protobuf = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("protobuf"));
+    if !protobuf {
+        return full(
+            200,
+            &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"},
+                    "paths": {}, "definitions": {}}),
+        );
+    }
+    // openapi_v2.Document { swagger = 1; info = 2 { title = 1; version = 2 } }.
+    let info = [&[0x0a, 10][..], b"Kubernetes", &[0x12, 7], b"v1.33.0"].concat();
+    let doc = [&[0x0a, 3][..], b"2.0", &[0x12, info.len() as u8], &info].concat();
+    Response::builder()
+        .status(200)
+        .header(
+            "content-type",
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        )
+        .body(Full::new(Bytes::from(doc)).boxed())
+        .unwrap()
 }
 
 /// RFC 7386 JSON merge patch.
@@ -424,7 +451,7 @@ fn create(state: &mut State, t: &Target, mut object: Value, user: &str) -> Respo
         return full(409, &s);
     }
     if let Err(r) = semantics::on_create(&info, &mut object, user) {
-        return refuse(r);
+        return failure(r);
     }
     if info.kind == "Namespace" {
         object["status"] = json!({"phase": "Active"});
@@ -433,10 +460,10 @@ fn create(state: &mut State, t: &Target, mut object: Value, user: &str) -> Respo
         match kinds::from_crd(&object) {
             Ok(infos) => register(state, infos),
             Err(e) => {
-                return refuse((
+                return failure(status(
                     422,
                     "Invalid",
-                    format!(
+                    &format!(
                         "CustomResourceDefinition.apiextensions.k8s.io {name:?} is invalid: {e}"
                     ),
                 ))
@@ -490,7 +517,7 @@ fn update(state: &mut State, t: &Target, new: Value) -> Response<Body> {
     }
     let mut object = match semantics::on_update(&info, t.sub.as_deref(), &old, new) {
         Ok(o) => o,
-        Err(r) => return refuse(r),
+        Err(r) => return failure(r),
     };
     for keep in ["uid", "creationTimestamp", "namespace", "generation"] {
         object["metadata"][keep] = old["metadata"][keep].clone();

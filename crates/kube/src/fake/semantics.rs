@@ -9,9 +9,10 @@ use serde_json::{Map, Value};
 
 use super::kinds::KindInfo;
 
-/// A refusal: HTTP code, reason and message, as the API server's Status carries them.
-pub(super) type Refusal = (u16, &'static str, String);
+/// A refusal: the API server's Status object (its `code` is the HTTP status).
+pub(super) type Refusal = Value;
 
+/// 422 Invalid with one cause per `field: message`, as kubectl prints them.
 fn invalid(info: &KindInfo, name: &str, causes: &[String]) -> Refusal {
     let group = info.group();
     let kind = if group.is_empty() {
@@ -19,11 +20,21 @@ fn invalid(info: &KindInfo, name: &str, causes: &[String]) -> Refusal {
     } else {
         format!("{}.{group}", info.kind)
     };
-    (
+    let mut s = super::status(
         422,
         "Invalid",
-        format!("{kind} {name:?} is invalid: {}", causes.join(", ")),
-    )
+        &format!("{kind} {name:?} is invalid: {}", causes.join(", ")),
+    );
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|c| {
+            let (field, message) = c.split_once(": ").unwrap_or(("", c));
+            serde_json::json!({"reason": "FieldValueInvalid", "message": message, "field": field})
+        })
+        .collect();
+    s["details"] =
+        serde_json::json!({"name": name, "group": group, "kind": info.kind, "causes": causes});
+    s
 }
 
 /// Checks a new object of `info`'s kind and sets what the server sets on create.
