@@ -28,22 +28,22 @@ pub const HARD_MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 const ROOT_TTL_DAYS: u32 = 3650;
 
 pub struct Authority {
-    signing_cert: X509,
-    signer: Signer,
+    pub(crate) signing_cert: X509,
+    pub(crate) signer: Signer,
     /// The signing certificate up to the root, root last (just the root when it signs).
-    chain: Vec<X509>,
+    pub(crate) chain: Vec<X509>,
     pub trust_domain: String,
     pub max_ttl: Duration,
 }
 
-fn name(org: &str, cn: &str) -> Result<X509Name, boring::error::ErrorStack> {
+pub fn name(org: &str, cn: &str) -> Result<X509Name, boring::error::ErrorStack> {
     let mut n = X509Name::builder()?;
     n.append_entry_by_text("O", org)?;
     n.append_entry_by_text("CN", cn)?;
     Ok(n.build())
 }
 
-fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
+pub(crate) fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
     let mut bn = BigNum::new()?;
     // 127 random bits with the top bit clear: positive and below 2^127, as RFC 5280 asks.
     bn.rand(127, MsbOption::MAYBE_ZERO, false)?;
@@ -169,6 +169,31 @@ impl Authority {
             trust_domain: trust_domain.to_string(),
             max_ttl: DEFAULT_MAX_TTL,
         })
+    }
+
+    /// An authority from its chain (signing certificate first, root last) and the key
+    /// of the signing certificate.
+    pub fn from_chain(chain: Vec<X509>, signer: Signer) -> anyhow::Result<Self> {
+        let signing_cert = chain
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no certificate in the chain"))?
+            .clone();
+        let public = signing_cert.public_key()?;
+        if !signer.matches(&public) {
+            anyhow::bail!("the key does not match the signing certificate");
+        }
+        Ok(Authority {
+            signing_cert,
+            signer,
+            chain,
+            trust_domain: String::new(),
+            max_ttl: DEFAULT_MAX_TTL,
+        })
+    }
+
+    /// The signing certificate up to the root, root last.
+    pub fn chain(&self) -> &[X509] {
+        &self.chain
     }
 
     pub fn root(&self) -> &X509 {
@@ -297,12 +322,21 @@ fn self_signed_root<T: boring::pkey::HasPublic>(
     trust_domain: &str,
 ) -> Result<X509, SignError> {
     let subject = name(trust_domain, "Trellis root CA")?;
+    self_signed(signer, public, &subject)
+}
+
+/// A self-signed 10-year CA certificate named `subject` for `public`, signed by `signer`.
+pub fn self_signed<T: boring::pkey::HasPublic>(
+    signer: &Signer,
+    public: &boring::pkey::PKeyRef<T>,
+    subject: &boring::x509::X509NameRef,
+) -> Result<X509, SignError> {
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let serial = random_serial()?;
     b.set_serial_number(&serial)?;
-    b.set_subject_name(&subject)?;
-    b.set_issuer_name(&subject)?;
+    b.set_subject_name(subject)?;
+    b.set_issuer_name(subject)?;
     let (from, until) = (
         Asn1Time::from_unix(unix_now() - 60)?,
         Asn1Time::days_from_now(ROOT_TTL_DAYS)?,

@@ -11,13 +11,16 @@ pub mod authority;
 mod ca;
 mod error;
 pub mod kube;
+pub mod request;
 pub mod server;
 pub mod service;
-mod signer;
+pub mod signer;
 pub mod token;
 
 pub use authority::Authority;
 pub use ca::{Ca, CaConfig, KubeReview, Signing};
+pub use error::SignError;
 pub use service::{CaCounters, CaService};
+pub use signer::Signer;
 pub use token::TokenIssuer;
 pub use trellis_ca_client::{proto, CaClient, Credential};

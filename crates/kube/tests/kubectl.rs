@@ -6,79 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use trellis_kube::fake::FakeApiServer;
+use trellis_kube::fake::{FakeApiServer, Kubectl, Output};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// kubectl, or None where it is missing (a failure under CI=true).
-fn kubectl_present() -> bool {
-    let ok = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: kubectl is needed (Debian kubernetes-client)"
-        );
-        eprintln!("skipped: kubectl is not installed");
-    }
-    ok
-}
-
-struct Kubectl {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Kubectl {
-    fn new(fake: &FakeApiServer) -> Kubectl {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("kubeconfig");
-        std::fs::write(&config, fake.kubeconfig()).unwrap();
-        Kubectl { _dir: dir, config }
-    }
-
-    /// (success, stdout, stderr).
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.config)
-            .args(args)
-            .env("HOME", self._dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(input) = stdin {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args, None);
-        assert!(ok, "kubectl {args:?} failed: {err}");
-        out
-    }
-
-    fn apply(&self, yaml: &str) -> (bool, String, String) {
-        self.run(&["apply", "-f", "-"], Some(yaml))
-    }
 }
 
 fn csr_yaml(name: &str, request_pem: &str) -> String {
@@ -111,24 +42,36 @@ fn a_csr_pem() -> String {
 
 #[test]
 fn custom_resources_follow_their_crd() {
-    if !kubectl_present() {
-        return;
-    }
     let fake = FakeApiServer::empty(Some("s3cret")).unwrap();
-    let k = Kubectl::new(&fake);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(k) = Kubectl::new(&fake, dir.path()) else {
+        return;
+    };
     let crd = std::fs::read_to_string(fixtures().join("crd/widgets.yaml")).unwrap();
-    let (ok, out, err) = k.apply(&crd);
+    let Output {
+        success: ok,
+        stdout: out,
+        stderr: err,
+    } = k.apply(&crd);
     assert!(ok, "{err}");
     assert!(out.contains("widgets.example.com created"), "{out}");
 
     // Discovery now knows the kind, by plural, singular and short name.
     let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: shop}\n\
              spec: {size: 3, colour: red, shape: round}\nstatus: {ready: true}\n";
-    let (ok, _, err) = k.apply(w);
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.apply(w);
     assert!(!ok, "no namespace shop yet");
     assert!(err.contains("namespaces \"shop\" not found"), "{err}");
     k.ok(&["create", "namespace", "shop"]);
-    let (ok, _, err) = k.apply(w);
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.apply(w);
     assert!(ok, "{err}");
     let got = k.ok(&["get", "wd", "w1", "-n", "shop", "-o", "json"]);
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
@@ -143,13 +86,21 @@ fn custom_resources_follow_their_crd() {
     );
 
     // The schema refuses wrong types, values outside the enum and missing fields.
-    let (ok, _, err) = k.apply(&w.replace("size: 3", "size: three").replace("w1", "w2"));
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.apply(&w.replace("size: 3", "size: three").replace("w1", "w2"));
     assert!(!ok);
     assert!(
         err.contains("spec.size") && err.contains("must be of type integer"),
         "{err}"
     );
-    let (ok, _, err) = k.apply(
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.apply(
         &w.replace("colour: red", "colour: green")
             .replace("w1", "w3"),
     );
@@ -158,12 +109,20 @@ fn custom_resources_follow_their_crd() {
         err.contains("spec.colour: Unsupported value: \"green\""),
         "{err}"
     );
-    let (ok, _, err) = k.apply(&w.replace("size: 3, ", "").replace("w1", "w4"));
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.apply(&w.replace("size: 3, ", "").replace("w1", "w4"));
     assert!(!ok);
     assert!(err.contains("spec.size: Required value"), "{err}");
 
     // apply again with a change: a patch of the stored object.
-    let (ok, out, err) = k.apply(&w.replace("size: 3", "size: 5"));
+    let Output {
+        success: ok,
+        stdout: out,
+        stderr: err,
+    } = k.apply(&w.replace("size: 3", "size: 5"));
     assert!(ok, "{err}");
     assert!(out.contains("widget.example.com/w1 configured"), "{out}");
     let size = k.ok(&[
@@ -179,7 +138,11 @@ fn custom_resources_follow_their_crd() {
     let names = k.ok(&["get", "widgets", "-A", "-o", "name"]);
     assert_eq!(names.trim(), "widget.example.com/w1");
     k.ok(&["delete", "widget", "w1", "-n", "shop"]);
-    let (ok, _, err) = k.run(&["get", "widget", "w1", "-n", "shop"], None);
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.run(&["get", "widget", "w1", "-n", "shop"], None);
     assert!(!ok);
     assert!(
         err.contains("NotFound") && err.contains("\"w1\" not found"),
@@ -187,8 +150,12 @@ fn custom_resources_follow_their_crd() {
     );
 
     // Without the token, nothing.
-    std::fs::write(&k.config, fake.kubeconfig().replace("s3cret", "wrong")).unwrap();
-    let (ok, _, err) = k.run(&["get", "widgets", "-A"], None);
+    std::fs::write(k.kubeconfig(), fake.kubeconfig().replace("s3cret", "wrong")).unwrap();
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.run(&["get", "widgets", "-A"], None);
     assert!(!ok);
     assert!(
         err.contains("Unauthorized") || err.contains("credentials"),
@@ -198,19 +165,27 @@ fn custom_resources_follow_their_crd() {
 
 #[test]
 fn certificate_signing_requests_keep_the_api_servers_rules() {
-    if !kubectl_present() {
-        return;
-    }
     let fake = FakeApiServer::empty(Some("s3cret")).unwrap();
-    let k = Kubectl::new(&fake);
-    let (ok, out, err) = k.apply(&csr_yaml("alice", &a_csr_pem()));
+    let dir = tempfile::tempdir().unwrap();
+    let Some(k) = Kubectl::new(&fake, dir.path()) else {
+        return;
+    };
+    let Output {
+        success: ok,
+        stdout: out,
+        stderr: err,
+    } = k.apply(&csr_yaml("alice", &a_csr_pem()));
     assert!(ok, "{err}");
     assert!(out.contains("certificatesigningrequest.certificates.k8s.io/alice created"));
     let user = k.ok(&["get", "csr", "alice", "-o", "jsonpath={.spec.username}"]);
     assert_eq!(user, "kubernetes-admin", "the requester, set by the server");
 
     // A request that is not a PEM CSR is refused at create.
-    let (ok, _, err) = k.apply(&csr_yaml("bob", "not a CSR"));
+    let Output {
+        success: ok,
+        stdout: _,
+        stderr: err,
+    } = k.apply(&csr_yaml("bob", "not a CSR"));
     assert!(!ok);
     assert!(err.contains("spec.request"), "{err}");
 
@@ -234,7 +209,7 @@ fn certificate_signing_requests_keep_the_api_servers_rules() {
         .unwrap();
     rt.block_on(async {
         use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-        let client = trellis_kube::client(Some(&k.config)).await.unwrap();
+        let client = trellis_kube::client(Some(k.kubeconfig())).await.unwrap();
         let api: kube::Api<CertificateSigningRequest> = kube::Api::all(client);
         let pp = kube::api::PostParams::default();
         let mut csr = fake

@@ -30,8 +30,8 @@ pub enum KeyKind {
 
 /// A private key in a token, and its public half.
 pub struct TokenKey {
-    token: Arc<Token>,
-    handle: ObjectHandle,
+    pub(crate) token: Arc<Token>,
+    pub(crate) handle: ObjectHandle,
     /// The public key object, when there is one (destroyed with the private one).
     public_handle: Option<ObjectHandle>,
     algorithm: KeyAlgorithm,

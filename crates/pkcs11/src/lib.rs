@@ -13,9 +13,11 @@
 //! live in the process, as they do with any TLS library.
 
 mod key;
+mod objects;
 mod token;
 mod uri;
 
 pub use key::{KeyKind, Pkcs11Key, TokenKey};
+pub use objects::KeyProtection;
 pub use token::{Pkcs11Error, Token};
 pub use uri::{PinSource, Pkcs11Uri};

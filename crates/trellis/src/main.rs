@@ -4,6 +4,7 @@ mod bypass;
 mod ca;
 mod control;
 mod demo;
+mod issuer;
 mod net_probe;
 mod up;
 
@@ -85,6 +86,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the certificate authority (Istio's certificate API over gRPC and mTLS).
     Ca(Box<ca::CaArgs>),
+    /// The Trusted Certificate Service: TrellisIssuer / TrellisClusterIssuer CAs with keys
+    /// in PKCS#11 tokens, signing Kubernetes CSRs and cert-manager CertificateRequests.
+    Issuer(issuer::IssuerArgs),
     /// The eBPF same-host TCP/IP bypass (sockops + sk_msg) for the mesh's cgroup.
     Bypass(bypass::BypassArgs),
     /// Plain-TCP echo, transfer and ping-pong tools used by the bypass tests and benches.
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
         ),
         Command::Demo(args) => demo::run(args),
         Command::Ca(args) => ca::run(*args),
+        Command::Issuer(args) => issuer::run(args),
         Command::Control(args) => control::run(*args),
         Command::Up(args) => up::run(args),
         Command::Bypass(args) => bypass::run(args),

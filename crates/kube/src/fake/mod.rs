@@ -29,6 +29,7 @@
 
 mod handler;
 mod kinds;
+mod kubectl;
 mod protobuf;
 mod semantics;
 mod tls;
@@ -43,6 +44,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use kinds::{collection_path, Collection, KindInfo};
+pub use kubectl::{Kubectl, Output};
 
 struct Watch {
     namespace: Option<String>,

@@ -10,6 +10,7 @@ mod cryptomb;
 mod demo;
 mod hostile;
 mod identity;
+mod issuer;
 mod kube;
 mod lifecycle;
 mod local_user;
