@@ -115,7 +115,7 @@ fn find_or_generate(
             tracing::info!(key = %k.name(), "generated an issuer's CA key in the token");
             Ok(k)
         }
-        Err(e) => Err(fail("TokenUnavailable", e)),
+        Err(e) => Err(fail("KeyUnusable", e)),
     }
 }
 

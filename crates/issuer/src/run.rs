@@ -36,10 +36,9 @@ async fn served(client: &Client, path: &str, plural: &str, hint: &str) {
                 }
                 return;
             }
-            other => {
+            _ => {
                 if !said {
-                    let why = other.err().map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!("{plural} are not served ({hint}); waiting for them {why}");
+                    tracing::warn!("{plural} are not served ({hint}); waiting for them");
                     said = true;
                 }
             }

@@ -61,7 +61,7 @@ fn time(b: &[u8]) -> Option<Value> {
             secs = v as i64;
         }
     }
-    Some(super::handler::rfc3339(secs).into())
+    Some(super::rfc3339(secs).into())
 }
 
 fn map_entry(b: &[u8], into: &mut Map<String, Value>) -> Option<()> {

@@ -353,12 +353,428 @@ fn kubectl_csrs_are_signed_by_a_token_key_once_approved() {
         "{objects}"
     );
     assert!(objects.contains("Certificate Object"), "{objects}");
-    let private = objects.split("Private Key Object").nth(1).unwrap_or_default();
+    let private = objects
+        .split("Private Key Object")
+        .nth(1)
+        .unwrap_or_default();
     let access = private
         .lines()
         .find(|l| l.trim_start().starts_with("Access:"))
         .unwrap_or_default();
-    for attribute in ["sensitive", "always sensitive", "never extractable", "local"] {
+    for attribute in [
+        "sensitive",
+        "always sensitive",
+        "never extractable",
+        "local",
+    ] {
         assert!(access.contains(attribute), "{attribute}: {objects}");
+    }
+}
+
+/// Sets `status` of the CertificateRequest `name` in `shop` as cert-manager's approver
+/// does (through the status subresource).
+async fn set_cr_status(c: &Cluster, name: &str, status: serde_json::Value) {
+    use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let client = trellis_kube::client(Some(c.kubectl.kubeconfig()))
+        .await
+        .unwrap();
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "CertificateRequest"),
+        "certificaterequests",
+    );
+    let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(client, "shop", &ar);
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+}
+
+fn approved() -> serde_json::Value {
+    // As cert-manager's approver controller writes it.
+    serde_json::json!({"conditions": [{"type": "Approved", "status": "True",
+        "reason": "cert-manager.io", "message": "Certificate request has been approved by cert-manager.io",
+        "lastTransitionTime": "2026-12-07T00:00:00Z"}]})
+}
+
+#[tokio::test]
+async fn cert_manager_requests_get_certificates_under_its_contract() {
+    let Some(c) = cluster("tcs-cm") else {
+        return;
+    };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cert-manager");
+    c.kubectl.ok(&[
+        "apply",
+        "-f",
+        fixtures
+            .join("certificaterequests-crd.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
+    c.kubectl.apply(
+        "apiVersion: trellis.io/v1alpha1\nkind: TrellisClusterIssuer\nmetadata: {name: root}\n\
+         spec: {token: tcs, keyAlgorithm: RSA-2048}\n---\n\
+         apiVersion: trellis.io/v1alpha1\nkind: TrellisIssuer\nmetadata: {name: ca, namespace: shop}\n\
+         spec: {token: tcs, parent: {kind: TrellisClusterIssuer, name: root}}\n---\n\
+         apiVersion: trellis.io/v1alpha1\nkind: TrellisIssuer\nmetadata: {name: absent, namespace: shop}\n\
+         spec: {token: no-such-token}\n",
+    );
+    let signer = c.signer();
+    let root = c.ready("trellisclusterissuer", "root", &signer);
+    // The intermediate's chain ends in the cluster issuer's root.
+    assert_eq!(c.ready("trellisissuer", "ca", &signer), root);
+    let reason = c.until(
+        "the issuer without its token says why",
+        &[
+            "get",
+            "trellisissuer",
+            "absent",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.status.conditions[0].reason}",
+        ],
+        |s| !s.is_empty(),
+        &signer,
+    );
+    assert_eq!(reason, "TokenNotConfigured");
+    let message = c.get(&[
+        "get",
+        "trellisissuer",
+        "absent",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    ]);
+    assert!(
+        message.contains("spec.token") && message.contains("no-such-token"),
+        "{message}"
+    );
+
+    let template = std::fs::read_to_string(fixtures.join("certificaterequest.yaml")).unwrap();
+    let dir = c.dir.path();
+    let request = |name: &str| {
+        template
+            .replace("name: NAME", &format!("name: {name}"))
+            .replace("REQUEST", &B64.encode(csr(dir, name, "ec:prime256v1")))
+    };
+    for name in ["reviews-tls-1", "denied-1", "waiting-1"] {
+        let out = c.kubectl.apply(&request(name));
+        assert!(out.success, "{}", out.stderr);
+    }
+    let absent = request("absent-1").replace("name: ca\n", "name: absent\n");
+    c.kubectl.apply(&absent);
+    let other = request("other-1")
+        .replace("group: trellis.io", "group: cert-manager.io")
+        .replace("kind: TrellisIssuer", "kind: Issuer");
+    c.kubectl.apply(&other);
+
+    set_cr_status(&c, "reviews-tls-1", approved()).await;
+    set_cr_status(&c, "absent-1", approved()).await;
+    set_cr_status(&c, "other-1", approved()).await;
+    set_cr_status(
+        &c,
+        "denied-1",
+        serde_json::json!({"conditions": [{"type": "Denied", "status": "True", "reason": "policy.cert-manager.io",
+            "message": "denied by policy", "lastTransitionTime": "2026-12-07T00:00:00Z"}]}),
+    )
+    .await;
+
+    let ready = |name: &str, reason: &str| {
+        let args = [
+            "get",
+            "certificaterequest",
+            name,
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+        ];
+        c.until(
+            &format!("{name} Ready reason {reason}"),
+            &args,
+            |s| s == reason,
+            &signer,
+        );
+    };
+    ready("reviews-tls-1", "Issued");
+    let cr = c
+        .fake
+        .object(
+            "cert-manager.io/v1",
+            "CertificateRequest",
+            "shop",
+            "reviews-tls-1",
+        )
+        .unwrap();
+    let status = &cr["status"];
+    let chain =
+        String::from_utf8(B64.decode(status["certificate"].as_str().unwrap()).unwrap()).unwrap();
+    let ca = String::from_utf8(B64.decode(status["ca"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(ca, root, "status.ca is the root");
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "leaf and intermediate: {chain}"
+    );
+    assert!(verify(dir, &ca, &chain, "sslserver")
+        .trim_end()
+        .ends_with(": OK"));
+    let leaf = text(&dir.join("leaf.pem"));
+    assert!(
+        leaf.contains("TLS Web Server Authentication") && leaf.contains("Digital Signature"),
+        "{leaf}"
+    );
+    let ready_condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready_condition["status"], "True");
+    assert!(ready_condition["lastTransitionTime"].is_string());
+
+    ready("denied-1", "Denied");
+    let denied = c
+        .fake
+        .object(
+            "cert-manager.io/v1",
+            "CertificateRequest",
+            "shop",
+            "denied-1",
+        )
+        .unwrap();
+    assert!(denied["status"]["certificate"].is_null());
+    assert!(denied["status"]["failureTime"].is_string());
+    ready("waiting-1", "Pending");
+    ready("absent-1", "Pending");
+    let absent = c
+        .fake
+        .object(
+            "cert-manager.io/v1",
+            "CertificateRequest",
+            "shop",
+            "absent-1",
+        )
+        .unwrap();
+    assert!(
+        absent
+            .to_string()
+            .contains("Waiting for TrellisIssuer shop/absent to be ready"),
+        "{absent}"
+    );
+    // Another issuer's request: untouched.
+    let other = c
+        .fake
+        .object(
+            "cert-manager.io/v1",
+            "CertificateRequest",
+            "shop",
+            "other-1",
+        )
+        .unwrap();
+    assert_eq!(
+        other["status"]["conditions"].as_array().unwrap().len(),
+        1,
+        "{other}"
+    );
+
+    // Approved later: issued then.
+    set_cr_status(&c, "waiting-1", approved()).await;
+    ready("waiting-1", "Issued");
+}
+
+#[test]
+fn an_imported_key_fails_attestation_and_signs_nothing() {
+    let Some(c) = cluster("tcs-attest") else {
+        return;
+    };
+    // A key made outside the token and imported with pkcs11-tool under the label the
+    // issuer's key would have: CKA_LOCAL is false.
+    let dir = c.dir.path();
+    let key = dir.join("imported.der");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-outform",
+            "DER",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            &c.label,
+            "--login",
+            "--pin",
+            "1234",
+        ])
+        .args([
+            "--write-object",
+            key.to_str().unwrap(),
+            "--type",
+            "privkey",
+            "--label",
+            "trellis-issuer.shop.imported",
+            "--id",
+            "01",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.kubectl.apply(
+        "apiVersion: trellis.io/v1alpha1\nkind: TrellisIssuer\nmetadata: {name: imported, namespace: shop}\nspec: {token: tcs}\n",
+    );
+    let signer = c.signer();
+    let args = [
+        "get",
+        "trellisissuer",
+        "imported",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.status.conditions[0].reason}",
+    ];
+    c.until(
+        "attestation refuses the key",
+        &args,
+        |s| s == "KeyAttestationFailed",
+        &signer,
+    );
+    let message = c.get(&[
+        "get",
+        "trellisissuer",
+        "imported",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    ]);
+    assert!(message.contains("CKA_LOCAL is false"), "{message}");
+    c.kubectl.apply(&csr_yaml(
+        "x",
+        &csr(dir, "x", "ec:prime256v1"),
+        "trellis.io/shop.imported",
+        "client auth",
+        3600,
+    ));
+    c.kubectl.ok(&["certificate", "approve", "x"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(csr_status(&c, "x")["certificate"].is_null());
+}
+
+#[test]
+fn a_signer_killed_mid_batch_loses_nothing_and_signs_nothing_twice() {
+    let Some(c) = cluster("tcs-restart") else {
+        return;
+    };
+    c.kubectl.apply(
+        "apiVersion: trellis.io/v1alpha1\nkind: TrellisClusterIssuer\nmetadata: {name: mesh}\nspec: {token: tcs, keyAlgorithm: RSA-2048}\n",
+    );
+    let dir = c.dir.path();
+    let pem = csr(dir, "batch", "ec:prime256v1");
+    const N: usize = 40;
+    let yaml: String = (0..N)
+        .map(|i| {
+            csr_yaml(
+                &format!("batch-{i}"),
+                &pem,
+                "clusterissuers.trellis.io/mesh",
+                "client auth",
+                3600,
+            ) + "---\n"
+        })
+        .collect();
+    let out = c.kubectl.apply(&yaml);
+    assert!(out.success, "{}", out.stderr);
+    let names: Vec<String> = (0..N).map(|i| format!("batch-{i}")).collect();
+    let mut args = vec!["certificate", "approve"];
+    args.extend(names.iter().map(String::as_str));
+    c.kubectl.ok(&args);
+
+    let signed = |c: &Cluster| {
+        (0..N)
+            .filter(|i| !csr_status(c, &format!("batch-{i}"))["certificate"].is_null())
+            .count()
+    };
+    let first = c.signer();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while signed(&c) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing signed:\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.signal("KILL");
+    let before = signed(&c);
+    let mut first = first;
+    first.wait_exit(Duration::from_secs(5));
+    let second = c.signer();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while signed(&c) < N {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {N} signed:\n{}",
+            signed(&c),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every CSR was answered by exactly one successful write: the two signers' answers
+    // add up to N, and each certificate verifies.
+    let answered = |p: &Proc| {
+        p.log()
+            .matches("CertificateSigningRequest answered")
+            .count()
+    };
+    assert_eq!(
+        answered(&first) + answered(&second),
+        N,
+        "first:\n{}\nsecond:\n{}",
+        first.log(),
+        second.log()
+    );
+    assert!(
+        before < N,
+        "the first signer finished before it was killed; the test proves nothing"
+    );
+    let root = c.get(&[
+        "get",
+        "trellisclusterissuer",
+        "mesh",
+        "-o",
+        "jsonpath={.status.caCertificate}",
+    ]);
+    for i in [0, N / 2, N - 1] {
+        let chain = String::from_utf8(
+            B64.decode(
+                csr_status(&c, &format!("batch-{i}"))["certificate"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(verify(dir, &root, &chain, "sslclient")
+            .trim_end()
+            .ends_with(": OK"));
     }
 }
