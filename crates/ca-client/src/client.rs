@@ -32,6 +32,19 @@ impl CaClient {
         ttl: Duration,
         credential: Credential<'_>,
     ) -> Result<Vec<String>, String> {
+        self.create_certificate_with(csr_pem, ttl, credential, &[])
+            .await
+    }
+
+    /// As [`create_certificate`](Self::create_certificate), with string fields in the
+    /// request's metadata (`CertSigner`, `WorkloadQuote`).
+    pub async fn create_certificate_with(
+        &self,
+        csr_pem: &str,
+        ttl: Duration,
+        credential: Credential<'_>,
+        metadata: &[(&str, &str)],
+    ) -> Result<Vec<String>, String> {
         let (token, certificate) = match credential {
             Credential::Token(t) => (Some(t.to_string()), None),
             Credential::Certificate(c) => (None, Some(c)),
@@ -72,7 +85,17 @@ impl CaClient {
         let mut request = tonic::Request::new(IstioCertificateRequest {
             csr: csr_pem.to_string(),
             validity_duration: ttl.as_secs() as i64,
-            metadata: None,
+            metadata: (!metadata.is_empty()).then(|| prost_types::Struct {
+                fields: metadata
+                    .iter()
+                    .map(|(k, v)| {
+                        let value = prost_types::Value {
+                            kind: Some(prost_types::value::Kind::StringValue(v.to_string())),
+                        };
+                        (k.to_string(), value)
+                    })
+                    .collect(),
+            }),
         });
         if let Some(t) = token {
             let v = format!("Bearer {t}")

@@ -24,6 +24,9 @@ pub struct CaConfig {
     pub max_cert_ttl: Duration,
     /// Authenticate Kubernetes ServiceAccount tokens with TokenReview.
     pub kube_review: Option<KubeReview>,
+    /// RA mode: workload certificates from a Kubernetes signer (the caller connects
+    /// the [`crate::ra::KubernetesRa`] and builds with [`Ca::build_with_ra`]).
+    pub ra: Option<crate::ra::RaConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +59,16 @@ pub struct Ca {
 
 impl Ca {
     pub fn build(config: &CaConfig) -> anyhow::Result<Ca> {
+        Self::build_with_ra(config, None)
+    }
+
+    /// With `ra`, workload certificates come from a Kubernetes signer (RA mode): the
+    /// CA's own root then only certifies its serving certificate, and the signer's
+    /// roots are trusted for client certificates and added to the root bundle.
+    pub fn build_with_ra(
+        config: &CaConfig,
+        ra: Option<crate::ra::KubernetesRa>,
+    ) -> anyhow::Result<Ca> {
         if config.max_cert_ttl.is_zero() || config.max_cert_ttl > HARD_MAX_TTL {
             anyhow::bail!(
                 "--max-cert-ttl {:?} must be above 0 and at most 90 days",
@@ -99,12 +112,17 @@ impl Ca {
             }
             None => None,
         };
-        let tls = crate::server::serving_tls(&authority, &config.server_names)?;
-        let root_pem = authority.root_pem();
+        let signer_roots = ra.as_ref().map(|r| r.roots().to_vec()).unwrap_or_default();
+        let tls = crate::server::serving_tls(&authority, &config.server_names, &signer_roots)?;
+        let mut root_pem = authority.root_pem();
+        for r in &signer_roots {
+            root_pem.push_str(std::str::from_utf8(&r.to_pem()?).expect("PEM is ASCII"));
+        }
         Ok(Ca {
             tls,
             service: CaService {
                 authority: Arc::new(authority),
+                ra: ra.map(Arc::new),
                 tokens: Arc::new(tokens),
                 kube,
                 counters: Default::default(),

@@ -8,6 +8,11 @@ pub enum SignError {
     BadCsrSignature,
     #[error("the CSR's public key is not RSA (2048..4096 bits) or ECDSA P-256/P-384")]
     UnsupportedKey,
+    #[error("{0}")]
+    NotTheCaller(String),
+    /// The external signer (RA mode) did not answer, refused, or answered wrongly.
+    #[error("{0}")]
+    Upstream(String),
     #[error("signing failed: {0}")]
     Internal(String),
 }

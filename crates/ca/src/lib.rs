@@ -11,11 +11,13 @@ pub mod authority;
 mod ca;
 mod error;
 pub mod kube;
+pub mod ra;
 pub mod request;
 pub mod server;
 pub mod service;
 pub mod signer;
 pub mod token;
+pub mod workload_attestation;
 
 pub use authority::Authority;
 pub use ca::{Ca, CaConfig, KubeReview, Signing};

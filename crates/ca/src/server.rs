@@ -62,8 +62,13 @@ impl AsyncWrite for CaConn {
 }
 
 /// The CA's TLS context: a fresh P-256 key, a serving certificate for `names` signed by
-/// the authority, and client certificates verified against the authority's root.
-pub fn serving_tls(authority: &Authority, names: &[String]) -> anyhow::Result<ServerTls> {
+/// the authority, and client certificates verified against the authority's root and
+/// `other_roots` (an external signer's, in RA mode).
+pub fn serving_tls(
+    authority: &Authority,
+    names: &[String],
+    other_roots: &[boring::x509::X509],
+) -> anyhow::Result<ServerTls> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
     let chain = authority
@@ -82,7 +87,11 @@ pub fn serving_tls(authority: &Authority, names: &[String]) -> anyhow::Result<Se
         alpn: vec!["h2".into()],
         min_version: trellis_tls::TlsVersion::Tls12,
         max_version: trellis_tls::TlsVersion::Tls13,
-        client_roots: Some(vec![authority.root().clone()]),
+        client_roots: Some(
+            std::iter::once(authority.root().clone())
+                .chain(other_roots.iter().cloned())
+                .collect(),
+        ),
         require_client_certificate: false,
         client_trust_domains: vec![authority.trust_domain.clone()],
         session_resumption: true,

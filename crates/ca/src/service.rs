@@ -28,6 +28,8 @@ pub struct CaCounters {
 
 pub struct CaService {
     pub authority: Arc<Authority>,
+    /// RA mode: workloads' CSRs go to a Kubernetes signer instead of `authority`.
+    pub ra: Option<Arc<crate::ra::KubernetesRa>>,
     pub tokens: Arc<TokenIssuer>,
     pub kube: Option<Arc<TokenReviewer>>,
     pub counters: Arc<CaCounters>,
@@ -106,16 +108,39 @@ impl IstioCertificateService for CaService {
             let req = request.get_ref();
             let requested = (req.validity_duration > 0)
                 .then(|| Duration::from_secs(req.validity_duration as u64));
-            // Off the runtime's threads: with a key in a token, signing is a token call.
-            let (authority, csr, id) = (self.authority.clone(), req.csr.clone(), identity.clone());
-            let chain =
-                tokio::task::spawn_blocking(move || authority.sign_csr(&csr, &id, requested))
+            let signed = match &self.ra {
+                Some(ra) => {
+                    let ttl = requested
+                        .unwrap_or(self.authority.max_ttl)
+                        .min(self.authority.max_ttl);
+                    let evidence = metadata(req, "WorkloadQuote").and_then(|q| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(q).ok()
+                    });
+                    ra.sign(
+                        &req.csr,
+                        &identity,
+                        ttl,
+                        metadata(req, "CertSigner"),
+                        evidence.as_deref(),
+                    )
                     .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| match e {
-                        SignError::Internal(_) => Status::internal(e.to_string()),
-                        _ => Status::invalid_argument(e.to_string()),
-                    })?;
+                }
+                None => {
+                    // Off the runtime's threads: with a key in a token, signing is a token call.
+                    let (authority, csr, id) =
+                        (self.authority.clone(), req.csr.clone(), identity.clone());
+                    tokio::task::spawn_blocking(move || authority.sign_csr(&csr, &id, requested))
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?
+                }
+            };
+            let chain = signed.map_err(|e| match e {
+                SignError::Internal(_) => Status::internal(e.to_string()),
+                SignError::Upstream(_) => Status::unavailable(e.to_string()),
+                SignError::NotTheCaller(_) => Status::permission_denied(e.to_string()),
+                _ => Status::invalid_argument(e.to_string()),
+            })?;
             if let Some(token) = bootstrap {
                 self.tokens
                     .bind(token, csr_key_hash(&req.csr)?)
@@ -136,6 +161,16 @@ impl IstioCertificateService for CaService {
                 Err(status)
             }
         }
+    }
+}
+
+/// A string field of a request's metadata: `CertSigner` (Istio's `CERT_SIGNER` proxy
+/// metadata), `WorkloadQuote` (attestation evidence, base64).
+fn metadata<'r>(req: &'r IstioCertificateRequest, key: &str) -> Option<&'r str> {
+    let field = req.metadata.as_ref()?.fields.get(key)?;
+    match field.kind.as_ref()? {
+        prost_types::value::Kind::StringValue(s) => Some(s),
+        _ => None,
     }
 }
 

@@ -68,6 +68,14 @@ pub struct Identity {
     /// Requested lifetime (the CA may cap it). Rotation at half of it, ±1% jitter.
     #[serde(default = "default_cert_ttl")]
     pub cert_ttl: Dur,
+    /// The trust domain a Kubernetes ServiceAccount token's account is named in, in
+    /// the CSR (Istio's TRUST_DOMAIN).
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".into()
 }
 
 fn is_memory(p: &PrivateKeyProvider) -> bool {

@@ -89,16 +89,35 @@ pub async fn plane(opts: &Options) -> anyhow::Result<ControlPlane> {
     Ok(plane)
 }
 
+/// The embedded CA; in RA mode with its Kubernetes client.
+async fn build_ca(
+    config: &trellis_ca::CaConfig,
+    kube: Option<&KubeOptions>,
+) -> anyhow::Result<trellis_ca::Ca> {
+    let Some(ra) = &config.ra else {
+        return trellis_ca::Ca::build(config);
+    };
+    let kube = kube.ok_or_else(|| {
+        anyhow::anyhow!("--ca-mode kubernetes-csr needs the cluster: --kubeconfig or --kube")
+    })?;
+    let client = trellis_kube::client(kube.kubeconfig.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("--kubeconfig {e}"))?;
+    let ra = trellis_ca::ra::KubernetesRa::new(client, ra.clone())?;
+    tracing::info!(signer = %config.ra.as_ref().map(|r| r.signer.as_str()).unwrap_or_default(),
+        "RA mode: workload certificates from Kubernetes CertificateSigningRequests");
+    trellis_ca::Ca::build_with_ra(config, Some(ra))
+}
+
 /// Loads the inputs, binds the ports and starts serving.
 pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
     if opts.ca.is_none() && opts.plaintext_xds.is_none() {
         anyhow::bail!("without the CA port and without a plaintext port nothing would serve xDS");
     }
-    let ca = opts
-        .ca
-        .as_ref()
-        .map(|(config, listen)| Ok::<_, anyhow::Error>((trellis_ca::Ca::build(config)?, *listen)))
-        .transpose()?;
+    let ca = match &opts.ca {
+        Some((config, listen)) => Some((build_ca(config, opts.kube.as_ref()).await?, *listen)),
+        None => None,
+    };
     let plane = Arc::new(plane(&opts).await?);
     plane
         .reload()

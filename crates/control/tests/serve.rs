@@ -136,6 +136,7 @@ async fn istiod_in_process_certifies_a_sidecar_and_serves_it_its_own_view_only()
                 signing: None,
                 max_cert_ttl: Duration::from_secs(24 * 3600),
                 kube_review: None,
+                ra: None,
             },
             "127.0.0.1:0".parse().unwrap(),
         )),

@@ -59,7 +59,8 @@ pub fn failure(e: &SignError) -> Option<Failure> {
     let reason = match e {
         SignError::MalformedCsr | SignError::BadCsrSignature => "InvalidCSR",
         SignError::UnsupportedKey => "KeyNotAllowed",
-        SignError::Internal(_) => return None,
+        SignError::NotTheCaller(_) => "InvalidCSR",
+        SignError::Internal(_) | SignError::Upstream(_) => return None,
     };
     Some(Failure {
         reason,

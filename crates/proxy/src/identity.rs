@@ -167,6 +167,15 @@ impl Agent {
         }
     }
 
+    /// The identity the CSR names: the current certificate's, else the one the token
+    /// was issued for.
+    fn csr_identity(&self) -> Option<String> {
+        match self.current() {
+            Some(c) => Some(c.identity.clone()),
+            None => token_identity(&self.token()?, &self.config.trust_domain),
+        }
+    }
+
     async fn renew(&self) -> Result<(), String> {
         let result = self.fetch().await;
         let label = crate::stats::ResultLabels {
@@ -204,7 +213,7 @@ impl Agent {
             })
             .await?
             .clone();
-        let key = source.generate().await?;
+        let key = source.generate(self.csr_identity().as_deref()).await?;
         match self.certify(&key, roots).await {
             Ok(cert) => {
                 self.retire_token_key(key.in_token);
@@ -273,6 +282,26 @@ impl Agent {
             }
         });
     }
+}
+
+/// The identity a token was issued for, read from it unverified (the CA verifies it):
+/// a Trellis bootstrap token's SPIFFE subject, or a Kubernetes ServiceAccount token's
+/// `system:serviceaccount:<namespace>:<account>` in `trust_domain`.
+fn token_identity(token: &str, trust_domain: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let sub = claims["sub"].as_str()?;
+    if sub.starts_with("spiffe://") {
+        return Some(sub.to_string());
+    }
+    let (ns, sa) = sub
+        .strip_prefix("system:serviceaccount:")?
+        .split_once(':')?;
+    Some(format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"))
 }
 
 fn install(

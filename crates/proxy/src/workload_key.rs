@@ -10,6 +10,7 @@ use boring::hash::MessageDigest;
 use boring::nid::Nid;
 use boring::pkey::{PKey, Private, Public};
 use boring::rsa::Rsa;
+use boring::x509::extension::SubjectAlternativeName;
 use boring::x509::{X509Name, X509Req};
 use trellis_config::{Identity, KeyType, PrivateKeyProvider};
 use trellis_pkcs11::{KeyKind, Pkcs11Key, Pkcs11Uri, Token, TokenKey};
@@ -70,9 +71,10 @@ impl KeySource {
         Ok(KeySource::Token { token, kind, label })
     }
 
-    /// A new key and its CSR. Key generation runs off the caller's thread (an RSA key
-    /// takes 50 ms to seconds; a token call blocks).
-    pub async fn generate(&self) -> Result<NewKey, String> {
+    /// A new key and its CSR, naming `identity` when the agent knows it. Key generation
+    /// runs off the caller's thread (an RSA key takes 50 ms to seconds; a token call
+    /// blocks).
+    pub async fn generate(&self, identity: Option<&str>) -> Result<NewKey, String> {
         match self {
             KeySource::Process {
                 kind,
@@ -84,7 +86,7 @@ impl KeySource {
                     .await
                     .map_err(|e| format!("key generation: {e}"))?
                     .map_err(|e| e.to_string())?;
-                let csr = csr_pem(&key, &key).map_err(|e| e.to_string())?;
+                let csr = csr_pem(&key, &key, identity).map_err(|e| e.to_string())?;
                 let public = public_of(&key)?;
                 let provider =
                     crate::keys::key_provider(provider, key, metrics).map_err(|(field, e)| {
@@ -116,7 +118,8 @@ impl KeySource {
                 // with a stand-in; the token signs it again.
                 let stand_in = trellis_tls::resign::stand_in(trellis_tls::KeyAlgorithm::EcdsaP256)
                     .map_err(|e| e.to_string())?;
-                let draft = csr_der(key.public_key(), &stand_in).map_err(|e| e.to_string())?;
+                let draft =
+                    csr_der(key.public_key(), &stand_in, identity).map_err(|e| e.to_string())?;
                 let der = trellis_tls::resign::resign(&draft, &provider)
                     .await
                     .map_err(|e| format!("signing the CSR in the token: {e}"))?;
@@ -150,15 +153,27 @@ fn public_of(key: &PKey<Private>) -> Result<PKey<Public>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A CSR with no names (the CA decides the identity from how the agent authenticates)
-/// for `public`, signed by `signer`.
+/// A CSR for `public`, signed by `signer`, whose only name is the workload's SPIFFE ID
+/// when the agent knows it (as Istio's agent writes it). Trellis's own CA takes the
+/// identity from how the agent authenticates and reads no names; a CA in RA mode checks
+/// that the CSR names exactly the caller, since the signer behind it copies the names.
 fn csr_der<T: boring::pkey::HasPublic>(
     public: &boring::pkey::PKeyRef<T>,
     signer: &PKey<Private>,
+    identity: Option<&str>,
 ) -> Result<Vec<u8>, boring::error::ErrorStack> {
     let mut b = X509Req::builder()?;
     b.set_subject_name(&X509Name::builder()?.build())?;
     b.set_pubkey(public)?;
+    if let Some(id) = identity {
+        let san = SubjectAlternativeName::new()
+            .critical()
+            .uri(id)
+            .build(&b.x509v3_context(None))?;
+        let mut extensions = boring::stack::Stack::new()?;
+        extensions.push(san)?;
+        b.add_extensions(&extensions)?;
+    }
     b.sign(signer, MessageDigest::sha256())?;
     b.build().to_der()
 }
@@ -166,7 +181,8 @@ fn csr_der<T: boring::pkey::HasPublic>(
 fn csr_pem(
     key: &PKey<Private>,
     signer: &PKey<Private>,
+    identity: Option<&str>,
 ) -> Result<String, boring::error::ErrorStack> {
-    let der = csr_der(key, signer)?;
+    let der = csr_der(key, signer, identity)?;
     Ok(String::from_utf8(X509Req::from_der(&der)?.to_pem()?).expect("PEM is ASCII"))
 }

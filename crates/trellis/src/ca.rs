@@ -90,6 +90,7 @@ impl CaOptions {
                 token_file: self.kube_token_file.clone(),
                 ca_file: self.kube_ca_file.clone(),
             }),
+            ra: None,
         }
     }
 }

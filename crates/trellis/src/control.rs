@@ -60,6 +60,38 @@ pub struct ControlArgs {
     output: Output,
     #[command(flatten)]
     ca: CaOptions,
+    /// Where workload certificates come from: `local` (the embedded CA signs them) or
+    /// `kubernetes-csr` (RA mode, Istio's EXTERNAL_CA=ISTIOD_RA_KUBERNETES_API: each
+    /// authenticated workload's CSR becomes a Kubernetes CertificateSigningRequest for
+    /// --signer, approved by the control plane; needs --kubeconfig or --kube).
+    #[arg(long, value_enum, default_value_t = CaMode::Local)]
+    ca_mode: CaMode,
+    /// RA mode: the signer name (`clusterissuers.trellis.io/mesh`).
+    #[arg(long, required_if_eq("ca_mode", "kubernetes-csr"))]
+    signer: Option<String>,
+    /// RA mode: a workload's `CertSigner` proxy metadata picks `<domain>/<CertSigner>`
+    /// (Istio's CERT_SIGNER_DOMAIN); without it the metadata is refused.
+    #[arg(long, requires = "signer")]
+    signer_domain: Option<String>,
+    /// RA mode: the signers' roots (PEM): issued chains must end in one, and the CA's
+    /// root bundle (what sidecars trust) carries them.
+    #[arg(long, required_if_eq("ca_mode", "kubernetes-csr"))]
+    signer_root: Option<PathBuf>,
+    /// RA mode: how long a CSR waits for its signer.
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    signer_timeout: Duration,
+    /// RA mode, NOT SECURITY: require workloads to present a test-double "quote"
+    /// (HMAC with the key in this file, bound to the CSR's key and identity) before
+    /// their CSRs are approved; the stand-in for SGX quote verification where there is
+    /// no SGX, for tests.
+    #[arg(long, requires = "signer")]
+    insecure_test_double_workload_quotes: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CaMode {
+    Local,
+    KubernetesCsr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -78,7 +110,21 @@ impl ControlArgs {
                 sync_timeout: self.kube_sync_timeout,
             }),
             plaintext_xds: self.xds_listen,
-            ca: (!self.no_ca).then(|| (self.ca.config(), self.ca.listen)),
+            ca: (!self.no_ca).then(|| {
+                let mut config = self.ca.config();
+                if self.ca_mode == CaMode::KubernetesCsr {
+                    config.ra = Some(trellis_ca::ra::RaConfig {
+                        signer: self.signer.clone().unwrap_or_default(),
+                        signer_domain: self.signer_domain.clone(),
+                        roots: self.signer_root.clone().unwrap_or_default(),
+                        timeout: self.signer_timeout,
+                        insecure_test_double_quotes: self
+                            .insecure_test_double_workload_quotes
+                            .clone(),
+                    });
+                }
+                (config, self.ca.listen)
+            }),
             poll_interval: self.poll_interval,
         }
     }

@@ -778,3 +778,225 @@ fn a_signer_killed_mid_batch_loses_nothing_and_signs_nothing_twice() {
             .ends_with(": OK"));
     }
 }
+
+/// RA mode: `trellis control --ca-mode kubernetes-csr` forwards each sidecar's CSR to
+/// the Kubernetes API for a TrellisClusterIssuer, approves it, and hands the signed
+/// chain back; the sidecars talk mutual TLS with those certificates; a CSR naming
+/// anyone but the caller is refused before it reaches the cluster.
+#[tokio::test]
+async fn ra_mode_sidecars_get_their_certificates_from_a_kubernetes_signer() {
+    use super::control::{call_reviews, eventually, sidecar, Workload, SERVICES};
+    let _quiet = quiet().await;
+    let Some(c) = cluster("tcs-ra") else {
+        return;
+    };
+    c.kubectl.apply(
+        "apiVersion: trellis.io/v1alpha1\nkind: TrellisClusterIssuer\nmetadata: {name: mesh}\nspec: {token: tcs, maxTTL: 24h}\n",
+    );
+    let signer = c.signer();
+    let signer_root = c.ready("trellisclusterissuer", "mesh", &signer);
+    let dir = c.dir.path();
+    let root_file = dir.join("signer-root.pem");
+    std::fs::write(&root_file, &signer_root).unwrap();
+
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &r1.entry(),
+    )
+    .unwrap();
+    let _app = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let control = control_with(&[
+        "--config-dir",
+        mesh.path().to_str().unwrap(),
+        "--kubeconfig",
+        c.kubectl.kubeconfig().to_str().unwrap(),
+        "--ca-mode",
+        "kubernetes-csr",
+        "--signer",
+        "clusterissuers.trellis.io/mesh",
+        "--signer-root",
+        root_file.to_str().unwrap(),
+    ]);
+    assert!(
+        control.ca.root_pem.contains(signer_root.trim()),
+        "the bundle carries the signer's root"
+    );
+    let sidecars = tempfile::tempdir().unwrap();
+    let _s_page = sidecar(&control, &page, sidecars.path());
+    let _s1 = sidecar(&control, &r1, sidecars.path());
+    eventually(
+        "productpage reaches reviews over mTLS",
+        Duration::from_secs(20),
+        async || {
+            send(
+                Req::get(&format!("http://127.0.0.1:{}/", page.outbound))
+                    .header("host", "reviews:9080"),
+            )
+            .await
+            .is_ok_and(|r| r.status == 200)
+        },
+    )
+    .await;
+    assert!(call_reviews(page.outbound, 5)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v1"));
+    let r = send(
+        Req::get(&format!("http://127.0.0.1:{}/headers", page.outbound))
+            .header("host", "reviews:9080"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.body
+            .contains("spiffe://cluster.local/ns/default/sa/productpage"),
+        "{}",
+        r.body
+    );
+
+    // The sidecars' certificates are the signer's, whose key is in the token: the
+    // signer answered their CSRs, and the control plane deleted them afterwards.
+    let answered = signer
+        .log()
+        .matches("CertificateSigningRequest answered")
+        .count();
+    assert!(answered >= 2, "{}", signer.log());
+    let left = c.get(&["get", "csr", "-o", "name"]);
+    assert!(left.trim().is_empty(), "answered CSRs are deleted: {left}");
+
+    // A CSR that names someone else is refused by the RA; nothing reaches the cluster.
+    let ca = super::ca::client(&control.ca);
+    let token = control
+        .ca
+        .token("spiffe://cluster.local/ns/default/sa/productpage", "1h");
+    let key = super::ca::ec();
+    let e = ca
+        .create_certificate(
+            &super::ca::csr(&key, "spiffe://cluster.local/ns/default/sa/admin"),
+            Duration::from_secs(3600),
+            trellis_ca::Credential::Token(&token),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("PermissionDenied") && e.contains("exactly the caller's identity"),
+        "{e}"
+    );
+    // Named right, it is signed by the signer, and the chain ends in its root.
+    let chain = ca
+        .create_certificate(
+            &super::ca::csr(&key, "spiffe://cluster.local/ns/default/sa/productpage"),
+            Duration::from_secs(3600),
+            trellis_ca::Credential::Token(&token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(chain.last().unwrap().trim(), signer_root.trim());
+    let pem = chain.join("");
+    assert!(verify(
+        dir,
+        &signer_root,
+        &pem[..pem.rfind("-----BEGIN").unwrap()],
+        "sslclient"
+    )
+    .trim_end()
+    .ends_with(": OK"));
+}
+
+/// RA mode with workload attestation: the control plane approves a workload's CSR only
+/// when the request carries a quote bound to the CSR's key and the caller's identity.
+/// The verifier here is the insecure test double (no SGX on these machines); the path
+/// (evidence in the request's metadata, checked before anything reaches the cluster) is
+/// the one an SGX quote verifier takes.
+#[tokio::test]
+async fn ra_mode_approves_only_attested_workloads_when_asked() {
+    use trellis_ca::workload_attestation::InsecureTestDoubleQuotes;
+    let Some(c) = cluster("tcs-quote") else {
+        return;
+    };
+    c.kubectl.apply(
+        "apiVersion: trellis.io/v1alpha1\nkind: TrellisClusterIssuer\nmetadata: {name: mesh}\nspec: {token: tcs}\n",
+    );
+    let signer = c.signer();
+    let signer_root = c.ready("trellisclusterissuer", "mesh", &signer);
+    let dir = c.dir.path();
+    let (root_file, key_file) = (dir.join("signer-root.pem"), dir.join("quote-key"));
+    std::fs::write(&root_file, &signer_root).unwrap();
+    let quote_key = [7u8; 32];
+    std::fs::write(&key_file, quote_key).unwrap();
+    let mesh = tempfile::tempdir().unwrap();
+    let control = control_with(&[
+        "--config-dir",
+        mesh.path().to_str().unwrap(),
+        "--kubeconfig",
+        c.kubectl.kubeconfig().to_str().unwrap(),
+        "--ca-mode",
+        "kubernetes-csr",
+        "--signer",
+        "clusterissuers.trellis.io/mesh",
+        "--signer-root",
+        root_file.to_str().unwrap(),
+        "--insecure-test-double-workload-quotes",
+        key_file.to_str().unwrap(),
+    ]);
+    let id = "spiffe://cluster.local/ns/default/sa/enclave-app";
+    let token = control.ca.token(id, "1h");
+    let ca = super::ca::client(&control.ca);
+    let key = super::ca::ec();
+    let csr = super::ca::csr(&key, id);
+    let spki = key.public_key_to_der().unwrap();
+    let ask = |quote: Option<String>| {
+        let (ca, csr, token) = (&ca, &csr, &token);
+        async move {
+            let metadata: Vec<(&str, &str)> = quote
+                .iter()
+                .map(|q| ("WorkloadQuote", q.as_str()))
+                .collect();
+            ca.create_certificate_with(
+                csr,
+                Duration::from_secs(3600),
+                trellis_ca::Credential::Token(token),
+                &metadata,
+            )
+            .await
+        }
+    };
+    let e = ask(None).await.unwrap_err();
+    assert!(
+        e.contains("PermissionDenied") && e.contains("no WorkloadQuote"),
+        "{e}"
+    );
+    let for_other_key = InsecureTestDoubleQuotes::quote(
+        &quote_key,
+        id,
+        &super::ca::ec().public_key_to_der().unwrap(),
+    );
+    let e = ask(Some(B64.encode(for_other_key))).await.unwrap_err();
+    assert!(e.contains("does not verify"), "{e}");
+    let for_other_id = InsecureTestDoubleQuotes::quote(
+        &quote_key,
+        "spiffe://cluster.local/ns/default/sa/x",
+        &spki,
+    );
+    assert!(ask(Some(B64.encode(for_other_id))).await.is_err());
+    assert!(
+        !signer.log().contains("CertificateSigningRequest answered"),
+        "refused requests never reached the cluster:\n{}",
+        signer.log()
+    );
+    let chain = ask(Some(
+        B64.encode(InsecureTestDoubleQuotes::quote(&quote_key, id, &spki)),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(chain.last().unwrap().trim(), signer_root.trim());
+    assert!(control.ca.proc.log().contains("INSECURE TEST DOUBLE"));
+}
