@@ -13,7 +13,7 @@ use boring::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
     SubjectKeyIdentifier,
 };
-use boring::x509::{X509Name, X509Req, X509};
+use boring::x509::{X509Builder, X509Name, X509NameRef, X509Req, X509};
 use std::path::Path;
 use std::time::Duration;
 use trellis_pkcs11::{KeyKind, Pkcs11Uri, Token, TokenKey};
@@ -43,7 +43,7 @@ pub fn name(org: &str, cn: &str) -> Result<X509Name, boring::error::ErrorStack> 
     Ok(n.build())
 }
 
-pub(crate) fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
+fn random_serial() -> Result<Asn1Integer, boring::error::ErrorStack> {
     let mut bn = BigNum::new()?;
     // 127 random bits with the top bit clear: positive and below 2^127, as RFC 5280 asks.
     bn.rand(127, MsbOption::MAYBE_ZERO, false)?;
@@ -265,22 +265,8 @@ impl Authority {
         ttl: Duration,
         server_only: bool,
     ) -> Result<X509, SignError> {
-        let now = unix_now();
-        let signer_end = asn1_unix(self.signing_cert.not_after());
-        let not_after = (now + ttl.as_secs() as i64).min(signer_end);
-        let mut b = X509::builder()?;
-        b.set_version(2)?;
-        let v6 = random_serial()?;
-        b.set_serial_number(&v6)?;
         // Istio's workload certificates carry their identity only in the SAN.
-        b.set_subject_name(&X509Name::builder()?.build())?;
-        b.set_issuer_name(self.signing_cert.subject_name())?;
-        // A minute of slack for peers whose clocks run slightly behind.
-        let v7 = Asn1Time::from_unix(now - 60)?;
-        b.set_not_before(&v7)?;
-        let v8 = Asn1Time::from_unix(not_after)?;
-        b.set_not_after(&v8)?;
-        b.set_pubkey(key)?;
+        let mut b = self.child(&X509Name::builder()?.build(), key, ttl)?;
         let v9 = BasicConstraints::new().critical().build()?;
         b.append_extension(&v9)?;
         let v10 = KeyUsage::new()
@@ -306,13 +292,71 @@ impl Authority {
                 _ => return Err(SignError::Internal(format!("bad SAN {s}"))),
             };
         }
-        let ctx = b.x509v3_context(Some(&self.signing_cert), None);
-        let san = san.build(&ctx)?;
-        let aki = AuthorityKeyIdentifier::new().keyid(false).build(&ctx)?;
+        let san = san.build(&b.x509v3_context(Some(&self.signing_cert), None))?;
         b.append_extension(&san)?;
+        self.sign_child(b)
+    }
+
+    /// A builder for a certificate this authority signs, named `subject`, for `public`,
+    /// valid for `ttl` but never past the signing certificate.
+    pub(crate) fn child<T: boring::pkey::HasPublic>(
+        &self,
+        subject: &X509NameRef,
+        public: &boring::pkey::PKeyRef<T>,
+        ttl: Duration,
+    ) -> Result<X509Builder, boring::error::ErrorStack> {
+        let not_after =
+            (unix_now() + ttl.as_secs() as i64).min(asn1_unix(self.signing_cert.not_after()));
+        builder(subject, self.signing_cert.subject_name(), public, not_after)
+    }
+
+    /// Adds the key identifiers (its own, and this authority's) and signs.
+    pub(crate) fn sign_child(&self, mut b: X509Builder) -> Result<X509, SignError> {
+        let ctx = b.x509v3_context(Some(&self.signing_cert), None);
+        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
+        let aki = AuthorityKeyIdentifier::new().keyid(false).build(&ctx)?;
+        b.append_extension(&ski)?;
         b.append_extension(&aki)?;
         self.signer.sign(b)
     }
+}
+
+/// A builder with what every certificate made here has: version 3, a random serial,
+/// `subject` issued by `issuer`, valid from a minute ago (for peers whose clocks run
+/// slightly behind) until `not_after` (seconds since the epoch), for `public`.
+fn builder<T: boring::pkey::HasPublic>(
+    subject: &X509NameRef,
+    issuer: &X509NameRef,
+    public: &boring::pkey::PKeyRef<T>,
+    not_after: i64,
+) -> Result<X509Builder, boring::error::ErrorStack> {
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let serial = random_serial()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(subject)?;
+    b.set_issuer_name(issuer)?;
+    let (from, until) = (
+        Asn1Time::from_unix(unix_now() - 60)?,
+        Asn1Time::from_unix(not_after)?,
+    );
+    b.set_not_before(&from)?;
+    b.set_not_after(&until)?;
+    b.set_pubkey(public)?;
+    Ok(b)
+}
+
+/// What makes a certificate a CA's: critical basic constraints CA, and certificate and
+/// CRL signing its only key usages.
+pub(crate) fn ca_extensions(b: &mut X509Builder) -> Result<(), boring::error::ErrorStack> {
+    let constraints = BasicConstraints::new().critical().ca().build()?;
+    b.append_extension(&constraints)?;
+    let usage = KeyUsage::new()
+        .critical()
+        .key_cert_sign()
+        .crl_sign()
+        .build()?;
+    b.append_extension(&usage)
 }
 
 /// A self-signed 10-year root for `public`, signed by `signer` (its key).
@@ -331,27 +375,9 @@ pub fn self_signed<T: boring::pkey::HasPublic>(
     public: &boring::pkey::PKeyRef<T>,
     subject: &boring::x509::X509NameRef,
 ) -> Result<X509, SignError> {
-    let mut b = X509::builder()?;
-    b.set_version(2)?;
-    let serial = random_serial()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(subject)?;
-    b.set_issuer_name(subject)?;
-    let (from, until) = (
-        Asn1Time::from_unix(unix_now() - 60)?,
-        Asn1Time::days_from_now(ROOT_TTL_DAYS)?,
-    );
-    b.set_not_before(&from)?;
-    b.set_not_after(&until)?;
-    b.set_pubkey(public)?;
-    let constraints = BasicConstraints::new().critical().ca().build()?;
-    b.append_extension(&constraints)?;
-    let usage = KeyUsage::new()
-        .critical()
-        .key_cert_sign()
-        .crl_sign()
-        .build()?;
-    b.append_extension(&usage)?;
+    let not_after = unix_now() + i64::from(ROOT_TTL_DAYS) * 86_400;
+    let mut b = builder(subject, subject, public, not_after)?;
+    ca_extensions(&mut b)?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(&ski)?;
     signer.sign(b)

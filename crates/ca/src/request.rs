@@ -9,14 +9,11 @@
 
 use std::time::Duration;
 
-use boring::asn1::Asn1Time;
 use boring::pkey::{PKey, Public};
-use boring::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
-};
+use boring::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 use boring::x509::{X509Req, X509};
 
-use crate::authority::{asn1_unix, random_serial, unix_now, Authority};
+use crate::authority::Authority;
 use crate::error::SignError;
 
 /// A key usage as Kubernetes (`certificates.k8s.io/v1` KeyUsage) and cert-manager
@@ -134,22 +131,7 @@ impl Authority {
     /// Signs what `r` asks for. The certificate never outlives the signing certificate.
     pub fn sign_requested(&self, r: &Requested) -> Result<Issued, SignError> {
         let (csr, key) = verified_csr(r.csr)?;
-        let now = unix_now();
-        let not_after =
-            (now + r.ttl.as_secs() as i64).min(asn1_unix(self.signing_cert.not_after()));
-        let mut b = X509::builder()?;
-        b.set_version(2)?;
-        let serial = random_serial()?;
-        b.set_serial_number(&serial)?;
-        b.set_subject_name(csr.subject_name())?;
-        b.set_issuer_name(self.signing_cert.subject_name())?;
-        let (from, until) = (
-            Asn1Time::from_unix(now - 60)?,
-            Asn1Time::from_unix(not_after)?,
-        );
-        b.set_not_before(&from)?;
-        b.set_not_after(&until)?;
-        b.set_pubkey(&key)?;
+        let mut b = self.child(csr.subject_name(), &key, r.ttl)?;
         let constraints = if r.is_ca {
             BasicConstraints::new().critical().ca().pathlen(0).build()?
         } else {
@@ -231,12 +213,7 @@ impl Authority {
                 b.append_extension(&ext)?;
             }
         }
-        let ctx = b.x509v3_context(Some(&self.signing_cert), None);
-        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
-        let aki = AuthorityKeyIdentifier::new().keyid(false).build(&ctx)?;
-        b.append_extension(&ski)?;
-        b.append_extension(&aki)?;
-        let certificate = self.signer.sign(b)?;
+        let certificate = self.sign_child(b)?;
         let mut intermediates = self.chain.clone();
         let root = intermediates.pop().expect("chain is never empty");
         Ok(Issued {
@@ -257,34 +234,8 @@ impl Authority {
         subject: &boring::x509::X509NameRef,
         ttl: Duration,
     ) -> Result<X509, SignError> {
-        let now = unix_now();
-        let not_after = (now + ttl.as_secs() as i64).min(asn1_unix(self.signing_cert.not_after()));
-        let mut b = X509::builder()?;
-        b.set_version(2)?;
-        let serial = random_serial()?;
-        b.set_serial_number(&serial)?;
-        b.set_subject_name(subject)?;
-        b.set_issuer_name(self.signing_cert.subject_name())?;
-        let (from, until) = (
-            Asn1Time::from_unix(now - 60)?,
-            Asn1Time::from_unix(not_after)?,
-        );
-        b.set_not_before(&from)?;
-        b.set_not_after(&until)?;
-        b.set_pubkey(public)?;
-        let constraints = BasicConstraints::new().critical().ca().build()?;
-        b.append_extension(&constraints)?;
-        let usage = KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()?;
-        b.append_extension(&usage)?;
-        let ctx = b.x509v3_context(Some(&self.signing_cert), None);
-        let ski = SubjectKeyIdentifier::new().build(&ctx)?;
-        let aki = AuthorityKeyIdentifier::new().keyid(false).build(&ctx)?;
-        b.append_extension(&ski)?;
-        b.append_extension(&aki)?;
-        self.signer.sign(b)
+        let mut b = self.child(subject, public, ttl)?;
+        crate::authority::ca_extensions(&mut b)?;
+        self.sign_child(b)
     }
 }

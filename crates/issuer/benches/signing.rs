@@ -22,8 +22,7 @@ use k8s_openapi::api::certificates::v1::{
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::Api;
 use trellis_kube::fake::FakeApiServer;
-
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use trellis_pkcs11::softhsm::TestTokens;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -137,37 +136,9 @@ async fn main() {
         "{} is missing: cargo build --release -p trellis",
         bin.display()
     );
-    assert!(
-        Path::new(MODULE).exists(),
-        "SoftHSM2 is missing (Debian softhsm2)"
-    );
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tokens")).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.path().join("tokens").display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    std::fs::write(dir.path().join("pin"), "1234\n").unwrap();
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--so-pin",
-            "0000",
-            "--pin",
-            "1234",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let tokens = TestTokens::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let token = format!("tcs={}", tokens.init("bench").unwrap());
 
     let fake = FakeApiServer::empty(Some("bench")).unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -189,10 +160,6 @@ async fn main() {
             &GroupVersionKind::gvk("trellis.io", "v1alpha1", "TrellisClusterIssuer"),
             "trellisclusterissuers",
         ),
-    );
-    let token = format!(
-        "tcs=pkcs11:token=bench?module-path={MODULE}&pin-source=file:{}",
-        dir.path().join("pin").display()
     );
     let signer = Signer(
         Command::new(&bin)

@@ -655,9 +655,12 @@ impl<'a> Gen<'a> {
             base.matches.prefix = Some("/".into());
             return vec![base];
         }
-        // Istio's matches are alternatives: one route per match, same action.
+        // Istio's matches are alternatives: one route per match, same action; a match
+        // with a port is one for the virtual host of that port only (a route whose
+        // matches all name other ports has none here).
         r.matches
             .iter()
+            .filter(|m| m.port.is_none_or(|port| port == 0 || port == p.number))
             .map(|m| {
                 let mut route = base.clone();
                 route.matches = route_match(m);

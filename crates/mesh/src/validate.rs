@@ -93,10 +93,8 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
                     string_match(&format!("{mp}.{field}.{name}"), sm, &mut errors);
                 }
             }
-            if m.port.is_some() || !m.source_labels.is_empty() {
-                errors.push(format!(
-                    "{mp}: port and sourceLabels matches are not supported yet"
-                ));
+            if !m.source_labels.is_empty() {
+                errors.push(format!("{mp}.sourceLabels: not supported yet"));
             }
         }
         let actions = [

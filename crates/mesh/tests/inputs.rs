@@ -521,3 +521,57 @@ spec:
         assert!(all.iter().any(|w| w.contains(needle)), "{needle}: {all:#?}");
     }
 }
+
+/// A match with a port belongs to that port's virtual host only (Istio's
+/// `HTTPMatchRequest.port`), as in Istio's egress sample that rewrites port 80 of
+/// googleapis to 443 (samples/bookinfo/networking/egress-rule-google-apis.yaml).
+#[test]
+fn port_matches_belong_to_the_virtual_host_of_their_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: api, namespace: default }\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  endpoints: [{ address: 127.0.0.2 }]\n  ports:\n    - { number: 80, name: http, protocol: HTTP }\n    - { number: 8080, name: http-alt, protocol: HTTP }\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: api, namespace: default }\nspec:\n  hosts: [api.example.com]\n  http:\n    - match: [{ port: 80, uri: { prefix: /v1 } }, { port: 9999 }]\n      route: [{ destination: { host: api.example.com, port: { number: 8080 } } }]\n    - match: [{ port: 8080 }]\n      directResponse: { status: 418 }\n";
+    std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+    std::fs::write(dir.path().join("api.yaml"), api).unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    let outbound = config
+        .listeners
+        .iter()
+        .find(|l| l.name == "outbound")
+        .unwrap();
+    let vhosts = &outbound.http.as_ref().unwrap().virtual_hosts;
+    let routes = |name: &str| -> Vec<(Option<String>, Option<String>, Option<u16>)> {
+        let v = vhosts
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        v.routes
+            .iter()
+            .map(|r| {
+                (
+                    r.matches.prefix.clone(),
+                    r.route.as_ref().and_then(|a| a.cluster.clone()),
+                    r.direct_response.as_ref().map(|d| d.status),
+                )
+            })
+            .collect()
+    };
+    let on_80 = routes("api.example.com:80");
+    assert_eq!(
+        on_80[0],
+        (
+            Some("/v1".into()),
+            Some("outbound|8080||api.example.com".into()),
+            None
+        )
+    );
+    assert_eq!(
+        on_80.len(),
+        2,
+        "the /v1 route, then the default route: {on_80:?}"
+    );
+    let on_8080 = routes("api.example.com:8080");
+    assert_eq!(on_8080[0].2, Some(418), "{on_8080:?}");
+    assert_eq!(on_8080.len(), 2, "{on_8080:?}");
+}

@@ -9,50 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use trellis_pkcs11::softhsm::TestTokens;
 use trellis_pkcs11::{KeyKind, Pkcs11Key, Pkcs11Uri, Token, TokenKey};
 use trellis_tls::{PrivateKeyProvider, SignatureScheme};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
 fn token() -> Option<Arc<Token>> {
-    if !std::path::Path::new(MODULE).exists() {
-        eprintln!("skipped: SoftHSM2 (Debian softhsm2) is not installed");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap().keep();
-    std::fs::create_dir(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    std::fs::write(dir.join("pin"), "1234").unwrap();
-    let ok = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--so-pin",
-            "0000",
-            "--pin",
-            "1234",
-        ])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok);
-    let uri = Pkcs11Uri::parse(&format!(
-        "pkcs11:token=bench?module-path={MODULE}&pin-source=file:{}",
-        dir.join("pin").display()
-    ))
-    .unwrap();
+    let tokens = match TestTokens::new(&tempfile::tempdir().unwrap().keep()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return None;
+        }
+    };
+    let uri = Pkcs11Uri::parse(&tokens.init("bench").unwrap()).unwrap();
     Some(Token::open(&uri, None, 2).unwrap())
 }
 

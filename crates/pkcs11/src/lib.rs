@@ -14,6 +14,7 @@
 
 mod key;
 mod objects;
+pub mod softhsm;
 mod token;
 mod uri;
 

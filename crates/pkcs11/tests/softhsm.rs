@@ -3,79 +3,39 @@
 //! provider offers checked against the public key with BoringSSL, and the refusals a
 //! user meets (wrong PIN, no such token, no such key).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use boring::rsa::Padding;
 use boring::sign::{RsaPssSaltlen, Verifier};
+use trellis_pkcs11::softhsm::{TestTokens, MODULE};
 use trellis_pkcs11::{KeyKind, Pkcs11Key, Pkcs11Uri, Token, TokenKey};
 use trellis_tls::{PrivateKeyProvider, SignatureScheme};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// The token directory of this test binary (one per process: the module reads its
-/// configuration once), or None where SoftHSM2 is missing (a failure under CI=true).
-fn softhsm() -> Option<&'static PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let present = std::path::Path::new(MODULE).exists()
-            && Command::new("softhsm2-util")
-                .arg("--version")
-                .output()
-                .is_ok();
-        if !present {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true: SoftHSM2 (Debian softhsm2) is needed"
-            );
-            eprintln!("skipped: SoftHSM2 (Debian softhsm2) is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap().keep();
-        std::fs::create_dir(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.join("tokens").display()
-            ),
-        )
-        .unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        std::fs::write(dir.join("pin"), "1234\n").unwrap();
-        std::fs::write(dir.join("wrong-pin"), "9999\n").unwrap();
-        Some(dir)
-    })
-    .as_ref()
+/// The SoftHSM2 tokens of this test binary (one directory per process: the module reads
+/// its configuration once), or None where SoftHSM2 is missing (a failure under CI=true).
+fn softhsm() -> Option<&'static TestTokens> {
+    static TOKENS: OnceLock<Option<TestTokens>> = OnceLock::new();
+    TOKENS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            match TestTokens::new(&dir) {
+                Ok(t) => {
+                    std::fs::write(dir.join("wrong-pin"), "9999\n").unwrap();
+                    Some(t)
+                }
+                Err(e) => {
+                    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: {e}");
+                    eprintln!("skipped: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }
 
 /// A fresh token labelled `label` with user PIN 1234; its URI.
 fn token(label: &str) -> Option<String> {
-    let dir = softhsm()?;
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--so-pin",
-            "0000",
-            "--pin",
-            "1234",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(format!(
-        "pkcs11:token={label}?module-path={MODULE}&pin-source=file:{}",
-        dir.join("pin").display()
-    ))
+    Some(softhsm()?.init(label).unwrap())
 }
 
 fn verify(key: &TokenKey, scheme: SignatureScheme, msg: &[u8], sig: &[u8]) -> bool {
@@ -225,7 +185,7 @@ fn assert_private_part_cannot_be_read(label: &str) {
 #[test]
 fn refusals_name_the_token_and_never_the_pin() {
     let Some(uri) = token("refusals") else { return };
-    let dir = softhsm().unwrap();
+    let dir = softhsm().unwrap().dir();
     let wrong = uri.replace(
         &dir.join("pin").display().to_string(),
         &dir.join("wrong-pin").display().to_string(),

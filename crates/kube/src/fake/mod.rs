@@ -306,6 +306,32 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// Every version the object has had since its kind's history was last compacted,
+    /// oldest first (the objects of its watch events, a deletion included).
+    pub fn history(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<Value> {
+        let state = self.state.lock().unwrap();
+        let Some(c) = state
+            .collections
+            .values()
+            .find(|c| c.info.api_version == api_version && c.info.kind == kind)
+        else {
+            return Vec::new();
+        };
+        let key = (namespace.to_string(), name.to_string());
+        c.log
+            .iter()
+            .filter(|(_, k, _)| *k == key)
+            .filter_map(|(_, _, line)| serde_json::from_slice::<Value>(line).ok())
+            .map(|event| event["object"].clone())
+            .collect()
+    }
+
     /// Every request so far: `GET /api/v1/pods?watch=true&resourceVersion=12...`.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()

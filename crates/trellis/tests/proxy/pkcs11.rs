@@ -9,72 +9,41 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use trellis_pkcs11::softhsm::TestTokens;
+pub use trellis_pkcs11::softhsm::MODULE;
 
-/// This test binary's SoftHSM2 directory (the module reads its configuration from
+/// This test binary's SoftHSM2 tokens (the module reads its configuration from
 /// SOFTHSM2_CONF, which every trellis process the tests start inherits), or None where
 /// SoftHSM2 or pkcs11-tool is missing (a failure under CI=true).
-pub fn softhsm() -> Option<&'static PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let present = Path::new(MODULE).exists()
-            && Command::new("softhsm2-util")
-                .arg("--version")
-                .output()
-                .is_ok()
-            && Command::new("pkcs11-tool").arg("--help").output().is_ok();
-        if !present {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true: SoftHSM2 and pkcs11-tool (Debian softhsm2, opensc) are needed"
-            );
-            eprintln!("skipped: SoftHSM2 or pkcs11-tool is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap().keep();
-        std::fs::create_dir(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.join("tokens").display()
-            ),
-        )
-        .unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        std::fs::write(dir.join("pin"), "1234\n").unwrap();
-        std::fs::write(dir.join("wrong-pin"), "9999\n").unwrap();
-        Some(dir)
-    })
-    .as_ref()
+pub fn softhsm() -> Option<&'static TestTokens> {
+    static TOKENS: OnceLock<Option<TestTokens>> = OnceLock::new();
+    TOKENS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let tool = Command::new("pkcs11-tool").arg("--help").output().is_ok();
+            match TestTokens::new(&dir) {
+                Ok(t) if tool => {
+                    std::fs::write(dir.join("wrong-pin"), "9999\n").unwrap();
+                    Some(t)
+                }
+                other => {
+                    let e = other
+                        .err()
+                        .unwrap_or_else(|| "pkcs11-tool (Debian opensc) is not installed".into());
+                    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: {e}");
+                    eprintln!("skipped: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }
 
 /// A fresh token `label` (user PIN 1234): the URI of `object` in it.
 pub fn token(label: &str, object: &str) -> Option<String> {
-    let dir = softhsm()?;
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--so-pin",
-            "0000",
-            "--pin",
-            "1234",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(format!(
-        "pkcs11:token={label};object={object}?module-path={MODULE}&pin-source=file:{}",
-        dir.join("pin").display()
-    ))
+    let t = softhsm()?;
+    t.init(label).unwrap();
+    Some(t.uri(label, Some(object)))
 }
 
 /// What `pkcs11-tool --list-objects` shows of the token's private keys, logged in.
@@ -169,7 +138,7 @@ async fn the_ca_signs_with_a_key_that_stays_in_the_token() {
     drop(ca);
 
     // A wrong PIN refuses to start, naming the token, never the PIN.
-    let dir = softhsm().unwrap();
+    let dir = softhsm().unwrap().dir();
     let wrong = uri.replace(
         &dir.join("pin").display().to_string(),
         &dir.join("wrong-pin").display().to_string(),
@@ -312,7 +281,7 @@ async fn sidecars_sign_and_rotate_with_keys_generated_in_the_token() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue;
             };
-            if target.starts_with(softhsm().unwrap()) || !target.is_file() {
+            if target.starts_with(softhsm().unwrap().dir()) || !target.is_file() {
                 continue;
             }
             let text = std::fs::read(&target).unwrap_or_default();
