@@ -802,7 +802,10 @@ pub fn cross_check(loaded: &mut Loaded) {
         "RequestAuthentication",
         refused,
     );
-    let mut hosts: BTreeMap<String, String> = BTreeMap::new();
+    // Two VirtualServices for one host conflict where one namespace sees both (Istio
+    // then uses the older and ignores the other); with exportTo keeping them apart, each
+    // namespace has its own.
+    let mut hosts: BTreeMap<String, Vec<(Audience, String)>> = BTreeMap::new();
     i.virtual_services.retain(|vs| {
         let fqdns: Vec<String> = vs
             .spec
@@ -810,10 +813,13 @@ pub fn cross_check(loaded: &mut Loaded) {
             .iter()
             .map(|h| crate::fqdn(h, &vs.namespace))
             .collect();
-        if let Some((host, first)) = fqdns
-            .iter()
-            .find_map(|h| hosts.get(h).map(|f| (h.clone(), f.clone())))
-        {
+        let audience = Audience::of(&vs.spec.export_to, &vs.namespace);
+        let conflict = fqdns.iter().find_map(|h| {
+            let seen = hosts.get(h)?;
+            let (_, first) = seen.iter().find(|(a, _)| a.meets(&audience))?;
+            Some((h.clone(), first.clone()))
+        });
+        if let Some((host, first)) = conflict {
             refused.push(Diagnostic {
                 resource: vs.source.clone(),
                 message: format!("spec.hosts: {host} is already routed by {first}"),
@@ -822,8 +828,44 @@ pub fn cross_check(loaded: &mut Loaded) {
             return false;
         }
         for h in fqdns {
-            hosts.insert(h, vs.source.clone());
+            hosts
+                .entry(h)
+                .or_default()
+                .push((audience.clone(), vs.source.clone()));
         }
         true
     });
+}
+
+/// The namespaces a resource is exported to (Istio's exportTo: none or `*` is every
+/// namespace, `.` its own, `~` none, otherwise the names).
+#[derive(Clone, Debug)]
+enum Audience {
+    Everyone,
+    Namespaces(std::collections::BTreeSet<String>),
+}
+
+impl Audience {
+    fn of(export_to: &[String], namespace: &str) -> Audience {
+        if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+            return Audience::Everyone;
+        }
+        Audience::Namespaces(
+            export_to
+                .iter()
+                .filter(|e| *e != "~")
+                .map(|e| if e == "." { namespace } else { e.as_str() }.to_string())
+                .collect(),
+        )
+    }
+
+    /// Whether some namespace is in both.
+    fn meets(&self, other: &Audience) -> bool {
+        match (self, other) {
+            (Audience::Everyone, Audience::Everyone) => true,
+            (Audience::Everyone, Audience::Namespaces(n))
+            | (Audience::Namespaces(n), Audience::Everyone) => !n.is_empty(),
+            (Audience::Namespaces(a), Audience::Namespaces(b)) => !a.is_disjoint(b),
+        }
+    }
 }

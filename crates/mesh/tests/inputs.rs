@@ -475,6 +475,63 @@ spec:
         "another namespace: the default route only"
     );
 
+    // A second VirtualService for the host, in the other namespace and kept there:
+    // no conflict (one namespace never sees both), and each namespace routes by its own.
+    let other = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: details-for-other, namespace: other }
+spec:
+  hosts: [details.shop.svc.cluster.local]
+  exportTo: ["."]
+  http: [{ match: [{ uri: { prefix: /a } }], directResponse: { status: 404 } }, { match: [{ uri: { prefix: /b } }], directResponse: { status: 404 } }, { route: [{ destination: { host: details.shop.svc.cluster.local } }] }]
+"#;
+    let mut both = trellis_mesh::Loaded::default();
+    trellis_mesh::load_str(&format!("{text}{other}"), "istio.yaml", &mut both);
+    trellis_mesh::cross_check(&mut both);
+    assert!(both.refused.is_empty(), "{:#?}", both.refused);
+    let registry = Registry::from_inputs(&both.inputs);
+    let routes_in = |ns: &str, w: &str| {
+        let config = generate(&both.inputs, &registry, ns, w).unwrap();
+        let out = config
+            .listeners
+            .iter()
+            .find(|l| l.name == "outbound")
+            .unwrap();
+        let vhosts = &out.http.as_ref().unwrap().virtual_hosts;
+        let v = vhosts
+            .iter()
+            .find(|v| v.name.starts_with("details.shop"))
+            .unwrap();
+        v.routes.len()
+    };
+    assert_eq!(routes_in("shop", "details-v1"), 3);
+    assert_eq!(
+        routes_in("other", "client"),
+        4,
+        "its own three, then the default route"
+    );
+    // Exported where the first one is seen as well: a conflict, the later one refused.
+    let mut clash = trellis_mesh::Loaded::default();
+    trellis_mesh::load_str(
+        &format!(
+            "{text}{}",
+            other.replace(r#"exportTo: ["."]"#, r#"exportTo: [".", "shop"]"#)
+        ),
+        "istio.yaml",
+        &mut clash,
+    );
+    trellis_mesh::cross_check(&mut clash);
+    assert!(
+        clash
+            .refused
+            .iter()
+            .any(|d| d.message.contains("is already routed by")),
+        "{:#?}",
+        clash.refused
+    );
+
     let mut bad = trellis_mesh::Loaded::default();
     trellis_mesh::load_str(
         &text.replace(r#"exportTo: ["."]"#, r#"exportTo: ["~", "."]"#),
