@@ -416,6 +416,7 @@ impl<'a> Gen<'a> {
         let policy = merge(
             dr.and_then(|d| d.spec.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
+            port,
         );
         // Istio's auto mTLS: without a DestinationRule TLS mode, endpoints whose sidecar
         // takes mutual TLS get it, and the others (no sidecar, or PeerAuthentication
@@ -977,22 +978,31 @@ fn header_ops(h: &istio::Headers, r: &mut tc::Route) {
 }
 
 /// A subset's traffic policy overrides the rule's, field by field.
-fn merge(base: Option<&TrafficPolicy>, over: Option<&TrafficPolicy>) -> TrafficPolicy {
-    let mut p = base.cloned().unwrap_or_default();
-    if let Some(o) = over {
-        if o.load_balancer.is_some() {
-            p.load_balancer = o.load_balancer.clone();
-        }
-        if o.connection_pool.is_some() {
-            p.connection_pool = o.connection_pool.clone();
-        }
-        if o.outlier_detection.is_some() {
-            p.outlier_detection = o.outlier_detection.clone();
-        }
-        if o.tls.is_some() {
-            p.tls = o.tls.clone();
-        }
+/// The policy of a cluster for `port`: the DestinationRule's (at that port), overridden
+/// field by field by the subset's (at that port; a port-level subset policy overrides
+/// every field, set or not), as Istio's MergeSubsetTrafficPolicy.
+fn merge(base: Option<&TrafficPolicy>, over: Option<&TrafficPolicy>, port: u16) -> TrafficPolicy {
+    let base = base.map(|b| b.at_port(port).0);
+    let Some(over) = over else {
+        return base.unwrap_or_default();
+    };
+    let (o, whole) = over.at_port(port);
+    let Some(mut p) = base else {
+        return o;
+    };
+    if o.load_balancer.is_some() || whole {
+        p.load_balancer = o.load_balancer;
     }
+    if o.connection_pool.is_some() || whole {
+        p.connection_pool = o.connection_pool;
+    }
+    if o.outlier_detection.is_some() || whole {
+        p.outlier_detection = o.outlier_detection;
+    }
+    if o.tls.is_some() || whole {
+        p.tls = o.tls;
+    }
+    p.port_level_settings = Vec::new();
     p
 }
 

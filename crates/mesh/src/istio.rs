@@ -274,6 +274,53 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    #[serde(default)]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+}
+
+/// A traffic policy for one port; it replaces the policy it sits in for that port
+/// (fields it leaves out take their defaults, not the outer policy's).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    #[serde(default)]
+    pub port: Option<PortSelector>,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancer>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPool>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+impl TrafficPolicy {
+    /// The policy for `port`: its port-level settings for that port, which replace it
+    /// whole (Istio's GetPortLevelTrafficPolicy), and whether there were some.
+    pub fn at_port(&self, port: u16) -> (TrafficPolicy, bool) {
+        let found = self
+            .port_level_settings
+            .iter()
+            .find(|s| s.port.as_ref().is_some_and(|p| p.number == port));
+        match found {
+            Some(s) => (s.policy(), true),
+            None => (self.clone(), false),
+        }
+    }
+}
+
+impl PortTrafficPolicy {
+    /// The policy these settings make on their own.
+    pub fn policy(&self) -> TrafficPolicy {
+        TrafficPolicy {
+            load_balancer: self.load_balancer.clone(),
+            connection_pool: self.connection_pool.clone(),
+            outlier_detection: self.outlier_detection.clone(),
+            tls: self.tls.clone(),
+            port_level_settings: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -51,6 +51,18 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                     s.get("trafficPolicy"),
                 ));
             }
+            let port_level: Vec<(String, Option<&Value>)> = policies
+                .iter()
+                .flat_map(|(path, p)| {
+                    p.and_then(|p| p.get("portLevelSettings"))
+                        .and_then(Value::as_sequence)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(move |(i, s)| (format!("{path}.portLevelSettings[{i}]"), Some(s)))
+                })
+                .collect();
+            policies.extend(port_level);
             for (path, p) in policies {
                 if set(p.and_then(|p| p.get("tls")).and_then(|t| t.get("sni"))) {
                     note(

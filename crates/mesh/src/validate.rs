@@ -207,6 +207,21 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<String> {
 }
 
 fn traffic_policy(p: &str, tp: &TrafficPolicy, errors: &mut Vec<String>) {
+    // Istio's validatePortTrafficPolicies: a port, and at least one field; for a port
+    // named twice the first settings count.
+    for (i, s) in tp.port_level_settings.iter().enumerate() {
+        let sp = format!("{p}.portLevelSettings[{i}]");
+        if s.port.is_none() {
+            errors.push(format!("{sp}.port: required"));
+        }
+        let policy = s.policy();
+        if policy == TrafficPolicy::default() {
+            errors.push(format!(
+                "{sp}: a port traffic policy needs at least one field"
+            ));
+        }
+        traffic_policy(&sp, &policy, errors);
+    }
     if let Some(o) = &tp.outlier_detection {
         duration(
             &format!("{p}.outlierDetection.interval"),

@@ -632,3 +632,117 @@ fn port_matches_belong_to_the_virtual_host_of_their_port() {
     assert_eq!(on_8080[0].2, Some(418), "{on_8080:?}");
     assert_eq!(on_8080.len(), 2, "{on_8080:?}");
 }
+
+/// DestinationRule portLevelSettings, as Istio merges them: a port's settings replace
+/// the policy for that port (fields they leave out take defaults, not the outer
+/// policy's); a subset's policy overrides field by field, and its own port-level
+/// settings override every field.
+#[test]
+fn port_level_settings_replace_the_policy_for_their_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let ratings = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ratings, namespace: default }
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  ports: [{ number: 9080, name: http, protocol: HTTP }, { number: 9090, name: http-admin, protocol: HTTP }]
+  workloadSelector: { labels: { app: ratings } }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: ratings, namespace: default }
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: { simple: LEAST_REQUEST }
+    connectionPool: { http: { http1MaxPendingRequests: 7 } }
+    portLevelSettings:
+      - port: { number: 9090 }
+        loadBalancer: { simple: RANDOM }
+  subsets:
+    - name: v2
+      labels: { version: v2 }
+      trafficPolicy:
+        connectionPool: { http: { http1MaxPendingRequests: 3 } }
+        portLevelSettings:
+          - port: { number: 9080 }
+            outlierDetection: { consecutive5xxErrors: 2 }
+"#;
+    std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+    std::fs::write(dir.path().join("ratings.yaml"), ratings).unwrap();
+    // Routed to the subset, so that its clusters exist.
+    std::fs::write(
+        dir.path().join("vs.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: ratings, namespace: default }\nspec:\n  hosts: [ratings]\n  http: [{ route: [{ destination: { host: ratings, subset: v2 } }] }]\n",
+    )
+    .unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("portLevelSettings")),
+        "{:#?}",
+        loaded.warnings
+    );
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    let cluster = |name: &str| {
+        config
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no cluster {name}: {:?}",
+                    config.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+                )
+            })
+            .clone()
+    };
+    use trellis_config::LbPolicy;
+    let c9080 = cluster("outbound|9080||ratings.default.svc.cluster.local");
+    assert_eq!(c9080.lb_policy, LbPolicy::LeastRequest);
+    let c9090 = cluster("outbound|9090||ratings.default.svc.cluster.local");
+    assert_eq!(
+        c9090.lb_policy,
+        LbPolicy::Random,
+        "the port's own load balancer"
+    );
+    assert_ne!(
+        c9090.circuit_breakers, c9080.circuit_breakers,
+        "the port's settings replace the policy: no connection pool from outside them"
+    );
+    // The subset on 9080: the DR's load balancer, its own pool, and its port-level
+    // settings for 9080 override every field (load balancer back to the default).
+    let v2 = cluster("outbound|9080|v2|ratings.default.svc.cluster.local");
+    assert_eq!(v2.lb_policy, LbPolicy::RoundRobin, "{v2:?}");
+    assert!(v2.outlier_detection.is_some(), "{v2:?}");
+
+    // A port-level setting without a port, or with nothing in it, is refused as Istio
+    // refuses it; SIMPLE TLS at port level is refused as at the top.
+    for (bad, says) in [
+        (
+            "      - loadBalancer: { simple: RANDOM }\n",
+            "portLevelSettings[0].port: required",
+        ),
+        ("      - port: { number: 9090 }\n", "at least one field"),
+        (
+            "      - port: { number: 9090 }\n        tls: { mode: SIMPLE }\n",
+            "portLevelSettings[0].tls.mode",
+        ),
+    ] {
+        let text = ratings.replace(
+            "      - port: { number: 9090 }\n        loadBalancer: { simple: RANDOM }\n",
+            bad,
+        );
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&text, "ratings.yaml", &mut l);
+        assert!(
+            l.refused.iter().any(|d| d.message.contains(says)),
+            "{says}: {:#?}",
+            l.refused
+        );
+    }
+}
