@@ -213,6 +213,7 @@ fn service(
         selector: spec.selector.clone().filter(|s| !s.is_empty()),
         endpoints,
         endpoints_listed: true,
+        resolve_dns: false,
     })
 }
 

@@ -453,7 +453,7 @@ impl<'a> Gen<'a> {
             }
         });
         let plaintext_exceptions = tls.is_some() && !explicit;
-        let endpoints = workloads
+        let mut endpoints: Vec<tc::Endpoint> = workloads
             .iter()
             .map(|w| {
                 let addr = if w.address.contains(':') {
@@ -464,9 +464,18 @@ impl<'a> Gen<'a> {
                 tc::Endpoint::new(addr, 1, plaintext_exceptions && !takes_mtls(w))
             })
             .collect();
+        // A DNS ServiceEntry without endpoints (nor a selector) is reached at its host
+        // name (Istio's behaviour for `resolution: DNS`).
+        if service.resolve_dns && endpoints.is_empty() && service.selector.is_none() {
+            endpoints.push(tc::Endpoint::new(format!("{host}:{}", p.number), 1, false));
+        }
         let mut c = tc::Cluster {
             name: name.clone(),
-            discovery: tc::DiscoveryType::Static,
+            discovery: if service.resolve_dns {
+                tc::DiscoveryType::Dns
+            } else {
+                tc::DiscoveryType::Static
+            },
             endpoints,
             lb_policy: tc::LbPolicy::RoundRobin,
             connect_timeout: Dur::secs(10),

@@ -63,6 +63,9 @@ pub struct Service {
     /// Services, whose EndpointSlices say which selected pods are ready. The selector
     /// still says which services a workload serves (its inbound side).
     pub endpoints_listed: bool,
+    /// The endpoints' addresses (or, with none, the host itself) are names resolved by
+    /// the proxy, as a ServiceEntry with `resolution: DNS` or `DNS_ROUND_ROBIN` says.
+    pub resolve_dns: bool,
 }
 
 impl Service {
@@ -236,6 +239,11 @@ impl Registry {
                         })
                         .collect(),
                     endpoints_listed: false,
+                    resolve_dns: se
+                        .spec
+                        .resolution
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("DNS")),
                 });
             }
         }

@@ -18,14 +18,6 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                     "not honoured yet: every namespace sees this service",
                 );
             }
-            if let Some(r) = spec.get("resolution").and_then(Value::as_str) {
-                if r.starts_with("DNS") {
-                    note(
-                        "resolution",
-                        &format!("{r} is not honoured yet: the endpoints' addresses are used as they are (STATIC)"),
-                    );
-                }
-            }
             for (i, e) in spec
                 .get("endpoints")
                 .and_then(Value::as_sequence)

@@ -572,7 +572,6 @@ spec:
     for needle in [
         "WorkloadEntry default/w: spec.weight: not honoured yet",
         "WorkloadEntry default/w: spec.locality: not honoured yet",
-        "ServiceEntry default/ext: spec.resolution: DNS is not honoured yet",
         "ServiceEntry default/ext: spec.exportTo: not honoured yet",
     ] {
         assert!(all.iter().any(|w| w.contains(needle)), "{needle}: {all:#?}");
@@ -745,4 +744,49 @@ spec:
             l.refused
         );
     }
+}
+
+/// `resolution: DNS` makes a DNS cluster: the endpoints' names, or with none the host
+/// itself, resolved by the proxy.
+#[test]
+fn dns_service_entries_are_resolved_by_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: api, namespace: default }\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: db, namespace: default }\nspec:\n  hosts: [db.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{ address: db1.example.com }, { address: db2.example.com, ports: { http: 8080 } }]\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n";
+    std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
+    std::fs::write(dir.path().join("api.yaml"), api).unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("resolution")),
+        "{:#?}",
+        loaded.warnings
+    );
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    let cluster = |name: &str| {
+        config
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .clone()
+    };
+    let api = cluster("outbound|80||api.example.com");
+    assert_eq!(api.discovery, trellis_config::DiscoveryType::Dns);
+    let addresses = |c: &trellis_config::Cluster| -> Vec<String> {
+        c.endpoints
+            .iter()
+            .map(|e| e.address().to_string())
+            .collect()
+    };
+    assert_eq!(addresses(&api), ["api.example.com:80"]);
+    let db = cluster("outbound|80||db.example.com");
+    assert_eq!(db.discovery, trellis_config::DiscoveryType::Dns);
+    assert_eq!(
+        addresses(&db),
+        ["db1.example.com:80", "db2.example.com:8080"]
+    );
 }

@@ -694,3 +694,40 @@ fn check_mode_validates_everything_and_fails_on_a_refusal() {
         "{json}"
     );
 }
+
+/// A ServiceEntry with `resolution: DNS`: the sidecar resolves the endpoint's name
+/// (`localhost`) and reaches what listens there; before, the name was taken as an
+/// address and the service had no endpoint (503).
+#[tokio::test]
+async fn a_dns_service_entry_is_resolved_by_the_sidecar() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let port = free_port();
+    let _app = app_on("ext", &format!("127.0.0.1:{port}"), &[]);
+    let external = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: ext, namespace: default }}\nspec:\n  hosts: [ext.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  endpoints: [{{ address: localhost }}]\n  ports: [{{ number: {port}, name: http, protocol: HTTP }}]\n"
+    );
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(mesh.path().join("external.yaml"), external).unwrap();
+    std::fs::write(mesh.path().join("workloads.yaml"), page.entry()).unwrap();
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _s = sidecar(&c, &page, dir.path());
+    eventually(
+        "the name resolves and serves",
+        Duration::from_secs(15),
+        async || {
+            let r = send(
+                Req::get(&format!("http://127.0.0.1:{}/", page.outbound))
+                    .header("host", &format!("ext.example.com:{port}")),
+            )
+            .await;
+            r.is_ok_and(|r| r.status == 200 && r.served_by() == "ext")
+        },
+    )
+    .await;
+}
