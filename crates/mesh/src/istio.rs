@@ -472,6 +472,17 @@ pub struct Sidecar {
     pub workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
     pub egress: Vec<EgressListener>,
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// What a sidecar does with traffic to hosts outside the registry. Trellis sidecars
+/// reach registered services only (`REGISTRY_ONLY`); `ALLOW_ANY` is warned.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundTrafficPolicy {
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

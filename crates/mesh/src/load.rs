@@ -368,6 +368,9 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     }
     macro_rules! accept {
         ($field:ident, $check:path) => {{
+            if let Some(first) = crate::unhonoured::refusals(&kind, &spec).into_iter().next() {
+                return Err(refuse(&resource, first));
+            }
             let parsed = parse(&spec, &resource, strict, &mut loaded.warnings)
                 .map_err(|d| refuse(&resource, d.message))?;
             let errors = $check(&parsed);

@@ -4,6 +4,47 @@
 
 use serde_yaml::Value;
 
+/// Fields Trellis does not honour yet whose absence would change where traffic goes
+/// (a route or a listener left out): the resource is refused naming them rather than
+/// read without them.
+pub fn refusals(kind: &str, spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let non_empty = |v: Option<&Value>| {
+        v.is_some_and(|v| !v.is_null() && v.as_sequence().is_none_or(|s| !s.is_empty()))
+    };
+    match kind {
+        "VirtualService" => {
+            for (field, what) in [("tcp", "TCP routes"), ("tls", "TLS (SNI) routes")] {
+                if non_empty(spec.get(field)) {
+                    out.push(format!(
+                        "spec.{field}: {what} are not supported by Trellis yet"
+                    ));
+                }
+            }
+            for (i, r) in spec
+                .get("http")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if non_empty(r.get("delegate")) {
+                    out.push(format!(
+                        "spec.http[{i}].delegate: delegate VirtualServices are not supported by Trellis yet"
+                    ));
+                }
+            }
+        }
+        "Sidecar" => {
+            if non_empty(spec.get("ingress")) {
+                out.push("spec.ingress: ingress listeners are not supported by Trellis yet".into());
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// Warnings for `spec` of a `kind` that was accepted.
 pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
     let mut notes = Vec::new();
@@ -29,6 +70,18 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
             }
         }
         "WorkloadEntry" => workload_entry_notes("", spec, &mut note),
+        "Sidecar" => {
+            let mode = spec
+                .get("outboundTrafficPolicy")
+                .and_then(|p| p.get("mode"))
+                .and_then(Value::as_str);
+            if mode == Some("ALLOW_ANY") {
+                note(
+                    "outboundTrafficPolicy.mode",
+                    "ALLOW_ANY is not honoured yet: Trellis sidecars reach registered services only (REGISTRY_ONLY)",
+                );
+            }
+        }
         "DestinationRule" => {
             let mut policies = vec![("trafficPolicy".to_string(), spec.get("trafficPolicy"))];
             for (i, s) in spec

@@ -309,6 +309,17 @@ pub fn workload_entry(we: &WorkloadEntry) -> Vec<String> {
 
 pub fn sidecar(sc: &Sidecar) -> Vec<String> {
     let mut errors = Vec::new();
+    if let Some(mode) = sc
+        .outbound_traffic_policy
+        .as_ref()
+        .and_then(|p| p.mode.as_deref())
+    {
+        if !matches!(mode, "REGISTRY_ONLY" | "ALLOW_ANY") {
+            errors.push(format!(
+                "spec.outboundTrafficPolicy.mode: {mode:?} is not REGISTRY_ONLY or ALLOW_ANY"
+            ));
+        }
+    }
     for (i, e) in sc.egress.iter().enumerate() {
         for (j, h) in e.hosts.iter().enumerate() {
             if !h.contains('/') {

@@ -790,3 +790,45 @@ fn dns_service_entries_are_resolved_by_the_proxy() {
         ["db1.example.com:80", "db2.example.com:8080"]
     );
 }
+
+/// Fields whose absence would change where traffic goes are refused by name, not warned:
+/// TCP and TLS routes, delegation, a Sidecar's ingress listeners. A Sidecar that asks
+/// for REGISTRY_ONLY gets what Trellis does; ALLOW_ANY is warned (narrower, not wider).
+#[test]
+fn fields_that_would_change_routing_refuse_the_resource() {
+    for (text, says) in [
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: db }\nspec:\n  hosts: [db]\n  tcp: [{ route: [{ destination: { host: db } }] }]\n",
+            "spec.tcp: TCP routes",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: web }\nspec:\n  hosts: [web]\n  tls: [{ match: [{ sniHosts: [web] }], route: [{ destination: { host: web } }] }]\n",
+            "spec.tls: TLS (SNI) routes",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: root }\nspec:\n  hosts: [api]\n  http: [{ match: [{ uri: { prefix: /v1 } }], delegate: { name: v1, namespace: api } }]\n",
+            "spec.http[0].delegate",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: in }\nspec:\n  ingress: [{ port: { number: 9080, protocol: HTTP, name: http }, defaultEndpoint: 127.0.0.1:8080 }]\n",
+            "spec.ingress: ingress listeners",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: out }\nspec:\n  outboundTrafficPolicy: { mode: SOMETIMES }\n",
+            "spec.outboundTrafficPolicy.mode: \"SOMETIMES\"",
+        ),
+    ] {
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(text, "r.yaml", &mut l);
+        assert!(l.refused.iter().any(|d| d.message.contains(says)), "{says}: {:#?}", l.refused);
+    }
+    for (mode, warned) in [("REGISTRY_ONLY", false), ("ALLOW_ANY", true)] {
+        let mut l = trellis_mesh::Loaded::default();
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{ name: out }}\nspec:\n  outboundTrafficPolicy: {{ mode: {mode} }}\n"
+        );
+        trellis_mesh::load_str(&text, "r.yaml", &mut l);
+        assert!(l.refused.is_empty(), "{:#?}", l.refused);
+        assert_eq!(!l.warnings.is_empty(), warned, "{mode}: {:#?}", l.warnings);
+    }
+}
