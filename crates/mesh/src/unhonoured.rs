@@ -35,10 +35,8 @@ pub fn refusals(kind: &str, spec: &Value) -> Vec<String> {
                 }
             }
         }
-        "Sidecar" => {
-            if non_empty(spec.get("ingress")) {
-                out.push("spec.ingress: ingress listeners are not supported by Trellis yet".into());
-            }
+        "Sidecar" if non_empty(spec.get("ingress")) => {
+            out.push("spec.ingress: ingress listeners are not supported by Trellis yet".into());
         }
         _ => {}
     }
