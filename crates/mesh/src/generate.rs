@@ -39,6 +39,7 @@ pub fn generate_client(inputs: &Inputs, registry: &Registry, namespace: &str) ->
         ports: Default::default(),
         app_ports: Default::default(),
         outbound: "0.0.0.0:0".into(),
+        weight: 1,
     };
     generate_for(inputs, registry, &w)
 }
@@ -461,7 +462,7 @@ impl<'a> Gen<'a> {
                 } else {
                     format!("{}:{}", w.address, w.port_for(p))
                 };
-                tc::Endpoint::new(addr, 1, plaintext_exceptions && !takes_mtls(w))
+                tc::Endpoint::new(addr, w.weight, plaintext_exceptions && !takes_mtls(w))
             })
             .collect();
         // A DNS ServiceEntry without endpoints (nor a selector) is reached at its host

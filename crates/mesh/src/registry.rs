@@ -87,6 +87,9 @@ pub struct Workload {
     /// Port name → where the application listens on 127.0.0.1 (has a sidecar when set).
     pub app_ports: BTreeMap<String, u16>,
     pub outbound: String,
+    /// Its share of the load balancing against the service's other endpoints (Istio's
+    /// WorkloadEntry `weight`; at least 1).
+    pub weight: u32,
 }
 
 impl Workload {
@@ -96,7 +99,7 @@ impl Workload {
         e: &WorkloadEntry,
         annotations: &Labels,
     ) -> Workload {
-        Workload::new(
+        let mut w = Workload::new(
             name,
             namespace,
             e.labels.clone(),
@@ -105,7 +108,9 @@ impl Workload {
             e.ports.clone(),
             annotations,
             "127.0.0.1",
-        )
+        );
+        w.weight = e.weight.unwrap_or(1).max(1);
+        w
     }
 
     /// A workload with the sidecar placement its [`annotations`] give; without the
@@ -148,6 +153,7 @@ impl Workload {
                         format!("{outbound_host}:15001")
                     }
                 }),
+            weight: 1,
         }
     }
 

@@ -123,10 +123,6 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
 fn workload_entry_notes(prefix: &str, e: &Value, note: &mut impl FnMut(&str, &str)) {
     for (field, what) in [
         (
-            "weight",
-            "not honoured yet: every endpoint gets an equal share",
-        ),
-        (
             "locality",
             "not honoured yet: load balancing is not locality-aware",
         ),

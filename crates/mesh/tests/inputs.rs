@@ -570,7 +570,6 @@ spec:
     assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
     let all: Vec<String> = loaded.warnings.iter().map(|d| d.to_string()).collect();
     for needle in [
-        "WorkloadEntry default/w: spec.weight: not honoured yet",
         "WorkloadEntry default/w: spec.locality: not honoured yet",
         "ServiceEntry default/ext: spec.exportTo: not honoured yet",
     ] {

@@ -731,3 +731,58 @@ async fn a_dns_service_entry_is_resolved_by_the_sidecar() {
     )
     .await;
 }
+
+/// WorkloadEntry `weight`: a workload's share of its service's traffic. Before, every
+/// endpoint got an equal share whatever the weights said.
+#[tokio::test]
+async fn workload_entry_weights_share_the_traffic() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    let r2 = Workload::new("reviews-v2", "app: reviews, version: v2", "reviews");
+    let weighted = |w: &Workload, weight: u32| {
+        w.entry().replace(
+            "  serviceAccount: reviews\n",
+            &format!("  serviceAccount: reviews\n  weight: {weight}\n"),
+        )
+    };
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &weighted(&r1, 3) + &weighted(&r2, 1),
+    )
+    .unwrap();
+    let _a1 = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let _a2 = app_on("reviews-v2", &format!("127.0.0.1:{}", r2.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _s = sidecar(&c, &page, dir.path());
+    let _s1 = sidecar(&c, &r1, dir.path());
+    let _s2 = sidecar(&c, &r2, dir.path());
+    eventually("both reviews serve", Duration::from_secs(15), async || {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let r = send(
+                Req::get(&format!("http://127.0.0.1:{}/", page.outbound))
+                    .header("host", "reviews:9080"),
+            )
+            .await;
+            match r {
+                Ok(r) if r.status == 200 => seen.insert(r.served_by()),
+                _ => return false,
+            };
+        }
+        seen.len() == 2
+    })
+    .await;
+    let served = call_reviews(page.outbound, 80).await;
+    let v1 = served.iter().filter(|s| *s == "reviews-v1").count();
+    assert_eq!(
+        v1, 60,
+        "3 of every 4 to the workload of weight 3: {served:?}"
+    );
+}
