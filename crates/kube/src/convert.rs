@@ -214,6 +214,7 @@ fn service(
         endpoints,
         endpoints_listed: true,
         resolve_dns: false,
+        export_to: Vec::new(),
     })
 }
 

@@ -259,6 +259,9 @@ impl<'a> Gen<'a> {
 
     /// Services this sidecar may reach: all, or those its Sidecar resource's egress lists.
     fn visible(&self, s: &Service) -> bool {
+        if !exported(&s.export_to, &s.namespace, &self.w.namespace) {
+            return false;
+        }
         let Some(sc) = self.sidecar_scope() else {
             return true;
         };
@@ -404,6 +407,11 @@ impl<'a> Gen<'a> {
             return Some(name);
         }
         let service = self.registry.service(host)?;
+        // A service not exported to this namespace has no cluster here (a route to it
+        // answers 503, as in Istio).
+        if !exported(&service.export_to, &service.namespace, &self.w.namespace) {
+            return None;
+        }
         let p = service.ports.iter().find(|p| p.number == port)?;
         let dr = self.destination_rule(host);
         let subset_def = subset

@@ -66,6 +66,8 @@ pub struct Service {
     /// The endpoints' addresses (or, with none, the host itself) are names resolved by
     /// the proxy, as a ServiceEntry with `resolution: DNS` or `DNS_ROUND_ROBIN` says.
     pub resolve_dns: bool,
+    /// The namespaces that see it (Istio's exportTo; empty is every namespace).
+    pub export_to: Vec<String>,
 }
 
 impl Service {
@@ -250,6 +252,7 @@ impl Registry {
                         .resolution
                         .as_deref()
                         .is_some_and(|r| r.starts_with("DNS")),
+                    export_to: se.spec.export_to.clone(),
                 });
             }
         }

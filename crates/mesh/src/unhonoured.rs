@@ -50,13 +50,6 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
     let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
     match kind {
         "ServiceEntry" => {
-            let export = spec.get("exportTo").and_then(Value::as_sequence);
-            if export.is_some_and(|e| e.iter().any(|v| v.as_str() != Some("*"))) {
-                note(
-                    "exportTo",
-                    "not honoured yet: every namespace sees this service",
-                );
-            }
             for (i, e) in spec
                 .get("endpoints")
                 .and_then(Value::as_sequence)

@@ -262,6 +262,7 @@ fn traffic_policy(p: &str, tp: &TrafficPolicy, errors: &mut Vec<String>) {
 
 pub fn service_entry(se: &ServiceEntry) -> Vec<String> {
     let mut errors = Vec::new();
+    export_to(&se.export_to, &mut errors);
     if se.hosts.is_empty() {
         errors.push("spec.hosts: at least one host is required".into());
     }
