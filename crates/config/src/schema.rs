@@ -286,6 +286,9 @@ pub struct Route {
     pub direct_response: Option<DirectResponse>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// Cross-origin resource sharing (Envoy's cors filter, per route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_headers_to_add: Vec<HeaderValue>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -336,6 +339,58 @@ pub struct HeaderMatcher {
     /// Negates the result.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invert: bool,
+}
+
+/// A string matched one way: `exact`, `prefix`, `suffix` or `regex` (a full match).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StringMatcher {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+impl StringMatcher {
+    /// The same match on the value of header `name`.
+    pub fn on_header(&self, name: &str) -> HeaderMatcher {
+        HeaderMatcher {
+            name: name.to_string(),
+            exact: self.exact.clone(),
+            prefix: self.prefix.clone(),
+            suffix: self.suffix.clone(),
+            regex: self.regex.clone(),
+            present: None,
+            invert: false,
+        }
+    }
+}
+
+/// A route's CORS policy, as Envoy's cors filter applies it: a preflight from an
+/// allowed origin is answered here; an allowed origin's other requests get the
+/// `access-control-allow-*` headers on their response.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    pub allow_origins: Vec<StringMatcher>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Dur>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// A preflight from an origin not allowed goes on to the upstream (Envoy's
+    /// default); with `false` it is answered here without CORS headers.
+    #[serde(default = "yes")]
+    pub forward_unmatched_preflights: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

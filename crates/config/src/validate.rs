@@ -469,6 +469,23 @@ fn route(c: &mut Checker, p: &str, r: &Route) {
             );
         }
     }
+    if let Some(cors) = &r.cors {
+        for (i, o) in cors.allow_origins.iter().enumerate() {
+            value_matcher(
+                c,
+                &format!("{p}.cors.allow_origins[{i}]"),
+                &o.on_header("origin"),
+            );
+        }
+        for (field, names) in [
+            ("allow_headers", &cors.allow_headers),
+            ("expose_headers", &cors.expose_headers),
+        ] {
+            for (i, n) in names.iter().filter(|n| *n != "*").enumerate() {
+                c.header_name(format!("{p}.cors.{field}[{i}]"), n);
+            }
+        }
+    }
     if let Some(f) = &r.fault {
         if let Some(d) = &f.delay {
             c.percent(format!("{p}.fault.delay.percent"), d.percent);

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as ep;
 use envoy_types::pb::envoy::config::listener::v3 as lis;
 use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3 as cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
@@ -353,7 +354,7 @@ fn http_manager(
     for (i, f) in h.http_filters.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
         match f.name.as_str() {
-            crate::ROUTER | crate::FAULT => {}
+            crate::ROUTER | crate::FAULT | crate::CORS => {}
             crate::AUTHZ => {
                 let any = match &f.config_type {
                     Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a,
@@ -629,6 +630,7 @@ fn route(ctx: &mut Ctx, r: rt::Route, path: &str) -> Result<tc::Route, DecodeErr
         redirect: None,
         direct_response: None,
         fault: None,
+        cors: None,
         request_headers_to_add: header_values(
             ctx,
             &r.request_headers_to_add,
@@ -714,13 +716,70 @@ fn route(ctx: &mut Ctx, r: rt::Route, path: &str) -> Result<tc::Route, DecodeErr
     }
     for (name, any) in &r.typed_per_filter_config {
         let fpath = format!("{path}.typed_per_filter_config[{name}]");
-        if name != crate::FAULT {
-            return Err(ctx.err(&fpath, "only the fault filter takes per-route config"));
+        match name.as_str() {
+            crate::FAULT => {
+                let f: fault::HttpFault = ctx.decode(any, types::FAULT, &fpath)?;
+                out.fault = Some(fault_config(ctx, f, &fpath)?);
+            }
+            crate::CORS => {
+                let c: cors::CorsPolicy = ctx.decode(any, types::CORS_POLICY, &fpath)?;
+                out.cors = Some(cors_policy(ctx, c, &fpath)?);
+            }
+            _ => {
+                return Err(ctx.err(
+                    &fpath,
+                    "only the fault and cors filters take per-route config",
+                ))
+            }
         }
-        let f: fault::HttpFault = ctx.decode(any, types::FAULT, &fpath)?;
-        out.fault = Some(fault_config(ctx, f, &fpath)?);
     }
     Ok(out)
+}
+
+fn cors_policy(ctx: &Ctx, c: cors::CorsPolicy, path: &str) -> Result<tc::Cors, DecodeError> {
+    if c.filter_enabled.is_some() || c.shadow_enabled.is_some() {
+        return Err(ctx.err(path, "filter_enabled and shadow_enabled are not supported"));
+    }
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut allow_origins = Vec::new();
+    for (i, m) in c.allow_origin_string_match.iter().enumerate() {
+        let h = string_match(
+            ctx,
+            m,
+            "origin",
+            &format!("{path}.allow_origin_string_match[{i}]"),
+        )?;
+        allow_origins.push(tc::StringMatcher {
+            exact: h.exact,
+            prefix: h.prefix,
+            suffix: h.suffix,
+            regex: h.regex,
+        });
+    }
+    let max_age = match c.max_age.trim() {
+        "" => None,
+        s => Some(tc::Dur::secs(s.parse().map_err(|_| {
+            ctx.err(
+                &format!("{path}.max_age"),
+                format!("{s:?} is not a number of seconds"),
+            )
+        })?)),
+    };
+    Ok(tc::Cors {
+        allow_origins,
+        allow_methods: list(&c.allow_methods),
+        allow_headers: list(&c.allow_headers),
+        expose_headers: list(&c.expose_headers),
+        max_age,
+        allow_credentials: c.allow_credentials.is_some_and(|b| b.value),
+        forward_unmatched_preflights: c.forward_not_matching_preflights.is_none_or(|b| b.value),
+    })
 }
 
 fn fault_config(ctx: &Ctx, f: fault::HttpFault, path: &str) -> Result<tc::Fault, DecodeError> {

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3 as ep;
 use envoy_types::pb::envoy::config::listener::v3 as lis;
 use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as cfault;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3 as cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3 as router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
@@ -201,6 +202,14 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 ..Default::default()
             });
         }
+        http_filters.push(hcm::HttpFilter {
+            name: crate::CORS.into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+                types::CORS,
+                &cors::Cors::default(),
+            ))),
+            ..Default::default()
+        });
         http_filters.push(hcm::HttpFilter {
             name: crate::FAULT.into(),
             config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
@@ -707,6 +716,28 @@ fn route(r: &tc::Route, path: &str) -> Result<rt::Route, EncodeError> {
             ..Default::default()
         };
         typed_per_filter_config.insert(crate::FAULT.to_string(), any(types::FAULT, &config));
+    }
+    if let Some(c) = &r.cors {
+        let policy = cors::CorsPolicy {
+            allow_origin_string_match: c
+                .allow_origins
+                .iter()
+                .filter_map(|o| string_matcher(&o.on_header("origin")))
+                .collect(),
+            allow_methods: c.allow_methods.join(","),
+            allow_headers: c.allow_headers.join(","),
+            expose_headers: c.expose_headers.join(","),
+            max_age: c
+                .max_age
+                .map(|d| d.get().as_secs().to_string())
+                .unwrap_or_default(),
+            allow_credentials: c.allow_credentials.then_some(BoolValue { value: true }),
+            forward_not_matching_preflights: Some(BoolValue {
+                value: c.forward_unmatched_preflights,
+            }),
+            ..Default::default()
+        };
+        typed_per_filter_config.insert(crate::CORS.to_string(), any(types::CORS_POLICY, &policy));
     }
     Ok(rt::Route {
         name: r.name.clone().unwrap_or_default(),

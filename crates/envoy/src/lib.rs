@@ -28,6 +28,7 @@ pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const FAULT: &str = "envoy.filters.http.fault";
+pub const CORS: &str = "envoy.filters.http.cors";
 pub const AUTHZ: &str = "trellis.authorization";
 pub const JWT_AUTHN: &str = "trellis.jwt_authn";
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
@@ -45,6 +46,9 @@ pub(crate) mod types {
         "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
     pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
     pub const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+    pub const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
+    pub const CORS_POLICY: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
     pub const TYPED_STRUCT: &str = "type.googleapis.com/xds.type.v3.TypedStruct";
     pub const DOWNSTREAM_TLS: &str =
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";

@@ -40,6 +40,14 @@ listeners:
               fault:
                 delay: { fixed: 200ms, percent: 10 }
                 abort: { status: 503, percent: 5.5 }
+              cors:
+                allow_origins: [{ exact: "https://shop.example" }, { regex: "https://.*[.]example" }]
+                allow_methods: [GET, POST]
+                allow_headers: [x-user]
+                expose_headers: [x-trace]
+                max_age: 86400s
+                allow_credentials: true
+                forward_unmatched_preflights: false
             - match: { path: /old }
               redirect: { host: new.example, path: /new, response_code: 308, strip_query: true }
             - match: { regex: "/health(z)?" }

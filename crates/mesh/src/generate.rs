@@ -536,6 +536,7 @@ impl<'a> Gen<'a> {
                 redirect: None,
                 direct_response: None,
                 fault: None,
+                cors: None,
                 request_headers_to_add: Vec::new(),
                 request_headers_to_remove: Vec::new(),
                 response_headers_to_add: Vec::new(),
@@ -582,6 +583,7 @@ impl<'a> Gen<'a> {
             redirect: None,
             direct_response: None,
             fault: None,
+            cors: None,
             request_headers_to_add: Vec::new(),
             request_headers_to_remove: Vec::new(),
             response_headers_to_add: Vec::new(),
@@ -653,6 +655,26 @@ impl<'a> Gen<'a> {
                     .as_ref()
                     .and_then(|b| b.string.clone())
                     .unwrap_or_default(),
+            });
+        }
+        if let Some(c) = &r.cors_policy {
+            base.cors = Some(tc::Cors {
+                allow_origins: c
+                    .allow_origins
+                    .iter()
+                    .map(|o| tc::StringMatcher {
+                        exact: o.exact.clone(),
+                        prefix: o.prefix.clone(),
+                        suffix: None,
+                        regex: o.regex.clone(),
+                    })
+                    .collect(),
+                allow_methods: c.allow_methods.clone(),
+                allow_headers: c.allow_headers.clone(),
+                expose_headers: c.expose_headers.clone(),
+                max_age: c.max_age.as_deref().and_then(dur),
+                allow_credentials: c.allow_credentials.unwrap_or(false),
+                forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
             });
         }
         if let Some(f) = &r.fault {
@@ -796,6 +818,7 @@ impl<'a> Gen<'a> {
                                     redirect: None,
                                     direct_response: None,
                                     fault: None,
+                                    cors: None,
                                     request_headers_to_add: Vec::new(),
                                     request_headers_to_remove: Vec::new(),
                                     response_headers_to_add: Vec::new(),

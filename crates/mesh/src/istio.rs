@@ -76,6 +76,29 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     #[serde(default)]
     pub headers: Option<Headers>,
+    #[serde(default)]
+    pub cors_policy: Option<CorsPolicy>,
+}
+
+/// Istio's `HTTPRoute.corsPolicy`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsPolicy {
+    #[serde(default)]
+    pub allow_origins: Vec<StringMatch>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    /// `FORWARD` (the default) or `IGNORE`.
+    #[serde(default)]
+    pub unmatched_preflights: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -41,6 +41,68 @@ fn string_match(path: &str, m: &StringMatch, errors: &mut Vec<String>) {
     }
 }
 
+/// Istio's validateCORSPolicy.
+fn cors_policy(p: &str, c: &crate::istio::CorsPolicy, errors: &mut Vec<String>) {
+    const METHODS: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
+    ];
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        let op = format!("{p}.allowOrigins[{i}]");
+        let value = o
+            .exact
+            .as_deref()
+            .or(o.prefix.as_deref())
+            .or(o.regex.as_deref());
+        if value.is_none_or(str::is_empty) {
+            errors.push(format!(
+                "{op}: an empty match is not a valid match for CORS allow origins"
+            ));
+        } else {
+            string_match(&op, o, errors);
+        }
+    }
+    for (i, m) in c.allow_methods.iter().enumerate() {
+        if !METHODS.contains(&m.as_str()) {
+            errors.push(format!(
+                "{p}.allowMethods[{i}]: {m:?} is not a supported HTTP method"
+            ));
+        }
+    }
+    let token = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    for (field, names) in [
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        for (i, n) in names.iter().enumerate() {
+            if !token(n) {
+                errors.push(format!(
+                    "{p}.{field}[{i}]: {n:?} is not a valid header name"
+                ));
+            }
+        }
+    }
+    if let Some(age) = &c.max_age {
+        match trellis_config::parse_duration(age) {
+            Err(e) => errors.push(format!("{p}.maxAge: {e}")),
+            Ok(d) if d.subsec_nanos() > 0 => errors.push(format!(
+                "{p}.maxAge: {age:?}: max_age duration is accurate only to seconds precision"
+            )),
+            Ok(_) => {}
+        }
+    }
+    if let Some(u) = &c.unmatched_preflights {
+        if !matches!(u.as_str(), "FORWARD" | "IGNORE" | "UNSPECIFIED") {
+            errors.push(format!(
+                "{p}.unmatchedPreflights: {u:?} is not FORWARD or IGNORE"
+            ));
+        }
+    }
+}
+
 /// Istio's `exportTo` values: `*`, `.`, `~` (alone) or namespace names, each once.
 fn export_to(values: &[String], errors: &mut Vec<String>) {
     let mut seen = BTreeSet::new();
@@ -96,6 +158,9 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             if !m.source_labels.is_empty() {
                 errors.push(format!("{mp}.sourceLabels: not supported yet"));
             }
+        }
+        if let Some(c) = &r.cors_policy {
+            cors_policy(&format!("{p}.corsPolicy"), c, &mut errors);
         }
         let actions = [
             !r.route.is_empty(),

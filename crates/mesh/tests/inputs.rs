@@ -878,3 +878,54 @@ spec: { address: 127.0.0.2, ports: { http: 29081 }, labels: { app: client } }
     assert_eq!(sees("shop", "cart"), (true, true));
     assert_eq!(sees("other", "client"), (false, false));
 }
+
+/// corsPolicy is checked as Istio checks it (validateCORSPolicy).
+#[test]
+fn cors_policies_istio_refuses_are_refused() {
+    for (policy, says) in [
+        (
+            "{ allowOrigins: [{ exact: \"\" }] }",
+            "corsPolicy.allowOrigins[0]",
+        ),
+        (
+            "{ allowOrigins: [{ regex: \"(\" }] }",
+            "corsPolicy.allowOrigins[0].regex",
+        ),
+        (
+            "{ allowMethods: [FETCH] }",
+            "corsPolicy.allowMethods[0]: \"FETCH\"",
+        ),
+        (
+            "{ allowHeaders: [\"x user\"] }",
+            "corsPolicy.allowHeaders[0]",
+        ),
+        ("{ maxAge: 1.5s }", "accurate only to seconds"),
+        (
+            "{ unmatchedPreflights: DROP }",
+            "corsPolicy.unmatchedPreflights",
+        ),
+    ] {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: web }}\nspec:\n  hosts: [web]\n  http: [{{ corsPolicy: {policy}, route: [{{ destination: {{ host: web }} }}] }}]\n"
+        );
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&text, "r.yaml", &mut l);
+        assert!(
+            l.refused.iter().any(|d| d.message.contains(says)),
+            "{says}: {:#?}",
+            l.refused
+        );
+    }
+    let mut ok = trellis_mesh::Loaded::default();
+    trellis_mesh::load_str(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: web }\nspec:\n  hosts: [web]\n  http: [{ corsPolicy: { allowOrigins: [{ prefix: \"https://\" }], allowMethods: [\"*\"], allowHeaders: [\"*\"], maxAge: 10m }, route: [{ destination: { host: web } }] }]\n",
+        "r.yaml",
+        &mut ok,
+    );
+    assert!(
+        ok.refused.is_empty() && ok.warnings.is_empty(),
+        "{:#?} {:#?}",
+        ok.refused,
+        ok.warnings
+    );
+}

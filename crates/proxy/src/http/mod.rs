@@ -195,6 +195,7 @@ impl HttpManager {
             flags: Flags::default(),
             upstream: None,
             request_auth: None,
+            cors_origin: None,
         };
         let response = self.chain.run(&mut x).await;
         log.route = x.selected;

@@ -33,12 +33,17 @@ pub struct RouteEntry {
 #[derive(Default)]
 pub struct PerRoute {
     pub fault: Option<trellis_config::Fault>,
+    pub cors: Option<Box<super::filter::CorsPolicy>>,
 }
 
 impl PerRoute {
     pub fn new(route: &trellis_config::Route) -> PerRoute {
         PerRoute {
             fault: route.fault.clone(),
+            cors: route
+                .cors
+                .as_ref()
+                .map(|c| Box::new(super::filter::CorsPolicy::new(c))),
         }
     }
 }

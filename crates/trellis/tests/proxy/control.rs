@@ -786,3 +786,103 @@ async fn workload_entry_weights_share_the_traffic() {
         "3 of every 4 to the workload of weight 3: {served:?}"
     );
 }
+
+/// VirtualService corsPolicy: the client's sidecar answers a preflight from an allowed
+/// origin with the policy's headers, adds the allow headers to that origin's other
+/// responses, and leaves other origins alone (their preflight goes to the service).
+#[tokio::test]
+async fn cors_policies_answer_preflights_and_mark_responses() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews]
+  http:
+    - corsPolicy:
+        allowOrigins: [{ exact: "https://shop.example.com" }, { regex: "https://.*[.]partner[.]example" }]
+        allowMethods: [GET, POST]
+        allowHeaders: [x-user]
+        exposeHeaders: [x-trace]
+        maxAge: 24h
+        allowCredentials: true
+      route: [{ destination: { host: reviews } }]
+"#;
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &r1.entry(),
+    )
+    .unwrap();
+    std::fs::write(mesh.path().join("cors.yaml"), vs).unwrap();
+    let _a1 = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _s = sidecar(&c, &page, dir.path());
+    let _s1 = sidecar(&c, &r1, dir.path());
+    let url = format!("http://127.0.0.1:{}/reviews/1", page.outbound);
+    let req = |origin: &str| {
+        Req::get(&url)
+            .header("host", "reviews:9080")
+            .header("origin", origin)
+    };
+    eventually(
+        "the mesh routes productpage → reviews",
+        Duration::from_secs(15),
+        async || {
+            send(req("https://shop.example.com"))
+                .await
+                .is_ok_and(|r| r.status == 200)
+        },
+    )
+    .await;
+
+    let preflight = |origin: &str| {
+        req(origin)
+            .method("OPTIONS")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-user")
+    };
+    let r = send(preflight("https://shop.example.com")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-user"));
+    assert_eq!(r.header("access-control-max-age"), Some("86400"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("x-served-by"),
+        None,
+        "answered by the sidecar, not the service"
+    );
+
+    let r = send(req("https://a.partner.example")).await.unwrap();
+    assert_eq!((r.status, r.served_by().as_str()), (200, "reviews-v1"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.partner.example")
+    );
+    assert_eq!(r.header("access-control-expose-headers"), Some("x-trace"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+
+    // Another origin: nothing added; its preflight goes on to the service.
+    let r = send(req("https://evil.example")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = send(preflight("https://evil.example")).await.unwrap();
+    assert_eq!(
+        r.served_by(),
+        "reviews-v1",
+        "forwarded (Istio's unmatchedPreflights: FORWARD)"
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}

@@ -14,6 +14,7 @@
 //! Per-route configuration (Envoy's `typed_per_filter_config`) is [`PerRoute`]: each
 //! filter that has some reads its part from the selected route.
 
+mod cors;
 mod fault;
 mod header_mutation;
 mod jwt_authn;
@@ -27,6 +28,7 @@ use http::request::Parts;
 use http::Response;
 use hyper::body::Incoming;
 
+pub use cors::{Cors, Policy as CorsPolicy};
 pub use fault::Fault;
 pub use header_mutation::HeaderMutation;
 pub use jwt_authn::JwtAuthn;
@@ -68,6 +70,9 @@ pub struct Exchange<'a> {
     pub upstream: Option<SocketAddr>,
     /// The request's verified JWT (set by `jwt_authn`, read by `rbac`).
     pub request_auth: Option<Arc<trellis_jwt::Verified>>,
+    /// The request's `Origin`, when the route's CORS policy allows it (set by `cors`
+    /// on the way in, answered on the way out).
+    pub cors_origin: Option<http::HeaderValue>,
 }
 
 impl<'a> Exchange<'a> {
@@ -81,6 +86,7 @@ impl<'a> Exchange<'a> {
 pub enum Filter {
     JwtAuthn(JwtAuthn),
     Rbac(Rbac),
+    Cors(Cors),
     HeaderMutation(HeaderMutation),
     Fault(Fault),
     Router(Router),
@@ -91,6 +97,7 @@ impl Filter {
         match self {
             Filter::JwtAuthn(f) => f.on_request(x),
             Filter::Rbac(f) => f.on_request(x),
+            Filter::Cors(f) => f.on_request(x),
             Filter::HeaderMutation(f) => f.on_request(x),
             Filter::Fault(f) => f.on_request(x).await,
             Filter::Router(f) => f.on_request(x).await,
@@ -98,8 +105,10 @@ impl Filter {
     }
 
     fn on_response(&self, x: &Exchange<'_>, response: &mut Response<Body>) {
-        if let Filter::HeaderMutation(f) = self {
-            f.on_response(x, response)
+        match self {
+            Filter::HeaderMutation(f) => f.on_response(x, response),
+            Filter::Cors(f) => f.on_response(x, response),
+            _ => {}
         }
     }
 }
@@ -108,7 +117,7 @@ impl Filter {
 pub struct Chain(Vec<Filter>);
 
 impl Chain {
-    /// Envoy's order for what the listener uses: JWT authentication, RBAC, header
+    /// Envoy's order for what the listener uses: JWT authentication, RBAC, CORS, header
     /// mutation, fault, router.
     pub fn new(
         jwt: Option<JwtAuthn>,
@@ -122,6 +131,9 @@ impl Chain {
         }
         if let Some(authz) = rbac {
             filters.push(Filter::Rbac(Rbac::new(authz)));
+        }
+        if routes().any(|r| r.per_filter.cors.is_some()) {
+            filters.push(Filter::Cors(Cors));
         }
         let mutates = virtual_hosts
             .iter()
@@ -144,6 +156,7 @@ impl Chain {
             .map(|f| match f {
                 Filter::JwtAuthn(_) => jwt_authn::NAME,
                 Filter::Rbac(_) => rbac::NAME,
+                Filter::Cors(_) => cors::NAME,
                 Filter::HeaderMutation(_) => header_mutation::NAME,
                 Filter::Fault(_) => fault::NAME,
                 Filter::Router(_) => router::NAME,
@@ -262,6 +275,7 @@ mod tests {
             flags: Flags::default(),
             upstream: None,
             request_auth: None,
+            cors_origin: None,
         };
         let response = m.chain.run(&mut x).await;
         (response, x.flags)
@@ -433,6 +447,7 @@ listeners:
             flags: Flags::default(),
             upstream: None,
             request_auth: None,
+            cors_origin: None,
         };
         assert!(matches!(HeaderMutation.on_request(&mut x), Step::Continue));
         assert_eq!(x.parts.headers["x-added"], "yes");
