@@ -4,6 +4,7 @@
 //! records the request's stats and access log line.
 
 mod action;
+mod cors_policy;
 mod filter;
 mod flags;
 mod forward;

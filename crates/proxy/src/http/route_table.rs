@@ -33,7 +33,7 @@ pub struct RouteEntry {
 #[derive(Default)]
 pub struct PerRoute {
     pub fault: Option<trellis_config::Fault>,
-    pub cors: Option<Box<super::filter::CorsPolicy>>,
+    pub cors: Option<Box<super::cors_policy::Policy>>,
 }
 
 impl PerRoute {
@@ -43,7 +43,7 @@ impl PerRoute {
             cors: route
                 .cors
                 .as_ref()
-                .map(|c| Box::new(super::filter::CorsPolicy::new(c))),
+                .map(|c| Box::new(super::cors_policy::Policy::new(c))),
         }
     }
 }

@@ -7,62 +7,18 @@
 //! origin goes on to the upstream, or with `forward_unmatched_preflights: false` is
 //! answered without CORS headers): the browser then refuses what the page asked.
 
+use super::{Exchange, Step};
+use crate::body::{self, Body};
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
 };
 use http::{HeaderValue, Method, Response, StatusCode};
-use trellis_routing::ValueMatcher;
-
-use super::{Exchange, Step};
-use crate::body::{self, Body};
 
 pub const NAME: &str = "cors";
 
 pub struct Cors;
-
-/// A route's policy, ready to answer with.
-pub struct Policy {
-    origins: Vec<ValueMatcher>,
-    methods: Option<HeaderValue>,
-    headers: Option<HeaderValue>,
-    expose: Option<HeaderValue>,
-    max_age: Option<HeaderValue>,
-    credentials: bool,
-    forward_unmatched: bool,
-}
-
-fn joined(list: &[String]) -> Option<HeaderValue> {
-    (!list.is_empty())
-        .then(|| HeaderValue::from_str(&list.join(",")).ok())
-        .flatten()
-}
-
-impl Policy {
-    /// The policy of a route (validated: its origin patterns compile).
-    pub fn new(c: &trellis_config::Cors) -> Policy {
-        Policy {
-            origins: c
-                .allow_origins
-                .iter()
-                .filter_map(|o| ValueMatcher::new(&o.on_header("origin"), false).ok())
-                .collect(),
-            methods: joined(&c.allow_methods),
-            headers: joined(&c.allow_headers),
-            expose: joined(&c.expose_headers),
-            max_age: c.max_age.map(|d| HeaderValue::from(d.get().as_secs())),
-            credentials: c.allow_credentials,
-            forward_unmatched: c.forward_unmatched_preflights,
-        }
-    }
-
-    fn allows(&self, origin: &HeaderValue) -> bool {
-        origin
-            .to_str()
-            .is_ok_and(|o| self.origins.iter().any(|m| m.matches(Some(o))))
-    }
-}
 
 impl Cors {
     pub fn on_request(&self, x: &mut Exchange<'_>) -> Step {

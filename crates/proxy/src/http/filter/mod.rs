@@ -28,7 +28,7 @@ use http::request::Parts;
 use http::Response;
 use hyper::body::Incoming;
 
-pub use cors::{Cors, Policy as CorsPolicy};
+pub use cors::Cors;
 pub use fault::Fault;
 pub use header_mutation::HeaderMutation;
 pub use jwt_authn::JwtAuthn;
