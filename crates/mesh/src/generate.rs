@@ -4,7 +4,7 @@
 //! subset (`outbound|<port>|<subset>|<host>`), automatic mutual TLS to workloads that
 //! have sidecars, PeerAuthentication and AuthorizationPolicy on each inbound port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_config as tc;
 use trellis_config::{Dur, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
@@ -111,14 +111,28 @@ pub fn generate_clusters(
     Some(g.clusters.into_values().collect())
 }
 
-/// What the outbound half depends on: the namespace and the Sidecar resource that
-/// scopes the workload's egress.
+/// What the outbound half depends on: the namespace, the Sidecar resource that scopes
+/// the workload's egress, and the workload's values of the labels that VirtualService
+/// matches ask the client for (`sourceLabels`).
 pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {
     let registry = Registry::default();
-    match Gen::new(inputs, &registry, w).sidecar_scope() {
-        Some(sc) => format!("{}|{}/{}", w.namespace, sc.namespace, sc.name),
-        None => format!("{}|*", w.namespace),
-    }
+    let sidecar = match Gen::new(inputs, &registry, w).sidecar_scope() {
+        Some(sc) => format!("{}/{}", sc.namespace, sc.name),
+        None => "*".to_string(),
+    };
+    let asked: BTreeSet<&str> = inputs
+        .virtual_services
+        .iter()
+        .flat_map(|vs| &vs.spec.http)
+        .flat_map(|r| &r.matches)
+        .flat_map(|m| m.source_labels.keys())
+        .map(String::as_str)
+        .collect();
+    let labels: String = asked
+        .iter()
+        .filter_map(|k| w.labels.get(*k).map(|v| format!("|{k}={v}")))
+        .collect();
+    format!("{}|{sidecar}{labels}", w.namespace)
 }
 
 /// Sidecar resources whose egress listeners (those with a port) would be bound by two
@@ -698,10 +712,21 @@ impl<'a> Gen<'a> {
         }
         // Istio's matches are alternatives: one route per match, same action; a match
         // with a port is one for the virtual host of that port only (a route whose
-        // matches all name other ports has none here).
+        // matches all name other ports, or other clients, has none here).
+        // Matches on the client (sourceLabels, sourceNamespace) are decided here: each
+        // sidecar's view holds the routes whose matches can apply to its workload.
+        let w = self.w;
         r.matches
             .iter()
             .filter(|m| m.port.is_none_or(|port| port == 0 || port == p.number))
+            .filter(|m| {
+                m.source_labels
+                    .iter()
+                    .all(|(k, v)| w.labels.get(k) == Some(v))
+                    && m.source_namespace
+                        .as_ref()
+                        .is_none_or(|ns| *ns == w.namespace)
+            })
             .map(|m| {
                 let mut route = base.clone();
                 route.matches = route_match(m);

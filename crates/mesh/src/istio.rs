@@ -124,6 +124,8 @@ pub struct HttpMatch {
     pub port: Option<u16>,
     #[serde(default)]
     pub source_labels: Labels,
+    #[serde(default)]
+    pub source_namespace: Option<String>,
 }
 
 /// Exactly one of the three, as Istio's StringMatch oneof.

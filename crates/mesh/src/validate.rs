@@ -155,9 +155,6 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
                     string_match(&format!("{mp}.{field}.{name}"), sm, &mut errors);
                 }
             }
-            if !m.source_labels.is_empty() {
-                errors.push(format!("{mp}.sourceLabels: not supported yet"));
-            }
         }
         if let Some(c) = &r.cors_policy {
             cors_policy(&format!("{p}.corsPolicy"), c, &mut errors);

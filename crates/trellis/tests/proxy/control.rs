@@ -886,3 +886,69 @@ spec:
     );
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
+
+/// VirtualService matches on the client (`sourceLabels`, `sourceNamespace`): each
+/// sidecar gets the routes that apply to its own workload.
+#[tokio::test]
+async fn source_matches_route_each_client_by_its_labels() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let other = Workload::new("ratings-v1", "app: ratings, version: v1", "ratings");
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    let r2 = Workload::new("reviews-v2", "app: reviews, version: v2", "reviews");
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{ sourceLabels: { app: productpage }, sourceNamespace: default }]
+      route: [{ destination: { host: reviews, subset: v2 } }]
+    - route: [{ destination: { host: reviews, subset: v1 } }]
+"#;
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        [&page, &other, &r1, &r2]
+            .iter()
+            .map(|w| w.entry())
+            .collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(mesh.path().join("vs.yaml"), vs).unwrap();
+    let _a1 = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let _a2 = app_on("reviews-v2", &format!("127.0.0.1:{}", r2.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _sp = sidecar(&c, &page, dir.path());
+    let _so = sidecar(&c, &other, dir.path());
+    let _s1 = sidecar(&c, &r1, dir.path());
+    let _s2 = sidecar(&c, &r2, dir.path());
+    for w in [&page, &other] {
+        eventually(
+            "the client reaches reviews",
+            Duration::from_secs(15),
+            async || {
+                send(
+                    Req::get(&format!("http://127.0.0.1:{}/", w.outbound))
+                        .header("host", "reviews:9080"),
+                )
+                .await
+                .is_ok_and(|r| r.status == 200)
+            },
+        )
+        .await;
+    }
+    assert!(call_reviews(page.outbound, 10)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v2"));
+    assert!(call_reviews(other.outbound, 10)
+        .await
+        .iter()
+        .all(|s| s == "reviews-v1"));
+}
