@@ -23,6 +23,7 @@ spec:
   ports: { http: 29080 }
   labels: { app: reviews, version: v1 }
   serviceAccount: reviews
+  locality: us-east/a
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -30,8 +31,7 @@ metadata: { name: reviews, namespace: default }
 spec:
   hosts: [reviews]
   http:
-    - corsPolicy: { allowOrigins: [{ exact: "*" }] }
-      route: [{ destination: { host: reviews } }]
+    - route: [{ destination: { host: reviews } }]
 "#;
 
 /// One invalid document per case, with what its refusal must say.
@@ -132,7 +132,7 @@ fn each_invalid_resource_is_refused_alone_with_file_resource_and_field() {
     }
     assert_eq!(loaded.refused.len(), BAD.len(), "{:#?}", loaded.refused);
 
-    // The good resources all made it, and the unsupported field is a named warning.
+    // The good resources all made it, and the field not honoured is a named warning.
     assert_eq!(loaded.inputs.service_entries.len(), 1);
     assert_eq!(loaded.inputs.workload_entries.len(), 1);
     assert_eq!(loaded.inputs.virtual_services.len(), 1);
@@ -144,7 +144,7 @@ fn each_invalid_resource_is_refused_alone_with_file_resource_and_field() {
         .join("\n");
     assert!(
         warning.contains(
-            "good.yaml#3 VirtualService default/reviews: spec.http[0].corsPolicy is not supported"
+            "good.yaml#2 WorkloadEntry default/reviews-v1: spec.locality: not honoured yet"
         ),
         "{warning}"
     );
