@@ -424,6 +424,15 @@ fn default_route_timeout() -> Dur {
 pub struct WeightedCluster {
     pub name: String,
     pub weight: u32,
+    /// Header edits for requests that go to this cluster, and their responses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_add: Vec<HeaderValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -819,14 +819,25 @@ fn route_action(ctx: &Ctx, a: rt::RouteAction, path: &str) -> Result<tc::RouteAc
     match a.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => cluster = Some(c),
         Some(ClusterSpecifier::WeightedClusters(w)) => {
-            weighted_clusters = w
-                .clusters
-                .into_iter()
-                .map(|c| tc::WeightedCluster {
+            for (i, c) in w.clusters.into_iter().enumerate() {
+                let cp = format!("{path}.weighted_clusters.clusters[{i}]");
+                weighted_clusters.push(tc::WeightedCluster {
+                    request_headers_to_add: header_values(
+                        ctx,
+                        &c.request_headers_to_add,
+                        &format!("{cp}.request_headers_to_add"),
+                    )?,
+                    request_headers_to_remove: c.request_headers_to_remove,
+                    response_headers_to_add: header_values(
+                        ctx,
+                        &c.response_headers_to_add,
+                        &format!("{cp}.response_headers_to_add"),
+                    )?,
+                    response_headers_to_remove: c.response_headers_to_remove,
                     name: c.name,
                     weight: c.weight.map(|w| w.value).unwrap_or(0),
-                })
-                .collect()
+                });
+            }
         }
         _ => return Err(ctx.err(path, "only cluster and weighted_clusters are supported")),
     }

@@ -764,6 +764,10 @@ fn route_action(a: &tc::RouteAction) -> rt::RouteAction {
                 .map(|w| rt::weighted_cluster::ClusterWeight {
                     name: w.name.clone(),
                     weight: u32v(w.weight),
+                    request_headers_to_add: header_values(&w.request_headers_to_add),
+                    request_headers_to_remove: w.request_headers_to_remove.clone(),
+                    response_headers_to_add: header_values(&w.response_headers_to_add),
+                    response_headers_to_remove: w.response_headers_to_remove.clone(),
                     ..Default::default()
                 })
                 .collect(),

@@ -32,7 +32,7 @@ listeners:
                   - { name: x-tier, regex: "gold|silver", invert: true }
                 query_params: [{ name: v, prefix: "2" }]
               route:
-                weighted_clusters: [{ name: reviews-v1, weight: 80 }, { name: reviews-v2, weight: 20 }]
+                weighted_clusters: [{ name: reviews-v1, weight: 80 }, { name: reviews-v2, weight: 20, request_headers_to_add: [{ name: x-canary, value: "yes" }], request_headers_to_remove: [x-debug], response_headers_to_add: [{ name: x-version, value: v2, append: true }], response_headers_to_remove: [server] }]
                 timeout: 3s
                 retry_policy: { retry_on: "5xx,reset", num_retries: 3, per_try_timeout: 500ms, retriable_status_codes: [409] }
                 request_mirror: { cluster: reviews-v2, percent: 12.5 }

@@ -633,6 +633,25 @@ impl<'a> Gen<'a> {
             } else {
                 action(String::new(), Some(weighted), retries)
             };
+            // Per-destination headers: on the route itself when it has one destination
+            // (after the route's own), on each weighted cluster otherwise (Istio's
+            // translation).
+            for (i, d) in r.route.iter().enumerate() {
+                let Some(h) = &d.headers else { continue };
+                let (req, resp) = (
+                    header_operations(h.request.as_ref()),
+                    header_operations(h.response.as_ref()),
+                );
+                if r.route.len() == 1 {
+                    base.request_headers_to_add.extend(req.0);
+                    base.request_headers_to_remove.extend(req.1);
+                    base.response_headers_to_add.extend(resp.0);
+                    base.response_headers_to_remove.extend(resp.1);
+                } else if let Some(w) = a.weighted_clusters.get_mut(i) {
+                    (w.request_headers_to_add, w.request_headers_to_remove) = req;
+                    (w.response_headers_to_add, w.response_headers_to_remove) = resp;
+                }
+            }
             a.timeout = r.timeout.as_deref().and_then(dur).unwrap_or(Dur::secs(0));
             if let Some(rw) = &r.rewrite {
                 a.prefix_rewrite = rw.uri.clone();
@@ -949,7 +968,14 @@ fn action(
         Some(w) => (
             None,
             w.into_iter()
-                .map(|(name, weight)| tc::WeightedCluster { name, weight })
+                .map(|(name, weight)| tc::WeightedCluster {
+                    name,
+                    weight,
+                    request_headers_to_add: Vec::new(),
+                    request_headers_to_remove: Vec::new(),
+                    response_headers_to_add: Vec::new(),
+                    response_headers_to_remove: Vec::new(),
+                })
                 .collect(),
         ),
     };
@@ -1018,29 +1044,37 @@ fn route_match(m: &istio::HttpMatch) -> tc::RouteMatch {
 }
 
 fn header_ops(h: &istio::Headers, r: &mut tc::Route) {
-    let ops = |o: &istio::HeaderOperations| -> (Vec<tc::HeaderValue>, Vec<String>) {
-        let mut add: Vec<tc::HeaderValue> = o
-            .set
-            .iter()
-            .map(|(k, v)| tc::HeaderValue {
-                name: k.clone(),
-                value: v.clone(),
-                append: false,
-            })
-            .collect();
-        add.extend(o.add.iter().map(|(k, v)| tc::HeaderValue {
+    if h.request.is_some() {
+        (r.request_headers_to_add, r.request_headers_to_remove) =
+            header_operations(h.request.as_ref());
+    }
+    if h.response.is_some() {
+        (r.response_headers_to_add, r.response_headers_to_remove) =
+            header_operations(h.response.as_ref());
+    }
+}
+
+/// Istio's header operations as the headers to add (`set` replaces, `add` appends) and
+/// the names to remove.
+fn header_operations(o: Option<&istio::HeaderOperations>) -> (Vec<tc::HeaderValue>, Vec<String>) {
+    let Some(o) = o else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut add: Vec<tc::HeaderValue> = o
+        .set
+        .iter()
+        .map(|(k, v)| tc::HeaderValue {
             name: k.clone(),
             value: v.clone(),
-            append: true,
-        }));
-        (add, o.remove.clone())
-    };
-    if let Some(o) = &h.request {
-        (r.request_headers_to_add, r.request_headers_to_remove) = ops(o);
-    }
-    if let Some(o) = &h.response {
-        (r.response_headers_to_add, r.response_headers_to_remove) = ops(o);
-    }
+            append: false,
+        })
+        .collect();
+    add.extend(o.add.iter().map(|(k, v)| tc::HeaderValue {
+        name: k.clone(),
+        value: v.clone(),
+        append: true,
+    }));
+    (add, o.remove.clone())
 }
 
 /// A subset's traffic policy overrides the rule's, field by field.

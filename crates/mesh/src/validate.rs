@@ -184,11 +184,6 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             if d.destination.host.is_empty() {
                 errors.push(format!("{p}.route[{j}].destination.host: required"));
             }
-            if d.headers.is_some() {
-                errors.push(format!(
-                    "{p}.route[{j}].headers: per-destination headers are not supported yet"
-                ));
-            }
         }
         duration(&format!("{p}.timeout"), &r.timeout, &mut errors);
         if let Some(retry) = &r.retries {

@@ -9,7 +9,8 @@ use http::header::HeaderValue;
 use http::StatusCode;
 use trellis_config::{Redirect, Route, RouteMatch};
 
-use super::forward::{Forward, RetryRule};
+use super::forward::{Forward, RetryRule, Target};
+use super::headers::Mutations;
 use crate::cluster::Cluster;
 
 /// What a route does.
@@ -30,17 +31,27 @@ pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
         return Action::Redirect(rd.clone(), prefix_len);
     }
     let a = r.route.as_ref().expect("validated: a route has one action");
-    let targets: Vec<(Arc<Cluster>, u32)> = match &a.cluster {
-        Some(c) => vec![(clusters[c].clone(), 1)],
+    let targets: Vec<Target> = match &a.cluster {
+        Some(c) => vec![Target {
+            cluster: clusters[c].clone(),
+            weight: 1,
+            request: Mutations::default(),
+            response: Mutations::default(),
+        }],
         None => a
             .weighted_clusters
             .iter()
             .filter(|w| w.weight > 0)
-            .map(|w| (clusters[&w.name].clone(), w.weight))
+            .map(|w| Target {
+                cluster: clusters[&w.name].clone(),
+                weight: w.weight,
+                request: Mutations::new(&w.request_headers_to_add, &w.request_headers_to_remove),
+                response: Mutations::new(&w.response_headers_to_add, &w.response_headers_to_remove),
+            })
             .collect(),
     };
     Action::Forward(Forward {
-        total_weight: targets.iter().map(|t| t.1).sum(),
+        total_weight: targets.iter().map(|t| t.weight).sum(),
         targets,
         prefix_rewrite: a.prefix_rewrite.clone().map(|p| (prefix_len, p)),
         host_rewrite: a

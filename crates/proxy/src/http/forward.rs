@@ -67,8 +67,17 @@ impl RetryRule {
     }
 }
 
+/// A cluster a route sends to, its weight, and the header edits that go with it (Envoy's
+/// weighted cluster headers, Istio's per-destination `headers`).
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    pub weight: u32,
+    pub request: super::headers::Mutations,
+    pub response: super::headers::Mutations,
+}
+
 pub struct Forward {
-    pub targets: Vec<(Arc<Cluster>, u32)>,
+    pub targets: Vec<Target>,
     pub total_weight: u32,
     /// (length of the matched prefix, replacement); the whole path for path/regex routes.
     pub prefix_rewrite: Option<(Option<usize>, String)>,
@@ -100,18 +109,18 @@ enum ReqBody {
 }
 
 impl Forward {
-    fn pick_cluster(&self) -> &Arc<Cluster> {
+    fn pick(&self) -> &Target {
         if self.targets.len() == 1 {
-            return &self.targets[0].0;
+            return &self.targets[0];
         }
         let mut x = rand::thread_rng().gen_range(0..self.total_weight);
-        for (c, w) in &self.targets {
-            if x < *w {
-                return c;
+        for t in &self.targets {
+            if x < t.weight {
+                return t;
             }
-            x -= w;
+            x -= t.weight;
         }
-        &self.targets[self.targets.len() - 1].0
+        &self.targets[self.targets.len() - 1]
     }
 
     /// Applies the route's path and authority rewrites.
@@ -156,7 +165,23 @@ impl Forward {
         buffer_limit: usize,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Forwarded {
-        let cluster = self.pick_cluster().clone();
+        let target = self.pick();
+        target.request.apply(&mut out.headers);
+        let mut forwarded = self
+            .forward_to(target.cluster.clone(), out, body, buffer_limit, upgrade)
+            .await;
+        target.response.apply(forwarded.response.headers_mut());
+        forwarded
+    }
+
+    async fn forward_to(
+        &self,
+        cluster: Arc<Cluster>,
+        mut out: Outgoing,
+        body: Incoming,
+        buffer_limit: usize,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Forwarded {
         let Some(guard) = cluster.start_request() else {
             return fail(UpstreamError::Overflow("max_requests"));
         };

@@ -952,3 +952,85 @@ spec:
         .iter()
         .all(|s| s == "reviews-v1"));
 }
+
+/// Per-destination `headers` of a VirtualService route: each destination's edits go
+/// with the requests sent to it and their responses (before, the VirtualService was
+/// refused).
+#[tokio::test]
+async fn destination_headers_go_with_their_destination() {
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let r1 = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    let r2 = Workload::new("reviews-v2", "app: reviews, version: v2", "reviews");
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews]
+  http:
+    - headers: { request: { set: { x-route: all } } }
+      route:
+        - destination: { host: reviews, subset: v1 }
+          weight: 50
+          headers: { request: { set: { x-canary: "no" } }, response: { set: { x-version: one } } }
+        - destination: { host: reviews, subset: v2 }
+          weight: 50
+          headers: { request: { set: { x-canary: "yes" } }, response: { add: { x-version: two } } }
+"#;
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        [&page, &r1, &r2]
+            .iter()
+            .map(|w| w.entry())
+            .collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(mesh.path().join("vs.yaml"), vs).unwrap();
+    let _a1 = app_on("reviews-v1", &format!("127.0.0.1:{}", r1.app), &[]);
+    let _a2 = app_on("reviews-v2", &format!("127.0.0.1:{}", r2.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _sp = sidecar(&c, &page, dir.path());
+    let _s1 = sidecar(&c, &r1, dir.path());
+    let _s2 = sidecar(&c, &r2, dir.path());
+    let url = format!("http://127.0.0.1:{}/headers", page.outbound);
+    eventually(
+        "both versions answer",
+        Duration::from_secs(15),
+        async || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                match send(Req::get(&url).header("host", "reviews:9080")).await {
+                    Ok(r) if r.status == 200 => seen.insert(r.served_by()),
+                    _ => return false,
+                };
+            }
+            seen.len() == 2
+        },
+    )
+    .await;
+    for _ in 0..20 {
+        let r = send(Req::get(&url).header("host", "reviews:9080"))
+            .await
+            .unwrap();
+        let echoed = r.json();
+        let sent = |name: &str| echoed["headers"][name].as_str().map(str::to_string);
+        assert_eq!(sent("x-route").as_deref(), Some("all"), "{echoed}");
+        match r.served_by().as_str() {
+            "reviews-v1" => {
+                assert_eq!(sent("x-canary").as_deref(), Some("no"));
+                assert_eq!(r.header("x-version"), Some("one"));
+            }
+            "reviews-v2" => {
+                assert_eq!(sent("x-canary").as_deref(), Some("yes"));
+                assert_eq!(r.header("x-version"), Some("two"));
+            }
+            other => panic!("served by {other}"),
+        }
+    }
+}
