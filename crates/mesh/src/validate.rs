@@ -41,6 +41,59 @@ fn string_match(path: &str, m: &StringMatch, errors: &mut Vec<String>) {
     }
 }
 
+/// Istio's header operation checks (ValidateHTTPHeader*OperationName, ValidateHTTPHeaderValue),
+/// and what Trellis does not do yet: set the authority through headers, or expand
+/// Envoy's `%...%` command operators in values.
+fn headers(p: &str, h: &crate::istio::Headers, errors: &mut Vec<String>) {
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        let sp = format!("{p}.{side}");
+        for (kind, names) in [
+            ("set", ops.set.keys().collect::<Vec<_>>()),
+            ("add", ops.add.keys().collect()),
+            ("remove", ops.remove.iter().collect()),
+        ] {
+            for name in names {
+                let np = format!("{sp}.{kind}[{name}]");
+                let lower = name.to_ascii_lowercase();
+                let authority = lower == ":authority" || lower == "host";
+                if name.is_empty() {
+                    errors.push(format!("{sp}.{kind}: header name cannot be empty"));
+                } else if authority && side == "request" && kind != "remove" {
+                    errors.push(format!(
+                        "{np}: setting the authority through headers is not supported yet; use rewrite.authority"
+                    ));
+                } else if lower == "host" {
+                    errors.push(format!(
+                        "{np}: invalid header {name:?}: cannot set Host header"
+                    ));
+                } else if name.starts_with(':') {
+                    errors.push(format!(
+                        "{np}: invalid header {name:?}: header cannot have \":\" prefix"
+                    ));
+                }
+            }
+        }
+        for (kind, values) in [("set", &ops.set), ("add", &ops.add)] {
+            for (name, value) in values {
+                let np = format!("{sp}.{kind}[{name}]");
+                if value
+                    .chars()
+                    .any(|c| (c.is_control() && c != '\t') || c == '\u{7f}')
+                {
+                    errors.push(format!(
+                        "{np}: header value configuration {value:?} is invalid"
+                    ));
+                } else if value.contains('%') {
+                    errors.push(format!(
+                        "{np}: {value:?}: Envoy's %...% header value operators are not supported yet"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Istio's validateCORSPolicy.
 fn cors_policy(p: &str, c: &crate::istio::CorsPolicy, errors: &mut Vec<String>) {
     const METHODS: &[&str] = &[
@@ -158,6 +211,14 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
         }
         if let Some(c) = &r.cors_policy {
             cors_policy(&format!("{p}.corsPolicy"), c, &mut errors);
+        }
+        if let Some(h) = &r.headers {
+            headers(&format!("{p}.headers"), h, &mut errors);
+        }
+        for (j, d) in r.route.iter().enumerate() {
+            if let Some(h) = &d.headers {
+                headers(&format!("{p}.route[{j}].headers"), h, &mut errors);
+            }
         }
         let actions = [
             !r.route.is_empty(),
