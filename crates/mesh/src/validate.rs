@@ -156,6 +156,63 @@ fn cors_policy(p: &str, c: &crate::istio::CorsPolicy, errors: &mut Vec<String>) 
     }
 }
 
+/// Istio's IsDNS1123Label: lowercase letters, digits and '-', starting and ending with
+/// a letter or digit, at most 63 characters.
+fn dns1123_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
+/// Istio's ValidateWildcardDomain: a wildcard only in the first label (`*` or
+/// `*suffix`), DNS-1123 labels elsewhere, a top-level domain not all digits, a trailing
+/// dot allowed.
+fn wildcard_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("domain name cannot be empty".into());
+    }
+    if domain.len() > 255 {
+        return Err(format!(
+            "domain name {domain:?} is longer than 255 characters"
+        ));
+    }
+    let (first, rest) = match domain.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (domain, None),
+    };
+    let first_ok = first.len() <= 63
+        && (first == "*"
+            || first.strip_prefix('*').is_some_and(dns1123_label)
+            || dns1123_label(first));
+    if !first_ok {
+        return Err(format!(
+            "domain name {domain:?} invalid (label {first:?} invalid)"
+        ));
+    }
+    let Some(rest) = rest else { return Ok(()) };
+    let labels: Vec<&str> = rest.split('.').collect();
+    let top = labels.last().copied().unwrap_or_default();
+    if !top.is_empty() && top.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "domain name {domain:?} invalid (top level domain {top:?} cannot be all-numeric)"
+        ));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if i == labels.len() - 1 && l.is_empty() {
+            break; // a trailing dot
+        }
+        if !dns1123_label(l) {
+            return Err(format!(
+                "domain name {domain:?} invalid (label {l:?} invalid)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Istio's `exportTo` values: `*`, `.`, `~` (alone) or namespace names, each once.
 fn export_to(values: &[String], errors: &mut Vec<String>) {
     let mut seen = BTreeSet::new();
@@ -185,6 +242,18 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
     export_to(&vs.export_to, &mut errors);
     if vs.hosts.is_empty() {
         errors.push("spec.hosts: at least one host is required".into());
+    }
+    let applies_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+    for (i, h) in vs.hosts.iter().enumerate() {
+        if h == "*" && applies_to_mesh {
+            errors.push(format!(
+                "spec.hosts[{i}]: wildcard host * is not allowed for virtual services bound to the mesh gateway"
+            ));
+        } else if h != "*" && h.parse::<std::net::IpAddr>().is_err() {
+            if let Err(e) = wildcard_domain(h) {
+                errors.push(format!("spec.hosts[{i}]: {e}"));
+            }
+        }
     }
     if vs.gateways.iter().any(|g| g != "mesh") {
         errors
@@ -242,8 +311,15 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             ));
         }
         for (j, d) in r.route.iter().enumerate() {
-            if d.destination.host.is_empty() {
+            let host = &d.destination.host;
+            if host.is_empty() {
                 errors.push(format!("{p}.route[{j}].destination.host: required"));
+            } else if host == "*" {
+                errors.push(format!(
+                    "{p}.route[{j}].destination.host: invalid destination host *"
+                ));
+            } else if let Err(e) = wildcard_domain(host) {
+                errors.push(format!("{p}.route[{j}].destination.host: {e}"));
             }
         }
         duration(&format!("{p}.timeout"), &r.timeout, &mut errors);
@@ -305,6 +381,8 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<String> {
     export_to(&dr.export_to, &mut errors);
     if dr.host.is_empty() {
         errors.push("spec.host: required".into());
+    } else if let Err(e) = wildcard_domain(&dr.host) {
+        errors.push(format!("spec.host: {e}"));
     }
     let mut names = BTreeSet::new();
     for (i, s) in dr.subsets.iter().enumerate() {

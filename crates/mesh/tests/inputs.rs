@@ -978,3 +978,40 @@ fn header_operations_istio_refuses_are_refused() {
         }
     }
 }
+
+/// Host names are checked as Istio's ValidateWildcardDomain checks them, and `*` is not a
+/// VirtualService host for sidecars.
+#[test]
+fn host_names_istio_refuses_are_refused() {
+    let vs = |hosts: &str, dest: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: web }}\nspec:\n  hosts: {hosts}\n  http: [{{ route: [{{ destination: {{ host: {dest} }} }}] }}]\n"
+        )
+    };
+    for (text, says) in [
+        (vs("[\"*\"]", "web"), "wildcard host * is not allowed"),
+        (vs("[Web.example]", "web"), "label \"Web\" invalid"),
+        (vs("[web.123]", "web"), "cannot be all-numeric"),
+        (vs("[\"a.*.example\"]", "web"), "label \"*\" invalid"),
+        (vs("[web]", "\"*\""), "invalid destination host *"),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: d }\nspec:\n  host: bad_host\n".to_string(),
+            "spec.host: domain name \"bad_host\" invalid",
+        ),
+    ] {
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&text, "r.yaml", &mut l);
+        assert!(l.refused.iter().any(|d| d.message.contains(says)), "{says}: {:#?}", l.refused);
+    }
+    for ok in [
+        vs(
+            "[\"*.example.com\", web, \"web.shop.svc.cluster.local.\", 10.0.0.1]",
+            "\"*.example.com\"",
+        ),
+        vs("[\"*web.example\"]", "web"),
+    ] {
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&ok, "r.yaml", &mut l);
+        assert!(l.refused.is_empty(), "{ok}: {:#?}", l.refused);
+    }
+}
