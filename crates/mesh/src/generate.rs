@@ -625,7 +625,7 @@ impl<'a> Gen<'a> {
                     retry_on: retry_on(rt.retry_on.as_deref()),
                     num_retries: rt.attempts,
                     per_try_timeout: rt.per_try_timeout.as_deref().and_then(dur),
-                    retriable_status_codes: vec![503],
+                    retriable_status_codes: retry_codes(rt.retry_on.as_deref()),
                 }),
             };
             let mut a = if weighted.len() == 1 {
@@ -937,24 +937,38 @@ fn default_retries() -> Option<tc::RetryPolicy> {
 }
 
 /// Istio's retryOn conditions that the proxy knows; gRPC-status ones are left out.
+/// The retry conditions Trellis's proxy knows, from Istio's `retryOn`: status codes
+/// given as numbers become `retriable-status-codes` (as Istio translates them); the
+/// conditions it does not know are left out (fewer retries, warned when the resource is
+/// read).
 fn retry_on(v: Option<&str>) -> String {
-    let known = [
-        "5xx",
-        "gateway-error",
-        "connect-failure",
-        "reset",
-        "retriable-status-codes",
-    ];
-    let picked: Vec<&str> = v
-        .unwrap_or("connect-failure,reset,retriable-status-codes")
+    let Some(v) = v else {
+        return "connect-failure,reset,retriable-status-codes".into();
+    };
+    let mut picked: Vec<&str> = v
         .split(',')
         .map(str::trim)
-        .filter(|c| known.contains(c))
+        .filter(|c| crate::validate::RETRY_ON_HONOURED.contains(c))
         .collect();
+    if !retry_codes(Some(v)).is_empty() && !picked.contains(&"retriable-status-codes") {
+        picked.push("retriable-status-codes");
+    }
     if picked.is_empty() {
         "connect-failure,reset".into()
     } else {
         picked.join(",")
+    }
+}
+
+/// The status codes `retryOn` lists as numbers (503 when it is not given: Istio's
+/// default).
+fn retry_codes(v: Option<&str>) -> Vec<u16> {
+    match v {
+        None => vec![503],
+        Some(v) => v
+            .split(',')
+            .filter_map(|c| c.trim().parse::<u16>().ok())
+            .collect(),
     }
 }
 

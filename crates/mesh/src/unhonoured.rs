@@ -60,6 +60,34 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                 workload_entry_notes(&format!("endpoints[{i}]."), e, &mut note);
             }
         }
+        "VirtualService" => {
+            for (i, r) in spec
+                .get("http")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let retry_on = r
+                    .get("retries")
+                    .and_then(|r| r.get("retryOn"))
+                    .and_then(Value::as_str);
+                for policy in retry_on
+                    .into_iter()
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim)
+                {
+                    let honoured = policy.parse::<u16>().is_ok()
+                        || crate::validate::RETRY_ON_HONOURED.contains(&policy);
+                    if !honoured {
+                        note(
+                            &format!("http[{i}].retries.retryOn"),
+                            &format!("{policy:?} is not honoured yet: Trellis retries on 5xx, gateway-error, connect-failure, reset and listed status codes"),
+                        );
+                    }
+                }
+            }
+        }
         "WorkloadEntry" => workload_entry_notes("", spec, &mut note),
         "Sidecar" => {
             let mode = spec

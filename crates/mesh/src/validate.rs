@@ -156,6 +156,36 @@ fn cors_policy(p: &str, c: &crate::istio::CorsPolicy, errors: &mut Vec<String>) 
     }
 }
 
+/// The retry conditions Istio accepts in `retryOn` (its supportedRetryOnPolicies), besides
+/// status codes.
+pub const RETRY_ON_ISTIO: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Those the proxy retries on.
+pub const RETRY_ON_HONOURED: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "connect-failure",
+    "reset",
+    "retriable-status-codes",
+];
+
 /// Istio's IsDNS1123Label: lowercase letters, digits and '-', starting and ending with
 /// a letter or digit, at most 63 characters.
 fn dns1123_label(l: &str) -> bool {
@@ -329,6 +359,22 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
                 &retry.per_try_timeout,
                 &mut errors,
             );
+            for policy in retry
+                .retry_on
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+            {
+                let valid = match policy.parse::<u16>() {
+                    Ok(code) => (100..=599).contains(&code),
+                    Err(_) => RETRY_ON_ISTIO.contains(&policy),
+                };
+                if !valid {
+                    errors.push(format!(
+                        "{p}.retries.retryOn: {policy:?} is not a valid retryOn policy"
+                    ));
+                }
+            }
         }
         if let Some(f) = &r.fault {
             if let Some(d) = &f.delay {

@@ -1015,3 +1015,57 @@ fn host_names_istio_refuses_are_refused() {
         assert!(l.refused.is_empty(), "{ok}: {:#?}", l.refused);
     }
 }
+
+/// retryOn as Istio reads it: status codes as numbers become retriable status codes,
+/// conditions Istio does not know are refused, and those the proxy does not retry on
+/// are warned (fewer retries, never more).
+#[test]
+fn retry_on_takes_status_codes_and_refuses_unknown_conditions() {
+    let text = |retry_on: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: reviews, namespace: default }}\nspec:\n  hosts: [reviews]\n  http: [{{ retries: {{ attempts: 3, retryOn: \"{retry_on}\" }}, route: [{{ destination: {{ host: reviews }} }}] }}]\n"
+        )
+    };
+    for (bad, says) in [
+        (
+            "5xx,sometimes",
+            "\"sometimes\" is not a valid retryOn policy",
+        ),
+        ("700", "\"700\""),
+    ] {
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&text(bad), "r.yaml", &mut l);
+        assert!(
+            l.refused.iter().any(|d| d.message.contains(says)),
+            "{says}: {:#?}",
+            l.refused
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // GOOD without its VirtualService (the last document).
+    let services = &GOOD[..GOOD.rfind("---").unwrap()];
+    std::fs::write(dir.path().join("good.yaml"), services).unwrap();
+    std::fs::write(dir.path().join("vs.yaml"), text("5xx,429,retriable-4xx")).unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("\"retriable-4xx\" is not honoured yet")),
+        "{:#?}",
+        loaded.warnings
+    );
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    let outbound = config
+        .listeners
+        .iter()
+        .find(|l| l.name == "outbound")
+        .unwrap();
+    let route = &outbound.http.as_ref().unwrap().virtual_hosts[0].routes[0];
+    let retry = route.route.as_ref().unwrap().retry_policy.as_ref().unwrap();
+    assert_eq!(retry.retry_on, "5xx,retriable-status-codes");
+    assert_eq!(retry.retriable_status_codes, vec![429]);
+    assert_eq!(retry.num_retries, 3);
+}
