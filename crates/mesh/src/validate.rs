@@ -508,12 +508,73 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<String> {
     if se.hosts.is_empty() {
         errors.push("spec.hosts: at least one host is required".into());
     }
+    // Istio's ValidateServiceEntry.
+    if se.workload_selector.is_some() && !se.endpoints.is_empty() {
+        errors.push(
+            "spec: only one of workloadSelector or endpoints is allowed in a ServiceEntry".into(),
+        );
+    }
+    for (i, h) in se.hosts.iter().enumerate() {
+        if h == "*" {
+            errors.push(format!("spec.hosts[{i}]: invalid host *"));
+        } else if let Err(e) = wildcard_domain(h) {
+            errors.push(format!("spec.hosts[{i}]: {e}"));
+        }
+    }
+    // Unset is taken as STATIC (Istio's default is NONE, which allows no endpoints):
+    // Trellis's own registries write entries with endpoints and no resolution.
+    let resolution = se.resolution.as_deref().unwrap_or("STATIC");
+    match resolution {
+        "NONE" if !se.endpoints.is_empty() => errors.push(
+            "spec.endpoints: no endpoints should be provided for resolution type NONE".into(),
+        ),
+        "DNS" | "DNS_ROUND_ROBIN" => {
+            if se.endpoints.is_empty() {
+                if let Some(h) = se.hosts.iter().find(|h| h.starts_with('*')) {
+                    errors.push(format!("spec.hosts: hosts must be FQDN if no endpoints are provided for resolution mode {resolution} ({h:?} is a wildcard)"));
+                }
+            }
+            if resolution == "DNS_ROUND_ROBIN" && se.endpoints.len() > 1 {
+                errors.push(format!(
+                    "spec.endpoints: there must only be 0 or 1 endpoint for resolution mode {resolution}"
+                ));
+            }
+        }
+        "STATIC" => {
+            for (i, e) in se.endpoints.iter().enumerate() {
+                let ip = e.address.parse::<std::net::IpAddr>().is_ok();
+                if !ip && !e.address.starts_with("unix://") {
+                    errors.push(format!(
+                        "spec.endpoints[{i}].address: {:?} is not a valid IP address (resolution STATIC)",
+                        e.address
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
     let mut numbers = BTreeSet::new();
+    let mut names = BTreeSet::new();
     for (i, p) in se.ports.iter().enumerate() {
         if !numbers.insert(p.number) {
             errors.push(format!(
                 "spec.ports[{i}].number: {} appears twice",
                 p.number
+            ));
+        }
+        if p.number == 0 {
+            errors.push(format!("spec.ports[{i}].number: 0 is not a port"));
+        }
+        if !names.insert(&p.name) {
+            errors.push(format!(
+                "spec.ports[{i}].name: {:?} already defined",
+                p.name
+            ));
+        }
+        if !dns1123_label(&p.name) {
+            errors.push(format!(
+                "spec.ports[{i}].name: {:?} is not a valid port name",
+                p.name
             ));
         }
         if let Some(proto) = p.protocol.as_ref().filter(|p| !p.is_empty()) {

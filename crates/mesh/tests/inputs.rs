@@ -746,7 +746,7 @@ spec:
 #[test]
 fn dns_service_entries_are_resolved_by_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
-    let api = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: api, namespace: default }\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: db, namespace: default }\nspec:\n  hosts: [db.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{ address: db1.example.com }, { address: db2.example.com, ports: { http: 8080 } }]\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n";
+    let api = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: api, namespace: default }\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: db, namespace: default }\nspec:\n  hosts: [db.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  endpoints: [{ address: db1.example.com }, { address: db2.example.com, ports: { http: 8080 } }]\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n";
     std::fs::write(dir.path().join("good.yaml"), GOOD).unwrap();
     std::fs::write(dir.path().join("api.yaml"), api).unwrap();
     let loaded = load_dir(dir.path()).unwrap();
@@ -1068,4 +1068,28 @@ fn retry_on_takes_status_codes_and_refuses_unknown_conditions() {
     assert_eq!(retry.retry_on, "5xx,retriable-status-codes");
     assert_eq!(retry.retriable_status_codes, vec![429]);
     assert_eq!(retry.num_retries, 3);
+}
+
+/// ServiceEntries Istio refuses are refused (ValidateServiceEntry).
+#[test]
+fn service_entries_istio_refuses_are_refused() {
+    let se = |spec: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: e }}\nspec:\n{spec}")
+    };
+    let port = "  ports: [{ number: 80, name: http, protocol: HTTP }]\n";
+    for (spec, says) in [
+        (format!("  hosts: [\"*\"]\n{port}"), "invalid host *"),
+        (format!("  hosts: [Bad.example]\n{port}"), "label \"Bad\" invalid"),
+        (format!("  hosts: [a.example]\n  resolution: NONE\n  endpoints: [{{ address: 10.0.0.1 }}]\n{port}"), "resolution type NONE"),
+        (format!("  hosts: [\"*.example\"]\n  resolution: DNS\n{port}"), "hosts must be FQDN"),
+        (format!("  hosts: [a.example]\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{{ address: a1.example }}, {{ address: a2.example }}]\n{port}"), "0 or 1 endpoint"),
+        (format!("  hosts: [a.example]\n  resolution: STATIC\n  endpoints: [{{ address: a1.example }}]\n{port}"), "not a valid IP address"),
+        (format!("  hosts: [a.example]\n  workloadSelector: {{ labels: {{ app: a }} }}\n  endpoints: [{{ address: 10.0.0.1 }}]\n{port}"), "only one of workloadSelector or endpoints"),
+        ("  hosts: [a.example]\n  ports: [{ number: 80, name: http, protocol: HTTP }, { number: 81, name: http, protocol: HTTP }]\n".to_string(), "\"http\" already defined"),
+        ("  hosts: [a.example]\n  ports: [{ number: 80, name: Web_1, protocol: HTTP }]\n".to_string(), "not a valid port name"),
+    ] {
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&se(&spec), "r.yaml", &mut l);
+        assert!(l.refused.iter().any(|d| d.message.contains(says)), "{says}: {:#?}", l.refused);
+    }
 }
