@@ -28,6 +28,17 @@ pub fn refusals(kind: &str, spec: &Value) -> Vec<String> {
                 .flatten()
                 .enumerate()
             {
+                for (field, sub, what) in [
+                    ("rewrite", "uriRegexRewrite", "regex rewrites"),
+                    ("redirect", "prefixRewrite", "prefix rewrites in redirects"),
+                    ("redirect", "derivePort", "derived redirect ports"),
+                ] {
+                    if non_empty(r.get(field).and_then(|f| f.get(sub))) {
+                        out.push(format!(
+                            "spec.http[{i}].{field}.{sub}: {what} are not supported by Trellis yet"
+                        ));
+                    }
+                }
                 if non_empty(r.get("delegate")) {
                     out.push(format!(
                         "spec.http[{i}].delegate: delegate VirtualServices are not supported by Trellis yet"

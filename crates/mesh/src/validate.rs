@@ -408,6 +408,46 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             &r.mirror_percentage,
             &mut errors,
         );
+        // Istio's validateHTTPRouteConflict, validateHTTPRewrite and validateHTTPRedirect.
+        for (present, what) in [
+            (r.fault.is_some(), "fault"),
+            (r.rewrite.is_some(), "rewrite"),
+        ] {
+            if present && r.redirect.is_some() {
+                errors.push(format!(
+                    "{p}: an HTTP route cannot contain both {what} and redirect"
+                ));
+            }
+            if present && r.direct_response.is_some() {
+                errors.push(format!(
+                    "{p}: an HTTP route cannot contain both {what} and directResponse"
+                ));
+            }
+        }
+        if let Some(rw) = &r.rewrite {
+            if rw.uri.as_deref().unwrap_or_default().is_empty()
+                && rw.authority.as_deref().unwrap_or_default().is_empty()
+            {
+                errors.push(format!(
+                    "{p}.rewrite: must specify at least one of uri or authority"
+                ));
+            }
+        }
+        if let Some(d) = &r.redirect {
+            let empty = |v: &Option<String>| v.as_deref().unwrap_or_default().is_empty();
+            if empty(&d.uri) && empty(&d.authority) && empty(&d.scheme) && d.port.is_none() {
+                errors.push(format!(
+                    "{p}.redirect: must specify uri, authority, scheme, or port"
+                ));
+            }
+            if let Some(scheme) = d.scheme.as_deref().filter(|s| !s.is_empty()) {
+                if scheme != "http" && scheme != "https" {
+                    errors.push(format!(
+                        "{p}.redirect.scheme: {scheme:?} is not \"http\" or \"https\""
+                    ));
+                }
+            }
+        }
         if let Some(d) = &r.redirect {
             // 0 is unset (301), as in Istio.
             if let Some(code) = d.redirect_code.filter(|c| *c != 0) {
