@@ -351,6 +351,13 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             } else if let Err(e) = wildcard_domain(host) {
                 errors.push(format!("{p}.route[{j}].destination.host: {e}"));
             }
+            if let Some(subset) = d.destination.subset.as_deref().filter(|s| !s.is_empty()) {
+                if !dns1123_label(subset) {
+                    errors.push(format!(
+                        "{p}.route[{j}].destination.subset: {subset:?} is not a valid subset name"
+                    ));
+                }
+            }
         }
         duration(&format!("{p}.timeout"), &r.timeout, &mut errors);
         if let Some(retry) = &r.retries {
@@ -472,6 +479,12 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<String> {
     }
     let mut names = BTreeSet::new();
     for (i, s) in dr.subsets.iter().enumerate() {
+        if !dns1123_label(&s.name) {
+            errors.push(format!(
+                "spec.subsets[{i}].name: {:?} is not a valid subset name (a DNS-1123 label)",
+                s.name
+            ));
+        }
         if !names.insert(&s.name) {
             errors.push(format!(
                 "spec.subsets[{i}].name: {:?} appears twice",
@@ -489,6 +502,11 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<String> {
 }
 
 fn traffic_policy(p: &str, tp: &TrafficPolicy, errors: &mut Vec<String>) {
+    if *tp == TrafficPolicy::default() {
+        errors.push(format!(
+            "{p}: a traffic policy must have at least one field"
+        ));
+    }
     // Istio's validatePortTrafficPolicies: a port, and at least one field; for a port
     // named twice the first settings count.
     for (i, s) in tp.port_level_settings.iter().enumerate() {
@@ -496,13 +514,7 @@ fn traffic_policy(p: &str, tp: &TrafficPolicy, errors: &mut Vec<String>) {
         if s.port.is_none() {
             errors.push(format!("{sp}.port: required"));
         }
-        let policy = s.policy();
-        if policy == TrafficPolicy::default() {
-            errors.push(format!(
-                "{sp}: a port traffic policy needs at least one field"
-            ));
-        }
-        traffic_policy(&sp, &policy, errors);
+        traffic_policy(&sp, &s.policy(), errors);
     }
     if let Some(o) = &tp.outlier_detection {
         duration(

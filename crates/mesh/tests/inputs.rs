@@ -1119,3 +1119,17 @@ fn rewrite_and_redirect_forms_istio_refuses_are_refused() {
         assert!(l.refused.iter().any(|d| d.message.contains(says)), "{says}: {:#?}", l.refused);
     }
 }
+
+/// Subset names and empty traffic policies, as Istio checks them.
+#[test]
+fn subset_names_and_empty_policies_istio_refuses_are_refused() {
+    for (text, says) in [
+        ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: d }\nspec:\n  host: web\n  subsets: [{ name: V_1, labels: { version: v1 } }]\n", "not a valid subset name"),
+        ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: d }\nspec:\n  host: web\n  trafficPolicy: {}\n", "spec.trafficPolicy: a traffic policy must have at least one field"),
+        ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: v }\nspec:\n  hosts: [web]\n  http: [{ route: [{ destination: { host: web, subset: \"v1.0\" } }] }]\n", "destination.subset: \"v1.0\""),
+    ] {
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(text, "r.yaml", &mut l);
+        assert!(l.refused.iter().any(|d| d.message.contains(says)), "{says}: {:#?}", l.refused);
+    }
+}
