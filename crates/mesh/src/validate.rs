@@ -677,11 +677,32 @@ pub fn sidecar(sc: &Sidecar) -> Vec<String> {
         }
     }
     for (i, e) in sc.egress.iter().enumerate() {
+        if e.hosts.is_empty() {
+            errors.push(format!(
+                "spec.egress[{i}].hosts: an egress listener must contain at least one host"
+            ));
+        }
         for (j, h) in e.hosts.iter().enumerate() {
-            if !h.contains('/') {
+            let hp = format!("spec.egress[{i}].hosts[{j}]");
+            let Some((ns, host)) = h.split_once('/') else {
+                errors.push(format!("{hp}: {h:?} must be namespace/host"));
+                continue;
+            };
+            // Istio's ValidateNamespaceSlashWildcardHostname for sidecars.
+            if !matches!(ns, "*" | "." | "~") && !dns1123_label(ns) {
+                errors.push(format!("{hp}: {ns:?} is not a namespace"));
+            }
+            if host == "*" {
+                continue;
+            }
+            if !host.contains('.') {
                 errors.push(format!(
-                    "spec.egress[{i}].hosts[{j}]: {h:?} must be namespace/host"
+                    "{hp}: {host:?}: short names (non FQDN) are not allowed"
                 ));
+            } else if host.contains('*') && !host.starts_with("*.") {
+                errors.push(format!("{hp}: partial wildcard {host:?} not allowed"));
+            } else if let Err(e) = wildcard_domain(host) {
+                errors.push(format!("{hp}: {e}"));
             }
         }
         errors.extend(

@@ -1133,3 +1133,30 @@ fn subset_names_and_empty_policies_istio_refuses_are_refused() {
         assert!(l.refused.iter().any(|d| d.message.contains(says)), "{says}: {:#?}", l.refused);
     }
 }
+
+/// Sidecar egress hosts, as Istio checks them (namespace/FQDN or wildcard).
+#[test]
+fn sidecar_egress_hosts_istio_refuses_are_refused() {
+    for (hosts, says) in [
+        ("[]", "at least one host"),
+        ("[\"./reviews\"]", "short names (non FQDN) are not allowed"),
+        ("[\"./*foo.example\"]", "partial wildcard"),
+        ("[\"Bad_NS/*\"]", "is not a namespace"),
+        ("[\"./a..example\"]", "invalid"),
+    ] {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{ name: s }}\nspec:\n  egress: [{{ hosts: {hosts} }}]\n"
+        );
+        let mut l = trellis_mesh::Loaded::default();
+        trellis_mesh::load_str(&text, "r.yaml", &mut l);
+        assert!(
+            l.refused.iter().any(|d| d.message.contains(says)),
+            "{says}: {:#?}",
+            l.refused
+        );
+    }
+    let ok = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: s }\nspec:\n  egress: [{ hosts: [\"./*\", \"istio-system/*\", \"*/*.example.com\", \"~/*\", \"shop/reviews.shop.svc.cluster.local\"] }]\n";
+    let mut l = trellis_mesh::Loaded::default();
+    trellis_mesh::load_str(ok, "r.yaml", &mut l);
+    assert!(l.refused.is_empty(), "{:#?}", l.refused);
+}
