@@ -13,6 +13,7 @@ mod validate;
 pub use duration::{parse_duration, Dur};
 pub use ip_block::parse_ip_block;
 pub use schema::*;
+pub use validate::is_http_token;
 
 use std::fmt;
 use std::path::Path;

@@ -143,3 +143,22 @@ fn a_cluster_without_endpoints_is_valid() {
     let c = Config::parse(&yaml, "mesh.yaml").unwrap();
     assert!(c.clusters[1].endpoints.is_empty());
 }
+
+#[test]
+fn weighted_cluster_header_edits_are_checked_like_a_routes() {
+    let yaml = GOOD.replace(
+        "{ name: b, weight: 10 }",
+        "{ name: b, weight: 10, request_headers_to_add: [{ name: \"bad name\", value: x }], response_headers_to_remove: [\"x y\"] }",
+    );
+    let e = errors(&yaml);
+    let fields: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    let wc = "listeners[0].http.virtual_hosts[0].routes[0].route.weighted_clusters[1]";
+    assert!(
+        fields.contains(&format!("{wc}.request_headers_to_add[0].name").as_str()),
+        "{e:?}"
+    );
+    assert!(
+        fields.contains(&format!("{wc}.response_headers_to_remove[0]").as_str()),
+        "{e:?}"
+    );
+}

@@ -44,7 +44,7 @@ impl Checker<'_> {
     }
 
     fn header_name(&mut self, path: String, name: &str) {
-        if http_token(name).is_err() {
+        if !is_http_token(name) {
             self.err(path, format!("{name:?} is not a valid header name"));
         }
     }
@@ -65,15 +65,11 @@ impl Checker<'_> {
     }
 }
 
-fn http_token(s: &str) -> Result<(), ()> {
-    let ok = !s.is_empty()
+/// Whether `s` is an HTTP token (RFC 9110): what a header name may be.
+pub fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(())
-    }
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
@@ -534,7 +530,7 @@ fn route_match(c: &mut Checker, p: &str, m: &RouteMatch) {
         c.regex(format!("{p}.regex"), re);
     }
     for (i, method) in m.methods.iter().enumerate() {
-        if http_token(method).is_err() {
+        if !is_http_token(method) {
             c.err(
                 format!("{p}.methods[{i}]"),
                 format!("{method:?} is not an HTTP method"),
@@ -594,7 +590,18 @@ fn route_action(c: &mut Checker, p: &str, a: &RouteAction) {
         (None, false) => {
             let mut total: u64 = 0;
             for (i, w) in a.weighted_clusters.iter().enumerate() {
-                c.cluster_exists(format!("{p}.weighted_clusters[{i}].name"), &w.name);
+                let wp = format!("{p}.weighted_clusters[{i}]");
+                c.cluster_exists(format!("{wp}.name"), &w.name);
+                c.header_values(
+                    &format!("{wp}.request_headers"),
+                    &w.request_headers_to_add,
+                    &w.request_headers_to_remove,
+                );
+                c.header_values(
+                    &format!("{wp}.response_headers"),
+                    &w.response_headers_to_add,
+                    &w.response_headers_to_remove,
+                );
                 total += u64::from(w.weight);
             }
             if total == 0 {

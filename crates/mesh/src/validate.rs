@@ -121,17 +121,13 @@ fn cors_policy(p: &str, c: &crate::istio::CorsPolicy, errors: &mut Vec<String>) 
             ));
         }
     }
-    let token = |n: &str| {
-        !n.is_empty()
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
+
     for (field, names) in [
         ("allowHeaders", &c.allow_headers),
         ("exposeHeaders", &c.expose_headers),
     ] {
         for (i, n) in names.iter().enumerate() {
-            if !token(n) {
+            if !trellis_config::is_http_token(n) {
                 errors.push(format!(
                     "{p}.{field}[{i}]: {n:?} is not a valid header name"
                 ));
