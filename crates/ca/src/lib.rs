@@ -9,6 +9,7 @@
 
 pub mod authority;
 mod ca;
+mod der;
 mod error;
 pub mod kube;
 pub mod ra;

@@ -57,55 +57,16 @@ pub struct KubernetesRa {
 }
 
 /// Names in a CSR's subjectAltName: (GeneralName tag, value).
-fn names(csr: &X509Req) -> Result<Vec<(u8, Vec<u8>)>, SignError> {
-    const OID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x11];
+fn names(csr: &X509Req) -> Result<crate::der::Names, SignError> {
     let mut out = Vec::new();
     for ext in csr.extensions().into_iter().flatten() {
-        let der = ext.to_der()?;
-        let Some((0x30, body, _)) = tlv(&der) else {
-            return Err(SignError::MalformedCsr);
-        };
-        if !body.starts_with(OID) {
-            continue;
-        }
-        let mut rest = &body[OID.len()..];
-        if let Some((0x01, _, after)) = tlv(rest) {
-            rest = after; // critical
-        }
-        let Some((0x04, value, _)) = tlv(rest) else {
-            return Err(SignError::MalformedCsr);
-        };
-        let Some((0x30, mut general_names, _)) = tlv(value) else {
-            return Err(SignError::MalformedCsr);
-        };
-        while !general_names.is_empty() {
-            let (tag, value, after) = tlv(general_names).ok_or(SignError::MalformedCsr)?;
-            out.push((tag, value.to_vec()));
-            general_names = after;
+        match crate::der::general_names(&ext.to_der()?) {
+            Ok(Some(names)) => out.extend(names),
+            Ok(None) => {}
+            Err(()) => return Err(SignError::MalformedCsr),
         }
     }
     Ok(out)
-}
-
-/// One DER TLV: (tag, contents, the rest).
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *der.first()?;
-    let first = *der.get(1)?;
-    let (len, header) = if first & 0x80 == 0 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = der
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |l, b| (l << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    let body = der.get(header..header.checked_add(len)?)?;
-    Some((tag, body, &der[header + len..]))
 }
 
 /// The CSR must name exactly `identity` (one URI SAN, no other name, no common name):
@@ -347,24 +308,5 @@ impl KubernetesRa {
             out.push(String::from_utf8(c.to_pem()?).expect("PEM is ASCII"));
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn der_lengths_short_and_long() {
-        assert_eq!(
-            tlv(&[0x04, 0x02, 1, 2, 9]),
-            Some((0x04, &[1u8, 2][..], &[9u8][..]))
-        );
-        let long = [&[0x04, 0x81, 0x80][..], &[7u8; 128]].concat();
-        assert_eq!(
-            tlv(&long).map(|(_, b, r)| (b.len(), r.len())),
-            Some((128, 0))
-        );
-        assert_eq!(tlv(&[0x04, 0x05, 1]), None, "shorter than its length");
     }
 }

@@ -115,18 +115,6 @@ pub fn verified_csr(pem: &[u8]) -> Result<(X509Req, PKey<Public>), SignError> {
     Ok((csr, key))
 }
 
-/// Whether a DER extension is a subjectAltName (OID 2.5.29.17).
-fn is_subject_alt_name(der: &[u8]) -> bool {
-    const OID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x11];
-    // SEQUENCE, its length (short or long form), then the extension's OID.
-    let header = match der.get(1) {
-        Some(l) if l & 0x80 == 0 => 2,
-        Some(l) => 2 + usize::from(l & 0x7f),
-        None => return false,
-    };
-    der.first() == Some(&0x30) && der.get(header..header + OID.len()) == Some(OID)
-}
-
 impl Authority {
     /// Signs what `r` asks for. The certificate never outlives the signing certificate.
     pub fn sign_requested(&self, r: &Requested) -> Result<Issued, SignError> {
@@ -209,7 +197,7 @@ impl Authority {
             b.append_extension(&eku)?;
         }
         for ext in csr.extensions().into_iter().flatten() {
-            if is_subject_alt_name(&ext.to_der()?) {
+            if crate::der::is_subject_alt_name(&ext.to_der()?) {
                 b.append_extension(&ext)?;
             }
         }
