@@ -383,7 +383,8 @@ pub fn self_signed<T: boring::pkey::HasPublic>(
     signer.sign(b)
 }
 
-fn pem(c: &X509) -> Result<String, SignError> {
+/// A certificate in PEM.
+pub fn pem(c: &X509) -> Result<String, SignError> {
     Ok(String::from_utf8(c.to_pem()?).expect("PEM is ASCII"))
 }
 

@@ -116,7 +116,7 @@ impl Ca {
         let tls = crate::server::serving_tls(&authority, &config.server_names, &signer_roots)?;
         let mut root_pem = authority.root_pem();
         for r in &signer_roots {
-            root_pem.push_str(std::str::from_utf8(&r.to_pem()?).expect("PEM is ASCII"));
+            root_pem.push_str(&crate::authority::pem(r)?);
         }
         Ok(Ca {
             tls,

@@ -305,7 +305,7 @@ impl KubernetesRa {
             .ok_or_else(|| bad("it does not chain to a --signer-root".into()))?;
         let mut out = Vec::new();
         for c in certs.iter().chain(std::iter::once(&root)) {
-            out.push(String::from_utf8(c.to_pem()?).expect("PEM is ASCII"));
+            out.push(crate::authority::pem(c)?);
         }
         Ok(out)
     }

@@ -172,8 +172,7 @@ async fn reconcile(issuer: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Acti
                 ctx.attestation.name(),
                 ca.evidence
             );
-            let root = String::from_utf8(ca.authority.root().to_pem().unwrap_or_default())
-                .unwrap_or_default();
+            let root = ca.authority.root_pem();
             ctx.registry.put(&r, uid, Arc::new(ca));
             (
                 ("True", "Verified", message, Some(root)),

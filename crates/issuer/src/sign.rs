@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_ca::authority::pem;
 use trellis_ca::request::{Requested, Usage};
+use trellis_ca::SignError;
 
 use crate::ca::{Failure, IssuerCa};
 use crate::policy;
@@ -20,10 +22,6 @@ pub enum Error {
     Refused(Failure),
     /// Worth another try (the token did not answer).
     Retry(String),
-}
-
-fn pem(c: &boring::x509::X509) -> String {
-    String::from_utf8(c.to_pem().unwrap_or_default()).unwrap_or_default()
 }
 
 pub async fn sign(
@@ -42,15 +40,21 @@ pub async fn sign(
     })
     .await
     .map_err(|e| Error::Retry(e.to_string()))?;
-    match result {
-        Ok(issued) => Ok(Issued {
-            certificate_pem: pem(&issued.certificate),
-            intermediates_pem: issued.intermediates.iter().map(pem).collect(),
-            root_pem: pem(&issued.root),
-        }),
-        Err(e) => match policy::failure(&e) {
-            Some(f) => Err(Error::Refused(f)),
-            None => Err(Error::Retry(e.to_string())),
-        },
-    }
+    let refused = |e: SignError| match policy::failure(&e) {
+        Some(f) => Error::Refused(f),
+        None => Error::Retry(e.to_string()),
+    };
+    let issued = result.map_err(refused)?;
+    let pems = || -> Result<Issued, SignError> {
+        Ok(Issued {
+            certificate_pem: pem(&issued.certificate)?,
+            intermediates_pem: issued
+                .intermediates
+                .iter()
+                .map(pem)
+                .collect::<Result<String, _>>()?,
+            root_pem: pem(&issued.root)?,
+        })
+    };
+    pems().map_err(refused)
 }
