@@ -148,6 +148,20 @@ pub(super) async fn call_reviews(outbound: u16, n: usize) -> Vec<String> {
     served
 }
 
+/// Waits until the sidecar whose outbound port is `outbound` routes to reviews (a 200).
+pub(super) async fn reaches_reviews(outbound: u16, timeout: Duration) {
+    eventually(
+        "the mesh routes the client to reviews",
+        timeout,
+        async || {
+            send(Req::get(&format!("http://127.0.0.1:{outbound}/")).header("host", "reviews:9080"))
+                .await
+                .is_ok_and(|r| r.status == 200)
+        },
+    )
+    .await;
+}
+
 pub(super) async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
@@ -189,19 +203,7 @@ async fn sidecars_route_over_mtls_and_follow_config_edits() {
     let _s1 = sidecar(&c, &r1, dir.path());
     let _s2 = sidecar(&c, &r2, dir.path());
 
-    eventually(
-        "the mesh routes productpage → reviews",
-        Duration::from_secs(10),
-        async || {
-            send(
-                Req::get(&format!("http://127.0.0.1:{}/", page.outbound))
-                    .header("host", "reviews:9080"),
-            )
-            .await
-            .is_ok_and(|r| r.status == 200)
-        },
-    )
-    .await;
+    reaches_reviews(page.outbound, Duration::from_secs(10)).await;
     assert!(call_reviews(page.outbound, 20)
         .await
         .iter()
@@ -929,19 +931,7 @@ spec:
     let _s1 = sidecar(&c, &r1, dir.path());
     let _s2 = sidecar(&c, &r2, dir.path());
     for w in [&page, &other] {
-        eventually(
-            "the client reaches reviews",
-            Duration::from_secs(15),
-            async || {
-                send(
-                    Req::get(&format!("http://127.0.0.1:{}/", w.outbound))
-                        .header("host", "reviews:9080"),
-                )
-                .await
-                .is_ok_and(|r| r.status == 200)
-            },
-        )
-        .await;
+        reaches_reviews(w.outbound, Duration::from_secs(15)).await;
     }
     assert!(call_reviews(page.outbound, 10)
         .await

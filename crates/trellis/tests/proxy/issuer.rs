@@ -832,7 +832,7 @@ fn a_signer_killed_mid_batch_loses_nothing_and_signs_nothing_twice() {
 /// anyone but the caller is refused before it reaches the cluster.
 #[tokio::test]
 async fn ra_mode_sidecars_get_their_certificates_from_a_kubernetes_signer() {
-    use super::control::{call_reviews, eventually, sidecar, Workload, SERVICES};
+    use super::control::{call_reviews, reaches_reviews, sidecar, Workload, SERVICES};
     let _quiet = quiet().await;
     let Some(c) = cluster("tcs-ra") else {
         return;
@@ -868,19 +868,7 @@ async fn ra_mode_sidecars_get_their_certificates_from_a_kubernetes_signer() {
     let sidecars = tempfile::tempdir().unwrap();
     let _s_page = sidecar(&control, &page, sidecars.path());
     let _s1 = sidecar(&control, &r1, sidecars.path());
-    eventually(
-        "productpage reaches reviews over mTLS",
-        Duration::from_secs(20),
-        async || {
-            send(
-                Req::get(&format!("http://127.0.0.1:{}/", page.outbound))
-                    .header("host", "reviews:9080"),
-            )
-            .await
-            .is_ok_and(|r| r.status == 200)
-        },
-    )
-    .await;
+    reaches_reviews(page.outbound, Duration::from_secs(20)).await;
     assert!(call_reviews(page.outbound, 5)
         .await
         .iter()
