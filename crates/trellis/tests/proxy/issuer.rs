@@ -5,7 +5,7 @@
 //! killed in the middle of a batch.
 
 use super::harness::*;
-use super::pkcs11::{softhsm, MODULE};
+use super::pkcs11::{pkcs11_tool, softhsm};
 use base64::Engine as _;
 use std::path::Path;
 use std::process::Command;
@@ -352,19 +352,7 @@ fn kubectl_csrs_are_signed_by_a_token_key_once_approved() {
 
     // The CA key and its certificate are in the token, as pkcs11-tool (an independent
     // client) sees them: generated there, never extractable.
-    let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            &c.label,
-            "--login",
-            "--pin",
-            "1234",
-            "--list-objects",
-        ])
-        .output()
-        .unwrap();
+    let out = pkcs11_tool(&c.label, &["--list-objects"]);
     let objects = String::from_utf8_lossy(&out.stdout);
     assert!(
         objects.contains("label:      trellis-issuer.shop.ca"),
@@ -629,17 +617,9 @@ fn an_imported_key_fails_attestation_and_signs_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            &c.label,
-            "--login",
-            "--pin",
-            "1234",
-        ])
-        .args([
+    let out = pkcs11_tool(
+        &c.label,
+        &[
             "--write-object",
             key.to_str().unwrap(),
             "--type",
@@ -648,9 +628,8 @@ fn an_imported_key_fails_attestation_and_signs_nothing() {
             "trellis-issuer.shop.imported",
             "--id",
             "01",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -46,21 +46,19 @@ pub fn token(label: &str, object: &str) -> Option<String> {
     Some(t.uri(label, Some(object)))
 }
 
+/// `pkcs11-tool` on token `label`, logged in with its user PIN, with `args`.
+pub fn pkcs11_tool(label: &str, args: &[&str]) -> std::process::Output {
+    Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", label, "--login"])
+        .args(["--pin", trellis_pkcs11::softhsm::PIN])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// What `pkcs11-tool --list-objects` shows of the token's private keys, logged in.
 pub fn private_keys(label: &str) -> String {
-    let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            label,
-            "--login",
-            "--pin",
-            "1234",
-        ])
-        .args(["--list-objects", "--type", "privkey"])
-        .output()
-        .unwrap();
+    let out = pkcs11_tool(label, &["--list-objects", "--type", "privkey"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
