@@ -51,6 +51,7 @@ impl CaClient {
         };
         let tls = Arc::new(
             ClientTls::new(ClientTlsConfig {
+                bundles: Vec::new(),
                 roots: self.roots.clone(),
                 certificate,
                 sni: self

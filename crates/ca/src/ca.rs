@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use crate::authority::HARD_MAX_TTL;
 use crate::proto::istio_certificate_service_server::IstioCertificateServiceServer;
+use crate::tenancy::{Tenancy, TenantCa};
 use crate::{Authority, CaService, TokenIssuer};
+use arc_swap::ArcSwap;
+use trellis_tls::ServerTls;
 
 /// The CA's settings (what `trellis ca` and `trellis control` take on the command line).
 #[derive(Clone, Debug)]
@@ -52,8 +55,9 @@ pub struct KubeReview {
 }
 
 pub struct Ca {
-    tls: trellis_tls::ServerTls,
+    tls: Arc<ArcSwap<trellis_tls::ServerTls>>,
     service: CaService,
+    tenancy: TenancyHandle,
     pub root_pem: String,
 }
 
@@ -114,14 +118,26 @@ impl Ca {
         };
         let signer_roots = ra.as_ref().map(|r| r.roots().to_vec()).unwrap_or_default();
         let tls = crate::server::serving_tls(&authority, &config.server_names, &signer_roots)?;
+        let tls = Arc::new(ArcSwap::from_pointee(tls));
         let mut root_pem = authority.root_pem();
         for r in &signer_roots {
             root_pem.push_str(&crate::authority::pem(r)?);
         }
+        let default = TenantCa::default_for(Arc::new(authority), &signer_roots);
+        let tenancy = Arc::new(ArcSwap::from_pointee(Tenancy::new(
+            Arc::new(default),
+            Vec::new(),
+        )));
         Ok(Ca {
-            tls,
+            tls: tls.clone(),
+            tenancy: TenancyHandle {
+                tenancy: tenancy.clone(),
+                tls,
+                server_names: config.server_names.clone(),
+                state_dir: config.state_dir.clone(),
+            },
             service: CaService {
-                authority: Arc::new(authority),
+                tenancy,
                 ra: ra.map(Arc::new),
                 tokens: Arc::new(tokens),
                 kube,
@@ -131,11 +147,58 @@ impl Ca {
         })
     }
 
+    /// How the control plane changes the tenants this CA signs for.
+    pub fn tenancy(&self) -> TenancyHandle {
+        self.tenancy.clone()
+    }
+
+    /// The counters of the certificate API (issued, refused, cross-tenant).
+    pub fn counters(&self) -> Arc<crate::CaCounters> {
+        self.service.counters.clone()
+    }
+
     /// The TLS context and the certificate API's gRPC routes, to which the caller may
     /// add services that share the port (xDS, as on istiod's 15012); serve them with
     /// [`crate::server::serve_routes`].
-    pub fn into_routes(self) -> (trellis_tls::ServerTls, tonic::service::Routes) {
+    pub fn into_routes(self) -> (Arc<ArcSwap<trellis_tls::ServerTls>>, tonic::service::Routes) {
         let routes = tonic::service::Routes::new(IstioCertificateServiceServer::new(self.service));
         (self.tls, routes)
+    }
+}
+
+/// What the control plane holds to change the tenants of a running CA: the service
+/// signs with the new map from its next request, and the serving TLS context (which
+/// verifies renewing clients' certificates against each tenant's roots, bound to its
+/// trust domain) is replaced for new connections.
+#[derive(Clone)]
+pub struct TenancyHandle {
+    tenancy: Arc<ArcSwap<Tenancy>>,
+    tls: Arc<ArcSwap<ServerTls>>,
+    server_names: Vec<String>,
+    state_dir: std::path::PathBuf,
+}
+
+impl TenancyHandle {
+    /// Installs `tenants` beside the default one (the CA's own authority).
+    pub fn set(&self, tenants: Vec<Arc<TenantCa>>) -> anyhow::Result<()> {
+        let default = self.tenancy.load().default.clone();
+        let next = Tenancy::new(default.clone(), tenants);
+        let tls = crate::server::serving_tls_bundles(
+            &default.authority,
+            &self.server_names,
+            next.bundles(),
+        )?;
+        self.tenancy.store(Arc::new(next));
+        self.tls.store(Arc::new(tls));
+        Ok(())
+    }
+
+    pub fn current(&self) -> Arc<Tenancy> {
+        self.tenancy.load_full()
+    }
+
+    /// Where tenants' generated roots live: `<state>/tenants/<tenant>/<root name>/`.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
     }
 }

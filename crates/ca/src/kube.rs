@@ -46,6 +46,7 @@ impl TokenReviewer {
                 let ca = ca_file
                     .ok_or_else(|| anyhow::anyhow!("an https kube API URL needs a CA file"))?;
                 Some(Arc::new(ClientTls::new(ClientTlsConfig {
+                    bundles: Vec::new(),
                     roots: trellis_tls::load_trust_bundle(ca)?,
                     certificate: None,
                     sni: api.host().map(str::to_string),

@@ -17,11 +17,12 @@ pub mod request;
 pub mod server;
 pub mod service;
 pub mod signer;
+pub mod tenancy;
 pub mod token;
 pub mod workload_attestation;
 
 pub use authority::Authority;
-pub use ca::{Ca, CaConfig, KubeReview, Signing};
+pub use ca::{Ca, CaConfig, KubeReview, Signing, TenancyHandle};
 pub use error::SignError;
 pub use service::{CaCounters, CaService};
 pub use signer::Signer;

@@ -57,7 +57,8 @@ pub struct KubernetesRa {
 }
 
 /// Names in a CSR's subjectAltName: (GeneralName tag, value).
-fn names(csr: &X509Req) -> Result<crate::der::Names, SignError> {
+/// Every name (tag, value) of the CSR's subjectAltName extensions.
+pub(crate) fn csr_names(csr: &X509Req) -> Result<crate::der::Names, SignError> {
     let mut out = Vec::new();
     for ext in csr.extensions().into_iter().flatten() {
         match crate::der::general_names(&ext.to_der()?) {
@@ -73,7 +74,7 @@ fn names(csr: &X509Req) -> Result<crate::der::Names, SignError> {
 /// the signer copies what the CSR names, so it must name nothing the caller is not.
 fn names_only(csr: &X509Req, identity: &SpiffeId) -> Result<(), SignError> {
     let want = identity.to_string();
-    let names = names(csr)?;
+    let names = csr_names(csr)?;
     let only_uri = matches!(names.as_slice(), [(0x86, uri)] if uri == want.as_bytes());
     if !only_uri {
         return Err(SignError::NotTheCaller(format!(

@@ -5,6 +5,7 @@
 use crate::authority::Authority;
 use crate::proto::istio_certificate_service_server::IstioCertificateServiceServer;
 use crate::service::{CaService, PeerIdentity};
+use arc_swap::ArcSwap;
 use boring::ec::{EcGroup, EcKey};
 use boring::nid::Nid;
 use boring::pkey::PKey;
@@ -17,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_boring::SslStream;
 use tonic::transport::server::Connected;
-use trellis_tls::{CertifiedKey, InMemoryKey, ServerCertificate, ServerTls, ServerTlsConfig};
+use trellis_tls::{
+    CertifiedKey, InMemoryKey, ServerCertificate, ServerTls, ServerTlsConfig, TrustDomainRoots,
+};
 
 /// The CA's serving certificate lives as long as this; the process issues itself a new
 /// one at start, so restarts are the rotation.
@@ -69,6 +72,26 @@ pub fn serving_tls(
     names: &[String],
     other_roots: &[boring::x509::X509],
 ) -> anyhow::Result<ServerTls> {
+    let roots = std::iter::once(authority.root().clone())
+        .chain(other_roots.iter().cloned())
+        .collect();
+    serving_tls_bundles(
+        authority,
+        names,
+        vec![TrustDomainRoots {
+            trust_domain: authority.trust_domain.clone(),
+            roots,
+        }],
+    )
+}
+
+/// As [`serving_tls`], with client certificates verified against each tenant's roots,
+/// bound to its trust domain.
+pub fn serving_tls_bundles(
+    authority: &Authority,
+    names: &[String],
+    bundles: Vec<TrustDomainRoots>,
+) -> anyhow::Result<ServerTls> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
     let chain = authority
@@ -87,13 +110,10 @@ pub fn serving_tls(
         alpn: vec!["h2".into()],
         min_version: trellis_tls::TlsVersion::Tls12,
         max_version: trellis_tls::TlsVersion::Tls13,
-        client_roots: Some(
-            std::iter::once(authority.root().clone())
-                .chain(other_roots.iter().cloned())
-                .collect(),
-        ),
+        client_roots: None,
         require_client_certificate: false,
-        client_trust_domains: vec![authority.trust_domain.clone()],
+        client_trust_domains: Vec::new(),
+        client_bundles: bundles,
         session_resumption: true,
         key_op_hook: None,
     })?)
@@ -107,7 +127,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     serve_routes(
         listener,
-        tls,
+        Arc::new(ArcSwap::from_pointee(tls)),
         tonic::service::Routes::new(IstioCertificateServiceServer::new(service)),
     )
     .await
@@ -115,13 +135,13 @@ pub async fn serve(
 
 /// Serves `routes` (the certificate API, and whatever else shares its port, as xDS does
 /// in the control plane) over this TLS listener; client certificates, when presented,
-/// reach the services as the connection's [`PeerIdentity`].
+/// reach the services as the connection's [`PeerIdentity`]. A context stored in `tls`
+/// later serves the connections accepted after it.
 pub async fn serve_routes(
     listener: TcpListener,
-    tls: ServerTls,
+    tls: Arc<ArcSwap<ServerTls>>,
     routes: tonic::service::Routes,
 ) -> anyhow::Result<()> {
-    let tls = Arc::new(tls);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<CaConn, io::Error>>(64);
     tokio::spawn(async move {
         loop {
@@ -133,7 +153,7 @@ pub async fn serve_routes(
                     continue;
                 }
             };
-            let tls = tls.clone();
+            let tls = tls.load_full();
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {

@@ -5,11 +5,13 @@
 //! TokenReview), or the client certificate of the mTLS connection (renewal with a
 //! certificate this CA issued). The identity comes from that proof, never from the CSR.
 
-use crate::authority::{Authority, SignError};
+use crate::authority::SignError;
 use crate::kube::TokenReviewer;
 use crate::proto::istio_certificate_service_server::IstioCertificateService;
 use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::tenancy::{Tenancy, TenantCa};
 use crate::token::TokenIssuer;
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +26,14 @@ pub struct PeerIdentity(pub Option<String>);
 pub struct CaCounters {
     pub issued: AtomicU64,
     pub refused: AtomicU64,
+    /// Refused because the caller asked for another tenant's identity or trust domain
+    /// (also counted in `refused`).
+    pub cross_tenant: AtomicU64,
 }
 
 pub struct CaService {
-    pub authority: Arc<Authority>,
+    /// The tenants: whose authority signs for a caller's namespace.
+    pub tenancy: Arc<ArcSwap<Tenancy>>,
     /// RA mode: workloads' CSRs go to a Kubernetes signer instead of `authority`.
     pub ra: Option<Arc<crate::ra::KubernetesRa>>,
     pub tokens: Arc<TokenIssuer>,
@@ -87,13 +93,64 @@ impl CaService {
                 (id, "client-certificate", None)
             }
         };
-        if id.trust_domain != self.authority.trust_domain {
+        Ok((id, how, bootstrap))
+    }
+
+    /// The tenant that signs for `id` (by its namespace) and the identity it issues.
+    /// A Kubernetes token proves a namespace and service account: the trust domain is
+    /// the tenant's. A bootstrap token names a whole identity, and a renewing
+    /// certificate chained to its trust domain's roots in the handshake: their trust
+    /// domain must be the tenant's of their namespace.
+    fn tenant_identity(
+        &self,
+        id: SpiffeId,
+        how: &str,
+    ) -> Result<(Arc<TenantCa>, SpiffeId), Status> {
+        let tenancy = self.tenancy.load();
+        let tenant = tenancy.tenant_for(&id.namespace).clone();
+        if how != "kubernetes-token" && id.trust_domain != tenant.trust_domain {
+            self.counters.cross_tenant.fetch_add(1, Ordering::Relaxed);
             return Err(Status::permission_denied(format!(
-                "identity {id} is not in trust domain {:?}",
-                self.authority.trust_domain
+                "identity {id} is not in trust domain {:?} of tenant {:?}, whose namespace {} is",
+                tenant.trust_domain, tenant.name, id.namespace
             )));
         }
-        Ok((id, how, bootstrap))
+        let issued = SpiffeId::new(&tenant.trust_domain, &id.namespace, &id.service_account);
+        Ok((tenant, issued))
+    }
+
+    /// The CA issues for the caller's identity whatever the CSR names; but a CSR that
+    /// names an identity of another trust domain, or of a namespace of another tenant,
+    /// is an attempt to cross tenants: refused and counted.
+    fn csr_stays_in_tenant(&self, csr: &str, identity: &SpiffeId) -> Result<(), Status> {
+        let req = boring::x509::X509Req::from_pem(csr.as_bytes())
+            .map_err(|_| Status::invalid_argument(SignError::MalformedCsr.to_string()))?;
+        let names =
+            crate::ra::csr_names(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let tenancy = self.tenancy.load();
+        let mine = &tenancy.tenant_for(&identity.namespace).name;
+        for (tag, value) in names {
+            // URI SANs: SPIFFE IDs. Other names never reach the certificate.
+            if tag != 0x86 {
+                continue;
+            }
+            let Ok(asked) = SpiffeId::parse(&String::from_utf8_lossy(&value)) else {
+                continue;
+            };
+            let other_domain = asked.trust_domain != identity.trust_domain;
+            let other_tenant = &tenancy.tenant_for(&asked.namespace).name != mine;
+            if other_domain || other_tenant {
+                self.counters.cross_tenant.fetch_add(1, Ordering::Relaxed);
+                let whose = tenancy
+                    .of_trust_domain(&asked.trust_domain)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_else(|| tenancy.tenant_for(&asked.namespace).name.clone());
+                return Err(Status::permission_denied(format!(
+                    "the CSR asks for {asked} (tenant {whose:?}); the caller is {identity} of tenant {mine:?}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -104,15 +161,16 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let result: Result<Vec<String>, Status> = async {
-            let (identity, how, bootstrap) = self.authenticate(&request).await?;
+            let (authenticated, how, bootstrap) = self.authenticate(&request).await?;
+            let (tenant, identity) = self.tenant_identity(authenticated, how)?;
             let req = request.get_ref();
+            self.csr_stays_in_tenant(&req.csr, &identity)?;
             let requested = (req.validity_duration > 0)
                 .then(|| Duration::from_secs(req.validity_duration as u64));
             let signed = match &self.ra {
                 Some(ra) => {
-                    let ttl = requested
-                        .unwrap_or(self.authority.max_ttl)
-                        .min(self.authority.max_ttl);
+                    let max = tenant.authority.max_ttl;
+                    let ttl = requested.unwrap_or(max).min(max);
                     let evidence = metadata(req, "WorkloadQuote").and_then(|q| {
                         use base64::Engine as _;
                         base64::engine::general_purpose::STANDARD.decode(q).ok()
@@ -129,7 +187,7 @@ impl IstioCertificateService for CaService {
                 None => {
                     // Off the runtime's threads: with a key in a token, signing is a token call.
                     let (authority, csr, id) =
-                        (self.authority.clone(), req.csr.clone(), identity.clone());
+                        (tenant.authority.clone(), req.csr.clone(), identity.clone());
                     tokio::task::spawn_blocking(move || authority.sign_csr(&csr, &id, requested))
                         .await
                         .map_err(|e| Status::internal(e.to_string()))?
@@ -146,7 +204,7 @@ impl IstioCertificateService for CaService {
                     .bind(token, csr_key_hash(&req.csr)?)
                     .map_err(|e| Status::unauthenticated(format!("bootstrap token: {e}")))?;
             }
-            tracing::info!(%identity, auth = how, "issued workload certificate");
+            tracing::info!(%identity, auth = how, tenant = %tenant.name, "issued workload certificate");
             Ok(chain)
         }
         .await;

@@ -814,12 +814,34 @@ pub struct DownstreamTls {
     /// Default: `cluster.local`; `["*"]` accepts any identity that chains to the roots.
     #[serde(default = "default_trust_domains")]
     pub trust_domains: Vec<String>,
+    /// Instead of `trusted_ca` and `trust_domains`: roots per trust domain (mutual TLS);
+    /// a client's chain must lead to the roots of the trust domain its SPIFFE ID names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_bundles: Vec<TrustBundle>,
     /// Session tickets and cache, so returning clients skip the full handshake.
     #[serde(default = "yes")]
     pub session_resumption: bool,
     /// A client that has not finished the handshake by then is disconnected.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: Dur,
+}
+
+/// The roots that vouch for one SPIFFE trust domain (SPIFFE federation; Envoy's SPIFFE
+/// certificate validator). A mesh with tenants gives each sidecar the bundles of its own
+/// tenant and of the tenants it federates with, and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBundle {
+    pub trust_domain: String,
+    /// PEM certificates, inline (`-----BEGIN CERTIFICATE-----...`) or a file's path.
+    pub roots: String,
+}
+
+impl TrustBundle {
+    /// Whether `roots` holds the PEM itself rather than a path.
+    pub fn is_inline(&self) -> bool {
+        self.roots.trim_start().starts_with("-----BEGIN")
+    }
 }
 
 fn default_trust_domains() -> Vec<String> {
@@ -833,8 +855,13 @@ fn default_handshake_timeout() -> Dur {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
-    /// PEM roots the endpoints' chains must lead to.
+    /// PEM roots the endpoints' chains must lead to (or `trust_bundles`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trusted_ca: String,
+    /// Instead of `trusted_ca`: roots per trust domain; an endpoint's chain must lead to
+    /// the roots of the trust domain its SPIFFE ID names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_bundles: Vec<TrustBundle>,
     /// Presented to the endpoints (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<TlsCertificate>,

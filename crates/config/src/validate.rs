@@ -301,10 +301,42 @@ fn trusted_ca(c: &mut Checker, p: &str, ca: &str) {
     }
 }
 
+fn trust_bundles(c: &mut Checker, p: &str, bundles: &[TrustBundle], trusted_ca: bool) {
+    if trusted_ca && !bundles.is_empty() {
+        c.err(
+            format!("{p}.trust_bundles"),
+            "set trusted_ca or trust_bundles, not both",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, b) in bundles.iter().enumerate() {
+        let d = &b.trust_domain;
+        if d.is_empty()
+            || !d
+                .bytes()
+                .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'-' | b'_'))
+        {
+            c.err(
+                format!("{p}.trust_bundles[{i}].trust_domain"),
+                format!("{d:?} is not a trust domain"),
+            );
+        } else if !seen.insert(d) {
+            c.err(
+                format!("{p}.trust_bundles[{i}].trust_domain"),
+                format!("{d:?} has two bundles"),
+            );
+        }
+        if b.roots.trim().is_empty() {
+            c.err(format!("{p}.trust_bundles[{i}].roots"), "must not be empty");
+        }
+    }
+}
+
 fn downstream_tls(c: &mut Checker, p: &str, t: &DownstreamTls) {
     if let Some(ca) = &t.trusted_ca {
         trusted_ca(c, &format!("{p}.trusted_ca"), ca);
     }
+    trust_bundles(c, p, &t.trust_bundles, t.trusted_ca.is_some());
     if t.certificates.is_empty() {
         c.err(
             format!("{p}.certificates"),
@@ -338,10 +370,14 @@ fn downstream_tls(c: &mut Checker, p: &str, t: &DownstreamTls) {
 }
 
 fn upstream_tls(c: &mut Checker, p: &str, t: &UpstreamTls) {
-    if t.trusted_ca.is_empty() {
-        c.err(format!("{p}.trusted_ca"), "must not be empty");
+    if t.trusted_ca.is_empty() && t.trust_bundles.is_empty() {
+        c.err(
+            format!("{p}.trusted_ca"),
+            "must not be empty (or give trust_bundles)",
+        );
     }
     trusted_ca(c, &format!("{p}.trusted_ca"), &t.trusted_ca);
+    trust_bundles(c, p, &t.trust_bundles, !t.trusted_ca.is_empty());
     if let Some(cert) = &t.certificate {
         certificate(c, &format!("{p}.certificate"), cert);
         if !cert.server_names.is_empty() {

@@ -29,6 +29,9 @@ impl Report {
 
 impl ControlPlane {
     pub fn check(&self) -> Result<Report, String> {
+        self.tenants
+            .checking
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.reload()?;
         let status = self.status.borrow().clone();
         let mut report = Report {

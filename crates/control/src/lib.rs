@@ -23,10 +23,13 @@ mod check;
 mod jwks;
 mod serve;
 mod shared;
+mod status;
+mod tenancy;
 pub use check::Report;
 pub use jwks::JwksResolver;
 pub use serve::{plane, serve, KubeOptions, Options, Serving};
 use shared::{shared, SharedOutbound};
+pub use tenancy::{RootStatus, TenantStatus};
 
 /// The resources of one view as a snapshot for the ADS server.
 pub fn snapshot(r: &trellis_envoy::Resources) -> Snapshot {
@@ -71,6 +74,9 @@ pub struct Status {
     pub reload_timing: [Duration; 3],
     /// Whether the last reload only moved endpoints (the short path).
     pub endpoints_only: bool,
+    /// The tenants (the default one first), their roots and federations; empty
+    /// without Tenant resources.
+    pub tenants: Vec<TenantStatus>,
 }
 
 pub struct ControlPlane {
@@ -89,6 +95,11 @@ pub struct ControlPlane {
     documents: std::sync::Mutex<trellis_mesh::DocCache>,
     /// The JWK Sets of RequestAuthentication `jwksUri`s.
     jwks: Arc<JwksResolver>,
+    /// The tenants' CAs, installed in the embedded CA.
+    tenants: tenancy::Tenants,
+    /// The directories' files as the last reload found them, so that the watch loop
+    /// sees an edit made between a reload and its own start.
+    read_stamp: std::sync::Mutex<BTreeMap<PathBuf, (u64, Option<SystemTime>)>>,
 }
 
 impl ControlPlane {
@@ -104,7 +115,15 @@ impl ControlPlane {
             scopes: Default::default(),
             documents: Default::default(),
             jwks: Arc::new(JwksResolver::new()),
+            tenants: Default::default(),
+            read_stamp: Default::default(),
         }
+    }
+
+    /// Tenants' CAs go into this CA (the embedded one) as Tenant resources come and go.
+    pub fn with_tenancy(mut self, ca: trellis_ca::TenancyHandle) -> ControlPlane {
+        self.tenants = tenancy::Tenants::new(Some(ca));
+        self
     }
 
     /// Adds a cluster's objects to the inputs (after the directories' files).
@@ -130,6 +149,7 @@ impl ControlPlane {
     /// node's view.
     pub fn reload(&self) -> Result<(), String> {
         let started = std::time::Instant::now();
+        *self.read_stamp.lock().unwrap() = self.stamp();
         let changes = {
             let mut documents = self.documents.lock().unwrap();
             for dir in &self.dirs {
@@ -179,7 +199,9 @@ impl ControlPlane {
             mut warnings,
             mut refused,
         } = loaded;
+        self.tenants.resolve(&mut inputs, &mut refused);
         inputs.keep_previous(&self.state.lock().unwrap().0, &mut refused);
+        let tenants = self.tenants.install(&mut inputs)?;
         self.jwks.resolve(&mut inputs);
         let parsed = started.elapsed();
         let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
@@ -227,6 +249,7 @@ impl ControlPlane {
             s.workloads = workloads;
             s.reload_timing = [parsed, indexed - parsed, started.elapsed() - indexed];
             s.endpoints_only = false;
+            s.tenants = tenants;
         });
         Ok(())
     }
@@ -257,6 +280,15 @@ impl ControlPlane {
             .1
             .workload(&namespace, &name)
             .ok_or_else(|| format!("no workload {namespace}/{name}"))?;
+        if let Some(trust) = &state.0.trust {
+            let tenant = trust.tenant_of(&w.namespace);
+            if tenant.trust_domain != id.trust_domain {
+                return Err(format!(
+                    "{peer} is not in trust domain {:?} of tenant {:?}",
+                    tenant.trust_domain, tenant.name
+                ));
+            }
+        }
         if w.namespace == ns && w.service_account == sa {
             Ok(())
         } else {
@@ -484,7 +516,7 @@ impl ControlPlane {
         let mut connections = self.cache.connections();
         let mut kube_changes = self.kube.as_ref().map(|k| k.changes());
         let mut jwks_changes = self.jwks.changes();
-        let mut last = self.stamp();
+        let mut last = self.read_stamp.lock().unwrap().clone();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
             tokio::select! {

@@ -24,6 +24,8 @@ pub struct Options {
     pub ca: Option<(trellis_ca::CaConfig, SocketAddr)>,
     /// How often the directories are checked for changes.
     pub poll_interval: Duration,
+    /// Serve `GET /status` (JSON) in plaintext here.
+    pub status_listen: Option<SocketAddr>,
 }
 
 pub struct KubeOptions {
@@ -41,6 +43,7 @@ pub struct Serving {
     pub plaintext_xds: Option<SocketAddr>,
     pub ca: Option<SocketAddr>,
     pub root_pem: Option<String>,
+    pub status: Option<SocketAddr>,
     servers: tokio::task::JoinSet<anyhow::Result<()>>,
 }
 
@@ -118,7 +121,11 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         Some((config, listen)) => Some((build_ca(config, opts.kube.as_ref()).await?, *listen)),
         None => None,
     };
-    let plane = Arc::new(plane(&opts).await?);
+    let mut plane = plane(&opts).await?;
+    if let Some((ca, _)) = &ca {
+        plane = plane.with_tenancy(ca.tenancy());
+    }
+    let plane = Arc::new(plane);
     plane
         .reload()
         .map_err(|e| anyhow::anyhow!("--config-dir {e}"))?;
@@ -153,6 +160,18 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         ),
         None => None,
     };
+    let status_listener = match opts.status_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--status-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let status_bound = status_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let plaintext_bound = plaintext.as_ref().map(|l| l.local_addr()).transpose()?;
     let ca_bound = ca_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
@@ -169,6 +188,10 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
                 .await
                 .map_err(anyhow::Error::from)
         });
+    }
+    let counters = ca.as_ref().map(|(c, _)| c.counters());
+    if let Some(listener) = status_listener {
+        servers.spawn(crate::status::serve(listener, plane.clone(), counters));
     }
     let mut root_pem = None;
     if let (Some((ca, _)), Some(listener)) = (ca, ca_listener) {
@@ -196,6 +219,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         plaintext_xds: plaintext_bound,
         ca: ca_bound,
         root_pem,
+        status: status_bound,
         servers,
     })
 }

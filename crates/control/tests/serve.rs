@@ -88,6 +88,7 @@ fn xds_client(
         let (roots, cert) = (roots.clone(), cert.clone());
         Box::pin(async move {
             let tls = ClientTls::new(ClientTlsConfig {
+                bundles: Vec::new(),
                 roots,
                 certificate: Some(cert),
                 sni: Some("localhost".into()),
@@ -141,6 +142,7 @@ async fn istiod_in_process_certifies_a_sidecar_and_serves_it_its_own_view_only()
             "127.0.0.1:0".parse().unwrap(),
         )),
         poll_interval: Duration::from_millis(50),
+        status_listen: None,
     })
     .await
     .unwrap();

@@ -1149,6 +1149,7 @@ fn file_name(
 struct CommonTls {
     certificates: Vec<tc::TlsCertificate>,
     trusted_ca: Option<String>,
+    trust_bundles: Vec<tc::TrustBundle>,
     sans: Vec<(i32, m::string_matcher::MatchPattern)>,
     min: tc::TlsVersion,
     max: tc::TlsVersion,
@@ -1166,6 +1167,7 @@ fn common_tls(
     let mut out = CommonTls {
         certificates: Vec::new(),
         trusted_ca: None,
+        trust_bundles: Vec::new(),
         sans: Vec::new(),
         min: version(
             ctx,
@@ -1266,11 +1268,82 @@ fn common_tls(
         )? {
             out.trusted_ca = Some(ca);
         }
+        if let Some(custom) = &v.custom_validator_config {
+            let vpath = format!("{path}.validation_context.custom_validator_config");
+            out.trust_bundles = spiffe_validator(ctx, custom, &vpath)?;
+            if out.trusted_ca.is_some() {
+                return Err(ctx.err(
+                    &vpath,
+                    "the SPIFFE validator takes its roots from its trust domains, not trusted_ca",
+                ));
+            }
+        }
         for s in v.match_typed_subject_alt_names {
             if let Some(p) = s.matcher.and_then(|m| m.match_pattern) {
                 out.sans.push((s.san_type, p));
             }
         }
+    }
+    Ok(out)
+}
+
+/// Envoy's SPIFFE certificate validator: a trust bundle per trust domain. Any other
+/// validator is refused (ignoring it would accept peers it refuses).
+fn spiffe_validator(
+    ctx: &Ctx,
+    custom: &core::TypedExtensionConfig,
+    path: &str,
+) -> Result<Vec<tc::TrustBundle>, DecodeError> {
+    use crate::encode::{SPIFFE_VALIDATOR, SPIFFE_VALIDATOR_TYPE};
+    let any = custom
+        .typed_config
+        .as_ref()
+        .ok_or_else(|| ctx.err(path, "missing typed_config"))?;
+    if any.type_url != SPIFFE_VALIDATOR_TYPE {
+        return Err(ctx.err(
+            path,
+            format!(
+                "certificate validator {:?} ({}) is not supported ({SPIFFE_VALIDATOR} is)",
+                custom.name, any.type_url
+            ),
+        ));
+    }
+    let config: tls::SpiffeCertValidatorConfig =
+        ctx.decode(any, SPIFFE_VALIDATOR_TYPE, &format!("{path}.typed_config"))?;
+    if config.trust_bundles.is_some() {
+        return Err(ctx.err(
+            &format!("{path}.typed_config.trust_bundles"),
+            "a SPIFFE trust bundle map is not supported; give trust_domains",
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, d) in config.trust_domains.into_iter().enumerate() {
+        let dpath = format!("{path}.typed_config.trust_domains[{i}]");
+        if !d.workload_trust_domain.is_empty() {
+            return Err(ctx.err(
+                &format!("{dpath}.workload_trust_domain"),
+                "selecting trust domains by workload is not supported",
+            ));
+        }
+        use core::data_source::Specifier;
+        let roots = match d.trust_bundle.and_then(|b| b.specifier) {
+            Some(Specifier::Filename(f)) => f,
+            Some(Specifier::InlineString(s)) => s,
+            Some(Specifier::InlineBytes(b)) => String::from_utf8(b).map_err(|_| {
+                ctx.err(
+                    &format!("{dpath}.trust_bundle"),
+                    "inline_bytes: not UTF-8 PEM",
+                )
+            })?,
+            _ => return Err(ctx.err(&format!("{dpath}.trust_bundle"), "missing")),
+        };
+        out.push(tc::TrustBundle {
+            trust_domain: d.name,
+            roots,
+        });
+    }
+    if out.is_empty() {
+        return Err(ctx.err(path, "the SPIFFE validator names no trust domain"));
     }
     Ok(out)
 }
@@ -1294,9 +1367,18 @@ fn downstream_tls(
             _ => return Err(ctx.err(path, "client SAN matching is supported as SPIFFE trust-domain prefixes (spiffe://<domain>/)")),
         }
     }
-    let mtls_off = c.trusted_ca.is_none();
+    let mtls_off = c.trusted_ca.is_none() && c.trust_bundles.is_empty();
     if mtls_off {
         // Without client verification these settings are unused; keep the defaults.
+        trust_domains = vec!["cluster.local".into()];
+    } else if !c.trust_bundles.is_empty() {
+        // The bundles name the trust domains; the field keeps its default.
+        if !trust_domains.is_empty() {
+            return Err(ctx.err(
+                path,
+                "with the SPIFFE validator the trust domains are its own; no client SAN matching",
+            ));
+        }
         trust_domains = vec!["cluster.local".into()];
     } else if trust_domains.is_empty() {
         trust_domains.push("*".into());
@@ -1316,6 +1398,7 @@ fn downstream_tls(
         min_version: c.min,
         max_version: c.max,
         trusted_ca: c.trusted_ca,
+        trust_bundles: c.trust_bundles,
         require_client_certificate: mtls_off
             || d.require_client_certificate
                 .map(|v| v.value)
@@ -1347,13 +1430,15 @@ fn upstream_tls(
     if c.certificates.len() > 1 {
         return Err(ctx.err(path, "one client certificate per cluster"));
     }
+    if c.trusted_ca.is_none() && c.trust_bundles.is_empty() {
+        return Err(ctx.err(
+            path,
+            "upstream TLS needs trusted roots (a file, the ROOTCA secret or the SPIFFE validator)",
+        ));
+    }
     Ok(tc::UpstreamTls {
-        trusted_ca: c.trusted_ca.ok_or_else(|| {
-            ctx.err(
-                path,
-                "upstream TLS needs trusted roots (a file or the ROOTCA secret)",
-            )
-        })?,
+        trusted_ca: c.trusted_ca.unwrap_or_default(),
+        trust_bundles: c.trust_bundles,
         certificate: c.certificates.into_iter().next(),
         sni: (!u.sni.is_empty()).then_some(u.sni),
         match_identities,

@@ -378,13 +378,54 @@ fn san_matcher(
     }
 }
 
-/// Roots from a file or the `ROOTCA` secret, with SAN matchers.
+pub(crate) const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
+pub(crate) const SPIFFE_VALIDATOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig";
+
+/// Roots from a file or the `ROOTCA` secret, or per trust domain (Envoy's SPIFFE
+/// certificate validator), with SAN matchers.
 fn validation(
     trusted_ca: &str,
+    bundles: &[tc::TrustBundle],
     sans: Vec<tls::SubjectAltNameMatcher>,
     common: &mut tls::CommonTlsContext,
 ) {
+    use prost::Message as _;
     use tls::common_tls_context::ValidationContextType;
+    if !bundles.is_empty() {
+        let config = tls::SpiffeCertValidatorConfig {
+            trust_domains: bundles
+                .iter()
+                .map(|b| tls::spiffe_cert_validator_config::TrustDomain {
+                    name: b.trust_domain.clone(),
+                    trust_bundle: Some(core::DataSource {
+                        specifier: Some(if b.is_inline() {
+                            core::data_source::Specifier::InlineString(b.roots.clone())
+                        } else {
+                            core::data_source::Specifier::Filename(b.roots.clone())
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            trust_bundles: None,
+        };
+        common.validation_context_type = Some(ValidationContextType::ValidationContext(
+            tls::CertificateValidationContext {
+                custom_validator_config: Some(core::TypedExtensionConfig {
+                    name: SPIFFE_VALIDATOR.into(),
+                    typed_config: Some(Any {
+                        type_url: SPIFFE_VALIDATOR_TYPE.into(),
+                        value: config.encode_to_vec(),
+                    }),
+                }),
+                match_typed_subject_alt_names: sans,
+                ..Default::default()
+            },
+        ));
+        return;
+    }
     common.validation_context_type = Some(if trusted_ca == SDS_ROOT_CA {
         ValidationContextType::CombinedValidationContext(
             tls::common_tls_context::CombinedCertificateValidationContext {
@@ -423,7 +464,9 @@ fn downstream_tls(
         &mut common,
         &format!("{path}.certificates"),
     )?;
-    if let Some(ca) = &t.trusted_ca {
+    if !t.trust_bundles.is_empty() {
+        validation("", &t.trust_bundles, Vec::new(), &mut common);
+    } else if let Some(ca) = &t.trusted_ca {
         // Trust domains as Istio writes them: a URI SAN prefix per domain.
         let sans = t
             .trust_domains
@@ -436,12 +479,13 @@ fn downstream_tls(
                 )
             })
             .collect();
-        validation(ca, sans, &mut common);
+        validation(ca, &[], sans, &mut common);
     }
+    let mutual = t.trusted_ca.is_some() || !t.trust_bundles.is_empty();
     Ok(tls::DownstreamTlsContext {
         common_tls_context: Some(common),
         require_client_certificate: Some(BoolValue {
-            value: t.trusted_ca.is_some() && t.require_client_certificate,
+            value: mutual && t.require_client_certificate,
         }),
         session_ticket_keys_type: (!t.session_resumption).then_some(
             tls::downstream_tls_context::SessionTicketKeysType::DisableStatelessSessionResumption(
@@ -479,7 +523,7 @@ fn upstream_tls(t: &tc::UpstreamTls, path: &str) -> Result<tls::UpstreamTlsConte
             san_matcher(kind, m::string_matcher::MatchPattern::Exact(id.clone()))
         })
         .collect();
-    validation(&t.trusted_ca, sans, &mut common);
+    validation(&t.trusted_ca, &t.trust_bundles, sans, &mut common);
     Ok(tls::UpstreamTlsContext {
         common_tls_context: Some(common),
         sni: t.sni.clone().unwrap_or_default(),

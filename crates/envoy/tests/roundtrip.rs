@@ -95,6 +95,9 @@ listeners:
         - certificate_chain: /etc/certs/db.pem
           private_key: /etc/certs/db.key
           private_key_provider: { cryptomb: { poll_delay: 2ms, fallback: false } }
+      trust_bundles:
+        - { trust_domain: a.example, roots: /etc/certs/a-roots.pem }
+        - { trust_domain: b.example, roots: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }
     tcp: { cluster: mysql }
 clusters:
   - name: reviews-v1
@@ -112,6 +115,10 @@ clusters:
   - name: reviews-v2
     endpoints: ["10.0.0.2:9080"]
     lb_policy: ring_hash
+    tls:
+      certificate: { certificate_chain: "sds://default" }
+      trust_bundles: [{ trust_domain: b.example, roots: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }]
+      match_identities: ["spiffe://b.example/ns/team-b/sa/reviews"]
   - name: inbound-app
     endpoints: ["127.0.0.1:9080"]
   - name: mysql
@@ -270,6 +277,38 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     let [l, r, c, e] = maps(&bad);
     let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
     assert!(err.starts_with("Cluster reviews-v1: lb_policy:"), "{err}");
+
+    // A certificate validator other than SPIFFE's is refused, not ignored.
+    bad = resources.clone();
+    let tls_any = bad.clusters[1].transport_socket.as_mut().unwrap();
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    let Some(ConfigType::TypedConfig(any)) = &mut tls_any.config_type else {
+        panic!("reviews-v2 has TLS")
+    };
+    let mut ctx = tls::UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) = ctx
+        .common_tls_context
+        .as_mut()
+        .unwrap()
+        .validation_context_type
+        .as_mut()
+    else {
+        panic!("a validation context")
+    };
+    v.custom_validator_config.as_mut().unwrap().typed_config = Some(Any {
+        type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.PlatformProvidedCertValidatorConfig".into(),
+        value: Vec::new(),
+    });
+    any.value = ctx.encode_to_vec();
+    let [l, r, c, e] = maps(&bad);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(
+        err.starts_with("Cluster reviews-v2: ")
+            && err.contains("custom_validator_config")
+            && err.contains("is not supported"),
+        "{err}"
+    );
 
     // A route with an unknown per-filter config names the route's path.
     resources.routes[0].virtual_hosts[0].routes[0]

@@ -460,11 +460,26 @@ impl<'a> Gen<'a> {
             .filter(|w| takes_mtls(w))
             .collect();
         let tls = (mtls_wanted && (explicit || !sidecars.is_empty())).then(|| {
-            let mut ids: Vec<String> = sidecars.iter().map(|w| w.spiffe_id()).collect();
+            let trust = self.inputs.trust.as_deref();
+            let mut ids: Vec<String> = sidecars
+                .iter()
+                .map(|w| match trust {
+                    Some(t) => t.spiffe_id(&w.namespace, &w.service_account),
+                    None => w.spiffe_id(),
+                })
+                .collect();
             ids.sort();
             ids.dedup();
+            // With tenants: the roots of this sidecar's tenant and of those it may
+            // call, each bound to its trust domain; a tenant it may not call fails the
+            // handshake.
+            let (trusted_ca, trust_bundles) = match trust {
+                Some(t) => (String::new(), t.outbound_bundles(&self.w.namespace)),
+                None => (SDS_ROOT_CA.into(), Vec::new()),
+            };
             tc::UpstreamTls {
-                trusted_ca: SDS_ROOT_CA.into(),
+                trusted_ca,
+                trust_bundles,
                 certificate: Some(workload_cert()),
                 sni: Some(format!(
                     "outbound_.{port}_.{}_.{host}",
@@ -820,6 +835,9 @@ impl<'a> Gen<'a> {
                 } else {
                     format!("{}:{inbound_port}", self.w.address)
                 };
+                // With tenants: client certificates of this sidecar's tenant and of
+                // those federated to call it, each chained to its own tenant's roots.
+                let trust = self.inputs.trust.as_deref();
                 let tls = match self.mtls_mode(app_port) {
                     MtlsMode::Disable => None,
                     mode => Some(tc::DownstreamTls {
@@ -832,7 +850,10 @@ impl<'a> Gen<'a> {
                         alpn: None,
                         min_version: tc::TlsVersion::V1_3,
                         max_version: tc::TlsVersion::V1_3,
-                        trusted_ca: Some(SDS_ROOT_CA.into()),
+                        trusted_ca: trust.is_none().then(|| SDS_ROOT_CA.into()),
+                        trust_bundles: trust
+                            .map(|t| t.inbound_bundles(&self.w.namespace))
+                            .unwrap_or_default(),
                         require_client_certificate: true,
                         trust_domains: vec!["cluster.local".into()],
                         session_resumption: true,

@@ -35,6 +35,11 @@ pub struct Inputs {
     pub jwks: BTreeMap<String, Result<String, String>>,
     /// Refused security resources, in their strictest reading (see [`crate::fail_closed`]).
     pub fail_closed: Vec<Resource<FailClosed>>,
+    /// Tenants (`trellis.io/v1alpha1`), as loaded.
+    pub tenants: Vec<Resource<crate::tenant::Tenant>>,
+    /// The tenants' trust as the control plane resolved it (their CAs' roots); `None`
+    /// without tenants: every sidecar trusts the mesh CA's roots (`sds://ROOTCA`).
+    pub trust: Option<std::sync::Arc<crate::tenant::Trust>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +79,7 @@ impl Loaded {
         i.request_authentications
             .extend_from_slice(&o.request_authentications);
         i.fail_closed.extend_from_slice(&o.fail_closed);
+        i.tenants.extend_from_slice(&o.tenants);
         self.warnings.extend_from_slice(&other.warnings);
         self.refused.extend_from_slice(&other.refused);
     }
@@ -118,6 +124,7 @@ impl Inputs {
         carry!(peer_authentications, "PeerAuthentication");
         carry!(authorization_policies, "AuthorizationPolicy");
         carry!(request_authentications, "RequestAuthentication");
+        carry!(tenants, "Tenant");
         // A stand-in goes where the earlier version serves; elsewhere it says so.
         let serving = |f: &Resource<FailClosed>| match f.spec.kind {
             "PeerAuthentication" => self

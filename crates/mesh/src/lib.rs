@@ -21,6 +21,8 @@ pub mod istio;
 pub mod load;
 mod registry;
 mod security;
+pub mod tenant;
+mod trust_domain;
 mod unhonoured;
 mod validate;
 

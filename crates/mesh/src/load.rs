@@ -22,6 +22,7 @@ const NETWORKING: &[&str] = &[
     "networking.istio.io/v1alpha3",
 ];
 const SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+const TRELLIS: &str = "trellis.io/v1alpha1";
 
 /// Every `*.yaml` / `*.yml` file under `dir` (not recursive), in name order.
 pub fn load_dir(dir: &Path) -> Result<Loaded, String> {
@@ -343,11 +344,13 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         "networking"
     } else if SECURITY.contains(&api.as_str()) {
         "security"
+    } else if api == TRELLIS {
+        "trellis"
     } else {
-        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1)")));
+        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1, trellis.io/v1alpha1)")));
     };
     // An ignored field of a security resource could widen access: refuse instead.
-    let strict = group == "security";
+    let strict = group != "networking";
     if let Some(value) = meta.annotations.get(DRY_RUN) {
         let action = spec
             .get("action")
@@ -405,6 +408,7 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         ("security", "RequestAuthentication") => {
             accept!(request_authentications, validate::request_authentication)
         }
+        ("trellis", "Tenant") => accept!(tenants, crate::tenant::validate),
         _ => {
             return Err(refuse(
                 &resource,

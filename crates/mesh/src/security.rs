@@ -88,7 +88,22 @@ pub fn mtls_mode(inputs: &Inputs, w: &Workload, port: u16) -> MtlsMode {
     }
 }
 
-/// The authorization policies that apply to `w`, with the stand-ins of refused ones.
+/// `w`'s trust domain and its aliases: its tenant's, or without tenants the mesh's
+/// (`cluster.local`).
+fn local_trust_domains(inputs: &Inputs, w: &Workload) -> Vec<String> {
+    match &inputs.trust {
+        Some(t) => {
+            let tenant = t.tenant_of(&w.namespace);
+            std::iter::once(tenant.trust_domain.clone())
+                .chain(tenant.aliases.iter().cloned())
+                .collect()
+        }
+        None => vec!["cluster.local".into()],
+    }
+}
+
+/// The authorization policies that apply to `w`, with the stand-ins of refused ones;
+/// principals and trust domains as Istio migrates them to `w`'s trust domain.
 pub fn authorization(inputs: &Inputs, w: &Workload) -> Option<tc::Authorization> {
     let mut policies: Vec<tc::AuthorizationPolicy> = inputs
         .authorization_policies
@@ -97,7 +112,11 @@ pub fn authorization(inputs: &Inputs, w: &Workload) -> Option<tc::Authorization>
             let selector = ap.spec.selector.as_ref().map(|s| &s.match_labels);
             applies(&ap.namespace, selector, w)
         })
-        .map(policy)
+        .map(|ap| {
+            let mut p = policy(ap);
+            crate::trust_domain::migrate(&mut p, &local_trust_domains(inputs, w));
+            p
+        })
         .collect();
     policies.extend(
         stand_ins(inputs, "AuthorizationPolicy", w).map(|f| tc::AuthorizationPolicy {

@@ -1183,6 +1183,7 @@ pub fn cross_check(loaded: &mut Loaded) {
             }
         });
     }
+    tenants(loaded);
     let refused = &mut loaded.refused;
     let i = &mut loaded.inputs;
     dedupe(&mut i.virtual_services, "VirtualService", refused);
@@ -1267,4 +1268,89 @@ impl Audience {
             (Audience::Namespaces(a), Audience::Namespaces(b)) => !a.is_disjoint(b),
         }
     }
+}
+
+/// Checks across the Tenant documents, in load order: a tenant named `default`, a
+/// namespace or a trust domain another tenant already has, a federation with itself
+/// or with a tenant that is not there. Each refusal names the document that loses.
+fn tenants(loaded: &mut Loaded) {
+    use crate::tenant::{Tenant, DEFAULT_TENANT};
+    let refuse = |r: &crate::inputs::Resource<Tenant>, message: String| Diagnostic {
+        resource: r.source.clone(),
+        message,
+        key: Some(("Tenant".into(), r.namespace.clone(), r.name.clone())),
+    };
+    let mut namespaces: BTreeMap<String, String> = BTreeMap::new();
+    let mut domains: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut kept = Vec::new();
+    for t in std::mem::take(&mut loaded.inputs.tenants) {
+        let why = if t.name == DEFAULT_TENANT {
+            Some(format!(
+                "metadata.name: {DEFAULT_TENANT:?} is the tenant of the namespaces no Tenant claims; choose another name"
+            ))
+        } else if !names.insert(t.name.clone()) {
+            Some("another Tenant has this name".into())
+        } else if let Some((ns, other)) = t
+            .spec
+            .namespaces
+            .iter()
+            .find_map(|ns| namespaces.get(ns).map(|o| (ns, o)))
+        {
+            names.remove(&t.name);
+            Some(format!(
+                "spec.namespaces: {ns:?} already belongs to tenant {other:?}"
+            ))
+        } else if let Some(other) = domains.get(&t.spec.trust_domain) {
+            names.remove(&t.name);
+            Some(format!(
+                "spec.trustDomain: {:?} is already tenant {other:?}'s",
+                t.spec.trust_domain
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(m) => loaded.refused.push(refuse(&t, m)),
+            None => {
+                for ns in &t.spec.namespaces {
+                    namespaces.insert(ns.clone(), t.name.clone());
+                }
+                domains.insert(t.spec.trust_domain.clone(), t.name.clone());
+                kept.push(t);
+            }
+        }
+    }
+    // Refusing one tenant may leave another's federation dangling: until nothing changes.
+    loop {
+        let present: BTreeSet<String> = kept.iter().map(|t| t.name.clone()).collect();
+        let before = kept.len();
+        kept.retain(|t| {
+            let bad = t.spec.federation.iter().enumerate().find_map(|(i, f)| {
+                if f.tenant == t.name {
+                    Some(format!(
+                        "spec.federation[{i}].tenant: a tenant does not federate with itself"
+                    ))
+                } else if f.tenant != DEFAULT_TENANT && !present.contains(&f.tenant) {
+                    Some(format!(
+                        "spec.federation[{i}].tenant: no tenant {:?}",
+                        f.tenant
+                    ))
+                } else {
+                    None
+                }
+            });
+            match bad {
+                Some(m) => {
+                    loaded.refused.push(refuse(t, m));
+                    false
+                }
+                None => true,
+            }
+        });
+        if kept.len() == before {
+            break;
+        }
+    }
+    loaded.inputs.tenants = kept;
 }

@@ -66,7 +66,11 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<B
             }
         }
         "/healthz" => text(StatusCode::OK, "OK\n"),
-        "/certs" => json_reply(crate::identity::describe(state.identity.as_deref())),
+        "/certs" => {
+            let mut certs = crate::identity::describe(state.identity.as_deref());
+            certs["trust_bundles"] = crate::trust::describe(&state.view.load().config);
+            json_reply(certs)
+        }
         "/stats/prometheus" | "/metrics" => {
             let mut r = Response::new(body::full(state.metrics.encode()));
             r.headers_mut().insert(

@@ -30,6 +30,8 @@ pub struct WorkloadCert {
     /// Leaf and intermediates (the root is not sent: peers have it).
     pub key: CertifiedKey,
     pub roots: Vec<X509>,
+    /// SHA-256 of the root the CA's chain ended with.
+    pub chain_root: [u8; 32],
     pub identity: String,
     pub serial: String,
     pub issuer: String,
@@ -325,6 +327,7 @@ fn install(
     if certs.is_empty() {
         certs.push(root.clone());
     }
+    let chain_root = trellis_tls::fingerprint(&root);
     // Trust the CA's current root alongside the configured bundle (root rotation).
     let der = root.to_der().unwrap_or_default();
     if !roots.iter().any(|r| r.to_der().unwrap_or_default() == der) {
@@ -354,6 +357,7 @@ fn install(
             provider,
         },
         roots,
+        chain_root,
         identity,
         serial,
         issuer,
@@ -375,6 +379,8 @@ pub fn describe(agent: Option<&Agent>) -> serde_json::Value {
             "seconds_left": cert.not_after - unix_now(),
             "chain_length": cert.key.chain.len(),
             "roots": cert.roots.len(),
+            // Which CA signed it: the root its chain leads to.
+            "root_sha256": cert.chain_root.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }]
     })
 }

@@ -18,6 +18,7 @@ pub mod server;
 pub mod stats;
 pub mod tcp;
 mod tls;
+mod trust;
 mod workload_key;
 pub mod xds;
 

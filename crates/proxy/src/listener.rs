@@ -299,7 +299,7 @@ async fn serve_connection(
             let accepted = match handshake.unwrap_or_else(|_| Err("timed out".into())) {
                 Ok(a) => a,
                 Err(e) => {
-                    tls.handshakes.failure.inc();
+                    tls.handshakes.failed(&e);
                     tracing::debug!(%peer, "downstream TLS handshake failed: {e}");
                     return;
                 }

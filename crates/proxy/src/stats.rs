@@ -54,6 +54,13 @@ pub struct ListenerResultLabels {
     pub result: &'static str,
 }
 
+/// Why a listener refused a client's certificate (`trellis_tls::peer_rejection`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyOpLabels {
     pub provider: &'static str,
@@ -137,6 +144,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub access_log_dropped: Counter,
     tls_handshakes: Family<ListenerResultLabels, Counter>,
+    tls_peer_rejected: Family<ListenerReasonLabels, Counter>,
     pub private_key_ops: Family<KeyOpLabels, Counter>,
     upstream_tls_fail: Family<ClusterLabels, Counter>,
     pub identity_renewals: Family<ResultLabels, Counter>,
@@ -266,6 +274,10 @@ impl Metrics {
                 "downstream_tls_handshakes",
                 "Downstream TLS handshakes by listener and result"
             ),
+            tls_peer_rejected: fam!(
+                "downstream_tls_peer_rejected",
+                "Downstream TLS handshakes that refused the client's certificate, by listener and reason"
+            ),
             private_key_ops: fam!(
                 "private_key_operations",
                 "TLS private key operations by provider, operation and result"
@@ -383,7 +395,12 @@ impl Metrics {
 
     pub fn handshakes(&self, listener: &str) -> HandshakeCounters {
         let [success, failure] = by_result(&self.tls_handshakes, listener, ["success", "failure"]);
-        HandshakeCounters { success, failure }
+        HandshakeCounters {
+            success,
+            failure,
+            rejected: self.tls_peer_rejected.clone(),
+            listener: listener.into(),
+        }
     }
 
     pub fn route(&self, listener: &str, virtual_host: &str, route: &str) -> RouteStats {
@@ -466,6 +483,23 @@ pub struct ListenerStats {
 pub struct HandshakeCounters {
     pub success: Counter,
     pub failure: Counter,
+    rejected: Family<ListenerReasonLabels, Counter>,
+    listener: Arc<str>,
+}
+
+impl HandshakeCounters {
+    /// A failed handshake; when it refused the client's certificate, why.
+    pub fn failed(&self, error: &str) {
+        self.failure.inc();
+        if let Some(reason) = trellis_tls::peer_rejection(error) {
+            self.rejected
+                .get_or_create(&ListenerReasonLabels {
+                    listener: self.listener.to_string(),
+                    reason,
+                })
+                .inc();
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -115,7 +115,9 @@ pub fn server(
         Some(path) => Some(roots("tls.trusted_ca", path, w)?),
         None => None,
     };
+    let client_bundles = crate::trust::bundles("tls", &t.trust_bundles)?;
     ServerTls::new(ServerTlsConfig {
+        client_bundles,
         certificates,
         alpn,
         min_version: version(t.min_version),
@@ -140,12 +142,18 @@ pub fn client(
     metrics: &Arc<Metrics>,
     w: Workload,
 ) -> Result<ClientTls, String> {
-    let roots = roots("tls.trusted_ca", &t.trusted_ca, w)?;
+    let bundles = crate::trust::bundles("tls", &t.trust_bundles)?;
+    let roots = if bundles.is_empty() {
+        roots("tls.trusted_ca", &t.trusted_ca, w)?
+    } else {
+        Vec::new()
+    };
     let certificate = match &t.certificate {
         Some(c) => Some(certified_key("tls.certificate", c, w, metrics)?),
         None => None,
     };
     ClientTls::new(ClientTlsConfig {
+        bundles,
         roots,
         certificate,
         sni: t.sni.clone(),

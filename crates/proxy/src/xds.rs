@@ -121,6 +121,7 @@ fn tls_dial(agent: Arc<crate::identity::Agent>, address: String) -> client::Dial
                 .ok_or_else(|| std::io::Error::other("no workload certificate yet"))?;
             let server_name = agent.config().ca_server_name.clone();
             let tls = trellis_tls::ClientTls::new(trellis_tls::ClientTlsConfig {
+                bundles: Vec::new(),
                 roots: cert.roots.clone(),
                 certificate: Some(cert.key.clone()),
                 sni: server_name

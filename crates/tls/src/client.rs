@@ -1,6 +1,7 @@
 //! Upstream TLS: originate to a cluster, present our certificate for mutual TLS and
 //! refuse a peer whose identity is not one the cluster expects.
 
+use crate::bundle::{Bundles, TrustDomainRoots};
 use crate::identity::peer_identities;
 use crate::material::CertifiedKey;
 use crate::provider::{install_certificate, KeyOpHook};
@@ -16,6 +17,9 @@ use tokio_boring::{SslStream, SslStreamBuilder};
 pub struct ClientTlsConfig {
     /// The roots the server's chain must lead to.
     pub roots: Vec<X509>,
+    /// Instead of `roots`: roots per trust domain; the server's chain must lead to a
+    /// root of its own trust domain's bundle.
+    pub bundles: Vec<TrustDomainRoots>,
     /// Our certificate, for mutual TLS.
     pub certificate: Option<CertifiedKey>,
     pub sni: Option<String>,
@@ -40,7 +44,7 @@ impl ClientTls {
                 "min_version is newer than max_version".into(),
             ));
         }
-        if config.roots.is_empty() {
+        if config.roots.is_empty() && config.bundles.is_empty() {
             return Err(TlsError::Config("no trusted CA certificate".into()));
         }
         let mut b = SslContextBuilder::new(SslMethod::tls())?;
@@ -50,15 +54,32 @@ impl ClientTls {
         if !alpn.is_empty() {
             b.set_alpn_protos(&alpn)?;
         }
+        let roots = if config.bundles.is_empty() {
+            config.roots.clone()
+        } else {
+            Bundles::all_roots(&config.bundles)
+        };
         let mut store = X509StoreBuilder::new()?;
-        for r in &config.roots {
-            store.add_cert(r.clone())?;
+        for r in roots {
+            store.add_cert(r)?;
         }
         b.set_cert_store_builder(store);
         let expected = Arc::new(config.expected_identities.clone());
+        let bundles = (!config.bundles.is_empty()).then(|| Bundles::new(&config.bundles));
         b.set_verify_callback(SslVerifyMode::PEER, move |chain_ok, ctx| {
-            if !chain_ok || ctx.error_depth() != 0 || expected.is_empty() {
+            if !chain_ok || ctx.error_depth() != 0 {
                 return chain_ok;
+            }
+            if bundles.as_ref().is_some_and(|b| !b.admits(ctx)) {
+                tracing::warn!(
+                    presented = ?ctx.current_cert().map(peer_identities).unwrap_or_default(),
+                    trusted = ?bundles.as_ref().map(|b| b.domains().collect::<Vec<_>>()),
+                    "upstream chain does not lead to its trust domain's roots"
+                );
+                return false;
+            }
+            if expected.is_empty() {
+                return true;
             }
             let presented = ctx.current_cert().map(peer_identities).unwrap_or_default();
             let ok = presented.iter().any(|p| expected.contains(p));

@@ -15,6 +15,7 @@
 //!   one the cluster expects.
 //! - [`SpiffeId`] is `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 
+mod bundle;
 mod client;
 mod identity;
 mod material;
@@ -23,6 +24,7 @@ pub mod resign;
 mod server;
 mod stream;
 
+pub use bundle::{fingerprint, peer_rejection, TrustDomainRoots};
 pub use client::{ClientTls, ClientTlsConfig};
 pub use identity::{peer_identities, SpiffeId};
 pub use material::{load_certificate_chain, load_private_key, load_trust_bundle, CertifiedKey};

@@ -1,6 +1,7 @@
 //! Downstream TLS: one BoringSSL context per certificate, the one for the client's SNI
 //! chosen in the handshake, and client certificates verified for mutual TLS.
 
+use crate::bundle::{Bundles, TrustDomainRoots};
 use crate::identity::peer_identities;
 use crate::material::CertifiedKey;
 use crate::provider::{install_certificate, KeyOpHook};
@@ -33,6 +34,9 @@ pub struct ServerTlsConfig {
     /// With `client_roots`: the client's SPIFFE ID must be in one of these trust
     /// domains; empty accepts any certificate that chains to the roots.
     pub client_trust_domains: Vec<String>,
+    /// Instead of `client_roots` and `client_trust_domains`: roots per trust domain; a
+    /// client's chain must lead to a root of its own trust domain's bundle.
+    pub client_bundles: Vec<TrustDomainRoots>,
     /// Session tickets and the session cache (resumed handshakes skip the signature).
     pub session_resumption: bool,
     pub key_op_hook: Option<KeyOpHook>,
@@ -129,9 +133,12 @@ fn default_key(config: &ServerTlsConfig) -> CertifiedKey {
         .clone()
 }
 
+/// The handshake's error; when the peer's certificate was received and refused, why.
 pub(crate) fn handshake_error(ssl: Option<&boring::ssl::SslRef>, fallback: &str) -> String {
+    // Before a peer certificate arrives the verify result is not a verdict on one.
+    let received = ssl.is_some_and(|s| s.peer_certificate().is_some());
     match ssl.map(|s| s.verify_result()) {
-        Some(Err(e)) => format!("peer certificate rejected: {}", e.error_string()),
+        Some(Err(e)) if received => format!("peer certificate rejected: {}", e.error_string()),
         _ => fallback.to_string(),
     }
 }
@@ -208,18 +215,27 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
             select_alpn(&ours, client).ok_or(AlpnError::NOACK)
         });
     }
-    if let Some(roots) = &config.client_roots {
+    if !config.client_bundles.is_empty() {
+        let mut store = X509StoreBuilder::new()?;
+        for r in Bundles::all_roots(&config.client_bundles) {
+            store.add_cert(r)?;
+        }
+        b.set_cert_store_builder(store);
+        let bundles = Bundles::new(&config.client_bundles);
+        b.set_verify_callback(verify_mode(config), move |chain_ok, ctx| {
+            if !chain_ok || ctx.error_depth() != 0 {
+                return chain_ok;
+            }
+            bundles.admits(ctx)
+        });
+    } else if let Some(roots) = &config.client_roots {
         let mut store = X509StoreBuilder::new()?;
         for r in roots {
             store.add_cert(r.clone())?;
         }
         b.set_cert_store_builder(store);
-        let mut mode = SslVerifyMode::PEER;
-        if config.require_client_certificate {
-            mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
-        }
         let domains = std::sync::Arc::new(config.client_trust_domains.clone());
-        b.set_verify_callback(mode, move |chain_ok, ctx| {
+        b.set_verify_callback(verify_mode(config), move |chain_ok, ctx| {
             if !chain_ok || ctx.error_depth() != 0 || domains.is_empty() {
                 return chain_ok;
             }
@@ -229,11 +245,20 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
             });
             if !ok {
                 tracing::debug!(presented = ?ids, trusted = ?*domains, "client identity outside the trusted domains");
+                ctx.set_error(Err(boring::x509::X509VerifyError::CERT_REJECTED));
             }
             ok
         });
     }
     Ok(b)
+}
+
+fn verify_mode(config: &ServerTlsConfig) -> SslVerifyMode {
+    let mut mode = SslVerifyMode::PEER;
+    if config.require_client_certificate {
+        mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+    }
+    mode
 }
 
 fn install(

@@ -148,6 +148,7 @@ fn slow(
 
 fn server(pki: &Pki, provider: Arc<dyn PrivateKeyProvider>, leaf: X509, mtls: bool) -> ServerTls {
     ServerTls::new(ServerTlsConfig {
+        client_bundles: Vec::new(),
         certificates: vec![ServerCertificate {
             key: CertifiedKey {
                 chain: vec![leaf],
@@ -169,6 +170,7 @@ fn server(pki: &Pki, provider: Arc<dyn PrivateKeyProvider>, leaf: X509, mtls: bo
 
 fn client(pki: &Pki, expect: &str, cert: Option<CertifiedKey>) -> ClientTls {
     ClientTls::new(ClientTlsConfig {
+        bundles: Vec::new(),
         roots: vec![pki.root.clone()],
         certificate: cert,
         sni: None,

@@ -46,6 +46,10 @@ pub struct ControlArgs {
     /// Serve xDS only, without the embedded CA.
     #[arg(long)]
     no_ca: bool,
+    /// Serve `GET /status` (JSON: what is accepted and refused, the tenants with their
+    /// roots and federations, the CA's counters) in plaintext here, e.g. 127.0.0.1:15014.
+    #[arg(long)]
+    status_listen: Option<SocketAddr>,
     /// Threads serving xDS and the CA (0 = one per core): a full push writes every
     /// sidecar's view, megabytes each in a large mesh, and streams spread over them.
     #[arg(long, default_value_t = 0)]
@@ -126,6 +130,7 @@ impl ControlArgs {
                 (config, self.ca.listen)
             }),
             poll_interval: self.poll_interval,
+            status_listen: self.status_listen,
         }
     }
 }
@@ -151,6 +156,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
                 "xds": serving.plaintext_xds.map(|a| a.to_string()),
                 "ca": serving.ca.map(|a| a.to_string()),
                 "root_pem": serving.root_pem,
+                "status": serving.status.map(|a| a.to_string()),
             });
             crate::write_atomically(path, doc.to_string().as_bytes())?;
         }

@@ -22,6 +22,10 @@ pub struct MeshFile {
     /// (`privateKeyProvider`), unless a workload says otherwise.
     #[serde(default)]
     pub default_config: Option<super::proxy_config::ProxyConfig>,
+    /// The longest workload certificate the CA issues (`24h` by default); sidecars
+    /// renew at half of it.
+    #[serde(default)]
+    pub certificate_ttl: Option<String>,
 }
 
 fn default_namespace() -> String {
@@ -39,6 +43,10 @@ pub struct ServiceDef {
     /// The service account its workloads run as (default: the service name).
     #[serde(default)]
     pub service_account: Option<String>,
+    /// Its namespace (default: the mesh's): a Tenant of the config directory claims
+    /// namespaces, so services of two tenants live in two namespaces.
+    #[serde(default)]
+    pub namespace: Option<String>,
     pub workloads: Vec<WorkloadDef>,
 }
 

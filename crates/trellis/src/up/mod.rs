@@ -78,6 +78,8 @@ pub(crate) struct Running {
     pub service: String,
     pub name: String,
     pub admin: SocketAddr,
+    /// The tenant of its namespace and its trust domain.
+    pub tenant: (String, String),
 }
 
 struct Ports(u16);
@@ -123,6 +125,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         service: &'a meshfile::ServiceDef,
         workload: &'a meshfile::WorkloadDef,
         name: String,
+        ns: String,
         sa: String,
         app: u16,
         inbound: u16,
@@ -138,6 +141,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 workload: w,
                 keys: mesh.key_provider(i, j, &name).map_err(anyhow::Error::msg)?,
                 name,
+                ns: s.namespace.clone().unwrap_or_else(|| ns.clone()),
                 sa: s.service_account.clone().unwrap_or_else(|| s.name.clone()),
                 app: ports.next()?,
                 inbound: ports.next()?,
@@ -145,8 +149,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             });
         }
     }
+    let tenants = tenants_of(&config_dir);
     let mut registry = String::new();
     for s in &mesh.services {
+        let ns = s.namespace.as_deref().unwrap_or(&ns);
         let _ = write!(
             registry,
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: {port}, name: {proto}, protocol: {upper} }}]\n  workloadSelector: {{ labels: {{ app: {name} }} }}\n---\n",
@@ -159,7 +165,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     for p in &planned {
         let _ = write!(
             registry,
-            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n    sidecar.trellis.dev/app-ports: \"{proto}={app}\"\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{out}\"\nspec:\n  address: 127.0.0.1\n  ports: {{ {proto}: {inbound} }}\n  labels: {{ app: {svc}, version: {ver} }}\n  serviceAccount: {sa}\n---\n",
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {wns}\n  annotations:\n    sidecar.trellis.dev/app-ports: \"{proto}={app}\"\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{out}\"\nspec:\n  address: 127.0.0.1\n  ports: {{ {proto}: {inbound} }}\n  labels: {{ app: {svc}, version: {ver} }}\n  serviceAccount: {sa}\n---\n",
             name = p.name,
             proto = p.service.protocol,
             app = p.app,
@@ -168,6 +174,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             svc = p.service.name,
             ver = p.workload.version,
             sa = p.sa,
+            wns = p.ns,
         );
     }
     let _ = write!(
@@ -203,23 +210,35 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .arg(&state)
         .arg("--ready-file")
         .arg(&control_ready)
+        .args(["--status-listen", "127.0.0.1:0"])
         .stdin(Stdio::null());
+    if let Some(ttl) = &mesh.certificate_ttl {
+        control.args(["--max-cert-ttl", ttl]);
+    }
     let (out, err) = log("control")?;
     control.stdout(out).stderr(err);
     children.0.push(control.spawn()?);
     let control_pid = children.0.last().map(|c| c.id()).unwrap_or_default();
     let doc = wait_for_file(&control_ready, children.0.last_mut().unwrap())?;
     let ca = doc["ca"].as_str().unwrap_or_default().to_string();
+    let control_status = doc["status"].as_str().unwrap_or_default().to_string();
     let xds = ca.clone();
     let root = work.write("root.pem", doc["root_pem"].as_str().unwrap_or_default())?;
 
     // Sidecars first (each gets its certificate before it serves), then the apps.
     let mut running = Vec::new();
-    let mut sidecars: Vec<(String, String, String, trellis_config::PrivateKeyProvider)> = planned
+    let mut sidecars: Vec<(
+        String,
+        String,
+        String,
+        String,
+        trellis_config::PrivateKeyProvider,
+    )> = planned
         .iter()
         .map(|p| {
             (
                 p.name.clone(),
+                p.ns.clone(),
                 p.sa.clone(),
                 p.service.name.clone(),
                 p.keys.clone(),
@@ -234,20 +253,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     sidecars.push((
         "client".into(),
+        ns.clone(),
         "client".into(),
         "client".into(),
         client_keys,
     ));
     let mut starting = Vec::new();
-    for (name, sa, service, keys) in &sidecars {
+    for (name, ns, sa, service, keys) in &sidecars {
         let dir = work.dir(format!("sidecars/{name}"))?;
+        let (tenant, trust_domain) = tenant_of(&tenants, ns);
         let token = Command::new(std::env::current_exe()?)
             .args(["ca", "--state-dir"])
             .arg(&state)
             .args([
                 "token",
                 "--identity",
-                &trellis_mesh::spiffe_id(&ns, sa),
+                // The identity the CA issues: the trust domain of the namespace's tenant.
+                &format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"),
                 // Long enough for the sidecar to start; the token is good for one
                 // key, and the sidecar renews with its certificate after that.
                 "--ttl",
@@ -290,15 +312,22 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let (out, err) = log(&format!("sidecar-{name}"))?;
         cmd.stdout(out).stderr(err);
         children.0.push(cmd.spawn()?);
-        starting.push((children.0.len() - 1, ready, name.clone(), service.clone()));
+        starting.push((
+            children.0.len() - 1,
+            ready,
+            name.clone(),
+            service.clone(),
+            (tenant, trust_domain),
+        ));
     }
     // All sidecars start at once; each is ready once it holds its certificate.
-    for (i, ready, name, service) in starting {
+    for (i, ready, name, service, tenant) in starting {
         let doc = wait_for_file(&ready, &mut children.0[i])?;
         running.push(Running {
             service,
             name,
             admin: doc["admin"].as_str().unwrap_or_default().parse()?,
+            tenant,
         });
     }
     for p in &planned {
@@ -371,16 +400,33 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .iter()
             .map(|r| (r.name.clone(), r.admin.to_string().into()))
             .collect();
+        let workloads: serde_json::Map<String, serde_json::Value> = planned
+            .iter()
+            .map(|p| {
+                let (tenant, trust_domain) = tenant_of(&tenants, &p.ns);
+                let doc = serde_json::json!({
+                    "namespace": p.ns,
+                    "tenant": tenant,
+                    "trust_domain": trust_domain,
+                    "outbound": format!("127.0.0.1:{}", p.outbound),
+                    "inbound": format!("127.0.0.1:{}", p.inbound),
+                    "host": format!("{}.{}.svc.cluster.local:{}", p.service.name, p.ns, p.service.port),
+                });
+                (p.name.clone(), doc)
+            })
+            .collect();
         let doc = serde_json::json!({
             "client": client.to_string(),
             "xds": xds,
             "ca": ca,
+            "control_status": control_status,
             "control_pid": control_pid,
             "bypass": bypass.as_ref().map(|b| serde_json::json!({
                 "cgroup": b.cgroup.path().display().to_string(),
                 "pin_dir": b.pin_dir.display().to_string(),
             })),
             "sidecars": sidecars,
+            "workloads": workloads,
             "logs": logs.display().to_string(),
         });
         crate::write_atomically(path, doc.to_string().as_bytes())?;
@@ -403,4 +449,33 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     drop(bypass);
     println!("{summary}");
     Ok(())
+}
+
+/// Namespace → (tenant, trust domain) from the config directory's Tenant resources (the
+/// control plane refuses bad ones; their namespaces stay the default tenant's).
+fn tenants_of(
+    config_dir: &std::path::Path,
+) -> std::collections::BTreeMap<String, (String, String)> {
+    let Ok(loaded) = trellis_mesh::load_dir(config_dir) else {
+        return Default::default();
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for t in &loaded.inputs.tenants {
+        for ns in &t.spec.namespaces {
+            out.insert(ns.clone(), (t.name.clone(), t.spec.trust_domain.clone()));
+        }
+    }
+    out
+}
+
+fn tenant_of(
+    tenants: &std::collections::BTreeMap<String, (String, String)>,
+    ns: &str,
+) -> (String, String) {
+    tenants.get(ns).cloned().unwrap_or_else(|| {
+        (
+            trellis_mesh::tenant::DEFAULT_TENANT.to_string(),
+            "cluster.local".to_string(),
+        )
+    })
 }

@@ -214,6 +214,19 @@ fn render(
         health.accepted_updates,
         health.rejected_updates
     );
+    // With tenants: each workload's tenant and trust domain.
+    if setup.sidecars.iter().any(|r| r.tenant.0 != "default") {
+        let mut by_tenant: std::collections::BTreeMap<&(String, String), Vec<&str>> =
+            Default::default();
+        for r in &setup.sidecars {
+            by_tenant.entry(&r.tenant).or_default().push(&r.name);
+        }
+        let shown: Vec<String> = by_tenant
+            .iter()
+            .map(|((t, td), names)| format!("{t} ({td}): {}", names.join(", ")))
+            .collect();
+        let _ = writeln!(s, "tenants: {}", shown.join(" · "));
+    }
     if let Some(pins) = &setup.bypass_pins {
         match trellis_bypass::status(pins) {
             Ok(b) => {

@@ -31,6 +31,7 @@ fn listener(name: &str, cert: &str, key: &str, extra: &str) -> String {
 fn client(pki: &Pki, max: TlsVersion) -> Arc<ClientTls> {
     Arc::new(
         ClientTls::new(ClientTlsConfig {
+            bundles: Vec::new(),
             roots: trellis_tls::load_trust_bundle(&pki.root_path()).unwrap(),
             certificate: None,
             sni: Some("localhost".into()),

@@ -20,6 +20,7 @@ mod policy;
 mod protocols;
 mod resilience;
 mod routing;
+mod tenancy;
 mod tls;
 mod up;
 mod xds;
