@@ -119,6 +119,31 @@ impl CaService {
         Ok((tenant, issued))
     }
 
+    /// Istio's `CERT_SIGNER` metadata, when sent, must be the caller's tenant's signer
+    /// (RA mode passes the default tenant's on to its Kubernetes signer instead).
+    fn signer_is_the_tenants(&self, tenant: &TenantCa, asked: Option<&str>) -> Result<(), Status> {
+        let Some(asked) = asked else {
+            return Ok(());
+        };
+        if self.ra.is_some() && tenant.name == "default" {
+            return Ok(());
+        }
+        if tenant.cert_signer.as_deref() == Some(asked) {
+            return Ok(());
+        }
+        self.counters.cross_tenant.fetch_add(1, Ordering::Relaxed);
+        let tenancy = self.tenancy.load();
+        let whose = std::iter::once(&tenancy.default)
+            .chain(&tenancy.tenants)
+            .find(|t| t.cert_signer.as_deref() == Some(asked))
+            .map(|t| format!("tenant {:?}'s signer", t.name))
+            .unwrap_or_else(|| "no tenant's signer".into());
+        Err(Status::permission_denied(format!(
+            "CERT_SIGNER {asked:?} is {whose}; the caller is of tenant {:?}",
+            tenant.name
+        )))
+    }
+
     /// The CA issues for the caller's identity whatever the CSR names; but a CSR that
     /// names an identity of another trust domain, or of a namespace of another tenant,
     /// is an attempt to cross tenants: refused and counted.
@@ -165,6 +190,7 @@ impl IstioCertificateService for CaService {
             let (tenant, identity) = self.tenant_identity(authenticated, how)?;
             let req = request.get_ref();
             self.csr_stays_in_tenant(&req.csr, &identity)?;
+            self.signer_is_the_tenants(&tenant, metadata(req, "CertSigner"))?;
             let requested = (req.validity_duration > 0)
                 .then(|| Duration::from_secs(req.validity_duration as u64));
             let signed = match &self.ra {

@@ -17,6 +17,8 @@ use trellis_tls::TrustDomainRoots;
 pub struct TenantCa {
     pub name: String,
     pub trust_domain: String,
+    /// Istio's `CERT_SIGNER` of the tenant's workloads, when it names one.
+    pub cert_signer: Option<String>,
     pub authority: Arc<Authority>,
     pub roots: Vec<X509>,
     pub namespaces: Vec<String>,
@@ -30,6 +32,7 @@ impl TenantCa {
         TenantCa {
             name: "default".into(),
             trust_domain: authority.trust_domain.clone(),
+            cert_signer: None,
             authority,
             roots,
             namespaces: Vec::new(),

@@ -72,6 +72,10 @@ pub struct Identity {
     /// the CSR (Istio's TRUST_DOMAIN).
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
+    /// Istio's `CERT_SIGNER` proxy metadata: sent with every certificate request (the
+    /// CA refuses one that names another tenant's signer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_signer: Option<String>,
 }
 
 fn default_trust_domain() -> String {

@@ -120,6 +120,7 @@ impl Tenants {
             let mut with_namespaces = TenantCa {
                 name: tenant_ca.name.clone(),
                 trust_domain: tenant_ca.trust_domain.clone(),
+                cert_signer: t.spec.cert_signer.clone(),
                 authority: tenant_ca.authority.clone(),
                 roots: tenant_ca.roots.clone(),
                 namespaces: t.spec.namespaces.clone(),
@@ -131,7 +132,7 @@ impl Tenants {
             .iter()
             .map(|c| {
                 (
-                    format!("{}:{}", c.name, c.namespaces.join(",")),
+                    format!("{}:{}:{:?}", c.name, c.namespaces.join(","), c.cert_signer),
                     Arc::as_ptr(&c.authority) as usize,
                 )
             })
@@ -266,6 +267,7 @@ fn open(
     Ok(TenantCa {
         name: t.name.clone(),
         trust_domain: td.clone(),
+        cert_signer: spec.cert_signer.clone(),
         authority: Arc::new(authority),
         roots,
         namespaces: spec.namespaces.clone(),

@@ -51,7 +51,7 @@ pub struct IstioKind {
     pub plural: &'static str,
 }
 
-/// The Istio kinds Trellis reads, at the version it watches.
+/// The Istio kinds Trellis reads, at the version it watches, and its own Tenant.
 pub const ISTIO_KINDS: &[IstioKind] = &[
     net("VirtualService", "virtualservices"),
     net("DestinationRule", "destinationrules"),
@@ -60,6 +60,13 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
     net("Sidecar", "sidecars"),
     sec("PeerAuthentication", "peerauthentications"),
     sec("AuthorizationPolicy", "authorizationpolicies"),
+    // Trellis's own: cluster-scoped tenants (deploy/crds/trellis.io_tenants.yaml).
+    IstioKind {
+        group: "trellis.io",
+        version: "v1alpha1",
+        kind: "Tenant",
+        plural: "tenants",
+    },
 ];
 
 const fn net(kind: &'static str, plural: &'static str) -> IstioKind {

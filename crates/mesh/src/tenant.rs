@@ -31,6 +31,10 @@ pub struct Tenant {
     /// (or `cluster.local`) mean this tenant's (a trust domain migration).
     #[serde(default)]
     pub trust_domain_aliases: Vec<String>,
+    /// Istio's `CERT_SIGNER` (proxy metadata) of this tenant's workloads: a certificate
+    /// request naming another signer is refused.
+    #[serde(default)]
+    pub cert_signer: Option<String>,
     /// The CA that signs the tenant's workload certificates. Default: a root generated
     /// on first use, `generated: root`.
     #[serde(default)]

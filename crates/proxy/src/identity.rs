@@ -241,10 +241,17 @@ impl Agent {
             roots: roots.clone(),
         };
         let ttl = self.config.cert_ttl.get();
+        let signer = self.config.cert_signer.as_deref();
+        let metadata: Vec<(&str, &str)> = signer.map(|s| ("CertSigner", s)).into_iter().collect();
         let renewal = match self.current() {
             Some(c) => Some(
                 client
-                    .create_certificate(csr, ttl, Credential::Certificate(c.key.clone()))
+                    .create_certificate_with(
+                        csr,
+                        ttl,
+                        Credential::Certificate(c.key.clone()),
+                        &metadata,
+                    )
                     .await,
             ),
             None => None,
@@ -259,7 +266,7 @@ impl Agent {
                     .token()
                     .ok_or("no certificate to renew with and no identity.token_file")?;
                 client
-                    .create_certificate(csr, ttl, Credential::Token(&token))
+                    .create_certificate_with(csr, ttl, Credential::Token(&token), &metadata)
                     .await?
             }
         };

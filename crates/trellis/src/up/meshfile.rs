@@ -120,6 +120,25 @@ impl MeshFile {
         }
     }
 
+    /// Istio's `CERT_SIGNER` proxy metadata of workload (i, j), or of the client (None):
+    /// its `proxy_config`, else `default_config`.
+    pub fn cert_signer(&self, at: Option<(usize, usize)>) -> Result<Option<String>, String> {
+        let own = at.and_then(|(i, j)| {
+            self.services[i].workloads[j]
+                .proxy_config
+                .as_ref()
+                .map(|c| (c, format!("services[{i}].workloads[{j}].proxy_config")))
+        });
+        match own.or_else(|| {
+            self.default_config
+                .as_ref()
+                .map(|c| (c, "default_config".into()))
+        }) {
+            Some((c, field)) => c.cert_signer(&field),
+            None => Ok(None),
+        }
+    }
+
     /// Reads `path` (a file, or a directory holding `mesh.yaml`); returns the file and
     /// the directory relative paths start from.
     pub fn load(path: &Path) -> anyhow::Result<(MeshFile, PathBuf)> {

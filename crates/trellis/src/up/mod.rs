@@ -131,6 +131,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         inbound: u16,
         outbound: u16,
         keys: trellis_config::PrivateKeyProvider,
+        cert_signer: Option<String>,
     }
     let mut planned = Vec::new();
     for (i, s) in mesh.services.iter().enumerate() {
@@ -140,6 +141,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 service: s,
                 workload: w,
                 keys: mesh.key_provider(i, j, &name).map_err(anyhow::Error::msg)?,
+                cert_signer: mesh.cert_signer(Some((i, j))).map_err(anyhow::Error::msg)?,
                 name,
                 ns: s.namespace.clone().unwrap_or_else(|| ns.clone()),
                 sa: s.service_account.clone().unwrap_or_else(|| s.name.clone()),
@@ -227,22 +229,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Sidecars first (each gets its certificate before it serves), then the apps.
     let mut running = Vec::new();
-    let mut sidecars: Vec<(
-        String,
-        String,
-        String,
-        String,
-        trellis_config::PrivateKeyProvider,
-    )> = planned
+    struct Sidecar {
+        name: String,
+        ns: String,
+        sa: String,
+        service: String,
+        keys: trellis_config::PrivateKeyProvider,
+        cert_signer: Option<String>,
+    }
+    let mut sidecars: Vec<Sidecar> = planned
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                p.ns.clone(),
-                p.sa.clone(),
-                p.service.name.clone(),
-                p.keys.clone(),
-            )
+        .map(|p| Sidecar {
+            name: p.name.clone(),
+            ns: p.ns.clone(),
+            sa: p.sa.clone(),
+            service: p.service.name.clone(),
+            keys: p.keys.clone(),
+            cert_signer: p.cert_signer.clone(),
         })
         .collect();
     let client_keys = match &mesh.default_config {
@@ -251,15 +254,24 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?,
         None => trellis_config::PrivateKeyProvider::Memory,
     };
-    sidecars.push((
-        "client".into(),
-        ns.clone(),
-        "client".into(),
-        "client".into(),
-        client_keys,
-    ));
+    sidecars.push(Sidecar {
+        name: "client".into(),
+        ns: ns.clone(),
+        sa: "client".into(),
+        service: "client".into(),
+        keys: client_keys,
+        cert_signer: mesh.cert_signer(None).map_err(anyhow::Error::msg)?,
+    });
     let mut starting = Vec::new();
-    for (name, ns, sa, service, keys) in &sidecars {
+    for Sidecar {
+        name,
+        ns,
+        sa,
+        service,
+        keys,
+        cert_signer,
+    } in &sidecars
+    {
         let dir = work.dir(format!("sidecars/{name}"))?;
         let (tenant, trust_domain) = tenant_of(&tenants, ns);
         let token = Command::new(std::env::current_exe()?)
@@ -287,7 +299,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             "admin: {{ address: \"127.0.0.1:0\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n{}",
             root.display(),
             dir.join("token").display(),
-            proxy_config::bootstrap_lines(keys),
+            proxy_config::bootstrap_lines(keys, cert_signer.as_deref()),
         );
         work.write(format!("sidecars/{name}/bootstrap.yaml"), boot)?;
         let ready = dir.join("ready.json");

@@ -12,6 +12,9 @@ use trellis_config::{CryptoMb, Dur, Pkcs11, PrivateKeyProvider};
 pub struct ProxyConfig {
     #[serde(default)]
     pub private_key_provider: Option<KeyProvider>,
+    /// Istio's `proxyMetadata`: `CERT_SIGNER` (or `ISTIO_META_CERT_SIGNER`) is read.
+    #[serde(default)]
+    pub proxy_metadata: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -47,6 +50,23 @@ pub struct Pkcs11Def {
 }
 
 impl ProxyConfig {
+    /// `CERT_SIGNER` / `ISTIO_META_CERT_SIGNER` of `proxyMetadata`; any other key is
+    /// refused by name (a sidecar here reads nothing else from it).
+    pub fn cert_signer(&self, field: &str) -> Result<Option<String>, String> {
+        let mut signer = None;
+        for (k, v) in &self.proxy_metadata {
+            match k.as_str() {
+                "CERT_SIGNER" | "ISTIO_META_CERT_SIGNER" => signer = Some(v.clone()),
+                other => {
+                    return Err(format!(
+                        "{field}.proxyMetadata.{other}: not supported (CERT_SIGNER is)"
+                    ))
+                }
+            }
+        }
+        Ok(signer)
+    }
+
     /// The provider for workload `name`; `field` names this config in errors.
     pub fn provider(&self, field: &str, name: &str) -> Result<PrivateKeyProvider, String> {
         let Some(p) = &self.private_key_provider else {
@@ -100,19 +120,23 @@ impl ProxyConfig {
 }
 
 /// The YAML a bootstrap's identity section gets for `p` (indented under `identity:`).
-pub fn bootstrap_lines(p: &PrivateKeyProvider) -> String {
-    match p {
-        PrivateKeyProvider::Memory => String::new(),
-        PrivateKeyProvider::Cryptomb(mb) => format!(
-            "  private_key_provider: {{ cryptomb: {{ poll_delay: {}ms, fallback: {} }} }}\n",
-            mb.poll_delay.get().as_millis().max(1),
-            mb.fallback
-        ),
-        PrivateKeyProvider::Pkcs11(t) => format!(
-            "  private_key_provider: {{ pkcs11: {{ uri: {:?}, sessions: {} }} }}\n",
-            t.uri, t.sessions
-        ),
-    }
+pub fn bootstrap_lines(p: &PrivateKeyProvider, cert_signer: Option<&str>) -> String {
+    let signer = cert_signer
+        .map(|s| format!("  cert_signer: {s:?}\n"))
+        .unwrap_or_default();
+    signer
+        + &match p {
+            PrivateKeyProvider::Memory => String::new(),
+            PrivateKeyProvider::Cryptomb(mb) => format!(
+                "  private_key_provider: {{ cryptomb: {{ poll_delay: {}ms, fallback: {} }} }}\n",
+                mb.poll_delay.get().as_millis().max(1),
+                mb.fallback
+            ),
+            PrivateKeyProvider::Pkcs11(t) => format!(
+                "  private_key_provider: {{ pkcs11: {{ uri: {:?}, sessions: {} }} }}\n",
+                t.uri, t.sessions
+            ),
+        }
 }
 
 #[cfg(test)]

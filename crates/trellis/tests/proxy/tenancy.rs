@@ -20,6 +20,7 @@ metadata: { name: a }
 spec:
   namespaces: [team-a]
   trustDomain: a.example
+  certSigner: signer-a
 ";
 
 const TENANT_B: &str = "apiVersion: trellis.io/v1alpha1
@@ -28,6 +29,7 @@ metadata: { name: b }
 spec:
   namespaces: [team-b]
   trustDomain: b.example
+  certSigner: signer-b
 ";
 
 struct Mesh {
@@ -51,14 +53,16 @@ impl Mesh {
             .map(|t| format!("certificate_ttl: {t}\n"))
             .unwrap_or_default();
         let mut services = String::new();
-        for (name, ns, port) in [
-            ("a-web", "team-a", 8080),
-            ("a-api", "team-a", 8081),
-            ("b-web", "team-b", 8082),
-            ("b-api", "team-b", 8083),
+        // a-web's sidecar names its signer as Istio's proxy metadata does.
+        let signer = "proxy_config: { proxyMetadata: { ISTIO_META_CERT_SIGNER: signer-a } }";
+        for (name, ns, port, extra) in [
+            ("a-web", "team-a", 8080, signer),
+            ("a-api", "team-a", 8081, ""),
+            ("b-web", "team-b", 8082, ""),
+            ("b-api", "team-b", 8083, ""),
         ] {
             services.push_str(&format!(
-                "  - {{ name: {name}, namespace: {ns}, port: {port}, workloads: [{{ version: v1 }}] }}\n"
+                "  - {{ name: {name}, namespace: {ns}, port: {port}, workloads: [{{ version: v1, {extra} }}] }}\n"
             ));
         }
         std::fs::write(
@@ -322,10 +326,30 @@ async fn tenants_stay_apart_and_the_ca_signs_only_for_the_callers_tenant() {
             "{asked}: {e}"
         );
     }
+    // Istio's CERT_SIGNER metadata must name the caller's tenant's signer.
+    let signed = |signer: &'static str| {
+        let (ca, token) = (&ca, mesh.token(me));
+        async move {
+            ca.create_certificate_with(
+                &csr(&ec(), me),
+                Duration::from_secs(600),
+                Credential::Token(&token),
+                &[("CertSigner", signer)],
+            )
+            .await
+        }
+    };
+    signed("signer-a").await.unwrap();
+    let e = signed("signer-b").await.unwrap_err();
+    assert!(
+        e.contains("PermissionDenied")
+            && e.contains("CERT_SIGNER \"signer-b\" is tenant \"b\"'s signer"),
+        "{e}"
+    );
     let after = mesh.status().await["ca"]["refused_cross_tenant"]
         .as_u64()
         .unwrap();
-    assert_eq!(after - before, 4);
+    assert_eq!(after - before, 5);
 
     // openssl s_client with a's certificate against b's inbound: refused, and b's
     // sidecar counts why. With b's own certificate the same handshake passes.
@@ -540,4 +564,74 @@ async fn a_tenant_root_rotates_under_load_without_a_failed_request() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     // b never noticed.
     assert!(mesh.reaches("b-web", "b-api").await);
+}
+
+/// Kubernetes mode: Tenants are cluster-scoped custom resources (the CRD in
+/// deploy/crds), applied with the real kubectl; the control plane follows them, refuses
+/// a bad one by name, and keeps serving the rest.
+#[tokio::test]
+async fn tenants_from_the_cluster_as_kubectl_applies_them() {
+    use trellis_kube::fake::{FakeApiServer, Kubectl};
+    let _quiet = quiet().await;
+    let fake = FakeApiServer::empty(Some("k8s-token")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kubectl) = Kubectl::new(&fake, dir.path()) else {
+        return;
+    };
+    let crd =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds/trellis.io_tenants.yaml");
+    kubectl.ok(&["apply", "-f", crd.to_str().unwrap()]);
+    let out = kubectl.apply(&format!("{TENANT_A}---\n{TENANT_B}"));
+    assert!(out.success, "{}", out.stderr);
+    // The API server validates against the CRD's schema.
+    let out = kubectl.apply(&TENANT_B.replace(
+        "b.example",
+        "b.example\n  federation: [{ tenant: a, direction: Sideways }]",
+    ));
+    assert!(!out.success, "{}", out.stdout);
+
+    let status_addr = format!("127.0.0.1:{}", free_port());
+    let kubeconfig = kubectl.kubeconfig().to_str().unwrap().to_string();
+    let _control = control_with(&["--kubeconfig", &kubeconfig, "--status-listen", &status_addr]);
+    let status = || async { get(&format!("http://{status_addr}/status")).await.json() };
+    let names = |s: &Value| -> Vec<String> {
+        s["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let s = status().await;
+    assert_eq!(names(&s), ["default", "a", "b"], "{s}");
+    assert_eq!(s["tenants"][1]["trust_domain"], "a.example");
+
+    // A tenant claiming a's namespace: the API server takes it, the control plane
+    // refuses it by name, and a and b keep serving.
+    let out = kubectl.apply(
+        &TENANT_A
+            .replace("name: a", "name: c")
+            .replace("a.example", "c.example"),
+    );
+    assert!(out.success, "{}", out.stderr);
+    until("c refused", Duration::from_secs(10), async || {
+        status().await["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| {
+                let r = r.as_str().unwrap();
+                r.contains("Tenant")
+                    && r.contains("/c: spec.namespaces: \"team-a\" already belongs to tenant \"a\"")
+            })
+    })
+    .await;
+    assert_eq!(names(&status().await), ["default", "a", "b"]);
+
+    // Deleted in the cluster: gone from the mesh.
+    kubectl.ok(&["delete", "tenant", "b"]);
+    until("b gone", Duration::from_secs(10), async || {
+        names(&status().await) == ["default", "a"]
+    })
+    .await;
 }
