@@ -179,9 +179,22 @@ pub struct TenancyHandle {
 }
 
 impl TenancyHandle {
-    /// Installs `tenants` beside the default one (the CA's own authority).
-    pub fn set(&self, tenants: Vec<Arc<TenantCa>>) -> anyhow::Result<()> {
-        let default = self.tenancy.load().default.clone();
+    /// Installs `tenants` beside the default one (the CA's own authority, whose
+    /// workloads' `CERT_SIGNER` is `default_signer`).
+    pub fn set(
+        &self,
+        default_signer: Option<String>,
+        tenants: Vec<Arc<TenantCa>>,
+    ) -> anyhow::Result<()> {
+        let current = self.tenancy.load().default.clone();
+        let default = Arc::new(TenantCa {
+            name: current.name.clone(),
+            trust_domain: current.trust_domain.clone(),
+            cert_signer: default_signer,
+            authority: current.authority.clone(),
+            roots: current.roots.clone(),
+            namespaces: Vec::new(),
+        });
         let next = Tenancy::new(default.clone(), tenants);
         let tls = crate::server::serving_tls_bundles(
             &default.authority,

@@ -20,8 +20,12 @@ use trellis_mesh::{Diagnostic, Inputs, Resource};
 pub struct TenantStatus {
     pub name: String,
     pub trust_domain: String,
+    pub aliases: Vec<String>,
+    pub cert_signer: Option<String>,
     pub namespaces: Vec<String>,
     pub roots: Vec<RootStatus>,
+    /// Trust domains outside the mesh its sidecars trust (meshConfig caCertificates).
+    pub external_trust_domains: Vec<String>,
     /// Tenants whose workloads this one's may call, and that may call this one's.
     pub calls: Vec<String>,
     pub called_by: Vec<String>,
@@ -100,6 +104,26 @@ impl Tenants {
                 }
             }
         });
+        drop(resolved);
+        let tenant_domains: Vec<String> = inputs
+            .tenants
+            .iter()
+            .map(|t| t.spec.trust_domain.clone())
+            .chain(default_domain.clone())
+            .collect();
+        inputs.mesh_config.retain(|m| {
+            match check_mesh_config(&m.spec, default_domain.as_deref(), &tenant_domains) {
+                Ok(()) => true,
+                Err(message) => {
+                    refused.push(Diagnostic {
+                        resource: m.source.clone(),
+                        message,
+                        key: Some(("MeshConfig".into(), m.namespace.clone(), m.name.clone())),
+                    });
+                    false
+                }
+            }
+        });
     }
 
     /// After the previous versions were carried over: installs the tenants in the CA
@@ -128,7 +152,9 @@ impl Tenants {
             with_namespaces.namespaces.sort();
             cas.push(Arc::new(with_namespaces));
         }
-        let key: Vec<(String, usize)> = cas
+        let mesh = inputs.mesh_config.first().map(|m| &m.spec);
+        let default_signer = mesh.and_then(|m| m.cert_signer()).map(str::to_string);
+        let mut key: Vec<(String, usize)> = cas
             .iter()
             .map(|c| {
                 (
@@ -137,13 +163,15 @@ impl Tenants {
                 )
             })
             .collect();
+        key.push((format!("default:{default_signer:?}"), 0));
         let mut installed = self.installed.lock().unwrap();
         if *installed != key {
-            ca.set(cas.clone()).map_err(|e| format!("tenants: {e:#}"))?;
+            ca.set(default_signer, cas.clone())
+                .map_err(|e| format!("tenants: {e:#}"))?;
             *installed = key;
         }
         let tenancy = ca.current();
-        if inputs.tenants.is_empty() {
+        if inputs.tenants.is_empty() && mesh.is_none() {
             inputs.trust = None;
             return Ok(Vec::new());
         }
@@ -157,6 +185,7 @@ impl Tenants {
             inputs.tenants.iter().map(|t| (t.name.as_str(), &t.spec)),
             (&default.trust_domain, &default.roots_pem()),
             &roots,
+            mesh,
         );
         let status = std::iter::once(default)
             .chain(&tenancy.tenants)
@@ -165,7 +194,10 @@ impl Tenants {
                 TenantStatus {
                     name: t.name.clone(),
                     trust_domain: t.trust_domain.clone(),
+                    aliases: tt.aliases.clone(),
+                    cert_signer: tt.cert_signer.clone(),
                     namespaces: t.namespaces.clone(),
+                    external_trust_domains: tt.external.keys().cloned().collect(),
                     roots: t
                         .roots
                         .iter()
@@ -290,6 +322,42 @@ fn check_files(t: &Resource<Tenant>) -> Result<(), String> {
     .map_err(|e| format!("spec.ca: {e:#}"))?;
     for c in authority.chain() {
         valid_now(c).map_err(|e| format!("spec.ca.certFile: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Istio's meshConfig as the control plane can honour it: its trust domain is the
+/// control plane's, and each `caCertificates` entry holds certificates valid now, for
+/// trust domains outside the mesh (a tenant's roots come from its CA).
+fn check_mesh_config(
+    m: &trellis_mesh::mesh_config::MeshConfig,
+    default_domain: Option<&str>,
+    tenant_domains: &[String],
+) -> Result<(), String> {
+    if let (Some(td), Some(own)) = (&m.trust_domain, default_domain) {
+        if td != own {
+            return Err(format!(
+                "trustDomain: {td:?}, but the control plane's CA issues in {own:?} (--trust-domain)"
+            ));
+        }
+    }
+    for (i, e) in m.ca_certificates.iter().enumerate() {
+        let p = format!("caCertificates[{i}]");
+        for (j, td) in e.trust_domains.iter().enumerate() {
+            if tenant_domains.contains(td) {
+                return Err(format!(
+                    "{p}.trustDomains[{j}]: {td:?} is a tenant's trust domain; its roots come from its CA"
+                ));
+            }
+        }
+        let Some(pem) = &e.pem else { continue };
+        let certs = X509::stack_from_pem(pem.as_bytes())
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("{p}.pem: no PEM certificate could be read"))?;
+        for c in certs {
+            valid_now(&c).map_err(|e| format!("{p}.pem: {e}"))?;
+        }
     }
     Ok(())
 }

@@ -212,3 +212,68 @@ async fn an_unusable_tenant_ca_is_refused_by_field_and_the_previous_map_serves()
     assert_eq!(roots[1], good_root);
     assert!(status.tenants[1].roots[0].signing && !status.tenants[1].roots[1].signing);
 }
+
+#[tokio::test]
+async fn istios_mesh_config_is_refused_where_it_cannot_be_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tenants.yaml"),
+        tenant("  certSigner: signer-a\n"),
+    )
+    .unwrap();
+    let file = dir.path().join("mesh-config.yaml");
+    let mesh = |body: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: istio, namespace: istio-system }}\ndata:\n  mesh: |\n{}",
+            body.lines().map(|l| format!("    {l}\n")).collect::<String>()
+        )
+    };
+    let k = key();
+    let partner = root(&k, now() - 60, now() + 86400);
+    let pem = String::from_utf8(partner.to_pem().unwrap()).unwrap();
+    let pem_block: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    let good = mesh(&format!(
+        "trustDomain: cluster.local\ntrustDomainAliases: [old.local]\ndefaultConfig:\n  proxyMetadata: {{ CERT_SIGNER: mesh-signer }}\ncaCertificates:\n- pem: |\n{pem_block}  trustDomains: [partner.example]\n  certSigners: [signer-a]\n"
+    ));
+    std::fs::write(&file, &good).unwrap();
+    let serving = start(dir.path(), state.path()).await;
+    let status = serving.plane.status().borrow().clone();
+    assert!(status.refused.is_empty(), "{:?}", status.refused);
+    let (default, a) = (&status.tenants[0], &status.tenants[1]);
+    assert_eq!(default.aliases, ["old.local"]);
+    assert_eq!(default.cert_signer.as_deref(), Some("mesh-signer"));
+    assert!(default.external_trust_domains.is_empty());
+    assert_eq!(a.external_trust_domains, ["partner.example"]);
+
+    let expired = root(&k, now() - 7200, now() - 3600);
+    let expired_block: String = String::from_utf8(expired.to_pem().unwrap())
+        .unwrap()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    for (body, want) in [
+        (
+            "trustDomain: other.local\n".to_string(),
+            "trustDomain: \"other.local\", but the control plane's CA issues in \"cluster.local\"",
+        ),
+        (
+            format!("caCertificates:\n- pem: |\n{pem_block}  trustDomains: [a.example]\n"),
+            "caCertificates[0].trustDomains[0]: \"a.example\" is a tenant's trust domain",
+        ),
+        (
+            format!("caCertificates:\n- pem: |\n{expired_block}"),
+            "caCertificates[0].pem: certificate \"tenant a\" expired on",
+        ),
+    ] {
+        let status = edit(&serving, &file, &mesh(&body)).await;
+        assert_eq!(status.refused.len(), 1, "{body}: {:?}", status.refused);
+        let r = &status.refused[0];
+        assert!(r.contains(want), "{r} lacks {want:?}");
+        assert!(r.contains("the previous version keeps serving"), "{r}");
+        assert_eq!(
+            status.tenants[1].external_trust_domains,
+            ["partner.example"]
+        );
+    }
+}

@@ -37,6 +37,8 @@ pub struct Inputs {
     pub fail_closed: Vec<Resource<FailClosed>>,
     /// Tenants (`trellis.io/v1alpha1`), as loaded.
     pub tenants: Vec<Resource<crate::tenant::Tenant>>,
+    /// Istio's meshConfig (the `istio` ConfigMap or an IstioOperator): at most one.
+    pub mesh_config: Vec<Resource<crate::mesh_config::MeshConfig>>,
     /// The tenants' trust as the control plane resolved it (their CAs' roots); `None`
     /// without tenants: every sidecar trusts the mesh CA's roots (`sds://ROOTCA`).
     pub trust: Option<std::sync::Arc<crate::tenant::Trust>>,
@@ -80,6 +82,7 @@ impl Loaded {
             .extend_from_slice(&o.request_authentications);
         i.fail_closed.extend_from_slice(&o.fail_closed);
         i.tenants.extend_from_slice(&o.tenants);
+        i.mesh_config.extend_from_slice(&o.mesh_config);
         self.warnings.extend_from_slice(&other.warnings);
         self.refused.extend_from_slice(&other.refused);
     }
@@ -125,6 +128,7 @@ impl Inputs {
         carry!(authorization_policies, "AuthorizationPolicy");
         carry!(request_authentications, "RequestAuthentication");
         carry!(tenants, "Tenant");
+        carry!(mesh_config, "MeshConfig");
         // A stand-in goes where the earlier version serves; elsewhere it says so.
         let serving = |f: &Resource<FailClosed>| match f.spec.kind {
             "PeerAuthentication" => self

@@ -19,6 +19,7 @@ mod incremental;
 mod inputs;
 pub mod istio;
 pub mod load;
+pub mod mesh_config;
 mod registry;
 mod security;
 pub mod tenant;

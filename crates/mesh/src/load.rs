@@ -321,6 +321,9 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     if meta.name.is_empty() {
         return Err(refuse(source, format!("{kind}: metadata.name is required")));
     }
+    if mesh_config(&api, &kind, &meta, &map, source, loaded)? {
+        return Ok(());
+    }
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let resource = format!("{source} {kind} {namespace}/{}", meta.name);
     let key = Some((kind.clone(), namespace.clone(), meta.name.clone()));
@@ -417,6 +420,100 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         }
     }
     Ok(())
+}
+
+/// Reads a ConfigMap or an IstioOperator document: `Ok(false)` when it is not one of
+/// those kinds; a refusal names the field.
+fn mesh_config(
+    api: &str,
+    kind: &str,
+    meta: &Metadata,
+    doc: &serde_yaml::Mapping,
+    source: &str,
+    loaded: &mut Loaded,
+) -> Result<bool, Diagnostic> {
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let resource = format!("{source} {kind} {namespace}/{}", meta.name);
+    let refuse = |message: String| Diagnostic {
+        resource: resource.clone(),
+        message,
+        key: Some(("MeshConfig".into(), namespace.clone(), meta.name.clone())),
+    };
+    let field = |k: &str| doc.get(Value::String(k.into()));
+    let (value, prefix) = match (api, kind) {
+        ("v1", "ConfigMap") => {
+            if meta.name != "istio" || namespace != crate::ROOT_NAMESPACE {
+                return Err(refuse(format!(
+                    "of ConfigMaps only istio-system/istio (Istio's meshConfig) is read; this is {namespace}/{}",
+                    meta.name
+                )));
+            }
+            if let Some(Value::Mapping(data)) = field("data") {
+                for k in data
+                    .keys()
+                    .filter_map(Value::as_str)
+                    .filter(|k| *k != "mesh")
+                {
+                    loaded
+                        .warnings
+                        .push(refuse(format!("data.{k} is not read by Trellis; ignored")));
+                }
+            }
+            let text = field("data")
+                .and_then(|d| d.get("mesh"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| refuse("data.mesh: missing (the meshConfig as YAML)".into()))?;
+            let value: Value = serde_yaml::from_str(text)
+                .map_err(|e| refuse(format!("data.mesh: not YAML: {e}")))?;
+            (value, "data.mesh")
+        }
+        ("install.istio.io/v1alpha1", "IstioOperator") => {
+            let spec = field("spec").cloned().unwrap_or(Value::Null);
+            if let Value::Mapping(m) = &spec {
+                for k in m
+                    .keys()
+                    .filter_map(Value::as_str)
+                    .filter(|k| *k != "meshConfig")
+                {
+                    loaded.warnings.push(refuse(format!(
+                        "spec.{k}: install-time settings are not read by Trellis; ignored"
+                    )));
+                }
+            }
+            let mesh = spec.get("meshConfig").cloned().unwrap_or(Value::Null);
+            (mesh, "spec.meshConfig")
+        }
+        _ => return Ok(false),
+    };
+    let value = match value {
+        Value::Null => Value::Mapping(Default::default()),
+        v => v,
+    };
+    let mut ignored = Vec::new();
+    let mut note = |p: serde_ignored::Path| ignored.push(crate::load::field_path(&p));
+    let de = serde_ignored::Deserializer::new(value, &mut note);
+    let config: crate::mesh_config::MeshConfig = serde_path_to_error::deserialize(de)
+        .map_err(|e| refuse(format!("{prefix}.{}: {}", e.path(), e.inner())))?;
+    for p in ignored {
+        loaded.warnings.push(refuse(format!(
+            "{prefix}.{p} is not read by Trellis (of meshConfig it reads trustDomain, trustDomainAliases, caCertificates and defaultConfig.proxyMetadata.CERT_SIGNER); ignored"
+        )));
+    }
+    if let Some(first) = crate::mesh_config::validate(&config, prefix)
+        .into_iter()
+        .next()
+    {
+        return Err(refuse(first));
+    }
+    loaded.inputs.mesh_config.push(Resource {
+        name: meta.name.clone(),
+        namespace,
+        labels: meta.labels.clone(),
+        annotations: meta.annotations.clone(),
+        spec: config,
+        source: resource.clone(),
+    });
+    Ok(true)
 }
 
 /// Deserializes `spec`, reporting every field it had to ignore; `strict` refuses

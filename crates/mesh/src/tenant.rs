@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+use crate::mesh_config::valid_trust_domain;
 use trellis_config::TrustBundle;
 
 /// The name of the tenant of namespaces no Tenant claims.
@@ -112,15 +113,6 @@ fn dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-/// A SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_`.
-pub fn valid_trust_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
 }
 
 fn root_name(s: &str) -> bool {
@@ -222,7 +214,12 @@ pub struct TenantTrust {
     pub name: String,
     pub trust_domain: String,
     pub aliases: Vec<String>,
+    /// Istio's `CERT_SIGNER` of its workloads.
+    pub cert_signer: Option<String>,
     pub roots_pem: String,
+    /// Roots of trust domains outside the mesh (meshConfig `caCertificates` with
+    /// `trustDomains`), trusted both ways: PEM by trust domain.
+    pub external: BTreeMap<String, String>,
     pub calls: BTreeSet<String>,
     pub called_by: BTreeSet<String>,
 }
@@ -237,11 +234,14 @@ pub struct Trust {
 impl Trust {
     /// `default_tenant`: the trust domain and roots of the control plane's own CA;
     /// `roots`: each tenant's roots (PEM), as the control plane resolved them.
-    /// `tenants`: (name, spec) of every accepted tenant.
+    /// `tenants`: (name, spec) of every accepted tenant; `mesh`: Istio's meshConfig
+    /// (the default tenant's aliases and signer, and `caCertificates`, see
+    /// [`crate::mesh_config`]).
     pub fn new<'t>(
         tenants: impl IntoIterator<Item = (&'t str, &'t Tenant)> + Clone,
         default_tenant: (&str, &str),
         roots: &BTreeMap<String, String>,
+        mesh: Option<&crate::mesh_config::MeshConfig>,
     ) -> Trust {
         let mut trust = Trust::default();
         trust.tenants.insert(
@@ -249,6 +249,10 @@ impl Trust {
             TenantTrust {
                 name: DEFAULT_TENANT.into(),
                 trust_domain: default_tenant.0.into(),
+                aliases: mesh
+                    .map(|m| m.trust_domain_aliases.clone())
+                    .unwrap_or_default(),
+                cert_signer: mesh.and_then(|m| m.cert_signer()).map(str::to_string),
                 roots_pem: default_tenant.1.into(),
                 ..Default::default()
             },
@@ -263,6 +267,7 @@ impl Trust {
                     name: name.to_string(),
                     trust_domain: spec.trust_domain.clone(),
                     aliases: spec.trust_domain_aliases.clone(),
+                    cert_signer: spec.cert_signer.clone(),
                     roots_pem: roots.get(name).cloned().unwrap_or_default(),
                     ..Default::default()
                 },
@@ -291,6 +296,27 @@ impl Trust {
                 }
                 if inb {
                     link(&f.tenant, name);
+                }
+            }
+        }
+        for entry in mesh.iter().flat_map(|m| &m.ca_certificates) {
+            let Some(pem) = &entry.pem else {
+                continue;
+            };
+            for t in trust.tenants.values_mut() {
+                let picked = entry.cert_signers.is_empty()
+                    || t.cert_signer
+                        .as_ref()
+                        .is_some_and(|s| entry.cert_signers.contains(s));
+                if !picked {
+                    continue;
+                }
+                if entry.trust_domains.is_empty() {
+                    push_pem(&mut t.roots_pem, pem);
+                } else {
+                    for td in &entry.trust_domains {
+                        push_pem(t.external.entry(td.clone()).or_default(), pem);
+                    }
                 }
             }
         }
@@ -324,6 +350,10 @@ impl Trust {
                 trust_domain: t.trust_domain.clone(),
                 roots: t.roots_pem.clone(),
             })
+            .chain(own.external.iter().map(|(td, pem)| TrustBundle {
+                trust_domain: td.clone(),
+                roots: pem.clone(),
+            }))
             .collect()
     }
 
@@ -340,4 +370,11 @@ impl Trust {
         let own = self.tenant_of(namespace);
         self.bundles(own, &own.calls)
     }
+}
+
+fn push_pem(to: &mut String, pem: &str) {
+    if !to.is_empty() && !to.ends_with('\n') {
+        to.push('\n');
+    }
+    to.push_str(pem);
 }

@@ -1184,6 +1184,16 @@ pub fn cross_check(loaded: &mut Loaded) {
         });
     }
     tenants(loaded);
+    if loaded.inputs.mesh_config.len() > 1 {
+        let first = loaded.inputs.mesh_config[0].source.clone();
+        for extra in loaded.inputs.mesh_config.drain(1..) {
+            loaded.refused.push(Diagnostic {
+                resource: extra.source,
+                message: format!("a second meshConfig; the mesh has one ({first})"),
+                key: None,
+            });
+        }
+    }
     let refused = &mut loaded.refused;
     let i = &mut loaded.inputs;
     dedupe(&mut i.virtual_services, "VirtualService", refused);

@@ -223,6 +223,7 @@ fn view(loaded: &Loaded, namespace: &str, workload: &str) -> trellis_config::Con
         inputs.tenants.iter().map(|t| (t.name.as_str(), &t.spec)),
         ("cluster.local", ROOT_MESH),
         &roots,
+        inputs.mesh_config.first().map(|m| &m.spec),
     )));
     let registry = Registry::from_inputs(&inputs);
     generate(&inputs, &registry, namespace, workload).unwrap()
@@ -397,4 +398,202 @@ spec:
         p.rules[1].from[0].source.trust_domains,
         ["b.example", "old-b.example"]
     );
+}
+
+/// The `istio` ConfigMap as Istio's installer writes it (operator/cmd/mesh/testdata/
+/// manifest-generate/output/pilot_default.golden.yaml, istio/istio), labels left out.
+const ISTIO_CONFIGMAP: &str = r#"
+apiVersion: v1
+data:
+  mesh: |-
+    defaultConfig:
+      discoveryAddress: istiod.istio-system.svc:15012
+    defaultProviders:
+      metrics:
+      - prometheus
+    enablePrometheusMerge: true
+    rootNamespace: istio-control
+    trustDomain: cluster.local
+  meshNetworks: 'networks: {}'
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+---
+"#;
+
+const PEM_1: &str = "-----BEGIN CERTIFICATE-----\n1\n-----END CERTIFICATE-----\n";
+const PEM_2: &str = "-----BEGIN CERTIFICATE-----\n2\n-----END CERTIFICATE-----\n";
+
+/// The meshConfig of Istio's external CA integration test
+/// (tests/integration/security/external_ca/main_test.go, istio/istio), as an
+/// IstioOperator: two signers' roots, the default signer, trust domain aliases.
+fn external_ca_operator() -> String {
+    format!(
+        r#"apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {{ name: external-ca, namespace: istio-system }}
+spec:
+  meshConfig:
+    defaultConfig:
+      proxyMetadata:
+        ISTIO_META_CERT_SIGNER: signer1
+    trustDomainAliases: [some-other, trust-domain-foo]
+    caCertificates:
+    - pem: |
+{pem1}      certSigners:
+      - signer1
+    - pem: |
+{pem2}      certSigners:
+      - signer2
+  values:
+    pilot:
+      env:
+        EXTERNAL_CA: ISTIOD_RA_KUBERNETES_API
+---
+"#,
+        pem1 = indent(PEM_1, 8),
+        pem2 = indent(PEM_2, 8)
+    )
+}
+
+fn indent(text: &str, n: usize) -> String {
+    text.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(n)))
+        .collect()
+}
+
+#[test]
+fn istios_mesh_config_is_read_for_whom_to_trust() {
+    // The installer's ConfigMap names a root namespace Trellis does not have: refused.
+    let loaded = load(ISTIO_CONFIGMAP);
+    let r = refusals(&loaded);
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert!(
+        r[0].contains("ConfigMap istio-system/istio: data.mesh.rootNamespace: \"istio-control\""),
+        "{}",
+        r[0]
+    );
+    // With Istio's default root namespace: read, and what is not read is said.
+    let loaded = load(&ISTIO_CONFIGMAP.replace("istio-control", "istio-system"));
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    let warned: Vec<String> = loaded.warnings.iter().map(|w| w.message.clone()).collect();
+    for field in [
+        "data.meshNetworks",
+        "data.mesh.defaultConfig.discoveryAddress",
+        "data.mesh.defaultProviders",
+        "data.mesh.enablePrometheusMerge",
+    ] {
+        assert!(
+            warned.iter().any(|w| w.starts_with(field)),
+            "{field}: {warned:#?}"
+        );
+    }
+    assert_eq!(
+        loaded.inputs.mesh_config[0].spec.trust_domain.as_deref(),
+        Some("cluster.local")
+    );
+
+    // Istio's external CA form: signer1 is the default tenant's (team-a here), signer2
+    // tenant b's; each gets its signer's root for its own trust domain, and no other.
+    let loaded = load(
+        &[
+            external_ca_operator(),
+            tenant("b", "team-b", "b.example", "  certSigner: signer2\n"),
+        ]
+        .concat(),
+    );
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.message.starts_with("spec.values: install-time settings")));
+    let web = view(&loaded, "team-a", "web");
+    let api = view(&loaded, "team-b", "api");
+    let inbound = |c: &trellis_config::Config| {
+        c.listeners
+            .iter()
+            .find(|l| l.name.starts_with("inbound|"))
+            .unwrap()
+            .tls
+            .clone()
+            .unwrap()
+            .trust_bundles
+    };
+    let mesh_and_1 = format!("{ROOT_MESH}{PEM_1}");
+    let b_and_2 = format!("{ROOT_B}{PEM_2}");
+    assert_eq!(
+        domains(&inbound(&web)),
+        [("cluster.local", mesh_and_1.as_str())]
+    );
+    assert_eq!(domains(&inbound(&api)), [("b.example", b_and_2.as_str())]);
+    // The aliases reach the default tenant's policies.
+    let trust = Trust::new(
+        loaded
+            .inputs
+            .tenants
+            .iter()
+            .map(|t| (t.name.as_str(), &t.spec)),
+        ("cluster.local", ROOT_MESH),
+        &BTreeMap::new(),
+        Some(&loaded.inputs.mesh_config[0].spec),
+    );
+    assert_eq!(
+        trust.tenant_of("team-a").aliases,
+        ["some-other", "trust-domain-foo"]
+    );
+    assert_eq!(
+        trust.tenant_of("team-a").cert_signer.as_deref(),
+        Some("signer1")
+    );
+
+    // Roots of a trust domain outside the mesh: trusted both ways by the tenants named.
+    let partner = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: istio, namespace: istio-system }}\ndata:\n  mesh: |\n    caCertificates:\n    - pem: |\n{}      trustDomains: [partner.example]\n      certSigners: [signer2]\n---\n",
+        indent(PEM_2, 8)
+    );
+    let loaded = load(
+        &[
+            partner,
+            tenant("b", "team-b", "b.example", "  certSigner: signer2\n"),
+        ]
+        .concat(),
+    );
+    assert!(loaded.refused.is_empty(), "{:#?}", loaded.refused);
+    let api = view(&loaded, "team-b", "api");
+    let web = view(&loaded, "team-a", "web");
+    assert_eq!(
+        domains(&inbound(&api)),
+        [("b.example", ROOT_B), ("partner.example", PEM_2)]
+    );
+    assert_eq!(domains(&inbound(&web)), [("cluster.local", ROOT_MESH)]);
+
+    // Refused by field: a SPIFFE bundle URL, a missing PEM, a ConfigMap that is not
+    // the meshConfig, a second meshConfig.
+    for (doc, want) in [
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\ndata:\n  mesh: |\n    caCertificates: [{ spiffeBundleUrl: \"https://x/bundle\" }]\n",
+            "data.mesh.caCertificates[0].spiffeBundleUrl: fetching SPIFFE bundles is not supported",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\ndata:\n  mesh: |\n    caCertificates: [{ pem: \"nothing\" }]\n",
+            "data.mesh.caCertificates[0].pem: no PEM certificate",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: settings, namespace: team-a }\ndata: { a: b }\n",
+            "of ConfigMaps only istio-system/istio (Istio's meshConfig) is read",
+        ),
+    ] {
+        let r = refusals(&load(doc));
+        assert_eq!(r.len(), 1, "{doc}: {r:#?}");
+        assert!(r[0].contains(want), "{} lacks {want:?}", r[0]);
+    }
+    let two = [
+        ISTIO_CONFIGMAP.replace("istio-control", "istio-system"),
+        external_ca_operator(),
+    ]
+    .concat();
+    let r = refusals(&load(&two));
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert!(r[0].contains("a second meshConfig"), "{}", r[0]);
 }

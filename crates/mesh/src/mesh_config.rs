@@ -1,0 +1,129 @@
+//! Istio's mesh-wide configuration, where it says whom to trust: the `istio` ConfigMap
+//! of `istio-system` (its `mesh` key) or an IstioOperator's `spec.meshConfig`. Trellis
+//! reads `trustDomain`, `trustDomainAliases`, `caCertificates` and the `CERT_SIGNER` of
+//! `defaultConfig.proxyMetadata`, refuses a `rootNamespace` other than istio-system
+//! (mesh-wide policies would silently apply to one namespace), and warns the other
+//! fields as not read.
+//!
+//! How `caCertificates` map onto tenants (strictly: a root is trusted only where an
+//! entry says so, and only for a trust domain): an entry's `certSigners` pick the
+//! tenants whose `certSigner` they name (the default tenant's is `defaultConfig`'s
+//! `CERT_SIGNER`), all tenants when empty; with `trustDomains`, its roots vouch for
+//! those (external) trust domains in those tenants' sidecars, both ways; without, they
+//! are further roots of those tenants' own trust domains. A trust domain of a tenant is
+//! never an entry's: a tenant's roots come from its CA.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfig {
+    /// Read to refuse what Trellis cannot honour: its root namespace is istio-system.
+    #[serde(default)]
+    pub root_namespace: Option<String>,
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
+    #[serde(default)]
+    pub ca_certificates: Vec<CertificateData>,
+    #[serde(default)]
+    pub default_config: Option<DefaultConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateData {
+    #[serde(default)]
+    pub pem: Option<String>,
+    #[serde(default)]
+    pub spiffe_bundle_url: Option<String>,
+    #[serde(default)]
+    pub cert_signers: Vec<String>,
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultConfig {
+    #[serde(default)]
+    pub proxy_metadata: BTreeMap<String, String>,
+}
+
+impl MeshConfig {
+    /// `defaultConfig.proxyMetadata`'s `CERT_SIGNER` (or `ISTIO_META_CERT_SIGNER`).
+    pub fn cert_signer(&self) -> Option<&str> {
+        let m = &self.default_config.as_ref()?.proxy_metadata;
+        m.get("CERT_SIGNER")
+            .or_else(|| m.get("ISTIO_META_CERT_SIGNER"))
+            .map(String::as_str)
+    }
+}
+
+/// The checks of a meshConfig; `prefix` is where it sits in its document.
+pub(crate) fn validate(c: &MeshConfig, prefix: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(ns) = c
+        .root_namespace
+        .as_deref()
+        .filter(|ns| *ns != crate::ROOT_NAMESPACE)
+    {
+        errors.push(format!(
+            "{prefix}.rootNamespace: {ns:?}: Trellis's root namespace is {}; policies meant mesh-wide there would apply to one namespace",
+            crate::ROOT_NAMESPACE
+        ));
+    }
+    if let Some(td) = &c.trust_domain {
+        if !valid_trust_domain(td) {
+            errors.push(format!(
+                "{prefix}.trustDomain: {td:?} is not a trust domain"
+            ));
+        }
+    }
+    for (i, a) in c.trust_domain_aliases.iter().enumerate() {
+        if !valid_trust_domain(a) {
+            errors.push(format!(
+                "{prefix}.trustDomainAliases[{i}]: {a:?} is not a trust domain"
+            ));
+        }
+    }
+    for (i, e) in c.ca_certificates.iter().enumerate() {
+        let p = format!("{prefix}.caCertificates[{i}]");
+        if e.spiffe_bundle_url.is_some() {
+            errors.push(format!(
+                "{p}.spiffeBundleUrl: fetching SPIFFE bundles is not supported by Trellis; give pem"
+            ));
+        }
+        match &e.pem {
+            Some(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {}
+            Some(_) => errors.push(format!("{p}.pem: no PEM certificate")),
+            None if e.spiffe_bundle_url.is_none() => errors.push(format!("{p}.pem: required")),
+            None => {}
+        }
+        for (j, td) in e.trust_domains.iter().enumerate() {
+            if !valid_trust_domain(td) {
+                errors.push(format!(
+                    "{p}.trustDomains[{j}]: {td:?} is not a trust domain"
+                ));
+            }
+        }
+        for (j, s) in e.cert_signers.iter().enumerate() {
+            if s.is_empty() {
+                errors.push(format!("{p}.certSigners[{j}]: empty"));
+            }
+        }
+    }
+    errors
+}
+
+/// A SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_`.
+pub fn valid_trust_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
+}
