@@ -6,9 +6,54 @@
 
 use crate::identity::peer_identities;
 use crate::SpiffeId;
+use boring::error::ErrorStack;
 use boring::hash::MessageDigest;
+use boring::x509::store::{X509Store, X509StoreBuilder};
 use boring::x509::{X509Ref, X509StoreContextRef, X509VerifyError, X509};
+use foreign_types::ForeignTypeRef as _;
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Compiled bundles (see [`compiled`]) by their trust domains and the addresses of their
+/// root objects. An entry holds its roots, so no address in a key can be reused by
+/// another certificate while the entry exists.
+type Compiled = (Vec<X509>, X509Store, Arc<Bundles>);
+type CompiledCache = Option<HashMap<Vec<(String, Vec<usize>)>, Compiled>>;
+static COMPILED: Mutex<CompiledCache> = Mutex::new(None);
+const COMPILED_KEPT: usize = 256;
+
+/// The store of every root of `list` and its trust-domain check, shared by every context
+/// with the same bundles: a sidecar's clusters mostly trust the same few, and building a
+/// store costs more with each root (BoringSSL checks each against those already in it),
+/// as does fingerprinting them. The proxy hands the same certificate objects for the same
+/// PEM, so a cache hit costs a lookup.
+pub(crate) fn compiled(list: &[TrustDomainRoots]) -> Result<(X509Store, Arc<Bundles>), ErrorStack> {
+    let key: Vec<(String, Vec<usize>)> = list
+        .iter()
+        .map(|b| {
+            let ptrs = b.roots.iter().map(|r| r.as_ptr() as usize).collect();
+            (b.trust_domain.clone(), ptrs)
+        })
+        .collect();
+    let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some((_, store, bundles)) = cache.get(&key) {
+        return Ok((store.clone(), bundles.clone()));
+    }
+    let roots = Bundles::all_roots(list);
+    let mut b = X509StoreBuilder::new()?;
+    for r in &roots {
+        b.add_cert(r.clone())?;
+    }
+    let store = b.build();
+    let bundles = Arc::new(Bundles::new(list));
+    if cache.len() >= COMPILED_KEPT {
+        cache.clear();
+    }
+    let held: Vec<X509> = list.iter().flat_map(|b| b.roots.iter().cloned()).collect();
+    cache.insert(key, (held, store.clone(), bundles.clone()));
+    Ok((store, bundles))
+}
 
 /// The roots that may vouch for identities of one trust domain.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! Upstream TLS: originate to a cluster, present our certificate for mutual TLS and
 //! refuse a peer whose identity is not one the cluster expects.
 
-use crate::bundle::{Bundles, TrustDomainRoots};
+use crate::bundle::TrustDomainRoots;
 use crate::identity::peer_identities;
 use crate::material::CertifiedKey;
 use crate::provider::{install_certificate, KeyOpHook};
@@ -54,18 +54,21 @@ impl ClientTls {
         if !alpn.is_empty() {
             b.set_alpn_protos(&alpn)?;
         }
-        let roots = if config.bundles.is_empty() {
-            config.roots.clone()
-        } else {
-            Bundles::all_roots(&config.bundles)
-        };
-        let mut store = X509StoreBuilder::new()?;
-        for r in roots {
-            store.add_cert(r)?;
+        if config.bundles.is_empty() {
+            let mut store = X509StoreBuilder::new()?;
+            for r in &config.roots {
+                store.add_cert(r.clone())?;
+            }
+            b.set_cert_store_builder(store);
         }
-        b.set_cert_store_builder(store);
         let expected = Arc::new(config.expected_identities.clone());
-        let bundles = (!config.bundles.is_empty()).then(|| Bundles::new(&config.bundles));
+        let bundles = if config.bundles.is_empty() {
+            None
+        } else {
+            let (store, bundles) = crate::bundle::compiled(&config.bundles)?;
+            b.set_cert_store_ref(&store);
+            Some(bundles)
+        };
         b.set_verify_callback(SslVerifyMode::PEER, move |chain_ok, ctx| {
             if !chain_ok || ctx.error_depth() != 0 {
                 return chain_ok;

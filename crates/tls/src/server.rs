@@ -1,7 +1,7 @@
 //! Downstream TLS: one BoringSSL context per certificate, the one for the client's SNI
 //! chosen in the handshake, and client certificates verified for mutual TLS.
 
-use crate::bundle::{Bundles, TrustDomainRoots};
+use crate::bundle::TrustDomainRoots;
 use crate::identity::peer_identities;
 use crate::material::CertifiedKey;
 use crate::provider::{install_certificate, KeyOpHook};
@@ -216,12 +216,8 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
         });
     }
     if !config.client_bundles.is_empty() {
-        let mut store = X509StoreBuilder::new()?;
-        for r in Bundles::all_roots(&config.client_bundles) {
-            store.add_cert(r)?;
-        }
-        b.set_cert_store_builder(store);
-        let bundles = Bundles::new(&config.client_bundles);
+        let (store, bundles) = crate::bundle::compiled(&config.client_bundles)?;
+        b.set_cert_store_ref(&store);
         b.set_verify_callback(verify_mode(config), move |chain_ok, ctx| {
             if !chain_ok || ctx.error_depth() != 0 {
                 return chain_ok;
