@@ -325,7 +325,12 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         return Ok(());
     }
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    let resource = format!("{source} {kind} {namespace}/{}", meta.name);
+    // A Tenant is cluster-scoped: named without a namespace.
+    let resource = if kind == "Tenant" {
+        format!("{source} {kind} {}", meta.name)
+    } else {
+        format!("{source} {kind} {namespace}/{}", meta.name)
+    };
     let key = Some((kind.clone(), namespace.clone(), meta.name.clone()));
     let refuse = |resource: &str, message: String| Diagnostic {
         resource: resource.to_string(),

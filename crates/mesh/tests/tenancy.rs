@@ -128,7 +128,7 @@ fn bad_tenants_are_refused_by_file_field_and_value() {
                 "a.example",
                 "  federation: [{ tenant: nobody, direction: Both }]\n",
             ),
-            "tenants.yaml#1 Tenant default/a: spec.federation[0].tenant: no tenant \"nobody\"",
+            "tenants.yaml#1 Tenant a: spec.federation[0].tenant: no tenant \"nobody\"",
         ),
     ];
     for (doc, want) in cases {
@@ -159,21 +159,17 @@ fn a_namespace_or_trust_domain_has_one_tenant_and_a_federation_needs_its_tenant(
     let r = refusals(&loaded);
     assert_eq!(r.len(), 3, "{r:#?}");
     assert!(
-        r[0].contains(
-            "Tenant default/b: spec.namespaces: \"team-a\" already belongs to tenant \"a\""
-        ),
+        r[0].contains("Tenant b: spec.namespaces: \"team-a\" already belongs to tenant \"a\""),
         "{}",
         r[0]
     );
     assert!(
-        r[1].contains(
-            "Tenant default/c: spec.trustDomain: \"a.example\" is already tenant \"a\"'s"
-        ),
+        r[1].contains("Tenant c: spec.trustDomain: \"a.example\" is already tenant \"a\"'s"),
         "{}",
         r[1]
     );
     assert!(
-        r[2].contains("Tenant default/d: spec.federation[0].tenant: no tenant \"b\""),
+        r[2].contains("Tenant d: spec.federation[0].tenant: no tenant \"b\""),
         "{}",
         r[2]
     );

@@ -622,7 +622,9 @@ async fn tenants_from_the_cluster_as_kubectl_applies_them() {
             .any(|r| {
                 let r = r.as_str().unwrap();
                 r.contains("Tenant")
-                    && r.contains("/c: spec.namespaces: \"team-a\" already belongs to tenant \"a\"")
+                    && r.contains(
+                        "Tenant c: spec.namespaces: \"team-a\" already belongs to tenant \"a\"",
+                    )
             })
     })
     .await;
