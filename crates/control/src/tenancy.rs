@@ -147,7 +147,7 @@ impl Tenants {
                 cert_signer: t.spec.cert_signer.clone(),
                 authority: tenant_ca.authority.clone(),
                 roots: tenant_ca.roots.clone(),
-                namespaces: t.spec.namespaces.clone(),
+                namespaces: t.spec.all_namespaces().cloned().collect(),
             };
             with_namespaces.namespaces.sort();
             cas.push(Arc::new(with_namespaces));
@@ -302,7 +302,7 @@ fn open(
         cert_signer: spec.cert_signer.clone(),
         authority: Arc::new(authority),
         roots,
-        namespaces: spec.namespaces.clone(),
+        namespaces: spec.all_namespaces().cloned().collect(),
     })
 }
 

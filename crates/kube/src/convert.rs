@@ -48,11 +48,19 @@ pub fn load(
             continue;
         };
         for ((ns, _), o) in items {
-            if discovery.includes(objects, ns) {
+            // Cluster-scoped objects (Tenants) belong to no namespace a selector could drop.
+            if ns.is_empty() || discovery.includes(objects, ns) {
                 istio_resource(kind, o, loaded);
             }
         }
     }
+    // Namespaces' labels, for Tenants' namespace selectors.
+    loaded.inputs.namespace_labels = objects
+        .namespaces
+        .iter()
+        .filter(|((_, name), _)| discovery.includes(objects, name))
+        .map(|((_, name), ns)| (name.clone(), ns.labels().clone()))
+        .collect();
     // Each pod once: the workloads, and what the endpoints naming it copy.
     let pods: BTreeMap<Key, Workload> = objects
         .pods

@@ -37,6 +37,9 @@ pub struct Inputs {
     pub fail_closed: Vec<Resource<FailClosed>>,
     /// Tenants (`trellis.io/v1alpha1`), as loaded.
     pub tenants: Vec<Resource<crate::tenant::Tenant>>,
+    /// The labels of the cluster's namespaces (Kubernetes mode), for Tenants'
+    /// `namespaceSelector`s.
+    pub namespace_labels: BTreeMap<String, Labels>,
     /// Istio's meshConfig (the `istio` ConfigMap or an IstioOperator): at most one.
     pub mesh_config: Vec<Resource<crate::mesh_config::MeshConfig>>,
     /// The tenants' trust as the control plane resolved it (their CAs' roots); `None`

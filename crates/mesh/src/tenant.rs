@@ -26,6 +26,13 @@ pub const DEFAULT_TENANT: &str = "default";
 pub struct Tenant {
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Namespaces by label (Kubernetes mode: the cluster's Namespace objects); a
+    /// namespace listed by a tenant in `namespaces` is that tenant's whatever its labels.
+    #[serde(default)]
+    pub namespace_selector: Option<NamespaceSelector>,
+    /// The namespaces `namespaceSelector` selected when the inputs were read.
+    #[serde(skip)]
+    pub selected: Vec<String>,
     #[serde(default)]
     pub trust_domain: String,
     /// Istio's `trustDomainAliases`: authorization policies naming these trust domains
@@ -46,6 +53,13 @@ pub struct Tenant {
     pub previous_roots: Vec<TenantRoot>,
     #[serde(default)]
     pub federation: Vec<Federation>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    #[serde(default)]
+    pub match_labels: crate::istio::Labels,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -95,6 +109,13 @@ pub enum Direction {
     Both,
 }
 
+impl Tenant {
+    /// Its namespaces: those listed, then those its selector selected.
+    pub fn all_namespaces(&self) -> impl Iterator<Item = &String> + Clone {
+        self.namespaces.iter().chain(&self.selected)
+    }
+}
+
 impl TenantCa {
     /// The generated root's name, when the CA is a generated one.
     pub fn generated_name(&self) -> Option<&str> {
@@ -139,8 +160,19 @@ pub(crate) fn validate(t: &Tenant) -> Vec<String> {
             ));
         }
     }
-    if t.namespaces.is_empty() {
-        errors.push("spec.namespaces: a tenant needs at least one namespace".into());
+    if t.namespaces.is_empty() && t.namespace_selector.is_none() {
+        errors.push(
+            "spec.namespaces: a tenant needs at least one namespace (or a namespaceSelector)"
+                .into(),
+        );
+    }
+    if t.namespace_selector
+        .as_ref()
+        .is_some_and(|s| s.match_labels.is_empty())
+    {
+        errors.push(
+            "spec.namespaceSelector.matchLabels: empty (it would select every namespace)".into(),
+        );
     }
     let mut seen = BTreeSet::new();
     for (i, ns) in t.namespaces.iter().enumerate() {
@@ -258,7 +290,7 @@ impl Trust {
             },
         );
         for (name, spec) in tenants.clone() {
-            for ns in &spec.namespaces {
+            for ns in spec.all_namespaces() {
                 trust.by_namespace.insert(ns.clone(), name.to_string());
             }
             trust.tenants.insert(

@@ -1294,7 +1294,31 @@ fn tenants(loaded: &mut Loaded) {
     let mut domains: BTreeMap<String, String> = BTreeMap::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut kept = Vec::new();
-    for t in std::mem::take(&mut loaded.inputs.tenants) {
+    // A namespace a tenant lists is that tenant's, whatever a selector selects.
+    let listed: BTreeSet<String> = loaded
+        .inputs
+        .tenants
+        .iter()
+        .flat_map(|t| t.spec.namespaces.iter().cloned())
+        .collect();
+    let labels = std::mem::take(&mut loaded.inputs.namespace_labels);
+    for mut t in std::mem::take(&mut loaded.inputs.tenants) {
+        if let Some(selector) = &t.spec.namespace_selector {
+            t.spec.selected = labels
+                .iter()
+                .filter(|(ns, l)| {
+                    !listed.contains(*ns) && crate::selects(&selector.match_labels, l)
+                })
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            if labels.is_empty() {
+                loaded.warnings.push(Diagnostic {
+                    resource: t.source.clone(),
+                    message: "spec.namespaceSelector: no namespace labels are known here (Namespace objects come from the cluster in Kubernetes mode); it selects nothing".into(),
+                    key: None,
+                });
+            }
+        }
         let why = if t.name == DEFAULT_TENANT {
             Some(format!(
                 "metadata.name: {DEFAULT_TENANT:?} is the tenant of the namespaces no Tenant claims; choose another name"
@@ -1311,6 +1335,16 @@ fn tenants(loaded: &mut Loaded) {
             Some(format!(
                 "spec.namespaces: {ns:?} already belongs to tenant {other:?}"
             ))
+        } else if let Some((ns, other)) = t
+            .spec
+            .selected
+            .iter()
+            .find_map(|ns| namespaces.get(ns).map(|o| (ns, o)))
+        {
+            names.remove(&t.name);
+            Some(format!(
+                "spec.namespaceSelector: selects namespace {ns:?}, which already belongs to tenant {other:?}"
+            ))
         } else if let Some(other) = domains.get(&t.spec.trust_domain) {
             names.remove(&t.name);
             Some(format!(
@@ -1323,7 +1357,7 @@ fn tenants(loaded: &mut Loaded) {
         match why {
             Some(m) => loaded.refused.push(refuse(&t, m)),
             None => {
-                for ns in &t.spec.namespaces {
+                for ns in t.spec.all_namespaces() {
                     namespaces.insert(ns.clone(), t.name.clone());
                 }
                 domains.insert(t.spec.trust_domain.clone(), t.name.clone());
@@ -1363,4 +1397,5 @@ fn tenants(loaded: &mut Loaded) {
         }
     }
     loaded.inputs.tenants = kept;
+    loaded.inputs.namespace_labels = labels;
 }

@@ -593,3 +593,65 @@ fn istios_mesh_config_is_read_for_whom_to_trust() {
     assert_eq!(r.len(), 1, "{r:#?}");
     assert!(r[0].contains("a second meshConfig"), "{}", r[0]);
 }
+
+#[test]
+fn a_namespace_selector_takes_labelled_namespaces_but_not_listed_ones() {
+    let sel = "  namespaceSelector: { matchLabels: { tier: pay } }\n";
+    let docs = [
+        tenant("a", "team-a", "a.example", ""),
+        // Selects team-b and team-c by label; team-a is listed by a, so stays a's.
+        format!(
+            "apiVersion: trellis.io/v1alpha1\nkind: Tenant\nmetadata: {{ name: b }}\nspec:\n  trustDomain: b.example\n{sel}---\n"
+        ),
+        // Selects team-b too: refused, b has it.
+        "apiVersion: trellis.io/v1alpha1\nkind: Tenant\nmetadata: { name: c }\nspec:\n  trustDomain: c.example\n  namespaceSelector: { matchLabels: { zone: x } }\n---\n".to_string(),
+    ]
+    .concat();
+    let mut loaded = Loaded::default();
+    load_str(REGISTRY, "registry.yaml", &mut loaded);
+    load_str(&docs, "tenants.yaml", &mut loaded);
+    let labels = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    loaded.inputs.namespace_labels = BTreeMap::from([
+        ("team-a".to_string(), labels(&[("tier", "pay")])),
+        (
+            "team-b".to_string(),
+            labels(&[("tier", "pay"), ("zone", "x")]),
+        ),
+        ("team-c".to_string(), labels(&[("tier", "pay")])),
+        ("team-d".to_string(), labels(&[("tier", "web")])),
+    ]);
+    trellis_mesh::cross_check(&mut loaded);
+    let r = refusals(&loaded);
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert!(
+        r[0].contains("Tenant c: spec.namespaceSelector: selects namespace \"team-b\", which already belongs to tenant \"b\""),
+        "{}",
+        r[0]
+    );
+    let b = &loaded.inputs.tenants[1];
+    assert_eq!(b.spec.selected, ["team-b", "team-c"]);
+    // The api workload (team-b) is b's: its inbound trusts b.example.
+    let api = view(&loaded, "team-b", "api");
+    let inbound = api
+        .listeners
+        .iter()
+        .find(|l| l.name.starts_with("inbound|"))
+        .unwrap();
+    assert_eq!(
+        domains(&inbound.tls.as_ref().unwrap().trust_bundles),
+        [("b.example", ROOT_B)]
+    );
+
+    // Outside Kubernetes mode there are no labels: it selects nothing, and says so.
+    let loaded = load(&docs);
+    assert!(loaded.warnings.iter().any(|w| w
+        .message
+        .starts_with("spec.namespaceSelector: no namespace labels are known")));
+    let r = refusals(&loaded);
+    assert!(r.is_empty(), "{r:#?}");
+}

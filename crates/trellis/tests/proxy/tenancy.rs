@@ -629,11 +629,46 @@ async fn tenants_from_the_cluster_as_kubectl_applies_them() {
     })
     .await;
     assert_eq!(names(&status().await), ["default", "a", "b"]);
+    kubectl.ok(&["delete", "tenant", "c"]);
+
+    // By label: p takes the namespaces labelled tier=pay, and follows a relabel.
+    kubectl.ok(&["create", "namespace", "pay-1"]);
+    kubectl.ok(&["label", "namespace", "pay-1", "tier=pay"]);
+    kubectl.ok(&["create", "namespace", "pay-2"]);
+    let out = kubectl.apply(
+        "apiVersion: trellis.io/v1alpha1\nkind: Tenant\nmetadata: { name: p }\nspec:\n  trustDomain: p.example\n  namespaceSelector: { matchLabels: { tier: pay } }\n",
+    );
+    assert!(out.success, "{}", out.stderr);
+    let namespaces_of = |s: &Value, name: &str| -> Vec<String> {
+        s["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| {
+                t["namespaces"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    until("p has pay-1", Duration::from_secs(10), async || {
+        namespaces_of(&status().await, "p") == ["pay-1"]
+    })
+    .await;
+    kubectl.ok(&["label", "namespace", "pay-2", "tier=pay"]);
+    until("p has pay-2 too", Duration::from_secs(10), async || {
+        namespaces_of(&status().await, "p") == ["pay-1", "pay-2"]
+    })
+    .await;
 
     // Deleted in the cluster: gone from the mesh.
     kubectl.ok(&["delete", "tenant", "b"]);
     until("b gone", Duration::from_secs(10), async || {
-        names(&status().await) == ["default", "a"]
+        names(&status().await) == ["default", "a", "p"]
     })
     .await;
 }
