@@ -467,6 +467,37 @@ async fn a_federation_opens_one_direction_live_and_closes_again() {
         .unwrap();
     assert_eq!(a["calls"], serde_json::json!(["b"]), "{status}");
 
+    // Policies name identities across trust domains: b-api admits a-web by its
+    // a.example identity and its own b-web as Istio's docs write it (cluster.local: the
+    // local trust domain); a-api, federated too, is denied.
+    let policy = mesh.tenants_file.with_file_name("policy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: b-api-callers, namespace: team-b }
+spec:
+  selector: { matchLabels: { app: b-api } }
+  action: ALLOW
+  rules:
+    - from: [{ source: { principals: ["a.example/ns/team-a/sa/a-web", "cluster.local/ns/team-b/sa/b-web"] } }]
+"#,
+    )
+    .unwrap();
+    until(
+        "a-api denied by b-api's policy",
+        Duration::from_secs(20),
+        async || mesh.call("a-api", "b-api").await.status == 403,
+    )
+    .await;
+    assert!(mesh.reaches("a-web", "b-api").await);
+    assert!(mesh.reaches("b-web", "b-api").await);
+    std::fs::remove_file(&policy).unwrap();
+    until("a-api allowed again", Duration::from_secs(20), async || {
+        mesh.reaches("a-api", "b-api").await
+    })
+    .await;
+
     // Switched off: refused again.
     mesh.set_tenant_a(TENANT_A);
     let closed = until(
