@@ -52,6 +52,9 @@ impl TestTokens {
     /// Initializes a fresh token labelled `label` (user PIN [`PIN`]) and returns its URI,
     /// with the module and the PIN file in its query.
     pub fn init(&self, label: &str) -> Result<String, String> {
+        // `--free` takes the first free slot: two at once could both take the same one.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("softhsm2-util")
             .args(["--init-token", "--free", "--label", label])
             .args(["--so-pin", "0000", "--pin", PIN])

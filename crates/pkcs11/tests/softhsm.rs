@@ -21,6 +21,12 @@ fn softhsm() -> Option<&'static TestTokens> {
             match TestTokens::new(&dir) {
                 Ok(t) => {
                     std::fs::write(dir.join("wrong-pin"), "9999\n").unwrap();
+                    // Every token before any test loads the module into this process: a
+                    // module already loaded can see a token softhsm2-util is still
+                    // making (labelled, its user PIN not yet set) and keep that view.
+                    for label in LABELS {
+                        t.init(label).unwrap();
+                    }
                     Some(t)
                 }
                 Err(e) => {
@@ -33,9 +39,13 @@ fn softhsm() -> Option<&'static TestTokens> {
         .as_ref()
 }
 
-/// A fresh token labelled `label` with user PIN 1234; its URI.
+/// The tokens the tests use, one each.
+const LABELS: [&str; 2] = ["sign", "refusals"];
+
+/// The fresh token labelled `label` (one of [`LABELS`]) with user PIN 1234; its URI.
 fn token(label: &str) -> Option<String> {
-    Some(softhsm()?.init(label).unwrap())
+    assert!(LABELS.contains(&label), "{label}: add it to LABELS");
+    Some(softhsm()?.uri(label, None))
 }
 
 fn verify(key: &TokenKey, scheme: SignatureScheme, msg: &[u8], sig: &[u8]) -> bool {
