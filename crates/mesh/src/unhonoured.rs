@@ -21,13 +21,7 @@ pub fn refusals(kind: &str, spec: &Value) -> Vec<String> {
                     ));
                 }
             }
-            for (i, r) in spec
-                .get("http")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            for (i, r) in items(spec.get("http")) {
                 for (field, sub, what) in [
                     ("rewrite", "uriRegexRewrite", "regex rewrites"),
                     ("redirect", "prefixRewrite", "prefix rewrites in redirects"),
@@ -61,24 +55,12 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
     let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
     match kind {
         "ServiceEntry" => {
-            for (i, e) in spec
-                .get("endpoints")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            for (i, e) in items(spec.get("endpoints")) {
                 workload_entry_notes(&format!("endpoints[{i}]."), e, &mut note);
             }
         }
         "VirtualService" => {
-            for (i, r) in spec
-                .get("http")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            for (i, r) in items(spec.get("http")) {
                 let retry_on = r
                     .get("retries")
                     .and_then(|r| r.get("retryOn"))
@@ -114,13 +96,7 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
         }
         "DestinationRule" => {
             let mut policies = vec![("trafficPolicy".to_string(), spec.get("trafficPolicy"))];
-            for (i, s) in spec
-                .get("subsets")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            for (i, s) in items(spec.get("subsets")) {
                 policies.push((
                     format!("subsets[{i}].trafficPolicy"),
                     s.get("trafficPolicy"),
@@ -129,11 +105,7 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
             let port_level: Vec<(String, Option<&Value>)> = policies
                 .iter()
                 .flat_map(|(path, p)| {
-                    p.and_then(|p| p.get("portLevelSettings"))
-                        .and_then(Value::as_sequence)
-                        .into_iter()
-                        .flatten()
-                        .enumerate()
+                    items(p.and_then(|p| p.get("portLevelSettings")))
                         .map(move |(i, s)| (format!("{path}.portLevelSettings[{i}]"), Some(s)))
                 })
                 .collect();
@@ -150,6 +122,16 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
         _ => {}
     }
     notes
+}
+
+/// The elements of a sequence field (none when it is absent or not a sequence), with
+/// their index.
+fn items(field: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+    field
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .enumerate()
 }
 
 fn workload_entry_notes(prefix: &str, e: &Value, note: &mut impl FnMut(&str, &str)) {
