@@ -141,7 +141,7 @@ impl TokenIssuer {
         // only make the token refuse a second key, never accept one.
         let text: String = bindings
             .iter()
-            .map(|(jti, (k, exp))| format!("{jti} {} {exp}\n", hex(k)))
+            .map(|(jti, (k, exp))| format!("{jti} {} {exp}\n", trellis_tls::hex(k)))
             .collect();
         crate::authority::write_private_replacing(&self.bindings_file, text.as_bytes())
             .map_err(|e| TokenError::Store(e.to_string()))
@@ -192,10 +192,6 @@ impl TokenIssuer {
             .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
             .is_some_and(|c| c.iss == ISSUER)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `jti hex-hash exp` lines; expired and unreadable lines are dropped.

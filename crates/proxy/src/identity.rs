@@ -387,7 +387,7 @@ pub fn describe(agent: Option<&Agent>) -> serde_json::Value {
             "chain_length": cert.key.chain.len(),
             "roots": cert.roots.len(),
             // Which CA signed it: the root its chain leads to.
-            "root_sha256": cert.chain_root.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "root_sha256": trellis_tls::hex(&cert.chain_root),
         }]
     })
 }

@@ -83,10 +83,7 @@ pub fn describe(config: &Config) -> serde_json::Value {
 }
 
 fn root(cert: &boring::x509::X509) -> serde_json::Value {
-    let sha256: String = trellis_tls::fingerprint(cert)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = trellis_tls::fingerprint_hex(cert);
     let subject: Vec<String> = cert
         .subject_name()
         .entries()

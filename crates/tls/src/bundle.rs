@@ -71,6 +71,16 @@ pub fn fingerprint(cert: &X509Ref) -> [u8; 32] {
     out
 }
 
+/// Lowercase hex, as fingerprints are shown.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`fingerprint`] in hex.
+pub fn fingerprint_hex(cert: &X509Ref) -> String {
+    hex(&fingerprint(cert))
+}
+
 /// The bundles of a TLS context, compiled for the verify callback.
 pub(crate) struct Bundles {
     by_domain: HashMap<String, HashSet<[u8; 32]>>,

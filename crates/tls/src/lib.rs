@@ -24,7 +24,7 @@ pub mod resign;
 mod server;
 mod stream;
 
-pub use bundle::{fingerprint, peer_rejection, TrustDomainRoots};
+pub use bundle::{fingerprint, fingerprint_hex, hex, peer_rejection, TrustDomainRoots};
 pub use client::{ClientTls, ClientTlsConfig};
 pub use identity::{peer_identities, SpiffeId};
 pub use material::{load_certificate_chain, load_private_key, load_trust_bundle, CertifiedKey};

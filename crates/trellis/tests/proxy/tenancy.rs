@@ -297,11 +297,7 @@ async fn tenants_stay_apart_and_the_ca_signs_only_for_the_callers_tenant() {
     let leaf = boring::x509::X509::from_pem(chain[0].as_bytes()).unwrap();
     assert_eq!(trellis_tls::peer_identities(&leaf), vec![me.to_string()]);
     let root = boring::x509::X509::from_pem(chain.last().unwrap().as_bytes()).unwrap();
-    let hex: String = trellis_tls::fingerprint(&root)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(hex, roots_a[0]);
+    assert_eq!(trellis_tls::fingerprint_hex(&root), roots_a[0]);
 
     // ... and asking for b's identity, b's trust domain or a namespace of b is refused.
     let before = mesh.status().await["ca"]["refused_cross_tenant"]
