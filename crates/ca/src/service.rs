@@ -133,8 +133,8 @@ impl CaService {
         }
         self.counters.cross_tenant.fetch_add(1, Ordering::Relaxed);
         let tenancy = self.tenancy.load();
-        let whose = std::iter::once(&tenancy.default)
-            .chain(&tenancy.tenants)
+        let whose = tenancy
+            .all()
             .find(|t| t.cert_signer.as_deref() == Some(asked))
             .map(|t| format!("tenant {:?}'s signer", t.name))
             .unwrap_or_else(|| "no tenant's signer".into());

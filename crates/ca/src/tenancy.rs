@@ -74,17 +74,19 @@ impl Tenancy {
         self.by_namespace.get(namespace).unwrap_or(&self.default)
     }
 
+    /// Every tenant, the default one first.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<TenantCa>> {
+        std::iter::once(&self.default).chain(&self.tenants)
+    }
+
     /// The tenant whose trust domain this is, if any.
     pub fn of_trust_domain(&self, domain: &str) -> Option<&Arc<TenantCa>> {
-        std::iter::once(&self.default)
-            .chain(&self.tenants)
-            .find(|t| t.trust_domain == domain)
+        self.all().find(|t| t.trust_domain == domain)
     }
 
     /// Every tenant's roots, bound to its trust domain.
     pub fn bundles(&self) -> Vec<TrustDomainRoots> {
-        std::iter::once(&self.default)
-            .chain(&self.tenants)
+        self.all()
             .map(|t| TrustDomainRoots {
                 trust_domain: t.trust_domain.clone(),
                 roots: t.roots.clone(),

@@ -187,8 +187,8 @@ impl Tenants {
             &roots,
             mesh,
         );
-        let status = std::iter::once(default)
-            .chain(&tenancy.tenants)
+        let status = tenancy
+            .all()
             .map(|t| {
                 let tt = &trust.tenants[&t.name];
                 TenantStatus {
@@ -216,16 +216,8 @@ impl Tenants {
 
 fn root_status(r: &X509, signing: bool) -> RootStatus {
     RootStatus {
-        sha256: trellis_tls::fingerprint(r)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        subject: r
-            .subject_name()
-            .entries()
-            .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
-            .collect::<Vec<_>>()
-            .join(","),
+        sha256: trellis_tls::fingerprint_hex(r),
+        subject: subject(r),
         not_after: trellis_ca::authority::asn1_unix(r.not_after()),
         signing,
     }
@@ -244,29 +236,19 @@ fn open(
     let td = &spec.trust_domain;
     let dir = state_dir.join("tenants").join(&t.name);
     let mut authority = match spec.ca.generated_name() {
-        Some(name) => match &spec.ca.key_file {
-            Some(uri) => Authority::load_or_create_in_token(&dir.join(name), td, uri),
-            None => Authority::load_or_create(&dir.join(name), td),
+        Some(name) => {
+            let authority = match &spec.ca.key_file {
+                Some(uri) => Authority::load_or_create_in_token(&dir.join(name), td, uri),
+                None => Authority::load_or_create(&dir.join(name), td),
+            }
+            .map_err(|e| format!("spec.ca.generated: {name:?}: {e:#}"))?;
+            valid_chain(&authority, "spec.ca.generated")?;
+            authority
         }
-        .map_err(|e| format!("spec.ca.generated: {name:?}: {e:#}"))?,
-        None => Authority::from_files(
-            Path::new(spec.ca.cert_file.as_deref().unwrap_or_default()),
-            spec.ca.key_file.as_deref().unwrap_or_default(),
-            spec.ca.root_file.as_deref().map(Path::new),
-            td,
-        )
-        .map_err(|e| format!("spec.ca: {e:#}"))?,
+        None => given_ca(spec)?,
     };
     // The mesh's cap on workload certificates holds for every tenant.
     authority.max_ttl = max_ttl;
-    let field = if spec.ca.cert_file.is_some() {
-        "spec.ca.certFile"
-    } else {
-        "spec.ca.generated"
-    };
-    for c in authority.chain() {
-        valid_now(c).map_err(|e| format!("{field}: {e}"))?;
-    }
     let mut roots = vec![authority.root().clone()];
     for (i, r) in spec.previous_roots.iter().enumerate() {
         let (field, certs) = if let Some(name) = &r.generated {
@@ -309,21 +291,39 @@ fn open(
 /// `--check`: a given CA is opened and its certificates checked; a generated one is
 /// made by the serving control plane only.
 fn check_files(t: &Resource<Tenant>) -> Result<(), String> {
-    let spec = &t.spec;
-    let Some(cert) = &spec.ca.cert_file else {
-        return Ok(());
-    };
+    if t.spec.ca.cert_file.is_some() {
+        given_ca(&t.spec)?;
+    }
+    Ok(())
+}
+
+/// The CA `certFile`, `keyFile` and `rootFile` give, every certificate valid now.
+fn given_ca(spec: &Tenant) -> Result<Authority, String> {
     let authority = Authority::from_files(
-        Path::new(cert),
+        Path::new(spec.ca.cert_file.as_deref().unwrap_or_default()),
         spec.ca.key_file.as_deref().unwrap_or_default(),
         spec.ca.root_file.as_deref().map(Path::new),
         &spec.trust_domain,
     )
     .map_err(|e| format!("spec.ca: {e:#}"))?;
+    valid_chain(&authority, "spec.ca.certFile")?;
+    Ok(authority)
+}
+
+fn valid_chain(authority: &Authority, field: &str) -> Result<(), String> {
     for c in authority.chain() {
-        valid_now(c).map_err(|e| format!("spec.ca.certFile: {e}"))?;
+        valid_now(c).map_err(|e| format!("{field}: {e}"))?;
     }
     Ok(())
+}
+
+/// A certificate's subject as the status and refusals show it: its values, comma-joined.
+fn subject(c: &X509) -> String {
+    c.subject_name()
+        .entries()
+        .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Istio's meshConfig as the control plane can honour it: its trust domain is the
@@ -364,12 +364,7 @@ fn check_mesh_config(
 
 fn valid_now(c: &X509) -> Result<(), String> {
     let now = trellis_ca::authority::unix_now() as i64;
-    let subject = c
-        .subject_name()
-        .entries()
-        .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let subject = subject(c);
     if trellis_ca::authority::asn1_unix(c.not_after()) <= now {
         return Err(format!(
             "certificate {subject:?} expired on {}",
