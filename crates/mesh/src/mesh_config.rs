@@ -53,13 +53,21 @@ pub struct DefaultConfig {
     pub proxy_metadata: BTreeMap<String, String>,
 }
 
+/// The proxy metadata keys that name a workload's signer, the first one set winning.
+pub const CERT_SIGNER_KEYS: [&str; 2] = ["CERT_SIGNER", "ISTIO_META_CERT_SIGNER"];
+
+/// The signer a `proxyMetadata` names (Istio's `CERT_SIGNER`).
+pub fn cert_signer_of(metadata: &BTreeMap<String, String>) -> Option<&str> {
+    CERT_SIGNER_KEYS
+        .iter()
+        .find_map(|k| metadata.get(*k))
+        .map(String::as_str)
+}
+
 impl MeshConfig {
     /// `defaultConfig.proxyMetadata`'s `CERT_SIGNER` (or `ISTIO_META_CERT_SIGNER`).
     pub fn cert_signer(&self) -> Option<&str> {
-        let m = &self.default_config.as_ref()?.proxy_metadata;
-        m.get("CERT_SIGNER")
-            .or_else(|| m.get("ISTIO_META_CERT_SIGNER"))
-            .map(String::as_str)
+        cert_signer_of(&self.default_config.as_ref()?.proxy_metadata)
     }
 }
 

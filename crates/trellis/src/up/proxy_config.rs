@@ -53,18 +53,17 @@ impl ProxyConfig {
     /// `CERT_SIGNER` / `ISTIO_META_CERT_SIGNER` of `proxyMetadata`; any other key is
     /// refused by name (a sidecar here reads nothing else from it).
     pub fn cert_signer(&self, field: &str) -> Result<Option<String>, String> {
-        let mut signer = None;
-        for (k, v) in &self.proxy_metadata {
-            match k.as_str() {
-                "CERT_SIGNER" | "ISTIO_META_CERT_SIGNER" => signer = Some(v.clone()),
-                other => {
-                    return Err(format!(
-                        "{field}.proxyMetadata.{other}: not supported (CERT_SIGNER is)"
-                    ))
-                }
-            }
+        use trellis_mesh::mesh_config::{cert_signer_of, CERT_SIGNER_KEYS};
+        if let Some(other) = self
+            .proxy_metadata
+            .keys()
+            .find(|k| !CERT_SIGNER_KEYS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "{field}.proxyMetadata.{other}: not supported (CERT_SIGNER is)"
+            ));
         }
-        Ok(signer)
+        Ok(cert_signer_of(&self.proxy_metadata).map(str::to_string))
     }
 
     /// The provider for workload `name`; `field` names this config in errors.
