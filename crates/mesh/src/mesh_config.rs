@@ -2,8 +2,9 @@
 //! of `istio-system` (its `mesh` key) or an IstioOperator's `spec.meshConfig`. Trellis
 //! reads `trustDomain`, `trustDomainAliases`, `caCertificates` and the `CERT_SIGNER` of
 //! `defaultConfig.proxyMetadata`, refuses a `rootNamespace` other than istio-system
-//! (mesh-wide policies would silently apply to one namespace), and warns the other
-//! fields as not read.
+//! (mesh-wide policies would silently apply to one namespace) and `ecdhCurves` /
+//! `cipherSuites` in `meshMTLS` or `tlsDefaults` (they would be ignored, offering more),
+//! and warns the other fields as not read.
 //!
 //! How `caCertificates` map onto tenants (strictly: a root is trusted only where an
 //! entry says so, and only for a trust domain): an entry's `certSigners` pick the
@@ -31,6 +32,25 @@ pub struct MeshConfig {
     pub ca_certificates: Vec<CertificateData>,
     #[serde(default)]
     pub default_config: Option<DefaultConfig>,
+    /// Read to refuse what Trellis cannot honour: restricted curves or cipher suites.
+    #[serde(default, rename = "meshMTLS")]
+    pub mesh_mtls: Option<TlsSettings>,
+    #[serde(default)]
+    pub tls_defaults: Option<TlsSettings>,
+}
+
+/// Istio's `meshMTLS` / `tlsDefaults`. The mesh's TLS is 1.3 only, so any
+/// `minProtocolVersion` is met; the curves and suites a proxy offers are BoringSSL's,
+/// so a list that restricts them would be ignored: refused instead.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSettings {
+    #[serde(default)]
+    pub min_protocol_version: Option<String>,
+    #[serde(default)]
+    pub ecdh_curves: Vec<String>,
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -83,6 +103,19 @@ pub(crate) fn validate(c: &MeshConfig, prefix: &str) -> Vec<String> {
             "{prefix}.rootNamespace: {ns:?}: Trellis's root namespace is {}; policies meant mesh-wide there would apply to one namespace",
             crate::ROOT_NAMESPACE
         ));
+    }
+    for (field, tls) in [("meshMTLS", &c.mesh_mtls), ("tlsDefaults", &c.tls_defaults)] {
+        let Some(tls) = tls else { continue };
+        for (sub, list) in [
+            ("ecdhCurves", &tls.ecdh_curves),
+            ("cipherSuites", &tls.cipher_suites),
+        ] {
+            if !list.is_empty() {
+                errors.push(format!(
+                    "{prefix}.{field}.{sub}: restricting them is not supported by Trellis (its proxies offer BoringSSL's defaults); remove it"
+                ));
+            }
+        }
     }
     if let Some(td) = &c.trust_domain {
         if !valid_trust_domain(td) {

@@ -576,6 +576,14 @@ fn istios_mesh_config_is_read_for_whom_to_trust() {
             "data.mesh.caCertificates[0].pem: no PEM certificate",
         ),
         (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\ndata:\n  mesh: |\n    meshMTLS: { minProtocolVersion: TLSV1_3, cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384] }\n",
+            "data.mesh.meshMTLS.cipherSuites: restricting them is not supported by Trellis",
+        ),
+        (
+            "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: { name: x, namespace: istio-system }\nspec:\n  meshConfig:\n    tlsDefaults: { ecdhCurves: [P-256] }\n",
+            "spec.meshConfig.tlsDefaults.ecdhCurves: restricting them is not supported by Trellis",
+        ),
+        (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: settings, namespace: team-a }\ndata: { a: b }\n",
             "of ConfigMaps only istio-system/istio (Istio's meshConfig) is read",
         ),
@@ -584,6 +592,12 @@ fn istios_mesh_config_is_read_for_whom_to_trust() {
         assert_eq!(r.len(), 1, "{doc}: {r:#?}");
         assert!(r[0].contains(want), "{} lacks {want:?}", r[0]);
     }
+    // A minimum TLS version alone is met (the mesh's TLS is 1.3 only): read, no refusal.
+    let min = load("apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\ndata:\n  mesh: |\n    meshMTLS: { minProtocolVersion: TLSV1_3 }\n");
+    assert!(
+        min.refused.is_empty() && min.warnings.is_empty(),
+        "{min:#?}"
+    );
     let two = [
         ISTIO_CONFIGMAP.replace("istio-control", "istio-system"),
         external_ca_operator(),
