@@ -203,9 +203,44 @@ pub struct Listener {
     /// verified before authorization, and a request with an invalid one gets 401.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtAuthn>,
+    /// The capture listener (Envoy's `use_original_dst`): a connection redirected here
+    /// by `trellis init`'s rules is handed to the listener whose address is its original
+    /// destination (exact address first, then the wildcard address of its family and
+    /// port); one that no listener claims is served by this listener itself.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub use_original_dst: bool,
+    /// `false`: no socket is bound; the listener only takes connections a capture
+    /// listener hands to it (Envoy's `bind_to_port`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub bind_to_port: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Listener {
+    /// A listener on `address` with neither behaviour yet: the other fields at their
+    /// defaults (bound to its port, not a capture listener).
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        Listener {
+            name: name.into(),
+            address: Some(address.into()),
+            addresses: Vec::new(),
+            tcp: None,
+            http: None,
+            tls: None,
+            authorization: None,
+            jwt: None,
+            use_original_dst: false,
+            bind_to_port: true,
+        }
+    }
+
     pub fn all_addresses(&self) -> impl Iterator<Item = &String> {
         self.address.iter().chain(self.addresses.iter())
     }
@@ -545,6 +580,10 @@ pub enum DiscoveryType {
     Static,
     /// Endpoints are every address the names resolve to, refreshed periodically.
     Dns,
+    /// No endpoints of its own: each connection goes to where the downstream connection
+    /// was originally going (recovered by a capture listener), as Envoy's `ORIGINAL_DST`
+    /// cluster. A connection that was not redirected has no endpoint (503, or closed).
+    OriginalDst,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -564,6 +603,8 @@ pub struct Cluster {
     pub name: String,
     #[serde(default, rename = "type")]
     pub discovery: DiscoveryType,
+    /// None: a service scaled to zero (503), or an `original_dst` cluster.
+    #[serde(default)]
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub lb_policy: LbPolicy,

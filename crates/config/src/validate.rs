@@ -174,6 +174,11 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
             Ok(sa) => {
                 if sa.port() != 0 && !bound.insert(sa) {
                     c.err(path, format!("address {a:?} is used by another listener"));
+                } else if sa.port() == 0 && !l.bind_to_port {
+                    c.err(
+                        path,
+                        "a listener that is not bound (bind_to_port: false) needs a port: capture listeners hand it connections by address",
+                    );
                 }
             }
             Err(_) => c.err(
@@ -195,6 +200,12 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
     }
     if let Some(t) = &l.tls {
         downstream_tls(c, &format!("{p}.tls"), t);
+    }
+    if l.use_original_dst && !l.bind_to_port {
+        c.err(
+            format!("{p}.use_original_dst"),
+            "a capture listener must be bound (bind_to_port: false leaves it no socket to capture on)",
+        );
     }
 }
 
@@ -696,18 +707,26 @@ fn cluster(c: &mut Checker, p: &str, cl: &Cluster) {
     }
     // No endpoints is a service scaled to zero (or not yet started): its requests get
     // 503 "no healthy upstream", as with Envoy, and the rest of the config serves.
+    if cl.discovery == DiscoveryType::OriginalDst && !cl.endpoints.is_empty() {
+        c.err(
+            format!("{p}.endpoints"),
+            "an original_dst cluster has no endpoints of its own (each connection goes to its original destination)",
+        );
+    }
     for (i, e) in cl.endpoints.iter().enumerate() {
         let ep = format!("{p}.endpoints[{i}]");
         let a = e.address();
         let ok = match cl.discovery {
-            DiscoveryType::Static => a.parse::<SocketAddr>().is_ok(),
+            DiscoveryType::Static | DiscoveryType::OriginalDst => a.parse::<SocketAddr>().is_ok(),
             DiscoveryType::Dns => a
                 .rsplit_once(':')
                 .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()),
         };
         if !ok {
             let want = match cl.discovery {
-                DiscoveryType::Static => "an IP:port address (IPv6: \"[::1]:80\")",
+                DiscoveryType::Static | DiscoveryType::OriginalDst => {
+                    "an IP:port address (IPv6: \"[::1]:80\")"
+                }
                 DiscoveryType::Dns => "a host:port name",
             };
             c.err(ep.clone(), format!("{a:?} is not {want}"));

@@ -74,12 +74,16 @@ impl SharedOutbound {
         for (name, r) in encode_clusters(clusters)? {
             resources.insert_shared(name, r);
         }
-        // TCP egress listeners are bound where the Sidecar resource says, the same for
-        // every sidecar of the scope.
+        // TCP egress listeners are bound where the Sidecar resource says, and a captured
+        // sidecar's outbound listeners are the same for every sidecar of the scope.
         for l in &egress {
             let encoded = trellis_envoy::encode_listener(l).map_err(|e| e.to_string())?;
             let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
             resources.insert_shared(name, r);
+            if let Some(r) = trellis_envoy::encode_routes(l).map_err(|e| e.to_string())? {
+                let (name, r) = shared(trellis_xds::ROUTE, &r.name, &r);
+                resources.insert_shared(name, r);
+            }
         }
         if let Some(l) = &listener {
             if let Some(r) = trellis_envoy::encode_routes(l).map_err(|e| e.to_string())? {

@@ -4,7 +4,8 @@
 //! query parameters or for every request through its control endpoints:
 //!
 //! - `GET /anything` — JSON describing the request as received (method, path,
-//!   query, headers) plus `service`; header `x-served-by: <name>`.
+//!   query, headers), `peer` (the connection's source address) and `service`;
+//!   header `x-served-by: <name>`.
 //! - `?status=503` — answer with that status; `?delay=200ms` — wait first.
 //! - `GET /size/N` — N bytes of body (benchmarks use `/size/1024`).
 //! - `POST /echo` — the request body back.
@@ -62,14 +63,16 @@ impl DemoApp {
     /// Serves on an already bound listener until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let app = self.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    // The connection's source, as the app sees it (echoed as `peer`).
+                    req.extensions_mut().insert(Peer(peer));
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(app.handle(req).await) }
                 });
@@ -147,8 +150,10 @@ impl DemoApp {
                 Err(e) => text(StatusCode::BAD_REQUEST, &format!("reading body: {e}\n")),
             };
         }
+        let peer = req.extensions().get::<Peer>().map(|p| p.0.to_string());
         let description = serde_json::json!({
             "service": self.name,
+            "peer": peer,
             "method": req.method().as_str(),
             "path": path,
             "query": query,
@@ -301,3 +306,7 @@ fn text(status: StatusCode, s: &str) -> Response<Body> {
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
+
+/// The TCP peer of a request's connection.
+#[derive(Clone, Copy)]
+struct Peer(std::net::SocketAddr);

@@ -182,10 +182,11 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
             "API listeners are for proxyless clients, not the proxy",
         ));
     }
-    if l.use_original_dst.is_some_and(|v| v.value) {
+    if l.transparent.is_some_and(|v| v.value) {
+        // IP_TRANSPARENT is TPROXY capture; Trellis captures with REDIRECT.
         return Err(ctx.err(
-            "use_original_dst",
-            "transparent capture is not supported yet",
+            "transparent",
+            "TPROXY capture (IP_TRANSPARENT) is not supported: Trellis captures with REDIRECT (use_original_dst)",
         ));
     }
     for (i, f) in l.listener_filters.iter().enumerate() {
@@ -261,6 +262,8 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
         tls: None,
         authorization: None,
         jwt: None,
+        use_original_dst: l.use_original_dst.is_some_and(|v| v.value),
+        bind_to_port: l.bind_to_port.is_none_or(|v| v.value),
     };
     let mut filters = chain.filters.iter().enumerate().peekable();
     if let Some((i, f)) = filters.peek() {
@@ -939,10 +942,30 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
             c.load_assignment.clone().unwrap_or_default(),
         ),
         DiscoveryType::OriginalDst => {
-            return Err(ctx.err("type", "ORIGINAL_DST clusters are not supported"))
+            // Where the connection was going decides; a header or a port override
+            // would route otherwise.
+            if let Some(cl::cluster::LbConfig::OriginalDstLbConfig(o)) = &c.lb_config {
+                if o.use_http_header
+                    || !o.http_header_name.is_empty()
+                    || o.upstream_port_override.is_some()
+                    || o.metadata_key.is_some()
+                {
+                    return Err(ctx.err(
+                        "original_dst_lb_config",
+                        "only the connection's original destination is supported (use_http_header, http_header_name, upstream_port_override and metadata_key are not)",
+                    ));
+                }
+            }
+            (
+                tc::DiscoveryType::OriginalDst,
+                ep::ClusterLoadAssignment::default(),
+            )
         }
     };
     let lb_policy = match LbPolicy::try_from(c.lb_policy) {
+        Ok(LbPolicy::ClusterProvided) if discovery == tc::DiscoveryType::OriginalDst => {
+            tc::LbPolicy::RoundRobin
+        }
         Ok(LbPolicy::RoundRobin) => tc::LbPolicy::RoundRobin,
         Ok(LbPolicy::LeastRequest) => tc::LbPolicy::LeastRequest,
         Ok(LbPolicy::Random) => tc::LbPolicy::Random,

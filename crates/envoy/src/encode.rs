@@ -151,6 +151,8 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 })
             })
             .collect::<Result<_, EncodeError>>()?,
+        use_original_dst: l.use_original_dst.then_some(BoolValue { value: true }),
+        bind_to_port: (!l.bind_to_port).then_some(BoolValue { value: false }),
         ..Default::default()
     };
     let authz = l
@@ -999,6 +1001,13 @@ fn cluster(
                 out.dns_refresh_rate = Some(duration(c.dns_refresh_rate.get()));
             }
             out.load_assignment = Some(assignment);
+            Ok((out, None))
+        }
+        tc::DiscoveryType::OriginalDst => {
+            out.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
+            out.lb_policy = LbPolicy::ClusterProvided as i32;
             Ok((out, None))
         }
     }

@@ -99,6 +99,14 @@ listeners:
         - { trust_domain: a.example, roots: /etc/certs/a-roots.pem }
         - { trust_domain: b.example, roots: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }
     tcp: { cluster: mysql }
+  - name: virtualOutbound
+    addresses: ["0.0.0.0:15001", "[::]:15001"]
+    use_original_dst: true
+    tcp: { cluster: PassthroughCluster }
+  - name: 0.0.0.0_3306
+    addresses: ["0.0.0.0:3306", "[::]:3306"]
+    bind_to_port: false
+    tcp: { cluster: mysql }
 clusters:
   - name: reviews-v1
     endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }]
@@ -127,6 +135,8 @@ clusters:
     dns_refresh_rate: 30s
     lb_policy: maglev
     tls: { trusted_ca: /etc/certs/root.pem, match_identities: [mysql.internal] }
+  - name: PassthroughCluster
+    type: original_dst
 "#;
 
 fn by_name<M: Message>(
@@ -181,7 +191,7 @@ fn normalise(mut c: Config) -> Config {
 fn a_config_survives_the_round_trip_through_envoy_resources() {
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
-    assert_eq!(resources.listeners.len(), 3);
+    assert_eq!(resources.listeners.len(), 5);
     assert_eq!(
         resources.routes.len(),
         2,
@@ -241,9 +251,10 @@ fn missing_routes_and_endpoints_are_waited_for_not_refused() {
             "RouteConfiguration/outbound",
         ]
     );
-    // What is complete still decodes: the TCP listener and the DNS cluster.
-    assert_eq!(decoded.listeners.len(), 1);
-    assert_eq!(decoded.clusters.len(), 1);
+    // What is complete still decodes: the TCP listeners, the DNS and the original
+    // destination clusters.
+    assert_eq!(decoded.listeners.len(), 3);
+    assert_eq!(decoded.clusters.len(), 2);
 }
 
 #[test]
@@ -254,14 +265,11 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     let mut resources = encode(&config).unwrap();
 
     let mut bad = resources.clone();
-    bad.listeners[0].use_original_dst =
+    bad.listeners[0].transparent =
         Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
     let [l, r, c, e] = maps(&bad);
     let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
-    assert!(
-        err.starts_with("Listener outbound: use_original_dst:"),
-        "{err}"
-    );
+    assert!(err.starts_with("Listener outbound: transparent:"), "{err}");
 
     let mut bad = resources.clone();
     bad.listeners[0].filter_chains[0].filter_chain_match = Some(lis::FilterChainMatch {

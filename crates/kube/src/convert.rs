@@ -223,6 +223,18 @@ fn service(
         endpoints_listed: true,
         resolve_dns: false,
         export_to: Vec::new(),
+        addresses: spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+            .fold(Vec::new(), |mut all, ip| {
+                if !all.contains(ip) {
+                    all.push(ip.clone());
+                }
+                all
+            }),
     })
 }
 

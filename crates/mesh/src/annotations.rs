@@ -9,6 +9,16 @@ pub const OUTBOUND: &str = "sidecar.trellis.dev/outbound";
 /// without this annotation has no sidecar and is reached in plaintext.
 pub const APP_PORTS: &str = "sidecar.trellis.dev/app-ports";
 
+/// Istio's `sidecar.istio.io/interceptionMode`: `REDIRECT` means the workload's
+/// traffic is captured by `trellis init`'s rules; `NONE` (Trellis' default for a
+/// WorkloadEntry) means the app uses its sidecar as an HTTP proxy. `TPROXY` is refused.
+pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
+
+/// Whether `annotations` ask for traffic capture.
+pub fn captured(annotations: &crate::istio::Labels) -> bool {
+    annotations.get(INTERCEPTION_MODE).map(String::as_str) == Some("REDIRECT")
+}
+
 /// The annotation that makes an AuthorizationPolicy dry-run (evaluated, never enforced).
 pub const DRY_RUN: &str = "istio.io/dry-run";
 

@@ -40,6 +40,7 @@ pub fn generate_client(inputs: &Inputs, registry: &Registry, namespace: &str) ->
         app_ports: Default::default(),
         outbound: "0.0.0.0:0".into(),
         weight: 1,
+        capture: false,
     };
     generate_for(inputs, registry, &w)
 }
@@ -72,6 +73,14 @@ pub struct Outbound {
 
 pub fn generate_outbound(inputs: &Inputs, registry: &Registry, w: &Workload) -> Outbound {
     let mut g = Gen::new(inputs, registry, w);
+    if w.capture {
+        let listeners = g.captured_outbound();
+        return Outbound {
+            http: None,
+            egress: listeners,
+            clusters: g.clusters.into_values().collect(),
+        };
+    }
     let http = g.outbound();
     let egress = g.egress();
     Outbound {
@@ -132,7 +141,9 @@ pub fn outbound_scope(inputs: &Inputs, w: &Workload) -> String {
         .iter()
         .filter_map(|k| w.labels.get(*k).map(|v| format!("|{k}={v}")))
         .collect();
-    format!("{}|{sidecar}{labels}", w.namespace)
+    // A captured sidecar's outbound listeners differ from an HTTP-proxy sidecar's.
+    let capture = if w.capture { "|captured" } else { "" };
+    format!("{}|{sidecar}{labels}{capture}", w.namespace)
 }
 
 /// Sidecar resources whose egress listeners (those with a port) would be bound by two
@@ -230,11 +241,11 @@ pub fn egress_unresolved(inputs: &Inputs, registry: &Registry) -> Vec<crate::Dia
     warnings
 }
 
-struct Gen<'a> {
-    inputs: &'a Inputs,
-    registry: &'a Registry,
-    w: &'a Workload,
-    clusters: BTreeMap<String, tc::Cluster>,
+pub(crate) struct Gen<'a> {
+    pub(crate) inputs: &'a Inputs,
+    pub(crate) registry: &'a Registry,
+    pub(crate) w: &'a Workload,
+    pub(crate) clusters: BTreeMap<String, tc::Cluster>,
 }
 
 pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
@@ -252,7 +263,7 @@ impl<'a> Gen<'a> {
     }
 
     /// The Sidecar resource that scopes this workload's egress, if any.
-    fn sidecar_scope(&self) -> Option<&'a Resource<istio::Sidecar>> {
+    pub(crate) fn sidecar_scope(&self) -> Option<&'a Resource<istio::Sidecar>> {
         self.inputs
             .sidecars
             .iter()
@@ -272,11 +283,13 @@ impl<'a> Gen<'a> {
     }
 
     /// Services this sidecar may reach: all, or those its Sidecar resource's egress lists.
-    fn visible(&self, s: &Service) -> bool {
+    pub(crate) fn visible(&self, s: &Service) -> bool {
         if !exported(&s.export_to, &s.namespace, &self.w.namespace) {
             return false;
         }
-        let Some(sc) = self.sidecar_scope() else {
+        // A Sidecar without egress listeners keeps the default egress (every service;
+        // Istio: "if not specified, inherits the system detected defaults").
+        let Some(sc) = self.sidecar_scope().filter(|sc| !sc.spec.egress.is_empty()) else {
             return true;
         };
         sc.spec.egress.iter().flat_map(|e| &e.hosts).any(|h| {
@@ -308,7 +321,7 @@ impl<'a> Gen<'a> {
             .copied()
     }
 
-    fn outbound(&mut self) -> Option<tc::Listener> {
+    pub(crate) fn outbound(&mut self) -> Option<tc::Listener> {
         let mut virtual_hosts = Vec::new();
         let services: Vec<&Service> = self
             .registry
@@ -374,6 +387,8 @@ impl<'a> Gen<'a> {
             tls: None,
             authorization: None,
             jwt: None,
+            use_original_dst: false,
+            bind_to_port: true,
         })
     }
 
@@ -409,13 +424,20 @@ impl<'a> Gen<'a> {
                 tls: None,
                 authorization: None,
                 jwt: None,
+                use_original_dst: false,
+                bind_to_port: true,
             });
         }
         listeners
     }
 
     /// A cluster for `host`'s `port` (and `subset`), made on first use.
-    fn cluster(&mut self, host: &str, port: u16, subset: Option<&str>) -> Option<String> {
+    pub(crate) fn cluster(
+        &mut self,
+        host: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Option<String> {
         let name = cluster_name(port, subset, host);
         if self.clusters.contains_key(&name) {
             return Some(name);
@@ -837,29 +859,7 @@ impl<'a> Gen<'a> {
                 };
                 // With tenants: client certificates of this sidecar's tenant and of
                 // those federated to call it, each chained to its own tenant's roots.
-                let trust = self.inputs.trust.as_deref();
-                let tls = match self.mtls_mode(app_port) {
-                    MtlsMode::Disable => None,
-                    mode => Some(tc::DownstreamTls {
-                        mode: if mode == MtlsMode::Strict {
-                            tc::TlsMode::Strict
-                        } else {
-                            tc::TlsMode::Permissive
-                        },
-                        certificates: vec![workload_cert()],
-                        alpn: None,
-                        min_version: tc::TlsVersion::V1_3,
-                        max_version: tc::TlsVersion::V1_3,
-                        trusted_ca: trust.is_none().then(|| SDS_ROOT_CA.into()),
-                        trust_bundles: trust
-                            .map(|t| t.inbound_bundles(&self.w.namespace))
-                            .unwrap_or_default(),
-                        require_client_certificate: true,
-                        trust_domains: vec!["cluster.local".into()],
-                        session_resumption: true,
-                        handshake_timeout: Dur::secs(10),
-                    }),
-                };
+                let tls = self.inbound_tls(app_port);
                 let authorization = self.authorization();
                 let jwt = p
                     .protocol
@@ -910,17 +910,20 @@ impl<'a> Gen<'a> {
                     tls,
                     authorization,
                     jwt,
+                    use_original_dst: false,
+                    // A captured workload's inbound listeners take what virtualInbound
+                    // hands them: the app itself listens on these ports.
+                    bind_to_port: !self.w.capture,
                 });
             }
+        }
+        if self.w.capture {
+            listeners.push(self.virtual_inbound());
         }
         listeners
     }
 
-    fn mtls_mode(&self, port: u16) -> MtlsMode {
-        crate::security::mtls_mode(self.inputs, self.w, port)
-    }
-
-    fn authorization(&self) -> Option<tc::Authorization> {
+    pub(crate) fn authorization(&self) -> Option<tc::Authorization> {
         crate::security::authorization(self.inputs, self.w)
     }
 }
@@ -934,7 +937,7 @@ fn exported(export_to: &[String], namespace: &str, to: &str) -> bool {
             .any(|e| e == "*" || (e == "." && namespace == to) || e == to)
 }
 
-fn workload_cert() -> tc::TlsCertificate {
+pub(crate) fn workload_cert() -> tc::TlsCertificate {
     tc::TlsCertificate {
         certificate_chain: SDS_WORKLOAD_CERT.into(),
         private_key: None,
@@ -993,7 +996,7 @@ fn retry_codes(v: Option<&str>) -> Vec<u16> {
     }
 }
 
-fn action(
+pub(crate) fn action(
     cluster: String,
     weighted: Option<Vec<(String, u32)>>,
     retry_policy: Option<tc::RetryPolicy>,

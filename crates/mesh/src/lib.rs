@@ -13,6 +13,7 @@
 //! sidecar listens through annotations (see [`annotations`]).
 
 pub mod annotations;
+pub mod capture;
 pub mod fail_closed;
 pub mod generate;
 mod incremental;

@@ -377,6 +377,23 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
             return Err(refuse(&resource, format!("metadata.annotations.{DRY_RUN}: only ALLOW and DENY policies can be dry-run, not {action}")));
         }
     }
+    let interception = meta
+        .annotations
+        .get(crate::annotations::INTERCEPTION_MODE)
+        .filter(|_| kind == "WorkloadEntry");
+    if let Some(mode) = interception {
+        let annotation = crate::annotations::INTERCEPTION_MODE;
+        if mode == "TPROXY" {
+            return Err(refuse(&resource, format!("metadata.annotations.{annotation}: TPROXY is not supported by Trellis (its capture is REDIRECT)")));
+        } else if !matches!(mode.as_str(), "REDIRECT" | "NONE") {
+            return Err(refuse(
+                &resource,
+                format!(
+                    "metadata.annotations.{annotation}: {mode:?} is not REDIRECT, TPROXY or NONE"
+                ),
+            ));
+        }
+    }
     macro_rules! accept {
         ($field:ident, $check:path) => {{
             if let Some(first) = crate::unhonoured::refusals(&kind, &spec).into_iter().next() {
@@ -501,7 +518,7 @@ fn mesh_config(
         .map_err(|e| refuse(format!("{prefix}.{}: {}", e.path(), e.inner())))?;
     for p in ignored {
         loaded.warnings.push(refuse(format!(
-            "{prefix}.{p} is not read by Trellis (of meshConfig it reads trustDomain, trustDomainAliases, caCertificates and defaultConfig.proxyMetadata.CERT_SIGNER); ignored"
+            "{prefix}.{p} is not read by Trellis (of meshConfig it reads trustDomain, trustDomainAliases, caCertificates, outboundTrafficPolicy and defaultConfig.proxyMetadata.CERT_SIGNER); ignored"
         )));
     }
     if let Some(first) = crate::mesh_config::validate(&config, prefix)

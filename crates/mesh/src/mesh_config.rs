@@ -37,6 +37,10 @@ pub struct MeshConfig {
     pub mesh_mtls: Option<TlsSettings>,
     #[serde(default)]
     pub tls_defaults: Option<TlsSettings>,
+    /// Where captured sidecars send traffic for destinations outside the registry
+    /// (a Sidecar resource's own policy wins).
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<crate::istio::OutboundTrafficPolicy>,
 }
 
 /// Istio's `meshMTLS` / `tlsDefaults`. The mesh's TLS is 1.3 only, so any
@@ -102,6 +106,16 @@ pub(crate) fn validate(c: &MeshConfig, prefix: &str) -> Vec<String> {
         errors.push(format!(
             "{prefix}.rootNamespace: {ns:?}: Trellis's root namespace is {}; policies meant mesh-wide there would apply to one namespace",
             crate::ROOT_NAMESPACE
+        ));
+    }
+    if let Some(mode) = c
+        .outbound_traffic_policy
+        .as_ref()
+        .and_then(|p| p.mode.as_deref())
+        .filter(|m| !matches!(*m, "REGISTRY_ONLY" | "ALLOW_ANY"))
+    {
+        errors.push(format!(
+            "{prefix}.outboundTrafficPolicy.mode: {mode:?} is not REGISTRY_ONLY or ALLOW_ANY"
         ));
     }
     for (field, tls) in [("meshMTLS", &c.mesh_mtls), ("tlsDefaults", &c.tls_defaults)] {

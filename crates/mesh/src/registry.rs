@@ -68,6 +68,9 @@ pub struct Service {
     pub resolve_dns: bool,
     /// The namespaces that see it (Istio's exportTo; empty is every namespace).
     pub export_to: Vec<String>,
+    /// Its virtual IPs (ServiceEntry `addresses`, a Kubernetes Service's cluster IPs):
+    /// what a captured app connects to when it resolves the name.
+    pub addresses: Vec<String>,
 }
 
 impl Service {
@@ -92,6 +95,11 @@ pub struct Workload {
     /// Its share of the load balancing against the service's other endpoints (Istio's
     /// WorkloadEntry `weight`; at least 1).
     pub weight: u32,
+    /// The app's traffic is captured by `trellis init`'s rules (Istio's
+    /// `sidecar.istio.io/interceptionMode: REDIRECT`): the sidecar gets capture
+    /// listeners instead of an HTTP proxy listener, and the app listens on the
+    /// workload's own ports.
+    pub capture: bool,
 }
 
 impl Workload {
@@ -128,6 +136,7 @@ impl Workload {
         annotations: &Labels,
         outbound_host: &str,
     ) -> Workload {
+        let capture = annotations::captured(annotations);
         let app_ports = annotations
             .get(annotations::APP_PORTS)
             .map(|v| {
@@ -136,7 +145,14 @@ impl Workload {
                     .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
                     .collect()
             })
-            .unwrap_or_default();
+            // A captured app listens on the ports peers connect to.
+            .unwrap_or_else(|| {
+                if capture {
+                    ports.clone()
+                } else {
+                    BTreeMap::new()
+                }
+            });
         Workload {
             name: name.to_string(),
             namespace: namespace.to_string(),
@@ -156,6 +172,7 @@ impl Workload {
                     }
                 }),
             weight: 1,
+            capture,
         }
     }
 
@@ -253,6 +270,7 @@ impl Registry {
                         .as_deref()
                         .is_some_and(|r| r.starts_with("DNS")),
                     export_to: se.spec.export_to.clone(),
+                    addresses: se.spec.addresses.clone(),
                 });
             }
         }

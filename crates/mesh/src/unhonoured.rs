@@ -90,7 +90,7 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
             if mode == Some("ALLOW_ANY") {
                 note(
                     "outboundTrafficPolicy.mode",
-                    "ALLOW_ANY is not honoured yet: Trellis sidecars reach registered services only (REGISTRY_ONLY)",
+                    "ALLOW_ANY is honoured by captured sidecars (sidecar.istio.io/interceptionMode: REDIRECT) only; a sidecar that its app uses as an HTTP proxy reaches registered services only (REGISTRY_ONLY)",
                 );
             }
         }

@@ -7,8 +7,12 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    /// The listener address the connection arrived on (destination port for policy).
+    /// The listener address the connection arrived on (destination port for policy);
+    /// for a captured connection, where it was going.
     pub local: SocketAddr,
+    /// Where a captured connection was going before the capture rules redirected it:
+    /// what an `original_dst` cluster connects to. `None` when it was not redirected.
+    pub original_dst: Option<SocketAddr>,
     /// The connection arrived over TLS.
     pub tls: bool,
     /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 mod authz;
 pub mod body;
+pub mod capture;
 pub mod cluster;
 pub mod conn;
 pub mod http;

@@ -4,6 +4,7 @@
 //! behind an `ArcSwap`, so a reload that keeps the listener's addresses swaps the
 //! behaviour without touching the socket or any open connection.
 
+use crate::capture::{Handoffs, Target};
 use crate::conn::ConnInfo;
 use crate::http::HttpManager;
 use crate::io::{Activity, ActivityIo};
@@ -42,6 +43,9 @@ pub struct ListenerRuntime {
     /// connections drain (graceful close, then closed after the drain timeout).
     /// Shared by successive runtimes that admit alike.
     pub retired: Arc<watch::Sender<bool>>,
+    /// A capture listener (`use_original_dst`): redirected connections are handed to
+    /// the listener of their original destination (`capture.rs`).
+    pub capture: bool,
 }
 
 /// The parts of a listener's config that decided whether a connection got in.
@@ -149,6 +153,9 @@ pub struct Listener {
     pub name: String,
     /// Addresses as configured: a reload keeps the listener when these are unchanged.
     pub configured: Vec<String>,
+    /// Whether it has sockets of its own (`bind_to_port`); a reload that changes this
+    /// makes the listener again.
+    pub bind_to_port: bool,
     pub bound: Vec<SocketAddr>,
     pub runtime: Arc<ArcSwap<ListenerRuntime>>,
     shutdown: watch::Sender<bool>,
@@ -157,10 +164,12 @@ pub struct Listener {
 
 impl Listener {
     /// Binds every address (IPv6 sockets are v6-only, so `0.0.0.0:p` and `[::]:p`
-    /// can both be listed). Nothing is accepted until [`Listener::start`].
+    /// can both be listed). Nothing is accepted until [`Listener::start`]. Without
+    /// `bind_to_port` nothing is bound: the listener takes what capture listeners hand it.
     pub fn bind(
         name: &str,
         configured: Vec<String>,
+        bind_to_port: bool,
         runtime: ListenerRuntime,
     ) -> std::io::Result<Self> {
         let mut sockets = Vec::new();
@@ -169,6 +178,10 @@ impl Listener {
             let addr: SocketAddr = a
                 .parse()
                 .map_err(|_| std::io::Error::other(format!("bad address {a:?}")))?;
+            if !bind_to_port {
+                bound.push(addr);
+                continue;
+            }
             let s = bind_socket(addr).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("listener {name:?}: bind {addr}: {e}"))
             })?;
@@ -179,6 +192,7 @@ impl Listener {
         Ok(Listener {
             name: name.to_string(),
             configured,
+            bind_to_port,
             bound,
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             shutdown,
@@ -187,16 +201,32 @@ impl Listener {
     }
 
     /// Starts the accept loops on the worker runtime.
-    pub fn start(&mut self, worker: &Handle, conns: Arc<Connections>) -> std::io::Result<()> {
+    pub fn start(
+        &mut self,
+        worker: &Handle,
+        conns: Arc<Connections>,
+        handoffs: Arc<ArcSwap<Handoffs>>,
+    ) -> std::io::Result<()> {
         let _enter = worker.enter();
         for s in self.sockets.drain(..) {
             let listener = TcpListener::from_std(s)?;
-            let runtime = self.runtime.clone();
-            let shutdown = self.shutdown.subscribe();
-            let conns = conns.clone();
-            worker.spawn(accept_loop(listener, runtime, shutdown, conns));
+            let own = Target {
+                name: Arc::from(self.name.as_str()),
+                runtime: self.runtime.clone(),
+                shutdown: self.shutdown.subscribe(),
+            };
+            worker.spawn(accept_loop(listener, own, conns.clone(), handoffs.clone()));
         }
         Ok(())
+    }
+
+    /// This listener as a capture listener's hand-off target.
+    pub fn target(&self) -> Target {
+        Target {
+            name: Arc::from(self.name.as_str()),
+            runtime: self.runtime.clone(),
+            shutdown: self.shutdown.subscribe(),
+        }
     }
 
     /// Stops accepting and asks every open connection to finish gracefully.
@@ -226,10 +256,11 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 async fn accept_loop(
     listener: TcpListener,
-    runtime: Arc<ArcSwap<ListenerRuntime>>,
-    mut shutdown: watch::Receiver<bool>,
+    own: Target,
     conns: Arc<Connections>,
+    handoffs: Arc<ArcSwap<Handoffs>>,
 ) {
+    let mut shutdown = own.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -244,6 +275,21 @@ async fn accept_loop(
                 continue;
             }
         };
+        let mut local = stream.local_addr().unwrap_or(peer);
+        let mut original_dst = None;
+        let mut target = &own;
+        let table;
+        if own.runtime.load().capture {
+            original_dst = crate::capture::original_dst(&stream);
+            if let Some(dst) = original_dst {
+                local = dst;
+                table = handoffs.load();
+                if let Some(t) = table.find(dst) {
+                    target = t;
+                }
+            }
+        }
+        let runtime = target.runtime.clone();
         let rt = runtime.load_full();
         let max = rt.limits.max_downstream_connections as usize;
         if conns.active.fetch_add(1, Ordering::AcqRel) >= max {
@@ -260,29 +306,43 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let drain = Drain {
-            shutdown: shutdown.clone(),
+            shutdown: target.shutdown.clone(),
             retired: rt.retired.subscribe(),
         };
-        let runtime = runtime.clone();
+        let addrs = Addrs {
+            peer,
+            local,
+            original_dst,
+        };
         tokio::spawn(async move {
-            serve_connection(stream, peer, rt, runtime, drain).await;
+            serve_connection(stream, addrs, rt, runtime, drain).await;
             drop(guard);
         });
     }
+}
+
+/// A connection's two ends, and where it was going before a capture rule redirected it
+/// (then also its `local`, as Envoy restores it).
+struct Addrs {
+    peer: SocketAddr,
+    local: SocketAddr,
+    original_dst: Option<SocketAddr>,
 }
 
 /// Runs the TLS handshake when the listener terminates TLS, then serves the
 /// connection with the listener's behaviour.
 async fn serve_connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    addrs: Addrs,
     rt: Arc<ListenerRuntime>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     mut drain: Drain,
 ) {
+    let peer = addrs.peer;
     let mut info = ConnInfo {
         peer,
-        local: stream.local_addr().unwrap_or(peer),
+        local: addrs.local,
+        original_dst: addrs.original_dst,
         tls: false,
         peer_identity: None,
         server_name: None,

@@ -43,6 +43,9 @@ struct Proxy {
     conns: Arc<Connections>,
     clusters: ClusterManager,
     listeners: HashMap<String, Listener>,
+    /// Every listener but the capture listeners, by address: where capture listeners
+    /// hand redirected connections.
+    handoffs: Arc<arc_swap::ArcSwap<crate::capture::Handoffs>>,
     access_logs: HashMap<String, AccessLog>,
     admin: Arc<AdminState>,
     identity: Option<Arc<crate::identity::Agent>>,
@@ -175,18 +178,25 @@ impl Proxy {
                         tcp_authorization: l.tcp.as_ref().and_then(|_| l.authorization.clone()),
                     },
                     retired: Arc::new(tokio::sync::watch::channel(false).0),
+                    capture: l.use_original_dst,
                 },
+                l.bind_to_port,
             ));
         }
         // Bind every new or moved listener before changing anything, so that a port
         // conflict refuses the whole config.
         let mut fresh_listeners = Vec::new();
         let mut updates = Vec::new();
-        for (name, addrs, rt) in runtimes {
+        for (name, addrs, rt, bind_to_port) in runtimes {
             match self.listeners.get(&name) {
-                Some(existing) if existing.configured == addrs => updates.push((name, rt)),
+                Some(existing)
+                    if existing.configured == addrs && existing.bind_to_port == bind_to_port =>
+                {
+                    updates.push((name, rt))
+                }
                 _ => {
-                    let l = Listener::bind(&name, addrs, rt).map_err(|e| e.to_string())?;
+                    let l = Listener::bind(&name, addrs, bind_to_port, rt)
+                        .map_err(|e| e.to_string())?;
                     fresh_listeners.push(l);
                 }
             }
@@ -219,11 +229,24 @@ impl Proxy {
             stays
         });
         for mut l in fresh_listeners {
-            l.start(&self.worker, self.conns.clone())
+            l.start(&self.worker, self.conns.clone(), self.handoffs.clone())
                 .map_err(|e| e.to_string())?;
-            tracing::info!(listener = %l.name, addresses = ?l.bound, "listening");
+            if l.bind_to_port {
+                tracing::info!(listener = %l.name, addresses = ?l.bound, "listening");
+            } else {
+                tracing::info!(listener = %l.name, addresses = ?l.bound, "taking connections captured for these addresses");
+            }
             self.listeners.insert(l.name.clone(), l);
         }
+        let mut handoffs = crate::capture::Handoffs::default();
+        for l in self.listeners.values() {
+            if !l.runtime.load().capture {
+                for a in &l.bound {
+                    handoffs.insert(*a, l.target());
+                }
+            }
+        }
+        self.handoffs.store(Arc::new(handoffs));
         self.clusters.commit(clusters);
         self.access_logs = access_logs;
         let mut listeners: Vec<_> = self
@@ -386,6 +409,7 @@ async fn run_main(
         conns: Arc::new(Connections::default()),
         clusters: ClusterManager::default(),
         listeners: HashMap::new(),
+        handoffs: Default::default(),
         access_logs: HashMap::new(),
         admin: admin.clone(),
         identity: None,

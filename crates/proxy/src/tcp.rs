@@ -34,7 +34,7 @@ impl TcpProxy {
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
         let mut upstream = None;
         for _ in 0..CONNECT_ATTEMPTS {
-            let Some(endpoint) = self.cluster.pick(hash) else {
+            let Some(endpoint) = self.cluster.pick(hash, conn.original_dst) else {
                 break;
             };
             match self.cluster.connect_tcp(&endpoint).await {

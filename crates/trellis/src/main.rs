@@ -4,6 +4,7 @@ mod bypass;
 mod ca;
 mod control;
 mod demo;
+mod init;
 mod issuer;
 mod net_probe;
 mod up;
@@ -91,6 +92,9 @@ enum Command {
     Issuer(issuer::IssuerArgs),
     /// The eBPF same-host TCP/IP bypass (sockops + sk_msg) for the mesh's cgroup.
     Bypass(bypass::BypassArgs),
+    /// Install transparent capture in this network namespace (Istio's istio-iptables):
+    /// iptables and ip6tables rules redirecting the app's TCP to its sidecar.
+    Init(init::InitArgs),
     /// Plain-TCP echo, transfer and ping-pong tools used by the bypass tests and benches.
     #[command(hide = true)]
     NetProbe(net_probe::NetProbeArgs),
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
         Command::Control(args) => control::run(*args),
         Command::Up(args) => up::run(args),
         Command::Bypass(args) => bypass::run(args),
+        Command::Init(args) => init::run(args),
         Command::NetProbe(args) => net_probe::run(args),
     };
     match result {

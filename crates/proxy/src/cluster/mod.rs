@@ -20,8 +20,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::Notify;
 use trellis_config::{Cluster as ClusterConfig, DiscoveryType};
 
@@ -98,7 +99,15 @@ pub struct Cluster {
     /// Upstream TLS, rebuilt on every config apply so that new certificate files
     /// take effect for new connections while the cluster keeps its state.
     pub tls: arc_swap::ArcSwapOption<trellis_tls::ClientTls>,
+    /// An `original_dst` cluster's hosts: one per destination seen, with when it was
+    /// last picked (ms), kept for the next connection there and dropped once unused.
+    original_dst: Mutex<HashMap<SocketAddr, (Arc<Endpoint>, u64)>>,
 }
+
+/// How long an `original_dst` host stays after its last use (Envoy's default
+/// `cleanup_interval`), and how many are kept at most (more are made per connection).
+const ORIGINAL_DST_CLEANUP: Duration = Duration::from_secs(5);
+const ORIGINAL_DST_HOSTS: usize = 4096;
 
 impl Cluster {
     /// Builds a cluster; DNS clusters start empty and resolve in the background.
@@ -112,7 +121,7 @@ impl Cluster {
                     Some(Endpoint::new(addr, e.weight(), e.plaintext()))
                 })
                 .collect(),
-            DiscoveryType::Dns => Vec::new(),
+            DiscoveryType::Dns | DiscoveryType::OriginalDst => Vec::new(),
         };
         Arc::new(Cluster {
             name: config.name.clone(),
@@ -126,6 +135,7 @@ impl Cluster {
             limits: Limits::default(),
             clock: Clock::default(),
             tls: arc_swap::ArcSwapOption::empty(),
+            original_dst: Mutex::new(HashMap::new()),
         })
     }
 
@@ -140,6 +150,16 @@ impl Cluster {
                     tokio::time::sleep(every).await;
                     let Some(c) = weak.upgrade() else { return };
                     c.resolve().await;
+                }
+            });
+        }
+        if self.config.discovery == DiscoveryType::OriginalDst {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ORIGINAL_DST_CLEANUP).await;
+                    let Some(c) = weak.upgrade() else { return };
+                    c.sweep_original_dst();
                 }
             });
         }
@@ -195,6 +215,28 @@ impl Cluster {
         }));
     }
 
+    fn original_dst_host(&self, dst: SocketAddr) -> Arc<Endpoint> {
+        let now = self.clock.now_ms();
+        let mut hosts = self.original_dst.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((e, used)) = hosts.get_mut(&dst) {
+            *used = now;
+            return e.clone();
+        }
+        let e = Endpoint::new(dst, 1, false);
+        if hosts.len() < ORIGINAL_DST_HOSTS {
+            hosts.insert(dst, (e.clone(), now));
+        }
+        e
+    }
+
+    /// Drops `original_dst` hosts nobody holds that were not picked for a while.
+    fn sweep_original_dst(&self) {
+        let now = self.clock.now_ms();
+        let idle = ORIGINAL_DST_CLEANUP.as_millis() as u64;
+        let mut hosts = self.original_dst.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.retain(|_, (e, used)| Arc::strong_count(e) > 1 || now.saturating_sub(*used) < idle);
+    }
+
     fn sweep_outliers(&self) {
         let now = self.clock.now_ms();
         for e in &self.hosts.load().endpoints {
@@ -213,8 +255,17 @@ impl Cluster {
         self.clock.now_ms()
     }
 
-    /// Chooses an endpoint, or None when the cluster has none.
-    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
+    /// Chooses an endpoint, or None when the cluster has none. An `original_dst`
+    /// cluster's endpoint is where the downstream connection was going, and it has none
+    /// for a connection that was not captured.
+    pub fn pick(
+        &self,
+        hash: Option<u64>,
+        original_dst: Option<SocketAddr>,
+    ) -> Option<Arc<Endpoint>> {
+        if self.config.discovery == DiscoveryType::OriginalDst {
+            return original_dst.map(|dst| self.original_dst_host(dst));
+        }
         let hosts = self.hosts.load();
         let i = hosts
             .balancer

@@ -95,6 +95,9 @@ pub struct Outgoing {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub peer: SocketAddr,
+    /// Where the downstream connection was going, when it was captured (for
+    /// `original_dst` clusters).
+    pub original_dst: Option<SocketAddr>,
 }
 
 pub struct Forwarded {
@@ -216,7 +219,7 @@ impl Forward {
             let mut retried = 0;
             let mut _retry_guard = None;
             loop {
-                let Some(endpoint) = cluster.pick(hash) else {
+                let Some(endpoint) = cluster.pick(hash, out.original_dst) else {
                     flags.set(Flags::NO_HEALTHY_UPSTREAM);
                     return Forwarded {
                         response: local_reply(
@@ -431,12 +434,13 @@ fn spawn_mirror(cluster: Arc<Cluster>, out: &Outgoing, body: Bytes) {
         path_and_query: out.path_and_query.clone(),
         headers: out.headers.clone(),
         peer: out.peer,
+        original_dst: None,
     };
     tokio::spawn(async move {
         let Some(guard) = cluster.start_request() else {
             return;
         };
-        let Some(endpoint) = cluster.pick(None) else {
+        let Some(endpoint) = cluster.pick(None, None) else {
             return;
         };
         let req = build_request(&shadow, body::full(body), cluster.config.http2);

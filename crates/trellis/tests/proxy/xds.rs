@@ -82,8 +82,7 @@ async fn follows_the_control_plane(extra: &[&str]) {
         use trellis_xds::pb::envoy::config::listener::v3::Listener;
         let l = &bad.resource(trellis_xds::LISTENER, "web").unwrap().body;
         let mut listener = Listener::decode(l.value.as_slice()).unwrap();
-        listener.use_original_dst =
-            Some(trellis_xds::pb::google::protobuf::BoolValue { value: true });
+        listener.transparent = Some(trellis_xds::pb::google::protobuf::BoolValue { value: true });
         bad.insert(
             "web",
             trellis_xds::pb::google::protobuf::Any {
@@ -107,11 +106,7 @@ async fn follows_the_control_plane(extra: &[&str]) {
             .await,
         1.0
     );
-    assert!(
-        p.proc.log().contains("use_original_dst"),
-        "{}",
-        p.proc.log()
-    );
+    assert!(p.proc.log().contains("transparent"), "{}", p.proc.log());
 
     // The control plane goes away: traffic keeps flowing on the last config.
     plane.stop();

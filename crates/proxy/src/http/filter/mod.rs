@@ -224,6 +224,7 @@ mod tests {
 
     fn conn() -> ConnInfo {
         ConnInfo {
+            original_dst: None,
             peer: "10.0.0.1:5000".parse().unwrap(),
             local: "10.0.0.2:8080".parse().unwrap(),
             tls: false,

@@ -62,6 +62,7 @@ impl Router {
                         .unwrap_or_else(|| "/".into()),
                     headers: std::mem::take(&mut x.parts.headers),
                     peer: x.conn.peer,
+                    original_dst: x.conn.original_dst,
                 };
                 if !out.headers.contains_key("x-request-id") {
                     let id = format!("{:032x}", rand::thread_rng().gen::<u128>());

@@ -1,0 +1,170 @@
+//! A captured workload's view (`sidecar.istio.io/interceptionMode: REDIRECT`): Istio's
+//! listener shape, the outbound traffic policy, and what is refused.
+
+use trellis_config::{Config, DiscoveryType};
+use trellis_mesh::{generate, load_str, Loaded, Registry};
+
+const REGISTRY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: reviews, namespace: shop }
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  addresses: ["10.96.0.10", "fd00:96::10"]
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: db, namespace: shop }
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  addresses: ["10.96.0.20"]
+  ports: [{ number: 5432, name: tcp-pg, protocol: TCP }]
+  endpoints: [{ address: 10.1.0.9 }]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-v1
+  namespace: shop
+  annotations: { sidecar.istio.io/interceptionMode: REDIRECT }
+spec:
+  address: 10.1.0.7
+  ports: { http: 9080 }
+  labels: { app: reviews }
+  serviceAccount: reviews
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: web
+  namespace: shop
+  annotations: { sidecar.trellis.dev/app-ports: "http=18000" }
+spec:
+  address: 127.0.0.1
+  ports: { http: 28000 }
+  labels: { app: web }
+"#;
+
+fn view(extra: &str, workload: &str) -> (Config, Loaded) {
+    let mut loaded = Loaded::default();
+    load_str(REGISTRY, "registry.yaml", &mut loaded);
+    load_str(extra, "extra.yaml", &mut loaded);
+    trellis_mesh::cross_check(&mut loaded);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "shop", workload).unwrap();
+    (config, loaded)
+}
+
+#[test]
+fn a_captured_sidecar_gets_istios_listener_shape() {
+    let (c, _) = view("", "reviews-v1");
+    let l = |name: &str| {
+        c.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listener {name}: {:?}",
+                    c.listeners.iter().map(|l| &l.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let out = l("virtualOutbound");
+    assert!(out.use_original_dst && out.bind_to_port);
+    assert_eq!(out.addresses, ["0.0.0.0:15001", "[::]:15001"]);
+    assert_eq!(out.tcp.as_ref().unwrap().cluster, "PassthroughCluster");
+    let http = l("0.0.0.0_9080");
+    assert!(!http.bind_to_port);
+    let hosts = &http.http.as_ref().unwrap().virtual_hosts;
+    assert!(
+        hosts[0].domains.contains(&"10.96.0.10".to_string()),
+        "{:?}",
+        hosts[0].domains
+    );
+    assert!(hosts[0].domains.contains(&"[fd00:96::10]".to_string()));
+    let last = hosts.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.domains.as_slice()),
+        ("allow_any", &["*".to_string()][..])
+    );
+    let tcp = l("10.96.0.20_5432");
+    assert!(!tcp.bind_to_port);
+    assert_eq!(tcp.addresses, ["10.96.0.20:5432"]);
+    let inbound = l("inbound|9080");
+    assert!(!inbound.bind_to_port);
+    assert_eq!(inbound.address.as_deref(), Some("10.1.0.7:9080"));
+    let vin = l("virtualInbound");
+    assert!(vin.use_original_dst);
+    assert_eq!(
+        vin.tcp.as_ref().unwrap().cluster,
+        "InboundPassthroughCluster"
+    );
+    assert!(
+        vin.tls.is_some(),
+        "undeclared ports are under the workload's mTLS mode"
+    );
+    let cluster = |name: &str| c.clusters.iter().find(|c| c.name == name).unwrap();
+    assert_eq!(
+        cluster("PassthroughCluster").discovery,
+        DiscoveryType::OriginalDst
+    );
+    assert_eq!(
+        cluster("InboundPassthroughCluster").discovery,
+        DiscoveryType::OriginalDst
+    );
+    // The app listens on the workload's own port; the sidecar forwards to it on loopback.
+    assert_eq!(
+        cluster("inbound|9080||").endpoints[0].address(),
+        "127.0.0.1:9080"
+    );
+
+    // A sidecar its app uses as an HTTP proxy keeps its shape.
+    let (web, _) = view("", "web");
+    assert!(web
+        .listeners
+        .iter()
+        .all(|l| !l.use_original_dst && l.bind_to_port));
+    assert!(web.listeners.iter().any(|l| l.name == "outbound"));
+}
+
+#[test]
+fn registry_only_from_a_sidecar_or_the_mesh_config_closes_the_passthrough() {
+    for policy in [
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: { name: default, namespace: shop }\nspec:\n  outboundTrafficPolicy: { mode: REGISTRY_ONLY }\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\ndata:\n  mesh: |\n    outboundTrafficPolicy:\n      mode: REGISTRY_ONLY\n",
+    ] {
+        let (c, loaded) = view(policy, "reviews-v1");
+        assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+        let out = c.listeners.iter().find(|l| l.name == "virtualOutbound").unwrap();
+        assert_eq!(out.tcp.as_ref().unwrap().cluster, "BlackHoleCluster");
+        let http = c.listeners.iter().find(|l| l.name == "0.0.0.0_9080").unwrap();
+        let last = http.http.as_ref().unwrap().virtual_hosts.last().unwrap();
+        assert_eq!(last.name, "block_all");
+        assert_eq!(last.routes[0].direct_response.as_ref().unwrap().status, 502);
+        // A Sidecar without egress listeners keeps every service visible.
+        assert!(c.listeners.iter().any(|l| l.name == "10.96.0.20_5432"));
+    }
+}
+
+#[test]
+fn tproxy_and_unknown_interception_modes_are_refused() {
+    for (mode, why) in [
+        ("TPROXY", "TPROXY is not supported by Trellis"),
+        ("redirect", "\"redirect\" is not REDIRECT, TPROXY or NONE"),
+    ] {
+        let mut loaded = Loaded::default();
+        load_str(
+            &format!("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: w\n  namespace: shop\n  annotations: {{ sidecar.istio.io/interceptionMode: {mode} }}\nspec:\n  address: 10.1.0.8\n"),
+            "w.yaml",
+            &mut loaded,
+        );
+        assert_eq!(loaded.refused.len(), 1, "{mode}");
+        assert!(
+            loaded.refused[0].message.contains(why),
+            "{}",
+            loaded.refused[0].message
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! Hosts made of network namespaces: a switch namespace holding a bridge, and per host a
+//! namespace joined to it by a veth pair, with an IPv4 and/or an IPv6 address of its own
+//! and a default route onto the bridge. Names resolve through `/etc/netns/<ns>/hosts`
+//! (`ip netns exec` mounts it over `/etc/hosts`). Dropping the network (also on panic)
+//! kills every process started in it and deletes the namespaces and files. Traffic
+//! never leaves these namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+
+/// Why these tests cannot run here, or None when they can.
+pub fn missing_capability() -> Option<String> {
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    // CAP_NET_ADMIN and CAP_SYS_ADMIN (namespaces, mounts).
+    if caps & (1 << 12) == 0 || caps & (1 << 21) == 0 {
+        return Some("not root (CAP_NET_ADMIN / CAP_SYS_ADMIN missing)".into());
+    }
+    for tool in ["ip", "iptables-save", "ip6tables-save", "setpriv", "curl"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("{tool} not installed"));
+        }
+    }
+    None
+}
+
+/// Skips the calling test with a printed reason when namespaces or iptables are not
+/// available; with CI=true that is a failure instead.
+macro_rules! require_netns {
+    () => {
+        if let Some(reason) = $crate::hosts::missing_capability() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true and the capture tests cannot run: {reason}");
+            }
+            eprintln!("SKIPPED: {reason}; the capture tests need root, iproute2 and iptables");
+            return;
+        }
+    };
+}
+pub(crate) use require_netns;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Which addresses a host gets.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stack {
+    V4,
+    V6,
+    Dual,
+}
+
+pub struct Network {
+    prefix: String,
+    switch: String,
+    hosts: Vec<String>,
+    children: Arc<Mutex<Vec<Child>>>,
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Clone)]
+pub struct Host {
+    pub ns: String,
+    pub v4: Option<String>,
+    pub v6: Option<String>,
+    children: Arc<Mutex<Vec<Child>>>,
+    logs: PathBuf,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Network {
+    pub fn new() -> Network {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("trc{}x{n}", std::process::id() % 100_000);
+        let switch = format!("{prefix}sw");
+        ip(&["netns", "add", &switch]);
+        let net = Network {
+            prefix,
+            switch,
+            hosts: Vec::new(),
+            children: Arc::default(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        net.in_switch(&["link", "add", "br0", "type", "bridge"]);
+        net.in_switch(&["link", "set", "br0", "up"]);
+        net
+    }
+
+    fn in_switch(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.switch];
+        full.extend_from_slice(args);
+        ip(&full);
+    }
+
+    /// Host number `i` (1..=250): 10.244.0.<i>/24 and fd00:244::<i>/64 as `stack` says.
+    pub fn host(&mut self, i: u8, stack: Stack) -> Host {
+        let ns = format!("{}h{i}", self.prefix);
+        ip(&["netns", "add", &ns]);
+        self.hosts.push(ns.clone());
+        let (outer, inner) = (format!("{ns}o"), "eth0".to_string());
+        ip(&[
+            "link",
+            "add",
+            &outer,
+            "netns",
+            &self.switch,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner,
+            "netns",
+            &ns,
+        ]);
+        self.in_switch(&["link", "set", &outer, "master", "br0"]);
+        self.in_switch(&["link", "set", &outer, "up"]);
+        let n = |args: &[&str]| {
+            let mut full = vec!["-n", ns.as_str()];
+            full.extend_from_slice(args);
+            ip(&full);
+        };
+        n(&["link", "set", "lo", "up"]);
+        n(&["link", "set", "eth0", "up"]);
+        let v4 = (stack != Stack::V6).then(|| format!("10.244.0.{i}"));
+        let v6 = (stack != Stack::V4).then(|| format!("fd00:244::{i}"));
+        if let Some(a) = &v4 {
+            n(&["addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+            n(&["route", "add", "default", "dev", "eth0"]);
+        }
+        if let Some(a) = &v6 {
+            // No duplicate address detection: the address is usable at once.
+            n(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            n(&["-6", "route", "add", "default", "dev", "eth0"]);
+        }
+        let logs = self.dir.path().join(&ns);
+        std::fs::create_dir_all(&logs).unwrap();
+        Host {
+            ns,
+            v4,
+            v6,
+            children: self.children.clone(),
+            logs,
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for c in self.children.lock().unwrap().iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.hosts.iter().chain([&self.switch]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+    }
+}
+
+/// A process started in a host; killed with the network, or earlier with `kill`.
+pub struct Started {
+    pub log: PathBuf,
+}
+
+impl Host {
+    /// Its address of the family of `v6`.
+    pub fn addr(&self, v6: bool) -> &str {
+        if v6 {
+            self.v6.as_deref().expect("host has no IPv6 address")
+        } else {
+            self.v4.as_deref().expect("host has no IPv4 address")
+        }
+    }
+
+    /// Names this host resolves (its /etc/hosts inside the namespace).
+    pub fn set_hosts(&self, entries: &[(&str, &str)]) {
+        let dir = Path::new("/etc/netns").join(&self.ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (ip, name) in entries {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        std::fs::write(dir.join("hosts"), text).unwrap();
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, program]).args(args);
+        c
+    }
+
+    /// Runs a command to completion in the host.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program, args).output().unwrap()
+    }
+
+    /// `trellis <args>` to completion in the host.
+    pub fn trellis(&self, args: &[&str]) -> Output {
+        self.run(BIN, args)
+    }
+
+    /// Starts `program` in the background (stderr and stdout to `<name>.log`).
+    pub fn spawn(&self, name: &str, program: &str, args: &[&str]) -> Started {
+        let log = self.logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = self
+            .command(program, args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        self.children.lock().unwrap().push(child);
+        Started { log }
+    }
+
+    /// `trellis <args>` in the background with the sidecar's group (1337), whose
+    /// connections the capture rules leave alone.
+    pub fn spawn_sidecar(&self, name: &str, args: &[&str]) -> Started {
+        let mut full = vec!["--regid", "1337", "--clear-groups", BIN];
+        full.extend_from_slice(args);
+        self.spawn(name, "setpriv", &full)
+    }
+
+    /// curl in the host: (exit code, status or 0, body).
+    pub fn curl(&self, url: &str, extra: &[&str]) -> (i32, u16, String) {
+        let mut args = vec![
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/stdout",
+            "-w",
+            "\n%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = self.run("curl", &args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            out.status.code().unwrap_or(-1),
+            code.trim().parse().unwrap_or(0),
+            body.to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+impl Started {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `file` (a ready file) to appear; panics with the log after `timeout`.
+    pub fn wait_file(&self, file: &Path, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(t) = std::fs::read_to_string(file) {
+                if let Ok(v) = serde_json::from_str(&t) {
+                    return v;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not written in time:\n{}",
+                file.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// Polls `f` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
