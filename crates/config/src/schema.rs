@@ -645,20 +645,46 @@ pub enum Endpoint {
         /// still applies to every other endpoint (Istio's `tlsMode` endpoint label).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         plaintext: bool,
+        /// The same endpoint's other addresses (a dual-stack workload's other family):
+        /// connections race them with Happy Eyeballs (RFC 8305: IPv6 first, the next
+        /// family 250 ms later), as Envoy does with `additional_addresses`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        additional_addresses: Vec<String>,
     },
 }
 
 impl Endpoint {
     /// The short form when weight and TLS are the defaults.
     pub fn new(address: String, weight: u32, plaintext: bool) -> Self {
-        if weight == 1 && !plaintext {
+        Endpoint::with_additional(address, weight, plaintext, Vec::new())
+    }
+
+    /// An endpoint reachable at several addresses (dual stack).
+    pub fn with_additional(
+        address: String,
+        weight: u32,
+        plaintext: bool,
+        additional_addresses: Vec<String>,
+    ) -> Self {
+        if weight == 1 && !plaintext && additional_addresses.is_empty() {
             Endpoint::Address(address)
         } else {
             Endpoint::Detailed {
                 address,
                 weight,
                 plaintext,
+                additional_addresses,
             }
+        }
+    }
+
+    pub fn additional_addresses(&self) -> &[String] {
+        match self {
+            Endpoint::Address(_) => &[],
+            Endpoint::Detailed {
+                additional_addresses,
+                ..
+            } => additional_addresses,
         }
     }
     pub fn address(&self) -> &str {

@@ -734,6 +734,21 @@ fn cluster(c: &mut Checker, p: &str, cl: &Cluster) {
         if e.weight() == 0 {
             c.err(format!("{ep}.weight"), "must be at least 1");
         }
+        for (j, extra) in e.additional_addresses().iter().enumerate() {
+            if cl.discovery != DiscoveryType::Static {
+                c.err(
+                    format!("{ep}.additional_addresses"),
+                    "only endpoints of static clusters have additional addresses (a DNS name resolves to every family itself)",
+                );
+                break;
+            }
+            if extra.parse::<SocketAddr>().is_err() {
+                c.err(
+                    format!("{ep}.additional_addresses[{j}]"),
+                    format!("{extra:?} is not an IP:port address (IPv6: \"[::1]:80\")"),
+                );
+            }
+        }
         if e.plaintext() && cl.tls.is_none() {
             c.err(
                 format!("{ep}.plaintext"),

@@ -1006,16 +1006,27 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
             ) {
                 continue;
             }
-            let address = match &e.host_identifier {
-                Some(ep::lb_endpoint::HostIdentifier::Endpoint(ep)) => address(
-                    ctx,
-                    ep.address.as_ref(),
-                    &format!("{path}.endpoint.address"),
-                )?,
+            let (address, additional) = match &e.host_identifier {
+                Some(ep::lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                    let main = address(
+                        ctx,
+                        ep.address.as_ref(),
+                        &format!("{path}.endpoint.address"),
+                    )?;
+                    let mut more = Vec::new();
+                    for (j, a) in ep.additional_addresses.iter().enumerate() {
+                        more.push(address(
+                            ctx,
+                            a.address.as_ref(),
+                            &format!("{path}.endpoint.additional_addresses[{j}].address"),
+                        )?);
+                    }
+                    (main, more)
+                }
                 _ => return Err(ctx.err(&path, "only inline endpoints are supported")),
             };
             let weight = e.load_balancing_weight.map(|w| w.value).unwrap_or(1);
-            endpoints.push((address, weight));
+            endpoints.push((address, weight, additional));
             picked.push(socket_match::pick(
                 &matches,
                 &default_tls,
@@ -1042,7 +1053,9 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
     let endpoints = endpoints
         .into_iter()
         .zip(&picked)
-        .map(|((address, weight), t)| tc::Endpoint::new(address, weight, mixed && t.is_none()))
+        .map(|((address, weight, additional), t)| {
+            tc::Endpoint::with_additional(address, weight, mixed && t.is_none(), additional)
+        })
         .collect();
     let defaults = tc::CircuitBreakers::default();
     let circuit_breakers = match c.circuit_breakers.as_ref().and_then(|b| {

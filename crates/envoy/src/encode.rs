@@ -896,6 +896,18 @@ fn cluster(
                                     e.address(),
                                     &format!("{path}.endpoints[{i}]"),
                                 )?),
+                                additional_addresses: e
+                                    .additional_addresses()
+                                    .iter()
+                                    .map(|a| {
+                                        Ok(ep::endpoint::AdditionalAddress {
+                                            address: Some(socket_address(
+                                                a,
+                                                &format!("{path}.endpoints[{i}]"),
+                                            )?),
+                                        })
+                                    })
+                                    .collect::<Result<_, EncodeError>>()?,
                                 ..Default::default()
                             },
                         )),

@@ -109,7 +109,7 @@ listeners:
     tcp: { cluster: mysql }
 clusters:
   - name: reviews-v1
-    endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }]
+    endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }, { address: "10.0.0.4:9080", additional_addresses: ["[fd00::4]:9080"] }]
     lb_policy: least_request
     connect_timeout: 1s
     http2: true
@@ -179,7 +179,12 @@ fn normalise(mut c: Config) -> Config {
     }
     for cl in &mut c.clusters {
         for e in &mut cl.endpoints {
-            *e = Endpoint::new(e.address().to_string(), e.weight(), e.plaintext());
+            *e = Endpoint::with_additional(
+                e.address().to_string(),
+                e.weight(),
+                e.plaintext(),
+                e.additional_addresses().to_vec(),
+            );
         }
     }
     c.listeners.sort_by(|a, b| a.name.cmp(&b.name));
@@ -344,7 +349,7 @@ fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
     let want = decode(&l, &r, &c, &e).unwrap().clusters;
     let reviews = want.iter().find(|c| c.name == "reviews-v1").unwrap();
     let plain: Vec<bool> = reviews.endpoints.iter().map(|e| e.plaintext()).collect();
-    assert_eq!(plain, [false, false, true]);
+    assert_eq!(plain, [false, false, true, false]);
 
     let mode = |m: &str| Struct {
         fields: [(

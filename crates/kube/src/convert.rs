@@ -201,18 +201,20 @@ fn service(
             }
         })
         .collect();
-    // A dual-stack Service lists a slice per family; its first family is the one
-    // peers use (one endpoint per pod, not two).
+    // A dual-stack Service lists a slice per family: one endpoint per pod, at its
+    // address of the Service's first family, with the other as its additional address
+    // (peers race the two with Happy Eyeballs).
     let family = spec
         .ip_families
         .as_ref()
         .and_then(|f| f.first())
         .map(String::as_str)
         .unwrap_or("IPv4");
+    let dual = spec.ip_families.as_ref().is_some_and(|f| f.len() > 1);
     let endpoints = slices
         .iter()
         .filter(|slice| slice.address_type == family)
-        .flat_map(|slice| slice_endpoints(pod, slice))
+        .flat_map(|slice| slice_endpoints(pod, slice, dual))
         .collect();
     Some(Service {
         host: trellis_mesh::fqdn(&name, &ns),
@@ -238,8 +240,9 @@ fn service(
     })
 }
 
-/// The ready endpoints of a slice, as workloads (the pod's, when the slice names it).
-fn slice_endpoints(pod: &PodLookup<'_>, slice: &EndpointSlice) -> Vec<Workload> {
+/// The ready endpoints of a slice, as workloads (the pod's, when the slice names it);
+/// for a dual-stack Service (`dual`) with the pod's address of the other family too.
+fn slice_endpoints(pod: &PodLookup<'_>, slice: &EndpointSlice, dual: bool) -> Vec<Workload> {
     let ports: BTreeMap<String, u16> = slice
         .ports
         .iter()
@@ -266,6 +269,12 @@ fn slice_endpoints(pod: &PodLookup<'_>, slice: &EndpointSlice) -> Vec<Workload> 
             let w = match &target {
                 Some(w) => Workload {
                     address: address.clone(),
+                    // The pod's addresses of the other family.
+                    additional_addresses: w
+                        .addresses()
+                        .filter(|a| dual && a != address)
+                        .map(str::to_string)
+                        .collect(),
                     ports: ports.clone(),
                     ..w.clone()
                 },
@@ -337,6 +346,16 @@ fn pod_workload(objects: &Objects, p: &Pod) -> Option<Workload> {
         p.annotations(),
         &address,
     );
+    // A dual-stack pod's other address (status.podIPs lists podIP first).
+    if w.additional_addresses.is_empty() {
+        w.additional_addresses = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|ip| ip.ip.clone())
+            .filter(|ip| *ip != address)
+            .collect();
+    }
     // The app-ports annotation may name container ports; the generator looks them up by
     // service port name.
     let by_container: Vec<(u16, u16)> = w

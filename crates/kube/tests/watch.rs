@@ -137,9 +137,17 @@ async fn lists_become_the_registry_and_istio_inputs() {
         .iter()
         .find(|c| c.name == "outbound|9080|v1|reviews.shop.svc.cluster.local")
         .expect("v1 subset cluster");
+    // The dual-stack Service's endpoint carries the pod's other family (the fixtures'
+    // IPv6 pod IPs are IPv4-mapped loopback addresses, so that no test sends anything
+    // off this machine).
     assert_eq!(
         v1.endpoints,
-        [trellis_config::Endpoint::Address("127.244.1.6:9080".into())]
+        [trellis_config::Endpoint::with_additional(
+            "127.244.1.6:9080".into(),
+            1,
+            false,
+            vec!["[::ffff:127.244.1.6]:9080".into()]
+        )]
     );
     assert_eq!(
         v1.tls.as_ref().unwrap().match_identities,

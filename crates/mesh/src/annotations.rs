@@ -9,6 +9,11 @@ pub const OUTBOUND: &str = "sidecar.trellis.dev/outbound";
 /// without this annotation has no sidecar and is reached in plaintext.
 pub const APP_PORTS: &str = "sidecar.trellis.dev/app-ports";
 
+/// `<ip>,...`: the workload's addresses besides its WorkloadEntry `address` (a
+/// dual-stack workload's other family). Peers race them with Happy Eyeballs; a captured
+/// workload's inbound listeners take connections to each.
+pub const ADDITIONAL_ADDRESSES: &str = "sidecar.trellis.dev/additional-addresses";
+
 /// Istio's `sidecar.istio.io/interceptionMode`: `REDIRECT` means the workload's
 /// traffic is captured by `trellis init`'s rules; `NONE` (Trellis' default for a
 /// WorkloadEntry) means the app uses its sidecar as an HTTP proxy. `TPROXY` is refused.

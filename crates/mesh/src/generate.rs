@@ -36,6 +36,7 @@ pub fn generate_client(inputs: &Inputs, registry: &Registry, namespace: &str) ->
         labels: Labels::new(),
         service_account: "default".into(),
         address: "0.0.0.0".into(),
+        additional_addresses: Vec::new(),
         ports: Default::default(),
         app_ports: Default::default(),
         outbound: "0.0.0.0:0".into(),
@@ -516,12 +517,18 @@ impl<'a> Gen<'a> {
         let mut endpoints: Vec<tc::Endpoint> = workloads
             .iter()
             .map(|w| {
-                let addr = if w.address.contains(':') {
-                    format!("[{}]:{}", w.address, w.port_for(p))
-                } else {
-                    format!("{}:{}", w.address, w.port_for(p))
-                };
-                tc::Endpoint::new(addr, w.weight, plaintext_exceptions && !takes_mtls(w))
+                let port = w.port_for(p);
+                let additional = w
+                    .additional_addresses
+                    .iter()
+                    .map(|a| crate::capture::socket(a, port))
+                    .collect();
+                tc::Endpoint::with_additional(
+                    crate::capture::socket(&w.address, port),
+                    w.weight,
+                    plaintext_exceptions && !takes_mtls(w),
+                    additional,
+                )
             })
             .collect();
         // A DNS ServiceEntry without endpoints (nor a selector) is reached at its host
@@ -852,10 +859,16 @@ impl<'a> Gen<'a> {
                         tls: None,
                     },
                 );
-                let address = if self.w.address.contains(':') {
-                    format!("[{}]:{inbound_port}", self.w.address)
+                let address = crate::capture::socket(&self.w.address, inbound_port);
+                // A captured dual-stack workload takes connections to each address.
+                let more: Vec<String> = if self.w.capture {
+                    self.w
+                        .additional_addresses
+                        .iter()
+                        .map(|a| crate::capture::socket(a, inbound_port))
+                        .collect()
                 } else {
-                    format!("{}:{inbound_port}", self.w.address)
+                    Vec::new()
                 };
                 // With tenants: client certificates of this sidecar's tenant and of
                 // those federated to call it, each chained to its own tenant's roots.
@@ -904,7 +917,7 @@ impl<'a> Gen<'a> {
                 listeners.push(tc::Listener {
                     name: format!("inbound|{inbound_port}"),
                     address: Some(address),
-                    addresses: Vec::new(),
+                    addresses: more,
                     tcp,
                     http,
                     tls,

@@ -394,6 +394,21 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
             ));
         }
     }
+    if let Some(list) = meta
+        .annotations
+        .get(crate::annotations::ADDITIONAL_ADDRESSES)
+        .filter(|_| kind == "WorkloadEntry")
+    {
+        let annotation = crate::annotations::ADDITIONAL_ADDRESSES;
+        for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(refuse(
+                    &resource,
+                    format!("metadata.annotations.{annotation}: {a:?} is not an IP address"),
+                ));
+            }
+        }
+    }
     macro_rules! accept {
         ($field:ident, $check:path) => {{
             if let Some(first) = crate::unhonoured::refusals(&kind, &spec).into_iter().next() {

@@ -87,6 +87,9 @@ pub struct Workload {
     pub labels: Labels,
     pub service_account: String,
     pub address: String,
+    /// Its other addresses (dual stack: the other family), raced by peers with Happy
+    /// Eyeballs.
+    pub additional_addresses: Vec<String>,
     /// Port name → the port peers connect to (the sidecar's inbound port).
     pub ports: BTreeMap<String, u16>,
     /// Port name → where the application listens on 127.0.0.1 (has a sidecar when set).
@@ -153,12 +156,23 @@ impl Workload {
                     BTreeMap::new()
                 }
             });
+        let additional_addresses = annotations
+            .get(annotations::ADDITIONAL_ADDRESSES)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         Workload {
             name: name.to_string(),
             namespace: namespace.to_string(),
             labels,
             service_account: service_account.unwrap_or("default").to_string(),
             address: address.to_string(),
+            additional_addresses,
             ports,
             app_ports,
             outbound: annotations
@@ -174,6 +188,12 @@ impl Workload {
             weight: 1,
             capture,
         }
+    }
+
+    /// Every address of the workload: `address` first.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.additional_addresses.iter().map(String::as_str))
     }
 
     pub fn has_sidecar(&self) -> bool {

@@ -2,6 +2,7 @@
 //! circuit breakers and passive outlier detection. A cluster survives config
 //! reloads unchanged when its config is unchanged, keeping its connections and state.
 
+mod happy_eyeballs;
 mod lb;
 pub mod outlier;
 mod pool;
@@ -38,13 +39,22 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn new(addr: SocketAddr, weight: u32, plaintext: bool) -> Arc<Self> {
+        Endpoint::with_additional(addr, &[], weight, plaintext)
+    }
+
+    fn with_additional(
+        addr: SocketAddr,
+        additional: &[SocketAddr],
+        weight: u32,
+        plaintext: bool,
+    ) -> Arc<Self> {
         Arc::new(Endpoint {
             addr,
             weight,
             plaintext,
             health: EndpointHealth::default(),
             active_requests: AtomicU32::new(0),
-            pool: EndpointPool::new(addr, plaintext),
+            pool: EndpointPool::new(addr, additional, plaintext),
         })
     }
     pub fn active_requests(&self) -> u32 {
@@ -118,7 +128,17 @@ impl Cluster {
                 .iter()
                 .filter_map(|e| {
                     let addr = e.address().parse().ok()?;
-                    Some(Endpoint::new(addr, e.weight(), e.plaintext()))
+                    let additional: Vec<SocketAddr> = e
+                        .additional_addresses()
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    Some(Endpoint::with_additional(
+                        addr,
+                        &additional,
+                        e.weight(),
+                        e.plaintext(),
+                    ))
                 })
                 .collect(),
             DiscoveryType::Dns | DiscoveryType::OriginalDst => Vec::new(),

@@ -14,6 +14,9 @@ use trellis_tls::MaybeTls;
 
 pub struct EndpointPool {
     addr: SocketAddr,
+    /// The endpoint's addresses when it has more than one (dual stack), raced with
+    /// Happy Eyeballs; empty otherwise.
+    addrs: Vec<SocketAddr>,
     /// The endpoint has no sidecar: the cluster's TLS is not used to reach it.
     plaintext: bool,
     idle: Mutex<Vec<http1::SendRequest<Body>>>,
@@ -44,9 +47,17 @@ impl Drop for ConnSlot {
 }
 
 impl EndpointPool {
-    pub fn new(addr: SocketAddr, plaintext: bool) -> Self {
+    pub fn new(addr: SocketAddr, additional: &[SocketAddr], plaintext: bool) -> Self {
+        let addrs = if additional.is_empty() {
+            Vec::new()
+        } else {
+            std::iter::once(addr)
+                .chain(additional.iter().copied())
+                .collect()
+        };
         EndpointPool {
             addr,
+            addrs,
             plaintext,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
@@ -191,7 +202,20 @@ impl EndpointPool {
 
     async fn connect_tcp(&self, cluster: &Arc<Cluster>) -> Result<TcpStream, UpstreamError> {
         let timeout = cluster.config.connect_timeout.get();
-        let result = tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await;
+        let connect = async {
+            if self.addrs.is_empty() {
+                TcpStream::connect(self.addr).await
+            } else {
+                let (s, addr) = super::happy_eyeballs::connect(
+                    &self.addrs,
+                    super::happy_eyeballs::ATTEMPT_DELAY,
+                )
+                .await?;
+                tracing::debug!(cluster = %cluster.name, endpoint = %self.addr, connected = %addr, "happy eyeballs");
+                Ok(s)
+            }
+        };
+        let result = tokio::time::timeout(timeout, connect).await;
         let stream = match result {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

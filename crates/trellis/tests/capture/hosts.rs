@@ -278,6 +278,31 @@ impl Host {
     }
 }
 
+impl Host {
+    /// curl in the host, timed by curl itself: (status or 0, time_total in seconds).
+    pub fn curl_timed(&self, url: &str) -> (u16, f64) {
+        let out = self.run(
+            "curl",
+            &[
+                "-s",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{time_total}",
+                url,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, time) = text.split_once(' ').unwrap_or(("0", "0"));
+        (
+            code.parse().unwrap_or(0),
+            time.trim().parse().unwrap_or(0.0),
+        )
+    }
+}
+
 impl Started {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

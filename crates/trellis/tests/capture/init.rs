@@ -5,7 +5,7 @@
 use crate::hosts::{require_netns, Network, Stack, BIN};
 
 /// `iptables-save` and `ip6tables-save` of the backend, without their comment lines
-/// (which carry the time).
+/// (which carry the time) and packet counters (traffic, not rules).
 fn saved(host: &crate::hosts::Host, backend: &str) -> String {
     let mut all = String::new();
     for family in ["iptables", "ip6tables"] {
@@ -20,10 +20,15 @@ fn saved(host: &crate::hosts::Host, backend: &str) -> String {
             String::from_utf8_lossy(&out.stderr)
         );
         for l in String::from_utf8_lossy(&out.stdout).lines() {
-            if !l.starts_with('#') {
-                all.push_str(l);
-                all.push('\n');
+            if l.starts_with('#') {
+                continue;
             }
+            // `:CHAIN POLICY [packets:bytes]`
+            match l.rsplit_once(" [") {
+                Some((chain, _)) if l.starts_with(':') => all.push_str(chain),
+                _ => all.push_str(l),
+            }
+            all.push('\n');
         }
     }
     all

@@ -179,3 +179,90 @@ fn inbound_capture_refuses_plaintext_under_strict_and_takes_it_under_permissive(
     let body = mesh.call_reviews("/anything");
     assert!(body.contains(CLIENT_ID), "{body}");
 }
+
+/// Happy Eyeballs between a dual-stack endpoint's addresses: IPv6 first, IPv4 after the
+/// attempt delay. `block` runs in the client host before the first request; returns the
+/// first successful request's total time (curl's time_total).
+fn first_call_with(block: &[(&str, &[&str])]) -> (CaptureMesh, f64, Network) {
+    let mut net = Network::new();
+    let mesh = CaptureMesh::start(
+        &mut net,
+        Stack::Dual,
+        Stack::Dual,
+        Stack::Dual,
+        Family::V4,
+        "",
+    );
+    for (tool, args) in block {
+        let out = mesh.client.run(tool, args);
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut last = (0, 0.0);
+    let ok = eventually(Duration::from_secs(20), || {
+        last = mesh.client.curl_timed("http://reviews:9080/anything");
+        last.0 == 200
+    });
+    assert!(ok, "{last:?}\n{}", mesh.logs());
+    (mesh, last.1, net)
+}
+
+#[test]
+fn happy_eyeballs_falls_back_to_ipv4_when_ipv6_is_blackholed() {
+    require_netns!();
+    // Packets to the server's IPv6 address vanish (no reset, no ICMP).
+    let (mesh, seconds, _net) = first_call_with(&[(
+        "ip6tables",
+        &[
+            "-A",
+            "OUTPUT",
+            "-d",
+            "fd00:244::2",
+            "-p",
+            "tcp",
+            "-j",
+            "DROP",
+        ],
+    )]);
+    // The IPv6 attempt waited 250 ms, then IPv4 connected at once.
+    eprintln!("IPv6 blackholed: first request in {seconds:.3} s");
+    assert!(
+        (0.25..0.6).contains(&seconds),
+        "first request took {seconds} s"
+    );
+    assert!(mesh.call_reviews("/anything").contains(CLIENT_ID));
+}
+
+#[test]
+fn happy_eyeballs_uses_ipv6_when_ipv4_is_refused_and_both_families_reach_the_service() {
+    require_netns!();
+    let (mesh, seconds, _net) = first_call_with(&[(
+        "iptables",
+        &[
+            "-A",
+            "OUTPUT",
+            "-d",
+            "10.244.0.2",
+            "-p",
+            "tcp",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )]);
+    eprintln!("IPv4 refused: first request in {seconds:.3} s");
+    assert!(seconds < 0.25, "first request took {seconds} s");
+    // The app reaches the service by either virtual IP.
+    for url in [
+        "http://10.96.0.10:9080/anything",
+        "http://[fd00:96::10]:9080/anything",
+    ] {
+        let (_, status, body) = mesh.client.curl(url, &[]);
+        assert_eq!(status, 200, "{url}: {body}");
+        assert!(body.contains(CLIENT_ID), "{body}");
+    }
+}

@@ -28,14 +28,16 @@ pub fn peer_authentication(mode: &str) -> String {
     format!("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{ name: default, namespace: default }}\nspec:\n  mtls: {{ mode: {mode} }}\n")
 }
 
-fn workload_entry(name: &str, sa: &str, address: &str, ports: &str) -> String {
+fn workload_entry(name: &str, sa: &str, address: &str, more: &str, ports: &str) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata:
   name: {name}
   namespace: default
-  annotations: {{ sidecar.istio.io/interceptionMode: REDIRECT }}
+  annotations:
+    sidecar.istio.io/interceptionMode: REDIRECT
+    sidecar.trellis.dev/additional-addresses: "{more}"
 spec:
   address: "{address}"
   ports: {{ {ports} }}
@@ -84,6 +86,13 @@ impl CaptureMesh {
         let ctl_addr = socket(&address(&ctl, v4), 15012);
         let client_addr = address(&client, app == Family::V4);
         let server_addr = address(&server, app == Family::V4);
+        // A dual-stack server is one endpoint with both addresses.
+        let server_more = address(&server, app != Family::V4);
+        let server_more = if server_more == server_addr {
+            String::new()
+        } else {
+            server_more
+        };
         let services = format!(
             r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -97,8 +106,14 @@ spec:
   workloadSelector: {{ labels: {{ app: reviews }} }}
 ---
 {}{}{extra_yaml}"#,
-            workload_entry("reviews-v1", "reviews", &server_addr, "http: 9080"),
-            workload_entry("client", "client", &client_addr, ""),
+            workload_entry(
+                "reviews-v1",
+                "reviews",
+                &server_addr,
+                &server_more,
+                "http: 9080"
+            ),
+            workload_entry("client", "client", &client_addr, "", ""),
         );
         std::fs::write(dir.join("mesh.yaml"), services).unwrap();
         std::fs::write(
