@@ -3,34 +3,9 @@
 //! in one atomic restore, the first family taken back when the second fails.
 
 use crate::rules::{render, CHAINS, JUMPS};
-use crate::{Error, Options};
+use crate::{Error, Family, Options};
 use std::io::Write;
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub(crate) fn holds(self, ip: &IpAddr) -> bool {
-        matches!(
-            (self, ip),
-            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
-        )
-    }
-}
-
-impl std::fmt::Display for Family {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        })
-    }
-}
 
 /// Which iptables the rules go through: the host's default (`iptables`, Debian's
 /// alternative, nf_tables since Debian 10) or one backend by name.

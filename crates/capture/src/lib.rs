@@ -14,7 +14,7 @@ mod iptables;
 mod options;
 mod rules;
 
-pub use iptables::{cleanup, install, save, Backend, Family, Installed, Tables};
+pub use iptables::{cleanup, install, save, Backend, Installed, Tables};
 pub use options::{Options, PortList, RangeList, ANNOTATIONS};
 pub use rules::{render, CHAINS};
 
@@ -34,4 +34,29 @@ pub enum Error {
     /// An iptables command failed (missing privileges, missing kernel support).
     #[error("{command}: {message}")]
     Command { command: String, message: String },
+}
+
+/// An address family: the rules of each go through its own iptables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub(crate) fn holds(self, ip: &std::net::IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (Family::V4, std::net::IpAddr::V4(_)) | (Family::V6, std::net::IpAddr::V6(_))
+        )
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
 }

@@ -10,8 +10,7 @@
 //!                     all) → TRELLIS_REDIRECT → REDIRECT :15001
 //! ```
 
-use crate::iptables::Family;
-use crate::{Options, PortList, RangeList};
+use crate::{Family, Options, PortList, RangeList};
 
 /// The chains the rules create (and `--cleanup` removes), in creation order.
 pub const CHAINS: [&str; 4] = [

@@ -21,6 +21,7 @@ use trellis_config::{Dur, SDS_ROOT_CA};
 
 use crate::generate::{workload_cert, Gen};
 use crate::istio::MtlsMode;
+use crate::socket;
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -30,15 +31,6 @@ pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 /// Istio's capture ports.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
-
-/// `ip:port` with IPv6 in brackets.
-pub fn socket(ip: &str, port: u16) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-}
 
 /// Both families' wildcard addresses for `port`.
 fn wildcard(port: u16) -> Vec<String> {

@@ -521,10 +521,10 @@ impl<'a> Gen<'a> {
                 let additional = w
                     .additional_addresses
                     .iter()
-                    .map(|a| crate::capture::socket(a, port))
+                    .map(|a| crate::socket(a, port))
                     .collect();
                 tc::Endpoint::with_additional(
-                    crate::capture::socket(&w.address, port),
+                    crate::socket(&w.address, port),
                     w.weight,
                     plaintext_exceptions && !takes_mtls(w),
                     additional,
@@ -859,13 +859,13 @@ impl<'a> Gen<'a> {
                         tls: None,
                     },
                 );
-                let address = crate::capture::socket(&self.w.address, inbound_port);
+                let address = crate::socket(&self.w.address, inbound_port);
                 // A captured dual-stack workload takes connections to each address.
                 let more: Vec<String> = if self.w.capture {
                     self.w
                         .additional_addresses
                         .iter()
-                        .map(|a| crate::capture::socket(a, inbound_port))
+                        .map(|a| crate::socket(a, inbound_port))
                         .collect()
                 } else {
                     Vec::new()

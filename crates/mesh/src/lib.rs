@@ -89,3 +89,12 @@ pub fn node_id(w: &Workload) -> String {
         w.address, w.name, w.namespace, w.namespace
     )
 }
+
+/// `ip:port` with IPv6 in brackets.
+pub fn socket(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}

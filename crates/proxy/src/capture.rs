@@ -8,13 +8,9 @@
 //! address first, then the wildcard address of the same family and port. A
 //! connection no listener claims stays with the capture listener.
 
-use crate::listener::ListenerRuntime;
-use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 /// The destination `stream` had before a REDIRECT rule sent it here; `None` when it
 /// was not redirected (it came to the listener's own address) or the kernel has no
@@ -30,19 +26,10 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     (dst != local).then_some(dst)
 }
 
-/// A listener a capture listener may hand connections to.
+/// Every listener by address (`T`: how to reach one), for capture listeners' hand-offs.
+/// Replaced whole on each config apply.
 #[derive(Clone)]
-pub struct Target {
-    pub name: Arc<str>,
-    pub runtime: Arc<ArcSwap<ListenerRuntime>>,
-    /// The target listener's drain signal (its connections close with it).
-    pub shutdown: watch::Receiver<bool>,
-}
-
-/// Every listener by address, for capture listeners' hand-offs. Replaced whole on each
-/// config apply.
-#[derive(Clone)]
-pub struct Handoffs<T = Target> {
+pub struct Handoffs<T> {
     by_address: HashMap<SocketAddr, T>,
 }
 

@@ -4,7 +4,7 @@
 //! behind an `ArcSwap`, so a reload that keeps the listener's addresses swaps the
 //! behaviour without touching the socket or any open connection.
 
-use crate::capture::{Handoffs, Target};
+use crate::capture::Handoffs;
 use crate::conn::ConnInfo;
 use crate::http::HttpManager;
 use crate::io::{Activity, ActivityIo};
@@ -46,6 +46,15 @@ pub struct ListenerRuntime {
     /// A capture listener (`use_original_dst`): redirected connections are handed to
     /// the listener of their original destination (`capture.rs`).
     pub capture: bool,
+}
+
+/// A listener a capture listener may hand connections to.
+#[derive(Clone)]
+pub struct Target {
+    pub name: Arc<str>,
+    pub runtime: Arc<ArcSwap<ListenerRuntime>>,
+    /// The target listener's drain signal (its connections close with it).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// The parts of a listener's config that decided whether a connection got in.
@@ -205,7 +214,7 @@ impl Listener {
         &mut self,
         worker: &Handle,
         conns: Arc<Connections>,
-        handoffs: Arc<ArcSwap<Handoffs>>,
+        handoffs: Arc<ArcSwap<Handoffs<Target>>>,
     ) -> std::io::Result<()> {
         let _enter = worker.enter();
         for s in self.sockets.drain(..) {
@@ -258,7 +267,7 @@ async fn accept_loop(
     listener: TcpListener,
     own: Target,
     conns: Arc<Connections>,
-    handoffs: Arc<ArcSwap<Handoffs>>,
+    handoffs: Arc<ArcSwap<Handoffs<Target>>>,
 ) {
     let mut shutdown = own.shutdown.clone();
     loop {

@@ -45,7 +45,7 @@ struct Proxy {
     listeners: HashMap<String, Listener>,
     /// Every listener but the capture listeners, by address: where capture listeners
     /// hand redirected connections.
-    handoffs: Arc<arc_swap::ArcSwap<crate::capture::Handoffs>>,
+    handoffs: Arc<arc_swap::ArcSwap<crate::capture::Handoffs<crate::listener::Target>>>,
     access_logs: HashMap<String, AccessLog>,
     admin: Arc<AdminState>,
     identity: Option<Arc<crate::identity::Agent>>,

@@ -46,6 +46,18 @@ fn reaches_reviews_over_mtls(client: Stack, server: Stack, control: Stack, app: 
         mesh.client_metric("trellis_upstream_rq_total{cluster=\"PassthroughCluster\""),
         0.0
     );
+    // AuthorizationPolicy ipBlocks see the calling sidecar's address, of either family.
+    let source = mesh.client.addr(server == Stack::V6);
+    mesh.write(
+        "deny.yaml",
+        &format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{ name: deny-client, namespace: default }}\nspec:\n  action: DENY\n  rules: [{{ from: [{{ source: {{ ipBlocks: [\"{source}\"] }} }}] }}]\n"),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            mesh.client.curl("http://reviews:9080/", &[]).1 == 403
+        }),
+        "ipBlocks [{source}] did not deny"
+    );
 }
 
 #[test]

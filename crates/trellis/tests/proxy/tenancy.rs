@@ -33,11 +33,22 @@ spec:
 ";
 
 struct Mesh {
-    _up: Proc,
+    up: Proc,
     doc: Value,
     work: PathBuf,
     tenants_file: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Mesh {
+    /// `trellis up` stops its control plane, sidecars and apps on Ctrl-C; killed
+    /// outright, it would leave them running.
+    fn drop(&mut self) {
+        self.up.signal("INT");
+        if self.up.wait_exit(Duration::from_secs(15)).is_none() {
+            eprintln!("trellis up did not stop on SIGINT:\n{}", self.up.log());
+        }
+    }
 }
 
 impl Mesh {
@@ -90,7 +101,7 @@ impl Mesh {
         );
         let doc = up.wait_ready_for(&ready, Duration::from_secs(90));
         Mesh {
-            _up: up,
+            up,
             doc,
             work,
             tenants_file,
