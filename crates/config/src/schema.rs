@@ -188,6 +188,9 @@ pub struct Listener {
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// `tcp`, `http`, or both: then each connection's first bytes decide (an HTTP/1.x
+    /// request line or the HTTP/2 preface: `http`; anything else, or nothing within
+    /// 100 ms: `tcp`), as Istio does for ports whose protocol is not declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpProxy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

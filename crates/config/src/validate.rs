@@ -193,10 +193,18 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
             "a listener needs address or addresses",
         );
     }
-    match (&l.tcp, &l.http) {
-        (Some(t), None) => c.cluster_exists(format!("{p}.tcp.cluster"), &t.cluster),
-        (None, Some(h)) => http_manager(c, &format!("{p}.http"), h),
-        _ => c.err(p.to_string(), "a listener needs exactly one of tcp or http"),
+    // Both: the protocol is detected per connection (HTTP to http, the rest to tcp).
+    if let Some(t) = &l.tcp {
+        c.cluster_exists(format!("{p}.tcp.cluster"), &t.cluster);
+    }
+    if let Some(h) = &l.http {
+        http_manager(c, &format!("{p}.http"), h);
+    }
+    if l.tcp.is_none() && l.http.is_none() {
+        c.err(
+            p.to_string(),
+            "a listener needs tcp or http (or both: protocol detection)",
+        );
     }
     if let Some(t) = &l.tls {
         downstream_tls(c, &format!("{p}.tls"), t);

@@ -209,49 +209,44 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
             &format!("additional_addresses[{i}].address"),
         )?);
     }
-    // One chain, or PERMISSIVE's pair told apart by transport protocol.
-    let (chain, permissive) = match l.filter_chains.as_slice() {
-        [one] => {
-            if one
-                .filter_chain_match
-                .as_ref()
-                .is_some_and(|m| *m != lis::FilterChainMatch::default())
-            {
-                return Err(ctx.err(
-                    "filter_chains[0].filter_chain_match",
-                    "filter chain matching is supported only as PERMISSIVE's tls/raw_buffer pair",
-                ));
-            }
-            (one, false)
-        }
-        [a, b] => {
-            let proto = |c: &lis::FilterChain| {
-                c.filter_chain_match
-                    .as_ref()
-                    .map(|m| m.transport_protocol.clone())
-                    .unwrap_or_default()
-            };
-            let (tls_chain, plain) =
-                match (proto(a).as_str(), proto(b).as_str()) {
-                    ("tls", "raw_buffer") => (a, b),
-                    ("raw_buffer", "tls") => (b, a),
-                    _ => return Err(ctx.err(
-                        "filter_chains",
-                        "two filter chains are supported only as PERMISSIVE's tls/raw_buffer pair",
-                    )),
-                };
-            if tls_chain.filters != plain.filters || plain.transport_socket.is_some() {
-                return Err(ctx.err("filter_chains", "PERMISSIVE's two chains must have the same filters, and only the tls one a transport socket"));
-            }
-            (tls_chain, true)
-        }
-        [] => return Err(ctx.err("filter_chains", "no filter chain")),
-        _ => {
+    // Protocol detection (Istio's ports without a declared protocol): the chains that
+    // match HTTP application protocols (set by http_inspector) hold the HTTP manager,
+    // the others the TCP proxy.
+    let mut http_chains = Vec::new();
+    let mut rest = Vec::new();
+    for (i, c) in l.filter_chains.iter().enumerate() {
+        let protocols = c
+            .filter_chain_match
+            .as_ref()
+            .map(|m| m.application_protocols.as_slice())
+            .unwrap_or_default();
+        if protocols.is_empty() {
+            rest.push((i, c));
+        } else if protocols
+            .iter()
+            .all(|p| HTTP_DETECTED.contains(&p.as_str()))
+            && protocols.iter().any(|p| p == "http/1.1")
+        {
+            http_chains.push((i, c));
+        } else {
             return Err(ctx.err(
-                "filter_chains",
-                "more than two filter chains are not supported",
-            ))
+                &format!("filter_chains[{i}].filter_chain_match.application_protocols"),
+                format!(
+                    "{protocols:?}: only HTTP detection (http/1.0, http/1.1, h2c) is supported"
+                ),
+            ));
         }
+    }
+    if !http_chains.is_empty() && rest.is_empty() {
+        return Err(ctx.err(
+            "filter_chains",
+            "chains for detected HTTP need chains for everything else",
+        ));
+    }
+    let (chain, permissive) = transport_pair(ctx, &rest)?;
+    let detected = match http_chains.is_empty() {
+        true => None,
+        false => Some(transport_pair(ctx, &http_chains)?),
     };
     let mut out = tc::Listener {
         name: l.name.clone(),
@@ -265,18 +260,58 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
         use_original_dst: l.use_original_dst.is_some_and(|v| v.value),
         bind_to_port: l.bind_to_port.is_none_or(|v| v.value),
     };
+    if chain_filters(ctx, chain, permissive, &mut out)?.is_none() {
+        return Ok(None);
+    }
+    if let Some((http, http_permissive)) = detected {
+        let mut h = out.clone();
+        h.tcp = None;
+        h.tls = None;
+        h.authorization = None;
+        if chain_filters(ctx, http, http_permissive, &mut h)?.is_none() {
+            return Ok(None);
+        }
+        let path = format!("filter_chains[{}]", http.0);
+        if out.tcp.is_none() || h.http.is_none() {
+            return Err(ctx.err(&path, "with HTTP detection the HTTP chains hold an http_connection_manager and the others a tcp_proxy"));
+        }
+        if h.tls != out.tls || h.authorization != out.authorization {
+            return Err(ctx.err(
+                &path,
+                "with HTTP detection both kinds of chain must have the same TLS and authorization",
+            ));
+        }
+        out.http = h.http;
+        out.jwt = h.jwt;
+    }
+    Ok(Some(out))
+}
+
+/// Reads a chain's network filters (authorization, then tcp_proxy or
+/// http_connection_manager) and its transport socket into `out`; `None` while a route
+/// configuration it names has not arrived.
+fn chain_filters(
+    ctx: &mut Ctx,
+    chain: (usize, &lis::FilterChain),
+    permissive: bool,
+    out: &mut tc::Listener,
+) -> Result<Option<()>, DecodeError> {
+    let (index, chain) = chain;
     let mut filters = chain.filters.iter().enumerate().peekable();
     if let Some((i, f)) = filters.peek() {
         if f.name == crate::AUTHZ {
-            let path = format!("filter_chains[0].filters[{i}]");
+            let path = format!("filter_chains[{index}].filters[{i}]");
             out.authorization = Some(authorization(ctx, filter_config(ctx, f, &path)?, &path)?);
             filters.next();
         }
     }
     let Some((i, f)) = filters.next() else {
-        return Err(ctx.err("filter_chains[0].filters", "no network filter"));
+        return Err(ctx.err(
+            &format!("filter_chains[{index}].filters"),
+            "no network filter",
+        ));
     };
-    let path = format!("filter_chains[0].filters[{i}]");
+    let path = format!("filter_chains[{index}].filters[{i}]");
     let config = filter_config(ctx, f, &path)?;
     match config.type_url.as_str() {
         types::TCP_PROXY => {
@@ -290,7 +325,7 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
         }
         types::HCM => {
             let h: hcm::HttpConnectionManager = ctx.decode(config, types::HCM, &path)?;
-            match http_manager(ctx, h, &path, &mut out)? {
+            match http_manager(ctx, h, &path, out)? {
                 Some(h) => out.http = Some(h),
                 None => return Ok(None),
             }
@@ -307,12 +342,12 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
     }
     if let Some((i, f)) = filters.next() {
         return Err(ctx.err(
-            &format!("filter_chains[0].filters[{i}]"),
+            &format!("filter_chains[{index}].filters[{i}]"),
             format!("{}: nothing may follow the terminal filter", f.name),
         ));
     }
     if let Some(socket) = &chain.transport_socket {
-        let path = "filter_chains[0].transport_socket";
+        let path = &format!("filter_chains[{index}].transport_socket");
         let any = match &socket.config_type {
             Some(core::transport_socket::ConfigType::TypedConfig(a)) => a,
             None => return Err(ctx.err(path, "missing typed_config")),
@@ -331,7 +366,57 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
     } else if permissive {
         return Err(ctx.err("filter_chains", "the tls chain has no transport socket"));
     }
-    Ok(Some(out))
+    Ok(Some(()))
+}
+
+/// The application protocols http_inspector reports for HTTP.
+const HTTP_DETECTED: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// One chain, or PERMISSIVE's pair told apart by transport protocol (application
+/// protocols aside, which the caller has sorted by).
+fn transport_pair<'a>(
+    ctx: &Ctx,
+    chains: &[(usize, &'a lis::FilterChain)],
+) -> Result<((usize, &'a lis::FilterChain), bool), DecodeError> {
+    let transport_only = |c: &lis::FilterChain| {
+        let mut m = c.filter_chain_match.clone().unwrap_or_default();
+        m.application_protocols.clear();
+        m
+    };
+    Ok(match chains {
+        [one] => {
+            if transport_only(one.1) != lis::FilterChainMatch::default() {
+                return Err(ctx.err(
+                    &format!("filter_chains[{}].filter_chain_match", one.0),
+                    "filter chain matching is supported only as PERMISSIVE's tls/raw_buffer pair",
+                ));
+            }
+            (*one, false)
+        }
+        [a, b] => {
+            let proto = |c: &(usize, &lis::FilterChain)| transport_only(c.1).transport_protocol;
+            let (tls_chain, plain) =
+                match (proto(a).as_str(), proto(b).as_str()) {
+                    ("tls", "raw_buffer") => (a, b),
+                    ("raw_buffer", "tls") => (b, a),
+                    _ => return Err(ctx.err(
+                        "filter_chains",
+                        "two filter chains are supported only as PERMISSIVE's tls/raw_buffer pair",
+                    )),
+                };
+            if tls_chain.1.filters != plain.1.filters || plain.1.transport_socket.is_some() {
+                return Err(ctx.err("filter_chains", "PERMISSIVE's two chains must have the same filters, and only the tls one a transport socket"));
+            }
+            (*tls_chain, true)
+        }
+        [] => return Err(ctx.err("filter_chains", "no filter chain")),
+        _ => {
+            return Err(ctx.err(
+                "filter_chains",
+                "more than two filter chains per kind (detected HTTP, the rest) are not supported",
+            ))
+        }
+    })
 }
 
 fn filter_config<'a>(ctx: &Ctx, f: &'a lis::Filter, path: &str) -> Result<&'a Any, DecodeError> {

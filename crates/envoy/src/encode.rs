@@ -159,8 +159,9 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
         .authorization
         .as_ref()
         .map(|a| typed_struct(types::AUTHZ, serde_json::to_value(a).unwrap_or_default()));
-    let mut filters = Vec::new();
+    let mut tcp_filters = Vec::new();
     if let Some(t) = &l.tcp {
+        let filters = &mut tcp_filters;
         if let Some(a) = &authz {
             filters.push(lis::Filter {
                 name: crate::AUTHZ.into(),
@@ -179,7 +180,10 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 &proxy,
             ))),
         });
-    } else if let Some(h) = &l.http {
+    }
+    let mut http_filters_chain = Vec::new();
+    if let Some(h) = &l.http {
+        let filters = &mut http_filters_chain;
         if h.access_log.is_some() {
             return Err(err(
                 format!("{path}.http.access_log"),
@@ -252,15 +256,43 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 &manager,
             ))),
         });
-    } else {
-        return Err(err(path, "neither tcp nor http"));
     }
-    let chain = |transport_socket, transport_protocol: &str| lis::FilterChain {
-        filter_chain_match: (!transport_protocol.is_empty()).then(|| lis::FilterChainMatch {
-            transport_protocol: transport_protocol.to_string(),
-            ..Default::default()
+    // Protocol detection: http_inspector tells HTTP apart, and the chains are matched by
+    // the application protocol it reports (Istio's shape for undeclared protocols).
+    let kinds: Vec<(Vec<String>, Vec<lis::Filter>)> = match (l.http.is_some(), l.tcp.is_some()) {
+        (true, true) => {
+            out.listener_filters.push(lis::ListenerFilter {
+                name: "envoy.filters.listener.http_inspector".into(),
+                config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any(
+                    types::HTTP_INSPECTOR,
+                    &envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector::default(),
+                ))),
+                ..Default::default()
+            });
+            vec![
+                (
+                    ["http/1.0", "http/1.1", "h2c"].map(String::from).to_vec(),
+                    http_filters_chain,
+                ),
+                (Vec::new(), tcp_filters),
+            ]
+        }
+        (true, false) => vec![(Vec::new(), http_filters_chain)],
+        (false, true) => vec![(Vec::new(), tcp_filters)],
+        (false, false) => return Err(err(path, "neither tcp nor http")),
+    };
+    let chain = |transport_socket,
+                 transport_protocol: &str,
+                 protocols: &[String],
+                 filters: &[lis::Filter]| lis::FilterChain {
+        filter_chain_match: (!transport_protocol.is_empty() || !protocols.is_empty()).then(|| {
+            lis::FilterChainMatch {
+                transport_protocol: transport_protocol.to_string(),
+                application_protocols: protocols.to_vec(),
+                ..Default::default()
+            }
         }),
-        filters: filters.clone(),
+        filters: filters.to_vec(),
         transport_socket,
         transport_socket_connect_timeout: l
             .tls
@@ -268,22 +300,27 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
             .map(|t| duration(t.handshake_timeout.get())),
         ..Default::default()
     };
-    match &l.tls {
-        None => out.filter_chains.push(chain(None, "")),
-        Some(t) => {
-            let socket = Some(core::TransportSocket {
-                name: crate::TLS_SOCKET.into(),
-                config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
-                    types::DOWNSTREAM_TLS,
-                    &downstream_tls(t, &format!("{path}.tls"))?,
-                ))),
-            });
-            match t.mode {
-                tc::TlsMode::Strict => out.filter_chains.push(chain(socket, "")),
-                tc::TlsMode::Permissive => {
-                    out.filter_chains.push(chain(socket, "tls"));
-                    out.filter_chains.push(chain(None, "raw_buffer"));
-                }
+    let socket = match &l.tls {
+        None => None,
+        Some(t) => Some(core::TransportSocket {
+            name: crate::TLS_SOCKET.into(),
+            config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+                types::DOWNSTREAM_TLS,
+                &downstream_tls(t, &format!("{path}.tls"))?,
+            ))),
+        }),
+    };
+    for (protocols, filters) in &kinds {
+        match l.tls.as_ref().map(|t| t.mode) {
+            None | Some(tc::TlsMode::Strict) => {
+                out.filter_chains
+                    .push(chain(socket.clone(), "", protocols, filters))
+            }
+            Some(tc::TlsMode::Permissive) => {
+                out.filter_chains
+                    .push(chain(socket.clone(), "tls", protocols, filters));
+                out.filter_chains
+                    .push(chain(None, "raw_buffer", protocols, filters));
             }
         }
     }

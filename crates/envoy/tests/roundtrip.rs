@@ -83,6 +83,8 @@ listeners:
           output_claim_to_headers: [{ header: x-sub, claim: sub }]
           space_delimited_claims: [roles]
         - {}
+    # Both: the protocol is detected (http_inspector, four chains with PERMISSIVE).
+    tcp: { cluster: inbound-app }
     http:
       virtual_hosts:
         - name: local
@@ -197,6 +199,36 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
     assert_eq!(resources.listeners.len(), 5);
+    // Protocol detection under PERMISSIVE: tls and raw_buffer, each for detected HTTP
+    // and for the rest, after Envoy's http_inspector.
+    let inbound = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "inbound")
+        .unwrap();
+    assert_eq!(inbound.filter_chains.len(), 4);
+    assert_eq!(
+        inbound.listener_filters[0].name,
+        "envoy.filters.listener.http_inspector"
+    );
+    let matched: Vec<(String, Vec<String>)> = inbound
+        .filter_chains
+        .iter()
+        .map(|c| {
+            let m = c.filter_chain_match.clone().unwrap_or_default();
+            (m.transport_protocol, m.application_protocols)
+        })
+        .collect();
+    let http = vec!["http/1.0".to_string(), "http/1.1".into(), "h2c".into()];
+    assert_eq!(
+        matched,
+        [
+            ("tls".to_string(), http.clone()),
+            ("raw_buffer".into(), http),
+            ("tls".into(), vec![]),
+            ("raw_buffer".into(), vec![])
+        ]
+    );
     assert_eq!(
         resources.routes.len(),
         2,
@@ -268,6 +300,22 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     use envoy_types::pb::envoy::config::listener::v3 as lis;
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let mut resources = encode(&config).unwrap();
+
+    let mut bad = resources.clone();
+    let inbound = bad
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == "inbound")
+        .unwrap();
+    if let Some(m) = inbound.filter_chains[0].filter_chain_match.as_mut() {
+        m.application_protocols = vec!["istio-peer-exchange".into()];
+    }
+    let [l, r, c, e] = maps(&bad);
+    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    assert!(
+        err.contains("application_protocols: [\"istio-peer-exchange\"]: only HTTP detection"),
+        "{err}"
+    );
 
     let mut bad = resources.clone();
     bad.listeners[0].transparent =

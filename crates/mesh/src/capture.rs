@@ -115,6 +115,12 @@ impl Gen<'_> {
                 by_port.entry(port).or_default().push(vh);
             }
         }
+        let services: Vec<_> = self
+            .registry
+            .services
+            .iter()
+            .filter(|s| self.visible(s))
+            .collect();
         for (port, mut virtual_hosts) in by_port.clone() {
             virtual_hosts.push(catch_all(allow_any));
             let mut l = not_bound(format!("0.0.0.0_{port}"), wildcard(port));
@@ -123,15 +129,22 @@ impl Gen<'_> {
                 virtual_hosts,
                 access_log: None,
             });
+            // A service of undeclared protocol on the port: what is not HTTP goes where
+            // it was going, as the outbound traffic policy allows.
+            let undeclared = services.iter().any(|s| {
+                s.ports
+                    .iter()
+                    .any(|p| p.number == port && p.protocol.detected())
+            });
+            if undeclared {
+                l.tcp = Some(tc::TcpProxy {
+                    cluster: fallback.into(),
+                });
+            }
             listeners.push(l);
         }
-        // TCP: per virtual IP, or the port's wildcard when the service has none.
-        let services: Vec<_> = self
-            .registry
-            .services
-            .iter()
-            .filter(|s| self.visible(s))
-            .collect();
+        // TCP (and undeclared protocols): per virtual IP, or the port's wildcard when
+        // the service has none.
         let mut taken: BTreeMap<String, ()> = BTreeMap::new();
         for s in services {
             for p in s.ports.iter().filter(|p| !p.protocol.is_http()) {
@@ -158,6 +171,19 @@ impl Gen<'_> {
                 };
                 let mut l = not_bound(name, addresses);
                 l.tcp = Some(tc::TcpProxy { cluster });
+                // Undeclared: its HTTP requests routed as the service's, the rest TCP.
+                let vh = by_port.get(&p.number).and_then(|hosts| {
+                    hosts
+                        .iter()
+                        .find(|vh| vh.name == format!("{}:{}", s.host, p.number))
+                });
+                if let (true, Some(vh)) = (p.protocol.detected(), vh) {
+                    l.http = Some(tc::HttpManager {
+                        codec: tc::Codec::Auto,
+                        virtual_hosts: vec![vh.clone(), catch_all(allow_any)],
+                        access_log: None,
+                    });
+                }
                 listeners.push(l);
             }
         }

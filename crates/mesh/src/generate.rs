@@ -331,7 +331,14 @@ impl<'a> Gen<'a> {
             .filter(|s| self.visible(s))
             .collect();
         for s in services {
-            let http_ports: Vec<&Port> = s.ports.iter().filter(|p| p.protocol.is_http()).collect();
+            // A captured sidecar detects the protocol of undeclared ports: their HTTP
+            // requests are routed as the declared ones are.
+            let detects = self.w.capture;
+            let http_ports: Vec<&Port> = s
+                .ports
+                .iter()
+                .filter(|p| p.protocol.is_http() || (detects && p.protocol.detected()))
+                .collect();
             for p in &http_ports {
                 // The proxy matches `Host: name:port` by `name` when no domain carries
                 // the port (Envoy's `ignore_port_in_host_matching`, Istio's default since
@@ -874,12 +881,15 @@ impl<'a> Gen<'a> {
                 // those federated to call it, each chained to its own tenant's roots.
                 let tls = self.inbound_tls(app_port);
                 let authorization = self.authorization();
-                let jwt = p
-                    .protocol
-                    .is_http()
+                let jwt = (p.protocol.is_http() || p.protocol.detected())
                     .then(|| crate::security::jwt(self.inputs, self.w))
                     .flatten();
-                let (http, tcp) = if p.protocol.is_http() {
+                // An undeclared protocol is detected per connection: HTTP requests take
+                // the HTTP chain, anything else the TCP one.
+                let detected = p.protocol.detected().then(|| tc::TcpProxy {
+                    cluster: cluster.clone(),
+                });
+                let (http, tcp) = if p.protocol.is_http() || p.protocol.detected() {
                     (
                         Some(tc::HttpManager {
                             codec: tc::Codec::Auto,
@@ -909,7 +919,7 @@ impl<'a> Gen<'a> {
                             }],
                             access_log: None,
                         }),
-                        None,
+                        detected,
                     )
                 } else {
                     (None, Some(tc::TcpProxy { cluster }))

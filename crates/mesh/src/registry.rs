@@ -10,30 +10,58 @@ pub enum Protocol {
     Http2,
     Grpc,
     Tcp,
+    /// Not declared, and the port name says nothing Istio knows: detected per
+    /// connection by a sidecar that can (HTTP, else TCP), as Istio does.
+    Auto,
 }
+
+/// Protocols Istio knows by name (port name prefixes and declared protocols) that
+/// Trellis carries as TCP.
+const OTHER_KNOWN: [&str; 9] = [
+    "tcp",
+    "tls",
+    "https",
+    "mongo",
+    "mysql",
+    "redis",
+    "thrift",
+    "udp",
+    "http_proxy",
+];
 
 impl Protocol {
     /// Istio's rule: the declared protocol (ServiceEntry `protocol`, Kubernetes
-    /// `appProtocol`), else the port name's prefix (`http-web`, `grpc`), else TCP.
+    /// `appProtocol`), else the port name's prefix before the first `-` (`http-web`,
+    /// `grpc`); a name with no known prefix is detected (`Auto`). A declared protocol
+    /// Trellis does not carry as HTTP is TCP.
     pub fn parse(p: Option<&str>, name: &str) -> Protocol {
         // An empty protocol is unset, as in Istio: the port name says.
-        let p = p
-            .filter(|p| !p.is_empty())
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_else(|| name.to_ascii_lowercase());
-        if p.starts_with("http2") {
-            Protocol::Http2
-        } else if p.starts_with("grpc") {
-            Protocol::Grpc
-        } else if p.starts_with("http") {
-            Protocol::Http
-        } else {
-            Protocol::Tcp
+        let declared = p.filter(|p| !p.is_empty()).map(str::to_ascii_lowercase);
+        let word = match &declared {
+            Some(d) => d.clone(),
+            None => name
+                .split('-')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        };
+        match word.as_str() {
+            "http" | "kubernetes.io/ws" => Protocol::Http,
+            "http2" | "kubernetes.io/h2c" => Protocol::Http2,
+            "grpc" | "grpc-web" => Protocol::Grpc,
+            w if declared.is_none() && !OTHER_KNOWN.contains(&w) => Protocol::Auto,
+            _ => Protocol::Tcp,
         }
     }
 
+    /// Whether a sidecar detects the protocol of each connection.
+    pub fn detected(self) -> bool {
+        self == Protocol::Auto
+    }
+
+    /// Declared (or named) HTTP, HTTP/2 or gRPC.
     pub fn is_http(self) -> bool {
-        self != Protocol::Tcp
+        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)
     }
 
     pub fn is_h2(self) -> bool {

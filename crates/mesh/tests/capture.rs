@@ -168,3 +168,82 @@ fn tproxy_and_unknown_interception_modes_are_refused() {
         );
     }
 }
+
+#[test]
+fn undeclared_protocols_are_detected_by_captured_sidecars() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: web, namespace: shop }
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  addresses: ["10.96.0.30"]
+  ports: [{ number: 8080, name: web }]
+  workloadSelector: { labels: { app: web-captured } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: web-captured
+  namespace: shop
+  annotations: { sidecar.istio.io/interceptionMode: REDIRECT }
+spec:
+  address: 10.1.0.8
+  ports: { web: 8080 }
+  labels: { app: web-captured }
+"#;
+    let (c, loaded) = view(extra, "reviews-v1");
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let vip = c
+        .listeners
+        .iter()
+        .find(|l| l.name == "10.96.0.30_8080")
+        .unwrap();
+    assert_eq!(
+        vip.tcp.as_ref().unwrap().cluster,
+        "outbound|8080||web.shop.svc.cluster.local"
+    );
+    let hosts = &vip.http.as_ref().unwrap().virtual_hosts;
+    assert_eq!(hosts[0].name, "web.shop.svc.cluster.local:8080");
+    let (server, _) = view(extra, "web-captured");
+    let inbound = server
+        .listeners
+        .iter()
+        .find(|l| l.name == "inbound|8080")
+        .unwrap();
+    assert!(
+        inbound.http.is_some() && inbound.tcp.is_some(),
+        "{inbound:?}"
+    );
+    // A sidecar used as an HTTP proxy keeps such a port TCP.
+    let (web, _) = view(extra, "web");
+    let outbound = web.listeners.iter().find(|l| l.name == "outbound").unwrap();
+    assert!(outbound
+        .http
+        .as_ref()
+        .unwrap()
+        .virtual_hosts
+        .iter()
+        .all(|vh| !vh.name.starts_with("web.")));
+}
+
+#[test]
+fn port_names_say_the_protocol_as_istio_reads_them() {
+    use trellis_mesh::Protocol;
+    for (declared, name, want) in [
+        (None, "http-web", Protocol::Http),
+        (None, "http2", Protocol::Http2),
+        (None, "grpc-api", Protocol::Grpc),
+        (None, "https", Protocol::Tcp),
+        (None, "tcp-db", Protocol::Tcp),
+        (None, "mysql", Protocol::Tcp),
+        (None, "web", Protocol::Auto),
+        (None, "", Protocol::Auto),
+        (Some("HTTP"), "web", Protocol::Http),
+        (Some("TLS"), "http", Protocol::Tcp),
+        (Some("kubernetes.io/h2c"), "web", Protocol::Http2),
+        (Some("kubernetes.io/wss"), "web", Protocol::Tcp),
+    ] {
+        assert_eq!(Protocol::parse(declared, name), want, "{declared:?} {name}");
+    }
+}

@@ -16,6 +16,7 @@ mod io;
 mod keys;
 pub mod listener;
 pub mod server;
+mod sniff;
 pub mod stats;
 pub mod tcp;
 mod tls;

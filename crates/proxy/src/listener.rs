@@ -28,6 +28,12 @@ use trellis_tls::MaybeTls;
 pub enum Behaviour {
     Http(Arc<HttpManager>, Codec),
     Tcp(Arc<TcpProxy>),
+    /// Both, chosen per connection by its first bytes (`sniff.rs`).
+    Detect {
+        http: Arc<HttpManager>,
+        codec: Codec,
+        tcp: Arc<TcpProxy>,
+    },
 }
 
 pub struct ListenerRuntime {
@@ -345,7 +351,7 @@ async fn serve_connection(
     addrs: Addrs,
     rt: Arc<ListenerRuntime>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
-    mut drain: Drain,
+    drain: Drain,
 ) {
     let peer = addrs.peer;
     let mut info = ConnInfo {
@@ -393,19 +399,33 @@ async fn serve_connection(
             let codec = alpn_codec.unwrap_or(*codec);
             serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
         }
-        Behaviour::Tcp(proxy) => {
-            // A TCP stream cannot be closed gracefully: on drain it gets the drain
-            // timeout to finish, then it is closed.
-            let idle = rt.limits.idle_timeout.get();
-            let grace = rt.limits.drain_timeout.get();
-            tokio::select! {
-                _ = proxy.serve(io, &info, idle) => {}
-                _ = async {
-                    drain.requested().await;
-                    tokio::time::sleep(grace).await;
-                } => tracing::debug!(peer = %info.peer, "tcp connection closed by drain"),
+        Behaviour::Tcp(proxy) => serve_tcp(io, proxy, &info, &rt.limits, drain).await,
+        Behaviour::Detect { codec, tcp, .. } => {
+            let (detected, io) = crate::sniff::detect(io, crate::sniff::DETECTION_TIMEOUT).await;
+            if detected == crate::sniff::Detected::Http {
+                let codec = alpn_codec.unwrap_or(*codec);
+                serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
+            } else {
+                serve_tcp(io, tcp, &info, &rt.limits, drain).await;
             }
         }
+    }
+}
+
+/// A TCP stream cannot be closed gracefully: on drain it gets the drain timeout to
+/// finish, then it is closed.
+async fn serve_tcp<S>(io: S, proxy: &TcpProxy, info: &ConnInfo, limits: &Limits, mut drain: Drain)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let idle = limits.idle_timeout.get();
+    let grace = limits.drain_timeout.get();
+    tokio::select! {
+        _ = proxy.serve(io, info, idle) => {}
+        _ = async {
+            drain.requested().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::debug!(peer = %info.peer, "tcp connection closed by drain"),
     }
 }
 
@@ -463,7 +483,7 @@ async fn serve_http<S>(
         // Each request sees the listener's current config, so a reload applies to
         // requests on connections that were open before it.
         let manager = match &runtime.load().behaviour {
-            Behaviour::Http(m, _) => Some(m.clone()),
+            Behaviour::Http(m, _) | Behaviour::Detect { http: m, .. } => Some(m.clone()),
             Behaviour::Tcp(_) => None,
         };
         let activity = service_activity.clone();

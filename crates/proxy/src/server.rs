@@ -128,6 +128,13 @@ impl Proxy {
                 }
                 None => None,
             };
+            let tcp = l.tcp.as_ref().map(|t| {
+                Arc::new(TcpProxy {
+                    cluster: clusters[&t.cluster].clone(),
+                    stats: stats.clone(),
+                    authz: authz.clone(),
+                })
+            });
             let behaviour = if let Some(h) = &l.http {
                 let m = HttpManager::build(
                     &l.name,
@@ -141,14 +148,17 @@ impl Proxy {
                     &mut access_logs,
                 )
                 .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
-                Behaviour::Http(Arc::new(m), h.codec)
+                match tcp {
+                    // Both: protocol detection (a port whose protocol is not declared).
+                    Some(tcp) => Behaviour::Detect {
+                        http: Arc::new(m),
+                        codec: h.codec,
+                        tcp,
+                    },
+                    None => Behaviour::Http(Arc::new(m), h.codec),
+                }
             } else {
-                let t = l.tcp.as_ref().expect("validated: tcp or http");
-                Behaviour::Tcp(Arc::new(TcpProxy {
-                    cluster: clusters[&t.cluster].clone(),
-                    stats: stats.clone(),
-                    authz,
-                }))
+                Behaviour::Tcp(tcp.expect("validated: tcp or http"))
             };
             let tls = match &l.tls {
                 Some(t) => {

@@ -278,3 +278,90 @@ fn happy_eyeballs_uses_ipv6_when_ipv4_is_refused_and_both_families_reach_the_ser
         assert!(body.contains(CLIENT_ID), "{body}");
     }
 }
+
+#[test]
+fn ports_of_undeclared_protocol_route_http_and_pass_the_rest_as_tcp() {
+    require_netns!();
+    // Kubernetes-style ports named without a protocol: Istio detects it per connection.
+    let extra = r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: web, namespace: default }
+spec:
+  hosts: [web.default.svc.cluster.local]
+  addresses: ["10.96.0.20"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 7000, name: web }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo, namespace: default }
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  addresses: ["10.96.0.21"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 7001, name: echo }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: web, namespace: default }
+spec:
+  hosts: [web.default.svc.cluster.local]
+  http:
+    - headers: { response: { add: { x-route: detected-http } } }
+      route: [{ destination: { host: web.default.svc.cluster.local } }]
+"#;
+    let mut net = Network::new();
+    let mesh = CaptureMesh::start(&mut net, Stack::V4, Stack::V4, Stack::V4, Family::V4, extra);
+    mesh.server.spawn(
+        "web",
+        hosts::BIN,
+        &["demo-app", "--listen", "0.0.0.0:7000", "--name", "web"],
+    );
+    mesh.server.spawn(
+        "echo",
+        hosts::BIN,
+        &["net-probe", "echo", "--listen", "0.0.0.0:7001"],
+    );
+    mesh.call_reviews("/anything");
+    let url = "http://10.96.0.20:7000/anything";
+    let mut last = (0, 0, String::new());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            last = mesh.client.curl(url, &["-D", "-"]);
+            last.1 == 200
+        }),
+        "{last:?}\n{}",
+        mesh.logs()
+    );
+    // Routed by the VirtualService at the client, and over mTLS through the server's
+    // HTTP chain (which sets the client's identity).
+    assert!(last.2.contains("x-route: detected-http"), "{}", last.2);
+    assert!(last.2.contains(CLIENT_ID), "{}", last.2);
+    // Bytes that are not HTTP take the TCP chains at both ends, byte-exact.
+    let out = mesh.client.trellis(&[
+        "net-probe",
+        "transfer",
+        "--to",
+        "10.96.0.21:7001",
+        "--bytes",
+        "1000000",
+        "--conns",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        mesh.logs()
+    );
+    let tls = mesh.server_metric(
+        "trellis_downstream_tls_handshakes_total{listener=\"inbound|7001\",result=\"success\"}",
+    );
+    assert!(tls >= 4.0, "the TCP bytes went over mTLS: {tls}");
+}

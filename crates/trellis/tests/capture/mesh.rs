@@ -111,7 +111,7 @@ spec:
                 "reviews",
                 &server_addr,
                 &server_more,
-                "http: 9080"
+                "http: 9080, web: 7000, echo: 7001"
             ),
             workload_entry("client", "client", &client_addr, "", ""),
         );
