@@ -5,6 +5,7 @@
 //! view shows what the mesh does with it. Ctrl-C stops everything.
 
 mod meshfile;
+mod netns;
 mod proxy_config;
 mod view;
 mod workdir;
@@ -44,7 +45,30 @@ pub struct UpArgs {
     /// (needs root); both are removed on exit.
     #[arg(long)]
     bypass: bool,
+    /// Put each workload on a host of its own: a network namespace on a bridge, with
+    /// an IPv4 and an IPv6 address, its traffic captured by `trellis init` (needs root;
+    /// removed on exit). Apps reach services by name (`/etc/netns/<host>/hosts`), not
+    /// through an HTTP proxy.
+    #[arg(long)]
+    netns: bool,
 }
+
+/// Where a process runs: this machine's network, or host `i` of `--netns`.
+fn command_in(
+    net: Option<&netns::Network>,
+    host: usize,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    match net {
+        Some(n) => n.command(host, program),
+        None => Command::new(program),
+    }
+}
+
+/// The `--netns` host numbers: the control plane, the client, then the workloads.
+const CONTROL_HOST: usize = 1;
+const CLIENT_HOST: usize = 2;
+const FIRST_WORKLOAD_HOST: usize = 3;
 
 /// The mesh's cgroup and its bypass, taken down in reverse order on drop.
 struct Bypass {
@@ -152,19 +176,66 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let tenants = tenants_of(&config_dir);
+    // Declared before the children: they stop first, then the namespaces go.
+    let net = if args.netns {
+        Some(netns::Network::create(
+            FIRST_WORKLOAD_HOST - 1 + planned.len(),
+        )?)
+    } else {
+        None
+    };
+    let network = net;
+    let net = network.as_ref();
     let mut registry = String::new();
-    for s in &mesh.services {
+    let mut names = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for (i, s) in mesh.services.iter().enumerate() {
         let ns = s.namespace.as_deref().unwrap_or(&ns);
+        // With --netns, each service has virtual IPs its apps resolve its names to.
+        let addresses = match net {
+            Some(_) => {
+                let (a4, a6) = (netns::vip4(i + 1), netns::vip6(i + 1));
+                for vip in [&a4, &a6] {
+                    let _ = writeln!(
+                        names,
+                        "{vip} {n} {n}.{ns} {n}.{ns}.svc.cluster.local",
+                        n = s.name
+                    );
+                }
+                format!("  addresses: [\"{a4}\", \"{a6}\"]\n")
+            }
+            None => String::new(),
+        };
         let _ = write!(
             registry,
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: {port}, name: {proto}, protocol: {upper} }}]\n  workloadSelector: {{ labels: {{ app: {name} }} }}\n---\n",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n{addresses}  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: {port}, name: {proto}, protocol: {upper} }}]\n  workloadSelector: {{ labels: {{ app: {name} }} }}\n---\n",
             name = s.name,
             port = s.port,
             proto = s.protocol,
             upper = s.protocol.to_uppercase(),
         );
     }
-    for p in &planned {
+    if let Some(n) = net {
+        for host in CLIENT_HOST..FIRST_WORKLOAD_HOST + planned.len() {
+            n.hosts_file(host, &names)?;
+        }
+    }
+    for (k, p) in planned.iter().enumerate().filter(|_| net.is_some()) {
+        let host = FIRST_WORKLOAD_HOST + k;
+        let _ = write!(
+            registry,
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {wns}\n  annotations:\n    sidecar.istio.io/interceptionMode: REDIRECT\n    sidecar.trellis.dev/additional-addresses: \"{a6}\"\nspec:\n  address: {a4}\n  ports: {{ {proto}: {port} }}\n  labels: {{ app: {svc}, version: {ver} }}\n  serviceAccount: {sa}\n---\n",
+            name = p.name,
+            proto = p.service.protocol,
+            port = p.service.port,
+            a4 = netns::v4(host),
+            a6 = netns::v6(host),
+            svc = p.service.name,
+            ver = p.workload.version,
+            sa = p.sa,
+            wns = p.ns,
+        );
+    }
+    for p in planned.iter().filter(|_| net.is_none()) {
         let _ = write!(
             registry,
             "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {wns}\n  annotations:\n    sidecar.trellis.dev/app-ports: \"{proto}={app}\"\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{out}\"\nspec:\n  address: 127.0.0.1\n  ports: {{ {proto}: {inbound} }}\n  labels: {{ app: {svc}, version: {ver} }}\n  serviceAccount: {sa}\n---\n",
@@ -179,9 +250,20 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             wns = p.ns,
         );
     }
+    let client_annotations = match net {
+        Some(_) => format!(
+            "sidecar.istio.io/interceptionMode: REDIRECT\n    sidecar.trellis.dev/additional-addresses: \"{}\"",
+            netns::v6(CLIENT_HOST)
+        ),
+        None => format!("sidecar.trellis.dev/outbound: \"127.0.0.1:{client_outbound}\""),
+    };
+    let client_address = match net {
+        Some(_) => netns::v4(CLIENT_HOST),
+        None => "127.0.0.1".into(),
+    };
     let _ = write!(
         registry,
-        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: client\n  namespace: {ns}\n  annotations:\n    sidecar.trellis.dev/outbound: \"127.0.0.1:{client_outbound}\"\nspec:\n  address: 127.0.0.1\n  labels: {{ app: client }}\n  serviceAccount: client\n"
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: client\n  namespace: {ns}\n  annotations:\n    {client_annotations}\nspec:\n  address: {client_address}\n  labels: {{ app: client }}\n  serviceAccount: client\n"
     );
     work.write("registry/registry.yaml", registry)?;
 
@@ -195,7 +277,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // The control plane with its CA.
     let state = work.path.join("ca");
     let control_ready = work.path.join("control.json");
-    let mut control = Command::new(std::env::current_exe()?);
+    let (control_listen, status_listen) = match net {
+        Some(_) => (
+            format!("{}:15012", netns::v4(CONTROL_HOST)),
+            format!("{}:15014", netns::v4(CONTROL_HOST)),
+        ),
+        None => ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
+    };
+    let mut control = command_in(net, CONTROL_HOST, std::env::current_exe()?);
     control
         .args(["control", "--config-dir"])
         .arg(&config_dir)
@@ -204,7 +293,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         // xDS only over mutual TLS on the CA port: no plaintext port.
         .args([
             "--listen",
-            "127.0.0.1:0",
+            &control_listen,
             "--poll-interval",
             "100ms",
             "--state-dir",
@@ -212,7 +301,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .arg(&state)
         .arg("--ready-file")
         .arg(&control_ready)
-        .args(["--status-listen", "127.0.0.1:0"])
+        .args(["--status-listen", &status_listen])
         .stdin(Stdio::null());
     if let Some(ttl) = &mesh.certificate_ttl {
         control.args(["--max-cert-ttl", ttl]);
@@ -236,10 +325,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         service: String,
         keys: trellis_config::PrivateKeyProvider,
         cert_signer: Option<String>,
+        /// Its --netns host.
+        host: usize,
     }
     let mut sidecars: Vec<Sidecar> = planned
         .iter()
-        .map(|p| Sidecar {
+        .enumerate()
+        .map(|(k, p)| Sidecar {
+            host: FIRST_WORKLOAD_HOST + k,
             name: p.name.clone(),
             ns: p.ns.clone(),
             sa: p.sa.clone(),
@@ -261,6 +354,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         service: "client".into(),
         keys: client_keys,
         cert_signer: mesh.cert_signer(None).map_err(anyhow::Error::msg)?,
+        host: CLIENT_HOST,
     });
     let mut starting = Vec::new();
     for Sidecar {
@@ -270,8 +364,30 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         service,
         keys,
         cert_signer,
+        host,
     } in &sidecars
     {
+        let host = *host;
+        // With --netns: the host's capture rules first. The client host leaves the
+        // admin and status ports alone: the live view reads them from there.
+        if let Some(n) = net {
+            let mut init = n.command(host, std::env::current_exe()?);
+            init.arg("init");
+            if host == CLIENT_HOST {
+                init.args(["--exclude-outbound-ports", "15000,15014"]);
+            }
+            let out = init.output()?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "trellis init on {name}'s host: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let (admin, node_ip) = match net {
+            Some(_) => (format!("{}:15000", netns::v4(host)), netns::v4(host)),
+            None => ("127.0.0.1:0".to_string(), "127.0.0.1".to_string()),
+        };
         let dir = work.dir(format!("sidecars/{name}"))?;
         let (tenant, trust_domain) = tenant_of(&tenants, ns);
         let token = Command::new(std::env::current_exe()?)
@@ -296,15 +412,24 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         work.write(format!("sidecars/{name}/token"), &token.stdout)?;
         let boot = format!(
-            "admin: {{ address: \"127.0.0.1:0\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n{}",
+            "admin: {{ address: \"{admin}\" }}\nidentity:\n  ca_address: \"{ca}\"\n  ca_root: \"{}\"\n  token_file: \"{}\"\n{}",
             root.display(),
             dir.join("token").display(),
             proxy_config::bootstrap_lines(keys, cert_signer.as_deref()),
         );
         work.write(format!("sidecars/{name}/bootstrap.yaml"), boot)?;
         let ready = dir.join("ready.json");
-        let node = format!("sidecar~127.0.0.1~{name}.{ns}~{ns}.svc.cluster.local");
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let node = format!("sidecar~{node_ip}~{name}.{ns}~{ns}.svc.cluster.local");
+        // A captured sidecar runs with the group its host's rules leave alone.
+        let mut cmd = match net {
+            Some(n) => {
+                let mut c = n.command(host, "setpriv");
+                c.args(["--regid", "1337", "--clear-groups"])
+                    .arg(std::env::current_exe()?);
+                c
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
         cmd.arg("proxy")
             .arg("--config")
             .arg(dir.join("bootstrap.yaml"))
@@ -342,19 +467,26 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             tenant,
         });
     }
-    for p in &planned {
+    for (k, p) in planned.iter().enumerate() {
+        let host = FIRST_WORKLOAD_HOST + k;
         let child = match &p.workload.command {
             Some(command) => {
-                let port = p.app.to_string();
+                // Captured: the app listens on the service's port and calls services
+                // by name; otherwise on its own port, with its sidecar as HTTP proxy.
+                let port = match net {
+                    Some(_) => p.service.port.to_string(),
+                    None => p.app.to_string(),
+                };
                 let argv: Vec<String> =
                     command.iter().map(|a| a.replace("{port}", &port)).collect();
-                let proxy = format!("http://127.0.0.1:{}", p.outbound);
                 let (out, err) = log(&format!("app-{}", p.name))?;
-                Command::new(&argv[0])
-                    .args(&argv[1..])
+                let mut app = command_in(net, host, &argv[0]);
+                if net.is_none() {
+                    let proxy = format!("http://127.0.0.1:{}", p.outbound);
+                    app.env("HTTP_PROXY", &proxy).env("http_proxy", &proxy);
+                }
+                app.args(&argv[1..])
                     .env("PORT", &port)
-                    .env("HTTP_PROXY", &proxy)
-                    .env("http_proxy", &proxy)
                     .current_dir(&base)
                     .stdin(Stdio::null())
                     .stdout(out)
@@ -363,7 +495,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("{}: starting {:?}", p.name, argv))?
             }
             None => {
-                let listen = format!("127.0.0.1:{}", p.app);
+                let listen = match net {
+                    Some(_) => format!("0.0.0.0:{}", p.service.port),
+                    None => format!("127.0.0.1:{}", p.app),
+                };
                 let mut a = vec![
                     "demo-app",
                     "--listen",
@@ -380,7 +515,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 if let Some(d) = &p.workload.delay {
                     a.extend_from_slice(&["--delay", d]);
                 }
-                spawn(&a, true)?
+                match net {
+                    Some(n) => n
+                        .command(host, std::env::current_exe()?)
+                        .args(&a)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()?,
+                    None => spawn(&a, true)?,
+                }
             }
         };
         children.0.push(child);
@@ -393,7 +537,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         expected.push((format!("{}'s sidecar (inbound)", p.name), p.inbound));
         expected.push((format!("{}'s sidecar (outbound)", p.name), p.outbound));
     }
-    for (what, port) in expected {
+    // (With --netns those are on hosts of their own: the client checks below.)
+    for (what, port) in expected.into_iter().filter(|_| net.is_none()) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if std::time::Instant::now() > deadline {
@@ -407,6 +552,33 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let client: SocketAddr = ([127, 0, 0, 1], client_outbound).into();
+    // With --netns the built-in client sends from the client's host, captured there: to
+    // each service's virtual IP, as an app that resolved its name.
+    let entry = match net {
+        Some(n) => {
+            n.enter(CLIENT_HOST)?;
+            let mut vips = std::collections::BTreeMap::new();
+            for (i, s) in mesh.services.iter().enumerate() {
+                let sns = s.namespace.as_deref().unwrap_or(&ns);
+                let vip: std::net::IpAddr = netns::vip4(i + 1).parse()?;
+                for name in [
+                    s.name.clone(),
+                    format!("{}.{sns}", s.name),
+                    format!("{}.{sns}.svc.cluster.local", s.name),
+                ] {
+                    vips.insert(name, vip);
+                }
+            }
+            view::Entry::Captured {
+                namespace: n.ns(CLIENT_HOST),
+                vips,
+            }
+        }
+        None => view::Entry::Proxy(client),
+    };
+    if let Some(n) = net {
+        wait_captured(&entry, &mesh, &logs, n)?;
+    }
     if let Some(path) = &args.ready_file {
         let sidecars: serde_json::Map<String, serde_json::Value> = running
             .iter()
@@ -428,7 +600,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             })
             .collect();
         let doc = serde_json::json!({
-            "client": client.to_string(),
+            "client": net.is_none().then(|| client.to_string()),
+            "netns": net.map(|n| serde_json::json!({
+                "client": n.ns(CLIENT_HOST),
+                "control": n.ns(CONTROL_HOST),
+                "workloads": planned.iter().enumerate()
+                    .map(|(k, p)| (p.name.clone(), n.ns(FIRST_WORKLOAD_HOST + k).into()))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
+            })),
             "xds": xds,
             "ca": ca,
             "control_status": control_status,
@@ -448,7 +627,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let summary = rt.block_on(view::drive(view::Setup {
-        client,
+        entry,
         traffic: mesh.traffic,
         sidecars: running,
         config_dir: config_dir.clone(),
@@ -490,4 +669,52 @@ fn tenant_of(
             "cluster.local".to_string(),
         )
     })
+}
+
+/// With --netns: waits until the mesh answers (any HTTP response) for each service the
+/// traffic names, from the client's host.
+fn wait_captured(
+    entry: &view::Entry,
+    mesh: &MeshFile,
+    logs: &std::path::Path,
+    _net: &netns::Network,
+) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let requests = mesh
+        .traffic
+        .as_ref()
+        .map(|t| t.requests.as_slice())
+        .unwrap_or(&[]);
+    for r in requests {
+        let Some((addr, authority, path)) = entry.target(&r.url) else {
+            continue;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answered = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    write!(
+                        c,
+                        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+                    )?;
+                    let mut head = [0u8; 12];
+                    c.read_exact(&mut head)?;
+                    Ok(head.starts_with(b"HTTP/1.1 "))
+                })
+                .unwrap_or(false);
+            if answered {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "{} never answered through the mesh (see {})",
+                    r.url,
+                    logs.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
 }

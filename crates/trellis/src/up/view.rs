@@ -15,8 +15,39 @@ use hyper_util::rt::TokioExecutor;
 use super::meshfile::Traffic;
 use super::Running;
 
+/// How the built-in client reaches the services.
+pub(crate) enum Entry {
+    /// Through the client's sidecar as an HTTP proxy.
+    Proxy(SocketAddr),
+    /// From the client's `--netns` host, to each service's virtual IP (by name), captured.
+    Captured {
+        namespace: String,
+        vips: BTreeMap<String, std::net::IpAddr>,
+    },
+}
+
+impl Entry {
+    /// Where a request for `url` connects, its Host and its path.
+    pub fn target(&self, url: &str) -> Option<(SocketAddr, String, String)> {
+        let uri: hyper::Uri = url.parse().ok()?;
+        let authority = uri.authority()?.to_string();
+        let path = uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        let addr = match self {
+            Entry::Proxy(a) => *a,
+            Entry::Captured { vips, .. } => {
+                let vip = vips.get(uri.host()?)?;
+                SocketAddr::new(*vip, uri.port_u16().unwrap_or(80))
+            }
+        };
+        Some((addr, authority, path))
+    }
+}
+
 pub(crate) struct Setup {
-    pub client: SocketAddr,
+    pub entry: Entry,
     pub traffic: Option<Traffic>,
     pub sidecars: Vec<Running>,
     pub config_dir: PathBuf,
@@ -69,11 +100,12 @@ pub(crate) async fn drive(setup: Setup) -> anyhow::Result<String> {
                 let i = schedule[n % schedule.len()];
                 n += 1;
                 let r = &requests[i];
-                let uri: hyper::Uri = r.url.parse()?;
-                let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-                let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
-                // Through the client's sidecar, which routes by the Host header.
-                let mut req = hyper::Request::get(format!("http://{}{path}", setup.client))
+                // Through the client's sidecar (as a proxy, or captured), which routes by
+                // the Host header.
+                let Some((addr, authority, path)) = setup.entry.target(&r.url) else {
+                    anyhow::bail!("traffic: {}: not http://<service>:<port>/<path> of a service in the mesh file", r.url);
+                };
+                let mut req = hyper::Request::get(format!("http://{addr}{path}"))
                     .header(hyper::header::HOST, authority);
                 for (k, v) in &r.headers {
                     req = req.header(k.as_str(), v.as_str());
@@ -285,11 +317,16 @@ fn render(
             by.join("  ")
         );
     }
-    let _ = writeln!(
-        s,
-        "\ntry:  curl -x http://{} http://<service>:<port>/   (the client sidecar as HTTP proxy)",
-        setup.client
-    );
+    let _ = match &setup.entry {
+        Entry::Proxy(client) => writeln!(
+            s,
+            "\ntry:  curl -x http://{client} http://<service>:<port>/   (the client sidecar as HTTP proxy)"
+        ),
+        Entry::Captured { namespace, .. } => writeln!(
+            s,
+            "\ntry:  ip netns exec {namespace} curl http://<service>:<port>/   (captured by the client's sidecar)"
+        ),
+    };
     let _ = writeln!(
         s,
         "edit: {} (Istio resources; applied live)   logs: {}   Ctrl-C stops",

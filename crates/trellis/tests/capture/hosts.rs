@@ -94,7 +94,8 @@ fn ip(args: &[&str]) {
 impl Network {
     pub fn new() -> Network {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("trc{}x{n}", std::process::id() % 100_000);
+        // Interface names (the namespace and one letter) must stay within 15 bytes.
+        let prefix = format!("t{}x{n:x}", std::process::id() % 100_000);
         let switch = format!("{prefix}sw");
         ip(&["netns", "add", &switch]);
         let net = Network {

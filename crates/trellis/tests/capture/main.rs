@@ -6,6 +6,7 @@
 mod hosts;
 mod init;
 mod mesh;
+mod up;
 
 use hosts::{eventually, require_netns, Network, Stack};
 use mesh::{CaptureMesh, Family};
