@@ -86,7 +86,10 @@ fn the_example_mesh_runs_captured_on_hosts_of_its_own() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(sent >= 1, "the built-in client sent from the client's host: {summary}");
+    assert!(
+        sent >= 1,
+        "the built-in client sent from the client's host: {summary}"
+    );
     let list = netns_list();
     assert!(!list.contains(&client_ns), "{list}");
     assert!(!Path::new("/etc/netns").join(&client_ns).exists());
