@@ -520,7 +520,25 @@ impl<'a> Gen<'a> {
                 max_version: tc::TlsVersion::V1_3,
             }
         });
-        let plaintext_exceptions = tls.is_some() && !explicit;
+        // SIMPLE / MUTUAL: TLS to the service itself (an external one, usually), verified
+        // with its CA (the system's roots without one) and its names.
+        let originated = policy
+            .tls
+            .as_ref()
+            .filter(|t| {
+                matches!(
+                    t.mode,
+                    istio::ClientTlsMode::Simple | istio::ClientTlsMode::Mutual
+                )
+            })
+            .map(|t| originate(t, host));
+        let (tls, plaintext_exceptions) = match originated {
+            Some(o) => (Some(o), false),
+            None => {
+                let exceptions = tls.is_some() && !explicit;
+                (tls, exceptions)
+            }
+        };
         let mut endpoints: Vec<tc::Endpoint> = workloads
             .iter()
             .map(|w| {
@@ -958,6 +976,38 @@ fn exported(export_to: &[String], namespace: &str, to: &str) -> bool {
         || export_to
             .iter()
             .any(|e| e == "*" || (e == "." && namespace == to) || e == to)
+}
+
+/// The system's roots (Debian's ca-certificates): what SIMPLE / MUTUAL origination
+/// verifies against without `caCertificates`, as Istio's proxies do.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Upstream TLS for a DestinationRule's SIMPLE / MUTUAL `tls` (validated): the SNI is
+/// `sni` or the service's host; the server must carry one of `subjectAltNames`, or the
+/// SNI name.
+fn originate(t: &istio::ClientTls, host: &str) -> tc::UpstreamTls {
+    let sni = t.sni.clone().unwrap_or_else(|| host.to_string());
+    tc::UpstreamTls {
+        trusted_ca: t
+            .ca_certificates
+            .clone()
+            .unwrap_or_else(|| SYSTEM_ROOTS.into()),
+        trust_bundles: Vec::new(),
+        certificate: (t.mode == istio::ClientTlsMode::Mutual).then(|| tc::TlsCertificate {
+            certificate_chain: t.client_certificate.clone().unwrap_or_default(),
+            private_key: t.private_key.clone(),
+            private_key_provider: tc::PrivateKeyProvider::Memory,
+            server_names: Vec::new(),
+        }),
+        match_identities: if t.subject_alt_names.is_empty() {
+            vec![sni.clone()]
+        } else {
+            t.subject_alt_names.clone()
+        },
+        sni: Some(sni),
+        min_version: tc::TlsVersion::V1_2,
+        max_version: tc::TlsVersion::V1_3,
+    }
 }
 
 pub(crate) fn workload_cert() -> tc::TlsCertificate {

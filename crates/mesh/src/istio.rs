@@ -429,6 +429,25 @@ pub struct ClientTls {
     pub mode: ClientTlsMode,
     #[serde(default)]
     pub sni: Option<String>,
+    /// SIMPLE / MUTUAL origination: files on the sidecar's machine.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    /// Read to refuse: Kubernetes Secrets (and ConfigMaps) for origination are not
+    /// served to sidecars yet.
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// Read to refuse `true`: Trellis always verifies the server.
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    /// Read to refuse: revocation lists are not checked.
+    #[serde(default)]
+    pub ca_crl: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -111,7 +111,12 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                 .collect();
             policies.extend(port_level);
             for (path, p) in policies {
-                if set(p.and_then(|p| p.get("tls")).and_then(|t| t.get("sni"))) {
+                let tls = p.and_then(|p| p.get("tls"));
+                let originates = tls
+                    .and_then(|t| t.get("mode"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m == "SIMPLE" || m == "MUTUAL");
+                if !originates && set(tls.and_then(|t| t.get("sni"))) {
                     note(
                         &format!("{path}.tls.sni"),
                         "not honoured yet: ISTIO_MUTUAL sends the mesh's own SNI",

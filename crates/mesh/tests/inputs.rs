@@ -715,7 +715,8 @@ spec:
     assert!(v2.outlier_detection.is_some(), "{v2:?}");
 
     // A port-level setting without a port, or with nothing in it, is refused as Istio
-    // refuses it; SIMPLE TLS at port level is refused as at the top.
+    // refuses it; MUTUAL TLS without a client certificate at port level is refused as at
+    // the top.
     for (bad, says) in [
         (
             "      - loadBalancer: { simple: RANDOM }\n",
@@ -723,8 +724,8 @@ spec:
         ),
         ("      - port: { number: 9090 }\n", "at least one field"),
         (
-            "      - port: { number: 9090 }\n        tls: { mode: SIMPLE }\n",
-            "portLevelSettings[0].tls.mode",
+            "      - port: { number: 9090 }\n        tls: { mode: MUTUAL }\n",
+            "portLevelSettings[0].tls.clientCertificate: client certificate required",
         ),
     ] {
         let text = ratings.replace(

@@ -8,6 +8,7 @@ mod ca;
 mod control;
 mod cryptomb;
 mod demo;
+mod egress;
 mod hostile;
 mod identity;
 mod issuer;
