@@ -8,43 +8,68 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use trellis_capture::{Backend, Family, Options, Tables};
 
+/// The flags take Istio's istio-iptables names too (`-p 15001 -z 15006 -u 1337 -m
+/// REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020`), so an init container's command
+/// line can be reused.
 #[derive(Args)]
 pub struct InitArgs {
     /// Remove the rules an earlier `trellis init` installed, and nothing else.
-    #[arg(long)]
+    #[arg(long, visible_alias = "cleanup-only")]
     cleanup: bool,
     /// Print the rules (iptables-restore input) instead of installing them.
-    #[arg(long, conflicts_with = "cleanup")]
+    #[arg(long, short = 'n', conflicts_with = "cleanup")]
     dry_run: bool,
     /// The sidecar's outbound capture port.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(
+        long,
+        short = 'p',
+        visible_alias = "envoy-port",
+        default_value_t = 15001
+    )]
     outbound_port: u16,
     /// The sidecar's inbound capture port.
-    #[arg(long, default_value_t = 15006)]
+    #[arg(
+        long,
+        short = 'z',
+        visible_alias = "inbound-capture-port",
+        default_value_t = 15006
+    )]
     inbound_port: u16,
     /// The sidecar runs as this uid: its connections are not captured ("" for none).
-    #[arg(long, default_value = "1337")]
+    #[arg(long, short = 'u', default_value = "1337")]
     proxy_uid: String,
     /// The sidecar runs with this gid: its connections are not captured ("" for none).
-    #[arg(long, default_value = "1337")]
+    #[arg(long, short = 'g', default_value = "1337")]
     proxy_gid: String,
+    /// How inbound traffic is captured: REDIRECT (TPROXY is not supported).
+    #[arg(
+        long,
+        short = 'm',
+        visible_alias = "istio-inbound-interception-mode",
+        default_value = "REDIRECT"
+    )]
+    mode: String,
     /// CIDRs whose outbound traffic is captured, or * (traffic.sidecar.istio.io/includeOutboundIPRanges).
-    #[arg(long)]
+    #[arg(long, short = 'i', visible_alias = "istio-service-cidr")]
     include_outbound_ip_ranges: Option<String>,
     /// CIDRs never captured (traffic.sidecar.istio.io/excludeOutboundIPRanges).
-    #[arg(long)]
+    #[arg(long, short = 'x', visible_alias = "istio-service-exclude-cidr")]
     exclude_outbound_ip_ranges: Option<String>,
     /// Outbound ports always captured (traffic.sidecar.istio.io/includeOutboundPorts).
-    #[arg(long)]
+    #[arg(long, short = 'q', visible_alias = "istio-outbound-ports")]
     include_outbound_ports: Option<String>,
     /// Outbound ports never captured (traffic.sidecar.istio.io/excludeOutboundPorts).
-    #[arg(long)]
+    #[arg(
+        long,
+        short = 'o',
+        visible_alias = "istio-local-outbound-ports-exclude"
+    )]
     exclude_outbound_ports: Option<String>,
     /// Inbound ports captured, or * (traffic.sidecar.istio.io/includeInboundPorts).
-    #[arg(long)]
+    #[arg(long, short = 'b', visible_alias = "istio-inbound-ports")]
     include_inbound_ports: Option<String>,
     /// Inbound ports never captured (traffic.sidecar.istio.io/excludeInboundPorts).
-    #[arg(long)]
+    #[arg(long, short = 'd', visible_alias = "istio-local-exclude-ports")]
     exclude_inbound_ports: Option<String>,
     /// A Pod or WorkloadEntry manifest whose traffic.sidecar.istio.io/* annotations set
     /// the lists (flags given as well win).
@@ -90,6 +115,12 @@ fn id(field: &str, v: &str) -> Result<Option<u32>, String> {
 }
 
 fn options(a: &InitArgs) -> Result<Options, String> {
+    if a.mode != "REDIRECT" {
+        return Err(format!(
+            "--istio-inbound-interception-mode: {:?}: only REDIRECT is supported",
+            a.mode
+        ));
+    }
     let mut o = Options {
         outbound_port: a.outbound_port,
         inbound_port: a.inbound_port,

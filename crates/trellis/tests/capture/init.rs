@@ -206,3 +206,57 @@ fn bad_input_and_missing_privileges_are_named_and_change_nothing() {
     assert!(err.contains("needs root (CAP_NET_ADMIN)"), "{err}");
     assert_eq!(saved(&host, "default"), before);
 }
+
+#[test]
+fn istios_init_container_command_line_is_accepted() {
+    require_netns!();
+    let mut net = Network::new();
+    let host = net.host(1, Stack::Dual);
+    let before = saved(&host, "default");
+    // The arguments Istio's injector gives istio-iptables.
+    let istio = [
+        "init",
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-x",
+        "",
+        "-b",
+        "*",
+        "-d",
+        "15090,15021,15020",
+    ];
+    let out = host.trellis(&istio);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let during = saved(&host, "default");
+    assert!(
+        during.contains("-A TRELLIS_INBOUND -p tcp -m tcp --dport 15090 -j RETURN"),
+        "{during}"
+    );
+    assert!(
+        during.contains("-A TRELLIS_OUTPUT -j TRELLIS_REDIRECT"),
+        "{during}"
+    );
+    let out = host.trellis(&["init", "--cleanup-only"]);
+    assert!(out.status.success());
+    // (nf_tables keeps the nat table the install created, empty.)
+    let after = saved(&host, "default");
+    assert!(
+        !after.contains("-A ") && before.lines().all(|l| after.contains(l)),
+        "{after}"
+    );
+    let out = host.trellis(&["init", "-m", "TPROXY"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only REDIRECT is supported"));
+}
