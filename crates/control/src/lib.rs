@@ -325,6 +325,14 @@ impl ControlPlane {
         })?;
         let state = self.state.lock().unwrap();
         let (inputs, registry) = (&state.0, &state.1);
+        // A gateway proxy (Istio's node type `router`): its Gateways' servers.
+        if node.starts_with("router~") {
+            let config =
+                trellis_mesh::gateway::generate_gateway(inputs, registry, &namespace, &name)?;
+            return Ok(crate::snapshot(
+                &trellis_envoy::encode(&config).map_err(|e| e.to_string())?,
+            ));
+        }
         let w = registry
             .workload(&namespace, &name)
             .ok_or_else(|| format!("no workload {namespace}/{name} (WorkloadEntry or Pod)"))?;
@@ -501,9 +509,11 @@ impl ControlPlane {
     }
 
     /// Proxyless clients' views are small: made again whole.
+    /// Views without a shared base (proxyless clients, gateways), made again whole
+    /// after endpoints moved.
     fn refresh_proxyless(&self) {
         for node in self.cache.nodes() {
-            if trellis_mesh::proxyless_namespace(&node).is_some() {
+            if trellis_mesh::proxyless_namespace(&node).is_some() || node.starts_with("router~") {
                 self.refresh(&node);
             }
         }

@@ -58,8 +58,10 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
     net("ServiceEntry", "serviceentries"),
     net("WorkloadEntry", "workloadentries"),
     net("Sidecar", "sidecars"),
+    net("Gateway", "gateways"),
     sec("PeerAuthentication", "peerauthentications"),
     sec("AuthorizationPolicy", "authorizationpolicies"),
+    sec("RequestAuthentication", "requestauthentications"),
     // Trellis's own: cluster-scoped tenants (deploy/crds/trellis.io_tenants.yaml).
     IstioKind {
         group: "trellis.io",

@@ -254,7 +254,7 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
 }
 
 impl<'a> Gen<'a> {
-    fn new(inputs: &'a Inputs, registry: &'a Registry, w: &'a Workload) -> Self {
+    pub(crate) fn new(inputs: &'a Inputs, registry: &'a Registry, w: &'a Workload) -> Self {
         Gen {
             inputs,
             registry,
@@ -589,7 +589,8 @@ impl<'a> Gen<'a> {
             .virtual_services
             .iter()
             .find(|vs| {
-                exported(&vs.spec.export_to, &vs.namespace, &self.w.namespace)
+                crate::validate::applies_to_mesh(&vs.spec)
+                    && exported(&vs.spec.export_to, &vs.namespace, &self.w.namespace)
                     && vs
                         .spec
                         .hosts
@@ -604,7 +605,7 @@ impl<'a> Gen<'a> {
                     .name
                     .clone()
                     .unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
-                routes.extend(self.http_route(&vs.namespace, &name, r, s, p));
+                routes.extend(self.http_route(&vs.namespace, &name, r, Some(p)));
             }
         }
         // Istio's default route comes last (also after a VirtualService's routes).
@@ -630,11 +631,13 @@ impl<'a> Gen<'a> {
         routes
     }
 
+    /// The cluster of a route destination; without a port, the service's only one, or
+    /// the port `p` of the service whose route this is.
     fn destination_cluster(
         &mut self,
         ns: &str,
         d: &istio::Destination,
-        p: &Port,
+        p: Option<&Port>,
     ) -> Option<String> {
         let host = fqdn(&d.host, ns);
         let port = d.port.as_ref().map(|p| p.number).or_else(|| {
@@ -644,20 +647,19 @@ impl<'a> Gen<'a> {
             } else {
                 s.ports
                     .iter()
-                    .find(|q| q.number == p.number)
+                    .find(|q| Some(q.number) == p.map(|p| p.number))
                     .map(|q| q.number)
             }
         })?;
         self.cluster(&host, port, d.subset.as_deref())
     }
 
-    fn http_route(
+    pub(crate) fn http_route(
         &mut self,
         ns: &str,
         name: &str,
         r: &istio::HttpRoute,
-        s: &Service,
-        p: &Port,
+        p: Option<&Port>,
     ) -> Vec<tc::Route> {
         let mut base = tc::Route {
             name: Some(name.to_string()),
@@ -793,7 +795,6 @@ impl<'a> Gen<'a> {
                 }),
             });
         }
-        let _ = s;
         if r.matches.is_empty() {
             base.matches.prefix = Some("/".into());
             return vec![base];
@@ -806,7 +807,10 @@ impl<'a> Gen<'a> {
         let w = self.w;
         r.matches
             .iter()
-            .filter(|m| m.port.is_none_or(|port| port == 0 || port == p.number))
+            .filter(|m| {
+                m.port
+                    .is_none_or(|port| port == 0 || p.is_none_or(|p| port == p.number))
+            })
             .filter(|m| {
                 m.source_labels
                     .iter()

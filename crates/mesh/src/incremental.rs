@@ -24,6 +24,7 @@ pub fn endpoint_moves(changes: &[DocChange]) -> Option<Vec<Resource<WorkloadEntr
             + i.destination_rules.len()
             + i.service_entries.len()
             + i.sidecars.len()
+            + i.gateways.len()
             + i.peer_authentications.len()
             + i.authorization_policies.len();
         let clean = l.warnings.is_empty() && l.refused.is_empty() && others == 0;

@@ -27,6 +27,7 @@ pub struct Inputs {
     pub service_entries: Vec<Resource<ServiceEntry>>,
     pub workload_entries: Vec<Resource<WorkloadEntry>>,
     pub sidecars: Vec<Resource<Sidecar>>,
+    pub gateways: Vec<Resource<crate::istio::Gateway>>,
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
     pub request_authentications: Vec<Resource<RequestAuthentication>>,
@@ -77,6 +78,7 @@ impl Loaded {
         i.service_entries.extend_from_slice(&o.service_entries);
         i.workload_entries.extend_from_slice(&o.workload_entries);
         i.sidecars.extend_from_slice(&o.sidecars);
+        i.gateways.extend_from_slice(&o.gateways);
         i.peer_authentications
             .extend_from_slice(&o.peer_authentications);
         i.authorization_policies

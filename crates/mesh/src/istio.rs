@@ -49,6 +49,76 @@ pub struct VirtualService {
     pub http: Vec<HttpRoute>,
 }
 
+/// Istio's Gateway: the servers (ports, hosts, TLS) a gateway proxy selected by
+/// `selector` opens; VirtualServices bind to it with `gateways:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Gateway {
+    #[serde(default)]
+    pub selector: Labels,
+    #[serde(default)]
+    pub servers: Vec<GatewayServer>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayServer {
+    pub port: Option<GatewayPort>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Read to refuse: binding a server to one address is not supported yet.
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPort {
+    #[serde(default)]
+    pub number: u32,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub target_port: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTls {
+    #[serde(default)]
+    pub https_redirect: bool,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub server_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub credential_names: Vec<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub min_protocol_version: Option<String>,
+    #[serde(default)]
+    pub max_protocol_version: Option<String>,
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    #[serde(default)]
+    pub ca_crl: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRoute {

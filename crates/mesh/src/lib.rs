@@ -15,6 +15,7 @@
 pub mod annotations;
 pub mod capture;
 pub mod fail_closed;
+pub mod gateway;
 pub mod generate;
 mod incremental;
 mod inputs;

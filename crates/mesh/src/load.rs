@@ -439,6 +439,7 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         ("networking", "ServiceEntry") => accept!(service_entries, validate::service_entry),
         ("networking", "WorkloadEntry") => accept!(workload_entries, validate::workload_entry),
         ("networking", "Sidecar") => accept!(sidecars, validate::sidecar),
+        ("networking", "Gateway") => accept!(gateways, crate::gateway::validate),
         ("security", "PeerAuthentication") => {
             accept!(peer_authentications, validate::peer_authentication)
         }

@@ -269,9 +269,8 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
     if vs.hosts.is_empty() {
         errors.push("spec.hosts: at least one host is required".into());
     }
-    let applies_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
     for (i, h) in vs.hosts.iter().enumerate() {
-        if h == "*" && applies_to_mesh {
+        if h == "*" && applies_to_mesh(vs) {
             errors.push(format!(
                 "spec.hosts[{i}]: wildcard host * is not allowed for virtual services bound to the mesh gateway"
             ));
@@ -281,9 +280,14 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             }
         }
     }
-    if vs.gateways.iter().any(|g| g != "mesh") {
-        errors
-            .push("spec.gateways: only the mesh (sidecars) is supported; gateways are not".into());
+    for (i, g) in vs.gateways.iter().enumerate() {
+        // `mesh`, `<name>` (the VirtualService's namespace) or `<namespace>/<name>`.
+        let name = g.split_once('/').map_or(g.as_str(), |(_, n)| n);
+        if g != "mesh" && (name.is_empty() || g.matches('/').count() > 1) {
+            errors.push(format!(
+                "spec.gateways[{i}]: {g:?} is not mesh, <name> or <namespace>/<name>"
+            ));
+        }
     }
     for (i, r) in vs.http.iter().enumerate() {
         let p = format!("spec.http[{i}]");
@@ -1243,6 +1247,7 @@ pub fn cross_check(loaded: &mut Loaded) {
     dedupe(&mut i.service_entries, "ServiceEntry", refused);
     dedupe(&mut i.workload_entries, "WorkloadEntry", refused);
     dedupe(&mut i.sidecars, "Sidecar", refused);
+    dedupe(&mut i.gateways, "Gateway", refused);
     dedupe(&mut i.peer_authentications, "PeerAuthentication", refused);
     dedupe(
         &mut i.authorization_policies,
@@ -1259,6 +1264,10 @@ pub fn cross_check(loaded: &mut Loaded) {
     // namespace has its own.
     let mut hosts: BTreeMap<String, Vec<(Audience, String)>> = BTreeMap::new();
     i.virtual_services.retain(|vs| {
+        // Those bound to gateways only route there (crate::gateway).
+        if !applies_to_mesh(&vs.spec) {
+            return true;
+        }
         let fqdns: Vec<String> = vs
             .spec
             .hosts
@@ -1440,4 +1449,9 @@ fn tenants(loaded: &mut Loaded) {
     }
     loaded.inputs.tenants = kept;
     loaded.inputs.namespace_labels = labels;
+}
+
+/// Whether a VirtualService routes sidecars' traffic: no `gateways`, or `mesh` among them.
+pub fn applies_to_mesh(vs: &VirtualService) -> bool {
+    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
 }

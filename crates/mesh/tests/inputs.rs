@@ -43,8 +43,13 @@ const BAD: &[(&str, &str, &[&str])] = &[
     ),
     (
         "unknown-kind.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: ProxyConfig\nmetadata: { name: pc }\nspec: {}\n",
+        &["unknown-kind.yaml#1", "ProxyConfig default/pc", "kind ProxyConfig"],
+    ),
+    (
+        "gateway.yaml",
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: gw }\nspec: {}\n",
-        &["unknown-kind.yaml#1", "Gateway default/gw", "kind Gateway"],
+        &["gateway.yaml#1", "Gateway default/gw", "spec.servers: at least one server is required"],
     ),
     (
         "unknown-api.yaml",

@@ -9,6 +9,7 @@ mod control;
 mod cryptomb;
 mod demo;
 mod egress;
+mod gateway;
 mod hostile;
 mod identity;
 mod issuer;

@@ -1,0 +1,112 @@
+//! Istio Gateways: what is refused, which VirtualServices bind where, and a gateway
+//! proxy's listeners.
+
+use trellis_mesh::{gateway::generate_gateway, generate, load_str, Loaded, Registry};
+
+const REGISTRY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: reviews, namespace: shop }
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: gw, namespace: edge }
+spec: { address: 10.0.0.1, labels: { istio: ingressgateway } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: web
+  namespace: shop
+  annotations: { sidecar.trellis.dev/app-ports: "http=18000" }
+spec: { address: 127.0.0.1, ports: { http: 28000 }, labels: { app: web } }
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: public, namespace: edge }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+    - port: { number: 80, name: http, protocol: HTTP }
+      hosts: ["shop/*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: shop, namespace: shop }
+spec:
+  hosts: [shop.example.com, reviews]
+  gateways: [edge/public]
+  http:
+    - route: [{ destination: { host: reviews, port: { number: 9080 } } }]
+      headers: { response: { add: { x-via: gateway } } }
+"#;
+
+fn load(extra: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    load_str(REGISTRY, "registry.yaml", &mut loaded);
+    load_str(extra, "extra.yaml", &mut loaded);
+    trellis_mesh::cross_check(&mut loaded);
+    loaded
+}
+
+#[test]
+fn a_gateway_serves_the_hosts_its_servers_admit_of_the_virtual_services_bound_to_it() {
+    let loaded = load("");
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate_gateway(&loaded.inputs, &registry, "edge", "gw").unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    let l = &c.listeners[0];
+    assert_eq!(l.name, "0.0.0.0_80");
+    assert!(l.bind_to_port && !l.use_original_dst);
+    let hosts = &l.http.as_ref().unwrap().virtual_hosts;
+    // `reviews` is not a host the server admits (shop/*.example.com).
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["shop.example.com:80"]);
+    assert!(c
+        .clusters
+        .iter()
+        .any(|c| c.name == "outbound|9080||reviews.shop.svc.cluster.local"));
+
+    // The VirtualService is bound to the gateway only: the sidecars' routes to reviews
+    // are the default ones.
+    let web = generate(&loaded.inputs, &registry, "shop", "web").unwrap();
+    let out = web.listeners.iter().find(|l| l.name == "outbound").unwrap();
+    let vh = out
+        .http
+        .as_ref()
+        .unwrap()
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name.starts_with("reviews."))
+        .unwrap();
+    assert!(
+        vh.routes
+            .iter()
+            .all(|r| r.response_headers_to_add.is_empty()),
+        "{vh:?}"
+    );
+}
+
+#[test]
+fn what_a_gateway_cannot_honour_is_refused_by_field() {
+    for (server, says) in [
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com] }", "tls: required for protocol HTTPS"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialName: a-cert } }", "credentialName"),
+        ("{ port: { number: 443, name: tls, protocol: TLS }, hosts: [a.example.com], tls: { mode: PASSTHROUGH } }", "TLS gateway servers are not supported"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: ISTIO_MUTUAL } }", "mode: ISTIO_MUTUAL is not supported"),
+        ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a.example.com], bind: 10.0.0.1 }", "bind: not supported"),
+        ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a/b/c] }", "is not <host> or <namespace>/<host>"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256] } }", "cipherSuites"),
+    ] {
+        let loaded = load(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{ name: bad, namespace: edge }}\nspec:\n  selector: {{ istio: ingressgateway }}\n  servers: [{server}]\n"
+        ));
+        assert_eq!(loaded.refused.len(), 1, "{server}: {:?}", loaded.refused);
+        assert!(loaded.refused[0].message.contains(says), "{server}: {}", loaded.refused[0].message);
+    }
+}
