@@ -26,6 +26,18 @@ pub struct MeshFile {
     /// renew at half of it.
     #[serde(default)]
     pub certificate_ttl: Option<String>,
+    /// Gateway proxies (Istio's ingress gateways): each a `trellis proxy` of node type
+    /// `router`, serving the Gateways of the config directory that select its labels.
+    #[serde(default)]
+    pub gateways: Vec<GatewayDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayDef {
+    pub name: String,
+    /// Its workload's labels, which Gateways' `selector`s match.
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_namespace() -> String {

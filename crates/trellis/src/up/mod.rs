@@ -179,7 +179,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // Declared before the children: they stop first, then the namespaces go.
     let net = if args.netns {
         Some(netns::Network::create(
-            FIRST_WORKLOAD_HOST - 1 + planned.len(),
+            FIRST_WORKLOAD_HOST - 1 + planned.len() + mesh.gateways.len(),
         )?)
     } else {
         None
@@ -248,6 +248,20 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             ver = p.workload.version,
             sa = p.sa,
             wns = p.ns,
+        );
+    }
+    // Gateways: a workload each with its labels (after the workloads' hosts).
+    for (k, g) in mesh.gateways.iter().enumerate() {
+        let address = match net {
+            Some(_) => netns::v4(FIRST_WORKLOAD_HOST + planned.len() + k),
+            None => "127.0.0.1".into(),
+        };
+        let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = write!(
+            registry,
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  address: {address}\n  labels: {{ {labels} }}\n  serviceAccount: {name}\n---\n",
+            name = g.name,
+            labels = labels.join(", "),
         );
     }
     let client_annotations = match net {
@@ -327,12 +341,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         cert_signer: Option<String>,
         /// Its --netns host.
         host: usize,
+        /// A gateway (node type `router`): not captured, serves Gateways.
+        router: bool,
     }
     let mut sidecars: Vec<Sidecar> = planned
         .iter()
         .enumerate()
         .map(|(k, p)| Sidecar {
             host: FIRST_WORKLOAD_HOST + k,
+            router: false,
             name: p.name.clone(),
             ns: p.ns.clone(),
             sa: p.sa.clone(),
@@ -355,7 +372,20 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         keys: client_keys,
         cert_signer: mesh.cert_signer(None).map_err(anyhow::Error::msg)?,
         host: CLIENT_HOST,
+        router: false,
     });
+    for (k, g) in mesh.gateways.iter().enumerate() {
+        sidecars.push(Sidecar {
+            name: g.name.clone(),
+            ns: ns.clone(),
+            sa: g.name.clone(),
+            service: "gateway".into(),
+            keys: trellis_config::PrivateKeyProvider::Memory,
+            cert_signer: mesh.cert_signer(None).map_err(anyhow::Error::msg)?,
+            host: FIRST_WORKLOAD_HOST + planned.len() + k,
+            router: true,
+        });
+    }
     let mut starting = Vec::new();
     for Sidecar {
         name,
@@ -365,12 +395,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         keys,
         cert_signer,
         host,
+        router,
     } in &sidecars
     {
         let host = *host;
+        let kind = if *router { "router" } else { "sidecar" };
         // With --netns: the host's capture rules first. The client host leaves the
         // admin and status ports alone: the live view reads them from there.
-        if let Some(n) = net {
+        if let Some(n) = net.filter(|_| !*router) {
             let mut init = n.command(host, std::env::current_exe()?);
             init.arg("init");
             if host == CLIENT_HOST {
@@ -419,7 +451,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         );
         work.write(format!("sidecars/{name}/bootstrap.yaml"), boot)?;
         let ready = dir.join("ready.json");
-        let node = format!("sidecar~{node_ip}~{name}.{ns}~{ns}.svc.cluster.local");
+        let node = format!("{kind}~{node_ip}~{name}.{ns}~{ns}.svc.cluster.local");
         // A captured sidecar runs with the group its host's rules leave alone.
         let mut cmd = match net {
             Some(n) => {
@@ -626,8 +658,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let ingress = ingress_urls(&config_dir, &mesh, |k| match net {
+        Some(_) => netns::v4(FIRST_WORKLOAD_HOST + planned.len() + k),
+        None => "localhost".into(),
+    });
     let summary = rt.block_on(view::drive(view::Setup {
         entry,
+        ingress,
         traffic: mesh.traffic,
         sidecars: running,
         config_dir: config_dir.clone(),
@@ -717,4 +754,41 @@ fn wait_captured(
         }
     }
     Ok(())
+}
+
+/// Where each gateway of the mesh file serves (`http(s)://<host>:<port>/`): the ports of
+/// the config directory's Gateways that select its labels.
+fn ingress_urls(
+    config_dir: &std::path::Path,
+    mesh: &MeshFile,
+    host: impl Fn(usize) -> String,
+) -> Vec<String> {
+    let Ok(loaded) = trellis_mesh::load_dir(config_dir) else {
+        return Vec::new();
+    };
+    let mut urls = Vec::new();
+    for (k, g) in mesh.gateways.iter().enumerate() {
+        for gw in &loaded.inputs.gateways {
+            if !trellis_mesh::selects(&gw.spec.selector, &g.labels) {
+                continue;
+            }
+            for server in &gw.spec.servers {
+                let Some(port) = &server.port else { continue };
+                let scheme = if port.protocol.eq_ignore_ascii_case("HTTPS") {
+                    "https"
+                } else {
+                    "http"
+                };
+                urls.push(format!(
+                    "{scheme}://{}:{}/  ({}, Gateway {}/{})",
+                    host(k),
+                    port.number,
+                    g.name,
+                    gw.namespace,
+                    gw.name
+                ));
+            }
+        }
+    }
+    urls
 }

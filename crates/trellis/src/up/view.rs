@@ -48,6 +48,8 @@ impl Entry {
 
 pub(crate) struct Setup {
     pub entry: Entry,
+    /// Where the mesh's gateways serve.
+    pub ingress: Vec<String>,
     pub traffic: Option<Traffic>,
     pub sidecars: Vec<Running>,
     pub config_dir: PathBuf,
@@ -327,6 +329,9 @@ fn render(
             "\ntry:  ip netns exec {namespace} curl http://<service>:<port>/   (captured by the client's sidecar)"
         ),
     };
+    for url in &setup.ingress {
+        let _ = writeln!(s, "ingress: {url}");
+    }
     let _ = writeln!(
         s,
         "edit: {} (Istio resources; applied live)   logs: {}   Ctrl-C stops",

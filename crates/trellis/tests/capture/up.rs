@@ -60,6 +60,12 @@ fn the_example_mesh_runs_captured_on_hosts_of_its_own() {
     // The example's AuthorizationPolicy and routes apply to captured traffic.
     let denied = curl("http://details:9080/admin/config");
     assert!(denied.ends_with("\n403"), "{denied}");
+    // The ingress gateway, on a host of its own, from the client's host.
+    let gateway_admin = doc["sidecars"]["ingressgateway"].as_str().unwrap();
+    let gateway_ip = gateway_admin.rsplit_once(':').unwrap().0;
+    let through = curl(&format!("http://{gateway_ip}:8080/productpage"));
+    assert!(through.ends_with("\n200"), "{through}");
+    assert!(through.contains("productpage-v1"), "{through}");
     // productpage's own host has its capture rules.
     let rules = Command::new("ip")
         .args(["netns", "exec", product_ns, "iptables-save", "-t", "nat"])

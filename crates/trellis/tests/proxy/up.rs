@@ -35,6 +35,16 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
     let mesh = work.path().join("bookinfo");
     copy_dir(&example, &mesh);
+    // The ingress gateway's port, moved to one free here.
+    let ingress = free_port();
+    let gateway = mesh.join("istio/gateway.yaml");
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    assert!(text.contains("number: 8080"));
+    std::fs::write(
+        &gateway,
+        text.replace("number: 8080", &format!("number: {ingress}")),
+    )
+    .unwrap();
     let ready = work.path().join("up.json");
     let base = free_ports(100).to_string();
     let (m, r) = (mesh.display().to_string(), ready.display().to_string());
@@ -66,6 +76,22 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
         call(client, "productpage:9080", "/", &[]).await.served_by(),
         "productpage-v1"
     );
+    // From outside the mesh, through the ingress gateway (bookinfo's Gateway and
+    // VirtualService): /productpage is routed, other paths are not.
+    let through = send(Req::get(&format!("http://127.0.0.1:{ingress}/productpage")))
+        .await
+        .unwrap();
+    assert_eq!(through.status, 200, "{}", through.body);
+    assert_eq!(through.served_by(), "productpage-v1");
+    assert!(
+        through.body.contains("sa/ingressgateway"),
+        "over mTLS from the gateway: {}",
+        through.body
+    );
+    let other = send(Req::get(&format!("http://127.0.0.1:{ingress}/details/0")))
+        .await
+        .unwrap();
+    assert_eq!(other.status, 404);
 
     // Weights: the 90/10 canary; the header route sends jason to v3.
     let mut v1 = 0;
