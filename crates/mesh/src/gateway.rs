@@ -221,7 +221,7 @@ pub fn generate_gateway(
                     let routes = if redirect {
                         vec![https_redirect()]
                     } else {
-                        g.gateway_routes(vs)
+                        g.gateway_routes(vs, number)
                     };
                     let domains = if host == "*" {
                         vec!["*".to_string()]
@@ -325,15 +325,24 @@ fn https_redirect() -> tc::Route {
 }
 
 impl Gen<'_> {
-    /// A gateway-bound VirtualService's HTTP routes.
-    fn gateway_routes(&mut self, vs: &Resource<VirtualService>) -> Vec<tc::Route> {
+    /// A gateway-bound VirtualService's HTTP routes for the listener on `port`: a match
+    /// naming another port does not apply there.
+    fn gateway_routes(&mut self, vs: &Resource<VirtualService>, port: u16) -> Vec<tc::Route> {
         let mut routes = Vec::new();
         for (i, r) in vs.spec.http.iter().enumerate() {
             let name = r
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
-            routes.extend(self.http_route(&vs.namespace, &name, r, None));
+            let mut r = r.clone();
+            if !r.matches.is_empty() {
+                r.matches
+                    .retain(|m| m.port.is_none_or(|p| p == 0 || p == port));
+                if r.matches.is_empty() {
+                    continue;
+                }
+            }
+            routes.extend(self.http_route(&vs.namespace, &name, &r, None));
         }
         routes
     }

@@ -110,3 +110,20 @@ fn what_a_gateway_cannot_honour_is_refused_by_field() {
         assert!(loaded.refused[0].message.contains(says), "{server}: {}", loaded.refused[0].message);
     }
 }
+
+#[test]
+fn a_route_matching_another_port_is_left_out_of_a_gateway_listener() {
+    let loaded = load(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: admin, namespace: shop }\nspec:\n  hosts: [admin.example.com]\n  gateways: [edge/public]\n  http:\n    - match: [{ port: 8443 }]\n      route: [{ destination: { host: reviews } }]\n    - match: [{ port: 80, uri: { prefix: /status } }]\n      route: [{ destination: { host: reviews } }]\n",
+    );
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate_gateway(&loaded.inputs, &registry, "edge", "gw").unwrap();
+    let hosts = &c.listeners[0].http.as_ref().unwrap().virtual_hosts;
+    let admin = hosts
+        .iter()
+        .find(|h| h.name == "admin.example.com:80")
+        .unwrap();
+    assert_eq!(admin.routes.len(), 1, "{admin:?}");
+    assert_eq!(admin.routes[0].matches.prefix.as_deref(), Some("/status"));
+}
