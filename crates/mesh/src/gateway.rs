@@ -28,6 +28,22 @@ pub fn validate(gw: &Gateway) -> Vec<String> {
                 .into(),
         );
     }
+    // One port, one kind of listener: plaintext HTTP or TLS.
+    let mut kinds: BTreeMap<u32, (usize, bool)> = BTreeMap::new();
+    for (i, s) in gw.servers.iter().enumerate() {
+        if let Some(port) = &s.port {
+            let tls = port.protocol.eq_ignore_ascii_case("HTTPS");
+            let (first, first_tls) = *kinds.entry(port.number).or_insert((i, tls));
+            if first_tls != tls {
+                errors.push(format!(
+                    "spec.servers[{i}].port: {} is {} here but {} in servers[{first}]; one port serves one of them",
+                    port.number,
+                    if tls { "HTTPS" } else { "plaintext" },
+                    if first_tls { "HTTPS" } else { "plaintext" },
+                ));
+            }
+        }
+    }
     for (i, s) in gw.servers.iter().enumerate() {
         let p = format!("spec.servers[{i}]");
         match &s.port {
@@ -346,4 +362,42 @@ impl Gen<'_> {
         }
         routes
     }
+}
+
+/// Gateways with the same selector whose servers share a port with another kind of
+/// listener (plaintext against HTTPS): the later one is refused, naming the first.
+pub(crate) fn conflicts(gateways: &[Resource<Gateway>]) -> Vec<(usize, String)> {
+    let mut seen: BTreeMap<(String, u32), (bool, String)> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (i, gw) in gateways.iter().enumerate() {
+        let selector = format!("{:?}", gw.spec.selector);
+        let mut mine = Vec::new();
+        let mut conflict = None;
+        for s in &gw.spec.servers {
+            let Some(port) = &s.port else { continue };
+            let tls = port.protocol.eq_ignore_ascii_case("HTTPS");
+            match seen.get(&(selector.clone(), port.number)) {
+                Some((other, by)) if *other != tls => {
+                    conflict = Some(format!(
+                        "spec.servers: port {} is {} here but {} in Gateway {by} on the same gateway proxies",
+                        port.number,
+                        if tls { "HTTPS" } else { "plaintext" },
+                        if *other { "HTTPS" } else { "plaintext" },
+                    ));
+                    break;
+                }
+                _ => mine.push(((selector.clone(), port.number), tls)),
+            }
+        }
+        match conflict {
+            Some(why) => refused.push((i, why)),
+            None => {
+                for (key, tls) in mine {
+                    seen.entry(key)
+                        .or_insert((tls, format!("{}/{}", gw.namespace, gw.name)));
+                }
+            }
+        }
+    }
+    refused
 }

@@ -129,6 +129,7 @@ impl Inputs {
         carry!(service_entries, "ServiceEntry");
         carry!(workload_entries, "WorkloadEntry");
         carry!(sidecars, "Sidecar");
+        carry!(gateways, "Gateway");
         carry!(peer_authentications, "PeerAuthentication");
         carry!(authorization_policies, "AuthorizationPolicy");
         carry!(request_authentications, "RequestAuthentication");

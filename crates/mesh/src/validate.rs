@@ -1248,6 +1248,15 @@ pub fn cross_check(loaded: &mut Loaded) {
     dedupe(&mut i.workload_entries, "WorkloadEntry", refused);
     dedupe(&mut i.sidecars, "Sidecar", refused);
     dedupe(&mut i.gateways, "Gateway", refused);
+    let conflicting = crate::gateway::conflicts(&i.gateways);
+    for (index, why) in conflicting.iter().rev() {
+        let gw = i.gateways.remove(*index);
+        refused.push(Diagnostic {
+            resource: gw.source.clone(),
+            message: why.clone(),
+            key: Some(("Gateway".into(), gw.namespace.clone(), gw.name.clone())),
+        });
+    }
     dedupe(&mut i.peer_authentications, "PeerAuthentication", refused);
     dedupe(
         &mut i.authorization_policies,

@@ -127,3 +127,28 @@ fn a_route_matching_another_port_is_left_out_of_a_gateway_listener() {
     assert_eq!(admin.routes.len(), 1, "{admin:?}");
     assert_eq!(admin.routes[0].matches.prefix.as_deref(), Some("/status"));
 }
+
+#[test]
+fn a_port_is_plaintext_or_https_never_both() {
+    // Within one Gateway.
+    let loaded = load("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: mixed, namespace: edge }\nspec:\n  selector: { istio: other }\n  servers:\n    - { port: { number: 8443, name: a, protocol: HTTP }, hosts: [a.example.com] }\n    - { port: { number: 8443, name: b, protocol: HTTPS }, hosts: [b.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k } }\n");
+    assert_eq!(loaded.refused.len(), 1, "{:?}", loaded.refused);
+    assert!(
+        loaded.refused[0]
+            .message
+            .contains("8443 is HTTPS here but plaintext in servers[0]"),
+        "{}",
+        loaded.refused[0].message
+    );
+    // Across Gateways on the same proxies: the later is refused, the first serves on.
+    let loaded = load("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: secure, namespace: edge }\nspec:\n  selector: { istio: ingressgateway }\n  servers:\n    - { port: { number: 80, name: https, protocol: HTTPS }, hosts: [b.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k } }\n");
+    assert_eq!(loaded.refused.len(), 1, "{:?}", loaded.refused);
+    assert!(
+        loaded.refused[0]
+            .message
+            .contains("port 80 is HTTPS here but plaintext in Gateway edge/public"),
+        "{}",
+        loaded.refused[0].message
+    );
+    assert_eq!(loaded.inputs.gateways.len(), 1);
+}
