@@ -56,18 +56,11 @@ pub(crate) use require_netns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Which addresses a host gets.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Stack {
-    V4,
-    V6,
-    Dual,
-}
+pub use trellis_netns::Stack;
 
+/// The hosts of one test and the processes started in them.
 pub struct Network {
-    prefix: String,
-    switch: String,
-    hosts: Vec<String>,
+    net: trellis_netns::Network,
     children: Arc<Mutex<Vec<Child>>>,
     pub dir: tempfile::TempDir,
 }
@@ -81,95 +74,30 @@ pub struct Host {
     logs: PathBuf,
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Network {
     pub fn new() -> Network {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // Interface names (the namespace and one letter) must stay within 15 bytes.
         let prefix = format!("t{}x{n:x}", std::process::id() % 100_000);
-        let switch = format!("{prefix}sw");
-        ip(&["netns", "add", &switch]);
-        let net = Network {
-            prefix,
-            switch,
-            hosts: Vec::new(),
+        Network {
+            net: trellis_netns::Network::create(&prefix).expect("the switch namespace"),
             children: Arc::default(),
             dir: tempfile::tempdir().unwrap(),
-        };
-        net.in_switch(&["link", "add", "br0", "type", "bridge"]);
-        net.in_switch(&["link", "set", "br0", "up"]);
-        net
-    }
-
-    fn in_switch(&self, args: &[&str]) {
-        let mut full = vec!["-n", &self.switch];
-        full.extend_from_slice(args);
-        ip(&full);
+        }
     }
 
     /// Host number `i` (1..=250): 10.244.0.<i>/24 and fd00:244::<i>/64 as `stack` says.
     pub fn host(&mut self, i: u8, stack: Stack) -> Host {
-        let ns = format!("{}h{i}", self.prefix);
-        ip(&["netns", "add", &ns]);
-        self.hosts.push(ns.clone());
-        let (outer, inner) = (format!("{ns}o"), "eth0".to_string());
-        ip(&[
-            "link",
-            "add",
-            &outer,
-            "netns",
-            &self.switch,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &inner,
-            "netns",
-            &ns,
-        ]);
-        self.in_switch(&["link", "set", &outer, "master", "br0"]);
-        self.in_switch(&["link", "set", &outer, "up"]);
-        let n = |args: &[&str]| {
-            let mut full = vec!["-n", ns.as_str()];
-            full.extend_from_slice(args);
-            ip(&full);
-        };
-        n(&["link", "set", "lo", "up"]);
-        n(&["link", "set", "eth0", "up"]);
-        let v4 = (stack != Stack::V6).then(|| format!("10.244.0.{i}"));
-        let v6 = (stack != Stack::V4).then(|| format!("fd00:244::{i}"));
-        if let Some(a) = &v4 {
-            n(&["addr", "add", &format!("{a}/24"), "dev", "eth0"]);
-            n(&["route", "add", "default", "dev", "eth0"]);
-        }
-        if let Some(a) = &v6 {
-            // No duplicate address detection: the address is usable at once.
-            n(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{a}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            n(&["-6", "route", "add", "default", "dev", "eth0"]);
-        }
-        let logs = self.dir.path().join(&ns);
+        let h = self
+            .net
+            .add_host(usize::from(i), stack)
+            .expect("a host namespace");
+        let logs = self.dir.path().join(&h.ns);
         std::fs::create_dir_all(&logs).unwrap();
         Host {
-            ns,
-            v4,
-            v6,
+            ns: h.ns,
+            v4: h.v4,
+            v6: h.v6,
             children: self.children.clone(),
             logs,
         }
@@ -177,14 +105,11 @@ impl Network {
 }
 
 impl Drop for Network {
+    /// The processes first; the namespaces go with `net`.
     fn drop(&mut self) {
         for c in self.children.lock().unwrap().iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        for ns in self.hosts.iter().chain([&self.switch]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
 }
