@@ -1248,7 +1248,7 @@ pub fn cross_check(loaded: &mut Loaded) {
     dedupe(&mut i.workload_entries, "WorkloadEntry", refused);
     dedupe(&mut i.sidecars, "Sidecar", refused);
     dedupe(&mut i.gateways, "Gateway", refused);
-    let conflicting = crate::gateway::conflicts(&i.gateways);
+    let conflicting = gateway_conflicts(&i.gateways);
     for (index, why) in conflicting.iter().rev() {
         let gw = i.gateways.remove(*index);
         refused.push(Diagnostic {
@@ -1463,4 +1463,44 @@ fn tenants(loaded: &mut Loaded) {
 /// Whether a VirtualService routes sidecars' traffic: no `gateways`, or `mesh` among them.
 pub fn applies_to_mesh(vs: &VirtualService) -> bool {
     vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
+}
+
+/// Gateways with the same selector whose servers share a port with another kind of
+/// listener (plaintext against HTTPS): the later one is refused, naming the first.
+fn gateway_conflicts(
+    gateways: &[crate::inputs::Resource<crate::istio::Gateway>],
+) -> Vec<(usize, String)> {
+    let mut seen: BTreeMap<(String, u32), (bool, String)> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (i, gw) in gateways.iter().enumerate() {
+        let selector = format!("{:?}", gw.spec.selector);
+        let mut mine = Vec::new();
+        let mut conflict = None;
+        for s in &gw.spec.servers {
+            let Some(port) = &s.port else { continue };
+            let tls = port.protocol.eq_ignore_ascii_case("HTTPS");
+            match seen.get(&(selector.clone(), port.number)) {
+                Some((other, by)) if *other != tls => {
+                    conflict = Some(format!(
+                        "spec.servers: port {} is {} here but {} in Gateway {by} on the same gateway proxies",
+                        port.number,
+                        if tls { "HTTPS" } else { "plaintext" },
+                        if *other { "HTTPS" } else { "plaintext" },
+                    ));
+                    break;
+                }
+                _ => mine.push(((selector.clone(), port.number), tls)),
+            }
+        }
+        match conflict {
+            Some(why) => refused.push((i, why)),
+            None => {
+                for (key, tls) in mine {
+                    seen.entry(key)
+                        .or_insert((tls, format!("{}/{}", gw.namespace, gw.name)));
+                }
+            }
+        }
+    }
+    refused
 }
