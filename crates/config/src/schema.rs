@@ -299,6 +299,21 @@ pub struct VirtualHost {
     pub response_headers_to_remove: Vec<String>,
 }
 
+impl VirtualHost {
+    /// A virtual host without header edits of its own.
+    pub fn new(name: impl Into<String>, domains: Vec<String>, routes: Vec<Route>) -> Self {
+        VirtualHost {
+            name: name.into(),
+            domains,
+            routes,
+            request_headers_to_add: Vec::new(),
+            request_headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            response_headers_to_remove: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderValue {
@@ -341,6 +356,26 @@ pub struct Route {
     pub response_headers_to_remove: Vec<String>,
 }
 
+impl Route {
+    /// A route for `matches` that does nothing yet: the caller sets its `route`,
+    /// `redirect` or `direct_response`.
+    pub fn new(name: Option<String>, matches: RouteMatch) -> Self {
+        Route {
+            name,
+            matches,
+            route: None,
+            redirect: None,
+            direct_response: None,
+            fault: None,
+            cors: None,
+            request_headers_to_add: Vec::new(),
+            request_headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            response_headers_to_remove: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
@@ -360,6 +395,16 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatcher>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<HeaderMatcher>,
+}
+
+impl RouteMatch {
+    /// Every path under `prefix`.
+    pub fn prefix(prefix: &str) -> Self {
+        RouteMatch {
+            prefix: Some(prefix.into()),
+            ..Default::default()
+        }
+    }
 }
 
 /// Matches one header (or query parameter) by exactly one of the value forms.

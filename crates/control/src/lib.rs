@@ -333,9 +333,7 @@ impl ControlPlane {
                 &trellis_envoy::encode(&config).map_err(|e| e.to_string())?,
             ));
         }
-        let w = registry
-            .workload(&namespace, &name)
-            .ok_or_else(|| format!("no workload {namespace}/{name} (WorkloadEntry or Pod)"))?;
+        let w = registry.known_workload(&namespace, &name)?;
         let key = trellis_mesh::outbound_scope(inputs, w);
         let cached = self.shared.lock().unwrap().get(&key).cloned();
         let outbound = match cached {
@@ -404,7 +402,7 @@ impl ControlPlane {
         for node in own {
             self.refresh(&node);
         }
-        self.refresh_proxyless();
+        self.refresh_unshared();
         let mut names: Vec<String> = moves
             .iter()
             .take(5)
@@ -463,7 +461,7 @@ impl ControlPlane {
             }
             self.rebase_scopes(inputs, registry, &hosts, &[])?;
         }
-        self.refresh_proxyless();
+        self.refresh_unshared();
         tracing::info!(
             "endpoints changed: {} Service{} ({}); views updated in {:?}",
             hosts.len(),
@@ -511,7 +509,7 @@ impl ControlPlane {
     /// Proxyless clients' views are small: made again whole.
     /// Views without a shared base (proxyless clients, gateways), made again whole
     /// after endpoints moved.
-    fn refresh_proxyless(&self) {
+    fn refresh_unshared(&self) {
         for node in self.cache.nodes() {
             if trellis_mesh::proxyless_namespace(&node).is_some() || node.starts_with("router~") {
                 self.refresh(&node);

@@ -250,22 +250,8 @@ impl Gen<'_> {
 /// The last virtual host of a captured HTTP port: hosts outside the registry pass
 /// through to where the app was connecting (ALLOW_ANY), or get 502 (REGISTRY_ONLY).
 fn catch_all(allow_any: bool) -> tc::VirtualHost {
-    let mut route = tc::Route {
-        name: Some(if allow_any { "allow_any" } else { "block_all" }.into()),
-        matches: tc::RouteMatch {
-            prefix: Some("/".into()),
-            ..Default::default()
-        },
-        route: None,
-        redirect: None,
-        direct_response: None,
-        fault: None,
-        cors: None,
-        request_headers_to_add: Vec::new(),
-        request_headers_to_remove: Vec::new(),
-        response_headers_to_add: Vec::new(),
-        response_headers_to_remove: Vec::new(),
-    };
+    let name = if allow_any { "allow_any" } else { "block_all" };
+    let mut route = tc::Route::new(Some(name.into()), tc::RouteMatch::prefix("/"));
     if allow_any {
         route.route = Some(crate::generate::action(PASSTHROUGH.into(), None, None));
     } else {
@@ -274,13 +260,5 @@ fn catch_all(allow_any: bool) -> tc::VirtualHost {
             body: String::new(),
         });
     }
-    tc::VirtualHost {
-        name: if allow_any { "allow_any" } else { "block_all" }.into(),
-        domains: vec!["*".into()],
-        routes: vec![route],
-        request_headers_to_add: Vec::new(),
-        request_headers_to_remove: Vec::new(),
-        response_headers_to_add: Vec::new(),
-        response_headers_to_remove: Vec::new(),
-    }
+    tc::VirtualHost::new(name, vec!["*".into()], vec![route])
 }

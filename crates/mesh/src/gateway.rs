@@ -202,9 +202,7 @@ pub fn generate_gateway(
     namespace: &str,
     name: &str,
 ) -> Result<tc::Config, String> {
-    let w = registry
-        .workload(namespace, name)
-        .ok_or_else(|| format!("no workload {namespace}/{name} (WorkloadEntry or Pod)"))?;
+    let w = registry.known_workload(namespace, name)?;
     let mut g = Gen::new(inputs, registry, w);
     let mut ports: BTreeMap<u16, Port> = BTreeMap::new();
     let gateways = inputs
@@ -244,15 +242,11 @@ pub fn generate_gateway(
                     } else {
                         vec![host.clone(), format!("{host}:{number}")]
                     };
-                    entry.1.push(tc::VirtualHost {
-                        name: format!("{host}:{number}"),
+                    entry.1.push(tc::VirtualHost::new(
+                        format!("{host}:{number}"),
                         domains,
                         routes,
-                        request_headers_to_add: Vec::new(),
-                        request_headers_to_remove: Vec::new(),
-                        response_headers_to_add: Vec::new(),
-                        response_headers_to_remove: Vec::new(),
-                    });
+                    ));
                 }
             }
         }
@@ -314,30 +308,17 @@ fn downstream(servers: &[(ServerTls, Vec<String>)]) -> Option<tc::DownstreamTls>
 }
 
 fn https_redirect() -> tc::Route {
-    tc::Route {
-        name: Some("https_redirect".into()),
-        matches: tc::RouteMatch {
-            prefix: Some("/".into()),
-            ..Default::default()
-        },
-        route: None,
-        redirect: Some(tc::Redirect {
-            scheme: Some("https".into()),
-            host: None,
-            port: None,
-            path: None,
-            prefix_rewrite: None,
-            response_code: 301,
-            strip_query: false,
-        }),
-        direct_response: None,
-        fault: None,
-        cors: None,
-        request_headers_to_add: Vec::new(),
-        request_headers_to_remove: Vec::new(),
-        response_headers_to_add: Vec::new(),
-        response_headers_to_remove: Vec::new(),
-    }
+    let mut r = tc::Route::new(Some("https_redirect".into()), tc::RouteMatch::prefix("/"));
+    r.redirect = Some(tc::Redirect {
+        scheme: Some("https".into()),
+        host: None,
+        port: None,
+        path: None,
+        prefix_rewrite: None,
+        response_code: 301,
+        strip_query: false,
+    });
+    r
 }
 
 impl Gen<'_> {

@@ -21,9 +21,7 @@ pub fn generate(
     namespace: &str,
     workload: &str,
 ) -> Result<tc::Config, String> {
-    let w = registry
-        .workload(namespace, workload)
-        .ok_or_else(|| format!("no workload {namespace}/{workload} (WorkloadEntry or Pod)"))?;
+    let w = registry.known_workload(namespace, workload)?;
     Ok(generate_for(inputs, registry, w))
 }
 
@@ -368,15 +366,11 @@ impl<'a> Gen<'a> {
                     domains.push(with_port(short));
                 }
                 let routes = self.routes(s, p);
-                virtual_hosts.push(tc::VirtualHost {
-                    name: format!("{}:{}", s.host, p.number),
+                virtual_hosts.push(tc::VirtualHost::new(
+                    format!("{}:{}", s.host, p.number),
                     domains,
                     routes,
-                    request_headers_to_add: Vec::new(),
-                    request_headers_to_remove: Vec::new(),
-                    response_headers_to_add: Vec::new(),
-                    response_headers_to_remove: Vec::new(),
-                });
+                ));
             }
         }
         if virtual_hosts.is_empty() {
@@ -418,11 +412,7 @@ impl<'a> Gen<'a> {
             };
             // Without capture, Istio binds such a listener to loopback by default.
             let bind = e.bind.as_deref().unwrap_or("127.0.0.1");
-            let address = if bind.contains(':') {
-                format!("[{bind}]:{port}")
-            } else {
-                format!("{bind}:{port}")
-            };
+            let address = crate::socket(bind, port);
             listeners.push(tc::Listener {
                 name: format!("{bind}_{port}"),
                 address: Some(address),
@@ -610,22 +600,9 @@ impl<'a> Gen<'a> {
         }
         // Istio's default route comes last (also after a VirtualService's routes).
         if let Some(cluster) = self.cluster(&s.host.clone(), p.number, None) {
-            routes.push(tc::Route {
-                name: Some("default".into()),
-                matches: tc::RouteMatch {
-                    prefix: Some("/".into()),
-                    ..Default::default()
-                },
-                route: Some(action(cluster, None, default_retries())),
-                redirect: None,
-                direct_response: None,
-                fault: None,
-                cors: None,
-                request_headers_to_add: Vec::new(),
-                request_headers_to_remove: Vec::new(),
-                response_headers_to_add: Vec::new(),
-                response_headers_to_remove: Vec::new(),
-            });
+            let mut default = tc::Route::new(Some("default".into()), tc::RouteMatch::prefix("/"));
+            default.route = Some(action(cluster, None, default_retries()));
+            routes.push(default);
         }
         self.hash_policies(&mut routes);
         routes
@@ -661,19 +638,7 @@ impl<'a> Gen<'a> {
         r: &istio::HttpRoute,
         p: Option<&Port>,
     ) -> Vec<tc::Route> {
-        let mut base = tc::Route {
-            name: Some(name.to_string()),
-            matches: Default::default(),
-            route: None,
-            redirect: None,
-            direct_response: None,
-            fault: None,
-            cors: None,
-            request_headers_to_add: Vec::new(),
-            request_headers_to_remove: Vec::new(),
-            response_headers_to_add: Vec::new(),
-            response_headers_to_remove: Vec::new(),
-        };
+        let mut base = tc::Route::new(Some(name.to_string()), Default::default());
         if let Some(h) = &r.headers {
             header_ops(h, &mut base);
         }
@@ -912,33 +877,17 @@ impl<'a> Gen<'a> {
                     cluster: cluster.clone(),
                 });
                 let (http, tcp) = if p.protocol.is_http() || p.protocol.detected() {
+                    let mut to_app =
+                        tc::Route::new(Some("inbound".into()), tc::RouteMatch::prefix("/"));
+                    to_app.route = Some(action(cluster, None, None));
                     (
                         Some(tc::HttpManager {
                             codec: tc::Codec::Auto,
-                            virtual_hosts: vec![tc::VirtualHost {
-                                name: "inbound".into(),
-                                domains: vec!["*".into()],
-                                routes: vec![tc::Route {
-                                    name: Some("inbound".into()),
-                                    matches: tc::RouteMatch {
-                                        prefix: Some("/".into()),
-                                        ..Default::default()
-                                    },
-                                    route: Some(action(cluster, None, None)),
-                                    redirect: None,
-                                    direct_response: None,
-                                    fault: None,
-                                    cors: None,
-                                    request_headers_to_add: Vec::new(),
-                                    request_headers_to_remove: Vec::new(),
-                                    response_headers_to_add: Vec::new(),
-                                    response_headers_to_remove: Vec::new(),
-                                }],
-                                request_headers_to_add: Vec::new(),
-                                request_headers_to_remove: Vec::new(),
-                                response_headers_to_add: Vec::new(),
-                                response_headers_to_remove: Vec::new(),
-                            }],
+                            virtual_hosts: vec![tc::VirtualHost::new(
+                                "inbound",
+                                vec!["*".into()],
+                                vec![to_app],
+                            )],
                             access_log: None,
                         }),
                         detected,

@@ -206,13 +206,7 @@ impl Workload {
             outbound: annotations
                 .get(annotations::OUTBOUND)
                 .cloned()
-                .unwrap_or_else(|| {
-                    if outbound_host.contains(':') {
-                        format!("[{outbound_host}]:15001")
-                    } else {
-                        format!("{outbound_host}:15001")
-                    }
-                }),
+                .unwrap_or_else(|| crate::socket(outbound_host, 15001)),
             weight: 1,
             capture,
         }
@@ -352,6 +346,12 @@ impl Registry {
         self.workloads
             .iter()
             .find(|w| w.namespace == namespace && w.name == name)
+    }
+
+    /// [`workload`](Self::workload), or why a proxy of that name gets no view.
+    pub fn known_workload(&self, namespace: &str, name: &str) -> Result<&Workload, String> {
+        self.workload(namespace, name)
+            .ok_or_else(|| format!("no workload {namespace}/{name} (WorkloadEntry or Pod)"))
     }
 
     /// The workloads behind `service`, optionally narrowed by subset labels.

@@ -122,9 +122,7 @@ impl Network {
 
     /// The names host `i` resolves (its `/etc/hosts` under `ip netns exec`).
     pub fn hosts_file(&self, i: usize, text: &str) -> io::Result<()> {
-        let dir = PathBuf::from("/etc/netns").join(self.ns(i));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("hosts"), text)
+        hosts_file(&self.ns(i), text)
     }
 
     /// Moves this thread, and the threads it starts from now on, into host `i`.
@@ -137,6 +135,14 @@ impl Network {
         )
         .map_err(|e| io::Error::other(format!("setns {path}: {e}")))
     }
+}
+
+/// The names namespace `ns` resolves: `/etc/netns/<ns>/hosts`, which `ip netns exec`
+/// mounts over `/etc/hosts` (removed with the network).
+pub fn hosts_file(ns: &str, text: &str) -> io::Result<()> {
+    let dir = PathBuf::from("/etc/netns").join(ns);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("hosts"), text)
 }
 
 impl Drop for Network {

@@ -56,14 +56,6 @@ impl<T> Handoffs<T> {
             self.by_address.get(&SocketAddr::new(any, dst.port()))
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.by_address.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_address.is_empty()
-    }
 }
 
 #[cfg(test)]

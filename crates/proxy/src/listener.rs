@@ -223,13 +223,9 @@ impl Listener {
         handoffs: Arc<ArcSwap<Handoffs<Target>>>,
     ) -> std::io::Result<()> {
         let _enter = worker.enter();
-        for s in self.sockets.drain(..) {
+        for s in std::mem::take(&mut self.sockets) {
             let listener = TcpListener::from_std(s)?;
-            let own = Target {
-                name: Arc::from(self.name.as_str()),
-                runtime: self.runtime.clone(),
-                shutdown: self.shutdown.subscribe(),
-            };
+            let own = self.target();
             worker.spawn(accept_loop(listener, own, conns.clone(), handoffs.clone()));
         }
         Ok(())

@@ -608,8 +608,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         None => view::Entry::Proxy(client),
     };
-    if let Some(n) = net {
-        wait_captured(&entry, &mesh, &logs, n)?;
+    if net.is_some() {
+        wait_captured(&entry, &mesh, &logs)?;
     }
     if let Some(path) = &args.ready_file {
         let sidecars: serde_json::Map<String, serde_json::Value> = running
@@ -714,7 +714,6 @@ fn wait_captured(
     entry: &view::Entry,
     mesh: &MeshFile,
     logs: &std::path::Path,
-    _net: &netns::Network,
 ) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let requests = mesh

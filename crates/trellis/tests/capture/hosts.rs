@@ -131,13 +131,11 @@ impl Host {
 
     /// Names this host resolves (its /etc/hosts inside the namespace).
     pub fn set_hosts(&self, entries: &[(&str, &str)]) {
-        let dir = Path::new("/etc/netns").join(&self.ns);
-        std::fs::create_dir_all(&dir).unwrap();
         let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
         for (ip, name) in entries {
             text.push_str(&format!("{ip} {name}\n"));
         }
-        std::fs::write(dir.join("hosts"), text).unwrap();
+        trellis_netns::hosts_file(&self.ns, &text).unwrap();
     }
 
     fn command(&self, program: &str, args: &[&str]) -> Command {

@@ -58,14 +58,6 @@ fn address(h: &Host, prefer_v4: bool) -> String {
     }
 }
 
-fn socket(ip: &str, port: u16) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-}
-
 impl CaptureMesh {
     pub fn start(
         net: &mut Network,
@@ -83,7 +75,7 @@ impl CaptureMesh {
         let state = net.dir.path().join("state");
         // The control plane is reached over IPv4 when every host has it.
         let v4 = [&ctl, &client, &server].iter().all(|h| h.v4.is_some());
-        let ctl_addr = socket(&address(&ctl, v4), 15012);
+        let ctl_addr = trellis_mesh::socket(&address(&ctl, v4), 15012);
         let client_addr = address(&client, app == Family::V4);
         let server_addr = address(&server, app == Family::V4);
         // A dual-stack server is one endpoint with both addresses.
