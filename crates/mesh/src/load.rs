@@ -357,8 +357,9 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     } else {
         return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1, trellis.io/v1alpha1)")));
     };
-    // An ignored field of a security resource could widen access: refuse instead.
-    let strict = group != "networking";
+    // An ignored field of a security resource could widen access: refuse instead. A
+    // Gateway's TLS settings (client certificate pinning, say) are security settings too.
+    let strict = group != "networking" || kind == "Gateway";
     if let Some(value) = meta.annotations.get(DRY_RUN) {
         let action = spec
             .get("action")

@@ -102,6 +102,8 @@ fn what_a_gateway_cannot_honour_is_refused_by_field() {
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a.example.com], bind: 10.0.0.1 }", "bind: not supported"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a/b/c] }", "is not <host> or <namespace>/<host>"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256] } }", "cipherSuites"),
+        // A field Trellis does not read would be a pinning left unenforced: refused.
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: MUTUAL, serverCertificate: /c, privateKey: /k, caCertificates: /ca, verifyCertificateHash: [ab12] } }", "spec.servers[0].tls.verifyCertificateHash is not supported"),
     ] {
         let loaded = load(&format!(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{ name: bad, namespace: edge }}\nspec:\n  selector: {{ istio: ingressgateway }}\n  servers: [{server}]\n"
