@@ -12,11 +12,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::TcpStream;
 
-/// The destination `stream` had before a REDIRECT rule sent it here; `None` when it
-/// was not redirected (it came to the listener's own address) or the kernel has no
-/// NAT entry for it.
-pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    let local = stream.local_addr().ok()?;
+/// The destination `stream` (accepted on `local`) had before a REDIRECT rule sent it
+/// here; `None` when it was not redirected (it came to the listener's own address) or
+/// the kernel has no NAT entry for it.
+pub fn original_dst(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
     let found = match local {
         SocketAddr::V4(_) => sock.original_dst_v4(),

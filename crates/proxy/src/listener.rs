@@ -291,7 +291,7 @@ async fn accept_loop(
         let mut target = &own;
         let table;
         if own.runtime.load().capture {
-            original_dst = crate::capture::original_dst(&stream);
+            original_dst = crate::capture::original_dst(&stream, local);
             if let Some(dst) = original_dst {
                 local = dst;
                 table = handoffs.load();
