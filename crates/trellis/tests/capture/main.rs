@@ -206,6 +206,10 @@ fn first_call_with(block: &[(&str, &[&str])]) -> (CaptureMesh, f64, Network) {
         Family::V4,
         "",
     );
+    // Both sidecars configured first: the first request's connection to the server is
+    // then the only one, not one of the attempts made while the server side was not
+    // listening yet (each of which would try the other family at once).
+    mesh.wait_configured();
     for (tool, args) in block {
         let out = mesh.client.run(tool, args);
         assert!(

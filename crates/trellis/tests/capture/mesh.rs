@@ -237,6 +237,21 @@ spec:
         last.2
     }
 
+    /// Waits until the client's sidecar has its listener for reviews' port and the
+    /// server's its capture listeners.
+    pub fn wait_configured(&self) {
+        let has = |host: &Host, name: &str| {
+            let (_, _, body) = host.curl("http://127.0.0.1:15000/listeners", &[]);
+            body.contains(name)
+        };
+        let ok = eventually(Duration::from_secs(20), || {
+            has(&self.client, "0.0.0.0_9080")
+                && has(&self.server, "virtualInbound")
+                && has(&self.server, "inbound|9080")
+        });
+        assert!(ok, "sidecars not configured:\n{}", self.logs());
+    }
+
     fn metric(host: &Host, prefix: &str) -> f64 {
         let (_, _, text) = host.curl("http://127.0.0.1:15000/stats/prometheus", &[]);
         text.lines()
