@@ -216,6 +216,20 @@ pub struct Listener {
     /// listener hands to it (Envoy's `bind_to_port`).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub bind_to_port: bool,
+    /// TLS passthrough (Envoy's `tls_inspector` with filter chains matched by
+    /// `server_names`): the client's ClientHello is read, not terminated, and the
+    /// connection is spliced by the route whose names match its SNI (exact, then the
+    /// longest `*.suffix`, then `*`); `tcp`, if set, takes connections no route names.
+    /// Without a match the connection is closed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_routes: Vec<SniRoute>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniRoute {
+    pub server_names: Vec<String>,
+    pub tcp: TcpProxy,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -241,6 +255,7 @@ impl Listener {
             jwt: None,
             use_original_dst: false,
             bind_to_port: true,
+            sni_routes: Vec::new(),
         }
     }
 
@@ -252,7 +267,36 @@ impl Listener {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProxy {
+    /// The upstream cluster, or (empty) `weighted_clusters`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
+    /// One cluster picked per connection, in proportion to the weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weighted_clusters: Vec<ClusterWeight>,
+}
+
+impl TcpProxy {
+    pub fn to(cluster: impl Into<String>) -> Self {
+        TcpProxy {
+            cluster: cluster.into(),
+            weighted_clusters: Vec::new(),
+        }
+    }
+
+    /// Every cluster the proxy may pick.
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        (!self.cluster.is_empty())
+            .then_some(self.cluster.as_str())
+            .into_iter()
+            .chain(self.weighted_clusters.iter().map(|w| w.name.as_str()))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWeight {
+    pub name: String,
+    pub weight: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,15 +195,40 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
     }
     // Both: the protocol is detected per connection (HTTP to http, the rest to tcp).
     if let Some(t) = &l.tcp {
-        c.cluster_exists(format!("{p}.tcp.cluster"), &t.cluster);
+        tcp_proxy(c, &format!("{p}.tcp"), t);
+    }
+    for (i, r) in l.sni_routes.iter().enumerate() {
+        let rp = format!("{p}.sni_routes[{i}]");
+        if r.server_names.is_empty() {
+            c.err(
+                format!("{rp}.server_names"),
+                "at least one name (`*` for any)",
+            );
+        }
+        for (j, n) in r.server_names.iter().enumerate() {
+            let bare = n.strip_prefix("*.").unwrap_or(n);
+            if n != "*" && (bare.is_empty() || bare.contains('*') || bare.contains('/')) {
+                c.err(
+                    format!("{rp}.server_names[{j}]"),
+                    format!("{n:?} is not a host name, *.suffix or *"),
+                );
+            }
+        }
+        tcp_proxy(c, &format!("{rp}.tcp"), &r.tcp);
+    }
+    if !l.sni_routes.is_empty() && (l.http.is_some() || l.tls.is_some()) {
+        c.err(
+            format!("{p}.sni_routes"),
+            "TLS passthrough does not terminate TLS: it goes without http and tls",
+        );
     }
     if let Some(h) = &l.http {
         http_manager(c, &format!("{p}.http"), h);
     }
-    if l.tcp.is_none() && l.http.is_none() {
+    if l.tcp.is_none() && l.http.is_none() && l.sni_routes.is_empty() {
         c.err(
             p.to_string(),
-            "a listener needs tcp or http (or both: protocol detection)",
+            "a listener needs tcp, http (or both: protocol detection) or sni_routes",
         );
     }
     if let Some(t) = &l.tls {
@@ -348,6 +373,23 @@ fn trust_bundles(c: &mut Checker, p: &str, bundles: &[TrustBundle], trusted_ca: 
         if b.roots.trim().is_empty() {
             c.err(format!("{p}.trust_bundles[{i}].roots"), "must not be empty");
         }
+    }
+}
+
+fn tcp_proxy(c: &mut Checker, p: &str, t: &TcpProxy) {
+    match (t.cluster.is_empty(), t.weighted_clusters.is_empty()) {
+        (false, false) => c.err(p.to_string(), "cluster or weighted_clusters, not both"),
+        (true, true) => c.err(format!("{p}.cluster"), "required (or weighted_clusters)"),
+        _ => {}
+    }
+    if !t.cluster.is_empty() {
+        c.cluster_exists(format!("{p}.cluster"), &t.cluster);
+    }
+    for (i, w) in t.weighted_clusters.iter().enumerate() {
+        c.cluster_exists(format!("{p}.weighted_clusters[{i}].name"), &w.name);
+    }
+    if !t.weighted_clusters.is_empty() && t.weighted_clusters.iter().all(|w| w.weight == 0) {
+        c.err(format!("{p}.weighted_clusters"), "the weights add up to 0");
     }
 }
 

@@ -209,6 +209,38 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
             &format!("additional_addresses[{i}].address"),
         )?);
     }
+    // TLS passthrough: chains matched by server name (or all of them TLS without a
+    // transport socket), and the default chain for the rest.
+    let passthrough = l.default_filter_chain.is_some()
+        || l.filter_chains.iter().any(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .is_some_and(|m| !m.server_names.is_empty())
+        })
+        || (!l.filter_chains.is_empty()
+            && l.filter_chains.iter().all(|c| {
+                c.transport_socket.is_none()
+                    && c.filter_chain_match
+                        .as_ref()
+                        .is_some_and(|m| m.transport_protocol == "tls")
+            }));
+    let mut out = tc::Listener {
+        name: l.name.clone(),
+        address: None,
+        addresses,
+        tcp: None,
+        http: None,
+        tls: None,
+        authorization: None,
+        jwt: None,
+        use_original_dst: l.use_original_dst.is_some_and(|v| v.value),
+        bind_to_port: l.bind_to_port.is_none_or(|v| v.value),
+        sni_routes: Vec::new(),
+    };
+    if passthrough {
+        sni_routes(ctx, &l, &mut out)?;
+        return Ok(Some(out));
+    }
     // Protocol detection (Istio's ports without a declared protocol): the chains that
     // match HTTP application protocols (set by http_inspector) hold the HTTP manager,
     // the others the TCP proxy.
@@ -247,18 +279,6 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
     let detected = match http_chains.is_empty() {
         true => None,
         false => Some(transport_pair(ctx, &http_chains)?),
-    };
-    let mut out = tc::Listener {
-        name: l.name.clone(),
-        address: None,
-        addresses,
-        tcp: None,
-        http: None,
-        tls: None,
-        authorization: None,
-        jwt: None,
-        use_original_dst: l.use_original_dst.is_some_and(|v| v.value),
-        bind_to_port: l.bind_to_port.is_none_or(|v| v.value),
     };
     if chain_filters(ctx, chain, permissive, &mut out)?.is_none() {
         return Ok(None);
@@ -316,12 +336,24 @@ fn chain_filters(
     match config.type_url.as_str() {
         types::TCP_PROXY => {
             let t: tcp::TcpProxy = ctx.decode(config, types::TCP_PROXY, &path)?;
-            match t.cluster_specifier {
-                Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => {
-                    out.tcp = Some(tc::TcpProxy { cluster: c })
+            use tcp::tcp_proxy::ClusterSpecifier;
+            out.tcp = Some(match t.cluster_specifier {
+                Some(ClusterSpecifier::Cluster(c)) => tc::TcpProxy::to(c),
+                Some(ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
+                    tc::TcpProxy {
+                        cluster: String::new(),
+                        weighted_clusters: w
+                            .clusters
+                            .into_iter()
+                            .map(|c| tc::ClusterWeight {
+                                name: c.name,
+                                weight: c.weight,
+                            })
+                            .collect(),
+                    }
                 }
-                _ => return Err(ctx.err(&path, "tcp_proxy: only a single cluster is supported")),
-            }
+                _ => return Err(ctx.err(&path, "tcp_proxy: a cluster or weighted clusters")),
+            });
         }
         types::HCM => {
             let h: hcm::HttpConnectionManager = ctx.decode(config, types::HCM, &path)?;
@@ -367,6 +399,73 @@ fn chain_filters(
         return Err(ctx.err("filter_chains", "the tls chain has no transport socket"));
     }
     Ok(Some(()))
+}
+
+/// A passthrough listener's chains: each matched by server names (none: any TLS
+/// connection) holds a TCP proxy, without a transport socket; the default chain is the
+/// listener's `tcp`. Every chain has the same authorization.
+fn sni_routes(ctx: &mut Ctx, l: &lis::Listener, out: &mut tc::Listener) -> Result<(), DecodeError> {
+    let mut authorization: Option<Option<tc::Authorization>> = None;
+    let base = out.clone();
+    let mut chain_tcp = |ctx: &mut Ctx, index: usize, chain: &lis::FilterChain, path: &str| {
+        let mut scratch = base.clone();
+        chain_filters(ctx, (index, chain), false, &mut scratch)?;
+        if scratch.http.is_some() || scratch.tls.is_some() {
+            return Err(ctx.err(
+                path,
+                "a TLS passthrough chain holds a tcp_proxy and no transport socket",
+            ));
+        }
+        match &authorization {
+            Some(a) if *a != scratch.authorization => {
+                return Err(ctx.err(
+                    path,
+                    "every passthrough chain must have the same authorization",
+                ))
+            }
+            _ => authorization = Some(scratch.authorization.clone()),
+        }
+        scratch
+            .tcp
+            .ok_or_else(|| ctx.err(path, "a TLS passthrough chain holds a tcp_proxy"))
+    };
+    for (i, c) in l.filter_chains.iter().enumerate() {
+        let path = format!("filter_chains[{i}]");
+        let m = c.filter_chain_match.clone().unwrap_or_default();
+        let mut other = m.clone();
+        other.server_names.clear();
+        other.transport_protocol.clear();
+        if other != lis::FilterChainMatch::default()
+            || !matches!(m.transport_protocol.as_str(), "" | "tls")
+        {
+            return Err(ctx.err(
+                &format!("{path}.filter_chain_match"),
+                "with TLS passthrough only server_names (and transport_protocol \"tls\") are supported",
+            ));
+        }
+        let tcp = chain_tcp(ctx, i, c, &path)?;
+        let server_names = match m.server_names.is_empty() {
+            true => vec!["*".to_string()],
+            false => m.server_names,
+        };
+        out.sni_routes.push(tc::SniRoute { server_names, tcp });
+    }
+    if let Some(d) = &l.default_filter_chain {
+        if d.filter_chain_match.is_some() {
+            return Err(ctx.err(
+                "default_filter_chain.filter_chain_match",
+                "a default chain matches nothing",
+            ));
+        }
+        out.tcp = Some(chain_tcp(
+            ctx,
+            l.filter_chains.len(),
+            d,
+            "default_filter_chain",
+        )?);
+    }
+    out.authorization = authorization.flatten();
+    Ok(())
 }
 
 /// The application protocols http_inspector reports for HTTP.

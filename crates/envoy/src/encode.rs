@@ -159,28 +159,29 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
         .authorization
         .as_ref()
         .map(|a| typed_struct(types::AUTHZ, serde_json::to_value(a).unwrap_or_default()));
-    let mut tcp_filters = Vec::new();
-    if let Some(t) = &l.tcp {
-        let filters = &mut tcp_filters;
+    // A TCP proxy's chain: the L4 authorization first, then tcp_proxy.
+    let tcp_chain = |t: &tc::TcpProxy| {
+        let mut filters = Vec::new();
         if let Some(a) = &authz {
             filters.push(lis::Filter {
                 name: crate::AUTHZ.into(),
                 config_type: Some(lis::filter::ConfigType::TypedConfig(a.clone())),
             });
         }
-        let proxy = tcp::TcpProxy {
-            stat_prefix: l.name.clone(),
-            cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(t.cluster.clone())),
-            ..Default::default()
-        };
         filters.push(lis::Filter {
             name: crate::TCP_PROXY.into(),
             config_type: Some(lis::filter::ConfigType::TypedConfig(any(
                 types::TCP_PROXY,
-                &proxy,
+                &tcp_proxy(&l.name, t),
             ))),
         });
+        filters
+    };
+    if !l.sni_routes.is_empty() {
+        sni_chains(l, &mut out, tcp_chain);
+        return Ok(out);
     }
+    let tcp_filters = l.tcp.as_ref().map(tcp_chain).unwrap_or_default();
     let mut http_filters_chain = Vec::new();
     if let Some(h) = &l.http {
         let filters = &mut http_filters_chain;
@@ -325,6 +326,76 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
         }
     }
     Ok(out)
+}
+
+fn tcp_proxy(stat_prefix: &str, t: &tc::TcpProxy) -> tcp::TcpProxy {
+    use tcp::tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster};
+    let cluster_specifier = if t.weighted_clusters.is_empty() {
+        ClusterSpecifier::Cluster(t.cluster.clone())
+    } else {
+        ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: t
+                .weighted_clusters
+                .iter()
+                .map(|w| ClusterWeight {
+                    name: w.name.clone(),
+                    weight: w.weight,
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    };
+    tcp::TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(cluster_specifier),
+        ..Default::default()
+    }
+}
+
+/// TLS passthrough as Envoy has it: `tls_inspector` reads the SNI, one filter chain per
+/// route matched by `server_names` (a route for `*` matches any TLS connection), and
+/// the listener's `tcp` as the default chain.
+fn sni_chains(
+    l: &tc::Listener,
+    out: &mut lis::Listener,
+    tcp_chain: impl Fn(&tc::TcpProxy) -> Vec<lis::Filter>,
+) {
+    out.listener_filters.push(lis::ListenerFilter {
+        name: crate::TLS_INSPECTOR.into(),
+        config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any(
+            types::TLS_INSPECTOR,
+            &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+        ))),
+        ..Default::default()
+    });
+    for r in &l.sni_routes {
+        let named: Vec<String> = r
+            .server_names
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
+        let any_name = named.len() < r.server_names.len();
+        for server_names in [named]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .chain(any_name.then(Vec::new))
+        {
+            out.filter_chains.push(lis::FilterChain {
+                filter_chain_match: Some(lis::FilterChainMatch {
+                    server_names,
+                    transport_protocol: "tls".into(),
+                    ..Default::default()
+                }),
+                filters: tcp_chain(&r.tcp),
+                ..Default::default()
+            });
+        }
+    }
+    out.default_filter_chain = l.tcp.as_ref().map(|t| lis::FilterChain {
+        filters: tcp_chain(t),
+        ..Default::default()
+    });
 }
 
 fn tls_version(v: tc::TlsVersion) -> i32 {

@@ -31,6 +31,7 @@ pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
 pub const AUTHZ: &str = "trellis.authorization";
 pub const JWT_AUTHN: &str = "trellis.jwt_authn";
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -42,6 +43,8 @@ pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluster
 
 pub(crate) mod types {
     pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    pub const TLS_INSPECTOR: &str =
+        "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
     pub const HTTP_INSPECTOR: &str =
         "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
     pub const TCP_PROXY: &str =

@@ -109,6 +109,13 @@ listeners:
     addresses: ["0.0.0.0:3306", "[::]:3306"]
     bind_to_port: false
     tcp: { cluster: mysql }
+  # TLS passthrough: tls_inspector, a chain per route by server_names, the default chain.
+  - name: 0.0.0.0_443
+    addresses: ["0.0.0.0:443", "[::]:443"]
+    sni_routes:
+      - { server_names: [a.example.com, "*.b.example.com"], tcp: { cluster: mysql } }
+      - { server_names: ["*"], tcp: { weighted_clusters: [{ name: mysql, weight: 3 }, { name: inbound-app, weight: 1 }] } }
+    tcp: { cluster: PassthroughCluster }
 clusters:
   - name: reviews-v1
     endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }, { address: "10.0.0.4:9080", additional_addresses: ["[fd00::4]:9080"] }]
@@ -198,7 +205,29 @@ fn normalise(mut c: Config) -> Config {
 fn a_config_survives_the_round_trip_through_envoy_resources() {
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
-    assert_eq!(resources.listeners.len(), 5);
+    assert_eq!(resources.listeners.len(), 6);
+    let passthrough = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "0.0.0.0_443")
+        .unwrap();
+    assert_eq!(
+        passthrough.listener_filters[0].name,
+        "envoy.filters.listener.tls_inspector"
+    );
+    let names: Vec<Vec<String>> = passthrough
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.clone().unwrap().server_names)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            vec!["a.example.com".to_string(), "*.b.example.com".into()],
+            vec![]
+        ]
+    );
+    assert!(passthrough.default_filter_chain.is_some());
     // Protocol detection under PERMISSIVE: tls and raw_buffer, each for detected HTTP
     // and for the rest, after Envoy's http_inspector.
     let inbound = resources
@@ -290,7 +319,7 @@ fn missing_routes_and_endpoints_are_waited_for_not_refused() {
     );
     // What is complete still decodes: the TCP listeners, the DNS and the original
     // destination clusters.
-    assert_eq!(decoded.listeners.len(), 3);
+    assert_eq!(decoded.listeners.len(), 4);
     assert_eq!(decoded.clusters.len(), 2);
 }
 
@@ -331,7 +360,11 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     });
     let [l, r, c, e] = maps(&bad);
     let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
-    assert!(err.contains("filter_chains[0].filter_chain_match"), "{err}");
+    // Chains by server name are TLS passthrough, which an HTTP manager is not.
+    assert!(
+        err.contains("filter_chains[0]: a TLS passthrough chain holds a tcp_proxy"),
+        "{err}"
+    );
 
     bad = resources.clone();
     bad.clusters[0].lb_policy = cl::cluster::LbPolicy::ClusterProvided as i32;

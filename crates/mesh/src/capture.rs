@@ -22,6 +22,7 @@ use trellis_config::{Dur, SDS_ROOT_CA};
 use crate::generate::{workload_cert, Gen};
 use crate::istio::MtlsMode;
 use crate::socket;
+use crate::Protocol;
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -137,15 +138,39 @@ impl Gen<'_> {
                     .any(|p| p.number == port && p.protocol.detected())
             });
             if undeclared {
-                l.tcp = Some(tc::TcpProxy {
-                    cluster: fallback.into(),
-                });
+                l.tcp = Some(tc::TcpProxy::to(fallback));
             }
+            listeners.push(l);
+        }
+        // TLS and HTTPS services without a virtual IP: the port's wildcard, routed by
+        // the SNI of the app's own TLS to the service whose host it names (Istio's
+        // TLS routes for ServiceEntry hosts); other names go where they were going.
+        let mut taken: BTreeMap<String, ()> = BTreeMap::new();
+        let mut by_name: BTreeMap<u16, Vec<tc::SniRoute>> = BTreeMap::new();
+        for s in &services {
+            for p in s.ports.iter().filter(|p| p.protocol == Protocol::Tls) {
+                if !s.addresses.is_empty() || by_port.contains_key(&p.number) {
+                    continue;
+                }
+                if let Some(cluster) = self.cluster(&s.host, p.number, None) {
+                    by_name.entry(p.number).or_default().push(tc::SniRoute {
+                        server_names: vec![s.host.clone()],
+                        tcp: tc::TcpProxy::to(cluster),
+                    });
+                }
+            }
+        }
+        for (port, sni_routes) in by_name {
+            let mut l = not_bound(format!("0.0.0.0_{port}"), wildcard(port));
+            for a in &l.addresses {
+                taken.insert(a.clone(), ());
+            }
+            l.sni_routes = sni_routes;
+            l.tcp = Some(tc::TcpProxy::to(fallback));
             listeners.push(l);
         }
         // TCP (and undeclared protocols): per virtual IP, or the port's wildcard when
         // the service has none.
-        let mut taken: BTreeMap<String, ()> = BTreeMap::new();
         for s in services {
             for p in s.ports.iter().filter(|p| !p.protocol.is_http()) {
                 let Some(cluster) = self.cluster(&s.host, p.number, None) else {
@@ -170,7 +195,7 @@ impl Gen<'_> {
                     None => format!("0.0.0.0_{}", p.number),
                 };
                 let mut l = not_bound(name, addresses);
-                l.tcp = Some(tc::TcpProxy { cluster });
+                l.tcp = Some(tc::TcpProxy::to(cluster));
                 // Undeclared: its HTTP requests routed as the service's, the rest TCP.
                 let vh = by_port.get(&p.number).and_then(|hosts| {
                     hosts
@@ -191,9 +216,7 @@ impl Gen<'_> {
         capture.address = None;
         capture.addresses = wildcard(OUTBOUND_CAPTURE_PORT);
         capture.use_original_dst = true;
-        capture.tcp = Some(tc::TcpProxy {
-            cluster: fallback.into(),
-        });
+        capture.tcp = Some(tc::TcpProxy::to(fallback));
         listeners.push(capture);
         listeners
     }
@@ -210,9 +233,7 @@ impl Gen<'_> {
         l.address = None;
         l.addresses = wildcard(INBOUND_CAPTURE_PORT);
         l.use_original_dst = true;
-        l.tcp = Some(tc::TcpProxy {
-            cluster: INBOUND_PASSTHROUGH.into(),
-        });
+        l.tcp = Some(tc::TcpProxy::to(INBOUND_PASSTHROUGH));
         l.tls = self.inbound_tls(0);
         l.authorization = self.authorization();
         l
@@ -221,28 +242,31 @@ impl Gen<'_> {
     /// The downstream TLS of an inbound listener for the app's `port` (0: the
     /// workload's own mode, for ports it does not declare).
     pub(crate) fn inbound_tls(&self, port: u16) -> Option<tc::DownstreamTls> {
-        let trust = self.inputs.trust.as_deref();
         match crate::security::mtls_mode(self.inputs, self.w, port) {
             MtlsMode::Disable => None,
-            mode => Some(tc::DownstreamTls {
-                mode: if mode == MtlsMode::Strict {
-                    tc::TlsMode::Strict
-                } else {
-                    tc::TlsMode::Permissive
-                },
-                certificates: vec![workload_cert()],
-                alpn: None,
-                min_version: tc::TlsVersion::V1_3,
-                max_version: tc::TlsVersion::V1_3,
-                trusted_ca: trust.is_none().then(|| SDS_ROOT_CA.into()),
-                trust_bundles: trust
-                    .map(|t| t.inbound_bundles(&self.w.namespace))
-                    .unwrap_or_default(),
-                require_client_certificate: true,
-                trust_domains: vec!["cluster.local".into()],
-                session_resumption: true,
-                handshake_timeout: Dur::secs(10),
-            }),
+            MtlsMode::Strict => Some(self.mesh_tls(tc::TlsMode::Strict)),
+            _ => Some(self.mesh_tls(tc::TlsMode::Permissive)),
+        }
+    }
+
+    /// Mutual TLS with the workload's own certificate, trusting the mesh's roots (its
+    /// tenant's bundles under tenancy).
+    pub(crate) fn mesh_tls(&self, mode: tc::TlsMode) -> tc::DownstreamTls {
+        let trust = self.inputs.trust.as_deref();
+        tc::DownstreamTls {
+            mode,
+            certificates: vec![workload_cert()],
+            alpn: None,
+            min_version: tc::TlsVersion::V1_3,
+            max_version: tc::TlsVersion::V1_3,
+            trusted_ca: trust.is_none().then(|| SDS_ROOT_CA.into()),
+            trust_bundles: trust
+                .map(|t| t.inbound_bundles(&self.w.namespace))
+                .unwrap_or_default(),
+            require_client_certificate: true,
+            trust_domains: vec!["cluster.local".into()],
+            session_resumption: true,
+            handshake_timeout: Dur::secs(10),
         }
     }
 }

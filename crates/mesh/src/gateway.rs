@@ -12,7 +12,9 @@ use trellis_config::Dur;
 
 use crate::generate::Gen;
 use crate::inputs::{selects, Inputs, Resource};
-use crate::istio::{Gateway, GatewayServer, ServerTls, VirtualService};
+use crate::istio::{
+    Gateway, GatewayServer, RouteDestination, ServerKind, ServerTls, VirtualService,
+};
 use crate::Registry;
 
 /// Istio's rules for a Gateway, and what Trellis refuses of it (anything it cannot
@@ -28,20 +30,18 @@ pub fn validate(gw: &Gateway) -> Vec<String> {
                 .into(),
         );
     }
-    // One port, one kind of listener: plaintext HTTP or TLS.
-    let mut kinds: BTreeMap<u32, (usize, bool)> = BTreeMap::new();
+    // One port, one kind of listener.
+    let mut kinds: BTreeMap<u32, (usize, ServerKind)> = BTreeMap::new();
     for (i, s) in gw.servers.iter().enumerate() {
-        if let Some(port) = &s.port {
-            let tls = port.protocol.eq_ignore_ascii_case("HTTPS");
-            let (first, first_tls) = *kinds.entry(port.number).or_insert((i, tls));
-            if first_tls != tls {
-                errors.push(format!(
-                    "spec.servers[{i}].port: {} is {} here but {} in servers[{first}]; one port serves one of them",
-                    port.number,
-                    if tls { "HTTPS" } else { "plaintext" },
-                    if first_tls { "HTTPS" } else { "plaintext" },
-                ));
-            }
+        let (Some(port), Some(kind)) = (&s.port, s.kind()) else {
+            continue;
+        };
+        let (first, first_kind) = *kinds.entry(port.number).or_insert((i, kind));
+        if first_kind != kind {
+            errors.push(format!(
+                "spec.servers[{i}].port: {} is {kind} here but {first_kind} in servers[{first}]; one port serves one of them",
+                port.number,
+            ));
         }
     }
     for (i, s) in gw.servers.iter().enumerate() {
@@ -54,19 +54,32 @@ pub fn validate(gw: &Gateway) -> Vec<String> {
                 }
                 let proto = port.protocol.to_ascii_uppercase();
                 match proto.as_str() {
-                    "HTTP" | "HTTP2" | "GRPC" => {
-                        if s.tls.as_ref().is_some_and(|t| !t.https_redirect || t.mode.is_some()) {
-                            errors.push(format!("{p}.tls: only httpsRedirect goes with protocol {proto}"));
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => {
+                        if s.tls
+                            .as_ref()
+                            .is_some_and(|t| !t.https_redirect || t.mode.is_some())
+                        {
+                            errors.push(format!(
+                                "{p}.tls: only httpsRedirect goes with protocol {proto}"
+                            ));
                         }
                     }
-                    "HTTPS" => match &s.tls {
-                        None => errors.push(format!("{p}.tls: required for protocol HTTPS")),
+                    "HTTPS" | "TLS" => match &s.tls {
+                        None => errors.push(format!(
+                            "{p}.tls: server must have TLS settings for HTTPS/TLS protocols"
+                        )),
                         Some(t) => server_tls(&format!("{p}.tls"), t, &mut errors),
                     },
-                    "TCP" | "TLS" | "MONGO" | "MYSQL" | "REDIS" => errors.push(format!(
-                        "{p}.port.protocol: {proto} gateway servers are not supported by Trellis yet (HTTP, HTTP2, GRPC and HTTPS are)"
+                    "TCP" | "MONGO" | "MYSQL" | "REDIS" => {
+                        if s.tls.is_some() {
+                            errors.push(format!(
+                                "{p}.tls: server cannot have TLS settings for non HTTPS/TLS ports"
+                            ));
+                        }
+                    }
+                    other => errors.push(format!(
+                        "{p}.port.protocol: {other:?} is not a protocol Istio knows"
                     )),
-                    other => errors.push(format!("{p}.port.protocol: {other:?} is not a protocol Istio knows")),
                 }
                 if port.target_port.is_some() {
                     errors.push(format!("{p}.port.targetPort: not supported by Trellis (the gateway listens on number)"));
@@ -103,30 +116,50 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
         ));
     }
     let mode = t.mode.as_deref().unwrap_or("SIMPLE");
+    let credential = t.credential_name.is_some() || !t.credential_names.is_empty();
     match mode {
-        "SIMPLE" | "MUTUAL" => {}
-        other => errors.push(format!(
-            "{p}.mode: {other} is not supported by Trellis yet (SIMPLE and MUTUAL are)"
+        "SIMPLE" | "MUTUAL" => {
+            if credential {
+                errors.push(format!("{p}.credentialName: credentials from Kubernetes Secrets are not served yet; use serverCertificate and privateKey files"));
+            } else {
+                if t.server_certificate.is_none() {
+                    errors.push(format!(
+                        "{p}.serverCertificate: required when credentialName is not set"
+                    ));
+                }
+                if t.private_key.is_none() {
+                    errors.push(format!(
+                        "{p}.privateKey: required when credentialName is not set"
+                    ));
+                }
+                if mode == "MUTUAL" && t.ca_certificates.is_none() {
+                    errors.push(format!(
+                        "{p}.caCertificates: required for MUTUAL when credentialName is not set"
+                    ));
+                }
+            }
+        }
+        "ISTIO_MUTUAL" => {
+            // The mesh's own certificate and roots (Istio's rule).
+            for (field, set) in [
+                ("serverCertificate", t.server_certificate.is_some()),
+                ("privateKey", t.private_key.is_some()),
+                ("caCertificates", t.ca_certificates.is_some()),
+                ("credentialName", credential),
+            ] {
+                if set {
+                    errors.push(format!(
+                        "{p}.{field}: ISTIO_MUTUAL TLS cannot have associated {field}"
+                    ));
+                }
+            }
+        }
+        // Not terminated: certificates, if any, are not used (Istio warns).
+        "PASSTHROUGH" => return,
+        "AUTO_PASSTHROUGH" | "OPTIONAL_MUTUAL" => errors.push(format!(
+            "{p}.mode: {mode} is not supported by Trellis yet (SIMPLE, MUTUAL, ISTIO_MUTUAL and PASSTHROUGH are)"
         )),
-    }
-    if t.credential_name.is_some() || !t.credential_names.is_empty() {
-        errors.push(format!("{p}.credentialName: credentials from Kubernetes Secrets are not served yet; use serverCertificate and privateKey files"));
-    } else {
-        if t.server_certificate.is_none() {
-            errors.push(format!(
-                "{p}.serverCertificate: required when credentialName is not set"
-            ));
-        }
-        if t.private_key.is_none() {
-            errors.push(format!(
-                "{p}.privateKey: required when credentialName is not set"
-            ));
-        }
-        if mode == "MUTUAL" && t.ca_certificates.is_none() {
-            errors.push(format!(
-                "{p}.caCertificates: required for MUTUAL when credentialName is not set"
-            ));
-        }
+        other => errors.push(format!("{p}.mode: {other:?} is not a TLS mode Istio knows")),
     }
     for (field, set) in [
         ("subjectAltNames", !t.subject_alt_names.is_empty()),
@@ -190,10 +223,16 @@ fn host_matches(pattern: &str, host: &str) -> bool {
             .is_some_and(|suffix| pattern.ends_with(suffix))
 }
 
-/// What the servers of one port make: the HTTPS servers' TLS (with their host names,
-/// for SNI), and the virtual hosts.
+/// What the servers of one port make: the terminating servers' TLS (with their host
+/// names, for SNI), and the virtual hosts, SNI routes or TCP route of the port's kind.
 #[derive(Default)]
-struct Port(Vec<(ServerTls, Vec<String>)>, Vec<tc::VirtualHost>);
+struct Port {
+    kind: Option<ServerKind>,
+    tls: Vec<(ServerTls, Vec<String>)>,
+    virtual_hosts: Vec<tc::VirtualHost>,
+    sni_routes: Vec<tc::SniRoute>,
+    tcp: Option<tc::TcpProxy>,
+}
 
 /// A gateway proxy's listeners and clusters.
 pub fn generate_gateway(
@@ -211,12 +250,15 @@ pub fn generate_gateway(
         .filter(|gw| selects(&gw.spec.selector, &w.labels));
     for gw in gateways {
         for server in &gw.spec.servers {
-            let Some(port) = &server.port else { continue };
+            let (Some(port), Some(kind)) = (&server.port, server.kind()) else {
+                continue;
+            };
             let number = port.number as u16;
             let entry = ports.entry(number).or_default();
-            let https = port.protocol.eq_ignore_ascii_case("HTTPS");
-            let redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
-            if https {
+            if *entry.kind.get_or_insert(kind) != kind {
+                continue; // refused in validation; the first kind keeps the port
+            }
+            if matches!(kind, ServerKind::Https | ServerKind::TlsTerminated) {
                 if let Some(t) = &server.tls {
                     let names = server
                         .hosts
@@ -224,47 +266,68 @@ pub fn generate_gateway(
                         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, n)| n).to_string())
                         .filter(|h| h != "*")
                         .collect();
-                    entry.0.push((t.clone(), names));
+                    entry.tls.push((t.clone(), names));
                 }
             }
-            for vs in inputs.virtual_services.iter().filter(|vs| binds(vs, gw)) {
-                for host in &vs.spec.hosts {
-                    if !admits(server, &gw.namespace, &vs.namespace, host) {
-                        continue;
+            let bound = inputs.virtual_services.iter().filter(|vs| binds(vs, gw));
+            match kind {
+                ServerKind::Http | ServerKind::Https => {
+                    let redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
+                    for vs in bound {
+                        http_hosts(&mut g, gw, server, vs, number, redirect, entry);
                     }
-                    let routes = if redirect {
-                        vec![https_redirect()]
-                    } else {
-                        g.gateway_routes(vs, number)
-                    };
-                    let domains = if host == "*" {
-                        vec!["*".to_string()]
-                    } else {
-                        vec![host.clone(), format!("{host}:{number}")]
-                    };
-                    entry.1.push(tc::VirtualHost::new(
-                        format!("{host}:{number}"),
-                        domains,
-                        routes,
-                    ));
+                }
+                ServerKind::Passthrough => {
+                    for vs in bound {
+                        entry
+                            .sni_routes
+                            .extend(g.sni_routes(gw, server, vs, number));
+                    }
+                }
+                ServerKind::Tcp | ServerKind::TlsTerminated => {
+                    for vs in bound {
+                        let admitted = vs
+                            .spec
+                            .hosts
+                            .iter()
+                            .any(|h| admits(server, &gw.namespace, &vs.namespace, h));
+                        if entry.tcp.is_none() && admitted {
+                            entry.tcp = g.tcp_route(vs, number);
+                        }
+                    }
                 }
             }
         }
     }
     let mut listeners = Vec::new();
-    for (port, Port(tls, mut virtual_hosts)) in ports {
+    for (port, mut p) in ports {
         // One virtual host per name: the first server's (Istio keeps the first too).
         let mut seen = std::collections::BTreeSet::new();
-        virtual_hosts.retain(|vh| seen.insert(vh.name.clone()));
+        p.virtual_hosts.retain(|vh| seen.insert(vh.name.clone()));
         let mut l = tc::Listener::new(format!("0.0.0.0_{port}"), format!("0.0.0.0:{port}"));
         l.address = None;
         l.addresses = vec![format!("0.0.0.0:{port}"), format!("[::]:{port}")];
-        l.http = Some(tc::HttpManager {
-            codec: tc::Codec::Auto,
-            virtual_hosts,
-            access_log: None,
-        });
-        l.tls = downstream(&tls);
+        match p.kind {
+            Some(ServerKind::Http | ServerKind::Https) => {
+                l.http = Some(tc::HttpManager {
+                    codec: tc::Codec::Auto,
+                    virtual_hosts: p.virtual_hosts,
+                    access_log: None,
+                });
+            }
+            Some(ServerKind::Passthrough) => {
+                if p.sni_routes.is_empty() {
+                    continue; // nothing routed: no listener, as in Istio
+                }
+                l.sni_routes = p.sni_routes;
+            }
+            Some(ServerKind::Tcp | ServerKind::TlsTerminated) => match p.tcp {
+                Some(t) => l.tcp = Some(t),
+                None => continue,
+            },
+            None => continue,
+        }
+        l.tls = downstream(&g, &p.tls);
         listeners.push(l);
     }
     Ok(tc::Config {
@@ -274,10 +337,47 @@ pub fn generate_gateway(
     })
 }
 
-/// The TLS of a port's HTTPS servers: their certificates, picked by SNI (the first
-/// without names is the default); client certificates for MUTUAL.
-fn downstream(servers: &[(ServerTls, Vec<String>)]) -> Option<tc::DownstreamTls> {
+/// The virtual hosts a VirtualService bound to an HTTP or HTTPS server adds to its port.
+fn http_hosts(
+    g: &mut Gen,
+    gw: &Resource<Gateway>,
+    server: &GatewayServer,
+    vs: &Resource<VirtualService>,
+    number: u16,
+    redirect: bool,
+    entry: &mut Port,
+) {
+    for host in &vs.spec.hosts {
+        if !admits(server, &gw.namespace, &vs.namespace, host) {
+            continue;
+        }
+        let routes = if redirect {
+            vec![https_redirect()]
+        } else {
+            g.gateway_routes(vs, number)
+        };
+        let domains = if host == "*" {
+            vec!["*".to_string()]
+        } else {
+            vec![host.clone(), format!("{host}:{number}")]
+        };
+        entry.virtual_hosts.push(tc::VirtualHost::new(
+            format!("{host}:{number}"),
+            domains,
+            routes,
+        ));
+    }
+}
+
+/// The TLS of a port's terminating servers: their certificates, picked by SNI (the
+/// first without names is the default), client certificates for MUTUAL; ISTIO_MUTUAL
+/// is the gateway's own workload certificate and the mesh's roots, as a sidecar's
+/// inbound.
+fn downstream(g: &Gen, servers: &[(ServerTls, Vec<String>)]) -> Option<tc::DownstreamTls> {
     let (first, _) = servers.first()?;
+    if first.mode.as_deref() == Some("ISTIO_MUTUAL") {
+        return Some(g.mesh_tls(tc::TlsMode::Strict));
+    }
     let mutual = first.mode.as_deref() == Some("MUTUAL");
     let version = |v: &Option<String>| v.as_deref().and_then(|v| tls_version(v).flatten());
     Some(tc::DownstreamTls {
@@ -322,6 +422,74 @@ fn https_redirect() -> tc::Route {
 }
 
 impl Gen<'_> {
+    /// A passthrough server's routes from a bound VirtualService's `tls` routes: each
+    /// match for this port (or none) with the SNI hosts the server admits.
+    fn sni_routes(
+        &mut self,
+        gw: &Resource<Gateway>,
+        server: &GatewayServer,
+        vs: &Resource<VirtualService>,
+        port: u16,
+    ) -> Vec<tc::SniRoute> {
+        let mut out = Vec::new();
+        for r in &vs.spec.tls {
+            for m in &r.matches {
+                if m.port.is_some_and(|p| p != 0 && p != port) {
+                    continue;
+                }
+                let server_names: Vec<String> = m
+                    .sni_hosts
+                    .iter()
+                    .filter(|h| admits(server, &gw.namespace, &vs.namespace, h))
+                    .cloned()
+                    .collect();
+                if server_names.is_empty() {
+                    continue;
+                }
+                if let Some(tcp) = self.tcp_proxy(&vs.namespace, &r.route) {
+                    out.push(tc::SniRoute { server_names, tcp });
+                }
+            }
+        }
+        out
+    }
+
+    /// The first `tcp` route of a bound VirtualService for this port.
+    fn tcp_route(&mut self, vs: &Resource<VirtualService>, port: u16) -> Option<tc::TcpProxy> {
+        let r = vs.spec.tcp.iter().find(|r| {
+            r.matches.is_empty()
+                || r.matches
+                    .iter()
+                    .any(|m| m.port.is_none_or(|p| p == 0 || p == port))
+        })?;
+        self.tcp_proxy(&vs.namespace, &r.route)
+    }
+
+    /// A route's destinations as a TCP proxy: weights as in HTTP routes (without one, all
+    /// of it alone and none of it beside others); a destination with no cluster gets
+    /// nothing, and a route left with nothing is no route.
+    fn tcp_proxy(&mut self, ns: &str, route: &[RouteDestination]) -> Option<tc::TcpProxy> {
+        let mut weights = Vec::new();
+        for d in route {
+            let alone = if route.len() == 1 { 100 } else { 0 };
+            let weight = d.weight.unwrap_or(alone);
+            if weight == 0 {
+                continue;
+            }
+            if let Some(name) = self.destination_cluster(ns, &d.destination, None) {
+                weights.push(tc::ClusterWeight { name, weight });
+            }
+        }
+        match weights.len() {
+            0 => None,
+            1 => Some(tc::TcpProxy::to(weights.remove(0).name)),
+            _ => Some(tc::TcpProxy {
+                cluster: String::new(),
+                weighted_clusters: weights,
+            }),
+        }
+    }
+
     /// A gateway-bound VirtualService's HTTP routes for the listener on `port`: a match
     /// naming another port does not apply there.
     fn gateway_routes(&mut self, vs: &Resource<VirtualService>, port: u16) -> Vec<tc::Route> {

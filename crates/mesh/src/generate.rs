@@ -391,6 +391,7 @@ impl<'a> Gen<'a> {
             jwt: None,
             use_original_dst: false,
             bind_to_port: true,
+            sni_routes: Vec::new(),
         })
     }
 
@@ -417,13 +418,14 @@ impl<'a> Gen<'a> {
                 name: format!("{bind}_{port}"),
                 address: Some(address),
                 addresses: Vec::new(),
-                tcp: Some(tc::TcpProxy { cluster }),
+                tcp: Some(tc::TcpProxy::to(cluster)),
                 http: None,
                 tls: None,
                 authorization: None,
                 jwt: None,
                 use_original_dst: false,
                 bind_to_port: true,
+                sni_routes: Vec::new(),
             });
         }
         listeners
@@ -610,7 +612,7 @@ impl<'a> Gen<'a> {
 
     /// The cluster of a route destination; without a port, the service's only one, or
     /// the port `p` of the service whose route this is.
-    fn destination_cluster(
+    pub(crate) fn destination_cluster(
         &mut self,
         ns: &str,
         d: &istio::Destination,
@@ -873,9 +875,10 @@ impl<'a> Gen<'a> {
                     .flatten();
                 // An undeclared protocol is detected per connection: HTTP requests take
                 // the HTTP chain, anything else the TCP one.
-                let detected = p.protocol.detected().then(|| tc::TcpProxy {
-                    cluster: cluster.clone(),
-                });
+                let detected = p
+                    .protocol
+                    .detected()
+                    .then(|| tc::TcpProxy::to(cluster.clone()));
                 let (http, tcp) = if p.protocol.is_http() || p.protocol.detected() {
                     let mut to_app =
                         tc::Route::new(Some("inbound".into()), tc::RouteMatch::prefix("/"));
@@ -893,7 +896,7 @@ impl<'a> Gen<'a> {
                         detected,
                     )
                 } else {
-                    (None, Some(tc::TcpProxy { cluster }))
+                    (None, Some(tc::TcpProxy::to(cluster)))
                 };
                 listeners.push(tc::Listener {
                     name: format!("inbound|{inbound_port}"),
@@ -908,6 +911,7 @@ impl<'a> Gen<'a> {
                     // A captured workload's inbound listeners take what virtualInbound
                     // hands them: the app itself listens on these ports.
                     bind_to_port: !self.w.capture,
+                    sni_routes: Vec::new(),
                 });
             }
         }

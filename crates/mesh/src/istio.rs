@@ -47,6 +47,48 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
     #[serde(default)]
     pub http: Vec<HttpRoute>,
+    #[serde(default)]
+    pub tls: Vec<TlsRoute>,
+    #[serde(default)]
+    pub tcp: Vec<TcpRoute>,
+}
+
+/// Istio's `TLSRoute`: TLS connections routed by SNI without termination.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4Match>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// Istio's `TCPRoute`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4Match>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// Istio's `TLSMatchAttributes` and `L4MatchAttributes` (`sniHosts` only in TLS).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct L4Match {
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    #[serde(default)]
+    pub source_labels: Labels,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub source_namespace: Option<String>,
 }
 
 /// Istio's Gateway: the servers (ports, hosts, TLS) a gateway proxy selected by
@@ -58,6 +100,55 @@ pub struct Gateway {
     pub selector: Labels,
     #[serde(default)]
     pub servers: Vec<GatewayServer>,
+}
+
+/// What a server makes of its port; one port serves one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    Http,
+    /// HTTPS terminated here, HTTP routes.
+    Https,
+    /// TCP routes.
+    Tcp,
+    /// TLS terminated here, TCP routes.
+    TlsTerminated,
+    /// TLS not terminated, routed by SNI (`tls` routes).
+    Passthrough,
+}
+
+impl GatewayServer {
+    /// What this server makes of its port (`None`: a protocol Istio does not know).
+    pub fn kind(&self) -> Option<ServerKind> {
+        ServerKind::of(self)
+    }
+}
+
+impl ServerKind {
+    fn of(s: &GatewayServer) -> Option<ServerKind> {
+        let mode = s.tls.as_ref().and_then(|t| t.mode.as_deref());
+        Some(
+            match s.port.as_ref()?.protocol.to_ascii_uppercase().as_str() {
+                "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => ServerKind::Http,
+                "HTTPS" | "TLS" if mode == Some("PASSTHROUGH") => ServerKind::Passthrough,
+                "HTTPS" => ServerKind::Https,
+                "TLS" => ServerKind::TlsTerminated,
+                "TCP" | "MONGO" | "MYSQL" | "REDIS" => ServerKind::Tcp,
+                _ => return None,
+            },
+        )
+    }
+}
+
+impl std::fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerKind::Http => "plaintext HTTP",
+            ServerKind::Https => "HTTPS",
+            ServerKind::Tcp => "TCP",
+            ServerKind::TlsTerminated => "TLS terminated",
+            ServerKind::Passthrough => "TLS passthrough",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

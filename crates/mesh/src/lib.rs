@@ -63,6 +63,16 @@ pub fn fqdn(host: &str, namespace: &str) -> String {
 }
 
 /// The SPIFFE identity of a service account.
+/// Istio's `host.Name.SubsetOf`: every name `a` matches is matched by `b`.
+pub fn host_subset_of(a: &str, b: &str) -> bool {
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (Some(a), Some(b)) => a.ends_with(b),
+        (Some(_), None) => false,
+        (None, Some(b)) => a.ends_with(b),
+        (None, None) => a == b,
+    }
+}
+
 pub fn spiffe_id(namespace: &str, service_account: &str) -> String {
     format!("spiffe://cluster.local/ns/{namespace}/sa/{service_account}")
 }

@@ -10,6 +10,9 @@ pub enum Protocol {
     Http2,
     Grpc,
     Tcp,
+    /// TLS or HTTPS: TCP whose connections carry the client's own TLS, which a
+    /// captured sidecar routes by SNI (Istio's TLS routes for ServiceEntry hosts).
+    Tls,
     /// Not declared, and the port name says nothing Istio knows: detected per
     /// connection by a sidecar that can (HTTP, else TCP), as Istio does.
     Auto,
@@ -49,6 +52,7 @@ impl Protocol {
             "http" | "kubernetes.io/ws" => Protocol::Http,
             "http2" | "kubernetes.io/h2c" => Protocol::Http2,
             "grpc" | "grpc-web" => Protocol::Grpc,
+            "tls" | "https" => Protocol::Tls,
             w if declared.is_none() && !OTHER_KNOWN.contains(&w) => Protocol::Auto,
             _ => Protocol::Tcp,
         }

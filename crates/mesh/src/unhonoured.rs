@@ -14,13 +14,6 @@ pub fn refusals(kind: &str, spec: &Value) -> Vec<String> {
     };
     match kind {
         "VirtualService" => {
-            for (field, what) in [("tcp", "TCP routes"), ("tls", "TLS (SNI) routes")] {
-                if non_empty(spec.get(field)) {
-                    out.push(format!(
-                        "spec.{field}: {what} are not supported by Trellis yet"
-                    ));
-                }
-            }
             for (i, r) in items(spec.get("http")) {
                 for (field, sub, what) in [
                     ("rewrite", "uriRegexRewrite", "regex rewrites"),

@@ -289,6 +289,7 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
             ));
         }
     }
+    l4_routes(vs, &mut errors);
     for (i, r) in vs.http.iter().enumerate() {
         let p = format!("spec.http[{i}]");
         for (j, m) in r.matches.iter().enumerate() {
@@ -332,33 +333,7 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
                 "{p}: exactly one of route, redirect or directResponse is required"
             ));
         }
-        // Weights are relative (Istio normalizes them); a destination without one has
-        // weight 0 beside others, and some destination must get traffic.
-        let total: u64 = r.route.iter().filter_map(|d| d.weight).map(u64::from).sum();
-        if r.route.len() > 1 && total == 0 {
-            errors.push(format!(
-                "{p}.route: the total destination weight is 0 (no destination gets traffic)"
-            ));
-        }
-        for (j, d) in r.route.iter().enumerate() {
-            let host = &d.destination.host;
-            if host.is_empty() {
-                errors.push(format!("{p}.route[{j}].destination.host: required"));
-            } else if host == "*" {
-                errors.push(format!(
-                    "{p}.route[{j}].destination.host: invalid destination host *"
-                ));
-            } else if let Err(e) = wildcard_domain(host) {
-                errors.push(format!("{p}.route[{j}].destination.host: {e}"));
-            }
-            if let Some(subset) = d.destination.subset.as_deref().filter(|s| !s.is_empty()) {
-                if !dns1123_label(subset) {
-                    errors.push(format!(
-                        "{p}.route[{j}].destination.subset: {subset:?} is not a valid subset name"
-                    ));
-                }
-            }
-        }
+        route_destinations(&p, &r.route, &mut errors);
         duration(&format!("{p}.timeout"), &r.timeout, &mut errors);
         if let Some(retry) = &r.retries {
             duration(
@@ -467,6 +442,120 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
         }
     }
     errors
+}
+
+/// Istio's validateTLSRoute and validateTCPRoute, and what Trellis cannot honour of
+/// them: match conditions on the client side (its subnets, labels, namespace) or on
+/// the gateway would make a route apply more widely than written, so they refuse.
+fn l4_routes(vs: &VirtualService, errors: &mut Vec<String>) {
+    if applies_to_mesh(vs) {
+        for (field, set, what) in [
+            ("tls", !vs.tls.is_empty(), "TLS (SNI) routes"),
+            ("tcp", !vs.tcp.is_empty(), "TCP routes"),
+        ] {
+            if set {
+                errors.push(format!(
+                    "spec.{field}: {what} for sidecars (gateways: mesh) are not supported by Trellis yet; on gateways they are"
+                ));
+            }
+        }
+    }
+    for (i, r) in vs.tls.iter().enumerate() {
+        let p = format!("spec.tls[{i}]");
+        if r.matches.is_empty() {
+            errors.push(format!(
+                "{p}.match: TLS route must have at least one match condition"
+            ));
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            if m.sni_hosts.is_empty() {
+                errors.push(format!(
+                    "{mp}.sniHosts: TLS match must have at least one SNI host"
+                ));
+            }
+            for (k, h) in m.sni_hosts.iter().enumerate() {
+                if let Err(e) = wildcard_domain(h) {
+                    errors.push(format!("{mp}.sniHosts[{k}]: {e}"));
+                } else if !vs.hosts.iter().any(|vh| crate::host_subset_of(h, vh)) {
+                    errors.push(format!(
+                        "{mp}.sniHosts[{k}]: SNI host {h:?} is not a compatible subset of any of the virtual service hosts: [{}]",
+                        vs.hosts.join(", ")
+                    ));
+                }
+            }
+            l4_match(&mp, m, errors);
+        }
+        if r.route.is_empty() {
+            errors.push(format!("{p}.route: TLS route is required"));
+        }
+        route_destinations(&p, &r.route, errors);
+    }
+    for (i, r) in vs.tcp.iter().enumerate() {
+        let p = format!("spec.tcp[{i}]");
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            if !m.sni_hosts.is_empty() {
+                errors.push(format!(
+                    "{mp}.sniHosts: not a field of a TCP match (TLS routes have it)"
+                ));
+            }
+            l4_match(&mp, m, errors);
+        }
+        if r.route.is_empty() {
+            errors.push(format!("{p}.route: TCP route is required"));
+        }
+        route_destinations(&p, &r.route, errors);
+    }
+}
+
+fn l4_match(p: &str, m: &crate::istio::L4Match, errors: &mut Vec<String>) {
+    for (field, set) in [
+        ("destinationSubnets", !m.destination_subnets.is_empty()),
+        ("sourceLabels", !m.source_labels.is_empty()),
+        ("gateways", !m.gateways.is_empty()),
+        (
+            "sourceNamespace",
+            m.source_namespace.as_deref().is_some_and(|n| !n.is_empty()),
+        ),
+    ] {
+        if set {
+            errors.push(format!(
+                "{p}.{field}: not supported by Trellis yet; refused rather than ignored (the route would apply more widely than written)"
+            ));
+        }
+    }
+}
+
+/// Istio's validateRouteDestinations (weights, hosts, subsets).
+fn route_destinations(p: &str, route: &[RouteDestination], errors: &mut Vec<String>) {
+    // Weights are relative (Istio normalizes them); a destination without one has
+    // weight 0 beside others, and some destination must get traffic.
+    let total: u64 = route.iter().filter_map(|d| d.weight).map(u64::from).sum();
+    if route.len() > 1 && total == 0 {
+        errors.push(format!(
+            "{p}.route: the total destination weight is 0 (no destination gets traffic)"
+        ));
+    }
+    for (j, d) in route.iter().enumerate() {
+        let host = &d.destination.host;
+        if host.is_empty() {
+            errors.push(format!("{p}.route[{j}].destination.host: required"));
+        } else if host == "*" {
+            errors.push(format!(
+                "{p}.route[{j}].destination.host: invalid destination host *"
+            ));
+        } else if let Err(e) = wildcard_domain(host) {
+            errors.push(format!("{p}.route[{j}].destination.host: {e}"));
+        }
+        if let Some(subset) = d.destination.subset.as_deref().filter(|s| !s.is_empty()) {
+            if !dns1123_label(subset) {
+                errors.push(format!(
+                    "{p}.route[{j}].destination.subset: {subset:?} is not a valid subset name"
+                ));
+            }
+        }
+    }
 }
 
 pub fn destination_rule(dr: &DestinationRule) -> Vec<String> {
@@ -674,10 +763,10 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<String> {
         if let Some(proto) = p.protocol.as_ref().filter(|p| !p.is_empty()) {
             if !matches!(
                 proto.to_ascii_uppercase().as_str(),
-                "HTTP" | "HTTP2" | "GRPC" | "TCP"
+                "HTTP" | "HTTP2" | "GRPC" | "TCP" | "TLS" | "HTTPS"
             ) {
                 errors.push(format!(
-                    "spec.ports[{i}].protocol: {proto} is not supported (HTTP, HTTP2, GRPC, TCP)"
+                    "spec.ports[{i}].protocol: {proto} is not supported (HTTP, HTTP2, GRPC, TCP, TLS, HTTPS)"
                 ));
             }
         }
@@ -1470,34 +1559,33 @@ pub fn applies_to_mesh(vs: &VirtualService) -> bool {
 fn gateway_conflicts(
     gateways: &[crate::inputs::Resource<crate::istio::Gateway>],
 ) -> Vec<(usize, String)> {
-    let mut seen: BTreeMap<(String, u32), (bool, String)> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, u32), (crate::istio::ServerKind, String)> = BTreeMap::new();
     let mut refused = Vec::new();
     for (i, gw) in gateways.iter().enumerate() {
         let selector = format!("{:?}", gw.spec.selector);
         let mut mine = Vec::new();
         let mut conflict = None;
         for s in &gw.spec.servers {
-            let Some(port) = &s.port else { continue };
-            let tls = port.protocol.eq_ignore_ascii_case("HTTPS");
+            let (Some(port), Some(kind)) = (&s.port, s.kind()) else {
+                continue;
+            };
             match seen.get(&(selector.clone(), port.number)) {
-                Some((other, by)) if *other != tls => {
+                Some((other, by)) if *other != kind => {
                     conflict = Some(format!(
-                        "spec.servers: port {} is {} here but {} in Gateway {by} on the same gateway proxies",
+                        "spec.servers: port {} is {kind} here but {other} in Gateway {by} on the same gateway proxies",
                         port.number,
-                        if tls { "HTTPS" } else { "plaintext" },
-                        if *other { "HTTPS" } else { "plaintext" },
                     ));
                     break;
                 }
-                _ => mine.push(((selector.clone(), port.number), tls)),
+                _ => mine.push(((selector.clone(), port.number), kind)),
             }
         }
         match conflict {
             Some(why) => refused.push((i, why)),
             None => {
-                for (key, tls) in mine {
+                for (key, kind) in mine {
                     seen.entry(key)
-                        .or_insert((tls, format!("{}/{}", gw.namespace, gw.name)));
+                        .or_insert((kind, format!("{}/{}", gw.namespace, gw.name)));
                 }
             }
         }

@@ -234,16 +234,53 @@ fn port_names_say_the_protocol_as_istio_reads_them() {
         (None, "http-web", Protocol::Http),
         (None, "http2", Protocol::Http2),
         (None, "grpc-api", Protocol::Grpc),
-        (None, "https", Protocol::Tcp),
+        (None, "https", Protocol::Tls),
+        (None, "tls-api", Protocol::Tls),
         (None, "tcp-db", Protocol::Tcp),
         (None, "mysql", Protocol::Tcp),
         (None, "web", Protocol::Auto),
         (None, "", Protocol::Auto),
         (Some("HTTP"), "web", Protocol::Http),
-        (Some("TLS"), "http", Protocol::Tcp),
+        (Some("TLS"), "http", Protocol::Tls),
+        (Some("HTTPS"), "web", Protocol::Tls),
         (Some("kubernetes.io/h2c"), "web", Protocol::Http2),
         (Some("kubernetes.io/wss"), "web", Protocol::Tcp),
     ] {
         assert_eq!(Protocol::parse(declared, name), want, "{declared:?} {name}");
     }
+}
+
+#[test]
+fn a_captured_sidecar_routes_tls_service_entries_by_sni() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: external-apis, namespace: shop }
+spec:
+  hosts: [api.example.com, "*.wikipedia.org"]
+  ports: [{ number: 443, name: https, protocol: HTTPS }]
+  resolution: NONE
+"#;
+    let (c, loaded) = view(extra, "reviews-v1");
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let l = c
+        .listeners
+        .iter()
+        .find(|l| l.name == "0.0.0.0_443")
+        .unwrap();
+    assert!(!l.bind_to_port);
+    let names: Vec<&[String]> = l
+        .sni_routes
+        .iter()
+        .map(|r| r.server_names.as_slice())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ["api.example.com".to_string()],
+            ["*.wikipedia.org".to_string()]
+        ]
+    );
+    // Other names go where the app was connecting (ALLOW_ANY).
+    assert_eq!(l.tcp.as_ref().unwrap().cluster, "PassthroughCluster");
 }

@@ -95,10 +95,12 @@ fn a_gateway_serves_the_hosts_its_servers_admit_of_the_virtual_services_bound_to
 #[test]
 fn what_a_gateway_cannot_honour_is_refused_by_field() {
     for (server, says) in [
-        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com] }", "tls: required for protocol HTTPS"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com] }", "tls: server must have TLS settings for HTTPS/TLS protocols"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialName: a-cert } }", "credentialName"),
-        ("{ port: { number: 443, name: tls, protocol: TLS }, hosts: [a.example.com], tls: { mode: PASSTHROUGH } }", "TLS gateway servers are not supported"),
-        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: ISTIO_MUTUAL } }", "mode: ISTIO_MUTUAL is not supported"),
+        ("{ port: { number: 443, name: tls, protocol: TLS }, hosts: [a.example.com], tls: { mode: AUTO_PASSTHROUGH } }", "mode: AUTO_PASSTHROUGH is not supported by Trellis yet"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: ISTIO_MUTUAL, serverCertificate: /c } }", "tls.serverCertificate: ISTIO_MUTUAL TLS cannot have associated serverCertificate"),
+        ("{ port: { number: 9000, name: tcp, protocol: TCP }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k } }", "server cannot have TLS settings for non HTTPS/TLS ports"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: OPTIONAL_MUTUAL, serverCertificate: /c, privateKey: /k } }", "mode: OPTIONAL_MUTUAL is not supported"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a.example.com], bind: 10.0.0.1 }", "bind: not supported"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a/b/c] }", "is not <host> or <namespace>/<host>"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256] } }", "cipherSuites"),
@@ -138,7 +140,7 @@ fn a_port_is_plaintext_or_https_never_both() {
     assert!(
         loaded.refused[0]
             .message
-            .contains("8443 is HTTPS here but plaintext in servers[0]"),
+            .contains("8443 is HTTPS here but plaintext HTTP in servers[0]"),
         "{}",
         loaded.refused[0].message
     );
@@ -148,9 +150,126 @@ fn a_port_is_plaintext_or_https_never_both() {
     assert!(
         loaded.refused[0]
             .message
-            .contains("port 80 is HTTPS here but plaintext in Gateway edge/public"),
+            .contains("port 80 is HTTPS here but plaintext HTTP in Gateway edge/public"),
         "{}",
         loaded.refused[0].message
     );
     assert_eq!(loaded.inputs.gateways.len(), 1);
+}
+
+const PASSTHROUGH: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: nginx, namespace: shop }
+spec:
+  hosts: [nginx.example.com, www.example.com]
+  ports: [{ number: 443, name: https, protocol: TLS }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { https: 18443 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: db, namespace: shop }
+spec:
+  hosts: [db.example.com]
+  ports: [{ number: 5432, name: tcp, protocol: TCP }]
+  resolution: STATIC
+  endpoints: [{ address: 127.0.0.1, ports: { tcp: 15432 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: edge-l4, namespace: edge }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+    - port: { number: 443, name: tls, protocol: TLS }
+      hosts: ["*.example.com"]
+      tls: { mode: PASSTHROUGH }
+    - port: { number: 5432, name: tcp, protocol: TCP }
+      hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: nginx, namespace: shop }
+spec:
+  hosts: [nginx.example.com, www.example.com, other.org]
+  gateways: [edge/edge-l4]
+  tls:
+    - match: [{ sniHosts: [nginx.example.com, other.org], port: 443 }]
+      route: [{ destination: { host: nginx.example.com } }]
+    - match: [{ sniHosts: [www.example.com], port: 8443 }]
+      route: [{ destination: { host: nginx.example.com } }]
+  tcp:
+    - route:
+        - { destination: { host: db.example.com }, weight: 90 }
+        - { destination: { host: nginx.example.com }, weight: 10 }
+"#;
+
+#[test]
+fn tls_routes_become_sni_routes_and_tcp_routes_a_tcp_proxy_on_a_gateway() {
+    let loaded = load(PASSTHROUGH);
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate_gateway(&loaded.inputs, &registry, "edge", "gw").unwrap();
+    c.check("gateway").unwrap();
+    let l = c
+        .listeners
+        .iter()
+        .find(|l| l.name == "0.0.0.0_443")
+        .unwrap();
+    assert!(
+        l.tls.is_none() && l.http.is_none() && l.tcp.is_none(),
+        "{l:?}"
+    );
+    // other.org is not a host the server admits; the 8443 match is for another port.
+    assert_eq!(l.sni_routes.len(), 1, "{:?}", l.sni_routes);
+    assert_eq!(l.sni_routes[0].server_names, ["nginx.example.com"]);
+    assert_eq!(
+        l.sni_routes[0].tcp.cluster,
+        "outbound|443||nginx.example.com"
+    );
+    let db = c
+        .listeners
+        .iter()
+        .find(|l| l.name == "0.0.0.0_5432")
+        .unwrap();
+    let weights: Vec<(&str, u32)> = db
+        .tcp
+        .as_ref()
+        .unwrap()
+        .weighted_clusters
+        .iter()
+        .map(|w| (w.name.as_str(), w.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("outbound|5432||db.example.com", 90),
+            ("outbound|443||nginx.example.com", 10)
+        ]
+    );
+}
+
+#[test]
+fn tls_and_tcp_routes_are_checked_as_istio_does_and_refused_for_sidecars() {
+    let vs = |spec: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: v, namespace: shop }}\nspec:\n{spec}")
+    };
+    for (spec, says) in [
+        ("  hosts: [a.example.com]\n  gateways: [edge/edge-l4]\n  tls: [{ route: [{ destination: { host: a.example.com } }] }]\n", "spec.tls[0].match: TLS route must have at least one match condition"),
+        ("  hosts: [a.example.com]\n  gateways: [edge/edge-l4]\n  tls: [{ match: [{ port: 443 }], route: [{ destination: { host: a.example.com } }] }]\n", "spec.tls[0].match[0].sniHosts: TLS match must have at least one SNI host"),
+        ("  hosts: [a.example.com]\n  gateways: [edge/edge-l4]\n  tls: [{ match: [{ sniHosts: [b.example.com] }], route: [{ destination: { host: a.example.com } }] }]\n", "SNI host \"b.example.com\" is not a compatible subset of any of the virtual service hosts"),
+        ("  hosts: [a.example.com]\n  gateways: [edge/edge-l4]\n  tls: [{ match: [{ sniHosts: [a.example.com] }] }]\n", "spec.tls[0].route: TLS route is required"),
+        ("  hosts: [a.example.com]\n  gateways: [edge/edge-l4]\n  tcp: [{ match: [{ port: 5432 }] }]\n", "spec.tcp[0].route: TCP route is required"),
+        ("  hosts: [a.example.com]\n  gateways: [edge/edge-l4]\n  tcp: [{ match: [{ sourceLabels: { app: a } }], route: [{ destination: { host: a.example.com } }] }]\n", "spec.tcp[0].match[0].sourceLabels: not supported by Trellis yet"),
+        ("  hosts: [a.example.com]\n  tcp: [{ route: [{ destination: { host: a.example.com } }] }]\n", "spec.tcp: TCP routes for sidecars (gateways: mesh) are not supported by Trellis yet"),
+        ("  hosts: [a.example.com]\n  gateways: [mesh, edge/edge-l4]\n  tls: [{ match: [{ sniHosts: [a.example.com] }], route: [{ destination: { host: a.example.com } }] }]\n", "spec.tls: TLS (SNI) routes for sidecars"),
+    ] {
+        let loaded = load(&vs(spec));
+        assert_eq!(loaded.refused.len(), 1, "{spec}: {:?}", loaded.refused);
+        assert!(loaded.refused[0].message.contains(says), "{spec}: {}", loaded.refused[0].message);
+    }
+    // A wildcard VirtualService host admits SNI hosts under it (Istio's SubsetOf).
+    let loaded = load(&vs("  hosts: [\"*.example.com\"]\n  gateways: [edge/edge-l4]\n  tls: [{ match: [{ sniHosts: [a.example.com, \"*.b.example.com\"] }], route: [{ destination: { host: a.example.com } }] }]\n"));
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
 }

@@ -34,7 +34,20 @@ pub enum Behaviour {
         codec: Codec,
         tcp: Arc<TcpProxy>,
     },
+    /// TLS passthrough: spliced by the SNI of the client's ClientHello.
+    Passthrough(Arc<Passthrough>),
 }
+
+/// A passthrough listener's routes by server name, and the TCP proxy for connections
+/// no route names (none: they are closed).
+pub struct Passthrough {
+    pub routes: trellis_tls::ServerNames<Arc<TcpProxy>>,
+    pub default: Option<Arc<TcpProxy>>,
+}
+
+/// How long a passthrough listener waits for a ClientHello (Envoy's tls_inspector
+/// waits for the listener filter timeout, 15 s by default).
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct ListenerRuntime {
     pub behaviour: Behaviour,
@@ -396,6 +409,38 @@ async fn serve_connection(
             serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
         }
         Behaviour::Tcp(proxy) => serve_tcp(io, proxy, &info, &rt.limits, drain).await,
+        Behaviour::Passthrough(p) => {
+            let mut io = io;
+            let hello = tokio::time::timeout(
+                CLIENT_HELLO_TIMEOUT,
+                trellis_tls::read_client_hello(&mut io),
+            )
+            .await;
+            let Ok((read, hello)) = hello else {
+                tracing::debug!(%peer, "passthrough: no ClientHello in time");
+                return;
+            };
+            let proxy = match &hello {
+                Ok(h) => {
+                    info.server_name = h.server_name.as_deref().map(Arc::from);
+                    h.server_name
+                        .as_deref()
+                        .and_then(|n| p.routes.lookup(n))
+                        .or(p.default.as_ref())
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "passthrough: {e}");
+                    p.default.as_ref()
+                }
+            };
+            let Some(proxy) = proxy else {
+                rt.stats.no_route.inc();
+                tracing::debug!(%peer, sni = ?info.server_name, "passthrough: no route for this server name");
+                return;
+            };
+            let io = crate::sniff::Prefixed::new(read, io);
+            serve_tcp(io, proxy, &info, &rt.limits, drain).await;
+        }
         Behaviour::Detect { codec, tcp, .. } => {
             let (detected, io) = crate::sniff::detect(io, crate::sniff::DETECTION_TIMEOUT).await;
             if detected == crate::sniff::Detected::Http {
@@ -480,7 +525,7 @@ async fn serve_http<S>(
         // requests on connections that were open before it.
         let manager = match &runtime.load().behaviour {
             Behaviour::Http(m, _) | Behaviour::Detect { http: m, .. } => Some(m.clone()),
-            Behaviour::Tcp(_) => None,
+            Behaviour::Tcp(_) | Behaviour::Passthrough(_) => None,
         };
         let activity = service_activity.clone();
         let info = info.clone();

@@ -128,14 +128,21 @@ impl Proxy {
                 }
                 None => None,
             };
-            let tcp = l.tcp.as_ref().map(|t| {
-                Arc::new(TcpProxy {
-                    cluster: clusters[&t.cluster].clone(),
-                    stats: stats.clone(),
-                    authz: authz.clone(),
-                })
-            });
-            let behaviour = if let Some(h) = &l.http {
+            let tcp = l
+                .tcp
+                .as_ref()
+                .map(|t| Arc::new(TcpProxy::new(t, &clusters, stats.clone(), authz.clone())));
+            let behaviour = if !l.sni_routes.is_empty() {
+                let mut routes = trellis_tls::ServerNames::default();
+                for r in &l.sni_routes {
+                    let proxy = TcpProxy::new(&r.tcp, &clusters, stats.clone(), authz.clone());
+                    routes.insert(&r.server_names, Arc::new(proxy));
+                }
+                Behaviour::Passthrough(Arc::new(crate::listener::Passthrough {
+                    routes,
+                    default: tcp,
+                }))
+            } else if let Some(h) = &l.http {
                 let m = HttpManager::build(
                     &l.name,
                     h,
@@ -185,7 +192,9 @@ impl Proxy {
                     tls,
                     admission: crate::listener::Admission {
                         tls: l.tls.clone(),
-                        tcp_authorization: l.tcp.as_ref().and_then(|_| l.authorization.clone()),
+                        tcp_authorization: (l.tcp.is_some() || !l.sni_routes.is_empty())
+                            .then(|| l.authorization.clone())
+                            .flatten(),
                     },
                     retired: Arc::new(tokio::sync::watch::channel(false).0),
                     capture: l.use_original_dst,

@@ -90,6 +90,17 @@ pub struct Prefixed<S> {
     inner: S,
 }
 
+impl<S> Prefixed<S> {
+    /// `inner`, yielding `prefix` (bytes already read from it) first.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use xxhash_rust::xxh64::xxh64;
 
 pub struct TcpProxy {
-    pub cluster: Arc<Cluster>,
+    /// The clusters with their weights (one, weight 1, without weighted clusters).
+    pub clusters: Vec<(Arc<Cluster>, u32)>,
     pub stats: ListenerStats,
     pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
 }
@@ -20,6 +21,44 @@ pub struct TcpProxy {
 const CONNECT_ATTEMPTS: usize = 2;
 
 impl TcpProxy {
+    pub fn new(
+        config: &trellis_config::TcpProxy,
+        clusters: &std::collections::HashMap<String, Arc<Cluster>>,
+        stats: ListenerStats,
+        authz: Option<Arc<crate::authz::ListenerAuthz>>,
+    ) -> TcpProxy {
+        let clusters = match config.weighted_clusters.is_empty() {
+            true => vec![(clusters[&config.cluster].clone(), 1)],
+            false => config
+                .weighted_clusters
+                .iter()
+                .filter(|w| w.weight > 0)
+                .map(|w| (clusters[&w.name].clone(), w.weight))
+                .collect(),
+        };
+        TcpProxy {
+            clusters,
+            stats,
+            authz,
+        }
+    }
+
+    /// This connection's cluster, by weight.
+    fn cluster(&self) -> &Arc<Cluster> {
+        if let [(only, _)] = self.clusters.as_slice() {
+            return only;
+        }
+        let total: u32 = self.clusters.iter().map(|(_, w)| w).sum();
+        let mut x = rand::Rng::gen_range(&mut rand::thread_rng(), 0..total);
+        for (c, w) in &self.clusters {
+            if x < *w {
+                return c;
+            }
+            x -= w;
+        }
+        &self.clusters[0].0
+    }
+
     pub async fn serve<S>(&self, downstream: S, conn: &ConnInfo, idle_timeout: Duration)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -30,23 +69,23 @@ impl TcpProxy {
                 return;
             }
         }
+        let cluster = self.cluster();
         let peer = conn.peer;
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
         let mut upstream = None;
         for _ in 0..CONNECT_ATTEMPTS {
-            let Some(endpoint) = self.cluster.pick(hash, conn.original_dst) else {
+            let Some(endpoint) = cluster.pick(hash, conn.original_dst) else {
                 break;
             };
-            match self.cluster.connect_tcp(&endpoint).await {
+            match cluster.connect_tcp(&endpoint).await {
                 Ok(pair) => {
-                    self.cluster.record_outcome(&endpoint, Outcome::Status(200));
+                    cluster.record_outcome(&endpoint, Outcome::Status(200));
                     upstream = Some(pair);
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(cluster = %self.cluster.name, "tcp proxy: {e}");
-                    self.cluster
-                        .record_outcome(&endpoint, Outcome::ConnectFailure);
+                    tracing::debug!(cluster = %cluster.name, "tcp proxy: {e}");
+                    cluster.record_outcome(&endpoint, Outcome::ConnectFailure);
                 }
             }
         }

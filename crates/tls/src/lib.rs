@@ -17,8 +17,10 @@
 
 mod bundle;
 mod client;
+mod client_hello;
 mod identity;
 mod material;
+mod names;
 mod provider;
 pub mod resign;
 mod server;
@@ -26,8 +28,10 @@ mod stream;
 
 pub use bundle::{fingerprint, fingerprint_hex, hex, peer_rejection, TrustDomainRoots};
 pub use client::{ClientTls, ClientTlsConfig};
+pub use client_hello::{read_client_hello, ClientHello, HelloError};
 pub use identity::{peer_identities, SpiffeId};
 pub use material::{load_certificate_chain, load_private_key, load_trust_bundle, CertifiedKey};
+pub use names::ServerNames;
 pub use provider::{
     InMemoryKey, KeyAlgorithm, KeyOpError, KeyOpFuture, KeyOpHook, PrivateKeyProvider,
     SignatureScheme,

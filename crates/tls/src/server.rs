@@ -66,7 +66,7 @@ impl ServerTls {
         if config.certificates.is_empty() {
             return Err(TlsError::Config("no certificate configured".into()));
         }
-        let mut named = SniTable::default();
+        let mut named = crate::ServerNames::default();
         for cert in config
             .certificates
             .iter()
@@ -159,46 +159,6 @@ fn wire_protocols(mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Certificate selection by SNI, compiled at config load: exact names in one map,
-/// `*.suffix` names in another, looked up by the name's own suffixes, longest first.
-/// So the cost is one hash lookup per label whatever the number of certificates, and
-/// the most specific name wins (exact, then the longest wildcard), as in Envoy's
-/// filter-chain match; among equal names the first certificate wins.
-#[derive(Default)]
-struct SniTable {
-    exact: std::collections::HashMap<String, usize>,
-    wildcard: std::collections::HashMap<String, usize>,
-    contexts: Vec<SslContext>,
-}
-
-impl SniTable {
-    fn insert(&mut self, names: &[String], ctx: SslContext) {
-        let id = self.contexts.len();
-        self.contexts.push(ctx);
-        for n in names {
-            let n = n.to_ascii_lowercase();
-            match n.strip_prefix('*') {
-                // Keyed with the dot: "*.example.com" → ".example.com".
-                Some(suffix) => self.wildcard.entry(suffix.to_string()).or_insert(id),
-                None => self.exact.entry(n).or_insert(id),
-            };
-        }
-    }
-
-    /// `sni` is already lowercase.
-    fn lookup(&self, sni: &str) -> Option<&SslContext> {
-        if let Some(id) = self.exact.get(sni) {
-            return Some(&self.contexts[*id]);
-        }
-        // ".b.example.com", then ".example.com", then ".com": the name's own label
-        // boundaries, so a wildcard always covers at least one whole label.
-        sni.match_indices('.')
-            .filter(|(i, _)| *i > 0)
-            .find_map(|(i, _)| self.wildcard.get(&sni[i..]))
-            .map(|id| &self.contexts[*id])
-    }
-}
-
 fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilder, TlsError> {
     let mut b = SslContextBuilder::new(SslMethod::tls())?;
     b.set_min_proto_version(Some(config.min_version.to_boring()))?;
@@ -289,65 +249,5 @@ mod tests {
         let other = crate::alpn_wire(&["spdy/3".into()]).unwrap();
         assert_eq!(super::select_alpn(&ours, &other), None);
         assert_eq!(super::select_alpn(&ours, &[5, b'h']), None);
-    }
-
-    #[test]
-    fn sni_table_prefers_exact_then_longest_wildcard() {
-        use super::SniTable;
-        let ctx = || {
-            boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls())
-                .unwrap()
-                .build()
-        };
-        let mut t = SniTable::default();
-        t.insert(&["*.example.com".into()], ctx());
-        t.insert(
-            &["*.api.example.com".into(), "www.example.com".into()],
-            ctx(),
-        );
-        t.insert(&["WWW.example.com".into()], ctx());
-        let id = |sni: &str| {
-            t.lookup(sni)
-                .map(|c| t.contexts.iter().position(|x| std::ptr::eq(x, c)).unwrap())
-        };
-        assert_eq!(
-            id("www.example.com"),
-            Some(1),
-            "exact beats wildcard; first wins"
-        );
-        assert_eq!(id("a.api.example.com"), Some(1), "longest wildcard");
-        assert_eq!(id("a.b.example.com"), Some(0));
-        assert_eq!(id("example.com"), None);
-        assert_eq!(id("aexample.com"), None);
-        assert_eq!(id("other.org"), None);
-        // Whatever the table answers, the plain definition agrees that it matches.
-        for (sni, names) in [
-            ("a.b.example.com", "*.example.com"),
-            ("www.example.com", "www.example.com"),
-        ] {
-            assert!(name_matches(names, sni));
-        }
-    }
-
-    /// Whether a certificate named `pattern` is chosen for `sni` (the callback lowercases
-    /// the client's name before the lookup).
-    fn name_matches(pattern: &str, sni: &str) -> bool {
-        let ctx = boring::ssl::SslContextBuilder::new(boring::ssl::SslMethod::tls())
-            .unwrap()
-            .build();
-        let mut t = super::SniTable::default();
-        t.insert(&[pattern.to_string()], ctx);
-        t.lookup(&sni.to_ascii_lowercase()).is_some()
-    }
-
-    #[test]
-    fn sni_names() {
-        assert!(name_matches("a.example.com", "a.example.com"));
-        assert!(name_matches("A.example.com", "a.example.com"));
-        assert!(name_matches("*.example.com", "a.example.com"));
-        assert!(name_matches("*.example.com", "a.b.example.com"));
-        assert!(!name_matches("*.example.com", "example.com"));
-        assert!(!name_matches("*.example.com", "aexample.com"));
-        assert!(!name_matches("a.example.com", "b.example.com"));
     }
 }

@@ -4,6 +4,7 @@ mod bypass;
 mod ca;
 mod control;
 mod demo;
+mod gateway;
 mod init;
 mod issuer;
 mod net_probe;
@@ -59,6 +60,9 @@ enum Command {
         #[arg(long, requires = "xds")]
         xds_tls: bool,
     },
+    /// Run a gateway of the mesh (Istio's ingress/egress gateway): a proxy of node type
+    /// `router` serving the Gateways that select its workload, configured over xDS.
+    Gateway(gateway::GatewayArgs),
     /// Run the demo upstream service (can be told to fail or delay).
     DemoApp {
         /// Address to listen on; repeat for several (IPv4 and IPv6).
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
             workers,
         ),
         Command::Demo(args) => demo::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Ca(args) => ca::run(*args),
         Command::Issuer(args) => issuer::run(args),
         Command::Control(args) => control::run(*args),

@@ -462,22 +462,50 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             }
             None => Command::new(std::env::current_exe()?),
         };
-        cmd.arg("proxy")
-            .arg("--config")
-            .arg(dir.join("bootstrap.yaml"))
-            // xDS over mutual TLS on the CA's port, with the workload certificate.
-            .args([
-                "--workers",
-                "1",
-                "--xds",
-                &ca,
-                "--xds-tls",
-                "--node-id",
-                &node,
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .stdin(Stdio::null());
+        if *router {
+            // A gateway is what a user runs: `trellis gateway`, its identity and xDS
+            // from the control plane's mutual-TLS port.
+            cmd.arg("gateway")
+                .args(["--control", &ca, "--ca-root"])
+                .arg(&root)
+                .arg("--token-file")
+                .arg(dir.join("token"))
+                .args([
+                    "--name",
+                    name,
+                    "--namespace",
+                    ns,
+                    "--ip",
+                    &node_ip,
+                    "--admin",
+                    &admin,
+                    "--workers",
+                    "1",
+                    "--ready-file",
+                ])
+                .arg(&ready)
+                .stdin(Stdio::null());
+            if let Some(signer) = cert_signer {
+                cmd.args(["--cert-signer", signer]);
+            }
+        } else {
+            cmd.arg("proxy")
+                .arg("--config")
+                .arg(dir.join("bootstrap.yaml"))
+                // xDS over mutual TLS on the CA's port, with the workload certificate.
+                .args([
+                    "--workers",
+                    "1",
+                    "--xds",
+                    &ca,
+                    "--xds-tls",
+                    "--node-id",
+                    &node,
+                    "--ready-file",
+                ])
+                .arg(&ready)
+                .stdin(Stdio::null());
+        }
         let (out, err) = log(&format!("sidecar-{name}"))?;
         cmd.stdout(out).stderr(err);
         children.0.push(cmd.spawn()?);

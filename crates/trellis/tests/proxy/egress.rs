@@ -7,44 +7,17 @@
 use super::control::{sidecar, Workload};
 use super::harness::*;
 use super::pki::Pki;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    out: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `openssl s_server -www` on `port`, requiring a client certificate from `client_ca`.
-fn s_server(port: u16, cert: &str, key: &str, client_ca: &str, dir: &std::path::Path) -> Server {
-    let out = dir.join("s_server.out");
-    let child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-        .args([
+fn s_server(port: u16, cert: &str, key: &str, client_ca: &str, dir: &std::path::Path) -> SServer {
+    SServer::start(
+        port,
+        &[
             "-cert", cert, "-key", key, "-CAfile", client_ca, "-Verify", "1",
-        ])
-        .args(["-www", "-tlsextdebug"])
-        .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl (Debian package openssl) must be installed");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "s_server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, out }
+        ],
+        dir,
+    )
 }
 
 fn mesh(port: u16, tls: &str) -> String {

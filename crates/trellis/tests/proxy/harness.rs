@@ -449,6 +449,44 @@ pub fn s_client(addr: SocketAddr, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// `openssl s_server -www -tlsextdebug` on `127.0.0.1:port` with `args` (certificate,
+/// key, client CA); what it prints (the SNI it received, among others) is in `out`.
+pub struct SServer {
+    child: std::process::Child,
+    pub out: PathBuf,
+}
+
+impl SServer {
+    pub fn start(port: u16, args: &[&str], dir: &Path) -> SServer {
+        let out = dir.join(format!("s_server-{port}.out"));
+        let child = Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .args(["-www", "-tlsextdebug"])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl (Debian package openssl) must be installed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SServer { child, out }
+    }
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `trellis control` (xDS and the embedded CA) reading `mesh_dir`.
 pub struct Control {
     pub ca: Ca,
