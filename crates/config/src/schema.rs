@@ -533,6 +533,10 @@ pub struct RouteAction {
     pub weighted_clusters: Vec<WeightedCluster>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
+    /// Envoy's `regex_rewrite`: every match of `pattern` in the path (not the query)
+    /// replaced by `substitution`, where `\1` is the first group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite: Option<RegexRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
     /// Whole-request deadline including retries (Envoy: 15 s; `0` disables).
@@ -544,6 +548,13 @@ pub struct RouteAction {
     pub request_mirror: Option<Mirror>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash_policy: Vec<HashPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
 }
 
 fn default_route_timeout() -> Dur {

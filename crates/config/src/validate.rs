@@ -682,6 +682,20 @@ pub const RETRY_ON: &[&str] = &[
 ];
 
 fn route_action(c: &mut Checker, p: &str, a: &RouteAction) {
+    if let Some(rw) = &a.regex_rewrite {
+        if a.prefix_rewrite.is_some() {
+            c.err(
+                format!("{p}.regex_rewrite"),
+                "prefix_rewrite and regex_rewrite are exclusive",
+            );
+        }
+        if let Err(e) = regex::Regex::new(&rw.pattern) {
+            c.err(
+                format!("{p}.regex_rewrite.pattern"),
+                format!("{:?}: {e}", rw.pattern),
+            );
+        }
+    }
     match (&a.cluster, a.weighted_clusters.is_empty()) {
         (Some(name), true) => c.cluster_exists(format!("{p}.cluster"), name),
         (None, false) => {

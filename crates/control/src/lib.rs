@@ -205,6 +205,16 @@ impl ControlPlane {
         self.jwks.resolve(&mut inputs);
         let parsed = started.elapsed();
         let registry = Registry::from_parts(&inputs, k8s_services, k8s_workloads);
+        // The Gateway API's resources become Istio Gateways and VirtualServices; what
+        // could not be served is said as the Gateway API's conditions would say it.
+        let gateway_api = trellis_mesh::gateway_api::convert(&mut inputs, &registry);
+        warnings.extend(gateway_api.problems().into_iter().map(|message| {
+            trellis_mesh::Diagnostic {
+                resource: "Gateway API".into(),
+                message,
+                key: None,
+            }
+        }));
         // Known only with the registry: a Sidecar whose egress ports several sidecars
         // on one address would bind, or whose egress names a service not there.
         for d in trellis_mesh::egress_collisions(&inputs, &registry) {

@@ -6,7 +6,8 @@
 //! - `GET /anything` — JSON describing the request as received (method, path,
 //!   query, headers), `peer` (the connection's source address) and `service`;
 //!   header `x-served-by: <name>`.
-//! - `?status=503` — answer with that status; `?delay=200ms` — wait first.
+//! - `?status=503` — answer with that status; `?delay=200ms` — wait first;
+//!   `x-echo-set-header: name:value,...` — those response headers too.
 //! - `GET /size/N` — N bytes of body (benchmarks use `/size/1024`).
 //! - `POST /echo` — the request body back.
 //! - `content-type: application/grpc` — echoes the gRPC message frames and ends
@@ -163,6 +164,24 @@ impl DemoApp {
         let mut r = Response::new(full(description.to_string()));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // `x-echo-set-header: name:value,name2:value2` sets response headers (as the
+        // Gateway API conformance suite's echo server does).
+        let set = req.headers().get_all("x-echo-set-header");
+        for pair in set
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let Some((name, value)) = pair.split_once(':') else {
+                continue;
+            };
+            if let (Ok(n), Ok(v)) = (
+                http::header::HeaderName::from_bytes(name.trim().as_bytes()),
+                HeaderValue::from_str(value.trim()),
+            ) {
+                r.headers_mut().append(n, v);
+            }
+        }
         r
     }
 

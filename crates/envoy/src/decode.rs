@@ -1033,9 +1033,14 @@ fn route_action(ctx: &Ctx, a: rt::RouteAction, path: &str) -> Result<tc::RouteAc
         Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(h),
         Some(_) => return Err(ctx.err(path, "only host_rewrite_literal is supported")),
     };
-    if a.regex_rewrite.is_some() {
-        return Err(ctx.err(path, "regex_rewrite is not supported"));
-    }
+    let regex_rewrite = a.regex_rewrite.as_ref().map(|r| tc::RegexRewrite {
+        pattern: r
+            .pattern
+            .as_ref()
+            .map(|p| p.regex.clone())
+            .unwrap_or_default(),
+        substitution: r.substitution.clone(),
+    });
     if a.request_mirror_policies.len() > 1 {
         return Err(ctx.err(
             &format!("{path}.request_mirror_policies"),
@@ -1068,6 +1073,7 @@ fn route_action(ctx: &Ctx, a: rt::RouteAction, path: &str) -> Result<tc::RouteAc
         cluster,
         weighted_clusters,
         prefix_rewrite: (!a.prefix_rewrite.is_empty()).then_some(a.prefix_rewrite),
+        regex_rewrite,
         host_rewrite,
         // Envoy's default route timeout is 15 s; an explicit 0 disables it.
         timeout: dur(a.timeout).unwrap_or(Dur::secs(15)),

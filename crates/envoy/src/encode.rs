@@ -931,6 +931,16 @@ fn route_action(a: &tc::RouteAction) -> rt::RouteAction {
     rt::RouteAction {
         cluster_specifier,
         prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+        regex_rewrite: a
+            .regex_rewrite
+            .as_ref()
+            .map(|r| m::RegexMatchAndSubstitute {
+                pattern: Some(m::RegexMatcher {
+                    regex: r.pattern.clone(),
+                    ..Default::default()
+                }),
+                substitution: r.substitution.clone(),
+            }),
         host_rewrite_specifier: a
             .host_rewrite
             .clone()

@@ -356,8 +356,11 @@ fn http_hosts(
         } else {
             g.gateway_routes(vs, number)
         };
+        // The Gateway API matches hostnames whatever the port in the Host header.
         let domains = if host == "*" {
             vec!["*".to_string()]
+        } else if vs.source == crate::gateway_api::SOURCE {
+            vec![host.clone()]
         } else {
             vec![host.clone(), format!("{host}:{number}")]
         };

@@ -772,7 +772,8 @@ impl<'a> Gen<'a> {
         // Matches on the client (sourceLabels, sourceNamespace) are decided here: each
         // sidecar's view holds the routes whose matches can apply to its workload.
         let w = self.w;
-        r.matches
+        let routes = r
+            .matches
             .iter()
             .filter(|m| {
                 m.port
@@ -791,7 +792,11 @@ impl<'a> Gen<'a> {
                 route.matches = route_match(m);
                 route
             })
-            .collect()
+            .collect();
+        match &r.gateway_api {
+            Some(semantics) => gateway_api_routes(routes, semantics),
+            None => routes,
+        }
     }
 
     /// Consistent-hash DestinationRules hash on what the routes to them say.
@@ -1051,6 +1056,7 @@ pub(crate) fn action(
         cluster,
         weighted_clusters,
         prefix_rewrite: None,
+        regex_rewrite: None,
         host_rewrite: None,
         // Istio disables the route timeout unless a VirtualService sets one.
         timeout: Dur::secs(0),
@@ -1058,6 +1064,68 @@ pub(crate) fn action(
         request_mirror: None,
         hash_policy: Vec::new(),
     }
+}
+
+/// The Gateway API's meaning of routes converted from HTTPRoutes: a `PathPrefix` is
+/// whole segments (`/foo` is the exact `/foo` and everything under `/foo/`), and its
+/// prefix replacements keep the segment boundary; a full path replacement is a
+/// rewrite of the whole path.
+fn gateway_api_routes(
+    routes: Vec<tc::Route>,
+    s: &crate::gateway_api::RouteSemantics,
+) -> Vec<tc::Route> {
+    let slash = |x: &str| {
+        if x.ends_with('/') {
+            x.to_string()
+        } else {
+            format!("{x}/")
+        }
+    };
+    let mut out = Vec::with_capacity(routes.len() * 2);
+    for mut r in routes {
+        if let Some(full) = &s.full_path {
+            if let Some(a) = r.route.as_mut() {
+                a.prefix_rewrite = None;
+                a.regex_rewrite = Some(tc::RegexRewrite {
+                    pattern: "^.*$".into(),
+                    substitution: full.replace('\\', "\\\\"),
+                });
+            }
+        }
+        if let (Some(p), Some(rd)) = (&s.redirect_prefix, r.redirect.as_mut()) {
+            rd.prefix_rewrite = Some(p.clone());
+        }
+        match r.matches.prefix.clone() {
+            Some(p) if s.path_separated && p != "/" => {
+                // The exact path: a prefix replacement is the whole path.
+                let mut exact = r.clone();
+                exact.matches.prefix = None;
+                exact.matches.path = Some(p.clone());
+                // Under it: the replacement keeps the `/` that ends the segment.
+                r.matches.prefix = Some(format!("{p}/"));
+                if let Some(a) = r.route.as_mut() {
+                    a.prefix_rewrite = a.prefix_rewrite.as_deref().map(slash);
+                }
+                if let Some(rd) = r.redirect.as_mut() {
+                    rd.prefix_rewrite = rd.prefix_rewrite.as_deref().map(slash);
+                }
+                out.push(exact);
+                out.push(r);
+            }
+            Some(_) => {
+                // `/` itself: what follows it is the rest of the path.
+                if let Some(a) = r.route.as_mut() {
+                    a.prefix_rewrite = a.prefix_rewrite.as_deref().map(slash);
+                }
+                if let Some(rd) = r.redirect.as_mut() {
+                    rd.prefix_rewrite = rd.prefix_rewrite.as_deref().map(slash);
+                }
+                out.push(r);
+            }
+            None => out.push(r),
+        }
+    }
+    out
 }
 
 fn string_matcher(name: &str, m: &istio::StringMatch) -> tc::HeaderMatcher {

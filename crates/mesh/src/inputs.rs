@@ -43,6 +43,12 @@ pub struct Inputs {
     pub namespace_labels: BTreeMap<String, Labels>,
     /// Istio's meshConfig (the `istio` ConfigMap or an IstioOperator): at most one.
     pub mesh_config: Vec<Resource<crate::mesh_config::MeshConfig>>,
+    /// Kubernetes Gateway API resources (`gateway.networking.k8s.io`), as loaded; the
+    /// Istio resources they mean are added by [`crate::gateway_api::convert`].
+    pub k8s_gateway_classes: Vec<Resource<crate::gateway_api::types::GatewayClass>>,
+    pub k8s_gateways: Vec<Resource<crate::gateway_api::types::Gateway>>,
+    pub http_routes: Vec<Resource<crate::gateway_api::types::HttpRoute>>,
+    pub reference_grants: Vec<Resource<crate::gateway_api::types::ReferenceGrant>>,
     /// The tenants' trust as the control plane resolved it (their CAs' roots); `None`
     /// without tenants: every sidecar trusts the mesh CA's roots (`sds://ROOTCA`).
     pub trust: Option<std::sync::Arc<crate::tenant::Trust>>,
@@ -88,6 +94,16 @@ impl Loaded {
         i.fail_closed.extend_from_slice(&o.fail_closed);
         i.tenants.extend_from_slice(&o.tenants);
         i.mesh_config.extend_from_slice(&o.mesh_config);
+        i.k8s_gateway_classes
+            .extend_from_slice(&o.k8s_gateway_classes);
+        i.k8s_gateways.extend_from_slice(&o.k8s_gateways);
+        i.http_routes.extend_from_slice(&o.http_routes);
+        i.reference_grants.extend_from_slice(&o.reference_grants);
+        i.namespace_labels.extend(
+            o.namespace_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         self.warnings.extend_from_slice(&other.warnings);
         self.refused.extend_from_slice(&other.refused);
     }
@@ -135,6 +151,13 @@ impl Inputs {
         carry!(request_authentications, "RequestAuthentication");
         carry!(tenants, "Tenant");
         carry!(mesh_config, "MeshConfig");
+        carry!(
+            k8s_gateway_classes,
+            "GatewayClass.gateway.networking.k8s.io"
+        );
+        carry!(k8s_gateways, "Gateway.gateway.networking.k8s.io");
+        carry!(http_routes, "HTTPRoute.gateway.networking.k8s.io");
+        carry!(reference_grants, "ReferenceGrant.gateway.networking.k8s.io");
         // A stand-in goes where the earlier version serves; elsewhere it says so.
         let serving = |f: &Resource<FailClosed>| match f.spec.kind {
             "PeerAuthentication" => self

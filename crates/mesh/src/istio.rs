@@ -239,6 +239,9 @@ pub struct HttpRoute {
     pub headers: Option<Headers>,
     #[serde(default)]
     pub cors_policy: Option<CorsPolicy>,
+    /// Set on the routes converted from Gateway API HTTPRoutes, never read from YAML.
+    #[serde(skip)]
+    pub gateway_api: Option<crate::gateway_api::RouteSemantics>,
 }
 
 /// Istio's `HTTPRoute.corsPolicy`.

@@ -16,6 +16,7 @@ pub mod annotations;
 pub mod capture;
 pub mod fail_closed;
 pub mod gateway;
+pub mod gateway_api;
 pub mod generate;
 mod incremental;
 mod inputs;
@@ -63,6 +64,17 @@ pub fn fqdn(host: &str, namespace: &str) -> String {
 }
 
 /// The SPIFFE identity of a service account.
+/// A DNS-1123 label (Istio's IsDNS1123Label, Kubernetes' names): lowercase letters,
+/// digits and '-', starting and ending with a letter or digit, at most 63 characters.
+pub(crate) fn dns1123_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
 /// Istio's `host.Name.SubsetOf`: every name `a` matches is matched by `b`.
 pub fn host_subset_of(a: &str, b: &str) -> bool {
     match (a.strip_prefix('*'), b.strip_prefix('*')) {

@@ -23,6 +23,10 @@ const NETWORKING: &[&str] = &[
 ];
 const SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 const TRELLIS: &str = "trellis.io/v1alpha1";
+const GATEWAY_API: &[&str] = &[
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+];
 
 /// Every `*.yaml` / `*.yml` file under `dir` (not recursive), in name order.
 pub fn load_dir(dir: &Path) -> Result<Loaded, String> {
@@ -324,14 +328,29 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     if mesh_config(&api, &kind, &meta, &map, source, loaded)? {
         return Ok(());
     }
+    // A Namespace gives its labels (the Gateway API's and Tenants' namespace
+    // selectors read them), as the cluster's do in Kubernetes mode.
+    if api == "v1" && kind == "Namespace" {
+        loaded
+            .inputs
+            .namespace_labels
+            .insert(meta.name.clone(), meta.labels.clone());
+        return Ok(());
+    }
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    // A Tenant is cluster-scoped: named without a namespace.
-    let resource = if kind == "Tenant" {
+    // A Tenant and a GatewayClass are cluster-scoped: named without a namespace.
+    let resource = if kind == "Tenant" || kind == "GatewayClass" {
         format!("{source} {kind} {}", meta.name)
     } else {
         format!("{source} {kind} {namespace}/{}", meta.name)
     };
-    let key = Some((kind.clone(), namespace.clone(), meta.name.clone()));
+    // The Gateway API's kinds are keyed with their group: its Gateway is not Istio's.
+    let key_kind = if GATEWAY_API.contains(&api.as_str()) {
+        format!("{kind}.gateway.networking.k8s.io")
+    } else {
+        kind.clone()
+    };
+    let key = Some((key_kind, namespace.clone(), meta.name.clone()));
     let refuse = |resource: &str, message: String| Diagnostic {
         resource: resource.to_string(),
         message,
@@ -354,11 +373,15 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         "security"
     } else if api == TRELLIS {
         "trellis"
+    } else if GATEWAY_API.contains(&api.as_str()) {
+        "gateway"
     } else {
-        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1, trellis.io/v1alpha1)")));
+        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1, gateway.networking.k8s.io/v1, trellis.io/v1alpha1)")));
     };
     // An ignored field of a security resource could widen access: refuse instead. A
     // Gateway's TLS settings (client certificate pinning, say) are security settings too.
+    // The Gateway API is read strictly too: what its CRDs define and Trellis does not
+    // read would route differently if ignored.
     let strict = group != "networking" || kind == "Gateway";
     if let Some(value) = meta.annotations.get(DRY_RUN) {
         let action = spec
@@ -451,6 +474,20 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
             accept!(request_authentications, validate::request_authentication)
         }
         ("trellis", "Tenant") => accept!(tenants, crate::tenant::validate),
+        ("gateway", "GatewayClass") => {
+            accept!(k8s_gateway_classes, crate::gateway_api::gateway_class)
+        }
+        ("gateway", "Gateway") => accept!(k8s_gateways, crate::gateway_api::gateway),
+        ("gateway", "HTTPRoute") => accept!(http_routes, crate::gateway_api::http_route),
+        ("gateway", "ReferenceGrant") => {
+            accept!(reference_grants, crate::gateway_api::reference_grant)
+        }
+        ("gateway", other) => {
+            return Err(refuse(
+                &resource,
+                format!("kind {other} of the Gateway API is not supported by Trellis yet (GatewayClass, Gateway, HTTPRoute and ReferenceGrant are)"),
+            ))
+        }
         _ => {
             return Err(refuse(
                 &resource,

@@ -11,6 +11,7 @@
 //! control plane resolves each tenant's CA (its roots) and hands the result to
 //! generation as [`Trust`].
 
+use crate::dns1123_label as dns_label;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
@@ -125,15 +126,6 @@ impl TenantCa {
             (None, Some(_)) => None,
         }
     }
-}
-
-fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn root_name(s: &str) -> bool {

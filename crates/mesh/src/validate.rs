@@ -1,6 +1,7 @@
 //! What makes a resource invalid (refused) beyond its YAML types: each check returns
 //! messages that start with the field path.
 
+use crate::dns1123_label;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::inputs::{Diagnostic, Loaded};
@@ -181,17 +182,6 @@ pub const RETRY_ON_HONOURED: &[&str] = &[
     "reset",
     "retriable-status-codes",
 ];
-
-/// Istio's IsDNS1123Label: lowercase letters, digits and '-', starting and ending with
-/// a letter or digit, at most 63 characters.
-fn dns1123_label(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !l.starts_with('-')
-        && !l.ends_with('-')
-}
 
 /// Istio's ValidateWildcardDomain: a wildcard only in the first label (`*` or
 /// `*suffix`), DNS-1123 labels elsewhere, a top-level domain not all digits, a trailing

@@ -54,6 +54,13 @@ pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
         total_weight: targets.iter().map(|t| t.weight).sum(),
         targets,
         prefix_rewrite: a.prefix_rewrite.clone().map(|p| (prefix_len, p)),
+        // Validated: the pattern compiles.
+        regex_rewrite: a.regex_rewrite.as_ref().and_then(|r| {
+            Some((
+                regex::Regex::new(&r.pattern).ok()?,
+                envoy_substitution(&r.substitution),
+            ))
+        }),
         host_rewrite: a
             .host_rewrite
             .as_ref()
@@ -66,6 +73,28 @@ pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
             .map(|m| (clusters[&m.cluster].clone(), m.percent)),
         hash_policy: a.hash_policy.clone(),
     })
+}
+
+/// Envoy's substitution (`\1` is group 1) in the regex crate's form (`${1}`), with a
+/// literal `$` kept literal.
+fn envoy_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    n.push(*d);
+                    chars.next();
+                }
+                out.push_str(&format!("${{{n}}}"));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn match_prefix_len(m: &RouteMatch) -> Option<usize> {

@@ -81,6 +81,9 @@ pub struct Forward {
     pub total_weight: u32,
     /// (length of the matched prefix, replacement); the whole path for path/regex routes.
     pub prefix_rewrite: Option<(Option<usize>, String)>,
+    /// Every match in the path replaced (Envoy's regex_rewrite; the substitution in the
+    /// regex crate's form, `${1}` for Envoy's `\1`).
+    pub regex_rewrite: Option<(regex::Regex, String)>,
     pub host_rewrite: Option<HeaderValue>,
     pub timeout: Option<Duration>,
     pub retry: Option<RetryRule>,
@@ -138,6 +141,20 @@ impl Forward {
                 None => "",
             };
             let mut new = format!("{replacement}{rest}");
+            if let Some(q) = query {
+                new.push('?');
+                new.push_str(q);
+            }
+            out.path_and_query = new;
+        }
+        if let Some((pattern, substitution)) = &self.regex_rewrite {
+            let (path, query) = match out.path_and_query.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (out.path_and_query.as_str(), None),
+            };
+            let mut new = pattern
+                .replace_all(path, substitution.as_str())
+                .into_owned();
             if let Some(q) = query {
                 new.push('?');
                 new.push_str(q);

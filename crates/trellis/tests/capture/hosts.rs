@@ -252,6 +252,65 @@ impl Started {
     }
 }
 
+impl Host {
+    /// `trellis control` in this host reading `config`, its CA on `<v4>:15012`; returns
+    /// that address and the root certificate's file (written in `dir`).
+    pub fn start_control(
+        &self,
+        config: &Path,
+        state: &Path,
+        dir: &Path,
+    ) -> (String, PathBuf, Started) {
+        self.start_control_on(&format!("{}:15012", self.addr(false)), config, state, dir)
+    }
+
+    pub fn start_control_on(
+        &self,
+        listen: &str,
+        config: &Path,
+        state: &Path,
+        dir: &Path,
+    ) -> (String, PathBuf, Started) {
+        let ready = dir.join("control.json");
+        let control = self.spawn(
+            "control",
+            BIN,
+            &[
+                "control",
+                "--config-dir",
+                config.to_str().unwrap(),
+                "--listen",
+                listen,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--ready-file",
+                ready.to_str().unwrap(),
+                "--poll-interval",
+                "50ms",
+            ],
+        );
+        let doc = control.wait_file(&ready, Duration::from_secs(30));
+        let root = dir.join("root.pem");
+        std::fs::write(&root, doc["root_pem"].as_str().unwrap()).unwrap();
+        (listen.to_string(), root, control)
+    }
+}
+
+/// A bootstrap token for `identity` from the CA in `state`, written to `file`.
+pub fn token_file(state: &Path, identity: &str, file: &Path) {
+    let token = Command::new(BIN)
+        .args(["ca", "--state-dir", state.to_str().unwrap(), "token"])
+        .args(["--identity", identity, "--ttl", "1h"])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    std::fs::write(file, token.stdout).unwrap();
+}
+
 /// Polls `f` until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

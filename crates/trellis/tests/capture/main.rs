@@ -3,6 +3,7 @@
 //! unmodified clients (curl) and servers (the demo app) that know nothing of the mesh.
 //! Needs root; skipped with a printed reason elsewhere, a failure with CI=true.
 
+mod gateway_api;
 mod hosts;
 mod init;
 mod mesh;

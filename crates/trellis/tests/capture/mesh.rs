@@ -2,7 +2,7 @@
 //! workload in host 1 and reviews-v1 in host 2, each host with `trellis init`'s rules and
 //! a sidecar running with the proxy group (1337), the apps unmodified.
 
-use crate::hosts::{eventually, Host, Network, Stack, Started, BIN};
+use crate::hosts::{self, eventually, Host, Network, Stack, Started, BIN};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -113,27 +113,7 @@ spec:
             peer_authentication("STRICT"),
         )
         .unwrap();
-        let ready = net.dir.path().join("control.json");
-        let control = ctl.spawn(
-            "control",
-            BIN,
-            &[
-                "control",
-                "--config-dir",
-                dir.to_str().unwrap(),
-                "--listen",
-                &ctl_addr,
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--ready-file",
-                ready.to_str().unwrap(),
-                "--poll-interval",
-                "50ms",
-            ],
-        );
-        let doc = control.wait_file(&ready, Duration::from_secs(20));
-        let root = net.dir.path().join("root.pem");
-        std::fs::write(&root, doc["root_pem"].as_str().unwrap()).unwrap();
+        let (_, root, control) = ctl.start_control_on(&ctl_addr, &dir, &state, net.dir.path());
 
         let vip = if app == Family::V4 { VIP4 } else { VIP6 };
         client.set_hosts(&[(vip, "reviews"), (vip, "reviews.default.svc.cluster.local")]);
@@ -159,18 +139,12 @@ spec:
                 "trellis init: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let token = std::process::Command::new(BIN)
-                .args(["ca", "--state-dir", state.to_str().unwrap(), "token"])
-                .args([
-                    "--identity",
-                    &format!("spiffe://cluster.local/ns/default/sa/{sa}"),
-                ])
-                .args(["--ttl", "1h"])
-                .output()
-                .unwrap();
-            assert!(token.status.success());
             let token_file = net.dir.path().join(format!("{name}.token"));
-            std::fs::write(&token_file, token.stdout).unwrap();
+            hosts::token_file(
+                &state,
+                &format!("spiffe://cluster.local/ns/default/sa/{sa}"),
+                &token_file,
+            );
             let boot = net.dir.path().join(format!("{name}.yaml"));
             std::fs::write(
                 &boot,

@@ -98,17 +98,22 @@ fn redirect(
             .map(|(h, _)| h.to_string())
             .unwrap_or_else(|| authority.to_string())
     });
-    if let Some(port) = rd.port {
+    // A port that is the scheme's own is left out of the Location (as Envoy does,
+    // and as the Gateway API asks).
+    let default_port = |p: u16| (scheme == "http" && p == 80) || (scheme == "https" && p == 443);
+    if let Some(port) = rd.port.filter(|p| !default_port(*p)) {
         host = format!("{host}:{port}");
-    } else if rd.host.is_none() && rd.scheme.is_none() {
+    } else if rd.port.is_none() && rd.host.is_none() && rd.scheme.is_none() {
         host = authority.to_string();
     }
+    // A prefix rewrite replaces the matched prefix; on a route that matched the whole
+    // path (exact or regex), the whole path.
     let path = match (&rd.path, &rd.prefix_rewrite) {
         (Some(p), _) => p.clone(),
-        (None, Some(pr)) => format!(
-            "{pr}{}",
-            uri.path().get(prefix_len.unwrap_or(0)..).unwrap_or("")
-        ),
+        (None, Some(pr)) => match prefix_len {
+            Some(n) => format!("{pr}{}", uri.path().get(n..).unwrap_or("")),
+            None => pr.clone(),
+        },
         (None, None) => uri.path().to_string(),
     };
     let query = match uri.query() {
