@@ -733,6 +733,7 @@ fn http_route(e: &Entry, inputs: &Inputs, registry: &Registry) -> istio::HttpRou
                 };
                 out.mirror_percentage = percent.map(|value| istio::Percent { value });
             }
+            "CORS" => out.cors_policy = f.cors.as_ref().map(cors_policy),
             other => unsupported = Some(other.to_string()),
         }
     }
@@ -776,6 +777,36 @@ fn http_route(e: &Entry, inputs: &Inputs, registry: &Registry) -> istio::HttpRou
     }
     out.gateway_api = Some(semantics);
     out
+}
+
+/// The CORS filter as Istio's corsPolicy: an origin with `*` in it matches any text
+/// there (`https://*.example.com` any subdomain, `*` any origin); preflights from other
+/// origins are answered by the gateway, without CORS headers.
+fn cors_policy(c: &k8s::CorsFilter) -> istio::CorsPolicy {
+    let origin = |o: &String| match o.contains('*') {
+        true => istio::StringMatch {
+            regex: Some(
+                o.split('*')
+                    .map(regex::escape)
+                    .collect::<Vec<_>>()
+                    .join(".*"),
+            ),
+            ..Default::default()
+        },
+        false => istio::StringMatch {
+            exact: Some(o.clone()),
+            ..Default::default()
+        },
+    };
+    istio::CorsPolicy {
+        allow_origins: c.allow_origins.iter().map(origin).collect(),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age: c.max_age.map(|s| format!("{s}s")),
+        allow_credentials: c.allow_credentials,
+        unmatched_preflights: Some("IGNORE".into()),
+    }
 }
 
 fn destination(b: &k8s::BackendObjectRef, route_ns: &str) -> istio::Destination {

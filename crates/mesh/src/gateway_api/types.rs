@@ -209,7 +209,26 @@ pub struct HttpRouteFilter {
     #[serde(default)]
     pub extension_ref: Option<serde_yaml::Value>,
     #[serde(default)]
-    pub cors: Option<serde_yaml::Value>,
+    pub cors: Option<CorsFilter>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsFilter {
+    /// `https://www.example.com`, `https://*.example.com`, or `*`.
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    /// Seconds.
+    #[serde(default)]
+    pub max_age: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

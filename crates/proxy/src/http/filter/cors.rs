@@ -12,7 +12,7 @@ use crate::body::{self, Body};
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
 };
 use http::{HeaderValue, Method, Response, StatusCode};
 
@@ -52,13 +52,25 @@ impl Cors {
                 HeaderValue::from_static("true"),
             );
         }
+        // `*` answers with what the preflight asks for: browsers do not take `*` for a
+        // request with credentials, and it says no more than the echo.
+        let asked = |name: http::header::HeaderName| x.parts.headers.get(name).cloned();
+        let methods = match &policy.methods {
+            Some(v) if v == "*" => asked(ACCESS_CONTROL_REQUEST_METHOD),
+            other => other.clone(),
+        };
+        let headers = match &policy.headers {
+            Some(v) if v == "*" => asked(ACCESS_CONTROL_REQUEST_HEADERS).or(Some(v.clone())),
+            other => other.clone(),
+        };
         for (name, value) in [
-            (ACCESS_CONTROL_ALLOW_METHODS, &policy.methods),
-            (ACCESS_CONTROL_ALLOW_HEADERS, &policy.headers),
-            (ACCESS_CONTROL_MAX_AGE, &policy.max_age),
+            (ACCESS_CONTROL_ALLOW_METHODS, methods),
+            (ACCESS_CONTROL_ALLOW_HEADERS, headers),
+            (ACCESS_CONTROL_MAX_AGE, policy.max_age.clone()),
+            (ACCESS_CONTROL_EXPOSE_HEADERS, policy.expose.clone()),
         ] {
             if let Some(v) = value {
-                h.insert(name, v.clone());
+                h.insert(name, v);
             }
         }
         Step::Respond(r)
