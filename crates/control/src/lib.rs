@@ -97,6 +97,9 @@ pub struct ControlPlane {
     jwks: Arc<JwksResolver>,
     /// The tenants' CAs, installed in the embedded CA.
     tenants: tenancy::Tenants,
+    /// What became of the Gateway API's resources at the last full reload (written back
+    /// to the cluster in Kubernetes mode).
+    gateway_status: watch::Sender<Arc<trellis_mesh::gateway_api::status::Status>>,
     /// The directories' files as the last reload found them, so that the watch loop
     /// sees an edit made between a reload and its own start.
     read_stamp: std::sync::Mutex<BTreeMap<PathBuf, (u64, Option<SystemTime>)>>,
@@ -116,14 +119,27 @@ impl ControlPlane {
             documents: Default::default(),
             jwks: Arc::new(JwksResolver::new()),
             tenants: Default::default(),
+            gateway_status: watch::channel(Default::default()).0,
             read_stamp: Default::default(),
         }
+    }
+
+    /// The Gateway API's conditions as of each full reload.
+    pub fn gateway_status(
+        &self,
+    ) -> watch::Receiver<Arc<trellis_mesh::gateway_api::status::Status>> {
+        self.gateway_status.subscribe()
     }
 
     /// Tenants' CAs go into this CA (the embedded one) as Tenant resources come and go.
     pub fn with_tenancy(mut self, ca: trellis_ca::TenancyHandle) -> ControlPlane {
         self.tenants = tenancy::Tenants::new(Some(ca));
         self
+    }
+
+    /// The cluster's objects, in Kubernetes mode.
+    pub fn kube(&self) -> Option<&trellis_kube::KubeInputs> {
+        self.kube.as_ref()
     }
 
     /// Adds a cluster's objects to the inputs (after the directories' files).
@@ -215,6 +231,7 @@ impl ControlPlane {
                 key: None,
             }
         }));
+        self.gateway_status.send_replace(Arc::new(gateway_api));
         // Known only with the registry: a Sidecar whose egress ports several sidecars
         // on one address would bind, or whose egress names a service not there.
         for d in trellis_mesh::egress_collisions(&inputs, &registry) {

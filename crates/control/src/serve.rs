@@ -125,6 +125,15 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
     if let Some((ca, _)) = &ca {
         plane = plane.with_tenancy(ca.tenancy());
     }
+    // The Gateway API's conditions go back to the cluster's objects.
+    if let Some(k) = &opts.kube {
+        let client = trellis_kube::client(k.kubeconfig.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("--kubeconfig {e}"))?;
+        if let Some(kube) = plane.kube() {
+            kube.write_gateway_status(client, plane.gateway_status());
+        }
+    }
     let plane = Arc::new(plane);
     plane
         .reload()

@@ -44,7 +44,7 @@ pub fn load(
     loaded: &mut Loaded,
 ) -> (Vec<Service>, Vec<Workload>) {
     for (kind, items) in &objects.istio {
-        let Some(kind) = crate::ISTIO_KINDS.iter().find(|k| k.kind == *kind) else {
+        let Some(kind) = crate::ISTIO_KINDS.iter().find(|k| k.key == *kind) else {
             continue;
         };
         for ((ns, _), o) in items {

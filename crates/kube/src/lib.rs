@@ -10,14 +10,17 @@
 //!   endpoints are the *ready* endpoints of its EndpointSlices of its first IP family;
 //! - a Pod is a workload: its sidecar's node id names it, its Services' selectors say
 //!   what it serves, `sidecar.trellis.dev/app-ports` says it has a sidecar;
-//! - Istio custom resources go through `trellis_mesh::load_value`: an invalid one is
-//!   refused with its field named and its previous version keeps serving.
+//! - Istio custom resources (and the Gateway API's) go through
+//!   `trellis_mesh::load_value`: an invalid one is refused with its field named and its
+//!   previous version keeps serving; the Gateway API's status conditions are written
+//!   back (`gateway_status.rs`).
 //!
 //! A kind the server does not have (Istio's CRDs not installed) counts as empty, so the
 //! control plane still starts; its watcher keeps retrying and picks the kind up later.
 
 mod convert;
 pub mod fake;
+mod gateway_status;
 mod objects;
 
 use std::collections::BTreeSet;
@@ -42,13 +45,16 @@ pub use convert::Discovery;
 pub use objects::Objects;
 use objects::{key, trim, Kept, Key};
 
-/// An Istio kind and where the API server serves it.
+/// A custom resource kind (Istio's, the Gateway API's, Trellis's own) and where the
+/// API server serves it.
 #[derive(Clone, Copy, Debug)]
 pub struct IstioKind {
     pub group: &'static str,
     pub version: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
+    /// Unique among the kinds (Istio and the Gateway API both have a Gateway).
+    pub key: &'static str,
 }
 
 /// The Istio kinds Trellis reads, at the version it watches, and its own Tenant.
@@ -68,8 +74,49 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         version: "v1alpha1",
         kind: "Tenant",
         plural: "tenants",
+        key: "Tenant",
     },
+    // The Kubernetes Gateway API.
+    gw(
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+        "GatewayClass.gateway.networking.k8s.io",
+    ),
+    gw(
+        "v1",
+        "Gateway",
+        "gateways",
+        "Gateway.gateway.networking.k8s.io",
+    ),
+    gw(
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        "HTTPRoute.gateway.networking.k8s.io",
+    ),
+    gw(
+        "v1beta1",
+        "ReferenceGrant",
+        "referencegrants",
+        "ReferenceGrant.gateway.networking.k8s.io",
+    ),
 ];
+
+const fn gw(
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    key: &'static str,
+) -> IstioKind {
+    IstioKind {
+        group: "gateway.networking.k8s.io",
+        version,
+        kind,
+        plural,
+        key,
+    }
+}
 
 const fn net(kind: &'static str, plural: &'static str) -> IstioKind {
     IstioKind {
@@ -77,6 +124,7 @@ const fn net(kind: &'static str, plural: &'static str) -> IstioKind {
         version: "v1",
         kind,
         plural,
+        key: kind,
     }
 }
 
@@ -86,6 +134,7 @@ const fn sec(kind: &'static str, plural: &'static str) -> IstioKind {
         version: "v1",
         kind,
         plural,
+        key: kind,
     }
 }
 
@@ -176,7 +225,7 @@ impl KubeInputs {
             Pod::KIND,
         ]
         .into();
-        kinds.extend(ISTIO_KINDS.iter().map(|k| k.kind));
+        kinds.extend(ISTIO_KINDS.iter().map(|k| k.key));
         let shared = Arc::new(Shared {
             objects: Mutex::new(Objects::default()),
             dirty: Mutex::new(Dirty {
@@ -208,9 +257,19 @@ impl KubeInputs {
             let gvk = GroupVersionKind::gvk(k.group, k.version, k.kind);
             let resource = ApiResource::from_gvk_with_plural(&gvk, k.plural);
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-            tokio::spawn(keep::<DynamicObject>(k.kind, api, s.clone()));
+            tokio::spawn(keep::<DynamicObject>(k.key, api, s.clone()));
         }
         KubeInputs { shared, discovery }
+    }
+
+    /// Writes the Gateway API's status conditions back to the cluster as `status`
+    /// changes (on the current tokio runtime).
+    pub fn write_gateway_status(
+        &self,
+        client: Client,
+        status: watch::Receiver<Arc<trellis_mesh::gateway_api::status::Status>>,
+    ) {
+        tokio::spawn(gateway_status::run(client, self.shared.clone(), status));
     }
 
     /// Changes to any kind after its first list.

@@ -90,7 +90,7 @@ pub fn write_cluster(dir: &Path, services: usize) {
     for k in trellis_kube::ISTIO_KINDS {
         write_list(
             dir,
-            k.plural,
+            &format!("{}.{}", k.plural, k.group),
             &format!("{}/{}", k.group, k.version),
             k.kind,
             "",

@@ -273,3 +273,162 @@ fn a_cluster_that_refuses_the_credentials_stops_control_with_the_reason() {
         "{err}"
     );
 }
+
+/// The Gateway API in Kubernetes mode: Gateway and HTTPRoutes applied with kubectl are
+/// served by `trellis gateway` for a pod labelled with the Gateway's name, and their
+/// status conditions are written back to the objects, where kubectl reads them.
+#[tokio::test]
+async fn gateway_api_objects_are_served_and_their_status_written_back() {
+    let _quiet = quiet().await;
+    let fake = FakeApiServer::start(&fixtures().join("cluster"), Some("k8s-token")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(kubectl) = trellis_kube::fake::Kubectl::new(&fake, dir.path()) else {
+        return;
+    };
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gateway-api-crds.yaml");
+    kubectl.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    let (port, tcp_port) = (free_port(), free_port());
+    let out = kubectl.apply(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: edge, namespace: shop }}
+spec:
+  gatewayClassName: istio
+  listeners:
+    - {{ name: http, port: {port}, protocol: HTTP }}
+    - {{ name: other, port: {tcp_port}, protocol: TCP }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: reviews, namespace: shop }}
+spec:
+  parentRefs: [{{ name: edge, sectionName: http }}]
+  rules:
+    - matches: [{{ path: {{ value: /reviews }} }}]
+      backendRefs: [{{ name: reviews, port: 9080 }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: broken, namespace: shop }}
+spec:
+  parentRefs: [{{ name: edge, sectionName: http }}]
+  rules:
+    - matches: [{{ path: {{ value: /broken }} }}]
+      backendRefs: [{{ name: missing, port: 9080 }}]
+"#
+    ));
+    assert!(out.success, "{}", out.stderr);
+    // The gateway's pod, as the cluster would report it.
+    fake.apply(
+        r#"{"type": "ADDED", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "edge-istio-5d9f7c6b8-x2x7q", "namespace": "shop", "labels": {"gateway.networking.k8s.io/gateway-name": "edge"}}, "spec": {"serviceAccountName": "edge-istio", "containers": [{"name": "istio-proxy"}]}, "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}}"#,
+    )
+    .unwrap();
+    let c = control_with(&["--kubeconfig", kubectl.kubeconfig().to_str().unwrap()]);
+    let gw_dir = tempfile::tempdir().unwrap();
+    let root = c.ca.root_file(gw_dir.path());
+    let token = c.ca.token_file(
+        gw_dir.path(),
+        "spiffe://cluster.local/ns/shop/sa/edge-istio",
+    );
+    let ready = gw_dir.path().join("ready.json");
+    let ca = c.ca.addr.to_string();
+    let ready_arg = ready.display().to_string();
+    let mut gw = Proc::spawn(
+        &[
+            "gateway",
+            "--control",
+            &ca,
+            "--ca-root",
+            &root,
+            "--token-file",
+            &token,
+            "--name",
+            "edge-istio-5d9f7c6b8-x2x7q",
+            "--namespace",
+            "shop",
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--ready-file",
+            &ready_arg,
+        ],
+        gw_dir,
+    );
+    gw.wait_ready(&ready);
+
+    // Served: a route whose backend does not exist answers 500; one no route has, 404.
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = send(Req::get(&url("/broken"))).await.ok();
+        if last.as_ref().is_some_and(|r| r.status == 500) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.map(|r| r.status), Some(500), "{}", gw.log());
+    assert_eq!(send(Req::get(&url("/nothing"))).await.unwrap().status, 404);
+
+    // Written back: each route's parent conditions, the Gateway's and its listeners'.
+    let conditions = |kind: &str, name: &str, path: &str| -> String {
+        kubectl.ok(&[
+            "get",
+            kind,
+            name,
+            "-n",
+            "shop",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    let route = |name: &str| {
+        conditions(
+            "httproute",
+            name,
+            "{range .status.parents[0].conditions[*]}{.type}={.status}/{.reason} {end}",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while route("broken").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        route("reviews").trim(),
+        "Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"
+    );
+    assert_eq!(
+        route("broken").trim(),
+        "Accepted=True/Accepted ResolvedRefs=False/BackendNotFound"
+    );
+    let controller = conditions(
+        "httproute",
+        "reviews",
+        "{.status.parents[0].controllerName}",
+    );
+    assert_eq!(controller, "trellis.dev/gateway-controller");
+    // The HTTP listener has both routes; the TCP one is not served, and says why.
+    let listeners = conditions(
+        "gateway",
+        "edge",
+        "{range .status.listeners[*]}{.name}:{.attachedRoutes}:{range .conditions[?(@.type==\"Accepted\")]}{.status}/{.reason}{end} {end}",
+    );
+    assert_eq!(
+        listeners.trim(),
+        "http:2:True/Accepted other:0:False/UnsupportedProtocol"
+    );
+    let programmed = conditions(
+        "gateway",
+        "edge",
+        "{.status.conditions[?(@.type==\"Programmed\")].status}",
+    );
+    assert_eq!(programmed, "True");
+    let generation = conditions("gateway", "edge", "{.metadata.generation}");
+    let observed = conditions(
+        "gateway",
+        "edge",
+        "{.status.conditions[0].observedGeneration}",
+    );
+    assert_eq!(observed, generation);
+}
