@@ -24,6 +24,61 @@ pub struct Config {
     /// `trusted_ca: "sds://ROOTCA"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// Certificates with their keys, and CA bundles, that TLS settings name as
+    /// `sds://<name>` (Envoy's SDS secrets): how a gateway's credentials reach it over
+    /// xDS. The PEM is held in the config itself, not in files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+}
+
+/// One SDS secret: a certificate with its key, or a validation context (Envoy's
+/// `Secret` oneof).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<SecretCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_context: Option<SecretValidation>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretCertificate {
+    /// PEM, leaf first.
+    pub certificate_chain: String,
+    /// PEM.
+    pub private_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretValidation {
+    /// PEM CA certificates.
+    pub trusted_ca: String,
+}
+
+/// Never prints key material.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("tls_certificate", &self.tls_certificate.is_some())
+            .field("validation_context", &self.validation_context)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SecretCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretCertificate { .. }")
+    }
+}
+
+/// `sds://<name>`: the SDS secret a TLS setting names, when it names one.
+pub fn sds_name(reference: &str) -> Option<&str> {
+    reference.strip_prefix("sds://")
 }
 
 /// The secret names that refer to the identity agent (Istio's SDS names).

@@ -98,6 +98,47 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
         poll_delay(&mut c, "identity", &id.private_key_provider);
         pkcs11_identity(&mut c, &id.private_key_provider);
     }
+    let mut secret_names = HashSet::new();
+    for (i, s) in config.secrets.iter().enumerate() {
+        let p = format!("secrets[{i}]");
+        if s.name.is_empty() || s.name == "default" || s.name == "ROOTCA" {
+            c.err(
+                format!("{p}.name"),
+                format!(
+                    "{:?}: a name other than the identity agent's (default, ROOTCA)",
+                    s.name
+                ),
+            );
+        } else if !secret_names.insert(s.name.as_str()) {
+            c.err(
+                format!("{p}.name"),
+                format!("duplicate secret name {:?}", s.name),
+            );
+        }
+        match (&s.tls_certificate, &s.validation_context) {
+            (Some(_), Some(_)) | (None, None) => {
+                c.err(p.clone(), "one of tls_certificate or validation_context")
+            }
+            (Some(t), None) => {
+                if !t.certificate_chain.contains("-----BEGIN")
+                    || !t.private_key.contains("-----BEGIN")
+                {
+                    c.err(
+                        format!("{p}.tls_certificate"),
+                        "PEM certificate_chain and private_key",
+                    );
+                }
+            }
+            (None, Some(v)) => {
+                if !v.trusted_ca.contains("-----BEGIN") {
+                    c.err(
+                        format!("{p}.validation_context.trusted_ca"),
+                        "PEM certificates",
+                    );
+                }
+            }
+        }
+    }
     let mut names = HashSet::new();
     let mut bound = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -252,15 +293,22 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
     if cert.certificate_chain.is_empty() {
         c.err(format!("{p}.certificate_chain"), "must not be empty");
     }
-    if cert.certificate_chain.starts_with("sds://") {
+    if let Some(name) = sds_name(&cert.certificate_chain) {
         if cert.certificate_chain != SDS_WORKLOAD_CERT {
-            c.err(
-                format!("{p}.certificate_chain"),
-                format!(
-                    "{:?}: the only secret is {SDS_WORKLOAD_CERT:?}",
-                    cert.certificate_chain
-                ),
-            );
+            let found = c.config.secrets.iter().find(|s| s.name == name);
+            if found.is_none_or(|s| s.tls_certificate.is_none()) {
+                c.err(
+                    format!("{p}.certificate_chain"),
+                    format!(
+                        "{:?}: no secret {name:?} with a tls_certificate (nor the workload certificate {SDS_WORKLOAD_CERT:?})",
+                        cert.certificate_chain
+                    ),
+                );
+            }
+            if cert.private_key.is_some() {
+                c.err(format!("{p}.private_key"), "the secret holds the key");
+            }
+            return;
         } else if c.config.identity.is_none() {
             c.err(
                 format!("{p}.certificate_chain"),
@@ -330,12 +378,15 @@ fn poll_delay(c: &mut Checker, p: &str, provider: &PrivateKeyProvider) {
 }
 
 fn trusted_ca(c: &mut Checker, p: &str, ca: &str) {
-    if ca.starts_with("sds://") {
+    if let Some(name) = sds_name(ca) {
         if ca != SDS_ROOT_CA {
-            c.err(
-                p.to_string(),
-                format!("{ca:?}: the only trust bundle is {SDS_ROOT_CA:?}"),
-            );
+            let found = c.config.secrets.iter().find(|s| s.name == name);
+            if found.is_none_or(|s| s.validation_context.is_none()) {
+                c.err(
+                    p.to_string(),
+                    format!("{ca:?}: no secret {name:?} with a validation_context (nor the mesh roots {SDS_ROOT_CA:?})"),
+                );
+            }
         } else if c.config.identity.is_none() {
             c.err(
                 p.to_string(),

@@ -35,13 +35,13 @@ pub use tenancy::{RootStatus, TenantStatus};
 pub fn snapshot(r: &trellis_envoy::Resources) -> Snapshot {
     use prost::Message;
     use trellis_xds::pb::google::protobuf::Any;
-    use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+    use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
     let any = |type_url: &str, value: Vec<u8>| Any {
         type_url: type_url.to_string(),
         value,
     };
     let mut s = Snapshot::new();
-    for t in [LISTENER, ROUTE, CLUSTER, ENDPOINT] {
+    for t in [LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET] {
         s.declare(t);
     }
     for l in &r.listeners {
@@ -55,6 +55,9 @@ pub fn snapshot(r: &trellis_envoy::Resources) -> Snapshot {
     }
     for e in &r.endpoints {
         s.insert(&e.cluster_name, any(ENDPOINT, e.encode_to_vec()));
+    }
+    for secret in &r.secrets {
+        s.insert(&secret.name, any(SECRET, secret.encode_to_vec()));
     }
     s
 }

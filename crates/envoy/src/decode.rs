@@ -30,6 +30,8 @@ use crate::types;
 pub struct Decoded {
     pub listeners: Vec<tc::Listener>,
     pub clusters: Vec<tc::Cluster>,
+    /// The SDS secrets the listeners and clusters name (besides the identity agent's).
+    pub secrets: Vec<tc::Secret>,
     /// Route configurations and endpoint assignments referred to but not received yet
     /// (`RouteConfiguration/<name>`); apply nothing until this is empty.
     pub waiting_for: Vec<String>,
@@ -48,7 +50,10 @@ struct Ctx<'a> {
     resource: String,
     routes: &'a BTreeMap<String, Any>,
     endpoints: &'a BTreeMap<String, Any>,
+    secrets: &'a BTreeMap<String, Any>,
     waiting: &'a mut Vec<String>,
+    /// SDS secrets named so far.
+    named: &'a mut std::collections::BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -74,20 +79,24 @@ impl Ctx<'_> {
 }
 
 /// Decodes the listeners and clusters in `listeners`/`clusters`, looking up their route
-/// configurations and endpoint assignments by name.
+/// configurations, endpoint assignments and SDS secrets by name.
 pub fn decode(
     listeners: &BTreeMap<String, Any>,
     routes: &BTreeMap<String, Any>,
     clusters: &BTreeMap<String, Any>,
     endpoints: &BTreeMap<String, Any>,
+    secrets: &BTreeMap<String, Any>,
 ) -> Result<Decoded, DecodeError> {
     let mut out = Decoded::default();
+    let mut named = std::collections::BTreeSet::new();
     for (name, body) in listeners {
         let mut ctx = Ctx {
             resource: format!("Listener {name}"),
             routes,
             endpoints,
+            secrets,
             waiting: &mut out.waiting_for,
+            named: &mut named,
         };
         let l: lis::Listener = ctx.decode(body, crate::LISTENER, "")?;
         if let Some(l) = listener(&mut ctx, l)? {
@@ -99,14 +108,94 @@ pub fn decode(
             resource: format!("Cluster {name}"),
             routes,
             endpoints,
+            secrets,
             waiting: &mut out.waiting_for,
+            named: &mut named,
         };
         let c: cl::Cluster = ctx.decode(body, crate::CLUSTER, "")?;
         if let Some(c) = cluster(&mut ctx, c)? {
             out.clusters.push(c);
         }
     }
+    for name in named {
+        if let Some(body) = secrets.get(&name) {
+            out.secrets.push(secret(&name, body)?);
+        }
+    }
     Ok(out)
+}
+
+/// An SDS `Secret`: a certificate with its key, or a validation context, inline PEM
+/// (errors name the secret, never its content).
+fn secret(name: &str, body: &Any) -> Result<tc::Secret, DecodeError> {
+    use tls::secret::Type;
+    let err = |path: &str, message: &str| DecodeError {
+        resource: format!("Secret {name}"),
+        path: path.to_string(),
+        message: message.to_string(),
+    };
+    if body.type_url != crate::SECRET {
+        return Err(err(
+            "",
+            &format!("expected {}, got {}", crate::SECRET, body.type_url),
+        ));
+    }
+    let s = tls::Secret::decode(body.value.as_slice()).map_err(|_| err("", "cannot decode"))?;
+    let pem = |d: &Option<core::DataSource>, path: &str| -> Result<String, DecodeError> {
+        use core::data_source::Specifier;
+        match d.as_ref().and_then(|d| d.specifier.as_ref()) {
+            Some(Specifier::InlineString(s)) => Ok(s.clone()),
+            Some(Specifier::InlineBytes(b)) => {
+                String::from_utf8(b.clone()).map_err(|_| err(path, "not PEM text"))
+            }
+            _ => Err(err(
+                path,
+                "inline PEM is required (a file on the control plane's machine means nothing here)",
+            )),
+        }
+    };
+    let mut out = tc::Secret {
+        name: name.to_string(),
+        tls_certificate: None,
+        validation_context: None,
+    };
+    match &s.r#type {
+        Some(Type::TlsCertificate(t)) => {
+            if t.private_key_provider.is_some() {
+                return Err(err(
+                    "tls_certificate.private_key_provider",
+                    "not supported in a secret",
+                ));
+            }
+            out.tls_certificate = Some(tc::SecretCertificate {
+                certificate_chain: pem(&t.certificate_chain, "tls_certificate.certificate_chain")?,
+                private_key: pem(&t.private_key, "tls_certificate.private_key")?,
+            });
+        }
+        Some(Type::ValidationContext(v)) => {
+            out.validation_context = Some(tc::SecretValidation {
+                trusted_ca: pem(&v.trusted_ca, "validation_context.trusted_ca")?,
+            });
+        }
+        _ => {
+            return Err(err(
+                "",
+                "only tls_certificate and validation_context secrets are supported",
+            ))
+        }
+    }
+    Ok(out)
+}
+
+impl Ctx<'_> {
+    /// An SDS name other than the identity agent's: waited for until it arrives.
+    fn sds_secret(&mut self, name: &str) -> String {
+        if !self.secrets.contains_key(name) {
+            self.waiting.push(format!("Secret/{name}"));
+        }
+        self.named.insert(name.to_string());
+        format!("sds://{name}")
+    }
 }
 
 fn dur(d: Option<PDuration>) -> Option<Dur> {
@@ -577,7 +666,9 @@ fn http_manager(
                 resource: format!("RouteConfiguration {}", rds.route_config_name),
                 routes: ctx.routes,
                 endpoints: ctx.endpoints,
+                secrets: ctx.secrets,
                 waiting: ctx.waiting,
+                named: ctx.named,
             };
             let r: rt::RouteConfiguration = inner.decode(any, crate::ROUTE, "")?;
             route_configuration(&mut inner, r)?
@@ -1327,7 +1418,7 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
 
 /// A cluster's (or a match's) transport socket: TLS, or none for `raw_buffer`.
 fn transport_socket(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     socket: &core::TransportSocket,
     path: &str,
 ) -> Result<Option<tc::UpstreamTls>, DecodeError> {
@@ -1383,7 +1474,7 @@ struct CommonTls {
 }
 
 fn common_tls(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     c: Option<tls::CommonTlsContext>,
     path: &str,
 ) -> Result<CommonTls, DecodeError> {
@@ -1409,18 +1500,13 @@ fn common_tls(
         )?,
         alpn: c.alpn_protocols.clone(),
     };
-    for (i, s) in c.tls_certificate_sds_secret_configs.iter().enumerate() {
-        if s.name != "default" {
-            return Err(ctx.err(
-                &format!("{path}.tls_certificate_sds_secret_configs[{i}]"),
-                format!(
-                    "secret {:?}: only the workload certificate \"default\" is served",
-                    s.name
-                ),
-            ));
-        }
+    for s in &c.tls_certificate_sds_secret_configs {
+        let chain = match s.name.as_str() {
+            "default" => SDS_WORKLOAD_CERT.to_string(),
+            other => ctx.sds_secret(other),
+        };
         out.certificates.push(tc::TlsCertificate {
-            certificate_chain: SDS_WORKLOAD_CERT.into(),
+            certificate_chain: chain,
             private_key: None,
             private_key_provider: tc::PrivateKeyProvider::Memory,
             server_names: Vec::new(),
@@ -1478,13 +1564,10 @@ fn common_tls(
         Some(_) => return Err(ctx.err(path, "this validation context form is not supported")),
     };
     if let Some(s) = sds {
-        if s.name != "ROOTCA" {
-            return Err(ctx.err(
-                path,
-                format!("validation secret {:?}: only \"ROOTCA\" is served", s.name),
-            ));
-        }
-        out.trusted_ca = Some(SDS_ROOT_CA.into());
+        out.trusted_ca = Some(match s.name.as_str() {
+            "ROOTCA" => SDS_ROOT_CA.to_string(),
+            other => ctx.sds_secret(other),
+        });
     }
     if let Some(v) = validation {
         if let Some(ca) = file_name(
@@ -1575,7 +1658,7 @@ fn spiffe_validator(
 }
 
 fn downstream_tls(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     d: tls::DownstreamTlsContext,
     path: &str,
 ) -> Result<tc::DownstreamTls, DecodeError> {
@@ -1636,7 +1719,7 @@ fn downstream_tls(
 }
 
 fn upstream_tls(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     u: tls::UpstreamTlsContext,
     path: &str,
 ) -> Result<tc::UpstreamTls, DecodeError> {

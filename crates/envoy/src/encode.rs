@@ -19,18 +19,36 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uhttp;
 use envoy_types::pb::envoy::r#type::matcher::v3 as m;
 use envoy_types::pb::envoy::r#type::v3 as ty;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PDuration, UInt32Value};
-use trellis_config::{self as tc, Config, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
+use trellis_config::{self as tc, Config};
 
 use crate::structs::TypedStruct;
 use crate::{any, structs, types};
 
 /// The Envoy resources of one proxy's config.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Resources {
     pub listeners: Vec<lis::Listener>,
     pub routes: Vec<rt::RouteConfiguration>,
     pub clusters: Vec<cl::Cluster>,
     pub endpoints: Vec<ep::ClusterLoadAssignment>,
+    /// SDS secrets (a gateway's credentials), key material inline.
+    pub secrets: Vec<tls::Secret>,
+}
+
+/// Never prints key material: the secrets by name only.
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resources")
+            .field("listeners", &self.listeners)
+            .field("routes", &self.routes)
+            .field("clusters", &self.clusters)
+            .field("endpoints", &self.endpoints)
+            .field(
+                "secrets",
+                &self.secrets.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +82,7 @@ pub fn encode(config: &Config) -> Result<Resources, EncodeError> {
         out.clusters.push(cluster);
         out.endpoints.extend(endpoints);
     }
+    out.secrets = config.secrets.iter().map(secret).collect();
     Ok(out)
 }
 
@@ -432,10 +451,9 @@ fn certificates(
         ));
     }
     for c in certs {
-        if c.certificate_chain == SDS_WORKLOAD_CERT {
-            common
-                .tls_certificate_sds_secret_configs
-                .push(sds("default"));
+        // The workload certificate is SDS `default`; a gateway's credential its own name.
+        if let Some(name) = tc::sds_name(&c.certificate_chain) {
+            common.tls_certificate_sds_secret_configs.push(sds(name));
             continue;
         }
         let private_key_provider = match &c.private_key_provider {
@@ -536,14 +554,14 @@ fn validation(
         ));
         return;
     }
-    common.validation_context_type = Some(if trusted_ca == SDS_ROOT_CA {
+    common.validation_context_type = Some(if let Some(name) = tc::sds_name(trusted_ca) {
         ValidationContextType::CombinedValidationContext(
             tls::common_tls_context::CombinedCertificateValidationContext {
                 default_validation_context: Some(tls::CertificateValidationContext {
                     match_typed_subject_alt_names: sans,
                     ..Default::default()
                 }),
-                validation_context_sds_secret_config: Some(sds("ROOTCA")),
+                validation_context_sds_secret_config: Some(sds(name)),
                 ..Default::default()
             },
         )
@@ -1215,4 +1233,32 @@ pub fn encode_proxyless(config: &Config) -> Result<Resources, EncodeError> {
         out.endpoints.extend(endpoints);
     }
     Ok(out)
+}
+
+fn inline(pem: &str) -> Option<core::DataSource> {
+    Some(core::DataSource {
+        specifier: Some(core::data_source::Specifier::InlineString(pem.to_string())),
+        ..Default::default()
+    })
+}
+
+/// An SDS secret as Envoy's `Secret` resource.
+fn secret(s: &tc::Secret) -> tls::Secret {
+    use tls::secret::Type;
+    let kind = match (&s.tls_certificate, &s.validation_context) {
+        (Some(t), _) => Type::TlsCertificate(tls::TlsCertificate {
+            certificate_chain: inline(&t.certificate_chain),
+            private_key: inline(&t.private_key),
+            ..Default::default()
+        }),
+        (None, Some(v)) => Type::ValidationContext(tls::CertificateValidationContext {
+            trusted_ca: inline(&v.trusted_ca),
+            ..Default::default()
+        }),
+        (None, None) => Type::GenericSecret(Default::default()),
+    };
+    tls::Secret {
+        name: s.name.clone(),
+        r#type: Some(kind),
+    }
 }

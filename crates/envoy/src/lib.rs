@@ -40,6 +40,7 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 pub(crate) mod types {
     pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -105,6 +106,53 @@ pub fn route_names(listener: &[u8]) -> Vec<String> {
             }
         }
     }
+    names
+}
+
+/// The SDS secrets a listener's TLS names, besides the identity agent's (`default`,
+/// `ROOTCA`): a gateway's credentials, which it subscribes to.
+pub fn secret_names(listener: &[u8]) -> Vec<String> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, DownstreamTlsContext,
+    };
+    use prost::Message;
+    let Ok(l) = Listener::decode(listener) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let chains = l
+        .filter_chains
+        .iter()
+        .chain(l.default_filter_chain.as_ref());
+    for socket in chains.filter_map(|c| c.transport_socket.as_ref()) {
+        let Some(ConfigType::TypedConfig(c)) = &socket.config_type else {
+            continue;
+        };
+        let Ok(d) = DownstreamTlsContext::decode(c.value.as_slice()) else {
+            continue;
+        };
+        let Some(common) = d.common_tls_context else {
+            continue;
+        };
+        names.extend(
+            common
+                .tls_certificate_sds_secret_configs
+                .iter()
+                .map(|s| s.name.clone()),
+        );
+        match common.validation_context_type {
+            Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => names.push(s.name),
+            Some(ValidationContextType::CombinedValidationContext(c)) => {
+                names.extend(c.validation_context_sds_secret_config.map(|s| s.name))
+            }
+            _ => {}
+        }
+    }
+    names.retain(|n| n != "default" && n != "ROOTCA");
+    names.sort();
+    names.dedup();
     names
 }
 

@@ -116,6 +116,22 @@ listeners:
       - { server_names: [a.example.com, "*.b.example.com"], tcp: { cluster: mysql } }
       - { server_names: ["*"], tcp: { weighted_clusters: [{ name: mysql, weight: 3 }, { name: inbound-app, weight: 1 }] } }
     tcp: { cluster: PassthroughCluster }
+  # A gateway's credential over SDS, and its client CA.
+  - name: gateway-https
+    address: "0.0.0.0:8443"
+    tls:
+      certificates: [{ certificate_chain: "sds://kubernetes://edge/shop-cert" }]
+      trusted_ca: "sds://kubernetes://edge/shop-cert-cacert"
+      require_client_certificate: true
+    tcp: { cluster: mysql }
+secrets:
+  - name: kubernetes://edge/shop-cert
+    tls_certificate:
+      certificate_chain: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+      private_key: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+  - name: kubernetes://edge/shop-cert-cacert
+    validation_context:
+      trusted_ca: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
 clusters:
   - name: reviews-v1
     endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }, { address: "10.0.0.4:9080", additional_addresses: ["[fd00::4]:9080"] }]
@@ -167,7 +183,7 @@ fn by_name<M: Message>(
         .collect()
 }
 
-fn maps(r: &Resources) -> [BTreeMap<String, Any>; 4] {
+fn maps(r: &Resources) -> [BTreeMap<String, Any>; 5] {
     [
         by_name(trellis_envoy::LISTENER, &r.listeners, |l| l.name.clone()),
         by_name(trellis_envoy::ROUTE, &r.routes, |r| r.name.clone()),
@@ -175,6 +191,7 @@ fn maps(r: &Resources) -> [BTreeMap<String, Any>; 4] {
         by_name(trellis_envoy::ENDPOINT, &r.endpoints, |e| {
             e.cluster_name.clone()
         }),
+        by_name(trellis_envoy::SECRET, &r.secrets, |s| s.name.clone()),
     ]
 }
 
@@ -205,7 +222,10 @@ fn normalise(mut c: Config) -> Config {
 fn a_config_survives_the_round_trip_through_envoy_resources() {
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
-    assert_eq!(resources.listeners.len(), 6);
+    assert_eq!(resources.listeners.len(), 7);
+    assert_eq!(resources.secrets.len(), 2);
+    // The key is in the Secret resource, never printed.
+    assert!(!format!("{resources:?}").contains("PRIVATE KEY"));
     let passthrough = resources
         .listeners
         .iter()
@@ -278,12 +298,13 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
         [("outbound", false), ("inbound", true)],
         "Envoy ignores the port unless a domain names one (`reviews:9080`)"
     );
-    let [l, r, c, e] = maps(&resources);
-    let decoded = decode(&l, &r, &c, &e).unwrap();
+    let [l, r, c, e, sec] = maps(&resources);
+    let decoded = decode(&l, &r, &c, &e, &sec).unwrap();
     assert!(decoded.waiting_for.is_empty(), "{:?}", decoded.waiting_for);
     let back = Config {
         listeners: decoded.listeners,
         clusters: decoded.clusters,
+        secrets: decoded.secrets,
         identity: config.identity.clone(),
         ..Default::default()
     };
@@ -302,9 +323,9 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
 #[test]
 fn missing_routes_and_endpoints_are_waited_for_not_refused() {
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
-    let [l, _, c, _] = maps(&encode(&config).unwrap());
+    let [l, _, c, _, _] = maps(&encode(&config).unwrap());
     let none = BTreeMap::new();
-    let decoded = decode(&l, &none, &c, &none).unwrap();
+    let decoded = decode(&l, &none, &c, &none, &none).unwrap();
     let mut waiting = decoded.waiting_for.clone();
     waiting.sort();
     assert_eq!(
@@ -315,11 +336,13 @@ fn missing_routes_and_endpoints_are_waited_for_not_refused() {
             "ClusterLoadAssignment/reviews-v2",
             "RouteConfiguration/inbound",
             "RouteConfiguration/outbound",
+            "Secret/kubernetes://edge/shop-cert",
+            "Secret/kubernetes://edge/shop-cert-cacert",
         ]
     );
     // What is complete still decodes: the TCP listeners, the DNS and the original
     // destination clusters.
-    assert_eq!(decoded.listeners.len(), 4);
+    assert_eq!(decoded.listeners.len(), 5);
     assert_eq!(decoded.clusters.len(), 2);
 }
 
@@ -339,8 +362,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     if let Some(m) = inbound.filter_chains[0].filter_chain_match.as_mut() {
         m.application_protocols = vec!["istio-peer-exchange".into()];
     }
-    let [l, r, c, e] = maps(&bad);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(
         err.contains("application_protocols: [\"istio-peer-exchange\"]: only HTTP detection"),
         "{err}"
@@ -349,8 +372,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     let mut bad = resources.clone();
     bad.listeners[0].transparent =
         Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
-    let [l, r, c, e] = maps(&bad);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(err.starts_with("Listener outbound: transparent:"), "{err}");
 
     let mut bad = resources.clone();
@@ -358,8 +381,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
         server_names: vec!["example.com".into()],
         ..Default::default()
     });
-    let [l, r, c, e] = maps(&bad);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     // Chains by server name are TLS passthrough, which an HTTP manager is not.
     assert!(
         err.contains("filter_chains[0]: a TLS passthrough chain holds a tcp_proxy"),
@@ -368,8 +391,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
 
     bad = resources.clone();
     bad.clusters[0].lb_policy = cl::cluster::LbPolicy::ClusterProvided as i32;
-    let [l, r, c, e] = maps(&bad);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(err.starts_with("Cluster reviews-v1: lb_policy:"), "{err}");
 
     // A certificate validator other than SPIFFE's is refused, not ignored.
@@ -395,8 +418,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
         value: Vec::new(),
     });
     any.value = ctx.encode_to_vec();
-    let [l, r, c, e] = maps(&bad);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(
         err.starts_with("Cluster reviews-v2: ")
             && err.contains("custom_validator_config")
@@ -408,8 +431,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     resources.routes[0].virtual_hosts[0].routes[0]
         .typed_per_filter_config
         .insert("envoy.filters.http.lua".into(), Any::default());
-    let [l, r, c, e] = maps(&resources);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&resources);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(
         err.starts_with("RouteConfiguration outbound: virtual_hosts[0].routes[0].typed_per_filter_config[envoy.filters.http.lua]"),
         "{err}"
@@ -426,8 +449,8 @@ fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
     use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
-    let [l, r, c, e] = maps(&resources);
-    let want = decode(&l, &r, &c, &e).unwrap().clusters;
+    let [l, r, c, e, sec] = maps(&resources);
+    let want = decode(&l, &r, &c, &e, &sec).unwrap().clusters;
     let reviews = want.iter().find(|c| c.name == "reviews-v1").unwrap();
     let plain: Vec<bool> = reviews.endpoints.iter().map(|e| e.plaintext()).collect();
     assert_eq!(plain, [false, false, true, false]);
@@ -471,8 +494,8 @@ fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
             }),
         };
     }
-    let [l, r, c, e] = maps(&istio);
-    assert_eq!(decode(&l, &r, &c, &e).unwrap().clusters, want);
+    let [l, r, c, e, sec] = maps(&istio);
+    assert_eq!(decode(&l, &r, &c, &e, &sec).unwrap().clusters, want);
 
     // Two TLS settings in one cluster are refused, naming the field.
     let cluster = istio.clusters.iter_mut().find(|c| c.name == "reviews-v1");
@@ -484,8 +507,8 @@ fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
         .unwrap()
         .transport_socket
         .clone();
-    let [l, r, c, e] = maps(&istio);
-    let err = decode(&l, &r, &c, &e).unwrap_err().to_string();
+    let [l, r, c, e, sec] = maps(&istio);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(
         err.starts_with("Cluster reviews-v1: transport_socket_matches: endpoints of one cluster with different TLS settings"),
         "{err}"

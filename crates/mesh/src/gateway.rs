@@ -119,8 +119,15 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
     let credential = t.credential_name.is_some() || !t.credential_names.is_empty();
     match mode {
         "SIMPLE" | "MUTUAL" => {
+            if !t.credential_names.is_empty() {
+                errors.push(format!("{p}.credentialNames: several credentials per server are not supported by Trellis yet (credentialName is)"));
+            }
+            let files = t.server_certificate.is_some() || t.private_key.is_some();
+            if t.credential_name.is_some() && files {
+                errors.push(format!("{p}: only one of credentialName or serverCertificate/privateKey should be specified"));
+            }
             if credential {
-                errors.push(format!("{p}.credentialName: credentials from Kubernetes Secrets are not served yet; use serverCertificate and privateKey files"));
+                // The certificate, key and CA come from the Secret (and `<name>-cacert`).
             } else {
                 if t.server_certificate.is_none() {
                     errors.push(format!(
@@ -244,6 +251,7 @@ pub fn generate_gateway(
     let w = registry.known_workload(namespace, name)?;
     let mut g = Gen::new(inputs, registry, w);
     let mut ports: BTreeMap<u16, Port> = BTreeMap::new();
+    let mut secrets: BTreeMap<String, tc::Secret> = BTreeMap::new();
     let gateways = inputs
         .gateways
         .iter()
@@ -259,6 +267,21 @@ pub fn generate_gateway(
                 continue; // refused in validation; the first kind keeps the port
             }
             if matches!(kind, ServerKind::Https | ServerKind::TlsTerminated) {
+                // A credential that is not there yet: the server waits for it (the
+                // control plane warns); the port's other servers serve on.
+                let credential = server
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.credential_name.as_deref());
+                if let Some(name) = credential {
+                    let mutual =
+                        server.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("MUTUAL");
+                    match credential_secrets(inputs, &w.namespace, name) {
+                        // MUTUAL needs the CA that client certificates are checked against.
+                        Some(found) if !mutual || found.len() == 2 => secrets.extend(found),
+                        _ => continue,
+                    }
+                }
                 if let Some(t) = &server.tls {
                     let names = server
                         .hosts
@@ -309,6 +332,21 @@ pub fn generate_gateway(
         l.addresses = vec![format!("0.0.0.0:{port}"), format!("[::]:{port}")];
         match p.kind {
             Some(ServerKind::Http | ServerKind::Https) => {
+                // A port no route is bound to yet still listens, and answers 404 (Istio's
+                // blackhole virtual host).
+                if p.virtual_hosts.is_empty() {
+                    let mut r =
+                        tc::Route::new(Some("blackhole".into()), tc::RouteMatch::prefix("/"));
+                    r.direct_response = Some(tc::DirectResponse {
+                        status: 404,
+                        body: String::new(),
+                    });
+                    p.virtual_hosts.push(tc::VirtualHost::new(
+                        format!("blackhole:{port}"),
+                        vec!["*".into()],
+                        vec![r],
+                    ));
+                }
                 l.http = Some(tc::HttpManager {
                     codec: tc::Codec::Auto,
                     virtual_hosts: p.virtual_hosts,
@@ -327,12 +365,17 @@ pub fn generate_gateway(
             },
             None => continue,
         }
+        let terminates = matches!(p.kind, Some(ServerKind::Https | ServerKind::TlsTerminated));
         l.tls = downstream(&g, &p.tls);
+        if terminates && l.tls.is_none() {
+            continue; // never plaintext on a TLS port (its credentials are missing)
+        }
         listeners.push(l);
     }
     Ok(tc::Config {
         listeners,
         clusters: g.clusters.into_values().collect(),
+        secrets: secrets.into_values().collect(),
         ..Default::default()
     })
 }
@@ -372,6 +415,92 @@ fn http_hosts(
     }
 }
 
+/// The certificates of a port's servers, chosen by SNI among the server names; servers
+/// with the same certificate share one entry, and one certificate for every server is
+/// the port's only one (no SNI table).
+fn certificates(
+    servers: &[(ServerTls, Vec<String>)],
+    sds: impl Fn(&str) -> String,
+) -> Vec<tc::TlsCertificate> {
+    let mut out: Vec<tc::TlsCertificate> = Vec::new();
+    for (t, names) in servers {
+        let cert = tc::TlsCertificate {
+            certificate_chain: match &t.credential_name {
+                Some(name) => sds(name),
+                None => t.server_certificate.clone().unwrap_or_default(),
+            },
+            private_key: match t.credential_name {
+                Some(_) => None,
+                None => t.private_key.clone(),
+            },
+            private_key_provider: tc::PrivateKeyProvider::Memory,
+            server_names: names.clone(),
+        };
+        match out.iter_mut().find(|c| {
+            c.certificate_chain == cert.certificate_chain && c.private_key == cert.private_key
+        }) {
+            Some(same) => same.server_names.extend(cert.server_names),
+            None => out.push(cert),
+        }
+    }
+    if out.len() == 1 {
+        out[0].server_names.clear();
+    }
+    out
+}
+
+/// The SDS secrets of a server's `credentialName`, read from the gateway's namespace:
+/// the certificate with its key, and a CA (from the Secret's `ca.crt`, or the Secret
+/// `<name>-cacert`) when there is one. `None` while the Secret is missing.
+fn credential_secrets(
+    inputs: &Inputs,
+    namespace: &str,
+    name: &str,
+) -> Option<Vec<(String, tc::Secret)>> {
+    // `<namespace>/<name>`: a Gateway API listener's Secret in another namespace.
+    let (namespace, name) = name.split_once('/').unwrap_or((namespace, name));
+    let find = |n: &str| {
+        inputs
+            .credentials
+            .iter()
+            .find(|c| c.namespace == namespace && c.name == n)
+    };
+    let c = find(name)?;
+    let (chain, key) = (
+        c.spec.certificate_chain.clone()?,
+        c.spec.private_key.clone()?,
+    );
+    let sds = crate::credentials::sds_name(namespace, name);
+    let mut out = vec![(
+        sds.clone(),
+        tc::Secret {
+            name: sds.clone(),
+            tls_certificate: Some(tc::SecretCertificate {
+                certificate_chain: chain,
+                private_key: key,
+            }),
+            validation_context: None,
+        },
+    )];
+    let ca = c
+        .spec
+        .ca
+        .clone()
+        .or_else(|| find(&format!("{name}-cacert")).and_then(|c| c.spec.ca.clone()));
+    if let Some(ca) = ca {
+        let name = format!("{sds}-cacert");
+        out.push((
+            name.clone(),
+            tc::Secret {
+                name,
+                tls_certificate: None,
+                validation_context: Some(tc::SecretValidation { trusted_ca: ca }),
+            },
+        ));
+    }
+    Some(out)
+}
+
 /// The TLS of a port's terminating servers: their certificates, picked by SNI (the
 /// first without names is the default), client certificates for MUTUAL; ISTIO_MUTUAL
 /// is the gateway's own workload certificate and the mesh's roots, as a sidecar's
@@ -383,25 +512,23 @@ fn downstream(g: &Gen, servers: &[(ServerTls, Vec<String>)]) -> Option<tc::Downs
     }
     let mutual = first.mode.as_deref() == Some("MUTUAL");
     let version = |v: &Option<String>| v.as_deref().and_then(|v| tls_version(v).flatten());
+    let ns = &g.w.namespace;
+    let sds_ref = |name: &str| {
+        let (ns, name) = name.split_once('/').unwrap_or((ns, name));
+        crate::credentials::sds_name(ns, name)
+    };
+    let sds = |name: &str| format!("sds://{}", sds_ref(name));
+    let trusted_ca = match &first.credential_name {
+        Some(name) => mutual.then(|| format!("sds://{}-cacert", sds_ref(name))),
+        None => mutual.then(|| first.ca_certificates.clone().unwrap_or_default()),
+    };
     Some(tc::DownstreamTls {
         mode: tc::TlsMode::Strict,
-        certificates: servers
-            .iter()
-            .map(|(t, names)| tc::TlsCertificate {
-                certificate_chain: t.server_certificate.clone().unwrap_or_default(),
-                private_key: t.private_key.clone(),
-                private_key_provider: tc::PrivateKeyProvider::Memory,
-                server_names: if servers.len() > 1 {
-                    names.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect(),
+        certificates: certificates(servers, sds),
         alpn: None,
         min_version: version(&first.min_protocol_version).unwrap_or(tc::TlsVersion::V1_2),
         max_version: version(&first.max_protocol_version).unwrap_or(tc::TlsVersion::V1_3),
-        trusted_ca: mutual.then(|| first.ca_certificates.clone().unwrap_or_default()),
+        trusted_ca,
         require_client_certificate: mutual,
         trust_domains: vec!["*".into()],
         trust_bundles: Vec::new(),

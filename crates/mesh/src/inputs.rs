@@ -49,6 +49,9 @@ pub struct Inputs {
     pub k8s_gateways: Vec<Resource<crate::gateway_api::types::Gateway>>,
     pub http_routes: Vec<Resource<crate::gateway_api::types::HttpRoute>>,
     pub reference_grants: Vec<Resource<crate::gateway_api::types::ReferenceGrant>>,
+    /// TLS credentials from Secrets (Kubernetes, or `v1` Secret documents in the
+    /// directories), for gateways' `credentialName` and `certificateRefs`.
+    pub credentials: Vec<Resource<crate::credentials::Credential>>,
     /// The tenants' trust as the control plane resolved it (their CAs' roots); `None`
     /// without tenants: every sidecar trusts the mesh CA's roots (`sds://ROOTCA`).
     pub trust: Option<std::sync::Arc<crate::tenant::Trust>>,
@@ -99,6 +102,7 @@ impl Loaded {
         i.k8s_gateways.extend_from_slice(&o.k8s_gateways);
         i.http_routes.extend_from_slice(&o.http_routes);
         i.reference_grants.extend_from_slice(&o.reference_grants);
+        i.credentials.extend_from_slice(&o.credentials);
         i.namespace_labels.extend(
             o.namespace_labels
                 .iter()
@@ -158,6 +162,7 @@ impl Inputs {
         carry!(k8s_gateways, "Gateway.gateway.networking.k8s.io");
         carry!(http_routes, "HTTPRoute.gateway.networking.k8s.io");
         carry!(reference_grants, "ReferenceGrant.gateway.networking.k8s.io");
+        carry!(credentials, "Secret");
         // A stand-in goes where the earlier version serves; elsewhere it says so.
         let serving = |f: &Resource<FailClosed>| match f.spec.kind {
             "PeerAuthentication" => self

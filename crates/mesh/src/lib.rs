@@ -14,6 +14,7 @@
 
 pub mod annotations;
 pub mod capture;
+pub mod credentials;
 pub mod fail_closed;
 pub mod gateway;
 pub mod gateway_api;

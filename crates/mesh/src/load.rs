@@ -330,6 +330,29 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
     }
     // A Namespace gives its labels (the Gateway API's and Tenants' namespace
     // selectors read them), as the cluster's do in Kubernetes mode.
+    if api == "v1" && kind == "Secret" {
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let resource = format!("{source} Secret {namespace}/{}", meta.name);
+        match crate::credentials::from_secret(&map) {
+            Ok(Some(credential)) => loaded.inputs.credentials.push(Resource {
+                name: meta.name.clone(),
+                namespace,
+                labels: meta.labels.clone(),
+                annotations: Default::default(),
+                spec: credential,
+                source: resource,
+            }),
+            Ok(None) => {}
+            Err(message) => {
+                return Err(Diagnostic {
+                    resource,
+                    message,
+                    key: Some(("Secret".into(), namespace, meta.name.clone())),
+                })
+            }
+        }
+        return Ok(());
+    }
     if api == "v1" && kind == "Namespace" {
         loaded
             .inputs

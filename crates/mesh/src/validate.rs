@@ -1336,6 +1336,25 @@ pub fn cross_check(loaded: &mut Loaded) {
             key: Some(("Gateway".into(), gw.namespace.clone(), gw.name.clone())),
         });
     }
+    // A credential that is not there: its server waits for it; said, not refused.
+    for gw in &i.gateways {
+        for (j, server) in gw.spec.servers.iter().enumerate() {
+            let Some(name) = server.tls.as_ref().and_then(|t| t.credential_name.as_ref()) else {
+                continue;
+            };
+            let found = i
+                .credentials
+                .iter()
+                .any(|c| c.namespace == gw.namespace && &c.name == name);
+            if !found {
+                loaded.warnings.push(Diagnostic {
+                    resource: gw.source.clone(),
+                    message: format!("spec.servers[{j}].tls.credentialName: no Secret {name:?} with a certificate in namespace {}; the server is not served until there is one", gw.namespace),
+                    key: None,
+                });
+            }
+        }
+    }
     dedupe(&mut i.peer_authentications, "PeerAuthentication", refused);
     dedupe(
         &mut i.authorization_policies,

@@ -96,7 +96,8 @@ fn a_gateway_serves_the_hosts_its_servers_admit_of_the_virtual_services_bound_to
 fn what_a_gateway_cannot_honour_is_refused_by_field() {
     for (server, says) in [
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com] }", "tls: server must have TLS settings for HTTPS/TLS protocols"),
-        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialName: a-cert } }", "credentialName"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialName: a-cert, serverCertificate: /c, privateKey: /k } }", "only one of credentialName or serverCertificate/privateKey"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialNames: [a-rsa, a-ecdsa] } }", "credentialNames: several credentials per server are not supported"),
         ("{ port: { number: 443, name: tls, protocol: TLS }, hosts: [a.example.com], tls: { mode: AUTO_PASSTHROUGH } }", "mode: AUTO_PASSTHROUGH is not supported by Trellis yet"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: ISTIO_MUTUAL, serverCertificate: /c } }", "tls.serverCertificate: ISTIO_MUTUAL TLS cannot have associated serverCertificate"),
         ("{ port: { number: 9000, name: tcp, protocol: TCP }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k } }", "server cannot have TLS settings for non HTTPS/TLS ports"),

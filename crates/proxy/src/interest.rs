@@ -23,8 +23,17 @@ struct Referred {
 /// A type that did not change gives the same set again (the same `Arc`).
 #[derive(Default)]
 pub struct SidecarInterest {
-    /// Listeners → route configurations, clusters → endpoint assignments.
-    seen: std::sync::Mutex<(Referred, Referred)>,
+    /// Listeners → route configurations, clusters → endpoint assignments, listeners →
+    /// SDS secrets (a gateway's credentials).
+    seen: std::sync::Mutex<(Referred, Referred, Referred)>,
+}
+
+/// What a held resource refers to.
+#[derive(Clone, Copy, PartialEq)]
+enum Refers {
+    Routes,
+    Endpoints,
+    Secrets,
 }
 
 impl SidecarInterest {
@@ -34,10 +43,11 @@ impl SidecarInterest {
     ) -> trellis_xds::client::Interest {
         use std::collections::BTreeSet;
         use std::sync::Arc;
-        use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+        use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
         fn refs(
             state: &trellis_xds::client::ClientState,
             type_url: &str,
+            refers: Refers,
             seen: &mut Referred,
         ) -> Arc<BTreeSet<Name>> {
             // An unchanged type refers to the same names: the same set, not a copy.
@@ -60,16 +70,19 @@ impl SidecarInterest {
                     }
                     _ => {
                         // A cluster names one assignment at most: no set for it.
-                        let names = if type_url == LISTENER {
-                            trellis_envoy::route_names(r.body())
+                        let names = match refers {
+                            Refers::Routes => trellis_envoy::route_names(r.body())
                                 .into_iter()
                                 .map(Name::from)
-                                .collect()
-                        } else {
-                            trellis_envoy::endpoint_name(r.body_shared())
+                                .collect(),
+                            Refers::Secrets => trellis_envoy::secret_names(r.body())
+                                .into_iter()
+                                .map(Name::from)
+                                .collect(),
+                            Refers::Endpoints => trellis_envoy::endpoint_name(r.body_shared())
                                 .and_then(|n| Name::from_utf8(n).ok())
                                 .into_iter()
-                                .collect()
+                                .collect(),
                         };
                         (name.clone(), (r.clone(), names))
                     }
@@ -91,14 +104,16 @@ impl SidecarInterest {
             seen.names.clone()
         }
         let mut seen = self.seen.lock().unwrap();
-        let (listeners, clusters) = &mut *seen;
-        let routes = refs(state, LISTENER, listeners);
-        let endpoints = refs(state, CLUSTER, clusters);
+        let (listeners, clusters, secret_refs) = &mut *seen;
+        let routes = refs(state, LISTENER, Refers::Routes, listeners);
+        let endpoints = refs(state, CLUSTER, Refers::Endpoints, clusters);
+        let secrets = refs(state, LISTENER, Refers::Secrets, secret_refs);
         vec![
             (CLUSTER, None),
             (ENDPOINT, Some(endpoints)),
             (LISTENER, None),
             (ROUTE, Some(routes)),
+            (SECRET, Some(secrets)),
         ]
     }
 }

@@ -59,6 +59,7 @@ fn merged(base: &Config, dynamic: &crate::xds::Dynamic) -> Config {
     let mut config = base.clone();
     config.listeners.extend(dynamic.listeners.iter().cloned());
     config.clusters.extend(dynamic.clusters.iter().cloned());
+    config.secrets.extend(dynamic.secrets.iter().cloned());
     config
 }
 
@@ -83,8 +84,11 @@ impl Proxy {
         if config.identity.as_ref() != self.identity.as_ref().map(|a| a.config()) {
             return Err("identity: changes need a restart".into());
         }
-        let workload = self.identity.as_ref().and_then(|a| a.current());
-        let workload = workload.as_deref();
+        let cert = self.identity.as_ref().and_then(|a| a.current());
+        let workload = crate::tls::Workload {
+            cert: cert.as_deref(),
+            secrets: &config.secrets,
+        };
         // TLS contexts first: a missing or bad certificate file refuses the config.
         let mut upstream_tls = HashMap::new();
         for c in &config.clusters {

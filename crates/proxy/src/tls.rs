@@ -33,16 +33,36 @@ fn key_op_hook(metrics: &Arc<Metrics>) -> KeyOpHook {
     })
 }
 
-/// The identity agent's current certificate, when the config refers to it.
-pub type Workload<'a> = Option<&'a WorkloadCert>;
+/// What `sds://` names refer to: the identity agent's current certificate (`default`,
+/// `ROOTCA`) and the config's secrets (a gateway's credentials).
+#[derive(Clone, Copy)]
+pub struct Workload<'a> {
+    pub cert: Option<&'a WorkloadCert>,
+    pub secrets: &'a [trellis_config::Secret],
+}
 
 fn workload<'a>(field: &str, w: Workload<'a>) -> Result<&'a WorkloadCert, String> {
-    w.ok_or_else(|| format!("{field}: no workload certificate from the CA yet"))
+    w.cert
+        .ok_or_else(|| format!("{field}: no workload certificate from the CA yet"))
+}
+
+fn secret<'a>(w: Workload<'a>, name: &str) -> Option<&'a trellis_config::Secret> {
+    w.secrets.iter().find(|s| s.name == name)
 }
 
 fn roots(field: &str, path: &str, w: Workload) -> Result<Vec<boring::x509::X509>, String> {
     if path == SDS_ROOT_CA {
         return Ok(workload(field, w)?.roots.clone());
+    }
+    if let Some(name) = trellis_config::sds_name(path) {
+        let v = secret(w, name)
+            .and_then(|s| s.validation_context.as_ref())
+            .ok_or_else(|| format!("{field}: no secret {name:?} with a validation context"))?;
+        return trellis_tls::parse_certificate_chain(
+            v.trusted_ca.as_bytes(),
+            &format!("secret {name}"),
+        )
+        .map_err(|e| format!("{field}: {e}"));
     }
     trellis_tls::load_trust_bundle(path).map_err(|e| format!("{field}: {e}"))
 }
@@ -55,6 +75,20 @@ fn certified_key(
 ) -> Result<CertifiedKey, String> {
     if c.certificate_chain == SDS_WORKLOAD_CERT {
         return Ok(workload(field, w)?.key.clone());
+    }
+    if let Some(name) = trellis_config::sds_name(&c.certificate_chain) {
+        // A gateway's credential, from the control plane: chain and key in memory.
+        let t = secret(w, name)
+            .and_then(|s| s.tls_certificate.as_ref())
+            .ok_or_else(|| format!("{field}: no secret {name:?} with a certificate"))?;
+        let what = format!("secret {name}");
+        let chain = trellis_tls::parse_certificate_chain(t.certificate_chain.as_bytes(), &what)
+            .map_err(|e| format!("{field}: {e}"))?;
+        let key = trellis_tls::parse_private_key(t.private_key.as_bytes(), &what, &chain[0])
+            .map_err(|e| format!("{field}: {e}"))?;
+        let provider = crate::keys::key_provider(&c.private_key_provider, key, metrics)
+            .map_err(|(f, e)| format!("{field}.{f}: {e}"))?;
+        return Ok(CertifiedKey { chain, provider });
     }
     let chain = trellis_tls::load_certificate_chain(&c.certificate_chain)
         .map_err(|e| format!("{field}.certificate_chain: {e}"))?;

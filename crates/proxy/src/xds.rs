@@ -1,4 +1,5 @@
-//! The proxy's xDS client: listeners and clusters from a control plane over ADS, on top
+//! The proxy's xDS client: listeners, clusters (and the SDS secrets the listeners name)
+//! from a control plane over ADS, on top
 //! of what the bootstrap file declares. Each complete update is decoded into the
 //! proxy's own model, validated with the file's part and applied like a reload; what
 //! cannot be honoured is NACKed with the reason, and the last good config keeps
@@ -13,7 +14,7 @@ use trellis_config::{Cluster, Listener};
 use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
 use trellis_xds::pb::envoy::config::core::v3::Node;
 use trellis_xds::pb::google::protobuf::Any;
-use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 use crate::stats::Metrics;
 
@@ -34,6 +35,8 @@ pub struct XdsOptions {
 pub struct Dynamic {
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// SDS secrets the listeners name (a gateway's credentials).
+    pub secrets: Vec<trellis_config::Secret>,
 }
 
 pub type Update = (Dynamic, oneshot::Sender<Result<(), String>>);
@@ -64,6 +67,7 @@ impl Subscriber for ProxySubscriber {
             &map(state, ROUTE),
             &map(state, CLUSTER),
             &map(state, ENDPOINT),
+            &map(state, SECRET),
         )
         .map_err(|e| e.to_string());
         let decoded = match decoded {
@@ -81,6 +85,7 @@ impl Subscriber for ProxySubscriber {
         let dynamic = Dynamic {
             listeners: decoded.listeners,
             clusters: decoded.clusters,
+            secrets: decoded.secrets,
         };
         if self.last.as_ref() == Some(&dynamic) {
             return Ok(());

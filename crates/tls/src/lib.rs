@@ -30,7 +30,10 @@ pub use bundle::{fingerprint, fingerprint_hex, hex, peer_rejection, TrustDomainR
 pub use client::{ClientTls, ClientTlsConfig};
 pub use client_hello::{read_client_hello, ClientHello, HelloError};
 pub use identity::{peer_identities, SpiffeId};
-pub use material::{load_certificate_chain, load_private_key, load_trust_bundle, CertifiedKey};
+pub use material::{
+    load_certificate_chain, load_private_key, load_trust_bundle, parse_certificate_chain,
+    parse_private_key, CertifiedKey,
+};
 pub use names::ServerNames;
 pub use provider::{
     InMemoryKey, KeyAlgorithm, KeyOpError, KeyOpFuture, KeyOpHook, PrivateKeyProvider,

@@ -29,15 +29,23 @@ fn read(path: &str) -> Result<Vec<u8>, TlsError> {
 
 /// Reads a PEM chain, leaf first. An empty or unparsable file is an error.
 pub fn load_certificate_chain(path: &str) -> Result<Vec<X509>, TlsError> {
-    let pem = read(path)?;
-    let chain = X509::stack_from_pem(&pem).map_err(|_| TlsError::File {
-        path: path.to_string(),
+    chain(&read(path)?, path, "the file")
+}
+
+/// A PEM chain held in memory (an SDS secret); `what` names it in errors.
+pub fn parse_certificate_chain(pem: &[u8], what: &str) -> Result<Vec<X509>, TlsError> {
+    chain(pem, what, "it")
+}
+
+fn chain(pem: &[u8], what: &str, container: &str) -> Result<Vec<X509>, TlsError> {
+    let chain = X509::stack_from_pem(pem).map_err(|_| TlsError::File {
+        path: what.to_string(),
         reason: "not a PEM certificate chain".into(),
     })?;
     if chain.is_empty() {
         return Err(TlsError::File {
-            path: path.to_string(),
-            reason: "no certificate in the file".into(),
+            path: what.to_string(),
+            reason: format!("no certificate in {container}"),
         });
     }
     Ok(chain)
@@ -51,9 +59,14 @@ pub fn load_trust_bundle(path: &str) -> Result<Vec<X509>, TlsError> {
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) and checks that it belongs to the
 /// leaf certificate. Providers are built on it.
 pub fn load_private_key(path: &str, leaf: &X509) -> Result<PKey<Private>, TlsError> {
-    let pem = read(path)?;
-    let key = PKey::private_key_from_pem(&pem).map_err(|_| TlsError::File {
-        path: path.to_string(),
+    parse_private_key(&read(path)?, path, leaf)
+}
+
+/// A PEM private key held in memory (an SDS secret); `what` names it in errors, which
+/// never quote the key.
+pub fn parse_private_key(pem: &[u8], what: &str, leaf: &X509) -> Result<PKey<Private>, TlsError> {
+    let key = PKey::private_key_from_pem(pem).map_err(|_| TlsError::File {
+        path: what.to_string(),
         reason: "no PEM private key could be parsed".into(),
     })?;
     let matches = leaf
@@ -62,7 +75,7 @@ pub fn load_private_key(path: &str, leaf: &X509) -> Result<PKey<Private>, TlsErr
         .unwrap_or(false);
     if !matches {
         return Err(TlsError::File {
-            path: path.to_string(),
+            path: what.to_string(),
             reason: "private key does not match the certificate".into(),
         });
     }

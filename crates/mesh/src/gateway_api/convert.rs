@@ -27,7 +27,7 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
         .iter()
         .filter(|g| ours.contains(&g.spec.gateway_class_name))
     {
-        gateways.push(listeners(gw));
+        gateways.push(listeners(gw, inputs));
     }
     let mut buckets: BTreeMap<(String, String, String), Vec<Entry>> = BTreeMap::new();
     for (order, route) in inputs.http_routes.iter().enumerate() {
@@ -127,7 +127,7 @@ struct Served {
     status: GatewayStatus,
 }
 
-fn listeners(gw: &Resource<k8s::Gateway>) -> Served {
+fn listeners(gw: &Resource<k8s::Gateway>, inputs: &Inputs) -> Served {
     let spec = &gw.spec;
     let mut status = GatewayStatus {
         namespace: gw.namespace.clone(),
@@ -141,17 +141,22 @@ fn listeners(gw: &Resource<k8s::Gateway>) -> Served {
         let mut conditions = Vec::new();
         let protocol = l.protocol.to_ascii_uppercase();
         let mut ok = true;
+        let mut tls = None;
         match protocol.as_str() {
             "HTTP" => {}
-            "HTTPS" | "TLS" => {
-                ok = false;
-                conditions.push(Condition::new(
-                    "ResolvedRefs",
-                    false,
-                    "InvalidCertificateRef",
-                    "certificates from Secrets are not served by Trellis yet",
-                ));
-            }
+            "HTTPS" => match certificate(l, &gw.namespace, inputs) {
+                Ok(credential) => {
+                    tls = Some(istio::ServerTls {
+                        mode: Some("SIMPLE".into()),
+                        credential_name: Some(credential),
+                        ..Default::default()
+                    })
+                }
+                Err((reason, message)) => {
+                    ok = false;
+                    conditions.push(Condition::new("ResolvedRefs", false, reason, message));
+                }
+            },
             other => {
                 ok = false;
                 conditions.push(Condition::new(
@@ -242,6 +247,7 @@ fn listeners(gw: &Resource<k8s::Gateway>) -> Served {
                         }),
                         hosts: vec![format!("*/{}", l.hostname.as_deref().unwrap_or("*"))],
                         name: Some(l.name.clone()),
+                        tls,
                         ..Default::default()
                     }],
                 },
@@ -274,6 +280,77 @@ fn listeners(gw: &Resource<k8s::Gateway>) -> Served {
         istio,
         status,
     }
+}
+
+/// An HTTPS listener's certificate: its first `certificateRefs` entry, a Secret in the
+/// Gateway's namespace (or another, with a ReferenceGrant there) with a certificate and
+/// key; the credential name a server takes (`<namespace>/<name>` for another
+/// namespace), or the `ResolvedRefs` reason why not.
+fn certificate(
+    l: &k8s::Listener,
+    gw_ns: &str,
+    inputs: &Inputs,
+) -> Result<String, (&'static str, String)> {
+    let Some(r) = l.tls.as_ref().and_then(|t| t.certificate_refs.first()) else {
+        return Err((
+            "InvalidCertificateRef",
+            "an HTTPS listener needs certificateRefs".into(),
+        ));
+    };
+    let (group, kind) = (
+        r.group.as_deref().unwrap_or(""),
+        r.kind.as_deref().unwrap_or("Secret"),
+    );
+    if !group.is_empty() || kind != "Secret" {
+        return Err((
+            "InvalidCertificateRef",
+            format!("{group}/{kind}: certificates come from Secrets"),
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(gw_ns);
+    if ns != gw_ns {
+        let granted = inputs
+            .reference_grants
+            .iter()
+            .filter(|g| g.namespace == ns)
+            .any(|g| {
+                g.spec
+                    .from
+                    .iter()
+                    .any(|f| f.group == GROUP && f.kind == "Gateway" && f.namespace == gw_ns)
+                    && g.spec.to.iter().any(|t| {
+                        t.group.is_empty()
+                            && t.kind == "Secret"
+                            && t.name.as_deref().is_none_or(|n| n == r.name)
+                    })
+            });
+        if !granted {
+            return Err((
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in {ns} lets Gateways of {gw_ns} refer to Secret {}",
+                    r.name
+                ),
+            ));
+        }
+    }
+    let usable = inputs
+        .credentials
+        .iter()
+        .any(|c| c.namespace == ns && c.name == r.name && c.spec.certificate_chain.is_some());
+    if !usable {
+        return Err((
+            "InvalidCertificateRef",
+            format!(
+                "Secret {ns}/{} not found, or without tls.crt and tls.key",
+                r.name
+            ),
+        ));
+    }
+    Ok(match ns == gw_ns {
+        true => r.name.clone(),
+        false => format!("{ns}/{}", r.name),
+    })
 }
 
 /// The route kinds a listener takes, and whether it names one Trellis cannot serve.

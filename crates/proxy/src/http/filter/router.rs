@@ -37,7 +37,7 @@ impl Router {
                 r
             }
             Action::Redirect(rd, prefix_len) => {
-                redirect(rd, *prefix_len, &x.authority, &x.parts.uri)
+                redirect(rd, *prefix_len, &x.authority, &x.parts.uri, x.conn.tls)
             }
             Action::Forward(fwd) => {
                 let upgrade = if crate::http::headers::is_upgrade(&x.parts.headers) {
@@ -89,8 +89,13 @@ fn redirect(
     prefix_len: Option<usize>,
     authority: &str,
     uri: &http::Uri,
+    tls: bool,
 ) -> Response<Body> {
-    let scheme = rd.scheme.as_deref().unwrap_or("http");
+    // Without a scheme of its own, the redirect keeps the request's.
+    let scheme = rd
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
     let mut host = rd.host.clone().unwrap_or_else(|| {
         authority
             .rsplit_once(':')
