@@ -54,6 +54,34 @@ pub fn load(
             }
         }
     }
+    // Secrets with TLS entries: gateways' credentials.
+    for ((ns, name), secret) in &objects.secrets {
+        if !discovery.includes(objects, ns) {
+            continue;
+        }
+        let entries: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        match trellis_mesh::credentials::from_entries(&entries) {
+            Ok(Some(credential)) => loaded.inputs.credentials.push(trellis_mesh::Resource {
+                name: name.clone(),
+                namespace: ns.clone(),
+                labels: Default::default(),
+                annotations: Default::default(),
+                spec: credential,
+                source: format!("kubernetes Secret {ns}/{name}"),
+            }),
+            Ok(None) => {}
+            Err(message) => loaded.refused.push(Diagnostic {
+                resource: format!("kubernetes Secret {ns}/{name}"),
+                message,
+                key: Some(("Secret".into(), ns.clone(), name.clone())),
+            }),
+        }
+    }
     // Namespaces' labels, for Tenants' namespace selectors.
     loaded.inputs.namespace_labels = objects
         .namespaces

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::Resource as _;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -223,6 +223,7 @@ impl KubeInputs {
             Service::KIND,
             EndpointSlice::KIND,
             Pod::KIND,
+            Secret::KIND,
         ]
         .into();
         kinds.extend(ISTIO_KINDS.iter().map(|k| k.key));
@@ -253,6 +254,11 @@ impl KubeInputs {
             s.clone(),
         ));
         tokio::spawn(keep::<Pod>(Pod::KIND, Api::all(client.clone()), s.clone()));
+        tokio::spawn(keep::<Secret>(
+            Secret::KIND,
+            Api::all(client.clone()),
+            s.clone(),
+        ));
         for k in ISTIO_KINDS {
             let gvk = GroupVersionKind::gvk(k.group, k.version, k.kind);
             let resource = ApiResource::from_gvk_with_plural(&gvk, k.plural);
@@ -341,7 +347,7 @@ where
                     tracing::warn!("{message}");
                     last_error = message;
                 }
-                if not_found(&e) {
+                if not_found(&e) || (kind == "Secret" && forbidden(&e)) {
                     // The kind does not exist on this server: empty until it appears.
                     let had = {
                         let mut objects = shared.objects.lock().unwrap();
@@ -362,7 +368,7 @@ where
         match event {
             Event::Init => listing = Some(std::collections::BTreeMap::new()),
             Event::InitApply(o) => {
-                if let Some(l) = listing.as_mut() {
+                if let Some(l) = listing.as_mut().filter(|_| o.wanted()) {
                     l.insert(key(&o), trim(o));
                 }
             }
@@ -376,8 +382,14 @@ where
             }
             Event::Apply(o) => {
                 let now = convert::slice_service(&o);
-                let old =
-                    K::slot(&mut shared.objects.lock().unwrap(), kind).insert(key(&o), trim(o));
+                let mut objects = shared.objects.lock().unwrap();
+                let slot = K::slot(&mut objects, kind);
+                // One no longer wanted (a Secret that lost its TLS entries) goes.
+                let old = match o.wanted() {
+                    true => slot.insert(key(&o), trim(o)),
+                    false => slot.remove(&key(&o)),
+                };
+                drop(objects);
                 shared.changed_object(kind, [old.as_ref().and_then(convert::slice_service), now]);
             }
             Event::Delete(o) => {
@@ -397,6 +409,11 @@ fn status_of(e: &watcher::Error) -> Option<(u16, String)> {
         watcher::Error::WatchError(s) => Some((s.code, s.message.clone())),
         _ => None,
     }
+}
+
+/// Listing refused: for Secrets (which a control plane may be denied), empty.
+fn forbidden(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(_)) && status_of(e).is_some_and(|(c, _)| c == 403)
 }
 
 fn not_found(e: &watcher::Error) -> bool {

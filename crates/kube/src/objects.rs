@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
@@ -23,6 +23,8 @@ pub struct Objects {
     pub services: BTreeMap<Key, Service>,
     pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
     pub pods: BTreeMap<Key, Pod>,
+    /// Secrets with TLS entries (gateways' credentials); others are not kept.
+    pub secrets: BTreeMap<Key, Secret>,
     /// Istio resources by kind (`VirtualService`, ...).
     pub istio: BTreeMap<&'static str, BTreeMap<Key, DynamicObject>>,
 }
@@ -40,6 +42,11 @@ pub fn trim<K: kube::Resource>(mut o: K) -> K {
 /// A kind the watchers keep, and where in [`Objects`] it goes.
 pub trait Kept: kube::Resource + Clone + Sized {
     fn slot<'a>(objects: &'a mut Objects, kind: &'static str) -> &'a mut BTreeMap<Key, Self>;
+
+    /// Whether the object is kept at all (a Secret only with TLS entries).
+    fn wanted(&self) -> bool {
+        true
+    }
 }
 
 /// The typed kinds each have one map.
@@ -54,6 +61,21 @@ macro_rules! kept {
 }
 
 kept!(Namespace => namespaces, Service => services, EndpointSlice => endpoint_slices, Pod => pods);
+
+/// The entries a Secret must have one of to be a gateway's credential.
+const TLS_KEYS: [&str; 4] = ["tls.crt", "cert", "ca.crt", "cacert"];
+
+impl Kept for Secret {
+    fn slot<'a>(o: &'a mut Objects, _: &'static str) -> &'a mut BTreeMap<Key, Self> {
+        &mut o.secrets
+    }
+
+    fn wanted(&self) -> bool {
+        self.data
+            .as_ref()
+            .is_some_and(|d| TLS_KEYS.iter().any(|k| d.contains_key(*k)))
+    }
+}
 
 impl Kept for DynamicObject {
     fn slot<'a>(o: &'a mut Objects, kind: &'static str) -> &'a mut BTreeMap<Key, Self> {

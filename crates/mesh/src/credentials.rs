@@ -32,10 +32,10 @@ pub fn sds_name(namespace: &str, name: &str) -> String {
     format!("kubernetes://{namespace}/{name}")
 }
 
-/// Reads a `v1` Secret's TLS entries; `None` when it holds none (another kind of
-/// Secret, which Trellis does not keep). The error names the field.
+/// Reads a `v1` Secret document's TLS entries; `None` when it holds none (another kind
+/// of Secret, which Trellis does not keep). The error names the field.
 pub fn from_secret(doc: &serde_yaml::Mapping) -> Result<Option<Credential>, String> {
-    let mut entries: BTreeMap<String, String> = BTreeMap::new();
+    let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     if let Some(Value::Mapping(data)) = doc.get("data") {
         for (k, v) in data {
             let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
@@ -44,18 +44,35 @@ pub fn from_secret(doc: &serde_yaml::Mapping) -> Result<Option<Credential>, Stri
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(v.trim())
                 .map_err(|_| format!("data.{k}: not base64"))?;
-            let text = String::from_utf8(bytes).map_err(|_| format!("data.{k}: not PEM text"))?;
-            entries.insert(k.to_string(), text);
+            entries.insert(k.to_string(), bytes);
         }
     }
     if let Some(Value::Mapping(data)) = doc.get("stringData") {
         for (k, v) in data {
             if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
-                entries.insert(k.to_string(), v.to_string());
+                entries.insert(k.to_string(), v.as_bytes().to_vec());
             }
         }
     }
-    let pick = |keys: [&str; 2]| keys.iter().find_map(|k| entries.get(*k).cloned());
+    from_entries(&entries)
+}
+
+/// A Secret's TLS entries from its decoded `data`.
+pub fn from_entries(entries: &BTreeMap<String, Vec<u8>>) -> Result<Option<Credential>, String> {
+    let text = |k: &str| -> Result<Option<String>, String> {
+        entries
+            .get(k)
+            .map(|b| String::from_utf8(b.clone()).map_err(|_| format!("data.{k}: not PEM text")))
+            .transpose()
+    };
+    let mut found: BTreeMap<&str, String> = BTreeMap::new();
+    for k in ["tls.crt", "cert", "tls.key", "key", "ca.crt", "cacert"] {
+        if let Some(v) = text(k)? {
+            found.insert(k, v);
+        }
+    }
+    let entries = found;
+    let pick = |keys: [&str; 2]| keys.iter().find_map(|k| entries.get(k).cloned());
     let c = Credential {
         certificate_chain: pick(["tls.crt", "cert"]),
         private_key: pick(["tls.key", "key"]),

@@ -125,6 +125,7 @@ pub(super) fn built_in() -> BTreeMap<String, Collection> {
             subresources: vec!["status", "approval"],
             ..KindInfo::recorded("certificates.k8s.io/v1", "CertificateSigningRequest")
         },
+        KindInfo::recorded("v1", "Secret"),
     ];
     kinds
         .into_iter()

@@ -287,7 +287,22 @@ async fn gateway_api_objects_are_served_and_their_status_written_back() {
     };
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gateway-api-crds.yaml");
     kubectl.ok(&["apply", "-f", crds.to_str().unwrap()]);
-    let (port, tcp_port) = (free_port(), free_port());
+    let (port, tcp_port, https_port) = (free_port(), free_port(), free_port());
+    // The HTTPS listener's certificate: a Secret made as users make one.
+    let pki = super::pki::Pki::new("edge-ca");
+    let edge = pki.leaf("edge", &["DNS:shop.example.test"], false);
+    let secret = {
+        use base64::Engine as _;
+        let b64 =
+            |p: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).unwrap());
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: edge-cert, namespace: shop }}\ntype: kubernetes.io/tls\ndata: {{ tls.crt: {}, tls.key: {} }}\n",
+            b64(&edge.cert),
+            b64(&edge.key)
+        )
+    };
+    let out = kubectl.apply(&secret);
+    assert!(out.success, "{}", out.stderr);
     let out = kubectl.apply(&format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -297,6 +312,11 @@ spec:
   listeners:
     - {{ name: http, port: {port}, protocol: HTTP }}
     - {{ name: other, port: {tcp_port}, protocol: TCP }}
+    - name: https
+      port: {https_port}
+      protocol: HTTPS
+      hostname: shop.example.test
+      tls: {{ certificateRefs: [{{ name: edge-cert }}] }}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -370,6 +390,25 @@ spec:
     }
     assert_eq!(last.map(|r| r.status), Some(500), "{}", gw.log());
     assert_eq!(send(Req::get(&url("/nothing"))).await.unwrap().status, 404);
+    // The HTTPS listener serves the Secret's certificate (no route: 404 over TLS).
+    let resolve = format!("shop.example.test:{https_port}:127.0.0.1");
+    let https = format!("https://shop.example.test:{https_port}/");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &pki.root_path(),
+            "--resolve",
+            &resolve,
+            &https,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{}", gw.log());
 
     // Written back: each route's parent conditions, the Gateway's and its listeners'.
     let conditions = |kind: &str, name: &str, path: &str| -> String {
@@ -416,8 +455,14 @@ spec:
     );
     assert_eq!(
         listeners.trim(),
-        "http:2:True/Accepted other:0:False/UnsupportedProtocol"
+        "http:2:True/Accepted other:0:False/UnsupportedProtocol https:0:True/Accepted"
     );
+    let refs = conditions(
+        "gateway",
+        "edge",
+        "{.status.listeners[2].conditions[?(@.type==\"ResolvedRefs\")].status}",
+    );
+    assert_eq!(refs, "True");
     let programmed = conditions(
         "gateway",
         "edge",
