@@ -122,6 +122,9 @@ pub fn decode(
             out.secrets.push(secret(&name, body)?);
         }
     }
+    // Several chains may wait for the same resource.
+    out.waiting_for.sort();
+    out.waiting_for.dedup();
     Ok(out)
 }
 
@@ -300,12 +303,18 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
     }
     // TLS passthrough: chains matched by server name (or all of them TLS without a
     // transport socket), and the default chain for the rest.
-    let passthrough = l.default_filter_chain.is_some()
-        || l.filter_chains.iter().any(|c| {
-            c.filter_chain_match
-                .as_ref()
-                .is_some_and(|m| !m.server_names.is_empty())
-        })
+    // Certificates by SNI: chains that differ by server names and certificate only,
+    // each with its TLS transport socket.
+    let by_name = |c: &lis::FilterChain| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.server_names.is_empty())
+    };
+    let certificate_table = l.default_filter_chain.is_none()
+        && l.filter_chains.iter().any(by_name)
+        && l.filter_chains.iter().all(|c| c.transport_socket.is_some());
+    let passthrough = !certificate_table
+        && (l.default_filter_chain.is_some() || l.filter_chains.iter().any(by_name))
         || (!l.filter_chains.is_empty()
             && l.filter_chains.iter().all(|c| {
                 c.transport_socket.is_none()
@@ -329,6 +338,9 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
     if passthrough {
         sni_routes(ctx, &l, &mut out)?;
         return Ok(Some(out));
+    }
+    if certificate_table {
+        return certificates_by_name(ctx, &l, out);
     }
     // Protocol detection (Istio's ports without a declared protocol): the chains that
     // match HTTP application protocols (set by http_inspector) hold the HTTP manager,
@@ -488,6 +500,67 @@ fn chain_filters(
         return Err(ctx.err("filter_chains", "the tls chain has no transport socket"));
     }
     Ok(Some(()))
+}
+
+/// A listener whose chains differ only by server names and certificate: one listener
+/// whose TLS picks the certificate by SNI (the chain without names is the default).
+fn certificates_by_name(
+    ctx: &mut Ctx,
+    l: &lis::Listener,
+    base: tc::Listener,
+) -> Result<Option<tc::Listener>, DecodeError> {
+    let mut out: Option<tc::Listener> = None;
+    for (i, c) in l.filter_chains.iter().enumerate() {
+        let path = format!("filter_chains[{i}]");
+        let m = c.filter_chain_match.clone().unwrap_or_default();
+        let mut other = m.clone();
+        other.server_names.clear();
+        other.transport_protocol.clear();
+        if other != lis::FilterChainMatch::default()
+            || !matches!(m.transport_protocol.as_str(), "" | "tls")
+        {
+            return Err(ctx.err(
+                &format!("{path}.filter_chain_match"),
+                "with certificates by SNI only server_names (and transport_protocol \"tls\") are supported",
+            ));
+        }
+        let mut one = base.clone();
+        if chain_filters(ctx, (i, c), false, &mut one)?.is_none() {
+            return Ok(None);
+        }
+        let Some(mut tls) = one.tls.take() else {
+            return Err(ctx.err(&path, "a chain by server name terminates TLS"));
+        };
+        let [mut cert] = <[tc::TlsCertificate; 1]>::try_from(std::mem::take(&mut tls.certificates))
+            .map_err(|_| ctx.err(&path, "one certificate per chain"))?;
+        cert.server_names = m.server_names.clone();
+        match out.as_mut() {
+            None => {
+                tls.certificates = vec![cert];
+                one.tls = Some(tls);
+                out = Some(one);
+            }
+            Some(first) => {
+                let mut same = first.clone();
+                let shared = same.tls.as_mut().expect("set with the first chain");
+                let kept = std::mem::take(&mut shared.certificates);
+                if *shared != tls
+                    || same.http != one.http
+                    || same.tcp != one.tcp
+                    || same.authorization != one.authorization
+                {
+                    return Err(ctx.err(
+                        &path,
+                        "chains by server name must differ only by their certificate",
+                    ));
+                }
+                shared.certificates = kept;
+                shared.certificates.push(cert);
+                *first = same;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A passthrough listener's chains: each matched by server names (none: any TLS

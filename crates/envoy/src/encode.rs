@@ -320,6 +320,49 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
             .map(|t| duration(t.handshake_timeout.get())),
         ..Default::default()
     };
+    // Certificates chosen by SNI: a chain per certificate matched by its server names
+    // (the default one matches the rest), the same filters on each, as Envoy and Istio
+    // serve several hosts' certificates on one port.
+    if let Some(t) = l.tls.as_ref().filter(|t| {
+        t.certificates.len() > 1 || t.certificates.iter().any(|c| !c.server_names.is_empty())
+    }) {
+        if t.mode == tc::TlsMode::Permissive || kinds.len() > 1 {
+            return Err(err(
+                format!("{path}.tls"),
+                "certificates by SNI go with STRICT TLS and one kind of traffic",
+            ));
+        }
+        out.listener_filters.push(lis::ListenerFilter {
+            name: crate::TLS_INSPECTOR.into(),
+            config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any(
+                types::TLS_INSPECTOR,
+                &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+            ))),
+            ..Default::default()
+        });
+        for c in &t.certificates {
+            let mut one = t.clone();
+            one.certificates = vec![tc::TlsCertificate {
+                server_names: Vec::new(),
+                ..c.clone()
+            }];
+            let socket = core::TransportSocket {
+                name: crate::TLS_SOCKET.into(),
+                config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+                    types::DOWNSTREAM_TLS,
+                    &downstream_tls(&one, &format!("{path}.tls"))?,
+                ))),
+            };
+            let mut chain = chain(Some(socket), "", &kinds[0].0, &kinds[0].1);
+            chain.filter_chain_match = Some(lis::FilterChainMatch {
+                server_names: c.server_names.clone(),
+                transport_protocol: "tls".into(),
+                ..Default::default()
+            });
+            out.filter_chains.push(chain);
+        }
+        return Ok(out);
+    }
     let socket = match &l.tls {
         None => None,
         Some(t) => Some(core::TransportSocket {
@@ -447,7 +490,7 @@ fn certificates(
     if certs.len() > 1 || certs.iter().any(|c| !c.server_names.is_empty()) {
         return Err(err(
             path,
-            "SNI certificate tables are not carried over xDS yet",
+            "certificates by SNI are a filter chain each (on listeners only)",
         ));
     }
     for c in certs {

@@ -116,11 +116,14 @@ listeners:
       - { server_names: [a.example.com, "*.b.example.com"], tcp: { cluster: mysql } }
       - { server_names: ["*"], tcp: { weighted_clusters: [{ name: mysql, weight: 3 }, { name: inbound-app, weight: 1 }] } }
     tcp: { cluster: PassthroughCluster }
-  # A gateway's credential over SDS, and its client CA.
+  # A gateway's credentials over SDS, chosen by SNI (a filter chain each), and the
+  # client CA.
   - name: gateway-https
     address: "0.0.0.0:8443"
     tls:
-      certificates: [{ certificate_chain: "sds://kubernetes://edge/shop-cert" }]
+      certificates:
+        - { certificate_chain: "sds://kubernetes://edge/shop-cert" }
+        - { certificate_chain: /etc/certs/api.pem, private_key: /etc/certs/api.key, server_names: [api.example.com, "*.api.example.com"] }
       trusted_ca: "sds://kubernetes://edge/shop-cert-cacert"
       require_client_certificate: true
     tcp: { cluster: mysql }
@@ -223,6 +226,23 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let resources = encode(&config).unwrap();
     assert_eq!(resources.listeners.len(), 7);
+    let https = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "gateway-https")
+        .unwrap();
+    let names: Vec<Vec<String>> = https
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.clone().unwrap().server_names)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            vec![],
+            vec!["api.example.com".to_string(), "*.api.example.com".into()]
+        ]
+    );
     assert_eq!(resources.secrets.len(), 2);
     // The key is in the Secret resource, never printed.
     assert!(!format!("{resources:?}").contains("PRIVATE KEY"));

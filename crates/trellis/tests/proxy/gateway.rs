@@ -396,6 +396,7 @@ async fn gateway_credentials_come_from_secrets_and_rotate_under_load() {
     let v1 = pki.leaf("bookinfo-v1", &["DNS:bookinfo.example.test"], false);
     let v2 = pki.leaf("bookinfo-v2", &["DNS:bookinfo.example.test"], true);
     let partner = pki.leaf("partner-server", &["DNS:partner.example.test"], false);
+    let shop = pki.leaf("shop-server", &["DNS:shop.example.test"], true);
     let client_pki = Pki::new("partner-clients");
     let client = client_pki.leaf("partner", &["DNS:client.partner.test"], false);
     let (https, mutual, missing) = (free_port(), free_port(), free_port());
@@ -420,6 +421,9 @@ spec:
     - port: {{ number: {https}, name: https, protocol: HTTPS }}
       hosts: [bookinfo.example.test]
       tls: {{ mode: SIMPLE, credentialName: bookinfo-credential }}
+    - port: {{ number: {https}, name: https-shop, protocol: HTTPS }}
+      hosts: [shop.example.test]
+      tls: {{ mode: SIMPLE, credentialName: shop-credential }}
     - port: {{ number: {mutual}, name: https-mutual, protocol: HTTPS }}
       hosts: [partner.example.test]
       tls: {{ mode: MUTUAL, credentialName: partner-credential }}
@@ -443,6 +447,11 @@ spec:
     std::fs::write(
         mesh.path().join("bookinfo-credential.yaml"),
         tls_secret("bookinfo-credential", &v1, None),
+    )
+    .unwrap();
+    std::fs::write(
+        mesh.path().join("shop-credential.yaml"),
+        tls_secret("shop-credential", &shop, None),
     )
     .unwrap();
     std::fs::write(
@@ -480,7 +489,18 @@ spec:
         last = get(&[]);
     }
     assert!(last.1.starts_with("200"), "{last:?}\n{}", gw.log());
+    // Two servers on one port, each with its certificate, chosen by SNI.
     assert!(served_subject(https, "bookinfo.example.test").contains("bookinfo-v1"));
+    assert!(served_subject(https, "shop.example.test").contains("shop-server"));
+    let shop_resolve = format!("shop.example.test:{https}:127.0.0.1");
+    let (_, code) = curl(&[
+        "--cacert",
+        &root,
+        "--resolve",
+        &shop_resolve,
+        &format!("https://shop.example.test:{https}/productpage"),
+    ]);
+    assert!(code.starts_with("200"), "{code}");
     // The key never went to a file on the gateway's side.
     assert!(
         !gw.log().contains("BEGIN"),
