@@ -114,6 +114,8 @@ for port in $GW $NGINX $HAPROXY; do
         || { echo "no HTTPS on $port" >&2; exit 1; }
 done
 
+# nginx's worker does the work (its master only supervises).
+NGINX_PID=$(pgrep -P "$NGINX_PID" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A CPU
 run() { # $1 = label, $2 = pid, $3 = url, $4... = wrk options
