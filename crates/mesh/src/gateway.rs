@@ -202,12 +202,17 @@ fn tls_version(v: &str) -> Option<Option<tc::TlsVersion>> {
     }
 }
 
-/// Whether a VirtualService in `vs_ns` binds to the Gateway `gw`.
+/// Whether a VirtualService binds to the Gateway `gw`.
 fn binds(vs: &Resource<VirtualService>, gw: &Resource<Gateway>) -> bool {
-    vs.spec.gateways.iter().any(|g| match g.split_once('/') {
+    vs.spec.gateways.iter().any(|g| names(g, &vs.namespace, gw))
+}
+
+/// Whether `g` (`<name>` in `vs_ns`, or `<namespace>/<name>`) names the Gateway `gw`.
+fn names(g: &str, vs_ns: &str, gw: &Resource<Gateway>) -> bool {
+    match g.split_once('/') {
         Some((ns, name)) => ns == gw.namespace && name == gw.name,
-        None => vs.namespace == gw.namespace && g == &gw.name,
-    })
+        None => vs_ns == gw.namespace && g == gw.name,
+    }
 }
 
 /// Whether a server's `hosts` admit `host` of a VirtualService in `vs_ns`.
@@ -397,7 +402,7 @@ fn http_hosts(
         let routes = if redirect {
             vec![https_redirect()]
         } else {
-            g.gateway_routes(vs, number)
+            g.gateway_routes(gw, vs, number)
         };
         // The Gateway API matches hostnames whatever the port in the Host header.
         let domains = if host == "*" {
@@ -620,9 +625,14 @@ impl Gen<'_> {
         }
     }
 
-    /// A gateway-bound VirtualService's HTTP routes for the listener on `port`: a match
-    /// naming another port does not apply there.
-    fn gateway_routes(&mut self, vs: &Resource<VirtualService>, port: u16) -> Vec<tc::Route> {
+    /// A gateway-bound VirtualService's HTTP routes for the listener on `port` of `gw`:
+    /// a match naming another port, or other gateways, does not apply there.
+    fn gateway_routes(
+        &mut self,
+        gw: &Resource<Gateway>,
+        vs: &Resource<VirtualService>,
+        port: u16,
+    ) -> Vec<tc::Route> {
         let mut routes = Vec::new();
         for (i, r) in vs.spec.http.iter().enumerate() {
             let name = r
@@ -631,10 +641,16 @@ impl Gen<'_> {
                 .unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
             let mut r = r.clone();
             if !r.matches.is_empty() {
-                r.matches
-                    .retain(|m| m.port.is_none_or(|p| p == 0 || p == port));
+                r.matches.retain(|m| {
+                    m.port.is_none_or(|p| p == 0 || p == port)
+                        && (m.gateways.is_empty()
+                            || m.gateways.iter().any(|g| names(g, &vs.namespace, gw)))
+                });
                 if r.matches.is_empty() {
                     continue;
+                }
+                for m in &mut r.matches {
+                    m.gateways.clear();
                 }
             }
             routes.extend(self.http_route(&vs.namespace, &name, &r, None));

@@ -779,6 +779,9 @@ impl<'a> Gen<'a> {
                 m.port
                     .is_none_or(|port| port == 0 || p.is_none_or(|p| port == p.number))
             })
+            // A match for named gateways only is not the sidecars' (gateway routes
+            // come here with the gateway's matches already chosen and unnamed).
+            .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
             .filter(|m| {
                 m.source_labels
                     .iter()

@@ -290,6 +290,10 @@ pub struct HttpMatch {
     pub source_labels: Labels,
     #[serde(default)]
     pub source_namespace: Option<String>,
+    /// The gateways (`mesh` for the sidecars) this match applies on; all of the
+    /// VirtualService's when empty.
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// Exactly one of the three, as Istio's StringMatch oneof.

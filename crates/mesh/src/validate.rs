@@ -284,6 +284,14 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<String> {
         let p = format!("spec.http[{i}]");
         for (j, m) in r.matches.iter().enumerate() {
             let mp = format!("{p}.match[{j}]");
+            for (k, g) in m.gateways.iter().enumerate() {
+                let name = g.split_once('/').map_or(g.as_str(), |(_, n)| n);
+                if g != "mesh" && (name.is_empty() || g.matches('/').count() > 1) {
+                    errors.push(format!(
+                        "{mp}.gateways[{k}]: {g:?} is not mesh, <name> or <namespace>/<name>"
+                    ));
+                }
+            }
             for (field, sm) in [
                 ("uri", &m.uri),
                 ("method", &m.method),

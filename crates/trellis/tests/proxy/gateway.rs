@@ -579,3 +579,139 @@ spec:
     assert!(failed.is_empty(), "{failed:?}");
     assert!(ok >= 10, "only {ok} requests");
 }
+
+/// The egress gateway pattern (Istio's "egress gateway with TLS origination"): the app
+/// speaks plain HTTP to an external host; its sidecar sends the request over mutual TLS
+/// to the egress gateway (a VirtualService route whose match names `mesh`), whose
+/// ISTIO_MUTUAL server takes it and routes it (the route whose match names the gateway)
+/// to the external server over TLS it originates (DestinationRule SIMPLE with SNI and
+/// CA). The external server is `openssl s_server`, which prints the SNI it got.
+#[tokio::test]
+async fn sidecars_reach_an_external_service_through_an_egress_gateway_that_originates_tls() {
+    let _quiet = quiet().await;
+    let ext_pki = Pki::new("external-ca");
+    let api = ext_pki.leaf("api", &["DNS:api.example.test"], false);
+    let dir = tempfile::tempdir().unwrap();
+    let (ext, egress) = (free_port(), free_port());
+    let server = SServer::start(ext, &["-cert", &api.cert, "-key", &api.key], dir.path());
+    let app = Workload::new("app", "app: app", "app");
+    let mesh = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: api, namespace: default }}
+spec:
+  hosts: [api.example.test]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports:
+    - {{ number: 80, name: http, protocol: HTTP }}
+    - {{ number: 443, name: https, protocol: HTTPS, targetPort: {ext} }}
+  endpoints: [{{ address: 127.0.0.1 }}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: egressgateway, namespace: default }}
+spec: {{ address: 127.0.0.1, labels: {{ istio: egressgateway }}, serviceAccount: egressgateway }}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: egressgateway, namespace: default }}
+spec:
+  hosts: [istio-egressgateway.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: {egress}, name: https, protocol: HTTPS }}]
+  workloadSelector: {{ labels: {{ istio: egressgateway }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{ name: istio-egressgateway, namespace: default }}
+spec:
+  selector: {{ istio: egressgateway }}
+  servers:
+    - port: {{ number: {egress}, name: https-port-for-tls-origination, protocol: HTTPS }}
+      hosts: [api.example.test]
+      tls: {{ mode: ISTIO_MUTUAL }}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{ name: egressgateway-for-api, namespace: default }}
+spec:
+  host: istio-egressgateway.default.svc.cluster.local
+  trafficPolicy: {{ tls: {{ mode: ISTIO_MUTUAL }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{ name: direct-api-through-egress-gateway, namespace: default }}
+spec:
+  hosts: [api.example.test]
+  gateways: [istio-egressgateway, mesh]
+  http:
+    - match: [{{ gateways: [mesh], port: 80 }}]
+      route: [{{ destination: {{ host: istio-egressgateway.default.svc.cluster.local, port: {{ number: {egress} }} }} }}]
+    - match: [{{ gateways: [istio-egressgateway], port: {egress} }}]
+      route: [{{ destination: {{ host: api.example.test, port: {{ number: 443 }} }} }}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{ name: originate-tls-for-api, namespace: default }}
+spec:
+  host: api.example.test
+  trafficPolicy:
+    portLevelSettings:
+      - port: {{ number: 443 }}
+        tls: {{ mode: SIMPLE, caCertificates: {ca} }}
+"#,
+        ca = ext_pki.root_path(),
+    );
+    std::fs::write(mesh.path().join("egress.yaml"), config).unwrap();
+    std::fs::write(mesh.path().join("app.yaml"), app.entry()).unwrap();
+    let c = control(mesh.path());
+    let _s = sidecar(&c, &app, dir.path());
+    let mut gw = gateway(
+        &c,
+        "egressgateway",
+        "spiffe://cluster.local/ns/default/sa/egressgateway",
+    );
+
+    let url = format!("http://127.0.0.1:{}/", app.outbound);
+    let mut last = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let r = send(Req::get(&url).header("host", "api.example.test")).await;
+        if r.as_ref().is_ok_and(|r| r.status == 200) {
+            last = r.ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = last.unwrap_or_else(|| panic!("never through the egress gateway\n{}", gw.log()));
+    // s_server's page: the TLS it had, which the gateway originated with the SNI.
+    assert!(r.body.contains("TLSv1.3"), "{}", r.body);
+    let seen = std::fs::read_to_string(&server.out).unwrap();
+    let sni: String = seen
+        .lines()
+        .skip_while(|l| !l.contains("\"server name\""))
+        .skip(1)
+        .take(2)
+        .filter_map(|l| l.get(57..))
+        .collect();
+    assert!(sni.ends_with("api.example.test"), "SNI {sni:?} in {seen}");
+    // The sidecar went to the gateway over mutual TLS (the gateway's ISTIO_MUTUAL
+    // listener counted the handshake), not to the external server directly.
+    let admin = gw.wait_ready(&gw.dir.path().join("ready.json"))["admin"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stats = get(&format!("http://{admin}/stats/prometheus")).await.body;
+    let handshakes: f64 = stats
+        .lines()
+        .filter(|l| {
+            l.starts_with("trellis_downstream_tls_handshakes_total")
+                && l.contains("result=\"success\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(handshakes >= 1.0, "{stats}");
+}
