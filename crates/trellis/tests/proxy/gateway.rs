@@ -492,6 +492,30 @@ spec:
     // Two servers on one port, each with its certificate, chosen by SNI.
     assert!(served_subject(https, "bookinfo.example.test").contains("bookinfo-v1"));
     assert!(served_subject(https, "shop.example.test").contains("shop-server"));
+    // HTTP/2 by ALPN, as curl and openssl negotiate it.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--http2",
+        ])
+        .args(["--cacert", &root, "--resolve", &resolve, &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    let alpn = s_client(
+        format!("127.0.0.1:{https}").parse().unwrap(),
+        &[
+            "-servername",
+            "bookinfo.example.test",
+            "-alpn",
+            "h2,http/1.1",
+        ],
+    );
+    assert!(alpn.contains("ALPN protocol: h2"), "{alpn}");
     let shop_resolve = format!("shop.example.test:{https}:127.0.0.1");
     let (_, code) = curl(&[
         "--cacert",
