@@ -1,7 +1,7 @@
 //! The Gateway API's status, written back to the cluster as its specification asks:
 //! GatewayClasses of Trellis's controller `Accepted`; Gateways `Accepted` and
 //! `Programmed`, with each listener's conditions, route kinds and attached routes;
-//! HTTPRoutes one entry per parent of Trellis's (`Accepted`, `ResolvedRefs`). Each
+//! HTTPRoutes and GRPCRoutes one entry per parent of Trellis's (`Accepted`, `ResolvedRefs`). Each
 //! object's status is written (a merge patch of its `status` subresource) only when
 //! what it says or the object's generation changed, so the watch events the writes cause
 //! do not cause more writes.
@@ -27,7 +27,8 @@ fn kind(key: &str) -> &'static IstioKind {
 
 const CLASS: &str = "GatewayClass.gateway.networking.k8s.io";
 const GATEWAY: &str = "Gateway.gateway.networking.k8s.io";
-const ROUTE: &str = "HTTPRoute.gateway.networking.k8s.io";
+const HTTP_ROUTE: &str = "HTTPRoute.gateway.networking.k8s.io";
+const GRPC_ROUTE: &str = "GRPCRoute.gateway.networking.k8s.io";
 
 /// The status documents `status` says, by (kind key, namespace, name), without the
 /// per-write stamps (transition time, observed generation).
@@ -84,8 +85,12 @@ fn documents(status: &Status) -> Vec<((&'static str, String, String), Value)> {
                 })
             })
             .collect();
+        let kind = match r.kind {
+            "GRPCRoute" => GRPC_ROUTE,
+            _ => HTTP_ROUTE,
+        };
         out.push((
-            (ROUTE, r.namespace.clone(), r.name.clone()),
+            (kind, r.namespace.clone(), r.name.clone()),
             json!({ "parents": parents }),
         ));
     }

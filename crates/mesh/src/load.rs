@@ -502,13 +502,14 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         }
         ("gateway", "Gateway") => accept!(k8s_gateways, crate::gateway_api::gateway),
         ("gateway", "HTTPRoute") => accept!(http_routes, crate::gateway_api::http_route),
+        ("gateway", "GRPCRoute") => accept!(grpc_routes, crate::gateway_api::grpc_route),
         ("gateway", "ReferenceGrant") => {
             accept!(reference_grants, crate::gateway_api::reference_grant)
         }
         ("gateway", other) => {
             return Err(refuse(
                 &resource,
-                format!("kind {other} of the Gateway API is not supported by Trellis yet (GatewayClass, Gateway, HTTPRoute and ReferenceGrant are)"),
+                format!("kind {other} of the Gateway API is not supported by Trellis yet (GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant are)"),
             ))
         }
         _ => {

@@ -278,3 +278,43 @@ fn what_the_gateway_api_refuses_is_refused_by_field() {
         assert!(loaded.refused[0].message.contains(says), "{doc}: {}", loaded.refused[0].message);
     }
 }
+
+#[test]
+fn grpc_methods_are_paths_as_istio_converts_them() {
+    use trellis_mesh::gateway_api::types::GrpcRoute;
+    let route: GrpcRoute = serde_yaml::from_str(
+        r#"
+rules:
+  - matches:
+      - method: { service: helloworld.Greeter, method: SayHello }
+      - method: { service: helloworld.Greeter }
+      - method: { method: SayHello }
+      - method: { type: RegularExpression, service: "helloworld\\..*" }
+      - headers: [{ name: x-tenant, value: a }]
+"#,
+    )
+    .unwrap();
+    let http = route.as_http();
+    let paths: Vec<(String, String)> = http.rules[0]
+        .matches
+        .iter()
+        .map(|m| {
+            let p = m.path.clone().unwrap_or_default();
+            (p.kind.unwrap_or_default(), p.value.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (
+                "Exact".to_string(),
+                "/helloworld.Greeter/SayHello".to_string()
+            ),
+            ("PathPrefix".into(), "/helloworld.Greeter/".into()),
+            ("RegularExpression".into(), "/[^/]+/SayHello".into()),
+            ("RegularExpression".into(), "/helloworld\\..*/[^/]+".into()),
+            (String::new(), String::new()),
+        ]
+    );
+    assert_eq!(http.rules[0].matches[4].headers[0].name, "x-tenant");
+}

@@ -30,9 +30,27 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
         gateways.push(listeners(gw, inputs));
     }
     let mut buckets: BTreeMap<(String, String, String), Vec<Entry>> = BTreeMap::new();
-    for (order, route) in inputs.http_routes.iter().enumerate() {
-        let resolved = resolved_refs(route, inputs, registry);
+    // HTTPRoutes, and GRPCRoutes as the HTTPRoutes they mean.
+    let routes: Vec<(&'static str, Resource<HttpRoute>)> = inputs
+        .http_routes
+        .iter()
+        .map(|r| ("HTTPRoute", r.clone()))
+        .chain(inputs.grpc_routes.iter().map(|r| {
+            let http = Resource {
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+                labels: r.labels.clone(),
+                annotations: r.annotations.clone(),
+                spec: r.spec.as_http(),
+                source: r.source.clone(),
+            };
+            ("GRPCRoute", http)
+        }))
+        .collect();
+    for (order, (route_kind, route)) in routes.iter().enumerate() {
+        let resolved = resolved_refs(route_kind, route, inputs, registry);
         let mut rs = RouteStatus {
+            kind: route_kind,
             namespace: route.namespace.clone(),
             name: route.name.clone(),
             parents: Vec::new(),
@@ -52,15 +70,7 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
             };
             let mut named = parent.clone();
             named.namespace = Some(ns.clone());
-            let accepted = attach(
-                gw,
-                route,
-                parent,
-                &route.namespace,
-                inputs,
-                order,
-                &mut buckets,
-            );
+            let accepted = attach(gw, (route_kind, route), parent, inputs, order, &mut buckets);
             rs.parents.push(ParentStatus {
                 parent: named,
                 conditions: vec![accepted, resolved.clone()],
@@ -72,7 +82,7 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         let http = entries
             .iter()
-            .map(|e| http_route(e, inputs, registry))
+            .map(|e| http_route(e, &routes, inputs, registry))
             .collect();
 
         inputs.virtual_services.push(Resource {
@@ -361,10 +371,11 @@ fn route_kinds(l: &k8s::Listener) -> (Vec<String>, bool) {
         .map(|a| a.kinds.as_slice())
         .unwrap_or_default();
     if asked.is_empty() {
-        return (vec!["HTTPRoute".into()], false);
+        return (vec!["HTTPRoute".into(), "GRPCRoute".into()], false);
     }
     let valid = |k: &&k8s::RouteGroupKind| {
-        k.group.as_deref().unwrap_or(GROUP) == GROUP && k.kind == "HTTPRoute"
+        k.group.as_deref().unwrap_or(GROUP) == GROUP
+            && matches!(k.kind.as_str(), "HTTPRoute" | "GRPCRoute")
     };
     let kinds: Vec<String> = asked.iter().filter(valid).map(|k| k.kind.clone()).collect();
     let invalid = kinds.len() < asked.len();
@@ -446,13 +457,13 @@ fn path_of(m: &k8s::HttpRouteMatch) -> (&str, String) {
 /// route's `Accepted` condition for that parent.
 fn attach(
     gw: &mut Served,
-    route: &Resource<HttpRoute>,
+    (kind, route): (&str, &Resource<HttpRoute>),
     parent: &ParentRef,
-    route_ns: &str,
     inputs: &Inputs,
     order: usize,
     buckets: &mut BTreeMap<(String, String, String), Vec<Entry>>,
 ) -> Condition {
+    let route_ns = route.namespace.as_str();
     let named: Vec<usize> = (0..gw.spec.listeners.len())
         .filter(|i| {
             let l = &gw.spec.listeners[*i];
@@ -471,7 +482,14 @@ fn attach(
     let allowed: Vec<usize> = named
         .into_iter()
         .filter(|i| {
-            gw.usable[*i] && admits(&gw.spec.listeners[*i], &gw.namespace, route_ns, inputs)
+            gw.usable[*i]
+                && admits(
+                    &gw.spec.listeners[*i],
+                    kind,
+                    &gw.namespace,
+                    route_ns,
+                    inputs,
+                )
         })
         .collect();
     if allowed.is_empty() {
@@ -527,9 +545,9 @@ fn attach(
 }
 
 /// Whether a listener's `allowedRoutes` admit an HTTPRoute from `route_ns`.
-fn admits(l: &k8s::Listener, gw_ns: &str, route_ns: &str, inputs: &Inputs) -> bool {
+fn admits(l: &k8s::Listener, kind: &str, gw_ns: &str, route_ns: &str, inputs: &Inputs) -> bool {
     let (kinds, _) = route_kinds(l);
-    if !kinds.iter().any(|k| k == "HTTPRoute") {
+    if !kinds.iter().any(|k| k == kind) {
         return false;
     }
     let namespaces = l
@@ -589,6 +607,7 @@ fn covers(pattern: &str, name: &str) -> bool {
 }
 
 fn backend_error(
+    route_kind: &str,
     b: &k8s::BackendObjectRef,
     route_ns: &str,
     inputs: &Inputs,
@@ -603,7 +622,7 @@ fn backend_error(
         ));
     }
     let ns = b.namespace.as_deref().unwrap_or(route_ns);
-    if ns != route_ns && !granted(inputs, route_ns, ns, &b.name) {
+    if ns != route_ns && !granted(inputs, route_kind, route_ns, ns, &b.name) {
         return Some((
             "RefNotPermitted",
             format!(
@@ -633,11 +652,16 @@ fn backend_error(
 }
 
 /// A route's `ResolvedRefs`: false with the first backend that does not resolve.
-fn resolved_refs(route: &Resource<HttpRoute>, inputs: &Inputs, registry: &Registry) -> Condition {
+fn resolved_refs(
+    kind: &str,
+    route: &Resource<HttpRoute>,
+    inputs: &Inputs,
+    registry: &Registry,
+) -> Condition {
     for rule in &route.spec.rules {
         for b in &rule.backend_refs {
             if let Some((reason, message)) =
-                backend_error(&b.backend, &route.namespace, inputs, registry)
+                backend_error(kind, &b.backend, &route.namespace, inputs, registry)
             {
                 return Condition::new("ResolvedRefs", false, reason, message);
             }
@@ -647,7 +671,7 @@ fn resolved_refs(route: &Resource<HttpRoute>, inputs: &Inputs, registry: &Regist
 }
 
 /// Whether a ReferenceGrant in `to_ns` lets HTTPRoutes of `from_ns` refer to Service `name`.
-fn granted(inputs: &Inputs, from_ns: &str, to_ns: &str, name: &str) -> bool {
+fn granted(inputs: &Inputs, kind: &str, from_ns: &str, to_ns: &str, name: &str) -> bool {
     inputs
         .reference_grants
         .iter()
@@ -656,7 +680,7 @@ fn granted(inputs: &Inputs, from_ns: &str, to_ns: &str, name: &str) -> bool {
             g.spec
                 .from
                 .iter()
-                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+                .any(|f| f.group == GROUP && f.kind == kind && f.namespace == from_ns)
                 && g.spec.to.iter().any(|t| {
                     t.group.is_empty()
                         && t.kind == "Service"
@@ -666,8 +690,13 @@ fn granted(inputs: &Inputs, from_ns: &str, to_ns: &str, name: &str) -> bool {
 }
 
 /// One attached match as the Istio route it becomes.
-fn http_route(e: &Entry, inputs: &Inputs, registry: &Registry) -> istio::HttpRoute {
-    let route = &inputs.http_routes[e.route];
+fn http_route(
+    e: &Entry,
+    routes: &[(&'static str, Resource<HttpRoute>)],
+    inputs: &Inputs,
+    registry: &Registry,
+) -> istio::HttpRoute {
+    let (route_kind, route) = (routes[e.route].0, &routes[e.route].1);
     let rule = &route.spec.rules[e.rule];
     let ns = &route.namespace;
     let (kind, path) = path_of(&e.matched);
@@ -798,7 +827,7 @@ fn http_route(e: &Entry, inputs: &Inputs, registry: &Registry) -> istio::HttpRou
             "RequestMirror" => {
                 let Some(m) = &f.request_mirror else { continue };
                 if out.mirror.is_some()
-                    || backend_error(&m.backend_ref, ns, inputs, registry).is_some()
+                    || backend_error(route_kind, &m.backend_ref, ns, inputs, registry).is_some()
                 {
                     continue; // one mirror per route; an invalid one mirrors nothing
                 }
@@ -829,7 +858,7 @@ fn http_route(e: &Entry, inputs: &Inputs, registry: &Registry) -> istio::HttpRou
     let valid: Vec<&k8s::HttpBackendRef> = rule
         .backend_refs
         .iter()
-        .filter(|b| backend_error(&b.backend, ns, inputs, registry).is_none())
+        .filter(|b| backend_error(route_kind, &b.backend, ns, inputs, registry).is_none())
         .collect();
     let weight = |b: &k8s::HttpBackendRef| b.weight.unwrap_or(1);
     let total: u32 = valid.iter().map(|b| weight(b)).sum();

@@ -61,6 +61,8 @@ pub struct ParentStatus {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteStatus {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub kind: &'static str,
     pub namespace: String,
     pub name: String,
     pub parents: Vec<ParentStatus>,
@@ -108,7 +110,8 @@ impl Status {
             for p in &r.parents {
                 for k in p.conditions.iter().filter(|c| bad(c)) {
                     out.push(format!(
-                        "HTTPRoute {}/{} parent {}/{}: {} {}: {}",
+                        "{} {}/{} parent {}/{}: {} {}: {}",
+                        r.kind,
                         r.namespace,
                         r.name,
                         p.parent.namespace.as_deref().unwrap_or_default(),

@@ -364,3 +364,105 @@ pub struct GrantTo {
     #[serde(default)]
     pub name: Option<String>,
 }
+
+/// A GRPCRoute: served as the HTTPRoute it means (`as_http`), gRPC methods being
+/// paths `/<service>/<method>`, as Istio converts them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRoute {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<GrpcRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteRule {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub matches: Vec<GrpcRouteMatch>,
+    #[serde(default)]
+    pub filters: Vec<HttpRouteFilter>,
+    #[serde(default)]
+    pub backend_refs: Vec<HttpBackendRef>,
+    #[serde(default)]
+    pub session_persistence: Option<serde_yaml::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteMatch {
+    #[serde(default)]
+    pub method: Option<GrpcMethodMatch>,
+    #[serde(default)]
+    pub headers: Vec<ValueMatch>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+impl GrpcRoute {
+    /// The HTTPRoute this GRPCRoute means: a method match is a path match on
+    /// `/<service>/<method>` (exact; a service alone is its prefix `/<service>/`; a
+    /// method alone, or regular expressions, a regular expression).
+    pub fn as_http(&self) -> HttpRoute {
+        let path = |m: &GrpcMethodMatch| {
+            let regex = m.kind.as_deref() == Some("RegularExpression");
+            let (kind, value) = match (regex, m.service.as_deref(), m.method.as_deref()) {
+                (false, Some(s), Some(me)) => ("Exact", format!("/{s}/{me}")),
+                (false, Some(s), None) => ("PathPrefix", format!("/{s}/")),
+                (false, None, Some(me)) => {
+                    ("RegularExpression", format!("/[^/]+/{}", regex::escape(me)))
+                }
+                (true, s, me) => (
+                    "RegularExpression",
+                    format!("/{}/{}", s.unwrap_or("[^/]+"), me.unwrap_or("[^/]+")),
+                ),
+                (false, None, None) => ("PathPrefix", "/".into()),
+            };
+            PathMatch {
+                kind: Some(kind.into()),
+                value: Some(value),
+            }
+        };
+        HttpRoute {
+            parent_refs: self.parent_refs.clone(),
+            hostnames: self.hostnames.clone(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| HttpRouteRule {
+                    name: r.name.clone(),
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(|m| HttpRouteMatch {
+                            path: m.method.as_ref().map(path),
+                            headers: m.headers.clone(),
+                            query_params: Vec::new(),
+                            method: None,
+                        })
+                        .collect(),
+                    filters: r.filters.clone(),
+                    backend_refs: r.backend_refs.clone(),
+                    timeouts: None,
+                    retry: None,
+                    session_persistence: r.session_persistence.clone(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -325,3 +325,42 @@ pub fn reference_grant(g: &ReferenceGrant) -> Vec<String> {
     }
     errors
 }
+
+pub fn grpc_route(r: &GrpcRoute) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, rule) in r.rules.iter().enumerate() {
+        for (j, m) in rule.matches.iter().enumerate() {
+            let Some(method) = &m.method else { continue };
+            let mp = format!("spec.rules[{i}].matches[{j}].method");
+            if method.service.is_none() && method.method.is_none() {
+                errors.push(format!("{mp}: one of service or method is required"));
+            }
+            if !matches!(
+                method.kind.as_deref(),
+                None | Some("Exact" | "RegularExpression")
+            ) {
+                errors.push(format!(
+                    "{mp}.type: {:?} is not Exact or RegularExpression",
+                    method.kind
+                ));
+            }
+        }
+        for (j, f) in rule.filters.iter().enumerate() {
+            if !matches!(
+                f.kind.as_str(),
+                "RequestHeaderModifier"
+                    | "ResponseHeaderModifier"
+                    | "RequestMirror"
+                    | "ExtensionRef"
+            ) {
+                errors.push(format!(
+                    "spec.rules[{i}].filters[{j}].type: {:?} is not a GRPCRoute filter",
+                    f.kind
+                ));
+            }
+        }
+    }
+    // The rest as the HTTPRoute it means (regular expressions, filters, weights).
+    errors.extend(http_route(&r.as_http()));
+    errors
+}

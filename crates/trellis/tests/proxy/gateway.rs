@@ -739,3 +739,81 @@ spec:
         .sum();
     assert!(handshakes >= 1.0, "{stats}");
 }
+
+/// A GRPCRoute (Kubernetes Gateway API, from the config directory): gRPC calls over h2c
+/// reach the backend its method match names over HTTP/2; another method has no route.
+#[tokio::test]
+async fn a_grpc_route_sends_a_service_s_methods_to_its_backend() {
+    let _quiet = quiet().await;
+    let port = free_port();
+    let backend = app_on("greeter-v1", "127.0.0.1:0", &[]);
+    let mesh = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: greeter, namespace: default }}
+spec:
+  hosts: [greeter.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: 50051, name: grpc, protocol: GRPC, targetPort: {backend_port} }}]
+  endpoints: [{{ address: 127.0.0.1 }}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: edge, namespace: default }}
+spec: {{ address: 127.0.0.1, labels: {{ gateway.networking.k8s.io/gateway-name: edge }}, serviceAccount: edge }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: edge, namespace: default }}
+spec:
+  gatewayClassName: trellis
+  listeners: [{{ name: grpc, port: {port}, protocol: HTTP }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{ name: greeter, namespace: default }}
+spec:
+  parentRefs: [{{ name: edge }}]
+  rules:
+    - matches: [{{ method: {{ service: helloworld.Greeter, method: SayHello }} }}]
+      filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {{ set: [{{ name: x-route, value: greeter }}] }}
+      backendRefs: [{{ name: greeter, port: 50051 }}]
+"#,
+        backend_port = backend.addr.port(),
+    );
+    std::fs::write(mesh.path().join("grpc.yaml"), config).unwrap();
+    let c = control(mesh.path());
+    let gw = gateway(&c, "edge", "spiffe://cluster.local/ns/default/sa/edge");
+    // One gRPC message: uncompressed, 5 bytes.
+    let frame: &[u8] = &[0, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'];
+    let call = |method: &str| {
+        Req::get(&format!(
+            "http://127.0.0.1:{port}/helloworld.Greeter/{method}"
+        ))
+        .method("POST")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(bytes::Bytes::from_static(frame))
+        .h2()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        last = send(call("SayHello")).await.ok();
+        if last.as_ref().is_some_and(|r| r.status == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = last.unwrap_or_else(|| panic!("no answer\n{}", gw.log()));
+    assert_eq!(r.status, 200, "{}", gw.log());
+    assert_eq!(r.header("x-route"), Some("greeter"));
+    assert_eq!(r.header("x-served-by"), Some("greeter-v1"));
+    assert_eq!(r.body.as_bytes(), frame, "the message echoed");
+    // Another method of the service: no route.
+    assert_eq!(send(call("SayGoodbye")).await.unwrap().status, 404);
+}
