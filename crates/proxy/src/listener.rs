@@ -520,10 +520,16 @@ async fn serve_http<S>(
     let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
     let header_bytes = limits.max_request_headers_kb as usize * 1024;
     let service_activity = activity.clone();
+    // Whether the settings this connection was admitted under (plaintext under
+    // PERMISSIVE, say) have been replaced by stricter ones.
+    let retired = drain.retired.clone();
     let service = service_fn(move |req| {
         // Each request sees the listener's current config, so a reload applies to
-        // requests on connections that were open before it.
+        // requests on connections that were open before it; a connection whose
+        // admission was retired serves nothing more, even a request read before its
+        // drain took effect.
         let manager = match &runtime.load().behaviour {
+            _ if *retired.borrow() => None,
             Behaviour::Http(m, _) | Behaviour::Detect { http: m, .. } => Some(m.clone()),
             Behaviour::Tcp(_) | Behaviour::Passthrough(_) => None,
         };
