@@ -502,6 +502,29 @@ fn chain_filters(
     Ok(Some(()))
 }
 
+/// A chain's match, which may say only server names (and that the transport is TLS):
+/// the form of chains by server name, for `what`.
+fn by_server_name(
+    ctx: &Ctx,
+    c: &lis::FilterChain,
+    path: &str,
+    what: &str,
+) -> Result<lis::FilterChainMatch, DecodeError> {
+    let m = c.filter_chain_match.clone().unwrap_or_default();
+    let mut other = m.clone();
+    other.server_names.clear();
+    other.transport_protocol.clear();
+    if other != lis::FilterChainMatch::default()
+        || !matches!(m.transport_protocol.as_str(), "" | "tls")
+    {
+        return Err(ctx.err(
+            &format!("{path}.filter_chain_match"),
+            format!("with {what} only server_names (and transport_protocol \"tls\") are supported"),
+        ));
+    }
+    Ok(m)
+}
+
 /// A listener whose chains differ only by server names and certificate: one listener
 /// whose TLS picks the certificate by SNI (the chain without names is the default).
 fn certificates_by_name(
@@ -512,18 +535,7 @@ fn certificates_by_name(
     let mut out: Option<tc::Listener> = None;
     for (i, c) in l.filter_chains.iter().enumerate() {
         let path = format!("filter_chains[{i}]");
-        let m = c.filter_chain_match.clone().unwrap_or_default();
-        let mut other = m.clone();
-        other.server_names.clear();
-        other.transport_protocol.clear();
-        if other != lis::FilterChainMatch::default()
-            || !matches!(m.transport_protocol.as_str(), "" | "tls")
-        {
-            return Err(ctx.err(
-                &format!("{path}.filter_chain_match"),
-                "with certificates by SNI only server_names (and transport_protocol \"tls\") are supported",
-            ));
-        }
+        let m = by_server_name(ctx, c, &path, "certificates by SNI")?;
         let mut one = base.clone();
         if chain_filters(ctx, (i, c), false, &mut one)?.is_none() {
             return Ok(None);
@@ -593,18 +605,7 @@ fn sni_routes(ctx: &mut Ctx, l: &lis::Listener, out: &mut tc::Listener) -> Resul
     };
     for (i, c) in l.filter_chains.iter().enumerate() {
         let path = format!("filter_chains[{i}]");
-        let m = c.filter_chain_match.clone().unwrap_or_default();
-        let mut other = m.clone();
-        other.server_names.clear();
-        other.transport_protocol.clear();
-        if other != lis::FilterChainMatch::default()
-            || !matches!(m.transport_protocol.as_str(), "" | "tls")
-        {
-            return Err(ctx.err(
-                &format!("{path}.filter_chain_match"),
-                "with TLS passthrough only server_names (and transport_protocol \"tls\") are supported",
-            ));
-        }
+        let m = by_server_name(ctx, c, &path, "TLS passthrough")?;
         let tcp = chain_tcp(ctx, i, c, &path)?;
         let server_names = match m.server_names.is_empty() {
             true => vec!["*".to_string()],

@@ -89,14 +89,7 @@ async fn sidecars_originate_tls_with_sni_ca_names_and_a_client_certificate() {
     assert!(r.body.contains("TLSv1.3"), "{}", r.body);
     let seen = std::fs::read_to_string(&server.out).unwrap();
     assert!(seen.contains("server name"), "SNI sent: {seen}");
-    // (s_server prints the extension as a hex dump, 16 bytes a line.)
-    let sni: String = seen
-        .lines()
-        .skip_while(|l| !l.contains("\"server name\""))
-        .skip(1)
-        .take(2)
-        .filter_map(|l| l.get(57..))
-        .collect();
+    let sni = server.sni();
     assert!(
         sni.ends_with("api.example.test"),
         "the SNI was the host: {sni:?} in {seen}"

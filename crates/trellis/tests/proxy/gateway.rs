@@ -185,38 +185,9 @@ spec:
     assert!(!code.starts_with("200"), "no client certificate: {code}");
 }
 
-/// `trellis gateway` for a workload; returns it once its admin port is up.
+/// `trellis gateway` for a workload of the default namespace.
 fn gateway(c: &Control, name: &str, identity: &str) -> Proc {
-    let dir = tempfile::tempdir().unwrap();
-    let root = c.ca.root_file(dir.path());
-    let token = c.ca.token_file(dir.path(), identity);
-    let ready = dir.path().join("ready.json");
-    let ca = c.ca.addr.to_string();
-    let ready_arg = ready.display().to_string();
-    let mut p = Proc::spawn(
-        &[
-            "gateway",
-            "--control",
-            &ca,
-            "--ca-root",
-            &root,
-            "--token-file",
-            &token,
-            "--name",
-            name,
-            "--namespace",
-            "default",
-            "--admin",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--ready-file",
-            &ready_arg,
-        ],
-        dir,
-    );
-    p.wait_ready(&ready);
-    p
+    gateway_in(c, "default", name, identity)
 }
 
 /// TLS PASSTHROUGH: the gateway reads the SNI of the client's ClientHello and splices
@@ -713,15 +684,8 @@ spec:
     let r = last.unwrap_or_else(|| panic!("never through the egress gateway\n{}", gw.log()));
     // s_server's page: the TLS it had, which the gateway originated with the SNI.
     assert!(r.body.contains("TLSv1.3"), "{}", r.body);
-    let seen = std::fs::read_to_string(&server.out).unwrap();
-    let sni: String = seen
-        .lines()
-        .skip_while(|l| !l.contains("\"server name\""))
-        .skip(1)
-        .take(2)
-        .filter_map(|l| l.get(57..))
-        .collect();
-    assert!(sni.ends_with("api.example.test"), "SNI {sni:?} in {seen}");
+    let sni = server.sni();
+    assert!(sni.ends_with("api.example.test"), "SNI {sni:?}");
     // The sidecar went to the gateway over mutual TLS (the gateway's ISTIO_MUTUAL
     // listener counted the handshake), not to the external server directly.
     let admin = gw.wait_ready(&gw.dir.path().join("ready.json"))["admin"]

@@ -480,11 +480,60 @@ impl SServer {
     }
 }
 
+impl SServer {
+    /// The server name the last client sent, from s_server's `-tlsextdebug` hex dump
+    /// (16 bytes a line, the text from column 57).
+    pub fn sni(&self) -> String {
+        let seen = std::fs::read_to_string(&self.out).unwrap_or_default();
+        seen.lines()
+            .skip_while(|l| !l.contains("\"server name\""))
+            .skip(1)
+            .take(2)
+            .filter_map(|l| l.get(57..))
+            .collect()
+    }
+}
+
 impl Drop for SServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `trellis gateway` for the workload `namespace/name` of control plane `c`, with a
+/// token for `identity`; returns it once its admin port is up.
+pub fn gateway_in(c: &Control, namespace: &str, name: &str, identity: &str) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let root = c.ca.root_file(dir.path());
+    let token = c.ca.token_file(dir.path(), identity);
+    let ready = dir.path().join("ready.json");
+    let ca = c.ca.addr.to_string();
+    let ready_arg = ready.display().to_string();
+    let mut p = Proc::spawn(
+        &[
+            "gateway",
+            "--control",
+            &ca,
+            "--ca-root",
+            &root,
+            "--token-file",
+            &token,
+            "--name",
+            name,
+            "--namespace",
+            namespace,
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--ready-file",
+            &ready_arg,
+        ],
+        dir,
+    );
+    p.wait_ready(&ready);
+    p
 }
 
 /// A running `trellis control` (xDS and the embedded CA) reading `mesh_dir`.

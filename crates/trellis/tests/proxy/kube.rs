@@ -344,38 +344,12 @@ spec:
     )
     .unwrap();
     let c = control_with(&["--kubeconfig", kubectl.kubeconfig().to_str().unwrap()]);
-    let gw_dir = tempfile::tempdir().unwrap();
-    let root = c.ca.root_file(gw_dir.path());
-    let token = c.ca.token_file(
-        gw_dir.path(),
+    let gw = gateway_in(
+        &c,
+        "shop",
+        "edge-istio-5d9f7c6b8-x2x7q",
         "spiffe://cluster.local/ns/shop/sa/edge-istio",
     );
-    let ready = gw_dir.path().join("ready.json");
-    let ca = c.ca.addr.to_string();
-    let ready_arg = ready.display().to_string();
-    let mut gw = Proc::spawn(
-        &[
-            "gateway",
-            "--control",
-            &ca,
-            "--ca-root",
-            &root,
-            "--token-file",
-            &token,
-            "--name",
-            "edge-istio-5d9f7c6b8-x2x7q",
-            "--namespace",
-            "shop",
-            "--admin",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--ready-file",
-            &ready_arg,
-        ],
-        gw_dir,
-    );
-    gw.wait_ready(&ready);
 
     // Served: a route whose backend does not exist answers 500; one no route has, 404.
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
