@@ -29,6 +29,7 @@ const CLASS: &str = "GatewayClass.gateway.networking.k8s.io";
 const GATEWAY: &str = "Gateway.gateway.networking.k8s.io";
 const HTTP_ROUTE: &str = "HTTPRoute.gateway.networking.k8s.io";
 const GRPC_ROUTE: &str = "GRPCRoute.gateway.networking.k8s.io";
+const TLS_ROUTE: &str = "TLSRoute.gateway.networking.k8s.io";
 
 /// The status documents `status` says, by (kind key, namespace, name), without the
 /// per-write stamps (transition time, observed generation).
@@ -87,6 +88,7 @@ fn documents(status: &Status) -> Vec<((&'static str, String, String), Value)> {
             .collect();
         let kind = match r.kind {
             "GRPCRoute" => GRPC_ROUTE,
+            "TLSRoute" => TLS_ROUTE,
             _ => HTTP_ROUTE,
         };
         out.push((

@@ -99,11 +99,155 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
             source: super::SOURCE.into(),
         });
     }
+    tls_routes(inputs, registry, &mut gateways, &mut status);
     for g in gateways {
         inputs.gateways.extend(g.istio);
         status.gateways.push(g.status);
     }
     status
+}
+
+/// TLSRoutes: attached to TLS passthrough listeners as HTTPRoutes are to HTTP ones, each
+/// rule becoming a `tls` route of a VirtualService bound to the listener, matching the
+/// hostnames the route shares with the listener as SNI hosts.
+fn tls_routes(
+    inputs: &mut Inputs,
+    registry: &Registry,
+    gateways: &mut [Served],
+    status: &mut Status,
+) {
+    let mut bound: BTreeMap<(String, String), Vec<istio::TlsRoute>> = BTreeMap::new();
+    for route in &inputs.tls_routes {
+        // The same attachment rules as an HTTPRoute's (no rules here: no HTTP entries).
+        let http = Resource {
+            name: route.name.clone(),
+            namespace: route.namespace.clone(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            spec: HttpRoute {
+                parent_refs: route.spec.parent_refs.clone(),
+                hostnames: route.spec.hostnames.clone(),
+                rules: route
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| k8s::HttpRouteRule {
+                        backend_refs: r.backend_refs.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+            source: route.source.clone(),
+        };
+        let resolved = resolved_refs("TLSRoute", &http, inputs, registry);
+        let mut rs = RouteStatus {
+            kind: "TLSRoute",
+            namespace: route.namespace.clone(),
+            name: route.name.clone(),
+            parents: Vec::new(),
+        };
+        let attachable = HttpRoute {
+            rules: Vec::new(),
+            ..http.spec.clone()
+        };
+        let attachable = Resource {
+            spec: attachable,
+            ..http.clone()
+        };
+        for parent in &route.spec.parent_refs {
+            if parent.group.as_deref().unwrap_or(GROUP) != GROUP
+                || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway"
+            {
+                continue;
+            }
+            let ns = parent.namespace.clone().unwrap_or(route.namespace.clone());
+            let Some(gw) = gateways
+                .iter_mut()
+                .find(|g| g.namespace == ns && g.name == parent.name)
+            else {
+                continue;
+            };
+            let mut none = BTreeMap::new();
+            let accepted = attach(gw, ("TLSRoute", &attachable), parent, inputs, 0, &mut none);
+            if accepted.status {
+                for (i, l) in gw.spec.listeners.iter().enumerate() {
+                    let named = parent.section_name.as_ref().is_none_or(|s| *s == l.name)
+                        && parent.port.is_none_or(|p| p == l.port);
+                    if !named
+                        || !gw.usable[i]
+                        || !admits(l, "TLSRoute", &gw.namespace, &route.namespace, inputs)
+                    {
+                        continue;
+                    }
+                    let hosts = intersect(l.hostname.as_deref(), &route.spec.hostnames);
+                    if hosts.is_empty() {
+                        continue;
+                    }
+                    for rule in &route.spec.rules {
+                        let backends: Vec<&k8s::HttpBackendRef> = rule
+                            .backend_refs
+                            .iter()
+                            .filter(|b| {
+                                backend_error(
+                                    "TLSRoute",
+                                    &b.backend,
+                                    &route.namespace,
+                                    inputs,
+                                    registry,
+                                )
+                                .is_none()
+                            })
+                            .collect();
+                        bound
+                            .entry((gw.namespace.clone(), format!("{}~{}", gw.name, l.name)))
+                            .or_default()
+                            .push(istio::TlsRoute {
+                                matches: vec![istio::L4Match {
+                                    sni_hosts: hosts.clone(),
+                                    ..Default::default()
+                                }],
+                                route: backends
+                                    .iter()
+                                    .map(|b| istio::RouteDestination {
+                                        destination: destination(&b.backend, &route.namespace),
+                                        weight: Some(b.weight.unwrap_or(1)),
+                                        headers: None,
+                                    })
+                                    .collect(),
+                            });
+                    }
+                }
+            }
+            let mut named = parent.clone();
+            named.namespace = Some(ns);
+            rs.parents.push(ParentStatus {
+                parent: named,
+                conditions: vec![accepted, resolved.clone()],
+            });
+        }
+        status.routes.push(rs);
+    }
+    for ((ns, gateway), tls) in bound {
+        let mut hosts: Vec<String> = tls
+            .iter()
+            .flat_map(|r| r.matches[0].sni_hosts.clone())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        inputs.virtual_services.push(Resource {
+            name: format!("{gateway}~tls"),
+            namespace: ns.clone(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            spec: istio::VirtualService {
+                hosts,
+                gateways: vec![format!("{ns}/{gateway}")],
+                tls,
+                ..Default::default()
+            },
+            source: super::SOURCE.into(),
+        });
+    }
 }
 
 /// The classes Trellis serves: GatewayClasses with its controller name, and the
@@ -154,6 +298,13 @@ fn listeners(gw: &Resource<k8s::Gateway>, inputs: &Inputs) -> Served {
         let mut tls = None;
         match protocol.as_str() {
             "HTTP" => {}
+            // TLS passthrough: TLSRoutes route it by SNI, not terminated.
+            "TLS" if l.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("Passthrough") => {
+                tls = Some(istio::ServerTls {
+                    mode: Some("PASSTHROUGH".into()),
+                    ..Default::default()
+                })
+            }
             "HTTPS" => match certificate(l, &gw.namespace, inputs) {
                 Ok(credential) => {
                     tls = Some(istio::ServerTls {
@@ -370,12 +521,20 @@ fn route_kinds(l: &k8s::Listener) -> (Vec<String>, bool) {
         .as_ref()
         .map(|a| a.kinds.as_slice())
         .unwrap_or_default();
+    // A TLS listener takes TLSRoutes; HTTP and HTTPS ones HTTPRoutes and GRPCRoutes.
+    let tls = l.protocol.eq_ignore_ascii_case("TLS");
     if asked.is_empty() {
-        return (vec!["HTTPRoute".into(), "GRPCRoute".into()], false);
+        return match tls {
+            true => (vec!["TLSRoute".into()], false),
+            false => (vec!["HTTPRoute".into(), "GRPCRoute".into()], false),
+        };
     }
     let valid = |k: &&k8s::RouteGroupKind| {
         k.group.as_deref().unwrap_or(GROUP) == GROUP
-            && matches!(k.kind.as_str(), "HTTPRoute" | "GRPCRoute")
+            && match tls {
+                true => k.kind == "TLSRoute",
+                false => matches!(k.kind.as_str(), "HTTPRoute" | "GRPCRoute"),
+            }
     };
     let kinds: Vec<String> = asked.iter().filter(valid).map(|k| k.kind.clone()).collect();
     let invalid = kinds.len() < asked.len();

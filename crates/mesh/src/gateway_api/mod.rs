@@ -1,5 +1,5 @@
 //! The Kubernetes Gateway API (`gateway.networking.k8s.io`): GatewayClass, Gateway,
-//! HTTPRoute, GRPCRoute and ReferenceGrant, read as Istio reads them. Gateways of a class whose
+//! HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant, read as Istio reads them. Gateways of a class whose
 //! `controllerName` is Trellis's (or of the built-in classes `trellis` and `istio`) are
 //! served by the gateway proxies labelled `gateway.networking.k8s.io/gateway-name:
 //! <gateway>` in any namespace, as Istio's deployments are; `convert.rs` turns them into
@@ -12,7 +12,7 @@ pub mod types;
 mod validate;
 
 pub use convert::convert;
-pub use validate::{gateway, gateway_class, grpc_route, http_route, reference_grant};
+pub use validate::{gateway, gateway_class, grpc_route, http_route, reference_grant, tls_route};
 
 /// The `controllerName` of Trellis's GatewayClasses.
 pub const CONTROLLER: &str = "trellis.dev/gateway-controller";

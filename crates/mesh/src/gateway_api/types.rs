@@ -466,3 +466,25 @@ impl GrpcRoute {
         }
     }
 }
+
+/// A TLSRoute: TLS connections routed by SNI without termination, on a listener of
+/// protocol TLS in Passthrough mode.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRoute {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<TlsRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteRule {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub backend_refs: Vec<HttpBackendRef>,
+}

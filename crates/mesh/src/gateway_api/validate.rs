@@ -364,3 +364,23 @@ pub fn grpc_route(r: &GrpcRoute) -> Vec<String> {
     errors.extend(http_route(&r.as_http()));
     errors
 }
+
+pub fn tls_route(r: &TlsRoute) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, h) in r.hostnames.iter().enumerate() {
+        hostname(&format!("spec.hostnames[{i}]"), h, &mut errors);
+    }
+    if r.rules.is_empty() || r.rules.len() > 16 {
+        errors.push("spec.rules: 1 to 16 rules".into());
+    }
+    for (i, rule) in r.rules.iter().enumerate() {
+        for (j, b) in rule.backend_refs.iter().enumerate() {
+            if !b.filters.is_empty() {
+                errors.push(format!(
+                    "spec.rules[{i}].backendRefs[{j}].filters: not a field of a TLSRoute"
+                ));
+            }
+        }
+    }
+    errors
+}

@@ -781,3 +781,89 @@ spec:
     // Another method of the service: no route.
     assert_eq!(send(call("SayGoodbye")).await.unwrap().status, 404);
 }
+
+/// A TLSRoute (Kubernetes Gateway API) on a TLS listener in Passthrough mode: each
+/// hostname reaches its own backend, which terminates TLS with its own certificate.
+#[tokio::test]
+async fn tls_routes_pass_tls_through_by_sni() {
+    let _quiet = quiet().await;
+    let pki = Pki::new("tlsroute-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let (a_port, b_port, tls_port) = (free_port(), free_port(), free_port());
+    let a = pki.leaf("a-backend", &["DNS:a.example.test"], false);
+    let b = pki.leaf("b-backend", &["DNS:b.example.test"], true);
+    let _a = SServer::start(a_port, &["-cert", &a.cert, "-key", &a.key], dir.path());
+    let _b = SServer::start(b_port, &["-cert", &b.cert, "-key", &b.key], dir.path());
+    let mesh = tempfile::tempdir().unwrap();
+    let mut config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: edge, namespace: default }}
+spec: {{ address: 127.0.0.1, labels: {{ gateway.networking.k8s.io/gateway-name: edge }}, serviceAccount: edge }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: edge, namespace: default }}
+spec:
+  gatewayClassName: trellis
+  listeners:
+    - name: tls
+      port: {tls_port}
+      protocol: TLS
+      hostname: "*.example.test"
+      tls: {{ mode: Passthrough }}
+"#
+    );
+    for (name, port) in [("a", a_port), ("b", b_port)] {
+        config += &format!(
+            r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: {name}, namespace: default }}
+spec:
+  hosts: [{name}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: 443, name: tls, protocol: TLS, targetPort: {port} }}]
+  endpoints: [{{ address: 127.0.0.1 }}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{ name: {name}, namespace: default }}
+spec:
+  parentRefs: [{{ name: edge }}]
+  hostnames: [{name}.example.test]
+  rules: [{{ backendRefs: [{{ name: {name}, port: 443 }}] }}]
+"#
+        );
+    }
+    std::fs::write(mesh.path().join("edge.yaml"), config).unwrap();
+    let c = control(mesh.path());
+    let gw = gateway(&c, "edge", "spiffe://cluster.local/ns/default/sa/edge");
+    for (host, subject) in [
+        ("a.example.test", "a-backend"),
+        ("b.example.test", "b-backend"),
+    ] {
+        let resolve = format!("{host}:{tls_port}:127.0.0.1");
+        let url = format!("https://{host}:{tls_port}/");
+        let mut last = (String::new(), String::new());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            last = curl(&["--cacert", &pki.root_path(), "--resolve", &resolve, &url]);
+            if last.1.starts_with("200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(last.1.starts_with("200"), "{host}: {last:?}\n{}", gw.log());
+        assert!(served_subject(tls_port, host).contains(subject), "{host}");
+    }
+    let resolve = format!("c.example.test:{tls_port}:127.0.0.1");
+    let (_, code) = curl(&[
+        "-k",
+        "--resolve",
+        &resolve,
+        &format!("https://c.example.test:{tls_port}/"),
+    ]);
+    assert!(!code.starts_with("200"), "unrouted name: {code}");
+}
