@@ -48,7 +48,8 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
         }))
         .collect();
     for (order, (route_kind, route)) in routes.iter().enumerate() {
-        let resolved = resolved_refs(route_kind, route, inputs, registry);
+        let backends = route.spec.rules.iter().flat_map(|r| &r.backend_refs);
+        let resolved = resolved_refs(route_kind, backends, &route.namespace, inputs, registry);
         let mut rs = RouteStatus {
             kind: route_kind,
             namespace: route.namespace.clone(),
@@ -56,21 +57,25 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
             parents: Vec::new(),
         };
         for parent in &route.spec.parent_refs {
-            let group = parent.group.as_deref().unwrap_or(GROUP);
-            let kind = parent.kind.as_deref().unwrap_or("Gateway");
-            if group != GROUP || kind != "Gateway" {
-                continue; // another kind of parent (a mesh Service): not a gateway's
-            }
-            let ns = parent.namespace.clone().unwrap_or(route.namespace.clone());
-            let Some(gw) = gateways
-                .iter_mut()
-                .find(|g| g.namespace == ns && g.name == parent.name)
-            else {
-                continue; // not a Gateway of ours: its controller reports on it
+            let Some((gw, named)) = parent_gateway(&mut gateways, parent, &route.namespace) else {
+                continue;
             };
-            let mut named = parent.clone();
-            named.namespace = Some(ns.clone());
-            let accepted = attach(gw, (route_kind, route), parent, inputs, order, &mut buckets);
+            let accepted = match attach(
+                gw,
+                route_kind,
+                &route.namespace,
+                &route.spec.hostnames,
+                parent,
+                inputs,
+            ) {
+                Ok(listeners) => {
+                    for (i, hosts) in listeners {
+                        add_entries(&mut buckets, gw, i, hosts, route, order);
+                    }
+                    Condition::ok("Accepted", "Accepted")
+                }
+                Err(why) => why,
+            };
             rs.parents.push(ParentStatus {
                 parent: named,
                 conditions: vec![accepted, resolved.clone()],
@@ -118,108 +123,45 @@ fn tls_routes(
 ) {
     let mut bound: BTreeMap<(String, String), Vec<istio::TlsRoute>> = BTreeMap::new();
     for route in &inputs.tls_routes {
-        // The same attachment rules as an HTTPRoute's (no rules here: no HTTP entries).
-        let http = Resource {
-            name: route.name.clone(),
-            namespace: route.namespace.clone(),
-            labels: Default::default(),
-            annotations: Default::default(),
-            spec: HttpRoute {
-                parent_refs: route.spec.parent_refs.clone(),
-                hostnames: route.spec.hostnames.clone(),
-                rules: route
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|r| k8s::HttpRouteRule {
-                        backend_refs: r.backend_refs.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            },
-            source: route.source.clone(),
-        };
-        let resolved = resolved_refs("TLSRoute", &http, inputs, registry);
+        let backends = route.spec.rules.iter().flat_map(|r| &r.backend_refs);
+        let resolved = resolved_refs("TLSRoute", backends, &route.namespace, inputs, registry);
         let mut rs = RouteStatus {
             kind: "TLSRoute",
             namespace: route.namespace.clone(),
             name: route.name.clone(),
             parents: Vec::new(),
         };
-        let attachable = HttpRoute {
-            rules: Vec::new(),
-            ..http.spec.clone()
-        };
-        let attachable = Resource {
-            spec: attachable,
-            ..http.clone()
-        };
         for parent in &route.spec.parent_refs {
-            if parent.group.as_deref().unwrap_or(GROUP) != GROUP
-                || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway"
-            {
-                continue;
-            }
-            let ns = parent.namespace.clone().unwrap_or(route.namespace.clone());
-            let Some(gw) = gateways
-                .iter_mut()
-                .find(|g| g.namespace == ns && g.name == parent.name)
-            else {
+            let Some((gw, named)) = parent_gateway(gateways, parent, &route.namespace) else {
                 continue;
             };
-            let mut none = BTreeMap::new();
-            let accepted = attach(gw, ("TLSRoute", &attachable), parent, inputs, 0, &mut none);
-            if accepted.status {
-                for (i, l) in gw.spec.listeners.iter().enumerate() {
-                    let named = parent.section_name.as_ref().is_none_or(|s| *s == l.name)
-                        && parent.port.is_none_or(|p| p == l.port);
-                    if !named
-                        || !gw.usable[i]
-                        || !admits(l, "TLSRoute", &gw.namespace, &route.namespace, inputs)
-                    {
-                        continue;
+            let attached = attach(
+                gw,
+                "TLSRoute",
+                &route.namespace,
+                &route.spec.hostnames,
+                parent,
+                inputs,
+            );
+            let accepted = match attached {
+                Ok(listeners) => {
+                    for (i, hosts) in listeners {
+                        let gateway = format!("{}~{}", gw.name, gw.spec.listeners[i].name);
+                        let bucket = bound.entry((gw.namespace.clone(), gateway)).or_default();
+                        for rule in &route.spec.rules {
+                            bucket.push(tls_route(
+                                rule,
+                                &hosts,
+                                &route.namespace,
+                                inputs,
+                                registry,
+                            ));
+                        }
                     }
-                    let hosts = intersect(l.hostname.as_deref(), &route.spec.hostnames);
-                    if hosts.is_empty() {
-                        continue;
-                    }
-                    for rule in &route.spec.rules {
-                        let backends: Vec<&k8s::HttpBackendRef> = rule
-                            .backend_refs
-                            .iter()
-                            .filter(|b| {
-                                backend_error(
-                                    "TLSRoute",
-                                    &b.backend,
-                                    &route.namespace,
-                                    inputs,
-                                    registry,
-                                )
-                                .is_none()
-                            })
-                            .collect();
-                        bound
-                            .entry((gw.namespace.clone(), format!("{}~{}", gw.name, l.name)))
-                            .or_default()
-                            .push(istio::TlsRoute {
-                                matches: vec![istio::L4Match {
-                                    sni_hosts: hosts.clone(),
-                                    ..Default::default()
-                                }],
-                                route: backends
-                                    .iter()
-                                    .map(|b| istio::RouteDestination {
-                                        destination: destination(&b.backend, &route.namespace),
-                                        weight: Some(b.weight.unwrap_or(1)),
-                                        headers: None,
-                                    })
-                                    .collect(),
-                            });
-                    }
+                    Condition::ok("Accepted", "Accepted")
                 }
-            }
-            let mut named = parent.clone();
-            named.namespace = Some(ns);
+                Err(why) => why,
+            };
             rs.parents.push(ParentStatus {
                 parent: named,
                 conditions: vec![accepted, resolved.clone()],
@@ -248,6 +190,55 @@ fn tls_routes(
             source: super::SOURCE.into(),
         });
     }
+}
+
+/// One TLSRoute rule as an Istio `tls` route: the hostnames it serves on a listener as
+/// SNI hosts, to its backends that resolve, by weight.
+fn tls_route(
+    rule: &k8s::TlsRouteRule,
+    hosts: &[String],
+    route_ns: &str,
+    inputs: &Inputs,
+    registry: &Registry,
+) -> istio::TlsRoute {
+    istio::TlsRoute {
+        matches: vec![istio::L4Match {
+            sni_hosts: hosts.to_vec(),
+            ..Default::default()
+        }],
+        route: rule
+            .backend_refs
+            .iter()
+            .filter(|b| backend_error("TLSRoute", &b.backend, route_ns, inputs, registry).is_none())
+            .map(|b| istio::RouteDestination {
+                destination: destination(&b.backend, route_ns),
+                weight: Some(b.weight.unwrap_or(1)),
+                headers: None,
+            })
+            .collect(),
+    }
+}
+
+/// The Gateway of ours a parentRef names, with the ref's namespace filled in; `None`
+/// for another kind of parent (a mesh Service) or a Gateway that is not ours (its
+/// controller reports on it).
+fn parent_gateway<'a>(
+    gateways: &'a mut [Served],
+    parent: &ParentRef,
+    route_ns: &str,
+) -> Option<(&'a mut Served, ParentRef)> {
+    let group = parent.group.as_deref().unwrap_or(GROUP);
+    let kind = parent.kind.as_deref().unwrap_or("Gateway");
+    if group != GROUP || kind != "Gateway" {
+        return None;
+    }
+    let ns = parent.namespace.clone().unwrap_or(route_ns.to_string());
+    let gw = gateways
+        .iter_mut()
+        .find(|g| g.namespace == ns && g.name == parent.name)?;
+    let mut named = parent.clone();
+    named.namespace = Some(ns);
+    Some((gw, named))
 }
 
 /// The classes Trellis serves: GatewayClasses with its controller name, and the
@@ -612,17 +603,17 @@ fn path_of(m: &k8s::HttpRouteMatch) -> (&str, String) {
     (kind, if value.is_empty() { "/".into() } else { value })
 }
 
-/// Attaches `route` to the listeners of `gw` that `parent` names and admit it; the
-/// route's `Accepted` condition for that parent.
+/// The listeners of `gw` a route of `kind` attaches to through `parent`, each with the
+/// hostnames it serves there (counted in the listener's attached routes); or its
+/// `Accepted` condition saying why it attaches to none.
 fn attach(
     gw: &mut Served,
-    (kind, route): (&str, &Resource<HttpRoute>),
+    kind: &str,
+    route_ns: &str,
+    hostnames: &[String],
     parent: &ParentRef,
     inputs: &Inputs,
-    order: usize,
-    buckets: &mut BTreeMap<(String, String, String), Vec<Entry>>,
-) -> Condition {
-    let route_ns = route.namespace.as_str();
+) -> Result<Vec<(usize, Vec<String>)>, Condition> {
     let named: Vec<usize> = (0..gw.spec.listeners.len())
         .filter(|i| {
             let l = &gw.spec.listeners[*i];
@@ -631,12 +622,12 @@ fn attach(
         })
         .collect();
     if named.is_empty() {
-        return Condition::new(
+        return Err(Condition::new(
             "Accepted",
             false,
             "NoMatchingParent",
             "no listener has the sectionName and port the parentRef names",
-        );
+        ));
     }
     let allowed: Vec<usize> = named
         .into_iter()
@@ -652,54 +643,64 @@ fn attach(
         })
         .collect();
     if allowed.is_empty() {
-        return Condition::new(
+        return Err(Condition::new(
             "Accepted",
             false,
             "NotAllowedByListeners",
             "no listener of the parent allows routes of this kind from this namespace",
-        );
+        ));
     }
-    let mut attached = false;
+    let mut attached = Vec::new();
     for i in allowed {
-        let l = &gw.spec.listeners[i];
-        let hosts = intersect(l.hostname.as_deref(), &route.spec.hostnames);
-        if hosts.is_empty() {
-            continue;
-        }
-        attached = true;
-        gw.status.listeners[i].attached_routes += 1;
-        let gateway = format!("{}~{}", gw.name, l.name);
-        for host in hosts {
-            let bucket = buckets
-                .entry((gw.namespace.clone(), gateway.clone(), host))
-                .or_default();
-            for (r, rule) in route.spec.rules.iter().enumerate() {
-                let matches = if rule.matches.is_empty() {
-                    vec![k8s::HttpRouteMatch::default()]
-                } else {
-                    rule.matches.clone()
-                };
-                for (m, matched) in matches.into_iter().enumerate() {
-                    bucket.push(Entry {
-                        key: precedence(&matched, route, order, r, m),
-                        route: order,
-                        rule: r,
-                        matched,
-                        port: l.port,
-                    });
-                }
-            }
+        let hosts = intersect(gw.spec.listeners[i].hostname.as_deref(), hostnames);
+        if !hosts.is_empty() {
+            gw.status.listeners[i].attached_routes += 1;
+            attached.push((i, hosts));
         }
     }
-    if attached {
-        Condition::ok("Accepted", "Accepted")
-    } else {
-        Condition::new(
+    if attached.is_empty() {
+        return Err(Condition::new(
             "Accepted",
             false,
             "NoMatchingListenerHostname",
             "no hostname of the route matches a listener's hostname",
-        )
+        ));
+    }
+    Ok(attached)
+}
+
+/// Every match of every rule of `route` (a rule without matches: `PathPrefix /`), for
+/// each of `hosts` on listener `i` of `gw`.
+fn add_entries(
+    buckets: &mut BTreeMap<(String, String, String), Vec<Entry>>,
+    gw: &Served,
+    i: usize,
+    hosts: Vec<String>,
+    route: &Resource<HttpRoute>,
+    order: usize,
+) {
+    let l = &gw.spec.listeners[i];
+    let gateway = format!("{}~{}", gw.name, l.name);
+    for host in hosts {
+        let bucket = buckets
+            .entry((gw.namespace.clone(), gateway.clone(), host))
+            .or_default();
+        for (r, rule) in route.spec.rules.iter().enumerate() {
+            let matches = if rule.matches.is_empty() {
+                vec![k8s::HttpRouteMatch::default()]
+            } else {
+                rule.matches.clone()
+            };
+            for (m, matched) in matches.into_iter().enumerate() {
+                bucket.push(Entry {
+                    key: precedence(&matched, route, order, r, m),
+                    route: order,
+                    rule: r,
+                    matched,
+                    port: l.port,
+                });
+            }
+        }
     }
 }
 
@@ -811,19 +812,17 @@ fn backend_error(
 }
 
 /// A route's `ResolvedRefs`: false with the first backend that does not resolve.
-fn resolved_refs(
+fn resolved_refs<'a>(
     kind: &str,
-    route: &Resource<HttpRoute>,
+    backends: impl Iterator<Item = &'a k8s::HttpBackendRef>,
+    route_ns: &str,
     inputs: &Inputs,
     registry: &Registry,
 ) -> Condition {
-    for rule in &route.spec.rules {
-        for b in &rule.backend_refs {
-            if let Some((reason, message)) =
-                backend_error(kind, &b.backend, &route.namespace, inputs, registry)
-            {
-                return Condition::new("ResolvedRefs", false, reason, message);
-            }
+    for b in backends {
+        if let Some((reason, message)) = backend_error(kind, &b.backend, route_ns, inputs, registry)
+        {
+            return Condition::new("ResolvedRefs", false, reason, message);
         }
     }
     Condition::ok("ResolvedRefs", "ResolvedRefs")
