@@ -119,15 +119,9 @@ pub enum ServerKind {
 impl GatewayServer {
     /// What this server makes of its port (`None`: a protocol Istio does not know).
     pub fn kind(&self) -> Option<ServerKind> {
-        ServerKind::of(self)
-    }
-}
-
-impl ServerKind {
-    fn of(s: &GatewayServer) -> Option<ServerKind> {
-        let mode = s.tls.as_ref().and_then(|t| t.mode.as_deref());
+        let mode = self.tls.as_ref().and_then(|t| t.mode.as_deref());
         Some(
-            match s.port.as_ref()?.protocol.to_ascii_uppercase().as_str() {
+            match self.port.as_ref()?.protocol.to_ascii_uppercase().as_str() {
                 "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => ServerKind::Http,
                 "HTTPS" | "TLS" if mode == Some("PASSTHROUGH") => ServerKind::Passthrough,
                 "HTTPS" => ServerKind::Https,
