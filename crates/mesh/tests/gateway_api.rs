@@ -270,6 +270,7 @@ fn what_the_gateway_api_refuses_is_refused_by_field() {
         ("kind: HTTPRoute\nmetadata: { name: r, namespace: infra }\nspec:\n  rules: [{ matches: [{ path: { value: /a } }], timeoutz: 1 }]", "spec.rules[0].timeoutz"),
         ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  listeners: [{ name: a, port: 443, protocol: HTTPS }]", "spec.listeners[0].tls: must be set for protocol HTTPS"),
         ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  addresses: [{ value: 10.0.0.9 }]\n  listeners: [{ name: a, port: 80, protocol: HTTP }]", "spec.addresses: not supported by Trellis yet"),
+        ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  listeners: [{ name: a, port: 443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], options: { example.com/min-version: \"1.0\" } } }]", "spec.listeners[0].tls.options: not supported by Trellis"),
         ("kind: TCPRoute\nmetadata: { name: t, namespace: infra }\nspec: {}", "kind TCPRoute of the Gateway API is not supported by Trellis yet"),
         ("kind: TLSRoute\nmetadata: { name: t, namespace: infra }\nspec: { rules: [] }", "spec.rules: 1 to 16 rules"),
     ] {

@@ -73,6 +73,13 @@ pub fn gateway(g: &Gateway) -> Vec<String> {
                 )),
             _ => {}
         }
+        // Implementation-specific TLS settings (versions, ciphers): refused rather than
+        // read without them.
+        if l.tls.as_ref().is_some_and(|t| !t.options.is_empty()) {
+            errors.push(format!(
+                "{p}.tls.options: not supported by Trellis; refused rather than ignored"
+            ));
+        }
         if matches!(protocol, "TCP" | "UDP") && l.hostname.is_some() {
             errors.push(format!(
                 "{p}.hostname: must not be set for protocol {protocol}"
