@@ -134,6 +134,19 @@ spec:
     );
     let (_, code) = curl(&[&format!("http://127.0.0.1:{http}/reviews")]);
     assert!(code.starts_with("404"), "{code}");
+    // h2load over cleartext HTTP/2 (prior knowledge), 2 connections x 10 streams.
+    let run = h2load(&["-n", "200", "-c", "2", "-m", "10", &url]);
+    assert_eq!(
+        (
+            run.protocol.as_str(),
+            run.succeeded,
+            run.failed,
+            run.status_2xx
+        ),
+        ("h2c", 200, 0, 200),
+        "{}",
+        run.out
+    );
 
     // HTTPS: the server's certificate, verified by curl against its CA and name.
     let resolve = format!("bookinfo.example.test:{https}:127.0.0.1");
@@ -487,6 +500,20 @@ spec:
         ],
     );
     assert!(alpn.contains("ALPN protocol: h2"), "{alpn}");
+    // h2load over TLS: HTTP/2 by ALPN, 4 connections x 10 streams, every request 200.
+    let connect = format!("--connect-to=127.0.0.1:{https}");
+    let run = h2load(&["-n", "400", "-c", "4", "-m", "10", &connect, &url]);
+    assert_eq!(
+        (
+            run.protocol.as_str(),
+            run.succeeded,
+            run.failed,
+            run.status_2xx
+        ),
+        ("h2", 400, 0, 400),
+        "{}",
+        run.out
+    );
     let shop_resolve = format!("shop.example.test:{https}:127.0.0.1");
     let (_, code) = curl(&[
         "--cacert",

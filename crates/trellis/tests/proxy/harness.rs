@@ -449,6 +449,54 @@ pub fn s_client(addr: SocketAddr, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// What h2load reported for a bounded run.
+#[derive(Debug)]
+pub struct H2load {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub status_2xx: u64,
+    pub protocol: String,
+    pub out: String,
+}
+
+/// Runs nghttp2's `h2load` with `args` (a request count, connections, streams, URI):
+/// the HTTP/2 load generator users point at a proxy, as the issue asks for.
+pub fn h2load(args: &[&str]) -> H2load {
+    let out = Command::new("h2load")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("h2load (Debian package nghttp2-client) must be installed");
+    let out =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // "requests: 200 total, 200 started, 200 done, 200 succeeded, 0 failed, ..."
+    let count = |line: &str, what: &str| -> u64 {
+        line.split(',')
+            .map(str::trim)
+            .find_map(|part| part.strip_suffix(what).map(str::trim))
+            .and_then(|n| n.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or("")
+            .to_string()
+    };
+    let requests = line("requests:");
+    let codes = line("status codes:");
+    H2load {
+        succeeded: count(&requests, "succeeded"),
+        failed: count(&requests, "failed"),
+        status_2xx: count(&codes, "2xx"),
+        protocol: line("Application protocol:")
+            .trim_start_matches("Application protocol:")
+            .trim()
+            .to_string(),
+        out,
+    }
+}
+
 /// `openssl s_server -www -tlsextdebug` on `127.0.0.1:port` with `args` (certificate,
 /// key, client CA); what it prints (the SNI it received, among others) is in `out`.
 pub struct SServer {
