@@ -100,6 +100,7 @@ pub fn serving_tls_bundles(
     // The root is not sent: clients already have it.
     let chain = chain[..chain.len() - 1].to_vec();
     Ok(ServerTls::new(ServerTlsConfig {
+        cipher_suites: Vec::new(),
         certificates: vec![ServerCertificate {
             key: CertifiedKey {
                 chain,

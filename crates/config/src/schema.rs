@@ -1033,6 +1033,11 @@ pub struct DownstreamTls {
     pub min_version: TlsVersion,
     #[serde(default = "tls_max")]
     pub max_version: TlsVersion,
+    /// TLS 1.2 cipher suites offered, in BoringSSL's cipher-list syntax (Envoy's
+    /// `tls_params.cipher_suites`); empty is BoringSSL's default. TLS 1.3 suites are
+    /// fixed, as in Envoy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
     /// PEM roots that client certificates must chain to; setting it turns on mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_ca: Option<String>,

@@ -1545,6 +1545,7 @@ struct CommonTls {
     min: tc::TlsVersion,
     max: tc::TlsVersion,
     alpn: Vec<String>,
+    cipher_suites: Vec<String>,
 }
 
 fn common_tls(
@@ -1555,6 +1556,25 @@ fn common_tls(
     use tls::common_tls_context::ValidationContextType;
     let c = c.unwrap_or_default();
     let params = c.tls_params.clone().unwrap_or_default();
+    // Narrowing what is negotiated and then not doing it would offer more than asked.
+    for (field, set) in [
+        ("ecdh_curves", !params.ecdh_curves.is_empty()),
+        (
+            "signature_algorithms",
+            !params.signature_algorithms.is_empty(),
+        ),
+        (
+            "compliance_policies",
+            !params.compliance_policies.is_empty(),
+        ),
+    ] {
+        if set {
+            return Err(ctx.err(
+                &format!("{path}.tls_params.{field}"),
+                "is not supported by Trellis; refused rather than ignored",
+            ));
+        }
+    }
     let mut out = CommonTls {
         certificates: Vec::new(),
         trusted_ca: None,
@@ -1573,6 +1593,7 @@ fn common_tls(
             &format!("{path}.tls_params"),
         )?,
         alpn: c.alpn_protocols.clone(),
+        cipher_suites: params.cipher_suites.clone(),
     };
     for s in &c.tls_certificate_sds_secret_configs {
         let chain = match s.name.as_str() {
@@ -1789,6 +1810,7 @@ fn downstream_tls(
         trust_domains,
         session_resumption: !(stateless_off && d.disable_stateful_session_resumption),
         handshake_timeout: Dur::secs(10),
+        cipher_suites: c.cipher_suites,
     })
 }
 
@@ -1810,6 +1832,12 @@ fn upstream_tls(
             _ => Err(ctx.err(path, "server SAN matching is supported as exact identities")),
         })
         .collect::<Result<_, _>>()?;
+    if !c.cipher_suites.is_empty() {
+        return Err(ctx.err(
+            &format!("{path}.common_tls_context.tls_params.cipher_suites"),
+            "restricting an upstream's cipher suites is not supported by Trellis; refused rather than ignored",
+        ));
+    }
     if c.certificates.len() > 1 {
         return Err(ctx.err(path, "one client certificate per cluster"));
     }

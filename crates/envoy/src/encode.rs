@@ -625,6 +625,7 @@ fn downstream_tls(
         tls_params: Some(tls::TlsParameters {
             tls_minimum_protocol_version: tls_version(t.min_version),
             tls_maximum_protocol_version: tls_version(t.max_version),
+            cipher_suites: t.cipher_suites.clone(),
             ..Default::default()
         }),
         alpn_protocols: t.alpn.clone().unwrap_or_default(),

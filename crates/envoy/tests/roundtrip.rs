@@ -63,6 +63,7 @@ listeners:
       trust_domains: [cluster.local, other.local]
       alpn: [h2, http/1.1]
       min_version: "1.2"
+      cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES128-GCM-SHA256]
       session_resumption: false
       handshake_timeout: 5s
     authorization:
@@ -424,6 +425,38 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
         panic!("reviews-v2 has TLS")
     };
     let mut ctx = tls::UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    // Narrowed TLS parameters that Trellis would not apply are refused too.
+    for (narrow, says) in [
+        (
+            tls::TlsParameters {
+                ecdh_curves: vec!["P-384".into()],
+                ..Default::default()
+            },
+            "tls_params.ecdh_curves: is not supported",
+        ),
+        (
+            tls::TlsParameters {
+                cipher_suites: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
+                ..Default::default()
+            },
+            "tls_params.cipher_suites: restricting an upstream's cipher suites is not supported",
+        ),
+    ] {
+        let mut narrowed = ctx.clone();
+        narrowed.common_tls_context.as_mut().unwrap().tls_params = Some(narrow);
+        let mut bad = resources.clone();
+        let socket = bad.clusters[1].transport_socket.as_mut().unwrap();
+        let Some(ConfigType::TypedConfig(any)) = &mut socket.config_type else {
+            panic!("reviews-v2 has TLS")
+        };
+        any.value = narrowed.encode_to_vec();
+        let [l, r, c, e, sec] = maps(&bad);
+        let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Cluster reviews-v2: ") && err.contains(says),
+            "{err}"
+        );
+    }
     let Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) = ctx
         .common_tls_context
         .as_mut()

@@ -267,6 +267,7 @@ impl Gen<'_> {
             trust_domains: vec!["cluster.local".into()],
             session_resumption: true,
             handshake_timeout: Dur::secs(10),
+            cipher_suites: Vec::new(),
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn validate(gw: &Gateway) -> Vec<String> {
                 .into(),
         );
     }
-    // One port, one kind of listener.
+    // One port, one kind of listener, one handshake.
     let mut kinds: BTreeMap<u32, (usize, ServerKind)> = BTreeMap::new();
     for (i, s) in gw.servers.iter().enumerate() {
         let (Some(port), Some(kind)) = (&s.port, s.kind()) else {
@@ -41,6 +41,11 @@ pub fn validate(gw: &Gateway) -> Vec<String> {
             errors.push(format!(
                 "spec.servers[{i}].port: {} is {kind} here but {first_kind} in servers[{first}]; one port serves one of them",
                 port.number,
+            ));
+        } else if s.handshake() != gw.servers[first].handshake() {
+            errors.push(format!(
+                "spec.servers[{i}].tls: {}",
+                handshake_differs(port.number, &format!("servers[{first}]"))
             ));
         }
     }
@@ -170,7 +175,6 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
     }
     for (field, set) in [
         ("subjectAltNames", !t.subject_alt_names.is_empty()),
-        ("cipherSuites", !t.cipher_suites.is_empty()),
         ("caCrl", t.ca_crl.is_some()),
     ] {
         if set {
@@ -178,6 +182,15 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
                 "{p}.{field}: not supported by Trellis yet; refused rather than ignored"
             ));
         }
+    }
+    let (ciphers, _) = t.cipher_suites();
+    if !t.cipher_suites.is_empty() && ciphers.is_empty() {
+        // Istio would drop them all and offer the defaults: more than was asked.
+        errors.push(format!(
+            "{p}.cipherSuites: none of {:?} is a cipher suite Istio knows ({}); refused rather than offering the defaults",
+            t.cipher_suites,
+            crate::istio::VALID_CIPHER_SUITES.join(", ")
+        ));
     }
     for (field, v) in [
         ("minProtocolVersion", &t.min_protocol_version),
@@ -191,6 +204,11 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// Why a server cannot join a port whose handshake another server set.
+pub(crate) fn handshake_differs(port: u32, other: &str) -> String {
+    format!("port {port} terminates TLS with other settings in {other} (mode, client CA, subjectAltNames, versions or cipher suites); servers on one port share one handshake and may differ only in their certificate")
 }
 
 fn tls_version(v: &str) -> Option<Option<tc::TlsVersion>> {
@@ -539,6 +557,7 @@ fn downstream(g: &Gen, servers: &[(ServerTls, Vec<String>)]) -> Option<tc::Downs
         trust_bundles: Vec::new(),
         session_resumption: true,
         handshake_timeout: Dur::secs(10),
+        cipher_suites: first.cipher_suites().0,
     })
 }
 

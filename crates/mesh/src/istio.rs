@@ -131,6 +131,16 @@ impl GatewayServer {
             },
         )
     }
+
+    /// For a server that terminates TLS, what it asks of the handshake.
+    pub fn handshake(&self) -> Option<HandshakePolicy> {
+        matches!(
+            self.kind(),
+            Some(ServerKind::Https | ServerKind::TlsTerminated)
+        )
+        .then(|| self.tls.as_ref().map(ServerTls::handshake_policy))
+        .flatten()
+    }
 }
 
 impl std::fmt::Display for ServerKind {
@@ -201,6 +211,81 @@ pub struct ServerTls {
     #[serde(default)]
     pub cipher_suites: Vec<String>,
     #[serde(default)]
+    pub ca_crl: Option<String>,
+}
+
+/// The cipher suites a Gateway server may name, as Istio lists them (its
+/// `pkg/config/security` `ValidCipherSuites`, from `bssl ciphers -openssl-name ALL`).
+pub const VALID_CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "DES-CBC3-SHA",
+];
+
+impl ServerTls {
+    /// `cipherSuites` as Istio filters them: the names it knows and cipher-list operators
+    /// (`-X`, `!X`, `+X`, `ALL`) are kept in order, duplicates and unknown names are not
+    /// (returned second, for the warning Istio gives).
+    pub fn cipher_suites(&self) -> (Vec<String>, Vec<String>) {
+        let (mut kept, mut dropped) = (Vec::<String>::new(), Vec::new());
+        for cs in &self.cipher_suites {
+            let operator = cs
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_ascii_alphanumeric());
+            let known = cs == "ALL" || operator || VALID_CIPHER_SUITES.contains(&cs.as_str());
+            if known && !kept.contains(cs) {
+                kept.push(cs.clone());
+            } else {
+                dropped.push(cs.clone());
+            }
+        }
+        (kept, dropped)
+    }
+
+    /// What a terminating server asks of the handshake besides its certificate. Servers
+    /// on one port share one handshake (the certificate is picked by SNI, the rest is
+    /// the port's), so they must ask the same. MUTUAL with a `credentialName` takes its
+    /// client CA from that credential, so the credential is part of it.
+    pub fn handshake_policy(&self) -> HandshakePolicy {
+        let mode = self.mode.clone().unwrap_or_else(|| "SIMPLE".into());
+        HandshakePolicy {
+            client_credential: (mode == "MUTUAL")
+                .then(|| self.credential_name.clone())
+                .flatten(),
+            mode,
+            ca_certificates: self.ca_certificates.clone(),
+            subject_alt_names: self.subject_alt_names.clone(),
+            min_protocol_version: self.min_protocol_version.clone(),
+            max_protocol_version: self.max_protocol_version.clone(),
+            cipher_suites: self.cipher_suites().0,
+            ca_crl: self.ca_crl.clone(),
+        }
+    }
+}
+
+/// See [`ServerTls::handshake_policy`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandshakePolicy {
+    pub mode: String,
+    pub ca_certificates: Option<String>,
+    pub client_credential: Option<String>,
+    pub subject_alt_names: Vec<String>,
+    pub min_protocol_version: Option<String>,
+    pub max_protocol_version: Option<String>,
+    pub cipher_suites: Vec<String>,
     pub ca_crl: Option<String>,
 }
 

@@ -75,6 +75,21 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
             }
         }
         "WorkloadEntry" => workload_entry_notes("", spec, &mut note),
+        "Gateway" => {
+            for (i, s) in items(spec.get("servers")) {
+                let Some(tls) = s.get("tls") else { continue };
+                let Ok(tls) = serde_yaml::from_value::<crate::istio::ServerTls>(tls.clone()) else {
+                    continue;
+                };
+                let (kept, dropped) = tls.cipher_suites();
+                if !kept.is_empty() && !dropped.is_empty() {
+                    note(
+                        &format!("servers[{i}].tls.cipherSuites"),
+                        &format!("ignoring invalid or duplicate cipher suites {dropped:?}, as Istio does; offering {kept:?}"),
+                    );
+                }
+            }
+        }
         "Sidecar" => {
             let mode = spec
                 .get("outboundTrafficPolicy")

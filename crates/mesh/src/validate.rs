@@ -1576,7 +1576,9 @@ pub fn applies_to_mesh(vs: &VirtualService) -> bool {
 fn gateway_conflicts(
     gateways: &[crate::inputs::Resource<crate::istio::Gateway>],
 ) -> Vec<(usize, String)> {
-    let mut seen: BTreeMap<(String, u32), (crate::istio::ServerKind, String)> = BTreeMap::new();
+    type Policy = Option<crate::istio::HandshakePolicy>;
+    let mut seen: BTreeMap<(String, u32), (crate::istio::ServerKind, Policy, String)> =
+        BTreeMap::new();
     let mut refused = Vec::new();
     for (i, gw) in gateways.iter().enumerate() {
         let selector = format!("{:?}", gw.spec.selector);
@@ -1586,23 +1588,37 @@ fn gateway_conflicts(
             let (Some(port), Some(kind)) = (&s.port, s.kind()) else {
                 continue;
             };
+            let handshake = s.handshake();
             match seen.get(&(selector.clone(), port.number)) {
-                Some((other, by)) if *other != kind => {
+                Some((other, _, by)) if *other != kind => {
                     conflict = Some(format!(
                         "spec.servers: port {} is {kind} here but {other} in Gateway {by} on the same gateway proxies",
                         port.number,
                     ));
                     break;
                 }
-                _ => mine.push(((selector.clone(), port.number), kind)),
+                Some((_, other, by)) if *other != handshake => {
+                    conflict = Some(format!(
+                        "spec.servers: {}",
+                        crate::gateway::handshake_differs(
+                            port.number,
+                            &format!("Gateway {by} on the same gateway proxies")
+                        )
+                    ));
+                    break;
+                }
+                _ => mine.push(((selector.clone(), port.number), kind, handshake)),
             }
         }
         match conflict {
             Some(why) => refused.push((i, why)),
             None => {
-                for (key, kind) in mine {
-                    seen.entry(key)
-                        .or_insert((kind, format!("{}/{}", gw.namespace, gw.name)));
+                for (key, kind, handshake) in mine {
+                    seen.entry(key).or_insert((
+                        kind,
+                        handshake,
+                        format!("{}/{}", gw.namespace, gw.name),
+                    ));
                 }
             }
         }

@@ -104,7 +104,7 @@ fn what_a_gateway_cannot_honour_is_refused_by_field() {
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: OPTIONAL_MUTUAL, serverCertificate: /c, privateKey: /k } }", "mode: OPTIONAL_MUTUAL is not supported"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a.example.com], bind: 10.0.0.1 }", "bind: not supported"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a/b/c] }", "is not <host> or <namespace>/<host>"),
-        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256] } }", "cipherSuites"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [not-a-cipher-suite] } }", "cipherSuites: none of [\"not-a-cipher-suite\"] is a cipher suite Istio knows"),
         // A field Trellis does not read would be a pinning left unenforced: refused.
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: MUTUAL, serverCertificate: /c, privateKey: /k, caCertificates: /ca, verifyCertificateHash: [ab12] } }", "spec.servers[0].tls.verifyCertificateHash is not supported"),
     ] {
@@ -272,5 +272,86 @@ fn tls_and_tcp_routes_are_checked_as_istio_does_and_refused_for_sidecars() {
     }
     // A wildcard VirtualService host admits SNI hosts under it (Istio's SubsetOf).
     let loaded = load(&vs("  hosts: [\"*.example.com\"]\n  gateways: [edge/edge-l4]\n  tls: [{ match: [{ sniHosts: [a.example.com, \"*.b.example.com\"] }], route: [{ destination: { host: a.example.com } }] }]\n"));
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+}
+
+#[test]
+fn cipher_suites_are_filtered_as_istio_filters_them_and_offered() {
+    let loaded = load(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: front, namespace: edge }\nspec:\n  selector: { istio: edgegateway }\n  servers:\n    - port: { number: 443, name: https, protocol: HTTPS }\n      hosts: [a.example.com]\n      tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, not-a-cipher-suite, ECDHE-RSA-AES128-GCM-SHA256, -AES128-SHA] }\n",
+    );
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let warned: Vec<_> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert!(
+        warned.iter().any(|w| w.contains("servers[0].tls.cipherSuites: ignoring invalid or duplicate cipher suites [\"not-a-cipher-suite\", \"ECDHE-RSA-AES128-GCM-SHA256\"]")),
+        "{warned:?}"
+    );
+    let gw = loaded
+        .inputs
+        .gateways
+        .iter()
+        .find(|g| g.name == "front")
+        .unwrap();
+    let tls = gw.spec.servers[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.cipher_suites().0,
+        ["ECDHE-RSA-AES128-GCM-SHA256", "-AES128-SHA"]
+    );
+}
+
+/// Servers on one port share its handshake: SIMPLE beside MUTUAL would serve the MUTUAL
+/// host without asking for a client certificate (or the other way round), so it is refused,
+/// in one Gateway and across two on the same proxies; the first Gateway keeps serving.
+#[test]
+fn servers_sharing_a_port_must_share_its_handshake() {
+    let server = |host: &str, tls: &str| {
+        format!("    - port: {{ number: 443, name: https-{host}, protocol: HTTPS }}\n      hosts: [{host}.example.com]\n      tls: {{ {tls} }}\n")
+    };
+    let simple = "mode: SIMPLE, serverCertificate: /c, privateKey: /k";
+    let gateway = |name: &str, servers: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{ name: {name}, namespace: edge }}\nspec:\n  selector: {{ istio: edgegateway }}\n  servers:\n{servers}")
+    };
+    for other in [
+        "mode: MUTUAL, serverCertificate: /c2, privateKey: /k2, caCertificates: /ca",
+        "mode: SIMPLE, serverCertificate: /c2, privateKey: /k2, minProtocolVersion: TLSV1_3",
+        "mode: SIMPLE, serverCertificate: /c2, privateKey: /k2, cipherSuites: [AES128-SHA]",
+    ] {
+        let one = gateway("front", &(server("a", simple) + &server("b", other)));
+        let loaded = load(&one);
+        assert_eq!(loaded.refused.len(), 1, "{other}");
+        assert!(
+            loaded.refused[0].message.contains(
+                "servers[1].tls: port 443 terminates TLS with other settings in servers[0]"
+            ),
+            "{}",
+            loaded.refused[0].message
+        );
+        let two = gateway("front", &server("a", simple))
+            + "---\n"
+            + &gateway("partner", &server("b", other));
+        let loaded = load(&two);
+        assert_eq!(loaded.refused.len(), 1, "{other}");
+        assert!(
+            loaded.refused[0]
+                .message
+                .contains("port 443 terminates TLS with other settings in Gateway edge/front"),
+            "{}",
+            loaded.refused[0].message
+        );
+        let names: Vec<_> = loaded
+            .inputs
+            .gateways
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(names, ["public", "front"]);
+    }
+    // Only the certificate differs: one port, two names.
+    let fine = gateway(
+        "front",
+        &(server("a", simple)
+            + &server("b", "mode: SIMPLE, serverCertificate: /c2, privateKey: /k2")),
+    );
+    let loaded = load(&fine);
     assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
 }

@@ -156,6 +156,7 @@ pub fn server(
         alpn,
         min_version: version(t.min_version),
         max_version: version(t.max_version),
+        cipher_suites: t.cipher_suites.clone(),
         client_roots,
         require_client_certificate: t.require_client_certificate,
         session_resumption: t.session_resumption,

@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
         for form in ["bundles", "roots"] {
             let by_bundle = form == "bundles";
             let server = ServerTls::new(ServerTlsConfig {
+                cipher_suites: Vec::new(),
                 certificates: vec![ServerCertificate {
                     key: server_cert.clone(),
                     server_names: vec![],

@@ -60,7 +60,7 @@ spec:
       hosts: ["*"]
     - port: {{ number: {https}, name: https, protocol: HTTPS }}
       hosts: [bookinfo.example.test]
-      tls: {{ mode: SIMPLE, serverCertificate: {}, privateKey: {} }}
+      tls: {{ mode: SIMPLE, serverCertificate: {}, privateKey: {}, maxProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, not-a-cipher-suite] }}
     - port: {{ number: {redirect}, name: http-redirect, protocol: HTTP }}
       hosts: [bookinfo.example.test]
       tls: {{ httpsRedirect: true }}
@@ -159,6 +159,23 @@ spec:
     ]);
     assert!(code.starts_with("200"), "{code} {body}");
     assert!(body.contains("productpage-v1"), "{body}");
+    // cipherSuites (TLS 1.2): the one named is negotiated, another one is refused.
+    let addr = format!("127.0.0.1:{https}").parse().unwrap();
+    let named = s_client(addr, &["-servername", "bookinfo.example.test"]);
+    assert!(
+        named.contains("Cipher is ECDHE-RSA-AES128-GCM-SHA256"),
+        "{named}"
+    );
+    let other = s_client(
+        addr,
+        &[
+            "-servername",
+            "bookinfo.example.test",
+            "-cipher",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+        ],
+    );
+    assert!(other.contains("Cipher is (NONE)"), "{other}");
 
     // httpsRedirect: 301 to https.
     let out = Command::new("curl")
