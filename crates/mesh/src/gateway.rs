@@ -167,9 +167,9 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
             }
         }
         // Not terminated: certificates, if any, are not used (Istio warns).
-        "PASSTHROUGH" => return,
-        "AUTO_PASSTHROUGH" | "OPTIONAL_MUTUAL" => errors.push(format!(
-            "{p}.mode: {mode} is not supported by Trellis yet (SIMPLE, MUTUAL, ISTIO_MUTUAL and PASSTHROUGH are)"
+        "PASSTHROUGH" | "AUTO_PASSTHROUGH" => return,
+        "OPTIONAL_MUTUAL" => errors.push(format!(
+            "{p}.mode: {mode} is not supported by Trellis yet (SIMPLE, MUTUAL, ISTIO_MUTUAL, PASSTHROUGH and AUTO_PASSTHROUGH are)"
         )),
         other => errors.push(format!("{p}.mode: {other:?} is not a TLS mode Istio knows")),
     }
@@ -204,6 +204,10 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
             }
         }
     }
+}
+
+fn auto_passthrough(server: &GatewayServer) -> bool {
+    server.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("AUTO_PASSTHROUGH")
 }
 
 /// Why a server cannot join a port whose handshake another server set.
@@ -322,6 +326,11 @@ pub fn generate_gateway(
                     for vs in bound {
                         http_hosts(&mut g, gw, server, vs, number, redirect, entry);
                     }
+                }
+                ServerKind::Passthrough if auto_passthrough(server) => {
+                    entry
+                        .sni_routes
+                        .extend(g.auto_passthrough_routes(gw, server));
                 }
                 ServerKind::Passthrough => {
                     for vs in bound {
@@ -606,6 +615,75 @@ impl Gen<'_> {
             }
         }
         out
+    }
+
+    /// AUTO_PASSTHROUGH (Istio's east-west gateway): a route per port (and subset) of
+    /// each service the server's hosts admit, matched by the SNI a sidecar sends when it
+    /// calls that service (`outbound_.<port>_.<subset>_.<host>`), to the service's
+    /// endpoints, passed through untouched. The TLS is the calling sidecar's with the
+    /// destination's, which the gateway cannot check; so, as Istio does, only endpoints
+    /// whose sidecar takes mutual TLS are reached, and a service the mesh would not call
+    /// over its mutual TLS (no sidecar, DestinationRule TLS of its own) is not.
+    fn auto_passthrough_routes(
+        &mut self,
+        gw: &Resource<Gateway>,
+        server: &GatewayServer,
+    ) -> Vec<tc::SniRoute> {
+        let mut out = Vec::new();
+        let registry = self.registry;
+        for s in &registry.services {
+            if !admits(server, &gw.namespace, &s.namespace, &s.host) {
+                continue;
+            }
+            let subsets: Vec<Option<String>> = std::iter::once(None)
+                .chain(
+                    self.destination_rule(&s.host)
+                        .into_iter()
+                        .flat_map(|dr| &dr.spec.subsets)
+                        .map(|sub| Some(sub.name.clone())),
+                )
+                .collect();
+            for p in &s.ports {
+                for subset in &subsets {
+                    if let Some(route) = self.auto_passthrough(&s.host, p.number, subset.as_deref())
+                    {
+                        out.push(route);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The passthrough route and cluster for one SNI of [`Self::auto_passthrough_routes`].
+    fn auto_passthrough(
+        &mut self,
+        host: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Option<tc::SniRoute> {
+        let sni = format!("outbound_.{port}_.{}_.{host}", subset.unwrap_or(""));
+        let mesh_name = crate::generate::cluster_name(port, subset, host);
+        let made_here = !self.clusters.contains_key(&mesh_name);
+        let mesh = self
+            .cluster(host, port, subset)
+            .and_then(|n| self.clusters.get(&n).cloned());
+        if made_here {
+            self.clusters.remove(&mesh_name);
+        }
+        let mut c = mesh?;
+        if c.tls.as_ref().and_then(|t| t.sni.as_deref()) != Some(sni.as_str()) {
+            return None;
+        }
+        c.name = sni.clone();
+        c.tls = None;
+        c.http2 = false;
+        c.endpoints.retain(|e| !e.plaintext());
+        self.clusters.insert(sni.clone(), c);
+        Some(tc::SniRoute {
+            server_names: vec![sni.clone()],
+            tcp: tc::TcpProxy::to(sni),
+        })
     }
 
     /// The first `tcp` route of a bound VirtualService for this port.

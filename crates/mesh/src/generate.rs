@@ -304,7 +304,7 @@ impl<'a> Gen<'a> {
         })
     }
 
-    fn destination_rule(&self, host: &str) -> Option<&Resource<istio::DestinationRule>> {
+    pub(crate) fn destination_rule(&self, host: &str) -> Option<&Resource<istio::DestinationRule>> {
         // The workload's own namespace first, then the service's, then the root.
         let rules: Vec<_> = self
             .inputs

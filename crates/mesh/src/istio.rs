@@ -123,7 +123,9 @@ impl GatewayServer {
         Some(
             match self.port.as_ref()?.protocol.to_ascii_uppercase().as_str() {
                 "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => ServerKind::Http,
-                "HTTPS" | "TLS" if mode == Some("PASSTHROUGH") => ServerKind::Passthrough,
+                "HTTPS" | "TLS" if matches!(mode, Some("PASSTHROUGH" | "AUTO_PASSTHROUGH")) => {
+                    ServerKind::Passthrough
+                }
                 "HTTPS" => ServerKind::Https,
                 "TLS" => ServerKind::TlsTerminated,
                 "TCP" | "MONGO" | "MYSQL" | "REDIS" => ServerKind::Tcp,

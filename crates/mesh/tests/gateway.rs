@@ -98,7 +98,6 @@ fn what_a_gateway_cannot_honour_is_refused_by_field() {
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com] }", "tls: server must have TLS settings for HTTPS/TLS protocols"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialName: a-cert, serverCertificate: /c, privateKey: /k } }", "only one of credentialName or serverCertificate/privateKey"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialNames: [a-rsa, a-ecdsa] } }", "credentialNames: several credentials per server are not supported"),
-        ("{ port: { number: 443, name: tls, protocol: TLS }, hosts: [a.example.com], tls: { mode: AUTO_PASSTHROUGH } }", "mode: AUTO_PASSTHROUGH is not supported by Trellis yet"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: ISTIO_MUTUAL, serverCertificate: /c } }", "tls.serverCertificate: ISTIO_MUTUAL TLS cannot have associated serverCertificate"),
         ("{ port: { number: 9000, name: tcp, protocol: TCP }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k } }", "server cannot have TLS settings for non HTTPS/TLS ports"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: OPTIONAL_MUTUAL, serverCertificate: /c, privateKey: /k } }", "mode: OPTIONAL_MUTUAL is not supported"),
@@ -354,4 +353,98 @@ fn servers_sharing_a_port_must_share_its_handshake() {
     );
     let loaded = load(&fine);
     assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+}
+
+/// AUTO_PASSTHROUGH, Istio's east-west gateway: a route per service port and subset by the
+/// SNI sidecars send, to endpoints whose sidecar takes mutual TLS, passed through.
+#[test]
+fn auto_passthrough_routes_the_sni_sidecars_send_to_mtls_endpoints_only() {
+    let loaded = load(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ratings, namespace: shop }
+spec:
+  hosts: [ratings.shop.svc.cluster.local]
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: ratings } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: ratings-v1
+  namespace: shop
+  annotations: { sidecar.trellis.dev/app-ports: "http=19080" }
+spec: { address: 127.0.0.2, ports: { http: 29080 }, labels: { app: ratings, version: v1 } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: legacy, namespace: shop }
+spec:
+  hosts: [legacy.shop.svc.cluster.local]
+  ports: [{ number: 8080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: legacy } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: legacy, namespace: shop }
+spec: { address: 127.0.0.3, labels: { app: legacy } }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: ratings, namespace: shop }
+spec:
+  host: ratings.shop.svc.cluster.local
+  subsets: [{ name: v1, labels: { version: v1 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: eastwest, namespace: edge }
+spec: { address: 10.0.0.2, labels: { istio: eastwestgateway } }
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: cross-network-gateway, namespace: edge }
+spec:
+  selector: { istio: eastwestgateway }
+  servers:
+    - port: { number: 15443, name: tls, protocol: TLS }
+      hosts: ["*.local"]
+      tls: { mode: AUTO_PASSTHROUGH }
+"#,
+    );
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate_gateway(&loaded.inputs, &registry, "edge", "eastwest").unwrap();
+    c.check("gateway").unwrap();
+    let l = c
+        .listeners
+        .iter()
+        .find(|l| l.name == "0.0.0.0_15443")
+        .unwrap();
+    assert!(l.tls.is_none() && l.http.is_none(), "{l:?}");
+    let names: Vec<&str> = l
+        .sni_routes
+        .iter()
+        .map(|r| r.server_names[0].as_str())
+        .collect();
+    // reviews has no endpoint with a sidecar, legacy none at all: neither is reachable.
+    assert_eq!(
+        names,
+        [
+            "outbound_.9080_._.ratings.shop.svc.cluster.local",
+            "outbound_.9080_.v1_.ratings.shop.svc.cluster.local"
+        ]
+    );
+    for r in &l.sni_routes {
+        let cluster = c.clusters.iter().find(|c| c.name == r.tcp.cluster).unwrap();
+        assert!(cluster.tls.is_none(), "{cluster:?}");
+        let endpoints: Vec<&str> = cluster.endpoints.iter().map(|e| e.address()).collect();
+        assert_eq!(endpoints, ["127.0.0.2:29080"]);
+    }
+    // No mesh cluster was left behind for them.
+    assert!(
+        c.clusters.iter().all(|c| !c.name.starts_with("outbound|")),
+        "{:?}",
+        c.clusters
+    );
 }

@@ -911,3 +911,108 @@ spec:
     ]);
     assert!(!code.starts_with("200"), "unrouted name: {code}");
 }
+
+/// AUTO_PASSTHROUGH, Istio's east-west gateway: a caller outside the gateway's network
+/// speaks mutual TLS with the destination's sidecar through it, naming the service by
+/// the SNI a sidecar sends (`outbound_.<port>_._.<host>`). Here the caller is
+/// `openssl s_client` with a mesh certificate from the CA, as a remote sidecar would
+/// have; the gateway terminates nothing, so the destination sidecar sees the caller's
+/// identity and the caller the destination's.
+#[tokio::test]
+async fn an_auto_passthrough_gateway_carries_mutual_tls_to_the_service_the_sni_names() {
+    let _quiet = quiet().await;
+    let port = free_port();
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let gateway_yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: eastwestgateway, namespace: default }}
+spec: {{ address: 127.0.0.1, labels: {{ istio: eastwestgateway }}, serviceAccount: eastwestgateway }}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{ name: cross-network-gateway, namespace: default }}
+spec:
+  selector: {{ istio: eastwestgateway }}
+  servers:
+    - port: {{ number: {port}, name: tls, protocol: TLS }}
+      hosts: ["*.local"]
+      tls: {{ mode: AUTO_PASSTHROUGH }}
+"#
+    );
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(mesh.path().join("workloads.yaml"), page.entry()).unwrap();
+    std::fs::write(mesh.path().join("gateway.yaml"), gateway_yaml).unwrap();
+    let _app = app_on("productpage-v1", &format!("127.0.0.1:{}", page.app), &[]);
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _page = sidecar(&c, &page, dir.path());
+    let gw = gateway(
+        &c,
+        "eastwestgateway",
+        "spiffe://cluster.local/ns/default/sa/eastwestgateway",
+    );
+
+    // The remote caller's certificate, from the mesh CA.
+    let caller = "spiffe://cluster.local/ns/default/sa/remote-caller";
+    let key = super::ca::ec();
+    let chain = super::ca::client(&c.ca)
+        .create_certificate(
+            &super::ca::csr(&key, caller),
+            Duration::from_secs(3600),
+            trellis_ca::Credential::Token(&c.ca.token(caller, "1h")),
+        )
+        .await
+        .unwrap();
+    let (cert, key_file) = (dir.path().join("caller.pem"), dir.path().join("caller.key"));
+    std::fs::write(&cert, chain[0].as_bytes()).unwrap();
+    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let root = c.ca.root_file(dir.path());
+    let call = |sni: &str| {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-servername", sni, "-CAfile", &root])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key_file)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"GET /productpage HTTP/1.1\r\nHost: productpage\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let sni = "outbound_.9080_._.productpage.default.svc.cluster.local";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut said = call(sni);
+    while !said.contains("HTTP/1.1 200") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        said = call(sni);
+    }
+    assert!(said.contains("HTTP/1.1 200"), "{said}\n{}", gw.log());
+    // The destination sidecar terminated the caller's TLS (verified against the mesh
+    // root): it saw the caller's identity, not the gateway's.
+    assert!(said.contains("productpage-v1"), "{said}");
+    assert!(said.contains(&format!("URI={caller}")), "{said}");
+    assert!(!said.contains("sa/eastwestgateway"), "{said}");
+    // A name the gateway has no service for is closed, not routed anywhere.
+    let unknown = call("outbound_.9080_._.nothing.default.svc.cluster.local");
+    assert!(!unknown.contains("HTTP/1.1"), "{unknown}");
+}
