@@ -30,6 +30,7 @@ const GATEWAY: &str = "Gateway.gateway.networking.k8s.io";
 const HTTP_ROUTE: &str = "HTTPRoute.gateway.networking.k8s.io";
 const GRPC_ROUTE: &str = "GRPCRoute.gateway.networking.k8s.io";
 const TLS_ROUTE: &str = "TLSRoute.gateway.networking.k8s.io";
+const TCP_ROUTE: &str = "TCPRoute.gateway.networking.k8s.io";
 
 /// The status documents `status` says, by (kind key, namespace, name), without the
 /// per-write stamps (transition time, observed generation).
@@ -89,6 +90,7 @@ fn documents(status: &Status) -> Vec<((&'static str, String, String), Value)> {
         let kind = match r.kind {
             "GRPCRoute" => GRPC_ROUTE,
             "TLSRoute" => TLS_ROUTE,
+            "TCPRoute" => TCP_ROUTE,
             _ => HTTP_ROUTE,
         };
         out.push((

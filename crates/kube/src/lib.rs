@@ -96,6 +96,25 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
         "HTTPRoute.gateway.networking.k8s.io",
     ),
     gw(
+        "v1",
+        "GRPCRoute",
+        "grpcroutes",
+        "GRPCRoute.gateway.networking.k8s.io",
+    ),
+    // Experimental-channel kinds: a cluster without their CRDs has none of them.
+    gw(
+        "v1alpha2",
+        "TLSRoute",
+        "tlsroutes",
+        "TLSRoute.gateway.networking.k8s.io",
+    ),
+    gw(
+        "v1alpha2",
+        "TCPRoute",
+        "tcproutes",
+        "TCPRoute.gateway.networking.k8s.io",
+    ),
+    gw(
         "v1beta1",
         "ReferenceGrant",
         "referencegrants",

@@ -50,6 +50,7 @@ pub struct Inputs {
     pub http_routes: Vec<Resource<crate::gateway_api::types::HttpRoute>>,
     pub grpc_routes: Vec<Resource<crate::gateway_api::types::GrpcRoute>>,
     pub tls_routes: Vec<Resource<crate::gateway_api::types::TlsRoute>>,
+    pub tcp_routes: Vec<Resource<crate::gateway_api::types::TcpRoute>>,
     pub reference_grants: Vec<Resource<crate::gateway_api::types::ReferenceGrant>>,
     /// TLS credentials from Secrets (Kubernetes, or `v1` Secret documents in the
     /// directories), for gateways' `credentialName` and `certificateRefs`.
@@ -105,6 +106,7 @@ impl Loaded {
         i.http_routes.extend_from_slice(&o.http_routes);
         i.grpc_routes.extend_from_slice(&o.grpc_routes);
         i.tls_routes.extend_from_slice(&o.tls_routes);
+        i.tcp_routes.extend_from_slice(&o.tcp_routes);
         i.reference_grants.extend_from_slice(&o.reference_grants);
         i.credentials.extend_from_slice(&o.credentials);
         i.namespace_labels.extend(
@@ -167,6 +169,7 @@ impl Inputs {
         carry!(http_routes, "HTTPRoute.gateway.networking.k8s.io");
         carry!(grpc_routes, "GRPCRoute.gateway.networking.k8s.io");
         carry!(tls_routes, "TLSRoute.gateway.networking.k8s.io");
+        carry!(tcp_routes, "TCPRoute.gateway.networking.k8s.io");
         carry!(reference_grants, "ReferenceGrant.gateway.networking.k8s.io");
         carry!(credentials, "Secret");
         // A stand-in goes where the earlier version serves; elsewhere it says so.

@@ -26,7 +26,7 @@ const TRELLIS: &str = "trellis.io/v1alpha1";
 const GATEWAY_API: &[&str] = &[
     "gateway.networking.k8s.io/v1",
     "gateway.networking.k8s.io/v1beta1",
-    // TLSRoute's versions.
+    // TLSRoute's and TCPRoute's versions.
     "gateway.networking.k8s.io/v1alpha2",
     "gateway.networking.k8s.io/v1alpha3",
 ];
@@ -507,13 +507,14 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         ("gateway", "HTTPRoute") => accept!(http_routes, crate::gateway_api::http_route),
         ("gateway", "GRPCRoute") => accept!(grpc_routes, crate::gateway_api::grpc_route),
         ("gateway", "TLSRoute") => accept!(tls_routes, crate::gateway_api::tls_route),
+        ("gateway", "TCPRoute") => accept!(tcp_routes, crate::gateway_api::tcp_route),
         ("gateway", "ReferenceGrant") => {
             accept!(reference_grants, crate::gateway_api::reference_grant)
         }
         ("gateway", other) => {
             return Err(refuse(
                 &resource,
-                format!("kind {other} of the Gateway API is not supported by Trellis yet (GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant are)"),
+                format!("kind {other} of the Gateway API is not supported by Trellis yet (GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and ReferenceGrant are)"),
             ))
         }
         _ => {

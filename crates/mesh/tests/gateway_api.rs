@@ -271,7 +271,9 @@ fn what_the_gateway_api_refuses_is_refused_by_field() {
         ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  listeners: [{ name: a, port: 443, protocol: HTTPS }]", "spec.listeners[0].tls: must be set for protocol HTTPS"),
         ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  addresses: [{ value: 10.0.0.9 }]\n  listeners: [{ name: a, port: 80, protocol: HTTP }]", "spec.addresses: not supported by Trellis yet"),
         ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  listeners: [{ name: a, port: 443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], options: { example.com/min-version: \"1.0\" } } }]", "spec.listeners[0].tls.options: not supported by Trellis"),
-        ("kind: TCPRoute\nmetadata: { name: t, namespace: infra }\nspec: {}", "kind TCPRoute of the Gateway API is not supported by Trellis yet"),
+        ("kind: UDPRoute\nmetadata: { name: t, namespace: infra }\nspec: {}", "kind UDPRoute of the Gateway API is not supported by Trellis yet"),
+        ("kind: TCPRoute\nmetadata: { name: t, namespace: infra }\nspec: { rules: [{ backendRefs: [{ name: web, port: 8080, filters: [] }] }], hostnames: [a.example] }", "hostnames"),
+        ("kind: Gateway\nmetadata: { name: g, namespace: infra }\nspec:\n  gatewayClassName: trellis\n  listeners: [{ name: a, port: 443, protocol: TLS, tls: { mode: Reencrypt, certificateRefs: [{ name: c }] } }]", "spec.listeners[0].tls.mode: \"Reencrypt\" is not Terminate or Passthrough"),
         ("kind: TLSRoute\nmetadata: { name: t, namespace: infra }\nspec: { rules: [] }", "spec.rules: 1 to 16 rules"),
     ] {
         let mut loaded = Loaded::default();
@@ -319,4 +321,71 @@ rules:
         ]
     );
     assert_eq!(http.rules[0].matches[4].headers[0].name, "x-tenant");
+}
+
+/// TCP listeners and TLS listeners in Terminate mode take TCPRoutes: a TCP proxy to the
+/// route's backends by weight, after the handshake with the listener's certificate.
+#[test]
+fn tcp_routes_attach_to_tcp_and_terminating_tls_listeners() {
+    let (loaded, registry, status) = load(
+        r#"apiVersion: v1
+kind: Secret
+metadata: { name: db-cert, namespace: infra }
+type: kubernetes.io/tls
+data: { tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUI=, tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUI= }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: l4, namespace: infra }
+spec:
+  gatewayClassName: trellis
+  listeners:
+    - { name: db, port: 5432, protocol: TCP }
+    - name: db-tls
+      port: 5433
+      protocol: TLS
+      tls: { mode: Terminate, certificateRefs: [{ name: db-cert }] }
+    - name: http
+      port: 8080
+      protocol: HTTP
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: l4, namespace: infra }
+spec: { address: 10.0.0.3, labels: { gateway.networking.k8s.io/gateway-name: l4 } }
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: { name: db, namespace: infra }
+spec:
+  parentRefs: [{ name: l4, sectionName: db }, { name: l4, sectionName: db-tls }, { name: l4, sectionName: http }]
+  rules:
+    - backendRefs: [{ name: web, port: 8080, weight: 3 }, { name: api, namespace: apps, port: 8080, weight: 1 }]
+"#,
+    );
+    let c = conditions(&status, "db");
+    // db and db-tls take it; the HTTP listener does not take TCPRoutes; the backend in
+    // another namespace has no ReferenceGrant.
+    assert_eq!(
+        c,
+        [
+            ("Accepted".to_string(), true, "Accepted".to_string()),
+            ("ResolvedRefs".into(), false, "RefNotPermitted".into()),
+            ("Accepted".into(), true, "Accepted".into()),
+            ("ResolvedRefs".into(), false, "RefNotPermitted".into()),
+            ("Accepted".into(), false, "NotAllowedByListeners".into()),
+            ("ResolvedRefs".into(), false, "RefNotPermitted".into()),
+        ]
+    );
+    let config = generate_gateway(&loaded.inputs, &registry, "infra", "l4").unwrap();
+    config.check("gateway").unwrap();
+    for (name, tls) in [("0.0.0.0_5432", false), ("0.0.0.0_5433", true)] {
+        let l = config.listeners.iter().find(|l| l.name == name).unwrap();
+        assert_eq!(l.tls.is_some(), tls, "{l:?}");
+        let tcp = l.tcp.as_ref().expect("a TCP proxy");
+        assert_eq!(
+            tcp.cluster, "outbound|8080||web.infra.svc.cluster.local",
+            "{tcp:?}"
+        );
+    }
 }

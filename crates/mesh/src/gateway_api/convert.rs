@@ -104,7 +104,7 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
             source: super::SOURCE.into(),
         });
     }
-    tls_routes(inputs, registry, &mut gateways, &mut status);
+    l4_routes(inputs, registry, &mut gateways, &mut status);
     for g in gateways {
         inputs.gateways.extend(g.istio);
         status.gateways.push(g.status);
@@ -112,50 +112,75 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
     status
 }
 
-/// TLSRoutes: attached to TLS passthrough listeners as HTTPRoutes are to HTTP ones, each
-/// rule becoming a `tls` route of a VirtualService bound to the listener, matching the
-/// hostnames the route shares with the listener as SNI hosts.
-fn tls_routes(
+/// TLSRoutes and TCPRoutes: attached to their listeners as HTTPRoutes are to HTTP ones.
+/// A TLSRoute's rules become `tls` routes of a VirtualService bound to the listener,
+/// matching the hostnames the route shares with the listener as SNI hosts; a TCPRoute's
+/// become `tcp` routes (the listener's first one is served, as a TCP port has nothing
+/// to tell connections apart by).
+fn l4_routes(
     inputs: &mut Inputs,
     registry: &Registry,
     gateways: &mut [Served],
     status: &mut Status,
 ) {
-    let mut bound: BTreeMap<(String, String), Vec<istio::TlsRoute>> = BTreeMap::new();
-    for route in &inputs.tls_routes {
-        let backends = route.spec.rules.iter().flat_map(|r| &r.backend_refs);
-        let resolved = resolved_refs("TLSRoute", backends, &route.namespace, inputs, registry);
+    struct L4<'a> {
+        kind: &'static str,
+        route: (&'a str, &'a str),
+        parents: &'a [ParentRef],
+        hostnames: &'a [String],
+        rules: &'a [k8s::TlsRouteRule],
+    }
+    let routes = (inputs.tls_routes.iter().map(|r| L4 {
+        kind: "TLSRoute",
+        route: (&r.namespace, &r.name),
+        parents: &r.spec.parent_refs,
+        hostnames: &r.spec.hostnames,
+        rules: &r.spec.rules,
+    }))
+    .chain(inputs.tcp_routes.iter().map(|r| L4 {
+        kind: "TCPRoute",
+        route: (&r.namespace, &r.name),
+        parents: &r.spec.parent_refs,
+        hostnames: &[],
+        rules: &r.spec.rules,
+    }));
+    let mut bound: BTreeMap<(String, String), (Vec<istio::TlsRoute>, Vec<istio::TcpRoute>)> =
+        BTreeMap::new();
+    for route in routes {
+        let (route_ns, name) = route.route;
+        let backends = route.rules.iter().flat_map(|r| &r.backend_refs);
+        let resolved = resolved_refs(route.kind, backends, route_ns, inputs, registry);
         let mut rs = RouteStatus {
-            kind: "TLSRoute",
-            namespace: route.namespace.clone(),
-            name: route.name.clone(),
+            kind: route.kind,
+            namespace: route_ns.to_string(),
+            name: name.to_string(),
             parents: Vec::new(),
         };
-        for parent in &route.spec.parent_refs {
-            let Some((gw, named)) = parent_gateway(gateways, parent, &route.namespace) else {
+        for parent in route.parents {
+            let Some((gw, named)) = parent_gateway(gateways, parent, route_ns) else {
                 continue;
             };
-            let attached = attach(
-                gw,
-                "TLSRoute",
-                &route.namespace,
-                &route.spec.hostnames,
-                parent,
-                inputs,
-            );
+            let attached = attach(gw, route.kind, route_ns, route.hostnames, parent, inputs);
             let accepted = match attached {
                 Ok(listeners) => {
                     for (i, hosts) in listeners {
                         let gateway = format!("{}~{}", gw.name, gw.spec.listeners[i].name);
-                        let bucket = bound.entry((gw.namespace.clone(), gateway)).or_default();
-                        for rule in &route.spec.rules {
-                            bucket.push(tls_route(
-                                rule,
-                                &hosts,
-                                &route.namespace,
-                                inputs,
-                                registry,
-                            ));
+                        let (tls, tcp) = bound.entry((gw.namespace.clone(), gateway)).or_default();
+                        for rule in route.rules {
+                            let to = destinations(route.kind, rule, route_ns, inputs, registry);
+                            match route.kind {
+                                "TLSRoute" => tls.push(istio::TlsRoute {
+                                    matches: vec![istio::L4Match {
+                                        sni_hosts: hosts.clone(),
+                                        ..Default::default()
+                                    }],
+                                    route: to,
+                                }),
+                                _ => tcp.push(istio::TcpRoute {
+                                    matches: Vec::new(),
+                                    route: to,
+                                }),
+                            }
                         }
                     }
                     Condition::ok("Accepted", "Accepted")
@@ -169,15 +194,18 @@ fn tls_routes(
         }
         status.routes.push(rs);
     }
-    for ((ns, gateway), tls) in bound {
+    for ((ns, gateway), (tls, tcp)) in bound {
         let mut hosts: Vec<String> = tls
             .iter()
             .flat_map(|r| r.matches[0].sni_hosts.clone())
             .collect();
+        if !tcp.is_empty() {
+            hosts.push("*".into());
+        }
         hosts.sort();
         hosts.dedup();
         inputs.virtual_services.push(Resource {
-            name: format!("{gateway}~tls"),
+            name: format!("{gateway}~l4"),
             namespace: ns.clone(),
             labels: Default::default(),
             annotations: Default::default(),
@@ -185,6 +213,7 @@ fn tls_routes(
                 hosts,
                 gateways: vec![format!("{ns}/{gateway}")],
                 tls,
+                tcp,
                 ..Default::default()
             },
             source: super::SOURCE.into(),
@@ -192,31 +221,23 @@ fn tls_routes(
     }
 }
 
-/// One TLSRoute rule as an Istio `tls` route: the hostnames it serves on a listener as
-/// SNI hosts, to its backends that resolve, by weight.
-fn tls_route(
+/// A TLSRoute or TCPRoute rule's backends that resolve, by weight.
+fn destinations(
+    kind: &str,
     rule: &k8s::TlsRouteRule,
-    hosts: &[String],
     route_ns: &str,
     inputs: &Inputs,
     registry: &Registry,
-) -> istio::TlsRoute {
-    istio::TlsRoute {
-        matches: vec![istio::L4Match {
-            sni_hosts: hosts.to_vec(),
-            ..Default::default()
-        }],
-        route: rule
-            .backend_refs
-            .iter()
-            .filter(|b| backend_error("TLSRoute", &b.backend, route_ns, inputs, registry).is_none())
-            .map(|b| istio::RouteDestination {
-                destination: destination(&b.backend, route_ns),
-                weight: Some(b.weight.unwrap_or(1)),
-                headers: None,
-            })
-            .collect(),
-    }
+) -> Vec<istio::RouteDestination> {
+    rule.backend_refs
+        .iter()
+        .filter(|b| backend_error(kind, &b.backend, route_ns, inputs, registry).is_none())
+        .map(|b| istio::RouteDestination {
+            destination: destination(&b.backend, route_ns),
+            weight: Some(b.weight.unwrap_or(1)),
+            headers: None,
+        })
+        .collect()
 }
 
 /// The Gateway of ours a parentRef names, with the ref's namespace filled in; `None`
@@ -296,7 +317,8 @@ fn listeners(gw: &Resource<k8s::Gateway>, inputs: &Inputs) -> Served {
                     ..Default::default()
                 })
             }
-            "HTTPS" => match certificate(l, &gw.namespace, inputs) {
+            "TCP" => {}
+            "HTTPS" | "TLS" => match certificate(l, &gw.namespace, inputs) {
                 Ok(credential) => {
                     tls = Some(istio::ServerTls {
                         mode: Some("SIMPLE".into()),
@@ -315,7 +337,7 @@ fn listeners(gw: &Resource<k8s::Gateway>, inputs: &Inputs) -> Served {
                     "Accepted",
                     false,
                     "UnsupportedProtocol",
-                    format!("{other} listeners are not supported by Trellis yet (HTTP is)"),
+                    format!("{other} listeners are not supported by Trellis (HTTP, HTTPS, TLS and TCP are)"),
                 ));
             }
         }
@@ -359,7 +381,7 @@ fn listeners(gw: &Resource<k8s::Gateway>, inputs: &Inputs) -> Served {
                 "ResolvedRefs",
                 false,
                 "InvalidRouteKinds",
-                "only HTTPRoute (gateway.networking.k8s.io) attaches to HTTP listeners",
+                "a route kind this listener cannot take (HTTP and HTTPS: HTTPRoute, GRPCRoute; TLS Passthrough: TLSRoute; TLS Terminate and TCP: TCPRoute)",
             ));
         }
         if !conditions.iter().any(|c| c.kind == "Conflicted") {
@@ -446,7 +468,7 @@ fn certificate(
     let Some(r) = l.tls.as_ref().and_then(|t| t.certificate_refs.first()) else {
         return Err((
             "InvalidCertificateRef",
-            "an HTTPS listener needs certificateRefs".into(),
+            "a listener that terminates TLS needs certificateRefs".into(),
         ));
     };
     let (group, kind) = (
@@ -512,20 +534,20 @@ fn route_kinds(l: &k8s::Listener) -> (Vec<String>, bool) {
         .as_ref()
         .map(|a| a.kinds.as_slice())
         .unwrap_or_default();
-    // A TLS listener takes TLSRoutes; HTTP and HTTPS ones HTTPRoutes and GRPCRoutes.
-    let tls = l.protocol.eq_ignore_ascii_case("TLS");
+    // A TLS listener takes TLSRoutes in Passthrough mode and TCPRoutes once it has
+    // terminated; a TCP one TCPRoutes; HTTP and HTTPS ones HTTPRoutes and GRPCRoutes.
+    let protocol = l.protocol.to_ascii_uppercase();
+    let passthrough = l.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("Passthrough");
+    let takes: &[&str] = match protocol.as_str() {
+        "TLS" if passthrough => &["TLSRoute"],
+        "TLS" | "TCP" => &["TCPRoute"],
+        _ => &["HTTPRoute", "GRPCRoute"],
+    };
     if asked.is_empty() {
-        return match tls {
-            true => (vec!["TLSRoute".into()], false),
-            false => (vec!["HTTPRoute".into(), "GRPCRoute".into()], false),
-        };
+        return (takes.iter().map(|k| k.to_string()).collect(), false);
     }
     let valid = |k: &&k8s::RouteGroupKind| {
-        k.group.as_deref().unwrap_or(GROUP) == GROUP
-            && match tls {
-                true => k.kind == "TLSRoute",
-                false => matches!(k.kind.as_str(), "HTTPRoute" | "GRPCRoute"),
-            }
+        k.group.as_deref().unwrap_or(GROUP) == GROUP && takes.contains(&k.kind.as_str())
     };
     let kinds: Vec<String> = asked.iter().filter(valid).map(|k| k.kind.clone()).collect();
     let invalid = kinds.len() < asked.len();

@@ -12,7 +12,9 @@ pub mod types;
 mod validate;
 
 pub use convert::convert;
-pub use validate::{gateway, gateway_class, grpc_route, http_route, reference_grant, tls_route};
+pub use validate::{
+    gateway, gateway_class, grpc_route, http_route, reference_grant, tcp_route, tls_route,
+};
 
 /// The `controllerName` of Trellis's GatewayClasses.
 pub const CONTROLLER: &str = "trellis.dev/gateway-controller";

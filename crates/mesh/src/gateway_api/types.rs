@@ -480,6 +480,18 @@ pub struct TlsRoute {
     pub rules: Vec<TlsRouteRule>,
 }
 
+/// A TCPRoute: TCP connections to its backends, on a listener of protocol TCP (or TLS
+/// in Terminate mode, after the handshake).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    pub rules: Vec<TlsRouteRule>,
+}
+
+/// A rule of a TLSRoute or a TCPRoute: its backends, by weight.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsRouteRule {

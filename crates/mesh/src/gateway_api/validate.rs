@@ -71,6 +71,14 @@ pub fn gateway(g: &Gateway) -> Vec<String> {
                 .push(format!(
                     "{p}.tls.mode: must be Terminate for protocol HTTPS"
                 )),
+            ("TLS", Some(t))
+                if !matches!(t.mode.as_deref(), None | Some("Terminate" | "Passthrough")) =>
+            {
+                errors.push(format!(
+                    "{p}.tls.mode: {:?} is not Terminate or Passthrough",
+                    t.mode.as_deref().unwrap_or_default()
+                ))
+            }
             _ => {}
         }
         // Implementation-specific TLS settings (versions, ciphers): refused rather than
@@ -377,17 +385,27 @@ pub fn tls_route(r: &TlsRoute) -> Vec<String> {
     for (i, h) in r.hostnames.iter().enumerate() {
         hostname(&format!("spec.hostnames[{i}]"), h, &mut errors);
     }
-    if r.rules.is_empty() || r.rules.len() > 16 {
+    l4_rules("TLSRoute", &r.rules, &mut errors);
+    errors
+}
+
+pub fn tcp_route(r: &TcpRoute) -> Vec<String> {
+    let mut errors = Vec::new();
+    l4_rules("TCPRoute", &r.rules, &mut errors);
+    errors
+}
+
+fn l4_rules(kind: &str, rules: &[TlsRouteRule], errors: &mut Vec<String>) {
+    if rules.is_empty() || rules.len() > 16 {
         errors.push("spec.rules: 1 to 16 rules".into());
     }
-    for (i, rule) in r.rules.iter().enumerate() {
+    for (i, rule) in rules.iter().enumerate() {
         for (j, b) in rule.backend_refs.iter().enumerate() {
             if !b.filters.is_empty() {
                 errors.push(format!(
-                    "spec.rules[{i}].backendRefs[{j}].filters: not a field of a TLSRoute"
+                    "spec.rules[{i}].backendRefs[{j}].filters: not a field of a {kind}"
                 ));
             }
         }
     }
-    errors
 }

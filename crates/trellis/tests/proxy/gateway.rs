@@ -912,6 +912,90 @@ spec:
     assert!(!code.starts_with("200"), "unrouted name: {code}");
 }
 
+/// Gateway API TCPRoutes on a TCP listener and on a TLS listener in Terminate mode: the
+/// bytes go to the route's backend as they are, or after the gateway's handshake with
+/// the listener's certificate (from a Secret). The backend here speaks HTTP, so curl can
+/// tell where its requests went.
+#[tokio::test]
+async fn tcp_routes_carry_tcp_and_terminated_tls_to_their_backend() {
+    let _quiet = quiet().await;
+    let pki = Pki::new("tcproute-ca");
+    let cert = pki.leaf("db-gateway", &["DNS:db.example.test"], false);
+    let (app_port, tcp_port, tls_port) = (free_port(), free_port(), free_port());
+    let _app = app_on("db-v1", &format!("127.0.0.1:{app_port}"), &[]);
+    let mesh = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: edge, namespace: default }}
+spec: {{ address: 127.0.0.1, labels: {{ gateway.networking.k8s.io/gateway-name: edge }}, serviceAccount: edge }}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: db, namespace: default }}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: 7000, name: tcp, protocol: TCP, targetPort: {app_port} }}]
+  endpoints: [{{ address: 127.0.0.1 }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: edge, namespace: default }}
+spec:
+  gatewayClassName: trellis
+  listeners:
+    - {{ name: tcp, port: {tcp_port}, protocol: TCP }}
+    - name: tls
+      port: {tls_port}
+      protocol: TLS
+      tls: {{ mode: Terminate, certificateRefs: [{{ name: db-credential }}] }}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{ name: db, namespace: default }}
+spec:
+  parentRefs: [{{ name: edge }}]
+  rules: [{{ backendRefs: [{{ name: db, port: 7000 }}] }}]
+"#
+    );
+    std::fs::write(mesh.path().join("edge.yaml"), config).unwrap();
+    std::fs::write(
+        mesh.path().join("db-credential.yaml"),
+        tls_secret("db-credential", &cert, None),
+    )
+    .unwrap();
+    let c = control(mesh.path());
+    let gw = gateway(&c, "edge", "spiffe://cluster.local/ns/default/sa/edge");
+    let resolve = format!("db.example.test:{tls_port}:127.0.0.1");
+    let root = pki.root_path();
+    let tcp_url = format!("http://127.0.0.1:{tcp_port}/");
+    let tls_url = format!("https://db.example.test:{tls_port}/");
+    for args in [
+        vec![tcp_url.as_str()],
+        vec!["--cacert", &root, "--resolve", &resolve, &tls_url],
+    ] {
+        let mut last = (String::new(), String::new());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            last = curl(&args);
+            if last.1.starts_with("200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            last.1.starts_with("200"),
+            "{args:?}: {last:?}\n{}",
+            gw.log()
+        );
+        assert!(last.0.contains("db-v1"), "{}", last.0);
+    }
+    // The TLS listener presented the Secret's certificate.
+    assert!(served_subject(tls_port, "db.example.test").contains("db-gateway"));
+}
+
 /// AUTO_PASSTHROUGH, Istio's east-west gateway: a caller outside the gateway's network
 /// speaks mutual TLS with the destination's sidecar through it, naming the service by
 /// the SNI a sidecar sends (`outbound_.<port>_._.<host>`). Here the caller is

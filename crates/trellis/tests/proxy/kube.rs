@@ -287,7 +287,8 @@ async fn gateway_api_objects_are_served_and_their_status_written_back() {
     };
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gateway-api-crds.yaml");
     kubectl.ok(&["apply", "-f", crds.to_str().unwrap()]);
-    let (port, tcp_port, https_port) = (free_port(), free_port(), free_port());
+    let (port, udp_port, https_port, tcp_port) =
+        (free_port(), free_port(), free_port(), free_port());
     // The HTTPS listener's certificate: a Secret made as users make one.
     let pki = super::pki::Pki::new("edge-ca");
     let edge = pki.leaf("edge", &["DNS:shop.example.test"], false);
@@ -311,12 +312,20 @@ spec:
   gatewayClassName: istio
   listeners:
     - {{ name: http, port: {port}, protocol: HTTP }}
-    - {{ name: other, port: {tcp_port}, protocol: TCP }}
+    - {{ name: other, port: {udp_port}, protocol: UDP }}
     - name: https
       port: {https_port}
       protocol: HTTPS
       hostname: shop.example.test
       tls: {{ certificateRefs: [{{ name: edge-cert }}] }}
+    - {{ name: db, port: {tcp_port}, protocol: TCP }}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{ name: reviews-tcp, namespace: shop }}
+spec:
+  parentRefs: [{{ name: edge, sectionName: db }}]
+  rules: [{{ backendRefs: [{{ name: reviews, port: 9080 }}] }}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -396,13 +405,14 @@ spec:
             &format!("jsonpath={path}"),
         ])
     };
-    let route = |name: &str| {
+    let route_of = |kind: &str, name: &str| {
         conditions(
-            "httproute",
+            kind,
             name,
             "{range .status.parents[0].conditions[*]}{.type}={.status}/{.reason} {end}",
         )
     };
+    let route = |name: &str| route_of("httproute", name);
     let deadline = Instant::now() + Duration::from_secs(10);
     while route("broken").is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -415,13 +425,19 @@ spec:
         route("broken").trim(),
         "Accepted=True/Accepted ResolvedRefs=False/BackendNotFound"
     );
+    // A TCPRoute (an experimental-channel kind, watched as the others).
+    assert_eq!(
+        route_of("tcproute", "reviews-tcp").trim(),
+        "Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs"
+    );
     let controller = conditions(
         "httproute",
         "reviews",
         "{.status.parents[0].controllerName}",
     );
     assert_eq!(controller, "trellis.dev/gateway-controller");
-    // The HTTP listener has both routes; the TCP one is not served, and says why.
+    // The HTTP listener has both routes, the TCP one its TCPRoute; the UDP one is not
+    // served, and says why.
     let listeners = conditions(
         "gateway",
         "edge",
@@ -429,7 +445,7 @@ spec:
     );
     assert_eq!(
         listeners.trim(),
-        "http:2:True/Accepted other:0:False/UnsupportedProtocol https:0:True/Accepted"
+        "http:2:True/Accepted other:0:False/UnsupportedProtocol https:0:True/Accepted db:1:True/Accepted"
     );
     let refs = conditions(
         "gateway",
