@@ -35,16 +35,25 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo");
     let mesh = work.path().join("bookinfo");
     copy_dir(&example, &mesh);
-    // The ingress gateway's port, moved to one free here.
-    let ingress = free_port();
-    let gateway = mesh.join("istio/gateway.yaml");
-    let text = std::fs::read_to_string(&gateway).unwrap();
-    assert!(text.contains("number: 8080"));
-    std::fs::write(
-        &gateway,
-        text.replace("number: 8080", &format!("number: {ingress}")),
-    )
-    .unwrap();
+    // The ingress gateways' ports (Istio's Gateway, the Gateway API's), moved to free ones.
+    let (ingress, gateway_api) = (free_port(), free_port());
+    for (file, port, free) in [
+        (
+            "istio/gateway.yaml",
+            "number: 8080",
+            format!("number: {ingress}"),
+        ),
+        (
+            "istio/gateway-api.yaml",
+            "port: 8081",
+            format!("port: {gateway_api}"),
+        ),
+    ] {
+        let path = mesh.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(port), "{file}");
+        std::fs::write(&path, text.replace(port, &free)).unwrap();
+    }
     let ready = work.path().join("up.json");
     let base = free_ports(100).to_string();
     let (m, r) = (mesh.display().to_string(), ready.display().to_string());
@@ -61,7 +70,7 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
         ],
         tempfile::tempdir().unwrap(),
     );
-    // A whole mesh: seven sidecars with certificates, on a machine busy with other tests.
+    // A whole mesh: eight sidecars and gateways with certificates, on a machine busy with other tests.
     let doc = up.wait_ready_for(&ready, Duration::from_secs(90));
     let client: SocketAddr = doc["client"].as_str().unwrap().parse().unwrap();
 
@@ -91,6 +100,24 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
     let other = send(Req::get(&format!("http://127.0.0.1:{ingress}/details/0")))
         .await
         .unwrap();
+    assert_eq!(other.status, 404);
+    // The same through the Gateway API's bookinfo-gateway and HTTPRoute.
+    let through = send(Req::get(&format!(
+        "http://127.0.0.1:{gateway_api}/productpage"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(through.status, 200, "{}", through.body);
+    assert!(
+        through.body.contains("sa/bookinfo-gateway"),
+        "over mTLS from the gateway: {}",
+        through.body
+    );
+    let other = send(Req::get(&format!(
+        "http://127.0.0.1:{gateway_api}/details/0"
+    )))
+    .await
+    .unwrap();
     assert_eq!(other.status, 404);
 
     // Weights: the 90/10 canary; the header route sends jason to v3.
