@@ -101,6 +101,7 @@ pub fn serving_tls_bundles(
     let chain = chain[..chain.len() - 1].to_vec();
     Ok(ServerTls::new(ServerTlsConfig {
         cipher_suites: Vec::new(),
+        client_sans: Vec::new(),
         certificates: vec![ServerCertificate {
             key: CertifiedKey {
                 chain,

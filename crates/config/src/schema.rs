@@ -1041,6 +1041,10 @@ pub struct DownstreamTls {
     /// PEM roots that client certificates must chain to; setting it turns on mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_ca: Option<String>,
+    /// With `trusted_ca` or `trust_bundles`: the client's leaf must carry one of these URI
+    /// or DNS SANs exactly (Istio's Gateway `subjectAltNames`); empty accepts any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_sans: Vec<String>,
     /// With `trusted_ca`: refuse clients that present no certificate.
     #[serde(default = "yes")]
     pub require_client_certificate: bool,

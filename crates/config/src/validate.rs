@@ -476,6 +476,19 @@ fn downstream_tls(c: &mut Checker, p: &str, t: &DownstreamTls) {
         }
     }
     tls_versions(c, p, t.min_version, t.max_version);
+    // Names to check on a certificate nobody verifies would check nothing.
+    if !t.client_sans.is_empty() && t.trusted_ca.is_none() && t.trust_bundles.is_empty() {
+        c.err(
+            format!("{p}.client_sans"),
+            "needs trusted_ca or trust_bundles (client certificates are not verified without them)",
+        );
+    }
+    if t.client_sans.iter().any(String::is_empty) {
+        c.err(
+            format!("{p}.client_sans"),
+            "an empty name matches no certificate",
+        );
+    }
     if t.handshake_timeout.is_zero() {
         c.err(format!("{p}.handshake_timeout"), "must be greater than 0");
     }

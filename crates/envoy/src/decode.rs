@@ -1682,9 +1682,48 @@ fn common_tls(
                 ));
             }
         }
+        // Checks a peer's certificate must also pass: ignored, they would accept
+        // certificates the config refuses.
+        for (field, set) in [
+            (
+                "verify_certificate_spki",
+                !v.verify_certificate_spki.is_empty(),
+            ),
+            (
+                "verify_certificate_hash",
+                !v.verify_certificate_hash.is_empty(),
+            ),
+            ("crl", v.crl.is_some()),
+            (
+                "require_signed_certificate_timestamp",
+                v.require_signed_certificate_timestamp
+                    .is_some_and(|b| b.value),
+            ),
+            ("max_verify_depth", v.max_verify_depth.is_some()),
+            (
+                "ca_certificate_provider_instance",
+                v.ca_certificate_provider_instance.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(ctx.err(
+                    &format!("{path}.validation_context.{field}"),
+                    "is not supported by Trellis; refused rather than ignored",
+                ));
+            }
+        }
         for s in v.match_typed_subject_alt_names {
             if let Some(p) = s.matcher.and_then(|m| m.match_pattern) {
                 out.sans.push((s.san_type, p));
+            }
+        }
+        // The untyped form Istio still writes (a Gateway's and a DestinationRule's
+        // subjectAltNames): any SAN type. Deprecated in Envoy, but it is what arrives.
+        #[allow(deprecated)]
+        let untyped = v.match_subject_alt_names;
+        for m in untyped {
+            if let Some(p) = m.match_pattern {
+                out.sans.push((0, p));
             }
         }
     }
@@ -1762,14 +1801,26 @@ fn downstream_tls(
         d.common_tls_context,
         &format!("{path}.common_tls_context"),
     )?;
-    let mut trust_domains = Vec::new();
+    let (mut trust_domains, mut client_sans) = (Vec::new(), Vec::<String>::new());
     for (_, p) in &c.sans {
         match p {
             m::string_matcher::MatchPattern::Prefix(p) if p.starts_with("spiffe://") && p.ends_with('/') => {
                 trust_domains.push(p["spiffe://".len()..p.len() - 1].to_string());
             }
-            _ => return Err(ctx.err(path, "client SAN matching is supported as SPIFFE trust-domain prefixes (spiffe://<domain>/)")),
+            m::string_matcher::MatchPattern::Exact(name) => {
+                if !client_sans.contains(name) {
+                    client_sans.push(name.clone());
+                }
+            }
+            _ => return Err(ctx.err(path, "client SAN matching is supported as SPIFFE trust-domain prefixes (spiffe://<domain>/) or exact names")),
         }
+    }
+    // Envoy accepts a certificate that any matcher matches; Trellis requires both.
+    if !trust_domains.is_empty() && !client_sans.is_empty() {
+        return Err(ctx.err(
+            path,
+            "client SAN matchers mix trust-domain prefixes and exact names; Trellis cannot accept either one alone",
+        ));
     }
     let mtls_off = c.trusted_ca.is_none() && c.trust_bundles.is_empty();
     if mtls_off {
@@ -1811,6 +1862,7 @@ fn downstream_tls(
         session_resumption: !(stateless_off && d.disable_stateful_session_resumption),
         handshake_timeout: Dur::secs(10),
         cipher_suites: c.cipher_suites,
+        client_sans,
     })
 }
 

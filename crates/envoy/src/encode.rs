@@ -636,21 +636,39 @@ fn downstream_tls(
         &mut common,
         &format!("{path}.certificates"),
     )?;
+    // Client names as Istio writes a Gateway's subjectAltNames: each exact, as a URI and
+    // as a DNS SAN. Envoy accepts a certificate that any matcher matches, so names and
+    // trust domains together (both required) have no Envoy form.
+    use tls::subject_alt_name_matcher::SanType;
+    let names: Vec<_> = (t.client_sans.iter())
+        .flat_map(|n| {
+            [SanType::Uri, SanType::Dns]
+                .map(|ty| san_matcher(ty, m::string_matcher::MatchPattern::Exact(n.clone())))
+        })
+        .collect();
+    let domains = t.trust_domains.iter().any(|d| d.as_str() != "*");
+    if !names.is_empty() && (domains && t.trust_bundles.is_empty()) {
+        return Err(err(
+            format!("{path}.client_sans"),
+            "client names beside trust domains have no Envoy form (Envoy accepts either)",
+        ));
+    }
     if !t.trust_bundles.is_empty() {
-        validation("", &t.trust_bundles, Vec::new(), &mut common);
+        validation("", &t.trust_bundles, names, &mut common);
     } else if let Some(ca) = &t.trusted_ca {
         // Trust domains as Istio writes them: a URI SAN prefix per domain.
-        let sans = t
+        let mut sans: Vec<_> = t
             .trust_domains
             .iter()
             .filter(|d| d.as_str() != "*")
             .map(|d| {
                 san_matcher(
-                    tls::subject_alt_name_matcher::SanType::Uri,
+                    SanType::Uri,
                     m::string_matcher::MatchPattern::Prefix(format!("spiffe://{d}/")),
                 )
             })
             .collect();
+        sans.extend(names);
         validation(ca, &[], sans, &mut common);
     }
     let mutual = t.trusted_ca.is_some() || !t.trust_bundles.is_empty();

@@ -127,6 +127,8 @@ listeners:
         - { certificate_chain: /etc/certs/api.pem, private_key: /etc/certs/api.key, server_names: [api.example.com, "*.api.example.com"] }
       trusted_ca: "sds://kubernetes://edge/shop-cert-cacert"
       require_client_certificate: true
+      trust_domains: ["*"]
+      client_sans: [spiffe://partner.example/ns/a/sa/b, client.partner.example]
     tcp: { cluster: mysql }
 secrets:
   - name: kubernetes://edge/shop-cert
@@ -425,25 +427,33 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
         panic!("reviews-v2 has TLS")
     };
     let mut ctx = tls::UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
-    // Narrowed TLS parameters that Trellis would not apply are refused too.
-    for (narrow, says) in [
+    // Narrowed TLS parameters and peer checks that Trellis would not apply are refused.
+    type Narrow = fn(&mut tls::CommonTlsContext);
+    let cases: [(Narrow, &str); 3] = [
         (
-            tls::TlsParameters {
-                ecdh_curves: vec!["P-384".into()],
-                ..Default::default()
-            },
+            |c| c.tls_params.as_mut().unwrap().ecdh_curves = vec!["P-384".into()],
             "tls_params.ecdh_curves: is not supported",
         ),
         (
-            tls::TlsParameters {
-                cipher_suites: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
-                ..Default::default()
-            },
+            |c| c.tls_params.as_mut().unwrap().cipher_suites = vec!["AES128-SHA".into()],
             "tls_params.cipher_suites: restricting an upstream's cipher suites is not supported",
         ),
-    ] {
+        (
+            |c| {
+                let Some(tls::common_tls_context::ValidationContextType::ValidationContext(v)) =
+                    c.validation_context_type.as_mut()
+                else {
+                    panic!("a validation context")
+                };
+                v.verify_certificate_hash =
+                    vec!["df6ff72fe9116521268f6f2dd4966f51df479883fe7037b39f75916ac3049d1a".into()];
+            },
+            "validation_context.verify_certificate_hash: is not supported",
+        ),
+    ];
+    for (narrow, says) in cases {
         let mut narrowed = ctx.clone();
-        narrowed.common_tls_context.as_mut().unwrap().tls_params = Some(narrow);
+        narrow(narrowed.common_tls_context.as_mut().unwrap());
         let mut bad = resources.clone();
         let socket = bad.clusters[1].transport_socket.as_mut().unwrap();
         let Some(ConfigType::TypedConfig(any)) = &mut socket.config_type else {
@@ -490,6 +500,72 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
         err.starts_with("RouteConfiguration outbound: virtual_hosts[0].routes[0].typed_per_filter_config[envoy.filters.http.lua]"),
         "{err}"
     );
+}
+
+/// A Gateway's subjectAltNames as Istio writes them: exact names in the untyped (deprecated)
+/// `match_subject_alt_names`, which match any SAN type; read as the client names they are.
+#[test]
+fn untyped_client_names_decode_as_client_sans() {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let mut resources = encode(&config).unwrap();
+    let https = resources
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == "gateway-https")
+        .unwrap();
+    for chain in &mut https.filter_chains {
+        let Some(ConfigType::TypedConfig(any)) = chain
+            .transport_socket
+            .as_mut()
+            .and_then(|t| t.config_type.as_mut())
+        else {
+            panic!("a TLS chain")
+        };
+        let mut d = tls::DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        let Some(tls::common_tls_context::ValidationContextType::CombinedValidationContext(c)) = d
+            .common_tls_context
+            .as_mut()
+            .unwrap()
+            .validation_context_type
+            .as_mut()
+        else {
+            panic!("the CA over SDS")
+        };
+        let v = c.default_validation_context.as_mut().unwrap();
+        v.match_typed_subject_alt_names.clear();
+        #[allow(deprecated)]
+        {
+            v.match_subject_alt_names = [
+                "spiffe://partner.example/ns/a/sa/b",
+                "client.partner.example",
+            ]
+            .map(|n| m::StringMatcher {
+                match_pattern: Some(m::string_matcher::MatchPattern::Exact(n.into())),
+                ignore_case: false,
+            })
+            .to_vec();
+        }
+        any.value = d.encode_to_vec();
+    }
+    let [l, r, c, e, sec] = maps(&resources);
+    let decoded = decode(&l, &r, &c, &e, &sec).unwrap();
+    let tls = decoded
+        .listeners
+        .iter()
+        .find(|l| l.name == "gateway-https")
+        .and_then(|l| l.tls.as_ref())
+        .unwrap();
+    assert_eq!(
+        tls.client_sans,
+        [
+            "spiffe://partner.example/ns/a/sa/b",
+            "client.partner.example"
+        ]
+    );
+    assert_eq!(tls.trust_domains, ["*"]);
 }
 
 /// Istio's form of auto mTLS decodes to the same cluster as Trellis's: every sidecar

@@ -268,6 +268,7 @@ impl Gen<'_> {
             session_resumption: true,
             handshake_timeout: Dur::secs(10),
             cipher_suites: Vec::new(),
+            client_sans: Vec::new(),
         }
     }
 }

@@ -123,7 +123,7 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
     let mode = t.mode.as_deref().unwrap_or("SIMPLE");
     let credential = t.credential_name.is_some() || !t.credential_names.is_empty();
     match mode {
-        "SIMPLE" | "MUTUAL" => {
+        "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" => {
             if !t.credential_names.is_empty() {
                 errors.push(format!("{p}.credentialNames: several credentials per server are not supported by Trellis yet (credentialName is)"));
             }
@@ -144,9 +144,9 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
                         "{p}.privateKey: required when credentialName is not set"
                     ));
                 }
-                if mode == "MUTUAL" && t.ca_certificates.is_none() {
+                if mode != "SIMPLE" && t.ca_certificates.is_none() {
                     errors.push(format!(
-                        "{p}.caCertificates: required for MUTUAL when credentialName is not set"
+                        "{p}.caCertificates: required for {mode} when credentialName is not set"
                     ));
                 }
             }
@@ -168,15 +168,9 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
         }
         // Not terminated: certificates, if any, are not used (Istio warns).
         "PASSTHROUGH" | "AUTO_PASSTHROUGH" => return,
-        "OPTIONAL_MUTUAL" => errors.push(format!(
-            "{p}.mode: {mode} is not supported by Trellis yet (SIMPLE, MUTUAL, ISTIO_MUTUAL, PASSTHROUGH and AUTO_PASSTHROUGH are)"
-        )),
         other => errors.push(format!("{p}.mode: {other:?} is not a TLS mode Istio knows")),
     }
-    for (field, set) in [
-        ("subjectAltNames", !t.subject_alt_names.is_empty()),
-        ("caCrl", t.ca_crl.is_some()),
-    ] {
+    for (field, set) in [("caCrl", t.ca_crl.is_some())] {
         if set {
             errors.push(format!(
                 "{p}.{field}: not supported by Trellis yet; refused rather than ignored"
@@ -301,8 +295,7 @@ pub fn generate_gateway(
                     .as_ref()
                     .and_then(|t| t.credential_name.as_deref());
                 if let Some(name) = credential {
-                    let mutual =
-                        server.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("MUTUAL");
+                    let mutual = server.tls.as_ref().is_some_and(ServerTls::verifies_clients);
                     match credential_secrets(inputs, &w.namespace, name) {
                         // MUTUAL needs the CA that client certificates are checked against.
                         Some(found) if !mutual || found.len() == 2 => secrets.extend(found),
@@ -542,7 +535,7 @@ fn downstream(g: &Gen, servers: &[(ServerTls, Vec<String>)]) -> Option<tc::Downs
     if first.mode.as_deref() == Some("ISTIO_MUTUAL") {
         return Some(g.mesh_tls(tc::TlsMode::Strict));
     }
-    let mutual = first.mode.as_deref() == Some("MUTUAL");
+    let mutual = first.verifies_clients();
     let version = |v: &Option<String>| v.as_deref().and_then(|v| tls_version(v).flatten());
     let ns = &g.w.namespace;
     let sds_ref = |name: &str| {
@@ -561,7 +554,12 @@ fn downstream(g: &Gen, servers: &[(ServerTls, Vec<String>)]) -> Option<tc::Downs
         min_version: version(&first.min_protocol_version).unwrap_or(tc::TlsVersion::V1_2),
         max_version: version(&first.max_protocol_version).unwrap_or(tc::TlsVersion::V1_3),
         trusted_ca,
-        require_client_certificate: mutual,
+        require_client_certificate: first.mode.as_deref() == Some("MUTUAL"),
+        client_sans: if mutual {
+            first.subject_alt_names.clone()
+        } else {
+            Vec::new()
+        },
         trust_domains: vec!["*".into()],
         trust_bundles: Vec::new(),
         session_resumption: true,

@@ -237,6 +237,11 @@ pub const VALID_CIPHER_SUITES: &[&str] = &[
 ];
 
 impl ServerTls {
+    /// MUTUAL and OPTIONAL_MUTUAL verify client certificates (the first requires one).
+    pub fn verifies_clients(&self) -> bool {
+        matches!(self.mode.as_deref(), Some("MUTUAL" | "OPTIONAL_MUTUAL"))
+    }
+
     /// `cipherSuites` as Istio filters them: the names it knows and cipher-list operators
     /// (`-X`, `!X`, `+X`, `ALL`) are kept in order, duplicates and unknown names are not
     /// (returned second, for the warning Istio gives).
@@ -264,7 +269,8 @@ impl ServerTls {
     pub fn handshake_policy(&self) -> HandshakePolicy {
         let mode = self.mode.clone().unwrap_or_else(|| "SIMPLE".into());
         HandshakePolicy {
-            client_credential: (mode == "MUTUAL")
+            client_credential: self
+                .verifies_clients()
                 .then(|| self.credential_name.clone())
                 .flatten(),
             mode,

@@ -100,7 +100,7 @@ fn what_a_gateway_cannot_honour_is_refused_by_field() {
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, credentialNames: [a-rsa, a-ecdsa] } }", "credentialNames: several credentials per server are not supported"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: ISTIO_MUTUAL, serverCertificate: /c } }", "tls.serverCertificate: ISTIO_MUTUAL TLS cannot have associated serverCertificate"),
         ("{ port: { number: 9000, name: tcp, protocol: TCP }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k } }", "server cannot have TLS settings for non HTTPS/TLS ports"),
-        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: OPTIONAL_MUTUAL, serverCertificate: /c, privateKey: /k } }", "mode: OPTIONAL_MUTUAL is not supported"),
+        ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: OPTIONAL_MUTUAL, serverCertificate: /c, privateKey: /k } }", "tls.caCertificates: required for OPTIONAL_MUTUAL when credentialName is not set"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a.example.com], bind: 10.0.0.1 }", "bind: not supported"),
         ("{ port: { number: 80, name: http, protocol: HTTP }, hosts: [a/b/c] }", "is not <host> or <namespace>/<host>"),
         ("{ port: { number: 443, name: https, protocol: HTTPS }, hosts: [a.example.com], tls: { mode: SIMPLE, serverCertificate: /c, privateKey: /k, cipherSuites: [not-a-cipher-suite] } }", "cipherSuites: none of [\"not-a-cipher-suite\"] is a cipher suite Istio knows"),

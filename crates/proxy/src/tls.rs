@@ -157,6 +157,7 @@ pub fn server(
         min_version: version(t.min_version),
         max_version: version(t.max_version),
         cipher_suites: t.cipher_suites.clone(),
+        client_sans: t.client_sans.clone(),
         client_roots,
         require_client_certificate: t.require_client_certificate,
         session_resumption: t.session_resumption,

@@ -47,6 +47,7 @@ fn bench(c: &mut Criterion) {
             let by_bundle = form == "bundles";
             let server = ServerTls::new(ServerTlsConfig {
                 cipher_suites: Vec::new(),
+                client_sans: Vec::new(),
                 certificates: vec![ServerCertificate {
                     key: server_cert.clone(),
                     server_names: vec![],

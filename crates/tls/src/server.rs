@@ -37,6 +37,9 @@ pub struct ServerTlsConfig {
     /// With `client_roots`: the client's SPIFFE ID must be in one of these trust
     /// domains; empty accepts any certificate that chains to the roots.
     pub client_trust_domains: Vec<String>,
+    /// With `client_roots` or `client_bundles`: the client's leaf must carry one of these
+    /// URI or DNS SANs, exactly (Istio's Gateway `subjectAltNames`); empty: any.
+    pub client_sans: Vec<String>,
     /// Instead of `client_roots` and `client_trust_domains`: roots per trust domain; a
     /// client's chain must lead to a root of its own trust domain's bundle.
     pub client_bundles: Vec<TrustDomainRoots>,
@@ -189,11 +192,12 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
     if !config.client_bundles.is_empty() {
         let (store, bundles) = crate::bundle::compiled(&config.client_bundles)?;
         b.set_cert_store_ref(&store);
+        let sans = std::sync::Arc::new(config.client_sans.clone());
         b.set_verify_callback(verify_mode(config), move |chain_ok, ctx| {
             if !chain_ok || ctx.error_depth() != 0 {
                 return chain_ok;
             }
-            bundles.admits(ctx)
+            bundles.admits(ctx) && names_one_of(ctx, &sans)
         });
     } else if let Some(roots) = &config.client_roots {
         let mut store = X509StoreBuilder::new()?;
@@ -202,9 +206,16 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
         }
         b.set_cert_store_builder(store);
         let domains = std::sync::Arc::new(config.client_trust_domains.clone());
+        let sans = std::sync::Arc::new(config.client_sans.clone());
         b.set_verify_callback(verify_mode(config), move |chain_ok, ctx| {
-            if !chain_ok || ctx.error_depth() != 0 || domains.is_empty() {
+            if !chain_ok || ctx.error_depth() != 0 {
                 return chain_ok;
+            }
+            if !names_one_of(ctx, &sans) {
+                return false;
+            }
+            if domains.is_empty() {
+                return true;
             }
             let ids = ctx.current_cert().map(peer_identities).unwrap_or_default();
             let ok = ids.iter().any(|id| {
@@ -218,6 +229,21 @@ fn builder_for(config: &ServerTlsConfig, alpn: &[u8]) -> Result<SslContextBuilde
         });
     }
     Ok(b)
+}
+
+/// Whether the leaf being verified carries one of `sans` (any, when empty); if not, the
+/// verification fails with CERT_REJECTED.
+fn names_one_of(ctx: &mut boring::x509::X509StoreContextRef, sans: &[String]) -> bool {
+    if sans.is_empty() {
+        return true;
+    }
+    let ids = ctx.current_cert().map(peer_identities).unwrap_or_default();
+    let ok = ids.iter().any(|id| sans.contains(id));
+    if !ok {
+        tracing::debug!(presented = ?ids, allowed = ?sans, "client certificate names none of the subjectAltNames");
+        ctx.set_error(Err(boring::x509::X509VerifyError::CERT_REJECTED));
+    }
+    ok
 }
 
 fn verify_mode(config: &ServerTlsConfig) -> SslVerifyMode {

@@ -19,6 +19,7 @@ fn bundles(list: &[(&str, &Ca)]) -> Vec<TrustDomainRoots> {
 fn server(cert: CertifiedKey, client_bundles: Vec<TrustDomainRoots>) -> ServerTls {
     ServerTls::new(ServerTlsConfig {
         cipher_suites: Vec::new(),
+        client_sans: Vec::new(),
         certificates: vec![ServerCertificate {
             key: cert,
             server_names: vec![],

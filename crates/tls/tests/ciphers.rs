@@ -15,6 +15,7 @@ fn cipher_suites_are_strict() {
     let make = |suites: &[&str]| {
         ServerTls::new(ServerTlsConfig {
             cipher_suites: suites.iter().map(|s| s.to_string()).collect(),
+            client_sans: Vec::new(),
             certificates: vec![ServerCertificate {
                 key: leaf(&root, "spiffe://cluster.local/ns/a/sa/s"),
                 server_names: vec![],

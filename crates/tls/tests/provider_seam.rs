@@ -149,6 +149,7 @@ fn slow(
 fn server(pki: &Pki, provider: Arc<dyn PrivateKeyProvider>, leaf: X509, mtls: bool) -> ServerTls {
     ServerTls::new(ServerTlsConfig {
         cipher_suites: Vec::new(),
+        client_sans: Vec::new(),
         client_bundles: Vec::new(),
         certificates: vec![ServerCertificate {
             key: CertifiedKey {

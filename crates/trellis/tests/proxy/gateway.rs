@@ -38,6 +38,8 @@ async fn a_gateway_routes_what_its_virtual_services_bind_over_mtls_http_and_http
     let cert = pki.leaf("bookinfo", &["DNS:bookinfo.example.test"], false);
     let client = pki.leaf("partner", &["DNS:partner.example.test"], false);
     let (http, https, redirect, mutual) = (free_port(), free_port(), free_port(), free_port());
+    let optional = free_port();
+    let stranger = pki.leaf("stranger", &["DNS:stranger.example.test"], false);
     let mesh = tempfile::tempdir().unwrap();
     let page = Workload::new(
         "productpage-v1",
@@ -66,7 +68,10 @@ spec:
       tls: {{ httpsRedirect: true }}
     - port: {{ number: {mutual}, name: https-mutual, protocol: HTTPS }}
       hosts: [bookinfo.example.test]
-      tls: {{ mode: MUTUAL, serverCertificate: {cert}, privateKey: {key}, caCertificates: {root} }}
+      tls: {{ mode: MUTUAL, serverCertificate: {cert}, privateKey: {key}, caCertificates: {root}, subjectAltNames: [partner.example.test] }}
+    - port: {{ number: {optional}, name: https-optional, protocol: HTTPS }}
+      hosts: [bookinfo.example.test]
+      tls: {{ mode: OPTIONAL_MUTUAL, serverCertificate: {cert}, privateKey: {key}, caCertificates: {root} }}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -213,6 +218,28 @@ spec:
     assert!(code.starts_with("200"), "{code} {body}");
     let (_, code) = curl(&["--cacert", &pki.root_path(), "--resolve", &resolve, &url]);
     assert!(!code.starts_with("200"), "no client certificate: {code}");
+    // subjectAltNames: a certificate from the same CA with another name is refused.
+    let root = pki.root_path();
+    let with = |leaf: &super::pki::Leaf, resolve: &str, url: &str| {
+        let args = ["--cacert", &root, "--resolve", resolve];
+        curl(&[&args[..], &["--cert", &leaf.cert, "--key", &leaf.key, url]].concat()).1
+    };
+    let code = with(&stranger, &resolve, &url);
+    assert!(!code.starts_with("200"), "a name not listed: {code}");
+
+    // OPTIONAL_MUTUAL: no certificate is fine; one that is presented is verified.
+    let resolve = format!("bookinfo.example.test:{optional}:127.0.0.1");
+    let url = format!("https://bookinfo.example.test:{optional}/productpage");
+    let (body, code) = curl(&["--cacert", &pki.root_path(), "--resolve", &resolve, &url]);
+    assert!(code.starts_with("200"), "{code} {body}");
+    assert!(with(&stranger, &resolve, &url).starts_with("200"));
+    let outsiders = Pki::new("outsider-ca");
+    let outsider = outsiders.leaf("outsider", &["DNS:partner.example.test"], false);
+    let code = with(&outsider, &resolve, &url);
+    assert!(
+        !code.starts_with("200"),
+        "a certificate from another CA: {code}"
+    );
 }
 
 /// `trellis gateway` for a workload of the default namespace.
