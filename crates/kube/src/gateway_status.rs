@@ -114,20 +114,60 @@ fn conditions(list: &[Condition]) -> Vec<Value> {
         .collect()
 }
 
-/// Adds `lastTransitionTime` and `observedGeneration` to every condition in `doc`.
-fn stamp(doc: &mut Value, generation: i64, now: &str) {
+/// Adds `lastTransitionTime` and `observedGeneration` to every condition in `doc`. A
+/// condition whose status is what it was in `old` (the object's current status) keeps
+/// its transition time: the time is when the status last changed, not when it was
+/// last written.
+fn stamp(doc: &mut Value, old: Option<&Value>, generation: i64, now: &str) {
     match doc {
         Value::Object(map) => {
             if map.contains_key("type") && map.contains_key("reason") {
-                map.insert("lastTransitionTime".into(), json!(now));
+                let unchanged = old.is_some_and(|o| o.get("status") == map.get("status"));
+                let since = old
+                    .and_then(|o| o.get("lastTransitionTime"))
+                    .filter(|_| unchanged)
+                    .cloned()
+                    .unwrap_or_else(|| json!(now));
+                map.insert("lastTransitionTime".into(), since);
                 map.insert("observedGeneration".into(), json!(generation));
             }
-            for v in map.values_mut() {
-                stamp(v, generation, now);
+            for (k, v) in map.iter_mut() {
+                stamp(v, old.and_then(|o| o.get(k)), generation, now);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| stamp(v, generation, now)),
+        Value::Array(items) => {
+            for v in items.iter_mut() {
+                let before = old
+                    .and_then(Value::as_array)
+                    .and_then(|o| counterpart(v, o));
+                stamp(v, before, generation, now);
+            }
+        }
         _ => {}
+    }
+}
+
+/// The entry of `old` that stands for `item`: a condition by type, a route's parent by
+/// its parentRef, a listener by name.
+fn counterpart<'a>(item: &Value, old: &'a [Value]) -> Option<&'a Value> {
+    ["type", "parentRef", "name"]
+        .iter()
+        .find_map(|k| item.get(*k).map(|v| (*k, v)))
+        .and_then(|(k, v)| old.iter().find(|o| o.get(k) == Some(v)))
+}
+
+/// A route's `parents` as written: ours, then the entries of other controllers as they
+/// are (a merge patch replaces the whole list).
+fn keep_other_controllers(doc: &mut Value, old: Option<&Value>) {
+    let others = old
+        .and_then(|o| o.get("parents"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("controllerName").and_then(Value::as_str) != Some(CONTROLLER))
+        .cloned();
+    if let Some(Value::Array(parents)) = doc.get_mut("parents") {
+        parents.extend(others);
     }
 }
 
@@ -142,16 +182,21 @@ pub(crate) async fn run(
         let current = status.borrow_and_update().clone();
         for (key, doc) in documents(&current) {
             let (kind_key, ns, name) = &key;
-            let generation = {
+            let seen = {
                 let objects = shared.objects.lock().unwrap();
                 objects
                     .istio
                     .get(kind_key)
                     .and_then(|m| m.get(&(ns.clone(), name.clone())))
-                    .map(|o| o.metadata.generation.unwrap_or(1))
+                    .map(|o| {
+                        (
+                            o.metadata.generation.unwrap_or(1),
+                            o.data.get("status").cloned(),
+                        )
+                    })
             };
             // An object the watch no longer has: nothing to write to.
-            let Some(generation) = generation else {
+            let Some((generation, old)) = seen else {
                 continue;
             };
             if written.get(&key) == Some(&(doc.clone(), generation)) {
@@ -166,7 +211,13 @@ pub(crate) async fn run(
                 Api::namespaced_with(client.clone(), ns, &resource)
             };
             let mut body = doc.clone();
-            stamp(&mut body, generation, &crate::fake::now_rfc3339());
+            stamp(
+                &mut body,
+                old.as_ref(),
+                generation,
+                &crate::fake::now_rfc3339(),
+            );
+            keep_other_controllers(&mut body, old.as_ref());
             let patch = Patch::Merge(json!({ "status": body }));
             match api
                 .patch_status(name, &PatchParams::default(), &patch)
@@ -184,5 +235,43 @@ pub(crate) async fn run(
         if status.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let old = json!({ "parents": [
+            { "parentRef": { "name": "edge" }, "controllerName": CONTROLLER, "conditions": [
+                { "type": "Accepted", "status": "True", "reason": "Accepted", "lastTransitionTime": "2026-01-01T00:00:00Z" },
+                { "type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "lastTransitionTime": "2026-01-01T00:00:00Z" }
+            ] },
+            { "parentRef": { "name": "theirs" }, "controllerName": "example.com/other", "conditions": [] }
+        ] });
+        let mut doc = json!({ "parents": [
+            { "parentRef": { "name": "edge" }, "controllerName": CONTROLLER, "conditions": [
+                { "type": "Accepted", "status": "True", "reason": "Accepted" },
+                { "type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound" }
+            ] }
+        ] });
+        stamp(&mut doc, Some(&old), 3, "2026-12-07T12:00:00Z");
+        keep_other_controllers(&mut doc, Some(&old));
+        let ours = &doc["parents"][0]["conditions"];
+        assert_eq!(ours[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(ours[1]["lastTransitionTime"], "2026-12-07T12:00:00Z");
+        assert_eq!(ours[1]["observedGeneration"], 3);
+        // Another controller's entry is written back as it was.
+        assert_eq!(doc["parents"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["parents"][1]["controllerName"], "example.com/other");
+        // A first write stamps now.
+        let mut first = json!({ "conditions": [{ "type": "Accepted", "status": "True", "reason": "Accepted" }] });
+        stamp(&mut first, None, 1, "2026-12-07T12:00:00Z");
+        assert_eq!(
+            first["conditions"][0]["lastTransitionTime"],
+            "2026-12-07T12:00:00Z"
+        );
     }
 }

@@ -347,6 +347,18 @@ spec:
 "#
     ));
     assert!(out.success, "{}", out.stderr);
+    // Another controller already reports on the reviews route (its own parent).
+    kubectl.ok(&[
+        "patch",
+        "httproute",
+        "reviews",
+        "-n",
+        "shop",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"parents":[{"parentRef":{"name":"mesh","kind":"Service","group":""},"controllerName":"example.com/other-controller","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-01-01T00:00:00Z","observedGeneration":1}]}]}}"#,
+    ]);
     // The gateway's pod, as the cluster would report it.
     fake.apply(
         r#"{"type": "ADDED", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "edge-istio-5d9f7c6b8-x2x7q", "namespace": "shop", "labels": {"gateway.networking.k8s.io/gateway-name": "edge"}}, "spec": {"serviceAccountName": "edge-istio", "containers": [{"name": "istio-proxy"}]}, "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}}"#,
@@ -436,6 +448,16 @@ spec:
         "{.status.parents[0].controllerName}",
     );
     assert_eq!(controller, "trellis.dev/gateway-controller");
+    // The other controller's entry is still there, after ours.
+    let controllers = conditions(
+        "httproute",
+        "reviews",
+        "{.status.parents[*].controllerName}",
+    );
+    assert_eq!(
+        controllers,
+        "trellis.dev/gateway-controller example.com/other-controller"
+    );
     // The HTTP listener has both routes, the TCP one its TCPRoute; the UDP one is not
     // served, and says why.
     let listeners = conditions(
@@ -459,6 +481,29 @@ spec:
         "{.status.conditions[?(@.type==\"Programmed\")].status}",
     );
     assert_eq!(programmed, "True");
+    // A rewrite (a new route changes the listener's count) keeps the transition time of
+    // a condition whose status did not change.
+    let accepted_at = || {
+        conditions(
+            "gateway",
+            "edge",
+            "{.status.listeners[0].conditions[?(@.type==\"Accepted\")].lastTransitionTime}",
+        )
+    };
+    let before = accepted_at();
+    assert!(!before.is_empty());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = kubectl.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: details, namespace: shop }\nspec:\n  parentRefs: [{ name: edge, sectionName: http }]\n  rules: [{ matches: [{ path: { value: /details } }], backendRefs: [{ name: reviews, port: 9080 }] }]\n",
+    );
+    assert!(out.success, "{}", out.stderr);
+    let attached = || conditions("gateway", "edge", "{.status.listeners[0].attachedRoutes}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attached() != "3" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(attached(), "3");
+    assert_eq!(accepted_at(), before);
     let generation = conditions("gateway", "edge", "{.metadata.generation}");
     let observed = conditions(
         "gateway",
