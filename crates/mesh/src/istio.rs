@@ -608,8 +608,24 @@ impl PortTrafficPolicy {
 pub struct LoadBalancer {
     #[serde(default)]
     pub simple: Option<SimpleLb>,
+    /// Validated as Istio does, then not applied (warned): slow start changes how much
+    /// traffic a new endpoint gets, never where traffic may go.
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
     #[serde(default)]
     pub consistent_hash: Option<ConsistentHash>,
+}
+
+/// Istio's `WarmupConfiguration`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Warmup {
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub minimum_percent: Option<f64>,
+    #[serde(default)]
+    pub aggression: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -749,6 +765,8 @@ pub struct ServicePort {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadEntry {
+    /// Empty only with `network` (an endpoint reached through that network's gateway).
+    #[serde(default)]
     pub address: String,
     #[serde(default)]
     pub ports: BTreeMap<String, u16>,

@@ -269,7 +269,14 @@ impl Registry {
             workloads,
             ..Default::default()
         };
-        for w in &inputs.workload_entries {
+        // An entry without an address is behind its network's gateway, which Trellis
+        // does not have: not an endpoint here (warned when loaded).
+        let addressed = |e: &crate::istio::WorkloadEntry| !e.address.is_empty();
+        for w in inputs
+            .workload_entries
+            .iter()
+            .filter(|w| addressed(&w.spec))
+        {
             r.workloads.push(Workload::from_entry(
                 &w.name,
                 &w.namespace,
@@ -300,6 +307,7 @@ impl Registry {
                         .endpoints
                         .iter()
                         .enumerate()
+                        .filter(|(_, e)| addressed(e))
                         .map(|(i, e)| {
                             Workload::from_entry(
                                 &format!("{}-{i}", se.name),

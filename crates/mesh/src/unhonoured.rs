@@ -119,6 +119,13 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                 .collect();
             policies.extend(port_level);
             for (path, p) in policies {
+                let lb = p.and_then(|p| p.get("loadBalancer"));
+                if set(lb.and_then(|l| l.get("warmup"))) {
+                    note(
+                        &format!("{path}.loadBalancer.warmup"),
+                        "is not supported by Trellis yet; ignored (a new endpoint gets its full share at once)",
+                    );
+                }
                 let tls = p.and_then(|p| p.get("tls"));
                 let originates = tls
                     .and_then(|t| t.get("mode"))
@@ -161,5 +168,12 @@ fn workload_entry_notes(prefix: &str, e: &Value, note: &mut impl FnMut(&str, &st
         if e.get(field).is_some_and(|v| !v.is_null()) {
             note(&format!("{prefix}{field}"), what);
         }
+    }
+    let address = e.get("address").and_then(Value::as_str).unwrap_or_default();
+    if address.is_empty() && e.get("network").is_some_and(|v| !v.is_null()) {
+        note(
+            &format!("{prefix}address"),
+            "unset with a network: reached through that network's gateway in Istio; not an endpoint in Trellis",
+        );
     }
 }

@@ -633,6 +633,26 @@ fn traffic_policy(p: &str, tp: &TrafficPolicy, errors: &mut Vec<String>) {
                 "{p}.loadBalancer.simple: PASSTHROUGH is not supported"
             ));
         }
+        if let Some(w) = &lb.warmup {
+            // Istio's CRD rules for WarmupConfiguration.
+            let wp = format!("{p}.loadBalancer.warmup");
+            match &w.duration {
+                None => errors.push(format!("{wp}.duration: Required value")),
+                Some(_) => duration(&format!("{wp}.duration"), &w.duration, errors),
+            }
+            if w.minimum_percent
+                .is_some_and(|m| !(0.0..=100.0).contains(&m))
+            {
+                errors.push(format!(
+                    "{wp}.minimumPercent: Invalid value: must be between 0 and 100"
+                ));
+            }
+            if w.aggression.is_some_and(|a| a < 1.0) {
+                errors.push(format!(
+                    "{wp}.aggression: Invalid value: must be at least 1"
+                ));
+            }
+        }
     }
     if let Some(tls) = &tp.tls {
         client_tls(&format!("{p}.tls"), tls, errors);
@@ -690,6 +710,24 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<String> {
         errors.push("spec.hosts: at least one host is required".into());
     }
     // Istio's ValidateServiceEntry.
+    workload_selector(
+        "spec.workloadSelector.labels",
+        se.workload_selector.as_ref().map(|s| &s.labels),
+        &mut errors,
+    );
+    let mut cidr = false;
+    for (i, a) in se.addresses.iter().enumerate() {
+        cidr |= a.contains('/');
+        if let Err(e) = ip_block(a) {
+            errors.push(format!("spec.addresses[{i}]: {e}"));
+        }
+    }
+    if cidr && !matches!(se.resolution.as_deref(), None | Some("NONE" | "STATIC")) {
+        errors.push(
+            "spec.addresses: CIDR addresses are allowed only for NONE/STATIC resolution types"
+                .into(),
+        );
+    }
     if se.workload_selector.is_some() && !se.endpoints.is_empty() {
         errors.push(
             "spec: only one of workloadSelector or endpoints is allowed in a ServiceEntry".into(),
@@ -784,10 +822,45 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<String> {
     errors
 }
 
+/// Istio's validateWorkloadEntry, and what Trellis cannot serve of it.
 pub fn workload_entry(we: &WorkloadEntry) -> Vec<String> {
     let mut errors = Vec::new();
-    if we.address.is_empty() {
-        errors.push("spec.address: required".into());
+    let addr = we.address.as_str();
+    if addr.is_empty() && we.network.is_none() {
+        errors.push("spec.address: required (without a network)".into());
+    }
+    if let Some(path) = addr.strip_prefix("unix://") {
+        // Istio's ValidateUnixAddress, then: Trellis's endpoints are IP or DNS names.
+        if path.is_empty() {
+            errors.push("spec.address: a unix address must not be empty".into());
+        } else if !path.starts_with('@') && (!path.starts_with('/') || path.ends_with('/')) {
+            errors.push(format!(
+                "spec.address: {path} is not an absolute path to a file (UDS)"
+            ));
+        }
+        if !we.ports.is_empty() {
+            errors.push(format!(
+                "spec.ports: unix endpoint {addr} must not include ports"
+            ));
+        }
+        errors.push(format!(
+            "spec.address: {addr:?}: unix domain socket endpoints are not supported by Trellis yet"
+        ));
+    } else if !addr.is_empty()
+        && addr.parse::<std::net::IpAddr>().is_err()
+        && (addr.contains('*') || wildcard_domain(addr).is_err())
+    {
+        errors.push(format!(
+            "spec.address: {addr:?} is not a valid FQDN or an IP address"
+        ));
+    }
+    for (name, port) in &we.ports {
+        if !dns1123_label(name) {
+            errors.push(format!("spec.ports: invalid port name: {name:?}"));
+        }
+        if *port == 0 {
+            errors.push(format!("spec.ports.{name}: port must be between 1-65535"));
+        }
     }
     errors
 }
