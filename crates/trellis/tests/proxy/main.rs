@@ -13,6 +13,7 @@ mod gateway;
 mod hostile;
 mod identity;
 mod issuer;
+mod istio_authz;
 mod kube;
 mod lifecycle;
 mod local_user;

@@ -10,18 +10,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// productpage (a client sidecar) and reviews-v1 (a sidecar with its app) under a
 /// control plane reading `mesh`.
-struct Mesh {
+pub(super) struct Mesh {
     mesh: tempfile::TempDir,
     page: Workload,
-    reviews: Workload,
+    pub reviews: Workload,
     control: Control,
     page_sidecar: Proxy,
-    reviews_sidecar: Proxy,
+    pub reviews_sidecar: Proxy,
     _app: App,
     _dir: tempfile::TempDir,
 }
 
-async fn mesh(policies: &[(&str, &str)]) -> Mesh {
+pub(super) async fn mesh(policies: &[(&str, &str)]) -> Mesh {
     let mesh = tempfile::tempdir().unwrap();
     let page = Workload::new(
         "productpage-v1",
@@ -72,17 +72,21 @@ async fn mesh(policies: &[(&str, &str)]) -> Mesh {
 impl Mesh {
     /// The status of `method path` on reviews, through productpage's sidecar.
     async fn status(&self, method: &str, path: &str) -> u16 {
-        send(
-            Req::get(&format!("http://127.0.0.1:{}{path}", self.page.outbound))
-                .method(method)
-                .header("host", "reviews:9080"),
-        )
-        .await
-        .map(|r| r.status)
-        .unwrap_or(0)
+        self.status_with(method, path, &[]).await
     }
 
-    fn write(&self, file: &str, text: &str) {
+    /// The same with request headers.
+    pub async fn status_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut req = Req::get(&format!("http://127.0.0.1:{}{path}", self.page.outbound))
+            .method(method)
+            .header("host", "reviews:9080");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        send(req).await.map(|r| r.status).unwrap_or(0)
+    }
+
+    pub fn write(&self, file: &str, text: &str) {
         let tmp = self.mesh.path().join(".tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(tmp, self.mesh.path().join(file)).unwrap();
@@ -92,7 +96,7 @@ impl Mesh {
         std::fs::remove_file(self.mesh.path().join(file)).unwrap();
     }
 
-    async fn eventually_status(&self, what: &str, method: &str, path: &str, want: u16) {
+    pub async fn eventually_status(&self, what: &str, method: &str, path: &str, want: u16) {
         eventually(what, Duration::from_secs(10), async || {
             self.status(method, path).await == want
         })
