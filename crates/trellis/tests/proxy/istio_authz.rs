@@ -68,13 +68,16 @@ fn template(
     out
 }
 
+/// A request of a table: method, path, headers, and whether Istio allows it.
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+
 /// One of Istio's tables: the policies, a name only they have (to know when the sidecar
-/// has them), and (method, path, headers, allowed).
+/// has them), and its requests.
 struct Table<'a> {
     name: &'a str,
     policies: String,
     marker: &'a str,
-    cases: Vec<(&'a str, &'a str, &'a [(&'a str, &'a str)], bool)>,
+    cases: Vec<Case<'a>>,
 }
 
 async fn run(m: &Mesh, t: Table<'_>) {
