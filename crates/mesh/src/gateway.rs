@@ -13,7 +13,8 @@ use trellis_config::Dur;
 use crate::generate::Gen;
 use crate::inputs::{selects, Inputs, Resource};
 use crate::istio::{
-    Gateway, GatewayServer, RouteDestination, ServerKind, ServerTls, VirtualService,
+    Gateway, GatewayServer, HandshakePolicy, RouteDestination, ServerKind, ServerTls,
+    VirtualService,
 };
 use crate::Registry;
 
@@ -45,7 +46,7 @@ pub fn validate(gw: &Gateway) -> Vec<String> {
         } else if s.handshake() != gw.servers[first].handshake() {
             errors.push(format!(
                 "spec.servers[{i}].tls: {}",
-                handshake_differs(port.number, &format!("servers[{first}]"))
+                HandshakePolicy::differs(port.number, &format!("servers[{first}]"))
             ));
         }
     }
@@ -202,11 +203,6 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
 
 fn auto_passthrough(server: &GatewayServer) -> bool {
     server.tls.as_ref().and_then(|t| t.mode.as_deref()) == Some("AUTO_PASSTHROUGH")
-}
-
-/// Why a server cannot join a port whose handshake another server set.
-pub(crate) fn handshake_differs(port: u32, other: &str) -> String {
-    format!("port {port} terminates TLS with other settings in {other} (mode, client CA, subjectAltNames, versions or cipher suites); servers on one port share one handshake and may differ only in their certificate")
 }
 
 fn tls_version(v: &str) -> Option<Option<tc::TlsVersion>> {

@@ -297,6 +297,13 @@ pub struct HandshakePolicy {
     pub ca_crl: Option<String>,
 }
 
+impl HandshakePolicy {
+    /// Why a server cannot join a port whose handshake another server (`other`) set.
+    pub fn differs(port: u32, other: &str) -> String {
+        format!("port {port} terminates TLS with other settings in {other} (mode, client CA, subjectAltNames, versions or cipher suites); servers on one port share one handshake and may differ only in their certificate")
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRoute {

@@ -1673,7 +1673,7 @@ fn gateway_conflicts(
                 Some((_, other, by)) if *other != handshake => {
                     conflict = Some(format!(
                         "spec.servers: {}",
-                        crate::gateway::handshake_differs(
+                        crate::istio::HandshakePolicy::differs(
                             port.number,
                             &format!("Gateway {by} on the same gateway proxies")
                         )
