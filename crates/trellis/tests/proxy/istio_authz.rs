@@ -123,49 +123,25 @@ async fn istios_authorization_tables_decide_the_same_through_sidecars() {
     let mtls = t("mtls", ME, OTHER);
     let get = |path, allow| ("GET", path, &[][..], allow);
 
-    // TestAuthz_Principal, with the caller allowed and then not.
-    for (who, allow) in [(ME, true), (OTHER, false)] {
-        run(
-            &m,
-            Table {
-                name: "TestAuthz_Principal",
-                policies: mtls.clone() + "\n---\n" + &t("allow-principal", who, OTHER),
-                marker: if allow {
-                    "principal-me"
-                } else {
-                    "principal-other"
+    // TestAuthz_Principal and TestAuthz_Namespace, with the caller allowed and then not.
+    for template_name in ["allow-principal", "allow-namespace"] {
+        for (who, allow) in [(ME, true), (OTHER, false)] {
+            run(
+                &m,
+                Table {
+                    name: template_name,
+                    policies: mtls.clone() + "\n---\n" + &t(template_name, who, OTHER),
+                    marker: &format!("{template_name}-{allow}"),
+                    cases: vec![
+                        get("/allow", allow),
+                        get("/allow?param=value", allow),
+                        get("/deny", false),
+                        get("/deny?param=value", false),
+                    ],
                 },
-                cases: vec![
-                    get("/allow", allow),
-                    get("/allow?param=value", allow),
-                    get("/deny", false),
-                    get("/deny?param=value", false),
-                ],
-            },
-        )
-        .await;
-    }
-    // TestAuthz_Namespace.
-    for (who, allow) in [(ME, true), (OTHER, false)] {
-        run(
-            &m,
-            Table {
-                name: "TestAuthz_Namespace",
-                policies: mtls.clone() + "\n---\n" + &t("allow-namespace", who, OTHER),
-                marker: if allow {
-                    "namespace-me"
-                } else {
-                    "namespace-other"
-                },
-                cases: vec![
-                    get("/allow", allow),
-                    get("/allow?param=value", allow),
-                    get("/deny", false),
-                    get("/deny?param=value", false),
-                ],
-            },
-        )
-        .await;
+            )
+            .await;
+        }
     }
     // TestAuthz_DenyPrincipal and TestAuthz_DenyNamespace (with deny-global), with the
     // caller denied and then not.
