@@ -337,6 +337,12 @@ impl ControlPlane {
                 tracing::warn!(%node, "no view: {e}");
                 // Nor a scope: an endpoint move must not give it a shared base.
                 self.scopes.lock().unwrap().remove(node);
+                // A node that never had a view keeps waiting for one: its streams
+                // answer nothing, and end after a while saying why. One that had a
+                // view loses it.
+                if !self.cache.get(node).is_some_and(|s| s.is_sealed()) {
+                    return;
+                }
                 Snapshot::new()
             }
         };

@@ -87,13 +87,16 @@ pub struct Snapshot {
     types: BTreeMap<String, TypeResources>,
     /// Per type, the version of the whole set (base and own); set by `seal`.
     versions: BTreeMap<String, String>,
+    /// Sealed: a view the control plane made, not the stand-in a node's streams watch
+    /// before it has one.
+    sealed: bool,
 }
 
 /// Versions are content hashes: snapshots are equal when, once sealed, every type's
 /// set version is.
 impl PartialEq for Snapshot {
     fn eq(&self, other: &Self) -> bool {
-        self.versions == other.versions
+        self.versions == other.versions && self.sealed == other.sealed
     }
 }
 
@@ -121,6 +124,7 @@ impl Snapshot {
             base: Some(base),
             types: self.types.clone(),
             versions: BTreeMap::new(),
+            sealed: false,
         };
         s.seal();
         s
@@ -159,7 +163,13 @@ impl Snapshot {
             versions.insert(type_url.clone(), v);
         }
         self.versions = versions;
+        self.sealed = true;
         self
+    }
+
+    /// Whether this is a view the control plane set (see [`Cache::set`]).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// Declares a type with no resources (so a wildcard subscriber hears "none").
@@ -477,7 +487,8 @@ impl Base {
 }
 
 /// The current snapshot of each node. Streams watch their node's entry; a node that
-/// connects before it has a snapshot sees an empty one until the control plane sets it.
+/// connects before it has a snapshot watches an unsealed stand-in, and its streams
+/// answer nothing until the control plane sets one.
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<CacheInner>,

@@ -765,3 +765,66 @@ async fn delta_whole_sets_go_out_encoded_once() {
 async fn sotw_whole_sets_go_out_encoded_once() {
     whole_sets_go_out_encoded_once(Mode::StateOfTheWorld).await;
 }
+
+/// A node the control plane has no view for yet is answered nothing (an Envoy that got
+/// an empty first answer would drop every listener and cluster it holds); its first
+/// answer is its view.
+async fn nothing_is_answered_before_the_node_has_a_view(mode: Mode) {
+    let plane = serve(Cache::new(), None).await;
+    let (rec, _client) = start_client(plane.addr, mode);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rec.applied.lock().unwrap().is_empty(),
+        "a state was applied before the node had a view"
+    );
+    plane.cache.set(NODE, snapshot(&[("a", 1)], &[("a", 1)]));
+    until("the view", || rec.held(ROUTE) == pairs(&[("a", "gen1")])).await;
+    let applied = rec.applied.lock().unwrap();
+    assert!(
+        applied.iter().all(|s| s.of(LISTENER).count() == 1),
+        "an empty state was applied"
+    );
+}
+
+#[tokio::test]
+async fn delta_nothing_is_answered_before_the_node_has_a_view() {
+    nothing_is_answered_before_the_node_has_a_view(Mode::Delta).await;
+}
+
+#[tokio::test]
+async fn sotw_nothing_is_answered_before_the_node_has_a_view() {
+    nothing_is_answered_before_the_node_has_a_view(Mode::StateOfTheWorld).await;
+}
+
+/// A node that never gets a view is told so, with its name, when the wait runs out.
+#[tokio::test]
+async fn a_node_without_a_view_hears_why_when_the_wait_runs_out() {
+    use trellis_xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use trellis_xds::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    let plane = ServerThread::start_with(Cache::new(), "127.0.0.1:0".parse().unwrap(), |s| {
+        s.with_first_view_timeout(Duration::from_millis(200))
+    })
+    .unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", plane.addr))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        node: Some(Node {
+            id: NODE.into(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = responses.message().await.expect_err("no view: an error");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains(NODE), "{}", status.message());
+}

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status, Streaming};
@@ -65,7 +66,11 @@ pub struct AdsServer {
     cache: Cache,
     stats: Arc<ServerStats>,
     authorize: Option<Authorize>,
+    first_view_timeout: Duration,
 }
+
+/// How long a stream waits for its node's first view before it ends with UNAVAILABLE.
+pub const FIRST_VIEW_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl AdsServer {
     pub fn new(cache: Cache) -> Self {
@@ -73,7 +78,17 @@ impl AdsServer {
             cache,
             stats: Arc::default(),
             authorize: None,
+            first_view_timeout: FIRST_VIEW_TIMEOUT,
         }
+    }
+
+    /// A node's streams answer nothing until the control plane has made its view (an
+    /// empty first response would make an Envoy drop every listener and cluster it
+    /// holds, as istiod never does); after `timeout` without one, the stream ends with
+    /// UNAVAILABLE, naming the node, and the client reconnects.
+    pub fn with_first_view_timeout(mut self, timeout: Duration) -> Self {
+        self.first_view_timeout = timeout;
+        self
     }
 
     /// Checks every stream's node id with `authorize` before serving it; a refused
@@ -178,6 +193,7 @@ impl AdsServer {
     {
         let (tx, rx) = mpsc::channel(16);
         let (cache, stats) = (self.cache.clone(), self.stats.clone());
+        let first_view = self.first_view_timeout;
         let check: Option<NodeCheck> = self.authorize.clone().map(|a| {
             let extensions = request.extensions().clone();
             Box::new(move |node: &str| a(&extensions, node)) as Box<_>
@@ -185,7 +201,8 @@ impl AdsServer {
         let requests = request.into_inner();
         tokio::spawn(async move {
             stats.streams_open.fetch_add(1, Ordering::Relaxed);
-            if let Err(status) = stream::<V>(cache, requests, &tx, &stats, check).await {
+            let run = stream::<V>(cache, requests, &tx, &stats, check, first_view);
+            if let Err(status) = run.await {
                 let _ = tx.send(Err(status)).await;
             }
             stats.streams_open.fetch_sub(1, Ordering::Relaxed);
@@ -252,6 +269,7 @@ async fn stream<V: Variant>(
     tx: &mpsc::Sender<Result<V::Resp, Status>>,
     stats: &ServerStats,
     check: Option<NodeCheck>,
+    first_view: Duration,
 ) -> Result<(), Status> {
     let Some(first) = requests.message().await? else {
         return Ok(());
@@ -264,7 +282,19 @@ async fn stream<V: Variant>(
         }
     }
     let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
-    let mut previous = snapshots.borrow().clone();
+    // Nothing is answered before the node's view exists: an empty first answer would
+    // make a proxy drop what it holds. Requests wait in the stream meanwhile.
+    match tokio::time::timeout(first_view, snapshots.wait_for(|s| s.is_sealed())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Ok(()),
+        Err(_) => {
+            tracing::warn!(%node, "no view for this node after {first_view:?}; stream ended");
+            return Err(Status::unavailable(format!(
+                "node {node}: the control plane has no configuration for it after {first_view:?} (is there a workload by that name?)"
+            )));
+        }
+    }
+    let mut previous = snapshots.borrow_and_update().clone();
     let mut variant = V::default();
     let mut nonce = 0u64;
     let mut pending = Some(first);

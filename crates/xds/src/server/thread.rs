@@ -25,6 +25,15 @@ pub struct ServerThread {
 impl ServerThread {
     /// Serves `cache` on `addr` (port 0 picks one).
     pub fn start(cache: Cache, addr: SocketAddr) -> std::io::Result<ServerThread> {
+        Self::start_with(cache, addr, |s| s)
+    }
+
+    /// The same, with the server's settings changed by `settings`.
+    pub fn start_with(
+        cache: Cache,
+        addr: SocketAddr,
+        settings: impl FnOnce(AdsServer) -> AdsServer,
+    ) -> std::io::Result<ServerThread> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("trellis-xds")
@@ -33,7 +42,7 @@ impl ServerThread {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let server = AdsServer::new(cache.clone());
+        let server = settings(AdsServer::new(cache.clone()));
         let stats = server.stats();
         let written = Arc::new(AtomicU64::new(0));
         let counter = written.clone();
