@@ -1225,8 +1225,12 @@ fn cluster(
 
 /// The view of a proxyless gRPC client (`xds:///<host>:<port>`): for each virtual host
 /// of the HTTP listeners, one API listener per `host:port` name with its own route
-/// configuration, and the clusters without the sidecars' mutual TLS (a proxyless client
-/// has no workload certificate unless it asks for xDS credentials).
+/// configuration, and the clusters. A cluster of the mesh's mutual TLS gets it in gRPC's
+/// form (xDS credentials, gRPC A29): the certificate and roots of the client's
+/// certificate provider instance `default` (a `file_watcher` in its bootstrap), as
+/// Istio's proxyless view does; its endpoints without a sidecar are left out, as the
+/// per-endpoint plaintext exception has no gRPC form. A client without xDS credentials
+/// connects in plaintext, which a STRICT workload refuses.
 ///
 /// A gRPC client looks a listener up by the target as written and does not strip its
 /// port, so a domain without a port is given the port of its virtual host, which a
@@ -1289,12 +1293,61 @@ pub fn encode_proxyless(config: &Config) -> Result<Resources, EncodeError> {
     }
     for (i, c) in config.clusters.iter().enumerate() {
         let mut c = c.clone();
-        c.tls = None;
-        let (cluster, endpoints) = cluster(&c, &format!("clusters[{i}] ({})", c.name))?;
+        let mesh_tls = c.tls.take().filter(|t| {
+            t.sni
+                .as_deref()
+                .is_some_and(|s| s.starts_with("outbound_."))
+        });
+        if mesh_tls.is_some() {
+            c.endpoints.retain(|e| !e.plaintext());
+        }
+        let path = format!("clusters[{i}] ({})", c.name);
+        let (mut cluster, endpoints) = cluster(&c, &path)?;
+        if let Some(t) = &mesh_tls {
+            cluster.transport_socket = Some(core::TransportSocket {
+                name: crate::TLS_SOCKET.into(),
+                config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+                    types::UPSTREAM_TLS,
+                    &grpc_mesh_tls(t),
+                ))),
+            });
+        }
         out.clusters.push(cluster);
         out.endpoints.extend(endpoints);
     }
     Ok(out)
+}
+
+/// The mesh's mutual TLS as gRPC's xDS credentials read it: certificate provider
+/// instances for the certificate and the roots, the peers' identities as exact SANs.
+fn grpc_mesh_tls(t: &tc::UpstreamTls) -> tls::UpstreamTlsContext {
+    use tls::common_tls_context::ValidationContextType;
+    let instance = |name: &str| tls::CertificateProviderPluginInstance {
+        instance_name: "default".into(),
+        certificate_name: name.into(),
+    };
+    #[allow(deprecated)]
+    let validation = tls::CertificateValidationContext {
+        ca_certificate_provider_instance: Some(instance("ROOTCA")),
+        match_subject_alt_names: t
+            .match_identities
+            .iter()
+            .map(|id| m::StringMatcher {
+                match_pattern: Some(m::string_matcher::MatchPattern::Exact(id.clone())),
+                ignore_case: false,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    tls::UpstreamTlsContext {
+        common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificate_provider_instance: Some(instance("default")),
+            validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
+            ..Default::default()
+        }),
+        sni: t.sni.clone().unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 fn inline(pem: &str) -> Option<core::DataSource> {

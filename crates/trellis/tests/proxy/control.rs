@@ -621,6 +621,130 @@ spec:
     );
 }
 
+/// A proxyless gRPC client with xDS credentials speaks the mesh's mutual TLS to a
+/// workload whose sidecar is STRICT: its clusters carry gRPC's form of the TLS (the
+/// certificate provider of its bootstrap, a file watcher over a certificate from the
+/// CA). The same client without xDS credentials connects in plaintext and is refused.
+#[tokio::test]
+async fn a_proxyless_grpc_client_speaks_mutual_tls_to_a_strict_sidecar() {
+    let _quiet = quiet().await;
+    let Some(python) = python_with_grpcio() else {
+        return;
+    };
+    let mesh = tempfile::tempdir().unwrap();
+    let echo = Workload::new("echo-v1", "app: echo", "echo");
+    std::fs::write(
+        mesh.path().join("echo.yaml"),
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: echo, namespace: default }}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{ number: 7070, name: grpc, protocol: GRPC }}]
+  workloadSelector: {{ labels: {{ app: echo }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: echo-v1
+  namespace: default
+  annotations:
+    sidecar.trellis.dev/app-ports: "grpc={app}"
+    sidecar.trellis.dev/outbound: "127.0.0.1:{outbound}"
+spec:
+  address: 127.0.0.1
+  ports: {{ grpc: {inbound} }}
+  labels: {{ app: echo }}
+  serviceAccount: echo
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{ name: default, namespace: default }}
+spec: {{ mtls: {{ mode: STRICT }} }}
+"#,
+            app = echo.app,
+            outbound = echo.outbound,
+            inbound = echo.inbound,
+        ),
+    )
+    .unwrap();
+    let c = control(mesh.path());
+    let dir = tempfile::tempdir().unwrap();
+    let _sidecar = sidecar(&c, &echo, dir.path());
+
+    // The client's certificate, as a node agent would keep it for the app.
+    let id = "spiffe://cluster.local/ns/default/sa/python-client";
+    let key = super::ca::ec();
+    let chain = super::ca::client(&c.ca)
+        .create_certificate(
+            &super::ca::csr(&key, id),
+            Duration::from_secs(3600),
+            trellis_ca::Credential::Token(&c.ca.token(id, "1h")),
+        )
+        .await
+        .unwrap();
+    let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, chain.concat()).unwrap();
+    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let bootstrap = dir.path().join("bootstrap.json");
+    std::fs::write(
+        &bootstrap,
+        serde_json::json!({
+            "xds_servers": [{
+                "server_uri": c.xds.to_string(),
+                "channel_creds": [{ "type": "insecure" }],
+                "server_features": ["xds_v3"],
+            }],
+            "node": { "id": "grpc~default~python-client" },
+            "certificate_providers": {
+                "default": {
+                    "plugin_name": "file_watcher",
+                    "config": {
+                        "certificate_file": cert,
+                        "private_key_file": key_file,
+                        "ca_certificate_file": c.ca.root_file(dir.path()),
+                        "refresh_interval": "600s",
+                    },
+                },
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc/xds_client.py");
+    let call = |mode: &'static str, timeout: &'static str| {
+        let (python, script, bootstrap) = (python.clone(), script.clone(), bootstrap.clone());
+        let app = echo.app.to_string();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .arg(script)
+                .arg(app)
+                .arg("xds:///echo.default.svc.cluster.local:7070")
+                .args([mode, timeout])
+                .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = call("xds-creds", "20").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "pong:hello",
+        "stdout: {stdout}\nstderr: {}\ncontrol log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.ca.proc.log()
+    );
+    let out = call("insecure", "3").await.unwrap();
+    assert!(
+        !out.status.success(),
+        "plaintext reached a STRICT workload: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// The threads that serve xDS and the CA: one per core unless `--workers` says.
 #[test]
 fn workers_sets_the_serving_threads() {
