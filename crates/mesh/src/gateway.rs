@@ -171,12 +171,10 @@ fn server_tls(p: &str, t: &ServerTls, errors: &mut Vec<String>) {
         "PASSTHROUGH" | "AUTO_PASSTHROUGH" => return,
         other => errors.push(format!("{p}.mode: {other:?} is not a TLS mode Istio knows")),
     }
-    for (field, set) in [("caCrl", t.ca_crl.is_some())] {
-        if set {
-            errors.push(format!(
-                "{p}.{field}: not supported by Trellis yet; refused rather than ignored"
-            ));
-        }
+    if t.ca_crl.is_some() {
+        errors.push(format!(
+            "{p}.caCrl: not supported by Trellis yet; refused rather than ignored"
+        ));
     }
     let (ciphers, _) = t.cipher_suites();
     if !t.cipher_suites.is_empty() && ciphers.is_empty() {
