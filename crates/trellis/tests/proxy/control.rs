@@ -536,7 +536,7 @@ async fn call_headers(outbound: u16, n: usize) -> Vec<(String, String)> {
 }
 
 /// The Python interpreter with grpcio (`./run test` makes one; TRELLIS_PYTHON names it).
-fn python_with_grpcio() -> Option<String> {
+pub(super) fn python_with_grpcio() -> Option<String> {
     let python = std::env::var("TRELLIS_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&python)
         .args(["-c", "import grpc"])

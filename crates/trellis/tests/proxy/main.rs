@@ -9,6 +9,7 @@ mod control;
 mod cryptomb;
 mod demo;
 mod egress;
+mod envoy_conformance;
 mod gateway;
 mod hostile;
 mod identity;
