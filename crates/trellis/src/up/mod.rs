@@ -790,9 +790,12 @@ fn ingress_urls(
     mesh: &MeshFile,
     host: impl Fn(usize) -> String,
 ) -> Vec<String> {
-    let Ok(loaded) = trellis_mesh::load_dir(config_dir) else {
+    let Ok(mut loaded) = trellis_mesh::load_dir(config_dir) else {
         return Vec::new();
     };
+    // The Gateway API's Gateways, as the Istio ones they are served as.
+    let registry = trellis_mesh::Registry::from_inputs(&loaded.inputs);
+    trellis_mesh::gateway_api::convert(&mut loaded.inputs, &registry);
     let mut urls = Vec::new();
     for (k, g) in mesh.gateways.iter().enumerate() {
         for gw in &loaded.inputs.gateways {
@@ -806,13 +809,16 @@ fn ingress_urls(
                 } else {
                     "http"
                 };
+                // A converted Gateway API Gateway is `<gateway>~<listener>`.
+                let what = match gw.name.split_once('~') {
+                    Some((name, _)) => format!("Gateway API Gateway {}/{name}", gw.namespace),
+                    None => format!("Gateway {}/{}", gw.namespace, gw.name),
+                };
                 urls.push(format!(
-                    "{scheme}://{}:{}/  ({}, Gateway {}/{})",
+                    "{scheme}://{}:{}/  ({}, {what})",
                     host(k),
                     port.number,
                     g.name,
-                    gw.namespace,
-                    gw.name
                 ));
             }
         }
