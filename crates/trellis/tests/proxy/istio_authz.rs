@@ -24,6 +24,12 @@ const ME: (&str, &str, &str) = (
 /// The other party of Istio's tables (a workload of a second namespace).
 const OTHER: (&str, &str, &str) = ("cluster.local/ns/ns2/sa/a", "ns2", "[\"10.255.0.1\"]");
 
+/// Istio's test JWK Set and tokens (`fixtures/istio-authz/jwt.json`).
+fn jwt_fixture() -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-authz");
+    serde_json::from_str(&std::fs::read_to_string(dir.join("jwt.json")).unwrap()).unwrap()
+}
+
 /// A template of `fixtures/istio-authz` with Istio's test parameters filled in.
 fn template(
     name: &str,
@@ -58,6 +64,15 @@ fn template(
         ("{{ .Denied.MustWorkloads.Addresses | toJson }}", denied.2),
         // deny-global names the ports of Istio's echo workloads; reviews' is its own.
         ("[ \"18080\", \"18085\" ]", &format!("[ \"{http}\" ]")),
+        // jwt fetches the JWK Set from Istio's test JWT server; here it is inline, as
+        // Istio's own tests do where there is no server.
+        (
+            "jwksUri: \"{{ .JWTServer.JwksURI }}\"",
+            &format!(
+                "jwks: '{}'",
+                jwt_fixture()["jwks"].as_str().unwrap().replace('\'', "''")
+            ),
+        ),
     ] {
         out = out.replace(from, to);
     }
@@ -265,6 +280,91 @@ async fn istios_authorization_tables_decide_the_same_through_sidecars() {
                 get("/connection-sni-notValues", false),
                 get("/other", false),
             ],
+        },
+    )
+    .await;
+
+    // TestAuthz_JWT: RequestAuthentication and policies on the token's principal, claims
+    // (nested, space-delimited), presenter and audiences, with Istio's test tokens. The
+    // template fetches the JWK Set from Istio's test JWT server; here it is inline (as
+    // Istio's own tests do where there is no server).
+    let jwt = jwt_fixture();
+    let policies = t("jwt", ME, OTHER);
+    let bearer: std::collections::BTreeMap<&str, String> = jwt["tokens"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), format!("Bearer {}", v.as_str().unwrap())))
+        .collect();
+    let with =
+        |token: &str| -> Vec<(&str, &str)> { vec![("authorization", bearer[token].as_str())] };
+    let cases: Vec<(&str, &str, bool)> = vec![
+        ("", "/token1", false),
+        ("", "/token2", false),
+        ("TokenIssuer1", "/token1", true),
+        ("TokenIssuer1", "/token2", false),
+        ("TokenIssuer2", "/token1", false),
+        ("TokenIssuer2", "/token2", true),
+        ("TokenIssuer1", "/token3", false),
+        ("TokenIssuer2", "/token3", true),
+        ("TokenIssuer1", "/tokenAny", true),
+        ("TokenIssuer2", "/tokenAny", true),
+        ("TokenIssuer1", "/permission", false),
+        ("TokenIssuer2", "/permission", false),
+        (
+            "TokenIssuer2WithSpaceDelimitedPermission",
+            "/permission",
+            true,
+        ),
+        ("TokenIssuer2WithSpaceDelimitedScope", "/scope", true),
+        ("TokenIssuer2WithSpaceDelimitedScope", "/otherscope", false),
+        (
+            "TokenIssuer2WithCustomScopeSpaceDelimitedScope",
+            "/custom-scope-admin",
+            true,
+        ),
+        (
+            "TokenIssuer2WithCustomScopeSpaceDelimitedScope",
+            "/custom-scope-user",
+            true,
+        ),
+        ("", "/custom-scope-admin", false),
+        ("", "/custom-scope-user", false),
+        ("TokenIssuer1", "/custom-scope-admin", false),
+        ("TokenIssuer1", "/custom-scope-user", false),
+        ("TokenIssuer1WithNestedClaims1", "/nested-key1", true),
+        ("TokenIssuer1WithNestedClaims2", "/nested-key1", false),
+        ("TokenIssuer1WithNestedClaims1", "/nested-key2", false),
+        ("TokenIssuer1WithNestedClaims2", "/nested-key2", true),
+        ("TokenIssuer1WithNestedClaims1", "/nested-2-key1", true),
+        ("TokenIssuer1WithNestedClaims2", "/nested-2-key1", false),
+        ("TokenIssuer1WithNestedClaims1", "/nested-non-exist", false),
+        ("TokenIssuer1WithNestedClaims2", "/nested-non-exist", false),
+        ("", "/tokenAny", false),
+        ("TokenIssuer1WithAud", "/audiences", true),
+        ("TokenIssuer1WithAudList", "/audiences", true),
+    ];
+    let headers: Vec<Vec<(&str, &str)>> = cases
+        .iter()
+        .map(|(token, _, _)| {
+            if token.is_empty() {
+                Vec::new()
+            } else {
+                with(token)
+            }
+        })
+        .collect();
+    run(
+        &m,
+        Table {
+            name: "TestAuthz_JWT",
+            policies,
+            marker: "jwt",
+            cases: cases
+                .iter()
+                .zip(&headers)
+                .map(|((_, path, allow), h)| ("GET", *path, h.as_slice(), *allow))
+                .collect(),
         },
     )
     .await;
