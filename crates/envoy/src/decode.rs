@@ -1796,6 +1796,13 @@ fn downstream_tls(
     d: tls::DownstreamTlsContext,
     path: &str,
 ) -> Result<tc::DownstreamTls, DecodeError> {
+    // Ignored, it would let clients in without the SNI the config requires.
+    if d.require_sni.is_some_and(|b| b.value) {
+        return Err(ctx.err(
+            &format!("{path}.require_sni"),
+            "is not supported by Trellis; refused rather than ignored",
+        ));
+    }
     let c = common_tls(
         ctx,
         d.common_tls_context,

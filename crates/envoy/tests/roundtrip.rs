@@ -643,3 +643,36 @@ fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
         "{err}"
     );
 }
+
+/// A listener that requires SNI is refused: read without it, clients without SNI would
+/// be let in.
+#[test]
+fn a_listener_requiring_sni_is_refused() {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    use envoy_types::pb::google::protobuf::BoolValue;
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let mut resources = encode(&config).unwrap();
+    let https = resources
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == "gateway-https")
+        .unwrap();
+    let Some(ConfigType::TypedConfig(any)) = https.filter_chains[0]
+        .transport_socket
+        .as_mut()
+        .and_then(|t| t.config_type.as_mut())
+    else {
+        panic!("a TLS chain")
+    };
+    let mut d = tls::DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    d.require_sni = Some(BoolValue { value: true });
+    any.value = d.encode_to_vec();
+    let [l, r, c, e, sec] = maps(&resources);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
+    assert!(
+        err.starts_with("Listener gateway-https: ")
+            && err.contains("require_sni: is not supported"),
+        "{err}"
+    );
+}
