@@ -676,3 +676,47 @@ fn a_listener_requiring_sni_is_refused() {
         "{err}"
     );
 }
+
+mod hostile {
+    //! Resources corrupted byte by byte (what a broken or hostile control plane might
+    //! send) are decoded or refused; the decoder never panics.
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// The bytes of one resource of `m[kind]`, picked by `which`.
+    fn pick<'a>(
+        m: &'a mut [BTreeMap<String, Any>; 5],
+        kind: usize,
+        which: &Index,
+    ) -> Option<&'a mut Vec<u8>> {
+        let map = &mut m[kind];
+        let key = map.keys().nth(which.index(map.len().max(1)))?.clone();
+        map.get_mut(&key).map(|a| &mut a.value)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        #[test]
+        fn corrupted_resources_are_refused_never_a_panic(
+            edits in proptest::collection::vec((0usize..5, any::<Index>(), any::<Index>(), any::<u8>()), 1..6),
+            cut in proptest::option::of((0usize..5, any::<Index>(), any::<Index>())),
+        ) {
+            let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+            let mut m = maps(&encode(&config).unwrap());
+            for (kind, which, at, byte) in &edits {
+                if let Some(v) = pick(&mut m, *kind, which).filter(|v| !v.is_empty()) {
+                    let i = at.index(v.len());
+                    v[i] = *byte;
+                }
+            }
+            if let Some((kind, which, at)) = &cut {
+                if let Some(v) = pick(&mut m, *kind, which).filter(|v| !v.is_empty()) {
+                    let len = at.index(v.len());
+                    v.truncate(len);
+                }
+            }
+            let _ = decode(&m[0], &m[1], &m[2], &m[3], &m[4]);
+        }
+    }
+}
