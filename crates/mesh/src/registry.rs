@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::inputs::{selects, Inputs};
 use crate::istio::{Labels, WorkloadEntry};
@@ -328,8 +328,13 @@ impl Registry {
                 });
             }
         }
+        // One service per host name, the first (the control plane warns of the
+        // others): every lookup by host finds that one, so views must not be made from
+        // another, whose ports the lookups would not find.
+        let mut seen = BTreeSet::new();
+        r.services.retain(|s| seen.insert(s.host.clone()));
         for (i, s) in r.services.iter().enumerate() {
-            r.by_host.entry(s.host.clone()).or_insert(i);
+            r.by_host.insert(s.host.clone(), i);
         }
         for (i, w) in r.workloads.iter().enumerate() {
             for (k, v) in &w.labels {

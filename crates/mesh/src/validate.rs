@@ -1405,6 +1405,23 @@ pub fn cross_check(loaded: &mut Loaded) {
     dedupe(&mut i.virtual_services, "VirtualService", refused);
     dedupe(&mut i.destination_rules, "DestinationRule", refused);
     dedupe(&mut i.service_entries, "ServiceEntry", refused);
+    // A host two ServiceEntries define: the registry keeps one service per host.
+    let mut hosts: BTreeMap<String, String> = BTreeMap::new();
+    for se in &i.service_entries {
+        let me = format!("{}/{}", se.namespace, se.name);
+        for h in &se.spec.hosts {
+            let first = hosts
+                .entry(crate::fqdn(h, &se.namespace))
+                .or_insert_with(|| me.clone());
+            if *first != me {
+                loaded.warnings.push(Diagnostic {
+                    resource: se.source.clone(),
+                    message: format!("spec.hosts: {h} is also defined by ServiceEntry {first}; Trellis uses the first one's ports and endpoints"),
+                    key: None,
+                });
+            }
+        }
+    }
     dedupe(&mut i.workload_entries, "WorkloadEntry", refused);
     dedupe(&mut i.sidecars, "Sidecar", refused);
     dedupe(&mut i.gateways, "Gateway", refused);
