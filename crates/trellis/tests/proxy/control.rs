@@ -585,33 +585,8 @@ spec:
     .unwrap();
     let c = control(mesh.path());
     let dir = tempfile::tempdir().unwrap();
-    let bootstrap = dir.path().join("bootstrap.json");
-    std::fs::write(
-        &bootstrap,
-        serde_json::json!({
-            "xds_servers": [{
-                "server_uri": c.xds.to_string(),
-                "channel_creds": [{ "type": "insecure" }],
-                "server_features": ["xds_v3"],
-            }],
-            "node": { "id": "grpc~default~python-client" },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc/xds_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .arg(server_port.to_string())
-            .arg("xds:///echo.default.svc.cluster.local:7070")
-            .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let bootstrap = grpc_bootstrap(&c, dir.path(), serde_json::Value::Null);
+    let out = xds_client(&python, server_port, "insecure", "20", &bootstrap).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.trim() == "pong:hello",
@@ -619,6 +594,54 @@ spec:
         String::from_utf8_lossy(&out.stderr),
         c.ca.proc.log()
     );
+}
+
+/// A gRPC xDS bootstrap for the control plane's plaintext port, node
+/// `grpc~default~python-client`, with `certificate_providers` when given.
+fn grpc_bootstrap(
+    c: &Control,
+    dir: &Path,
+    certificate_providers: serde_json::Value,
+) -> std::path::PathBuf {
+    let path = dir.join("bootstrap.json");
+    let mut bootstrap = serde_json::json!({
+        "xds_servers": [{
+            "server_uri": c.xds.to_string(),
+            "channel_creds": [{ "type": "insecure" }],
+            "server_features": ["xds_v3"],
+        }],
+        "node": { "id": "grpc~default~python-client" },
+    });
+    if !certificate_providers.is_null() {
+        bootstrap["certificate_providers"] = certificate_providers;
+    }
+    std::fs::write(&path, bootstrap.to_string()).unwrap();
+    path
+}
+
+/// `fixtures/grpc/xds_client.py`: serves the echo on `app` and calls it through
+/// `xds:///echo.default.svc.cluster.local:7070` with `mode` credentials.
+async fn xds_client(
+    python: &str,
+    app: u16,
+    mode: &'static str,
+    timeout: &'static str,
+    bootstrap: &Path,
+) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc/xds_client.py");
+    let (python, bootstrap) = (python.to_string(), bootstrap.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(app.to_string())
+            .arg("xds:///echo.default.svc.cluster.local:7070")
+            .args([mode, timeout])
+            .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 /// A proxyless gRPC client with xDS credentials speaks the mesh's mutual TLS to a
@@ -688,48 +711,23 @@ spec: {{ mtls: {{ mode: STRICT }} }}
     let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, chain.concat()).unwrap();
     std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    let bootstrap = dir.path().join("bootstrap.json");
-    std::fs::write(
-        &bootstrap,
+    let bootstrap = grpc_bootstrap(
+        &c,
+        dir.path(),
         serde_json::json!({
-            "xds_servers": [{
-                "server_uri": c.xds.to_string(),
-                "channel_creds": [{ "type": "insecure" }],
-                "server_features": ["xds_v3"],
-            }],
-            "node": { "id": "grpc~default~python-client" },
-            "certificate_providers": {
-                "default": {
-                    "plugin_name": "file_watcher",
-                    "config": {
-                        "certificate_file": cert,
-                        "private_key_file": key_file,
-                        "ca_certificate_file": c.ca.root_file(dir.path()),
-                        "refresh_interval": "600s",
-                    },
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": cert,
+                    "private_key_file": key_file,
+                    "ca_certificate_file": c.ca.root_file(dir.path()),
+                    "refresh_interval": "600s",
                 },
             },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc/xds_client.py");
-    let call = |mode: &'static str, timeout: &'static str| {
-        let (python, script, bootstrap) = (python.clone(), script.clone(), bootstrap.clone());
-        let app = echo.app.to_string();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .arg(script)
-                .arg(app)
-                .arg("xds:///echo.default.svc.cluster.local:7070")
-                .args([mode, timeout])
-                .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
-                .output()
-                .unwrap()
-        })
-    };
-    let out = call("xds-creds", "20").await.unwrap();
+        }),
+    );
+    let call = |mode, timeout| xds_client(&python, echo.app, mode, timeout, &bootstrap);
+    let out = call("xds-creds", "20").await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.trim() == "pong:hello",
@@ -737,7 +735,7 @@ spec: {{ mtls: {{ mode: STRICT }} }}
         String::from_utf8_lossy(&out.stderr),
         c.ca.proc.log()
     );
-    let out = call("insecure", "3").await.unwrap();
+    let out = call("insecure", "3").await;
     assert!(
         !out.status.success(),
         "plaintext reached a STRICT workload: {}",
