@@ -332,14 +332,7 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 "certificates by SNI go with STRICT TLS and one kind of traffic",
             ));
         }
-        out.listener_filters.push(lis::ListenerFilter {
-            name: crate::TLS_INSPECTOR.into(),
-            config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any(
-                types::TLS_INSPECTOR,
-                &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
-            ))),
-            ..Default::default()
-        });
+        out.listener_filters.push(tls_inspector());
         for c in &t.certificates {
             let mut one = t.clone();
             one.certificates = vec![tc::TlsCertificate {
@@ -414,6 +407,19 @@ fn tcp_proxy(stat_prefix: &str, t: &tc::TcpProxy) -> tcp::TcpProxy {
     }
 }
 
+/// Envoy's `tls_inspector` listener filter: it reads the ClientHello's SNI (and ALPN) that
+/// filter chains are matched by.
+fn tls_inspector() -> lis::ListenerFilter {
+    lis::ListenerFilter {
+        name: crate::TLS_INSPECTOR.into(),
+        config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any(
+            types::TLS_INSPECTOR,
+            &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// TLS passthrough as Envoy has it: `tls_inspector` reads the SNI, one filter chain per
 /// route matched by `server_names` (a route for `*` matches any TLS connection), and
 /// the listener's `tcp` as the default chain.
@@ -422,14 +428,7 @@ fn sni_chains(
     out: &mut lis::Listener,
     tcp_chain: impl Fn(&tc::TcpProxy) -> Vec<lis::Filter>,
 ) {
-    out.listener_filters.push(lis::ListenerFilter {
-        name: crate::TLS_INSPECTOR.into(),
-        config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any(
-            types::TLS_INSPECTOR,
-            &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
-        ))),
-        ..Default::default()
-    });
+    out.listener_filters.push(tls_inspector());
     for r in &l.sni_routes {
         let named: Vec<String> = r
             .server_names
