@@ -50,37 +50,16 @@ pub fn convert(inputs: &mut Inputs, registry: &Registry) -> Status {
     for (order, (route_kind, route)) in routes.iter().enumerate() {
         let backends = route.spec.rules.iter().flat_map(|r| &r.backend_refs);
         let resolved = resolved_refs(route_kind, backends, &route.namespace, inputs, registry);
-        let mut rs = RouteStatus {
+        let named = RouteRef {
             kind: route_kind,
-            namespace: route.namespace.clone(),
-            name: route.name.clone(),
-            parents: Vec::new(),
+            namespace: &route.namespace,
+            name: &route.name,
+            parents: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
         };
-        for parent in &route.spec.parent_refs {
-            let Some((gw, named)) = parent_gateway(&mut gateways, parent, &route.namespace) else {
-                continue;
-            };
-            let accepted = match attach(
-                gw,
-                route_kind,
-                &route.namespace,
-                &route.spec.hostnames,
-                parent,
-                inputs,
-            ) {
-                Ok(listeners) => {
-                    for (i, hosts) in listeners {
-                        add_entries(&mut buckets, gw, i, hosts, route, order);
-                    }
-                    Condition::ok("Accepted", "Accepted")
-                }
-                Err(why) => why,
-            };
-            rs.parents.push(ParentStatus {
-                parent: named,
-                conditions: vec![accepted, resolved.clone()],
-            });
-        }
+        let rs = attach_route(&named, resolved, &mut gateways, inputs, |gw, i, hosts| {
+            add_entries(&mut buckets, gw, i, hosts, route, order)
+        });
         status.routes.push(rs);
     }
     for ((ns, gateway, host), mut entries) in buckets {
@@ -124,74 +103,55 @@ fn l4_routes(
     status: &mut Status,
 ) {
     struct L4<'a> {
-        kind: &'static str,
-        route: (&'a str, &'a str),
-        parents: &'a [ParentRef],
-        hostnames: &'a [String],
+        route: RouteRef<'a>,
         rules: &'a [k8s::TlsRouteRule],
     }
     let routes = (inputs.tls_routes.iter().map(|r| L4 {
-        kind: "TLSRoute",
-        route: (&r.namespace, &r.name),
-        parents: &r.spec.parent_refs,
-        hostnames: &r.spec.hostnames,
+        route: RouteRef {
+            kind: "TLSRoute",
+            namespace: &r.namespace,
+            name: &r.name,
+            parents: &r.spec.parent_refs,
+            hostnames: &r.spec.hostnames,
+        },
         rules: &r.spec.rules,
     }))
     .chain(inputs.tcp_routes.iter().map(|r| L4 {
-        kind: "TCPRoute",
-        route: (&r.namespace, &r.name),
-        parents: &r.spec.parent_refs,
-        hostnames: &[],
+        route: RouteRef {
+            kind: "TCPRoute",
+            namespace: &r.namespace,
+            name: &r.name,
+            parents: &r.spec.parent_refs,
+            hostnames: &[],
+        },
         rules: &r.spec.rules,
     }));
     let mut bound: BTreeMap<(String, String), (Vec<istio::TlsRoute>, Vec<istio::TcpRoute>)> =
         BTreeMap::new();
-    for route in routes {
-        let (route_ns, name) = route.route;
-        let backends = route.rules.iter().flat_map(|r| &r.backend_refs);
-        let resolved = resolved_refs(route.kind, backends, route_ns, inputs, registry);
-        let mut rs = RouteStatus {
-            kind: route.kind,
-            namespace: route_ns.to_string(),
-            name: name.to_string(),
-            parents: Vec::new(),
-        };
-        for parent in route.parents {
-            let Some((gw, named)) = parent_gateway(gateways, parent, route_ns) else {
-                continue;
-            };
-            let attached = attach(gw, route.kind, route_ns, route.hostnames, parent, inputs);
-            let accepted = match attached {
-                Ok(listeners) => {
-                    for (i, hosts) in listeners {
-                        let gateway = format!("{}~{}", gw.name, gw.spec.listeners[i].name);
-                        let (tls, tcp) = bound.entry((gw.namespace.clone(), gateway)).or_default();
-                        for rule in route.rules {
-                            let to = destinations(route.kind, rule, route_ns, inputs, registry);
-                            match route.kind {
-                                "TLSRoute" => tls.push(istio::TlsRoute {
-                                    matches: vec![istio::L4Match {
-                                        sni_hosts: hosts.clone(),
-                                        ..Default::default()
-                                    }],
-                                    route: to,
-                                }),
-                                _ => tcp.push(istio::TcpRoute {
-                                    matches: Vec::new(),
-                                    route: to,
-                                }),
-                            }
-                        }
-                    }
-                    Condition::ok("Accepted", "Accepted")
+    for L4 { route, rules } in routes {
+        let (kind, route_ns) = (route.kind, route.namespace);
+        let backends = rules.iter().flat_map(|r| &r.backend_refs);
+        let resolved = resolved_refs(kind, backends, route_ns, inputs, registry);
+        let rs = attach_route(&route, resolved, gateways, inputs, |gw, i, hosts| {
+            let gateway = format!("{}~{}", gw.name, gw.spec.listeners[i].name);
+            let (tls, tcp) = bound.entry((gw.namespace.clone(), gateway)).or_default();
+            for rule in rules {
+                let to = destinations(kind, rule, route_ns, inputs, registry);
+                match kind {
+                    "TLSRoute" => tls.push(istio::TlsRoute {
+                        matches: vec![istio::L4Match {
+                            sni_hosts: hosts.clone(),
+                            ..Default::default()
+                        }],
+                        route: to,
+                    }),
+                    _ => tcp.push(istio::TcpRoute {
+                        matches: Vec::new(),
+                        route: to,
+                    }),
                 }
-                Err(why) => why,
-            };
-            rs.parents.push(ParentStatus {
-                parent: named,
-                conditions: vec![accepted, resolved.clone()],
-            });
-        }
+            }
+        });
         status.routes.push(rs);
     }
     for ((ns, gateway), (tls, tcp)) in bound {
@@ -238,6 +198,60 @@ fn destinations(
             headers: None,
         })
         .collect()
+}
+
+/// What attaching a route of any kind needs of it.
+struct RouteRef<'a> {
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    parents: &'a [ParentRef],
+    hostnames: &'a [String],
+}
+
+/// A route attached to each Gateway of ours it names as a parent: `add` is given each
+/// listener it attaches to, with the hostnames it serves there. Its status says, per
+/// parent, whether it was accepted and whether its backends resolved.
+fn attach_route(
+    route: &RouteRef,
+    resolved: Condition,
+    gateways: &mut [Served],
+    inputs: &Inputs,
+    mut add: impl FnMut(&Served, usize, Vec<String>),
+) -> RouteStatus {
+    let mut rs = RouteStatus {
+        kind: route.kind,
+        namespace: route.namespace.to_string(),
+        name: route.name.to_string(),
+        parents: Vec::new(),
+    };
+    for parent in route.parents {
+        let Some((gw, named)) = parent_gateway(gateways, parent, route.namespace) else {
+            continue;
+        };
+        let attached = attach(
+            gw,
+            route.kind,
+            route.namespace,
+            route.hostnames,
+            parent,
+            inputs,
+        );
+        let accepted = match attached {
+            Ok(listeners) => {
+                for (i, hosts) in listeners {
+                    add(gw, i, hosts);
+                }
+                Condition::ok("Accepted", "Accepted")
+            }
+            Err(why) => why,
+        };
+        rs.parents.push(ParentStatus {
+            parent: named,
+            conditions: vec![accepted, resolved.clone()],
+        });
+    }
+    rs
 }
 
 /// The Gateway of ours a parentRef names, with the ref's namespace filled in; `None`
