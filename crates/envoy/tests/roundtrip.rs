@@ -502,13 +502,15 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     );
 }
 
-/// A Gateway's subjectAltNames as Istio writes them: exact names in the untyped (deprecated)
-/// `match_subject_alt_names`, which match any SAN type; read as the client names they are.
-#[test]
-fn untyped_client_names_decode_as_client_sans() {
+/// The resources of `CONFIG` with the DownstreamTlsContext of every filter chain of
+/// `gateway-https` changed by `change`.
+fn with_gateway_tls(
+    change: impl Fn(
+        &mut envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext,
+    ),
+) -> Resources {
     use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
     let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
     let mut resources = encode(&config).unwrap();
     let https = resources
@@ -525,6 +527,19 @@ fn untyped_client_names_decode_as_client_sans() {
             panic!("a TLS chain")
         };
         let mut d = tls::DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        change(&mut d);
+        any.value = d.encode_to_vec();
+    }
+    resources
+}
+
+/// A Gateway's subjectAltNames as Istio writes them: exact names in the untyped (deprecated)
+/// `match_subject_alt_names`, which match any SAN type; read as the client names they are.
+#[test]
+fn untyped_client_names_decode_as_client_sans() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+    let resources = with_gateway_tls(|d| {
         let Some(tls::common_tls_context::ValidationContextType::CombinedValidationContext(c)) = d
             .common_tls_context
             .as_mut()
@@ -548,8 +563,7 @@ fn untyped_client_names_decode_as_client_sans() {
             })
             .to_vec();
         }
-        any.value = d.encode_to_vec();
-    }
+    });
     let [l, r, c, e, sec] = maps(&resources);
     let decoded = decode(&l, &r, &c, &e, &sec).unwrap();
     let tls = decoded
@@ -648,26 +662,8 @@ fn endpoints_without_tls_decode_from_either_form_of_socket_matches() {
 /// be let in.
 #[test]
 fn a_listener_requiring_sni_is_refused() {
-    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
     use envoy_types::pb::google::protobuf::BoolValue;
-    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
-    let mut resources = encode(&config).unwrap();
-    let https = resources
-        .listeners
-        .iter_mut()
-        .find(|l| l.name == "gateway-https")
-        .unwrap();
-    let Some(ConfigType::TypedConfig(any)) = https.filter_chains[0]
-        .transport_socket
-        .as_mut()
-        .and_then(|t| t.config_type.as_mut())
-    else {
-        panic!("a TLS chain")
-    };
-    let mut d = tls::DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
-    d.require_sni = Some(BoolValue { value: true });
-    any.value = d.encode_to_vec();
+    let resources = with_gateway_tls(|d| d.require_sni = Some(BoolValue { value: true }));
     let [l, r, c, e, sec] = maps(&resources);
     let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(
