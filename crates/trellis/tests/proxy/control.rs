@@ -563,15 +563,7 @@ async fn a_proxyless_grpc_client_resolves_a_service_through_the_control_plane() 
     std::fs::write(
         mesh.path().join("echo.yaml"),
         format!(
-            r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{ name: echo, namespace: default }}
-spec:
-  hosts: [echo.default.svc.cluster.local]
-  resolution: STATIC
-  ports: [{{ number: 7070, name: grpc, protocol: GRPC }}]
-  workloadSelector: {{ labels: {{ app: echo }} }}
----
+            r#"{ECHO_SERVICE}---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{ name: echo-v1, namespace: default }}
@@ -595,6 +587,17 @@ spec:
         c.ca.proc.log()
     );
 }
+
+/// The service the proxyless gRPC clients call (`xds:///echo.default.svc.cluster.local:7070`).
+const ECHO_SERVICE: &str = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo, namespace: default }
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{ number: 7070, name: grpc, protocol: GRPC }]
+  workloadSelector: { labels: { app: echo } }
+"#;
 
 /// A gRPC xDS bootstrap for the control plane's plaintext port, node
 /// `grpc~default~python-client`, with `certificate_providers` when given.
@@ -659,15 +662,7 @@ async fn a_proxyless_grpc_client_speaks_mutual_tls_to_a_strict_sidecar() {
     std::fs::write(
         mesh.path().join("echo.yaml"),
         format!(
-            r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{ name: echo, namespace: default }}
-spec:
-  hosts: [echo.default.svc.cluster.local]
-  resolution: STATIC
-  ports: [{{ number: 7070, name: grpc, protocol: GRPC }}]
-  workloadSelector: {{ labels: {{ app: echo }} }}
----
+            r#"{ECHO_SERVICE}---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata:
