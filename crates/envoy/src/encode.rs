@@ -1292,10 +1292,12 @@ pub fn encode_proxyless(config: &Config) -> Result<Resources, EncodeError> {
     }
     for (i, c) in config.clusters.iter().enumerate() {
         let mut c = c.clone();
+        // The mesh's mutual TLS: the workload's own certificate, which the client's
+        // certificate provider stands in for.
         let mesh_tls = c.tls.take().filter(|t| {
-            t.sni
-                .as_deref()
-                .is_some_and(|s| s.starts_with("outbound_."))
+            t.certificate
+                .as_ref()
+                .is_some_and(|c| c.certificate_chain == tc::SDS_WORKLOAD_CERT)
         });
         if mesh_tls.is_some() {
             c.endpoints.retain(|e| !e.plaintext());
