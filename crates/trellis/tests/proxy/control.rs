@@ -537,18 +537,29 @@ async fn call_headers(outbound: u16, n: usize) -> Vec<(String, String)> {
 
 /// The Python interpreter with grpcio (`./run test` makes one; TRELLIS_PYTHON names it).
 pub(super) fn python_with_grpcio() -> Option<String> {
+    python_with("grpc", "grpcio")
+}
+
+/// The Python interpreter that can import `modules` (from the PyPI `packages`); without
+/// one the test skips, saying why, except in CI or under TRELLIS_REQUIRE_GRPCIO, where
+/// it fails.
+pub(super) fn python_with(modules: &str, packages: &str) -> Option<String> {
     let python = std::env::var("TRELLIS_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&python)
-        .args(["-c", "import grpc"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if ok {
         return Some(python);
     }
-    if std::env::var_os("TRELLIS_REQUIRE_GRPCIO").is_some() {
-        panic!("{python} cannot import grpc, and TRELLIS_REQUIRE_GRPCIO is set");
+    let required = std::env::var_os("TRELLIS_REQUIRE_GRPCIO").is_some()
+        || std::env::var("CI").is_ok_and(|v| v == "true");
+    if required {
+        panic!("{python} cannot import {modules}, and CI or TRELLIS_REQUIRE_GRPCIO requires it");
     }
-    eprintln!("SKIPPED: {python} has no grpcio (pip install grpcio, or run ./run test)");
+    eprintln!(
+        "SKIPPED: {python} cannot import {modules} (pip install {packages}, or run ./run test)"
+    );
     None
 }
 

@@ -56,7 +56,10 @@ fn conformance(
 #[tokio::test]
 async fn a_client_subscribing_as_envoy_does_finds_only_the_known_gaps() {
     let _quiet = quiet().await;
-    let Some(python) = super::control::python_with_grpcio() else {
+    let Some(python) = super::control::python_with(
+        "grpc, envoy.config.listener.v3.listener_pb2",
+        "grpcio xds-protos",
+    ) else {
         return;
     };
     let mesh = tempfile::tempdir().unwrap();
