@@ -262,11 +262,6 @@ fn typed_struct(
     Ok(t.value.as_ref().map(from_struct).unwrap_or_default())
 }
 
-fn authorization(ctx: &Ctx, any: &Any, path: &str) -> Result<tc::Authorization, DecodeError> {
-    let json = typed_struct(ctx, any, types::AUTHZ, path)?;
-    serde_json::from_value(json).map_err(|e| ctx.err(path, format!("authorization: {e}")))
-}
-
 fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, DecodeError> {
     if l.api_listener.is_some() {
         return Err(ctx.err(
@@ -396,13 +391,16 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
         if out.tcp.is_none() || h.http.is_none() {
             return Err(ctx.err(&path, "with HTTP detection the HTTP chains hold an http_connection_manager and the others a tcp_proxy"));
         }
-        if h.tls != out.tls || h.authorization != out.authorization {
+        // The TCP chains hold the policies as they read on a connection.
+        let on_tcp = h.authorization.as_ref().map(crate::rbac::tcp_reading);
+        if h.tls != out.tls || on_tcp != out.authorization {
             return Err(ctx.err(
                 &path,
                 "with HTTP detection both kinds of chain must have the same TLS and authorization",
             ));
         }
         out.http = h.http;
+        out.authorization = h.authorization;
         out.jwt = h.jwt;
     }
     Ok(Some(out))
@@ -419,13 +417,13 @@ fn chain_filters(
 ) -> Result<Option<()>, DecodeError> {
     let (index, chain) = chain;
     let mut filters = chain.filters.iter().enumerate().peekable();
-    if let Some((i, f)) = filters.peek() {
-        if f.name == crate::AUTHZ {
-            let path = format!("filter_chains[{index}].filters[{i}]");
-            out.authorization = Some(authorization(ctx, filter_config(ctx, f, &path)?, &path)?);
-            filters.next();
-        }
+    let mut rbac = crate::rbac::Reader::default();
+    while let Some((i, f)) = filters.next_if(|(_, f)| f.name == crate::rbac::NETWORK_RBAC) {
+        let path = format!("filter_chains[{index}].filters[{i}]");
+        rbac.network(filter_config(ctx, f, &path)?)
+            .map_err(|e| ctx.err(&path, e))?;
     }
+    out.authorization = rbac.finish();
     let Some((i, f)) = filters.next() else {
         return Err(ctx.err(
             &format!("filter_chains[{index}].filters"),
@@ -457,6 +455,13 @@ fn chain_filters(
             });
         }
         types::HCM => {
+            if out.authorization.is_some() {
+                // The proxy applies one set of policies per request: HTTP's.
+                return Err(ctx.err(
+                    &path,
+                    "network RBAC before an http_connection_manager is not supported (use the HTTP RBAC filter)",
+                ));
+            }
             let h: hcm::HttpConnectionManager = ctx.decode(config, types::HCM, &path)?;
             match http_manager(ctx, h, &path, out)? {
                 Some(h) => out.http = Some(h),
@@ -701,16 +706,17 @@ fn http_manager(
         Ok(CodecType::Http2) => tc::Codec::Http2,
         _ => return Err(ctx.err(path, "codec_type: only AUTO, HTTP1 and HTTP2 are supported")),
     };
+    let mut rbac = crate::rbac::Reader::default();
     for (i, f) in h.http_filters.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
         match f.name.as_str() {
             crate::ROUTER | crate::FAULT | crate::CORS => {}
-            crate::AUTHZ => {
+            crate::rbac::HTTP_RBAC => {
                 let any = match &f.config_type {
                     Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a,
                     _ => return Err(ctx.err(&fpath, "missing typed_config")),
                 };
-                out.authorization = Some(authorization(ctx, any, &fpath)?);
+                rbac.http(any).map_err(|e| ctx.err(&fpath, e))?;
             }
             crate::JWT_AUTHN => {
                 let any = match &f.config_type {
@@ -729,6 +735,7 @@ fn http_manager(
             other => return Err(ctx.err(&fpath, format!("HTTP filter {other} is not supported"))),
         }
     }
+    out.authorization = rbac.finish();
     let config = match h.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             let Some(any) = ctx.routes.get(&rds.route_config_name) else {

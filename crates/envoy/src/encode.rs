@@ -174,19 +174,23 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
         bind_to_port: (!l.bind_to_port).then_some(BoolValue { value: false }),
         ..Default::default()
     };
-    let authz = l
-        .authorization
-        .as_ref()
-        .map(|a| typed_struct(types::AUTHZ, serde_json::to_value(a).unwrap_or_default()));
+    let authz_path = || format!("{path}.authorization");
+    let (http_rbac, network_rbac) = match &l.authorization {
+        Some(a) => (
+            crate::rbac::http_filters(a).map_err(|e| err(authz_path(), e))?,
+            crate::rbac::network_filters(a, &l.name).map_err(|e| err(authz_path(), e))?,
+        ),
+        None => Default::default(),
+    };
     // A TCP proxy's chain: the L4 authorization first, then tcp_proxy.
     let tcp_chain = |t: &tc::TcpProxy| {
-        let mut filters = Vec::new();
-        if let Some(a) = &authz {
-            filters.push(lis::Filter {
-                name: crate::AUTHZ.into(),
+        let mut filters: Vec<lis::Filter> = network_rbac
+            .iter()
+            .map(|a| lis::Filter {
+                name: crate::rbac::NETWORK_RBAC.into(),
                 config_type: Some(lis::filter::ConfigType::TypedConfig(a.clone())),
-            });
-        }
+            })
+            .collect();
         filters.push(lis::Filter {
             name: crate::TCP_PROXY.into(),
             config_type: Some(lis::filter::ConfigType::TypedConfig(any(
@@ -221,9 +225,9 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 ..Default::default()
             });
         }
-        if let Some(a) = authz {
+        for a in http_rbac {
             http_filters.push(hcm::HttpFilter {
-                name: crate::AUTHZ.into(),
+                name: crate::rbac::HTTP_RBAC.into(),
                 config_type: Some(hcm::http_filter::ConfigType::TypedConfig(a)),
                 ..Default::default()
             });

@@ -4,15 +4,16 @@
 //! and [`encode`]s them; the proxy [`decode`]s what arrives over xDS into the same model
 //! and applies it as it would a file. Everything is expressed with Envoy's own fields
 //! where Envoy has one (routes, retries, faults, clusters, TLS with SDS secret names),
-//! so any xDS client reads the routes and clusters. Two Trellis settings have no Envoy
-//! field and travel as `TypedStruct` filters: Istio-semantics authorization
-//! (`trellis.authorization`) and the TLS knobs Envoy lacks.
+//! so any xDS client reads the routes and clusters. AuthorizationPolicy is Envoy's RBAC
+//! filter in Istio's shape (module `rbac`). JWT verification has no field here
+//! and travels as a `TypedStruct` filter of Trellis's own (`trellis.jwt_authn`).
 //!
 //! The route configuration of an HTTP listener has the listener's name; an EDS
 //! cluster's endpoints are the ClusterLoadAssignment of the cluster's name.
 
 mod decode;
 mod encode;
+mod rbac;
 mod socket_match;
 mod structs;
 
@@ -29,7 +30,6 @@ pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
-pub const AUTHZ: &str = "trellis.authorization";
 pub const JWT_AUTHN: &str = "trellis.jwt_authn";
 pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
@@ -62,8 +62,6 @@ pub(crate) mod types {
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
     pub const HTTP_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-    /// What a TypedStruct carrying Trellis authorization says it is.
-    pub const AUTHZ: &str = "type.googleapis.com/trellis.config.v1.Authorization";
     /// What a TypedStruct carrying Trellis JWT verification (RequestAuthentication)
     /// says it is.
     pub const JWT_AUTHN: &str = "type.googleapis.com/trellis.config.v1.JwtAuthn";

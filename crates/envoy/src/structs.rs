@@ -155,3 +155,37 @@ mod tests {
         ));
     }
 }
+
+/// `envoy.config.rbac.v3.RBAC` with its policies in name order (the generated one keeps
+/// them in a `HashMap`, and the same policies would encode in another order each time).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RbacRules {
+    #[prost(int32, tag = "1")]
+    pub action: i32,
+    #[prost(btree_map = "string, message", tag = "2")]
+    pub policies: BTreeMap<String, envoy_types::pb::envoy::config::rbac::v3::Policy>,
+}
+
+/// `envoy.extensions.filters.http.rbac.v3.RBAC`, the fields Trellis writes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HttpRbac {
+    #[prost(message, optional, tag = "1")]
+    pub rules: Option<RbacRules>,
+    #[prost(message, optional, tag = "2")]
+    pub shadow_rules: Option<RbacRules>,
+    #[prost(string, tag = "3")]
+    pub shadow_rules_stat_prefix: String,
+}
+
+/// `envoy.extensions.filters.network.rbac.v3.RBAC`, the fields Trellis writes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NetworkRbac {
+    #[prost(message, optional, tag = "1")]
+    pub rules: Option<RbacRules>,
+    #[prost(message, optional, tag = "2")]
+    pub shadow_rules: Option<RbacRules>,
+    #[prost(string, tag = "3")]
+    pub stat_prefix: String,
+    #[prost(string, tag = "5")]
+    pub shadow_rules_stat_prefix: String,
+}
