@@ -478,10 +478,44 @@ fn file(path: &str) -> Option<core::DataSource> {
     })
 }
 
+/// Where a secret comes from: the identity agent's two from the node agent's socket
+/// (the bootstrap's [`SDS_CLUSTER`](crate::SDS_CLUSTER)), the rest from the control
+/// plane over ADS.
 fn sds(name: &str) -> tls::SdsSecretConfig {
+    let sds_config = match name {
+        "default" | "ROOTCA" => node_agent(),
+        _ => ads(),
+    };
     tls::SdsSecretConfig {
         name: name.to_string(),
-        sds_config: Some(ads()),
+        sds_config: Some(sds_config),
+    }
+}
+
+fn node_agent() -> core::ConfigSource {
+    use core::api_config_source::ApiType;
+    core::ConfigSource {
+        resource_api_version: core::ApiVersion::V3 as i32,
+        // No timeout (Istio's): what names the secret warms when it arrives.
+        initial_fetch_timeout: Some(PDuration::default()),
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::ApiConfigSource(
+            core::ApiConfigSource {
+                api_type: ApiType::Grpc as i32,
+                transport_api_version: core::ApiVersion::V3 as i32,
+                set_node_on_first_message_only: true,
+                grpc_services: vec![core::GrpcService {
+                    target_specifier: Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(
+                        core::grpc_service::EnvoyGrpc {
+                            cluster_name: crate::SDS_CLUSTER.into(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
     }
 }
 

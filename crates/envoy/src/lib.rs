@@ -35,6 +35,11 @@ pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
+/// The cluster a sidecar's bootstrap defines for its node agent's SDS socket, which the
+/// workload certificate (`default`) and roots (`ROOTCA`) are fetched from, as in Istio's
+/// bootstrap; other secrets (a gateway's credentials) come over ADS.
+pub const SDS_CLUSTER: &str = "sds-grpc";
+
 /// The type URLs of the four resource types (what `prost::Name` says of each message).
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";

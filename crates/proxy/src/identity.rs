@@ -39,6 +39,9 @@ pub struct WorkloadCert {
     /// When this process installed it.
     pub installed_at: i64,
     pub not_after: i64,
+    /// The private key as PKCS#8 PEM, only in an agent that exports keys
+    /// ([`Agent::exporting`]); never logged.
+    pub private_key_pem: Option<Vec<u8>>,
 }
 
 pub struct Agent {
@@ -49,6 +52,7 @@ pub struct Agent {
     keys: tokio::sync::OnceCell<Arc<KeySource>>,
     /// The installed certificate's key, when it lives in a token.
     in_token: std::sync::Mutex<Option<Arc<TokenKey>>>,
+    export_keys: bool,
 }
 
 /// How long a replaced token key stays, for handshakes that started with it: 30 s, or a
@@ -72,6 +76,20 @@ impl Agent {
             metrics,
             keys: tokio::sync::OnceCell::new(),
             in_token: std::sync::Mutex::new(None),
+            export_keys: false,
+        })
+    }
+
+    /// An agent whose certificates carry their private key as PEM, for a node agent
+    /// that serves them to a local Envoy; keys in a PKCS#11 token are refused.
+    pub fn exporting(config: Identity, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Agent {
+            config,
+            current: ArcSwapOption::empty(),
+            metrics,
+            keys: tokio::sync::OnceCell::new(),
+            in_token: std::sync::Mutex::new(None),
+            export_keys: true,
         })
     }
 
@@ -208,7 +226,8 @@ impl Agent {
             .keys
             .get_or_try_init(|| async {
                 let (config, metrics) = (self.config.clone(), self.metrics.clone());
-                tokio::task::spawn_blocking(move || KeySource::new(&config, &metrics))
+                let export = self.export_keys;
+                tokio::task::spawn_blocking(move || KeySource::new(&config, &metrics, export))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -270,7 +289,9 @@ impl Agent {
                     .await?
             }
         };
-        install(chain, &key.public, key.provider.clone(), roots)
+        let mut cert = install(chain, &key.public, key.provider.clone(), roots)?;
+        cert.private_key_pem = key.pem.clone();
+        Ok(cert)
     }
 
     /// Keeps `new` as the installed certificate's token key; the one it replaces is
@@ -368,6 +389,7 @@ fn install(
         identity,
         serial,
         issuer,
+        private_key_pem: None,
     })
 }
 

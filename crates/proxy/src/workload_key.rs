@@ -24,6 +24,9 @@ pub struct NewKey {
     pub csr: String,
     /// The key in its token, to destroy once a newer one is in use.
     pub in_token: Option<Arc<TokenKey>>,
+    /// The private key as PKCS#8 PEM, when the key source exports keys (a node agent
+    /// handing its local Envoy the workload key over SDS).
+    pub pem: Option<Vec<u8>>,
 }
 
 pub enum KeySource {
@@ -31,6 +34,7 @@ pub enum KeySource {
         kind: KeyType,
         provider: PrivateKeyProvider,
         metrics: Arc<Metrics>,
+        export: bool,
     },
     Token {
         token: Arc<Token>,
@@ -43,14 +47,24 @@ pub enum KeySource {
 impl KeySource {
     /// The source the identity section names. A token is opened and logged in here,
     /// and keys an earlier run left under this workload's label are removed. Blocks.
-    pub fn new(config: &Identity, metrics: &Arc<Metrics>) -> Result<KeySource, String> {
+    /// With `export`, keys are made in the process and handed out as PEM beside their
+    /// provider; a token's keys cannot leave it, so a token is refused.
+    pub fn new(
+        config: &Identity,
+        metrics: &Arc<Metrics>,
+        export: bool,
+    ) -> Result<KeySource, String> {
         let PrivateKeyProvider::Pkcs11(t) = &config.private_key_provider else {
             return Ok(KeySource::Process {
                 kind: config.key_type,
                 provider: config.private_key_provider.clone(),
                 metrics: metrics.clone(),
+                export,
             });
         };
+        if export {
+            return Err("identity.private_key_provider.pkcs11: a key in a token cannot be handed to a local Envoy over SDS".into());
+        }
         let field = "identity.private_key_provider.pkcs11.uri";
         let uri = Pkcs11Uri::parse(&t.uri).map_err(|e| format!("{field}: {e}"))?;
         let label = uri
@@ -80,6 +94,7 @@ impl KeySource {
                 kind,
                 provider,
                 metrics,
+                export,
             } => {
                 let kind = *kind;
                 let key = tokio::task::spawn_blocking(move || generate_key(kind))
@@ -88,6 +103,10 @@ impl KeySource {
                     .map_err(|e| e.to_string())?;
                 let csr = csr_pem(&key, &key, identity).map_err(|e| e.to_string())?;
                 let public = public_of(&key)?;
+                let pem = match export {
+                    true => Some(key.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?),
+                    false => None,
+                };
                 let provider =
                     crate::keys::key_provider(provider, key, metrics).map_err(|(field, e)| {
                         if field == "private_key" {
@@ -101,6 +120,7 @@ impl KeySource {
                     provider,
                     csr,
                     in_token: None,
+                    pem,
                 })
             }
             KeySource::Token { token, kind, label } => {
@@ -131,6 +151,7 @@ impl KeySource {
                     provider: Arc::new(provider),
                     csr: String::from_utf8(csr).expect("PEM is ASCII"),
                     in_token: Some(key),
+                    pem: None,
                 })
             }
         }

@@ -120,31 +120,39 @@ impl Subscriber for ProxySubscriber {
 fn tls_dial(agent: Arc<crate::identity::Agent>, address: String) -> client::Dial {
     Arc::new(move || {
         let (agent, address) = (agent.clone(), address.clone());
-        Box::pin(async move {
-            let cert = agent
-                .current()
-                .ok_or_else(|| std::io::Error::other("no workload certificate yet"))?;
-            let server_name = agent.config().ca_server_name.clone();
-            let tls = trellis_tls::ClientTls::new(trellis_tls::ClientTlsConfig {
-                bundles: Vec::new(),
-                roots: cert.roots.clone(),
-                certificate: Some(cert.key.clone()),
-                sni: server_name
-                    .parse::<std::net::IpAddr>()
-                    .is_err()
-                    .then(|| server_name.clone()),
-                alpn: vec!["h2".into()],
-                min_version: trellis_tls::TlsVersion::Tls12,
-                max_version: trellis_tls::TlsVersion::Tls13,
-                expected_identities: vec![server_name],
-                key_op_hook: None,
-            })
-            .map_err(std::io::Error::other)?;
-            let tcp = tokio::net::TcpStream::connect(&address).await?;
-            let (stream, _) = tls.connect(tcp).await.map_err(std::io::Error::other)?;
-            Ok(Box::new(stream) as Box<dyn client::Stream>)
-        })
+        Box::pin(async move { dial_control_plane(&agent, &address).await })
     })
+}
+
+/// A mutual TLS connection (ALPN h2) to the control plane at `address` with the
+/// agent's current workload certificate, the server checked against the mesh roots
+/// and `identity.ca_server_name`.
+pub async fn dial_control_plane(
+    agent: &crate::identity::Agent,
+    address: &str,
+) -> std::io::Result<Box<dyn client::Stream>> {
+    let cert = agent
+        .current()
+        .ok_or_else(|| std::io::Error::other("no workload certificate yet"))?;
+    let server_name = agent.config().ca_server_name.clone();
+    let tls = trellis_tls::ClientTls::new(trellis_tls::ClientTlsConfig {
+        bundles: Vec::new(),
+        roots: cert.roots.clone(),
+        certificate: Some(cert.key.clone()),
+        sni: server_name
+            .parse::<std::net::IpAddr>()
+            .is_err()
+            .then(|| server_name.clone()),
+        alpn: vec!["h2".into()],
+        min_version: trellis_tls::TlsVersion::Tls12,
+        max_version: trellis_tls::TlsVersion::Tls13,
+        expected_identities: vec![server_name],
+        key_op_hook: None,
+    })
+    .map_err(std::io::Error::other)?;
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let (stream, _) = tls.connect(tcp).await.map_err(std::io::Error::other)?;
+    Ok(Box::new(stream) as Box<dyn client::Stream>)
 }
 
 /// Runs the client until the process ends; updates arrive on `updates`.

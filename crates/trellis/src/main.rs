@@ -1,5 +1,6 @@
 //! `trellis`: one binary for every Trellis role.
 
+mod agent;
 mod bypass;
 mod ca;
 mod control;
@@ -63,6 +64,10 @@ enum Command {
     /// Run a gateway of the mesh (Istio's ingress/egress gateway): a proxy of node type
     /// `router` serving the Gateways that select its workload, configured over xDS.
     Gateway(gateway::GatewayArgs),
+    /// The node agent for a stock Envoy sidecar or gateway (Istio's pilot-agent): the
+    /// workload certificate over SDS on a local socket, xDS carried to the control plane
+    /// over mutual TLS, and the Envoy bootstrap that names both.
+    Agent(agent::AgentArgs),
     /// Run the demo upstream service (can be told to fail or delay).
     DemoApp {
         /// Address to listen on; repeat for several (IPv4 and IPv6).
@@ -184,6 +189,7 @@ fn main() -> ExitCode {
         ),
         Command::Demo(args) => demo::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Ca(args) => ca::run(*args),
         Command::Issuer(args) => issuer::run(args),
         Command::Control(args) => control::run(*args),

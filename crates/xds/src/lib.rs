@@ -31,7 +31,7 @@ mod wire;
 pub use envoy_types::pb;
 pub use name::Name;
 #[cfg(feature = "server")]
-pub use server::{AdsServer, AdsService, Authorize, ServerStats, ServerThread};
+pub use server::{AdsServer, AdsService, Authorize, SdsService, ServerStats, ServerThread};
 #[cfg(feature = "server")]
 pub use snapshot::{Base, Cache, Changes, Snapshot, TypeResources, Versioned};
 

@@ -21,7 +21,7 @@ use crate::snapshot::Named;
 use crate::wanted::Wanted;
 use crate::wire::request::{DeltaRequest, SotwRequest, WireDecoder, WireRequest};
 use crate::wire::response::{DeltaResponse, Encoded, Flavor, Response, SotwResponse};
-use crate::wire::{DELTA_PATH, SOTW_PATH};
+use crate::wire::{DELTA_PATH, SDS_DELTA_PATH, SDS_SOTW_PATH, SOTW_PATH};
 use crate::{is_wildcard_type, short_type, Cache, Snapshot, Versioned};
 use body::ResponseBody;
 use held::{Diff, Held};
@@ -105,6 +105,48 @@ impl AdsServer {
     /// The gRPC service, `envoy.service.discovery.v3.AggregatedDiscoveryService`.
     pub fn into_service(self) -> AdsService {
         AdsService(self)
+    }
+
+    /// The same server as `envoy.service.secret.v3.SecretDiscoveryService`: a node
+    /// agent's secrets for its local Envoy, whose TLS contexts name SDS on a cluster of
+    /// their own rather than ADS.
+    pub fn into_sds_service(self) -> SdsService {
+        SdsService(self)
+    }
+}
+
+/// [`AdsServer`] as the SDS gRPC service.
+#[derive(Clone)]
+pub struct SdsService(AdsServer);
+
+impl tonic::server::NamedService for SdsService {
+    const NAME: &'static str = "envoy.service.secret.v3.SecretDiscoveryService";
+}
+
+impl<B> tower::Service<http::Request<B>> for SdsService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.0.clone();
+        match req.uri().path() {
+            SDS_SOTW_PATH => Box::pin(serve::<Sotw, B>(server, req)),
+            SDS_DELTA_PATH => Box::pin(serve::<Delta, B>(server, req)),
+            _ => Box::pin(async { Ok(Status::unimplemented("not an SDS method").into_http()) }),
+        }
     }
 }
 

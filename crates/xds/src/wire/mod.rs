@@ -30,6 +30,12 @@ pub(crate) const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 pub(crate) const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+/// The two methods of `envoy.service.secret.v3.SecretDiscoveryService` (an SDS config
+/// source of its own, as an Envoy's `sds-grpc` cluster is): the same messages.
+pub(crate) const SDS_SOTW_PATH: &str =
+    "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
+pub(crate) const SDS_DELTA_PATH: &str =
+    "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
 
 // Field numbers of envoy.service.discovery.v3.DiscoveryRequest.
 pub(crate) const REQ_VERSION_INFO: u32 = 1;
