@@ -341,24 +341,6 @@ struct Condition {
     request_principals: Field<RequestPrincipal>,
 }
 
-/// `[a][b]` as `["a", "b"]` (Istio's nested claim names; each non-empty and without
-/// brackets of its own).
-fn claim_path(s: &str) -> Option<Vec<String>> {
-    let mut path = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let inner = rest.strip_prefix('[')?;
-        let end = inner.find(']')?;
-        let name = &inner[..end];
-        if name.is_empty() || name.contains('[') {
-            return None;
-        }
-        path.push(name.to_string());
-        rest = &inner[end + 1..];
-    }
-    (!path.is_empty()).then_some(path)
-}
-
 fn ids(set: &mut ValueSet, any: &[String], none: &[String], fold: bool) -> Field<usize> {
     Field::parse(any, none, |v| {
         if fold {
@@ -400,8 +382,8 @@ fn condition_key(key: &str) -> Result<ConditionKey, String> {
             .map(ConditionKey::Header)
             .map_err(|_| format!("{name:?} is not a header name"));
     }
-    if let Some(path) = key.strip_prefix("request.auth.claims") {
-        return claim_path(path)
+    if key.starts_with("request.auth.claims") {
+        return trellis_config::claim_path(key)
             .map(ConditionKey::RequestClaim)
             .ok_or_else(|| format!("{key:?} is not of the form request.auth.claims[<name>]..."));
     }

@@ -1294,6 +1294,25 @@ pub struct RuleOperation {
     pub not_hosts: Vec<String>,
 }
 
+/// The claim a `request.auth.claims[<name>]...` condition key reads: `[a][b]` after
+/// the prefix is `["a", "b"]` (Istio's nested claim names, each non-empty and without
+/// brackets of its own); None for another key or a malformed one.
+pub fn claim_path(key: &str) -> Option<Vec<String>> {
+    let mut rest = key.strip_prefix("request.auth.claims")?;
+    let mut path = Vec::new();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let end = inner.find(']')?;
+        let name = &inner[..end];
+        if name.is_empty() || name.contains('[') {
+            return None;
+        }
+        path.push(name.to_string());
+        rest = &inner[end + 1..];
+    }
+    (!path.is_empty()).then_some(path)
+}
+
 /// `key` is `request.headers[<name>]`, `source.ip`, `source.namespace`,
 /// `source.principal` or `destination.port`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

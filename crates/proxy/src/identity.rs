@@ -70,26 +70,23 @@ fn file_stamp(path: &str) -> Option<(SystemTime, u64)> {
 
 impl Agent {
     pub fn new(config: Identity, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Agent {
-            config,
-            current: ArcSwapOption::empty(),
-            metrics,
-            keys: tokio::sync::OnceCell::new(),
-            in_token: std::sync::Mutex::new(None),
-            export_keys: false,
-        })
+        Self::with_keys(config, metrics, false)
     }
 
     /// An agent whose certificates carry their private key as PEM, for a node agent
     /// that serves them to a local Envoy; keys in a PKCS#11 token are refused.
     pub fn exporting(config: Identity, metrics: Arc<Metrics>) -> Arc<Self> {
+        Self::with_keys(config, metrics, true)
+    }
+
+    fn with_keys(config: Identity, metrics: Arc<Metrics>, export_keys: bool) -> Arc<Self> {
         Arc::new(Agent {
             config,
             current: ArcSwapOption::empty(),
             metrics,
             keys: tokio::sync::OnceCell::new(),
             in_token: std::sync::Mutex::new(None),
-            export_keys: true,
+            export_keys,
         })
     }
 

@@ -13,25 +13,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// The control plane's mutual-TLS port (`trellis control --ca-listen`): xDS and
-    /// certificates.
-    #[arg(long)]
-    control: String,
-    /// The mesh's root certificates (PEM), which the control plane is verified against.
-    #[arg(long)]
-    ca_root: PathBuf,
-    /// A bootstrap token for the workload's identity (`trellis ca token`), or a
-    /// Kubernetes ServiceAccount token.
-    #[arg(long)]
-    token_file: PathBuf,
-    /// The workload as the control plane knows it (a WorkloadEntry or pod).
-    #[arg(long)]
-    name: String,
-    #[arg(long, default_value = "default")]
-    namespace: String,
-    /// The workload's address, in its node id.
-    #[arg(long, default_value = "127.0.0.1")]
-    ip: String,
+    #[command(flatten)]
+    workload: crate::workload_args::WorkloadArgs,
     /// The Envoy is a gateway (node type `router`), not a sidecar.
     #[arg(long)]
     router: bool,
@@ -54,32 +37,30 @@ pub struct AgentArgs {
     /// The workload key: `rsa` (RSA-2048, Istio's default) or `ecdsa` (P-256).
     #[arg(long, default_value = "rsa")]
     key_type: String,
+    /// The certificate lifetime asked of the CA; renewed at half of it.
+    #[arg(long, default_value = "24h")]
+    cert_ttl: String,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
-    for (flag, path) in [
-        ("--ca-root", &args.ca_root),
-        ("--token-file", &args.token_file),
-    ] {
-        if !path.is_file() {
-            anyhow::bail!("{flag} {}: no such file", path.display());
-        }
-    }
+    let w = &args.workload;
+    w.check_files()?;
     let identity: trellis_config::Identity = serde_json::from_value(serde_json::json!({
-        "ca_address": args.control,
-        "ca_root": args.ca_root.display().to_string(),
-        "token_file": args.token_file.display().to_string(),
+        "ca_address": w.control,
+        "ca_root": w.ca_root.display().to_string(),
+        "token_file": w.token_file.display().to_string(),
         "cert_signer": args.cert_signer,
         "key_type": args.key_type,
+        "cert_ttl": args.cert_ttl,
     }))
-    .map_err(|e| anyhow::anyhow!("--key-type {:?}: {e}", args.key_type))?;
-    let kind = if args.router { "router" } else { "sidecar" };
-    let node_id = format!(
-        "{kind}~{}~{}.{ns}~{ns}.svc.cluster.local",
-        args.ip,
-        args.name,
-        ns = args.namespace
-    );
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "--key-type {:?} or --cert-ttl {:?}: {e}",
+            args.key_type,
+            args.cert_ttl
+        )
+    })?;
+    let node_id = w.node_id(if args.router { "router" } else { "sidecar" });
     let bootstrap = args
         .bootstrap
         .clone()
@@ -92,7 +73,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let agent = trellis_agent::run(trellis_agent::AgentOptions {
             node_id,
             identity,
-            xds: args.control,
+            xds: args.workload.control,
             dir: args.dir,
             bootstrap,
             envoy_admin: args.envoy_admin,

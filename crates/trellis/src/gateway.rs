@@ -9,25 +9,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct GatewayArgs {
-    /// The control plane's mutual-TLS port (`trellis control --ca-listen`): xDS and
-    /// certificates.
-    #[arg(long)]
-    control: String,
-    /// The mesh's root certificates (PEM), which the control plane is verified against.
-    #[arg(long)]
-    ca_root: PathBuf,
-    /// A bootstrap token for the gateway's identity (`trellis ca token`).
-    #[arg(long)]
-    token_file: PathBuf,
-    /// The gateway's workload as the control plane knows it (a WorkloadEntry or pod
-    /// whose labels its Gateways' selectors match).
-    #[arg(long)]
-    name: String,
-    #[arg(long, default_value = "default")]
-    namespace: String,
-    /// The gateway's address, in its node id.
-    #[arg(long, default_value = "127.0.0.1")]
-    ip: String,
+    #[command(flatten)]
+    workload: crate::workload_args::WorkloadArgs,
     /// The admin port (stats, config dump, readiness).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: String,
@@ -49,29 +32,17 @@ pub struct GatewayArgs {
     cryptomb_poll_delay: Option<Duration>,
 }
 
-/// Istio's node id for a gateway: `router~<ip>~<name>.<namespace>~<namespace>.svc.cluster.local`.
-pub fn node_id(ip: &str, name: &str, namespace: &str) -> String {
-    format!("router~{ip}~{name}.{namespace}~{namespace}.svc.cluster.local")
-}
-
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    for (flag, path) in [
-        ("--ca-root", &args.ca_root),
-        ("--token-file", &args.token_file),
-    ] {
-        if !path.is_file() {
-            anyhow::bail!("{flag} {}: no such file", path.display());
-        }
-    }
+    args.workload.check_files()?;
     // The proxy's own config is its admin port and identity; everything else comes
     // over xDS. JSON strings are YAML strings, so paths need no further quoting.
     let quote = |s: &str| serde_json::Value::from(s).to_string();
     let mut boot = format!(
         "admin: {{ address: {} }}\nidentity:\n  ca_address: {}\n  ca_root: {}\n  token_file: {}\n",
         quote(&args.admin),
-        quote(&args.control),
-        quote(&args.ca_root.display().to_string()),
-        quote(&args.token_file.display().to_string()),
+        quote(&args.workload.control),
+        quote(&args.workload.ca_root.display().to_string()),
+        quote(&args.workload.token_file.display().to_string()),
     );
     if let Some(signer) = &args.cert_signer {
         boot += &format!("  cert_signer: {}\n", quote(signer));
@@ -93,8 +64,8 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         ready_file: args.ready_file,
         watch_interval: Duration::from_secs(1),
         xds: Some(trellis_proxy::XdsOptions {
-            node_id: node_id(&args.ip, &args.name, &args.namespace),
-            address: args.control,
+            node_id: args.workload.node_id("router"),
+            address: args.workload.control,
             mode: if args.xds_sotw {
                 trellis_xds::client::Mode::StateOfTheWorld
             } else {

@@ -10,6 +10,7 @@ mod init;
 mod issuer;
 mod net_probe;
 mod up;
+mod workload_args;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;

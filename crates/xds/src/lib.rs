@@ -31,7 +31,10 @@ mod wire;
 pub use envoy_types::pb;
 pub use name::Name;
 #[cfg(feature = "server")]
-pub use server::{AdsServer, AdsService, Authorize, SdsService, ServerStats, ServerThread};
+pub use server::{
+    AdsServer, AdsService, Authorize, Discovery, DiscoveryMethods, SdsService, ServerStats,
+    ServerThread,
+};
 #[cfg(feature = "server")]
 pub use snapshot::{Base, Cache, Changes, Snapshot, TypeResources, Versioned};
 

@@ -317,9 +317,11 @@ fn condition(
     {
         return perm(&|v| Ok(header(name, v, false)), permission);
     }
-    if let Some(claim) = c.key.strip_prefix(super::CLAIMS) {
+    if c.key.starts_with(super::CLAIMS) {
         let mut path = vec![super::CLAIMS.to_string()];
-        path.extend(claim_path(claim).ok_or("not of the form request.auth.claims[<name>]...")?);
+        path.extend(
+            tc::claim_path(&c.key).ok_or("not of the form request.auth.claims[<name>]...")?,
+        );
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
         return prin(&|v| Ok(auth(&path, v, true)), principal);
     }
@@ -367,23 +369,6 @@ fn condition(
         k @ "request.auth.audiences" => prin(&|v| Ok(auth(&[k], v, true)), principal),
         other => Err(format!("{other:?} is not a condition key Trellis knows")),
     }
-}
-
-/// `[a][b]` as `["a", "b"]`.
-pub(super) fn claim_path(s: &str) -> Option<Vec<String>> {
-    let mut path = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let inner = rest.strip_prefix('[')?;
-        let end = inner.find(']')?;
-        let name = &inner[..end];
-        if name.is_empty() || name.contains('[') {
-            return None;
-        }
-        path.push(name.to_string());
-        rest = &inner[end + 1..];
-    }
-    (!path.is_empty()).then_some(path)
 }
 
 fn header(name: &str, form: &str, ignore_case: bool) -> Permission {

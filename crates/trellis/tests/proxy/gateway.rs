@@ -387,7 +387,7 @@ spec:
 }
 
 /// A `kubernetes.io/tls` Secret with the certificate and key of `leaf` (and `ca`).
-fn tls_secret(name: &str, leaf: &super::pki::Leaf, ca: Option<&str>) -> String {
+pub(super) fn tls_secret(name: &str, leaf: &super::pki::Leaf, ca: Option<&str>) -> String {
     use base64::Engine as _;
     let b64 =
         |path: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());

@@ -4,6 +4,7 @@ mod harness;
 mod pki;
 
 mod admin;
+mod agent;
 mod ca;
 mod control;
 mod cryptomb;

@@ -104,65 +104,61 @@ impl AdsServer {
 
     /// The gRPC service, `envoy.service.discovery.v3.AggregatedDiscoveryService`.
     pub fn into_service(self) -> AdsService {
-        AdsService(self)
+        Discovery(self, std::marker::PhantomData)
     }
 
     /// The same server as `envoy.service.secret.v3.SecretDiscoveryService`: a node
     /// agent's secrets for its local Envoy, whose TLS contexts name SDS on a cluster of
     /// their own rather than ADS.
     pub fn into_sds_service(self) -> SdsService {
-        SdsService(self)
+        Discovery(self, std::marker::PhantomData)
     }
 }
 
-/// [`AdsServer`] as the SDS gRPC service.
-#[derive(Clone)]
-pub struct SdsService(AdsServer);
+/// A gRPC discovery service's name and its two methods' paths (the messages are ADS's).
+pub trait DiscoveryMethods: Send + Sync + 'static {
+    const NAME: &'static str;
+    const SOTW: &'static str;
+    const DELTA: &'static str;
+}
 
-impl tonic::server::NamedService for SdsService {
+pub struct Ads;
+impl DiscoveryMethods for Ads {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+    const SOTW: &'static str = SOTW_PATH;
+    const DELTA: &'static str = DELTA_PATH;
+}
+
+pub struct Sds;
+impl DiscoveryMethods for Sds {
     const NAME: &'static str = "envoy.service.secret.v3.SecretDiscoveryService";
-}
-
-impl<B> tower::Service<http::Request<B>> for SdsService
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let server = self.0.clone();
-        match req.uri().path() {
-            SDS_SOTW_PATH => Box::pin(serve::<Sotw, B>(server, req)),
-            SDS_DELTA_PATH => Box::pin(serve::<Delta, B>(server, req)),
-            _ => Box::pin(async { Ok(Status::unimplemented("not an SDS method").into_http()) }),
-        }
-    }
+    const SOTW: &'static str = SDS_SOTW_PATH;
+    const DELTA: &'static str = SDS_DELTA_PATH;
 }
 
 /// [`AdsServer`] as a gRPC service for tonic's router. Written by hand rather than
-/// generated so that responses can be [`Wire`] messages over shared resources.
-#[derive(Clone)]
-pub struct AdsService(AdsServer);
+/// generated so that responses can be `Wire` messages over shared resources.
+pub struct Discovery<M>(AdsServer, std::marker::PhantomData<M>);
+
+impl<M> Clone for Discovery<M> {
+    fn clone(&self) -> Self {
+        Discovery(self.0.clone(), std::marker::PhantomData)
+    }
+}
+
+/// Aggregated discovery: every type on one stream.
+pub type AdsService = Discovery<Ads>;
+/// Secret discovery, on a stream of its own.
+pub type SdsService = Discovery<Sds>;
 
 const MAX_REQUEST: usize = 64 << 20;
 const MAX_RESPONSE: usize = 256 << 20;
 
-impl tonic::server::NamedService for AdsService {
-    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+impl<M: DiscoveryMethods> tonic::server::NamedService for Discovery<M> {
+    const NAME: &'static str = M::NAME;
 }
 
-impl<B> tower::Service<http::Request<B>> for AdsService
+impl<M: DiscoveryMethods, B> tower::Service<http::Request<B>> for Discovery<M>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
@@ -181,10 +177,15 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let server = self.0.clone();
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(serve::<Sotw, B>(server, req)),
-            DELTA_PATH => Box::pin(serve::<Delta, B>(server, req)),
-            _ => Box::pin(async { Ok(Status::unimplemented("not an ADS method").into_http()) }),
+        let path = req.uri().path();
+        if path == M::SOTW {
+            Box::pin(serve::<Sotw, B>(server, req))
+        } else if path == M::DELTA {
+            Box::pin(serve::<Delta, B>(server, req))
+        } else {
+            Box::pin(async {
+                Ok(Status::unimplemented(format!("not a method of {}", M::NAME)).into_http())
+            })
         }
     }
 }
