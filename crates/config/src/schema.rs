@@ -278,6 +278,62 @@ pub struct Listener {
     /// Without a match the connection is closed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sni_routes: Vec<SniRoute>,
+    /// Istio's standard metrics (`istio_requests_total`, ...) for this listener's
+    /// traffic, reported as the client's side or the server's, with this workload's
+    /// metadata, which also goes to the peer (Istio's metadata exchange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio_stats: Option<IstioStats>,
+}
+
+/// Which side of a request a proxy reports (Istio's `reporter` label).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reporter {
+    /// The client's sidecar or a gateway (outbound).
+    #[default]
+    Source,
+    /// The server's sidecar (inbound).
+    Destination,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IstioStats {
+    #[serde(default)]
+    pub reporter: Reporter,
+    /// The proxy's own workload. Listeners that several workloads share (a captured
+    /// sidecar's outbound ones) leave it out: the proxy then uses the one its other
+    /// listeners name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadMetadata>,
+}
+
+/// A workload as Istio's metrics name it (the peer metadata sidecars exchange).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadMetadata {
+    /// The workload (a Deployment's name, a WorkloadEntry's).
+    pub name: String,
+    pub namespace: String,
+    /// `app` / `service.istio.io/canonical-name`.
+    pub app: String,
+    /// `version` / `service.istio.io/canonical-revision`.
+    pub version: String,
+    /// Istio's `CLUSTER_ID`.
+    pub cluster: String,
+    /// `spiffe://...` of the workload's identity.
+    pub principal: String,
+}
+
+/// The service a cluster stands for (Istio's `istio.services` cluster metadata), for
+/// the `destination_service*` labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRef {
+    /// `reviews.default.svc.cluster.local`.
+    pub host: String,
+    pub name: String,
+    pub namespace: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -311,6 +367,7 @@ impl Listener {
             use_original_dst: false,
             bind_to_port: true,
             sni_routes: Vec::new(),
+            istio_stats: None,
         }
     }
 
@@ -780,6 +837,9 @@ pub struct Cluster {
     /// Originate TLS to the endpoints (mutual TLS with `certificate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// The mesh service behind this cluster, for Istio's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRef>,
 }
 
 fn default_connect_timeout() -> Dur {

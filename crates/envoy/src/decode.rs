@@ -328,6 +328,8 @@ fn listener(ctx: &mut Ctx, l: lis::Listener) -> Result<Option<tc::Listener>, Dec
         jwt: None,
         use_original_dst: l.use_original_dst.is_some_and(|v| v.value),
         bind_to_port: l.bind_to_port.is_none_or(|v| v.value),
+        istio_stats: crate::metadata::read_stats(l.metadata.as_ref())
+            .map_err(|e| ctx.err("", e))?,
         sni_routes: Vec::new(),
     };
     if passthrough {
@@ -1483,6 +1485,7 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
     }
     #[allow(deprecated)]
     let dns_refresh_rate = dur(c.dns_refresh_rate).unwrap_or(Dur::secs(5));
+    let service = crate::metadata::read_service(c.metadata.as_ref()).map_err(|e| ctx.err("", e))?;
     Ok(Some(tc::Cluster {
         name: c.name,
         discovery,
@@ -1494,6 +1497,7 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
         circuit_breakers,
         outlier_detection,
         tls,
+        service,
     }))
 }
 

@@ -172,6 +172,7 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
             .collect::<Result<_, EncodeError>>()?,
         use_original_dst: l.use_original_dst.then_some(BoolValue { value: true }),
         bind_to_port: (!l.bind_to_port).then_some(BoolValue { value: false }),
+        metadata: l.istio_stats.as_ref().and_then(crate::metadata::stats),
         ..Default::default()
     };
     let authz_path = || format!("{path}.authorization");
@@ -1164,6 +1165,7 @@ fn cluster(
     };
     let mut out = cl::Cluster {
         name: c.name.clone(),
+        metadata: c.service.as_ref().and_then(crate::metadata::service),
         lb_policy: match c.lb_policy {
             tc::LbPolicy::RoundRobin => LbPolicy::RoundRobin,
             tc::LbPolicy::LeastRequest => LbPolicy::LeastRequest,

@@ -13,6 +13,7 @@
 
 mod decode;
 mod encode;
+mod metadata;
 mod rbac;
 mod socket_match;
 mod structs;

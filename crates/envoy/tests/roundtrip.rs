@@ -13,6 +13,7 @@ identity: { ca_address: "127.0.0.1:15012", ca_root: /etc/certs/root.pem, token_f
 listeners:
   - name: outbound
     addresses: ["127.0.0.1:15001", "[::1]:15001"]
+    istio_stats: { reporter: source }
     http:
       codec: auto
       virtual_hosts:
@@ -56,6 +57,9 @@ listeners:
               route: { cluster: reviews-v1, prefix_rewrite: /v1/, host_rewrite: reviews.internal, timeout: 0 }
   - name: inbound
     address: "0.0.0.0:15006"
+    istio_stats:
+      reporter: destination
+      workload: { name: reviews-v1, namespace: default, app: reviews, version: v1, cluster: Kubernetes, principal: "spiffe://cluster.local/ns/default/sa/reviews" }
     tls:
       mode: permissive
       certificates: [{ certificate_chain: "sds://default" }]
@@ -140,6 +144,7 @@ secrets:
       trusted_ca: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
 clusters:
   - name: reviews-v1
+    service: { host: reviews.default.svc.cluster.local, name: reviews, namespace: default }
     endpoints: ["10.0.0.1:9080", { address: "[fd00::2]:9080", weight: 3 }, { address: "10.0.0.3:9080", plaintext: true }, { address: "10.0.0.4:9080", additional_addresses: ["[fd00::4]:9080"] }]
     lb_policy: least_request
     connect_timeout: 1s

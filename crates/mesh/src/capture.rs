@@ -58,6 +58,7 @@ fn cluster(name: &str, discovery: tc::DiscoveryType) -> tc::Cluster {
         circuit_breakers: Default::default(),
         outlier_detection: None,
         tls: None,
+        service: None,
     }
 }
 
@@ -218,6 +219,9 @@ impl Gen<'_> {
         capture.use_original_dst = true;
         capture.tcp = Some(tc::TcpProxy::to(fallback));
         listeners.push(capture);
+        for l in &mut listeners {
+            l.istio_stats = self.stats(tc::Reporter::Source, false);
+        }
         listeners
     }
 
@@ -236,6 +240,7 @@ impl Gen<'_> {
         l.tcp = Some(tc::TcpProxy::to(INBOUND_PASSTHROUGH));
         l.tls = self.inbound_tls(0);
         l.authorization = self.authorization();
+        l.istio_stats = self.stats(tc::Reporter::Destination, true);
         l
     }
 

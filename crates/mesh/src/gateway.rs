@@ -389,6 +389,7 @@ pub fn generate_gateway(
         if terminates && l.tls.is_none() {
             continue; // never plaintext on a TLS port (its credentials are missing)
         }
+        l.istio_stats = g.stats(tc::Reporter::Source, true);
         listeners.push(l);
     }
     Ok(tc::Config {

@@ -392,6 +392,7 @@ impl<'a> Gen<'a> {
             use_original_dst: false,
             bind_to_port: true,
             sni_routes: Vec::new(),
+            istio_stats: self.stats(tc::Reporter::Source, true),
         })
     }
 
@@ -426,9 +427,15 @@ impl<'a> Gen<'a> {
                 use_original_dst: false,
                 bind_to_port: true,
                 sni_routes: Vec::new(),
+                istio_stats: self.stats(tc::Reporter::Source, false),
             });
         }
         listeners
+    }
+
+    /// A listener's Istio metrics: `own` for a listener only this workload has.
+    pub(crate) fn stats(&self, reporter: tc::Reporter, own: bool) -> Option<tc::IstioStats> {
+        crate::telemetry::stats(self.inputs, self.w, reporter, own)
     }
 
     /// A cluster for `host`'s `port` (and `subset`), made on first use.
@@ -569,6 +576,7 @@ impl<'a> Gen<'a> {
             circuit_breakers: Default::default(),
             outlier_detection: None,
             tls,
+            service: Some(crate::telemetry::service_ref(service)),
         };
         apply_policy(&policy, &mut c);
         self.clusters.insert(name.clone(), c);
@@ -861,6 +869,7 @@ impl<'a> Gen<'a> {
                         circuit_breakers: Default::default(),
                         outlier_detection: None,
                         tls: None,
+                        service: Some(crate::telemetry::service_ref(s)),
                     },
                 );
                 let address = crate::socket(&self.w.address, inbound_port);
@@ -920,6 +929,7 @@ impl<'a> Gen<'a> {
                     // hands them: the app itself listens on these ports.
                     bind_to_port: !self.w.capture,
                     sni_routes: Vec::new(),
+                    istio_stats: self.stats(tc::Reporter::Destination, true),
                 });
             }
         }

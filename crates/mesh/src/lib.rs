@@ -26,6 +26,7 @@ pub mod load;
 pub mod mesh_config;
 mod registry;
 mod security;
+mod telemetry;
 pub mod tenant;
 mod trust_domain;
 mod unhonoured;

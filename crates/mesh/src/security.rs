@@ -90,7 +90,7 @@ pub fn mtls_mode(inputs: &Inputs, w: &Workload, port: u16) -> MtlsMode {
 
 /// `w`'s trust domain and its aliases: its tenant's, or without tenants the mesh's
 /// (`cluster.local`).
-fn local_trust_domains(inputs: &Inputs, w: &Workload) -> Vec<String> {
+pub(crate) fn local_trust_domains(inputs: &Inputs, w: &Workload) -> Vec<String> {
     match &inputs.trust {
         Some(t) => {
             let tenant = t.tenant_of(&w.namespace);

@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 mod interest;
 mod io;
+pub mod istio_stats;
 mod keys;
 pub mod listener;
 pub mod server;

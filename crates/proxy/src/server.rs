@@ -52,6 +52,8 @@ struct Proxy {
     /// The last good config file, and what xDS added to it.
     base: Config,
     dynamic: crate::xds::Dynamic,
+    /// The xDS node id, sent with this workload's peer metadata.
+    node_id: Option<String>,
 }
 
 /// The file's config with the xDS listeners and clusters beside its own.
@@ -101,6 +103,15 @@ impl Proxy {
         let (clusters, fresh) = self.clusters.build(&config.clusters, &self.metrics);
         let mut access_logs = self.access_logs.clone();
         let mut runtimes = Vec::new();
+        // This workload, as its own listeners name it (a shared listener does not).
+        let own = config
+            .listeners
+            .iter()
+            .filter_map(|l| l.istio_stats.as_ref()?.workload.as_ref())
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        let node_id = self.node_id.clone().unwrap_or_else(|| own.name.clone());
         for l in &config.listeners {
             let stats = self.metrics.listener(&l.name);
             let authz = match &l.authorization {
@@ -157,6 +168,14 @@ impl Proxy {
                     &clusters,
                     &self.metrics,
                     &mut access_logs,
+                    l.istio_stats.as_ref().map(|s| {
+                        crate::istio_stats::ListenerTelemetry::new(
+                            self.metrics.istio.clone(),
+                            s.reporter,
+                            s.workload.as_ref().unwrap_or(&own),
+                            &node_id,
+                        )
+                    }),
                 )
                 .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
                 match tcp {
@@ -438,6 +457,7 @@ async fn run_main(
         identity: None,
         base: config.clone(),
         dynamic: Default::default(),
+        node_id: opts.xds.as_ref().map(|x| x.node_id.clone()),
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -158,6 +158,8 @@ pub struct Metrics {
     pub identity_expiry: Gauge,
     xds_updates: Family<ResultLabels, Counter>,
     xds_connected: Gauge,
+    /// Istio's standard metrics (`istio_*`), exported beside these.
+    pub istio: Arc<crate::istio_stats::IstioMetrics>,
 }
 
 impl Metrics {
@@ -319,12 +321,16 @@ impl Metrics {
             ),
             access_log_dropped,
             registry,
+            istio: Arc::default(),
         })
     }
 
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        encode_registry(&mut out, &self.istio.registry)
+            .and_then(|()| encode_registry(&mut out, &self.registry))
+            .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
     }

@@ -109,6 +109,10 @@ pub struct Cluster {
     /// Upstream TLS, rebuilt on every config apply so that new certificate files
     /// take effect for new connections while the cluster keeps its state.
     pub tls: arc_swap::ArcSwapOption<trellis_tls::ClientTls>,
+    /// The mesh service behind it, for Istio's metrics.
+    pub istio_service: Option<crate::istio_stats::Service>,
+    /// A mesh service reached over mutual TLS: requests carry this workload's metadata.
+    pub in_mesh: bool,
     /// An `original_dst` cluster's hosts: one per destination seen, with when it was
     /// last picked (ms), kept for the next connection there and dropped once unused.
     original_dst: Mutex<HashMap<SocketAddr, (Arc<Endpoint>, u64)>>,
@@ -155,6 +159,8 @@ impl Cluster {
             limits: Limits::default(),
             clock: Clock::default(),
             tls: arc_swap::ArcSwapOption::empty(),
+            istio_service: config.service.as_ref().map(crate::istio_stats::Service::of),
+            in_mesh: config.service.is_some() && config.tls.is_some(),
             original_dst: Mutex::new(HashMap::new()),
         })
     }

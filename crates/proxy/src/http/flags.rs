@@ -1,6 +1,6 @@
 //! Envoy-style response flags for access logs.
 
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
 pub struct Flags(u16);
 
 impl Flags {

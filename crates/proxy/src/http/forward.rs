@@ -7,6 +7,7 @@ use super::reply::local_reply;
 use crate::body::{self, Body};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, UpstreamError};
+use crate::istio_stats::{OwnHeaders, Service};
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
@@ -178,20 +179,27 @@ impl Forward {
         })
     }
 
+    /// Sends the request to one of the route's clusters; `metadata`, this workload's
+    /// peer metadata, goes with it when that cluster is a mesh service. Also returns
+    /// that cluster's service.
     pub async fn forward(
         &self,
         mut out: Outgoing,
         body: Incoming,
         buffer_limit: usize,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> Forwarded {
+        metadata: Option<&OwnHeaders>,
+    ) -> (Forwarded, Option<Service>) {
         let target = self.pick();
         target.request.apply(&mut out.headers);
+        if let Some(m) = metadata.filter(|_| target.cluster.in_mesh) {
+            m.insert(&mut out.headers);
+        }
         let mut forwarded = self
             .forward_to(target.cluster.clone(), out, body, buffer_limit, upgrade)
             .await;
         target.response.apply(forwarded.response.headers_mut());
-        forwarded
+        (forwarded, target.cluster.istio_service.clone())
     }
 
     async fn forward_to(

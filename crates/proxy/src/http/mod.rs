@@ -13,16 +13,17 @@ mod reply;
 mod route_table;
 
 pub use crate::conn::ConnInfo;
+pub use flags::Flags;
 pub use reply::local_reply;
 use route_table::VirtualHost;
 
 use crate::access_log::{self, AccessLog};
 use crate::body::{Body, BoxError};
 use crate::cluster::Cluster;
+use crate::istio_stats::{self, ListenerTelemetry};
 use crate::stats::{ListenerStats, Metrics};
 use bytes::Bytes;
 use filter::{Chain, Exchange, JwtAuthn};
-use flags::Flags;
 use http::header::HOST;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
@@ -34,8 +35,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use trellis_config::MatcherEngine;
 use trellis_config::{HttpManager as HttpConfig, Limits};
+use trellis_config::{MatcherEngine, Reporter};
 use trellis_routing::{CompiledMatcher, Engine, RequestView, RouteMatcher, SequentialMatcher};
 
 pub struct HttpManager {
@@ -46,6 +47,8 @@ pub struct HttpManager {
     access_log: Option<AccessLog>,
     buffer_limit: usize,
     chain: Chain,
+    /// Istio's standard metrics for this listener, and the peer metadata it exchanges.
+    telemetry: Option<ListenerTelemetry>,
 }
 
 /// The engine a compiled matcher uses for `matcher.engine`; None for Envoy's sequential
@@ -72,6 +75,7 @@ impl HttpManager {
         clusters: &HashMap<String, Arc<Cluster>>,
         metrics: &Metrics,
         access_logs: &mut HashMap<String, AccessLog>,
+        telemetry: Option<ListenerTelemetry>,
     ) -> Result<Self, String> {
         let program_bytes = matcher.max_regex_program_mb as usize * (1 << 20);
         let hosts = &config.virtual_hosts;
@@ -112,6 +116,7 @@ impl HttpManager {
             stats: metrics.listener(listener),
             access_log,
             buffer_limit: limits.retry_buffer_bytes as usize,
+            telemetry,
         })
     }
 
@@ -128,6 +133,18 @@ impl HttpManager {
         let started = Instant::now();
         // Before routing, so that routes can match on the verified caller identity.
         headers::set_client_cert_details(req.headers_mut(), conn.peer_identity.as_deref());
+        // The server's side takes the client's metadata out before the app sees it.
+        let telemetry = self.telemetry.as_ref();
+        let (mut istio_peer, mut answer_peer) = (None, false);
+        if let Some(t) = telemetry.filter(|t| t.reporter == Reporter::Destination) {
+            answer_peer = req.headers().contains_key(istio_stats::PEER_METADATA);
+            istio_peer = istio_stats::take_peer(&t.metrics, req.headers_mut());
+        }
+        let grpc = telemetry.is_some()
+            && req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
         let authority = req
             .uri()
             .authority()
@@ -182,6 +199,11 @@ impl HttpManager {
             flags: Flags::default(),
             peer: conn.peer,
             bytes_received: req.body().size_hint().exact().unwrap_or(0),
+            istio_peer: istio_peer.take(),
+            answer_peer,
+            grpc,
+            service: None,
+            peer_identity: conn.peer_identity.clone(),
         };
         let (parts, body) = req.into_parts();
         let mut x = Exchange {
@@ -197,11 +219,16 @@ impl HttpManager {
             upstream: None,
             request_auth: None,
             cors_origin: None,
+            metadata: telemetry
+                .filter(|t| t.reporter == Reporter::Source)
+                .map(|t| &t.headers),
+            upstream_service: None,
         };
         let response = self.chain.run(&mut x).await;
         log.route = x.selected;
         log.upstream = x.upstream;
         log.flags = x.flags;
+        log.service = x.upstream_service.take();
         log.finish(response)
     }
 }
@@ -219,17 +246,38 @@ struct LogContext {
     flags: Flags,
     peer: SocketAddr,
     bytes_received: u64,
+    /// The other side's workload, from its metadata headers.
+    istio_peer: Option<istio_stats::Peer>,
+    /// The client sent its metadata: the server's side answers with its own.
+    answer_peer: bool,
+    grpc: bool,
+    service: Option<istio_stats::Service>,
+    peer_identity: Option<Arc<str>>,
 }
 
 impl LogContext {
-    fn finish(self, response: Response<Body>) -> Response<Body> {
+    fn finish(mut self, mut response: Response<Body>) -> Response<Body> {
         let status = response.status().as_u16();
         if let Some((vh, r)) = self.route {
             self.manager.virtual_hosts[vh].routes[r]
                 .stats
                 .record(status, self.started.elapsed().as_secs_f64());
         }
-        if self.manager.access_log.is_none() {
+        let mut grpc_status = None;
+        if let Some(t) = &self.manager.telemetry {
+            match t.reporter {
+                // The client's side reads the server's metadata off the response.
+                Reporter::Source => {
+                    self.istio_peer = istio_stats::take_peer(&t.metrics, response.headers_mut())
+                }
+                Reporter::Destination if self.answer_peer => {
+                    t.headers.insert(response.headers_mut())
+                }
+                Reporter::Destination => {}
+            }
+            grpc_status = grpc_status_of(response.headers());
+        }
+        if self.manager.access_log.is_none() && self.manager.telemetry.is_none() {
             return response;
         }
         response.map(|b| {
@@ -237,6 +285,7 @@ impl LogContext {
                 inner: b,
                 sent: 0,
                 status,
+                grpc_status,
                 ctx: Some(self),
             }
             .boxed()
@@ -244,17 +293,44 @@ impl LogContext {
     }
 }
 
-/// Counts response bytes and writes the access log line when the body ends.
+/// A gRPC status (`grpc-status`, in the headers of a trailers-only response or in the
+/// trailers).
+fn grpc_status_of(headers: &http::HeaderMap) -> Option<u16> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Counts response bytes, and when the body ends records Istio's metrics and writes
+/// the access log line.
 struct LoggedBody {
     inner: Body,
     sent: u64,
     status: u16,
+    grpc_status: Option<u16>,
     ctx: Option<LogContext>,
 }
 
 impl LoggedBody {
     fn emit(&mut self) {
-        let Some(ctx) = self.ctx.take() else { return };
+        let Some(mut ctx) = self.ctx.take() else {
+            return;
+        };
+        if let Some(t) = &ctx.manager.telemetry {
+            t.record(&istio_stats::RequestRecord {
+                peer: ctx.istio_peer.take(),
+                peer_identity: ctx.peer_identity.take(),
+                service: ctx.service.take(),
+                status: self.status,
+                grpc: ctx.grpc,
+                grpc_status: self.grpc_status,
+                flags: ctx.flags,
+                duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+                request_bytes: ctx.bytes_received,
+                response_bytes: self.sent,
+            });
+        }
         let Some(log) = &ctx.manager.access_log else {
             return;
         };
@@ -308,6 +384,8 @@ impl http_body::Body for LoggedBody {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     self.sent += d.len() as u64;
+                } else if let Some(status) = f.trailers_ref().and_then(grpc_status_of) {
+                    self.grpc_status = Some(status);
                 }
             }
             Poll::Ready(None) => self.emit(),

@@ -25,6 +25,7 @@ mod policy;
 mod protocols;
 mod resilience;
 mod routing;
+mod telemetry;
 mod tenancy;
 mod tls;
 mod up;

@@ -12,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// control plane reading `mesh`.
 pub(super) struct Mesh {
     mesh: tempfile::TempDir,
-    page: Workload,
+    pub page: Workload,
     pub reviews: Workload,
     control: Control,
-    page_sidecar: Proxy,
+    pub page_sidecar: Proxy,
     pub reviews_sidecar: Proxy,
     _app: App,
     _dir: tempfile::TempDir,

@@ -32,8 +32,10 @@ pub(crate) const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 /// The two methods of `envoy.service.secret.v3.SecretDiscoveryService` (an SDS config
 /// source of its own, as an Envoy's `sds-grpc` cluster is): the same messages.
+#[cfg(feature = "server")]
 pub(crate) const SDS_SOTW_PATH: &str =
     "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
+#[cfg(feature = "server")]
 pub(crate) const SDS_DELTA_PATH: &str =
     "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
 

@@ -73,6 +73,10 @@ pub struct Exchange<'a> {
     /// The request's `Origin`, when the route's CORS policy allows it (set by `cors`
     /// on the way in, answered on the way out).
     pub cors_origin: Option<http::HeaderValue>,
+    /// This workload's peer metadata, sent to mesh services (the client's side).
+    pub metadata: Option<&'a crate::istio_stats::OwnHeaders>,
+    /// The service of the cluster the request went to.
+    pub upstream_service: Option<crate::istio_stats::Service>,
 }
 
 impl<'a> Exchange<'a> {
@@ -218,6 +222,7 @@ mod tests {
             &HashMap::new(),
             &metrics,
             &mut HashMap::new(),
+            None,
         )
         .unwrap()
     }
@@ -277,6 +282,8 @@ mod tests {
             upstream: None,
             request_auth: None,
             cors_origin: None,
+            metadata: None,
+            upstream_service: None,
         };
         let response = m.chain.run(&mut x).await;
         (response, x.flags)
@@ -449,6 +456,8 @@ listeners:
             upstream: None,
             request_auth: None,
             cors_origin: None,
+            metadata: None,
+            upstream_service: None,
         };
         assert!(matches!(HeaderMutation.on_request(&mut x), Step::Continue));
         assert_eq!(x.parts.headers["x-added"], "yes");

@@ -75,8 +75,11 @@ impl Router {
                     .entry("x-forwarded-proto")
                     .or_insert(HeaderValue::from_static(proto));
                 fwd.rewrite(&mut out);
-                let f = fwd.forward(out, body, x.buffer_limit, upgrade).await;
+                let (f, service) = fwd
+                    .forward(out, body, x.buffer_limit, upgrade, x.metadata)
+                    .await;
                 x.upstream = f.upstream;
+                x.upstream_service = service;
                 x.flags.set(f.flags);
                 f.response
             }

@@ -1,0 +1,585 @@
+//! Istio's standard metrics (`istio_requests_total`, `istio_request_duration_milliseconds`,
+//! `istio_request_bytes`, `istio_response_bytes`) with Istio's names, buckets and labels,
+//! and the peer metadata sidecars exchange to fill them (Istio's HTTP metadata exchange:
+//! `x-envoy-peer-metadata` carries a base64 `google.protobuf.Struct` of the sender's
+//! workload, `x-envoy-peer-metadata-id` its id).
+//!
+//! The client's sidecar sends its metadata with requests to mesh services (clusters with
+//! a service and mutual TLS) and reads the server's from the response; the server's
+//! sidecar reads the client's from the request, removes it before the app sees it, and
+//! answers with its own. The source principal on the server's side is the verified
+//! client certificate's, never a header's.
+//!
+//! Label values are shared `Arc<str>`s, and a peer's header is parsed once and kept (a
+//! bounded cache), so recording a request allocates only for a label set not seen
+//! before.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use prost::Message;
+use trellis_config as tc;
+
+use crate::http::Flags;
+
+pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
+pub const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
+
+/// Envoy's default histogram buckets, which Istio's metrics use (milliseconds and bytes).
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// How many peers' metadata are kept parsed; the cache starts over when full.
+const PEER_CACHE: usize = 4096;
+
+/// A label value, shared by every series that has it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Text(Arc<str>);
+
+impl Text {
+    pub fn new(s: &str) -> Text {
+        Text(if s.is_empty() {
+            "unknown".into()
+        } else {
+            s.into()
+        })
+    }
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(&self.0)
+    }
+}
+
+/// A workload as the labels name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub workload: Text,
+    pub namespace: Text,
+    pub principal: Text,
+    pub app: Text,
+    pub version: Text,
+    pub cluster: Text,
+}
+
+impl Peer {
+    pub fn unknown() -> Peer {
+        let u = Text::new("");
+        Peer {
+            workload: u.clone(),
+            namespace: u.clone(),
+            principal: u.clone(),
+            app: u.clone(),
+            version: u.clone(),
+            cluster: u,
+        }
+    }
+
+    pub fn of(w: &tc::WorkloadMetadata) -> Peer {
+        Peer {
+            workload: Text::new(&w.name),
+            namespace: Text::new(&w.namespace),
+            principal: Text::new(&w.principal),
+            app: Text::new(&w.app),
+            version: Text::new(&w.version),
+            cluster: Text::new(&w.cluster),
+        }
+    }
+}
+
+/// The service behind a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub host: Text,
+    pub name: Text,
+    pub namespace: Text,
+}
+
+impl Service {
+    pub fn of(s: &tc::ServiceRef) -> Service {
+        Service {
+            host: Text::new(&s.host),
+            name: Text::new(&s.name),
+            namespace: Text::new(&s.namespace),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    reporter: Text,
+    source_workload: Text,
+    source_workload_namespace: Text,
+    source_principal: Text,
+    source_app: Text,
+    source_version: Text,
+    source_cluster: Text,
+    source_canonical_service: Text,
+    source_canonical_revision: Text,
+    destination_workload: Text,
+    destination_workload_namespace: Text,
+    destination_principal: Text,
+    destination_app: Text,
+    destination_version: Text,
+    destination_service: Text,
+    destination_service_name: Text,
+    destination_service_namespace: Text,
+    destination_cluster: Text,
+    destination_canonical_service: Text,
+    destination_canonical_revision: Text,
+    request_protocol: Text,
+    response_code: Text,
+    grpc_response_status: Text,
+    response_flags: Text,
+    connection_security_policy: Text,
+}
+
+type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Every proxy's Istio metrics, in a registry of their own (no `trellis_` prefix).
+pub struct IstioMetrics {
+    pub registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histograms,
+    request_bytes: Histograms,
+    response_bytes: Histograms,
+    peers: Mutex<HashMap<Bytes, Peer>>,
+    /// `response_code` and `grpc_response_status` values, by number.
+    numbers: Vec<Text>,
+    flags: Mutex<HashMap<Flags, Text>>,
+    texts: [Text; 7],
+}
+
+const REPORTER_SOURCE: usize = 0;
+const REPORTER_DESTINATION: usize = 1;
+const HTTP: usize = 2;
+const GRPC: usize = 3;
+const MUTUAL_TLS: usize = 4;
+const NONE: usize = 5;
+const UNKNOWN: usize = 6;
+
+impl Default for IstioMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "istio_requests",
+            "Requests, by source and destination (Istio's standard metric)",
+            requests.clone(),
+        );
+        let hist = |registry: &mut Registry, name: &str, help: &str| {
+            let f: Histograms = Family::new_with_constructor(histogram);
+            registry.register(name, help, f.clone());
+            f
+        };
+        let duration = hist(
+            &mut registry,
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds (Istio's standard metric)",
+        );
+        let request_bytes = hist(
+            &mut registry,
+            "istio_request_bytes",
+            "Request body sizes in bytes (Istio's standard metric)",
+        );
+        let response_bytes = hist(
+            &mut registry,
+            "istio_response_bytes",
+            "Response body sizes in bytes (Istio's standard metric)",
+        );
+        IstioMetrics {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            peers: Mutex::default(),
+            numbers: (0..600).map(|n| Text::new(&n.to_string())).collect(),
+            flags: Mutex::default(),
+            texts: [
+                "source",
+                "destination",
+                "http",
+                "grpc",
+                "mutual_tls",
+                "none",
+                "unknown",
+            ]
+            .map(Text::new),
+        }
+    }
+}
+
+/// The Struct Istio's metadata exchange sends.
+fn metadata_struct(w: &tc::WorkloadMetadata) -> Struct {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.to_string())),
+    };
+    let mut labels = HashMap::new();
+    for (k, v) in [
+        ("app", &w.app),
+        ("version", &w.version),
+        ("service.istio.io/canonical-name", &w.app),
+        ("service.istio.io/canonical-revision", &w.version),
+    ] {
+        labels.insert(k.to_string(), s(v));
+    }
+    let mut fields = HashMap::new();
+    for (k, v) in [
+        ("NAME", &w.name),
+        ("WORKLOAD_NAME", &w.name),
+        ("NAMESPACE", &w.namespace),
+        ("CLUSTER_ID", &w.cluster),
+        // Not Istio's (it reads the peer certificate): the client's side has no
+        // certificate of the server's to read.
+        ("TRELLIS_PRINCIPAL", &w.principal),
+    ] {
+        fields.insert(k.to_string(), s(v));
+    }
+    fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(Kind::StructValue(Struct { fields: labels })),
+        },
+    );
+    Struct { fields }
+}
+
+fn parse_peer(b64: &[u8]) -> Option<Peer> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let s = Struct::decode(bytes.as_slice()).ok()?;
+    let text = |st: &Struct, k: &str| match st.fields.get(k).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(v)) => Text::new(v),
+        _ => Text::new(""),
+    };
+    let labels = match s.fields.get("LABELS").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StructValue(l)) => l.clone(),
+        _ => Struct::default(),
+    };
+    let label = |keys: [&str; 2]| {
+        keys.iter()
+            .map(|k| text(&labels, k))
+            .find(|t| &*t.0 != "unknown")
+            .unwrap_or_else(|| Text::new(""))
+    };
+    let workload = match text(&s, "WORKLOAD_NAME") {
+        t if &*t.0 == "unknown" => text(&s, "NAME"),
+        t => t,
+    };
+    Some(Peer {
+        workload,
+        namespace: text(&s, "NAMESPACE"),
+        principal: text(&s, "TRELLIS_PRINCIPAL"),
+        app: label(["service.istio.io/canonical-name", "app"]),
+        version: label(["service.istio.io/canonical-revision", "version"]),
+        cluster: text(&s, "CLUSTER_ID"),
+    })
+}
+
+impl IstioMetrics {
+    /// The peer a metadata header names (parsed once, then kept).
+    fn peer(&self, value: &HeaderValue) -> Option<Peer> {
+        let mut peers = self.peers.lock().unwrap();
+        if let Some(p) = peers.get(value.as_bytes()) {
+            return Some(p.clone());
+        }
+        let p = parse_peer(value.as_bytes())?;
+        if peers.len() >= PEER_CACHE {
+            peers.clear();
+        }
+        peers.insert(Bytes::copy_from_slice(value.as_bytes()), p.clone());
+        Some(p)
+    }
+
+    fn number(&self, n: u16) -> Text {
+        self.numbers
+            .get(n as usize)
+            .cloned()
+            .unwrap_or_else(|| Text::new(&n.to_string()))
+    }
+
+    fn flags(&self, f: Flags) -> Text {
+        let mut flags = self.flags.lock().unwrap();
+        flags
+            .entry(f)
+            .or_insert_with(|| Text::new(&f.render()))
+            .clone()
+    }
+}
+
+/// This workload's metadata headers, as sent to peers.
+#[derive(Clone)]
+pub struct OwnHeaders {
+    pub id: HeaderValue,
+    pub metadata: HeaderValue,
+}
+
+impl OwnHeaders {
+    pub fn insert(&self, headers: &mut HeaderMap) {
+        headers.insert(PEER_METADATA_ID, self.id.clone());
+        headers.insert(PEER_METADATA, self.metadata.clone());
+    }
+}
+
+/// Takes a peer's metadata headers out of `headers`: the peer they name, if any.
+pub fn take_peer(metrics: &IstioMetrics, headers: &mut HeaderMap) -> Option<Peer> {
+    headers.remove(PEER_METADATA_ID);
+    let value = headers.remove(PEER_METADATA)?;
+    metrics.peer(&value)
+}
+
+/// One listener's reporting.
+pub struct ListenerTelemetry {
+    pub metrics: Arc<IstioMetrics>,
+    pub reporter: tc::Reporter,
+    pub own: Peer,
+    pub headers: OwnHeaders,
+    /// The series of the label sets seen, by what distinguishes them on this listener
+    /// (the peer's and the service's shared strings by address, and the numbers): a
+    /// request then costs one small hash and four atomic updates.
+    series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
+}
+
+/// How many label sets a listener keeps at hand; past that the map starts over (the
+/// series stay in the registry).
+const SERIES_CACHE: usize = 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    /// Addresses of the peer's workload and principal texts (a parsed peer is shared),
+    /// and of the service's host.
+    peer: (usize, usize),
+    service: usize,
+    identity: usize,
+    status: u16,
+    grpc_status: Option<u16>,
+    grpc: bool,
+    flags: Flags,
+}
+
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+    /// The strings whose addresses key it, held so that no other string can take one
+    /// of those addresses while it is cached.
+    _keys: [Option<Arc<str>>; 4],
+}
+
+fn address(t: Option<&Text>) -> usize {
+    t.map_or(0, |t| Arc::as_ptr(&t.0) as *const u8 as usize)
+}
+
+impl ListenerTelemetry {
+    /// `own`: this proxy's workload (the listener's, or the one its other listeners
+    /// name); `node_id` goes with the metadata.
+    pub fn new(
+        metrics: Arc<IstioMetrics>,
+        reporter: tc::Reporter,
+        own: &tc::WorkloadMetadata,
+        node_id: &str,
+    ) -> ListenerTelemetry {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(metadata_struct(own).encode_to_vec());
+        ListenerTelemetry {
+            metrics,
+            reporter,
+            own: Peer::of(own),
+            headers: OwnHeaders {
+                id: HeaderValue::from_str(node_id)
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                metadata: HeaderValue::from_str(&encoded).expect("base64 is a header value"),
+            },
+            series: Mutex::default(),
+        }
+    }
+
+    pub fn record(&self, r: &RequestRecord) {
+        let key = SeriesKey {
+            peer: (
+                address(r.peer.as_ref().map(|p| &p.workload)),
+                address(r.peer.as_ref().map(|p| &p.principal)),
+            ),
+            service: address(r.service.as_ref().map(|s| &s.host)),
+            identity: r
+                .peer_identity
+                .as_ref()
+                .map_or(0, |i| Arc::as_ptr(i) as *const u8 as usize),
+            status: r.status,
+            grpc_status: r.grpc_status,
+            grpc: r.grpc,
+            flags: r.flags,
+        };
+        let series = {
+            let mut cache = self.series.lock().unwrap();
+            match cache.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(self.series_of(r));
+                    if cache.len() >= SERIES_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(key, s.clone());
+                    s
+                }
+            }
+        };
+        series.requests.inc();
+        series.duration.observe(r.duration_ms);
+        series.request_bytes.observe(r.request_bytes as f64);
+        series.response_bytes.observe(r.response_bytes as f64);
+    }
+
+    /// The four series of a request's label set.
+    fn series_of(&self, r: &RequestRecord) -> Series {
+        let m = &*self.metrics;
+        let t = &m.texts;
+        let unknown = || t[UNKNOWN].clone();
+        let (reporter, source, destination, source_principal, destination_principal, policy) =
+            match self.reporter {
+                tc::Reporter::Destination => {
+                    let source = r.peer.clone().unwrap_or_else(Peer::unknown);
+                    let (principal, policy) = match &r.peer_identity {
+                        Some(id) => (Text(id.clone()), t[MUTUAL_TLS].clone()),
+                        None => (unknown(), t[NONE].clone()),
+                    };
+                    let own = self.own.clone();
+                    let dp = own.principal.clone();
+                    (
+                        t[REPORTER_DESTINATION].clone(),
+                        source,
+                        own,
+                        principal,
+                        dp,
+                        policy,
+                    )
+                }
+                tc::Reporter::Source => {
+                    let destination = r.peer.clone().unwrap_or_else(Peer::unknown);
+                    let dp = destination.principal.clone();
+                    let own = self.own.clone();
+                    let sp = own.principal.clone();
+                    (
+                        t[REPORTER_SOURCE].clone(),
+                        own,
+                        destination,
+                        sp,
+                        dp,
+                        unknown(),
+                    )
+                }
+            };
+        let service = r.service.clone().unwrap_or_else(|| Service {
+            host: unknown(),
+            name: unknown(),
+            namespace: unknown(),
+        });
+        let labels = RequestLabels {
+            reporter,
+            source_canonical_service: source.app.clone(),
+            source_canonical_revision: source.version.clone(),
+            source_workload: source.workload,
+            source_workload_namespace: source.namespace,
+            source_principal,
+            source_app: source.app,
+            source_version: source.version,
+            source_cluster: source.cluster,
+            destination_canonical_service: destination.app.clone(),
+            destination_canonical_revision: destination.version.clone(),
+            destination_workload: destination.workload,
+            destination_workload_namespace: destination.namespace,
+            destination_principal,
+            destination_app: destination.app,
+            destination_version: destination.version,
+            destination_service: service.host,
+            destination_service_name: service.name,
+            destination_service_namespace: service.namespace,
+            destination_cluster: destination.cluster,
+            request_protocol: if r.grpc {
+                t[GRPC].clone()
+            } else {
+                t[HTTP].clone()
+            },
+            response_code: m.number(r.status),
+            grpc_response_status: match r.grpc_status {
+                Some(s) => m.number(s),
+                None => t[UNKNOWN].clone(),
+            },
+            response_flags: m.flags(r.flags),
+            connection_security_policy: policy,
+        };
+        Series {
+            requests: m.requests.get_or_create(&labels).clone(),
+            duration: m.duration.get_or_create(&labels).clone(),
+            request_bytes: m.request_bytes.get_or_create(&labels).clone(),
+            response_bytes: m.response_bytes.get_or_create(&labels).clone(),
+            _keys: [
+                r.peer.as_ref().map(|p| p.workload.0.clone()),
+                r.peer.as_ref().map(|p| p.principal.0.clone()),
+                r.service.as_ref().map(|s| s.host.0.clone()),
+                r.peer_identity.clone(),
+            ],
+        }
+    }
+}
+
+/// What one request is recorded with.
+pub struct RequestRecord {
+    /// The other side's workload, from its metadata headers.
+    pub peer: Option<Peer>,
+    /// The verified client certificate's identity (the server's side).
+    pub peer_identity: Option<Arc<str>>,
+    pub service: Option<Service>,
+    pub status: u16,
+    pub grpc: bool,
+    pub grpc_status: Option<u16>,
+    pub flags: Flags,
+    pub duration_ms: f64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_reads_back_from_the_header_it_sends() {
+        let w = tc::WorkloadMetadata {
+            name: "reviews-v1".into(),
+            namespace: "default".into(),
+            app: "reviews".into(),
+            version: "v1".into(),
+            cluster: "Kubernetes".into(),
+            principal: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+        };
+        let metrics = Arc::new(IstioMetrics::default());
+        let t = ListenerTelemetry::new(metrics.clone(), tc::Reporter::Source, &w, "sidecar~1");
+        let mut headers = HeaderMap::new();
+        t.headers.insert(&mut headers);
+        assert_eq!(take_peer(&metrics, &mut headers), Some(Peer::of(&w)));
+        assert!(headers.is_empty());
+        // Garbage is no peer, and is removed all the same.
+        headers.insert(PEER_METADATA, HeaderValue::from_static("!!"));
+        assert_eq!(take_peer(&metrics, &mut headers), None);
+        assert!(headers.is_empty());
+    }
+}
