@@ -29,7 +29,7 @@ use prometheus_client::registry::Registry;
 use prost::Message;
 use trellis_config as tc;
 
-use crate::http::Flags;
+use crate::http::flags::Flags;
 
 pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
 pub const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");

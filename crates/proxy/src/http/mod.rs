@@ -6,7 +6,7 @@
 mod action;
 mod cors_policy;
 mod filter;
-mod flags;
+pub mod flags;
 mod forward;
 pub mod headers;
 mod reply;
