@@ -16,6 +16,9 @@ pub struct Activity {
     heard: AtomicBool,
     /// HTTP requests in progress: a connection with one is never idle.
     pub active_requests: AtomicUsize,
+    /// Bytes read from and written to the socket.
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
 }
 
 impl Activity {
@@ -25,6 +28,8 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             heard: AtomicBool::new(false),
             active_requests: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -64,6 +69,13 @@ impl<T> ActivityIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
         ActivityIo { inner, activity }
     }
+
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.activity.touch();
+            self.activity.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
@@ -74,8 +86,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
             self.activity.heard();
+            self.activity
+                .received
+                .fetch_add(read as u64, Ordering::Relaxed);
         }
         r
     }
@@ -88,8 +104,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            self.wrote(n);
         }
         r
     }
@@ -100,8 +116,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            self.wrote(n);
         }
         r
     }

@@ -88,6 +88,22 @@ impl Peer {
         }
     }
 
+    /// A client known only by its certificate's SPIFFE ID: its principal, and the
+    /// namespace the ID names.
+    pub fn of_principal(id: Option<&str>) -> Peer {
+        let mut p = Peer::unknown();
+        if let Some(id) = id {
+            p.principal = Text::new(id);
+            if let Some(ns) = id
+                .split_once("/ns/")
+                .and_then(|(_, rest)| rest.split('/').next())
+            {
+                p.namespace = Text::new(ns);
+            }
+        }
+        p
+    }
+
     pub fn of(w: &tc::WorkloadMetadata) -> Peer {
         Peer {
             workload: Text::new(&w.name),
@@ -147,6 +163,64 @@ pub struct RequestLabels {
     connection_security_policy: Text,
 }
 
+/// Istio's TCP metrics' labels: the request ones but the response's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TcpLabels {
+    reporter: Text,
+    source_workload: Text,
+    source_workload_namespace: Text,
+    source_principal: Text,
+    source_app: Text,
+    source_version: Text,
+    source_cluster: Text,
+    source_canonical_service: Text,
+    source_canonical_revision: Text,
+    destination_workload: Text,
+    destination_workload_namespace: Text,
+    destination_principal: Text,
+    destination_app: Text,
+    destination_version: Text,
+    destination_service: Text,
+    destination_service_name: Text,
+    destination_service_namespace: Text,
+    destination_cluster: Text,
+    destination_canonical_service: Text,
+    destination_canonical_revision: Text,
+    request_protocol: Text,
+    response_flags: Text,
+    connection_security_policy: Text,
+}
+
+impl From<RequestLabels> for TcpLabels {
+    fn from(r: RequestLabels) -> TcpLabels {
+        TcpLabels {
+            reporter: r.reporter,
+            source_workload: r.source_workload,
+            source_workload_namespace: r.source_workload_namespace,
+            source_principal: r.source_principal,
+            source_app: r.source_app,
+            source_version: r.source_version,
+            source_cluster: r.source_cluster,
+            source_canonical_service: r.source_canonical_service,
+            source_canonical_revision: r.source_canonical_revision,
+            destination_workload: r.destination_workload,
+            destination_workload_namespace: r.destination_workload_namespace,
+            destination_principal: r.destination_principal,
+            destination_app: r.destination_app,
+            destination_version: r.destination_version,
+            destination_service: r.destination_service,
+            destination_service_name: r.destination_service_name,
+            destination_service_namespace: r.destination_service_namespace,
+            destination_cluster: r.destination_cluster,
+            destination_canonical_service: r.destination_canonical_service,
+            destination_canonical_revision: r.destination_canonical_revision,
+            request_protocol: r.request_protocol,
+            response_flags: r.response_flags,
+            connection_security_policy: r.connection_security_policy,
+        }
+    }
+}
+
 type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 fn histogram() -> Histogram {
@@ -160,11 +234,15 @@ pub struct IstioMetrics {
     duration: Histograms,
     request_bytes: Histograms,
     response_bytes: Histograms,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
     peers: Mutex<HashMap<Bytes, Peer>>,
     /// `response_code` and `grpc_response_status` values, by number.
     numbers: Vec<Text>,
     flags: Mutex<HashMap<Flags, Text>>,
-    texts: [Text; 7],
+    texts: [Text; 8],
 }
 
 const REPORTER_SOURCE: usize = 0;
@@ -174,6 +252,7 @@ const GRPC: usize = 3;
 const MUTUAL_TLS: usize = 4;
 const NONE: usize = 5;
 const UNKNOWN: usize = 6;
+const TCP: usize = 7;
 
 impl Default for IstioMetrics {
     fn default() -> Self {
@@ -204,12 +283,37 @@ impl Default for IstioMetrics {
             "istio_response_bytes",
             "Response body sizes in bytes (Istio's standard metric)",
         );
+        let mut counter = |name: &str, help: &str| {
+            let f = Family::<TcpLabels, Counter>::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let tcp_sent = counter(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the downstream on TCP connections (Istio's standard metric)",
+        );
+        let tcp_received = counter(
+            "istio_tcp_received_bytes",
+            "Bytes received from the downstream on TCP connections (Istio's standard metric)",
+        );
+        let tcp_opened = counter(
+            "istio_tcp_connections_opened",
+            "TCP connections opened (Istio's standard metric)",
+        );
+        let tcp_closed = counter(
+            "istio_tcp_connections_closed",
+            "TCP connections closed (Istio's standard metric)",
+        );
         IstioMetrics {
             registry,
             requests,
             duration,
             request_bytes,
             response_bytes,
+            tcp_sent,
+            tcp_received,
+            tcp_opened,
+            tcp_closed,
             peers: Mutex::default(),
             numbers: (0..600).map(|n| Text::new(&n.to_string())).collect(),
             flags: Mutex::default(),
@@ -221,6 +325,7 @@ impl Default for IstioMetrics {
                 "mutual_tls",
                 "none",
                 "unknown",
+                "tcp",
             ]
             .map(Text::new),
         }
@@ -451,12 +556,67 @@ impl ListenerTelemetry {
     /// The four series of a request's label set.
     fn series_of(&self, r: &RequestRecord) -> Series {
         let m = &*self.metrics;
+        let labels = self.labels(r);
+        Series {
+            requests: m.requests.get_or_create(&labels).clone(),
+            duration: m.duration.get_or_create(&labels).clone(),
+            request_bytes: m.request_bytes.get_or_create(&labels).clone(),
+            response_bytes: m.response_bytes.get_or_create(&labels).clone(),
+            _keys: [
+                r.peer.as_ref().map(|p| p.workload.0.clone()),
+                r.peer.as_ref().map(|p| p.principal.0.clone()),
+                r.service.as_ref().map(|s| s.host.0.clone()),
+                r.peer_identity.clone(),
+            ],
+        }
+    }
+
+    /// A TCP connection's series: counted opened now, and closed and its bytes by
+    /// [`TcpSeries::report`].
+    pub fn tcp(
+        &self,
+        peer_identity: Option<&Arc<str>>,
+        service: Option<&Service>,
+        flags: Flags,
+    ) -> TcpSeries {
+        let m = &*self.metrics;
+        let mut labels: TcpLabels = self
+            .labels(&RequestRecord {
+                peer: None,
+                peer_identity: peer_identity.cloned(),
+                service: service.cloned(),
+                status: 0,
+                grpc: false,
+                grpc_status: None,
+                flags,
+                duration_ms: 0.0,
+                request_bytes: 0,
+                response_bytes: 0,
+            })
+            .into();
+        labels.request_protocol = m.texts[TCP].clone();
+        let series = TcpSeries {
+            sent: m.tcp_sent.get_or_create(&labels).clone(),
+            received: m.tcp_received.get_or_create(&labels).clone(),
+            closed: m.tcp_closed.get_or_create(&labels).clone(),
+            reported: (0, 0),
+        };
+        m.tcp_opened.get_or_create(&labels).inc();
+        series
+    }
+
+    fn labels(&self, r: &RequestRecord) -> RequestLabels {
+        let m = &*self.metrics;
         let t = &m.texts;
         let unknown = || t[UNKNOWN].clone();
         let (reporter, source, destination, source_principal, destination_principal, policy) =
             match self.reporter {
                 tc::Reporter::Destination => {
-                    let source = r.peer.clone().unwrap_or_else(Peer::unknown);
+                    // Without its metadata, the client is what its certificate says.
+                    let source = r
+                        .peer
+                        .clone()
+                        .unwrap_or_else(|| Peer::of_principal(r.peer_identity.as_deref()));
                     let (principal, policy) = match &r.peer_identity {
                         Some(id) => (Text(id.clone()), t[MUTUAL_TLS].clone()),
                         None => (unknown(), t[NONE].clone()),
@@ -492,7 +652,7 @@ impl ListenerTelemetry {
             name: unknown(),
             namespace: unknown(),
         });
-        let labels = RequestLabels {
+        RequestLabels {
             reporter,
             source_canonical_service: source.app.clone(),
             source_canonical_revision: source.version.clone(),
@@ -525,18 +685,29 @@ impl ListenerTelemetry {
             },
             response_flags: m.flags(r.flags),
             connection_security_policy: policy,
-        };
-        Series {
-            requests: m.requests.get_or_create(&labels).clone(),
-            duration: m.duration.get_or_create(&labels).clone(),
-            request_bytes: m.request_bytes.get_or_create(&labels).clone(),
-            response_bytes: m.response_bytes.get_or_create(&labels).clone(),
-            _keys: [
-                r.peer.as_ref().map(|p| p.workload.0.clone()),
-                r.peer.as_ref().map(|p| p.principal.0.clone()),
-                r.service.as_ref().map(|s| s.host.0.clone()),
-                r.peer_identity.clone(),
-            ],
+        }
+    }
+}
+
+/// One TCP connection's counters.
+pub struct TcpSeries {
+    sent: Counter,
+    received: Counter,
+    closed: Counter,
+    /// What was counted so far: (received, sent).
+    reported: (u64, u64),
+}
+
+impl TcpSeries {
+    /// Counts the bytes moved since the last report (`received` from and `sent` to the
+    /// downstream, in all), and the close when `closed`.
+    pub fn report(&mut self, received: u64, sent: u64, closed: bool) {
+        self.received
+            .inc_by(received.saturating_sub(self.reported.0));
+        self.sent.inc_by(sent.saturating_sub(self.reported.1));
+        self.reported = (received, sent);
+        if closed {
+            self.closed.inc();
         }
     }
 }

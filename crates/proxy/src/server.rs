@@ -143,14 +143,33 @@ impl Proxy {
                 }
                 None => None,
             };
-            let tcp = l
-                .tcp
-                .as_ref()
-                .map(|t| Arc::new(TcpProxy::new(t, &clusters, stats.clone(), authz.clone())));
+            let telemetry = l.istio_stats.as_ref().map(|s| {
+                Arc::new(crate::istio_stats::ListenerTelemetry::new(
+                    self.metrics.istio.clone(),
+                    s.reporter,
+                    s.workload.as_ref().unwrap_or(&own),
+                    &node_id,
+                ))
+            });
+            let tcp = l.tcp.as_ref().map(|t| {
+                Arc::new(TcpProxy::new(
+                    t,
+                    &clusters,
+                    stats.clone(),
+                    authz.clone(),
+                    telemetry.clone(),
+                ))
+            });
             let behaviour = if !l.sni_routes.is_empty() {
                 let mut routes = trellis_tls::ServerNames::default();
                 for r in &l.sni_routes {
-                    let proxy = TcpProxy::new(&r.tcp, &clusters, stats.clone(), authz.clone());
+                    let proxy = TcpProxy::new(
+                        &r.tcp,
+                        &clusters,
+                        stats.clone(),
+                        authz.clone(),
+                        telemetry.clone(),
+                    );
                     routes.insert(&r.server_names, Arc::new(proxy));
                 }
                 Behaviour::Passthrough(Arc::new(crate::listener::Passthrough {
@@ -168,14 +187,7 @@ impl Proxy {
                     &clusters,
                     &self.metrics,
                     &mut access_logs,
-                    l.istio_stats.as_ref().map(|s| {
-                        crate::istio_stats::ListenerTelemetry::new(
-                            self.metrics.istio.clone(),
-                            s.reporter,
-                            s.workload.as_ref().unwrap_or(&own),
-                            &node_id,
-                        )
-                    }),
+                    telemetry.clone(),
                 )
                 .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
                 match tcp {

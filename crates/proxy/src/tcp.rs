@@ -3,8 +3,11 @@
 use crate::cluster::outlier::Outcome;
 use crate::cluster::Cluster;
 use crate::conn::ConnInfo;
+use crate::http::flags::Flags;
 use crate::io::{Activity, ActivityIo};
+use crate::istio_stats::{ListenerTelemetry, TcpSeries};
 use crate::stats::ListenerStats;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use xxhash_rust::xxh64::xxh64;
@@ -14,6 +17,8 @@ pub struct TcpProxy {
     pub clusters: Vec<(Arc<Cluster>, u32)>,
     pub stats: ListenerStats,
     pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
+    /// Istio's TCP metrics for this listener.
+    pub telemetry: Option<Arc<ListenerTelemetry>>,
 }
 
 /// Envoy's tcp_proxy tries one endpoint by default; we allow one more so a single
@@ -26,6 +31,7 @@ impl TcpProxy {
         clusters: &std::collections::HashMap<String, Arc<Cluster>>,
         stats: ListenerStats,
         authz: Option<Arc<crate::authz::ListenerAuthz>>,
+        telemetry: Option<Arc<ListenerTelemetry>>,
     ) -> TcpProxy {
         let clusters = match config.weighted_clusters.is_empty() {
             true => vec![(clusters[&config.cluster].clone(), 1)],
@@ -40,6 +46,7 @@ impl TcpProxy {
             clusters,
             stats,
             authz,
+            telemetry,
         }
     }
 
@@ -73,8 +80,10 @@ impl TcpProxy {
         let peer = conn.peer;
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
         let mut upstream = None;
+        let mut no_endpoint = false;
         for _ in 0..CONNECT_ATTEMPTS {
             let Some(endpoint) = cluster.pick(hash, conn.original_dst) else {
+                no_endpoint = true;
                 break;
             };
             match cluster.connect_tcp(&endpoint).await {
@@ -89,13 +98,40 @@ impl TcpProxy {
                 }
             }
         }
-        let Some((up, _slot)) = upstream else { return };
+        let flags = match (&upstream, no_endpoint) {
+            (Some(_), _) => Flags::default(),
+            (None, true) => Flags::NO_HEALTHY_UPSTREAM,
+            (None, false) => Flags::UPSTREAM_CONNECT_FAILURE,
+        };
+        let mut series = self.telemetry.as_ref().map(|t| {
+            t.tcp(
+                conn.peer_identity.as_ref(),
+                cluster.istio_service.as_ref(),
+                flags,
+            )
+        });
+        let Some((up, _slot)) = upstream else {
+            if let Some(s) = &mut series {
+                s.report(0, 0, true);
+            }
+            return;
+        };
         let activity = Activity::new();
         let mut down = ActivityIo::new(downstream, activity.clone());
         let mut up = up;
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         tokio::pin!(copy);
         let tick = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        // Istio's byte counts go out as they move, not only at the close.
+        let report = |series: &mut Option<TcpSeries>, closed: bool| {
+            if let Some(s) = series {
+                s.report(
+                    activity.received.load(Ordering::Relaxed),
+                    activity.sent.load(Ordering::Relaxed),
+                    closed,
+                );
+            }
+        };
         loop {
             tokio::select! {
                 done = &mut copy => {
@@ -103,10 +139,13 @@ impl TcpProxy {
                         self.stats.tcp_rx.inc_by(rx);
                         self.stats.tcp_tx.inc_by(tx);
                     }
+                    report(&mut series, true);
                     return;
                 }
                 _ = tokio::time::sleep(tick) => {
+                    report(&mut series, false);
                     if activity.is_idle(idle_timeout) {
+                        report(&mut series, true);
                         return;
                     }
                 }

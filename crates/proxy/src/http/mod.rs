@@ -48,7 +48,7 @@ pub struct HttpManager {
     buffer_limit: usize,
     chain: Chain,
     /// Istio's standard metrics for this listener, and the peer metadata it exchanges.
-    telemetry: Option<ListenerTelemetry>,
+    telemetry: Option<Arc<ListenerTelemetry>>,
 }
 
 /// The engine a compiled matcher uses for `matcher.engine`; None for Envoy's sequential
@@ -75,7 +75,7 @@ impl HttpManager {
         clusters: &HashMap<String, Arc<Cluster>>,
         metrics: &Metrics,
         access_logs: &mut HashMap<String, AccessLog>,
-        telemetry: Option<ListenerTelemetry>,
+        telemetry: Option<Arc<ListenerTelemetry>>,
     ) -> Result<Self, String> {
         let program_bytes = matcher.max_regex_program_mb as usize * (1 << 20);
         let hosts = &config.virtual_hosts;

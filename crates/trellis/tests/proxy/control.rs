@@ -474,7 +474,7 @@ async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
     let c = control(mesh.path());
     let dir = tempfile::tempdir().unwrap();
     let s_page = sidecar(&c, &page, dir.path());
-    let _s_db = sidecar(&c, &db, dir.path());
+    let s_db = sidecar(&c, &db, dir.path());
 
     let url = format!("http://127.0.0.1:{db_port}/headers");
     eventually(
@@ -514,6 +514,43 @@ async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
             .await
             > 0.0
     );
+    // Istio's TCP metrics on both sides: the server's knows the client by its
+    // certificate, the client's knows the service.
+    use super::telemetry::sum;
+    let server = [
+        ("reporter", "destination"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/default/sa/productpage",
+        ),
+        ("source_workload_namespace", "default"),
+        ("destination_workload", "db-v1"),
+        ("destination_service", "db.default.svc.cluster.local"),
+        ("request_protocol", "tcp"),
+        ("connection_security_policy", "mutual_tls"),
+        ("response_flags", "-"),
+    ];
+    let client = [
+        ("reporter", "source"),
+        ("source_workload", "productpage-v1"),
+        ("destination_service", "db.default.svc.cluster.local"),
+        ("request_protocol", "tcp"),
+    ];
+    eventually(
+        "Istio's TCP metrics count the connections, closed and their bytes",
+        Duration::from_secs(10),
+        async || {
+            let db_text = s_db.admin_get("/stats/prometheus").await.body;
+            let page_text = s_page.admin_get("/stats/prometheus").await.body;
+            sum(&db_text, "istio_tcp_connections_opened_total", &server) >= 10.0
+                && sum(&db_text, "istio_tcp_connections_closed_total", &server) >= 10.0
+                && sum(&db_text, "istio_tcp_received_bytes_total", &server) > 0.0
+                && sum(&db_text, "istio_tcp_sent_bytes_total", &server) > 0.0
+                && sum(&page_text, "istio_tcp_connections_opened_total", &client) >= 10.0
+                && sum(&page_text, "istio_tcp_sent_bytes_total", &client) > 0.0
+        },
+    )
+    .await;
 }
 
 /// Sends `n` requests for `/headers` to `reviews` through productpage's sidecar: who

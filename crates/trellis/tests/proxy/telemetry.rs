@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The samples of `name` in a Prometheus text exposition, each with its labels.
-fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+pub(super) fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     let mut out = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -32,7 +32,7 @@ fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 }
 
 /// The sum of the samples whose labels include `want`.
-fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+pub(super) fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
     samples(text, name)
         .into_iter()
         .filter(|(l, _)| {
