@@ -25,7 +25,7 @@ config() { # $1 = kind, $2 = listen port, $3 = admin port
       workload: { name: bench-v1, namespace: default, app: bench, version: v1, cluster: Kubernetes, principal: "spiffe://cluster.local/ns/default/sa/bench" }'
     fi
     if [ "$1" = all ]; then
-        log="      access_log: { path: \"$WORK/access-$2.log\" }"
+        log="      access_log: { path: \"$WORK/access-$2.log\", text_format: istio }"
     fi
     cat <<CONF
 admin: { address: "127.0.0.1:$3" }

@@ -5,6 +5,7 @@
 
 use crate::Dur;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -436,6 +437,23 @@ pub struct HttpManager {
 pub struct AccessLog {
     /// A file path, or `stdout`.
     pub path: String,
+    /// An Envoy format string of command operators (`%RESPONSE_CODE%`,
+    /// `%REQ(:AUTHORITY)%`...), one line per request; `istio` is Istio's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_format: Option<String>,
+    /// Envoy's `json_format`: a JSON object per request, each key's value a format
+    /// string; `istio` is Istio's default fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_format: Option<JsonFormat>,
+}
+
+/// A JSON access log's fields: Istio's default, or key → format string.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JsonFormat {
+    /// `istio`: Istio's default JSON fields.
+    Named(String),
+    Fields(BTreeMap<String, String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

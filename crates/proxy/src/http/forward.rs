@@ -7,7 +7,7 @@ use super::reply::local_reply;
 use crate::body::{self, Body};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::{Cluster, UpstreamError};
-use crate::istio_stats::{OwnHeaders, Service};
+use crate::istio_stats::OwnHeaders;
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
@@ -181,7 +181,7 @@ impl Forward {
 
     /// Sends the request to one of the route's clusters; `metadata`, this workload's
     /// peer metadata, goes with it when that cluster is a mesh service. Also returns
-    /// that cluster's service.
+    /// that cluster.
     pub async fn forward(
         &self,
         mut out: Outgoing,
@@ -189,7 +189,7 @@ impl Forward {
         buffer_limit: usize,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
         metadata: Option<&OwnHeaders>,
-    ) -> (Forwarded, Option<Service>) {
+    ) -> (Forwarded, Arc<Cluster>) {
         let target = self.pick();
         target.request.apply(&mut out.headers);
         if let Some(m) = metadata.filter(|_| target.cluster.in_mesh) {
@@ -199,7 +199,7 @@ impl Forward {
             .forward_to(target.cluster.clone(), out, body, buffer_limit, upgrade)
             .await;
         target.response.apply(forwarded.response.headers_mut());
-        (forwarded, target.cluster.istio_service.clone())
+        (forwarded, target.cluster.clone())
     }
 
     async fn forward_to(

@@ -17,7 +17,7 @@ pub use flags::Flags;
 pub use reply::local_reply;
 use route_table::VirtualHost;
 
-use crate::access_log::{self, AccessLog};
+use crate::access_log::{self, AccessLog, LogFormat};
 use crate::body::{Body, BoxError};
 use crate::cluster::Cluster;
 use crate::istio_stats::{self, ListenerTelemetry};
@@ -45,6 +45,9 @@ pub struct HttpManager {
     virtual_hosts: Vec<VirtualHost>,
     stats: ListenerStats,
     access_log: Option<AccessLog>,
+    /// How its lines are made, and the request headers that takes.
+    log_format: LogFormat,
+    log_headers: Vec<http::HeaderName>,
     buffer_limit: usize,
     chain: Chain,
     /// Istio's standard metrics for this listener, and the peer metadata it exchanges.
@@ -92,6 +95,11 @@ impl HttpManager {
             )?),
         };
         let virtual_hosts = route_table::build(listener, config, clusters, metrics);
+        let log_format = match &config.access_log {
+            Some(a) => LogFormat::of(a)?,
+            None => LogFormat::Entry,
+        };
+        let log_headers = log_format.request_headers();
         let access_log = match &config.access_log {
             None => None,
             Some(a) => Some(match access_logs.get(&a.path) {
@@ -115,6 +123,8 @@ impl HttpManager {
             virtual_hosts,
             stats: metrics.listener(listener),
             access_log,
+            log_format,
+            log_headers,
             buffer_limit: limits.retry_buffer_bytes as usize,
             telemetry,
         })
@@ -202,8 +212,23 @@ impl HttpManager {
             istio_peer: istio_peer.take(),
             answer_peer,
             grpc,
-            service: None,
+            cluster: None,
             peer_identity: conn.peer_identity.clone(),
+            request_headers: match logging && !self.log_headers.is_empty() {
+                true => {
+                    let mut kept = http::HeaderMap::new();
+                    for n in &self.log_headers {
+                        if let Some(v) = req.headers().get(n) {
+                            kept.insert(n.clone(), v.clone());
+                        }
+                    }
+                    kept
+                }
+                false => http::HeaderMap::new(),
+            },
+            local: conn.local,
+            server_name: conn.server_name.clone(),
+            tls: conn.tls,
         };
         let (parts, body) = req.into_parts();
         let mut x = Exchange {
@@ -222,13 +247,13 @@ impl HttpManager {
             metadata: telemetry
                 .filter(|t| t.reporter == Reporter::Source)
                 .map(|t| &t.headers),
-            upstream_service: None,
+            upstream_cluster: None,
         };
         let response = self.chain.run(&mut x).await;
         log.route = x.selected;
         log.upstream = x.upstream;
         log.flags = x.flags;
-        log.service = x.upstream_service.take();
+        log.cluster = x.upstream_cluster.take();
         log.finish(response)
     }
 }
@@ -251,8 +276,14 @@ struct LogContext {
     /// The client sent its metadata: the server's side answers with its own.
     answer_peer: bool,
     grpc: bool,
-    service: Option<istio_stats::Service>,
+    /// The cluster the request went to.
+    cluster: Option<Arc<Cluster>>,
     peer_identity: Option<Arc<str>>,
+    /// The request headers the access log format reads.
+    request_headers: http::HeaderMap,
+    local: SocketAddr,
+    server_name: Option<Arc<str>>,
+    tls: bool,
 }
 
 impl LogContext {
@@ -280,12 +311,19 @@ impl LogContext {
         if self.manager.access_log.is_none() && self.manager.telemetry.is_none() {
             return response;
         }
+        // Envoy's formats may read the response's headers.
+        let response_headers = match self.manager.log_format {
+            LogFormat::Entry => http::HeaderMap::new(),
+            _ if self.manager.access_log.is_some() => response.headers().clone(),
+            _ => http::HeaderMap::new(),
+        };
         response.map(|b| {
             LoggedBody {
                 inner: b,
                 sent: 0,
                 status,
                 grpc_status,
+                response_headers,
                 ctx: Some(self),
             }
             .boxed()
@@ -309,6 +347,7 @@ struct LoggedBody {
     sent: u64,
     status: u16,
     grpc_status: Option<u16>,
+    response_headers: http::HeaderMap,
     ctx: Option<LogContext>,
 }
 
@@ -321,7 +360,7 @@ impl LoggedBody {
             t.record(&istio_stats::RequestRecord {
                 peer: ctx.istio_peer.take(),
                 peer_identity: ctx.peer_identity.take(),
-                service: ctx.service.take(),
+                service: ctx.cluster.as_ref().and_then(|c| c.istio_service.clone()),
                 status: self.status,
                 grpc: ctx.grpc,
                 grpc_status: self.grpc_status,
@@ -334,6 +373,9 @@ impl LoggedBody {
         let Some(log) = &ctx.manager.access_log else {
             return;
         };
+        if !matches!(ctx.manager.log_format, LogFormat::Entry) {
+            return self.envoy_line(&ctx, log);
+        }
         let (virtual_host, route) = ctx
             .route
             .map(|(vh, r)| {
@@ -362,6 +404,50 @@ impl LoggedBody {
             response_flags: ctx.flags.render(),
             downstream_remote: ctx.peer.to_string(),
         });
+    }
+}
+
+impl LoggedBody {
+    /// The line of an Envoy format.
+    fn envoy_line(&self, ctx: &LogContext, log: &AccessLog) {
+        let flags = ctx.flags.render();
+        let route = ctx
+            .route
+            .map(|(vh, r)| ctx.manager.virtual_hosts[vh].routes[r].name.as_str());
+        let record = access_log::format::Record {
+            start_time: &access_log::now_rfc3339(),
+            method: &ctx.method,
+            path: &ctx.path,
+            authority: &ctx.authority,
+            scheme: if ctx.tls { "https" } else { "http" },
+            request_headers: &ctx.request_headers,
+            response_headers: &self.response_headers,
+            protocol: match ctx.protocol {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: self.status,
+            flags: &flags,
+            via_upstream: ctx.upstream.is_some() && flags == "-",
+            bytes_received: ctx.bytes_received,
+            bytes_sent: self.sent,
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
+            upstream_host: ctx.upstream,
+            upstream_cluster: ctx.cluster.as_ref().map(|c| c.name.as_str()),
+            downstream_local: ctx.local,
+            downstream_remote: ctx.peer,
+            peer_uri_san: ctx.peer_identity.as_deref(),
+            server_name: ctx.server_name.as_deref(),
+            route: route.filter(|r| !r.is_empty()),
+        };
+        let mut line = String::with_capacity(256);
+        match &ctx.manager.log_format {
+            LogFormat::Text(f) => record.text(f, &mut line),
+            LogFormat::Json(fields) => record.json(fields, &mut line),
+            LogFormat::Entry => return,
+        }
+        log.write_line(line);
     }
 }
 

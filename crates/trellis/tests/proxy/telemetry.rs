@@ -278,7 +278,18 @@ async fn sidecars_export_istio_standard_metrics_that_prometheus_reads() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The client's side, from the other target (scraped on its own schedule).
     let p50 = "histogram_quantile(0.5, sum by (le) (istio_request_duration_milliseconds_bucket{reporter=\"source\",destination_workload=\"reviews-v1\"}))";
-    let p50 = prom.query(p50).await.expect("a p50");
+    let p50 = loop {
+        if let Some(v) = prom.query(p50).await.filter(|v| v.is_finite()) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no p50 from Prometheus:\n{}",
+            prom.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(p50 > 0.0 && p50 < 1000.0, "p50 {p50} ms");
 }

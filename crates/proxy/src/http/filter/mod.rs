@@ -75,8 +75,8 @@ pub struct Exchange<'a> {
     pub cors_origin: Option<http::HeaderValue>,
     /// This workload's peer metadata, sent to mesh services (the client's side).
     pub metadata: Option<&'a crate::istio_stats::OwnHeaders>,
-    /// The service of the cluster the request went to.
-    pub upstream_service: Option<crate::istio_stats::Service>,
+    /// The cluster the request went to.
+    pub upstream_cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl<'a> Exchange<'a> {
@@ -283,7 +283,7 @@ mod tests {
             request_auth: None,
             cors_origin: None,
             metadata: None,
-            upstream_service: None,
+            upstream_cluster: None,
         };
         let response = m.chain.run(&mut x).await;
         (response, x.flags)
@@ -457,7 +457,7 @@ listeners:
             request_auth: None,
             cors_origin: None,
             metadata: None,
-            upstream_service: None,
+            upstream_cluster: None,
         };
         assert!(matches!(HeaderMutation.on_request(&mut x), Step::Continue));
         assert_eq!(x.parts.headers["x-added"], "yes");

@@ -75,11 +75,11 @@ impl Router {
                     .entry("x-forwarded-proto")
                     .or_insert(HeaderValue::from_static(proto));
                 fwd.rewrite(&mut out);
-                let (f, service) = fwd
+                let (f, cluster) = fwd
                     .forward(out, body, x.buffer_limit, upgrade, x.metadata)
                     .await;
                 x.upstream = f.upstream;
-                x.upstream_service = service;
+                x.upstream_cluster = Some(cluster);
                 x.flags.set(f.flags);
                 f.response
             }
