@@ -95,7 +95,7 @@ fn recording_a_request_allocates_nothing_once_its_label_set_was_seen() {
     };
     let line = text
         .lines()
-        .find(|l| l.starts_with("istio_requests_total{"))
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
         .unwrap();
     assert!(line.ends_with(" 1001"), "{line}");
     assert!(
