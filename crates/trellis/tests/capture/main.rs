@@ -21,6 +21,10 @@ const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
 fn reaches_reviews_over_mtls(client: Stack, server: Stack, control: Stack, app: Family) {
     let mut net = Network::new();
     let mesh = CaptureMesh::start(&mut net, client, server, control, app, "");
+    // Until the server's sidecar has its inbound listener, a request would go through
+    // virtualInbound's own chain (mTLS, then passed to the app as bytes, without the
+    // client's identity in a header).
+    mesh.wait_configured();
     let body = mesh.call_reviews("/anything");
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echoed["service"], "reviews-v1", "{body}");
