@@ -483,9 +483,9 @@ fn file(path: &str) -> Option<core::DataSource> {
 /// (the bootstrap's [`SDS_CLUSTER`](crate::SDS_CLUSTER)), the rest from the control
 /// plane over ADS.
 fn sds(name: &str) -> tls::SdsSecretConfig {
-    let sds_config = match name {
-        "default" | "ROOTCA" => node_agent(),
-        _ => ads(),
+    let sds_config = match crate::from_node_agent(name) {
+        true => node_agent(),
+        false => ads(),
     };
     tls::SdsSecretConfig {
         name: name.to_string(),

@@ -41,6 +41,12 @@ pub const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 /// bootstrap; other secrets (a gateway's credentials) come over ADS.
 pub const SDS_CLUSTER: &str = "sds-grpc";
 
+/// The secrets of the workload's own identity, which its node agent serves (and the
+/// Trellis proxy's identity agent holds): the certificate and the mesh roots.
+pub(crate) fn from_node_agent(secret: &str) -> bool {
+    secret == "default" || secret == "ROOTCA"
+}
+
 /// The type URLs of the four resource types (what `prost::Name` says of each message).
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -154,7 +160,7 @@ pub fn secret_names(listener: &[u8]) -> Vec<String> {
             _ => {}
         }
     }
-    names.retain(|n| n != "default" && n != "ROOTCA");
+    names.retain(|n| !from_node_agent(n));
     names.sort();
     names.dedup();
     names

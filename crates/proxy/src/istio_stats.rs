@@ -134,8 +134,9 @@ impl Service {
     }
 }
 
+/// The labels every Istio metric has: who reported, and both sides.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct RequestLabels {
+pub struct Sides {
     reporter: Text,
     source_workload: Text,
     source_workload_namespace: Text,
@@ -156,69 +157,28 @@ pub struct RequestLabels {
     destination_cluster: Text,
     destination_canonical_service: Text,
     destination_canonical_revision: Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
     request_protocol: Text,
     response_code: Text,
     grpc_response_status: Text,
     response_flags: Text,
     connection_security_policy: Text,
+    // Last: the derive hands its encoder on to a flattened field.
+    #[prometheus(flatten)]
+    sides: Sides,
 }
 
 /// Istio's TCP metrics' labels: the request ones but the response's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct TcpLabels {
-    reporter: Text,
-    source_workload: Text,
-    source_workload_namespace: Text,
-    source_principal: Text,
-    source_app: Text,
-    source_version: Text,
-    source_cluster: Text,
-    source_canonical_service: Text,
-    source_canonical_revision: Text,
-    destination_workload: Text,
-    destination_workload_namespace: Text,
-    destination_principal: Text,
-    destination_app: Text,
-    destination_version: Text,
-    destination_service: Text,
-    destination_service_name: Text,
-    destination_service_namespace: Text,
-    destination_cluster: Text,
-    destination_canonical_service: Text,
-    destination_canonical_revision: Text,
     request_protocol: Text,
     response_flags: Text,
     connection_security_policy: Text,
-}
-
-impl From<RequestLabels> for TcpLabels {
-    fn from(r: RequestLabels) -> TcpLabels {
-        TcpLabels {
-            reporter: r.reporter,
-            source_workload: r.source_workload,
-            source_workload_namespace: r.source_workload_namespace,
-            source_principal: r.source_principal,
-            source_app: r.source_app,
-            source_version: r.source_version,
-            source_cluster: r.source_cluster,
-            source_canonical_service: r.source_canonical_service,
-            source_canonical_revision: r.source_canonical_revision,
-            destination_workload: r.destination_workload,
-            destination_workload_namespace: r.destination_workload_namespace,
-            destination_principal: r.destination_principal,
-            destination_app: r.destination_app,
-            destination_version: r.destination_version,
-            destination_service: r.destination_service,
-            destination_service_name: r.destination_service_name,
-            destination_service_namespace: r.destination_service_namespace,
-            destination_cluster: r.destination_cluster,
-            destination_canonical_service: r.destination_canonical_service,
-            destination_canonical_revision: r.destination_canonical_revision,
-            request_protocol: r.request_protocol,
-            response_flags: r.response_flags,
-            connection_security_policy: r.connection_security_policy,
-        }
-    }
+    #[prometheus(flatten)]
+    sides: Sides,
 }
 
 type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
@@ -580,21 +540,13 @@ impl ListenerTelemetry {
         flags: Flags,
     ) -> TcpSeries {
         let m = &*self.metrics;
-        let mut labels: TcpLabels = self
-            .labels(&RequestRecord {
-                peer: None,
-                peer_identity: peer_identity.cloned(),
-                service: service.cloned(),
-                status: 0,
-                grpc: false,
-                grpc_status: None,
-                flags,
-                duration_ms: 0.0,
-                request_bytes: 0,
-                response_bytes: 0,
-            })
-            .into();
-        labels.request_protocol = m.texts[TCP].clone();
+        let (sides, connection_security_policy) = self.sides(None, peer_identity, service.cloned());
+        let labels = TcpLabels {
+            sides,
+            request_protocol: m.texts[TCP].clone(),
+            response_flags: m.flags(flags),
+            connection_security_policy,
+        };
         let series = TcpSeries {
             sent: m.tcp_sent.get_or_create(&labels).clone(),
             received: m.tcp_received.get_or_create(&labels).clone(),
@@ -608,16 +560,43 @@ impl ListenerTelemetry {
     fn labels(&self, r: &RequestRecord) -> RequestLabels {
         let m = &*self.metrics;
         let t = &m.texts;
+        let (sides, connection_security_policy) =
+            self.sides(r.peer.clone(), r.peer_identity.as_ref(), r.service.clone());
+        RequestLabels {
+            sides,
+            request_protocol: if r.grpc {
+                t[GRPC].clone()
+            } else {
+                t[HTTP].clone()
+            },
+            response_code: m.number(r.status),
+            grpc_response_status: match r.grpc_status {
+                Some(s) => m.number(s),
+                None => t[UNKNOWN].clone(),
+            },
+            response_flags: m.flags(r.flags),
+            connection_security_policy,
+        }
+    }
+
+    /// Both sides of a request or connection as this listener reports it, and its
+    /// `connection_security_policy`: `peer` is the other side's metadata, if it sent
+    /// any; `peer_identity` the verified client certificate's (the server's side).
+    fn sides(
+        &self,
+        peer: Option<Peer>,
+        peer_identity: Option<&Arc<str>>,
+        service: Option<Service>,
+    ) -> (Sides, Text) {
+        let t = &self.metrics.texts;
         let unknown = || t[UNKNOWN].clone();
         let (reporter, source, destination, source_principal, destination_principal, policy) =
             match self.reporter {
                 tc::Reporter::Destination => {
                     // Without its metadata, the client is what its certificate says.
-                    let source = r
-                        .peer
-                        .clone()
-                        .unwrap_or_else(|| Peer::of_principal(r.peer_identity.as_deref()));
-                    let (principal, policy) = match &r.peer_identity {
+                    let source =
+                        peer.unwrap_or_else(|| Peer::of_principal(peer_identity.map(|i| &**i)));
+                    let (principal, policy) = match peer_identity {
                         Some(id) => (Text(id.clone()), t[MUTUAL_TLS].clone()),
                         None => (unknown(), t[NONE].clone()),
                     };
@@ -633,7 +612,7 @@ impl ListenerTelemetry {
                     )
                 }
                 tc::Reporter::Source => {
-                    let destination = r.peer.clone().unwrap_or_else(Peer::unknown);
+                    let destination = peer.unwrap_or_else(Peer::unknown);
                     let dp = destination.principal.clone();
                     let own = self.own.clone();
                     let sp = own.principal.clone();
@@ -647,12 +626,12 @@ impl ListenerTelemetry {
                     )
                 }
             };
-        let service = r.service.clone().unwrap_or_else(|| Service {
+        let service = service.unwrap_or_else(|| Service {
             host: unknown(),
             name: unknown(),
             namespace: unknown(),
         });
-        RequestLabels {
+        let sides = Sides {
             reporter,
             source_canonical_service: source.app.clone(),
             source_canonical_revision: source.version.clone(),
@@ -673,19 +652,8 @@ impl ListenerTelemetry {
             destination_service_name: service.name,
             destination_service_namespace: service.namespace,
             destination_cluster: destination.cluster,
-            request_protocol: if r.grpc {
-                t[GRPC].clone()
-            } else {
-                t[HTTP].clone()
-            },
-            response_code: m.number(r.status),
-            grpc_response_status: match r.grpc_status {
-                Some(s) => m.number(s),
-                None => t[UNKNOWN].clone(),
-            },
-            response_flags: m.flags(r.flags),
-            connection_security_policy: policy,
-        }
+        };
+        (sides, policy)
     }
 }
 

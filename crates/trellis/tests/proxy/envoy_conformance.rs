@@ -11,6 +11,7 @@ use super::agent::{agent, agent_in};
 use super::control::{Workload, SERVICES};
 use super::harness::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 /// The conformance client over `mode` against each target (an xDS address and a node
 /// id, or the bootstrap an agent wrote and `-`): each target's problems, and a problem
@@ -135,21 +136,34 @@ spec:
         ] {
             agents.push(agent(&c, name, account, router, mode == "sotw", &[]));
         }
-        let mut targets: Vec<(String, String)> = agents
-            .iter()
-            .map(|(_, bootstrap)| (bootstrap.display().to_string(), "-".to_string()))
-            .collect();
+        let mut targets = bootstraps(&agents);
         targets.push((c.xds.to_string(), proxyless.to_string()));
         let (python, m) = (python.clone(), mode.to_string());
         let problems = tokio::task::spawn_blocking(move || conformance(&python, &m, &targets))
             .await
             .unwrap();
-        let logs: String = agents.iter().map(|(p, _)| p.log()).collect();
-        assert!(
-            problems.is_empty(),
-            "over {mode}: {problems:#?}\nagents' logs:\n{logs}"
-        );
+        assert_none(mode, &problems, &agents);
     }
+}
+
+/// Each agent's bootstrap as a conformance target (the node id is the bootstrap's).
+fn bootstraps(agents: &[(Proc, PathBuf)]) -> Vec<(String, String)> {
+    agents
+        .iter()
+        .map(|(_, b)| (b.display().to_string(), "-".to_string()))
+        .collect()
+}
+
+fn assert_none(
+    mode: &str,
+    problems: &BTreeMap<String, BTreeSet<String>>,
+    agents: &[(Proc, PathBuf)],
+) {
+    let logs: String = agents.iter().map(|(p, _)| p.log()).collect();
+    assert!(
+        problems.is_empty(),
+        "over {mode}: {problems:#?}\nagents' logs:\n{logs}"
+    );
 }
 
 /// The bookinfo example's Istio config (`examples/bookinfo/istio`, verbatim) over a
@@ -371,20 +385,12 @@ async fn bookinfo_and_a_larger_generated_mesh_have_no_problem_for_envoy() {
                 agent_in(&c, name, ns, account, *router, mode == "sotw", &[])
             })
             .collect();
-        let targets: Vec<(String, String)> = agents
-            .iter()
-            .map(|(_, b)| (b.display().to_string(), "-".to_string()))
-            .collect();
+        let targets = bootstraps(&agents);
         let (python, m) = (python.clone(), mode.to_string());
         let run = tokio::task::spawn_blocking(move || conformance(&python, &m, &targets));
         runs.push((mode, agents, run));
     }
     for (mode, agents, run) in runs {
-        let problems = run.await.unwrap();
-        let logs: String = agents.iter().map(|(p, _)| p.log()).collect();
-        assert!(
-            problems.is_empty(),
-            "over {mode}: {problems:#?}\nagents' logs:\n{logs}"
-        );
+        assert_none(mode, &run.await.unwrap(), &agents);
     }
 }
