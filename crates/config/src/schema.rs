@@ -430,6 +430,55 @@ pub struct HttpManager {
     pub virtual_hosts: Vec<VirtualHost>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// Distributed tracing (Envoy's `tracing` of the connection manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
+}
+
+/// A span per request, its context propagated in W3C and B3 headers, exported over
+/// OTLP/gRPC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// `server` on a sidecar's inbound side, `client` on its outbound side and on
+    /// gateways (Envoy takes it from the listener's `traffic_direction`).
+    pub span_kind: SpanKind,
+    /// Percent of requests without their caller's decision that are traced.
+    #[serde(default = "hundred")]
+    pub random_sampling: f64,
+    /// Percent of requests with `x-client-trace-id` that are traced.
+    #[serde(default = "hundred")]
+    pub client_sampling: f64,
+    /// Cap, in percent, over the decisions this proxy makes.
+    #[serde(default = "hundred")]
+    pub overall_sampling: f64,
+    /// Literal tags on every span (Istio's `istio.canonical_service`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    pub provider: TraceProvider,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceProvider {
+    pub opentelemetry: OpenTelemetry,
+}
+
+/// An OpenTelemetry collector taking OTLP over gRPC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTelemetry {
+    /// The cluster of the collector (plaintext: spans are not sent where TLS was asked).
+    pub cluster: String,
+    /// The spans' `service.name`.
+    pub service_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -509,6 +558,9 @@ pub struct Route {
     pub name: Option<String>,
     #[serde(rename = "match")]
     pub matches: RouteMatch,
+    /// The name of this route's spans (Envoy's `decorator.operation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -537,6 +589,7 @@ impl Route {
         Route {
             name,
             matches,
+            operation: None,
             route: None,
             redirect: None,
             direct_response: None,

@@ -16,6 +16,10 @@
 //! - `POST /control/fail?rate=0.3&status=503`, `POST /control/delay?d=100ms`,
 //!   `POST /control/reset` — change behaviour for all later requests.
 //! - `GET /control/stats` — requests served, by status.
+//! - With `--call URL` (see [`calls`]): every described request first calls those
+//!   services, propagating its trace headers, and lists their answers as `calls`.
+
+pub mod calls;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, UPGRADE};
@@ -42,6 +46,8 @@ pub struct Behaviour {
     pub fail_rate: f64,
     pub fail_status: u16,
     pub delay: Duration,
+    /// Services called while answering a request.
+    pub calls: calls::Calls,
 }
 
 pub struct DemoApp {
@@ -152,7 +158,19 @@ impl DemoApp {
             };
         }
         let peer = req.extensions().get::<Peer>().map(|p| p.0.to_string());
+        let calls: Vec<serde_json::Value> = behaviour
+            .calls
+            .make(req.headers())
+            .await
+            .into_iter()
+            .map(|o| {
+                serde_json::json!({
+                    "url": o.url, "status": o.status, "served_by": o.served_by, "error": o.error,
+                })
+            })
+            .collect();
         let description = serde_json::json!({
+            "calls": calls,
             "service": self.name,
             "peer": peer,
             "method": req.method().as_str(),

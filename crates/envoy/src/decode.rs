@@ -99,7 +99,11 @@ pub fn decode(
             named: &mut named,
         };
         let l: lis::Listener = ctx.decode(body, crate::LISTENER, "")?;
-        if let Some(l) = listener(&mut ctx, l)? {
+        let direction = l.traffic_direction;
+        if let Some(mut l) = listener(&mut ctx, l)? {
+            if let Some(t) = l.http.as_mut().and_then(|h| h.tracing.as_mut()) {
+                t.span_kind = crate::trace::span_kind(direction);
+            }
             out.listeners.push(l);
         }
     }
@@ -759,10 +763,18 @@ fn http_manager(
         Some(RouteSpecifier::RouteConfig(r)) => route_configuration(ctx, r)?,
         _ => return Err(ctx.err(path, "route_specifier: rds or route_config is required")),
     };
+    let tracing = match &h.tracing {
+        Some(t) => Some(
+            crate::trace::decode(t)
+                .map_err(|(field, why)| ctx.err(&format!("{path}.{field}"), why))?,
+        ),
+        None => None,
+    };
     Ok(Some(tc::HttpManager {
         codec,
         virtual_hosts: config,
         access_log: None,
+        tracing,
     }))
 }
 
@@ -987,6 +999,7 @@ fn route(ctx: &mut Ctx, r: rt::Route, path: &str) -> Result<tc::Route, DecodeErr
     let mut out = tc::Route {
         name: (!r.name.is_empty()).then_some(r.name),
         matches,
+        operation: r.decorator.map(|d| d.operation).filter(|o| !o.is_empty()),
         route: None,
         redirect: None,
         direct_response: None,

@@ -272,8 +272,12 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 },
             )),
             http_filters,
+            tracing: h.tracing.as_ref().map(crate::trace::encode),
             ..Default::default()
         };
+        if let Some(t) = &h.tracing {
+            out.traffic_direction = crate::trace::direction(t.span_kind);
+        }
         filters.push(lis::Filter {
             name: crate::HCM.into(),
             config_type: Some(lis::filter::ConfigType::TypedConfig(any(
@@ -1020,6 +1024,10 @@ fn route(r: &tc::Route, path: &str) -> Result<rt::Route, EncodeError> {
         request_headers_to_remove: r.request_headers_to_remove.clone(),
         response_headers_to_add: header_values(&r.response_headers_to_add),
         response_headers_to_remove: r.response_headers_to_remove.clone(),
+        decorator: r.operation.as_ref().map(|o| rt::Decorator {
+            operation: o.clone(),
+            propagate: None,
+        }),
         ..Default::default()
     })
 }

@@ -17,6 +17,7 @@ mod metadata;
 mod rbac;
 mod socket_match;
 mod structs;
+mod trace;
 
 use prost::bytes::Bytes;
 

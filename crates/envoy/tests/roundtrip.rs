@@ -16,6 +16,11 @@ listeners:
     istio_stats: { reporter: source }
     http:
       codec: auto
+      tracing:
+        span_kind: client
+        random_sampling: 2.5
+        tags: { istio.canonical_service: productpage, istio.namespace: default }
+        provider: { opentelemetry: { cluster: reviews-v1, service_name: productpage.default } }
       virtual_hosts:
         - name: reviews
           domains: ["reviews", "reviews.default.svc.cluster.local", "reviews:9080"]
@@ -23,6 +28,7 @@ listeners:
           response_headers_to_remove: [x-internal]
           routes:
             - name: canary
+              operation: "reviews.default.svc.cluster.local:9080/reviews*"
               match:
                 prefix: /reviews
                 ignore_case: true
@@ -91,6 +97,11 @@ listeners:
     # Both: the protocol is detected (http_inspector, four chains with PERMISSIVE).
     tcp: { cluster: inbound-app }
     http:
+      tracing:
+        span_kind: server
+        client_sampling: 50
+        overall_sampling: 90
+        provider: { opentelemetry: { cluster: reviews-v1, service_name: reviews.default } }
       virtual_hosts:
         - name: local
           domains: ["*"]
@@ -494,6 +505,57 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
             && err.contains("is not supported"),
         "{err}"
     );
+
+    // Tracing the proxy cannot do: another tracer, a tag read from a header.
+    use envoy_types::pb::envoy::config::trace::v3 as trace;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+    let with_tracing = |change: &dyn Fn(&mut hcm::http_connection_manager::Tracing)| {
+        let mut bad = resources.clone();
+        let outbound = bad
+            .listeners
+            .iter_mut()
+            .find(|l| l.name == "outbound")
+            .unwrap();
+        let filter = &mut outbound.filter_chains[0].filters[0];
+        let Some(lis::filter::ConfigType::TypedConfig(any)) = filter.config_type.as_mut() else {
+            panic!("an HCM")
+        };
+        let mut m = hcm::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+        change(m.tracing.as_mut().unwrap());
+        any.value = m.encode_to_vec();
+        let [l, r, c, e, sec] = maps(&bad);
+        decode(&l, &r, &c, &e, &sec).unwrap_err().to_string()
+    };
+    let err = with_tracing(&|t| {
+        t.provider = Some(trace::tracing::Http {
+            name: "envoy.tracers.zipkin".into(),
+            config_type: None,
+        })
+    });
+    assert!(
+        err.contains(
+            "tracing.provider.name: \"envoy.tracers.zipkin\": only envoy.tracers.opentelemetry"
+        ),
+        "{err}"
+    );
+    let err = with_tracing(&|t| {
+        use envoy_types::pb::envoy::r#type::tracing::v3 as tag;
+        t.custom_tags.push(tag::CustomTag {
+            tag: "user".into(),
+            r#type: Some(tag::custom_tag::Type::RequestHeader(
+                tag::custom_tag::Header {
+                    name: "x-user".into(),
+                    ..Default::default()
+                },
+            )),
+        })
+    });
+    assert!(
+        err.contains("tracing.custom_tags[2]: only literal tags"),
+        "{err}"
+    );
+    let err = with_tracing(&|t| t.verbose = true);
+    assert!(err.contains("tracing.verbose"), "{err}");
 
     // A route with an unknown per-filter config names the route's path.
     resources.routes[0].virtual_hosts[0].routes[0]

@@ -127,6 +127,7 @@ impl Gen<'_> {
             virtual_hosts.push(catch_all(allow_any));
             let mut l = not_bound(format!("0.0.0.0_{port}"), wildcard(port));
             l.http = Some(tc::HttpManager {
+                tracing: None,
                 codec: tc::Codec::Auto,
                 virtual_hosts,
                 access_log: None,
@@ -205,6 +206,7 @@ impl Gen<'_> {
                 });
                 if let (true, Some(vh)) = (p.protocol.detected(), vh) {
                     l.http = Some(tc::HttpManager {
+                        tracing: None,
                         codec: tc::Codec::Auto,
                         virtual_hosts: vec![vh.clone(), catch_all(allow_any)],
                         access_log: None,

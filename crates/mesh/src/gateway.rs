@@ -367,6 +367,7 @@ pub fn generate_gateway(
                     ));
                 }
                 l.http = Some(tc::HttpManager {
+                    tracing: None,
                     codec: tc::Codec::Auto,
                     virtual_hosts: p.virtual_hosts,
                     access_log: None,

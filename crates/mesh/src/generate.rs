@@ -50,6 +50,10 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
         egress,
         mut clusters,
     } = generate_outbound(inputs, registry, w);
+    let http = http.map(|mut l| {
+        trace_listener(inputs, registry, w, &mut l);
+        l
+    });
     let (inbound, inbound_clusters) = generate_inbound(inputs, registry, w);
     let listeners = http.into_iter().chain(egress).chain(inbound).collect();
     clusters.extend(inbound_clusters);
@@ -57,6 +61,25 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
         listeners,
         clusters,
         ..Default::default()
+    }
+}
+
+/// Sets the tracing of `w`'s HTTP listener `l` (see [`crate::trace`]).
+pub fn trace_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
+    let Some(kind) = crate::trace::kind_of(l) else {
+        return;
+    };
+    let tracing = crate::trace::tracing(inputs, w, kind, |host, port| {
+        // The cluster as this sidecar's view makes it.
+        let mut g = Gen::new(inputs, registry, w);
+        let name = g.cluster(host, port, None)?;
+        g.clusters
+            .get(&name)
+            .filter(|c| c.tls.is_none())
+            .map(|_| name)
+    });
+    if let Some(h) = l.http.as_mut() {
+        h.tracing = tracing;
     }
 }
 
@@ -72,6 +95,10 @@ pub struct Outbound {
 
 pub fn generate_outbound(inputs: &Inputs, registry: &Registry, w: &Workload) -> Outbound {
     let mut g = Gen::new(inputs, registry, w);
+    // The collectors' clusters, whichever listener's spans go there.
+    for (host, port) in crate::trace::collectors(inputs) {
+        g.cluster(&host, port, None);
+    }
     if w.capture {
         let listeners = g.captured_outbound();
         return Outbound {
@@ -96,7 +123,10 @@ pub fn generate_inbound(
     w: &Workload,
 ) -> (Vec<tc::Listener>, Vec<tc::Cluster>) {
     let mut g = Gen::new(inputs, registry, w);
-    let listeners = g.inbound();
+    let mut listeners = g.inbound();
+    for l in &mut listeners {
+        trace_listener(inputs, registry, w, l);
+    }
     (listeners, g.clusters.into_values().collect())
 }
 
@@ -382,6 +412,7 @@ impl<'a> Gen<'a> {
             addresses: Vec::new(),
             tcp: None,
             http: Some(tc::HttpManager {
+                tracing: None,
                 codec: tc::Codec::Auto,
                 virtual_hosts,
                 access_log: None,
@@ -599,6 +630,7 @@ impl<'a> Gen<'a> {
             })
             .cloned();
         let mut routes = Vec::new();
+        let vs_name = vs.as_ref().map(|vs| vs.name.clone());
         if let Some(vs) = vs {
             for (i, r) in vs.spec.http.iter().enumerate() {
                 let name = r
@@ -615,6 +647,10 @@ impl<'a> Gen<'a> {
             routes.push(default);
         }
         self.hash_policies(&mut routes);
+        let name = vs_name.unwrap_or_else(|| s.host.clone());
+        for r in &mut routes {
+            r.operation = Some(crate::trace::operation(r, &name, p.number));
+        }
         routes
     }
 
@@ -900,8 +936,10 @@ impl<'a> Gen<'a> {
                     let mut to_app =
                         tc::Route::new(Some("inbound".into()), tc::RouteMatch::prefix("/"));
                     to_app.route = Some(action(cluster, None, None));
+                    to_app.operation = Some(format!("{}:{}/*", s.host, p.number));
                     (
                         Some(tc::HttpManager {
+                            tracing: None,
                             codec: tc::Codec::Auto,
                             virtual_hosts: vec![tc::VirtualHost::new(
                                 "inbound",

@@ -31,6 +31,8 @@ pub struct Inputs {
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
     pub request_authentications: Vec<Resource<RequestAuthentication>>,
+    /// Telemetry API resources (`telemetry.istio.io`): their tracing is read.
+    pub telemetries: Vec<Resource<crate::telemetry_api::Telemetry>>,
     /// The JWK Sets of the `jwksUri`s RequestAuthentications name, as the control
     /// plane fetched them (an error when the last fetch failed).
     pub jwks: BTreeMap<String, Result<String, String>>,
@@ -97,6 +99,7 @@ impl Loaded {
             .extend_from_slice(&o.authorization_policies);
         i.request_authentications
             .extend_from_slice(&o.request_authentications);
+        i.telemetries.extend_from_slice(&o.telemetries);
         i.fail_closed.extend_from_slice(&o.fail_closed);
         i.tenants.extend_from_slice(&o.tenants);
         i.mesh_config.extend_from_slice(&o.mesh_config);
@@ -159,6 +162,7 @@ impl Inputs {
         carry!(peer_authentications, "PeerAuthentication");
         carry!(authorization_policies, "AuthorizationPolicy");
         carry!(request_authentications, "RequestAuthentication");
+        carry!(telemetries, "Telemetry");
         carry!(tenants, "Tenant");
         carry!(mesh_config, "MeshConfig");
         carry!(

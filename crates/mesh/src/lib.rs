@@ -27,7 +27,9 @@ pub mod mesh_config;
 mod registry;
 mod security;
 mod telemetry;
+mod telemetry_api;
 pub mod tenant;
+mod trace;
 mod trust_domain;
 mod unhonoured;
 mod validate;
@@ -35,7 +37,7 @@ mod validate;
 pub use annotations::{parse_go_bool, DRY_RUN};
 pub use generate::{
     egress_collisions, egress_unresolved, generate, generate_client, generate_clusters,
-    generate_inbound, generate_outbound, outbound_scope, Outbound,
+    generate_inbound, generate_outbound, outbound_scope, trace_listener, Outbound,
 };
 pub use incremental::endpoint_moves;
 pub use inputs::{selects, Diagnostic, Inputs, Loaded, Resource};
@@ -43,6 +45,7 @@ pub use load::{
     load_dir, load_dir_cached, load_dir_into, load_str, load_value, DocCache, DocChange,
 };
 pub use registry::{Port, Protocol, Registry, Service, Workload};
+pub use telemetry_api::Telemetry;
 pub use validate::cross_check;
 
 /// The mesh's root namespace: resources here without a selector apply mesh-wide.

@@ -23,6 +23,7 @@ const NETWORKING: &[&str] = &[
 ];
 const SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 const TRELLIS: &str = "trellis.io/v1alpha1";
+const TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
 const GATEWAY_API: &[&str] = &[
     "gateway.networking.k8s.io/v1",
     "gateway.networking.k8s.io/v1beta1",
@@ -399,16 +400,19 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
         "security"
     } else if api == TRELLIS {
         "trellis"
+    } else if TELEMETRY.contains(&api.as_str()) {
+        "telemetry"
     } else if GATEWAY_API.contains(&api.as_str()) {
         "gateway"
     } else {
-        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1, gateway.networking.k8s.io/v1, trellis.io/v1alpha1)")));
+        return Err(refuse(&resource, format!("apiVersion {api} is not one Trellis reads (networking.istio.io/v1, security.istio.io/v1, telemetry.istio.io/v1, gateway.networking.k8s.io/v1, trellis.io/v1alpha1)")));
     };
     // An ignored field of a security resource could widen access: refuse instead. A
     // Gateway's TLS settings (client certificate pinning, say) are security settings too.
     // The Gateway API is read strictly too: what its CRDs define and Trellis does not
     // read would route differently if ignored.
-    let strict = group != "networking" || kind == "Gateway";
+    // Telemetry changes what is observed, not who may reach what: read leniently.
+    let strict = !matches!(group, "networking" | "telemetry") || kind == "Gateway";
     if let Some(value) = meta.annotations.get(DRY_RUN) {
         let action = spec
             .get("action")
@@ -500,6 +504,7 @@ fn load_doc(value: Value, source: &str, loaded: &mut Loaded) -> Result<(), Diagn
             accept!(request_authentications, validate::request_authentication)
         }
         ("trellis", "Tenant") => accept!(tenants, crate::tenant::validate),
+        ("telemetry", "Telemetry") => accept!(telemetries, crate::telemetry_api::validate),
         ("gateway", "GatewayClass") => {
             accept!(k8s_gateway_classes, crate::gateway_api::gateway_class)
         }

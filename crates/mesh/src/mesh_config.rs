@@ -41,6 +41,43 @@ pub struct MeshConfig {
     /// (a Sidecar resource's own policy wins).
     #[serde(default)]
     pub outbound_traffic_policy: Option<crate::istio::OutboundTrafficPolicy>,
+    /// `false` turns tracing off mesh-wide.
+    #[serde(default)]
+    pub enable_tracing: Option<bool>,
+    /// Telemetry backends by name (Trellis reads `opentelemetry` ones).
+    #[serde(default)]
+    pub extension_providers: Vec<ExtensionProvider>,
+    #[serde(default)]
+    pub default_providers: Option<DefaultProviders>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionProvider {
+    pub name: String,
+    #[serde(default)]
+    pub opentelemetry: Option<OpenTelemetryProvider>,
+    /// The other kinds (zipkin, datadog, envoyFileAccessLog, ...), by kind.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// An OpenTelemetry collector: `service` is `host` or `namespace/host`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenTelemetryProvider {
+    pub service: String,
+    pub port: u16,
+    /// OTLP over HTTP instead of gRPC: not supported, the provider is not used.
+    #[serde(default)]
+    pub http: Option<serde_yaml::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultProviders {
+    #[serde(default)]
+    pub tracing: Vec<String>,
 }
 
 /// Istio's `meshMTLS` / `tlsDefaults`. The mesh's TLS is 1.3 only, so any
@@ -75,6 +112,16 @@ pub struct CertificateData {
 pub struct DefaultConfig {
     #[serde(default)]
     pub proxy_metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tracing: Option<ProxyTracing>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyTracing {
+    /// Percent of requests traced when no Telemetry resource says (Istio: 1).
+    #[serde(default)]
+    pub sampling: Option<f64>,
 }
 
 /// The proxy metadata keys that name a workload's signer, the first one set winning.
@@ -116,6 +163,26 @@ pub(crate) fn validate(c: &MeshConfig, prefix: &str) -> Vec<String> {
     {
         errors.push(format!(
             "{prefix}.outboundTrafficPolicy.mode: {mode:?} is not REGISTRY_ONLY or ALLOW_ANY"
+        ));
+    }
+    for (i, p) in c.extension_providers.iter().enumerate() {
+        if let Some(o) = &p.opentelemetry {
+            if o.service.is_empty() || o.port == 0 {
+                errors.push(format!(
+                    "{prefix}.extensionProviders[{i}].opentelemetry: service and port are required"
+                ));
+            }
+        }
+    }
+    if let Some(s) = c
+        .default_config
+        .as_ref()
+        .and_then(|d| d.tracing.as_ref())
+        .and_then(|t| t.sampling)
+        .filter(|s| !(0.0..=100.0).contains(s))
+    {
+        errors.push(format!(
+            "{prefix}.defaultConfig.tracing.sampling: {s} is not a percentage (0 to 100)"
         ));
     }
     for (field, tls) in [("meshMTLS", &c.mesh_mtls), ("tlsDefaults", &c.tls_defaults)] {

@@ -21,6 +21,7 @@ mod sniff;
 pub mod stats;
 pub mod tcp;
 mod tls;
+mod tracer;
 mod trust;
 mod workload_key;
 pub mod xds;

@@ -47,6 +47,7 @@ struct Proxy {
     /// hand redirected connections.
     handoffs: Arc<arc_swap::ArcSwap<crate::capture::Handoffs<crate::listener::Target>>>,
     access_logs: HashMap<String, AccessLog>,
+    exporters: crate::tracer::Exporters,
     admin: Arc<AdminState>,
     identity: Option<Arc<crate::identity::Agent>>,
     /// The last good config file, and what xDS added to it.
@@ -102,6 +103,7 @@ impl Proxy {
         }
         let (clusters, fresh) = self.clusters.build(&config.clusters, &self.metrics);
         let mut access_logs = self.access_logs.clone();
+        let mut exporters = crate::tracer::Exporters::default();
         let mut runtimes = Vec::new();
         // This workload, as its own listeners name it (a shared listener does not).
         let own = config
@@ -177,6 +179,14 @@ impl Proxy {
                     default: tcp,
                 }))
             } else if let Some(h) = &l.http {
+                let tracer = match &h.tracing {
+                    Some(t) => Some(
+                        exporters
+                            .tracer(&self.exporters, t, &clusters, &self.metrics, &node_id)
+                            .map_err(|e| format!("listeners {:?}: {e}", l.name))?,
+                    ),
+                    None => None,
+                };
                 let m = HttpManager::build(
                     &l.name,
                     h,
@@ -188,6 +198,7 @@ impl Proxy {
                     &self.metrics,
                     &mut access_logs,
                     telemetry.clone(),
+                    tracer,
                 )
                 .map_err(|e| format!("listeners {:?}: {e}", l.name))?;
                 match tcp {
@@ -303,6 +314,7 @@ impl Proxy {
         self.handoffs.store(Arc::new(handoffs));
         self.clusters.commit(clusters);
         self.access_logs = access_logs;
+        self.exporters = exporters;
         let mut listeners: Vec<_> = self
             .listeners
             .values()
@@ -465,6 +477,7 @@ async fn run_main(
         listeners: HashMap::new(),
         handoffs: Default::default(),
         access_logs: HashMap::new(),
+        exporters: Default::default(),
         admin: admin.clone(),
         identity: None,
         base: config.clone(),

@@ -143,6 +143,8 @@ pub struct Metrics {
     ejections_active: Family<ClusterLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub access_log_dropped: Counter,
+    /// Spans exported, dropped (queue full) and failed (collector unreachable).
+    pub spans: trellis_trace::ExportCounters,
     tls_handshakes: Family<ListenerResultLabels, Counter>,
     tls_peer_rejected: Family<ListenerReasonLabels, Counter>,
     pub private_key_ops: Family<KeyOpLabels, Counter>,
@@ -184,6 +186,22 @@ impl Metrics {
             "access_log_dropped",
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
+        );
+        let spans = trellis_trace::ExportCounters::default();
+        registry.register(
+            "tracing_spans_exported",
+            "Spans the OTLP collector took",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "tracing_spans_dropped",
+            "Spans dropped because the export queue was full",
+            spans.dropped.clone(),
+        );
+        registry.register(
+            "tracing_spans_failed",
+            "Spans of batches the OTLP collector did not take",
+            spans.failed.clone(),
         );
         let cryptomb_wait = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
         registry.register(
@@ -320,6 +338,7 @@ impl Metrics {
                  (verified, no_token, denied)"
             ),
             access_log_dropped,
+            spans,
             registry,
             istio: Arc::default(),
         })

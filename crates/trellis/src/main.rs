@@ -91,6 +91,14 @@ enum Command {
         /// Worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Call this URL (e.g. `http://reviews:9080/reviews/1`) while answering each
+        /// request, propagating its trace headers; repeat for several.
+        #[arg(long = "call")]
+        calls: Vec<http::Uri>,
+        /// Send the calls through this HTTP proxy (the sidecar's outbound listener)
+        /// instead of to the URLs' hosts.
+        #[arg(long, requires = "calls")]
+        via: Option<SocketAddr>,
     },
     /// A live demo: trellis proxy in front of demo services, with weighted routing,
     /// retries over a failing version, and live counters.
@@ -179,12 +187,17 @@ fn main() -> ExitCode {
             delay,
             ready_file,
             workers,
+            calls,
+            via,
         } => run_demo_app(
             listen,
             name,
-            fail_rate,
-            fail_status,
-            delay,
+            trellis_demo::Behaviour {
+                fail_rate,
+                fail_status,
+                delay: delay.unwrap_or_default(),
+                calls: trellis_demo::calls::Calls { urls: calls, via },
+            },
             ready_file,
             workers,
         ),
@@ -211,14 +224,12 @@ fn main() -> ExitCode {
 fn run_demo_app(
     listen: Vec<SocketAddr>,
     name: String,
-    fail_rate: f64,
-    fail_status: u16,
-    delay: Option<Duration>,
+    behaviour: trellis_demo::Behaviour,
     ready_file: Option<PathBuf>,
     workers: usize,
 ) -> anyhow::Result<()> {
-    if !(0.0..=1.0).contains(&fail_rate) {
-        anyhow::bail!("--fail-rate {fail_rate} is outside 0..1");
+    if !(0.0..=1.0).contains(&behaviour.fail_rate) {
+        anyhow::bail!("--fail-rate {} is outside 0..1", behaviour.fail_rate);
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if workers > 0 {
@@ -226,14 +237,7 @@ fn run_demo_app(
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
-        let app = trellis_demo::DemoApp::new(
-            &name,
-            trellis_demo::Behaviour {
-                fail_rate,
-                fail_status,
-                delay: delay.unwrap_or_default(),
-            },
-        );
+        let app = trellis_demo::DemoApp::new(&name, behaviour);
         let bound = trellis_demo::start(app, &listen).await?;
         tracing::info!(name = %name, addresses = ?bound, "demo app listening");
         if let Some(path) = ready_file {

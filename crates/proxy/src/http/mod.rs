@@ -22,6 +22,7 @@ use crate::body::{Body, BoxError};
 use crate::cluster::Cluster;
 use crate::istio_stats::{self, ListenerTelemetry};
 use crate::stats::{ListenerStats, Metrics};
+use crate::tracer::ListenerTracer;
 use bytes::Bytes;
 use filter::{Chain, Exchange, JwtAuthn};
 use http::header::HOST;
@@ -52,6 +53,7 @@ pub struct HttpManager {
     chain: Chain,
     /// Istio's standard metrics for this listener, and the peer metadata it exchanges.
     telemetry: Option<Arc<ListenerTelemetry>>,
+    tracer: Option<Arc<ListenerTracer>>,
 }
 
 /// The engine a compiled matcher uses for `matcher.engine`; None for Envoy's sequential
@@ -79,6 +81,7 @@ impl HttpManager {
         metrics: &Metrics,
         access_logs: &mut HashMap<String, AccessLog>,
         telemetry: Option<Arc<ListenerTelemetry>>,
+        tracer: Option<Arc<ListenerTracer>>,
     ) -> Result<Self, String> {
         let program_bytes = matcher.max_regex_program_mb as usize * (1 << 20);
         let hosts = &config.virtual_hosts;
@@ -127,6 +130,7 @@ impl HttpManager {
             log_headers,
             buffer_limit: limits.retry_buffer_bytes as usize,
             telemetry,
+            tracer,
         })
     }
 
@@ -168,14 +172,13 @@ impl HttpManager {
         let Some(authority) = authority else {
             return local_reply(StatusCode::BAD_REQUEST, "missing host header");
         };
-        let path = req.uri().path();
         let method = req.method().clone();
         let version = req.version();
         let selected = {
             let view = RequestView {
                 method: req.method(),
                 authority: &authority,
-                path,
+                path: req.uri().path(),
                 query: req.uri().query(),
                 headers: req.headers(),
             };
@@ -183,6 +186,26 @@ impl HttpManager {
                 .select_virtual_host(&authority)
                 .and_then(|vh| Some((vh, self.matcher.select_route(vh, &view)?)))
         };
+        // The span's context goes to the next hop whether or not it is recorded.
+        let trace = self.tracer.as_ref().and_then(|t| {
+            // The request id first, as Envoy makes it before tracing: spans carry it.
+            if !req.headers().contains_key("x-request-id") {
+                let id = format!("{:032x}", rand::random::<u128>());
+                if let Ok(v) = http::HeaderValue::from_str(&id) {
+                    req.headers_mut().insert("x-request-id", v);
+                }
+            }
+            let started = trellis_trace::Started::begin(req.headers_mut(), &t.sampling);
+            started.context.sampled.then(|| {
+                Box::new(SpanFacts::of(
+                    started,
+                    &req,
+                    &authority,
+                    selected.and_then(|(vh, r)| self.virtual_hosts[vh].routes[r].operation.clone()),
+                    conn.tls,
+                ))
+            })
+        });
         // The log's own copies are only made when someone reads them.
         let logging = self.access_log.is_some();
         let mut log = LogContext {
@@ -200,7 +223,7 @@ impl HttpManager {
             },
             path: match req.uri().path_and_query() {
                 Some(p) if logging => p.to_string(),
-                _ if logging => path.to_string(),
+                _ if logging => req.uri().path().to_string(),
                 _ => String::new(),
             },
             protocol: version,
@@ -229,6 +252,7 @@ impl HttpManager {
             local: conn.local,
             server_name: conn.server_name.clone(),
             tls: conn.tls,
+            trace,
         };
         let (parts, body) = req.into_parts();
         let mut x = Exchange {
@@ -284,6 +308,58 @@ struct LogContext {
     local: SocketAddr,
     server_name: Option<Arc<str>>,
     tls: bool,
+    /// The request's span, when its trace is recorded.
+    trace: Option<Box<SpanFacts>>,
+}
+
+/// What a recorded span says of its request, taken as it arrives.
+struct SpanFacts {
+    started: trellis_trace::Started,
+    /// The route's operation (Istio's `<host>:<port>/*`), or the authority and path.
+    name: String,
+    url: String,
+    method: String,
+    protocol: &'static str,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+}
+
+impl SpanFacts {
+    fn of(
+        started: trellis_trace::Started,
+        req: &Request<Incoming>,
+        authority: &str,
+        operation: Option<String>,
+        tls: bool,
+    ) -> SpanFacts {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        // Envoy's `http.url` takes the scheme the request was first made with.
+        let scheme = header("x-forwarded-proto")
+            .unwrap_or_else(|| if tls { "https" } else { "http" }.to_string());
+        SpanFacts {
+            started,
+            name: operation.unwrap_or_else(|| format!("{authority}{}", req.uri().path())),
+            url: format!("{scheme}://{authority}{path}"),
+            method: req.method().as_str().to_string(),
+            protocol: protocol_name(req.version()),
+            user_agent: header("user-agent"),
+            request_id: header("x-request-id"),
+        }
+    }
+}
+
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 impl LogContext {
@@ -308,7 +384,10 @@ impl LogContext {
             }
             grpc_status = grpc_status_of(response.headers());
         }
-        if self.manager.access_log.is_none() && self.manager.telemetry.is_none() {
+        if self.manager.access_log.is_none()
+            && self.manager.telemetry.is_none()
+            && self.trace.is_none()
+        {
             return response;
         }
         // Envoy's formats may read the response's headers.
@@ -356,6 +435,9 @@ impl LoggedBody {
         let Some(mut ctx) = self.ctx.take() else {
             return;
         };
+        if let Some(facts) = ctx.trace.take() {
+            self.end_span(&ctx, *facts);
+        }
         if let Some(t) = &ctx.manager.telemetry {
             t.record(&istio_stats::RequestRecord {
                 peer: ctx.istio_peer.take(),
@@ -408,6 +490,52 @@ impl LoggedBody {
 }
 
 impl LoggedBody {
+    /// Hands the request's span to the exporter, with Envoy's tags.
+    fn end_span(&self, ctx: &LogContext, facts: SpanFacts) {
+        use trellis_trace::Value::{Int, Str};
+        let Some(tracer) = &ctx.manager.tracer else {
+            return;
+        };
+        let mut attributes = vec![
+            ("component", Str("proxy".into())),
+            ("node_id", Str(tracer.node_id.clone())),
+            ("http.url", Str(facts.url)),
+            ("http.method", Str(facts.method)),
+            ("http.protocol", Str(facts.protocol.into())),
+            ("http.status_code", Int(self.status as i64)),
+            ("peer.address", Str(ctx.peer.to_string())),
+            ("request_size", Int(ctx.bytes_received as i64)),
+            ("response_size", Int(self.sent as i64)),
+            ("response_flags", Str(ctx.flags.render())),
+        ];
+        if let Some(ua) = facts.user_agent {
+            attributes.push(("user_agent", Str(ua)));
+        }
+        if let Some(id) = facts.request_id {
+            attributes.push(("guid:x-request-id", Str(id)));
+        }
+        if let Some(c) = &ctx.cluster {
+            attributes.push(("upstream_cluster", Str(c.name.clone())));
+            attributes.push(("upstream_cluster.name", Str(c.name.clone())));
+        }
+        if let Some(a) = ctx.upstream {
+            attributes.push(("upstream_address", Str(a.to_string())));
+        }
+        let error = self.status >= 500;
+        if error {
+            attributes.push(("error", Str("true".into())));
+        }
+        tracer.exporter.submit(trellis_trace::Span {
+            started: facts.started,
+            end: std::time::SystemTime::now(),
+            kind: tracer.kind,
+            name: facts.name,
+            error,
+            attributes,
+            tags: tracer.tags.clone(),
+        });
+    }
+
     /// The line of an Envoy format.
     fn envoy_line(&self, ctx: &LogContext, log: &AccessLog) {
         let flags = ctx.flags.render();

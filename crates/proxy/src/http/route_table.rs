@@ -21,6 +21,8 @@ pub struct VirtualHost {
 
 pub struct RouteEntry {
     pub name: String,
+    /// The name of its spans (Envoy's decorator).
+    pub operation: Option<String>,
     pub action: Action,
     /// The route's configuration of the filters that have some.
     pub per_filter: PerRoute,
@@ -66,6 +68,7 @@ pub fn build(
                 RouteEntry {
                     stats: metrics.route(listener, &vh.name, &name),
                     name,
+                    operation: r.operation.clone(),
                     action: action(r, clusters),
                     per_filter: PerRoute::new(r),
                     request: Mutations::new(

@@ -28,5 +28,6 @@ mod routing;
 mod telemetry;
 mod tenancy;
 mod tls;
+mod tracing;
 mod up;
 mod xds;

@@ -223,6 +223,7 @@ mod tests {
             &metrics,
             &mut HashMap::new(),
             None,
+            None,
         )
         .unwrap()
     }

@@ -1,0 +1,128 @@
+//! The Telemetry API's resource (`telemetry.istio.io/v1` Telemetry) as Trellis reads
+//! it, and its checks; [`crate::trace`] resolves what it means for a sidecar.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::istio::Selector;
+
+/// `telemetry.istio.io/v1` Telemetry, the parts Trellis reads (`accessLogging` and
+/// `metrics` are warned as ignored by the loader).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Telemetry {
+    #[serde(default)]
+    pub selector: Option<Selector>,
+    /// Gateways and waypoints by reference: refused.
+    #[serde(default)]
+    pub target_ref: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub target_refs: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub tracing: Vec<TracingSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    #[serde(default, rename = "match")]
+    pub matches: Option<TracingMatch>,
+    #[serde(default)]
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub random_sampling_percentage: Option<f64>,
+    #[serde(default)]
+    pub disable_span_reporting: Option<bool>,
+    #[serde(default)]
+    pub custom_tags: BTreeMap<String, CustomTag>,
+    /// Istio's default (true) keeps a trace's decision in `x-request-id`; Trellis
+    /// decides per trace from the propagated context, which the same setting means.
+    #[serde(default)]
+    pub use_request_id_for_trace_sampling: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct TracingMatch {
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct ProviderRef {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CustomTag {
+    #[serde(default)]
+    pub literal: Option<Literal>,
+    #[serde(default)]
+    pub environment: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub header: Option<serde_yaml::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Literal {
+    pub value: String,
+}
+
+/// The checks of a Telemetry resource.
+pub(crate) fn validate(t: &Telemetry) -> Vec<String> {
+    let mut errors = Vec::new();
+    if t.target_ref.is_some() || !t.target_refs.is_empty() {
+        errors.push("spec.targetRefs: Telemetry for gateways and waypoints by reference is not supported by Trellis (use a selector)".into());
+    }
+    let mut modes = Vec::new();
+    for (i, s) in t.tracing.iter().enumerate() {
+        let mode = s
+            .matches
+            .as_ref()
+            .and_then(|m| m.mode.as_deref())
+            .unwrap_or("CLIENT_AND_SERVER");
+        if !matches!(mode, "CLIENT" | "SERVER" | "CLIENT_AND_SERVER") {
+            errors.push(format!(
+                "spec.tracing[{i}].match.mode: {mode:?} is not CLIENT, SERVER or CLIENT_AND_SERVER"
+            ));
+        }
+        for side in ["CLIENT", "SERVER"] {
+            if mode.contains(side) {
+                if modes.contains(&side) {
+                    errors.push(format!(
+                        "spec.tracing[{i}]: a second tracing entry for the {side} side"
+                    ));
+                }
+                modes.push(side);
+            }
+        }
+        if s.providers.len() > 1 {
+            errors.push(format!(
+                "spec.tracing[{i}].providers: at most one tracing provider per proxy"
+            ));
+        }
+        if let Some(p) = s
+            .random_sampling_percentage
+            .filter(|p| !(0.0..=100.0).contains(p))
+        {
+            errors.push(format!(
+                "spec.tracing[{i}].randomSamplingPercentage: {p} is not a percentage (0 to 100)"
+            ));
+        }
+        for (name, tag) in &s.custom_tags {
+            let kinds = [
+                tag.literal.is_some(),
+                tag.environment.is_some(),
+                tag.header.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                errors.push(format!(
+                    "spec.tracing[{i}].customTags.{name}: exactly one of literal, environment or header"
+                ));
+            } else if tag.literal.is_none() {
+                errors.push(format!("spec.tracing[{i}].customTags.{name}: only literal tags are supported by Trellis"));
+            }
+        }
+    }
+    errors
+}

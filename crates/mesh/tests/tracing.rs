@@ -1,0 +1,272 @@
+//! Istio's tracing configuration (meshConfig's extension providers, the Telemetry API)
+//! in the views of sidecars: which listeners trace, at what rate, with which tags, to
+//! which collector cluster, and what leaves tracing off.
+
+use trellis_config as tc;
+use trellis_mesh::{cross_check, generate, load_str, Loaded, Registry};
+
+const MESH: &str = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: reviews, namespace: default }
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: reviews } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-v1
+  namespace: default
+  annotations:
+    sidecar.trellis.dev/app-ports: "http=19080"
+    sidecar.trellis.dev/outbound: "127.0.0.1:15001"
+spec:
+  address: 127.0.0.1
+  ports: { http: 15006 }
+  labels: { app: reviews, version: v1 }
+  serviceAccount: reviews
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: ratings-v1
+  namespace: other
+  annotations:
+    sidecar.trellis.dev/app-ports: "http=19081"
+    sidecar.trellis.dev/outbound: "127.0.0.1:15002"
+spec:
+  address: 127.0.0.1
+  ports: { http: 15007 }
+  labels: { app: ratings, version: v1 }
+  serviceAccount: ratings
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: ratings, namespace: other }
+spec:
+  hosts: [ratings.other.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 9080, name: http, protocol: HTTP }]
+  workloadSelector: { labels: { app: ratings } }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: otel, namespace: observability }
+spec:
+  hosts: [otel.observability.svc.cluster.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{ number: 4317, name: grpc, protocol: GRPC }]
+  endpoints: [{ address: 10.0.0.9 }]
+---
+"#;
+
+const PROVIDERS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: { name: istio, namespace: istio-system }
+data:
+  mesh: |
+    defaultConfig:
+      tracing:
+        sampling: 10
+    extensionProviders:
+      - name: otel
+        opentelemetry: { service: observability/otel.observability.svc.cluster.local, port: 4317 }
+      - name: zipkin
+        zipkin: { service: zipkin.istio-system.svc.cluster.local, port: 9411 }
+---
+"#;
+
+fn load(extra: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    load_str(MESH, "mesh.yaml", &mut loaded);
+    load_str(extra, "extra.yaml", &mut loaded);
+    cross_check(&mut loaded);
+    loaded
+}
+
+/// The tracing of `workload`'s (in `ns`) outbound and inbound listeners.
+fn tracing(extra: &str, ns: &str, workload: &str) -> (Option<tc::Tracing>, Option<tc::Tracing>) {
+    let loaded = load(extra);
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate(&loaded.inputs, &registry, ns, workload).unwrap();
+    let of = |name: &str| {
+        c.listeners
+            .iter()
+            .find(|l| l.name.starts_with(name))
+            .and_then(|l| l.http.as_ref()?.tracing.clone())
+    };
+    (of("outbound"), of("inbound|"))
+}
+
+fn telemetry(ns: &str, spec: &str) -> String {
+    format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{ name: t-{ns}, namespace: {ns} }}\nspec:\n{spec}---\n")
+}
+
+#[test]
+fn a_mesh_wide_telemetry_traces_both_sides_to_the_providers_cluster() {
+    let extra = PROVIDERS.to_string()
+        + &telemetry(
+            "istio-system",
+            "  tracing:\n    - providers: [{ name: otel }]\n",
+        );
+    let (out, inb) = tracing(&extra, "default", "reviews-v1");
+    let out = out.expect("the outbound listener traces");
+    let inb = inb.expect("the inbound listener traces");
+    assert_eq!(out.span_kind, tc::SpanKind::Client);
+    assert_eq!(inb.span_kind, tc::SpanKind::Server);
+    // defaultConfig's sampling, when the Telemetry does not say.
+    assert_eq!(out.random_sampling, 10.0);
+    assert_eq!(out.client_sampling, 100.0);
+    let p = &out.provider.opentelemetry;
+    assert_eq!(
+        p.cluster,
+        "outbound|4317||otel.observability.svc.cluster.local"
+    );
+    assert_eq!(p.service_name, "reviews.default");
+    let tags: Vec<(&str, &str)> = out
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![
+            ("istio.canonical_revision", "v1"),
+            ("istio.canonical_service", "reviews"),
+            ("istio.cluster_id", "Kubernetes"),
+            ("istio.mesh_id", "cluster.local"),
+            ("istio.namespace", "default"),
+        ]
+    );
+    // The routes carry Istio's operations.
+    let loaded = load(&extra);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+    let ops: Vec<String> = c
+        .listeners
+        .iter()
+        .filter_map(|l| l.http.as_ref())
+        .flat_map(|h| h.virtual_hosts.iter().flat_map(|v| v.routes.iter()))
+        .filter_map(|r| r.operation.clone())
+        .collect();
+    assert!(
+        ops.contains(&"ratings.other.svc.cluster.local:9080/*".to_string()),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&"reviews.default.svc.cluster.local:9080/*".to_string()),
+        "{ops:?}"
+    );
+    assert!(c.clusters.iter().any(|c| c.name == p.cluster));
+}
+
+#[test]
+fn the_most_specific_telemetry_wins_field_by_field() {
+    let extra = PROVIDERS.to_string()
+        + &telemetry(
+            "istio-system",
+            "  tracing:\n    - providers: [{ name: otel }]\n      randomSamplingPercentage: 5\n      customTags:\n        team: { literal: { value: mesh } }\n",
+        )
+        + &telemetry(
+            "other",
+            "  tracing:\n    - randomSamplingPercentage: 50\n      customTags:\n        team: { literal: { value: ratings } }\n",
+        )
+        + "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: { name: server-off, namespace: other }\nspec:\n  selector: { matchLabels: { app: ratings } }\n  tracing:\n    - match: { mode: SERVER }\n      disableSpanReporting: true\n---\n";
+    let (out, inb) = tracing(&extra, "other", "ratings-v1");
+    let out = out.unwrap();
+    assert_eq!(out.random_sampling, 50.0);
+    assert_eq!(out.tags["team"], "ratings");
+    assert_eq!(
+        inb, None,
+        "the workload's Telemetry turns the server's side off"
+    );
+    // Another namespace keeps the mesh's settings.
+    let (out, inb) = tracing(&extra, "default", "reviews-v1");
+    assert_eq!(out.unwrap().random_sampling, 5.0);
+    assert_eq!(inb.unwrap().tags["team"], "mesh");
+}
+
+#[test]
+fn tracing_stays_off_where_it_cannot_be_honoured() {
+    let mesh_wide = |provider: &str| {
+        PROVIDERS.to_string()
+            + &telemetry(
+                "istio-system",
+                &format!("  tracing:\n    - providers: [{{ name: {provider} }}]\n"),
+            )
+    };
+    // No Telemetry and no default provider; a zipkin provider; an unknown one.
+    for extra in [
+        PROVIDERS.to_string(),
+        mesh_wide("zipkin"),
+        mesh_wide("nope"),
+    ] {
+        assert_eq!(
+            tracing(&extra, "default", "reviews-v1"),
+            (None, None),
+            "{extra}"
+        );
+    }
+    // enableTracing: false.
+    let off = mesh_wide("otel").replace(
+        "    defaultConfig:",
+        "    enableTracing: false\n    defaultConfig:",
+    );
+    assert_eq!(tracing(&off, "default", "reviews-v1"), (None, None));
+    // defaultProviders names the provider without a Telemetry.
+    let default = PROVIDERS.replace(
+        "    defaultConfig:",
+        "    defaultProviders: { tracing: [otel] }\n    defaultConfig:",
+    );
+    assert!(tracing(&default, "default", "reviews-v1").0.is_some());
+}
+
+#[test]
+fn telemetry_resources_are_checked() {
+    for (spec, want) in [
+        (
+            "  targetRefs: [{ kind: Gateway, name: gw }]\n",
+            "spec.targetRefs",
+        ),
+        (
+            "  tracing:\n    - randomSamplingPercentage: 101\n",
+            "randomSamplingPercentage: 101",
+        ),
+        (
+            "  tracing:\n    - customTags:\n        h: { header: { name: x-user } }\n",
+            "only literal tags",
+        ),
+        ("  tracing:\n    - match: { mode: BOTH }\n", "match.mode"),
+        (
+            "  tracing:\n    - providers: [{ name: a }, { name: b }]\n",
+            "at most one tracing provider",
+        ),
+    ] {
+        let loaded = load(&telemetry("default", spec));
+        assert!(
+            loaded.refused.iter().any(|d| d.message.contains(want)),
+            "{spec}: {:?}",
+            loaded.refused
+        );
+    }
+    // Access logging and metrics are read by nobody yet: said, not refused.
+    let loaded = load(&telemetry(
+        "default",
+        "  accessLogging:\n    - providers: [{ name: envoy }]\n",
+    ));
+    assert!(loaded.refused.is_empty());
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|d| d.message.contains("accessLogging")),
+        "{:?}",
+        loaded.warnings
+    );
+}
