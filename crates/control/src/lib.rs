@@ -394,8 +394,7 @@ impl ControlPlane {
         ));
         if let Some(template) = &outbound.listener {
             let mut l = template.clone();
-            l.address = Some(w.outbound.clone());
-            trellis_mesh::trace_listener(inputs, registry, w, &mut l);
+            trellis_mesh::own_outbound(inputs, registry, w, &mut l);
             let encoded = trellis_envoy::encode_listener(&l).map_err(|e| e.to_string())?;
             let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
             snapshot.insert_shared(name, r);

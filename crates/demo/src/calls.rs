@@ -10,8 +10,10 @@ use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-/// The headers an application propagates for tracing (Bookinfo's list).
-pub const PROPAGATED: [&str; 12] = [
+/// The headers an application propagates: for tracing (Bookinfo's list), and the
+/// user Bookinfo's routes match on.
+pub const PROPAGATED: [&str; 13] = [
+    "end-user",
     "x-request-id",
     "traceparent",
     "tracestate",

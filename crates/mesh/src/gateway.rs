@@ -393,6 +393,23 @@ pub fn generate_gateway(
         l.istio_stats = g.stats(tc::Reporter::Source, true);
         listeners.push(l);
     }
+    // Tracing: the collectors' clusters, the client's kind of spans, Istio's operations.
+    for (host, port) in crate::trace::collectors(inputs) {
+        g.cluster(&host, port, None);
+    }
+    for l in &mut listeners {
+        crate::generate::trace_listener(inputs, registry, w, l);
+        let port = l
+            .address
+            .as_deref()
+            .and_then(|a| a.rsplit(':').next()?.parse().ok())
+            .unwrap_or(0);
+        for vh in l.http.iter_mut().flat_map(|h| h.virtual_hosts.iter_mut()) {
+            for r in &mut vh.routes {
+                r.operation = Some(crate::trace::operation(r, &vh.name, port));
+            }
+        }
+    }
     Ok(tc::Config {
         listeners,
         clusters: g.clusters.into_values().collect(),

@@ -64,6 +64,14 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
     }
 }
 
+/// Makes the outbound HTTP listener of a shared scope (see [`outbound_scope`]) `w`'s own:
+/// its address, the workload its metrics and peer metadata name, its tracing.
+pub fn own_outbound(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
+    l.address = Some(w.outbound.clone());
+    l.istio_stats = crate::telemetry::stats(inputs, w, tc::Reporter::Source, true);
+    trace_listener(inputs, registry, w, l);
+}
+
 /// Sets the tracing of `w`'s HTTP listener `l` (see [`crate::trace`]).
 pub fn trace_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
     let Some(kind) = crate::trace::kind_of(l) else {

@@ -81,6 +81,11 @@ pub struct WorkloadDef {
     /// Built-in demo app: delay before every response, e.g. `20ms`.
     #[serde(default)]
     pub delay: Option<String>,
+    /// Built-in demo app: services it calls while answering each request
+    /// (`http://<service>:<port><path>`), through its sidecar, propagating the trace
+    /// headers, as Bookinfo's productpage calls details and reviews.
+    #[serde(default)]
+    pub calls: Vec<String>,
     /// Istio's `proxy.istio.io/config` annotation for this workload's sidecar
     /// (`privateKeyProvider`).
     #[serde(default)]

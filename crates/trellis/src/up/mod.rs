@@ -51,6 +51,11 @@ pub struct UpArgs {
     /// through an HTTP proxy.
     #[arg(long)]
     netns: bool,
+    /// Serve the web dashboard (the service graph, workloads, config status and live
+    /// requests) on this address; `off` for none. By default on 127.0.0.1:15080, or
+    /// another free loopback port when that one is taken (the live view says which).
+    #[arg(long, default_value = "auto")]
+    dashboard: String,
 }
 
 /// Where a process runs: this machine's network, or host `i` of `--netns`.
@@ -101,6 +106,11 @@ impl Drop for Bypass {
 pub(crate) struct Running {
     pub service: String,
     pub name: String,
+    pub namespace: String,
+    /// Its SPIFFE ID.
+    pub identity: String,
+    /// `client`, `gateway` or `workload`.
+    pub kind: &'static str,
     pub admin: SocketAddr,
     /// The tenant of its namespace and its trust domain.
     pub tenant: (String, String),
@@ -124,6 +134,30 @@ impl Ports {
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let (mesh, base) = MeshFile::load(&args.path)?;
+    // Bound first, in this machine's network: with --netns the supervisor later moves
+    // into the client's host, and the page must stay reachable from here.
+    let dashboard = match args.dashboard.as_str() {
+        "off" => None,
+        "auto" => {
+            let l = TcpListener::bind("127.0.0.1:15080")
+                .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+                .context("--dashboard: no loopback port")?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        addr => {
+            let addr: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("--dashboard {addr:?}: not an address"))?;
+            let l = TcpListener::bind(addr).with_context(|| format!("--dashboard {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+    };
+    let dashboard_url = match &dashboard {
+        Some(l) => Some(format!("http://{}/", l.local_addr()?)),
+        None => None,
+    };
     // Before any child starts, so that all of them are in the mesh's cgroup. Dropped
     // last (declared first): children go, then the bypass, then the cgroup.
     let bypass = if args.bypass {
@@ -509,23 +543,30 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let (out, err) = log(&format!("sidecar-{name}"))?;
         cmd.stdout(out).stderr(err);
         children.0.push(cmd.spawn()?);
+        let kind = match (*router, service.as_str()) {
+            (true, _) => "gateway",
+            (false, "client") => "client",
+            _ => "workload",
+        };
         starting.push((
             children.0.len() - 1,
             ready,
-            name.clone(),
-            service.clone(),
-            (tenant, trust_domain),
+            Running {
+                service: service.clone(),
+                name: name.clone(),
+                namespace: ns.clone(),
+                identity: format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"),
+                kind,
+                admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+                tenant: (tenant, trust_domain),
+            },
         ));
     }
     // All sidecars start at once; each is ready once it holds its certificate.
-    for (i, ready, name, service, tenant) in starting {
+    for (i, ready, mut r) in starting {
         let doc = wait_for_file(&ready, &mut children.0[i])?;
-        running.push(Running {
-            service,
-            name,
-            admin: doc["admin"].as_str().unwrap_or_default().parse()?,
-            tenant,
-        });
+        r.admin = doc["admin"].as_str().unwrap_or_default().parse()?;
+        running.push(r);
     }
     for (k, p) in planned.iter().enumerate() {
         let host = FIRST_WORKLOAD_HOST + k;
@@ -574,6 +615,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 }
                 if let Some(d) = &p.workload.delay {
                     a.extend_from_slice(&["--delay", d]);
+                }
+                // Calls go through the sidecar: as its HTTP proxy, or captured.
+                let via = format!("127.0.0.1:{}", p.outbound);
+                for url in &p.workload.calls {
+                    a.extend_from_slice(&["--call", url]);
+                }
+                if !p.workload.calls.is_empty() && net.is_none() {
+                    a.extend_from_slice(&["--via", &via]);
                 }
                 match net {
                     Some(n) => n
@@ -678,6 +727,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             })),
             "sidecars": sidecars,
             "workloads": workloads,
+            "dashboard": &dashboard_url,
             "logs": logs.display().to_string(),
         });
         crate::write_atomically(path, doc.to_string().as_bytes())?;
@@ -700,6 +750,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         xds,
         duration: args.duration,
         bypass_pins: bypass.as_ref().map(|b| b.pin_dir.clone()),
+        dashboard,
+        control_status: control_status.clone(),
+        dashboard_url,
     }))?;
     drop(children);
     drop(bypass);

@@ -57,6 +57,11 @@ pub(crate) struct Setup {
     pub xds: String,
     pub duration: Option<Duration>,
     pub bypass_pins: Option<PathBuf>,
+    /// Where the web dashboard serves (bound already).
+    pub dashboard: Option<std::net::TcpListener>,
+    /// The control plane's status address.
+    pub control_status: String,
+    pub dashboard_url: Option<String>,
 }
 
 /// What the client saw for one request line.
@@ -70,8 +75,17 @@ struct Line {
 
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-pub(crate) async fn drive(setup: Setup) -> anyhow::Result<String> {
+pub(crate) async fn drive(mut setup: Setup) -> anyhow::Result<String> {
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let dashboard = match setup.dashboard.take() {
+        Some(l) => {
+            let d = trellis_dashboard::Dashboard::default();
+            tokio::spawn(d.clone().serve(tokio::net::TcpListener::from_std(l)?));
+            Some(d)
+        }
+        None => None,
+    };
+    let mut scraped: Option<trellis_dashboard::Scrape> = None;
     let requests = setup
         .traffic
         .as_ref()
@@ -148,6 +162,20 @@ pub(crate) async fn drive(setup: Setup) -> anyhow::Result<String> {
             _ = report.tick() => {
                 let last = std::mem::replace(&mut *window.lock().unwrap(), vec![Line::default(); requests.len()]);
                 let health = sidecar_health(&http, &setup.sidecars).await;
+                if let Some(d) = &dashboard {
+                    let scrape = trellis_dashboard::Scrape::parse(
+                        health.texts.iter().map(String::as_str),
+                        Instant::now(),
+                    );
+                    let edges = scraped
+                        .as_ref()
+                        .map(|before| trellis_dashboard::edges(before, &scrape))
+                        .unwrap_or_default();
+                    scraped = Some(scrape);
+                    let config = control_status(&http, &setup.control_status).await;
+                    let state = dashboard_state(&setup, &last, &total.lock().unwrap(), &health, edges, config, started.elapsed());
+                    d.publish(&state);
+                }
                 let text = render(&setup, &last, &total.lock().unwrap(), &health, started.elapsed());
                 let mut out = std::io::stdout().lock();
                 if tty {
@@ -180,33 +208,167 @@ struct Health {
     certified: usize,
     accepted_updates: f64,
     rejected_updates: f64,
+    /// Each sidecar's facts, in the order of the setup's sidecars.
+    sidecars: Vec<SidecarFacts>,
+    /// The sidecars' metrics as scraped.
+    texts: Vec<String>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct SidecarFacts {
+    connected: bool,
+    cert_expiry: Option<f64>,
+    accepted: f64,
+    rejected: f64,
+}
+
+async fn get_text(http: &Http, url: &str) -> Option<String> {
+    let uri = url.parse::<hyper::Uri>().ok()?;
+    let resp = tokio::time::timeout(Duration::from_millis(500), http.get(uri))
+        .await
+        .ok()?
+        .ok()?;
+    let body = resp.into_body().collect().await.ok()?;
+    Some(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
 async fn sidecar_health(http: &Http, sidecars: &[Running]) -> Health {
     let mut h = Health::default();
     for s in sidecars {
-        let Ok(uri) = format!("http://{}/stats/prometheus", s.admin).parse::<hyper::Uri>() else {
-            continue;
-        };
-        let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_millis(500), http.get(uri)).await
+        let Some(text) = get_text(http, &format!("http://{}/stats/prometheus", s.admin)).await
         else {
+            h.sidecars.push(SidecarFacts::default());
             continue;
         };
-        let Ok(body) = resp.into_body().collect().await else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
         let value = |prefix: &str| crate::metric_sum(&text, prefix);
-        if value("trellis_xds_connected ") >= 1.0 {
-            h.connected += 1;
-        }
-        if value("trellis_identity_cert_expiry_timestamp_seconds ") > 0.0 {
-            h.certified += 1;
-        }
-        h.accepted_updates += value("trellis_xds_updates_total{result=\"accepted\"}");
-        h.rejected_updates += value("trellis_xds_updates_total{result=\"rejected\"}");
+        let facts = SidecarFacts {
+            connected: value("trellis_xds_connected ") >= 1.0,
+            cert_expiry: Some(value("trellis_identity_cert_expiry_timestamp_seconds "))
+                .filter(|t| *t > 0.0),
+            accepted: value("trellis_xds_updates_total{result=\"accepted\"}"),
+            rejected: value("trellis_xds_updates_total{result=\"rejected\"}"),
+        };
+        h.connected += usize::from(facts.connected);
+        h.certified += usize::from(facts.cert_expiry.is_some());
+        h.accepted_updates += facts.accepted;
+        h.rejected_updates += facts.rejected;
+        h.sidecars.push(facts);
+        h.texts.push(text);
     }
     h
+}
+
+/// What the control plane refused and warned, from its status page.
+async fn control_status(http: &Http, addr: &str) -> trellis_dashboard::model::ConfigStatus {
+    let doc: serde_json::Value = get_text(http, &format!("http://{addr}/status"))
+        .await
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    trellis_dashboard::model::ConfigStatus {
+        generation: doc["generation"].as_u64().unwrap_or(0),
+        refused: doc["refused"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        warnings: doc["warnings"].as_array().map_or(0, Vec::len),
+    }
+}
+
+/// The dashboard's state: the sidecars as nodes, the graph's edges, the request table.
+fn dashboard_state(
+    setup: &Setup,
+    last: &[Line],
+    total: &[Line],
+    health: &Health,
+    edges: Vec<trellis_dashboard::model::Edge>,
+    config: trellis_dashboard::model::ConfigStatus,
+    elapsed: Duration,
+) -> trellis_dashboard::model::State {
+    use trellis_dashboard::model::{Node, RequestRow, State};
+    let nodes = setup
+        .sidecars
+        .iter()
+        .zip(
+            health
+                .sidecars
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(SidecarFacts::default())),
+        )
+        .map(|(r, f)| Node {
+            id: r.name.clone(),
+            service: r.service.clone(),
+            namespace: r.namespace.clone(),
+            kind: r.kind.into(),
+            tenant: r.tenant.0.clone(),
+            trust_domain: r.tenant.1.clone(),
+            identity: r.identity.clone(),
+            cert_expiry: f.cert_expiry,
+            xds_connected: f.connected,
+            updates_accepted: f.accepted,
+            updates_rejected: f.rejected,
+        })
+        .collect();
+    let requests = setup
+        .traffic
+        .as_ref()
+        .map(|t| t.requests.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (w, t) = (&last[i], &total[i]);
+            let served: u64 = t.served_by.values().sum();
+            RequestRow {
+                request: request_label(r),
+                rps: w.sent as f64,
+                ok: t.by_class[0],
+                client_errors: t.by_class[1],
+                server_errors: t.by_class[2] + t.by_class[3],
+                p50_ms: percentile_ms(w.latencies_us.clone(), 0.5),
+                p99_ms: percentile_ms(w.latencies_us.clone(), 0.99),
+                served_by: t
+                    .served_by
+                    .iter()
+                    .map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / served.max(1) as f64))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            }
+        })
+        .collect();
+    State {
+        title: format!(
+            "local mesh, {} workloads, control plane {}",
+            setup
+                .sidecars
+                .iter()
+                .filter(|r| r.kind == "workload")
+                .count(),
+            setup.xds
+        ),
+        uptime_s: elapsed.as_secs(),
+        nodes,
+        edges,
+        requests,
+        config,
+    }
+}
+
+/// A request line as the tables show it: its URL and the headers it sets.
+fn request_label(r: &super::meshfile::RequestDef) -> String {
+    if r.headers.is_empty() {
+        r.url.clone()
+    } else {
+        format!(
+            "{} +{}",
+            r.url,
+            r.headers.keys().cloned().collect::<Vec<_>>().join(",")
+        )
+    }
 }
 
 fn percentile_ms(mut v: Vec<u64>, p: f64) -> f64 {
@@ -297,15 +459,7 @@ fn render(
             .iter()
             .map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / served.max(1) as f64))
             .collect();
-        let label = if r.headers.is_empty() {
-            r.url.clone()
-        } else {
-            format!(
-                "{} +{}",
-                r.url,
-                r.headers.keys().cloned().collect::<Vec<_>>().join(",")
-            )
-        };
+        let label = request_label(r);
         let _ = writeln!(
             s,
             "{:<40} {:>6} {:>6} {:>6} {:>6} {:>8.1} {:>8.1}  {}",
@@ -331,6 +485,9 @@ fn render(
     };
     for url in &setup.ingress {
         let _ = writeln!(s, "ingress: {url}");
+    }
+    if let Some(url) = &setup.dashboard_url {
+        let _ = writeln!(s, "dashboard: {url}");
     }
     let _ = writeln!(
         s,

@@ -44,7 +44,11 @@ impl Receiver {
                 let doc: Value = serde_json::from_str(&text).unwrap();
                 break doc["port"].as_u64().unwrap() as u16;
             }
-            assert!(Instant::now() < deadline, "the OTLP receiver did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the OTLP receiver did not start: {}",
+                std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Receiver { proc, dir, port }
@@ -72,8 +76,9 @@ impl Receiver {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} of {n} spans of trace {trace_id}: {spans:#?}",
-                spans.len()
+                "{} of {n} spans of trace {trace_id}: {spans:#?}\nthe receiver's stderr: {}",
+                spans.len(),
+                std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

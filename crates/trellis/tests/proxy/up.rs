@@ -20,6 +20,44 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Debian's Chromium; without it the browser checks skip, saying so, except in CI.
+fn chromium() -> Option<String> {
+    let path = "/usr/bin/chromium";
+    if Path::new(path).exists() {
+        return Some(path.into());
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{path} is missing, and CI requires it (./run test installs it)"
+    );
+    eprintln!("SKIPPED: the dashboard in a browser: no {path} (apt install chromium)");
+    None
+}
+
+/// The page at `url` as headless Chromium shows it once its scripts ran and its live
+/// updates arrived (`--timeout` ends the load after 4 s and the DOM is dumped).
+fn dump_dom(chromium: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+            "--timeout=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn call(client: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
     let mut req = Req::get(&format!("http://{client}{path}")).header("host", host);
     for (k, v) in headers {
@@ -119,6 +157,38 @@ async fn the_example_mesh_routes_splits_retries_faults_denies_and_follows_edits(
     .await
     .unwrap();
     assert_eq!(other.status, 404);
+
+    // The dashboard in a real browser: the graph's nodes, and its edges as the apps'
+    // calls make them (productpage → details and reviews, reviews v3 → ratings; the
+    // built-in client sends jason's requests to v3), over mutual TLS, updated live.
+    if let Some(chromium) = chromium() {
+        let url = doc["dashboard"].as_str().expect("the dashboard's address");
+        let edge = |from: &str, to: &str| {
+            format!("class=\"edge mtls\" data-source=\"{from}\" data-destination=\"{to}\"")
+        };
+        let want = [
+            edge("client", "productpage-v1"),
+            edge("productpage-v1", "details-v1"),
+            edge("productpage-v1", "reviews-v1"),
+            edge("reviews-v3", "ratings-v1"),
+            "<g class=\"node gateway\" data-id=\"ingressgateway\"".to_string(),
+            "spiffe://cluster.local/ns/default/sa/productpage".to_string(),
+            "class=\"live\">live".to_string(),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let dom = dump_dom(&chromium, url);
+            let missing: Vec<&String> = want.iter().filter(|w| !dom.contains(w.as_str())).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dashboard never showed {missing:?}:\n{dom}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 
     // Weights: the 90/10 canary; the header route sends jason to v3.
     let mut v1 = 0;
