@@ -7,6 +7,7 @@
 
 mod duration;
 mod ip_block;
+pub mod log_formats;
 mod schema;
 mod validate;
 

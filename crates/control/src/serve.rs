@@ -200,7 +200,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
     }
     let counters = ca.as_ref().map(|(c, _)| c.counters());
     if let Some(listener) = status_listener {
-        servers.spawn(crate::status::serve(listener, plane.clone(), counters));
+        servers.spawn(crate::status::serve(
+            listener,
+            plane.clone(),
+            counters,
+            ads.stats(),
+        ));
     }
     let mut root_pem = None;
     if let (Some((ca, _)), Some(listener)) = (ca, ca_listener) {

@@ -1,6 +1,7 @@
 //! The control plane's status page (`trellis control --status-listen`, istiod's
 //! monitoring port 15014 in spirit): `GET /status` answers JSON with what the last
-//! reload accepted and refused, the tenants (their trust domains, roots and
+//! reload accepted and refused, what proxies refuse now and why (their last NACK of
+//! each type), the tenants (their trust domains, roots and
 //! federations) and the CA's counters. Read-only, plaintext: bind it to loopback.
 
 use std::convert::Infallible;
@@ -16,8 +17,23 @@ use tokio::net::TcpListener;
 
 use crate::{ControlPlane, Status};
 
-pub(crate) fn document(status: &Status, ca: Option<&trellis_ca::CaCounters>) -> serde_json::Value {
+pub(crate) fn document(
+    status: &Status,
+    ca: Option<&trellis_ca::CaCounters>,
+    xds: &trellis_xds::ServerStats,
+) -> serde_json::Value {
+    // What proxies refuse now, with their reasons (their last NACK of each type).
+    let rejected: Vec<serde_json::Value> = xds
+        .rejected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|((node, kind), message)| {
+            serde_json::json!({ "node": node, "type": kind, "message": message })
+        })
+        .collect();
     serde_json::json!({
+        "rejected_by_proxies": rejected,
         "generation": status.generation,
         "services": status.services,
         "workloads": status.workloads,
@@ -37,18 +53,19 @@ pub(crate) async fn serve(
     listener: TcpListener,
     plane: Arc<ControlPlane>,
     ca: Option<Arc<trellis_ca::CaCounters>>,
+    xds: Arc<trellis_xds::ServerStats>,
 ) -> anyhow::Result<()> {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (plane, ca) = (plane.clone(), ca.clone());
+        let (plane, ca, xds) = (plane.clone(), ca.clone(), xds.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let reply = match (req.method(), req.uri().path()) {
                     (&http::Method::GET, "/status") => {
                         let status = plane.status().borrow().clone();
-                        let body = document(&status, ca.as_deref()).to_string();
+                        let body = document(&status, ca.as_deref(), &xds).to_string();
                         Response::builder()
                             .header(http::header::CONTENT_TYPE, "application/json")
                             .body(Full::new(Bytes::from(body)))

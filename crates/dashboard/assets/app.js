@@ -117,10 +117,11 @@ function renderTables(state) {
   $("#edges tbody").replaceChildren(...edges);
   const c = state.config;
   const box = $("#config");
-  box.replaceChildren(el("div", {}, `generation ${c.generation} · ${c.refused.length} refused · ${c.warnings} warnings`));
-  if (c.refused.length) {
-    const ul = el("ul", { class: "refused" });
-    for (const r of c.refused) ul.append(el("li", { class: "bad" }, r));
+  box.replaceChildren(el("div", {}, `inputs: generation ${c.generation} · ${c.refused.length} refused · ${c.warnings} warnings · pushes rejected by proxies now: ${c.rejected_by_proxies.length}`));
+  for (const [list, id] of [[c.refused, "refused"], [c.rejected_by_proxies, "rejected"]]) {
+    if (!list.length) continue;
+    const ul = el("ul", { class: "refused", id });
+    for (const r of list) ul.append(el("li", { class: "bad" }, r));
     box.append(ul);
   }
 }

@@ -68,4 +68,6 @@ pub struct ConfigStatus {
     /// Resources the control plane refused, each with where it is and why.
     pub refused: Vec<String>,
     pub warnings: usize,
+    /// Pushes proxies refuse now: the node, the resource type and the proxy's reason.
+    pub rejected_by_proxies: Vec<String>,
 }

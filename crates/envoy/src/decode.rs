@@ -770,10 +770,23 @@ fn http_manager(
         ),
         None => None,
     };
+    let access_log = match h.access_log.as_slice() {
+        [] => None,
+        [a] => Some(
+            crate::access_log::decode(a)
+                .map_err(|(field, why)| ctx.err(&format!("{path}.access_log[0].{field}"), why))?,
+        ),
+        _ => {
+            return Err(ctx.err(
+                &format!("{path}.access_log"),
+                "one access log per connection manager is supported",
+            ))
+        }
+    };
     Ok(Some(tc::HttpManager {
         codec,
         virtual_hosts: config,
-        access_log: None,
+        access_log,
         tracing,
     }))
 }

@@ -209,12 +209,11 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
     let mut http_filters_chain = Vec::new();
     if let Some(h) = &l.http {
         let filters = &mut http_filters_chain;
-        if h.access_log.is_some() {
-            return Err(err(
-                format!("{path}.http.access_log"),
-                "access logs are configured in the proxy's own file, not over xDS",
-            ));
-        }
+        let access_log = match &h.access_log {
+            Some(a) => vec![crate::access_log::encode(a)
+                .map_err(|e| err(format!("{path}.http.access_log"), e))?],
+            None => Vec::new(),
+        };
         let mut http_filters = Vec::new();
         if let Some(j) = &l.jwt {
             http_filters.push(hcm::HttpFilter {
@@ -272,6 +271,7 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
                 },
             )),
             http_filters,
+            access_log,
             tracing: h.tracing.as_ref().map(crate::trace::encode),
             ..Default::default()
         };

@@ -11,6 +11,7 @@
 //! The route configuration of an HTTP listener has the listener's name; an EDS
 //! cluster's endpoints are the ClusterLoadAssignment of the cluster's name.
 
+mod access_log;
 mod decode;
 mod encode;
 mod metadata;

@@ -16,6 +16,7 @@ listeners:
     istio_stats: { reporter: source }
     http:
       codec: auto
+      access_log: { path: /dev/stdout, json_format: { code: "%RESPONSE_CODE%", path: "%REQ(:PATH)%" } }
       tracing:
         span_kind: client
         random_sampling: 2.5
@@ -97,6 +98,7 @@ listeners:
     # Both: the protocol is detected (http_inspector, four chains with PERMISSIVE).
     tcp: { cluster: inbound-app }
     http:
+      access_log: { path: /var/log/inbound.log, text_format: "[%START_TIME%] %RESPONSE_CODE% %REQ(:AUTHORITY)%\n" }
       tracing:
         span_kind: server
         client_sampling: 50
@@ -509,7 +511,8 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     // Tracing the proxy cannot do: another tracer, a tag read from a header.
     use envoy_types::pb::envoy::config::trace::v3 as trace;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-    let with_tracing = |change: &dyn Fn(&mut hcm::http_connection_manager::Tracing)| {
+    // The outbound connection manager changed by `change`, decoded: the error.
+    let with_hcm = |change: &dyn Fn(&mut hcm::HttpConnectionManager)| {
         let mut bad = resources.clone();
         let outbound = bad
             .listeners
@@ -521,10 +524,13 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
             panic!("an HCM")
         };
         let mut m = hcm::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-        change(m.tracing.as_mut().unwrap());
+        change(&mut m);
         any.value = m.encode_to_vec();
         let [l, r, c, e, sec] = maps(&bad);
         decode(&l, &r, &c, &e, &sec).unwrap_err().to_string()
+    };
+    let with_tracing = |change: &dyn Fn(&mut hcm::http_connection_manager::Tracing)| {
+        with_hcm(&|m| change(m.tracing.as_mut().unwrap()))
     };
     let err = with_tracing(&|t| {
         t.provider = Some(trace::tracing::Http {
@@ -556,6 +562,9 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     );
     let err = with_tracing(&|t| t.verbose = true);
     assert!(err.contains("tracing.verbose"), "{err}");
+    // An access log filter would log fewer requests.
+    let err = with_hcm(&|m| m.access_log[0].filter = Some(Default::default()));
+    assert!(err.contains("access_log[0].filter"), "{err}");
 
     // A route with an unknown per-filter config names the route's path.
     resources.routes[0].virtual_hosts[0].routes[0]

@@ -398,7 +398,7 @@ pub fn generate_gateway(
         g.cluster(&host, port, None);
     }
     for l in &mut listeners {
-        crate::generate::trace_listener(inputs, registry, w, l);
+        crate::generate::observe_listener(inputs, registry, w, l);
         let port = l
             .address
             .as_deref()

@@ -51,7 +51,7 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
         mut clusters,
     } = generate_outbound(inputs, registry, w);
     let http = http.map(|mut l| {
-        trace_listener(inputs, registry, w, &mut l);
+        observe_listener(inputs, registry, w, &mut l);
         l
     });
     let (inbound, inbound_clusters) = generate_inbound(inputs, registry, w);
@@ -69,14 +69,20 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
 pub fn own_outbound(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
     l.address = Some(w.outbound.clone());
     l.istio_stats = crate::telemetry::stats(inputs, w, tc::Reporter::Source, true);
-    trace_listener(inputs, registry, w, l);
+    observe_listener(inputs, registry, w, l);
 }
 
-/// Sets the tracing of `w`'s HTTP listener `l` (see [`crate::trace`]).
-pub fn trace_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
+/// Sets the tracing and the access log of `w`'s HTTP listener `l` (see
+/// [`crate::trace`] and [`crate::access_logs`]).
+pub fn observe_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
     let Some(kind) = crate::trace::kind_of(l) else {
         return;
     };
+    let side = match kind {
+        tc::SpanKind::Client => "CLIENT",
+        tc::SpanKind::Server => "SERVER",
+    };
+    let access_log = crate::access_logs::access_log(inputs, w, side);
     let tracing = crate::trace::tracing(inputs, w, kind, |host, port| {
         // The cluster as this sidecar's view makes it.
         let mut g = Gen::new(inputs, registry, w);
@@ -88,6 +94,7 @@ pub fn trace_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mu
     });
     if let Some(h) = l.http.as_mut() {
         h.tracing = tracing;
+        h.access_log = access_log;
     }
 }
 
@@ -133,7 +140,7 @@ pub fn generate_inbound(
     let mut g = Gen::new(inputs, registry, w);
     let mut listeners = g.inbound();
     for l in &mut listeners {
-        trace_listener(inputs, registry, w, l);
+        observe_listener(inputs, registry, w, l);
     }
     (listeners, g.clusters.into_values().collect())
 }

@@ -12,7 +12,8 @@
 //! Local-mode sidecars run without traffic capture, so a workload says where its
 //! sidecar listens through annotations (see [`annotations`]).
 
-pub mod annotations;
+pub mod access_logs;
+mod annotations;
 pub mod capture;
 pub mod credentials;
 pub mod fail_closed;

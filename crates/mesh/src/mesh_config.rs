@@ -41,6 +41,16 @@ pub struct MeshConfig {
     /// (a Sidecar resource's own policy wins).
     #[serde(default)]
     pub outbound_traffic_policy: Option<crate::istio::OutboundTrafficPolicy>,
+    /// Every proxy's access log (`/dev/stdout`, a file), unless a Telemetry says.
+    #[serde(default)]
+    pub access_log_file: Option<String>,
+    /// `TEXT` (default) or `JSON`.
+    #[serde(default)]
+    pub access_log_encoding: Option<String>,
+    /// A format string (TEXT), or a JSON object of them (JSON); Istio's default when
+    /// unset.
+    #[serde(default)]
+    pub access_log_format: Option<String>,
     /// `false` turns tracing off mesh-wide.
     #[serde(default)]
     pub enable_tracing: Option<bool>,
@@ -57,6 +67,8 @@ pub struct ExtensionProvider {
     pub name: String,
     #[serde(default)]
     pub opentelemetry: Option<OpenTelemetryProvider>,
+    #[serde(default)]
+    pub envoy_file_access_log: Option<FileAccessLogProvider>,
     /// The other kinds (zipkin, datadog, envoyFileAccessLog, ...), by kind.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
@@ -73,11 +85,32 @@ pub struct OpenTelemetryProvider {
     pub http: Option<serde_yaml::Value>,
 }
 
+/// Envoy's file access logger: `path`, and `logFormat` `text` (a format string) or
+/// `labels` (JSON: key → format string); Istio's default text without.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileAccessLogProvider {
+    pub path: String,
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogFormat {
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DefaultProviders {
     #[serde(default)]
     pub tracing: Vec<String>,
+    #[serde(default)]
+    pub access_logging: Vec<String>,
 }
 
 /// Istio's `meshMTLS` / `tlsDefaults`. The mesh's TLS is 1.3 only, so any
@@ -136,6 +169,34 @@ pub fn cert_signer_of(metadata: &BTreeMap<String, String>) -> Option<&str> {
 }
 
 impl MeshConfig {
+    /// The format meshConfig's `accessLogEncoding` and `accessLogFormat` say: Istio's
+    /// default text or JSON when the format is unset.
+    pub fn access_log_format(
+        &self,
+    ) -> Result<(Option<String>, Option<trellis_config::JsonFormat>), String> {
+        let c = self;
+        let json = c.access_log_encoding.as_deref() == Some("JSON");
+        let format = c
+            .access_log_format
+            .as_deref()
+            .filter(|f| !f.trim().is_empty());
+        Ok(match (json, format) {
+            (false, None) => (Some("istio".into()), None),
+            // As istiod: a line per request.
+            (false, Some(f)) if f.ends_with('\n') => (Some(f.to_string()), None),
+            (false, Some(f)) => (Some(format!("{f}\n")), None),
+            (true, None) => (
+                None,
+                Some(trellis_config::JsonFormat::Named("istio".into())),
+            ),
+            (true, Some(f)) => {
+                let fields: BTreeMap<String, String> = serde_json::from_str(f)
+                    .map_err(|e| format!("with JSON encoding, an object of format strings: {e}"))?;
+                (None, Some(trellis_config::JsonFormat::Fields(fields)))
+            }
+        })
+    }
+
     /// `defaultConfig.proxyMetadata`'s `CERT_SIGNER` (or `ISTIO_META_CERT_SIGNER`).
     pub fn cert_signer(&self) -> Option<&str> {
         cert_signer_of(&self.default_config.as_ref()?.proxy_metadata)
@@ -165,7 +226,30 @@ pub(crate) fn validate(c: &MeshConfig, prefix: &str) -> Vec<String> {
             "{prefix}.outboundTrafficPolicy.mode: {mode:?} is not REGISTRY_ONLY or ALLOW_ANY"
         ));
     }
+    if let Some(e) = c
+        .access_log_encoding
+        .as_deref()
+        .filter(|e| !matches!(*e, "TEXT" | "JSON"))
+    {
+        errors.push(format!(
+            "{prefix}.accessLogEncoding: {e:?} is not TEXT or JSON"
+        ));
+    }
+    if let Err(e) = c.access_log_format() {
+        errors.push(format!("{prefix}.accessLogFormat: {e}"));
+    }
     for (i, p) in c.extension_providers.iter().enumerate() {
+        if let Some(f) = &p.envoy_file_access_log {
+            let lf = f.log_format.as_ref();
+            if f.path.is_empty() {
+                errors.push(format!(
+                    "{prefix}.extensionProviders[{i}].envoyFileAccessLog.path is required"
+                ));
+            }
+            if lf.is_some_and(|l| l.text.is_some() && l.labels.is_some()) {
+                errors.push(format!("{prefix}.extensionProviders[{i}].envoyFileAccessLog.logFormat: text or labels, not both"));
+            }
+        }
         if let Some(o) = &p.opentelemetry {
             if o.service.is_empty() || o.port == 0 {
                 errors.push(format!(

@@ -21,6 +21,22 @@ pub struct Telemetry {
     pub target_refs: Vec<serde_yaml::Value>,
     #[serde(default)]
     pub tracing: Vec<TracingSpec>,
+    #[serde(default)]
+    pub access_logging: Vec<AccessLoggingSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLoggingSpec {
+    #[serde(default, rename = "match")]
+    pub matches: Option<TracingMatch>,
+    #[serde(default)]
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// A CEL expression choosing the requests logged: refused.
+    #[serde(default)]
+    pub filter: Option<serde_yaml::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -68,9 +84,32 @@ pub struct Literal {
     pub value: String,
 }
 
+/// `CLIENT`, `SERVER` or `CLIENT_AND_SERVER` (the default); None when it is none of them.
+pub(crate) fn mode(m: Option<&TracingMatch>) -> Option<&str> {
+    let mode = m
+        .and_then(|m| m.mode.as_deref())
+        .unwrap_or("CLIENT_AND_SERVER");
+    matches!(mode, "CLIENT" | "SERVER" | "CLIENT_AND_SERVER").then_some(mode)
+}
+
 /// The checks of a Telemetry resource.
 pub(crate) fn validate(t: &Telemetry) -> Vec<String> {
     let mut errors = Vec::new();
+    for (i, a) in t.access_logging.iter().enumerate() {
+        if mode(a.matches.as_ref()).is_none() {
+            errors.push(format!(
+                "spec.accessLogging[{i}].match.mode: not CLIENT, SERVER or CLIENT_AND_SERVER"
+            ));
+        }
+        if a.filter.is_some() {
+            errors.push(format!("spec.accessLogging[{i}].filter: CEL filters are not supported by Trellis (every request would be logged)"));
+        }
+        if a.providers.len() > 1 {
+            errors.push(format!(
+                "spec.accessLogging[{i}].providers: Trellis writes one access log per proxy"
+            ));
+        }
+    }
     if t.target_ref.is_some() || !t.target_refs.is_empty() {
         errors.push("spec.targetRefs: Telemetry for gateways and waypoints by reference is not supported by Trellis (use a selector)".into());
     }

@@ -36,7 +36,7 @@ fn side_of(kind: tc::SpanKind) -> &'static str {
 }
 
 /// The Telemetry resources that apply to `w`, least specific first.
-fn levels<'a>(inputs: &'a Inputs, w: &Workload) -> Vec<&'a Resource<Telemetry>> {
+pub(crate) fn levels<'a>(inputs: &'a Inputs, w: &Workload) -> Vec<&'a Resource<Telemetry>> {
     let unselected = |t: &&Resource<Telemetry>| {
         t.spec
             .selector

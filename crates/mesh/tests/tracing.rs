@@ -255,18 +255,171 @@ fn telemetry_resources_are_checked() {
             loaded.refused
         );
     }
-    // Access logging and metrics are read by nobody yet: said, not refused.
+    for (spec, want) in [
+        (
+            "  accessLogging:\n    - filter: { expression: \"response.code >= 400\" }\n",
+            "CEL filters are not supported",
+        ),
+        (
+            "  accessLogging:\n    - providers: [{ name: a }, { name: b }]\n",
+            "one access log per proxy",
+        ),
+    ] {
+        let loaded = load(&telemetry("default", spec));
+        assert!(
+            loaded.refused.iter().any(|d| d.message.contains(want)),
+            "{spec}: {:?}",
+            loaded.refused
+        );
+    }
+    // Metrics overrides are read by nobody yet: said, not refused.
     let loaded = load(&telemetry(
         "default",
-        "  accessLogging:\n    - providers: [{ name: envoy }]\n",
+        "  metrics:\n    - providers: [{ name: prometheus }]\n",
     ));
     assert!(loaded.refused.is_empty());
     assert!(
         loaded
             .warnings
             .iter()
-            .any(|d| d.message.contains("accessLogging")),
+            .any(|d| d.message.contains("metrics")),
         "{:?}",
         loaded.warnings
     );
+}
+
+/// The access logs of `workload`'s outbound and inbound listeners.
+fn logs(extra: &str, ns: &str, workload: &str) -> (Option<tc::AccessLog>, Option<tc::AccessLog>) {
+    let loaded = load(extra);
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let c = generate(&loaded.inputs, &registry, ns, workload).unwrap();
+    let of = |name: &str| {
+        c.listeners
+            .iter()
+            .find(|l| l.name.starts_with(name))
+            .and_then(|l| l.http.as_ref()?.access_log.clone())
+    };
+    (of("outbound"), of("inbound|"))
+}
+
+fn mesh_config(body: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: istio, namespace: istio-system }}\ndata:\n  mesh: |\n{body}---\n")
+}
+
+#[test]
+fn mesh_configs_access_log_file_logs_every_sidecar_in_istios_formats() {
+    let text = |s: &str| Some(s.to_string());
+    // accessLogFile alone: Istio's default text format.
+    let (out, inb) = logs(
+        &mesh_config("    accessLogFile: /dev/stdout\n"),
+        "default",
+        "reviews-v1",
+    );
+    let out = out.expect("the outbound side logs");
+    assert_eq!(out.path, "/dev/stdout");
+    assert_eq!(out.text_format, text("istio"));
+    assert_eq!(inb.unwrap(), out);
+    // JSON encoding, Istio's default fields; a format of our own, as JSON.
+    let (out, _) = logs(
+        &mesh_config("    accessLogFile: /var/log/a.log\n    accessLogEncoding: JSON\n"),
+        "default",
+        "reviews-v1",
+    );
+    assert_eq!(
+        out.unwrap().json_format,
+        Some(tc::JsonFormat::Named("istio".into()))
+    );
+    let (out, _) = logs(
+        &mesh_config(
+            "    accessLogFile: /var/log/a.log\n    accessLogEncoding: JSON\n    accessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\n",
+        ),
+        "default",
+        "reviews-v1",
+    );
+    let fields = match out.unwrap().json_format {
+        Some(tc::JsonFormat::Fields(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fields["code"], "%RESPONSE_CODE%");
+    // A text format gets its line ending, as istiod adds it.
+    let (out, _) = logs(
+        &mesh_config("    accessLogFile: /dev/stdout\n    accessLogFormat: \"%RESPONSE_CODE%\"\n"),
+        "default",
+        "reviews-v1",
+    );
+    assert_eq!(out.unwrap().text_format, text("%RESPONSE_CODE%\n"));
+    // Without accessLogFile, nothing is logged.
+    assert_eq!(
+        logs(
+            &mesh_config("    enableTracing: true\n"),
+            "default",
+            "reviews-v1"
+        ),
+        (None, None)
+    );
+    // A JSON format that is not an object of strings refuses the meshConfig.
+    let mut loaded = Loaded::default();
+    load_str(
+        &mesh_config(
+            "    accessLogFile: /dev/stdout\n    accessLogEncoding: JSON\n    accessLogFormat: '[1]'\n",
+        ),
+        "mesh.yaml",
+        &mut loaded,
+    );
+    assert!(
+        loaded
+            .refused
+            .iter()
+            .any(|d| d.message.contains("accessLogFormat")),
+        "{:?}",
+        loaded.refused
+    );
+}
+
+#[test]
+fn telemetry_access_logging_picks_providers_sides_and_turns_logging_off() {
+    let providers = mesh_config(
+        "    accessLogFile: /var/log/mesh.log\n    extensionProviders:\n      - name: json-file\n        envoyFileAccessLog:\n          path: /var/log/json.log\n          logFormat: { labels: { code: \"%RESPONSE_CODE%\", path: \"%REQ(:PATH)%\" } }\n",
+    );
+    // The built-in provider writes where meshConfig says.
+    let extra = providers.clone()
+        + &telemetry(
+            "istio-system",
+            "  accessLogging:\n    - providers: [{ name: envoy }]\n",
+        );
+    let (out, _) = logs(&extra, "default", "reviews-v1");
+    assert_eq!(out.unwrap().path, "/var/log/mesh.log");
+    // A namespace's Telemetry names the extension provider for the server's side only;
+    // a workload's turns the client's side off.
+    let extra = providers.clone()
+        + &telemetry(
+            "istio-system",
+            "  accessLogging:\n    - providers: [{ name: envoy }]\n",
+        )
+        + &telemetry(
+            "default",
+            "  accessLogging:\n    - match: { mode: SERVER }\n      providers: [{ name: json-file }]\n",
+        )
+        + "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: { name: quiet, namespace: default }\nspec:\n  selector: { matchLabels: { app: reviews } }\n  accessLogging:\n    - match: { mode: CLIENT }\n      disabled: true\n---\n";
+    let (out, inb) = logs(&extra, "default", "reviews-v1");
+    assert_eq!(out, None);
+    let inb = inb.unwrap();
+    assert_eq!(inb.path, "/var/log/json.log");
+    let fields = match inb.json_format {
+        Some(tc::JsonFormat::Fields(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fields["path"], "%REQ(:PATH)%");
+    // Another namespace keeps the mesh-wide provider on both sides.
+    let (out, inb) = logs(&extra, "other", "ratings-v1");
+    assert_eq!(out.unwrap().path, "/var/log/mesh.log");
+    assert_eq!(inb.unwrap().path, "/var/log/mesh.log");
+    // A provider of another kind leaves logging off.
+    let extra = providers
+        + &telemetry(
+            "istio-system",
+            "  accessLogging:\n    - providers: [{ name: otel }]\n",
+        );
+    assert_eq!(logs(&extra, "default", "reviews-v1"), (None, None));
 }

@@ -275,6 +275,21 @@ async fn control_status(http: &Http, addr: &str) -> trellis_dashboard::model::Co
             })
             .unwrap_or_default(),
         warnings: doc["warnings"].as_array().map_or(0, Vec::len),
+        rejected_by_proxies: doc["rejected_by_proxies"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        format!(
+                            "{} ({}): {}",
+                            r["node"].as_str().unwrap_or("?"),
+                            r["type"].as_str().unwrap_or("?"),
+                            r["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

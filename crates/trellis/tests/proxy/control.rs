@@ -1189,3 +1189,62 @@ spec:
         }
     }
 }
+
+/// What a sidecar refuses is on the control plane's status page, with the sidecar's
+/// reason, until it takes a later push: reviews' inbound port is taken, so its sidecar
+/// cannot bind the listener and NACKs it; once the port is free and the listener is
+/// pushed again (a policy changes it), the ACK clears the entry.
+#[tokio::test]
+async fn the_status_page_says_which_sidecar_refuses_a_push_and_why() {
+    let _quiet = quiet().await;
+    let mesh = tempfile::tempdir().unwrap();
+    let reviews = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(mesh.path().join("workloads.yaml"), reviews.entry()).unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", reviews.inbound)).unwrap();
+    let status_addr = format!("127.0.0.1:{}", free_port());
+    let c = control_with(&[
+        "--config-dir",
+        &mesh.path().display().to_string(),
+        "--status-listen",
+        &status_addr,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let _sidecar = sidecar(&c, &reviews, dir.path());
+    let rejected = || async {
+        get(&format!("http://{status_addr}/status")).await.json()["rejected_by_proxies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut found = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while found.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = rejected().await;
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["node"], reviews.node_id().as_str());
+    let message = found[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&reviews.inbound.to_string()) && message.contains("in use"),
+        "{message}"
+    );
+    // The port is free again; a policy for reviews changes its inbound listener.
+    drop(taken);
+    std::fs::write(
+        mesh.path().join("policy.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: allow-all, namespace: default }\nspec:\n  selector: { matchLabels: { app: reviews } }\n  rules: [{}]\n",
+    )
+    .unwrap();
+    eventually(
+        "the ACK clears the rejection",
+        Duration::from_secs(15),
+        async || rejected().await.is_empty(),
+    )
+    .await;
+}

@@ -5,7 +5,7 @@
 //! six spans in one trace at a real OTLP/gRPC receiver (the OpenTelemetry project's
 //! protos under grpcio), each a child of the one before.
 
-use super::control::{python_with, sidecar, Workload};
+use super::control::{eventually, python_with, sidecar, Workload};
 use super::harness::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -110,7 +110,9 @@ spec:
 
 /// Istio's configuration of an OpenTelemetry collector (as istio.io's "OpenTelemetry"
 /// task writes it), the collector itself outside the mesh on loopback.
-fn tracing_config(collector_port: u16, sampling: u32) -> String {
+/// With an access log provider too (JSON lines to `log`), named by the same Telemetry.
+fn tracing_config(collector_port: u16, sampling: u32, log: &Path) -> String {
+    let log = log.display();
     format!(
         r#"apiVersion: v1
 kind: ConfigMap
@@ -122,6 +124,15 @@ data:
         opentelemetry:
           port: {collector_port}
           service: opentelemetry-collector.observability.svc.cluster.local
+      - name: json-log
+        envoyFileAccessLog:
+          path: {log}
+          logFormat:
+            labels:
+              code: "%RESPONSE_CODE%"
+              authority: "%REQ(:AUTHORITY)%"
+              traceparent: "%REQ(TRACEPARENT)%"
+              upstream_cluster: "%UPSTREAM_CLUSTER%"
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -142,6 +153,8 @@ spec:
       randomSamplingPercentage: {sampling}
       customTags:
         team: {{ literal: {{ value: bookinfo }} }}
+  accessLogging:
+    - providers: [{{ name: json-log }}]
 "#
     )
 }
@@ -173,7 +186,7 @@ async fn a_request_through_four_sidecars_is_one_trace_of_six_spans_at_the_collec
     .unwrap();
     std::fs::write(
         mesh.path().join("tracing.yaml"),
-        tracing_config(receiver.port, 100),
+        tracing_config(receiver.port, 100, &mesh.path().join("access.log")),
     )
     .unwrap();
     let via = |w: &Workload| format!("127.0.0.1:{}", w.outbound);
@@ -323,6 +336,49 @@ async fn a_request_through_four_sidecars_is_one_trace_of_six_spans_at_the_collec
     }
     // A span ends after its children.
     assert!(chain[0]["end"].as_u64() >= chain[5]["end"].as_u64());
+
+    // The Telemetry's access log: a JSON line per request per sidecar, which names the
+    // trace (the request's traceparent as each sidecar forwarded it on).
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(mesh.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    eventually(
+        "six access log lines of the trace",
+        Duration::from_secs(5),
+        async || {
+            lines()
+                .iter()
+                .filter(|l| {
+                    l["traceparent"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(&trace_id))
+                })
+                .count()
+                == 6
+        },
+    )
+    .await;
+    let ours: Vec<Value> = lines()
+        .into_iter()
+        .filter(|l| {
+            l["traceparent"]
+                .as_str()
+                .is_some_and(|t| t.contains(&trace_id))
+        })
+        .collect();
+    assert!(
+        ours.iter().all(|l| l["code"] == 200 || l["code"] == "200"),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l["upstream_cluster"] == "outbound|9080||ratings.default.svc.cluster.local"),
+        "{ours:#?}"
+    );
 
     // A caller's own trace is continued, and its decision not to sample is kept.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -38,6 +38,9 @@ pub struct ServerStats {
     pub whole_sets_shared: AtomicU64,
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
+    /// What each node refuses now: (node id, resource type) → the proxy's reason, from
+    /// its last NACK of that type; an ACK of the type clears it.
+    pub rejected: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>>,
 }
 
 impl ServerStats {
@@ -400,11 +403,16 @@ fn count_reply(
     type_url: &str,
     stats: &ServerStats,
 ) {
+    let key = (node.to_string(), short_type(type_url).to_string());
     if let Some(err) = error {
         stats.nacks.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%node, r#type = short_type(type_url), nonce = %req_nonce, "NACK: {}", nack_message(err));
+        let mut rejected = stats.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        rejected.insert(key, nack_message(err).to_string());
     } else if !req_nonce.is_empty() {
         stats.acks.fetch_add(1, Ordering::Relaxed);
+        let mut rejected = stats.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        rejected.remove(&key);
     }
 }
 
