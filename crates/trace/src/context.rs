@@ -65,35 +65,70 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
 }
 
 /// Writes `ctx` (the proxy's span) into `headers` for the next hop; `parent` is the span
-/// it is a child of (B3's `x-b3-parentspanid`).
+/// it is a child of (B3's `x-b3-parentspanid`). Every request that a tracing listener
+/// takes goes through here, sampled or not: the values are made on the stack.
 pub fn inject(headers: &mut HeaderMap, ctx: &SpanContext, parent: Option<SpanId>, b3_single: bool) {
-    let trace = hex(&ctx.trace_id);
-    let span = hex(&ctx.span_id);
-    let flag = if ctx.sampled { "01" } else { "00" };
-    headers.insert(TRACEPARENT, value(format!("00-{trace}-{span}-{flag}")));
-    headers.insert(B3_TRACE_ID, value(trace.clone()));
-    headers.insert(B3_SPAN_ID, value(span.clone()));
-    headers.insert(B3_SAMPLED, HeaderValue::from_static(&flag[1..]));
+    let mut trace = [0u8; 32];
+    let mut span = [0u8; 16];
+    hex_into(&ctx.trace_id, &mut trace);
+    hex_into(&ctx.span_id, &mut span);
+    let sampled = if ctx.sampled { b'1' } else { b'0' };
+    // 00-<trace>-<span>-0<sampled>
+    let mut traceparent = [0u8; 55];
+    traceparent[..3].copy_from_slice(b"00-");
+    traceparent[3..35].copy_from_slice(&trace);
+    traceparent[35] = b'-';
+    traceparent[36..52].copy_from_slice(&span);
+    traceparent[52..54].copy_from_slice(b"-0");
+    traceparent[54] = sampled;
+    headers.insert(TRACEPARENT, value(&traceparent));
+    headers.insert(B3_TRACE_ID, value(&trace));
+    headers.insert(B3_SPAN_ID, value(&span));
+    headers.insert(
+        B3_SAMPLED,
+        HeaderValue::from_static(if ctx.sampled { "1" } else { "0" }),
+    );
     headers.remove(&B3_FLAGS);
+    let mut parent_hex = [0u8; 16];
     match parent {
         Some(p) => {
-            headers.insert(B3_PARENT_SPAN_ID, value(hex(&p)));
+            hex_into(&p, &mut parent_hex);
+            headers.insert(B3_PARENT_SPAN_ID, value(&parent_hex));
         }
         None => {
             headers.remove(&B3_PARENT_SPAN_ID);
         }
     }
     if b3_single {
-        let single = match parent {
-            Some(p) => format!("{trace}-{span}-{}-{}", &flag[1..], hex(&p)),
-            None => format!("{trace}-{span}-{}", &flag[1..]),
+        // <trace>-<span>-<sampled>[-<parent>]
+        let mut single = [0u8; 68];
+        single[..32].copy_from_slice(&trace);
+        single[32] = b'-';
+        single[33..49].copy_from_slice(&span);
+        single[49] = b'-';
+        single[50] = sampled;
+        let len = match parent {
+            Some(_) => {
+                single[51] = b'-';
+                single[52..68].copy_from_slice(&parent_hex);
+                68
+            }
+            None => 51,
         };
-        headers.insert(B3_SINGLE, value(single));
+        headers.insert(B3_SINGLE, value(&single[..len]));
     }
 }
 
-fn value(s: String) -> HeaderValue {
-    HeaderValue::try_from(s).expect("hex and dashes are a valid header value")
+fn value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).expect("hex and dashes are a valid header value")
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
 }
 
 /// `version-traceid-parentid-flags`: version `ff` and all-zero ids are invalid; a
@@ -195,13 +230,9 @@ fn valid(trace_id: &TraceId, span_id: &SpanId) -> bool {
 
 /// Lower-case hex, as both formats write ids.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits")
 }
 
 /// Exactly `N` bytes of hex digits (W3C requires lower case; B3 implementations write
