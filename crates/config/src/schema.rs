@@ -219,6 +219,11 @@ pub struct Limits {
     pub drain_timeout: Dur,
     /// Largest request body buffered so that it can be retried or mirrored.
     pub retry_buffer_bytes: u32,
+    /// Most label sets of Istio's standard metrics (HTTP and TCP together); past it a
+    /// new set is counted under one whose workload and service labels are `unknown`
+    /// (and refused sets in `trellis_istio_series_overflow_total`), so that many peers
+    /// cannot grow the proxy's memory and every scrape without bound.
+    pub max_istio_series: u32,
 }
 
 impl Default for Limits {
@@ -231,6 +236,7 @@ impl Default for Limits {
             max_downstream_connections: 100_000,
             drain_timeout: Dur::secs(15),
             retry_buffer_bytes: 1 << 20,
+            max_istio_series: 10_000,
         }
     }
 }

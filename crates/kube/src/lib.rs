@@ -68,6 +68,14 @@ pub const ISTIO_KINDS: &[IstioKind] = &[
     sec("PeerAuthentication", "peerauthentications"),
     sec("AuthorizationPolicy", "authorizationpolicies"),
     sec("RequestAuthentication", "requestauthentications"),
+    // Istio's Telemetry API (a cluster without its CRD has none).
+    IstioKind {
+        group: "telemetry.istio.io",
+        version: "v1",
+        kind: "Telemetry",
+        plural: "telemetries",
+        key: "Telemetry",
+    },
     // Trellis's own: cluster-scoped tenants (deploy/crds/trellis.io_tenants.yaml).
     IstioKind {
         group: "trellis.io",

@@ -203,6 +203,11 @@ pub struct IstioMetrics {
     numbers: Vec<Text>,
     flags: Mutex<HashMap<Flags, Text>>,
     texts: [Text; 8],
+    /// The label sets made so far (by hash), against `max_series`.
+    label_sets: Mutex<std::collections::HashSet<u64>>,
+    pub max_series: std::sync::atomic::AtomicUsize,
+    /// Requests and connections counted under the overflow label set.
+    overflow: Counter,
 }
 
 const REPORTER_SOURCE: usize = 0;
@@ -264,7 +269,16 @@ impl Default for IstioMetrics {
             "istio_tcp_connections_closed",
             "TCP connections closed (Istio's standard metric)",
         );
+        let overflow = Counter::default();
+        registry.register(
+            "trellis_istio_series_overflow",
+            "New label sets refused because limits.max_istio_series was reached (their traffic is counted with unknown workloads and services)",
+            overflow.clone(),
+        );
         IstioMetrics {
+            label_sets: Mutex::default(),
+            max_series: std::sync::atomic::AtomicUsize::new(10_000),
+            overflow,
             registry,
             requests,
             duration,
@@ -288,6 +302,52 @@ impl Default for IstioMetrics {
                 "tcp",
             ]
             .map(Text::new),
+        }
+    }
+}
+
+impl IstioMetrics {
+    /// Whether a series of `labels` may be made: it exists already, or there is room.
+    fn admits(&self, labels: &impl std::hash::Hash) -> bool {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(labels);
+        let mut sets = self.label_sets.lock().unwrap();
+        if sets.contains(&hash) {
+            return true;
+        }
+        if sets.len() >= self.max_series.load(std::sync::atomic::Ordering::Relaxed) {
+            self.overflow.inc();
+            return false;
+        }
+        sets.insert(hash);
+        true
+    }
+
+    /// The label set of what did not fit: who reported, and all else unknown.
+    fn overflow_sides(&self, reporter: &Text) -> Sides {
+        let u = || self.texts[UNKNOWN].clone();
+        Sides {
+            reporter: reporter.clone(),
+            source_workload: u(),
+            source_workload_namespace: u(),
+            source_principal: u(),
+            source_app: u(),
+            source_version: u(),
+            source_cluster: u(),
+            source_canonical_service: u(),
+            source_canonical_revision: u(),
+            destination_workload: u(),
+            destination_workload_namespace: u(),
+            destination_principal: u(),
+            destination_app: u(),
+            destination_version: u(),
+            destination_service: u(),
+            destination_service_name: u(),
+            destination_service_namespace: u(),
+            destination_cluster: u(),
+            destination_canonical_service: u(),
+            destination_canonical_revision: u(),
         }
     }
 }
@@ -516,7 +576,10 @@ impl ListenerTelemetry {
     /// The four series of a request's label set.
     fn series_of(&self, r: &RequestRecord) -> Series {
         let m = &*self.metrics;
-        let labels = self.labels(r);
+        let mut labels = self.labels(r);
+        if !m.admits(&labels) {
+            labels.sides = m.overflow_sides(&labels.sides.reporter);
+        }
         Series {
             requests: m.requests.get_or_create(&labels).clone(),
             duration: m.duration.get_or_create(&labels).clone(),
@@ -541,12 +604,15 @@ impl ListenerTelemetry {
     ) -> TcpSeries {
         let m = &*self.metrics;
         let (sides, connection_security_policy) = self.sides(None, peer_identity, service.cloned());
-        let labels = TcpLabels {
+        let mut labels = TcpLabels {
             sides,
             request_protocol: m.texts[TCP].clone(),
             response_flags: m.flags(flags),
             connection_security_policy,
         };
+        if !m.admits(&labels) {
+            labels.sides = m.overflow_sides(&labels.sides.reporter);
+        }
         let series = TcpSeries {
             sent: m.tcp_sent.get_or_create(&labels).clone(),
             received: m.tcp_received.get_or_create(&labels).clone(),
@@ -720,5 +786,63 @@ mod tests {
         headers.insert(PEER_METADATA, HeaderValue::from_static("!!"));
         assert_eq!(take_peer(&metrics, &mut headers), None);
         assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn label_sets_past_the_limit_are_counted_as_unknown() {
+        let workload = |i: usize| tc::WorkloadMetadata {
+            name: format!("client-{i}"),
+            namespace: "default".into(),
+            app: "client".into(),
+            version: "v1".into(),
+            cluster: "Kubernetes".into(),
+            principal: format!("spiffe://cluster.local/ns/default/sa/client-{i}"),
+        };
+        let metrics = Arc::new(IstioMetrics::default());
+        metrics
+            .max_series
+            .store(3, std::sync::atomic::Ordering::Relaxed);
+        let t = ListenerTelemetry::new(
+            metrics.clone(),
+            tc::Reporter::Destination,
+            &workload(0),
+            "sidecar~1",
+        );
+        // Ten peers, two requests each: three label sets, then the overflow set.
+        for i in 1..=10 {
+            // A peer is parsed once and shared, as from its metadata header.
+            let peer = Peer::of(&workload(i));
+            for _ in 0..2 {
+                t.record(&RequestRecord {
+                    peer: Some(peer.clone()),
+                    peer_identity: None,
+                    service: None,
+                    status: 200,
+                    grpc: false,
+                    grpc_status: None,
+                    flags: Flags::default(),
+                    duration_ms: 1.0,
+                    request_bytes: 0,
+                    response_bytes: 0,
+                });
+            }
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), 4, "{text}");
+        let unknown: Vec<&&str> = series
+            .iter()
+            .filter(|l| l.contains("source_workload=\"unknown\""))
+            .collect();
+        assert_eq!(unknown.len(), 1);
+        assert!(unknown[0].ends_with(" 14"), "{}", unknown[0]);
+        assert!(
+            text.contains("trellis_istio_series_overflow_total 7"),
+            "{text}"
+        );
     }
 }

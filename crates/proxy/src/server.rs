@@ -114,6 +114,10 @@ impl Proxy {
             .cloned()
             .unwrap_or_default();
         let node_id = self.node_id.clone().unwrap_or_else(|| own.name.clone());
+        self.metrics.istio.max_series.store(
+            config.limits.max_istio_series as usize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for l in &config.listeners {
             let stats = self.metrics.listener(&l.name);
             let authz = match &l.authorization {
