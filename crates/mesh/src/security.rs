@@ -118,9 +118,20 @@ pub fn authorization(inputs: &Inputs, w: &Workload) -> Option<tc::Authorization>
             p
         })
         .collect();
+    // Two refused documents may share a name (files are not an API server): each
+    // stand-in applies, under a name of its own.
+    let mut named = std::collections::BTreeMap::<String, usize>::new();
+    let mut unique = |base: String| {
+        let n = named.entry(base.clone()).or_default();
+        *n += 1;
+        match *n {
+            1 => base,
+            n => format!("{base} #{n}"),
+        }
+    };
     policies.extend(
         stand_ins(inputs, "AuthorizationPolicy", w).map(|f| tc::AuthorizationPolicy {
-            name: format!("{}.{} (refused)", f.namespace, f.name),
+            name: unique(format!("{}.{} (refused)", f.namespace, f.name)),
             action: match f.spec.stance {
                 Stance::DenyAll => tc::AuthorizationAction::Deny,
                 Stance::AllowNothing | Stance::Strict | Stance::RefuseTokens => {

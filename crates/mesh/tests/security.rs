@@ -196,6 +196,30 @@ fn refused_deny_policies_deny_everything_they_could_select() {
     }
 }
 
+/// Two refused documents of one name (two files, or two edits in one): both stand-ins
+/// apply, each under a name of its own, and the listener still encodes for Envoy.
+#[test]
+fn refused_policies_of_one_name_each_stand_in() {
+    let doc = |spec: &str| {
+        format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{ name: split, namespace: foo }}\nspec:\n  {spec}\n")
+    };
+    let loaded = load(&format!(
+        "{}---\n{}",
+        doc("action: DENY\n  rules: [{ from: [{ source: { notRequestPrincipals: [\"\"] } }] }]"),
+        doc("rules: [{ from: [{ source: { serviceAccounts: \"\" } }] }]"),
+    ));
+    let p = policies_of(&loaded, "sleep");
+    let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["foo.split (refused)", "foo.split (refused) #2"],
+        "{p:#?}"
+    );
+    let registry = Registry::from_inputs(&loaded.inputs);
+    let config = generate(&loaded.inputs, &registry, "foo", "sleep").unwrap();
+    trellis_envoy::encode(&config).expect("the listener encodes");
+}
+
 #[test]
 fn an_allow_policy_with_an_unknown_when_key_allows_nothing() {
     let loaded = load(

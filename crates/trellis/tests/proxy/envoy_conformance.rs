@@ -124,6 +124,39 @@ spec:
         ),
     )
     .unwrap();
+    // Tracing and access logs as Istio's users configure them: the HCMs carry Envoy's
+    // OpenTelemetry tracer and file access logger, which Envoy's classes must decode.
+    std::fs::write(
+        mesh.path().join("telemetry.yaml"),
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: { name: istio, namespace: istio-system }
+data:
+  mesh: |
+    accessLogFile: /dev/stdout
+    accessLogEncoding: JSON
+    extensionProviders:
+      - name: otel
+        opentelemetry: { service: otel.observability.svc.cluster.local, port: 4317 }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: otel, namespace: observability }
+spec:
+  hosts: [otel.observability.svc.cluster.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{ number: 4317, name: grpc, protocol: GRPC }]
+  endpoints: [{ address: 127.0.0.1 }]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: mesh-default, namespace: istio-system }
+spec:
+  tracing: [{ providers: [{ name: otel }], randomSamplingPercentage: 10 }]
+"#,
+    )
+    .unwrap();
     let c = control(mesh.path());
     let proxyless = "grpc~default~conformance";
     for mode in ["sotw", "delta"] {
