@@ -20,12 +20,14 @@ use trellis_mesh::{Inputs, Loaded, Registry, Resource};
 use trellis_xds::{Base, Cache, Snapshot};
 
 mod check;
+mod dashboard;
 mod jwks;
 mod serve;
 mod shared;
 mod status;
 mod tenancy;
 pub use check::Report;
+pub use dashboard::DashboardOptions;
 pub use jwks::JwksResolver;
 pub use serve::{plane, serve, KubeOptions, Options, Serving};
 use shared::{shared, SharedOutbound};

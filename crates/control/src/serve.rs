@@ -26,6 +26,7 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Serve `GET /status` (JSON) in plaintext here.
     pub status_listen: Option<SocketAddr>,
+    pub dashboard: Option<crate::DashboardOptions>,
 }
 
 pub struct KubeOptions {
@@ -44,6 +45,7 @@ pub struct Serving {
     pub ca: Option<SocketAddr>,
     pub root_pem: Option<String>,
     pub status: Option<SocketAddr>,
+    pub dashboard: Option<SocketAddr>,
     servers: tokio::task::JoinSet<anyhow::Result<()>>,
 }
 
@@ -177,6 +179,18 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         ),
         None => None,
     };
+    let dashboard_listener = match &opts.dashboard {
+        Some(d) => Some(
+            tokio::net::TcpListener::bind(d.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("--dashboard {}: {e}", d.listen))?,
+        ),
+        None => None,
+    };
+    let dashboard_bound = dashboard_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let status_bound = status_listener
         .as_ref()
         .map(|l| l.local_addr())
@@ -207,6 +221,15 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
             ads.stats(),
         ));
     }
+    if let (Some(listener), Some(d)) = (dashboard_listener, &opts.dashboard) {
+        tracing::info!(address = ?dashboard_bound, "dashboard serving");
+        servers.spawn(crate::dashboard::serve(
+            listener,
+            plane.clone(),
+            ads.stats(),
+            d.prometheus.clone(),
+        ));
+    }
     let mut root_pem = None;
     if let (Some((ca, _)), Some(listener)) = (ca, ca_listener) {
         root_pem = Some(ca.root_pem.clone());
@@ -234,6 +257,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         ca: ca_bound,
         root_pem,
         status: status_bound,
+        dashboard: dashboard_bound,
         servers,
     })
 }

@@ -143,6 +143,7 @@ async fn istiod_in_process_certifies_a_sidecar_and_serves_it_its_own_view_only()
         )),
         poll_interval: Duration::from_millis(50),
         status_listen: None,
+        dashboard: None,
     })
     .await
     .unwrap();

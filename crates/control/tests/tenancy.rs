@@ -77,6 +77,7 @@ async fn start(dir: &std::path::Path, state: &std::path::Path) -> Serving {
         )),
         poll_interval: Duration::from_millis(20),
         status_listen: None,
+        dashboard: None,
     })
     .await
     .unwrap()

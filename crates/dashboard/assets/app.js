@@ -92,7 +92,9 @@ function renderTables(state) {
   const rows = state.nodes.map((n) => {
     const tr = el("tr", { "data-id": n.id });
     tr.append(el("td", {}, n.id), el("td", {}, `${n.tenant} (${n.trust_domain})`), el("td", {}, n.identity),
-      el("td", { class: n.cert_expiry ? "" : "bad" }, expiry(n.cert_expiry)),
+      state.certificates
+        ? el("td", { class: n.cert_expiry ? "" : "bad" }, expiry(n.cert_expiry))
+        : el("td", { class: "muted" }, "–"),
       el("td", { class: n.xds_connected ? "ok" : "bad" }, n.xds_connected ? "connected" : "not connected"),
       el("td", { class: n.updates_rejected > 0 ? "bad" : "" }, `${n.updates_accepted} / ${n.updates_rejected}`));
     return tr;

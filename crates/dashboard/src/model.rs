@@ -10,6 +10,8 @@ pub struct State {
     pub edges: Vec<Edge>,
     pub requests: Vec<RequestRow>,
     pub config: ConfigStatus,
+    /// Whether the nodes' certificate expiry is known (the sidecars were asked).
+    pub certificates: bool,
 }
 
 /// A workload with its sidecar (or the client, or a gateway).

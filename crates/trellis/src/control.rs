@@ -50,6 +50,15 @@ pub struct ControlArgs {
     /// roots and federations, the CA's counters) in plaintext here, e.g. 127.0.0.1:15014.
     #[arg(long)]
     status_listen: Option<SocketAddr>,
+    /// Serve the web dashboard here (the workloads, their xDS connections, what is
+    /// refused and why; the service graph when --prometheus is given), e.g.
+    /// 127.0.0.1:15080. Read-only, plaintext: bind it to loopback.
+    #[arg(long)]
+    dashboard: Option<SocketAddr>,
+    /// The Prometheus that scrapes the sidecars (e.g. http://prometheus:9090): the
+    /// dashboard's graph comes from its Istio metrics, as Kiali's does.
+    #[arg(long, requires = "dashboard")]
+    prometheus: Option<String>,
     /// Threads serving xDS and the CA (0 = one per core): a full push writes every
     /// sidecar's view, megabytes each in a large mesh, and streams spread over them.
     #[arg(long, default_value_t = 0)]
@@ -131,6 +140,12 @@ impl ControlArgs {
             }),
             poll_interval: self.poll_interval,
             status_listen: self.status_listen,
+            dashboard: self
+                .dashboard
+                .map(|listen| trellis_control::DashboardOptions {
+                    listen,
+                    prometheus: self.prometheus.clone(),
+                }),
         }
     }
 }
@@ -157,6 +172,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
                 "ca": serving.ca.map(|a| a.to_string()),
                 "root_pem": serving.root_pem,
                 "status": serving.status.map(|a| a.to_string()),
+                "dashboard": serving.dashboard.map(|a| format!("http://{a}/")),
             });
             crate::write_atomically(path, doc.to_string().as_bytes())?;
         }

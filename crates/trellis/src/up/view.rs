@@ -370,6 +370,7 @@ fn dashboard_state(
         edges,
         requests,
         config,
+        certificates: true,
     }
 }
 

@@ -87,6 +87,11 @@ impl Drop for Prometheus {
 }
 
 fn prometheus(targets: &[std::net::SocketAddr]) -> Option<Prometheus> {
+    prometheus_on(free_port(), targets)
+}
+
+/// The same on `port`.
+fn prometheus_on(port: u16, targets: &[std::net::SocketAddr]) -> Option<Prometheus> {
     if std::process::Command::new("prometheus")
         .arg("--version")
         .output()
@@ -105,7 +110,6 @@ fn prometheus(targets: &[std::net::SocketAddr]) -> Option<Prometheus> {
         list.join(", ")
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let port = free_port();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let proc = std::process::Command::new("prometheus")
         .arg(format!(
@@ -292,4 +296,110 @@ async fn sidecars_export_istio_standard_metrics_that_prometheus_reads() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(p50 > 0.0 && p50 < 1000.0, "p50 {p50} ms");
+}
+
+/// `trellis control --dashboard --prometheus`: the control plane's page draws the service
+/// graph from a real Prometheus that scrapes the sidecars (as Kiali does), beside the
+/// registry's workloads and whether each sidecar holds an xDS stream.
+#[tokio::test]
+async fn the_control_planes_dashboard_draws_the_graph_from_prometheus() {
+    use super::control::{sidecar, Workload, SERVICES};
+    let _quiet = quiet().await;
+    let prometheus_port = free_port();
+    let mesh = tempfile::tempdir().unwrap();
+    let page = Workload::new(
+        "productpage-v1",
+        "app: productpage, version: v1",
+        "productpage",
+    );
+    let reviews = Workload::new("reviews-v1", "app: reviews, version: v1", "reviews");
+    std::fs::write(mesh.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        mesh.path().join("workloads.yaml"),
+        page.entry() + &reviews.entry(),
+    )
+    .unwrap();
+    let _app = app_on("reviews-v1", &format!("127.0.0.1:{}", reviews.app), &[]);
+    let dashboard = format!("127.0.0.1:{}", free_port());
+    let c = control_with(&[
+        "--config-dir",
+        &mesh.path().display().to_string(),
+        "--dashboard",
+        &dashboard,
+        "--prometheus",
+        &format!("http://127.0.0.1:{prometheus_port}"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let page_sidecar = sidecar(&c, &page, dir.path());
+    let reviews_sidecar = sidecar(&c, &reviews, dir.path());
+    let Some(_prometheus) = prometheus_on(
+        prometheus_port,
+        &[page_sidecar.admin, reviews_sidecar.admin],
+    ) else {
+        return;
+    };
+    // Traffic all along: a rate needs the counter to grow between two scrapes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let outbound = page.outbound;
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = send(
+                    Req::get(&format!("http://127.0.0.1:{outbound}/reviews/1"))
+                        .header("host", "reviews:9080"),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let state: serde_json::Value =
+            serde_json::from_str(&get(&format!("http://{dashboard}/api/state")).await.body)
+                .unwrap_or_default();
+        let edge = state["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["source"] == "productpage-v1" && e["destination"] == "reviews-v1");
+        let connected = |name: &str| {
+            state["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["id"] == name && n["xds_connected"] == true)
+        };
+        if edge.is_some_and(|e| e["rps"].as_f64() > Some(0.0) && e["mtls"] == true)
+            && connected("productpage-v1")
+            && connected("reviews-v1")
+        {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard never showed the edge: {state:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    let node = state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "reviews-v1")
+        .unwrap();
+    assert_eq!(
+        node["identity"],
+        "spiffe://cluster.local/ns/default/sa/reviews"
+    );
+    // The page itself is served too.
+    let page_html = get(&format!("http://{dashboard}/")).await;
+    assert!(
+        page_html.body.contains("Service graph"),
+        "{}",
+        page_html.body
+    );
 }

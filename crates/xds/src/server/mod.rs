@@ -41,9 +41,42 @@ pub struct ServerStats {
     /// What each node refuses now: (node id, resource type) → the proxy's reason, from
     /// its last NACK of that type; an ACK of the type clears it.
     pub rejected: std::sync::Mutex<std::collections::BTreeMap<(String, String), String>>,
+    /// The nodes with a stream open now, and how many each has.
+    pub connected: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+/// A node's open stream, counted in [`ServerStats::connected`] until dropped.
+struct Connected<'a> {
+    stats: &'a ServerStats,
+    node: String,
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        let mut nodes = self
+            .stats
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = nodes.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                nodes.remove(&self.node);
+            }
+        }
+    }
 }
 
 impl ServerStats {
+    fn connect(&self, node: &str) -> Connected<'_> {
+        let mut nodes = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        *nodes.entry(node.to_string()).or_default() += 1;
+        Connected {
+            stats: self,
+            node: node.to_string(),
+        }
+    }
+
     /// Counts a response of `own` resources written for its stream and, if any, a
     /// shared run.
     fn responded(&self, own: usize, shared: Option<&Encoded>) {
@@ -327,6 +360,7 @@ async fn stream<V: Variant>(
             return Err(Status::permission_denied(format!("node {node}: {reason}")));
         }
     }
+    let _connected = stats.connect(&node);
     let mut snapshots: watch::Receiver<Arc<Snapshot>> = cache.subscribe(&node);
     // Nothing is answered before the node's view exists: an empty first answer would
     // make a proxy drop what it holds. Requests wait in the stream meanwhile.
