@@ -29,6 +29,9 @@ pub struct CaCounters {
     /// Refused because the caller asked for another tenant's identity or trust domain
     /// (also counted in `refused`).
     pub cross_tenant: AtomicU64,
+    /// When the last certificate issued for each identity (SPIFFE ID) expires, in Unix
+    /// seconds: what the control plane's dashboard shows per workload.
+    pub expiries: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 pub struct CaService {
@@ -231,6 +234,14 @@ impl IstioCertificateService for CaService {
                     .map_err(|e| Status::unauthenticated(format!("bootstrap token: {e}")))?;
             }
             tracing::info!(%identity, auth = how, tenant = %tenant.name, "issued workload certificate");
+            let leaf = chain
+                .first()
+                .and_then(|pem| boring::x509::X509::from_pem(pem.as_bytes()).ok());
+            if let Some(leaf) = leaf {
+                let expiry = crate::authority::asn1_unix(leaf.not_after());
+                let mut expiries = self.counters.expiries.lock().unwrap_or_else(|e| e.into_inner());
+                expiries.insert(identity.to_string(), expiry);
+            }
             Ok(chain)
         }
         .await;

@@ -4,7 +4,9 @@
 //! the inputs it refused and what each proxy refuses now — and, with `--prometheus`,
 //! the service graph from the Prometheus that scrapes the sidecars (Istio's metrics over
 //! the last minute, as Kiali reads them). The control plane does not reach the sidecars'
-//! admin ports itself: in a cluster they answer on the pod's loopback only.
+//! admin ports itself: in a cluster they answer on the pod's loopback only. With the
+//! embedded CA, a workload's certificate expiry is that of the last certificate the CA
+//! issued for its identity.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +39,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     plane: Arc<ControlPlane>,
     xds: Arc<trellis_xds::ServerStats>,
+    ca: Option<Arc<trellis_ca::CaCounters>>,
     prometheus: Option<String>,
 ) -> anyhow::Result<()> {
     let dashboard = trellis_dashboard::Dashboard::default();
@@ -48,7 +51,13 @@ pub(crate) async fn serve(
             Some(url) => graph(&http, url).await,
             None => Vec::new(),
         };
-        dashboard.publish(&state(&plane, &xds, edges, started.elapsed()));
+        dashboard.publish(&state(
+            &plane,
+            &xds,
+            ca.as_deref(),
+            edges,
+            started.elapsed(),
+        ));
         tokio::time::sleep(EVERY).await;
     }
 }
@@ -56,9 +65,13 @@ pub(crate) async fn serve(
 fn state(
     plane: &ControlPlane,
     xds: &trellis_xds::ServerStats,
+    ca: Option<&trellis_ca::CaCounters>,
     edges: Vec<Edge>,
     uptime: Duration,
 ) -> State {
+    let expiries = ca
+        .map(|c| c.expiries.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default();
     let connected: Vec<(String, String)> = xds
         .connected
         .lock()
@@ -80,7 +93,12 @@ fn state(
                     }
                     None => ("default".into(), "cluster.local".into()),
                 };
+                let identity = format!(
+                    "spiffe://{trust_domain}/ns/{}/sa/{}",
+                    w.namespace, w.service_account
+                );
                 Node {
+                    cert_expiry: expiries.get(&identity).map(|t| *t as f64),
                     id: w.name.clone(),
                     service: w.labels.get("app").cloned().unwrap_or_default(),
                     namespace: w.namespace.clone(),
@@ -90,13 +108,9 @@ fn state(
                         "endpoint"
                     }
                     .into(),
-                    identity: format!(
-                        "spiffe://{trust_domain}/ns/{}/sa/{}",
-                        w.namespace, w.service_account
-                    ),
+                    identity,
                     tenant,
                     trust_domain,
-                    cert_expiry: None,
                     xds_connected: connected
                         .iter()
                         .any(|(ns, name)| *ns == w.namespace && *name == w.name),
@@ -129,7 +143,8 @@ fn state(
             warnings: status.warnings.len(),
             rejected_by_proxies: rejected,
         },
-        certificates: false,
+        // With the embedded CA, the last certificate it issued for each identity.
+        certificates: ca.is_some(),
     }
 }
 

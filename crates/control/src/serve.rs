@@ -217,7 +217,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
         servers.spawn(crate::status::serve(
             listener,
             plane.clone(),
-            counters,
+            counters.clone(),
             ads.stats(),
         ));
     }
@@ -227,6 +227,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<Serving> {
             listener,
             plane.clone(),
             ads.stats(),
+            counters.clone(),
             d.prometheus.clone(),
         ));
     }

@@ -395,6 +395,17 @@ async fn the_control_planes_dashboard_draws_the_graph_from_prometheus() {
         node["identity"],
         "spiffe://cluster.local/ns/default/sa/reviews"
     );
+    // The embedded CA's last certificate for that identity: a day from now, by default.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = node["cert_expiry"].as_f64().expect("a certificate expiry");
+    assert!(
+        expiry > now + 3600.0 && expiry < now + 2.0 * 86400.0,
+        "{expiry} vs {now}"
+    );
+    assert_eq!(state["certificates"], true);
     // The page itself is served too.
     let page_html = get(&format!("http://{dashboard}/")).await;
     assert!(
