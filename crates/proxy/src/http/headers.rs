@@ -52,6 +52,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Whether a request asks for a protocol upgrade (WebSocket and friends).
+/// Gives the request an `x-request-id` (128 random bits in hex) unless it has one:
+/// where the connection manager's span needs it, else where the router forwards.
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    if !headers.contains_key("x-request-id") {
+        let id = format!("{:032x}", rand::random::<u128>());
+        if let Ok(v) = http::HeaderValue::from_str(&id) {
+            headers.insert("x-request-id", v);
+        }
+    }
+}
+
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
         && headers

@@ -189,12 +189,7 @@ impl HttpManager {
         // The span's context goes to the next hop whether or not it is recorded.
         let trace = self.tracer.as_ref().and_then(|t| {
             // The request id first, as Envoy makes it before tracing: spans carry it.
-            if !req.headers().contains_key("x-request-id") {
-                let id = format!("{:032x}", rand::random::<u128>());
-                if let Ok(v) = http::HeaderValue::from_str(&id) {
-                    req.headers_mut().insert("x-request-id", v);
-                }
-            }
+            headers::ensure_request_id(req.headers_mut());
             let started = trellis_trace::Started::begin(req.headers_mut(), &t.sampling);
             started.context.sampled.then(|| {
                 Box::new(SpanFacts::of(

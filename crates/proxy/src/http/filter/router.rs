@@ -5,7 +5,6 @@
 
 use http::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use http::{Response, StatusCode};
-use rand::Rng;
 use trellis_config::Redirect;
 
 use super::{Exchange, Step};
@@ -64,12 +63,7 @@ impl Router {
                     peer: x.conn.peer,
                     original_dst: x.conn.original_dst,
                 };
-                if !out.headers.contains_key("x-request-id") {
-                    let id = format!("{:032x}", rand::thread_rng().gen::<u128>());
-                    if let Ok(v) = HeaderValue::from_str(&id) {
-                        out.headers.insert("x-request-id", v);
-                    }
-                }
+                crate::http::headers::ensure_request_id(&mut out.headers);
                 let proto = if x.conn.tls { "https" } else { "http" };
                 out.headers
                     .entry("x-forwarded-proto")
