@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::meshfile::Traffic;
 use super::Running;
+use trellis_dashboard::model::RequestRow;
 
 /// How the built-in client reaches the services.
 pub(crate) enum Entry {
@@ -162,6 +163,7 @@ pub(crate) async fn drive(mut setup: Setup) -> anyhow::Result<String> {
             _ = report.tick() => {
                 let last = std::mem::replace(&mut *window.lock().unwrap(), vec![Line::default(); requests.len()]);
                 let health = sidecar_health(&http, &setup.sidecars).await;
+                let rows = request_rows(&setup, &last, &total.lock().unwrap());
                 if let Some(d) = &dashboard {
                     let scrape = trellis_dashboard::Scrape::parse(
                         health.texts.iter().map(String::as_str),
@@ -173,10 +175,10 @@ pub(crate) async fn drive(mut setup: Setup) -> anyhow::Result<String> {
                         .unwrap_or_default();
                     scraped = Some(scrape);
                     let config = control_status(&http, &setup.control_status).await;
-                    let state = dashboard_state(&setup, &last, &total.lock().unwrap(), &health, edges, config, started.elapsed());
+                    let state = dashboard_state(&setup, rows.clone(), &health, edges, config, started.elapsed());
                     d.publish(&state);
                 }
-                let text = render(&setup, &last, &total.lock().unwrap(), &health, started.elapsed());
+                let text = render(&setup, &rows, &health, started.elapsed());
                 let mut out = std::io::stdout().lock();
                 if tty {
                     let _ = write!(out, "\x1b[2J\x1b[H{text}");
@@ -296,14 +298,13 @@ async fn control_status(http: &Http, addr: &str) -> trellis_dashboard::model::Co
 /// The dashboard's state: the sidecars as nodes, the graph's edges, the request table.
 fn dashboard_state(
     setup: &Setup,
-    last: &[Line],
-    total: &[Line],
+    requests: Vec<RequestRow>,
     health: &Health,
     edges: Vec<trellis_dashboard::model::Edge>,
     config: trellis_dashboard::model::ConfigStatus,
     elapsed: Duration,
 ) -> trellis_dashboard::model::State {
-    use trellis_dashboard::model::{Node, RequestRow, State};
+    use trellis_dashboard::model::{Node, State};
     let nodes = setup
         .sidecars
         .iter()
@@ -326,33 +327,6 @@ fn dashboard_state(
             xds_connected: f.connected,
             updates_accepted: f.accepted,
             updates_rejected: f.rejected,
-        })
-        .collect();
-    let requests = setup
-        .traffic
-        .as_ref()
-        .map(|t| t.requests.as_slice())
-        .unwrap_or(&[])
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let (w, t) = (&last[i], &total[i]);
-            let served: u64 = t.served_by.values().sum();
-            RequestRow {
-                request: request_label(r),
-                rps: w.sent as f64,
-                ok: t.by_class[0],
-                client_errors: t.by_class[1],
-                server_errors: t.by_class[2] + t.by_class[3],
-                p50_ms: percentile_ms(w.latencies_us.clone(), 0.5),
-                p99_ms: percentile_ms(w.latencies_us.clone(), 0.99),
-                served_by: t
-                    .served_by
-                    .iter()
-                    .map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / served.max(1) as f64))
-                    .collect::<Vec<_>>()
-                    .join("  "),
-            }
         })
         .collect();
     State {
@@ -387,21 +361,50 @@ fn request_label(r: &super::meshfile::RequestDef) -> String {
     }
 }
 
-fn percentile_ms(mut v: Vec<u64>, p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+/// The request table, once per report for both views: the last second's rate and
+/// latencies, the counts and who served since the start.
+fn request_rows(setup: &Setup, last: &[Line], total: &[Line]) -> Vec<RequestRow> {
+    let requests = setup
+        .traffic
+        .as_ref()
+        .map(|t| t.requests.as_slice())
+        .unwrap_or(&[]);
+    requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (w, t) = (&last[i], &total[i]);
+            let served: u64 = t.served_by.values().sum();
+            let mut latencies = w.latencies_us.clone();
+            latencies.sort_unstable();
+            RequestRow {
+                request: request_label(r),
+                rps: w.sent as f64,
+                ok: t.by_class[0],
+                client_errors: t.by_class[1],
+                server_errors: t.by_class[2] + t.by_class[3],
+                p50_ms: percentile_ms(&latencies, 0.5),
+                p99_ms: percentile_ms(&latencies, 0.99),
+                served_by: t
+                    .served_by
+                    .iter()
+                    .map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / served.max(1) as f64))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            }
+        })
+        .collect()
 }
 
-fn render(
-    setup: &Setup,
-    last: &[Line],
-    total: &[Line],
-    health: &Health,
-    elapsed: Duration,
-) -> String {
+/// The `p` quantile of sorted latencies in µs, in ms.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+}
+
+fn render(setup: &Setup, rows: &[RequestRow], health: &Health, elapsed: Duration) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let workloads = setup
@@ -462,31 +465,18 @@ fn render(
         "\n{:<40} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  served by (since start)",
         "request (through the client sidecar)", "req/s", "2xx3xx", "4xx", "5xx", "p50 ms", "p99 ms"
     );
-    let requests = setup
-        .traffic
-        .as_ref()
-        .map(|t| t.requests.as_slice())
-        .unwrap_or(&[]);
-    for (i, r) in requests.iter().enumerate() {
-        let (w, t) = (&last[i], &total[i]);
-        let served: u64 = t.served_by.values().sum();
-        let by: Vec<String> = t
-            .served_by
-            .iter()
-            .map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / served.max(1) as f64))
-            .collect();
-        let label = request_label(r);
+    for r in rows {
         let _ = writeln!(
             s,
             "{:<40} {:>6} {:>6} {:>6} {:>6} {:>8.1} {:>8.1}  {}",
-            label,
-            w.sent,
-            t.by_class[0],
-            t.by_class[1],
-            t.by_class[2] + t.by_class[3],
-            percentile_ms(w.latencies_us.clone(), 0.5),
-            percentile_ms(w.latencies_us.clone(), 0.99),
-            by.join("  ")
+            r.request,
+            r.rps,
+            r.ok,
+            r.client_errors,
+            r.server_errors,
+            r.p50_ms,
+            r.p99_ms,
+            r.served_by
         );
     }
     let _ = match &setup.entry {
