@@ -10,7 +10,7 @@
 use trellis_config as tc;
 
 use crate::mesh_config::MeshConfig;
-use crate::telemetry_api::mode;
+use crate::telemetry_api::applies;
 use crate::{Inputs, Workload};
 
 /// The access log of `w`'s listeners on `side` (`CLIENT` or `SERVER`), if any.
@@ -23,7 +23,7 @@ pub(crate) fn access_log(inputs: &Inputs, w: &Workload, side: &str) -> Option<tc
             .spec
             .access_logging
             .iter()
-            .find(|a| mode(a.matches.as_ref()).is_some_and(|m| m.contains(side)));
+            .find(|a| applies(a.matches.as_ref(), side));
         let Some(e) = entry else { continue };
         if !e.providers.is_empty() {
             providers = Some(e.providers.iter().map(|p| p.name.clone()).collect());

@@ -78,10 +78,7 @@ pub fn observe_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &
     let Some(kind) = crate::trace::kind_of(l) else {
         return;
     };
-    let side = match kind {
-        tc::SpanKind::Client => "CLIENT",
-        tc::SpanKind::Server => "SERVER",
-    };
+    let side = crate::telemetry_api::side_of(kind);
     let access_log = crate::access_logs::access_log(inputs, w, side);
     let tracing = crate::trace::tracing(inputs, w, kind, |host, port| {
         // The cluster as this sidecar's view makes it.

@@ -84,6 +84,19 @@ pub struct Literal {
     pub value: String,
 }
 
+/// The side (`CLIENT` or `SERVER`) of a listener whose spans are of `kind`.
+pub(crate) fn side_of(kind: trellis_config::SpanKind) -> &'static str {
+    match kind {
+        trellis_config::SpanKind::Client => "CLIENT",
+        trellis_config::SpanKind::Server => "SERVER",
+    }
+}
+
+/// Whether an entry with match `m` applies to `side`.
+pub(crate) fn applies(m: Option<&TracingMatch>, side: &str) -> bool {
+    mode(m).is_some_and(|mode| mode.contains(side))
+}
+
 /// `CLIENT`, `SERVER` or `CLIENT_AND_SERVER` (the default); None when it is none of them.
 pub(crate) fn mode(m: Option<&TracingMatch>) -> Option<&str> {
     let mode = m

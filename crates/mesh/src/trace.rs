@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use trellis_config as tc;
 
 use crate::inputs::selects;
-use crate::telemetry_api::Telemetry;
+use crate::telemetry_api::{applies, side_of, Telemetry};
 use crate::{Inputs, Resource, Workload, ROOT_NAMESPACE};
 
 /// A tracing entry's fields after merging the levels that apply.
@@ -26,13 +26,6 @@ struct Merged {
     sampling: Option<f64>,
     disabled: Option<bool>,
     tags: BTreeMap<String, String>,
-}
-
-fn side_of(kind: tc::SpanKind) -> &'static str {
-    match kind {
-        tc::SpanKind::Client => "CLIENT",
-        tc::SpanKind::Server => "SERVER",
-    }
 }
 
 /// The Telemetry resources that apply to `w`, least specific first.
@@ -66,12 +59,11 @@ fn merged(inputs: &Inputs, w: &Workload, kind: tc::SpanKind) -> Merged {
     let side = side_of(kind);
     let mut m = Merged::default();
     for t in levels(inputs, w) {
-        let entry = t.spec.tracing.iter().find(|s| {
-            s.matches
-                .as_ref()
-                .and_then(|m| m.mode.as_deref())
-                .is_none_or(|mode| mode.contains(side))
-        });
+        let entry = t
+            .spec
+            .tracing
+            .iter()
+            .find(|s| applies(s.matches.as_ref(), side));
         let Some(e) = entry else { continue };
         if let Some(p) = e.providers.first() {
             m.provider = Some(p.name.clone());
