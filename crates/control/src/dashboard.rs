@@ -122,11 +122,9 @@ fn state(
     };
     let status = plane.status().borrow().clone();
     let rejected = xds
-        .rejected
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|((node, kind), message)| format!("{node} ({kind}): {message}"))
+        .rejections()
+        .into_iter()
+        .map(|(node, kind, message)| format!("{node} ({kind}): {message}"))
         .collect();
     State {
         title: format!(

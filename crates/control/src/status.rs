@@ -24,11 +24,9 @@ pub(crate) fn document(
 ) -> serde_json::Value {
     // What proxies refuse now, with their reasons (their last NACK of each type).
     let rejected: Vec<serde_json::Value> = xds
-        .rejected
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|((node, kind), message)| {
+        .rejections()
+        .into_iter()
+        .map(|(node, kind, message)| {
             serde_json::json!({ "node": node, "type": kind, "message": message })
         })
         .collect();

@@ -68,6 +68,15 @@ impl Drop for Connected<'_> {
 }
 
 impl ServerStats {
+    /// What nodes refuse now: (node id, resource type, the proxy's reason).
+    pub fn rejections(&self) -> Vec<(String, String, String)> {
+        let rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        rejected
+            .iter()
+            .map(|((node, kind), message)| (node.clone(), kind.clone(), message.clone()))
+            .collect()
+    }
+
     fn connect(&self, node: &str) -> Connected<'_> {
         let mut nodes = self.connected.lock().unwrap_or_else(|e| e.into_inner());
         *nodes.entry(node.to_string()).or_default() += 1;
