@@ -228,13 +228,6 @@ fn valid(trace_id: &TraceId, span_id: &SpanId) -> bool {
     trace_id.iter().any(|b| *b != 0) && span_id.iter().any(|b| *b != 0)
 }
 
-/// Lower-case hex, as both formats write ids.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    hex_into(bytes, &mut out);
-    String::from_utf8(out).expect("hex digits")
-}
-
 /// Exactly `N` bytes of hex digits (W3C requires lower case; B3 implementations write
 /// lower case too, and upper case is taken as well).
 fn unhex<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
@@ -257,6 +250,12 @@ fn unhex<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        let mut out = vec![0u8; bytes.len() * 2];
+        hex_into(bytes, &mut out);
+        String::from_utf8(out).expect("hex digits")
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
