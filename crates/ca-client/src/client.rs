@@ -60,6 +60,7 @@ impl CaClient {
                     .is_err()
                     .then(|| self.server_name.clone()),
                 alpn: vec!["h2".into()],
+                stream_alpn: Vec::new(),
                 min_version: TlsVersion::Tls12,
                 max_version: TlsVersion::Tls13,
                 expected_identities: vec![self.server_name.clone()],

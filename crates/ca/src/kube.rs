@@ -51,6 +51,7 @@ impl TokenReviewer {
                     certificate: None,
                     sni: api.host().map(str::to_string),
                     alpn: vec!["http/1.1".into()],
+                    stream_alpn: Vec::new(),
                     min_version: TlsVersion::Tls12,
                     max_version: TlsVersion::Tls13,
                     expected_identities: api

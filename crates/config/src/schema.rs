@@ -1199,6 +1199,13 @@ pub struct DownstreamTls {
     /// A client that has not finished the handshake by then is disconnected.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: Dur,
+    /// Istio's TCP metadata exchange: `istio-peer-exchange` is offered first in ALPN,
+    /// and a client that takes it and this proxy send each other their workload's
+    /// metadata before the stream's bytes (for Istio's TCP metrics). Whatever the
+    /// setting, a connection that negotiated `istio-peer-exchange` has its metadata
+    /// frame taken off before the bytes reach the app.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub metadata_exchange: bool,
 }
 
 /// The roots that vouch for one SPIFFE trust domain (SPIFFE federation; Envoy's SPIFFE
@@ -1250,6 +1257,11 @@ pub struct UpstreamTls {
     pub min_version: TlsVersion,
     #[serde(default = "tls_max")]
     pub max_version: TlsVersion,
+    /// Istio's TCP metadata exchange on TCP-proxied connections: ALPN offers
+    /// `istio-peer-exchange, istio` (Istio's in-mesh ALPN), and when the endpoint takes
+    /// it both sides send their workload's metadata before the stream's bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub metadata_exchange: bool,
 }
 
 /// JWT verification, as Istio's RequestAuthentication: a request may carry no token

@@ -220,6 +220,7 @@ impl ControlPlane {
             mut warnings,
             mut refused,
         } = loaded;
+        inputs.disable_tcp_metadata_exchange = !metadata_exchange_enabled();
         self.tenants.resolve(&mut inputs, &mut refused);
         inputs.keep_previous(&self.state.lock().unwrap().0, &mut refused);
         let tenants = self.tenants.install(&mut inputs)?;
@@ -630,4 +631,12 @@ impl ControlPlane {
             })
             .collect()
     }
+}
+
+/// Istio's switch, read as istiod reads it: `PILOT_ENABLE_METADATA_EXCHANGE=false` turns
+/// the TCP metadata exchange off (Envoys built without the contrib extension need that).
+fn metadata_exchange_enabled() -> bool {
+    std::env::var("PILOT_ENABLE_METADATA_EXCHANGE")
+        .map(|v| !v.eq_ignore_ascii_case("false") && v != "0")
+        .unwrap_or(true)
 }

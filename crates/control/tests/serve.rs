@@ -93,6 +93,7 @@ fn xds_client(
                 certificate: Some(cert),
                 sni: Some("localhost".into()),
                 alpn: vec!["h2".into()],
+                stream_alpn: Vec::new(),
                 min_version: TlsVersion::Tls12,
                 max_version: TlsVersion::Tls13,
                 expected_identities: vec!["localhost".into()],

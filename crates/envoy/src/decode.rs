@@ -423,6 +423,12 @@ fn chain_filters(
 ) -> Result<Option<()>, DecodeError> {
     let (index, chain) = chain;
     let mut filters = chain.filters.iter().enumerate().peekable();
+    let mut exchange = false;
+    if let Some((i, f)) = filters.next_if(|(_, f)| f.name == crate::metadata_exchange::FILTER) {
+        let path = format!("filter_chains[{index}].filters[{i}]");
+        metadata_exchange(ctx, filter_config(ctx, f, &path)?, &path)?;
+        exchange = true;
+    }
     let mut rbac = crate::rbac::Reader::default();
     while let Some((i, f)) = filters.next_if(|(_, f)| f.name == crate::rbac::NETWORK_RBAC) {
         let path = format!("filter_chains[{index}].filters[{i}]");
@@ -498,6 +504,24 @@ fn chain_filters(
         };
         let d: tls::DownstreamTlsContext = ctx.decode(any, types::DOWNSTREAM_TLS, path)?;
         let mut t = downstream_tls(ctx, d, path)?;
+        // The proxy takes the exchange's frame off whenever ALPN chose it; Envoy only
+        // with the filter. Both or neither.
+        let alpn = t.alpn.take().unwrap_or_default();
+        let (offered, rest): (Vec<String>, Vec<String>) = alpn
+            .into_iter()
+            .partition(|a| a == crate::metadata_exchange::ALPN);
+        if !offered.is_empty() && !exchange {
+            return Err(ctx.err(
+                &format!("{path}.common_tls_context.alpn_protocols"),
+                format!(
+                    "{} is offered without the {} filter",
+                    crate::metadata_exchange::ALPN,
+                    crate::metadata_exchange::FILTER
+                ),
+            ));
+        }
+        t.alpn = (!rest.is_empty()).then_some(rest);
+        t.metadata_exchange = exchange;
         t.mode = if permissive {
             tc::TlsMode::Permissive
         } else {
@@ -690,6 +714,12 @@ fn transport_pair<'a>(
             ))
         }
     })
+}
+
+/// An `istio.metadata_exchange` filter's config (listener or cluster).
+fn metadata_exchange(ctx: &Ctx, any: &Any, path: &str) -> Result<(), DecodeError> {
+    let json = typed_struct(ctx, any, crate::metadata_exchange::CONFIG_TYPE, path)?;
+    crate::metadata_exchange::check(&json).map_err(|e| ctx.err(path, e))
 }
 
 fn filter_config<'a>(ctx: &Ctx, f: &'a lis::Filter, path: &str) -> Result<&'a Any, DecodeError> {
@@ -1433,6 +1463,30 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
             "endpoints of one cluster with different TLS settings are not supported",
         ));
     }
+    let mut tls = tls;
+    for (i, f) in c.filters.iter().enumerate() {
+        let path = format!("filters[{i}]");
+        if f.name != crate::metadata_exchange::FILTER {
+            return Err(ctx.err(
+                &path,
+                format!(
+                    "{}: upstream network filters other than {} are not supported",
+                    f.name,
+                    crate::metadata_exchange::FILTER
+                ),
+            ));
+        }
+        let any = f
+            .typed_config
+            .as_ref()
+            .ok_or_else(|| ctx.err(&path, "missing typed_config"))?;
+        metadata_exchange(ctx, any, &path)?;
+        // Without TLS there is no ALPN to offer the exchange in (Envoy's filter then
+        // passes the stream through).
+        if let Some(t) = tls.as_mut() {
+            t.metadata_exchange = true;
+        }
+    }
     let mixed = tls.is_some() && picked.iter().any(|t| t.is_none());
     if mixed && discovery == tc::DiscoveryType::Dns {
         return Err(ctx.err(
@@ -1907,6 +1961,8 @@ fn downstream_tls(
         handshake_timeout: Dur::secs(10),
         cipher_suites: c.cipher_suites,
         client_sans,
+        // Set by the chain's `istio.metadata_exchange` filter.
+        metadata_exchange: false,
     })
 }
 
@@ -1951,5 +2007,7 @@ fn upstream_tls(
         match_identities,
         min_version: c.min,
         max_version: c.max,
+        // Set by the cluster's `istio.metadata_exchange` filter.
+        metadata_exchange: false,
     })
 }

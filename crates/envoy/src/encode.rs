@@ -132,7 +132,7 @@ pub(crate) fn socket_address(addr: &str, path: &str) -> Result<core::Address, En
     })
 }
 
-fn typed_struct(type_url: &str, json: serde_json::Value) -> Any {
+pub(crate) fn typed_struct(type_url: &str, json: serde_json::Value) -> Any {
     any(
         types::TYPED_STRUCT,
         &TypedStruct {
@@ -205,8 +205,23 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
         sni_chains(l, &mut out, tcp_chain);
         return Ok(out);
     }
-    let tcp_filters = l.tcp.as_ref().map(tcp_chain).unwrap_or_default();
+    let mut tcp_filters = l.tcp.as_ref().map(tcp_chain).unwrap_or_default();
     let mut http_filters_chain = Vec::new();
+    // The exchange comes first on every chain, as istiod places it: it takes the
+    // client's frame off the stream before anything reads it.
+    let exchange = l.tls.as_ref().is_some_and(|t| t.metadata_exchange);
+    if exchange {
+        let mx = lis::Filter {
+            name: crate::metadata_exchange::FILTER.into(),
+            config_type: Some(lis::filter::ConfigType::TypedConfig(
+                crate::metadata_exchange::config(),
+            )),
+        };
+        if !tcp_filters.is_empty() {
+            tcp_filters.insert(0, mx.clone());
+        }
+        http_filters_chain.push(mx);
+    }
     if let Some(h) = &l.http {
         let filters = &mut http_filters_chain;
         let access_log = match &h.access_log {
@@ -670,7 +685,12 @@ fn downstream_tls(
             cipher_suites: t.cipher_suites.clone(),
             ..Default::default()
         }),
-        alpn_protocols: t.alpn.clone().unwrap_or_default(),
+        alpn_protocols: match t.metadata_exchange {
+            true => std::iter::once(crate::metadata_exchange::ALPN.to_string())
+                .chain(t.alpn.iter().flatten().cloned())
+                .collect(),
+            false => t.alpn.clone().unwrap_or_default(),
+        },
         ..Default::default()
     };
     certificates(
@@ -729,13 +749,21 @@ fn downstream_tls(
     })
 }
 
-fn upstream_tls(t: &tc::UpstreamTls, path: &str) -> Result<tls::UpstreamTlsContext, EncodeError> {
+fn upstream_tls(
+    t: &tc::UpstreamTls,
+    http2: bool,
+    path: &str,
+) -> Result<tls::UpstreamTlsContext, EncodeError> {
     let mut common = tls::CommonTlsContext {
         tls_params: Some(tls::TlsParameters {
             tls_minimum_protocol_version: tls_version(t.min_version),
             tls_maximum_protocol_version: tls_version(t.max_version),
             ..Default::default()
         }),
+        alpn_protocols: match t.metadata_exchange {
+            true => crate::metadata_exchange::upstream_alpn(http2),
+            false => Vec::new(),
+        },
         ..Default::default()
     };
     certificates(
@@ -1233,9 +1261,16 @@ fn cluster(
             name: crate::TLS_SOCKET.into(),
             config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
                 types::UPSTREAM_TLS,
-                &upstream_tls(t, &format!("{path}.tls"))?,
+                &upstream_tls(t, c.http2, &format!("{path}.tls"))?,
             ))),
         });
+        if t.metadata_exchange {
+            out.filters.push(cl::Filter {
+                name: crate::metadata_exchange::FILTER.into(),
+                typed_config: Some(crate::metadata_exchange::config()),
+                ..Default::default()
+            });
+        }
         if c.endpoints.iter().any(tc::Endpoint::plaintext) {
             out.transport_socket_matches = vec![crate::socket_match::plaintext_match()];
         }

@@ -15,6 +15,7 @@ mod access_log;
 mod decode;
 mod encode;
 mod metadata;
+mod metadata_exchange;
 mod rbac;
 mod socket_match;
 mod structs;

@@ -77,6 +77,7 @@ listeners:
       cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES128-GCM-SHA256]
       session_resumption: false
       handshake_timeout: 5s
+      metadata_exchange: true
     authorization:
       policies:
         - name: deny-admin
@@ -169,6 +170,7 @@ clusters:
       certificate: { certificate_chain: "sds://default" }
       match_identities: ["spiffe://cluster.local/ns/default/sa/reviews"]
       sni: outbound_.9080_._.reviews.default.svc.cluster.local
+      metadata_exchange: true
   - name: reviews-v2
     endpoints: ["10.0.0.2:9080"]
     lb_policy: ring_hash
@@ -339,6 +341,7 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
         [("outbound", false), ("inbound", true)],
         "Envoy ignores the port unless a domain names one (`reviews:9080`)"
     );
+    metadata_exchange_as_istiod_writes_it(&resources);
     let [l, r, c, e, sec] = maps(&resources);
     let decoded = decode(&l, &r, &c, &e, &sec).unwrap();
     assert!(decoded.waiting_for.is_empty(), "{:?}", decoded.waiting_for);
@@ -359,6 +362,56 @@ fn a_config_survives_the_round_trip_through_envoy_resources() {
         assert_eq!(w, g, "cluster {}", w.name);
     }
     assert_eq!(want, got);
+}
+
+/// Istio's TCP metadata exchange: `istio.metadata_exchange` first on each inbound chain
+/// and on the cluster, `istio-peer-exchange` first in ALPN (istiod's
+/// `ALPNDownstreamWithMxc` and `ALPNInMeshH2WithMxc`).
+fn metadata_exchange_as_istiod_writes_it(resources: &Resources) {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    let inbound = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "inbound")
+        .unwrap();
+    for chain in &inbound.filter_chains {
+        assert_eq!(chain.filters[0].name, "istio.metadata_exchange");
+    }
+    let socket = inbound.filter_chains[0].transport_socket.as_ref().unwrap();
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        any,
+    )) = &socket.config_type
+    else {
+        panic!("no TLS context");
+    };
+    let d = tls::DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    assert_eq!(
+        d.common_tls_context.unwrap().alpn_protocols,
+        ["istio-peer-exchange", "h2", "http/1.1"]
+    );
+    let reviews = resources
+        .clusters
+        .iter()
+        .find(|c| c.name == "reviews-v1")
+        .unwrap();
+    assert_eq!(reviews.filters.len(), 1);
+    assert_eq!(reviews.filters[0].name, "istio.metadata_exchange");
+    let config = reviews.filters[0].typed_config.as_ref().unwrap();
+    assert_eq!(
+        config.type_url,
+        "type.googleapis.com/xds.type.v3.TypedStruct"
+    );
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        any,
+    )) = &reviews.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!("no TLS context");
+    };
+    let u = tls::UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    assert_eq!(
+        u.common_tls_context.unwrap().alpn_protocols,
+        ["istio-peer-exchange", "istio", "h2"]
+    );
 }
 
 #[test]
@@ -407,6 +460,37 @@ fn what_trellis_cannot_honour_is_refused_by_resource_and_field() {
     let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
     assert!(
         err.contains("application_protocols: [\"istio-peer-exchange\"]: only HTTP detection"),
+        "{err}"
+    );
+
+    // The exchange's ALPN without its filter: the proxy would take a frame off that
+    // Envoy passes on.
+    let mut bad = resources.clone();
+    let inbound = bad
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == "inbound")
+        .unwrap();
+    for chain in &mut inbound.filter_chains {
+        chain.filters.remove(0);
+    }
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
+    assert!(
+        err.contains("alpn_protocols: istio-peer-exchange is offered without the istio.metadata_exchange filter"),
+        "{err}"
+    );
+    let mut bad = resources.clone();
+    let reviews = bad
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == "reviews-v1")
+        .unwrap();
+    reviews.filters[0].name = "envoy.filters.network.upstream.proxy_protocol".into();
+    let [l, r, c, e, sec] = maps(&bad);
+    let err = decode(&l, &r, &c, &e, &sec).unwrap_err().to_string();
+    assert!(
+        err.contains("filters[0]: envoy.filters.network.upstream.proxy_protocol: upstream network filters other than istio.metadata_exchange are not supported"),
         "{err}"
     );
 

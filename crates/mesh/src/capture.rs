@@ -240,7 +240,10 @@ impl Gen<'_> {
         l.addresses = wildcard(INBOUND_CAPTURE_PORT);
         l.use_original_dst = true;
         l.tcp = Some(tc::TcpProxy::to(INBOUND_PASSTHROUGH));
-        l.tls = self.inbound_tls(0);
+        l.tls = self.inbound_tls(0).map(|mut t| {
+            t.metadata_exchange = !self.inputs.disable_tcp_metadata_exchange;
+            t
+        });
         l.authorization = self.authorization();
         l.istio_stats = self.stats(tc::Reporter::Destination, true);
         l
@@ -276,6 +279,7 @@ impl Gen<'_> {
             handshake_timeout: Dur::secs(10),
             cipher_suites: Vec::new(),
             client_sans: Vec::new(),
+            metadata_exchange: false,
         }
     }
 }

@@ -578,6 +578,7 @@ fn downstream(g: &Gen, servers: &[(ServerTls, Vec<String>)]) -> Option<tc::Downs
         session_resumption: true,
         handshake_timeout: Dur::secs(10),
         cipher_suites: first.cipher_suites().0,
+        metadata_exchange: false,
     })
 }
 

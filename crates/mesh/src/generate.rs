@@ -560,6 +560,8 @@ impl<'a> Gen<'a> {
                 match_identities: ids,
                 min_version: tc::TlsVersion::V1_3,
                 max_version: tc::TlsVersion::V1_3,
+                // Istio's clusters to sidecars offer `istio-peer-exchange`.
+                metadata_exchange: !self.inputs.disable_tcp_metadata_exchange,
             }
         });
         // SIMPLE / MUTUAL: TLS to the service itself (an external one, usually), verified
@@ -933,7 +935,7 @@ impl<'a> Gen<'a> {
                 };
                 // With tenants: client certificates of this sidecar's tenant and of
                 // those federated to call it, each chained to its own tenant's roots.
-                let tls = self.inbound_tls(app_port);
+                let mut tls = self.inbound_tls(app_port);
                 let authorization = self.authorization();
                 let jwt = (p.protocol.is_http() || p.protocol.detected())
                     .then(|| crate::security::jwt(self.inputs, self.w))
@@ -965,6 +967,11 @@ impl<'a> Gen<'a> {
                 } else {
                     (None, Some(tc::TcpProxy::to(cluster)))
                 };
+                // As Istio's inbound TCP chains: the client's metadata arrives in the
+                // stream (HTTP carries it in headers).
+                if let Some(t) = tls.as_mut().filter(|_| tcp.is_some()) {
+                    t.metadata_exchange = !self.inputs.disable_tcp_metadata_exchange;
+                }
                 listeners.push(tc::Listener {
                     name: format!("inbound|{inbound_port}"),
                     address: Some(address),
@@ -1032,6 +1039,7 @@ fn originate(t: &istio::ClientTls, host: &str) -> tc::UpstreamTls {
         sni: Some(sni),
         min_version: tc::TlsVersion::V1_2,
         max_version: tc::TlsVersion::V1_3,
+        metadata_exchange: false,
     }
 }
 

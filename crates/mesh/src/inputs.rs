@@ -60,6 +60,10 @@ pub struct Inputs {
     /// The tenants' trust as the control plane resolved it (their CAs' roots); `None`
     /// without tenants: every sidecar trusts the mesh CA's roots (`sds://ROOTCA`).
     pub trust: Option<std::sync::Arc<crate::tenant::Trust>>,
+    /// Istio's `PILOT_ENABLE_METADATA_EXCHANGE=false`: sidecars do not offer or take
+    /// the TCP metadata exchange (`istio-peer-exchange`), for a fleet of Envoys built
+    /// without Envoy's contrib extension that does it.
+    pub disable_tcp_metadata_exchange: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -423,3 +423,72 @@ fn telemetry_access_logging_picks_providers_sides_and_turns_logging_off() {
         );
     assert_eq!(logs(&extra, "default", "reviews-v1"), (None, None));
 }
+
+/// Istio's TCP metadata exchange: clusters to sidecars offer it and inbound listeners
+/// that carry TCP take it (HTTP-only ones exchange in headers);
+/// `PILOT_ENABLE_METADATA_EXCHANGE=false` (the inputs' switch) turns both off.
+#[test]
+fn tcp_listeners_and_mesh_clusters_exchange_metadata_unless_switched_off() {
+    let db = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: db, namespace: default }
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{ number: 5432, name: tcp, protocol: TCP }]
+  workloadSelector: { labels: { app: db } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: db-v1
+  namespace: default
+  annotations:
+    sidecar.trellis.dev/app-ports: "tcp=15432"
+spec:
+  address: 127.0.0.1
+  ports: { tcp: 15008 }
+  labels: { app: db }
+  serviceAccount: db
+"#;
+    let mut loaded = load(db);
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    for switched_off in [false, true] {
+        loaded.inputs.disable_tcp_metadata_exchange = switched_off;
+        let registry = Registry::from_inputs(&loaded.inputs);
+        let server = generate(&loaded.inputs, &registry, "default", "db-v1").unwrap();
+        let inbound = server
+            .listeners
+            .iter()
+            .find(|l| l.name.starts_with("inbound|"))
+            .unwrap();
+        assert_eq!(
+            inbound.tls.as_ref().unwrap().metadata_exchange,
+            !switched_off
+        );
+        let client = generate(&loaded.inputs, &registry, "default", "reviews-v1").unwrap();
+        // Every cluster to sidecars offers it, as Istio's do (an HTTP pool of Trellis's
+        // does not use it; Envoy's does, and the server's HTTP chains take the frame off).
+        let to_ratings = client
+            .clusters
+            .iter()
+            .find(|c| c.name == "outbound|9080||ratings.other.svc.cluster.local")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{:?}",
+                    client.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(
+            to_ratings.tls.as_ref().unwrap().metadata_exchange,
+            !switched_off
+        );
+        let http_inbound = client
+            .listeners
+            .iter()
+            .find(|l| l.name.starts_with("inbound|"))
+            .unwrap();
+        assert!(!http_inbound.tls.as_ref().unwrap().metadata_exchange);
+    }
+}

@@ -19,4 +19,6 @@ pub struct ConnInfo {
     pub peer_identity: Option<Arc<str>>,
     /// The server name (SNI) the TLS client asked for.
     pub server_name: Option<Arc<str>>,
+    /// The client's workload, from Istio's TCP metadata exchange (`peer_exchange.rs`).
+    pub peer_metadata: Option<crate::istio_stats::Peer>,
 }

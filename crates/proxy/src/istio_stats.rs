@@ -48,6 +48,10 @@ const PEER_CACHE: usize = 4096;
 pub struct Text(Arc<str>);
 
 impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn new(s: &str) -> Text {
         Text(if s.is_empty() {
             "unknown".into()
@@ -353,7 +357,7 @@ impl IstioMetrics {
 }
 
 /// The Struct Istio's metadata exchange sends.
-fn metadata_struct(w: &tc::WorkloadMetadata) -> Struct {
+pub(crate) fn metadata_struct(w: &tc::WorkloadMetadata) -> Struct {
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.to_string())),
     };
@@ -390,6 +394,11 @@ fn metadata_struct(w: &tc::WorkloadMetadata) -> Struct {
 fn parse_peer(b64: &[u8]) -> Option<Peer> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let s = Struct::decode(bytes.as_slice()).ok()?;
+    Some(peer_of(&s))
+}
+
+/// The workload a metadata Struct names (Istio's fields; absent ones `unknown`).
+pub(crate) fn peer_of(s: &Struct) -> Peer {
     let text = |st: &Struct, k: &str| match st.fields.get(k).and_then(|v| v.kind.as_ref()) {
         Some(Kind::StringValue(v)) => Text::new(v),
         _ => Text::new(""),
@@ -404,18 +413,18 @@ fn parse_peer(b64: &[u8]) -> Option<Peer> {
             .find(|t| &*t.0 != "unknown")
             .unwrap_or_else(|| Text::new(""))
     };
-    let workload = match text(&s, "WORKLOAD_NAME") {
-        t if &*t.0 == "unknown" => text(&s, "NAME"),
+    let workload = match text(s, "WORKLOAD_NAME") {
+        t if &*t.0 == "unknown" => text(s, "NAME"),
         t => t,
     };
-    Some(Peer {
+    Peer {
         workload,
-        namespace: text(&s, "NAMESPACE"),
-        principal: text(&s, "TRELLIS_PRINCIPAL"),
+        namespace: text(s, "NAMESPACE"),
+        principal: text(s, "TRELLIS_PRINCIPAL"),
         app: label(["service.istio.io/canonical-name", "app"]),
         version: label(["service.istio.io/canonical-revision", "version"]),
-        cluster: text(&s, "CLUSTER_ID"),
-    })
+        cluster: text(s, "CLUSTER_ID"),
+    }
 }
 
 impl IstioMetrics {
@@ -594,16 +603,18 @@ impl ListenerTelemetry {
         }
     }
 
-    /// A TCP connection's series: counted opened now, and closed and its bytes by
+    /// A TCP connection's series (`peer`: the other side's workload, from the TCP
+    /// metadata exchange): counted opened now, and closed and its bytes by
     /// [`TcpSeries::report`].
     pub fn tcp(
         &self,
+        peer: Option<Peer>,
         peer_identity: Option<&Arc<str>>,
         service: Option<&Service>,
         flags: Flags,
     ) -> TcpSeries {
         let m = &*self.metrics;
-        let (sides, connection_security_policy) = self.sides(None, peer_identity, service.cloned());
+        let (sides, connection_security_policy) = self.sides(peer, peer_identity, service.cloned());
         let mut labels = TcpLabels {
             sides,
             request_protocol: m.texts[TCP].clone(),

@@ -16,6 +16,7 @@ mod io;
 pub mod istio_stats;
 mod keys;
 pub mod listener;
+mod peer_exchange;
 pub mod server;
 mod sniff;
 pub mod stats;

@@ -65,6 +65,9 @@ pub struct ListenerRuntime {
     /// A capture listener (`use_original_dst`): redirected connections are handed to
     /// the listener of their original destination (`capture.rs`).
     pub capture: bool,
+    /// This workload's metadata frame, written on streams that negotiate
+    /// `istio-peer-exchange` (`peer_exchange.rs`).
+    pub peer_frame: bytes::Bytes,
 }
 
 /// A listener a capture listener may hand connections to.
@@ -370,8 +373,10 @@ async fn serve_connection(
         tls: false,
         peer_identity: None,
         server_name: None,
+        peer_metadata: None,
     };
     let mut alpn_codec = None;
+    let mut exchange = false;
     let io = match &rt.tls {
         None => MaybeTls::Plain(stream),
         Some(tls) if tls.permissive && !starts_with_tls(&stream, tls.handshake_timeout).await => {
@@ -400,13 +405,24 @@ async fn serve_connection(
                 Some(b"http/1.1") => Some(Codec::Http1),
                 _ => None,
             };
+            exchange = accepted.alpn.as_deref() == Some(crate::peer_exchange::ALPN.as_bytes());
             MaybeTls::Tls(Box::new(accepted.stream))
         }
     };
     match &rt.behaviour {
+        Behaviour::Http(_, codec) if exchange => {
+            // HTTP carries the peer's metadata in headers; the frame is only taken off.
+            let (io, _) = crate::peer_exchange::exchange(io, &rt.peer_frame).await;
+            serve_http(io, info, runtime, *codec, rt.limits.clone(), drain).await;
+        }
         Behaviour::Http(_, codec) => {
             let codec = alpn_codec.unwrap_or(*codec);
             serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
+        }
+        Behaviour::Tcp(proxy) if exchange => {
+            let (io, peer) = crate::peer_exchange::exchange(io, &rt.peer_frame).await;
+            info.peer_metadata = peer;
+            serve_tcp(io, proxy, &info, &rt.limits, drain).await
         }
         Behaviour::Tcp(proxy) => serve_tcp(io, proxy, &info, &rt.limits, drain).await,
         Behaviour::Passthrough(p) => {
@@ -442,6 +458,11 @@ async fn serve_connection(
             serve_tcp(io, proxy, &info, &rt.limits, drain).await;
         }
         Behaviour::Detect { codec, tcp, .. } => {
+            let (io, peer) = match exchange {
+                true => crate::peer_exchange::exchange(io, &rt.peer_frame).await,
+                false => (crate::sniff::Prefixed::new(Vec::new(), io), None),
+            };
+            info.peer_metadata = peer;
             let (detected, io) = crate::sniff::detect(io, crate::sniff::DETECTION_TIMEOUT).await;
             if detected == crate::sniff::Detected::Http {
                 let codec = alpn_codec.unwrap_or(*codec);

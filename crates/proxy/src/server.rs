@@ -149,6 +149,13 @@ impl Proxy {
                 }
                 None => None,
             };
+            let peer_frame = crate::peer_exchange::frame(
+                l.istio_stats
+                    .as_ref()
+                    .and_then(|s| s.workload.as_ref())
+                    .unwrap_or(&own),
+                &node_id,
+            );
             let telemetry = l.istio_stats.as_ref().map(|s| {
                 Arc::new(crate::istio_stats::ListenerTelemetry::new(
                     self.metrics.istio.clone(),
@@ -164,6 +171,7 @@ impl Proxy {
                     stats.clone(),
                     authz.clone(),
                     telemetry.clone(),
+                    peer_frame.clone(),
                 ))
             });
             let behaviour = if !l.sni_routes.is_empty() {
@@ -175,6 +183,7 @@ impl Proxy {
                         stats.clone(),
                         authz.clone(),
                         telemetry.clone(),
+                        peer_frame.clone(),
                     );
                     routes.insert(&r.server_names, Arc::new(proxy));
                 }
@@ -248,6 +257,7 @@ impl Proxy {
                     },
                     retired: Arc::new(tokio::sync::watch::channel(false).0),
                     capture: l.use_original_dst,
+                    peer_frame,
                 },
                 l.bind_to_port,
             ));

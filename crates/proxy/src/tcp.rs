@@ -5,11 +5,13 @@ use crate::cluster::Cluster;
 use crate::conn::ConnInfo;
 use crate::http::flags::Flags;
 use crate::io::{Activity, ActivityIo};
-use crate::istio_stats::{ListenerTelemetry, TcpSeries};
+use crate::istio_stats::{ListenerTelemetry, Peer, TcpSeries};
+use crate::sniff::Prefixed;
 use crate::stats::ListenerStats;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use trellis_tls::MaybeTls;
 use xxhash_rust::xxh64::xxh64;
 
 pub struct TcpProxy {
@@ -19,6 +21,8 @@ pub struct TcpProxy {
     pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
     /// Istio's TCP metrics for this listener.
     pub telemetry: Option<Arc<ListenerTelemetry>>,
+    /// This workload's metadata frame, for upstreams that take `istio-peer-exchange`.
+    pub peer_frame: bytes::Bytes,
 }
 
 /// Envoy's tcp_proxy tries one endpoint by default; we allow one more so a single
@@ -32,6 +36,7 @@ impl TcpProxy {
         stats: ListenerStats,
         authz: Option<Arc<crate::authz::ListenerAuthz>>,
         telemetry: Option<Arc<ListenerTelemetry>>,
+        peer_frame: bytes::Bytes,
     ) -> TcpProxy {
         let clusters = match config.weighted_clusters.is_empty() {
             true => vec![(clusters[&config.cluster].clone(), 1)],
@@ -47,6 +52,7 @@ impl TcpProxy {
             stats,
             authz,
             telemetry,
+            peer_frame,
         }
     }
 
@@ -103,22 +109,36 @@ impl TcpProxy {
             (None, true) => Flags::NO_HEALTHY_UPSTREAM,
             (None, false) => Flags::UPSTREAM_CONNECT_FAILURE,
         };
-        let mut series = self.telemetry.as_ref().map(|t| {
-            t.tcp(
-                conn.peer_identity.as_ref(),
-                cluster.istio_service.as_ref(),
-                flags,
-            )
-        });
+        let series = |peer: Option<Peer>| {
+            self.telemetry.as_ref().map(|t| {
+                t.tcp(
+                    peer,
+                    conn.peer_identity.as_ref(),
+                    cluster.istio_service.as_ref(),
+                    flags,
+                )
+            })
+        };
         let Some((up, _slot)) = upstream else {
-            if let Some(s) = &mut series {
+            if let Some(mut s) = series(conn.peer_metadata.clone()) {
                 s.report(0, 0, true);
             }
             return;
         };
+        // The client's side learns the server's workload from its frame; the server's
+        // side learned the client's before this.
+        let (mut up, peer) = match &up {
+            MaybeTls::Tls(s)
+                if s.ssl().selected_alpn_protocol()
+                    == Some(crate::peer_exchange::ALPN.as_bytes()) =>
+            {
+                crate::peer_exchange::exchange(up, &self.peer_frame).await
+            }
+            _ => (Prefixed::new(Vec::new(), up), conn.peer_metadata.clone()),
+        };
+        let mut series = series(peer);
         let activity = Activity::new();
         let mut down = ActivityIo::new(downstream, activity.clone());
-        let mut up = up;
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         tokio::pin!(copy);
         let tick = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));

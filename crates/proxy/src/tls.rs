@@ -138,13 +138,18 @@ pub fn server(
             server_names: c.server_names.clone(),
         });
     }
-    let alpn = match (&t.alpn, codec) {
+    let mut alpn = match (&t.alpn, codec) {
         (Some(a), _) => a.clone(),
         (None, Some(Codec::Auto)) => vec!["h2".into(), "http/1.1".into()],
         (None, Some(Codec::Http2)) => vec!["h2".into()],
         (None, Some(Codec::Http1)) => vec!["http/1.1".into()],
         (None, None) => Vec::new(),
     };
+    // First, so that a sidecar offering it takes it over the HTTP protocols (Istio's
+    // `istio-peer-exchange, h2, http/1.1`); an HTTP client does not offer it.
+    if t.metadata_exchange && !alpn.iter().any(|a| a == crate::peer_exchange::ALPN) {
+        alpn.insert(0, crate::peer_exchange::ALPN.into());
+    }
     let client_roots = match &t.trusted_ca {
         Some(path) => Some(roots("tls.trusted_ca", path, w)?),
         None => None,
@@ -194,6 +199,12 @@ pub fn client(
         certificate,
         sni: t.sni.clone(),
         alpn: vec![if http2 { "h2" } else { "http/1.1" }.into()],
+        // Istio's in-mesh ALPN for TCP.
+        stream_alpn: if t.metadata_exchange {
+            vec![crate::peer_exchange::ALPN.into(), "istio".into()]
+        } else {
+            Vec::new()
+        },
         min_version: version(t.min_version),
         max_version: version(t.max_version),
         expected_identities: t.match_identities.clone(),

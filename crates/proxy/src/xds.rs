@@ -144,6 +144,7 @@ pub async fn dial_control_plane(
             .is_err()
             .then(|| server_name.clone()),
         alpn: vec!["h2".into()],
+        stream_alpn: Vec::new(),
         min_version: trellis_tls::TlsVersion::Tls12,
         max_version: trellis_tls::TlsVersion::Tls13,
         expected_identities: vec![server_name],

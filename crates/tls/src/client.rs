@@ -24,6 +24,9 @@ pub struct ClientTlsConfig {
     pub certificate: Option<CertifiedKey>,
     pub sni: Option<String>,
     pub alpn: Vec<String>,
+    /// Offered instead of `alpn` on streams a TCP proxy opens ([`ClientTls::connect_stream`]);
+    /// empty: `alpn`.
+    pub stream_alpn: Vec<String>,
     pub min_version: TlsVersion,
     pub max_version: TlsVersion,
     /// The server's leaf must carry one of these as a URI or DNS SAN; empty accepts any
@@ -35,6 +38,8 @@ pub struct ClientTlsConfig {
 pub struct ClientTls {
     ctx: SslContext,
     sni: Option<String>,
+    /// `stream_alpn` in wire form, if set.
+    stream_alpn: Option<Vec<u8>>,
 }
 
 impl ClientTls {
@@ -54,6 +59,7 @@ impl ClientTls {
         if !alpn.is_empty() {
             b.set_alpn_protos(&alpn)?;
         }
+        let stream_alpn = alpn_wire(&config.stream_alpn)?;
         if config.bundles.is_empty() {
             let mut store = X509StoreBuilder::new()?;
             for r in &config.roots {
@@ -101,6 +107,7 @@ impl ClientTls {
         Ok(ClientTls {
             ctx: b.build(),
             sni: config.sni,
+            stream_alpn: (!stream_alpn.is_empty()).then_some(stream_alpn),
         })
     }
 
@@ -109,9 +116,34 @@ impl ClientTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        self.handshake(stream, None).await
+    }
+
+    /// [`ClientTls::connect`] for a stream a TCP proxy opens: offers `stream_alpn`.
+    pub async fn connect_stream<S>(
+        &self,
+        stream: S,
+    ) -> Result<(SslStream<S>, Option<Vec<u8>>), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.handshake(stream, self.stream_alpn.as_deref()).await
+    }
+
+    async fn handshake<S>(
+        &self,
+        stream: S,
+        alpn: Option<&[u8]>,
+    ) -> Result<(SslStream<S>, Option<Vec<u8>>), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut ssl = Ssl::new(&self.ctx).map_err(|e| e.to_string())?;
         if let Some(sni) = &self.sni {
             ssl.set_hostname(sni).map_err(|e| e.to_string())?;
+        }
+        if let Some(alpn) = alpn {
+            ssl.set_alpn_protos(alpn).map_err(|e| e.to_string())?;
         }
         let stream = SslStreamBuilder::new(ssl, stream)
             .connect()

@@ -44,6 +44,7 @@ fn client(cert: CertifiedKey, bundles: Vec<TrustDomainRoots>) -> ClientTls {
         certificate: Some(cert),
         sni: None,
         alpn: vec![],
+        stream_alpn: Vec::new(),
         min_version: TlsVersion::Tls13,
         max_version: TlsVersion::Tls13,
         expected_identities: vec![],

@@ -177,6 +177,7 @@ fn client(pki: &Pki, expect: &str, cert: Option<CertifiedKey>) -> ClientTls {
         certificate: cert,
         sni: None,
         alpn: vec!["h2".into()],
+        stream_alpn: Vec::new(),
         min_version: TlsVersion::Tls13,
         max_version: TlsVersion::Tls13,
         expected_identities: vec![expect.to_string()],

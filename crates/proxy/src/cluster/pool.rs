@@ -167,14 +167,16 @@ impl EndpointPool {
         &self,
         cluster: &Arc<Cluster>,
     ) -> Result<TokioIo<MaybeTls<TcpStream>>, UpstreamError> {
-        self.connect_stream(cluster).await.map(TokioIo::new)
+        self.connect_stream(cluster, false).await.map(TokioIo::new)
     }
 
     /// A TCP connection, with TLS on top when the cluster originates it and the endpoint
     /// is not one left in plaintext. The connect timeout covers the handshake too.
+    /// `for_tcp_proxy`: a TCP proxy's stream, which may offer the metadata exchange.
     async fn connect_stream(
         &self,
         cluster: &Arc<Cluster>,
+        for_tcp_proxy: bool,
     ) -> Result<MaybeTls<TcpStream>, UpstreamError> {
         let tcp = self.connect_tcp(cluster).await?;
         let tls = cluster.tls.load_full().filter(|_| !self.plaintext);
@@ -182,7 +184,13 @@ impl EndpointPool {
             return Ok(MaybeTls::Plain(tcp));
         };
         let timeout = cluster.config.connect_timeout.get();
-        let result = match tokio::time::timeout(timeout, tls.connect(tcp)).await {
+        let handshake = async {
+            match for_tcp_proxy {
+                true => tls.connect_stream(tcp).await,
+                false => tls.connect(tcp).await,
+            }
+        };
+        let result = match tokio::time::timeout(timeout, handshake).await {
             Ok(r) => r,
             Err(_) => Err(format!("TLS handshake timeout after {timeout:?}")),
         };
@@ -250,7 +258,7 @@ impl Cluster {
             self.stats.overflow_connections.inc();
             return Err(UpstreamError::Overflow("max_connections"));
         };
-        let stream = endpoint.pool.connect_stream(self).await?;
+        let stream = endpoint.pool.connect_stream(self, true).await?;
         Ok((stream, TcpSlot { _slot: slot }))
     }
 

@@ -514,17 +514,23 @@ async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
             .await
             > 0.0
     );
-    // Istio's TCP metrics on both sides: the server's knows the client by its
-    // certificate, the client's knows the service.
+    // Istio's TCP metrics on both sides. The sidecars exchanged their workloads'
+    // metadata at the start of each stream (ALPN istio-peer-exchange), so each names
+    // the other; the server's side takes the client's principal from its certificate.
+    // The app behind got the bytes without the frames (it answered each HTTP request).
     use super::telemetry::sum;
     let server = [
         ("reporter", "destination"),
+        ("source_workload", "productpage-v1"),
+        ("source_app", "productpage"),
+        ("source_version", "v1"),
         (
             "source_principal",
             "spiffe://cluster.local/ns/default/sa/productpage",
         ),
         ("source_workload_namespace", "default"),
         ("destination_workload", "db-v1"),
+        ("destination_app", "db"),
         ("destination_service", "db.default.svc.cluster.local"),
         ("request_protocol", "tcp"),
         ("connection_security_policy", "mutual_tls"),
@@ -533,6 +539,13 @@ async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
     let client = [
         ("reporter", "source"),
         ("source_workload", "productpage-v1"),
+        ("destination_workload", "db-v1"),
+        ("destination_workload_namespace", "default"),
+        ("destination_app", "db"),
+        (
+            "destination_principal",
+            "spiffe://cluster.local/ns/default/sa/db",
+        ),
         ("destination_service", "db.default.svc.cluster.local"),
         ("request_protocol", "tcp"),
     ];

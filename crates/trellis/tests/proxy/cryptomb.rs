@@ -36,6 +36,7 @@ fn client(pki: &Pki, max: TlsVersion) -> Arc<ClientTls> {
             certificate: None,
             sni: Some("localhost".into()),
             alpn: vec!["http/1.1".into()],
+            stream_alpn: Vec::new(),
             min_version: TlsVersion::Tls12,
             max_version: max,
             expected_identities: vec!["localhost".into()],

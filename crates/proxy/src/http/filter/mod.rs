@@ -236,6 +236,7 @@ mod tests {
             tls: false,
             peer_identity: None,
             server_name: None,
+            peer_metadata: None,
         }
     }
 
