@@ -392,6 +392,10 @@ pub struct TcpProxy {
     /// One cluster picked per connection, in proportion to the weights.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weighted_clusters: Vec<ClusterWeight>,
+    /// A line per connection, when it closes (Envoy's tcp_proxy `access_log`: the
+    /// HTTP operators read `-`, the response code `0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
 }
 
 impl TcpProxy {
@@ -399,6 +403,7 @@ impl TcpProxy {
         TcpProxy {
             cluster: cluster.into(),
             weighted_clusters: Vec::new(),
+            access_log: None,
         }
     }
 

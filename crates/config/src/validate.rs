@@ -428,6 +428,9 @@ fn trust_bundles(c: &mut Checker, p: &str, bundles: &[TrustBundle], trusted_ca: 
 }
 
 fn tcp_proxy(c: &mut Checker, p: &str, t: &TcpProxy) {
+    if t.access_log.as_ref().is_some_and(|a| a.path.is_empty()) {
+        c.err(format!("{p}.access_log.path"), "must not be empty");
+    }
     match (t.cluster.is_empty(), t.weighted_clusters.is_empty()) {
         (false, false) => c.err(p.to_string(), "cluster or weighted_clusters, not both"),
         (true, true) => c.err(format!("{p}.cluster"), "required (or weighted_clusters)"),

@@ -402,6 +402,22 @@ impl ControlPlane {
             let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
             snapshot.insert_shared(name, r);
         }
+        // A workload whose Telemetry differs from its scope's first (a workload
+        // selector, other labels in the spans' tags) has its own egress listeners, which
+        // hide the base's.
+        if !outbound.egress.is_empty() {
+            let observed =
+                trellis_mesh::observation(inputs, registry, w, trellis_config::SpanKind::Client);
+            if observed != outbound.observed {
+                for template in outbound.egress.iter() {
+                    let mut l = template.clone();
+                    observed.apply(&mut l);
+                    let encoded = trellis_envoy::encode_listener(&l).map_err(|e| e.to_string())?;
+                    let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
+                    snapshot.insert_shared(name, r);
+                }
+            }
+        }
         Ok(snapshot)
     }
 

@@ -19,6 +19,13 @@ pub(crate) struct SharedOutbound {
     workload: Workload,
     /// Its cluster names by service host.
     clusters: Arc<HashMap<String, Vec<String>>>,
+    /// The egress listeners (TCP services' and a captured sidecar's per-port ones) as
+    /// generated, before the Telemetry API's tracing and access logs (HTTP ones without
+    /// their virtual hosts, which travel in the shared routes).
+    pub egress: Arc<Vec<trellis_config::Listener>>,
+    /// What the base's egress listeners got from the Telemetry API (the scope's first
+    /// workload's): a sidecar that gets otherwise has copies of its own.
+    pub observed: trellis_mesh::Observation,
 }
 
 /// `m` encoded as an xDS resource of `type_url`, with its content version.
@@ -76,7 +83,12 @@ impl SharedOutbound {
         }
         // TCP egress listeners are bound where the Sidecar resource says, and a captured
         // sidecar's outbound listeners are the same for every sidecar of the scope.
+        let observed =
+            trellis_mesh::observation(inputs, registry, w, trellis_config::SpanKind::Client);
         for l in &egress {
+            let mut l = l.clone();
+            observed.apply(&mut l);
+            let l = &l;
             let encoded = trellis_envoy::encode_listener(l).map_err(|e| e.to_string())?;
             let (name, r) = shared(trellis_xds::LISTENER, &l.name, &encoded);
             resources.insert_shared(name, r);
@@ -99,11 +111,22 @@ impl SharedOutbound {
             }
             l
         });
+        let egress = egress
+            .into_iter()
+            .map(|mut l| {
+                if let Some(h) = l.http.as_mut() {
+                    h.virtual_hosts.clear();
+                }
+                l
+            })
+            .collect();
         Ok(SharedOutbound {
             listener,
             base: Base::new(resources),
             workload: w.clone(),
             clusters: Arc::new(by_host),
+            egress: Arc::new(egress),
+            observed,
         })
     }
 

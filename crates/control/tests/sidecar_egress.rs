@@ -173,3 +173,62 @@ fn an_egress_listener_for_a_service_port_not_there_is_warned_about() {
     );
     assert!(listeners(&cache, &shop_1).contains(&"127.0.0.1_5432".to_string()));
 }
+
+/// The egress listeners are shared by the sidecars of a scope (namespace and Sidecar
+/// resource); one whose Telemetry differs (here a workload selector turns its access
+/// log off) gets copies of its own, which hide the shared ones.
+#[test]
+fn a_workload_whose_telemetry_differs_from_its_scopes_gets_its_own_egress_listeners() {
+    use prost::Message;
+    use trellis_xds::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
+    use trellis_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new();
+    let plane = ControlPlane::new(&[dir.path().to_path_buf()], cache.clone());
+    let mesh = MESH
+        .replace("ADDRESS_1", "10.0.0.1")
+        .replace("ADDRESS_2", "10.0.0.2");
+    // shop-2 is a canary: its own label.
+    let mesh = mesh.replace(
+        "ports: { http: 16002 }\n  labels: { app: shop }",
+        "ports: { http: 16002 }\n  labels: { app: shop, track: canary }",
+    );
+    let telemetry = r#"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: istio, namespace: istio-system }
+data:
+  mesh: |
+    accessLogFile: /dev/stdout
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: quiet-canary, namespace: default }
+spec:
+  selector: { matchLabels: { track: canary } }
+  accessLogging: [{ disabled: true }]
+"#;
+    std::fs::write(dir.path().join("mesh.yaml"), mesh + telemetry).unwrap();
+    plane.reload().unwrap();
+    let status = plane.status().borrow().clone();
+    assert!(status.refused.is_empty(), "{:?}", status.refused);
+    let logs = |node: &str| -> usize {
+        let view = cache.get(node).expect("a view");
+        let (_, r) = view
+            .iter(LISTENER)
+            .find(|(n, _)| n.as_str() == "127.0.0.1_5432")
+            .expect("the egress listener");
+        let l = Listener::decode(r.body.value.as_slice()).unwrap();
+        let f = &l.filter_chains[0].filters.last().unwrap();
+        let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+            panic!("no tcp_proxy config")
+        };
+        TcpProxy::decode(any.value.as_slice())
+            .unwrap()
+            .access_log
+            .len()
+    };
+    assert_eq!(logs(&node("shop-1", "10.0.0.1")), 1);
+    assert_eq!(logs(&node("shop-2", "10.0.0.2")), 0);
+}

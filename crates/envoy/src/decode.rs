@@ -448,7 +448,19 @@ fn chain_filters(
         types::TCP_PROXY => {
             let t: tcp::TcpProxy = ctx.decode(config, types::TCP_PROXY, &path)?;
             use tcp::tcp_proxy::ClusterSpecifier;
-            out.tcp = Some(match t.cluster_specifier {
+            let access_log = match t.access_log.as_slice() {
+                [] => None,
+                [a] => Some(crate::access_log::decode(a).map_err(|(field, why)| {
+                    ctx.err(&format!("{path}.access_log[0].{field}"), why)
+                })?),
+                _ => {
+                    return Err(ctx.err(
+                        &format!("{path}.access_log"),
+                        "one access log per tcp_proxy is supported",
+                    ))
+                }
+            };
+            let mut proxy = match t.cluster_specifier {
                 Some(ClusterSpecifier::Cluster(c)) => tc::TcpProxy::to(c),
                 Some(ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
                     tc::TcpProxy {
@@ -461,10 +473,13 @@ fn chain_filters(
                                 weight: c.weight,
                             })
                             .collect(),
+                        access_log: None,
                     }
                 }
                 _ => return Err(ctx.err(&path, "tcp_proxy: a cluster or weighted clusters")),
-            });
+            };
+            proxy.access_log = access_log;
+            out.tcp = Some(proxy);
         }
         types::HCM => {
             if out.authorization.is_some() {

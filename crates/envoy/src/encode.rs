@@ -196,16 +196,21 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
             name: crate::TCP_PROXY.into(),
             config_type: Some(lis::filter::ConfigType::TypedConfig(any(
                 types::TCP_PROXY,
-                &tcp_proxy(&l.name, t),
+                &tcp_proxy(&l.name, t)?,
             ))),
         });
-        filters
+        Ok::<_, EncodeError>(filters)
     };
     if !l.sni_routes.is_empty() {
-        sni_chains(l, &mut out, tcp_chain);
+        sni_chains(l, &mut out, tcp_chain)?;
         return Ok(out);
     }
-    let mut tcp_filters = l.tcp.as_ref().map(tcp_chain).unwrap_or_default();
+    let mut tcp_filters = l
+        .tcp
+        .as_ref()
+        .map(tcp_chain)
+        .transpose()?
+        .unwrap_or_default();
     let mut http_filters_chain = Vec::new();
     // The exchange comes first on every chain, as istiod places it: it takes the
     // client's frame off the stream before anything reads it.
@@ -407,7 +412,7 @@ fn listener(l: &tc::Listener, path: &str) -> Result<lis::Listener, EncodeError> 
     Ok(out)
 }
 
-fn tcp_proxy(stat_prefix: &str, t: &tc::TcpProxy) -> tcp::TcpProxy {
+fn tcp_proxy(stat_prefix: &str, t: &tc::TcpProxy) -> Result<tcp::TcpProxy, EncodeError> {
     use tcp::tcp_proxy::{weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster};
     let cluster_specifier = if t.weighted_clusters.is_empty() {
         ClusterSpecifier::Cluster(t.cluster.clone())
@@ -424,11 +429,17 @@ fn tcp_proxy(stat_prefix: &str, t: &tc::TcpProxy) -> tcp::TcpProxy {
                 .collect(),
         })
     };
-    tcp::TcpProxy {
+    let access_log = match &t.access_log {
+        Some(a) => vec![crate::access_log::encode(a)
+            .map_err(|e| err(format!("listener {stat_prefix}.tcp.access_log"), e))?],
+        None => Vec::new(),
+    };
+    Ok(tcp::TcpProxy {
         stat_prefix: stat_prefix.to_string(),
         cluster_specifier: Some(cluster_specifier),
+        access_log,
         ..Default::default()
-    }
+    })
 }
 
 /// Envoy's `tls_inspector` listener filter: it reads the ClientHello's SNI (and ALPN) that
@@ -450,8 +461,8 @@ fn tls_inspector() -> lis::ListenerFilter {
 fn sni_chains(
     l: &tc::Listener,
     out: &mut lis::Listener,
-    tcp_chain: impl Fn(&tc::TcpProxy) -> Vec<lis::Filter>,
-) {
+    tcp_chain: impl Fn(&tc::TcpProxy) -> Result<Vec<lis::Filter>, EncodeError>,
+) -> Result<(), EncodeError> {
     out.listener_filters.push(tls_inspector());
     for r in &l.sni_routes {
         let named: Vec<String> = r
@@ -472,15 +483,19 @@ fn sni_chains(
                     transport_protocol: "tls".into(),
                     ..Default::default()
                 }),
-                filters: tcp_chain(&r.tcp),
+                filters: tcp_chain(&r.tcp)?,
                 ..Default::default()
             });
         }
     }
-    out.default_filter_chain = l.tcp.as_ref().map(|t| lis::FilterChain {
-        filters: tcp_chain(t),
-        ..Default::default()
-    });
+    out.default_filter_chain = match &l.tcp {
+        Some(t) => Some(lis::FilterChain {
+            filters: tcp_chain(t)?,
+            ..Default::default()
+        }),
+        None => None,
+    };
+    Ok(())
 }
 
 fn tls_version(v: tc::TlsVersion) -> i32 {

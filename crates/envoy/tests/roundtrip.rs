@@ -119,7 +119,7 @@ listeners:
       trust_bundles:
         - { trust_domain: a.example, roots: /etc/certs/a-roots.pem }
         - { trust_domain: b.example, roots: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }
-    tcp: { cluster: mysql }
+    tcp: { cluster: mysql, access_log: { path: /var/log/db.log, text_format: "%DOWNSTREAM_REMOTE_ADDRESS% %UPSTREAM_HOST% %BYTES_SENT%\n" } }
   - name: virtualOutbound
     addresses: ["0.0.0.0:15001", "[::]:15001"]
     use_original_dst: true

@@ -730,6 +730,7 @@ impl Gen<'_> {
             _ => Some(tc::TcpProxy {
                 cluster: String::new(),
                 weighted_clusters: weights,
+                access_log: None,
             }),
         }
     }

@@ -54,6 +54,10 @@ fn generate_for(inputs: &Inputs, registry: &Registry, w: &Workload) -> tc::Confi
         observe_listener(inputs, registry, w, &mut l);
         l
     });
+    let egress = egress.into_iter().map(|mut l| {
+        observe_listener(inputs, registry, w, &mut l);
+        l
+    });
     let (inbound, inbound_clusters) = generate_inbound(inputs, registry, w);
     let listeners = http.into_iter().chain(egress).chain(inbound).collect();
     clusters.extend(inbound_clusters);
@@ -72,12 +76,29 @@ pub fn own_outbound(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut 
     observe_listener(inputs, registry, w, l);
 }
 
-/// Sets the tracing and the access log of `w`'s HTTP listener `l` (see
-/// [`crate::trace`] and [`crate::access_logs`]).
+/// Sets the tracing and the access log of `w`'s listener `l` (see [`crate::trace`] and
+/// [`crate::access_logs`]): an HTTP listener's both, a TCP proxy's access log.
 pub fn observe_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &mut tc::Listener) {
-    let Some(kind) = crate::trace::kind_of(l) else {
-        return;
-    };
+    if let Some(kind) = crate::trace::kind_of(l) {
+        observation(inputs, registry, w, kind).apply(l);
+    }
+}
+
+/// What `w`'s listeners of one side get from the Telemetry API and meshConfig: the
+/// access log, and the tracing of HTTP listeners.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    access_log: Option<tc::AccessLog>,
+    tracing: Option<tc::Tracing>,
+}
+
+/// `w`'s [`Observation`] on the side whose spans are of `kind`.
+pub fn observation(
+    inputs: &Inputs,
+    registry: &Registry,
+    w: &Workload,
+    kind: tc::SpanKind,
+) -> Observation {
     let side = crate::telemetry_api::side_of(kind);
     let access_log = crate::access_logs::access_log(inputs, w, side);
     let tracing = crate::trace::tracing(inputs, w, kind, |host, port| {
@@ -89,9 +110,25 @@ pub fn observe_listener(inputs: &Inputs, registry: &Registry, w: &Workload, l: &
             .filter(|c| c.tls.is_none())
             .map(|_| name)
     });
-    if let Some(h) = l.http.as_mut() {
-        h.tracing = tracing;
-        h.access_log = access_log;
+    Observation {
+        access_log,
+        tracing,
+    }
+}
+
+impl Observation {
+    pub fn apply(&self, l: &mut tc::Listener) {
+        for t in l
+            .tcp
+            .iter_mut()
+            .chain(l.sni_routes.iter_mut().map(|r| &mut r.tcp))
+        {
+            t.access_log = self.access_log.clone();
+        }
+        if let Some(h) = l.http.as_mut() {
+            h.tracing = self.tracing.clone();
+            h.access_log = self.access_log.clone();
+        }
     }
 }
 

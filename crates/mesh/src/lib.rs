@@ -38,7 +38,8 @@ mod validate;
 pub use annotations::{parse_go_bool, DRY_RUN};
 pub use generate::{
     egress_collisions, egress_unresolved, generate, generate_client, generate_clusters,
-    generate_inbound, generate_outbound, outbound_scope, own_outbound, Outbound,
+    generate_inbound, generate_outbound, observation, outbound_scope, own_outbound, Observation,
+    Outbound,
 };
 pub use incremental::endpoint_moves;
 pub use inputs::{selects, Diagnostic, Inputs, Loaded, Resource};

@@ -182,11 +182,10 @@ pub(crate) fn tracing(
     })
 }
 
-/// The spans' kind of a sidecar listener: the client's where it reports as the source,
-/// the server's where as the destination; None for a listener without HTTP or
-/// reporting.
+/// The spans' kind of a sidecar listener (which side of its traffic it is): the
+/// client's where it reports as the source, the server's where as the destination;
+/// None for a listener without reporting.
 pub(crate) fn kind_of(l: &tc::Listener) -> Option<tc::SpanKind> {
-    l.http.as_ref()?;
     Some(match l.istio_stats.as_ref()?.reporter {
         tc::Reporter::Source => tc::SpanKind::Client,
         tc::Reporter::Destination => tc::SpanKind::Server,

@@ -284,3 +284,53 @@ spec:
     // Other names go where the app was connecting (ALLOW_ANY).
     assert_eq!(l.tcp.as_ref().unwrap().cluster, "PassthroughCluster");
 }
+
+/// A captured sidecar's outbound listeners (one per service port, shared by its scope)
+/// trace and log as its Telemetry says, as its own outbound listener does: HTTP ones
+/// both, TCP ones the access log; the virtual outbound listener logs too.
+#[test]
+fn a_captured_sidecars_outbound_listeners_trace_and_log() {
+    let telemetry = r#"apiVersion: v1
+kind: ConfigMap
+metadata: { name: istio, namespace: istio-system }
+data:
+  mesh: |
+    accessLogFile: /dev/stdout
+    extensionProviders:
+      - name: otel
+        opentelemetry: { service: otel.shop.svc.cluster.local, port: 4317 }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: otel, namespace: shop }
+spec:
+  hosts: [otel.shop.svc.cluster.local]
+  ports: [{ number: 4317, name: grpc, protocol: GRPC }]
+  endpoints: [{ address: 10.1.0.99 }]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: mesh-default, namespace: istio-system }
+spec:
+  tracing: [{ providers: [{ name: otel }], randomSamplingPercentage: 5 }]
+"#;
+    let (c, loaded) = view(telemetry, "reviews-v1");
+    assert!(loaded.refused.is_empty(), "{:?}", loaded.refused);
+    let l = |name: &str| c.listeners.iter().find(|l| l.name == name).unwrap();
+    let http = l("0.0.0.0_9080").http.as_ref().unwrap();
+    let tracing = http.tracing.as_ref().expect("the port's listener traces");
+    assert_eq!(tracing.span_kind, trellis_config::SpanKind::Client);
+    assert_eq!(tracing.random_sampling, 5.0);
+    assert_eq!(http.access_log.as_ref().unwrap().path, "/dev/stdout");
+    for tcp in ["10.96.0.20_5432", "virtualOutbound"] {
+        let t = l(tcp).tcp.as_ref().unwrap();
+        assert_eq!(t.access_log.as_ref().unwrap().path, "/dev/stdout", "{tcp}");
+    }
+    // The server's side: its inbound listener and the passthrough for undeclared ports.
+    assert!(l("virtualInbound")
+        .tcp
+        .as_ref()
+        .unwrap()
+        .access_log
+        .is_some());
+}

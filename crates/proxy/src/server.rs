@@ -164,19 +164,37 @@ impl Proxy {
                     &node_id,
                 ))
             });
-            let tcp = l.tcp.as_ref().map(|t| {
-                Arc::new(TcpProxy::new(
+            let mut tcp_log = |t: &trellis_config::TcpProxy, field: &str| {
+                let Some(a) = &t.access_log else {
+                    return Ok(None);
+                };
+                let at = |e: String| format!("listeners {:?}: {field}.{e}", l.name);
+                Ok::<_, String>(Some(crate::tcp::TcpLog {
+                    log: AccessLog::shared(
+                        &a.path,
+                        &mut access_logs,
+                        &self.metrics.access_log_dropped,
+                    )
+                    .map_err(at)?,
+                    format: crate::access_log::LogFormat::of(a).map_err(at)?,
+                    listener: l.name.clone(),
+                }))
+            };
+            let tcp = match &l.tcp {
+                Some(t) => Some(Arc::new(TcpProxy::new(
                     t,
                     &clusters,
                     stats.clone(),
                     authz.clone(),
                     telemetry.clone(),
                     peer_frame.clone(),
-                ))
-            });
+                    tcp_log(t, "tcp")?,
+                ))),
+                None => None,
+            };
             let behaviour = if !l.sni_routes.is_empty() {
                 let mut routes = trellis_tls::ServerNames::default();
-                for r in &l.sni_routes {
+                for (i, r) in l.sni_routes.iter().enumerate() {
                     let proxy = TcpProxy::new(
                         &r.tcp,
                         &clusters,
@@ -184,6 +202,7 @@ impl Proxy {
                         authz.clone(),
                         telemetry.clone(),
                         peer_frame.clone(),
+                        tcp_log(&r.tcp, &format!("sni_routes[{i}].tcp"))?,
                     );
                     routes.insert(&r.server_names, Arc::new(proxy));
                 }

@@ -1,5 +1,6 @@
 //! The TCP proxy: each downstream connection is spliced to one upstream endpoint.
 
+use crate::access_log::{format, AccessLog, LogFormat};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::Cluster;
 use crate::conn::ConnInfo;
@@ -23,6 +24,82 @@ pub struct TcpProxy {
     pub telemetry: Option<Arc<ListenerTelemetry>>,
     /// This workload's metadata frame, for upstreams that take `istio-peer-exchange`.
     pub peer_frame: bytes::Bytes,
+    /// A line per connection when it closes.
+    pub access_log: Option<TcpLog>,
+}
+
+/// A TCP proxy's access log and its format.
+pub struct TcpLog {
+    pub log: AccessLog,
+    pub format: LogFormat,
+    pub listener: String,
+}
+
+/// What a connection's line says.
+struct Closed<'a> {
+    started: (std::time::Instant, String),
+    flags: Flags,
+    upstream: Option<std::net::SocketAddr>,
+    cluster: &'a str,
+    received: u64,
+    sent: u64,
+}
+
+impl TcpLog {
+    fn write(&self, conn: &ConnInfo, c: Closed<'_>) {
+        let flags = c.flags.render();
+        let duration = c.started.0.elapsed();
+        let mut line = String::with_capacity(256);
+        let headers = http::HeaderMap::new();
+        let record = format::Record {
+            start_time: &c.started.1,
+            method: "",
+            path: "",
+            authority: "",
+            scheme: "",
+            request_headers: &headers,
+            response_headers: &headers,
+            protocol: "",
+            status: 0,
+            flags: &flags,
+            via_upstream: c.upstream.is_some(),
+            bytes_received: c.received,
+            bytes_sent: c.sent,
+            duration_ms: duration.as_millis() as u64,
+            upstream_host: c.upstream,
+            upstream_cluster: Some(c.cluster),
+            downstream_local: conn.local,
+            downstream_remote: conn.peer,
+            peer_uri_san: conn.peer_identity.as_deref(),
+            server_name: conn.server_name.as_deref(),
+            route: None,
+        };
+        match &self.format {
+            LogFormat::Text(f) => record.text(f, &mut line),
+            LogFormat::Json(fields) => record.json(fields, &mut line),
+            LogFormat::Entry => {
+                let upstream = c.upstream.map(|a| a.to_string());
+                return self.log.write(&crate::access_log::Entry {
+                    timestamp: c.started.1,
+                    method: "-",
+                    authority: "-",
+                    path: "-",
+                    protocol: "tcp",
+                    status: 0,
+                    bytes_received: c.received,
+                    bytes_sent: c.sent,
+                    duration_ms: duration.as_secs_f64() * 1000.0,
+                    upstream_host: upstream,
+                    listener: &self.listener,
+                    virtual_host: "-",
+                    route: "-",
+                    response_flags: flags,
+                    downstream_remote: conn.peer.to_string(),
+                });
+            }
+        }
+        self.log.write_line(line);
+    }
 }
 
 /// Envoy's tcp_proxy tries one endpoint by default; we allow one more so a single
@@ -37,6 +114,7 @@ impl TcpProxy {
         authz: Option<Arc<crate::authz::ListenerAuthz>>,
         telemetry: Option<Arc<ListenerTelemetry>>,
         peer_frame: bytes::Bytes,
+        access_log: Option<TcpLog>,
     ) -> TcpProxy {
         let clusters = match config.weighted_clusters.is_empty() {
             true => vec![(clusters[&config.cluster].clone(), 1)],
@@ -53,6 +131,7 @@ impl TcpProxy {
             authz,
             telemetry,
             peer_frame,
+            access_log,
         }
     }
 
@@ -82,6 +161,13 @@ impl TcpProxy {
                 return;
             }
         }
+        let started = (
+            std::time::Instant::now(),
+            self.access_log
+                .as_ref()
+                .map(|_| crate::access_log::now_rfc3339())
+                .unwrap_or_default(),
+        );
         let cluster = self.cluster();
         let peer = conn.peer;
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
@@ -95,7 +181,7 @@ impl TcpProxy {
             match cluster.connect_tcp(&endpoint).await {
                 Ok(pair) => {
                     cluster.record_outcome(&endpoint, Outcome::Status(200));
-                    upstream = Some(pair);
+                    upstream = Some((pair, endpoint.addr));
                     break;
                 }
                 Err(e) => {
@@ -119,10 +205,26 @@ impl TcpProxy {
                 )
             })
         };
-        let Some((up, _slot)) = upstream else {
+        let log = |upstream, received, sent| {
+            if let Some(l) = &self.access_log {
+                l.write(
+                    conn,
+                    Closed {
+                        started: started.clone(),
+                        flags,
+                        upstream,
+                        cluster: &cluster.name,
+                        received,
+                        sent,
+                    },
+                );
+            }
+        };
+        let Some(((up, _slot), endpoint)) = upstream else {
             if let Some(mut s) = series(conn.peer_metadata.clone()) {
                 s.report(0, 0, true);
             }
+            log(None, 0, 0);
             return;
         };
         // The client's side learns the server's workload from its frame; the server's
@@ -152,6 +254,12 @@ impl TcpProxy {
                 );
             }
         };
+        let moved = || {
+            (
+                activity.received.load(Ordering::Relaxed),
+                activity.sent.load(Ordering::Relaxed),
+            )
+        };
         loop {
             tokio::select! {
                 done = &mut copy => {
@@ -160,12 +268,16 @@ impl TcpProxy {
                         self.stats.tcp_tx.inc_by(tx);
                     }
                     report(&mut series, true);
+                    let (rx, tx) = moved();
+                    log(Some(endpoint), rx, tx);
                     return;
                 }
                 _ = tokio::time::sleep(tick) => {
                     report(&mut series, false);
                     if activity.is_idle(idle_timeout) {
                         report(&mut series, true);
+                        let (rx, tx) = moved();
+                        log(Some(endpoint), rx, tx);
                         return;
                     }
                 }

@@ -253,9 +253,11 @@ impl Record<'_> {
             Op::StartTime => s(self.start_time),
             Op::Req(h, max) => cut(self.header(h, false), max),
             Op::Resp(h, max) => cut(self.header(h, true), max),
-            Op::Protocol => s(self.protocol),
+            Op::Protocol => opt(Some(self.protocol)),
             Op::ResponseCode => Value::Num(self.status.into()),
             Op::ResponseFlags => s(self.flags),
+            // A TCP connection has no response (status 0): Envoy writes `-`.
+            Op::ResponseCodeDetails if self.status == 0 => Value::None,
             Op::ResponseCodeDetails => match self.via_upstream {
                 true => s("via_upstream"),
                 false => s("local_reply"),

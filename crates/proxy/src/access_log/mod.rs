@@ -79,6 +79,22 @@ impl AccessLog {
         Ok(AccessLog { tx, dropped })
     }
 
+    /// The log of `path` that `logs` holds (listeners writing one file share its
+    /// writer), opened and kept there when it has none yet.
+    pub fn shared(
+        path: &str,
+        logs: &mut std::collections::HashMap<String, AccessLog>,
+        dropped: &Counter,
+    ) -> Result<AccessLog, String> {
+        if let Some(log) = logs.get(path) {
+            return Ok(log.clone());
+        }
+        let log = AccessLog::open(path, dropped.clone())
+            .map_err(|e| format!("access_log.path {path:?}: {e}"))?;
+        logs.insert(path.to_string(), log.clone());
+        Ok(log)
+    }
+
     pub fn write(&self, entry: &Entry<'_>) {
         let Ok(mut line) = serde_json::to_string(entry) else {
             return;

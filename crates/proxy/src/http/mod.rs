@@ -105,15 +105,11 @@ impl HttpManager {
         let log_headers = log_format.request_headers();
         let access_log = match &config.access_log {
             None => None,
-            Some(a) => Some(match access_logs.get(&a.path) {
-                Some(log) => log.clone(),
-                None => {
-                    let log = AccessLog::open(&a.path, metrics.access_log_dropped.clone())
-                        .map_err(|e| format!("access_log.path {:?}: {e}", a.path))?;
-                    access_logs.insert(a.path.clone(), log.clone());
-                    log
-                }
-            }),
+            Some(a) => Some(AccessLog::shared(
+                &a.path,
+                access_logs,
+                &metrics.access_log_dropped,
+            )?),
         };
         Ok(HttpManager {
             listener: listener.to_string(),

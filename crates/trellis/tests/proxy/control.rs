@@ -463,6 +463,17 @@ async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
     .unwrap();
     std::fs::write(mesh.path().join("sidecar.yaml"), sidecar_resource).unwrap();
     std::fs::write(mesh.path().join("strict.yaml"), strict).unwrap();
+    // Istio's mesh-wide access log, in JSON: both sidecars log each TCP connection.
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    std::fs::write(
+        mesh.path().join("mesh.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: istio, namespace: istio-system }}\ndata:\n  mesh: |\n    accessLogFile: {}\n    accessLogEncoding: JSON\n",
+            log.display()
+        ),
+    )
+    .unwrap();
     // The database's sidecar serves its TCP port; the app behind it speaks HTTP, which
     // the TCP hop carries as bytes.
     let db_entry = db
@@ -564,6 +575,52 @@ async fn a_tcp_service_is_reached_through_a_sidecar_egress_listener() {
         },
     )
     .await;
+    // A line per connection from each side, in Istio's JSON format: the HTTP fields
+    // null, the response code 0, the bytes both ways, the upstream.
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let db_cluster = format!("outbound|{db_port}||db.default.svc.cluster.local");
+    eventually(
+        "both sidecars log the TCP connections",
+        Duration::from_secs(10),
+        async || {
+            let lines = lines();
+            let count = |cluster: &str| {
+                lines
+                    .iter()
+                    .filter(|l| l["upstream_cluster"] == cluster && l["response_flags"] == "-")
+                    .count()
+            };
+            count(&db_cluster) >= 10 && count(&format!("inbound|{}||", db.inbound)) >= 10
+        },
+    )
+    .await;
+    // Connections made before the database's sidecar was up failed (UF), and say so.
+    for l in lines() {
+        if l["upstream_cluster"] != db_cluster.as_str() {
+            continue;
+        }
+        assert_eq!(l["response_code"], 0, "{l}");
+        assert_eq!(l["method"], serde_json::Value::Null, "{l}");
+        assert_eq!(l["protocol"], serde_json::Value::Null, "{l}");
+        if l["response_flags"] == "UF" {
+            assert_eq!(l["bytes_sent"], 0, "{l}");
+            continue;
+        }
+        assert_eq!(l["response_flags"], "-", "{l}");
+        assert!(l["bytes_sent"].as_u64().unwrap() > 0, "{l}");
+        assert!(l["bytes_received"].as_u64().unwrap() > 0, "{l}");
+        assert_eq!(
+            l["upstream_host"],
+            format!("127.0.0.1:{}", db.inbound),
+            "{l}"
+        );
+    }
 }
 
 /// Sends `n` requests for `/headers` to `reviews` through productpage's sidecar: who
