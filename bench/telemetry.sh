@@ -2,9 +2,10 @@
 # What Istio's standard metrics and tracing cost the proxy: one trellis build, the same
 # route to the same backend, with telemetry off, with Istio's metrics (`istio_stats`, the
 # server's side, every request recorded with its 25 labels and three histograms), with
-# the metrics and an access log to a file, and with the metrics and tracing at Istio's
-# default 1% and at 100% (spans exported over OTLP/gRPC to the tests' Python receiver,
-# whose own CPU is not counted); rounds interleaved. Reports req/s, p99 and the
+# the metrics and an access log to a file (`logged`), with the metrics and tracing at
+# Istio's default 1% and at 100% (spans exported over OTLP/gRPC to the tests' Python
+# receiver, whose own CPU is not counted), and with all three on (`all`: metrics, access
+# log, 1% tracing); rounds interleaved. Reports req/s, p99 and the
 # proxy's CPU per request (utime+stime from /proc/PID/stat over the run; wrk shares the
 # two cores, so this is the figure that does not depend on it).
 #   bench/telemetry.sh [seconds per run, default 10] [rounds, default 3]
@@ -33,16 +34,19 @@ config() { # $1 = kind, $2 = listen port, $3 = admin port
       reporter: destination
       workload: { name: bench-v1, namespace: default, app: bench, version: v1, cluster: Kubernetes, principal: "spiffe://cluster.local/ns/default/sa/bench" }'
     fi
-    if [ "$1" = all ]; then
-        log="      access_log: { path: \"$WORK/access-$2.log\", text_format: istio }"
+    if [ "$1" = logged ] || [ "$1" = all ]; then
+        log="      access_log: { path: \"$WORK/access-$2.log\", text_format: istio }
+"
     fi
-    case "$1" in traced*)
-        log="      tracing:
+    local rate=""
+    case "$1" in traced*) rate=${1#traced};; all) rate=1;; esac
+    if [ -n "$rate" ]; then
+        log="$log      tracing:
         span_kind: server
-        random_sampling: ${1#traced}
+        random_sampling: $rate
         tags: { istio.canonical_service: bench, istio.namespace: default }
-        provider: { opentelemetry: { cluster: otlp, service_name: bench.default } }";;
-    esac
+        provider: { opentelemetry: { cluster: otlp, service_name: bench.default } }"
+    fi
     cat <<CONF
 admin: { address: "127.0.0.1:$3" }
 listeners:
@@ -68,7 +72,7 @@ CONF
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-KINDS=(off metrics all traced1 traced100)
+KINDS=(off metrics logged traced1 all traced100)
 declare -A PORT PID
 for kind in "${KINDS[@]}"; do
     port=$(free_port); admin=$(free_port)
@@ -99,12 +103,12 @@ for round in $(seq "$ROUNDS"); do
         SUM_US[$kind]=$(awk -v a="${SUM_US[$kind]:-0}" -v b="$us" 'BEGIN { print a + b }')
     done
 done
-for kind in metrics all traced1 traced100; do
+for kind in metrics logged traced1 all traced100; do
     echo "$kind/off: req/s $(ratio "${SUM_RPS[$kind]}" "${SUM_RPS[off]}"), CPU per request $(ratio "${SUM_US[$kind]}" "${SUM_US[off]}")"
 done
 series=$(curl -s "http://127.0.0.1:$(awk -F'[:"]' '/admin/ {print $(NF-1)}' "$WORK/metrics.yaml")/stats/prometheus" | grep -c '^istio_requests_total{' || true)
 echo "istio_requests_total series in the metrics proxy: $series"
-for kind in traced1 traced100; do
+for kind in traced1 all traced100; do
     admin=$(awk -F'[:"]' '/admin/ {print $(NF-1)}' "$WORK/$kind.yaml")
     echo "$kind spans: $(curl -s "http://127.0.0.1:$admin/stats/prometheus" | grep -E '^trellis_tracing_spans_(exported|dropped|failed)_total' | tr '\n' ' ')"
 done

@@ -313,7 +313,125 @@ pub struct IstioStats {
     /// listeners name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadMetadata>,
+    /// The Telemetry API's metric overrides, in order: a later one wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<MetricOverride>,
 }
+
+impl IstioStats {
+    /// Reporting as `reporter`, with the proxy's own workload and no overrides.
+    pub fn new(reporter: Reporter) -> IstioStats {
+        IstioStats {
+            reporter,
+            workload: None,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// One of Istio's metric overrides: a metric turned off or on, or labels left off its
+/// series (`tagOverrides` with `operation: REMOVE`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricOverride {
+    pub metric: IstioMetric,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Istio's label names (`source_principal`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_labels: Vec<String>,
+}
+
+/// Istio's names of its standard metrics (the Telemetry API's `match.metric`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IstioMetric {
+    AllMetrics,
+    /// `istio_requests_total`.
+    RequestCount,
+    /// `istio_request_duration_milliseconds`.
+    RequestDuration,
+    /// `istio_request_bytes`.
+    RequestSize,
+    /// `istio_response_bytes`.
+    ResponseSize,
+    /// `istio_tcp_connections_opened_total`.
+    TcpOpenedConnections,
+    /// `istio_tcp_connections_closed_total`.
+    TcpClosedConnections,
+    /// `istio_tcp_sent_bytes_total`.
+    TcpSentBytes,
+    /// `istio_tcp_received_bytes_total`.
+    TcpReceivedBytes,
+}
+
+impl IstioMetric {
+    /// Each metric, in the order the proxy keeps them.
+    pub const EACH: [IstioMetric; 8] = [
+        IstioMetric::RequestCount,
+        IstioMetric::RequestDuration,
+        IstioMetric::RequestSize,
+        IstioMetric::ResponseSize,
+        IstioMetric::TcpOpenedConnections,
+        IstioMetric::TcpClosedConnections,
+        IstioMetric::TcpSentBytes,
+        IstioMetric::TcpReceivedBytes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IstioMetric::AllMetrics => "ALL_METRICS",
+            IstioMetric::RequestCount => "REQUEST_COUNT",
+            IstioMetric::RequestDuration => "REQUEST_DURATION",
+            IstioMetric::RequestSize => "REQUEST_SIZE",
+            IstioMetric::ResponseSize => "RESPONSE_SIZE",
+            IstioMetric::TcpOpenedConnections => "TCP_OPENED_CONNECTIONS",
+            IstioMetric::TcpClosedConnections => "TCP_CLOSED_CONNECTIONS",
+            IstioMetric::TcpSentBytes => "TCP_SENT_BYTES",
+            IstioMetric::TcpReceivedBytes => "TCP_RECEIVED_BYTES",
+        }
+    }
+
+    pub fn of_name(name: &str) -> Option<IstioMetric> {
+        std::iter::once(IstioMetric::AllMetrics)
+            .chain(IstioMetric::EACH)
+            .find(|m| m.name() == name)
+    }
+
+    /// Whether an override of `self` applies to `m`.
+    pub fn covers(self, m: IstioMetric) -> bool {
+        self == IstioMetric::AllMetrics || self == m
+    }
+}
+
+/// The labels of Istio's standard metrics.
+pub const ISTIO_LABELS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
 
 /// A workload as Istio's metrics name it (the peer metadata sidecars exchange).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -238,6 +238,16 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
     if let Some(t) = &l.tcp {
         tcp_proxy(c, &format!("{p}.tcp"), t);
     }
+    for (i, o) in l.istio_stats.iter().flat_map(|s| &s.overrides).enumerate() {
+        for (j, label) in o.remove_labels.iter().enumerate() {
+            if !ISTIO_LABELS.contains(&label.as_str()) {
+                c.err(
+                    format!("{p}.istio_stats.overrides[{i}].remove_labels[{j}]"),
+                    format!("{label:?} is not one of Istio's labels"),
+                );
+            }
+        }
+    }
     for (i, r) in l.sni_routes.iter().enumerate() {
         let rp = format!("{p}.sni_routes[{i}]");
         if r.server_names.is_empty() {

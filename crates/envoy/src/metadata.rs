@@ -10,16 +10,23 @@ use trellis_config as tc;
 
 const ISTIO: &str = "istio";
 const STATS: &str = "stats";
+const OVERRIDES: &str = "stats_overrides";
 const SERVICE: &str = "service";
 
 fn one(key: &str, text: String) -> Option<Metadata> {
+    fields(&[(key, text)])
+}
+
+fn fields(items: &[(&str, String)]) -> Option<Metadata> {
     let mut fields = std::collections::HashMap::new();
-    fields.insert(
-        key.to_string(),
-        Value {
-            kind: Some(Kind::StringValue(text)),
-        },
-    );
+    for (key, text) in items {
+        fields.insert(
+            key.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(text.clone())),
+            },
+        );
+    }
     let mut filter_metadata = std::collections::HashMap::new();
     filter_metadata.insert(ISTIO.to_string(), Struct { fields });
     Some(Metadata {
@@ -29,7 +36,9 @@ fn one(key: &str, text: String) -> Option<Metadata> {
 }
 
 /// `<reporter>;<name>;<namespace>;<app>;<version>;<cluster>;<principal>`, the workload
-/// fields empty when the listener does not carry them.
+/// fields empty when the listener does not carry them; with metric overrides,
+/// `stats_overrides` too: `<METRIC>:<disabled: -, 0 or 1>:<label>,<label>` each, `;`
+/// between them, in order.
 pub fn stats(s: &tc::IstioStats) -> Option<Metadata> {
     let reporter = match s.reporter {
         tc::Reporter::Source => "source",
@@ -45,7 +54,59 @@ pub fn stats(s: &tc::IstioStats) -> Option<Metadata> {
         &w.cluster,
         &w.principal,
     ];
-    one(STATS, fields.join(";"))
+    let stats = (STATS, fields.join(";"));
+    if s.overrides.is_empty() {
+        return self::fields(&[stats]);
+    }
+    let overrides = s
+        .overrides
+        .iter()
+        .map(|o| {
+            let disabled = match o.disabled {
+                None => "-",
+                Some(false) => "0",
+                Some(true) => "1",
+            };
+            format!(
+                "{}:{disabled}:{}",
+                o.metric.name(),
+                o.remove_labels.join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    self::fields(&[stats, (OVERRIDES, overrides)])
+}
+
+fn read_overrides(m: Option<&Metadata>) -> Result<Vec<tc::MetricOverride>, String> {
+    let Some(text) = read(m, OVERRIDES)? else {
+        return Ok(Vec::new());
+    };
+    text.split(';')
+        .map(|o| {
+            let bad = || {
+                format!("metadata.filter_metadata.istio.stats_overrides {o:?}: not METRIC:disabled:labels")
+            };
+            let f: Vec<&str> = o.split(':').collect();
+            let [metric, disabled, labels] = f[..] else {
+                return Err(bad());
+            };
+            Ok(tc::MetricOverride {
+                metric: tc::IstioMetric::of_name(metric).ok_or_else(bad)?,
+                disabled: match disabled {
+                    "-" => None,
+                    "0" => Some(false),
+                    "1" => Some(true),
+                    _ => return Err(bad()),
+                },
+                remove_labels: labels
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// `<host>;<name>;<namespace>`.
@@ -100,6 +161,7 @@ pub fn read_stats(m: Option<&Metadata>) -> Result<Option<tc::IstioStats>, String
     Ok(Some(tc::IstioStats {
         reporter,
         workload: (workload != tc::WorkloadMetadata::default()).then_some(workload),
+        overrides: read_overrides(m)?,
     }))
 }
 

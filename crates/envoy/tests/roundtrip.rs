@@ -13,7 +13,12 @@ identity: { ca_address: "127.0.0.1:15012", ca_root: /etc/certs/root.pem, token_f
 listeners:
   - name: outbound
     addresses: ["127.0.0.1:15001", "[::1]:15001"]
-    istio_stats: { reporter: source }
+    istio_stats:
+      reporter: source
+      overrides:
+        - { metric: ALL_METRICS, remove_labels: [source_principal, destination_principal] }
+        - { metric: REQUEST_DURATION, disabled: true }
+        - { metric: TCP_SENT_BYTES, disabled: false, remove_labels: [response_flags] }
     http:
       codec: auto
       access_log: { path: /dev/stdout, json_format: { code: "%RESPONSE_CODE%", path: "%REQ(:PATH)%" } }

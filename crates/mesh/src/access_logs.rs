@@ -4,7 +4,7 @@
 //! provider writes where and how meshConfig says (`/dev/stdout` when it names no file),
 //! an `envoyFileAccessLog` extension provider to its `path` in its `logFormat`.
 //!
-//! Trellis logs HTTP requests (not TCP connections), one log per listener; a provider of
+//! Trellis logs HTTP requests and TCP connections, one log per listener; a provider of
 //! another kind (an OpenTelemetry or gRPC access log service) leaves logging off.
 
 use trellis_config as tc;

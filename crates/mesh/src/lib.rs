@@ -25,6 +25,7 @@ mod inputs;
 pub mod istio;
 pub mod load;
 pub mod mesh_config;
+mod metrics_api;
 mod registry;
 mod security;
 mod telemetry;

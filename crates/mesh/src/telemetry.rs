@@ -50,9 +50,14 @@ pub(crate) fn stats(
     reporter: tc::Reporter,
     own: bool,
 ) -> Option<tc::IstioStats> {
+    let side = match reporter {
+        tc::Reporter::Source => "CLIENT",
+        tc::Reporter::Destination => "SERVER",
+    };
     Some(tc::IstioStats {
         reporter,
         workload: own.then(|| workload_metadata(inputs, w)),
+        overrides: crate::metrics_api::overrides(inputs, w, side),
     })
 }
 

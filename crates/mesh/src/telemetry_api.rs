@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use crate::istio::Selector;
 
-/// `telemetry.istio.io/v1` Telemetry, the parts Trellis reads (`accessLogging` and
-/// `metrics` are warned as ignored by the loader).
+/// `telemetry.istio.io/v1` Telemetry, the parts Trellis reads: tracing, access logging
+/// and Istio's standard metrics' overrides ([`crate::metrics_api`]).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Telemetry {
@@ -23,6 +23,52 @@ pub struct Telemetry {
     pub tracing: Vec<TracingSpec>,
     #[serde(default)]
     pub access_logging: Vec<AccessLoggingSpec>,
+    #[serde(default)]
+    pub metrics: Vec<MetricsSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    #[serde(default)]
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub overrides: Vec<MetricsOverride>,
+    /// How often TCP metrics are reported: Trellis reports them as bytes move (warned).
+    #[serde(default)]
+    pub reporting_interval: Option<serde_yaml::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsOverride {
+    #[serde(default, rename = "match")]
+    pub matches: Option<MetricSelector>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub tag_overrides: BTreeMap<String, TagOverride>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSelector {
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub custom_metric: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct TagOverride {
+    /// `UPSERT` (the default) or `REMOVE`.
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// A CEL expression (UPSERT).
+    #[serde(default)]
+    pub value: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -123,6 +169,7 @@ pub(crate) fn validate(t: &Telemetry) -> Vec<String> {
             ));
         }
     }
+    errors.extend(crate::metrics_api::validate(&t.metrics));
     if t.target_ref.is_some() || !t.target_refs.is_empty() {
         errors.push("spec.targetRefs: Telemetry for gateways and waypoints by reference is not supported by Trellis (use a selector)".into());
     }

@@ -52,6 +52,13 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                 workload_entry_notes(&format!("endpoints[{i}]."), e, &mut note);
             }
         }
+        "Telemetry" => {
+            let metrics: Vec<crate::telemetry_api::MetricsSpec> = spec
+                .get("metrics")
+                .and_then(|m| serde_yaml::from_value(m.clone()).ok())
+                .unwrap_or_default();
+            notes.extend(crate::metrics_api::notes(&metrics));
+        }
         "VirtualService" => {
             for (i, r) in items(spec.get("http")) {
                 let retry_on = r

@@ -30,6 +30,8 @@ use prost::Message;
 use trellis_config as tc;
 
 use crate::http::flags::Flags;
+use crate::metric_overrides::{Shape, Shapes};
+use trellis_config::IstioMetric;
 
 pub const PEER_METADATA: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
 pub const PEER_METADATA_ID: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
@@ -173,6 +175,87 @@ pub struct RequestLabels {
     // Last: the derive hands its encoder on to a flattened field.
     #[prometheus(flatten)]
     sides: Sides,
+}
+
+impl Sides {
+    /// Leaves the labels `shape` removes empty (`ISTIO_LABELS`' first 20 are these, in
+    /// this order).
+    fn remove(&mut self, shape: Shape, empty: &Text) {
+        let fields = [
+            &mut self.reporter,
+            &mut self.source_workload,
+            &mut self.source_workload_namespace,
+            &mut self.source_principal,
+            &mut self.source_app,
+            &mut self.source_version,
+            &mut self.source_cluster,
+            &mut self.source_canonical_service,
+            &mut self.source_canonical_revision,
+            &mut self.destination_workload,
+            &mut self.destination_workload_namespace,
+            &mut self.destination_principal,
+            &mut self.destination_app,
+            &mut self.destination_version,
+            &mut self.destination_service,
+            &mut self.destination_service_name,
+            &mut self.destination_service_namespace,
+            &mut self.destination_cluster,
+            &mut self.destination_canonical_service,
+            &mut self.destination_canonical_revision,
+        ];
+        for (i, f) in fields.into_iter().enumerate() {
+            if shape.removes(i) {
+                *f = empty.clone();
+            }
+        }
+    }
+}
+
+impl RequestLabels {
+    /// These labels as the metric of `shape` has them.
+    fn shaped(&self, shape: Shape, empty: &Text) -> RequestLabels {
+        let mut l = self.clone();
+        if shape.removed == 0 {
+            return l;
+        }
+        l.sides.remove(shape, empty);
+        for (i, f) in [
+            &mut l.request_protocol,
+            &mut l.response_code,
+            &mut l.grpc_response_status,
+            &mut l.response_flags,
+            &mut l.connection_security_policy,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if shape.removes(20 + i) {
+                *f = empty.clone();
+            }
+        }
+        l
+    }
+}
+
+impl TcpLabels {
+    fn shaped(&self, shape: Shape, empty: &Text) -> TcpLabels {
+        let mut l = self.clone();
+        if shape.removed == 0 {
+            return l;
+        }
+        l.sides.remove(shape, empty);
+        // request_protocol, response_flags, connection_security_policy in ISTIO_LABELS.
+        for (i, f) in [
+            (20, &mut l.request_protocol),
+            (23, &mut l.response_flags),
+            (24, &mut l.connection_security_policy),
+        ] {
+            if shape.removes(i) {
+                *f = empty.clone();
+            }
+        }
+        l
+    }
 }
 
 /// Istio's TCP metrics' labels: the request ones but the response's.
@@ -485,6 +568,10 @@ pub struct ListenerTelemetry {
     pub reporter: tc::Reporter,
     pub own: Peer,
     pub headers: OwnHeaders,
+    /// What the Telemetry API's overrides leave of each metric.
+    shapes: Shapes,
+    /// The value of a removed label (Prometheus reads an empty one as none).
+    empty: Text,
     /// The series of the label sets seen, by what distinguishes them on this listener
     /// (the peer's and the service's shared strings by address, and the numbers): a
     /// request then costs one small hash and four atomic updates.
@@ -508,11 +595,12 @@ struct SeriesKey {
     flags: Flags,
 }
 
+/// A label set's series (none for a metric the overrides turn off).
 struct Series {
-    requests: Counter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
+    requests: Option<Counter>,
+    duration: Option<Histogram>,
+    request_bytes: Option<Histogram>,
+    response_bytes: Option<Histogram>,
     /// The strings whose addresses key it, held so that no other string can take one
     /// of those addresses while it is cached.
     _keys: [Option<Arc<str>>; 4],
@@ -527,10 +615,11 @@ impl ListenerTelemetry {
     /// name); `node_id` goes with the metadata.
     pub fn new(
         metrics: Arc<IstioMetrics>,
-        reporter: tc::Reporter,
+        stats: &tc::IstioStats,
         own: &tc::WorkloadMetadata,
         node_id: &str,
     ) -> ListenerTelemetry {
+        let reporter = stats.reporter;
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(metadata_struct(own).encode_to_vec());
         ListenerTelemetry {
@@ -542,6 +631,8 @@ impl ListenerTelemetry {
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 metadata: HeaderValue::from_str(&encoded).expect("base64 is a header value"),
             },
+            shapes: Shapes::of(&stats.overrides),
+            empty: Text(Arc::from("")),
             series: Mutex::default(),
         }
     }
@@ -576,10 +667,18 @@ impl ListenerTelemetry {
                 }
             }
         };
-        series.requests.inc();
-        series.duration.observe(r.duration_ms);
-        series.request_bytes.observe(r.request_bytes as f64);
-        series.response_bytes.observe(r.response_bytes as f64);
+        if let Some(c) = &series.requests {
+            c.inc();
+        }
+        if let Some(h) = &series.duration {
+            h.observe(r.duration_ms);
+        }
+        if let Some(h) = &series.request_bytes {
+            h.observe(r.request_bytes as f64);
+        }
+        if let Some(h) = &series.response_bytes {
+            h.observe(r.response_bytes as f64);
+        }
     }
 
     /// The four series of a request's label set.
@@ -589,11 +688,19 @@ impl ListenerTelemetry {
         if !m.admits(&labels) {
             labels.sides = m.overflow_sides(&labels.sides.reporter);
         }
+        let shaped = |metric| {
+            let shape = self.shapes.get(metric);
+            (!shape.disabled).then(|| labels.shaped(shape, &self.empty))
+        };
         Series {
-            requests: m.requests.get_or_create(&labels).clone(),
-            duration: m.duration.get_or_create(&labels).clone(),
-            request_bytes: m.request_bytes.get_or_create(&labels).clone(),
-            response_bytes: m.response_bytes.get_or_create(&labels).clone(),
+            requests: shaped(IstioMetric::RequestCount)
+                .map(|l| m.requests.get_or_create(&l).clone()),
+            duration: shaped(IstioMetric::RequestDuration)
+                .map(|l| m.duration.get_or_create(&l).clone()),
+            request_bytes: shaped(IstioMetric::RequestSize)
+                .map(|l| m.request_bytes.get_or_create(&l).clone()),
+            response_bytes: shaped(IstioMetric::ResponseSize)
+                .map(|l| m.response_bytes.get_or_create(&l).clone()),
             _keys: [
                 r.peer.as_ref().map(|p| p.workload.0.clone()),
                 r.peer.as_ref().map(|p| p.principal.0.clone()),
@@ -624,13 +731,21 @@ impl ListenerTelemetry {
         if !m.admits(&labels) {
             labels.sides = m.overflow_sides(&labels.sides.reporter);
         }
+        let shaped = |metric| {
+            let shape = self.shapes.get(metric);
+            (!shape.disabled).then(|| labels.shaped(shape, &self.empty))
+        };
         let series = TcpSeries {
-            sent: m.tcp_sent.get_or_create(&labels).clone(),
-            received: m.tcp_received.get_or_create(&labels).clone(),
-            closed: m.tcp_closed.get_or_create(&labels).clone(),
+            sent: shaped(IstioMetric::TcpSentBytes).map(|l| m.tcp_sent.get_or_create(&l).clone()),
+            received: shaped(IstioMetric::TcpReceivedBytes)
+                .map(|l| m.tcp_received.get_or_create(&l).clone()),
+            closed: shaped(IstioMetric::TcpClosedConnections)
+                .map(|l| m.tcp_closed.get_or_create(&l).clone()),
             reported: (0, 0),
         };
-        m.tcp_opened.get_or_create(&labels).inc();
+        if let Some(l) = shaped(IstioMetric::TcpOpenedConnections) {
+            m.tcp_opened.get_or_create(&l).inc();
+        }
         series
     }
 
@@ -736,9 +851,9 @@ impl ListenerTelemetry {
 
 /// One TCP connection's counters.
 pub struct TcpSeries {
-    sent: Counter,
-    received: Counter,
-    closed: Counter,
+    sent: Option<Counter>,
+    received: Option<Counter>,
+    closed: Option<Counter>,
     /// What was counted so far: (received, sent).
     reported: (u64, u64),
 }
@@ -747,12 +862,15 @@ impl TcpSeries {
     /// Counts the bytes moved since the last report (`received` from and `sent` to the
     /// downstream, in all), and the close when `closed`.
     pub fn report(&mut self, received: u64, sent: u64, closed: bool) {
-        self.received
-            .inc_by(received.saturating_sub(self.reported.0));
-        self.sent.inc_by(sent.saturating_sub(self.reported.1));
+        if let Some(c) = &self.received {
+            c.inc_by(received.saturating_sub(self.reported.0));
+        }
+        if let Some(c) = &self.sent {
+            c.inc_by(sent.saturating_sub(self.reported.1));
+        }
         self.reported = (received, sent);
-        if closed {
-            self.closed.inc();
+        if let Some(c) = self.closed.as_ref().filter(|_| closed) {
+            c.inc();
         }
     }
 }
@@ -788,7 +906,12 @@ mod tests {
             principal: "spiffe://cluster.local/ns/default/sa/reviews".into(),
         };
         let metrics = Arc::new(IstioMetrics::default());
-        let t = ListenerTelemetry::new(metrics.clone(), tc::Reporter::Source, &w, "sidecar~1");
+        let t = ListenerTelemetry::new(
+            metrics.clone(),
+            &tc::IstioStats::new(tc::Reporter::Source),
+            &w,
+            "sidecar~1",
+        );
         let mut headers = HeaderMap::new();
         t.headers.insert(&mut headers);
         assert_eq!(take_peer(&metrics, &mut headers), Some(Peer::of(&w)));
@@ -815,7 +938,7 @@ mod tests {
             .store(3, std::sync::atomic::Ordering::Relaxed);
         let t = ListenerTelemetry::new(
             metrics.clone(),
-            tc::Reporter::Destination,
+            &tc::IstioStats::new(tc::Reporter::Destination),
             &workload(0),
             "sidecar~1",
         );

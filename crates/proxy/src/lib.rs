@@ -16,6 +16,7 @@ mod io;
 pub mod istio_stats;
 mod keys;
 pub mod listener;
+mod metric_overrides;
 mod peer_exchange;
 pub mod server;
 mod sniff;

@@ -159,7 +159,7 @@ impl Proxy {
             let telemetry = l.istio_stats.as_ref().map(|s| {
                 Arc::new(crate::istio_stats::ListenerTelemetry::new(
                     self.metrics.istio.clone(),
-                    s.reporter,
+                    s,
                     s.workload.as_ref().unwrap_or(&own),
                     &node_id,
                 ))

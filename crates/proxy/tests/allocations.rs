@@ -28,13 +28,13 @@ fn recording_a_request_allocates_nothing_once_its_label_set_was_seen() {
     let metrics = Arc::new(IstioMetrics::default());
     let server = ListenerTelemetry::new(
         metrics.clone(),
-        Reporter::Destination,
+        &trellis_config::IstioStats::new(Reporter::Destination),
         &workload("reviews-v1", "reviews"),
         "sidecar~10.0.0.2~reviews-v1.default~default.svc.cluster.local",
     );
     let client = ListenerTelemetry::new(
         metrics.clone(),
-        Reporter::Source,
+        &trellis_config::IstioStats::new(Reporter::Source),
         &workload("productpage-v1", "productpage"),
         "sidecar~10.0.0.1~productpage-v1.default~default.svc.cluster.local",
     );

@@ -414,3 +414,88 @@ async fn the_control_planes_dashboard_draws_the_graph_from_prometheus() {
         page_html.body
     );
 }
+
+/// The Telemetry API's `metrics` overrides, as a user writes them: the server's side
+/// stops recording the duration histogram, and the request count leaves
+/// `source_principal` off (an empty value, which Prometheus stores as no label).
+#[tokio::test]
+async fn a_telemetry_resource_turns_a_metric_off_and_removes_a_label() {
+    let _quiet = quiet().await;
+    let telemetry = r#"apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: { name: mesh-default, namespace: istio-system }
+spec:
+  metrics:
+    - providers: [{ name: prometheus }]
+      overrides:
+        - match: { metric: REQUEST_DURATION, mode: SERVER }
+          disabled: true
+        - match: { metric: REQUEST_COUNT }
+          tagOverrides:
+            source_principal: { operation: REMOVE }
+"#;
+    let m = super::policy::mesh(&[("telemetry.yaml", telemetry)]).await;
+    let n = 5;
+    for _ in 0..n {
+        let r = send(
+            Req::get(&format!("http://127.0.0.1:{}/reviews/1", m.page.outbound))
+                .header("host", "reviews:9080"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let server = [
+        ("reporter", "destination"),
+        ("source_workload", "productpage-v1"),
+        ("source_principal", ""),
+        ("destination_workload", "reviews-v1"),
+    ];
+    let client = [
+        ("reporter", "source"),
+        ("destination_workload", "reviews-v1"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut text_page, mut text_reviews);
+    loop {
+        text_page = m.page_sidecar.admin_get("/stats/prometheus").await.body;
+        text_reviews = m.reviews_sidecar.admin_get("/stats/prometheus").await.body;
+        let counted = (
+            sum(&text_reviews, "istio_requests_total", &server),
+            sum(&text_page, "istio_requests_total", &client),
+        );
+        if counted == (n as f64, n as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counted {counted:?} of {n}:\n{text_page}\n{text_reviews}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !text_reviews.contains("istio_request_duration_milliseconds_bucket{"),
+        "the server's side records no duration:\n{text_reviews}"
+    );
+    assert_eq!(
+        sum(
+            &text_page,
+            "istio_request_duration_milliseconds_count",
+            &client
+        ),
+        n as f64,
+        "the client's side still does"
+    );
+    // Only the request count lost the label: the byte histograms keep it.
+    assert_eq!(
+        sum(
+            &text_reviews,
+            "istio_request_bytes_count",
+            &[(
+                "source_principal",
+                "spiffe://cluster.local/ns/default/sa/productpage"
+            )]
+        ),
+        n as f64
+    );
+}
