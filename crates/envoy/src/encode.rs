@@ -21,7 +21,6 @@ use envoy_types::pb::envoy::r#type::v3 as ty;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PDuration, UInt32Value};
 use trellis_config::{self as tc, Config};
 
-use crate::structs::TypedStruct;
 use crate::{any, structs, types};
 
 /// The Envoy resources of one proxy's config.
@@ -132,14 +131,8 @@ pub(crate) fn socket_address(addr: &str, path: &str) -> Result<core::Address, En
     })
 }
 
-pub(crate) fn typed_struct(type_url: &str, json: serde_json::Value) -> Any {
-    any(
-        types::TYPED_STRUCT,
-        &TypedStruct {
-            type_url: type_url.to_string(),
-            value: Some(structs::to_struct(&json)),
-        },
-    )
+fn typed_struct(type_url: &str, json: serde_json::Value) -> Any {
+    structs::typed_struct(type_url, &json)
 }
 
 /// One listener alone (an HTTP listener's routes are its RouteConfiguration, encoded

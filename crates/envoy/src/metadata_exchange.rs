@@ -17,7 +17,7 @@ pub const ALPN: &str = "istio-peer-exchange";
 /// The filter's config, as istiod writes it (without `enable_discovery`: Trellis knows
 /// a peer by its frame only).
 pub fn config() -> Any {
-    crate::encode::typed_struct(CONFIG_TYPE, serde_json::json!({ "protocol": ALPN }))
+    crate::structs::typed_struct(CONFIG_TYPE, &serde_json::json!({ "protocol": ALPN }))
 }
 
 /// Reads a filter's config: it must exchange over `istio-peer-exchange`.

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use envoy_types::pb::google::protobuf::Any;
+
 use serde_json::{Map, Number, Value as Json};
 
 /// `xds.type.v3.TypedStruct`: an extension's config as a Struct, named by its type URL
@@ -188,4 +190,16 @@ pub struct NetworkRbac {
     pub stat_prefix: String,
     #[prost(string, tag = "5")]
     pub shadow_rules_stat_prefix: String,
+}
+
+/// `json` as a TypedStruct of `type_url`, in an `Any` (how Envoy is given an extension's
+/// config without its message).
+pub(crate) fn typed_struct(type_url: &str, json: &serde_json::Value) -> Any {
+    crate::any(
+        crate::types::TYPED_STRUCT,
+        &TypedStruct {
+            type_url: type_url.to_string(),
+            value: Some(to_struct(json)),
+        },
+    )
 }

@@ -18,7 +18,7 @@ pub(crate) fn access_log(inputs: &Inputs, w: &Workload, side: &str) -> Option<tc
     let mesh = inputs.mesh_config.first().map(|m| &m.spec);
     let mut providers: Option<Vec<String>> = None;
     let mut disabled = None;
-    for t in crate::trace::levels(inputs, w) {
+    for t in crate::telemetry_levels::levels(inputs, w) {
         let entry = t
             .spec
             .access_logging

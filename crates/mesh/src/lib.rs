@@ -30,6 +30,7 @@ mod registry;
 mod security;
 mod telemetry;
 mod telemetry_api;
+mod telemetry_levels;
 pub mod tenant;
 mod trace;
 mod trust_domain;

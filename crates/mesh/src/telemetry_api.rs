@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use trellis_config as tc;
+
 use crate::istio::Selector;
 
 /// `telemetry.istio.io/v1` Telemetry, the parts Trellis reads: tracing, access logging
@@ -37,6 +39,20 @@ pub struct MetricsSpec {
     /// How often TCP metrics are reported: Trellis reports them as bytes move (warned).
     #[serde(default)]
     pub reporting_interval: Option<serde_yaml::Value>,
+}
+
+impl MetricsSpec {
+    /// Whether the entry is for Trellis's Prometheus metrics (no provider named: the
+    /// default one, which is Prometheus).
+    pub(crate) fn prometheus(&self) -> bool {
+        self.providers.is_empty() || self.providers.iter().any(|p| p.name == "prometheus")
+    }
+}
+
+/// An override's `match.mode`, `CLIENT_AND_SERVER` by default.
+pub(crate) fn metric_mode(m: Option<&MetricSelector>) -> &str {
+    m.and_then(|m| m.mode.as_deref())
+        .unwrap_or("CLIENT_AND_SERVER")
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -169,7 +185,7 @@ pub(crate) fn validate(t: &Telemetry) -> Vec<String> {
             ));
         }
     }
-    errors.extend(crate::metrics_api::validate(&t.metrics));
+    errors.extend(validate_metrics(&t.metrics));
     if t.target_ref.is_some() || !t.target_refs.is_empty() {
         errors.push("spec.targetRefs: Telemetry for gateways and waypoints by reference is not supported by Trellis (use a selector)".into());
     }
@@ -224,4 +240,85 @@ pub(crate) fn validate(t: &Telemetry) -> Vec<String> {
         }
     }
     errors
+}
+
+/// Istio's metric names Trellis does not produce (gRPC message counts): an override
+/// of them changes nothing.
+const NOT_PRODUCED: [&str; 2] = ["GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"];
+
+/// The errors of a Telemetry's `metrics`: names Istio does not have.
+pub(crate) fn validate_metrics(metrics: &[MetricsSpec]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, spec) in metrics.iter().enumerate() {
+        for (j, o) in spec.overrides.iter().enumerate() {
+            let path = format!("spec.metrics[{i}].overrides[{j}]");
+            let m = o.matches.as_ref();
+            if !matches!(metric_mode(m), "CLIENT" | "SERVER" | "CLIENT_AND_SERVER") {
+                errors.push(format!(
+                    "{path}.match.mode: {:?} is not CLIENT, SERVER or CLIENT_AND_SERVER",
+                    metric_mode(m)
+                ));
+            }
+            if let Some(name) = m.and_then(|m| m.metric.as_deref()) {
+                if tc::IstioMetric::of_name(name).is_none() && !NOT_PRODUCED.contains(&name) {
+                    errors.push(format!(
+                        "{path}.match.metric: {name:?} is not one of Istio's standard metrics"
+                    ));
+                }
+            }
+            for (tag, t) in &o.tag_overrides {
+                match t.operation.as_deref() {
+                    None | Some("UPSERT") | Some("REMOVE") => {}
+                    Some(other) => errors.push(format!(
+                        "{path}.tagOverrides.{tag}.operation: {other:?} is not UPSERT or REMOVE"
+                    )),
+                }
+                if t.operation.as_deref() == Some("REMOVE")
+                    && !tc::ISTIO_LABELS.contains(&tag.as_str())
+                {
+                    errors.push(format!(
+                        "{path}.tagOverrides.{tag}: not one of Istio's labels, so there is nothing to remove"
+                    ));
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// What is read but not applied, for the loader's warnings.
+pub(crate) fn metrics_notes(metrics: &[MetricsSpec]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (i, spec) in metrics.iter().enumerate() {
+        let path = format!("spec.metrics[{i}]");
+        if !spec.prometheus() {
+            notes.push(format!(
+                "{path}.providers: Trellis's metrics are Prometheus's (`prometheus`); other providers are not sent to"
+            ));
+        }
+        if spec.reporting_interval.is_some() {
+            notes.push(format!(
+                "{path}.reportingInterval: Trellis reports TCP metrics as the bytes move"
+            ));
+        }
+        for (j, o) in spec.overrides.iter().enumerate() {
+            let path = format!("{path}.overrides[{j}]");
+            if o.matches
+                .as_ref()
+                .is_some_and(|m| m.custom_metric.is_some())
+            {
+                notes.push(format!(
+                    "{path}.match.customMetric: custom metrics are not supported by Trellis; the override is not applied"
+                ));
+            }
+            for (tag, t) in &o.tag_overrides {
+                if t.operation.as_deref() != Some("REMOVE") {
+                    notes.push(format!(
+                        "{path}.tagOverrides.{tag}: UPSERT (a CEL expression) is not supported by Trellis yet; the label is not added"
+                    ));
+                }
+            }
+        }
+    }
+    notes
 }

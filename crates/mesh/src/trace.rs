@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 
 use trellis_config as tc;
 
-use crate::inputs::selects;
-use crate::telemetry_api::{applies, side_of, Telemetry};
-use crate::{Inputs, Resource, Workload, ROOT_NAMESPACE};
+use crate::telemetry_api::{applies, side_of};
+use crate::{Inputs, Workload};
 
 /// A tracing entry's fields after merging the levels that apply.
 #[derive(Default)]
@@ -28,37 +27,10 @@ struct Merged {
     tags: BTreeMap<String, String>,
 }
 
-/// The Telemetry resources that apply to `w`, least specific first.
-pub(crate) fn levels<'a>(inputs: &'a Inputs, w: &Workload) -> Vec<&'a Resource<Telemetry>> {
-    let unselected = |t: &&Resource<Telemetry>| {
-        t.spec
-            .selector
-            .as_ref()
-            .is_none_or(|s| s.match_labels.is_empty())
-    };
-    let all = &inputs.telemetries;
-    let mesh = all
-        .iter()
-        .filter(unselected)
-        .find(|t| t.namespace == ROOT_NAMESPACE);
-    let namespace = all
-        .iter()
-        .filter(unselected)
-        .find(|t| t.namespace == w.namespace && w.namespace != ROOT_NAMESPACE);
-    let workload = all.iter().find(|t| {
-        t.namespace == w.namespace
-            && t.spec
-                .selector
-                .as_ref()
-                .is_some_and(|s| !s.match_labels.is_empty() && selects(&s.match_labels, &w.labels))
-    });
-    [mesh, namespace, workload].into_iter().flatten().collect()
-}
-
 fn merged(inputs: &Inputs, w: &Workload, kind: tc::SpanKind) -> Merged {
     let side = side_of(kind);
     let mut m = Merged::default();
-    for t in levels(inputs, w) {
+    for t in crate::telemetry_levels::levels(inputs, w) {
         let entry = t
             .spec
             .tracing

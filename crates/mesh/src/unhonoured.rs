@@ -57,7 +57,7 @@ pub fn notes(kind: &str, spec: &Value) -> Vec<String> {
                 .get("metrics")
                 .and_then(|m| serde_yaml::from_value(m.clone()).ok())
                 .unwrap_or_default();
-            notes.extend(crate::metrics_api::notes(&metrics));
+            notes.extend(crate::telemetry_api::metrics_notes(&metrics));
         }
         "VirtualService" => {
             for (i, r) in items(spec.get("http")) {
