@@ -347,6 +347,7 @@ impl Proxy {
         self.handoffs.store(Arc::new(handoffs));
         self.clusters.commit(clusters);
         self.access_logs = access_logs;
+        exporters.commit();
         self.exporters = exporters;
         let mut listeners: Vec<_> = self
             .listeners

@@ -25,6 +25,10 @@ pub struct ListenerTracer {
 #[derive(Clone, Default)]
 pub struct Exporters {
     by_provider: HashMap<(String, String), Provider>,
+    /// Each provider's collector cluster in the config being built, handed to its export
+    /// thread only once that config serves ([`Exporters::commit`]): a refused config
+    /// must not move a running exporter.
+    pending: Vec<(Arc<ArcSwapOption<Cluster>>, Arc<Cluster>)>,
 }
 
 #[derive(Clone)]
@@ -36,6 +40,14 @@ struct Provider {
 }
 
 impl Exporters {
+    /// The config these exporters were built for serves: each export thread connects to
+    /// its collector cluster's endpoints as that config has them.
+    pub fn commit(&mut self) {
+        for (slot, cluster) in self.pending.drain(..) {
+            slot.store(Some(cluster));
+        }
+    }
+
     /// The tracer of a listener with `config`, reusing `running`'s exporter for the same
     /// provider. The collector's cluster must exist and be plaintext: spans name URLs
     /// and identities, and are not sent in the clear where TLS was asked for.
@@ -78,7 +90,8 @@ impl Exporters {
                 }
             }
         };
-        provider.cluster.store(Some(cluster.clone()));
+        self.pending
+            .push((provider.cluster.clone(), cluster.clone()));
         self.by_provider.insert(key, provider.clone());
         Ok(Arc::new(ListenerTracer {
             kind: match config.span_kind {

@@ -205,11 +205,28 @@ pub struct Record<'a> {
     pub route: Option<&'a str>,
 }
 
-/// A value an operator renders: text, a number, or nothing (`-`, JSON `null`).
+/// A value an operator renders: text, an address, a number, or nothing (`-`, JSON
+/// `null`). Borrowed from the record and the format: a line costs its own `String`
+/// and nothing per operator.
 enum Value<'a> {
-    Str(std::borrow::Cow<'a, str>),
+    Str(&'a str),
+    Addr(std::net::SocketAddr),
     Num(u64),
     None,
+}
+
+impl Value<'_> {
+    /// The text of a `Str` or `Addr` (written into `buf` for an address).
+    fn text<'b>(&'b self, buf: &'b mut String) -> Option<&'b str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Addr(a) => {
+                let _ = write!(buf, "{a}");
+                Some(buf)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Record<'_> {
@@ -232,13 +249,12 @@ impl Record<'_> {
         one(&h.name).or_else(|| h.alternative.as_ref().and_then(one))
     }
 
-    fn value(&self, op: &Op) -> Value<'_> {
-        let s = |v: &str| Value::Str(v.to_string().into());
-        let opt = |v: Option<&str>| match v {
-            Some(v) if !v.is_empty() => Value::Str(std::borrow::Cow::Owned(v.to_string())),
+    fn value<'s>(&'s self, op: &'s Op) -> Value<'s> {
+        let opt = |v: Option<&'s str>| match v {
+            Some(v) if !v.is_empty() => Value::Str(v),
             _ => Value::None,
         };
-        let cut = |v: Option<&str>, max: &Option<usize>| match (v, max) {
+        let cut = |v: Option<&'s str>, max: &Option<usize>| match (v, max) {
             (Some(v), Some(m)) => {
                 let mut end = (*m).min(v.len());
                 while !v.is_char_boundary(end) {
@@ -249,29 +265,26 @@ impl Record<'_> {
             (v, _) => opt(v),
         };
         match op {
-            Op::Text(t) => s(t),
-            Op::StartTime => s(self.start_time),
+            Op::Text(t) => Value::Str(t),
+            Op::StartTime => Value::Str(self.start_time),
             Op::Req(h, max) => cut(self.header(h, false), max),
             Op::Resp(h, max) => cut(self.header(h, true), max),
             Op::Protocol => opt(Some(self.protocol)),
             Op::ResponseCode => Value::Num(self.status.into()),
-            Op::ResponseFlags => s(self.flags),
+            Op::ResponseFlags => Value::Str(self.flags),
             // A TCP connection has no response (status 0): Envoy writes `-`.
             Op::ResponseCodeDetails if self.status == 0 => Value::None,
             Op::ResponseCodeDetails => match self.via_upstream {
-                true => s("via_upstream"),
-                false => s("local_reply"),
+                true => Value::Str("via_upstream"),
+                false => Value::Str("local_reply"),
             },
             Op::BytesReceived => Value::Num(self.bytes_received),
             Op::BytesSent => Value::Num(self.bytes_sent),
             Op::Duration => Value::Num(self.duration_ms),
-            Op::UpstreamHost => match self.upstream_host {
-                Some(a) => Value::Str(a.to_string().into()),
-                None => Value::None,
-            },
+            Op::UpstreamHost => self.upstream_host.map_or(Value::None, Value::Addr),
             Op::UpstreamCluster => opt(self.upstream_cluster),
-            Op::DownstreamLocalAddress => Value::Str(self.downstream_local.to_string().into()),
-            Op::DownstreamRemoteAddress => Value::Str(self.downstream_remote.to_string().into()),
+            Op::DownstreamLocalAddress => Value::Addr(self.downstream_local),
+            Op::DownstreamRemoteAddress => Value::Addr(self.downstream_remote),
             Op::DownstreamPeerUriSan => opt(self.peer_uri_san),
             Op::RequestedServerName => opt(self.server_name),
             Op::RouteName => opt(self.route),
@@ -283,7 +296,10 @@ impl Record<'_> {
     pub fn text(&self, f: &Format, out: &mut String) {
         for op in &f.0 {
             match self.value(op) {
-                Value::Str(v) => out.push_str(&v),
+                Value::Str(v) => out.push_str(v),
+                Value::Addr(a) => {
+                    let _ = write!(out, "{a}");
+                }
                 Value::Num(n) => {
                     let _ = write!(out, "{n}");
                 }
@@ -304,11 +320,14 @@ impl Record<'_> {
             out.push(':');
             match f.0.as_slice() {
                 [op] if !matches!(op, Op::Text(_)) => match self.value(op) {
-                    Value::Str(v) => json_string(&v, out),
                     Value::Num(n) => {
                         let _ = write!(out, "{n}");
                     }
                     Value::None => out.push_str("null"),
+                    v => {
+                        let mut buf = String::new();
+                        json_string(v.text(&mut buf).unwrap_or_default(), out);
+                    }
                 },
                 _ => {
                     let mut s = String::new();
