@@ -1,4 +1,4 @@
-//! A connection manager's access log as Envoy's file access logger
+//! A connection manager's or tcp_proxy's access log as Envoy's file access logger
 //! (`envoy.access_loggers.file`, `FileAccessLog` with a `log_format`), as istiod writes
 //! it for meshConfig's `accessLogFile` and the Telemetry API. Formats named by Trellis's
 //! config (`istio`) go out as the format strings they stand for; a JSON format is a

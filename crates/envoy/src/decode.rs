@@ -448,18 +448,7 @@ fn chain_filters(
         types::TCP_PROXY => {
             let t: tcp::TcpProxy = ctx.decode(config, types::TCP_PROXY, &path)?;
             use tcp::tcp_proxy::ClusterSpecifier;
-            let access_log = match t.access_log.as_slice() {
-                [] => None,
-                [a] => Some(crate::access_log::decode(a).map_err(|(field, why)| {
-                    ctx.err(&format!("{path}.access_log[0].{field}"), why)
-                })?),
-                _ => {
-                    return Err(ctx.err(
-                        &format!("{path}.access_log"),
-                        "one access log per tcp_proxy is supported",
-                    ))
-                }
-            };
+            let access_log = one_access_log(ctx, &t.access_log, path.as_str(), "tcp_proxy")?;
             let mut proxy = match t.cluster_specifier {
                 Some(ClusterSpecifier::Cluster(c)) => tc::TcpProxy::to(c),
                 Some(ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
@@ -731,6 +720,25 @@ fn transport_pair<'a>(
     })
 }
 
+/// The access log of a connection manager or a tcp_proxy (`what`): at most one.
+fn one_access_log(
+    ctx: &Ctx,
+    logs: &[envoy_types::pb::envoy::config::accesslog::v3::AccessLog],
+    path: &str,
+    what: &str,
+) -> Result<Option<tc::AccessLog>, DecodeError> {
+    match logs {
+        [] => Ok(None),
+        [a] => crate::access_log::decode(a)
+            .map(Some)
+            .map_err(|(field, why)| ctx.err(&format!("{path}.access_log[0].{field}"), why)),
+        _ => Err(ctx.err(
+            &format!("{path}.access_log"),
+            format!("one access log per {what} is supported"),
+        )),
+    }
+}
+
 /// An `istio.metadata_exchange` filter's config (listener or cluster).
 fn metadata_exchange(ctx: &Ctx, any: &Any, path: &str) -> Result<(), DecodeError> {
     let json = typed_struct(ctx, any, crate::metadata_exchange::CONFIG_TYPE, path)?;
@@ -815,19 +823,7 @@ fn http_manager(
         ),
         None => None,
     };
-    let access_log = match h.access_log.as_slice() {
-        [] => None,
-        [a] => Some(
-            crate::access_log::decode(a)
-                .map_err(|(field, why)| ctx.err(&format!("{path}.access_log[0].{field}"), why))?,
-        ),
-        _ => {
-            return Err(ctx.err(
-                &format!("{path}.access_log"),
-                "one access log per connection manager is supported",
-            ))
-        }
-    };
+    let access_log = one_access_log(ctx, &h.access_log, path, "connection manager")?;
     Ok(Some(tc::HttpManager {
         codec,
         virtual_hosts: config,

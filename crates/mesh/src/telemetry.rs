@@ -50,10 +50,7 @@ pub(crate) fn stats(
     reporter: tc::Reporter,
     own: bool,
 ) -> Option<tc::IstioStats> {
-    let side = match reporter {
-        tc::Reporter::Source => "CLIENT",
-        tc::Reporter::Destination => "SERVER",
-    };
+    let side = crate::telemetry_api::side_of_reporter(reporter);
     Some(tc::IstioStats {
         reporter,
         workload: own.then(|| workload_metadata(inputs, w)),

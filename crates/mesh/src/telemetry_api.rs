@@ -51,8 +51,18 @@ impl MetricsSpec {
 
 /// An override's `match.mode`, `CLIENT_AND_SERVER` by default.
 pub(crate) fn metric_mode(m: Option<&MetricSelector>) -> &str {
-    m.and_then(|m| m.mode.as_deref())
-        .unwrap_or("CLIENT_AND_SERVER")
+    mode_or_default(m.and_then(|m| m.mode.as_deref()))
+}
+
+/// A `match.mode` as written, `CLIENT_AND_SERVER` when unset (tracing, access logging
+/// and metrics alike).
+fn mode_or_default(mode: Option<&str>) -> &str {
+    mode.unwrap_or("CLIENT_AND_SERVER")
+}
+
+/// Whether `mode` is one of the Telemetry API's.
+fn is_mode(mode: &str) -> bool {
+    matches!(mode, "CLIENT" | "SERVER" | "CLIENT_AND_SERVER")
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -154,6 +164,14 @@ pub(crate) fn side_of(kind: trellis_config::SpanKind) -> &'static str {
     }
 }
 
+/// The side of a listener that reports as `reporter`.
+pub(crate) fn side_of_reporter(reporter: tc::Reporter) -> &'static str {
+    match reporter {
+        tc::Reporter::Source => "CLIENT",
+        tc::Reporter::Destination => "SERVER",
+    }
+}
+
 /// Whether an entry with match `m` applies to `side`.
 pub(crate) fn applies(m: Option<&TracingMatch>, side: &str) -> bool {
     mode(m).is_some_and(|mode| mode.contains(side))
@@ -161,10 +179,8 @@ pub(crate) fn applies(m: Option<&TracingMatch>, side: &str) -> bool {
 
 /// `CLIENT`, `SERVER` or `CLIENT_AND_SERVER` (the default); None when it is none of them.
 pub(crate) fn mode(m: Option<&TracingMatch>) -> Option<&str> {
-    let mode = m
-        .and_then(|m| m.mode.as_deref())
-        .unwrap_or("CLIENT_AND_SERVER");
-    matches!(mode, "CLIENT" | "SERVER" | "CLIENT_AND_SERVER").then_some(mode)
+    let mode = mode_or_default(m.and_then(|m| m.mode.as_deref()));
+    is_mode(mode).then_some(mode)
 }
 
 /// The checks of a Telemetry resource.
@@ -191,12 +207,8 @@ pub(crate) fn validate(t: &Telemetry) -> Vec<String> {
     }
     let mut modes = Vec::new();
     for (i, s) in t.tracing.iter().enumerate() {
-        let mode = s
-            .matches
-            .as_ref()
-            .and_then(|m| m.mode.as_deref())
-            .unwrap_or("CLIENT_AND_SERVER");
-        if !matches!(mode, "CLIENT" | "SERVER" | "CLIENT_AND_SERVER") {
+        let mode = mode_or_default(s.matches.as_ref().and_then(|m| m.mode.as_deref()));
+        if !is_mode(mode) {
             errors.push(format!(
                 "spec.tracing[{i}].match.mode: {mode:?} is not CLIENT, SERVER or CLIENT_AND_SERVER"
             ));
@@ -253,7 +265,7 @@ pub(crate) fn validate_metrics(metrics: &[MetricsSpec]) -> Vec<String> {
         for (j, o) in spec.overrides.iter().enumerate() {
             let path = format!("spec.metrics[{i}].overrides[{j}]");
             let m = o.matches.as_ref();
-            if !matches!(metric_mode(m), "CLIENT" | "SERVER" | "CLIENT_AND_SERVER") {
+            if !is_mode(metric_mode(m)) {
                 errors.push(format!(
                     "{path}.match.mode: {:?} is not CLIENT, SERVER or CLIENT_AND_SERVER",
                     metric_mode(m)

@@ -681,6 +681,11 @@ impl ListenerTelemetry {
         }
     }
 
+    /// What the overrides leave of `metric` on this listener; None when it is off.
+    fn shape(&self, metric: IstioMetric) -> Option<Shape> {
+        Some(self.shapes.get(metric)).filter(|s| !s.disabled)
+    }
+
     /// The four series of a request's label set.
     fn series_of(&self, r: &RequestRecord) -> Series {
         let m = &*self.metrics;
@@ -688,10 +693,7 @@ impl ListenerTelemetry {
         if !m.admits(&labels) {
             labels.sides = m.overflow_sides(&labels.sides.reporter);
         }
-        let shaped = |metric| {
-            let shape = self.shapes.get(metric);
-            (!shape.disabled).then(|| labels.shaped(shape, &self.empty))
-        };
+        let shaped = |metric| self.shape(metric).map(|s| labels.shaped(s, &self.empty));
         Series {
             requests: shaped(IstioMetric::RequestCount)
                 .map(|l| m.requests.get_or_create(&l).clone()),
@@ -731,10 +733,7 @@ impl ListenerTelemetry {
         if !m.admits(&labels) {
             labels.sides = m.overflow_sides(&labels.sides.reporter);
         }
-        let shaped = |metric| {
-            let shape = self.shapes.get(metric);
-            (!shape.disabled).then(|| labels.shaped(shape, &self.empty))
-        };
+        let shaped = |metric| self.shape(metric).map(|s| labels.shaped(s, &self.empty));
         let series = TcpSeries {
             sent: shaped(IstioMetric::TcpSentBytes).map(|l| m.tcp_sent.get_or_create(&l).clone()),
             received: shaped(IstioMetric::TcpReceivedBytes)
@@ -920,6 +919,64 @@ mod tests {
         headers.insert(PEER_METADATA, HeaderValue::from_static("!!"));
         assert_eq!(take_peer(&metrics, &mut headers), None);
         assert!(headers.is_empty());
+    }
+
+    /// A removed label is the one its name says, on HTTP and TCP metrics alike: the
+    /// label structs' fields and Istio's list (`trellis_config::ISTIO_LABELS`, which
+    /// overrides name labels by) must stay in one order.
+    #[test]
+    fn each_removed_label_is_the_one_its_name_says() {
+        let w = tc::WorkloadMetadata {
+            name: "reviews-v1".into(),
+            namespace: "default".into(),
+            app: "reviews".into(),
+            version: "v1".into(),
+            cluster: "Kubernetes".into(),
+            principal: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+        };
+        let label = |line: &str, name: &str| -> Option<String> {
+            let at = line.find(&format!("{name}=\""))? + name.len() + 2;
+            Some(line[at..at + line[at..].find('"')?].to_string())
+        };
+        for name in tc::ISTIO_LABELS {
+            let metrics = Arc::new(IstioMetrics::default());
+            let mut stats = tc::IstioStats::new(tc::Reporter::Destination);
+            stats.overrides = vec![tc::MetricOverride {
+                metric: IstioMetric::AllMetrics,
+                disabled: None,
+                remove_labels: vec![name.to_string()],
+            }];
+            let t = ListenerTelemetry::new(metrics.clone(), &stats, &w, "sidecar~1");
+            t.record(&RequestRecord {
+                peer: Some(Peer::of(&w)),
+                peer_identity: None,
+                service: None,
+                status: 200,
+                grpc: false,
+                grpc_status: None,
+                flags: Flags::default(),
+                duration_ms: 1.0,
+                request_bytes: 0,
+                response_bytes: 0,
+            });
+            t.tcp(Some(Peer::of(&w)), None, None, Flags::default());
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+            for family in [
+                "istio_requests_total{",
+                "istio_tcp_connections_opened_total{",
+            ] {
+                let line = text.lines().find(|l| l.starts_with(family)).unwrap();
+                for other in tc::ISTIO_LABELS {
+                    let Some(value) = label(line, other) else {
+                        // TCP metrics have no response code or gRPC status.
+                        assert!(family.starts_with("istio_tcp"), "{other} in {line}");
+                        continue;
+                    };
+                    assert_eq!(value.is_empty(), other == name, "{name}: {other} in {line}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -405,7 +405,7 @@ async fn serve_connection(
                 Some(b"http/1.1") => Some(Codec::Http1),
                 _ => None,
             };
-            exchange = accepted.alpn.as_deref() == Some(crate::peer_exchange::ALPN.as_bytes());
+            exchange = crate::peer_exchange::negotiated(accepted.alpn.as_deref());
             MaybeTls::Tls(Box::new(accepted.stream))
         }
     };

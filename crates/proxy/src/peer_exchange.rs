@@ -35,6 +35,11 @@ const MAX_FRAME: usize = 64 * 1024;
 const FRAME_WAIT: Duration = Duration::from_secs(2);
 const STRUCT_TYPE: &str = "type.googleapis.com/google.protobuf.Struct";
 
+/// Whether a handshake that chose `alpn` starts the exchange.
+pub fn negotiated(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(ALPN.as_bytes())
+}
+
 /// This workload's frame, as written at the start of an exchanging stream.
 pub fn frame(own: &tc::WorkloadMetadata, node_id: &str) -> Bytes {
     let mut fields = std::collections::HashMap::new();

@@ -118,6 +118,9 @@ impl Proxy {
             config.limits.max_istio_series as usize,
             std::sync::atomic::Ordering::Relaxed,
         );
+        // The frame a listener writes names this workload unless the listener names
+        // its own: made once, shared by the rest.
+        let own_frame = crate::peer_exchange::frame(&own, &node_id);
         for l in &config.listeners {
             let stats = self.metrics.listener(&l.name);
             let authz = match &l.authorization {
@@ -149,13 +152,10 @@ impl Proxy {
                 }
                 None => None,
             };
-            let peer_frame = crate::peer_exchange::frame(
-                l.istio_stats
-                    .as_ref()
-                    .and_then(|s| s.workload.as_ref())
-                    .unwrap_or(&own),
-                &node_id,
-            );
+            let peer_frame = match l.istio_stats.as_ref().and_then(|s| s.workload.as_ref()) {
+                Some(w) if *w != own => crate::peer_exchange::frame(w, &node_id),
+                _ => own_frame.clone(),
+            };
             let telemetry = l.istio_stats.as_ref().map(|s| {
                 Arc::new(crate::istio_stats::ListenerTelemetry::new(
                     self.metrics.istio.clone(),

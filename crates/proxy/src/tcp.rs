@@ -231,8 +231,7 @@ impl TcpProxy {
         // side learned the client's before this.
         let (mut up, peer) = match &up {
             MaybeTls::Tls(s)
-                if s.ssl().selected_alpn_protocol()
-                    == Some(crate::peer_exchange::ALPN.as_bytes()) =>
+                if crate::peer_exchange::negotiated(s.ssl().selected_alpn_protocol()) =>
             {
                 crate::peer_exchange::exchange(up, &self.peer_frame).await
             }
@@ -244,21 +243,19 @@ impl TcpProxy {
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         tokio::pin!(copy);
         let tick = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-        // Istio's byte counts go out as they move, not only at the close.
+        // Istio's byte counts go out as they move, not only at the close; the close
+        // also writes the log line.
         let report = |series: &mut Option<TcpSeries>, closed: bool| {
-            if let Some(s) = series {
-                s.report(
-                    activity.received.load(Ordering::Relaxed),
-                    activity.sent.load(Ordering::Relaxed),
-                    closed,
-                );
-            }
-        };
-        let moved = || {
-            (
+            let (rx, tx) = (
                 activity.received.load(Ordering::Relaxed),
                 activity.sent.load(Ordering::Relaxed),
-            )
+            );
+            if let Some(s) = series {
+                s.report(rx, tx, closed);
+            }
+            if closed {
+                log(Some(endpoint), rx, tx);
+            }
         };
         loop {
             tokio::select! {
@@ -268,16 +265,12 @@ impl TcpProxy {
                         self.stats.tcp_tx.inc_by(tx);
                     }
                     report(&mut series, true);
-                    let (rx, tx) = moved();
-                    log(Some(endpoint), rx, tx);
                     return;
                 }
                 _ = tokio::time::sleep(tick) => {
-                    report(&mut series, false);
-                    if activity.is_idle(idle_timeout) {
-                        report(&mut series, true);
-                        let (rx, tx) = moved();
-                        log(Some(endpoint), rx, tx);
+                    let idle = activity.is_idle(idle_timeout);
+                    report(&mut series, idle);
+                    if idle {
                         return;
                     }
                 }

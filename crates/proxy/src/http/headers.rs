@@ -51,7 +51,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether a request asks for a protocol upgrade (WebSocket and friends).
 /// Gives the request an `x-request-id` (128 random bits in hex) unless it has one:
 /// where the connection manager's span needs it, else where the router forwards.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
@@ -63,6 +62,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request asks for a protocol upgrade (WebSocket and friends).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
         && headers

@@ -165,6 +165,34 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
+/// Both sidecars' `/stats/prometheus` once `istio_requests_total` with the `client`
+/// labels counts `n` at productpage's and with the `server` labels `n` at reviews'
+/// (the server's side counts a request once its response body is done).
+async fn scrape_when_counted(
+    m: &super::policy::Mesh,
+    client: &[(&str, &str)],
+    server: &[(&str, &str)],
+    n: usize,
+) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text_page = m.page_sidecar.admin_get("/stats/prometheus").await.body;
+        let text_reviews = m.reviews_sidecar.admin_get("/stats/prometheus").await.body;
+        let counted = (
+            sum(&text_page, "istio_requests_total", client),
+            sum(&text_reviews, "istio_requests_total", server),
+        );
+        if counted == (n as f64, n as f64) {
+            return (text_page, text_reviews);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counted {counted:?} of {n}:\n{text_page}\n{text_reviews}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn sidecars_export_istio_standard_metrics_that_prometheus_reads() {
     let _quiet = quiet().await;
@@ -224,24 +252,7 @@ async fn sidecars_export_istio_standard_metrics_that_prometheus_reads() {
     ]
     .concat();
     let client = [&common[..], &[("reporter", "source")]].concat();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut text_page, mut text_reviews);
-    loop {
-        text_page = m.page_sidecar.admin_get("/stats/prometheus").await.body;
-        text_reviews = m.reviews_sidecar.admin_get("/stats/prometheus").await.body;
-        let counted = (
-            sum(&text_page, "istio_requests_total", &client),
-            sum(&text_reviews, "istio_requests_total", &server),
-        );
-        if counted == (n as f64, n as f64) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "counted {counted:?} of {n}:\n{text_page}\n{text_reviews}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (text_page, text_reviews) = scrape_when_counted(&m, &client, &server, n).await;
     // Every one of Istio's labels, and nothing else.
     for (labels, _) in samples(&text_reviews, "istio_requests_total") {
         let names: Vec<&str> = labels.keys().map(String::as_str).collect();
@@ -455,24 +466,7 @@ spec:
         ("reporter", "source"),
         ("destination_workload", "reviews-v1"),
     ];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut text_page, mut text_reviews);
-    loop {
-        text_page = m.page_sidecar.admin_get("/stats/prometheus").await.body;
-        text_reviews = m.reviews_sidecar.admin_get("/stats/prometheus").await.body;
-        let counted = (
-            sum(&text_reviews, "istio_requests_total", &server),
-            sum(&text_page, "istio_requests_total", &client),
-        );
-        if counted == (n as f64, n as f64) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "counted {counted:?} of {n}:\n{text_page}\n{text_reviews}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (text_page, text_reviews) = scrape_when_counted(&m, &client, &server, n).await;
     assert!(
         !text_reviews.contains("istio_request_duration_milliseconds_bucket{"),
         "the server's side records no duration:\n{text_reviews}"
