@@ -53,6 +53,22 @@ wait_http() { # $1 = url
     echo "never answered: $1" >&2; exit 1
 }
 
+# A trellis listener (YAML, under `listeners:`) routing every request to the cluster
+# `backend`.
+listener() { # $1 = name, $2 = port
+    cat <<CONF
+  - name: $1
+    address: "127.0.0.1:$2"
+    http:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes:
+            - match: { prefix: "/" }
+              route: { cluster: backend }
+CONF
+}
+
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # wrk prints latency percentiles with units; normalise to milliseconds.

@@ -358,6 +358,10 @@ struct Addrs {
 
 /// Runs the TLS handshake when the listener terminates TLS, then serves the
 /// connection with the listener's behaviour.
+///
+/// The task lives as long as the connection, sized for its largest state: every path
+/// but plain HTTP (TLS handshakes, detection, the TCP proxy, the peer exchange) is
+/// boxed, so a held keep-alive connection does not carry room for them.
 async fn serve_connection(
     stream: TcpStream,
     addrs: Addrs,
@@ -384,7 +388,8 @@ async fn serve_connection(
         }
         Some(tls) => {
             let handshake =
-                tokio::time::timeout(tls.handshake_timeout, tls.server.accept(stream)).await;
+                tokio::time::timeout(tls.handshake_timeout, Box::pin(tls.server.accept(stream)))
+                    .await;
             let accepted = match handshake.unwrap_or_else(|_| Err("timed out".into())) {
                 Ok(a) => a,
                 Err(e) => {
@@ -412,24 +417,32 @@ async fn serve_connection(
     match &rt.behaviour {
         Behaviour::Http(_, codec) if exchange => {
             // HTTP carries the peer's metadata in headers; the frame is only taken off.
-            let (io, _) = crate::peer_exchange::exchange(io, &rt.peer_frame).await;
-            serve_http(io, info, runtime, *codec, rt.limits.clone(), drain).await;
+            let (io, _) = Box::pin(crate::peer_exchange::exchange(io, &rt.peer_frame)).await;
+            Box::pin(serve_http(
+                io,
+                info,
+                runtime,
+                *codec,
+                rt.limits.clone(),
+                drain,
+            ))
+            .await;
         }
         Behaviour::Http(_, codec) => {
             let codec = alpn_codec.unwrap_or(*codec);
             serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
         }
         Behaviour::Tcp(proxy) if exchange => {
-            let (io, peer) = crate::peer_exchange::exchange(io, &rt.peer_frame).await;
+            let (io, peer) = Box::pin(crate::peer_exchange::exchange(io, &rt.peer_frame)).await;
             info.peer_metadata = peer;
-            serve_tcp(io, proxy, &info, &rt.limits, drain).await
+            Box::pin(serve_tcp(io, proxy, &info, &rt.limits, drain)).await
         }
-        Behaviour::Tcp(proxy) => serve_tcp(io, proxy, &info, &rt.limits, drain).await,
+        Behaviour::Tcp(proxy) => Box::pin(serve_tcp(io, proxy, &info, &rt.limits, drain)).await,
         Behaviour::Passthrough(p) => {
             let mut io = io;
             let hello = tokio::time::timeout(
                 CLIENT_HELLO_TIMEOUT,
-                trellis_tls::read_client_hello(&mut io),
+                Box::pin(trellis_tls::read_client_hello(&mut io)),
             )
             .await;
             let Ok((read, hello)) = hello else {
@@ -455,20 +468,29 @@ async fn serve_connection(
                 return;
             };
             let io = crate::sniff::Prefixed::new(read, io);
-            serve_tcp(io, proxy, &info, &rt.limits, drain).await;
+            Box::pin(serve_tcp(io, proxy, &info, &rt.limits, drain)).await;
         }
         Behaviour::Detect { codec, tcp, .. } => {
             let (io, peer) = match exchange {
-                true => crate::peer_exchange::exchange(io, &rt.peer_frame).await,
+                true => Box::pin(crate::peer_exchange::exchange(io, &rt.peer_frame)).await,
                 false => (crate::sniff::Prefixed::new(Vec::new(), io), None),
             };
             info.peer_metadata = peer;
-            let (detected, io) = crate::sniff::detect(io, crate::sniff::DETECTION_TIMEOUT).await;
+            let (detected, io) =
+                Box::pin(crate::sniff::detect(io, crate::sniff::DETECTION_TIMEOUT)).await;
             if detected == crate::sniff::Detected::Http {
                 let codec = alpn_codec.unwrap_or(*codec);
-                serve_http(io, info, runtime, codec, rt.limits.clone(), drain).await;
+                Box::pin(serve_http(
+                    io,
+                    info,
+                    runtime,
+                    codec,
+                    rt.limits.clone(),
+                    drain,
+                ))
+                .await;
             } else {
-                serve_tcp(io, tcp, &info, &rt.limits, drain).await;
+                Box::pin(serve_tcp(io, tcp, &info, &rt.limits, drain)).await;
             }
         }
     }
@@ -559,7 +581,9 @@ async fn serve_http<S>(
         activity.active_requests.fetch_add(1, Ordering::Relaxed);
         async move {
             let response = match manager {
-                Some(m) => m.handle(req, info).await,
+                // Boxed: hyper keeps room for this future for the connection's whole
+                // life, idle or not, and moves it into place for every request.
+                Some(m) => Box::pin(m.handle(req, info)).await,
                 None => crate::http::local_reply(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "listener changed",

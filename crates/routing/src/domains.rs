@@ -45,13 +45,18 @@ impl DomainTable {
     /// (so `api.*` does not capture `api.example.com:443`); then wildcards that
     /// include a port; then `*`.
     pub fn select(&self, authority: &str) -> Option<usize> {
-        let host = authority.to_ascii_lowercase();
-        if let Some(i) = self.exact.get(&host) {
+        // Hosts arrive in lower case nearly always: a copy only for the others.
+        let host = match authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => std::borrow::Cow::Owned(authority.to_ascii_lowercase()),
+            false => std::borrow::Cow::Borrowed(authority),
+        };
+        let host = host.as_ref();
+        if let Some(i) = self.exact.get(host) {
             return Some(*i);
         }
-        let bare = strip_port(&host);
+        let bare = strip_port(host);
         bare.and_then(|b| self.select_host(b))
-            .or_else(|| self.select_host(&host))
+            .or_else(|| self.select_host(host))
             .or(self.default)
     }
 

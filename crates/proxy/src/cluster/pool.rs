@@ -96,7 +96,9 @@ impl EndpointPool {
             tokio::pin!(released);
             released.as_mut().enable();
             if let Some(slot) = cluster.try_connection_slot() {
-                let io = self.connect(cluster).await?;
+                // Boxed: connecting (TCP, Happy Eyeballs, TLS) is rare next to reusing a
+                // pooled connection, and would otherwise size every request's future.
+                let io = Box::pin(self.connect(cluster)).await?;
                 let (sender, conn) = http1::Builder::new()
                     .handshake(io)
                     .await
@@ -144,7 +146,7 @@ impl EndpointPool {
                 return Err(UpstreamError::Overflow("max_connections"));
             }
         };
-        let io = self.connect(cluster).await?;
+        let io = Box::pin(self.connect(cluster)).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(io)

@@ -96,7 +96,7 @@ pub struct Forward {
 pub struct Outgoing {
     pub method: Method,
     pub authority: String,
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub peer: SocketAddr,
     /// Where the downstream connection was going, when it was captured (for
@@ -133,10 +133,7 @@ impl Forward {
     /// Applies the route's path and authority rewrites.
     pub fn rewrite(&self, out: &mut Outgoing) {
         if let Some((prefix_len, replacement)) = &self.prefix_rewrite {
-            let (path, query) = match out.path_and_query.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (out.path_and_query.as_str(), None),
-            };
+            let (path, query) = (out.path_and_query.path(), out.path_and_query.query());
             let rest = match prefix_len {
                 Some(n) => path.get(*n..).unwrap_or(""),
                 None => "",
@@ -146,13 +143,10 @@ impl Forward {
                 new.push('?');
                 new.push_str(q);
             }
-            out.path_and_query = new;
+            out.path_and_query = path_and_query(new);
         }
         if let Some((pattern, substitution)) = &self.regex_rewrite {
-            let (path, query) = match out.path_and_query.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (out.path_and_query.as_str(), None),
-            };
+            let (path, query) = (out.path_and_query.path(), out.path_and_query.query());
             let mut new = pattern
                 .replace_all(path, substitution.as_str())
                 .into_owned();
@@ -160,7 +154,7 @@ impl Forward {
                 new.push('?');
                 new.push_str(q);
             }
-            out.path_and_query = new;
+            out.path_and_query = path_and_query(new);
         }
         if let Some(h) = &self.host_rewrite {
             out.authority = h.to_str().unwrap_or_default().to_string();
@@ -258,6 +252,8 @@ impl Forward {
                 let attempt_body = match &mut body {
                     ReqBody::Buffered(b) => body::full(b.clone()),
                     ReqBody::Streamed(b) => match b.take() {
+                        // Nothing to stream (a GET): no body to watch for failures.
+                        Some(inner) if http_body::Body::is_end_stream(&inner) => body::empty(),
                         Some(inner) => Downstream {
                             inner,
                             failed: downstream_failed.clone(),
@@ -267,7 +263,13 @@ impl Forward {
                     },
                 };
                 let can_replay = matches!(body, ReqBody::Buffered(_));
-                let req = build_request(&out, attempt_body, cluster.config.http2);
+                // Without a retry policy this is the only attempt: its headers move.
+                let req = build_request(
+                    &mut out,
+                    attempt_body,
+                    cluster.config.http2,
+                    self.retry.is_none(),
+                );
                 let started = Instant::now();
                 let send = cluster.send(&endpoint, req, upgrade.is_some());
                 let per_try = self.retry.as_ref().and_then(|r| r.per_try_timeout);
@@ -422,12 +424,21 @@ fn fits(body: &Incoming, limit: usize) -> bool {
     body.size_hint().upper().is_some_and(|n| n <= limit as u64)
 }
 
-fn build_request(out: &Outgoing, body: Body, http2: bool) -> Request<Body> {
+/// A rewritten path; one that is not a valid request target becomes `/`.
+fn path_and_query(rewritten: String) -> PathAndQuery {
+    PathAndQuery::try_from(rewritten).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// One attempt's request. `last`: no attempt follows, so the headers are moved, not
+/// copied.
+fn build_request(out: &mut Outgoing, body: Body, http2: bool, last: bool) -> Request<Body> {
     let mut req = Request::new(body);
     *req.method_mut() = out.method.clone();
-    *req.headers_mut() = out.headers.clone();
-    let pq = PathAndQuery::try_from(out.path_and_query.as_str())
-        .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+    *req.headers_mut() = match last {
+        true => std::mem::take(&mut out.headers),
+        false => out.headers.clone(),
+    };
+    let pq = out.path_and_query.clone();
     if http2 {
         *req.version_mut() = Version::HTTP_2;
         let authority = Authority::try_from(out.authority.as_str()).ok();
@@ -440,8 +451,12 @@ fn build_request(out: &Outgoing, body: Body, http2: bool) -> Request<Body> {
     } else {
         *req.version_mut() = Version::HTTP_11;
         *req.uri_mut() = Uri::from(pq);
-        if let Ok(v) = HeaderValue::from_str(&out.authority) {
-            req.headers_mut().insert(HOST, v);
+        // The request's own Host header stays unless the authority was rewritten.
+        let same = req.headers().get(HOST).map(|h| h.as_bytes()) == Some(out.authority.as_bytes());
+        if !same {
+            if let Ok(v) = HeaderValue::from_str(&out.authority) {
+                req.headers_mut().insert(HOST, v);
+            }
         }
     }
     req
@@ -453,7 +468,7 @@ fn spawn_mirror(cluster: Arc<Cluster>, out: &Outgoing, body: Bytes) {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => format!("{h}-shadow:{p}"),
         _ => format!("{}-shadow", out.authority),
     };
-    let shadow = Outgoing {
+    let mut shadow = Outgoing {
         method: out.method.clone(),
         authority,
         path_and_query: out.path_and_query.clone(),
@@ -468,7 +483,7 @@ fn spawn_mirror(cluster: Arc<Cluster>, out: &Outgoing, body: Bytes) {
         let Some(endpoint) = cluster.pick(None, None) else {
             return;
         };
-        let req = build_request(&shadow, body::full(body), cluster.config.http2);
+        let req = build_request(&mut shadow, body::full(body), cluster.config.http2, true);
         let started = Instant::now();
         if let Ok(resp) = cluster.send(&endpoint, req, false).await {
             cluster

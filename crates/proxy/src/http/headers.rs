@@ -54,13 +54,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Gives the request an `x-request-id` (128 random bits in hex) unless it has one:
 /// where the connection manager's span needs it, else where the router forwards.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    if !headers.contains_key("x-request-id") {
-        let id = format!("{:032x}", rand::random::<u128>());
-        if let Ok(v) = http::HeaderValue::from_str(&id) {
-            headers.insert("x-request-id", v);
+    if !headers.contains_key(&X_REQUEST_ID) {
+        let id = rand::random::<u128>();
+        let mut hex = [0u8; 32];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&hex) {
+            headers.insert(X_REQUEST_ID.clone(), v);
         }
     }
 }
+
+pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 /// Whether a request asks for a protocol upgrade (WebSocket and friends).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -161,5 +168,20 @@ mod tests {
         assert_eq!(kept.get(UPGRADE).unwrap(), "websocket");
         strip_hop_by_hop(&mut h, false);
         assert!(h.get(UPGRADE).is_none());
+    }
+
+    #[test]
+    fn a_request_id_is_128_random_bits_in_hex_and_an_existing_one_stays() {
+        let mut h = HeaderMap::new();
+        ensure_request_id(&mut h);
+        let id = h.get("x-request-id").unwrap().to_str().unwrap().to_string();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(u128::from_str_radix(&id, 16).is_ok(), "{id}");
+        assert_eq!(id, id.to_ascii_lowercase());
+        let mut other = HeaderMap::new();
+        ensure_request_id(&mut other);
+        assert_ne!(other.get("x-request-id").unwrap(), id.as_str());
+        ensure_request_id(&mut h);
+        assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
     }
 }

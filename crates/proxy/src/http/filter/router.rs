@@ -57,8 +57,8 @@ impl Router {
                         .parts
                         .uri
                         .path_and_query()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "/".into()),
+                        .cloned()
+                        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
                     headers: std::mem::take(&mut x.parts.headers),
                     peer: x.conn.peer,
                     original_dst: x.conn.original_dst,
@@ -66,7 +66,7 @@ impl Router {
                 crate::http::headers::ensure_request_id(&mut out.headers);
                 let proto = if x.conn.tls { "https" } else { "http" };
                 out.headers
-                    .entry("x-forwarded-proto")
+                    .entry(&crate::http::headers::X_FORWARDED_PROTO)
                     .or_insert(HeaderValue::from_static(proto));
                 fwd.rewrite(&mut out);
                 let (f, cluster) = fwd
