@@ -17,6 +17,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified client certificate's identity (its first URI SAN: the SPIFFE ID).
     pub peer_identity: Option<Arc<str>>,
+    /// `x-forwarded-client-cert` for that identity, made once per connection.
+    pub client_cert_details: Option<http::HeaderValue>,
     /// The server name (SNI) the TLS client asked for.
     pub server_name: Option<Arc<str>>,
     /// The client's workload, from Istio's TCP metadata exchange (`peer_exchange.rs`).

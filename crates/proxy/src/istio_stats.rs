@@ -574,8 +574,9 @@ pub struct ListenerTelemetry {
     empty: Text,
     /// The series of the label sets seen, by what distinguishes them on this listener
     /// (the peer's and the service's shared strings by address, and the numbers): a
-    /// request then costs one small hash and four atomic updates.
-    series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
+    /// request then costs one small hash and four atomic updates. Fx, not SipHash: the
+    /// keys are addresses and small numbers, never text a client chose.
+    series: Mutex<rustc_hash::FxHashMap<SeriesKey, Arc<Series>>>,
 }
 
 /// How many label sets a listener keeps at hand; past that the map starts over (the

@@ -376,6 +376,7 @@ async fn serve_connection(
         original_dst: addrs.original_dst,
         tls: false,
         peer_identity: None,
+        client_cert_details: None,
         server_name: None,
         peer_metadata: None,
     };
@@ -404,6 +405,10 @@ async fn serve_connection(
                 .peer_identities
                 .first()
                 .map(|s| Arc::from(s.as_str()));
+            info.client_cert_details = info
+                .peer_identity
+                .as_deref()
+                .and_then(crate::http::headers::client_cert_details);
             info.server_name = accepted.server_name.as_deref().map(Arc::from);
             alpn_codec = match accepted.alpn.as_deref() {
                 Some(b"h2") => Some(Codec::Http2),

@@ -37,7 +37,7 @@ pub struct TcpLog {
 
 /// What a connection's line says.
 struct Closed<'a> {
-    started: (std::time::Instant, String),
+    started: (std::time::Instant, std::time::SystemTime),
     flags: Flags,
     upstream: Option<std::net::SocketAddr>,
     cluster: &'a str,
@@ -50,15 +50,20 @@ impl TcpLog {
         let flags = c.flags.render();
         let duration = c.started.0.elapsed();
         let mut line = String::with_capacity(256);
-        let headers = http::HeaderMap::new();
+        let start_time = crate::access_log::Timestamp::at(c.started.1);
+        let none = crate::access_log::KeptValues::default();
+        let headers = crate::access_log::KeptHeaders {
+            names: &[],
+            values: &none,
+        };
         let record = format::Record {
-            start_time: &c.started.1,
+            start_time: start_time.as_str(),
             method: "",
             path: "",
             authority: "",
             scheme: "",
-            request_headers: &headers,
-            response_headers: &headers,
+            request_headers: headers,
+            response_headers: headers,
             protocol: "",
             status: 0,
             flags: &flags,
@@ -80,7 +85,7 @@ impl TcpLog {
             LogFormat::Entry => {
                 let upstream = c.upstream.map(|a| a.to_string());
                 return self.log.write(&crate::access_log::Entry {
-                    timestamp: c.started.1,
+                    timestamp: start_time,
                     method: "-",
                     authority: "-",
                     path: "-",
@@ -161,13 +166,7 @@ impl TcpProxy {
                 return;
             }
         }
-        let started = (
-            std::time::Instant::now(),
-            self.access_log
-                .as_ref()
-                .map(|_| crate::access_log::now_rfc3339())
-                .unwrap_or_default(),
-        );
+        let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let cluster = self.cluster();
         let peer = conn.peer;
         let hash = Some(xxh64(peer.ip().to_string().as_bytes(), 0));
@@ -210,7 +209,7 @@ impl TcpProxy {
                 l.write(
                     conn,
                     Closed {
-                        started: started.clone(),
+                        started,
                         flags,
                         upstream,
                         cluster: &cluster.name,

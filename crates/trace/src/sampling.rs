@@ -3,6 +3,9 @@
 use http::HeaderMap;
 use rand::Rng;
 
+static FORCE_TRACE: http::HeaderName = http::HeaderName::from_static("x-envoy-force-trace");
+static CLIENT_TRACE_ID: http::HeaderName = http::HeaderName::from_static("x-client-trace-id");
+
 /// Percentages (0–100), Envoy's `tracing` settings of the connection manager.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
@@ -34,9 +37,9 @@ impl Sampling {
         }
         let mut rng = rand::thread_rng();
         let mut roll = |percent: f64| percent >= 100.0 || rng.gen::<f64>() * 100.0 < percent;
-        let wanted = if headers.contains_key("x-envoy-force-trace") {
+        let wanted = if headers.contains_key(&FORCE_TRACE) {
             true
-        } else if headers.contains_key("x-client-trace-id") {
+        } else if headers.contains_key(&CLIENT_TRACE_ID) {
             roll(self.client)
         } else {
             roll(self.random)

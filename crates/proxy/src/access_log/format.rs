@@ -6,7 +6,9 @@
 
 use std::fmt::Write;
 
-use http::header::{HeaderMap, HeaderName};
+use http::header::HeaderName;
+
+use super::KeptHeaders;
 
 pub use trellis_config::log_formats::{ISTIO_JSON, ISTIO_TEXT};
 
@@ -162,11 +164,16 @@ impl Format {
         Ok(Format(ops))
     }
 
-    /// The request headers the format reads (the proxy keeps them for the log).
-    pub fn request_headers(&self) -> Vec<HeaderName> {
+    /// The request (or response) headers the format reads (the proxy keeps them for
+    /// the log).
+    pub fn headers(&self, response: bool) -> Vec<HeaderName> {
         let mut out = Vec::new();
         for op in &self.0 {
-            if let Op::Req(h, _) = op {
+            let h = match (op, response) {
+                (Op::Req(h, _), false) | (Op::Resp(h, _), true) => Some(h),
+                _ => None,
+            };
+            if let Some(h) = h {
                 for r in std::iter::once(&h.name).chain(h.alternative.as_ref()) {
                     if let HeaderRef::Named(n) = r {
                         out.push(n.clone());
@@ -185,9 +192,9 @@ pub struct Record<'a> {
     pub path: &'a str,
     pub authority: &'a str,
     pub scheme: &'a str,
-    /// The request headers the formats read, kept from the request.
-    pub request_headers: &'a HeaderMap,
-    pub response_headers: &'a HeaderMap,
+    /// The request headers the formats read, kept from the request; the response's.
+    pub request_headers: KeptHeaders<'a>,
+    pub response_headers: KeptHeaders<'a>,
     pub protocol: &'a str,
     pub status: u16,
     pub flags: &'a str,
@@ -221,7 +228,7 @@ impl Value<'_> {
         match self {
             Value::Str(s) => Some(s),
             Value::Addr(a) => {
-                let _ = write!(buf, "{a}");
+                push_addr(buf, *a);
                 Some(buf)
             }
             _ => None,
@@ -297,12 +304,8 @@ impl Record<'_> {
         for op in &f.0 {
             match self.value(op) {
                 Value::Str(v) => out.push_str(v),
-                Value::Addr(a) => {
-                    let _ = write!(out, "{a}");
-                }
-                Value::Num(n) => {
-                    let _ = write!(out, "{n}");
-                }
+                Value::Addr(a) => push_addr(out, a),
+                Value::Num(n) => push_num(out, n),
                 Value::None => out.push('-'),
             }
         }
@@ -320,9 +323,7 @@ impl Record<'_> {
             out.push(':');
             match f.0.as_slice() {
                 [op] if !matches!(op, Op::Text(_)) => match self.value(op) {
-                    Value::Num(n) => {
-                        let _ = write!(out, "{n}");
-                    }
+                    Value::Num(n) => push_num(out, n),
                     Value::None => out.push_str("null"),
                     v => {
                         let mut buf = String::new();
@@ -337,6 +338,31 @@ impl Record<'_> {
             }
         }
         out.push_str("}\n");
+    }
+}
+
+/// Numbers and addresses without `core::fmt`'s machinery: a line has several, and
+/// formatting them was most of a line's cost.
+fn push_num(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+fn push_addr(out: &mut String, a: std::net::SocketAddr) {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+            out.push(':');
+            out.push_str(digits.format(v4.port()));
+        }
+        std::net::SocketAddr::V6(_) => {
+            let _ = write!(out, "{a}");
+        }
     }
 }
 
@@ -361,6 +387,28 @@ fn json_string(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for a in [
+            "10.0.0.1:80",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "127.0.0.1:15006",
+            "[2001:db8::1]:443",
+            "[::ffff:10.0.0.1]:8080",
+        ] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            let mut out = String::new();
+            push_addr(&mut out, addr);
+            assert_eq!(out, addr.to_string());
+        }
+        for n in [0u64, 7, 10, 1024, u64::MAX] {
+            let mut out = String::new();
+            push_num(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
 
     #[test]
     fn istios_formats_parse_and_unknown_operators_are_refused() {

@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
 #[derive(Serialize)]
 pub struct Entry<'a> {
-    pub timestamp: String,
+    pub timestamp: Timestamp,
     pub method: &'a str,
     pub authority: &'a str,
     pub path: &'a str,
@@ -25,8 +25,101 @@ pub struct Entry<'a> {
     pub listener: &'a str,
     pub virtual_host: &'a str,
     pub route: &'a str,
-    pub response_flags: String,
+    pub response_flags: std::borrow::Cow<'static, str>,
     pub downstream_remote: String,
+}
+
+/// An RFC 3339 UTC time with milliseconds (`2026-12-07T23:59:59.123Z`), made without a
+/// date library or an allocation.
+#[derive(Clone, Copy)]
+pub struct Timestamp([u8; 24]);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::at(std::time::SystemTime::now())
+    }
+
+    pub fn at(time: std::time::SystemTime) -> Self {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs();
+        let (days, rem) = (secs / 86400, secs % 86400);
+        let (y, m, d) = civil_from_days(days as i64);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, y.clamp(0, 9999) as u64);
+        put(5, 2, m.into());
+        put(8, 2, d.into());
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 3, since.subsec_millis().into());
+        Timestamp(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Values kept in place for a format's first few headers; more go to a `Vec`.
+const KEPT_INLINE: usize = 6;
+
+/// The values of the headers a log format reads, kept as a request or response passes:
+/// by the position of their names in the format's (short) list, without a map, and
+/// without copying the values (a `HeaderValue` clone shares its bytes).
+#[derive(Default)]
+pub struct KeptValues {
+    inline: [Option<http::HeaderValue>; KEPT_INLINE],
+    more: Vec<Option<http::HeaderValue>>,
+}
+
+impl KeptValues {
+    pub fn keep(names: &[http::HeaderName], headers: &http::HeaderMap) -> Self {
+        let mut kept = KeptValues::default();
+        for (i, name) in names.iter().enumerate() {
+            let value = headers.get(name).cloned();
+            match kept.inline.get_mut(i) {
+                Some(slot) => *slot = value,
+                None => kept.more.push(value),
+            }
+        }
+        kept
+    }
+
+    fn get(&self, i: usize) -> Option<&http::HeaderValue> {
+        match self.inline.get(i) {
+            Some(v) => v.as_ref(),
+            None => self.more.get(i - KEPT_INLINE)?.as_ref(),
+        }
+    }
+}
+
+/// Kept values with the names they were kept for.
+#[derive(Clone, Copy)]
+pub struct KeptHeaders<'a> {
+    pub names: &'a [http::HeaderName],
+    pub values: &'a KeptValues,
+}
+
+impl<'a> KeptHeaders<'a> {
+    pub fn get(&self, name: &http::HeaderName) -> Option<&'a http::HeaderValue> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values.get(i)
+    }
 }
 
 /// How often a busy writer drains its queue (how late a line may appear).
@@ -159,35 +252,27 @@ impl LogFormat {
 
     /// The request headers the format reads, beyond the request line.
     pub fn request_headers(&self) -> Vec<http::HeaderName> {
+        self.headers(false)
+    }
+
+    /// The response headers the format reads.
+    pub fn response_headers(&self) -> Vec<http::HeaderName> {
+        self.headers(true)
+    }
+
+    fn headers(&self, response: bool) -> Vec<http::HeaderName> {
         let mut names: Vec<http::HeaderName> = match self {
             LogFormat::Entry => Vec::new(),
-            LogFormat::Text(f) => f.request_headers(),
+            LogFormat::Text(f) => f.headers(response),
             LogFormat::Json(fields) => fields
                 .iter()
-                .flat_map(|(_, f)| f.request_headers())
+                .flat_map(|(_, f)| f.headers(response))
                 .collect(),
         };
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();
         names
     }
-}
-
-/// RFC 3339 UTC timestamp with milliseconds, without a date library.
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86400, secs % 86400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -206,6 +291,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_601_600_007);
+        assert_eq!(super::Timestamp::at(t).as_str(), "2026-12-07T00:00:00.007Z");
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(951_868_799_999);
+        assert_eq!(super::Timestamp::at(t).as_str(), "2000-02-29T23:59:59.999Z");
+    }
+
+    #[test]
+    fn kept_headers_are_found_by_name_past_the_inline_ones() {
+        let names: Vec<http::HeaderName> = (0..9)
+            .map(|i| http::HeaderName::try_from(format!("x-h{i}")).unwrap())
+            .collect();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-h1", "one".parse().unwrap());
+        headers.insert("x-h8", "eight".parse().unwrap());
+        let values = super::KeptValues::keep(&names, &headers);
+        let kept = super::KeptHeaders {
+            names: &names,
+            values: &values,
+        };
+        assert_eq!(kept.get(&names[1]).unwrap(), "one");
+        assert_eq!(kept.get(&names[8]).unwrap(), "eight");
+        assert!(kept.get(&names[0]).is_none());
+        assert!(kept
+            .get(&http::HeaderName::from_static("x-other"))
+            .is_none());
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

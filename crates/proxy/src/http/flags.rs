@@ -34,15 +34,22 @@ impl Flags {
         self.0 |= f.0;
     }
 
-    pub fn render(self) -> String {
+    /// Envoy's text: `-` for none, the codes comma-separated (a copy only for two or
+    /// more, which only failing requests carry).
+    pub fn render(self) -> std::borrow::Cow<'static, str> {
         if self.0 == 0 {
             return "-".into();
         }
-        Self::NAMES
-            .iter()
-            .filter(|(f, _)| self.0 & f.0 != 0)
-            .map(|(_, n)| *n)
-            .collect::<Vec<_>>()
-            .join(",")
+        let mut set = Self::NAMES.iter().filter(|(f, _)| self.0 & f.0 != 0);
+        match (set.next(), set.next()) {
+            (Some((_, one)), None) => (*one).into(),
+            _ => Self::NAMES
+                .iter()
+                .filter(|(f, _)| self.0 & f.0 != 0)
+                .map(|(_, n)| *n)
+                .collect::<Vec<_>>()
+                .join(",")
+                .into(),
+        }
     }
 }

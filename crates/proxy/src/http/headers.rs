@@ -130,14 +130,19 @@ impl Mutations {
 /// Envoy's `SANITIZE_SET` for `x-forwarded-client-cert`: whatever the client sent is
 /// dropped (a client must not assert an identity), and a verified mTLS peer's identity
 /// is set as `URI=<spiffe id>`.
-pub fn set_client_cert_details(headers: &mut HeaderMap, peer_identity: Option<&str>) {
-    headers.remove("x-forwarded-client-cert");
-    if let Some(id) = peer_identity {
-        if let Ok(v) = HeaderValue::from_str(&format!("URI={id}")) {
-            headers.insert("x-forwarded-client-cert", v);
-        }
+pub fn set_client_cert_details(headers: &mut HeaderMap, details: Option<&HeaderValue>) {
+    headers.remove(&X_FORWARDED_CLIENT_CERT);
+    if let Some(v) = details {
+        headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
     }
 }
+
+/// The `x-forwarded-client-cert` value for a verified peer (made once per connection).
+pub fn client_cert_details(peer_identity: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("URI={peer_identity}")).ok()
+}
+
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 #[cfg(test)]
 mod tests {

@@ -49,6 +49,7 @@ pub struct HttpManager {
     /// How its lines are made, and the request headers that takes.
     log_format: LogFormat,
     log_headers: Vec<http::HeaderName>,
+    log_response_headers: Vec<http::HeaderName>,
     buffer_limit: usize,
     chain: Chain,
     /// Istio's standard metrics for this listener, and the peer metadata it exchanges.
@@ -103,6 +104,7 @@ impl HttpManager {
             None => LogFormat::Entry,
         };
         let log_headers = log_format.request_headers();
+        let log_response_headers = log_format.response_headers();
         let access_log = match &config.access_log {
             None => None,
             Some(a) => Some(AccessLog::shared(
@@ -124,6 +126,7 @@ impl HttpManager {
             access_log,
             log_format,
             log_headers,
+            log_response_headers,
             buffer_limit: limits.retry_buffer_bytes as usize,
             telemetry,
             tracer,
@@ -142,7 +145,7 @@ impl HttpManager {
     ) -> Response<Body> {
         let started = Instant::now();
         // Before routing, so that routes can match on the verified caller identity.
-        headers::set_client_cert_details(req.headers_mut(), conn.peer_identity.as_deref());
+        headers::set_client_cert_details(req.headers_mut(), conn.client_cert_details.as_ref());
         // The server's side takes the client's metadata out before the app sees it.
         let telemetry = self.telemetry.as_ref();
         let (mut istio_peer, mut answer_peer) = (None, false);
@@ -197,26 +200,25 @@ impl HttpManager {
                 ))
             })
         });
-        // The log's own copies are only made when someone reads them.
+        // What only the log reads is kept only when there is a log, and shared with the
+        // request rather than copied.
         let logging = self.access_log.is_some();
         let mut log = LogContext {
             manager: self.clone(),
             started,
-            method: if logging {
-                method.as_str().to_string()
-            } else {
-                String::new()
+            started_at: logging.then(std::time::SystemTime::now),
+            method: method.clone(),
+            authority: match (logging, req.uri().authority()) {
+                (false, _) => LoggedAuthority::Unread,
+                (true, Some(a)) => LoggedAuthority::Uri(a.as_str().to_string()),
+                (true, None) => req
+                    .headers()
+                    .get(HOST)
+                    .map_or(LoggedAuthority::Unread, |h| {
+                        LoggedAuthority::Host(h.clone())
+                    }),
             },
-            authority: if logging {
-                authority.clone()
-            } else {
-                String::new()
-            },
-            path: match req.uri().path_and_query() {
-                Some(p) if logging => p.to_string(),
-                _ if logging => req.uri().path().to_string(),
-                _ => String::new(),
-            },
+            path: req.uri().path_and_query().cloned().filter(|_| logging),
             protocol: version,
             route: None,
             upstream: None,
@@ -228,17 +230,9 @@ impl HttpManager {
             grpc,
             cluster: None,
             peer_identity: conn.peer_identity.clone(),
-            request_headers: match logging && !self.log_headers.is_empty() {
-                true => {
-                    let mut kept = http::HeaderMap::new();
-                    for n in &self.log_headers {
-                        if let Some(v) = req.headers().get(n) {
-                            kept.insert(n.clone(), v.clone());
-                        }
-                    }
-                    kept
-                }
-                false => http::HeaderMap::new(),
+            request_headers: match logging {
+                true => access_log::KeptValues::keep(&self.log_headers, req.headers()),
+                false => Default::default(),
             },
             local: conn.local,
             server_name: conn.server_name.clone(),
@@ -273,13 +267,35 @@ impl HttpManager {
     }
 }
 
+/// The request's authority as its log reads it: the Host header's value (shared with
+/// the request, not copied), or the URI's (HTTP/2).
+enum LoggedAuthority {
+    Host(http::HeaderValue),
+    Uri(String),
+    /// No log reads it (or the request had none).
+    Unread,
+}
+
+impl LoggedAuthority {
+    fn as_str(&self) -> &str {
+        match self {
+            LoggedAuthority::Host(h) => h.to_str().unwrap_or_default(),
+            LoggedAuthority::Uri(a) => a,
+            LoggedAuthority::Unread => "",
+        }
+    }
+}
+
 /// Per-request facts for stats and the access log.
 struct LogContext {
     manager: Arc<HttpManager>,
     started: Instant,
-    method: String,
-    authority: String,
-    path: String,
+    /// When the request started (Envoy's `START_TIME`), for the log.
+    started_at: Option<std::time::SystemTime>,
+    method: http::Method,
+    authority: LoggedAuthority,
+    /// None without a log, or for a request without a path (CONNECT).
+    path: Option<http::uri::PathAndQuery>,
     protocol: http::Version,
     route: Option<(usize, usize)>,
     upstream: Option<SocketAddr>,
@@ -295,7 +311,7 @@ struct LogContext {
     cluster: Option<Arc<Cluster>>,
     peer_identity: Option<Arc<str>>,
     /// The request headers the access log format reads.
-    request_headers: http::HeaderMap,
+    request_headers: access_log::KeptValues,
     local: SocketAddr,
     server_name: Option<Arc<str>>,
     tls: bool,
@@ -354,6 +370,14 @@ fn protocol_name(v: http::Version) -> &'static str {
 }
 
 impl LogContext {
+    fn start_time(&self) -> access_log::Timestamp {
+        access_log::Timestamp::at(self.started_at.unwrap_or_else(std::time::SystemTime::now))
+    }
+
+    fn path(&self) -> &str {
+        self.path.as_ref().map_or("", |p| p.as_str())
+    }
+
     fn finish(mut self, mut response: Response<Body>) -> Response<Body> {
         let status = response.status().as_u16();
         if let Some((vh, r)) = self.route {
@@ -382,10 +406,11 @@ impl LogContext {
             return response;
         }
         // Envoy's formats may read the response's headers.
-        let response_headers = match self.manager.log_format {
-            LogFormat::Entry => http::HeaderMap::new(),
-            _ if self.manager.access_log.is_some() => response.headers().clone(),
-            _ => http::HeaderMap::new(),
+        let response_headers = match self.manager.access_log {
+            Some(_) => {
+                access_log::KeptValues::keep(&self.manager.log_response_headers, response.headers())
+            }
+            None => Default::default(),
         };
         response.map(|b| {
             LoggedBody {
@@ -401,11 +426,13 @@ impl LogContext {
     }
 }
 
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// A gRPC status (`grpc-status`, in the headers of a trailers-only response or in the
 /// trailers).
 fn grpc_status_of(headers: &http::HeaderMap) -> Option<u16> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
@@ -417,7 +444,7 @@ struct LoggedBody {
     sent: u64,
     status: u16,
     grpc_status: Option<u16>,
-    response_headers: http::HeaderMap,
+    response_headers: access_log::KeptValues,
     ctx: Option<LogContext>,
 }
 
@@ -457,10 +484,10 @@ impl LoggedBody {
             })
             .unwrap_or(("-", "-"));
         log.write(&access_log::Entry {
-            timestamp: access_log::now_rfc3339(),
-            method: &ctx.method,
-            authority: &ctx.authority,
-            path: &ctx.path,
+            timestamp: ctx.start_time(),
+            method: ctx.method.as_str(),
+            authority: ctx.authority.as_str(),
+            path: ctx.path(),
             protocol: protocol_name(ctx.protocol),
             status: self.status,
             bytes_received: ctx.bytes_received,
@@ -493,7 +520,7 @@ impl LoggedBody {
             ("peer.address", Str(ctx.peer.to_string())),
             ("request_size", Int(ctx.bytes_received as i64)),
             ("response_size", Int(self.sent as i64)),
-            ("response_flags", Str(ctx.flags.render())),
+            ("response_flags", Str(ctx.flags.render().into_owned())),
         ];
         if let Some(ua) = facts.user_agent {
             attributes.push(("user_agent", Str(ua)));
@@ -529,14 +556,21 @@ impl LoggedBody {
         let route = ctx
             .route
             .map(|(vh, r)| ctx.manager.virtual_hosts[vh].routes[r].name.as_str());
+        let start_time = ctx.start_time();
         let record = access_log::format::Record {
-            start_time: &access_log::now_rfc3339(),
-            method: &ctx.method,
-            path: &ctx.path,
-            authority: &ctx.authority,
+            start_time: start_time.as_str(),
+            method: ctx.method.as_str(),
+            path: ctx.path(),
+            authority: ctx.authority.as_str(),
             scheme: if ctx.tls { "https" } else { "http" },
-            request_headers: &ctx.request_headers,
-            response_headers: &self.response_headers,
+            request_headers: access_log::KeptHeaders {
+                names: &ctx.manager.log_headers,
+                values: &ctx.request_headers,
+            },
+            response_headers: access_log::KeptHeaders {
+                names: &ctx.manager.log_response_headers,
+                values: &self.response_headers,
+            },
             protocol: protocol_name(ctx.protocol),
             status: self.status,
             flags: &flags,

@@ -235,6 +235,7 @@ mod tests {
             local: "10.0.0.2:8080".parse().unwrap(),
             tls: false,
             peer_identity: None,
+            client_cert_details: None,
             server_name: None,
             peer_metadata: None,
         }
