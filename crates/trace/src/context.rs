@@ -123,7 +123,8 @@ fn value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).expect("hex and dashes are a valid header value")
 }
 
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
+/// Lower-case hex of `bytes` into `out` (twice as long), without allocating.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in bytes.iter().enumerate() {
         out[2 * i] = DIGITS[(b >> 4) as usize];

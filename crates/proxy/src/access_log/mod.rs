@@ -35,10 +35,6 @@ pub struct Entry<'a> {
 pub struct Timestamp([u8; 24]);
 
 impl Timestamp {
-    pub fn now() -> Self {
-        Self::at(std::time::SystemTime::now())
-    }
-
     pub fn at(time: std::time::SystemTime) -> Self {
         let since = time
             .duration_since(std::time::UNIX_EPOCH)

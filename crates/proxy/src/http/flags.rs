@@ -37,16 +37,18 @@ impl Flags {
     /// Envoy's text: `-` for none, the codes comma-separated (a copy only for two or
     /// more, which only failing requests carry).
     pub fn render(self) -> std::borrow::Cow<'static, str> {
-        if self.0 == 0 {
+        let mut names = Self::NAMES
+            .iter()
+            .filter(|(f, _)| self.0 & f.0 != 0)
+            .map(|(_, n)| *n);
+        let Some(first) = names.next() else {
             return "-".into();
-        }
-        let mut set = Self::NAMES.iter().filter(|(f, _)| self.0 & f.0 != 0);
-        match (set.next(), set.next()) {
-            (Some((_, one)), None) => (*one).into(),
-            _ => Self::NAMES
-                .iter()
-                .filter(|(f, _)| self.0 & f.0 != 0)
-                .map(|(_, n)| *n)
+        };
+        match names.next() {
+            None => first.into(),
+            Some(second) => [first, second]
+                .into_iter()
+                .chain(names)
                 .collect::<Vec<_>>()
                 .join(",")
                 .into(),

@@ -138,23 +138,14 @@ impl Forward {
                 Some(n) => path.get(*n..).unwrap_or(""),
                 None => "",
             };
-            let mut new = format!("{replacement}{rest}");
-            if let Some(q) = query {
-                new.push('?');
-                new.push_str(q);
-            }
-            out.path_and_query = path_and_query(new);
+            out.path_and_query = path_and_query(format!("{replacement}{rest}"), query);
         }
         if let Some((pattern, substitution)) = &self.regex_rewrite {
             let (path, query) = (out.path_and_query.path(), out.path_and_query.query());
-            let mut new = pattern
+            let new = pattern
                 .replace_all(path, substitution.as_str())
                 .into_owned();
-            if let Some(q) = query {
-                new.push('?');
-                new.push_str(q);
-            }
-            out.path_and_query = path_and_query(new);
+            out.path_and_query = path_and_query(new, query);
         }
         if let Some(h) = &self.host_rewrite {
             out.authority = h.to_str().unwrap_or_default().to_string();
@@ -424,9 +415,14 @@ fn fits(body: &Incoming, limit: usize) -> bool {
     body.size_hint().upper().is_some_and(|n| n <= limit as u64)
 }
 
-/// A rewritten path; one that is not a valid request target becomes `/`.
-fn path_and_query(rewritten: String) -> PathAndQuery {
-    PathAndQuery::try_from(rewritten).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+/// A rewritten path with the request's query after it; one that is not a valid request
+/// target becomes `/`.
+fn path_and_query(mut path: String, query: Option<&str>) -> PathAndQuery {
+    if let Some(q) = query {
+        path.push('?');
+        path.push_str(q);
+    }
+    PathAndQuery::try_from(path).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
 /// One attempt's request. `last`: no attempt follows, so the headers are moved, not

@@ -55,11 +55,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// where the connection manager's span needs it, else where the router forwards.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
     if !headers.contains_key(&X_REQUEST_ID) {
-        let id = rand::random::<u128>();
         let mut hex = [0u8; 32];
-        for (i, digit) in hex.iter_mut().enumerate() {
-            *digit = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
-        }
+        trellis_trace::context::hex_into(&rand::random::<u128>().to_be_bytes(), &mut hex);
         if let Ok(v) = HeaderValue::from_bytes(&hex) {
             headers.insert(X_REQUEST_ID.clone(), v);
         }
