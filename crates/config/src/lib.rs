@@ -96,7 +96,24 @@ impl Config {
 
     /// Validates a config built in memory (from xDS, say); `source` names it in errors.
     pub fn check(&self, source: &str) -> Result<(), ConfigError> {
-        let errors = validate::validate(self);
+        let listeners: Vec<_> = self.listeners.iter().map(|l| (l, true)).collect();
+        let clusters: Vec<_> = self.clusters.iter().map(|c| (c, true)).collect();
+        self.check_with(source, &self.secrets, &listeners, &clusters)
+    }
+
+    /// Validates this config's settings (admin, limits, identity...) with `secrets`,
+    /// `listeners` and `clusters` in place of its own: those marked `true` (changed) in
+    /// full, the others for what involves every listener or cluster (unique names and
+    /// addresses). A listener left unmarked must have been checked before against
+    /// clusters that are all still here. An xDS update checks what it changes.
+    pub fn check_with(
+        &self,
+        source: &str,
+        secrets: &[Secret],
+        listeners: &[(&Listener, bool)],
+        clusters: &[(&Cluster, bool)],
+    ) -> Result<(), ConfigError> {
+        let errors = validate::validate_parts(self, secrets, listeners, clusters);
         if errors.is_empty() {
             Ok(())
         } else {

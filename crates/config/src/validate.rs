@@ -11,6 +11,13 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 struct Checker<'a> {
     config: &'a Config,
+    /// The secrets in place of the config's own.
+    secrets: &'a [Secret],
+    /// Every cluster, for the references to them.
+    all_clusters: &'a [(&'a Cluster, bool)],
+    /// Their names, made when a reference is first checked (a view holds thousands,
+    /// and an update that changes no listener checks none).
+    cluster_names: std::cell::OnceCell<rustc_hash::FxHashSet<&'a str>>,
     errors: Vec<FieldError>,
 }
 
@@ -23,7 +30,13 @@ impl Checker<'_> {
     }
 
     fn cluster_exists(&mut self, path: String, name: &str) {
-        if self.config.cluster(name).is_none() {
+        let names = self.cluster_names.get_or_init(|| {
+            self.all_clusters
+                .iter()
+                .map(|(c, _)| c.name.as_str())
+                .collect()
+        });
+        if !names.contains(name) {
             self.err(path, format!("cluster {name:?} is not defined in clusters"));
         }
     }
@@ -73,10 +86,29 @@ pub fn is_http_token(s: &str) -> bool {
 }
 
 pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
+    let listeners: Vec<_> = config.listeners.iter().map(|l| (l, true)).collect();
+    let clusters: Vec<_> = config.clusters.iter().map(|c| (c, true)).collect();
+    validate_parts(config, &config.secrets, &listeners, &clusters)
+}
+
+/// `config`'s settings with `secrets`, `listeners` and `clusters` in place of its own, each checked
+/// in full where marked (changed), the rest only for what involves them all: unique
+/// names and addresses. An unmarked listener must have been checked against clusters
+/// that all still exist.
+pub(crate) fn validate_parts<'a>(
+    config: &'a Config,
+    secrets: &'a [Secret],
+    listeners: &[(&Listener, bool)],
+    clusters: &[(&Cluster, bool)],
+) -> Vec<FieldError> {
     let mut c = Checker {
         config,
+        secrets,
+        all_clusters: clusters,
+        cluster_names: Default::default(),
         errors: Vec::new(),
     };
+    cluster_names(&mut c, clusters);
     if config.admin.address.parse::<SocketAddr>().is_err() {
         c.err(
             "admin.address",
@@ -99,7 +131,7 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
         pkcs11_identity(&mut c, &id.private_key_provider);
     }
     let mut secret_names = HashSet::new();
-    for (i, s) in config.secrets.iter().enumerate() {
+    for (i, s) in secrets.iter().enumerate() {
         let p = format!("secrets[{i}]");
         if s.name.is_empty() || s.name == "default" || s.name == "ROOTCA" {
             c.err(
@@ -141,7 +173,7 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
     }
     let mut names = HashSet::new();
     let mut bound = HashSet::new();
-    for (i, l) in config.listeners.iter().enumerate() {
+    for (i, (l, full)) in listeners.iter().enumerate() {
         let p = format!("listeners[{i}]");
         if l.name.is_empty() {
             c.err(format!("{p}.name"), "must not be empty");
@@ -151,22 +183,50 @@ pub(crate) fn validate(config: &Config) -> Vec<FieldError> {
                 format!("duplicate listener name {:?}", l.name),
             );
         }
-        listener(&mut c, &p, l, &mut bound);
-    }
-    let mut cnames = HashSet::new();
-    for (i, cl) in config.clusters.iter().enumerate() {
-        let p = format!("clusters[{i}]");
-        if cl.name.is_empty() {
-            c.err(format!("{p}.name"), "must not be empty");
-        } else if !cnames.insert(cl.name.as_str()) {
-            c.err(
-                format!("{p}.name"),
-                format!("duplicate cluster name {:?}", cl.name),
-            );
+        listener_addresses(&mut c, &p, l, &mut bound);
+        if *full {
+            listener(&mut c, &p, l);
         }
-        cluster(&mut c, &p, cl);
+    }
+    // Unique names were found while collecting them, above.
+    for (i, (cl, full)) in clusters.iter().enumerate() {
+        if *full {
+            cluster(&mut c, &format!("clusters[{i}]"), cl);
+        }
     }
     c.errors
+}
+
+/// Every cluster named, and no name twice. Unmarked clusters were checked together
+/// before: an update with a few changed clusters compares only theirs with the rest.
+fn cluster_names(c: &mut Checker, clusters: &[(&Cluster, bool)]) {
+    let twice = |c: &mut Checker, i: usize, name: &str| {
+        c.err(
+            format!("clusters[{i}].name"),
+            format!("duplicate cluster name {name:?}"),
+        )
+    };
+    if clusters.iter().filter(|(_, m)| *m).count() <= 8 {
+        for (i, (cl, _)) in clusters.iter().enumerate().filter(|(_, (_, m))| *m) {
+            let name = cl.name.as_str();
+            if name.is_empty() {
+                c.err(format!("clusters[{i}].name"), "must not be empty");
+            } else if clusters[..i].iter().any(|(o, _)| o.name == name)
+                || clusters[i + 1..].iter().any(|(o, m)| !*m && o.name == name)
+            {
+                twice(c, i, name);
+            }
+        }
+        return;
+    }
+    let mut names = rustc_hash::FxHashSet::default();
+    for (i, (cl, _)) in clusters.iter().enumerate() {
+        if cl.name.is_empty() {
+            c.err(format!("clusters[{i}].name"), "must not be empty");
+        } else if !names.insert(cl.name.as_str()) {
+            twice(c, i, &cl.name);
+        }
+    }
 }
 
 fn limits(c: &mut Checker, l: &Limits) {
@@ -196,7 +256,8 @@ fn matcher(c: &mut Checker, m: &Matcher) {
     }
 }
 
-fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAddr>) {
+/// Each listener's own addresses, and none shared between listeners.
+fn listener_addresses(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAddr>) {
     let mut any = false;
     let addr_fields = l
         .address
@@ -234,6 +295,9 @@ fn listener(c: &mut Checker, p: &str, l: &Listener, bound: &mut HashSet<SocketAd
             "a listener needs address or addresses",
         );
     }
+}
+
+fn listener(c: &mut Checker, p: &str, l: &Listener) {
     // Both: the protocol is detected per connection (HTTP to http, the rest to tcp).
     if let Some(t) = &l.tcp {
         tcp_proxy(c, &format!("{p}.tcp"), t);
@@ -305,7 +369,7 @@ fn certificate(c: &mut Checker, p: &str, cert: &TlsCertificate) {
     }
     if let Some(name) = sds_name(&cert.certificate_chain) {
         if cert.certificate_chain != SDS_WORKLOAD_CERT {
-            let found = c.config.secrets.iter().find(|s| s.name == name);
+            let found = c.secrets.iter().find(|s| s.name == name);
             if found.is_none_or(|s| s.tls_certificate.is_none()) {
                 c.err(
                     format!("{p}.certificate_chain"),
@@ -390,7 +454,7 @@ fn poll_delay(c: &mut Checker, p: &str, provider: &PrivateKeyProvider) {
 fn trusted_ca(c: &mut Checker, p: &str, ca: &str) {
     if let Some(name) = sds_name(ca) {
         if ca != SDS_ROOT_CA {
-            let found = c.config.secrets.iter().find(|s| s.name == name);
+            let found = c.secrets.iter().find(|s| s.name == name);
             if found.is_none_or(|s| s.validation_context.is_none()) {
                 c.err(
                     p.to_string(),

@@ -1,5 +1,6 @@
 //! Control-plane scale: N services × 10 endpoints, 100 sidecars connected over real
-//! gRPC (trellis-xds client engines on loopback), in state-of-the-world and delta:
+//! gRPC (trellis-xds client engines on loopback, each decoding what it receives with
+//! the proxy's decoder), in state-of-the-world and delta:
 //!   - control plane memory (RSS growth after loading and generating every view);
 //!   - time to push the full config to all 100 (from views being set in the cache to
 //!     every client holding every listener, route configuration, cluster and endpoint
@@ -82,10 +83,13 @@ const TYPES: [&str; 4] = [LISTENER, ROUTE, CLUSTER, ENDPOINT];
 /// svc-0's endpoint assignment.
 type Holding = ([usize; 4], Option<String>);
 
-/// A sidecar's xDS client that only counts what it holds.
+/// A sidecar's xDS client that decodes what it holds as the proxy does (its decoder:
+/// only what changed), and counts it. Applying it (clusters, route tables, listeners) is
+/// the real sidecar's part, measured by `bench/sidecar-xds.sh`.
 #[derive(Clone)]
 struct Counter {
     interest: Arc<trellis_proxy::SidecarInterest>,
+    decoder: Arc<Mutex<trellis_envoy::Decoder>>,
     state: Arc<Mutex<Holding>>,
     /// How many of each type its view has.
     view: [usize; 4],
@@ -108,6 +112,11 @@ impl Subscriber for Counter {
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
+        self.decoder
+            .lock()
+            .unwrap()
+            .decode(&trellis_proxy::HeldResources(state))
+            .map_err(|e| e.to_string())?;
         let svc0 = state
             .get(ENDPOINT, "outbound|8080||svc-0.default.svc.cluster.local")
             .map(|r| r.version().to_string());
@@ -190,6 +199,7 @@ fn connect_all(
             let view = cache.get(node).expect("every node has a view");
             Counter {
                 interest: Default::default(),
+                decoder: Default::default(),
                 state: Default::default(),
                 view: TYPES.map(|t| view.iter(t).count()),
             }

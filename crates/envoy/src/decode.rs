@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uhttp;
 use envoy_types::pb::envoy::r#type::matcher::v3 as m;
 use envoy_types::pb::envoy::r#type::v3 as ty;
 use envoy_types::pb::google::protobuf::{Any, Duration as PDuration};
+use prost::bytes::Bytes;
 use prost::Message;
 use trellis_config::{self as tc, Dur, SDS_ROOT_CA, SDS_WORKLOAD_CERT};
 
@@ -48,12 +49,29 @@ pub struct DecodeError {
 
 struct Ctx<'a> {
     resource: String,
-    routes: &'a BTreeMap<String, Any>,
-    endpoints: &'a BTreeMap<String, Any>,
-    secrets: &'a BTreeMap<String, Any>,
+    /// Where route configurations, endpoint assignments and secrets are looked up.
+    named: &'a dyn Lookup,
+    /// What was looked up, found or not: the resource decodes the same while these do.
+    deps: &'a mut Vec<Dep>,
     waiting: &'a mut Vec<String>,
     /// SDS secrets named so far.
-    named: &'a mut std::collections::BTreeSet<String>,
+    secrets_named: &'a mut std::collections::BTreeSet<String>,
+}
+
+/// The resources a listener or cluster names, by type URL and name: route
+/// configurations, endpoint assignments and secrets, as their encoded bodies.
+pub trait Lookup {
+    fn body(&self, type_url: &'static str, name: &str) -> Option<Bytes>;
+    /// Every resource of `type_url` (name, body), in the byte order of the names.
+    fn for_each(&self, type_url: &'static str, f: &mut dyn FnMut(&Bytes, &Bytes));
+}
+
+/// A lookup made while decoding a resource, and what it found.
+#[derive(Clone, Debug)]
+pub(crate) struct Dep {
+    pub type_url: &'static str,
+    pub name: String,
+    pub body: Option<Bytes>,
 }
 
 impl Ctx<'_> {
@@ -74,12 +92,111 @@ impl Ctx<'_> {
         if any.type_url != want {
             return Err(self.err(path, format!("expected {want}, got {}", any.type_url)));
         }
-        M::decode(any.value.as_slice()).map_err(|e| self.err(path, format!("cannot decode: {e}")))
+        self.decode_body(&any.value, path)
+    }
+
+    fn decode_body<M: Message + Default>(&self, body: &[u8], path: &str) -> Result<M, DecodeError> {
+        M::decode(body).map_err(|e| self.err(path, format!("cannot decode: {e}")))
+    }
+
+    /// A named resource, recorded as something this resource depends on.
+    fn lookup(&mut self, type_url: &'static str, name: &str) -> Option<Bytes> {
+        let body = self.named.body(type_url, name);
+        self.deps.push(Dep {
+            type_url,
+            name: name.to_string(),
+            body: body.clone(),
+        });
+        body
+    }
+}
+
+/// What decoding one listener or cluster gave, with what it looked up on the way.
+pub(crate) struct One<T> {
+    /// None: waiting for something it names (or nothing to apply).
+    pub out: Option<T>,
+    pub deps: Vec<Dep>,
+    pub waiting: Vec<String>,
+    pub secrets: std::collections::BTreeSet<String>,
+}
+
+fn one<T>(
+    resource: String,
+    named: &dyn Lookup,
+    decode: impl FnOnce(&mut Ctx) -> Result<Option<T>, DecodeError>,
+) -> Result<One<T>, DecodeError> {
+    let (mut deps, mut waiting, mut secrets) = (Vec::new(), Vec::new(), Default::default());
+    let mut ctx = Ctx {
+        resource,
+        named,
+        deps: &mut deps,
+        waiting: &mut waiting,
+        secrets_named: &mut secrets,
+    };
+    let out = decode(&mut ctx)?;
+    Ok(One {
+        out,
+        deps,
+        waiting,
+        secrets,
+    })
+}
+
+/// Decodes one listener (its route configuration looked up in `named`).
+pub(crate) fn decode_listener(
+    name: &str,
+    body: &[u8],
+    named: &dyn Lookup,
+) -> Result<One<tc::Listener>, DecodeError> {
+    one(format!("Listener {name}"), named, |ctx| {
+        let l: lis::Listener = ctx.decode_body(body, "")?;
+        let direction = l.traffic_direction;
+        let mut l = listener(ctx, l)?;
+        if let Some(t) = l
+            .as_mut()
+            .and_then(|l| l.http.as_mut())
+            .and_then(|h| h.tracing.as_mut())
+        {
+            t.span_kind = crate::trace::span_kind(direction);
+        }
+        Ok(l)
+    })
+}
+
+/// Decodes one cluster (its endpoint assignment looked up in `named`).
+pub(crate) fn decode_cluster(
+    name: &str,
+    body: &[u8],
+    named: &dyn Lookup,
+) -> Result<One<tc::Cluster>, DecodeError> {
+    one(format!("Cluster {name}"), named, |ctx| {
+        let c: cl::Cluster = ctx.decode_body(body, "")?;
+        cluster(ctx, c)
+    })
+}
+
+/// Resources as maps of `Any` by type, each checked to be of its map's type.
+struct Maps<'a>(BTreeMap<&'static str, &'a BTreeMap<String, Any>>);
+
+impl Lookup for Maps<'_> {
+    fn body(&self, type_url: &'static str, name: &str) -> Option<Bytes> {
+        let any = self.0.get(type_url)?.get(name)?;
+        Some(Bytes::copy_from_slice(&any.value))
+    }
+
+    fn for_each(&self, type_url: &'static str, f: &mut dyn FnMut(&Bytes, &Bytes)) {
+        for (name, any) in self.0.get(type_url).into_iter().flat_map(|m| m.iter()) {
+            f(
+                &Bytes::copy_from_slice(name.as_bytes()),
+                &Bytes::copy_from_slice(&any.value),
+            );
+        }
     }
 }
 
 /// Decodes the listeners and clusters in `listeners`/`clusters`, looking up their route
-/// configurations, endpoint assignments and SDS secrets by name.
+/// configurations, endpoint assignments and SDS secrets by name. (A proxy that decodes
+/// update after update keeps a [`crate::Decoder`], which decodes only what changed.)
 pub fn decode(
     listeners: &BTreeMap<String, Any>,
     routes: &BTreeMap<String, Any>,
@@ -87,67 +204,55 @@ pub fn decode(
     endpoints: &BTreeMap<String, Any>,
     secrets: &BTreeMap<String, Any>,
 ) -> Result<Decoded, DecodeError> {
-    let mut out = Decoded::default();
-    let mut named = std::collections::BTreeSet::new();
-    for (name, body) in listeners {
-        let mut ctx = Ctx {
-            resource: format!("Listener {name}"),
-            routes,
-            endpoints,
-            secrets,
-            waiting: &mut out.waiting_for,
-            named: &mut named,
-        };
-        let l: lis::Listener = ctx.decode(body, crate::LISTENER, "")?;
-        let direction = l.traffic_direction;
-        if let Some(mut l) = listener(&mut ctx, l)? {
-            if let Some(t) = l.http.as_mut().and_then(|h| h.tracing.as_mut()) {
-                t.span_kind = crate::trace::span_kind(direction);
-            }
-            out.listeners.push(l);
+    for (kind, want, map) in [
+        ("Listener", crate::LISTENER, listeners),
+        ("RouteConfiguration", crate::ROUTE, routes),
+        ("Cluster", crate::CLUSTER, clusters),
+        ("ClusterLoadAssignment", crate::ENDPOINT, endpoints),
+        ("Secret", crate::SECRET, secrets),
+    ] {
+        if let Some((name, any)) = map.iter().find(|(_, a)| a.type_url != want) {
+            return Err(DecodeError {
+                resource: format!("{kind} {name}"),
+                path: String::new(),
+                message: format!("expected {want}, got {}", any.type_url),
+            });
         }
     }
-    for (name, body) in clusters {
-        let mut ctx = Ctx {
-            resource: format!("Cluster {name}"),
-            routes,
-            endpoints,
-            secrets,
-            waiting: &mut out.waiting_for,
-            named: &mut named,
-        };
-        let c: cl::Cluster = ctx.decode(body, crate::CLUSTER, "")?;
-        if let Some(c) = cluster(&mut ctx, c)? {
-            out.clusters.push(c);
-        }
-    }
-    for name in named {
-        if let Some(body) = secrets.get(&name) {
-            out.secrets.push(secret(&name, body)?);
-        }
-    }
-    // Several chains may wait for the same resource.
-    out.waiting_for.sort();
-    out.waiting_for.dedup();
-    Ok(out)
+    let held = Maps(BTreeMap::from([
+        (crate::LISTENER, listeners),
+        (crate::ROUTE, routes),
+        (crate::CLUSTER, clusters),
+        (crate::ENDPOINT, endpoints),
+        (crate::SECRET, secrets),
+    ]));
+    let shared = crate::Decoder::default().decode(&held)?;
+    Ok(Decoded {
+        listeners: shared
+            .listeners
+            .into_iter()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .collect(),
+        clusters: shared
+            .clusters
+            .into_iter()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .collect(),
+        secrets: shared.secrets,
+        waiting_for: shared.waiting_for,
+    })
 }
 
 /// An SDS `Secret`: a certificate with its key, or a validation context, inline PEM
 /// (errors name the secret, never its content).
-fn secret(name: &str, body: &Any) -> Result<tc::Secret, DecodeError> {
+pub(crate) fn decode_secret(name: &str, body: &[u8]) -> Result<tc::Secret, DecodeError> {
     use tls::secret::Type;
     let err = |path: &str, message: &str| DecodeError {
         resource: format!("Secret {name}"),
         path: path.to_string(),
         message: message.to_string(),
     };
-    if body.type_url != crate::SECRET {
-        return Err(err(
-            "",
-            &format!("expected {}, got {}", crate::SECRET, body.type_url),
-        ));
-    }
-    let s = tls::Secret::decode(body.value.as_slice()).map_err(|_| err("", "cannot decode"))?;
+    let s = tls::Secret::decode(body).map_err(|_| err("", "cannot decode"))?;
     let pem = |d: &Option<core::DataSource>, path: &str| -> Result<String, DecodeError> {
         use core::data_source::Specifier;
         match d.as_ref().and_then(|d| d.specifier.as_ref()) {
@@ -197,10 +302,10 @@ fn secret(name: &str, body: &Any) -> Result<tc::Secret, DecodeError> {
 impl Ctx<'_> {
     /// An SDS name other than the identity agent's: waited for until it arrives.
     fn sds_secret(&mut self, name: &str) -> String {
-        if !self.secrets.contains_key(name) {
+        if self.lookup(crate::SECRET, name).is_none() {
             self.waiting.push(format!("Secret/{name}"));
         }
-        self.named.insert(name.to_string());
+        self.secrets_named.insert(name.to_string());
         format!("sds://{name}")
     }
 }
@@ -797,20 +902,19 @@ fn http_manager(
     out.authorization = rbac.finish();
     let config = match h.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
-            let Some(any) = ctx.routes.get(&rds.route_config_name) else {
+            let Some(body) = ctx.lookup(crate::ROUTE, &rds.route_config_name) else {
                 ctx.waiting
                     .push(format!("RouteConfiguration/{}", rds.route_config_name));
                 return Ok(None);
             };
             let mut inner = Ctx {
                 resource: format!("RouteConfiguration {}", rds.route_config_name),
-                routes: ctx.routes,
-                endpoints: ctx.endpoints,
-                secrets: ctx.secrets,
-                waiting: ctx.waiting,
                 named: ctx.named,
+                deps: ctx.deps,
+                waiting: ctx.waiting,
+                secrets_named: ctx.secrets_named,
             };
-            let r: rt::RouteConfiguration = inner.decode(any, crate::ROUTE, "")?;
+            let r: rt::RouteConfiguration = inner.decode_body(&body, "")?;
             route_configuration(&mut inner, r)?
         }
         Some(RouteSpecifier::RouteConfig(r)) => route_configuration(ctx, r)?,
@@ -1357,11 +1461,11 @@ fn cluster(ctx: &mut Ctx, c: cl::Cluster) -> Result<Option<tc::Cluster>, DecodeE
                 .map(|e| e.service_name.clone())
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| c.name.clone());
-            let Some(any) = ctx.endpoints.get(&name) else {
+            let Some(body) = ctx.lookup(crate::ENDPOINT, &name) else {
                 ctx.waiting.push(format!("ClusterLoadAssignment/{name}"));
                 return Ok(None);
             };
-            let cla: ep::ClusterLoadAssignment = ctx.decode(any, crate::ENDPOINT, "endpoints")?;
+            let cla: ep::ClusterLoadAssignment = ctx.decode_body(&body, "endpoints")?;
             (tc::DiscoveryType::Static, cla)
         }
         DiscoveryType::Static => (

@@ -13,6 +13,7 @@
 
 mod access_log;
 mod decode;
+mod decoder;
 mod encode;
 mod metadata;
 mod metadata_exchange;
@@ -23,7 +24,8 @@ mod trace;
 
 use prost::bytes::Bytes;
 
-pub use decode::{decode, DecodeError, Decoded};
+pub use decode::{decode, DecodeError, Decoded, Lookup};
+pub use decoder::{Decoder, SharedDecoded};
 pub use encode::{
     encode, encode_listener, encode_proxyless, encode_routes, EncodeError, Resources,
 };

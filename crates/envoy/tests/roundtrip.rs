@@ -881,3 +881,172 @@ mod hostile {
         }
     }
 }
+
+/// Resource bodies as a client holds them, by type and name.
+struct Held(BTreeMap<(&'static str, String), prost::bytes::Bytes>);
+
+impl Held {
+    fn of(r: &Resources) -> Held {
+        let types = [
+            trellis_envoy::LISTENER,
+            trellis_envoy::ROUTE,
+            trellis_envoy::CLUSTER,
+            trellis_envoy::ENDPOINT,
+            trellis_envoy::SECRET,
+        ];
+        let mut held = BTreeMap::new();
+        for (t, map) in types.into_iter().zip(maps(r)) {
+            for (name, any) in map {
+                held.insert((t, name), any.value.into());
+            }
+        }
+        Held(held)
+    }
+
+    fn decode(
+        &self,
+        decoder: &mut trellis_envoy::Decoder,
+    ) -> Result<trellis_envoy::SharedDecoded, trellis_envoy::DecodeError> {
+        decoder.decode(self)
+    }
+}
+
+impl trellis_envoy::Lookup for Held {
+    fn body(&self, type_url: &'static str, name: &str) -> Option<prost::bytes::Bytes> {
+        self.0.get(&(type_url, name.to_string())).cloned()
+    }
+
+    fn for_each(
+        &self,
+        type_url: &'static str,
+        f: &mut dyn FnMut(&prost::bytes::Bytes, &prost::bytes::Bytes),
+    ) {
+        for ((t, name), body) in &self.0 {
+            if *t == type_url {
+                f(&prost::bytes::Bytes::from(name.clone()), body);
+            }
+        }
+    }
+}
+
+fn cluster_of(
+    d: &trellis_envoy::SharedDecoded,
+    name: &str,
+) -> std::sync::Arc<trellis_config::Cluster> {
+    d.clusters.iter().find(|c| c.name == name).unwrap().clone()
+}
+
+fn listener_of(
+    d: &trellis_envoy::SharedDecoded,
+    name: &str,
+) -> std::sync::Arc<trellis_config::Listener> {
+    d.listeners.iter().find(|l| l.name == name).unwrap().clone()
+}
+
+#[test]
+fn a_decoder_decodes_again_only_what_changed_or_what_it_names_changed() {
+    use std::sync::Arc;
+    let config = Config::parse(CONFIG, "roundtrip.yaml").unwrap();
+    let resources = encode(&config).unwrap();
+    let mut held = Held::of(&resources);
+    let mut decoder = trellis_envoy::Decoder::default();
+    let first = held.decode(&mut decoder).unwrap();
+    assert_eq!(
+        decoder.decoded,
+        resources.listeners.len() + resources.clusters.len()
+    );
+    // The same as decoding the whole set at once.
+    let [l, r, c, e, s] = maps(&resources);
+    let whole = decode(&l, &r, &c, &e, &s).unwrap();
+    assert_eq!(
+        first
+            .listeners
+            .iter()
+            .map(|l| (**l).clone())
+            .collect::<Vec<_>>(),
+        whole.listeners
+    );
+    assert_eq!(
+        first
+            .clusters
+            .iter()
+            .map(|c| (**c).clone())
+            .collect::<Vec<_>>(),
+        whole.clusters
+    );
+
+    // Nothing changed: nothing decoded, every value the same allocation.
+    let again = held.decode(&mut decoder).unwrap();
+    assert_eq!(decoder.decoded, 0);
+    assert!(again
+        .clusters
+        .iter()
+        .zip(&first.clusters)
+        .all(|(a, b)| Arc::ptr_eq(a, b)));
+
+    // One endpoint assignment changes: its cluster alone is decoded again.
+    let mut cla = resources
+        .endpoints
+        .iter()
+        .find(|e| e.cluster_name == "reviews-v1")
+        .unwrap()
+        .clone();
+    cla.endpoints[0].lb_endpoints.truncate(1);
+    held.0.insert(
+        (trellis_envoy::ENDPOINT, "reviews-v1".into()),
+        cla.encode_to_vec().into(),
+    );
+    let changed = held.decode(&mut decoder).unwrap();
+    assert_eq!(decoder.decoded, 1);
+    assert!(!Arc::ptr_eq(
+        &cluster_of(&changed, "reviews-v1"),
+        &cluster_of(&first, "reviews-v1")
+    ));
+    assert!(Arc::ptr_eq(
+        &cluster_of(&changed, "reviews-v2"),
+        &cluster_of(&first, "reviews-v2")
+    ));
+    assert!(changed
+        .listeners
+        .iter()
+        .zip(&first.listeners)
+        .all(|(a, b)| Arc::ptr_eq(a, b)));
+
+    // A route configuration changes: the listener that names it is decoded again.
+    let mut routes = resources
+        .routes
+        .iter()
+        .find(|r| r.name == "outbound")
+        .unwrap()
+        .clone();
+    routes.virtual_hosts[0].domains.push("extra.example".into());
+    held.0.insert(
+        (trellis_envoy::ROUTE, "outbound".into()),
+        routes.encode_to_vec().into(),
+    );
+    let rerouted = held.decode(&mut decoder).unwrap();
+    assert_eq!(decoder.decoded, 1);
+    assert!(!Arc::ptr_eq(
+        &listener_of(&rerouted, "outbound"),
+        &listener_of(&first, "outbound")
+    ));
+
+    // What it names goes away: the cluster waits for it (not refused, not kept).
+    held.0
+        .remove(&(trellis_envoy::ENDPOINT, "reviews-v2".into()));
+    let waiting = held.decode(&mut decoder).unwrap();
+    assert_eq!(waiting.waiting_for, ["ClusterLoadAssignment/reviews-v2"]);
+    assert!(!waiting.clusters.iter().any(|c| c.name == "reviews-v2"));
+
+    // A resource that cannot be decoded refuses the set; the next good one decodes.
+    held.0.insert(
+        (trellis_envoy::CLUSTER, "reviews-v1".into()),
+        prost::bytes::Bytes::from_static(b"\xff\xff\xff"),
+    );
+    let refused = held.decode(&mut decoder).unwrap_err();
+    assert_eq!(refused.resource, "Cluster reviews-v1");
+    let good = Held::of(&resources);
+    let back = good.decode(&mut decoder).unwrap();
+    assert!(back.waiting_for.is_empty());
+    assert_eq!(back.clusters.len(), first.clusters.len());
+}

@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use trellis_config::Config;
 
 /// What the admin endpoints show; replaced as a whole on every applied config.
 pub struct AdminView {
-    pub config: Arc<Config>,
+    pub serving: Arc<crate::serving::Serving>,
+    /// In no order (sorted when asked for).
     pub clusters: Vec<Arc<Cluster>>,
     pub listeners: Vec<(String, Vec<SocketAddr>)>,
 }
@@ -68,7 +68,7 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<B
         "/healthz" => text(StatusCode::OK, "OK\n"),
         "/certs" => {
             let mut certs = crate::identity::describe(state.identity.as_deref());
-            certs["trust_bundles"] = crate::trust::describe(&state.view.load().config);
+            certs["trust_bundles"] = crate::trust::describe(&state.view.load().serving);
             json_reply(certs)
         }
         "/stats/prometheus" | "/metrics" => {
@@ -81,7 +81,7 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<B
         }
         "/config_dump" => {
             let view = state.view.load();
-            json_reply(serde_json::to_value(&*view.config).unwrap_or_default())
+            json_reply(serde_json::to_value(view.serving.to_config()).unwrap_or_default())
         }
         "/listeners" => {
             let view = state.view.load();
@@ -100,6 +100,8 @@ fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<B
 }
 
 fn clusters_json(clusters: &[Arc<Cluster>]) -> serde_json::Value {
+    let mut clusters: Vec<&Arc<Cluster>> = clusters.iter().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
     json!(clusters
         .iter()
         .map(|c| {

@@ -19,6 +19,7 @@ pub mod listener;
 mod metric_overrides;
 mod peer_exchange;
 pub mod server;
+mod serving;
 mod sniff;
 pub mod stats;
 pub mod tcp;
@@ -30,4 +31,4 @@ pub mod xds;
 
 pub use interest::SidecarInterest;
 pub use server::{run, ProxyOptions};
-pub use xds::XdsOptions;
+pub use xds::{HeldResources, XdsOptions};

@@ -10,6 +10,7 @@ use crate::admin::{self, AdminState, AdminView};
 use crate::cluster::ClusterManager;
 use crate::http::HttpManager;
 use crate::listener::{Behaviour, Connections, Listener, ListenerRuntime};
+use crate::serving::Serving;
 use crate::stats::{Metrics, ResultLabels};
 use crate::tcp::TcpProxy;
 use anyhow::Context as _;
@@ -51,27 +52,32 @@ struct Proxy {
     admin: Arc<AdminState>,
     identity: Option<Arc<crate::identity::Agent>>,
     /// The last good config file, and what xDS added to it.
-    base: Config,
+    base: Serving,
     dynamic: crate::xds::Dynamic,
+    /// What is served: `base` with `dynamic`.
+    serving: Arc<Serving>,
+    /// The config each running listener was built from.
+    listener_sources: HashMap<String, Arc<trellis_config::Listener>>,
+    /// The workload the listeners were built for (as the first to name one names it).
+    own: trellis_config::WorkloadMetadata,
     /// The xDS node id, sent with this workload's peer metadata.
     node_id: Option<String>,
 }
 
-/// The file's config with the xDS listeners and clusters beside its own.
-fn merged(base: &Config, dynamic: &crate::xds::Dynamic) -> Config {
-    let mut config = base.clone();
-    config.listeners.extend(dynamic.listeners.iter().cloned());
-    config.clusters.extend(dynamic.clusters.iter().cloned());
-    config.secrets.extend(dynamic.secrets.iter().cloned());
-    config
+/// How much of the config an apply builds anew.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// Listeners and clusters whose config changed (an xDS update).
+    Changed,
+    /// Everything: the file changed, or the certificate the TLS contexts hold.
+    All,
 }
 
 impl Proxy {
-    /// Applies an xDS update on top of the current file.
+    /// Applies an xDS update on top of the current file: what it changes.
     async fn apply_dynamic(&mut self, dynamic: crate::xds::Dynamic) -> Result<(), String> {
-        let config = merged(&self.base, &dynamic);
-        config.check("xDS").map_err(|e| e.to_string())?;
-        self.apply(config).await?;
+        let serving = self.base.with(&dynamic);
+        self.apply(serving, Rebuild::Changed, "xDS").await?;
         tracing::info!(
             listeners = dynamic.listeners.len(),
             clusters = dynamic.clusters.len(),
@@ -81,38 +87,85 @@ impl Proxy {
         Ok(())
     }
 
-    /// Applies a validated config completely or not at all. On error nothing changes.
-    async fn apply(&mut self, config: Config) -> Result<(), String> {
+    /// Validates and applies `serving` completely or not at all (on error nothing
+    /// changes); `source` names it in errors.
+    async fn apply(
+        &mut self,
+        serving: Serving,
+        mut rebuild: Rebuild,
+        source: &str,
+    ) -> Result<(), String> {
+        let config = &*serving.settings;
         // The agent is started once, with the first config's identity section.
         if config.identity.as_ref() != self.identity.as_ref().map(|a| a.config()) {
             return Err("identity: changes need a restart".into());
         }
-        let cert = self.identity.as_ref().and_then(|a| a.current());
-        let workload = crate::tls::Workload {
-            cert: cert.as_deref(),
-            secrets: &config.secrets,
-        };
-        // TLS contexts first: a missing or bad certificate file refuses the config.
-        let mut upstream_tls = HashMap::new();
-        for c in &config.clusters {
-            if let Some(t) = &c.tls {
-                let ctx = crate::tls::client(t, c.http2, &self.metrics, workload)
-                    .map_err(|e| format!("clusters {:?}: {e}", c.name))?;
-                upstream_tls.insert(c.name.clone(), Arc::new(ctx));
-            }
+        // What is not a listener or cluster of its own reaches into all of them.
+        if !Arc::ptr_eq(&serving.settings, &self.serving.settings)
+            || serving.secrets != self.serving.secrets
+        {
+            rebuild = Rebuild::All;
         }
-        let (clusters, fresh) = self.clusters.build(&config.clusters, &self.metrics);
-        let mut access_logs = self.access_logs.clone();
-        let mut exporters = crate::tracer::Exporters::default();
-        let mut runtimes = Vec::new();
         // This workload, as its own listeners name it (a shared listener does not).
-        let own = config
+        let own = serving
             .listeners
             .iter()
             .filter_map(|l| l.istio_stats.as_ref()?.workload.as_ref())
             .next()
             .cloned()
             .unwrap_or_default();
+        if own != self.own {
+            rebuild = Rebuild::All;
+        }
+        let all = rebuild == Rebuild::All;
+        // Check what changed; the rest was checked when it came. Once a cluster goes,
+        // every listener is checked again for what it names.
+        let (cluster_marks, kept) = self.clusters.marks(&serving.clusters, all);
+        let removes = kept < self.clusters.count();
+        let changed_listeners: Vec<bool> = serving
+            .listeners
+            .iter()
+            .map(|l| {
+                all || !self
+                    .listener_sources
+                    .get(&l.name)
+                    .is_some_and(|s| Arc::ptr_eq(s, l) || s == l)
+            })
+            .collect();
+        let listener_marks: Vec<_> = serving
+            .listeners
+            .iter()
+            .zip(&changed_listeners)
+            .map(|(l, changed)| (&**l, *changed || removes))
+            .collect();
+        config
+            .check_with(source, &serving.secrets, &listener_marks, &cluster_marks)
+            .map_err(|e| e.to_string())?;
+        let cert = self.identity.as_ref().and_then(|a| a.current());
+        let workload = crate::tls::Workload {
+            cert: cert.as_deref(),
+            secrets: &serving.secrets,
+        };
+        let clusters = self.clusters.build(&serving.clusters, &self.metrics, all);
+        // TLS contexts first: a missing or bad certificate file refuses the config.
+        let mut upstream_tls = Vec::new();
+        for (c, cluster) in clusters.built() {
+            let ctx = match &c.tls {
+                Some(t) => Some(Arc::new(
+                    crate::tls::client(t, c.http2, &self.metrics, workload)
+                        .map_err(|e| format!("clusters {:?}: {e}", c.name))?,
+                )),
+                None => None,
+            };
+            upstream_tls.push((cluster.clone(), ctx));
+        }
+        let mut access_logs = self.access_logs.clone();
+        // Listeners kept as they are keep their tracers, whose exporters stay.
+        let mut exporters = match rebuild {
+            Rebuild::All => crate::tracer::Exporters::default(),
+            Rebuild::Changed => self.exporters.clone(),
+        };
+        let mut runtimes = Vec::new();
         let node_id = self.node_id.clone().unwrap_or_else(|| own.name.clone());
         self.metrics.istio.max_series.store(
             config.limits.max_istio_series as usize,
@@ -121,7 +174,12 @@ impl Proxy {
         // The frame a listener writes names this workload unless the listener names
         // its own: made once, shared by the rest.
         let own_frame = crate::peer_exchange::frame(&own, &node_id);
-        for l in &config.listeners {
+        for (l, _) in serving
+            .listeners
+            .iter()
+            .zip(&changed_listeners)
+            .filter(|(_, changed)| **changed)
+        {
             let stats = self.metrics.listener(&l.name);
             let authz = match &l.authorization {
                 Some(a) => {
@@ -300,11 +358,13 @@ impl Proxy {
             }
         }
         // Commit.
-        for (name, c) in &clusters {
-            c.tls.store(upstream_tls.get(name).cloned());
+        for (cluster, tls) in upstream_tls {
+            cluster.tls.store(tls);
         }
-        let starts: Vec<_> = fresh
-            .into_iter()
+        let starts: Vec<_> = clusters
+            .fresh
+            .iter()
+            .cloned()
             .map(|c| self.worker.spawn(async move { c.start().await }))
             .collect();
         for s in starts {
@@ -316,7 +376,7 @@ impl Proxy {
             slot.store(Arc::new(rt));
         }
         let keep: std::collections::HashSet<&str> =
-            config.listeners.iter().map(|l| l.name.as_str()).collect();
+            serving.listeners.iter().map(|l| l.name.as_str()).collect();
         let moved: Vec<String> = fresh_listeners.iter().map(|l| l.name.clone()).collect();
         self.listeners.retain(|name, l| {
             let stays = keep.contains(name.as_str()) && !moved.contains(name);
@@ -345,7 +405,7 @@ impl Proxy {
             }
         }
         self.handoffs.store(Arc::new(handoffs));
-        self.clusters.commit(clusters);
+        self.clusters.commit(clusters.into_commit());
         self.access_logs = access_logs;
         exporters.commit();
         self.exporters = exporters;
@@ -355,34 +415,36 @@ impl Proxy {
             .map(|l| (l.name.clone(), l.bound.clone()))
             .collect();
         listeners.sort();
-        let mut cluster_list: Vec<_> = self.clusters.all().cloned().collect();
-        cluster_list.sort_by(|a, b| a.name.cmp(&b.name));
+        self.listener_sources = serving
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
+        self.own = own;
+        let serving = Arc::new(serving);
         self.admin.view.store(Arc::new(AdminView {
-            config: Arc::new(config),
-            clusters: cluster_list,
+            serving: serving.clone(),
+            clusters: self.clusters.all().cloned().collect(),
             listeners,
         }));
+        self.serving = serving;
         Ok(())
     }
 
     async fn reload(&mut self, path: &Path) -> bool {
         let result = match Config::load(path) {
             Ok(c) => {
-                let config = merged(&c, &self.dynamic);
-                let checked = if self.dynamic == Default::default() {
-                    Ok(())
-                } else {
-                    config.check(&format!("{} with the xDS config", path.display()))
-                };
-                match checked {
-                    Err(e) => Err(e.to_string()),
-                    Ok(()) => match self.apply(config).await {
-                        Ok(()) => {
-                            self.base = c;
-                            Ok(())
-                        }
-                        Err(e) => Err(format!("{}: {e}", path.display())),
-                    },
+                let base = Serving::from_file(c);
+                let source = format!("{} with the xDS config", path.display());
+                match self
+                    .apply(base.with(&self.dynamic), Rebuild::All, &source)
+                    .await
+                {
+                    Ok(()) => {
+                        self.base = base;
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("{}: {e}", path.display())),
                 }
             }
             Err(e) => Err(e.to_string()),
@@ -521,7 +583,7 @@ async fn run_main(
     let admin_addr = config.admin.address.clone();
     let admin = Arc::new(AdminState {
         view: ArcSwap::from_pointee(AdminView {
-            config: Arc::new(Config::default()),
+            serving: Default::default(),
             clusters: Vec::new(),
             listeners: Vec::new(),
         }),
@@ -540,8 +602,11 @@ async fn run_main(
         exporters: Default::default(),
         admin: admin.clone(),
         identity: None,
-        base: config.clone(),
+        base: Serving::default(),
         dynamic: Default::default(),
+        serving: Default::default(),
+        listener_sources: HashMap::new(),
+        own: Default::default(),
         node_id: opts.xds.as_ref().map(|x| x.node_id.clone()),
     };
     let mut term = signal(SignalKind::terminate())?;
@@ -561,7 +626,7 @@ async fn run_main(
     }
     let admin = Arc::new(AdminState {
         view: ArcSwap::from_pointee(AdminView {
-            config: Arc::new(Config::default()),
+            serving: Default::default(),
             clusters: Vec::new(),
             listeners: Vec::new(),
         }),
@@ -574,10 +639,13 @@ async fn run_main(
         .await
         .with_context(|| format!("admin.address {admin_addr}: cannot bind"))?;
     let admin_bound = admin_listener.local_addr()?;
+    let base = Serving::from_file(config);
+    let source = opts.config.display().to_string();
     proxy
-        .apply(config)
+        .apply(base.clone(), Rebuild::All, &source)
         .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", opts.config.display()))?;
+        .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    proxy.base = base;
     tokio::spawn(admin::serve(admin_listener, admin.clone()));
     tokio::spawn(release_freed_memory());
     tracing::info!(admin = %admin_bound, "trellis proxy ready");
@@ -631,8 +699,8 @@ async fn run_main(
             }
             Some(()) = rotated.recv() => {
                 // New certificate: rebuild the TLS contexts; open connections keep theirs.
-                let config = (*proxy.admin.view.load().config).clone();
-                if let Err(e) = proxy.apply(config).await {
+                let serving = (*proxy.serving).clone();
+                if let Err(e) = proxy.apply(serving, Rebuild::All, "the rotated certificate").await {
                     tracing::error!("installing the rotated certificate failed: {e}");
                 }
             }
@@ -640,7 +708,14 @@ async fn run_main(
             _ = int.recv() => break,
         }
     }
-    let drain_timeout = admin.view.load().config.limits.drain_timeout.get();
+    let drain_timeout = admin
+        .view
+        .load()
+        .serving
+        .settings
+        .limits
+        .drain_timeout
+        .get();
     tracing::info!(timeout = ?drain_timeout, open = proxy.conns.active(), "draining");
     admin.draining.store(true, Ordering::Relaxed);
     for l in proxy.listeners.values() {

@@ -160,6 +160,7 @@ pub struct Metrics {
     pub identity_expiry: Gauge,
     xds_updates: Family<ResultLabels, Counter>,
     xds_connected: Gauge,
+    xds_decoded: Counter,
     /// Istio's standard metrics (`istio_*`), exported beside these.
     pub istio: Arc<crate::istio_stats::IstioMetrics>,
 }
@@ -226,6 +227,12 @@ impl Metrics {
             "xds_connected",
             "1 while the xDS stream to the control plane is up",
             xds_connected.clone(),
+        );
+        let xds_decoded = Counter::default();
+        registry.register(
+            "xds_resources_decoded",
+            "Listeners and clusters decoded from xDS updates (an unchanged one, with what it names unchanged, is kept as it was)",
+            xds_decoded.clone(),
         );
         let identity_expiry = Gauge::default();
         registry.register(
@@ -316,6 +323,7 @@ impl Metrics {
                 "Complete xDS updates by result (accepted, or rejected and NACKed)"
             ),
             xds_connected,
+            xds_decoded,
             cryptomb_batches: fam!(
                 "cryptomb_batches",
                 "Multi-buffer batches computed, by lanes filled (1..8)"
@@ -387,6 +395,10 @@ impl Metrics {
             .inc();
     }
 
+    pub fn xds_decoded(&self, resources: usize) {
+        self.xds_decoded.inc_by(resources as u64);
+    }
+
     pub fn xds_connected(&self, up: bool) {
         self.xds_connected.set(i64::from(up));
     }
@@ -428,29 +440,31 @@ impl Metrics {
         }
     }
 
+    /// A route's stats, made when it takes its first request: a route table of 10 000
+    /// virtual hosts is built without 60 000 series nobody may ever use.
     pub fn route(&self, listener: &str, virtual_host: &str, route: &str) -> RouteStats {
-        let labels = RouteLabels {
-            listener: listener.to_string(),
-            virtual_host: virtual_host.to_string(),
-            route: route.to_string(),
-        };
-        let by_class = CODE_CLASSES.map(|code_class| {
-            self.http_requests
-                .get_or_create(&RouteCodeLabels {
-                    listener: listener.to_string(),
-                    virtual_host: virtual_host.to_string(),
-                    route: route.to_string(),
-                    code_class,
-                })
-                .clone()
-        });
         RouteStats {
-            by_class,
-            duration: self.http_duration.get_or_create(&labels).clone(),
+            families: Box::new((self.http_requests.clone(), self.http_duration.clone())),
+            labels: Box::new(RouteLabels {
+                listener: listener.to_string(),
+                virtual_host: virtual_host.to_string(),
+                route: route.to_string(),
+            }),
+            made: std::sync::OnceLock::new(),
         }
     }
 
-    pub fn cluster(&self, name: &str) -> ClusterStats {
+    /// A cluster's stats, made when first used: a view of 10 000 clusters is applied
+    /// without 190 000 series, most of which would stay at zero.
+    pub fn cluster(self: &Arc<Self>, name: &str) -> LazyClusterStats {
+        LazyClusterStats {
+            metrics: self.clone(),
+            name: name.into(),
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn cluster_series(&self, name: &str) -> ClusterStats {
         let l = ClusterLabels {
             cluster: name.to_string(),
         };
@@ -527,16 +541,54 @@ impl HandshakeCounters {
     }
 }
 
-#[derive(Clone)]
 pub struct RouteStats {
+    families: Box<(Family<RouteCodeLabels, Counter>, HistFamily<RouteLabels>)>,
+    labels: Box<RouteLabels>,
+    made: std::sync::OnceLock<Box<RouteSeries>>,
+}
+
+struct RouteSeries {
     by_class: [Counter; 5],
     duration: Histogram,
 }
 
 impl RouteStats {
     pub fn record(&self, status: u16, seconds: f64) {
-        self.by_class[class_index(status)].inc();
-        self.duration.observe(seconds);
+        let series = self.made.get_or_init(|| {
+            let (requests, duration) = &*self.families;
+            let l = &*self.labels;
+            Box::new(RouteSeries {
+                by_class: CODE_CLASSES.map(|code_class| {
+                    requests
+                        .get_or_create(&RouteCodeLabels {
+                            listener: l.listener.clone(),
+                            virtual_host: l.virtual_host.clone(),
+                            route: l.route.clone(),
+                            code_class,
+                        })
+                        .clone()
+                }),
+                duration: duration.get_or_create(l).clone(),
+            })
+        });
+        series.by_class[class_index(status)].inc();
+        series.duration.observe(seconds);
+    }
+}
+
+/// [`ClusterStats`] made on first use.
+pub struct LazyClusterStats {
+    metrics: Arc<Metrics>,
+    name: Box<str>,
+    made: std::sync::OnceLock<Box<ClusterStats>>,
+}
+
+impl std::ops::Deref for LazyClusterStats {
+    type Target = ClusterStats;
+
+    fn deref(&self) -> &ClusterStats {
+        self.made
+            .get_or_init(|| Box::new(self.metrics.cluster_series(&self.name)))
     }
 }
 

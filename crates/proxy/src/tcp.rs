@@ -17,7 +17,7 @@ use xxhash_rust::xxh64::xxh64;
 
 pub struct TcpProxy {
     /// The clusters with their weights (one, weight 1, without weighted clusters).
-    pub clusters: Vec<(Arc<Cluster>, u32)>,
+    pub clusters: Vec<(crate::cluster::ClusterRef, u32)>,
     pub stats: ListenerStats,
     pub authz: Option<Arc<crate::authz::ListenerAuthz>>,
     /// Istio's TCP metrics for this listener.
@@ -114,7 +114,7 @@ const CONNECT_ATTEMPTS: usize = 2;
 impl TcpProxy {
     pub fn new(
         config: &trellis_config::TcpProxy,
-        clusters: &std::collections::HashMap<String, Arc<Cluster>>,
+        clusters: &crate::cluster::ClusterSet,
         stats: ListenerStats,
         authz: Option<Arc<crate::authz::ListenerAuthz>>,
         telemetry: Option<Arc<ListenerTelemetry>>,
@@ -122,12 +122,12 @@ impl TcpProxy {
         access_log: Option<TcpLog>,
     ) -> TcpProxy {
         let clusters = match config.weighted_clusters.is_empty() {
-            true => vec![(clusters[&config.cluster].clone(), 1)],
+            true => vec![(crate::http::named(clusters, &config.cluster), 1)],
             false => config
                 .weighted_clusters
                 .iter()
                 .filter(|w| w.weight > 0)
-                .map(|w| (clusters[&w.name].clone(), w.weight))
+                .map(|w| (crate::http::named(clusters, &w.name), w.weight))
                 .collect(),
         };
         TcpProxy {
@@ -141,19 +141,19 @@ impl TcpProxy {
     }
 
     /// This connection's cluster, by weight.
-    fn cluster(&self) -> &Arc<Cluster> {
+    fn cluster(&self) -> Arc<Cluster> {
         if let [(only, _)] = self.clusters.as_slice() {
-            return only;
+            return only.get();
         }
         let total: u32 = self.clusters.iter().map(|(_, w)| w).sum();
         let mut x = rand::Rng::gen_range(&mut rand::thread_rng(), 0..total);
         for (c, w) in &self.clusters {
             if x < *w {
-                return c;
+                return c.get();
             }
             x -= w;
         }
-        &self.clusters[0].0
+        self.clusters[0].0.get()
     }
 
     pub async fn serve<S>(&self, downstream: S, conn: &ConnInfo, idle_timeout: Duration)

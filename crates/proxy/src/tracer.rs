@@ -10,7 +10,7 @@ use arc_swap::ArcSwapOption;
 use trellis_config as tc;
 use trellis_trace::{Exporter, Kind, Sampling};
 
-use crate::cluster::Cluster;
+use crate::cluster::{ClusterRef, ClusterSet};
 use crate::stats::Metrics;
 
 pub struct ListenerTracer {
@@ -28,7 +28,7 @@ pub struct Exporters {
     /// Each provider's collector cluster in the config being built, handed to its export
     /// thread only once that config serves ([`Exporters::commit`]): a refused config
     /// must not move a running exporter.
-    pending: Vec<(Arc<ArcSwapOption<Cluster>>, Arc<Cluster>)>,
+    pending: Vec<(Arc<ArcSwapOption<ClusterRef>>, ClusterRef)>,
 }
 
 #[derive(Clone)]
@@ -36,7 +36,7 @@ struct Provider {
     exporter: Exporter,
     /// The collector's cluster in the config being served; the export thread reads its
     /// endpoints whenever it connects.
-    cluster: Arc<ArcSwapOption<Cluster>>,
+    cluster: Arc<ArcSwapOption<ClusterRef>>,
 }
 
 impl Exporters {
@@ -44,7 +44,7 @@ impl Exporters {
     /// its collector cluster's endpoints as that config has them.
     pub fn commit(&mut self) {
         for (slot, cluster) in self.pending.drain(..) {
-            slot.store(Some(cluster));
+            slot.store(Some(Arc::new(cluster)));
         }
     }
 
@@ -55,7 +55,7 @@ impl Exporters {
         &mut self,
         running: &Exporters,
         config: &tc::Tracing,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &ClusterSet,
         metrics: &Metrics,
         node_id: &str,
     ) -> Result<Arc<ListenerTracer>, String> {
@@ -64,7 +64,7 @@ impl Exporters {
         let cluster = clusters
             .get(&otel.cluster)
             .ok_or_else(|| format!("{field} {:?}: no such cluster", otel.cluster))?;
-        if cluster.config.tls.is_some() {
+        if cluster.get().config.tls.is_some() {
             return Err(format!(
                 "{field} {:?}: the cluster originates TLS, which the span exporter does not speak",
                 otel.cluster
@@ -74,12 +74,12 @@ impl Exporters {
         let provider = match self.by_provider.get(&key).or(running.by_provider.get(&key)) {
             Some(p) => p.clone(),
             None => {
-                let slot: Arc<ArcSwapOption<Cluster>> = Arc::default();
+                let slot: Arc<ArcSwapOption<ClusterRef>> = Arc::default();
                 let read = slot.clone();
                 let target: trellis_trace::Target = Arc::new(move || {
                     read.load()
                         .as_ref()
-                        .map(|c| c.endpoints().iter().map(|e| e.addr).collect())
+                        .map(|c| c.get().endpoints().iter().map(|e| e.addr).collect())
                         .unwrap_or_default()
                 });
                 let exporter = Exporter::start(&otel.service_name, target, metrics.spans.clone())

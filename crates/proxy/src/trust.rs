@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use trellis_config::{Config, TrustBundle};
+use trellis_config::TrustBundle;
 use trellis_tls::TrustDomainRoots;
 
 /// A sidecar's listeners and clusters usually share a few bundles: each distinct
@@ -51,7 +51,7 @@ pub fn bundles(field: &str, list: &[TrustBundle]) -> Result<Vec<TrustDomainRoots
 
 /// Every trust bundle the config uses: per trust domain its roots (SHA-256, subject,
 /// expiry) and which listeners (peers calling in) and clusters (peers called) trust it.
-pub fn describe(config: &Config) -> serde_json::Value {
+pub fn describe(config: &crate::serving::Serving) -> serde_json::Value {
     let mut seen: BTreeMap<(String, String), (Vec<String>, Vec<String>)> = BTreeMap::new();
     for l in &config.listeners {
         for b in l.tls.iter().flat_map(|t| &t.trust_bundles) {

@@ -1,11 +1,11 @@
 //! The proxy's xDS client: listeners, clusters (and the SDS secrets the listeners name)
 //! from a control plane over ADS, on top
 //! of what the bootstrap file declares. Each complete update is decoded into the
-//! proxy's own model, validated with the file's part and applied like a reload; what
-//! cannot be honoured is NACKed with the reason, and the last good config keeps
-//! serving, also while the control plane is away.
+//! proxy's own model — only the resources that changed, the rest kept from the last
+//! decode — validated with the file's part and applied; what cannot be honoured is
+//! NACKed with the reason, and the last good config keeps serving, also while the
+//! control plane is away.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,6 @@ use tokio::sync::{mpsc, oneshot};
 use trellis_config::{Cluster, Listener};
 use trellis_xds::client::{self, ClientOptions, ClientState, Interest, Mode, Subscriber};
 use trellis_xds::pb::envoy::config::core::v3::Node;
-use trellis_xds::pb::google::protobuf::Any;
-use trellis_xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 use crate::stats::Metrics;
 
@@ -30,13 +28,27 @@ pub struct XdsOptions {
     pub tls: bool,
 }
 
-/// The part of the config that came over xDS.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The part of the config that came over xDS; what did not change since the last
+/// update is the same `Arc`.
+#[derive(Clone, Debug, Default)]
 pub struct Dynamic {
-    pub listeners: Vec<Listener>,
-    pub clusters: Vec<Cluster>,
+    pub listeners: Vec<Arc<Listener>>,
+    pub clusters: Vec<Arc<Cluster>>,
     /// SDS secrets the listeners name (a gateway's credentials).
     pub secrets: Vec<trellis_config::Secret>,
+}
+
+/// Two lists holding the same values, compared by pointer before content.
+fn same_items<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+}
+
+impl PartialEq for Dynamic {
+    fn eq(&self, other: &Self) -> bool {
+        same_items(&self.listeners, &other.listeners)
+            && same_items(&self.clusters, &other.clusters)
+            && self.secrets == other.secrets
+    }
 }
 
 pub type Update = (Dynamic, oneshot::Sender<Result<(), String>>);
@@ -45,14 +57,23 @@ struct ProxySubscriber {
     interest: crate::interest::SidecarInterest,
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
+    decoder: trellis_envoy::Decoder,
     last: Option<Dynamic>,
 }
 
-fn map(state: &ClientState, type_url: &str) -> BTreeMap<String, Any> {
-    state
-        .of(type_url)
-        .map(|(name, r)| (name.to_string(), r.to_any(type_url)))
-        .collect()
+/// The resources the client holds, as the decoder reads them.
+pub struct HeldResources<'a>(pub &'a ClientState);
+
+impl trellis_envoy::Lookup for HeldResources<'_> {
+    fn body(&self, type_url: &'static str, name: &str) -> Option<bytes::Bytes> {
+        self.0.get(type_url, name).map(|r| r.body_shared().clone())
+    }
+
+    fn for_each(&self, type_url: &'static str, f: &mut dyn FnMut(&bytes::Bytes, &bytes::Bytes)) {
+        for (name, r) in self.0.of(type_url) {
+            f(name.as_shared(), r.body_shared());
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -62,14 +83,11 @@ impl Subscriber for ProxySubscriber {
     }
 
     async fn apply(&mut self, state: &ClientState) -> Result<(), String> {
-        let decoded = trellis_envoy::decode(
-            &map(state, LISTENER),
-            &map(state, ROUTE),
-            &map(state, CLUSTER),
-            &map(state, ENDPOINT),
-            &map(state, SECRET),
-        )
-        .map_err(|e| e.to_string());
+        let decoded = self
+            .decoder
+            .decode(&HeldResources(state))
+            .map_err(|e| e.to_string());
+        self.metrics.xds_decoded(self.decoder.decoded);
         let decoded = match decoded {
             Ok(d) => d,
             Err(e) => {
@@ -183,6 +201,7 @@ pub async fn run(
         interest: Default::default(),
         updates,
         metrics,
+        decoder: Default::default(),
         last: None,
     };
     client::run(client, subscriber).await;

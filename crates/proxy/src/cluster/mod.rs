@@ -8,7 +8,7 @@ pub mod outlier;
 mod pool;
 
 use crate::body::{Body, BoxError};
-use crate::stats::{ClusterStats, Metrics};
+use crate::stats::Metrics;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -101,7 +101,7 @@ impl std::fmt::Display for UpstreamError {
 pub struct Cluster {
     pub name: String,
     pub config: ClusterConfig,
-    pub stats: ClusterStats,
+    pub stats: crate::stats::LazyClusterStats,
     hosts: ArcSwap<HostSet>,
     rr: AtomicUsize,
     limits: Limits,
@@ -125,7 +125,7 @@ const ORIGINAL_DST_HOSTS: usize = 4096;
 
 impl Cluster {
     /// Builds a cluster; DNS clusters start empty and resolve in the background.
-    pub fn new(config: &ClusterConfig, metrics: &Metrics) -> Arc<Self> {
+    pub fn new(config: &ClusterConfig, metrics: &Arc<Metrics>) -> Arc<Self> {
         let endpoints = match config.discovery {
             DiscoveryType::Static => config
                 .endpoints
@@ -518,41 +518,212 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
-/// Keeps clusters across reloads: an unchanged config reuses the running cluster.
+/// A cluster as routes, TCP proxies and tracers name it: the cluster of that name the
+/// proxy serves, replaced in place when an update changes it, so that what names it is
+/// not rebuilt (a route table of 10 000 services stays as it is when one changes).
+#[derive(Clone)]
+pub struct ClusterRef(Arc<ArcSwap<Cluster>>);
+
+impl ClusterRef {
+    fn new(cluster: Arc<Cluster>) -> Self {
+        ClusterRef(Arc::new(ArcSwap::new(cluster)))
+    }
+
+    /// The cluster now; a request keeps the one it started with.
+    pub fn get(&self) -> Arc<Cluster> {
+        self.0.load_full()
+    }
+}
+
+/// A cluster the proxy serves, with the config it was built from.
+#[derive(Clone)]
+struct Served {
+    source: Arc<ClusterConfig>,
+    cluster: Arc<Cluster>,
+    by_name: ClusterRef,
+}
+
+/// Keeps clusters across updates: an unchanged config keeps its running cluster (its
+/// connections, outlier state and TLS context); a changed one is built anew and put in
+/// place of the old under the same [`ClusterRef`].
 #[derive(Default)]
 pub struct ClusterManager {
-    clusters: HashMap<String, Arc<Cluster>>,
+    clusters: rustc_hash::FxHashMap<String, Served>,
+    /// The configs served, in the order they came: an update that lists the same `Arc`
+    /// at the same place is told unchanged without a lookup.
+    order: Vec<Arc<ClusterConfig>>,
+}
+
+/// The clusters of a config being applied: the running ones it keeps, the ones it builds
+/// (to start, and to put in place on commit), and their names for what refers to them.
+pub struct ClusterSet<'a> {
+    running: &'a rustc_hash::FxHashMap<String, Served>,
+    order: Vec<Arc<ClusterConfig>>,
+    /// New or changed clusters, by name.
+    built: HashMap<String, Served>,
+    /// Running clusters the config does not have.
+    removed: std::collections::HashSet<String>,
+    /// Clusters made anew, to start before they serve.
+    pub fresh: Vec<Arc<Cluster>>,
+}
+
+impl ClusterSet<'_> {
+    /// The cluster named `name` in this config.
+    pub fn get(&self, name: &str) -> Option<&ClusterRef> {
+        match self.built.get(name) {
+            Some(s) => Some(&s.by_name),
+            None if self.removed.contains(name) => None,
+            None => self.running.get(name).map(|s| &s.by_name),
+        }
+    }
+
+    /// The clusters built for this config (new or changed), with their configs.
+    pub fn built(&self) -> impl Iterator<Item = (&ClusterConfig, &Arc<Cluster>)> {
+        self.built.values().map(|s| (&*s.source, &s.cluster))
+    }
+
+    /// Whether the config drops clusters that are running.
+    pub fn removes(&self) -> bool {
+        !self.removed.is_empty()
+    }
+
+    /// A cluster running now (kept or replaced), by name.
+    pub fn running(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.running.get(name).map(|s| &s.cluster)
+    }
+}
+
+/// What [`ClusterManager::commit`] installs.
+pub struct Commit {
+    built: HashMap<String, Served>,
+    removed: std::collections::HashSet<String>,
+    order: Vec<Arc<ClusterConfig>>,
+}
+
+impl ClusterSet<'_> {
+    pub fn into_commit(self) -> Commit {
+        Commit {
+            built: self.built,
+            removed: self.removed,
+            order: self.order,
+        }
+    }
 }
 
 impl ClusterManager {
-    /// Builds the cluster set for a new config. Call [`Cluster::start`] on the
-    /// returned new clusters before they take traffic.
-    pub fn build(
-        &self,
-        configs: &[ClusterConfig],
-        metrics: &Metrics,
-    ) -> (HashMap<String, Arc<Cluster>>, Vec<Arc<Cluster>>) {
-        let mut all = HashMap::new();
-        let mut fresh = Vec::new();
-        for c in configs {
-            let cluster = match self.clusters.get(&c.name) {
-                Some(existing) if existing.config == *c => existing.clone(),
+    /// The cluster set of a config: running clusters whose config is unchanged (the same
+    /// `Arc`, or equal) are kept; `rebuild` builds every one anew (new certificates
+    /// make new TLS contexts; the connections of a kept cluster stay). Call
+    /// [`Cluster::start`] on the built clusters before they take traffic.
+    pub fn build<'a>(
+        &'a self,
+        configs: &[Arc<ClusterConfig>],
+        metrics: &Arc<Metrics>,
+        rebuild: bool,
+    ) -> ClusterSet<'a> {
+        let (mut built, mut fresh, mut present) = (HashMap::new(), Vec::new(), 0);
+        for (i, c) in configs.iter().enumerate() {
+            if !rebuild && self.same_place(i, c) {
+                present += 1;
+                continue;
+            }
+            let running = self.clusters.get(&c.name);
+            present += usize::from(running.is_some());
+            let kept =
+                running.filter(|s| !rebuild && (Arc::ptr_eq(&s.source, c) || *s.source == **c));
+            if kept.is_some() {
+                continue;
+            }
+            let cluster = match running {
+                // Same config, rebuilt for its TLS context only: same cluster state.
+                Some(s) if *s.source == **c => s.cluster.clone(),
                 _ => {
-                    let n = Cluster::new(c, metrics);
-                    fresh.push(n.clone());
-                    n
+                    let new = Cluster::new(c, metrics);
+                    fresh.push(new.clone());
+                    new
                 }
             };
-            all.insert(c.name.clone(), cluster);
+            let by_name = match running {
+                Some(s) => s.by_name.clone(),
+                None => ClusterRef::new(cluster.clone()),
+            };
+            built.insert(
+                c.name.clone(),
+                Served {
+                    source: c.clone(),
+                    cluster,
+                    by_name,
+                },
+            );
         }
-        (all, fresh)
+        let removed = if present < self.clusters.len() {
+            let names: std::collections::HashSet<&str> =
+                configs.iter().map(|c| c.name.as_str()).collect();
+            self.clusters
+                .keys()
+                .filter(|n| !names.contains(n.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            Default::default()
+        };
+        ClusterSet {
+            running: &self.clusters,
+            order: configs.to_vec(),
+            built,
+            removed,
+            fresh,
+        }
     }
 
-    pub fn commit(&mut self, clusters: HashMap<String, Arc<Cluster>>) {
-        self.clusters = clusters;
+    /// Serves the cluster set built: changed clusters take their names' place.
+    pub fn commit(&mut self, commit: Commit) {
+        for name in &commit.removed {
+            self.clusters.remove(name);
+        }
+        for (name, served) in commit.built {
+            served.by_name.0.store(served.cluster.clone());
+            self.clusters.insert(name, served);
+        }
+        self.order = commit.order;
+    }
+
+    /// Each of `configs` with whether it is new or changed (all of them with `all`), and
+    /// how many of them are running already, for checking what an update changes.
+    pub fn marks<'a>(
+        &self,
+        configs: &'a [Arc<ClusterConfig>],
+        all: bool,
+    ) -> (Vec<(&'a ClusterConfig, bool)>, usize) {
+        let mut running = 0;
+        let marks = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if self.same_place(i, c) {
+                    running += 1;
+                    return (&**c, all);
+                }
+                let s = self.clusters.get(&c.name);
+                running += usize::from(s.is_some());
+                let same = s.is_some_and(|s| Arc::ptr_eq(&s.source, c) || *s.source == **c);
+                (&**c, all || !same)
+            })
+            .collect();
+        (marks, running)
+    }
+
+    /// Whether `c` is the config served at place `i` (the same `Arc`).
+    fn same_place(&self, i: usize, c: &Arc<ClusterConfig>) -> bool {
+        self.order.get(i).is_some_and(|o| Arc::ptr_eq(o, c))
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Cluster>> {
-        self.clusters.values()
+        self.clusters.values().map(|s| &s.cluster)
+    }
+
+    /// How many clusters run.
+    pub fn count(&self) -> usize {
+        self.clusters.len()
     }
 }

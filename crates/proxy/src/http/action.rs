@@ -1,9 +1,6 @@
 //! What a route does, with its clusters resolved: forward (weighted clusters,
 //! rewrites, timeout, retries, mirror, hash policy), redirect, or answer directly.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::StatusCode;
@@ -11,7 +8,7 @@ use trellis_config::{Redirect, Route, RouteMatch};
 
 use super::forward::{Forward, RetryRule, Target};
 use super::headers::Mutations;
-use crate::cluster::Cluster;
+use crate::cluster::ClusterSet;
 
 /// What a route does.
 pub enum Action {
@@ -21,7 +18,7 @@ pub enum Action {
 }
 
 /// The action of a route, with its clusters resolved.
-pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
+pub fn action(r: &Route, clusters: &ClusterSet) -> Action {
     let prefix_len = match_prefix_len(&r.matches);
     if let Some(d) = &r.direct_response {
         let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
@@ -33,7 +30,7 @@ pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
     let a = r.route.as_ref().expect("validated: a route has one action");
     let targets: Vec<Target> = match &a.cluster {
         Some(c) => vec![Target {
-            cluster: clusters[c].clone(),
+            cluster: named(clusters, c),
             weight: 1,
             request: Mutations::default(),
             response: Mutations::default(),
@@ -43,7 +40,7 @@ pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
             .iter()
             .filter(|w| w.weight > 0)
             .map(|w| Target {
-                cluster: clusters[&w.name].clone(),
+                cluster: named(clusters, &w.name),
                 weight: w.weight,
                 request: Mutations::new(&w.request_headers_to_add, &w.request_headers_to_remove),
                 response: Mutations::new(&w.response_headers_to_add, &w.response_headers_to_remove),
@@ -70,9 +67,17 @@ pub fn action(r: &Route, clusters: &HashMap<String, Arc<Cluster>>) -> Action {
         mirror: a
             .request_mirror
             .as_ref()
-            .map(|m| (clusters[&m.cluster].clone(), m.percent)),
+            .map(|m| (named(clusters, &m.cluster), m.percent)),
         hash_policy: a.hash_policy.clone(),
     })
+}
+
+/// The cluster a route names (validated: it exists).
+pub(crate) fn named(clusters: &ClusterSet, name: &str) -> crate::cluster::ClusterRef {
+    clusters
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("validated: cluster {name:?} exists"))
 }
 
 /// Envoy's substitution (`\1` is group 1) in the regex crate's form (`${1}`), with a

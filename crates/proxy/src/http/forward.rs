@@ -71,7 +71,7 @@ impl RetryRule {
 /// A cluster a route sends to, its weight, and the header edits that go with it (Envoy's
 /// weighted cluster headers, Istio's per-destination `headers`).
 pub struct Target {
-    pub cluster: Arc<Cluster>,
+    pub cluster: crate::cluster::ClusterRef,
     pub weight: u32,
     pub request: super::headers::Mutations,
     pub response: super::headers::Mutations,
@@ -88,7 +88,7 @@ pub struct Forward {
     pub host_rewrite: Option<HeaderValue>,
     pub timeout: Option<Duration>,
     pub retry: Option<RetryRule>,
-    pub mirror: Option<(Arc<Cluster>, f64)>,
+    pub mirror: Option<(crate::cluster::ClusterRef, f64)>,
     pub hash_policy: Vec<HashPolicy>,
 }
 
@@ -176,15 +176,16 @@ impl Forward {
         metadata: Option<&OwnHeaders>,
     ) -> (Forwarded, Arc<Cluster>) {
         let target = self.pick();
+        let cluster = target.cluster.get();
         target.request.apply(&mut out.headers);
-        if let Some(m) = metadata.filter(|_| target.cluster.in_mesh) {
+        if let Some(m) = metadata.filter(|_| cluster.in_mesh) {
             m.insert(&mut out.headers);
         }
         let mut forwarded = self
-            .forward_to(target.cluster.clone(), out, body, buffer_limit, upgrade)
+            .forward_to(cluster.clone(), out, body, buffer_limit, upgrade)
             .await;
         target.response.apply(forwarded.response.headers_mut());
-        (forwarded, target.cluster.clone())
+        (forwarded, cluster)
     }
 
     async fn forward_to(
@@ -219,7 +220,7 @@ impl Forward {
         };
         if let (Some((mirror, percent)), ReqBody::Buffered(b)) = (&self.mirror, &body) {
             if rand::thread_rng().gen_range(0.0..100.0) < *percent {
-                spawn_mirror(mirror.clone(), &out, b.clone());
+                spawn_mirror(mirror.get(), &out, b.clone());
             }
         }
         let hash = self.hash_key(&out);

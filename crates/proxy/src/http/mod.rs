@@ -13,6 +13,7 @@ mod reply;
 mod route_table;
 
 pub use crate::conn::ConnInfo;
+pub(crate) use action::named;
 pub use flags::Flags;
 pub use reply::local_reply;
 use route_table::VirtualHost;
@@ -78,7 +79,7 @@ impl HttpManager {
         authz: Option<Arc<crate::authz::ListenerAuthz>>,
         limits: &Limits,
         matcher: &trellis_config::Matcher,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &crate::cluster::ClusterSet,
         metrics: &Metrics,
         access_logs: &mut HashMap<String, AccessLog>,
         telemetry: Option<Arc<ListenerTelemetry>>,

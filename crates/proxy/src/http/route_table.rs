@@ -2,14 +2,10 @@
 //! action, the header mutations, each filter's per-route configuration (Envoy's
 //! `typed_per_filter_config`) and the route's stats.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use trellis_config::HttpManager as HttpConfig;
 
 use super::action::{action, Action};
 use super::headers::Mutations;
-use crate::cluster::Cluster;
 use crate::stats::{Metrics, RouteStats};
 
 pub struct VirtualHost {
@@ -54,7 +50,7 @@ impl PerRoute {
 pub fn build(
     listener: &str,
     config: &HttpConfig,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &crate::cluster::ClusterSet,
     metrics: &Metrics,
 ) -> Vec<VirtualHost> {
     let mut virtual_hosts = Vec::new();

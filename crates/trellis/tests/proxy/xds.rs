@@ -187,6 +187,59 @@ async fn xds_listeners_sit_beside_the_files_and_name_clashes_are_refused() {
     );
 }
 
+/// An update that changes one cluster decodes that cluster alone and puts it in place
+/// under the route that names it; the listener and the other cluster stay as they were.
+#[tokio::test]
+async fn one_changed_cluster_is_decoded_and_put_in_place_alone() {
+    let (a, b, c) = (app("a", &[]), app("b", &[]), app("c", &[]));
+    let cache = Cache::new();
+    cache.set(NODE, view("a", a.addr, b.addr));
+    let plane = ServerThread::start(cache.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let xds = plane.addr.to_string();
+    let p = proxy_with("", &["--xds", &xds, "--node-id", NODE]);
+    let mut web = None;
+    until("the xDS listener", Duration::from_secs(5), async || {
+        web = listener_addr(&p, "web").await;
+        web.is_some()
+    })
+    .await;
+    let url = format!("http://{}/", web.unwrap());
+    assert_eq!(get(&url).await.served_by(), "a");
+    const DECODED: &str = "trellis_xds_resources_decoded_total";
+    // The listener and both clusters at least (again when what they name arrives later:
+    // a cluster is decoded before its endpoints come, and waits).
+    let decoded = p.metric(DECODED).await;
+    assert!(decoded >= 3.0, "{decoded}");
+
+    // Cluster `a` now has c's address; nothing else changes.
+    cache.set(NODE, view("a", c.addr, b.addr));
+    until("the moved cluster", Duration::from_secs(3), async || {
+        get(&url).await.served_by() == "c"
+    })
+    .await;
+    assert_eq!(
+        p.metric(DECODED).await,
+        decoded + 1.0,
+        "only cluster a decoded"
+    );
+    let clusters = p.admin_get("/clusters").await.json();
+    let names: Vec<&str> = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    for _ in 0..10 {
+        assert_eq!(get(&url).await.served_by(), "c");
+    }
+    assert_eq!(
+        p.metric("trellis_xds_updates_total{result=\"accepted\"}")
+            .await,
+        2.0
+    );
+}
+
 #[test]
 fn xds_tls_without_an_identity_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

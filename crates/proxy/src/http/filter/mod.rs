@@ -219,7 +219,7 @@ mod tests {
             authz,
             &config.limits,
             &config.matcher,
-            &HashMap::new(),
+            &crate::cluster::ClusterManager::default().build(&[], &metrics, false),
             &metrics,
             &mut HashMap::new(),
             None,
