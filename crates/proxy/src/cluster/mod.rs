@@ -106,8 +106,9 @@ pub struct Cluster {
     rr: AtomicUsize,
     limits: Limits,
     clock: Clock,
-    /// Upstream TLS, rebuilt on every config apply so that new certificate files
-    /// take effect for new connections while the cluster keeps its state.
+    /// Upstream TLS, rebuilt when the cluster changes and on every reload and
+    /// certificate rotation, so that new certificates take effect for new connections
+    /// while the cluster keeps its state.
     pub tls: arc_swap::ArcSwapOption<trellis_tls::ClientTls>,
     /// The mesh service behind it, for Istio's metrics.
     pub istio_service: Option<crate::istio_stats::Service>,
