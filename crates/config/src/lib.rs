@@ -123,10 +123,6 @@ impl Config {
             })
         }
     }
-
-    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
-        self.clusters.iter().find(|c| c.name == name)
-    }
 }
 
 #[cfg(test)]

@@ -66,12 +66,11 @@ pub trait Lookup {
     fn for_each(&self, type_url: &'static str, f: &mut dyn FnMut(&Bytes, &Bytes));
 }
 
-/// A lookup made while decoding a resource, and what it found.
+/// A lookup made while decoding a resource (found or not).
 #[derive(Clone, Debug)]
 pub(crate) struct Dep {
     pub type_url: &'static str,
     pub name: String,
-    pub body: Option<Bytes>,
 }
 
 impl Ctx<'_> {
@@ -101,13 +100,11 @@ impl Ctx<'_> {
 
     /// A named resource, recorded as something this resource depends on.
     fn lookup(&mut self, type_url: &'static str, name: &str) -> Option<Bytes> {
-        let body = self.named.body(type_url, name);
         self.deps.push(Dep {
             type_url,
             name: name.to_string(),
-            body: body.clone(),
         });
-        body
+        self.named.body(type_url, name)
     }
 }
 

@@ -31,21 +31,25 @@ pub struct SharedDecoded {
     pub waiting_for: Vec<String>,
 }
 
-/// The types a decode looks things up in, in the order of [`Decoder::seen`].
+/// The types a decode looks things up in, in the order of [`Last::named`].
 const NAMED: [&str; 3] = [crate::ROUTE, crate::ENDPOINT, crate::SECRET];
 
 /// Keeps what each listener and cluster decoded to, with what it depended on.
 #[derive(Default)]
 pub struct Decoder {
-    /// In name order, as the last good decode saw them.
-    listeners: Vec<Slot<tc::Listener>>,
-    clusters: Vec<Slot<tc::Cluster>>,
-    /// Per type of [`NAMED`], every resource (name, body) the last good decode saw, in
-    /// name order; `None` before the first and after a refused one (then every input is
-    /// compared again).
-    seen: Option<[Vec<(Bytes, Bytes)>; 3]>,
+    /// What the last good decode saw and made; `None` before the first and after a
+    /// refused one (then everything is decoded).
+    last: Option<Last>,
     /// How many resources the last decode decoded (the rest came from the cache).
     pub decoded: usize,
+}
+
+struct Last {
+    /// In name order.
+    listeners: Vec<Slot<tc::Listener>>,
+    clusters: Vec<Slot<tc::Cluster>>,
+    /// Per type of [`NAMED`], every resource (name, body), in name order.
+    named: [Vec<(Bytes, Bytes)>; 3],
 }
 
 /// A listener or cluster as last decoded: its name and body, what it decoded to, and
@@ -104,43 +108,33 @@ fn walk(
     (changed, now)
 }
 
-/// Whether what a slot looked up is unchanged: by the walks' changes when there are
-/// some to go by, else by looking each up again.
-fn deps_current(deps: &[Dep], named: Option<&[Changed; 3]>, held: &dyn Lookup) -> bool {
-    match named {
-        Some(changed) => deps.iter().all(|d| {
-            let i = NAMED.iter().position(|t| *t == d.type_url).unwrap_or(2);
-            let name = d.name.as_bytes();
-            match changed[i].len() {
-                0 => true,
-                // An update changes a few: comparing lengths first beats hashing.
-                1..=8 => !changed[i]
-                    .iter()
-                    .any(|c| c.len() == name.len() && c[..] == *name),
-                _ => !changed[i].contains(name),
-            }
-        }),
-        None => deps
-            .iter()
-            .all(|d| match (held.body(d.type_url, &d.name), &d.body) {
-                (None, None) => true,
-                (Some(now), Some(then)) => same(&now, then),
-                _ => false,
-            }),
-    }
+/// Whether nothing a slot looked up is among the names that changed.
+fn deps_current(deps: &[Dep], changed: &[Changed; 3]) -> bool {
+    deps.iter().all(|d| {
+        let i = NAMED.iter().position(|t| *t == d.type_url).unwrap_or(2);
+        let name = d.name.as_bytes();
+        match changed[i].len() {
+            0 => true,
+            // An update changes a few: comparing lengths first beats hashing.
+            1..=8 => !changed[i]
+                .iter()
+                .any(|c| c.len() == name.len() && c[..] == *name),
+            _ => !changed[i].contains(name),
+        }
+    })
 }
 
 /// Decodes one resource (name, body) looking up what it names.
 type DecodeOne<T> = fn(&str, &[u8], &dyn Lookup) -> Result<One<T>, DecodeError>;
 
 /// `type_url`'s resources as slots, in name order: the slot of `before` (walked beside
-/// them) where the resource and what it looked up are unchanged, a new decode where
-/// not; and how many were decoded.
+/// them) where the resource and what it looked up (`changed` since `before` was made)
+/// are unchanged, a new decode where not; and how many were decoded.
 fn update<T>(
     before: Vec<Slot<T>>,
     held: &dyn Lookup,
     type_url: &'static str,
-    named: Option<&[Changed; 3]>,
+    changed: &[Changed; 3],
     decode: DecodeOne<T>,
 ) -> Result<(Vec<Slot<T>>, usize), DecodeError> {
     let mut now = Vec::with_capacity(before.len());
@@ -155,7 +149,7 @@ fn update<T>(
             .is_some()
         {}
         if let Some(o) = before.next_if(|o| same(&o.name, name)) {
-            if same(&o.body, body) && deps_current(&o.deps, named, held) {
+            if same(&o.body, body) && deps_current(&o.deps, changed) {
                 now.push(o);
                 return;
             }
@@ -186,22 +180,20 @@ impl Decoder {
     /// Decodes the listeners and clusters `held` holds, looking up what they name in
     /// it. A refused set leaves the decoder empty: the next decode decodes everything.
     pub fn decode(&mut self, held: &dyn Lookup) -> Result<SharedDecoded, DecodeError> {
-        let seen = self.seen.take();
-        let (listeners, clusters) = (
-            std::mem::take(&mut self.listeners),
-            std::mem::take(&mut self.clusters),
-        );
+        let last = self.last.take();
         let mut now: [Vec<(Bytes, Bytes)>; 3] = Default::default();
+        // With no last decode there is nothing to keep, so nothing to compare with.
         let mut changed: [Changed; 3] = Default::default();
         for (i, t) in NAMED.into_iter().enumerate() {
-            match &seen {
-                Some(s) => (changed[i], now[i]) = walk(held, t, &s[i]),
+            match &last {
+                Some(last) => (changed[i], now[i]) = walk(held, t, &last.named[i]),
                 None => held.for_each(t, &mut |n, b| now[i].push((n.clone(), b.clone()))),
             }
         }
-        let named = seen.is_some().then_some(&changed);
-        let (listeners, l) = update(listeners, held, crate::LISTENER, named, decode_listener)?;
-        let (clusters, c) = update(clusters, held, crate::CLUSTER, named, decode_cluster)?;
+        let (listeners, clusters) =
+            last.map_or_else(Default::default, |l| (l.listeners, l.clusters));
+        let (listeners, l) = update(listeners, held, crate::LISTENER, &changed, decode_listener)?;
+        let (clusters, c) = update(clusters, held, crate::CLUSTER, &changed, decode_cluster)?;
         self.decoded = l + c;
         let mut out = SharedDecoded {
             listeners: listeners.iter().filter_map(|s| s.out.clone()).collect(),
@@ -225,8 +217,11 @@ impl Decoder {
         // Several resources may wait for the same one.
         out.waiting_for.sort();
         out.waiting_for.dedup();
-        (self.listeners, self.clusters) = (listeners, clusters);
-        self.seen = Some(now);
+        self.last = Some(Last {
+            listeners,
+            clusters,
+            named: now,
+        });
         Ok(out)
     }
 }

@@ -442,15 +442,31 @@ impl Metrics {
 
     /// A route's stats, made when it takes its first request: a route table of 10 000
     /// virtual hosts is built without 60 000 series nobody may ever use.
-    pub fn route(&self, listener: &str, virtual_host: &str, route: &str) -> RouteStats {
+    pub fn route(self: &Arc<Self>, listener: &str, virtual_host: &str, route: &str) -> RouteStats {
         RouteStats {
-            families: Box::new((self.http_requests.clone(), self.http_duration.clone())),
+            metrics: self.clone(),
             labels: Box::new(RouteLabels {
                 listener: listener.to_string(),
                 virtual_host: virtual_host.to_string(),
                 route: route.to_string(),
             }),
             made: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn route_series(&self, l: &RouteLabels) -> RouteSeries {
+        RouteSeries {
+            by_class: CODE_CLASSES.map(|code_class| {
+                self.http_requests
+                    .get_or_create(&RouteCodeLabels {
+                        listener: l.listener.clone(),
+                        virtual_host: l.virtual_host.clone(),
+                        route: l.route.clone(),
+                        code_class,
+                    })
+                    .clone()
+            }),
+            duration: self.http_duration.get_or_create(l).clone(),
         }
     }
 
@@ -541,8 +557,9 @@ impl HandshakeCounters {
     }
 }
 
+/// A route's series, made on first use.
 pub struct RouteStats {
-    families: Box<(Family<RouteCodeLabels, Counter>, HistFamily<RouteLabels>)>,
+    metrics: Arc<Metrics>,
     labels: Box<RouteLabels>,
     made: std::sync::OnceLock<Box<RouteSeries>>,
 }
@@ -554,23 +571,9 @@ struct RouteSeries {
 
 impl RouteStats {
     pub fn record(&self, status: u16, seconds: f64) {
-        let series = self.made.get_or_init(|| {
-            let (requests, duration) = &*self.families;
-            let l = &*self.labels;
-            Box::new(RouteSeries {
-                by_class: CODE_CLASSES.map(|code_class| {
-                    requests
-                        .get_or_create(&RouteCodeLabels {
-                            listener: l.listener.clone(),
-                            virtual_host: l.virtual_host.clone(),
-                            route: l.route.clone(),
-                            code_class,
-                        })
-                        .clone()
-                }),
-                duration: duration.get_or_create(l).clone(),
-            })
-        });
+        let series = self
+            .made
+            .get_or_init(|| Box::new(self.metrics.route_series(&self.labels)));
         series.by_class[class_index(status)].inc();
         series.duration.observe(seconds);
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::bytes::Bytes;
 use prost::Message;
@@ -59,14 +58,6 @@ impl Resource {
     /// without copying).
     pub fn body_shared(&self) -> &Bytes {
         &self.body
-    }
-
-    /// As an `Any` of `type_url` (a copy of the body).
-    pub fn to_any(&self, type_url: &str) -> Any {
-        Any {
-            type_url: type_url.to_string(),
-            value: self.body.to_vec(),
-        }
     }
 }
 
@@ -713,6 +704,7 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::{
         DeltaDiscoveryResponse, Resource as PbResource,
     };
+    use envoy_types::pb::google::protobuf::Any;
     use prost::bytes::BytesMut;
 
     #[test]

@@ -583,14 +583,13 @@ impl ClusterSet<'_> {
         self.built.values().map(|s| (&*s.source, &s.cluster))
     }
 
-    /// Whether the config drops clusters that are running.
-    pub fn removes(&self) -> bool {
-        !self.removed.is_empty()
-    }
-
-    /// A cluster running now (kept or replaced), by name.
-    pub fn running(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.running.get(name).map(|s| &s.cluster)
+    /// What [`ClusterManager::commit`] installs.
+    pub fn into_commit(self) -> Commit {
+        Commit {
+            built: self.built,
+            removed: self.removed,
+            order: self.order,
+        }
     }
 }
 
@@ -599,16 +598,6 @@ pub struct Commit {
     built: HashMap<String, Served>,
     removed: std::collections::HashSet<String>,
     order: Vec<Arc<ClusterConfig>>,
-}
-
-impl ClusterSet<'_> {
-    pub fn into_commit(self) -> Commit {
-        Commit {
-            built: self.built,
-            removed: self.removed,
-            order: self.order,
-        }
-    }
 }
 
 impl ClusterManager {
@@ -624,20 +613,15 @@ impl ClusterManager {
     ) -> ClusterSet<'a> {
         let (mut built, mut fresh, mut present) = (HashMap::new(), Vec::new(), 0);
         for (i, c) in configs.iter().enumerate() {
-            if !rebuild && self.same_place(i, c) {
-                present += 1;
+            let unchanged = self.unchanged(i, c);
+            present += usize::from(unchanged.is_some());
+            if unchanged == Some(true) && !rebuild {
                 continue;
             }
             let running = self.clusters.get(&c.name);
-            present += usize::from(running.is_some());
-            let kept =
-                running.filter(|s| !rebuild && (Arc::ptr_eq(&s.source, c) || *s.source == **c));
-            if kept.is_some() {
-                continue;
-            }
             let cluster = match running {
                 // Same config, rebuilt for its TLS context only: same cluster state.
-                Some(s) if *s.source == **c => s.cluster.clone(),
+                Some(s) if unchanged == Some(true) => s.cluster.clone(),
                 _ => {
                     let new = Cluster::new(c, metrics);
                     fresh.push(new.clone());
@@ -701,22 +685,23 @@ impl ClusterManager {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if self.same_place(i, c) {
-                    running += 1;
-                    return (&**c, all);
-                }
-                let s = self.clusters.get(&c.name);
-                running += usize::from(s.is_some());
-                let same = s.is_some_and(|s| Arc::ptr_eq(&s.source, c) || *s.source == **c);
-                (&**c, all || !same)
+                let unchanged = self.unchanged(i, c);
+                running += usize::from(unchanged.is_some());
+                (&**c, all || unchanged != Some(true))
             })
             .collect();
         (marks, running)
     }
 
-    /// Whether `c` is the config served at place `i` (the same `Arc`).
-    fn same_place(&self, i: usize, c: &Arc<ClusterConfig>) -> bool {
-        self.order.get(i).is_some_and(|o| Arc::ptr_eq(o, c))
+    /// How `c`, at place `i` of an update, stands to what runs: `None` when no cluster
+    /// of its name runs, else whether it runs from this config — the same `Arc` at the
+    /// same place (told without a lookup), or an equal config.
+    fn unchanged(&self, i: usize, c: &Arc<ClusterConfig>) -> Option<bool> {
+        if self.order.get(i).is_some_and(|o| Arc::ptr_eq(o, c)) {
+            return Some(true);
+        }
+        let s = self.clusters.get(&c.name)?;
+        Some(Arc::ptr_eq(&s.source, c) || *s.source == **c)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Cluster>> {

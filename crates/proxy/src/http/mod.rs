@@ -80,7 +80,7 @@ impl HttpManager {
         limits: &Limits,
         matcher: &trellis_config::Matcher,
         clusters: &crate::cluster::ClusterSet,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
         access_logs: &mut HashMap<String, AccessLog>,
         telemetry: Option<Arc<ListenerTelemetry>>,
         tracer: Option<Arc<ListenerTracer>>,

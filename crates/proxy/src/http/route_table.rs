@@ -51,7 +51,7 @@ pub fn build(
     listener: &str,
     config: &HttpConfig,
     clusters: &crate::cluster::ClusterSet,
-    metrics: &Metrics,
+    metrics: &std::sync::Arc<Metrics>,
 ) -> Vec<VirtualHost> {
     let mut virtual_hosts = Vec::new();
     for vh in &config.virtual_hosts {
